@@ -1,0 +1,186 @@
+//! The audit log: append-only records in the master database, each chained to
+//! the previous one by SHA-256 so an edited or deleted record is detectable.
+
+use chrono::{DateTime, SubsecRound, TimeZone, Utc};
+use sha2::{Digest, Sha256};
+
+use crate::backends::db::{DbError, Pool, Value};
+
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub tenant: Option<String>,
+    pub request_id: Option<String>,
+    pub plugin: Option<String>,
+    pub details: serde_json::Value,
+}
+
+/// The hash of a record given its predecessor's: over a canonical JSON array
+/// of every stored field, so any edit changes it.
+pub fn record_hash(prev: &str, at: DateTime<Utc>, r: &NewRecord) -> String {
+    let canonical = serde_json::json!([
+        prev,
+        at.timestamp_millis(),
+        r.actor,
+        r.action,
+        r.target,
+        r.tenant,
+        r.request_id,
+        r.plugin,
+        r.details,
+    ]);
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// SQLite has one writer per file; this keeps the read-last-then-insert step
+/// atomic within the process that owns it.
+static SQLITE_APPEND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+const LAST: &str = "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1";
+const INSERT: &str = "INSERT INTO audit_log (at, actor, action, target, tenant, request_id, plugin, details, prev_hash, hash) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+
+fn params(at: DateTime<Utc>, r: &NewRecord, prev: &str, hash: &str) -> Vec<Value> {
+    let opt = |s: &Option<String>| s.clone().map(Value::Text).unwrap_or(Value::Null);
+    vec![
+        Value::Timestamp(at.timestamp_micros()),
+        Value::Text(r.actor.clone()),
+        Value::Text(r.action.clone()),
+        Value::Text(r.target.clone()),
+        opt(&r.tenant),
+        opt(&r.request_id),
+        opt(&r.plugin),
+        Value::Json(r.details.to_string()),
+        Value::Text(prev.to_string()),
+        Value::Text(hash.to_string()),
+    ]
+}
+
+/// Appends a record and returns its id.
+pub async fn append(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
+    // Millisecond precision is what both backends store exactly.
+    let at = Utc::now().trunc_subsecs(3);
+    match master {
+        Pool::Pg(pool) => {
+            let mut tx = pool.begin().await?;
+            // One appender at a time across every replica.
+            sqlx::query("SELECT pg_advisory_xact_lock(7305425512)")
+                .execute(&mut *tx)
+                .await?;
+            let prev: Option<String> = sqlx::query_scalar(LAST).fetch_optional(&mut *tx).await?;
+            let prev = prev.unwrap_or_else(|| GENESIS.to_string());
+            let hash = record_hash(&prev, at, &record);
+            let mut q = sqlx::query_scalar::<_, i64>(INSERT)
+                .bind(at)
+                .bind(&record.actor)
+                .bind(&record.action)
+                .bind(&record.target)
+                .bind(&record.tenant)
+                .bind(&record.request_id)
+                .bind(&record.plugin)
+                .bind(&record.details);
+            q = q.bind(&prev).bind(&hash);
+            let id = q.fetch_one(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(id)
+        }
+        Pool::Sqlite(_) => {
+            let _guard = SQLITE_APPEND.lock().await;
+            let last = master.query(LAST, &[]).await?;
+            let prev = match last.rows.first().and_then(|r| r.first()) {
+                Some(Value::Text(h)) => h.clone(),
+                _ => GENESIS.to_string(),
+            };
+            let hash = record_hash(&prev, at, &record);
+            let rows = master
+                .query(INSERT, &params(at, &record, &prev, &hash))
+                .await?;
+            match rows.rows.first().and_then(|r| r.first()) {
+                Some(Value::Int(id)) => Ok(*id),
+                _ => Err(DbError::Failed("audit insert returned no id".into())),
+            }
+        }
+    }
+}
+
+/// Result of walking the chain.
+#[derive(Debug, serde::Serialize)]
+pub struct Verification {
+    pub records: u64,
+    /// The first record whose hash or link does not match, with the reason.
+    pub broken_at: Option<(i64, String)>,
+}
+
+/// Recomputes every hash in id order.
+pub async fn verify(master: &Pool) -> Result<Verification, DbError> {
+    const PAGE: i64 = 1000;
+    let mut after = 0i64;
+    let mut prev = GENESIS.to_string();
+    let mut records = 0u64;
+    loop {
+        let page = master
+            .query(
+                "SELECT id, at, actor, action, target, tenant, request_id, plugin, details, prev_hash, hash \
+                 FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+                &[Value::Int(after), Value::Int(PAGE)],
+            )
+            .await?;
+        if page.rows.is_empty() {
+            return Ok(Verification {
+                records,
+                broken_at: None,
+            });
+        }
+        for row in &page.rows {
+            let text = |i: usize| match &row[i] {
+                Value::Text(s) | Value::Json(s) => Some(s.clone()),
+                _ => None,
+            };
+            let id = match row[0] {
+                Value::Int(id) => id,
+                _ => return Err(DbError::Failed("audit id is not an integer".into())),
+            };
+            let at = match row[1] {
+                Value::Timestamp(t) => Utc.timestamp_micros(t).single(),
+                _ => None,
+            };
+            let Some(at) = at else {
+                return Ok(broken(records, id, "timestamp is unreadable"));
+            };
+            let details: serde_json::Value = text(8)
+                .and_then(|s| serde_json::from_str(&s).ok())
+                .unwrap_or(serde_json::Value::Null);
+            let record = NewRecord {
+                actor: text(2).unwrap_or_default(),
+                action: text(3).unwrap_or_default(),
+                target: text(4).unwrap_or_default(),
+                tenant: text(5),
+                request_id: text(6),
+                plugin: text(7),
+                details,
+            };
+            let stored_prev = text(9).unwrap_or_default();
+            let stored_hash = text(10).unwrap_or_default();
+            if stored_prev != prev {
+                return Ok(broken(records, id, "does not link to the previous record"));
+            }
+            if record_hash(&prev, at, &record) != stored_hash {
+                return Ok(broken(records, id, "contents do not match its hash"));
+            }
+            prev = stored_hash;
+            records += 1;
+            after = id;
+        }
+    }
+}
+
+fn broken(records: u64, id: i64, why: &str) -> Verification {
+    Verification {
+        records,
+        broken_at: Some((id, why.to_string())),
+    }
+}

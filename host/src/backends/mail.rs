@@ -1,0 +1,175 @@
+//! Outgoing mail: SMTP through lettre, or `.eml` files in the data dir outbox.
+
+use lettre::message::header::ContentType;
+use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::settings::SmtpSettings;
+
+pub const MAIL_TIMEOUT: Duration = Duration::from_secs(20);
+
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingAttachment {
+    pub filename: String,
+    pub content_type: String,
+    pub data: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingMail {
+    pub to: Vec<String>,
+    pub cc: Vec<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    pub attachments: Vec<OutgoingAttachment>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+pub enum Mailer {
+    Smtp {
+        transport: AsyncSmtpTransport<Tokio1Executor>,
+        from: Mailbox,
+        host: String,
+    },
+    Outbox {
+        dir: PathBuf,
+        from: Mailbox,
+    },
+}
+
+impl Mailer {
+    pub fn new(smtp: Option<&SmtpSettings>, data_dir: &std::path::Path) -> anyhow::Result<Self> {
+        match smtp {
+            Some(s) => {
+                let from: Mailbox = s.from.parse().map_err(|e| {
+                    anyhow::anyhow!("SMTP_FROM \"{}\" is not an address: {e}", s.from)
+                })?;
+                let mut builder = match s.port {
+                    465 => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)?,
+                    587 => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)?,
+                    _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
+                }
+                .port(s.port)
+                .timeout(Some(MAIL_TIMEOUT));
+                if let (Some(user), Some(pass)) = (&s.user, &s.pass) {
+                    builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
+                }
+                Ok(Mailer::Smtp {
+                    transport: builder.build(),
+                    from,
+                    host: format!("{}:{}", s.host, s.port),
+                })
+            }
+            None => {
+                let dir = data_dir.join("outbox");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+                Ok(Mailer::Outbox {
+                    dir,
+                    from: "neo-ops <neo-ops@localhost>"
+                        .parse()
+                        .expect("static address"),
+                })
+            }
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Mailer::Smtp { .. } => "smtp",
+            Mailer::Outbox { .. } => "outbox",
+        }
+    }
+
+    /// Sends a message; returns its Message-ID.
+    pub async fn send(&self, mail: &OutgoingMail) -> Result<String, MailError> {
+        let from = match self {
+            Mailer::Smtp { from, .. } | Mailer::Outbox { from, .. } => from.clone(),
+        };
+        let message_id = format!("<{}@neo-ops>", uuid::Uuid::new_v4());
+        let message = build(mail, from, &message_id)?;
+        match self {
+            Mailer::Smtp {
+                transport, host, ..
+            } => match tokio::time::timeout(MAIL_TIMEOUT, transport.send(message)).await {
+                Ok(Ok(_)) => Ok(message_id),
+                Ok(Err(e)) => {
+                    tracing::warn!(smtp = %host, error = %e, "smtp send failed");
+                    Err(MailError::Unavailable(format!(
+                        "smtp server {host} refused or failed: {e}"
+                    )))
+                }
+                Err(_) => Err(MailError::Unavailable(format!(
+                    "smtp server {host} timed out"
+                ))),
+            },
+            Mailer::Outbox { dir, .. } => {
+                let name = format!(
+                    "{}-{}.eml",
+                    chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
+                    uuid::Uuid::new_v4().simple()
+                );
+                let tmp = dir.join(format!(".{name}.tmp"));
+                tokio::fs::write(&tmp, message.formatted())
+                    .await
+                    .map_err(|e| MailError::Unavailable(format!("writing outbox: {e}")))?;
+                tokio::fs::rename(&tmp, dir.join(&name))
+                    .await
+                    .map_err(|e| MailError::Unavailable(format!("writing outbox: {e}")))?;
+                Ok(message_id)
+            }
+        }
+    }
+}
+
+fn mailbox(addr: &str) -> Result<Mailbox, MailError> {
+    addr.parse()
+        .map_err(|e| MailError::Invalid(format!("bad address \"{addr}\": {e}")))
+}
+
+fn build(mail: &OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message, MailError> {
+    if mail.to.is_empty() {
+        return Err(MailError::Invalid(
+            "a message needs at least one recipient".into(),
+        ));
+    }
+    let mut b = Message::builder()
+        .from(from)
+        .subject(mail.subject.clone())
+        .message_id(Some(message_id.to_string()));
+    for to in &mail.to {
+        b = b.to(mailbox(to)?);
+    }
+    for cc in &mail.cc {
+        b = b.cc(mailbox(cc)?);
+    }
+    let body = match &mail.html {
+        Some(html) => MultiPart::alternative_plain_html(mail.text.clone(), html.clone()),
+        None => MultiPart::mixed().singlepart(SinglePart::plain(mail.text.clone())),
+    };
+    let body = if mail.attachments.is_empty() {
+        body
+    } else {
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for a in &mail.attachments {
+            let ct = ContentType::parse(&a.content_type).map_err(|_| {
+                MailError::Invalid(format!("bad content type \"{}\"", a.content_type))
+            })?;
+            mixed = mixed.singlepart(Attachment::new(a.filename.clone()).body(a.data.clone(), ct));
+        }
+        mixed
+    };
+    b.multipart(body)
+        .map_err(|e| MailError::Invalid(format!("cannot build message: {e}")))
+}

@@ -1,0 +1,6 @@
+//! The production and embedded implementations behind each capability.
+//! Capabilities (`crate::caps`) check grants, then call these.
+
+pub mod db;
+pub mod kv;
+pub mod mail;

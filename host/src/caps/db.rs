@@ -1,0 +1,149 @@
+//! `neo:ops/db`: SQL against the master or a tenant database, per grant.
+
+use crate::backends::db::{DbError, Pool, RowSet, Value};
+use crate::bindings::neo::ops::db as wit;
+use crate::bindings::{ErrorCode, WitError};
+use crate::manifest::DbGrant;
+use crate::runtime::state::StoreState;
+
+/// Largest number of statements in one transaction call.
+const MAX_STATEMENTS: usize = 10_000;
+
+enum Target<'a> {
+    Master,
+    Tenant(&'a str),
+}
+
+fn parse_target(target: &str) -> Result<Target<'_>, WitError> {
+    match target {
+        "master" => Ok(Target::Master),
+        t => match t.strip_prefix("tenant:") {
+            Some(name) if !name.is_empty() => Ok(Target::Tenant(name)),
+            _ => Err(WitError::invalid(format!(
+                "bad db target \"{target}\" (expected \"master\" or \"tenant:<name>\")"
+            ))),
+        },
+    }
+}
+
+impl StoreState {
+    /// Checks the grant, then opens the pool. Nothing is opened when denied.
+    async fn pool_for(&mut self, target: &str) -> Result<Pool, WitError> {
+        let call = &self.call;
+        let grants = &call.plugin.grants.db;
+        let allowed = match parse_target(target)? {
+            Target::Master => grants.contains(&DbGrant::Master),
+            Target::Tenant(name) => grants.iter().any(|g| match g {
+                DbGrant::AnyTenant => true,
+                DbGrant::Tenant(t) => t == name,
+                DbGrant::OwnTenant => call.tenant.as_deref() == Some(name),
+                DbGrant::Master => false,
+            }),
+        };
+        if !allowed {
+            tracing::warn!(plugin = %call.plugin.name, target, request_id = %call.request_id, "db access denied");
+            return Err(WitError::denied(format!(
+                "plugin \"{}\" has no db grant for \"{target}\"",
+                call.plugin.name
+            )));
+        }
+        match parse_target(target)? {
+            Target::Master => Ok(call.services.db.master().clone()),
+            Target::Tenant(name) => call.services.db.tenant(name).await.map_err(db_error),
+        }
+    }
+}
+
+pub fn db_error(e: DbError) -> WitError {
+    match e {
+        DbError::Invalid(m) => WitError::new(ErrorCode::Invalid, m),
+        DbError::NotFound(m) => WitError::new(ErrorCode::NotFound, m),
+        DbError::Conflict(m) => WitError::new(ErrorCode::Conflict, m),
+        DbError::Unavailable(m) => WitError::new(ErrorCode::Unavailable, m),
+        DbError::Failed(m) => WitError::new(ErrorCode::Failed, m),
+    }
+}
+
+fn from_wit(v: wit::Value) -> Value {
+    match v {
+        wit::Value::Null => Value::Null,
+        wit::Value::Boolean(b) => Value::Bool(b),
+        wit::Value::Int(i) => Value::Int(i),
+        wit::Value::Float(f) => Value::Float(f),
+        wit::Value::Text(s) => Value::Text(s),
+        wit::Value::Bytes(b) => Value::Bytes(b),
+        wit::Value::Timestamp(t) => Value::Timestamp(t),
+        wit::Value::Json(s) => Value::Json(s),
+    }
+}
+
+fn to_wit(set: RowSet) -> wit::RowSet {
+    let conv = |v: Value| match v {
+        Value::Null => wit::Value::Null,
+        Value::Bool(b) => wit::Value::Boolean(b),
+        Value::Int(i) => wit::Value::Int(i),
+        Value::Float(f) => wit::Value::Float(f),
+        Value::Text(s) => wit::Value::Text(s),
+        Value::Bytes(b) => wit::Value::Bytes(b),
+        Value::Timestamp(t) => wit::Value::Timestamp(t),
+        Value::Json(s) => wit::Value::Json(s),
+    };
+    wit::RowSet {
+        columns: set.columns,
+        rows: set
+            .rows
+            .into_iter()
+            .map(|r| r.into_iter().map(conv).collect())
+            .collect(),
+    }
+}
+
+impl wit::Host for StoreState {
+    async fn query(
+        &mut self,
+        target: String,
+        sql: String,
+        params: Vec<wit::Value>,
+    ) -> Result<wit::RowSet, WitError> {
+        let pool = self.pool_for(&target).await?;
+        let params: Vec<Value> = params.into_iter().map(from_wit).collect();
+        pool.query(&sql, &params)
+            .await
+            .map(to_wit)
+            .map_err(db_error)
+    }
+
+    async fn execute(
+        &mut self,
+        target: String,
+        sql: String,
+        params: Vec<wit::Value>,
+    ) -> Result<u64, WitError> {
+        let pool = self.pool_for(&target).await?;
+        let params: Vec<Value> = params.into_iter().map(from_wit).collect();
+        pool.execute(&sql, &params).await.map_err(db_error)
+    }
+
+    async fn transaction(
+        &mut self,
+        target: String,
+        statements: Vec<wit::Statement>,
+    ) -> Result<Vec<(u64, wit::RowSet)>, WitError> {
+        if statements.len() > MAX_STATEMENTS {
+            return Err(WitError::invalid(format!(
+                "{} statements in one transaction (at most {MAX_STATEMENTS})",
+                statements.len()
+            )));
+        }
+        let pool = self.pool_for(&target).await?;
+        let statements: Vec<(String, Vec<Value>)> = statements
+            .into_iter()
+            .map(|s| (s.sql, s.params.into_iter().map(from_wit).collect()))
+            .collect();
+        let results = pool.transaction(&statements).await.map_err(db_error)?;
+        Ok(results
+            .into_iter()
+            .map(|(n, set)| (n, to_wit(set)))
+            .collect())
+    }
+}

@@ -1,0 +1,23 @@
+//! `neo:ops/host-info`: health, readiness and version, as the host serves them.
+
+use crate::bindings::neo::ops::host_info as wit;
+use crate::runtime::state::StoreState;
+use crate::services::VERSION;
+
+impl wit::Host for StoreState {
+    async fn health(&mut self) -> String {
+        self.call.services.health().to_string()
+    }
+
+    async fn ready(&mut self) -> String {
+        self.call.services.ready().await.1.to_string()
+    }
+
+    async fn version(&mut self) -> wit::VersionInfo {
+        wit::VersionInfo {
+            version: VERSION.version.into(),
+            git_sha: VERSION.git_sha.into(),
+            build_time: VERSION.build_time.into(),
+        }
+    }
+}

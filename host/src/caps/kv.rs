@@ -1,0 +1,153 @@
+//! `neo:ops/kv`: keys and locks under the prefixes the manifest grants.
+
+use std::time::Duration;
+
+use crate::backends::kv::KvError;
+use crate::bindings::neo::ops::kv as wit;
+use crate::bindings::{ErrorCode, WitError};
+use crate::runtime::state::StoreState;
+
+/// Largest value or list element a plugin may store.
+const MAX_VALUE: usize = 1 << 20;
+
+impl StoreState {
+    fn kv_allowed(&self, key: &str) -> Result<(), WitError> {
+        let plugin = &self.call.plugin;
+        if key.is_empty() {
+            return Err(WitError::invalid("empty kv key"));
+        }
+        if key.starts_with(crate::backends::kv::HOST_NAMESPACE) {
+            return Err(WitError::denied(format!(
+                "kv key \"{key}\" is reserved for the host"
+            )));
+        }
+        if plugin.grants.kv.iter().any(|p| key.starts_with(p.as_str())) {
+            Ok(())
+        } else {
+            tracing::warn!(plugin = %plugin.name, key, "kv access denied");
+            Err(WitError::denied(format!(
+                "plugin \"{}\" has no kv grant for key \"{key}\"",
+                plugin.name
+            )))
+        }
+    }
+}
+
+fn kv_error(e: KvError) -> WitError {
+    match e {
+        KvError::Unavailable => WitError::new(ErrorCode::Unavailable, "kv store unavailable"),
+        KvError::WrongType(m) => WitError::new(ErrorCode::Invalid, m),
+    }
+}
+
+fn check_size(v: &[u8]) -> Result<(), WitError> {
+    if v.len() > MAX_VALUE {
+        return Err(WitError::invalid(format!(
+            "value of {} bytes exceeds {MAX_VALUE}",
+            v.len()
+        )));
+    }
+    Ok(())
+}
+
+impl wit::Host for StoreState {
+    async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
+        self.kv_allowed(&key)?;
+        self.call.services.kv.get(&key).await.map_err(kv_error)
+    }
+
+    async fn set(
+        &mut self,
+        key: String,
+        value: Vec<u8>,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), WitError> {
+        self.kv_allowed(&key)?;
+        check_size(&value)?;
+        let ttl = ttl_ms.map(Duration::from_millis);
+        self.call
+            .services
+            .kv
+            .set(&key, &value, ttl)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn delete(&mut self, key: String) -> Result<bool, WitError> {
+        self.kv_allowed(&key)?;
+        self.call.services.kv.delete(&key).await.map_err(kv_error)
+    }
+
+    async fn incr(&mut self, key: String, by: i64) -> Result<i64, WitError> {
+        self.kv_allowed(&key)?;
+        self.call.services.kv.incr(&key, by).await.map_err(kv_error)
+    }
+
+    async fn expire(&mut self, key: String, ttl_ms: u64) -> Result<bool, WitError> {
+        self.kv_allowed(&key)?;
+        self.call
+            .services
+            .kv
+            .expire(&key, Duration::from_millis(ttl_ms))
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn list_push(&mut self, key: String, values: Vec<Vec<u8>>) -> Result<u64, WitError> {
+        self.kv_allowed(&key)?;
+        for v in &values {
+            check_size(v)?;
+        }
+        self.call
+            .services
+            .kv
+            .list_push(&key, &values)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn list_trim(&mut self, key: String, start: i64, stop: i64) -> Result<(), WitError> {
+        self.kv_allowed(&key)?;
+        self.call
+            .services
+            .kv
+            .list_trim(&key, start, stop)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn list_range(
+        &mut self,
+        key: String,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<Vec<u8>>, WitError> {
+        self.kv_allowed(&key)?;
+        self.call
+            .services
+            .kv
+            .list_range(&key, start, stop)
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn lock(&mut self, name: String, ttl_ms: u64) -> Result<Option<String>, WitError> {
+        self.kv_allowed(&name)?;
+        self.call
+            .services
+            .kv
+            .lock(&name, Duration::from_millis(ttl_ms.max(1)))
+            .await
+            .map_err(kv_error)
+    }
+
+    async fn unlock(&mut self, name: String, token: String) -> Result<bool, WitError> {
+        self.kv_allowed(&name)?;
+        self.call
+            .services
+            .kv
+            .unlock(&name, &token)
+            .await
+            .map_err(kv_error)
+    }
+}

@@ -1,0 +1,39 @@
+//! `neo:ops/log`: plugin logs into the host's tracing, tagged with plugin and
+//! request id, and capped in size.
+
+use crate::bindings::neo::ops::log as wit;
+use crate::runtime::state::StoreState;
+
+const MAX_LOG: usize = 8 << 10;
+
+fn clip(s: &str) -> &str {
+    if s.len() <= MAX_LOG {
+        return s;
+    }
+    let mut end = MAX_LOG;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+impl wit::Host for StoreState {
+    async fn log(&mut self, level: wit::Level, message: String, fields: Vec<(String, String)>) {
+        let plugin = self.call.plugin.name.as_str();
+        let request_id = self.call.request_id.as_str();
+        let message = clip(&message);
+        let fields = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let fields = clip(&fields);
+        match level {
+            wit::Level::Trace => tracing::trace!(plugin, request_id, fields, "{message}"),
+            wit::Level::Debug => tracing::debug!(plugin, request_id, fields, "{message}"),
+            wit::Level::Info => tracing::info!(plugin, request_id, fields, "{message}"),
+            wit::Level::Warn => tracing::warn!(plugin, request_id, fields, "{message}"),
+            wit::Level::Error => tracing::error!(plugin, request_id, fields, "{message}"),
+        }
+    }
+}

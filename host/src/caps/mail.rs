@@ -1,0 +1,62 @@
+//! `neo:ops/mail`: send mail when the manifest grants `mail = true`.
+
+use crate::backends::mail::{MailError, OutgoingAttachment, OutgoingMail};
+use crate::bindings::neo::ops::mail as wit;
+use crate::bindings::{ErrorCode, WitError};
+use crate::runtime::state::StoreState;
+
+/// Largest message (bodies plus attachments) a plugin may send.
+const MAX_MESSAGE: usize = 20 << 20;
+
+impl wit::Host for StoreState {
+    async fn send(&mut self, message: wit::Message) -> Result<String, WitError> {
+        let plugin = &self.call.plugin;
+        if !plugin.grants.mail {
+            tracing::warn!(plugin = %plugin.name, "mail denied");
+            return Err(WitError::denied(format!(
+                "plugin \"{}\" has no mail grant",
+                plugin.name
+            )));
+        }
+        let size = message.text.len()
+            + message.html.as_ref().map_or(0, String::len)
+            + message
+                .attachments
+                .iter()
+                .map(|a| a.data.len())
+                .sum::<usize>();
+        if size > MAX_MESSAGE {
+            return Err(WitError::invalid(format!(
+                "message of {size} bytes exceeds {MAX_MESSAGE}"
+            )));
+        }
+        let mail = OutgoingMail {
+            to: message.to,
+            cc: message.cc,
+            subject: message.subject,
+            text: message.text,
+            html: message.html,
+            attachments: message
+                .attachments
+                .into_iter()
+                .map(|a| OutgoingAttachment {
+                    filename: a.filename,
+                    content_type: a.content_type,
+                    data: a.data,
+                })
+                .collect(),
+        };
+        let id = self
+            .call
+            .services
+            .mail
+            .send(&mail)
+            .await
+            .map_err(|e| match e {
+                MailError::Invalid(m) => WitError::new(ErrorCode::Invalid, m),
+                MailError::Unavailable(m) => WitError::new(ErrorCode::Unavailable, m),
+            })?;
+        tracing::info!(plugin = %plugin.name, request_id = %self.call.request_id, message_id = %id, recipients = mail.to.len() + mail.cc.len(), "mail sent");
+        Ok(id)
+    }
+}

@@ -1,0 +1,119 @@
+//! `neo:ops/outbound-http`: requests only to allow-listed (scheme, host, port),
+//! checked before connecting; no redirects, bounded time and body size.
+
+use std::time::Duration;
+
+use crate::bindings::neo::ops::outbound_http as wit;
+use crate::bindings::{ErrorCode, WitError};
+use crate::manifest::Endpoint;
+use crate::runtime::state::StoreState;
+
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+const MAX_RESPONSE: usize = 10 << 20;
+
+/// Whether `url` is on the allow-list: same scheme, host and port.
+pub fn is_allowed(allow: &[Endpoint], url: &reqwest::Url) -> bool {
+    let Some(host) = url.host_str() else {
+        return false;
+    };
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase();
+    let Some(port) = url.port_or_known_default() else {
+        return false;
+    };
+    allow
+        .iter()
+        .any(|e| e.scheme == url.scheme() && e.host == host && e.port == port)
+}
+
+impl wit::Host for StoreState {
+    async fn send(&mut self, request: wit::Request) -> Result<wit::Response, WitError> {
+        let plugin = &self.call.plugin;
+        let url = reqwest::Url::parse(&request.url)
+            .map_err(|e| WitError::invalid(format!("bad url \"{}\": {e}", request.url)))?;
+        if !is_allowed(&plugin.grants.http, &url) {
+            tracing::warn!(plugin = %plugin.name, host = ?url.host_str(), "outbound http denied");
+            return Err(WitError::denied(format!(
+                "plugin \"{}\" may not connect to {}://{}:{}",
+                plugin.name,
+                url.scheme(),
+                url.host_str().unwrap_or(""),
+                url.port_or_known_default().unwrap_or(0)
+            )));
+        }
+        let method = reqwest::Method::from_bytes(request.method.as_bytes())
+            .map_err(|_| WitError::invalid(format!("bad method \"{}\"", request.method)))?;
+        let timeout = request
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or(MAX_TIMEOUT)
+            .min(MAX_TIMEOUT);
+        let mut req = self
+            .call
+            .services
+            .http
+            .request(method, url)
+            .timeout(timeout);
+        for (k, v) in &request.headers {
+            req = req.header(k, v);
+        }
+        let unavailable = |e: reqwest::Error| {
+            WitError::new(
+                ErrorCode::Unavailable,
+                format!("request to {} failed: {}", request.url, e.without_url()),
+            )
+        };
+        let mut resp = req
+            .body(request.body.clone())
+            .send()
+            .await
+            .map_err(unavailable)?;
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+            .collect();
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(unavailable)? {
+            if body.len() + chunk.len() > MAX_RESPONSE {
+                return Err(WitError::new(
+                    ErrorCode::Failed,
+                    format!("response from {} exceeds {MAX_RESPONSE} bytes", request.url),
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(wit::Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_endpoint;
+
+    #[test]
+    fn allow_list_matches_scheme_host_and_port() {
+        let allow = vec![
+            parse_endpoint("http://127.0.0.1:9000").unwrap(),
+            parse_endpoint("https://hooks.slack.com").unwrap(),
+            parse_endpoint("http://[::1]:8081").unwrap(),
+        ];
+        let ok = |u: &str| is_allowed(&allow, &reqwest::Url::parse(u).unwrap());
+        assert!(ok("http://127.0.0.1:9000/x?y=1"));
+        assert!(ok("https://hooks.slack.com/services/T/B/X"));
+        assert!(ok("http://[::1]:8081/"));
+        assert!(!ok("http://127.0.0.1:9001/"));
+        assert!(!ok("https://127.0.0.1:9000/"));
+        assert!(!ok("http://hooks.slack.com/"));
+        assert!(!ok("https://hooks.slack.com.evil.example/"));
+        assert!(!ok("http://user@127.0.0.2:9000/"));
+    }
+}

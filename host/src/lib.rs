@@ -1,0 +1,16 @@
+//! neo-ops: runs the operations tooling of the neo POS platform as sandboxed
+//! WebAssembly components. See ARCHITECTURE.md for the code map.
+
+pub mod audit_log;
+pub mod auth;
+pub mod backends;
+pub mod bindings;
+pub mod caps;
+pub mod cli;
+pub mod demo;
+pub mod manifest;
+pub mod runtime;
+pub mod server;
+pub mod services;
+pub mod settings;
+pub mod triggers;

@@ -1,0 +1,3 @@
+fn main() -> std::process::ExitCode {
+    neo_ops::cli::main()
+}

@@ -1,0 +1,571 @@
+//! `plugins.toml`: which components run, on which triggers, with which grants
+//! and limits. Every mistake is reported as `file:line:column: message`.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use toml::Spanned;
+
+/// Roles, ordered: `super_admin` can do everything `admin` can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    Admin,
+    SuperAdmin,
+}
+
+impl Role {
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "super_admin" => Some(Role::SuperAdmin),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::SuperAdmin => "super_admin",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub method: String,
+    pub path: String,
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    pub cron: String,
+    pub tz: chrono_tz::Tz,
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct QueueSpec {
+    pub name: String,
+    pub max_attempts: u32,
+}
+
+/// Which database a plugin may open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DbGrant {
+    Master,
+    /// The invocation's own tenant only.
+    OwnTenant,
+    AnyTenant,
+    Tenant(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub scheme: String,
+    pub host: String,
+    pub port: u16,
+}
+
+/// What a plugin may touch. Everything absent is denied.
+#[derive(Debug, Clone, Default)]
+pub struct Grants {
+    pub db: Vec<DbGrant>,
+    pub kv: Vec<String>,
+    pub mail: bool,
+    pub http: Vec<Endpoint>,
+    pub env: Vec<String>,
+    pub files: Vec<PathBuf>,
+    pub queues: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub memory_bytes: usize,
+    pub timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            memory_bytes: 64 << 20,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Plugin {
+    pub name: String,
+    pub component: PathBuf,
+    pub routes: Vec<Route>,
+    pub schedules: Vec<Schedule>,
+    pub command: bool,
+    pub queue: Option<QueueSpec>,
+    /// Exports the preflight `check` interface.
+    pub check: bool,
+    pub grants: Grants,
+    pub limits: Limits,
+    pub config: HashMap<String, String>,
+}
+
+impl Plugin {
+    /// Whether a trigger calls the general `run` export.
+    pub fn needs_handler(&self) -> bool {
+        !self.routes.is_empty()
+            || !self.schedules.is_empty()
+            || self.command
+            || self.queue.is_some()
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Manifest {
+    pub plugins: Vec<Plugin>,
+}
+
+/// A manifest error with its position.
+#[derive(Debug, thiserror::Error)]
+#[error("{file}:{line}:{column}: {message}")]
+pub struct ManifestError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+// ---- raw, as written -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    #[serde(default)]
+    plugins: BTreeMap<Spanned<String>, RawPlugin>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPlugin {
+    component: Spanned<String>,
+    #[serde(default)]
+    routes: Vec<Spanned<RawRoute>>,
+    #[serde(default)]
+    schedules: Vec<Spanned<RawSchedule>>,
+    #[serde(default)]
+    command: bool,
+    queue: Option<Spanned<RawQueue>>,
+    #[serde(default)]
+    check: bool,
+    #[serde(default)]
+    grants: RawGrants,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    config: HashMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    method: Spanned<String>,
+    path: Spanned<String>,
+    role: Option<Spanned<String>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSchedule {
+    cron: Spanned<String>,
+    #[serde(default = "utc")]
+    tz: Spanned<String>,
+    #[serde(default)]
+    args: Vec<String>,
+}
+
+fn utc() -> Spanned<String> {
+    Spanned::new(0..0, "UTC".to_string())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQueue {
+    name: Spanned<String>,
+    #[serde(default = "default_attempts")]
+    max_attempts: u32,
+}
+
+fn default_attempts() -> u32 {
+    5
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawGrants {
+    #[serde(default)]
+    db: Vec<Spanned<String>>,
+    #[serde(default)]
+    kv: Vec<Spanned<String>>,
+    #[serde(default)]
+    mail: bool,
+    #[serde(default)]
+    http: Vec<Spanned<String>>,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    files: Vec<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    memory: Option<Spanned<String>>,
+    timeout: Option<Spanned<String>>,
+}
+
+// ---- loading ---------------------------------------------------------------
+
+/// Where relative component paths are looked up: next to the manifest, then
+/// in the directory the build script put the plugins in.
+pub fn built_plugins_dir() -> PathBuf {
+    PathBuf::from(env!("NEO_OPS_BUILT_PLUGINS"))
+}
+
+/// Reads and validates a manifest file.
+pub fn load(path: &Path) -> Result<Manifest, ManifestError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ManifestError {
+        file: path.display().to_string(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read manifest: {e}"),
+    })?;
+    let base = path.parent().unwrap_or(Path::new("."));
+    parse(&text, &path.display().to_string(), base)
+}
+
+/// Parses manifest text; `file` names it in errors, `base` anchors relative paths.
+pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestError> {
+    let err_at = |offset: usize, message: String| {
+        let (line, column) = line_col(text, offset);
+        ManifestError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+        }
+    };
+    let raw: RawManifest = toml::from_str(text).map_err(|e| {
+        let offset = e.span().map(|s| s.start).unwrap_or(0);
+        err_at(offset, e.message().trim().to_string())
+    })?;
+
+    let mut plugins = Vec::new();
+    let mut seen_routes: HashMap<(String, String), String> = HashMap::new();
+    for (name, rp) in raw.plugins {
+        let at = |s: &std::ops::Range<usize>, m: String| err_at(s.start, m);
+        let name_span = name.span();
+        let name = name.into_inner();
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            return Err(at(
+                &name_span,
+                format!("plugin name \"{name}\" must be lowercase letters, digits and '-'"),
+            ));
+        }
+        let component = resolve_component(base, rp.component.get_ref()).ok_or_else(|| {
+            at(
+                &rp.component.span(),
+                format!("component \"{}\" not found", rp.component.get_ref()),
+            )
+        })?;
+
+        let mut routes = Vec::new();
+        for r in &rp.routes {
+            let r = r.get_ref();
+            let method = r.method.get_ref().to_ascii_uppercase();
+            if !["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method.as_str()) {
+                return Err(at(
+                    &r.method.span(),
+                    format!("unknown method \"{}\"", r.method.get_ref()),
+                ));
+            }
+            let path = r.path.get_ref().clone();
+            validate_route_path(&path).map_err(|m| at(&r.path.span(), m))?;
+            let role = match &r.role {
+                None => None,
+                Some(role) => Some(Role::parse(role.get_ref()).ok_or_else(|| {
+                    at(
+                        &role.span(),
+                        format!(
+                            "unknown role \"{}\" (expected admin or super_admin)",
+                            role.get_ref()
+                        ),
+                    )
+                })?),
+            };
+            if let Some(other) = seen_routes.insert((method.clone(), path.clone()), name.clone()) {
+                return Err(at(
+                    &r.path.span(),
+                    format!(
+                        "duplicate route {method} {path} (already served by plugin \"{other}\")"
+                    ),
+                ));
+            }
+            routes.push(Route { method, path, role });
+        }
+
+        let mut schedules = Vec::new();
+        for s in &rp.schedules {
+            let s = s.get_ref();
+            crate::triggers::schedule::parse_cron(s.cron.get_ref()).map_err(|e| {
+                at(
+                    &s.cron.span(),
+                    format!("bad cron \"{}\": {e}", s.cron.get_ref()),
+                )
+            })?;
+            let tz: chrono_tz::Tz = s.tz.get_ref().parse().map_err(|_| {
+                at(
+                    &s.tz.span(),
+                    format!("unknown time zone \"{}\"", s.tz.get_ref()),
+                )
+            })?;
+            schedules.push(Schedule {
+                cron: s.cron.get_ref().clone(),
+                tz,
+                args: s.args.clone(),
+            });
+        }
+
+        let queue = match &rp.queue {
+            None => None,
+            Some(q) => {
+                let q = q.get_ref();
+                if !is_simple_name(q.name.get_ref()) {
+                    return Err(at(
+                        &q.name.span(),
+                        format!("bad queue name \"{}\"", q.name.get_ref()),
+                    ));
+                }
+                if q.max_attempts == 0 {
+                    return Err(at(&q.name.span(), "max_attempts must be at least 1".into()));
+                }
+                Some(QueueSpec {
+                    name: q.name.get_ref().clone(),
+                    max_attempts: q.max_attempts,
+                })
+            }
+        };
+
+        let grants = parse_grants(&rp.grants, &at)?;
+        let limits = parse_limits(&rp.limits, &at)?;
+        plugins.push(Plugin {
+            name,
+            component,
+            routes,
+            schedules,
+            command: rp.command,
+            queue,
+            check: rp.check,
+            grants,
+            limits,
+            config: rp.config,
+        });
+    }
+    Ok(Manifest { plugins })
+}
+
+fn resolve_component(base: &Path, name: &str) -> Option<PathBuf> {
+    let p = Path::new(name);
+    if p.is_absolute() {
+        return p.is_file().then(|| p.to_path_buf());
+    }
+    [base.join(p), built_plugins_dir().join(p)]
+        .into_iter()
+        .find(|c| c.is_file())
+}
+
+fn is_simple_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+fn validate_route_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("route path \"{path}\" must start with '/'"));
+    }
+    if ["/healthz", "/readyz"].contains(&path) {
+        return Err(format!("route path \"{path}\" is served by the host"));
+    }
+    for seg in path.split('/').skip(1) {
+        if seg.contains(['{', '}']) {
+            let inner = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
+            match inner {
+                Some(p) if is_simple_name(p) => {}
+                _ => return Err(format!("bad path parameter \"{seg}\" in \"{path}\"")),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_grants(
+    g: &RawGrants,
+    at: &dyn Fn(&std::ops::Range<usize>, String) -> ManifestError,
+) -> Result<Grants, ManifestError> {
+    let mut db = Vec::new();
+    for d in &g.db {
+        let v = d.get_ref();
+        db.push(match v.as_str() {
+            "master" => DbGrant::Master,
+            "tenant" => DbGrant::OwnTenant,
+            "tenant:*" => DbGrant::AnyTenant,
+            other => match other.strip_prefix("tenant:") {
+                Some(t) if crate::backends::db::valid_tenant_name(t) => DbGrant::Tenant(t.to_string()),
+                _ => {
+                    return Err(at(
+                        &d.span(),
+                        format!("unknown db grant \"{v}\" (expected master, tenant, tenant:* or tenant:<name>)"),
+                    ));
+                }
+            },
+        });
+    }
+    let mut kv = Vec::new();
+    for k in &g.kv {
+        if k.get_ref().is_empty() {
+            return Err(at(
+                &k.span(),
+                "an empty kv prefix would grant every key".into(),
+            ));
+        }
+        kv.push(k.get_ref().clone());
+    }
+    let mut http = Vec::new();
+    for h in &g.http {
+        http.push(parse_endpoint(h.get_ref()).map_err(|m| at(&h.span(), m))?);
+    }
+    Ok(Grants {
+        db,
+        kv,
+        mail: g.mail,
+        http,
+        env: g.env.clone(),
+        files: g.files.iter().map(PathBuf::from).collect(),
+        queues: g.queues.clone(),
+    })
+}
+
+/// `scheme://host[:port]` with no path.
+pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
+    let bad = || format!("bad http grant \"{s}\" (expected scheme://host[:port])");
+    let (scheme, rest) = s.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "http" => 80,
+        "https" => 443,
+        _ => return Err(bad()),
+    };
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+        return Err(bad());
+    }
+    let (host, port) = split_host_port(rest, default_port).ok_or_else(bad)?;
+    Ok(Endpoint { scheme, host, port })
+}
+
+/// Splits `host[:port]`, keeping `[v6]` brackets off the host.
+pub fn split_host_port(s: &str, default_port: u16) -> Option<(String, u16)> {
+    if let Some(v6) = s.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => p.parse().ok()?,
+            None if after.is_empty() => default_port,
+            None => return None,
+        };
+        return Some((host.to_ascii_lowercase(), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => Some((h.to_ascii_lowercase(), p.parse().ok()?)),
+        None => Some((s.to_ascii_lowercase(), default_port)),
+    }
+}
+
+fn parse_limits(
+    l: &RawLimits,
+    at: &dyn Fn(&std::ops::Range<usize>, String) -> ManifestError,
+) -> Result<Limits, ManifestError> {
+    let mut limits = Limits::default();
+    if let Some(m) = &l.memory {
+        limits.memory_bytes = parse_size(m.get_ref())
+            .filter(|b| (1 << 20..=crate::runtime::engine::MAX_MEMORY).contains(b))
+            .ok_or_else(|| {
+                at(
+                    &m.span(),
+                    format!(
+                        "bad memory limit \"{}\" (e.g. \"32MiB\", at most 1GiB)",
+                        m.get_ref()
+                    ),
+                )
+            })?;
+    }
+    if let Some(t) = &l.timeout {
+        limits.timeout = parse_duration(t.get_ref())
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| {
+                at(
+                    &t.span(),
+                    format!(
+                        "bad timeout \"{}\" (e.g. \"500ms\", \"2s\", \"5m\")",
+                        t.get_ref()
+                    ),
+                )
+            })?;
+    }
+    Ok(limits)
+}
+
+/// `"32MiB"`, `"512KiB"`, `"1GiB"` or a byte count.
+pub fn parse_size(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: usize = num.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" | "KB" | "K" => 1 << 10,
+        "MiB" | "MB" | "M" => 1 << 20,
+        "GiB" | "GB" | "G" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// `"500ms"`, `"2s"`, `"5m"`, `"1h"`.
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    Some(match unit {
+        "ms" => Duration::from_millis(n),
+        "s" => Duration::from_secs(n),
+        "m" => Duration::from_secs(n.checked_mul(60)?),
+        "h" => Duration::from_secs(n.checked_mul(3600)?),
+        _ => return None,
+    })
+}
+
+/// 1-based line and column of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
+    (line, column)
+}

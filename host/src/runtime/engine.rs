@@ -1,0 +1,73 @@
+//! The wasmtime engine: pooling allocator, epoch interruption, and the ticker
+//! that advances epochs so runaway plugins are stopped.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+/// Largest linear memory any plugin may be granted.
+pub const MAX_MEMORY: usize = 1 << 30;
+/// How often the epoch advances: the granularity of timeouts and of yields
+/// back to the async executor during long computations.
+pub const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// Concurrent plugin instances per process (pool slots).
+pub fn max_instances() -> u32 {
+    std::env::var("NEO_OPS_MAX_INSTANCES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128)
+}
+
+pub fn build_engine() -> anyhow::Result<Engine> {
+    let slots = max_instances();
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(slots)
+        .total_core_instances(slots * 8)
+        .total_memories(slots)
+        .total_tables(slots * 8)
+        .total_stacks(slots)
+        .max_memory_size(MAX_MEMORY)
+        .max_memories_per_component(4)
+        .max_tables_per_component(16)
+        .max_core_instances_per_component(16);
+    let mut config = Config::new();
+    config
+        .wasm_component_model(true)
+        .epoch_interruption(true)
+        .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Ok(Engine::new(&config)?)
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+}
+
+impl EpochTicker {
+    pub fn start(engine: &Engine) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        std::thread::Builder::new()
+            .name("neo-ops-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self { stop }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,374 @@
+//! Loads plugins once (compile or cache hit, link, `InstancePre`) and invokes
+//! them: a fresh store per invocation, memory limit, epoch deadline and a
+//! wall-clock bound. Every trigger comes through [`Runtime::invoke`].
+
+pub mod cache;
+pub mod engine;
+pub mod state;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use wasmtime::component::{HasSelf, InstancePre, Linker};
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use crate::bindings::{Runtime as RuntimeWorld, check_export, handler_export};
+use crate::manifest::{Manifest, Plugin};
+use crate::services::Services;
+use state::{CallContext, StoreState};
+
+#[derive(Debug, Clone)]
+pub struct HttpRequest {
+    pub method: String,
+    pub path: String,
+    pub path_params: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trigger {
+    Http(HttpRequest),
+    Schedule {
+        cron: String,
+        time_zone: String,
+        slot_micros: i64,
+        args: Vec<String>,
+    },
+    Command(Vec<String>),
+    Queue {
+        queue: String,
+        id: String,
+        payload: String,
+        attempt: u32,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub trigger: Trigger,
+    pub tenant: Option<String>,
+    pub principal: Option<Principal>,
+    pub dry_run: bool,
+    pub request_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// How an invocation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeError {
+    /// The plugin returned an error: its status and message are for the caller.
+    #[error("{message}")]
+    Failed { status: u16, message: String },
+    /// Trap, limit breach or instantiation failure: the details are logged,
+    /// the caller learns only that the plugin failed.
+    #[error("plugin \"{plugin}\" failed: {reason}")]
+    Crashed { plugin: String, reason: String },
+    #[error("plugin \"{plugin}\" timed out after {timeout:?}")]
+    TimedOut { plugin: String, timeout: Duration },
+    #[error("no plugin named \"{0}\"")]
+    UnknownPlugin(String),
+    #[error("plugin \"{0}\" does not export {1}")]
+    MissingExport(String, &'static str),
+}
+
+impl InvokeError {
+    pub fn status(&self) -> u16 {
+        match self {
+            InvokeError::Failed { status, .. } => *status,
+            InvokeError::TimedOut { .. } => 504,
+            InvokeError::UnknownPlugin(_) => 404,
+            _ => 500,
+        }
+    }
+}
+
+/// Result of a preflight check plugin.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CheckOutcome {
+    pub status: &'static str,
+    pub detail: String,
+    pub hint: Option<String>,
+}
+
+pub struct LoadedPlugin {
+    pub manifest: Arc<Plugin>,
+    pre: InstancePre<StoreState>,
+    handler: Option<handler_export::GuestIndices>,
+    check: Option<check_export::GuestIndices>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    _ticker: engine::EpochTicker,
+    plugins: HashMap<String, LoadedPlugin>,
+    pub services: Arc<Services>,
+}
+
+impl Runtime {
+    /// Compiles (or loads from cache) and links every plugin in the manifest.
+    pub fn load(manifest: &Manifest, services: Arc<Services>) -> anyhow::Result<Self> {
+        let engine = engine::build_engine()?;
+        let plugins = link_plugins(&engine, manifest, &services.settings.data_dir.join("cache"))?;
+        let ticker = engine::EpochTicker::start(&engine);
+        Ok(Self {
+            engine,
+            _ticker: ticker,
+            plugins,
+            services,
+        })
+    }
+
+    pub fn plugin(&self, name: &str) -> Option<&LoadedPlugin> {
+        self.plugins.get(name)
+    }
+
+    pub fn plugins(&self) -> impl Iterator<Item = &LoadedPlugin> {
+        self.plugins.values()
+    }
+
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        inv_tenant: Option<String>,
+        request_id: &str,
+        actor: Option<String>,
+    ) -> Store<StoreState> {
+        let state = StoreState::new(CallContext {
+            services: self.services.clone(),
+            plugin: plugin.manifest.clone(),
+            tenant: inv_tenant,
+            request_id: request_id.to_string(),
+            actor,
+        });
+        let mut store = Store::new(&self.engine, state);
+        store.limiter(|s| &mut s.limits);
+        // Each epoch tick: trap past the deadline, otherwise yield so a long
+        // computation never starves the executor.
+        let deadline = Instant::now() + plugin.manifest.limits.timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(wasmtime::Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store
+    }
+
+    /// Runs a plugin's `run` export for one invocation.
+    pub async fn invoke(&self, plugin_name: &str, inv: Invocation) -> Result<Output, InvokeError> {
+        let plugin = self
+            .plugins
+            .get(plugin_name)
+            .ok_or_else(|| InvokeError::UnknownPlugin(plugin_name.to_string()))?;
+        let indices = plugin.handler.as_ref().ok_or_else(|| {
+            InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/handler")
+        })?;
+        let timeout = plugin.manifest.limits.timeout;
+        let actor = inv.principal.as_ref().map(|p| p.name.clone());
+        let mut store = self.new_store(plugin, inv.tenant.clone(), &inv.request_id, actor);
+        let wit_inv = to_wit(inv);
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let guest = indices.load(&mut store, &instance)?;
+            guest.call_run(&mut store, &wit_inv).await
+        };
+        let crashed = |reason: String| {
+            tracing::error!(plugin = plugin_name, reason = %reason, "plugin invocation failed");
+            InvokeError::Crashed {
+                plugin: plugin_name.to_string(),
+                reason,
+            }
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => {
+                tracing::error!(plugin = plugin_name, ?timeout, "plugin timed out");
+                Err(InvokeError::TimedOut {
+                    plugin: plugin_name.to_string(),
+                    timeout,
+                })
+            }
+            Ok(Err(e)) => {
+                if matches!(
+                    e.downcast_ref::<wasmtime::Trap>(),
+                    Some(wasmtime::Trap::Interrupt)
+                ) {
+                    tracing::error!(
+                        plugin = plugin_name,
+                        ?timeout,
+                        "plugin interrupted at its deadline"
+                    );
+                    return Err(InvokeError::TimedOut {
+                        plugin: plugin_name.to_string(),
+                        timeout,
+                    });
+                }
+                Err(crashed(format!("{e:#}")))
+            }
+            Ok(Ok(Err(failure))) => Err(InvokeError::Failed {
+                status: failure.status,
+                message: failure.message,
+            }),
+            Ok(Ok(Ok(out))) => Ok(Output {
+                status: out.status,
+                headers: out.headers,
+                body: out.body,
+            }),
+        }
+    }
+
+    /// Runs a plugin's preflight `check` export.
+    pub async fn check(
+        &self,
+        plugin_name: &str,
+        request_id: &str,
+    ) -> Result<CheckOutcome, InvokeError> {
+        let plugin = self
+            .plugins
+            .get(plugin_name)
+            .ok_or_else(|| InvokeError::UnknownPlugin(plugin_name.to_string()))?;
+        let indices = plugin
+            .check
+            .as_ref()
+            .ok_or_else(|| InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/check"))?;
+        let timeout = plugin.manifest.limits.timeout;
+        let mut store = self.new_store(plugin, None, request_id, None);
+        let call = async {
+            let instance = plugin.pre.instantiate_async(&mut store).await?;
+            let guest = indices.load(&mut store, &instance)?;
+            guest.call_check(&mut store).await
+        };
+        match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(InvokeError::TimedOut {
+                plugin: plugin_name.to_string(),
+                timeout,
+            }),
+            Ok(Err(e)) => Err(InvokeError::Crashed {
+                plugin: plugin_name.to_string(),
+                reason: format!("{e:#}"),
+            }),
+            Ok(Ok(o)) => {
+                use check_export::Status;
+                Ok(CheckOutcome {
+                    status: match o.status {
+                        Status::Pass => "pass",
+                        Status::Warn => "warn",
+                        Status::Fail => "fail",
+                        Status::Skip => "skip",
+                    },
+                    detail: o.detail,
+                    hint: o.hint,
+                })
+            }
+        }
+    }
+}
+
+/// Compiles and links every plugin, failing with the plugin's name when a
+/// component lacks an export its triggers need (`neo-ops check` runs this alone).
+pub fn link_plugins(
+    engine: &Engine,
+    manifest: &Manifest,
+    cache_dir: &std::path::Path,
+) -> anyhow::Result<HashMap<String, LoadedPlugin>> {
+    let mut linker: Linker<StoreState> = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+    RuntimeWorld::add_to_linker::<StoreState, HasSelf<StoreState>>(&mut linker, |s| s)?;
+    let mut plugins = HashMap::new();
+    for p in &manifest.plugins {
+        let component = cache::load_component(engine, &p.component, cache_dir)
+            .map_err(|e| anyhow::anyhow!("plugin \"{}\": {e:#}", p.name))?;
+        let pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| anyhow::anyhow!("plugin \"{}\": cannot link: {e:#}", p.name))?;
+        let handler = handler_export::GuestIndices::new(&pre).ok();
+        let check = check_export::GuestIndices::new(&pre).ok();
+        if p.needs_handler() && handler.is_none() {
+            anyhow::bail!(
+                "plugin \"{}\": component {} does not export neo:ops/handler, which its triggers need",
+                p.name,
+                p.component.display()
+            );
+        }
+        if p.check && check.is_none() {
+            anyhow::bail!(
+                "plugin \"{}\": component {} does not export neo:ops/check",
+                p.name,
+                p.component.display()
+            );
+        }
+        plugins.insert(
+            p.name.clone(),
+            LoadedPlugin {
+                manifest: Arc::new(p.clone()),
+                pre,
+                handler,
+                check,
+            },
+        );
+    }
+    Ok(plugins)
+}
+
+/// Converts the host's invocation into the generated WIT type, at the edge.
+fn to_wit(inv: Invocation) -> handler_export::Invocation {
+    use handler_export as h;
+    let trigger = match inv.trigger {
+        Trigger::Http(r) => h::Trigger::Http(h::HttpRequest {
+            method: r.method,
+            path: r.path,
+            path_params: r.path_params,
+            query: r.query,
+            headers: r.headers,
+            body: r.body,
+        }),
+        Trigger::Schedule {
+            cron,
+            time_zone,
+            slot_micros,
+            args,
+        } => h::Trigger::Schedule(h::ScheduleEvent {
+            cron,
+            time_zone,
+            slot: slot_micros,
+            args,
+        }),
+        Trigger::Command(args) => h::Trigger::Command(args),
+        Trigger::Queue {
+            queue,
+            id,
+            payload,
+            attempt,
+        } => h::Trigger::Queue(h::QueueMessage {
+            queue,
+            id,
+            payload,
+            attempt,
+        }),
+    };
+    h::Invocation {
+        trigger,
+        tenant: inv.tenant,
+        principal: inv.principal.map(|p| h::Principal {
+            name: p.name,
+            role: p.role,
+        }),
+        dry_run: inv.dry_run,
+        request_id: inv.request_id,
+    }
+}

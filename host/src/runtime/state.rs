@@ -1,0 +1,58 @@
+//! Per-invocation store state: WASI context (no files, env or sockets unless
+//! granted), resource limits, and who is calling with which grants.
+
+use std::sync::Arc;
+use wasmtime::component::ResourceTable;
+use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use crate::manifest::Plugin;
+use crate::services::Services;
+
+/// What a capability needs to know about the current call.
+pub struct CallContext {
+    pub services: Arc<Services>,
+    pub plugin: Arc<Plugin>,
+    pub tenant: Option<String>,
+    pub request_id: String,
+    pub actor: Option<String>,
+}
+
+pub struct StoreState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub limits: StoreLimits,
+    pub call: CallContext,
+}
+
+impl StoreState {
+    pub fn new(call: CallContext) -> Self {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(call.plugin.limits.memory_bytes)
+            .trap_on_grow_failure(true)
+            .build();
+        // Deny by default: no preopened directories, no environment, no
+        // network; stderr goes to the host's so panics are visible.
+        let wasi = WasiCtx::builder()
+            .inherit_stderr()
+            .allow_tcp(false)
+            .allow_udp(false)
+            .allow_ip_name_lookup(false)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limits,
+            call,
+        }
+    }
+}
+
+impl WasiView for StoreState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}

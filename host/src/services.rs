@@ -1,0 +1,86 @@
+//! The backends one process shares across all plugins and triggers. Only this
+//! struct holds connection pools and credentials; plugins reach them through
+//! capabilities that check grants first.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::backends::{db::Databases, kv::Kv, mail::Mailer};
+use crate::settings::Settings;
+
+/// Version facts captured by the build script.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct VersionInfo {
+    pub version: &'static str,
+    pub git_sha: &'static str,
+    pub build_time: &'static str,
+}
+
+pub const VERSION: VersionInfo = VersionInfo {
+    version: env!("CARGO_PKG_VERSION"),
+    git_sha: env!("NEO_OPS_GIT_SHA"),
+    build_time: env!("NEO_OPS_BUILD_TIME"),
+};
+
+pub struct Services {
+    pub settings: Settings,
+    pub db: Arc<Databases>,
+    pub kv: Kv,
+    pub mail: Mailer,
+    pub http: reqwest::Client,
+    /// Set once every plugin is loaded; cleared while shutting down.
+    pub plugins_ready: AtomicBool,
+    pub started: std::time::Instant,
+}
+
+impl Services {
+    pub async fn connect(settings: Settings) -> anyhow::Result<Arc<Self>> {
+        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
+            anyhow::anyhow!("creating data dir {}: {e}", settings.data_dir.display())
+        })?;
+        let db = Databases::connect(&settings).await?;
+        let kv = Kv::connect(settings.redis_url.as_deref(), &settings.kv_prefix).await?;
+        let mail = Mailer::new(settings.smtp.as_ref(), &settings.data_dir)?;
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(crate::caps::outbound_http::MAX_TIMEOUT)
+            .build()?;
+        Ok(Arc::new(Self {
+            settings,
+            db,
+            kv,
+            mail,
+            http,
+            plugins_ready: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+        }))
+    }
+
+    pub fn health(&self) -> serde_json::Value {
+        serde_json::json!({
+            "status": "ok",
+            "version": VERSION.version,
+            "uptime_seconds": self.started.elapsed().as_secs(),
+        })
+    }
+
+    /// Readiness: every backend answers and the plugins are loaded.
+    pub async fn ready(&self) -> (bool, serde_json::Value) {
+        let (db_ok, kv_ok) = tokio::join!(self.db.master().ping(), self.kv.ping());
+        let plugins_ok = self.plugins_ready.load(Ordering::Acquire);
+        let ok = db_ok && kv_ok && plugins_ok;
+        let state = |b: bool| if b { "ok" } else { "unavailable" };
+        (
+            ok,
+            serde_json::json!({
+                "status": if ok { "ready" } else { "not_ready" },
+                "checks": {
+                    "database": {"status": state(db_ok), "backend": self.db.backend_name()},
+                    "kv": {"status": state(kv_ok), "backend": self.kv.backend_name()},
+                    "mail": {"status": "ok", "backend": self.mail.backend_name()},
+                    "plugins": {"status": state(plugins_ok)},
+                }
+            }),
+        )
+    }
+}

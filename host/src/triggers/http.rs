@@ -1,0 +1,247 @@
+//! HTTP trigger: one axum route per manifest route. The host authenticates
+//! and checks the route's role before the plugin runs; plugin failures become
+//! the spec's `{"ok": false, "error": {"code", "message"}}` envelope.
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, MethodRouter, get, on};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::auth;
+use crate::manifest::Role;
+use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
+
+/// The policy every HTML response carries (reports go to the host's endpoint).
+pub const CSP_REPORT_ONLY: &str = "default-src 'self'; report-uri /csp/report";
+
+/// `{"ok": false, "error": {"code": N, "message": "..."}}` with status N.
+pub fn error_envelope(status: u16, message: &str) -> Response {
+    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body =
+        serde_json::json!({"ok": false, "error": {"code": code.as_u16(), "message": message}});
+    (
+        code,
+        [("content-type", "application/json")],
+        body.to_string(),
+    )
+        .into_response()
+}
+
+pub fn forbidden() -> Response {
+    error_envelope(403, "forbidden")
+}
+
+#[derive(Clone)]
+struct RouteTarget {
+    plugin: String,
+    role: Option<Role>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    runtime: Arc<Runtime>,
+}
+
+/// Builds the router: host endpoints plus every manifest route.
+pub fn router(runtime: Arc<Runtime>) -> Router {
+    let mut by_path: BTreeMap<String, Vec<(Method, RouteTarget)>> = BTreeMap::new();
+    for p in runtime.plugins() {
+        for r in &p.manifest.routes {
+            let method =
+                Method::from_bytes(r.method.as_bytes()).expect("validated by the manifest");
+            by_path.entry(r.path.clone()).or_default().push((
+                method,
+                RouteTarget {
+                    plugin: p.manifest.name.clone(),
+                    role: r.role,
+                },
+            ));
+        }
+    }
+    let mut router = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    for (path, methods) in by_path {
+        let mut mr: MethodRouter<AppState> = MethodRouter::new();
+        for (method, target) in methods {
+            let filter = MethodFilter::try_from(method).expect("standard method");
+            mr = mr.merge(on(
+                filter,
+                move |state: State<AppState>,
+                      params: Path<HashMap<String, String>>,
+                      query: RawQuery,
+                      method: Method,
+                      uri: Uri,
+                      headers: HeaderMap,
+                      body: Bytes| {
+                    let target = target.clone();
+                    async move {
+                        dispatch(state, target, params, query, method, uri, headers, body).await
+                    }
+                },
+            ));
+        }
+        router = router.route(&path, mr);
+    }
+    router
+        .fallback(|| async { error_envelope(404, "not found") })
+        .with_state(AppState { runtime })
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    axum::Json(state.runtime.services.health()).into_response()
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    let (ok, body) = state.runtime.services.ready().await;
+    let status = if ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get("authorization")?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+fn request_id(headers: &HeaderMap) -> String {
+    headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        .map(str::to_string)
+        .unwrap_or_else(super::new_request_id)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    State(state): State<AppState>,
+    target: RouteTarget,
+    Path(params): Path<HashMap<String, String>>,
+    RawQuery(raw_query): RawQuery,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let runtime = &state.runtime;
+    let request_id = request_id(&headers);
+    let principal = match target.role {
+        None => None,
+        Some(required) => {
+            let Some(token) = bearer(&headers) else {
+                return forbidden();
+            };
+            match auth::authenticate(runtime.services.db.master(), token).await {
+                Ok(Some(p)) if p.role >= required => Some(Principal {
+                    name: p.name,
+                    role: p.role.as_str().to_string(),
+                }),
+                Ok(_) => return forbidden(),
+                Err(e) => {
+                    tracing::error!(error = %e, request_id, "token lookup failed");
+                    return error_envelope(503, "authentication unavailable");
+                }
+            }
+        }
+    };
+    let query: Vec<(String, String)> = raw_query
+        .as_deref()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tenant = params.get("tenant").cloned().or_else(|| {
+        query
+            .iter()
+            .find(|(k, _)| k == "tenant")
+            .map(|(_, v)| v.clone())
+    });
+    let dry_run = query
+        .iter()
+        .any(|(k, v)| k == "dry_run" && (v == "1" || v == "true"));
+    let header_list = headers
+        .iter()
+        .filter(|(k, _)| *k != "authorization" && *k != "cookie")
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let mut path_params: Vec<(String, String)> = params.into_iter().collect();
+    path_params.sort();
+    let inv = Invocation {
+        trigger: Trigger::Http(HttpRequest {
+            method: method.to_string(),
+            path: uri.path().to_string(),
+            path_params,
+            query,
+            headers: header_list,
+            body: body.to_vec(),
+        }),
+        tenant,
+        principal,
+        dry_run,
+        request_id: request_id.clone(),
+    };
+    let mut response = match runtime.invoke(&target.plugin, inv).await {
+        Ok(out) => plugin_response(out.status, out.headers, out.body),
+        Err(InvokeError::Failed { status, message }) => error_envelope(status, &message),
+        Err(e @ InvokeError::TimedOut { .. }) => error_envelope(500, &e.to_string()),
+        Err(e) => {
+            tracing::error!(plugin = %target.plugin, request_id, error = %e, "invocation failed");
+            error_envelope(500, &format!("plugin \"{}\" failed", target.plugin))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// Hop-by-hop and framing headers are the server's business, not the plugin's.
+const RESERVED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+];
+
+fn plugin_response(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let map = response.headers_mut();
+    for (k, v) in headers {
+        let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
+            continue;
+        };
+        if RESERVED_HEADERS.contains(&name.as_str()) {
+            continue;
+        }
+        if let Ok(value) = HeaderValue::from_str(&v) {
+            map.append(name, value);
+        }
+    }
+    let is_html = map
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/html"));
+    if is_html {
+        map.insert(
+            "content-security-policy-report-only",
+            HeaderValue::from_static(CSP_REPORT_ONLY),
+        );
+    }
+    response
+}

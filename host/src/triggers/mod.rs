@@ -1,0 +1,12 @@
+//! The four ways a plugin is invoked. Each builds a [`crate::runtime::Invocation`]
+//! and calls [`crate::runtime::Runtime::invoke`]; nothing else reaches a plugin.
+
+pub mod command;
+pub mod http;
+pub mod queue;
+pub mod schedule;
+
+/// A fresh request id for invocations that do not bring one.
+pub fn new_request_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}

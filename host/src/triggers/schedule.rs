@@ -1,0 +1,202 @@
+//! Schedule trigger: cron expressions in a time zone. Each slot fires once
+//! across all replicas: the replica that inserts the slot's row into `runs`
+//! (unique on plugin, trigger, slot) runs it; the others skip it.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use chrono_tz::Tz;
+use croner::Cron;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::db::Value;
+use crate::manifest::Manifest;
+use crate::runtime::{Invocation, Runtime, Trigger};
+
+/// Parses 5-field cron (`0 20 * * *`) or 6-field with seconds.
+pub fn parse_cron(expr: &str) -> Result<Cron, String> {
+    Cron::new(expr)
+        .with_seconds_optional()
+        .parse()
+        .map_err(|e| e.to_string())
+}
+
+/// The first slot strictly after `after`, evaluated in `tz`.
+pub fn next_fire(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// A due slot: which plugin's which schedule fires at which instant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueSlot {
+    pub plugin: String,
+    pub schedule: usize,
+    pub at: DateTime<Utc>,
+}
+
+/// Every slot in `(from, to]` across the manifest, in time order. The clock
+/// is the caller's, so tests can ask "what fires at 14:30 UTC" without waiting.
+pub fn due_between(manifest: &Manifest, from: DateTime<Utc>, to: DateTime<Utc>) -> Vec<DueSlot> {
+    let mut out = Vec::new();
+    for p in &manifest.plugins {
+        for (i, s) in p.schedules.iter().enumerate() {
+            let Ok(cron) = parse_cron(&s.cron) else {
+                continue;
+            };
+            let mut t = from;
+            while let Some(next) = next_fire(&cron, s.tz, t) {
+                if next > to {
+                    break;
+                }
+                out.push(DueSlot {
+                    plugin: p.name.clone(),
+                    schedule: i,
+                    at: next,
+                });
+                t = next;
+            }
+        }
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at).then(a.plugin.cmp(&b.plugin)));
+    out
+}
+
+fn slot_text(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Claims a slot for this replica; true if this replica should run it.
+pub async fn claim_slot(
+    runtime: &Runtime,
+    plugin: &str,
+    schedule: usize,
+    at: DateTime<Utc>,
+) -> anyhow::Result<Option<i64>> {
+    let services = &runtime.services;
+    let rows = services
+        .db
+        .master()
+        .query(
+            "INSERT INTO runs (plugin, trigger, slot, replica, status) VALUES ($1, $2, $3, $4, 'running') \
+             ON CONFLICT (plugin, trigger, slot) WHERE slot IS NOT NULL DO NOTHING RETURNING id",
+            &[
+                Value::Text(plugin.into()),
+                Value::Text(format!("schedule:{schedule}")),
+                Value::Text(slot_text(at)),
+                Value::Text(services.settings.replica.clone()),
+            ],
+        )
+        .await?;
+    Ok(match rows.rows.first().and_then(|r| r.first()) {
+        Some(Value::Int(id)) => Some(*id),
+        _ => None,
+    })
+}
+
+/// Records how a run ended.
+pub async fn finish_run(runtime: &Runtime, run_id: i64, error: Option<String>) {
+    let status = if error.is_some() { "error" } else { "ok" };
+    let result = runtime
+        .services
+        .db
+        .master()
+        .execute(
+            "UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4",
+            &[
+                Value::Text(status.into()),
+                error.map(Value::Text).unwrap_or(Value::Null),
+                Value::Timestamp(Utc::now().timestamp_micros()),
+                Value::Int(run_id),
+            ],
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::error!(run_id, error = %e, "could not record run result");
+    }
+}
+
+/// Fires one slot if this replica wins it.
+pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime<Utc>) {
+    let Some(spec) = runtime
+        .plugin(plugin)
+        .and_then(|p| p.manifest.schedules.get(schedule).cloned())
+    else {
+        return;
+    };
+    let run_id = match claim_slot(runtime, plugin, schedule, at).await {
+        Ok(Some(id)) => id,
+        Ok(None) => {
+            tracing::debug!(plugin, slot = %slot_text(at), "slot already taken by another replica");
+            return;
+        }
+        Err(e) => {
+            tracing::error!(plugin, error = %e, "cannot claim schedule slot");
+            return;
+        }
+    };
+    let inv = Invocation {
+        trigger: Trigger::Schedule {
+            cron: spec.cron.clone(),
+            time_zone: spec.tz.name().to_string(),
+            slot_micros: at.timestamp_micros(),
+            args: spec.args.clone(),
+        },
+        tenant: None,
+        principal: None,
+        dry_run: false,
+        request_id: super::new_request_id(),
+    };
+    tracing::info!(plugin, slot = %slot_text(at), "schedule fired");
+    let result = runtime.invoke(plugin, inv).await;
+    finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
+}
+
+/// Runs one schedule until `stop` is cancelled.
+pub async fn run_schedule(
+    runtime: Arc<Runtime>,
+    plugin: String,
+    schedule: usize,
+    stop: CancellationToken,
+) {
+    let Some(spec) = runtime
+        .plugin(&plugin)
+        .and_then(|p| p.manifest.schedules.get(schedule).cloned())
+    else {
+        return;
+    };
+    let Ok(cron) = parse_cron(&spec.cron) else {
+        return;
+    };
+    let mut after = Utc::now();
+    while let Some(next) = next_fire(&cron, spec.tz, after) {
+        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        fire(&runtime, &plugin, schedule, next).await;
+        after = next;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn eight_pm_in_kolkata_is_half_past_two_utc() {
+        let cron = parse_cron("0 20 * * *").unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let next = next_fire(&cron, chrono_tz::Asia::Kolkata, after).unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap());
+    }
+
+    #[test]
+    fn bad_cron_is_an_error() {
+        assert!(parse_cron("61 * * * *").is_err());
+        assert!(parse_cron("every day").is_err());
+        assert!(parse_cron("*/5 * * * * *").is_ok());
+    }
+}

@@ -1,0 +1,68 @@
+//! Guest-side SDK for neo-ops plugins: the WIT bindings (generated once, here),
+//! and the helpers every plugin would otherwise write again — replies in the
+//! `ok` envelope, command-line flags, rows by column name, timestamps.
+
+pub mod bindings {
+    wit_bindgen::generate!({
+        world: "plugin",
+        path: "../../wit",
+        pub_export_macro: true,
+        export_macro_name: "export_plugin",
+        default_bindings_module: "neo_ops_sdk::bindings",
+    });
+}
+
+pub mod check_bindings {
+    wit_bindgen::generate!({
+        world: "check-plugin",
+        path: "../../wit",
+        with: {
+            "neo:ops/types@0.1.0": crate::bindings::neo::ops::types,
+            "neo:ops/db@0.1.0": crate::bindings::neo::ops::db,
+            "neo:ops/kv@0.1.0": crate::bindings::neo::ops::kv,
+            "neo:ops/mail@0.1.0": crate::bindings::neo::ops::mail,
+            "neo:ops/outbound-http@0.1.0": crate::bindings::neo::ops::outbound_http,
+            "neo:ops/log@0.1.0": crate::bindings::neo::ops::log,
+            "neo:ops/audit@0.1.0": crate::bindings::neo::ops::audit,
+            "neo:ops/config@0.1.0": crate::bindings::neo::ops::config,
+            "neo:ops/host-info@0.1.0": crate::bindings::neo::ops::host_info,
+            "neo:ops/queue@0.1.0": crate::bindings::neo::ops::queue,
+        },
+        pub_export_macro: true,
+        export_macro_name: "export_check",
+        default_bindings_module: "neo_ops_sdk::check_bindings",
+    });
+}
+
+pub use bindings::export_plugin;
+pub use check_bindings::export_check;
+
+pub mod args;
+pub mod reply;
+pub mod rows;
+pub mod time;
+
+pub use bindings::exports::neo::ops::handler::{
+    Failure, Guest as Plugin, HttpRequest, Invocation, Output, QueueMessage, ScheduleEvent, Trigger,
+};
+pub use bindings::neo::ops::types::{Error, ErrorCode};
+pub use bindings::neo::ops::{audit, config, db, host_info, kv, log, mail, outbound_http, queue};
+pub use check_bindings::exports::neo::ops::check::{
+    Guest as Check, Outcome as CheckOutcome, Status as CheckStatus,
+};
+pub use serde_json;
+
+/// Logs at info level with no fields.
+pub fn info(message: &str) {
+    log::log(log::Level::Info, message, &[]);
+}
+
+/// Logs at warn level with no fields.
+pub fn warn(message: &str) {
+    log::log(log::Level::Warn, message, &[]);
+}
+
+/// Logs at debug level with no fields.
+pub fn debug(message: &str) {
+    log::log(log::Level::Debug, message, &[]);
+}

@@ -1,0 +1,52 @@
+//! Building outputs and failures in the shapes the spec uses.
+
+use crate::{ErrorCode, Failure, Output};
+use serde_json::{Value, json};
+
+/// A JSON body with the given status.
+pub fn json(status: u16, body: &Value) -> Output {
+    Output {
+        status,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: serde_json::to_vec(body).expect("a json value always serialises"),
+    }
+}
+
+/// `{"ok": true, "data": …}` with status 200.
+pub fn ok(data: Value) -> Output {
+    json(200, &json!({"ok": true, "data": data}))
+}
+
+/// Plain text with the given status (for command output).
+pub fn text(status: u16, body: impl Into<String>) -> Output {
+    Output {
+        status,
+        headers: vec![("content-type".into(), "text/plain; charset=utf-8".into())],
+        body: body.into().into_bytes(),
+    }
+}
+
+/// A failure the host turns into `{"ok": false, "error": {"code", "message"}}`.
+pub fn fail(status: u16, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+    }
+}
+
+/// The HTTP status a host error maps to when a plugin passes it on.
+pub fn status_of(code: ErrorCode) -> u16 {
+    match code {
+        ErrorCode::Invalid => 400,
+        ErrorCode::NotFound => 404,
+        ErrorCode::Conflict => 409,
+        ErrorCode::Unavailable => 503,
+        ErrorCode::Denied | ErrorCode::Failed => 500,
+    }
+}
+
+impl From<crate::Error> for Failure {
+    fn from(err: crate::Error) -> Self {
+        fail(status_of(err.code), err.message)
+    }
+}

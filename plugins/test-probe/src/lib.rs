@@ -1,0 +1,98 @@
+//! Test plugin: exercises one capability per command and reports what the host
+//! answered, so tests can show grants are enforced before any I/O. Also the
+//! schedule and queue consumer used by the trigger tests.
+//!
+//! Commands: `db TARGET`, `kv KEY`, `http URL`, `mail TO`, `env NAME`,
+//! `enqueue QUEUE PAYLOAD`, `audit ACTION`.
+
+use neo_ops_sdk::db::Value;
+use neo_ops_sdk::serde_json::json;
+use neo_ops_sdk::{
+    Error, Failure, Invocation, Output, Plugin, Trigger, audit, config, db, kv, mail,
+    outbound_http, queue, reply,
+};
+
+struct Probe;
+
+impl Plugin for Probe {
+    fn run(inv: Invocation) -> Result<Output, Failure> {
+        match inv.trigger {
+            Trigger::Command(argv) => {
+                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+                probe(&argv)
+            }
+            Trigger::Http(req) => {
+                let argv: Vec<&str> = req.query.iter().map(|(_, v)| v.as_str()).collect();
+                probe(&argv)
+            }
+            // Schedules and queue jobs count each delivery in kv so the tests
+            // can check "once per slot" and "consumed once".
+            Trigger::Schedule(ev) => {
+                let n = kv::incr(&format!("probe:slot:{}", ev.slot), 1)?;
+                Ok(reply::json(200, &json!({"slot": ev.slot, "count": n})))
+            }
+            Trigger::Queue(msg) => {
+                if msg.payload.contains("fail") {
+                    return Err(reply::fail(
+                        500,
+                        format!("job {} failed on purpose", msg.id),
+                    ));
+                }
+                let n = kv::incr(&format!("probe:job:{}", msg.payload), 1)?;
+                Ok(reply::json(200, &json!({"job": msg.id, "count": n})))
+            }
+        }
+    }
+}
+
+fn probe(argv: &[&str]) -> Result<Output, Failure> {
+    let result: Result<String, Error> = match argv {
+        ["db", target] => {
+            db::query(target, "SELECT 1 AS one", &[]).map(|rows| format!("{} row", rows.rows.len()))
+        }
+        ["db-write", target, title] => db::execute(
+            target,
+            "INSERT INTO incidents (title, details) VALUES ($1, 'probe')",
+            &[Value::from(*title)],
+        )
+        .map(|n| format!("{n} row")),
+        ["kv", key] => kv::set(key, b"probe", Some(60_000)).map(|_| "stored".into()),
+        ["http", url] => outbound_http::send(&outbound_http::Request {
+            method: "GET".into(),
+            url: url.to_string(),
+            headers: vec![],
+            body: vec![],
+            timeout_ms: Some(2_000),
+        })
+        .map(|r| format!("status {}", r.status)),
+        ["mail", to] => mail::send(&mail::Message {
+            to: vec![to.to_string()],
+            cc: vec![],
+            subject: "probe".into(),
+            text: "probe message".into(),
+            html: None,
+            attachments: vec![],
+        }),
+        ["env", name] => config::env(name).map(|v| v.unwrap_or_default()),
+        ["setting", key] => Ok(config::get(key).unwrap_or_default()),
+        ["enqueue", q, payload] => queue::enqueue(q, payload),
+        ["audit", action] => audit::append(&audit::Entry {
+            actor: "probe".into(),
+            action: action.to_string(),
+            target: "probe".into(),
+            tenant: None,
+            details: "{}".into(),
+        })
+        .map(|id| id.to_string()),
+        _ => return Err(reply::fail(400, format!("unknown probe {argv:?}"))),
+    };
+    Ok(match result {
+        Ok(detail) => reply::json(200, &json!({"ok": true, "detail": detail})),
+        Err(e) => reply::json(
+            200,
+            &json!({"ok": false, "code": format!("{:?}", e.code).to_lowercase(), "message": e.message}),
+        ),
+    })
+}
+
+neo_ops_sdk::export_plugin!(Probe);
