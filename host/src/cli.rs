@@ -226,7 +226,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => {
             let manifest = load_manifest(&cli.manifest)?;
-            let engine = crate::runtime::engine::build_engine()?;
+            let engine = crate::runtime::engine::build_engine(1)?;
             crate::runtime::link_plugins(&engine, &manifest, &cli.data_dir.join("cache"))?;
             println!(
                 "{}: {} plugin(s) ok",

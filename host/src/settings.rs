@@ -25,6 +25,8 @@ impl std::fmt::Debug for SmtpSettings {
     }
 }
 
+pub const DEFAULT_MAX_INSTANCES: u32 = 128;
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Embedded databases, kv snapshot, outbox and component cache live here.
@@ -40,6 +42,8 @@ pub struct Settings {
     pub smtp: Option<SmtpSettings>,
     /// Identifies this process in run history (`NEO_OPS_REPLICA`).
     pub replica: String,
+    /// Plugin instances that may run at once (`NEO_OPS_MAX_INSTANCES`).
+    pub max_instances: u32,
 }
 
 impl Settings {
@@ -84,6 +88,18 @@ impl Settings {
             kv_prefix: var("NEO_OPS_KV_PREFIX").unwrap_or_else(|| "neo-ops:".into()),
             smtp,
             replica: var("NEO_OPS_REPLICA").unwrap_or_else(default_replica),
+            max_instances: match var("NEO_OPS_MAX_INSTANCES") {
+                None => DEFAULT_MAX_INSTANCES,
+                Some(v) => v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "NEO_OPS_MAX_INSTANCES \"{v}\" is not a number from 1 to 10000"
+                        )
+                    })?,
+            },
         })
     }
 
@@ -97,6 +113,7 @@ impl Settings {
             kv_prefix: "neo-ops:".into(),
             smtp: None,
             replica: default_replica(),
+            max_instances: DEFAULT_MAX_INSTANCES,
         }
     }
 }

@@ -12,16 +12,10 @@ pub const MAX_MEMORY: usize = 1 << 30;
 /// back to the async executor during long computations.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Concurrent plugin instances per process (pool slots).
-pub fn max_instances() -> u32 {
-    std::env::var("NEO_OPS_MAX_INSTANCES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(128)
-}
-
-pub fn build_engine() -> anyhow::Result<Engine> {
-    let slots = max_instances();
+/// `max_instances` is the number of plugin instances that can run at once
+/// (pool slots); an invocation beyond it fails instead of allocating more.
+pub fn build_engine(max_instances: u32) -> anyhow::Result<Engine> {
+    let slots = max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
         .total_core_instances(slots * 8)

@@ -121,7 +121,7 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles (or loads from cache) and links every plugin in the manifest.
     pub fn load(manifest: &Manifest, services: Arc<Services>) -> anyhow::Result<Self> {
-        let engine = engine::build_engine()?;
+        let engine = engine::build_engine(services.settings.max_instances)?;
         let plugins = link_plugins(&engine, manifest, &services.settings.data_dir.join("cache"))?;
         let ticker = engine::EpochTicker::start(&engine);
         Ok(Self {

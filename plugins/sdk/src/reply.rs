@@ -50,3 +50,17 @@ impl From<crate::Error> for Failure {
         fail(status_of(err.code), err.message)
     }
 }
+
+impl ErrorCode {
+    /// The WIT name of the code, e.g. `"not-found"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::Denied => "denied",
+            ErrorCode::Invalid => "invalid",
+            ErrorCode::NotFound => "not-found",
+            ErrorCode::Conflict => "conflict",
+            ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Failed => "failed",
+        }
+    }
+}

@@ -2,13 +2,13 @@
 //! answered, so tests can show grants are enforced before any I/O. Also the
 //! schedule and queue consumer used by the trigger tests.
 //!
-//! Commands: `db TARGET`, `kv KEY`, `http URL`, `mail TO`, `env NAME`,
+//! Commands: `db TARGET`, `db-write TARGET KEY`, `kv KEY`, `http URL`, `mail TO`, `env NAME`,
 //! `enqueue QUEUE PAYLOAD`, `audit ACTION`.
 
 use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{
-    Error, Failure, Invocation, Output, Plugin, Trigger, audit, config, db, kv, mail,
+    Error, Failure, Invocation, Output, Plugin, Trigger, args::Args, audit, config, db, kv, mail,
     outbound_http, queue, reply,
 };
 
@@ -17,10 +17,7 @@ struct Probe;
 impl Plugin for Probe {
     fn run(inv: Invocation) -> Result<Output, Failure> {
         match inv.trigger {
-            Trigger::Command(argv) => {
-                let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-                probe(&argv)
-            }
+            Trigger::Command(argv) => probe(&Args::new(&argv).positionals(&["--tenant"])),
             Trigger::Http(req) => {
                 let argv: Vec<&str> = req.query.iter().map(|(_, v)| v.as_str()).collect();
                 probe(&argv)
@@ -50,12 +47,14 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
         ["db", target] => {
             db::query(target, "SELECT 1 AS one", &[]).map(|rows| format!("{} row", rows.rows.len()))
         }
-        ["db-write", target, title] => db::execute(
-            target,
-            "INSERT INTO incidents (title, details) VALUES ($1, 'probe')",
-            &[Value::from(*title)],
-        )
-        .map(|n| format!("{n} row")),
+        ["db-write", target, key] => {
+            let sql = if *target == "master" {
+                "INSERT INTO incidents (title, details) VALUES ($1, 'probe')"
+            } else {
+                "INSERT INTO settings (key, value) VALUES ($1, 'probe')"
+            };
+            db::execute(target, sql, &[Value::from(*key)]).map(|n| format!("{n} row"))
+        }
         ["kv", key] => kv::set(key, b"probe", Some(60_000)).map(|_| "stored".into()),
         ["http", url] => outbound_http::send(&outbound_http::Request {
             method: "GET".into(),
@@ -90,7 +89,7 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
         Ok(detail) => reply::json(200, &json!({"ok": true, "detail": detail})),
         Err(e) => reply::json(
             200,
-            &json!({"ok": false, "code": format!("{:?}", e.code).to_lowercase(), "message": e.message}),
+            &json!({"ok": false, "code": e.code.as_str(), "message": e.message}),
         ),
     })
 }

@@ -1,0 +1,238 @@
+//! The sandbox: grants are checked before any I/O (a denied call reaches
+//! nothing), and a trapping, looping or memory-hungry plugin fails alone.
+
+mod support;
+
+use serde_json::Value as Json;
+use std::time::{Duration, Instant};
+use support::{Backend, Deployment, HttpReceiver};
+
+fn probe_manifest(allowed: &HttpReceiver) -> String {
+    format!(
+        r#"
+[plugins.probe]
+component = "test_probe.wasm"
+command = true
+grants = {{ db = ["master", "tenant:acme"], kv = ["probe:"], http = ["http://127.0.0.1:{port}"], env = ["NEO_TEST_GRANTED_VAR"] }}
+
+[plugins.mailer]
+component = "test_probe.wasm"
+command = true
+grants = {{ mail = true }}
+config = {{ greeting = "namaste" }}
+
+[plugins.own-tenant]
+component = "test_probe.wasm"
+command = true
+grants = {{ db = ["tenant"] }}
+"#,
+        port = allowed.addr.port()
+    )
+}
+
+async fn probe(server: &support::Server, plugin: &str, args: &[&str]) -> Json {
+    let out = server.command(plugin, args).await.expect("probe runs");
+    serde_json::from_str(&out).unwrap()
+}
+
+fn assert_denied(result: &Json, what: &str) {
+    assert_eq!(result["ok"], false, "{what}: {result}");
+    assert_eq!(result["code"], "denied", "{what}: {result}");
+}
+
+async fn denied_capabilities_do_nothing(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let allowed = HttpReceiver::start().await;
+    let forbidden = HttpReceiver::start().await;
+    let server = dep.start(&probe_manifest(&allowed), "a").await;
+    for t in ["acme", "globex"] {
+        server.services.db.create_tenant(t, t).await.unwrap();
+    }
+    let settings_rows = |t: &'static str| {
+        let db = server.services.db.clone();
+        async move {
+            let pool = db.tenant(t).await.unwrap();
+            support::ints(&pool, "SELECT COUNT(*) FROM settings", &[]).await[0]
+        }
+    };
+
+    // db: the granted tenant works, another tenant is denied and untouched.
+    let ok = probe(&server, "probe", &["db-write", "tenant:acme", "k1"]).await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    assert_denied(
+        &probe(&server, "probe", &["db-write", "tenant:globex", "k1"]).await,
+        "other tenant",
+    );
+    assert_denied(
+        &probe(&server, "probe", &["db", "tenant:globex"]).await,
+        "other tenant read",
+    );
+    assert_eq!(settings_rows("acme").await, 1);
+    assert_eq!(settings_rows("globex").await, 0);
+    // "tenant" grants only the invocation's own tenant.
+    let own = probe(
+        &server,
+        "own-tenant",
+        &["db", "tenant:acme", "--tenant", "acme"],
+    )
+    .await;
+    assert_eq!(own["ok"], true, "{own}");
+    assert_denied(
+        &probe(
+            &server,
+            "own-tenant",
+            &["db", "tenant:globex", "--tenant", "acme"],
+        )
+        .await,
+        "own tenant only",
+    );
+    assert_denied(
+        &probe(&server, "own-tenant", &["db", "master"]).await,
+        "no master grant",
+    );
+
+    // kv: inside the prefix works; outside (and the host's namespace) is denied and unset.
+    assert_eq!(
+        probe(&server, "probe", &["kv", "probe:a"]).await["ok"],
+        true
+    );
+    assert_denied(
+        &probe(&server, "probe", &["kv", "other:a"]).await,
+        "kv prefix",
+    );
+    assert_denied(
+        &probe(&server, "probe", &["kv", "__queue:jobs"]).await,
+        "host namespace",
+    );
+    let kv = &server.services.kv;
+    assert_eq!(kv.get("probe:a").await.unwrap(), Some(b"probe".to_vec()));
+    assert_eq!(kv.get("other:a").await.unwrap(), None);
+
+    // outbound http: only the allow-listed host:port is contacted.
+    let ok = probe(&server, "probe", &["http", &allowed.url("/hook")]).await;
+    assert_eq!(ok["detail"], "status 200", "{ok}");
+    assert_denied(
+        &probe(&server, "probe", &["http", &forbidden.url("/hook")]).await,
+        "outbound host",
+    );
+    assert_eq!(allowed.requests().len(), 1);
+    assert_eq!(
+        forbidden.requests().len(),
+        0,
+        "a denied request must never connect"
+    );
+
+    // mail: denied without the grant; with it, the message really arrives.
+    assert_denied(
+        &probe(&server, "probe", &["mail", "owner@example.com"]).await,
+        "mail",
+    );
+    assert!(dep.sent_mail().is_empty(), "denied mail must not be sent");
+    let sent = probe(&server, "mailer", &["mail", "owner@example.com"]).await;
+    assert_eq!(sent["ok"], true, "{sent}");
+    let mail = dep.sent_mail();
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].contains("Subject: probe"), "{}", mail[0]);
+    assert!(mail[0].contains("probe message"));
+    assert!(
+        mail[0].contains(sent["detail"].as_str().unwrap()),
+        "Message-ID returned"
+    );
+
+    // env and config: only what the manifest lists.
+    assert_denied(&probe(&server, "probe", &["env", "PATH"]).await, "env");
+    assert_eq!(
+        probe(&server, "mailer", &["setting", "greeting"]).await["detail"],
+        "namaste"
+    );
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(grants_are_enforced, denied_capabilities_do_nothing);
+
+const FAULTS: &str = r#"
+[plugins.faults]
+component = "test_faults.wasm"
+routes = [{ method = "GET", path = "/faults/{mode}" }]
+command = true
+limits = { memory = "16MiB", timeout = "1s" }
+
+[plugins.status-page]
+component = "status_page.wasm"
+routes = [{ method = "GET", path = "/status.json" }]
+grants = { db = ["master"] }
+"#;
+
+async fn misbehaving_plugins_fail_alone(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(FAULTS, "a").await;
+    let failed = r#"{"error":{"code":500,"message":"plugin \"faults\" failed"},"ok":false}"#;
+
+    let (code, body) = server.get("/faults/ok", None).await;
+    assert_eq!(
+        (code, body.contains("\"hello\":\"world\"")),
+        (200, true),
+        "{body}"
+    );
+
+    let (code, body) = server.get("/faults/trap", None).await;
+    assert_eq!((code, body.as_str()), (500, failed));
+
+    let started = Instant::now();
+    let (code, body) = server.get("/faults/hog", None).await;
+    assert_eq!((code, body.as_str()), (500, failed));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the memory limit stops a hog quickly"
+    );
+
+    // While one request loops forever, other routes keep answering.
+    let looping = {
+        let url = server.url("/faults/loop");
+        let http = server.http.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let resp = http.get(url).send().await.unwrap();
+            (
+                resp.status().as_u16(),
+                resp.text().await.unwrap(),
+                started.elapsed(),
+            )
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    for _ in 0..5 {
+        let (code, _) = server.get("/faults/ok", None).await;
+        assert_eq!(code, 200);
+        let (code, body) = server.get("/status.json", None).await;
+        assert_eq!(code, 200, "{body}");
+    }
+    assert!(
+        !looping.is_finished(),
+        "the loop is still running while others answer"
+    );
+    let (code, body, took) = looping.await.unwrap();
+    assert_eq!(code, 500);
+    assert_eq!(
+        body,
+        r#"{"error":{"code":500,"message":"plugin \"faults\" timed out after 1s"},"ok":false}"#
+    );
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+
+    // The same plugin is healthy again, and the CLI path reports failures.
+    assert_eq!(server.get("/faults/ok", None).await.0, 200);
+    for mode in ["trap", "hog", "loop"] {
+        let err = server.command("faults", &[mode]).await.unwrap_err();
+        assert_eq!(
+            err.status(),
+            if mode == "loop" { 504 } else { 500 },
+            "{mode}: {err}"
+        );
+    }
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(faults_are_contained, misbehaving_plugins_fail_alone);

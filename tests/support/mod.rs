@@ -1,0 +1,312 @@
+//! Shared end-to-end harness: the real `neo-ops` server on port 0 with real
+//! plugins, on the embedded backends or on the machine's real Postgres and
+//! Redis (unique databases and key prefixes, removed afterwards), with a real
+//! SMTP server and HTTP receiver started by the test.
+#![allow(dead_code, unused_imports)]
+
+pub mod receivers;
+
+use neo_ops::backends::db::{Pool, Value};
+use neo_ops::manifest;
+use neo_ops::runtime::Runtime;
+use neo_ops::services::Services;
+use neo_ops::settings::{Settings, SmtpSettings};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+pub use receivers::{HttpReceiver, SmtpSink};
+
+pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+pub const REDIS: &str = "redis://127.0.0.1:6379";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// SQLite files, in-process kv, .eml outbox.
+    Embedded,
+    /// Postgres, Redis and a real SMTP server.
+    Real,
+}
+
+/// Where one test's state lives; shared by the replicas of that test.
+pub struct Deployment {
+    pub backend: Backend,
+    pub id: String,
+    pub dir: tempfile::TempDir,
+    pub smtp: Option<SmtpSink>,
+    pg_prefix: Option<String>,
+}
+
+impl Deployment {
+    /// Creates a fresh deployment. Real backends must be reachable: a missing
+    /// Postgres or Redis fails the test, it never skips it.
+    pub async fn new(backend: Backend) -> Self {
+        let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (smtp, pg_prefix) = match backend {
+            Backend::Embedded => (None, None),
+            Backend::Real => {
+                let admin = sqlx::PgPool::connect(PG_ADMIN).await.expect(
+                    "Postgres must be running on 127.0.0.1:5432 (see README: tests need it)",
+                );
+                let prefix = format!("neo_t_{id}");
+                sqlx::query(&format!("CREATE DATABASE {prefix}"))
+                    .execute(&admin)
+                    .await
+                    .expect("create test database");
+                admin.close().await;
+                let client = redis::Client::open(REDIS).unwrap();
+                let mut c = client
+                    .get_multiplexed_async_connection()
+                    .await
+                    .expect("Redis must be running on 127.0.0.1:6379 (see README: tests need it)");
+                let _: String = redis::cmd("PING")
+                    .query_async(&mut c)
+                    .await
+                    .expect("redis ping");
+                (Some(SmtpSink::start().await), Some(prefix))
+            }
+        };
+        Self {
+            backend,
+            id,
+            dir,
+            smtp,
+            pg_prefix,
+        }
+    }
+
+    pub fn data_dir(&self, replica: &str) -> PathBuf {
+        // Embedded replicas share one data dir, so they share the SQLite files.
+        self.dir.path().join(match self.backend {
+            Backend::Embedded => "data",
+            Backend::Real => replica,
+        })
+    }
+
+    pub fn kv_prefix(&self) -> String {
+        format!("neo-test:{}:", self.id)
+    }
+
+    pub fn settings(&self, replica: &str) -> Settings {
+        let mut s = Settings::embedded(self.data_dir(replica));
+        s.replica = format!("{}-{replica}", self.id);
+        s.kv_prefix = self.kv_prefix();
+        s.max_instances = 16;
+        if let Some(prefix) = &self.pg_prefix {
+            s.postgres_master_url = Some(format!("postgres://postgres@127.0.0.1:5432/{prefix}"));
+            s.postgres_tenant_dsn_template = Some(format!(
+                "postgres://postgres@127.0.0.1:5432/{prefix}_{{tenant}}"
+            ));
+            s.redis_url = Some(REDIS.into());
+            let smtp = self.smtp.as_ref().unwrap();
+            s.smtp = Some(SmtpSettings {
+                host: "127.0.0.1".into(),
+                port: smtp.addr.port(),
+                user: None,
+                pass: None,
+                from: "neo-ops <ops-bot@example.com>".into(),
+            });
+        }
+        s
+    }
+
+    /// Writes a manifest into the deployment dir and returns its path.
+    pub fn manifest(&self, text: &str) -> PathBuf {
+        let path = self.dir.path().join("plugins.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Starts one replica of the server.
+    pub async fn start(&self, manifest_text: &str, replica: &str) -> Server {
+        let path = self.manifest(manifest_text);
+        let manifest = manifest::load(&path).expect("test manifest is valid");
+        let services = Services::connect(self.settings(replica))
+            .await
+            .expect("services");
+        let runtime = Arc::new(Runtime::load(&manifest, services.clone()).expect("runtime"));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(neo_ops::server::run(
+            listener,
+            runtime.clone(),
+            shutdown.clone(),
+        ));
+        Server {
+            addr,
+            runtime,
+            services,
+            shutdown,
+            task: Some(task),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Mail that reached the SMTP server or the embedded outbox, as raw text.
+    pub fn sent_mail(&self) -> Vec<String> {
+        match &self.smtp {
+            Some(s) => s.messages().into_iter().map(|m| m.data).collect(),
+            None => {
+                let outbox = self.data_dir("a").join("outbox");
+                let mut files: Vec<_> = std::fs::read_dir(&outbox)
+                    .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+                    .unwrap_or_default();
+                files.sort();
+                files
+                    .into_iter()
+                    .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                    .map(|p| std::fs::read_to_string(p).unwrap())
+                    .collect()
+            }
+        }
+    }
+}
+
+impl Drop for Deployment {
+    fn drop(&mut self) {
+        let prefix = self.pg_prefix.clone();
+        let kv_prefix = self.kv_prefix();
+        let backend = self.backend;
+        // Drop runs outside any async context we may block: use a thread.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                if backend != Backend::Real {
+                    return;
+                }
+                if let Some(prefix) = prefix
+                    && let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN).await
+                {
+                    let names: Vec<String> =
+                        sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE $1")
+                            .bind(format!("{prefix}%"))
+                            .fetch_all(&admin)
+                            .await
+                            .unwrap_or_default();
+                    for n in names {
+                        let _ =
+                            sqlx::query(&format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)"))
+                                .execute(&admin)
+                                .await;
+                    }
+                    admin.close().await;
+                }
+                if let Ok(client) = redis::Client::open(REDIS)
+                    && let Ok(mut c) = client.get_multiplexed_async_connection().await
+                {
+                    let keys: Vec<String> = redis::cmd("KEYS")
+                        .arg(format!("{kv_prefix}*"))
+                        .query_async(&mut c)
+                        .await
+                        .unwrap_or_default();
+                    if !keys.is_empty() {
+                        let _: Result<i64, _> =
+                            redis::cmd("DEL").arg(keys).query_async(&mut c).await;
+                    }
+                }
+            });
+        })
+        .join()
+        .ok();
+    }
+}
+
+/// One running replica.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub runtime: Arc<Runtime>,
+    pub services: Arc<Services>,
+    shutdown: CancellationToken,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    pub http: reqwest::Client,
+}
+
+impl Server {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let mut req = self.http.get(self.url(path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+        let mut req = self.http.post(self.url(path)).body(body.to_string());
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("request");
+        (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    pub fn master(&self) -> &Pool {
+        self.services.db.master()
+    }
+
+    /// Runs a plugin's command through the same path `neo-ops run` uses.
+    pub async fn command(
+        &self,
+        plugin: &str,
+        args: &[&str],
+    ) -> Result<String, neo_ops::runtime::InvokeError> {
+        let args = args.iter().map(|s| s.to_string()).collect();
+        neo_ops::triggers::command::run(&self.runtime, plugin, args)
+            .await
+            .map(|o| String::from_utf8_lossy(&o.body).into_owned())
+    }
+
+    /// Graceful shutdown, as on SIGTERM; returns the server's result.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.task.take().unwrap().await.unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// First column of every row, as integers (for counting queries).
+pub async fn ints(pool: &Pool, sql: &str, params: &[Value]) -> Vec<i64> {
+    pool.query(sql, params)
+        .await
+        .unwrap()
+        .rows
+        .into_iter()
+        .map(|r| match &r[0] {
+            Value::Int(i) => *i,
+            other => panic!("expected an integer, got {other:?}"),
+        })
+        .collect()
+}
+
+/// Runs the same async test body on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($name:ident, $body:path) => {
+        mod $name {
+            use super::*;
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn embedded() {
+                $body(support::Backend::Embedded).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres_redis_smtp() {
+                $body(support::Backend::Real).await;
+            }
+        }
+    };
+}
