@@ -1,0 +1,90 @@
+//! Manifest errors name the file, line and column, and say what is wrong.
+
+use std::path::Path;
+
+fn error_of(text: &str) -> String {
+    neo_ops::manifest::parse(text, "plugins.toml", Path::new("."))
+        .expect_err("manifest should be rejected")
+        .to_string()
+}
+
+#[test]
+fn golden_errors() {
+    let cases: &[(&str, &str)] = &[
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutez = []\n",
+            "plugins.toml:3:1: unknown field `routez`",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"missing.wasm\"\n",
+            "plugins.toml:2:13: component \"missing.wasm\" not found",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nschedules = [{ cron = \"61 * * * *\" }]\n",
+            "plugins.toml:3:23: bad cron \"61 * * * *\":",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nschedules = [{ cron = \"0 20 * * *\", tz = \"Mars/Olympus\" }]\n",
+            "plugins.toml:3:42: unknown time zone \"Mars/Olympus\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x\" }]\n\n[plugins.b]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x\" }]\n",
+            "plugins.toml:7:36: duplicate route GET /x (already served by plugin \"a\")",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { sockets = true }\n",
+            "plugins.toml:3:12: unknown field `sockets`",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { db = [\"everything\"] }\n",
+            "plugins.toml:3:18: unknown db grant \"everything\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { http = [\"ftp://x\"] }\n",
+            "plugins.toml:3:20: bad http grant \"ftp://x\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nlimits = { memory = \"lots\" }\n",
+            "plugins.toml:3:21: bad memory limit \"lots\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x\", role = \"root\" }]\n",
+            "plugins.toml:3:49: unknown role \"root\"",
+        ),
+        (
+            "[plugins.Bad_Name]\ncomponent = \"status_page.wasm\"\n",
+            "plugins.toml:1:10: plugin name \"Bad_Name\"",
+        ),
+        ("[plugins.a\n", "plugins.toml:1:11:"),
+    ];
+    let mut wrong = Vec::new();
+    for (text, expected) in cases {
+        let err = error_of(text);
+        if !err.starts_with(expected) {
+            wrong.push(format!("expected prefix: {expected}\n     got: {err}"));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn the_shipped_manifest_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let m = neo_ops::manifest::load(&root.join("plugins.toml")).unwrap();
+    let status = m.plugins.iter().find(|p| p.name == "status-page").unwrap();
+    assert_eq!(status.routes[0].path, "/status.json");
+    assert!(status.command);
+}
+
+#[test]
+fn sizes_and_durations() {
+    use neo_ops::manifest::{parse_duration, parse_size};
+    use std::time::Duration;
+    assert_eq!(parse_size("32MiB"), Some(32 << 20));
+    assert_eq!(parse_size("1GiB"), Some(1 << 30));
+    assert_eq!(parse_size("12 parsecs"), None);
+    assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+    assert_eq!(parse_duration("2s"), Some(Duration::from_secs(2)));
+    assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
+    assert_eq!(parse_duration("soon"), None);
+}
