@@ -76,7 +76,9 @@ pub struct Grants {
     pub mail: bool,
     pub http: Vec<Endpoint>,
     pub env: Vec<String>,
-    pub files: Vec<PathBuf>,
+    /// Absolute paths, or `arg:--flag`: the path given to that flag of the
+    /// invocation's command line.
+    pub files: Vec<String>,
     pub queues: Vec<String>,
 }
 
@@ -213,7 +215,7 @@ struct RawGrants {
     #[serde(default)]
     env: Vec<String>,
     #[serde(default)]
-    files: Vec<String>,
+    files: Vec<Spanned<String>>,
     #[serde(default)]
     queues: Vec<String>,
 }
@@ -446,6 +448,19 @@ fn parse_grants(
         }
         kv.push(k.get_ref().clone());
     }
+    let mut files = Vec::new();
+    for f in &g.files {
+        let v = f.get_ref();
+        let ok = v.strip_prefix("arg:--").is_some_and(|flag| is_simple_name(flag))
+            || Path::new(v).is_absolute();
+        if !ok {
+            return Err(at(
+                &f.span(),
+                format!("bad files grant \"{v}\" (expected an absolute path or arg:--<flag>)"),
+            ));
+        }
+        files.push(v.clone());
+    }
     let mut http = Vec::new();
     for h in &g.http {
         http.push(parse_endpoint(h.get_ref()).map_err(|m| at(&h.span(), m))?);
@@ -456,7 +471,7 @@ fn parse_grants(
         mail: g.mail,
         http,
         env: g.env.clone(),
-        files: g.files.iter().map(PathBuf::from).collect(),
+        files,
         queues: g.queues.clone(),
     })
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod config;
 pub mod db;
+pub mod files;
 pub mod host_info;
 pub mod kv;
 pub mod log;

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 /// Largest linear memory any plugin may be granted.
 pub const MAX_MEMORY: usize = 1 << 30;
@@ -25,7 +25,14 @@ pub fn build_engine(max_instances: u32) -> anyhow::Result<Engine> {
         .max_memory_size(MAX_MEMORY)
         .max_memories_per_component(4)
         .max_tables_per_component(16)
-        .max_core_instances_per_component(16);
+        .max_core_instances_per_component(16)
+        // Reset reused slots by rewriting the pages a call dirtied (found with
+        // PAGEMAP_SCAN where the kernel has it) instead of madvise + page
+        // faults on the next call: fewer syscalls, TLB shootdowns and faults.
+        .linear_memory_keep_resident(2 << 20)
+        .table_keep_resident(512 << 10)
+        .async_stack_keep_resident(256 << 10)
+        .pagemap_scan(Enabled::Auto);
     let mut config = Config::new();
     config
         .wasm_component_model(true)

@@ -140,19 +140,18 @@ impl Runtime {
         self.plugins.values()
     }
 
-    fn new_store(
-        &self,
-        plugin: &LoadedPlugin,
-        inv_tenant: Option<String>,
-        request_id: &str,
-        actor: Option<String>,
-    ) -> Store<StoreState> {
+    fn new_store(&self, plugin: &LoadedPlugin, inv: Option<&Invocation>, request_id: &str) -> Store<StoreState> {
+        let files = match inv {
+            Some(inv) => crate::caps::files::resolve_grants(&plugin.manifest.grants.files, &inv.trigger),
+            None => Vec::new(),
+        };
         let state = StoreState::new(CallContext {
             services: self.services.clone(),
             plugin: plugin.manifest.clone(),
-            tenant: inv_tenant,
+            tenant: inv.and_then(|i| i.tenant.clone()),
             request_id: request_id.to_string(),
-            actor,
+            actor: inv.and_then(|i| i.principal.as_ref().map(|p| p.name.clone())),
+            files,
         });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -180,8 +179,7 @@ impl Runtime {
             InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/handler")
         })?;
         let timeout = plugin.manifest.limits.timeout;
-        let actor = inv.principal.as_ref().map(|p| p.name.clone());
-        let mut store = self.new_store(plugin, inv.tenant.clone(), &inv.request_id, actor);
+        let mut store = self.new_store(plugin, Some(&inv), &inv.request_id);
         let wit_inv = to_wit(inv);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -247,7 +245,7 @@ impl Runtime {
             .as_ref()
             .ok_or_else(|| InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/check"))?;
         let timeout = plugin.manifest.limits.timeout;
-        let mut store = self.new_store(plugin, None, request_id, None);
+        let mut store = self.new_store(plugin, None, request_id);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             let guest = indices.load(&mut store, &instance)?;

@@ -16,6 +16,8 @@ pub struct CallContext {
     pub tenant: Option<String>,
     pub request_id: String,
     pub actor: Option<String>,
+    /// Files this invocation may read, resolved from the grants and its arguments.
+    pub files: Vec<std::path::PathBuf>,
 }
 
 pub struct StoreState {

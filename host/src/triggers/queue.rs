@@ -121,7 +121,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 "dropping unreadable queue entry to the dead letters"
             );
             let _ = kv
-                .list_push(&dead_letter_key(&spec.name), &[raw.clone()])
+                .list_push(&dead_letter_key(&spec.name), std::slice::from_ref(&raw))
                 .await;
             let _ = kv.list_remove(&processing, &raw, 1).await;
             continue;

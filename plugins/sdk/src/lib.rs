@@ -27,6 +27,7 @@ pub mod check_bindings {
             "neo:ops/config@0.1.0": crate::bindings::neo::ops::config,
             "neo:ops/host-info@0.1.0": crate::bindings::neo::ops::host_info,
             "neo:ops/queue@0.1.0": crate::bindings::neo::ops::queue,
+            "neo:ops/files@0.1.0": crate::bindings::neo::ops::files,
         },
         pub_export_macro: true,
         export_macro_name: "export_check",
@@ -38,6 +39,7 @@ pub use bindings::export_plugin;
 pub use check_bindings::export_check;
 
 pub mod args;
+pub mod file_reader;
 pub mod reply;
 pub mod rows;
 pub mod time;
@@ -46,7 +48,9 @@ pub use bindings::exports::neo::ops::handler::{
     Failure, Guest as Plugin, HttpRequest, Invocation, Output, QueueMessage, ScheduleEvent, Trigger,
 };
 pub use bindings::neo::ops::types::{Error, ErrorCode};
-pub use bindings::neo::ops::{audit, config, db, host_info, kv, log, mail, outbound_http, queue};
+pub use bindings::neo::ops::{
+    audit, config, db, files, host_info, kv, log, mail, outbound_http, queue,
+};
 pub use check_bindings::exports::neo::ops::check::{
     Guest as Check, Outcome as CheckOutcome, Status as CheckStatus,
 };

@@ -1,0 +1,314 @@
+//! `cargo bench --bench runtime`: plugin routes against native axum handlers
+//! doing the same work in the same process, driven by a load generator in a
+//! second process (this binary re-executed with `--loadgen`). Prints ratios.
+//!
+//! Needs Postgres on 127.0.0.1:5432 (as the tests do); creates and drops its
+//! own database.
+
+use axum::Json;
+use axum::extract::State;
+use neo_ops::backends::db::{Pool, Value};
+use neo_ops::runtime::{Invocation, Runtime, Trigger};
+use neo_ops::services::Services;
+use neo_ops::settings::Settings;
+use serde_json::json;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const CONNECTIONS: usize = 32;
+const WARMUP: Duration = Duration::from_secs(1);
+const MEASURE: Duration = Duration::from_secs(5);
+
+const MANIFEST: &str = r#"
+[plugins.faults]
+component = "test_faults.wasm"
+routes = [{ method = "GET", path = "/faults/{mode}" }]
+limits = { memory = "16MiB", timeout = "2s" }
+
+[plugins.status-page]
+component = "status_page.wasm"
+routes = [{ method = "GET", path = "/status.json" }]
+command = true
+grants = { db = ["master"] }
+limits = { memory = "32MiB", timeout = "2s" }
+"#;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--loadgen") {
+        let url = args[i + 1].clone();
+        let secs: f64 = args[i + 2].parse().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let n = rt.block_on(loadgen(url, Duration::from_secs_f64(secs)));
+        println!("{n}");
+        return;
+    }
+    if args.iter().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(bench());
+}
+
+// ---- load generator (second process) ---------------------------------------
+
+/// Keep-alive HTTP/1.1 GETs on `CONNECTIONS` connections; returns requests
+/// completed during `measure` (after a warm-up).
+async fn loadgen(url: String, measure: Duration) -> u64 {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap());
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n").into_bytes();
+    let start = Instant::now() + WARMUP;
+    let end = start + measure;
+    let mut tasks = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let (authority, request) = (authority.to_string(), request.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut s = tokio::net::TcpStream::connect(&authority).await.unwrap();
+            s.set_nodelay(true).unwrap();
+            let mut buf = vec![0u8; 64 << 10];
+            let mut count = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    return count;
+                }
+                s.write_all(&request).await.unwrap();
+                read_response(&mut s, &mut buf).await;
+                if Instant::now() >= start && Instant::now() < end {
+                    count += 1;
+                }
+            }
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await.unwrap();
+    }
+    total
+}
+
+async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut [u8]) {
+    let mut have = 0;
+    loop {
+        let n = s.read(&mut buf[have..]).await.unwrap();
+        assert!(n > 0, "server closed the connection");
+        have += n;
+        if let Some(end) = find(&buf[..have], b"\r\n\r\n") {
+            let head = std::str::from_utf8(&buf[..end]).unwrap().to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "non-200 response: {head}");
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .map(|v| v.trim().parse().unwrap())
+                .expect("content-length");
+            let total = end + 4 + len;
+            while have < total {
+                let n = s.read(&mut buf[have..]).await.unwrap();
+                assert!(n > 0);
+                have += n;
+            }
+            return;
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+fn run_loadgen(url: &str) -> f64 {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--loadgen", url, &MEASURE.as_secs_f64().to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let n: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    n / MEASURE.as_secs_f64()
+}
+
+// ---- native baselines (same process as the plugin server) ------------------
+
+async fn native_ok() -> Json<serde_json::Value> {
+    Json(json!({"hello": "world", "mode": "ok", "n": 42}))
+}
+
+async fn native_status(State(pool): State<Pool>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let rows = pool
+        .query(
+            "SELECT title, details, started_at FROM incidents WHERE resolved_at IS NULL ORDER BY started_at, id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let incidents: Vec<serde_json::Value> = rows
+        .rows
+        .iter()
+        .map(|r| {
+            let ts = match r[2] {
+                Value::Timestamp(t) => chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339()),
+                _ => None,
+            };
+            let text = |v: &Value| match v {
+                Value::Text(s) => Some(s.clone()),
+                _ => None,
+            };
+            json!({"title": text(&r[0]), "details": text(&r[1]), "started_at": ts})
+        })
+        .collect();
+    let state = if incidents.is_empty() { "operational" } else { "degraded" };
+    (
+        [("cache-control", "no-cache")],
+        Json(json!({"state": state, "incidents": incidents})),
+    )
+        .into_response()
+}
+
+// ---- the benchmark ---------------------------------------------------------
+
+async fn bench() {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let db_name = format!("neo_bench_{id}");
+    let admin = sqlx::PgPool::connect(PG_ADMIN).await.expect("Postgres on 127.0.0.1:5432");
+    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&admin).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = dir.path().join("plugins.toml");
+    std::fs::write(&manifest_path, MANIFEST).unwrap();
+
+    let mut settings = Settings::embedded(dir.path().join("data"));
+    settings.postgres_master_url = Some(format!("postgres://postgres@127.0.0.1:5432/{db_name}"));
+    settings.postgres_tenant_dsn_template = Some(format!("postgres://postgres@127.0.0.1:5432/{db_name}_{{tenant}}"));
+    let services = Services::connect(settings.clone()).await.unwrap();
+    let manifest = neo_ops::manifest::load(&manifest_path).unwrap();
+    let runtime = Arc::new(Runtime::load(&manifest, services.clone()).unwrap());
+    for (title, details) in [("Checkout slow", "p95 above 5s"), ("KOT printers", "Outlet 12 offline"), ("SMS delays", "Provider queueing")] {
+        neo_ops::triggers::command::run(&runtime, "status-page", vec!["start".into(), title.into(), details.into()])
+            .await
+            .unwrap();
+    }
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let plugin_addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    tokio::spawn(neo_ops::server::run(listener, runtime.clone(), stop.clone()));
+    let native = axum::Router::new()
+        .route("/native/ok", axum::routing::get(native_ok))
+        .route("/native/status.json", axum::routing::get(native_status))
+        .with_state(services.db.master().clone());
+    let native_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let native_addr = native_listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(native_listener, native).await });
+
+    if std::env::var("NEO_BENCH_ONLY").as_deref() == Ok("invoke") {
+        // For profiling the invocation path alone: perf record this.
+        let n: usize = std::env::var("NEO_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+        let t = Instant::now();
+        for _ in 0..n {
+            runtime.invoke("faults", ok_invocation()).await.unwrap();
+        }
+        println!("{:.2} us per invoke", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        return;
+    }
+    println!("neo-ops runtime benchmark ({CONNECTIONS} keep-alive connections, {MEASURE:?} per run, load generator in a second process)");
+    let mut figures = Vec::new();
+    for (label, plugin_path, native_path, goal) in [
+        ("json, no I/O", "/faults/ok", "/native/ok", 0.6),
+        ("/status.json from Postgres", "/status.json", "/native/status.json", 0.8),
+    ] {
+        let native_rps = run_loadgen(&format!("http://{native_addr}{native_path}"));
+        let plugin_rps = run_loadgen(&format!("http://{plugin_addr}{plugin_path}"));
+        let ratio = plugin_rps / native_rps;
+        println!(
+            "{label:28} plugin {plugin_rps:>9.0} req/s  native {native_rps:>9.0} req/s  ratio {ratio:.2} (goal >= {goal})"
+        );
+        figures.push(ratio);
+    }
+
+    // Instantiate + call, in process, with pooling and precompiled components.
+    let mut samples = Vec::with_capacity(5000);
+    for i in 0..5500 {
+        let inv = ok_invocation();
+        let t = Instant::now();
+        runtime.invoke("faults", inv).await.unwrap();
+        if i >= 500 {
+            samples.push(t.elapsed());
+        }
+    }
+    samples.sort();
+    let median = samples[samples.len() / 2];
+    let p99 = samples[samples.len() * 99 / 100];
+    println!(
+        "instantiate+call             median {:.1} us  p99 {:.1} us (goal median <= 20 us)",
+        median.as_secs_f64() * 1e6,
+        p99.as_secs_f64() * 1e6
+    );
+
+    stop.cancel();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    services.db.close().await;
+
+    // Start-up to first request, warm component cache (the runs above filled it).
+    let mut startups = Vec::new();
+    for _ in 0..5 {
+        startups.push(startup_time(&manifest_path, &dir.path().join("data"), &settings).await);
+    }
+    startups.sort();
+    println!(
+        "start-up to first request    median {:.0} ms  (warm cache; goal <= 200 ms)",
+        startups[startups.len() / 2].as_secs_f64() * 1e3
+    );
+
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
+        .execute(&admin)
+        .await
+        .unwrap();
+}
+
+fn ok_invocation() -> Invocation {
+    Invocation {
+        trigger: Trigger::Command(vec!["ok".into()]),
+        tenant: None,
+        principal: None,
+        dry_run: false,
+        request_id: "bench".into(),
+    }
+}
+
+async fn startup_time(manifest: &std::path::Path, data_dir: &std::path::Path, settings: &Settings) -> Duration {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let started = Instant::now();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .env("POSTGRES_MASTER_URL", settings.postgres_master_url.as_ref().unwrap())
+        .env("POSTGRES_TENANT_DSN_TEMPLATE", settings.postgres_tenant_dsn_template.as_ref().unwrap())
+        .env("NEO_OPS_LOG", "error")
+        .env_remove("REDIS_URL")
+        .env_remove("SMTP_HOST")
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}/status.json");
+    let client = reqwest::Client::new();
+    let took = loop {
+        if let Ok(r) = client.get(&url).send().await
+            && r.status().is_success()
+        {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    took
+}
