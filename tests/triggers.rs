@@ -23,7 +23,8 @@ async fn schedule_fires_once_per_slot(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let a = dep.start(SCHEDULED, "a").await;
     let b = dep.start(SCHEDULED, "b").await;
-    tokio::time::sleep(Duration::from_millis(3500)).await;
+    // Every-second schedule: 4.5 s leaves room for at least three slots even on a busy machine.
+    tokio::time::sleep(Duration::from_millis(4500)).await;
     let kv_a = a.services.clone();
     a.stop().await.unwrap();
     b.stop().await.unwrap();

@@ -41,7 +41,10 @@ fn main() {
     if let Some(i) = args.iter().position(|a| a == "--loadgen") {
         let url = args[i + 1].clone();
         let secs: f64 = args[i + 2].parse().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         let n = rt.block_on(loadgen(url, Duration::from_secs_f64(secs)));
         println!("{n}");
         return;
@@ -49,7 +52,10 @@ fn main() {
     if args.iter().any(|a| a == "--list") {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(bench());
 }
 
@@ -98,7 +104,9 @@ async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut [u8]) {
         assert!(n > 0, "server closed the connection");
         have += n;
         if let Some(end) = find(&buf[..have], b"\r\n\r\n") {
-            let head = std::str::from_utf8(&buf[..end]).unwrap().to_ascii_lowercase();
+            let head = std::str::from_utf8(&buf[..end])
+                .unwrap()
+                .to_ascii_lowercase();
             assert!(head.starts_with("http/1.1 200"), "non-200 response: {head}");
             let len: usize = head
                 .lines()
@@ -125,7 +133,11 @@ fn run_loadgen(url: &str) -> f64 {
         .args(["--loadgen", url, &MEASURE.as_secs_f64().to_string()])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let n: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
     n / MEASURE.as_secs_f64()
 }
@@ -150,7 +162,9 @@ async fn native_status(State(pool): State<Pool>) -> axum::response::Response {
         .iter()
         .map(|r| {
             let ts = match r[2] {
-                Value::Timestamp(t) => chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339()),
+                Value::Timestamp(t) => {
+                    chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339())
+                }
                 _ => None,
             };
             let text = |v: &Value| match v {
@@ -160,7 +174,11 @@ async fn native_status(State(pool): State<Pool>) -> axum::response::Response {
             json!({"title": text(&r[0]), "details": text(&r[1]), "started_at": ts})
         })
         .collect();
-    let state = if incidents.is_empty() { "operational" } else { "degraded" };
+    let state = if incidents.is_empty() {
+        "operational"
+    } else {
+        "degraded"
+    };
     (
         [("cache-control", "no-cache")],
         Json(json!({"state": state, "incidents": incidents})),
@@ -173,28 +191,47 @@ async fn native_status(State(pool): State<Pool>) -> axum::response::Response {
 async fn bench() {
     let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
     let db_name = format!("neo_bench_{id}");
-    let admin = sqlx::PgPool::connect(PG_ADMIN).await.expect("Postgres on 127.0.0.1:5432");
-    sqlx::query(&format!("CREATE DATABASE {db_name}")).execute(&admin).await.unwrap();
+    let admin = sqlx::PgPool::connect(PG_ADMIN)
+        .await
+        .expect("Postgres on 127.0.0.1:5432");
+    sqlx::query(&format!("CREATE DATABASE {db_name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let manifest_path = dir.path().join("plugins.toml");
     std::fs::write(&manifest_path, MANIFEST).unwrap();
 
     let mut settings = Settings::embedded(dir.path().join("data"));
     settings.postgres_master_url = Some(format!("postgres://postgres@127.0.0.1:5432/{db_name}"));
-    settings.postgres_tenant_dsn_template = Some(format!("postgres://postgres@127.0.0.1:5432/{db_name}_{{tenant}}"));
+    settings.postgres_tenant_dsn_template = Some(format!(
+        "postgres://postgres@127.0.0.1:5432/{db_name}_{{tenant}}"
+    ));
     let services = Services::connect(settings.clone()).await.unwrap();
     let manifest = neo_ops::manifest::load(&manifest_path).unwrap();
     let runtime = Arc::new(Runtime::load(&manifest, services.clone()).unwrap());
-    for (title, details) in [("Checkout slow", "p95 above 5s"), ("KOT printers", "Outlet 12 offline"), ("SMS delays", "Provider queueing")] {
-        neo_ops::triggers::command::run(&runtime, "status-page", vec!["start".into(), title.into(), details.into()])
-            .await
-            .unwrap();
+    for (title, details) in [
+        ("Checkout slow", "p95 above 5s"),
+        ("KOT printers", "Outlet 12 offline"),
+        ("SMS delays", "Provider queueing"),
+    ] {
+        neo_ops::triggers::command::run(
+            &runtime,
+            "status-page",
+            vec!["start".into(), title.into(), details.into()],
+        )
+        .await
+        .unwrap();
     }
 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let plugin_addr = listener.local_addr().unwrap();
     let stop = CancellationToken::new();
-    tokio::spawn(neo_ops::server::run(listener, runtime.clone(), stop.clone()));
+    tokio::spawn(neo_ops::server::run(
+        listener,
+        runtime.clone(),
+        stop.clone(),
+    ));
     let native = axum::Router::new()
         .route("/native/ok", axum::routing::get(native_ok))
         .route("/native/status.json", axum::routing::get(native_status))
@@ -205,19 +242,32 @@ async fn bench() {
 
     if std::env::var("NEO_BENCH_ONLY").as_deref() == Ok("invoke") {
         // For profiling the invocation path alone: perf record this.
-        let n: usize = std::env::var("NEO_BENCH_N").ok().and_then(|v| v.parse().ok()).unwrap_or(200_000);
+        let n: usize = std::env::var("NEO_BENCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(200_000);
         let t = Instant::now();
         for _ in 0..n {
             runtime.invoke("faults", ok_invocation()).await.unwrap();
         }
-        println!("{:.2} us per invoke", t.elapsed().as_secs_f64() * 1e6 / n as f64);
+        println!(
+            "{:.2} us per invoke",
+            t.elapsed().as_secs_f64() * 1e6 / n as f64
+        );
         return;
     }
-    println!("neo-ops runtime benchmark ({CONNECTIONS} keep-alive connections, {MEASURE:?} per run, load generator in a second process)");
+    println!(
+        "neo-ops runtime benchmark ({CONNECTIONS} keep-alive connections, {MEASURE:?} per run, load generator in a second process)"
+    );
     let mut figures = Vec::new();
     for (label, plugin_path, native_path, goal) in [
         ("json, no I/O", "/faults/ok", "/native/ok", 0.6),
-        ("/status.json from Postgres", "/status.json", "/native/status.json", 0.8),
+        (
+            "/status.json from Postgres",
+            "/status.json",
+            "/native/status.json",
+            0.8,
+        ),
     ] {
         let native_rps = run_loadgen(&format!("http://{native_addr}{native_path}"));
         let plugin_rps = run_loadgen(&format!("http://{plugin_addr}{plugin_path}"));
@@ -278,7 +328,11 @@ fn ok_invocation() -> Invocation {
     }
 }
 
-async fn startup_time(manifest: &std::path::Path, data_dir: &std::path::Path, settings: &Settings) -> Duration {
+async fn startup_time(
+    manifest: &std::path::Path,
+    data_dir: &std::path::Path,
+    settings: &Settings,
+) -> Duration {
     let port = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
@@ -290,8 +344,14 @@ async fn startup_time(manifest: &std::path::Path, data_dir: &std::path::Path, se
         .arg("--data-dir")
         .arg(data_dir)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .env("POSTGRES_MASTER_URL", settings.postgres_master_url.as_ref().unwrap())
-        .env("POSTGRES_TENANT_DSN_TEMPLATE", settings.postgres_tenant_dsn_template.as_ref().unwrap())
+        .env(
+            "POSTGRES_MASTER_URL",
+            settings.postgres_master_url.as_ref().unwrap(),
+        )
+        .env(
+            "POSTGRES_TENANT_DSN_TEMPLATE",
+            settings.postgres_tenant_dsn_template.as_ref().unwrap(),
+        )
         .env("NEO_OPS_LOG", "error")
         .env_remove("REDIS_URL")
         .env_remove("SMTP_HOST")
@@ -305,7 +365,10 @@ async fn startup_time(manifest: &std::path::Path, data_dir: &std::path::Path, se
         {
             break started.elapsed();
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "server did not start"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let _ = child.kill();

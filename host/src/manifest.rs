@@ -451,8 +451,7 @@ fn parse_grants(
     let mut files = Vec::new();
     for f in &g.files {
         let v = f.get_ref();
-        let ok = v.strip_prefix("arg:--").is_some_and(|flag| is_simple_name(flag))
-            || Path::new(v).is_absolute();
+        let ok = v.strip_prefix("arg:--").is_some_and(is_simple_name) || Path::new(v).is_absolute();
         if !ok {
             return Err(at(
                 &f.span(),

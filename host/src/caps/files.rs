@@ -68,7 +68,9 @@ fn io_error(path: &str, e: std::io::Error) -> WitError {
 impl wit::Host for StoreState {
     async fn size(&mut self, path: String) -> Result<u64, WitError> {
         let file = self.granted_file(&path)?;
-        let meta = tokio::fs::metadata(&file).await.map_err(|e| io_error(&path, e))?;
+        let meta = tokio::fs::metadata(&file)
+            .await
+            .map_err(|e| io_error(&path, e))?;
         if !meta.is_file() {
             return Err(WitError::invalid(format!("\"{path}\" is not a file")));
         }
@@ -97,13 +99,27 @@ mod tests {
 
     #[test]
     fn arg_grants_resolve_to_the_named_flag_only() {
-        let trigger = Trigger::Command(vec!["--csv".into(), "/tmp/r.csv".into(), "--threshold=5".into()]);
-        let grants = vec!["arg:--csv".to_string(), "arg:--missing".to_string(), "/etc/neo/x.conf".to_string()];
+        let trigger = Trigger::Command(vec![
+            "--csv".into(),
+            "/tmp/r.csv".into(),
+            "--threshold=5".into(),
+        ]);
+        let grants = vec![
+            "arg:--csv".to_string(),
+            "arg:--missing".to_string(),
+            "/etc/neo/x.conf".to_string(),
+        ];
         assert_eq!(
             resolve_grants(&grants, &trigger),
-            vec![PathBuf::from("/tmp/r.csv"), PathBuf::from("/etc/neo/x.conf")]
+            vec![
+                PathBuf::from("/tmp/r.csv"),
+                PathBuf::from("/etc/neo/x.conf")
+            ]
         );
         let eq = Trigger::Command(vec!["--csv=/tmp/a.csv".into()]);
-        assert_eq!(resolve_grants(&grants[..1], &eq), vec![PathBuf::from("/tmp/a.csv")]);
+        assert_eq!(
+            resolve_grants(&grants[..1], &eq),
+            vec![PathBuf::from("/tmp/a.csv")]
+        );
     }
 }

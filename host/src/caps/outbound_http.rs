@@ -54,15 +54,17 @@ impl wit::Host for StoreState {
             .call
             .services
             .http
-            .request(method, url)
+            .request(method, url.clone())
             .timeout(timeout);
         for (k, v) in &request.headers {
             req = req.header(k, v);
         }
+        // Name only the origin: webhook paths often carry secrets.
+        let origin = url.origin().ascii_serialization();
         let unavailable = |e: reqwest::Error| {
             WitError::new(
                 ErrorCode::Unavailable,
-                format!("request to {} failed: {}", request.url, e.without_url()),
+                format!("request to {origin} failed: {}", e.without_url()),
             )
         };
         let mut resp = req
@@ -81,7 +83,7 @@ impl wit::Host for StoreState {
             if body.len() + chunk.len() > MAX_RESPONSE {
                 return Err(WitError::new(
                     ErrorCode::Failed,
-                    format!("response from {} exceeds {MAX_RESPONSE} bytes", request.url),
+                    format!("response from {origin} exceeds {MAX_RESPONSE} bytes"),
                 ));
             }
             body.extend_from_slice(&chunk);

@@ -140,9 +140,16 @@ impl Runtime {
         self.plugins.values()
     }
 
-    fn new_store(&self, plugin: &LoadedPlugin, inv: Option<&Invocation>, request_id: &str) -> Store<StoreState> {
+    fn new_store(
+        &self,
+        plugin: &LoadedPlugin,
+        inv: Option<&Invocation>,
+        request_id: &str,
+    ) -> Store<StoreState> {
         let files = match inv {
-            Some(inv) => crate::caps::files::resolve_grants(&plugin.manifest.grants.files, &inv.trigger),
+            Some(inv) => {
+                crate::caps::files::resolve_grants(&plugin.manifest.grants.files, &inv.trigger)
+            }
             None => Vec::new(),
         };
         let state = StoreState::new(CallContext {

@@ -193,6 +193,7 @@ async fn dispatch(
         dry_run,
         request_id: request_id.clone(),
     };
+    let started = std::time::Instant::now();
     let mut response = match runtime.invoke(&target.plugin, inv).await {
         Ok(out) => plugin_response(out.status, out.headers, out.body),
         Err(InvokeError::Failed { status, message }) => error_envelope(status, &message),
@@ -202,6 +203,15 @@ async fn dispatch(
             error_envelope(500, &format!("plugin \"{}\" failed", target.plugin))
         }
     };
+    tracing::debug!(
+        plugin = %target.plugin,
+        request_id,
+        %method,
+        path = uri.path(),
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert("x-request-id", v);
     }
