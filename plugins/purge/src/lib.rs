@@ -1,0 +1,277 @@
+//! Data purge (spec "Data Purge"): `purge --tenant NAME | --all-tenants
+//! [--batch-size N] [--dry-run] [--json]`, daily from the schedule.
+//!
+//! What "expired" means: a customer whose last order (`last_order_at`, or
+//! `created_at` when they never ordered) is older than the tenant's
+//! `pii_retention_days` (master `tenants`, default 365) at the start of the
+//! run, and who is not anonymised yet. An expired customer that an order
+//! still points at is anonymised (the row stays for accounting); one with no
+//! orders is deleted. Notification-outbox entries with status `delivered`
+//! are deleted whatever their age.
+//!
+//! Work goes in keyset-paginated batches on `id`, one transaction each, so a
+//! run never holds a long transaction and an interrupted run leaves only
+//! whole batches behind; the next run picks up the rest.
+
+mod batches;
+mod options;
+
+use neo_ops_sdk::db::Value;
+use neo_ops_sdk::serde_json::{Value as Json, json};
+use neo_ops_sdk::{
+    Failure, Invocation, Output, Plugin, Trigger, audit, config, db, kv, log, reply, time,
+};
+
+use batches::Counts;
+use options::{Options, Scope};
+
+const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
+/// Longer than the manifest's 30m timeout, so a run never outlives its lock.
+const DEFAULT_LOCK_TTL_MS: u64 = 31 * 60 * 1000;
+
+struct Purge;
+
+impl Plugin for Purge {
+    fn run(inv: Invocation) -> Result<Output, Failure> {
+        let (argv, actor) = match &inv.trigger {
+            Trigger::Command(argv) => (argv.clone(), "cli"),
+            Trigger::Schedule(ev) => (ev.args.clone(), "schedule"),
+            _ => return Err(reply::fail(400, "purge runs from a command or a schedule")),
+        };
+        let opts = Options::parse(&argv, &inv)?;
+        let actor = inv.principal.as_ref().map_or(actor, |p| p.name.as_str());
+        run(&opts, actor)
+    }
+}
+
+/// One tenant's row in the master database.
+struct Tenant {
+    name: String,
+    retention_days: i64,
+}
+
+/// What one tenant's purge did (or would do, in a dry run).
+struct Report {
+    tenant: Tenant,
+    cutoff: i64,
+    counts: Counts,
+    duration_ms: i64,
+}
+
+fn run(opts: &Options, actor: &str) -> Result<Output, Failure> {
+    let started = time::now_micros();
+    let tenants = match &opts.scope {
+        Scope::One(name) => vec![find_tenant(name)?],
+        Scope::All => all_tenants()?,
+    };
+    let mut reports = Vec::new();
+    let mut failures = Vec::new();
+    for tenant in tenants {
+        match purge_tenant(tenant, opts, actor) {
+            Ok(r) => reports.push(r),
+            Err(f) => failures.push(f),
+        }
+    }
+    let duration_ms = (time::now_micros() - started) / 1000;
+    if let Some(f) = combine_failures(failures, reports.len()) {
+        return Err(f);
+    }
+    Ok(render(opts, &reports, duration_ms))
+}
+
+/// With one tenant its own failure is the answer; with several, the first
+/// failure's status and a message naming how many failed.
+fn combine_failures(mut failures: Vec<Failure>, succeeded: usize) -> Option<Failure> {
+    if failures.len() <= 1 && succeeded == 0 {
+        return failures.pop();
+    }
+    let first = failures.first()?;
+    let messages: Vec<&str> = failures.iter().map(|f| f.message.as_str()).collect();
+    Some(reply::fail(
+        first.status,
+        format!(
+            "purge failed for {} of {} tenants: {}",
+            failures.len(),
+            failures.len() + succeeded,
+            messages.join("; ")
+        ),
+    ))
+}
+
+const TENANT_SQL: &str = "SELECT name, pii_retention_days FROM tenants \
+                          WHERE deleted_at IS NULL";
+
+fn tenant_of(row: neo_ops_sdk::rows::Row<'_>) -> Tenant {
+    Tenant {
+        name: row.text("name").unwrap_or_default().to_string(),
+        retention_days: row.int("pii_retention_days").unwrap_or(365),
+    }
+}
+
+fn find_tenant(name: &str) -> Result<Tenant, Failure> {
+    let sql = format!("{TENANT_SQL} AND name = $1");
+    let rows = db::query("master", &sql, &[Value::from(name)])?;
+    rows.iter()
+        .next()
+        .map(tenant_of)
+        .ok_or_else(|| reply::fail(404, format!("tenant \"{name}\" not found")))
+}
+
+fn all_tenants() -> Result<Vec<Tenant>, Failure> {
+    let rows = db::query("master", &format!("{TENANT_SQL} ORDER BY name"), &[])?;
+    Ok(rows.iter().map(tenant_of).collect())
+}
+
+/// Purges one tenant under its lock; the lock is released on every path the
+/// plugin controls (a timeout leaves it to expire).
+fn purge_tenant(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, Failure> {
+    let lock = format!("purge:{}", tenant.name);
+    let token = kv::lock(&lock, lock_ttl_ms()?)?.ok_or_else(|| {
+        reply::fail(
+            409,
+            format!(
+                "tenant \"{}\" is busy: another purge is running",
+                tenant.name
+            ),
+        )
+    })?;
+    let result = purge_locked(tenant, opts, actor);
+    let _ = kv::unlock(&lock, &token);
+    result
+}
+
+fn purge_locked(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, Failure> {
+    if tenant.retention_days < 0 {
+        // A negative retention would put the cutoff in the future: refuse.
+        return Err(reply::fail(
+            500,
+            format!(
+                "tenant \"{}\" has a bad pii_retention_days {}",
+                tenant.name, tenant.retention_days
+            ),
+        ));
+    }
+    let started = time::now_micros();
+    let cutoff = started - tenant.retention_days * MICROS_PER_DAY;
+    let target = format!("tenant:{}", tenant.name);
+    let counts = batches::purge(&target, cutoff, started, opts).map_err(|e| {
+        let status = reply::status_of(e.code);
+        reply::fail(
+            status,
+            format!("purging tenant \"{}\": {}", tenant.name, e.message),
+        )
+    })?;
+    let report = Report {
+        tenant,
+        cutoff,
+        counts,
+        duration_ms: (time::now_micros() - started) / 1000,
+    };
+    log_report(&report, opts.dry_run);
+    if !opts.dry_run {
+        record(&report, actor)?;
+    }
+    Ok(report)
+}
+
+/// One log line per tenant, counts only.
+fn log_report(r: &Report, dry_run: bool) {
+    let fields = [
+        ("tenant", r.tenant.name.clone()),
+        ("dry_run", dry_run.to_string()),
+        ("customers_anonymised", r.counts.anonymised.to_string()),
+        ("customers_deleted", r.counts.customers_deleted.to_string()),
+        ("outbox_deleted", r.counts.outbox_deleted.to_string()),
+        ("batches", r.counts.batches.to_string()),
+        ("duration_ms", r.duration_ms.to_string()),
+    ];
+    let fields: Vec<(String, String)> = fields
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    log::log(log::Level::Info, "purge finished", &fields);
+}
+
+/// The audit record: counts and timing only, never customer data.
+fn record(report: &Report, actor: &str) -> Result<(), Failure> {
+    let mut details = report_json(report);
+    if let Some(obj) = details.as_object_mut() {
+        obj.remove("tenant");
+    }
+    audit::append(&audit::Entry {
+        actor: actor.to_string(),
+        action: "purge".into(),
+        target: format!("tenant:{}", report.tenant.name),
+        tenant: Some(report.tenant.name.clone()),
+        details: details.to_string(),
+    })?;
+    Ok(())
+}
+
+/// `lock_ttl` from the manifest config ("31m", "90s", "500ms").
+fn lock_ttl_ms() -> Result<u64, Failure> {
+    match config::get("lock_ttl") {
+        None => Ok(DEFAULT_LOCK_TTL_MS),
+        Some(s) => options::parse_duration_ms(&s).ok_or_else(|| {
+            reply::fail(500, format!("bad lock_ttl \"{s}\" in the manifest config"))
+        }),
+    }
+}
+
+fn report_json(r: &Report) -> Json {
+    json!({
+        "tenant": r.tenant.name,
+        "retention_days": r.tenant.retention_days,
+        "cutoff": time::rfc3339(r.cutoff),
+        "customers": {
+            "anonymised": r.counts.anonymised,
+            "deleted": r.counts.customers_deleted,
+        },
+        "notification_outbox": { "deleted": r.counts.outbox_deleted },
+        "batches": r.counts.batches,
+        "duration_ms": r.duration_ms,
+    })
+}
+
+fn render(opts: &Options, reports: &[Report], duration_ms: i64) -> Output {
+    if opts.json {
+        let tenants: Vec<Json> = reports.iter().map(report_json).collect();
+        return reply::ok(json!({
+            "dry_run": opts.dry_run,
+            "tenants": tenants,
+            "duration_ms": duration_ms,
+        }));
+    }
+    let mut text = String::new();
+    for r in reports {
+        text.push_str(&summary_line(r, opts.dry_run));
+    }
+    if reports.is_empty() {
+        text.push_str("purge: no tenants\n");
+    }
+    reply::text(200, text)
+}
+
+fn summary_line(r: &Report, dry_run: bool) -> String {
+    let c = &r.counts;
+    let (head, verb) = if dry_run {
+        (" (dry run, nothing changed)", "would be ")
+    } else {
+        ("", "")
+    };
+    format!(
+        "purge {}{head}: customers: {} {verb}anonymised, {} {verb}deleted; \
+         notification_outbox: {} {verb}deleted; {} batches in {} ms \
+         (retention {} days, cutoff {})\n",
+        r.tenant.name,
+        c.anonymised,
+        c.customers_deleted,
+        c.outbox_deleted,
+        c.batches,
+        r.duration_ms,
+        r.tenant.retention_days,
+        time::rfc3339(r.cutoff),
+    )
+}
+
+neo_ops_sdk::export_plugin!(Purge);

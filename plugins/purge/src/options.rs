@@ -1,0 +1,96 @@
+//! The command line: which tenants, batch size, dry run, output format.
+
+use neo_ops_sdk::{Failure, Invocation, args::Args, reply};
+
+pub const USAGE: &str =
+    "usage: purge --tenant NAME | --all-tenants [--batch-size N] [--dry-run] [--json]";
+const DEFAULT_BATCH: i64 = 1000;
+/// Keeps one batch's statement and result set small for the host and guest.
+const MAX_BATCH: i64 = 10_000;
+const KNOWN_FLAGS: &[&str] = &[
+    "--tenant",
+    "--all-tenants",
+    "--batch-size",
+    "--dry-run",
+    "--json",
+];
+
+pub enum Scope {
+    One(String),
+    All,
+}
+
+pub struct Options {
+    pub scope: Scope,
+    pub batch_size: i64,
+    pub dry_run: bool,
+    pub json: bool,
+}
+
+impl Options {
+    pub fn parse(argv: &[String], inv: &Invocation) -> Result<Self, Failure> {
+        let args = Args::new(argv);
+        check_known(argv, &args)?;
+        let tenant = args.value("--tenant").map(str::to_string);
+        let tenant = tenant.or_else(|| inv.tenant.clone());
+        let scope = match (tenant, args.flag("--all-tenants")) {
+            (Some(name), false) if !name.is_empty() => Scope::One(name),
+            (None, true) => Scope::All,
+            _ => return Err(reply::fail(400, USAGE)),
+        };
+        Ok(Options {
+            scope,
+            batch_size: batch_size(&args)?,
+            // The host sets dry_run when --dry-run is on the command line.
+            dry_run: inv.dry_run || args.flag("--dry-run"),
+            json: args.flag("--json"),
+        })
+    }
+}
+
+/// Refuses stray words and unknown flags, so a typo never runs a real purge.
+fn check_known(argv: &[String], args: &Args) -> Result<(), Failure> {
+    if let Some(p) = args.positionals(&["--tenant", "--batch-size"]).first() {
+        return Err(reply::fail(
+            400,
+            format!("unexpected argument \"{p}\"; {USAGE}"),
+        ));
+    }
+    let unknown = argv.iter().filter(|a| a.starts_with("--")).find(|f| {
+        let name = f.split('=').next().unwrap_or(f);
+        !KNOWN_FLAGS.contains(&name)
+    });
+    match unknown {
+        Some(f) => Err(reply::fail(400, format!("unknown flag \"{f}\"; {USAGE}"))),
+        None => Ok(()),
+    }
+}
+
+fn batch_size(args: &Args) -> Result<i64, Failure> {
+    let Some(raw) = args.value("--batch-size") else {
+        return Ok(DEFAULT_BATCH);
+    };
+    match raw.parse::<i64>() {
+        Ok(n) if (1..=MAX_BATCH).contains(&n) => Ok(n),
+        _ => Err(reply::fail(
+            400,
+            format!("bad --batch-size \"{raw}\" (expected 1 to {MAX_BATCH})"),
+        )),
+    }
+}
+
+/// `"500ms"`, `"90s"`, `"31m"`, `"1h"` as milliseconds (the manifest's format).
+pub fn parse_duration_ms(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    n.checked_mul(mult).filter(|&ms| ms > 0)
+}
