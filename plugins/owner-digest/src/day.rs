@@ -1,0 +1,112 @@
+//! A tenant's business day: a calendar date in the tenant's time zone, and
+//! the UTC instants `[start, end)` it covers.
+
+use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone};
+use chrono_tz::Tz;
+
+/// The UTC range of one business day, in microseconds since the epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub start: i64,
+    pub end: i64,
+}
+
+/// Parses an IANA zone name such as `Asia/Kolkata`.
+pub fn zone(name: &str) -> Result<Tz, String> {
+    name.parse::<Tz>()
+        .map_err(|_| format!("unknown time zone \"{name}\""))
+}
+
+/// Parses `--date YYYY-MM-DD`.
+pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("bad date \"{s}\" (expected YYYY-MM-DD)"))
+}
+
+/// The calendar date at instant `micros` in `tz`.
+pub fn date_at(tz: Tz, micros: i64) -> NaiveDate {
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .date_naive()
+}
+
+/// `[local midnight of day, local midnight of the next day)` as UTC.
+pub fn range(tz: Tz, day: NaiveDate) -> Range {
+    let next = day.succ_opt().unwrap_or(day);
+    Range {
+        start: start_of(tz, day),
+        end: start_of(tz, next),
+    }
+}
+
+/// The first instant of `day` in `tz`. Some zones skip midnight on a DST
+/// change, so the day then starts at the first local time that exists.
+fn start_of(tz: Tz, day: NaiveDate) -> i64 {
+    let midnight = day.and_time(NaiveTime::MIN);
+    (0..=24 * 4)
+        .map(|quarter| midnight + Duration::minutes(15 * quarter))
+        .find_map(|local| tz.from_local_datetime(&local).earliest())
+        .map(|dt| dt.timestamp_micros())
+        .unwrap_or_else(|| midnight.and_utc().timestamp_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn utc(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn kolkata_day_starts_at_1830_utc_the_day_before() {
+        let r = range(
+            zone("Asia/Kolkata").unwrap(),
+            parse_date("2026-11-24").unwrap(),
+        );
+        assert_eq!(r.start, utc("2026-11-23T18:30:00Z"));
+        assert_eq!(r.end, utc("2026-11-24T18:30:00Z"));
+    }
+
+    #[test]
+    fn dst_days_are_23_or_25_hours() {
+        let ny = zone("America/New_York").unwrap();
+        let spring = range(ny, parse_date("2026-03-08").unwrap());
+        assert_eq!(spring.end - spring.start, 23 * 3_600_000_000);
+        let autumn = range(ny, parse_date("2026-11-01").unwrap());
+        assert_eq!(autumn.end - autumn.start, 25 * 3_600_000_000);
+    }
+
+    #[test]
+    fn skipped_midnight_starts_at_first_valid_time() {
+        // Santiago jumps from 00:00 to 01:00 on 2026-09-06.
+        let r = range(
+            zone("America/Santiago").unwrap(),
+            parse_date("2026-09-06").unwrap(),
+        );
+        assert_eq!(r.start, utc("2026-09-06T04:00:00Z"));
+    }
+
+    #[test]
+    fn today_is_taken_in_the_zone() {
+        let tz = zone("Asia/Kolkata").unwrap();
+        assert_eq!(
+            date_at(tz, utc("2026-11-24T19:00:00Z")),
+            parse_date("2026-11-25").unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_quoted() {
+        assert_eq!(
+            zone("Mars/Olympus").unwrap_err(),
+            "unknown time zone \"Mars/Olympus\""
+        );
+        assert!(
+            parse_date("24/11/2026")
+                .unwrap_err()
+                .contains("\"24/11/2026\"")
+        );
+    }
+}

@@ -1,0 +1,160 @@
+//! Sending one tenant's digest for one day, at most once: a kv lock keeps
+//! replicas from racing, and `digest_sends` (master) is the send log.
+
+use crate::day::Range;
+use crate::render::{self, Heading};
+use crate::{Outcome, Tenant, figures};
+use chrono::NaiveDate;
+use neo_ops_sdk::db::{self, Value};
+use neo_ops_sdk::{Failure, kv, log, mail, reply, time};
+
+pub struct Job<'a> {
+    pub tenant: &'a Tenant,
+    pub day: NaiveDate,
+    pub range: Range,
+    pub top_n: i64,
+    pub lock_ttl_ms: u64,
+}
+
+impl Job<'_> {
+    fn target(&self) -> String {
+        format!("tenant:{}", self.tenant.name)
+    }
+
+    fn heading(&self) -> Heading<'_> {
+        Heading {
+            tenant: &self.tenant.name,
+            display_name: &self.tenant.display_name,
+            day: self.day,
+            zone: &self.tenant.time_zone,
+        }
+    }
+
+    /// Figures and the text body, with nothing sent or recorded.
+    pub fn preview(&self) -> Result<Outcome, Failure> {
+        let digest = self.figures()?;
+        let text = render::text(&self.heading(), &digest);
+        Ok(Outcome::Preview {
+            to: self.tenant.owner_email.clone(),
+            digest,
+            text,
+        })
+    }
+
+    /// Sends the digest unless it was already sent or another replica is on it.
+    pub fn send_once(&self) -> Result<Outcome, Failure> {
+        let Some(to) = self.tenant.owner_email.as_deref() else {
+            self.warn("no owner email; digest skipped");
+            return Ok(Outcome::Skipped("no owner email".into()));
+        };
+        let key = format!("digest:{}:{}", self.tenant.name, self.day);
+        let Some(token) = kv::lock(&key, self.lock_ttl_ms)? else {
+            return Ok(Outcome::Skipped("another run is sending it".into()));
+        };
+        let outcome = self.send_locked(to);
+        if let Err(e) = kv::unlock(&key, &token) {
+            // The lock expires by itself; the send log already prevents a repeat.
+            self.warn(&format!("releasing lock \"{key}\" failed: {}", e.message));
+        }
+        outcome
+    }
+
+    fn send_locked(&self, to: &str) -> Result<Outcome, Failure> {
+        if self.already_sent()? {
+            return Ok(Outcome::Skipped("already sent".into()));
+        }
+        let digest = self.figures()?;
+        let heading = self.heading();
+        let message = mail::Message {
+            to: vec![to.to_string()],
+            cc: vec![],
+            subject: render::subject(&heading),
+            text: render::text(&heading, &digest),
+            html: Some(render::html(&heading, &digest)),
+            attachments: vec![],
+        };
+        let message_id = mail::send(&message).map_err(|e| {
+            self.failure(
+                reply::status_of(e.code),
+                format!(
+                    "was not sent: {} (nothing recorded; the next run sends it)",
+                    e.message
+                ),
+            )
+        })?;
+        self.record(&message_id).map_err(|e| {
+            self.failure(
+                500,
+                format!(
+                    "was sent as {message_id} but recording it failed: {} (the next run may send it again)",
+                    e.message
+                ),
+            )
+        })?;
+        Ok(Outcome::Sent {
+            to: to.to_string(),
+            message_id,
+            digest,
+        })
+    }
+
+    fn figures(&self) -> Result<figures::Digest, Failure> {
+        figures::collect(&self.target(), self.range, self.top_n).map_err(|e| {
+            self.failure(
+                reply::status_of(e.code),
+                format!("could not be computed: {}", e.message),
+            )
+        })
+    }
+
+    fn already_sent(&self) -> Result<bool, Failure> {
+        let rows = db::query(
+            "master",
+            "SELECT sent_at FROM digest_sends WHERE tenant = $1 AND business_day = $2 \
+             AND sent_at IS NOT NULL",
+            &self.key_params(),
+        )?;
+        Ok(!rows.rows.is_empty())
+    }
+
+    fn record(&self, message_id: &str) -> Result<u64, neo_ops_sdk::Error> {
+        let mut params = self.key_params();
+        params.push(Value::Timestamp(time::now_micros()));
+        params.push(Value::from(message_id));
+        db::execute(
+            "master",
+            "INSERT INTO digest_sends (tenant, business_day, sent_at, message_id) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, business_day) \
+             DO UPDATE SET sent_at = excluded.sent_at, message_id = excluded.message_id",
+            &params,
+        )
+    }
+
+    fn key_params(&self) -> Vec<Value> {
+        vec![
+            Value::from(self.tenant.name.as_str()),
+            Value::from(self.day.to_string()),
+        ]
+    }
+
+    fn failure(&self, status: u16, what: String) -> Failure {
+        reply::fail(
+            status,
+            format!(
+                "digest for tenant \"{}\" ({}) {what}",
+                self.tenant.name, self.day
+            ),
+        )
+    }
+
+    fn warn(&self, message: &str) {
+        log::log(
+            log::Level::Warn,
+            message,
+            &[
+                ("tenant".into(), self.tenant.name.clone()),
+                ("business_day".into(), self.day.to_string()),
+            ],
+        );
+    }
+}
