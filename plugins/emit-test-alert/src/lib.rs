@@ -1,0 +1,122 @@
+//! Test alert (spec "Test Alert"): `emit-test-alert --message "Test alert"`
+//! sends a synthetic alert down every paging path — Slack `#ops`, the ops
+//! mailbox and, when configured, Alertmanager — and reports each path's
+//! result. Any configured path failing fails the run.
+
+mod channels;
+mod options;
+mod report;
+mod settings;
+
+use channels::Alert;
+use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, reply, time};
+use options::Options;
+use report::{ChannelResult, Report};
+use settings::{Settings, Target};
+
+struct EmitTestAlert;
+
+impl Plugin for EmitTestAlert {
+    fn run(inv: Invocation) -> Result<Output, Failure> {
+        let (argv, by) = match &inv.trigger {
+            Trigger::Command(argv) => (argv.clone(), "neo-ops run".to_string()),
+            Trigger::Schedule(ev) => (
+                ev.args.clone(),
+                format!("schedule \"{}\" ({})", ev.cron, ev.time_zone),
+            ),
+            _ => {
+                return Err(reply::fail(
+                    400,
+                    "emit-test-alert runs from a command or a schedule",
+                ));
+            }
+        };
+        let opts = Options::parse(&argv, &inv)?;
+        let by = inv.principal.as_ref().map(|p| p.name.clone()).unwrap_or(by);
+        let alert = Alert {
+            message: &opts.message,
+            severity: &opts.severity,
+            id: &inv.request_id,
+            by: &by,
+            now_micros: time::now_micros(),
+        };
+        let report = Report {
+            message: &opts.message,
+            id: &inv.request_id,
+            results: emit(&alert, &Settings::load(), opts.dry_run),
+        };
+        finish(&report, opts.json)
+    }
+}
+
+/// Every channel is tried, whatever happened to the others.
+fn emit(alert: &Alert, settings: &Settings, dry_run: bool) -> Vec<ChannelResult> {
+    vec![
+        slack(alert, settings, dry_run),
+        email(alert, settings, dry_run),
+        alertmanager(alert, &settings.alertmanager, dry_run),
+    ]
+}
+
+fn slack(alert: &Alert, settings: &Settings, dry_run: bool) -> ChannelResult {
+    let url = match &settings.slack {
+        Ok(url) => url,
+        Err(why) => return ChannelResult::skipped("slack", why.clone()),
+    };
+    let payload = channels::slack_payload(alert, &settings.slack_channel);
+    if dry_run {
+        let detail = format!("would post to {}", channels::redact_url(url));
+        return ChannelResult::dry_run("slack", detail, payload);
+    }
+    ChannelResult::from_send("slack", channels::send_slack(url, &payload))
+}
+
+fn email(alert: &Alert, settings: &Settings, dry_run: bool) -> ChannelResult {
+    let message = channels::email_message(alert, &settings.ops_email);
+    if dry_run {
+        let detail = format!("would send to {}", message.to.join(", "));
+        let payload = neo_ops_sdk::serde_json::json!({
+            "to": message.to, "subject": message.subject, "text": message.text,
+        });
+        return ChannelResult::dry_run("email", detail, payload);
+    }
+    ChannelResult::from_send("email", channels::send_email(&message))
+}
+
+fn alertmanager(alert: &Alert, target: &Target, dry_run: bool) -> ChannelResult {
+    let base = match target {
+        Ok(base) => base,
+        Err(why) => return ChannelResult::skipped("alertmanager", why.clone()),
+    };
+    let payload = channels::alertmanager_payload(alert);
+    if dry_run {
+        let url = channels::alertmanager_endpoint(base);
+        let detail = format!("would post to {}", channels::redact_url(&url));
+        return ChannelResult::dry_run("alertmanager", detail, payload);
+    }
+    ChannelResult::from_send("alertmanager", channels::send_alertmanager(base, &payload))
+}
+
+/// The report on success; a failure naming the failed channels otherwise,
+/// carrying the whole report so the operator sees what did get through.
+fn finish(report: &Report, json: bool) -> Result<Output, Failure> {
+    let failed = report.failed();
+    if failed.is_empty() {
+        return Ok(if json {
+            reply::json(200, &report.json())
+        } else {
+            reply::text(200, report.text())
+        });
+    }
+    let body = if json {
+        report.json().to_string()
+    } else {
+        report.text().trim_end().to_string()
+    };
+    Err(reply::fail(
+        502,
+        format!("test alert failed on {}\n{body}", failed.join(", ")),
+    ))
+}
+
+neo_ops_sdk::export_plugin!(EmitTestAlert);
