@@ -1,0 +1,236 @@
+//! A streaming CSV record reader (RFC 4180 quoting: commas, doubled quotes and
+//! newlines inside quoted fields) that reuses one buffer per record, so memory
+//! stays bounded whatever the file size or the length of a malformed line.
+//! Pure Rust over `std::io::BufRead`: no host bindings.
+
+use std::io::BufRead;
+
+/// Bytes of field data kept per record; longer records are reported, not kept.
+pub const MAX_RECORD_BYTES: usize = 64 << 10;
+/// Fields kept per record; further fields are only counted.
+pub const MAX_FIELDS: usize = 256;
+
+/// One record: field bytes back to back, with the end offset of each field.
+#[derive(Debug, Default)]
+pub struct Record {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+    /// Fields in the record, including those not kept (see `MAX_FIELDS`).
+    pub field_count: usize,
+    /// Physical line (1-based) the record starts on.
+    pub line: u64,
+    /// The record had more than `MAX_RECORD_BYTES` of data or `MAX_FIELDS` fields.
+    pub truncated: bool,
+    /// The file ended inside a quoted field.
+    pub unterminated: bool,
+    /// The line held nothing at all (not even `""`).
+    pub blank: bool,
+}
+
+impl Record {
+    /// The `i`th kept field, if any.
+    pub fn field(&self, i: usize) -> Option<&[u8]> {
+        let end = *self.ends.get(i)?;
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Some(&self.data[start..end])
+    }
+
+    fn clear(&mut self, line: u64) {
+        self.data.clear();
+        self.ends.clear();
+        self.field_count = 0;
+        self.line = line;
+        self.truncated = false;
+        self.unterminated = false;
+        self.blank = true;
+    }
+
+    fn push(&mut self, b: u8) {
+        if self.data.len() < MAX_RECORD_BYTES {
+            self.data.push(b);
+        } else {
+            self.truncated = true;
+        }
+    }
+
+    fn end_field(&mut self) {
+        self.field_count += 1;
+        if self.ends.len() < MAX_FIELDS {
+            self.ends.push(self.data.len());
+        } else {
+            self.truncated = true;
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// Just saw a `"` inside a quoted field: a doubled quote or the closing one.
+    QuoteInQuoted,
+}
+
+/// Reads records one at a time from a buffered reader.
+pub struct Reader<R> {
+    inner: R,
+    /// The physical line the next byte is on.
+    line: u64,
+}
+
+impl<R: BufRead> Reader<R> {
+    pub fn new(inner: R) -> Self {
+        Self { inner, line: 1 }
+    }
+
+    /// Reads the next record into `rec`; `false` at the end of the input.
+    pub fn read_record(&mut self, rec: &mut Record) -> std::io::Result<bool> {
+        rec.clear(self.line);
+        let mut state = State::FieldStart;
+        let mut consumed_any = false;
+        loop {
+            let buf = self.inner.fill_buf()?;
+            if buf.is_empty() {
+                return Ok(self.finish(rec, state, consumed_any));
+            }
+            consumed_any = true;
+            let (used, done) = scan(buf, &mut self.line, rec, &mut state);
+            self.inner.consume(used);
+            if done {
+                return Ok(true);
+            }
+        }
+    }
+
+    fn finish(&mut self, rec: &mut Record, state: State, consumed_any: bool) -> bool {
+        if !consumed_any {
+            return false;
+        }
+        rec.unterminated = state == State::Quoted;
+        rec.end_field();
+        true
+    }
+}
+
+/// Feeds bytes to the state machine; returns bytes used and whether the
+/// record ended (at an unquoted newline).
+fn scan(buf: &[u8], line: &mut u64, rec: &mut Record, state: &mut State) -> (usize, bool) {
+    for (i, &b) in buf.iter().enumerate() {
+        if b == b'\n' {
+            *line += 1;
+            if *state != State::Quoted {
+                rec.end_field();
+                return (i + 1, true);
+            }
+        }
+        // A CR outside quotes is part of a line ending (or noise): drop it.
+        if b == b'\r' && *state != State::Quoted {
+            continue;
+        }
+        rec.blank = false;
+        *state = step(*state, b, rec);
+    }
+    (buf.len(), false)
+}
+
+/// One byte of the quoting state machine (newlines are handled by the caller).
+fn step(state: State, b: u8, rec: &mut Record) -> State {
+    match (state, b) {
+        (State::FieldStart, b'"') => State::Quoted,
+        (State::Quoted, b'"') => State::QuoteInQuoted,
+        (State::QuoteInQuoted, b'"') => {
+            rec.push(b'"');
+            State::Quoted
+        }
+        (State::Quoted, _) => {
+            rec.push(b);
+            State::Quoted
+        }
+        (_, b',') => {
+            rec.end_field();
+            State::FieldStart
+        }
+        // Text after a closing quote, or a quote inside an unquoted field, is
+        // kept as is (as the common CSV readers do) rather than failing the row.
+        _ => {
+            rec.push(b);
+            State::Unquoted
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(input: &str) -> Vec<(u64, Vec<String>, bool, bool)> {
+        let mut r = Reader::new(std::io::BufReader::with_capacity(3, input.as_bytes()));
+        let mut rec = Record::default();
+        let mut out = Vec::new();
+        while r.read_record(&mut rec).unwrap() {
+            let fields = (0..rec.field_count.min(MAX_FIELDS))
+                .map(|i| String::from_utf8(rec.field(i).unwrap().to_vec()).unwrap())
+                .collect();
+            out.push((rec.line, fields, rec.blank, rec.unterminated));
+        }
+        out
+    }
+
+    fn fields(input: &str) -> Vec<Vec<String>> {
+        records(input).into_iter().map(|r| r.1).collect()
+    }
+
+    #[test]
+    fn plain_and_quoted_fields() {
+        assert_eq!(
+            fields("a,b\r\n\"x, \"\"y\"\"\",2\n"),
+            vec![vec!["a", "b"], vec!["x, \"y\"", "2"]]
+        );
+    }
+
+    #[test]
+    fn last_line_without_newline_and_empty_fields() {
+        assert_eq!(
+            fields("a,,c\n,\nz"),
+            vec![vec!["a", "", "c"], vec!["", ""], vec!["z"]]
+        );
+    }
+
+    #[test]
+    fn newlines_inside_quotes_keep_line_numbers_right() {
+        let r = records("h\n\"two\nlines\"\nnext\n");
+        assert_eq!(r[1].0, 2);
+        assert_eq!(r[1].1, vec!["two\nlines"]);
+        assert_eq!(r[2].0, 4);
+        assert_eq!(r[2].1, vec!["next"]);
+    }
+
+    #[test]
+    fn blank_lines_and_unterminated_quotes_are_flagged() {
+        let r = records("a\n\n\"\"\n\"open,\n");
+        assert!(r[1].2, "empty line is blank");
+        assert!(!r[2].2, "a quoted empty field is not blank");
+        assert!(r[3].3, "unterminated quote at end of input");
+        assert_eq!(r[3].0, 4);
+    }
+
+    #[test]
+    fn huge_records_are_truncated_not_kept() {
+        let long = "x".repeat(MAX_RECORD_BYTES + 10);
+        let commas = ",".repeat(MAX_FIELDS + 5);
+        let input = format!("{long}\n{commas}\nok\n");
+        let mut r = Reader::new(input.as_bytes());
+        let mut rec = Record::default();
+        assert!(r.read_record(&mut rec).unwrap());
+        assert!(rec.truncated);
+        assert_eq!(rec.field(0).unwrap().len(), MAX_RECORD_BYTES);
+        assert!(r.read_record(&mut rec).unwrap());
+        assert!(rec.truncated);
+        assert_eq!(rec.field_count, MAX_FIELDS + 6);
+        assert!(r.read_record(&mut rec).unwrap());
+        assert!(!rec.truncated);
+        assert_eq!((rec.line, rec.field(0).unwrap()), (3, &b"ok"[..]));
+        assert!(!r.read_record(&mut rec).unwrap());
+    }
+}

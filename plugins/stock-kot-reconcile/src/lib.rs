@@ -1,0 +1,232 @@
+//! Stock vs KOT reconciliation (spec "Stock vs KOT Reconciliation"):
+//! `stock-kot-reconcile --csv report.csv --threshold 5 [--verbose] [--json]`.
+//!
+//! Streams the one CSV the invocation names (the manifest grants
+//! `files = ["arg:--csv"]`), skips invalid rows with warnings, and sends one
+//! email to the ops address listing the rows whose |variance| exceeds the
+//! threshold. The CSV and threshold logic (`csv`, `reconcile`, `report`) has
+//! no host dependency; this file is the glue to the host.
+
+pub mod csv;
+pub mod reconcile;
+pub mod report;
+
+use neo_ops_sdk::file_reader::FileReader;
+use neo_ops_sdk::log::{self, Level};
+use neo_ops_sdk::{
+    ErrorCode, Failure, Invocation, Output, Plugin, Trigger, args::Args, config, mail, reply,
+};
+use reconcile::{Observer, Row, Skip, Summary};
+use report::Mail;
+use std::io::BufReader;
+
+const USAGE: &str = "usage: stock-kot-reconcile --csv <report.csv> --threshold <number> \
+                     [--verbose] [--json] [--dry-run]";
+const DEFAULT_OPS_EMAIL: &str = "ops@example.com";
+/// Flags that take a value (`--tenant` is the host's, passed on to every command).
+const VALUE_FLAGS: [&str; 3] = ["--csv", "--threshold", "--tenant"];
+const BOOL_FLAGS: [&str; 3] = ["--verbose", "--json", "--dry-run"];
+/// The SDK's reader already fetches 1 MiB per host call; this only batches parsing.
+const READ_BUFFER: usize = 64 << 10;
+
+struct StockKotReconcile;
+
+impl Plugin for StockKotReconcile {
+    fn run(inv: Invocation) -> Result<Output, Failure> {
+        match inv.trigger {
+            Trigger::Command(argv) => command(&argv, inv.dry_run),
+            _ => Err(reply::fail(
+                400,
+                "stock-kot-reconcile runs from the command line",
+            )),
+        }
+    }
+}
+
+struct Options {
+    csv: String,
+    threshold: f64,
+    verbose: bool,
+    json: bool,
+}
+
+fn command(argv: &[String], dry_run: bool) -> Result<Output, Failure> {
+    let opts = options(argv)?;
+    let file = FileReader::open(&opts.csv).map_err(file_error)?;
+    let mut logger = Logger {
+        verbose: opts.verbose,
+    };
+    let input = BufReader::with_capacity(READ_BUFFER, file);
+    let summary = reconcile::reconcile(input, opts.threshold, &mut logger)
+        .map_err(|e| reconcile_error(&opts.csv, e))?;
+    log_summary(&summary, &opts.csv);
+    let mail = notify(&summary, &opts.csv, dry_run)?;
+    Ok(if opts.json {
+        reply::ok(report::json_output(&summary, &opts.csv, &mail))
+    } else {
+        reply::text(200, report::text_output(&summary, &opts.csv, &mail))
+    })
+}
+
+fn options(argv: &[String]) -> Result<Options, Failure> {
+    reject_unknown(argv)?;
+    let args = Args::new(argv);
+    let csv = args
+        .value("--csv")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| usage("missing --csv <file>"))?;
+    let threshold = args
+        .value("--threshold")
+        .ok_or_else(|| usage("missing --threshold <number>"))?;
+    Ok(Options {
+        csv: csv.to_string(),
+        threshold: reconcile::parse_threshold(threshold).map_err(|e| usage(&e))?,
+        verbose: args.flag("--verbose"),
+        json: args.flag("--json"),
+    })
+}
+
+/// A misspelt flag must not silently change what the run does.
+fn reject_unknown(argv: &[String]) -> Result<(), Failure> {
+    let mut iter = argv.iter();
+    while let Some(a) = iter.next() {
+        if VALUE_FLAGS.contains(&a.as_str()) {
+            iter.next();
+        } else if !BOOL_FLAGS.contains(&a.as_str())
+            && !VALUE_FLAGS.iter().any(|f| a.starts_with(&format!("{f}=")))
+        {
+            return Err(usage(&format!("unknown argument \"{a}\"")));
+        }
+    }
+    Ok(())
+}
+
+fn usage(message: &str) -> Failure {
+    reply::fail(400, format!("{message}\n{USAGE}"))
+}
+
+fn file_error(e: neo_ops_sdk::Error) -> Failure {
+    let status = match e.code {
+        ErrorCode::Denied => 403,
+        code => reply::status_of(code),
+    };
+    reply::fail(status, e.message)
+}
+
+fn reconcile_error(path: &str, e: reconcile::Error) -> Failure {
+    let status = match e {
+        reconcile::Error::Io(_) => 500,
+        _ => 400,
+    };
+    reply::fail(status, format!("{path}: {e}"))
+}
+
+/// Logs rows as they stream by: listed skips at warn, everything at debug
+/// with `--verbose`. Nothing is kept here.
+struct Logger {
+    verbose: bool,
+}
+
+impl Observer for Logger {
+    fn row(&mut self, row: &Row, flagged: bool) {
+        if self.verbose {
+            let fields = [
+                ("line".to_string(), row.line.to_string()),
+                ("item".to_string(), row.item.clone()),
+                ("variance".to_string(), row.variance.to_string()),
+                ("flagged".to_string(), flagged.to_string()),
+            ];
+            log::log(Level::Debug, "row", &fields);
+        }
+    }
+
+    fn skipped(&mut self, skip: &Skip, listed: bool) {
+        let level = if listed {
+            Level::Warn
+        } else if self.verbose {
+            Level::Debug
+        } else {
+            return;
+        };
+        let message = format!("line {}: {} (row skipped)", skip.line, skip.reason);
+        log::log(level, &message, &[("line".into(), skip.line.to_string())]);
+    }
+}
+
+fn log_summary(s: &Summary, path: &str) {
+    if s.skips_not_listed() > 0 {
+        neo_ops_sdk::warn(&format!(
+            "{} more invalid rows skipped (only the first {} are listed)",
+            s.skips_not_listed(),
+            reconcile::LISTED_SKIPS
+        ));
+    }
+    let fields = [
+        ("csv".to_string(), path.to_string()),
+        ("rows_read".to_string(), s.rows_read.to_string()),
+        ("skipped".to_string(), s.skipped.to_string()),
+        ("flagged".to_string(), s.flagged.to_string()),
+    ];
+    log::log(Level::Info, "stock vs KOT reconciled", &fields);
+}
+
+/// One email for all flagged rows; none when nothing crossed the threshold.
+fn notify(s: &Summary, path: &str, dry_run: bool) -> Result<Mail, Failure> {
+    if s.flagged == 0 {
+        return Ok(Mail::NotNeeded);
+    }
+    let to = ops_recipients()?;
+    if dry_run {
+        return Ok(Mail::DryRun { to });
+    }
+    let name = path.rsplit('/').next().unwrap_or(path);
+    let message = mail::Message {
+        to: to.clone(),
+        cc: Vec::new(),
+        subject: report::subject(s, name),
+        text: report::email_text(s, path),
+        html: Some(report::email_html(s, path)),
+        attachments: Vec::new(),
+    };
+    let message_id = mail::send(&message).map_err(|e| {
+        reply::fail(
+            reply::status_of(e.code),
+            format!(
+                "{} rows flagged but emailing {} failed: {}",
+                s.flagged,
+                to.join(", "),
+                e.message
+            ),
+        )
+    })?;
+    Ok(Mail::Sent { to, message_id })
+}
+
+/// `ops_email` from the manifest's config, else `OPS_EMAIL`, else the default;
+/// a comma-separated list is several recipients.
+fn ops_recipients() -> Result<Vec<String>, Failure> {
+    let configured = match config::get("ops_email").filter(|v| !v.trim().is_empty()) {
+        Some(v) => Some(v),
+        None => ops_email_env()?,
+    };
+    let raw = configured
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| DEFAULT_OPS_EMAIL.to_string());
+    Ok(raw
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect())
+}
+
+/// Without an env grant the variable is simply not consulted.
+fn ops_email_env() -> Result<Option<String>, Failure> {
+    match config::env("OPS_EMAIL") {
+        Ok(v) => Ok(v),
+        Err(e) if e.code == ErrorCode::Denied => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+neo_ops_sdk::export_plugin!(StockKotReconcile);

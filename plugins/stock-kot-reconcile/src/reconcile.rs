@@ -1,0 +1,439 @@
+//! The reconciliation itself, independent of the host: find the required
+//! columns, validate each row, flag rows whose |variance| exceeds the
+//! threshold, and keep only bounded summaries (never all rows).
+
+use crate::csv::{MAX_RECORD_BYTES, Reader, Record};
+use std::io::BufRead;
+
+/// Columns the report must have, as the spec names them.
+pub const REQUIRED: [&str; 4] = ["item", "sold_qty", "KOT_cnt", "variance"];
+/// Skipped rows listed individually; the rest are only counted.
+pub const LISTED_SKIPS: usize = 20;
+/// Flagged rows kept for the email; the rest are only counted.
+pub const KEPT_FLAGGED: usize = 1000;
+/// Item names are clipped so that kept rows stay small.
+const MAX_ITEM_CHARS: usize = 200;
+/// Bad values quoted in warnings are clipped too.
+const MAX_QUOTED_CHARS: usize = 40;
+/// The header echoed in a missing-column error, clipped.
+const MAX_HEADER_CHARS: usize = 200;
+
+/// Where the required columns are, and how many fields a row must have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Columns {
+    /// Positions of `REQUIRED`, in that order.
+    index: [usize; 4],
+    count: usize,
+}
+
+/// A valid data row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub line: u64,
+    pub item: String,
+    pub sold_qty: f64,
+    pub kot_cnt: f64,
+    pub variance: f64,
+}
+
+/// A row that was skipped, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skip {
+    pub line: u64,
+    pub reason: String,
+}
+
+/// What one run found. Counts are exact; the lists are capped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Summary {
+    pub threshold: f64,
+    /// Data rows (blank lines aside), valid or not.
+    pub rows_read: u64,
+    pub skipped: u64,
+    pub flagged: u64,
+    /// The first `KEPT_FLAGGED` flagged rows.
+    pub flagged_rows: Vec<Row>,
+    /// The first `LISTED_SKIPS` skipped rows.
+    pub skips: Vec<Skip>,
+}
+
+impl Summary {
+    fn new(threshold: f64) -> Self {
+        Self {
+            threshold,
+            rows_read: 0,
+            skipped: 0,
+            flagged: 0,
+            flagged_rows: Vec::new(),
+            skips: Vec::new(),
+        }
+    }
+
+    pub fn flagged_not_kept(&self) -> u64 {
+        self.flagged - self.flagged_rows.len() as u64
+    }
+
+    pub fn skips_not_listed(&self) -> u64 {
+        self.skipped - self.skips.len() as u64
+    }
+}
+
+/// Called as rows are read, so the caller can log without the rows being kept.
+pub trait Observer {
+    fn row(&mut self, _row: &Row, _flagged: bool) {}
+    /// `listed` is false once `LISTED_SKIPS` skips have been listed.
+    fn skipped(&mut self, _skip: &Skip, _listed: bool) {}
+}
+
+/// Why a file could not be reconciled at all.
+#[derive(Debug)]
+pub enum Error {
+    Io(std::io::Error),
+    /// No header row.
+    Empty,
+    /// The header row lacks a column or is malformed.
+    Header(String),
+}
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "reading failed: {e}"),
+            Error::Empty => f.write_str("the file is empty (no header row)"),
+            Error::Header(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// `--threshold`: a finite, non-negative number.
+pub fn parse_threshold(s: &str) -> Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(t) if t.is_finite() && t >= 0.0 => Ok(t),
+        _ => Err(format!(
+            "invalid threshold {}: expected a non-negative number",
+            quote(s.as_bytes())
+        )),
+    }
+}
+
+/// Strictly above the threshold, as the spec says.
+pub fn is_flagged(variance: f64, threshold: f64) -> bool {
+    variance.abs() > threshold
+}
+
+/// Streams the CSV: header first, then each row, keeping only the summary.
+pub fn reconcile<R: BufRead>(
+    input: R,
+    threshold: f64,
+    observer: &mut impl Observer,
+) -> Result<Summary, Error> {
+    let mut reader = Reader::new(input);
+    let mut rec = Record::default();
+    let cols = loop {
+        if !reader.read_record(&mut rec)? {
+            return Err(Error::Empty);
+        }
+        if !rec.blank {
+            break columns(&rec).map_err(Error::Header)?;
+        }
+    };
+    let mut summary = Summary::new(threshold);
+    while reader.read_record(&mut rec)? {
+        if rec.blank {
+            continue;
+        }
+        summary.rows_read += 1;
+        match parse_row(&rec, &cols) {
+            Ok(row) => record_row(&mut summary, row, observer),
+            Err(reason) => record_skip(&mut summary, rec.line, reason, observer),
+        }
+    }
+    Ok(summary)
+}
+
+fn record_row(summary: &mut Summary, row: Row, observer: &mut impl Observer) {
+    let flagged = is_flagged(row.variance, summary.threshold);
+    observer.row(&row, flagged);
+    if flagged {
+        summary.flagged += 1;
+        if summary.flagged_rows.len() < KEPT_FLAGGED {
+            summary.flagged_rows.push(row);
+        }
+    }
+}
+
+fn record_skip(summary: &mut Summary, line: u64, reason: String, observer: &mut impl Observer) {
+    let skip = Skip { line, reason };
+    let listed = summary.skips.len() < LISTED_SKIPS;
+    observer.skipped(&skip, listed);
+    summary.skipped += 1;
+    if listed {
+        summary.skips.push(skip);
+    }
+}
+
+/// Finds the required columns in the header (names trimmed, ASCII case
+/// ignored, a UTF-8 byte-order mark dropped); extra columns are allowed.
+pub fn columns(header: &Record) -> Result<Columns, String> {
+    if header.unterminated {
+        return Err("the header row has an unterminated quoted field".into());
+    }
+    if header.truncated {
+        return Err(format!(
+            "the header row is too long (over {MAX_RECORD_BYTES} bytes or too many columns)"
+        ));
+    }
+    let names: Vec<String> = (0..header.field_count)
+        .filter_map(|i| header.field(i))
+        .map(|f| {
+            String::from_utf8_lossy(f)
+                .trim_start_matches('\u{feff}')
+                .trim()
+                .to_string()
+        })
+        .collect();
+    let mut index = [0; 4];
+    let mut missing = Vec::new();
+    for (slot, want) in index.iter_mut().zip(REQUIRED) {
+        let mut found = names
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.eq_ignore_ascii_case(want));
+        match (found.next(), found.next()) {
+            (Some((i, _)), None) => *slot = i,
+            (Some(_), Some(_)) => return Err(format!("column \"{want}\" appears more than once")),
+            (None, _) => missing.push(format!("\"{want}\"")),
+        }
+    }
+    if !missing.is_empty() {
+        let noun = if missing.len() == 1 {
+            "column"
+        } else {
+            "columns"
+        };
+        return Err(format!(
+            "missing required {noun} {} (the header has: {})",
+            missing.join(", "),
+            clip(&names.join(", "), MAX_HEADER_CHARS)
+        ));
+    }
+    Ok(Columns {
+        index,
+        count: header.field_count,
+    })
+}
+
+/// Validates one data row; the error is the reason it is skipped.
+pub fn parse_row(rec: &Record, cols: &Columns) -> Result<Row, String> {
+    if rec.unterminated {
+        return Err("unterminated quoted field".into());
+    }
+    if rec.field_count != cols.count {
+        return Err(format!(
+            "expected {} fields, found {}",
+            cols.count, rec.field_count
+        ));
+    }
+    if rec.truncated {
+        return Err(format!("row longer than {MAX_RECORD_BYTES} bytes"));
+    }
+    let field = |k: usize| -> Result<&[u8], String> {
+        let f = rec.field(cols.index[k]).unwrap_or_default();
+        if f.trim_ascii().is_empty() {
+            Err(format!("missing {}", REQUIRED[k]))
+        } else {
+            Ok(f)
+        }
+    };
+    let number = |k: usize| -> Result<f64, String> {
+        let f = field(k)?;
+        parse_number(f).ok_or_else(|| format!("non-numeric {} {}", REQUIRED[k], quote(f)))
+    };
+    Ok(Row {
+        line: rec.line,
+        item: clean_item(field(0)?),
+        sold_qty: number(1)?,
+        kot_cnt: number(2)?,
+        variance: number(3)?,
+    })
+}
+
+/// A finite decimal number (Rust's parser also takes "NaN" and "inf": refused).
+fn parse_number(f: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(f).ok()?.trim();
+    s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// One line of printable text, clipped, for the email and the output.
+fn clean_item(f: &[u8]) -> String {
+    let s = String::from_utf8_lossy(f);
+    let cleaned: String = s
+        .trim()
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    clip(&cleaned, MAX_ITEM_CHARS)
+}
+
+fn clip(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((end, _)) => format!("{}…", &s[..end]),
+        None => s.to_string(),
+    }
+}
+
+/// A bad value for a message: clipped, quoted, control characters escaped.
+pub fn quote(f: &[u8]) -> String {
+    format!("{:?}", clip(&String::from_utf8_lossy(f), MAX_QUOTED_CHARS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Default)]
+    struct Seen {
+        rows: usize,
+        skips: Vec<(u64, bool)>,
+    }
+
+    impl Observer for Seen {
+        fn row(&mut self, _: &Row, _: bool) {
+            self.rows += 1;
+        }
+        fn skipped(&mut self, s: &Skip, listed: bool) {
+            self.skips.push((s.line, listed));
+        }
+    }
+
+    fn run(csv: &str, threshold: f64) -> Result<Summary, Error> {
+        reconcile(csv.as_bytes(), threshold, &mut Seen::default())
+    }
+
+    fn items(s: &Summary) -> Vec<&str> {
+        s.flagged_rows.iter().map(|r| r.item.as_str()).collect()
+    }
+
+    #[test]
+    fn flags_strictly_above_the_threshold_in_any_column_order() {
+        let csv = "note,variance,KOT_cnt,item,sold_qty\n\
+                   x,5,5,exactly five,10\n\
+                   x,-5.5,15.5,minus five and a half,10\n\
+                   x,6,4,six,10\n\
+                   x,0,10,zero,10\n";
+        let s = run(csv, 5.0).unwrap();
+        assert_eq!((s.rows_read, s.skipped, s.flagged), (4, 0, 2));
+        assert_eq!(items(&s), vec!["minus five and a half", "six"]);
+        assert_eq!(s.flagged_rows[1].line, 4);
+        assert_eq!(
+            (s.flagged_rows[1].sold_qty, s.flagged_rows[1].kot_cnt),
+            (10.0, 4.0)
+        );
+        assert_eq!(items(&run(csv, 0.0).unwrap()).len(), 3);
+    }
+
+    #[test]
+    fn quoted_items_and_header_variants() {
+        let csv = "\u{feff} Item ,SOLD_QTY,kot_cnt,\"variance\"\r\n\
+                   \"Paneer \"\"Tikka\"\", large\",10,2,8\r\n";
+        let s = run(csv, 5.0).unwrap();
+        assert_eq!(items(&s), vec!["Paneer \"Tikka\", large"]);
+    }
+
+    #[test]
+    fn bad_rows_are_skipped_with_line_and_reason() {
+        let csv = "item,sold_qty,KOT_cnt,variance\n\
+                   a,1,2\n\
+                   b,x1,2,3\n\
+                   \n\
+                   c,1,2,\n\
+                   d,1,2,NaN\n\
+                   e,1,2,3,4\n\
+                   ,1,2,9\n\
+                   f,1,2,9\n\
+                   \"g,1,2,9\n";
+        let s = run(csv, 5.0).unwrap();
+        let got: Vec<(u64, &str)> = s
+            .skips
+            .iter()
+            .map(|k| (k.line, k.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (2, "expected 4 fields, found 3"),
+                (3, "non-numeric sold_qty \"x1\""),
+                (5, "missing variance"),
+                (6, "non-numeric variance \"NaN\""),
+                (7, "expected 4 fields, found 5"),
+                (8, "missing item"),
+                (10, "unterminated quoted field"),
+            ]
+        );
+        assert_eq!((s.rows_read, s.skipped, s.flagged), (8, 7, 1));
+    }
+
+    #[test]
+    fn missing_and_duplicate_columns_are_named() {
+        let err = run("item,sold_qty,KOT_cnt\n", 5.0).unwrap_err().to_string();
+        assert!(
+            err.contains("missing required column \"variance\""),
+            "{err}"
+        );
+        let err = run("item,qty\n", 5.0).unwrap_err().to_string();
+        assert!(
+            err.contains("columns \"sold_qty\", \"KOT_cnt\", \"variance\""),
+            "{err}"
+        );
+        let err = run("item,item,sold_qty,KOT_cnt,variance\n", 5.0).unwrap_err();
+        assert!(err.to_string().contains("\"item\" appears more than once"));
+        assert!(matches!(run("", 5.0), Err(Error::Empty)));
+        assert!(matches!(run("\n\n", 5.0), Err(Error::Empty)));
+    }
+
+    #[test]
+    fn lists_are_capped_but_counts_are_exact() {
+        let mut csv = String::from("item,sold_qty,KOT_cnt,variance\n");
+        for i in 0..(KEPT_FLAGGED + 7) {
+            csv.push_str(&format!("i{i},1,1,100\nbad{i}\n"));
+        }
+        let mut seen = Seen::default();
+        let s = reconcile(csv.as_bytes(), 5.0, &mut seen).unwrap();
+        assert_eq!(s.flagged, (KEPT_FLAGGED + 7) as u64);
+        assert_eq!(s.flagged_rows.len(), KEPT_FLAGGED);
+        assert_eq!(s.flagged_not_kept(), 7);
+        assert_eq!(s.skips.len(), LISTED_SKIPS);
+        assert_eq!(
+            s.skips_not_listed(),
+            (KEPT_FLAGGED + 7 - LISTED_SKIPS) as u64
+        );
+        assert_eq!(seen.skips.iter().filter(|s| s.1).count(), LISTED_SKIPS);
+        assert_eq!(seen.skips[0].0, 3);
+    }
+
+    #[test]
+    fn long_values_are_clipped() {
+        let long = "y".repeat(500);
+        let csv = format!("item,sold_qty,KOT_cnt,variance\n{long},1,1,{long}\n{long},1,1,9\n");
+        let s = run(&csv, 5.0).unwrap();
+        assert!(s.skips[0].reason.len() < 80, "{}", s.skips[0].reason);
+        assert_eq!(s.flagged_rows[0].item.chars().count(), MAX_ITEM_CHARS + 1);
+    }
+
+    #[test]
+    fn thresholds() {
+        assert_eq!(parse_threshold("5"), Ok(5.0));
+        assert_eq!(parse_threshold("0.5"), Ok(0.5));
+        assert_eq!(parse_threshold("0"), Ok(0.0));
+        for bad in ["-1", "abc", "", "NaN", "inf"] {
+            let err = parse_threshold(bad).unwrap_err();
+            assert!(err.contains(&format!("\"{bad}\"")), "{err}");
+        }
+    }
+}
