@@ -8,12 +8,29 @@ use support::{Backend, Deployment};
 
 async fn demo_tenant_is_seeded(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    let services = neo_ops::services::Services::connect(dep.settings("a")).await.unwrap();
-    services.db.create_tenant("acme", "Acme Diner").await.unwrap();
-    let err = services.db.create_tenant("acme", "again").await.unwrap_err();
+    let services = neo_ops::services::Services::connect(dep.settings("a"))
+        .await
+        .unwrap();
+    services
+        .db
+        .create_tenant("acme", "Acme Diner")
+        .await
+        .unwrap();
+    let err = services
+        .db
+        .create_tenant("acme", "again")
+        .await
+        .unwrap_err();
     assert_eq!(err.to_string(), "tenant \"acme\" already exists");
-    let err = services.db.create_tenant("Bad Name", "x").await.unwrap_err();
-    assert!(err.to_string().starts_with("bad tenant name \"Bad Name\""), "{err}");
+    let err = services
+        .db
+        .create_tenant("Bad Name", "x")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("bad tenant name \"Bad Name\""),
+        "{err}"
+    );
 
     let pool = services.db.tenant("acme").await.unwrap();
     let size = neo_ops::demo::DemoSize {
@@ -32,7 +49,10 @@ async fn demo_tenant_is_seeded(backend: Backend) {
     assert_eq!(count("SELECT COUNT(*) FROM kots").await, 120);
     assert_eq!(count("SELECT COUNT(*) FROM invoices").await, 120);
     assert!(count("SELECT COUNT(*) FROM order_items").await >= 120);
-    assert_eq!(count("SELECT COUNT(*) FROM staff WHERE pin_locked_at IS NOT NULL").await, 1);
+    assert_eq!(
+        count("SELECT COUNT(*) FROM staff WHERE pin_locked_at IS NOT NULL").await,
+        1
+    );
     // Items add up to each non-complimentary order's total.
     let rows = pool
         .query(
@@ -45,7 +65,10 @@ async fn demo_tenant_is_seeded(backend: Backend) {
     assert_eq!(rows.rows[0][0], Value::Int(0));
     // New orders get fresh ids after the explicit ones.
     let (_, set) = pool
-        .run("INSERT INTO orders (status) VALUES ('OPEN') RETURNING id", &[])
+        .run(
+            "INSERT INTO orders (status) VALUES ('OPEN') RETURNING id",
+            &[],
+        )
         .await
         .unwrap();
     assert_eq!(set.rows[0][0], Value::Int(121));
@@ -87,7 +110,10 @@ async fn edited_audit_record_is_caught(backend: Backend) {
 
     // Deleting a record breaks the link of the next one.
     master
-        .execute("UPDATE audit_log SET actor = 'probe' WHERE id = $1", &[Value::Int(ids[1])])
+        .execute(
+            "UPDATE audit_log SET actor = 'probe' WHERE id = $1",
+            &[Value::Int(ids[1])],
+        )
         .await
         .unwrap();
     master
@@ -95,7 +121,10 @@ async fn edited_audit_record_is_caught(backend: Backend) {
         .await
         .unwrap();
     let v = neo_ops::audit_log::verify(&master).await.unwrap();
-    assert_eq!(v.broken_at.unwrap(), (ids[2], "does not link to the previous record".to_string()));
+    assert_eq!(
+        v.broken_at.unwrap(),
+        (ids[2], "does not link to the previous record".to_string())
+    );
     server.stop().await.unwrap();
 }
 
@@ -127,9 +156,19 @@ fn cli_tenants_tokens_audit() {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     };
-    let (code, out, err) = run(&["tenant", "create", "acme", "--display-name", "Acme Diner", "--demo"]);
+    let (code, out, err) = run(&[
+        "tenant",
+        "create",
+        "acme",
+        "--display-name",
+        "Acme Diner",
+        "--demo",
+    ]);
     assert_eq!(code, Some(0), "{err}");
-    assert!(out.contains("created tenant \"acme\"") && out.contains("400 orders"), "{out}");
+    assert!(
+        out.contains("created tenant \"acme\"") && out.contains("400 orders"),
+        "{out}"
+    );
     let (code, _, err) = run(&["tenant", "create", "acme"]);
     assert_eq!(code, Some(1));
     assert_eq!(err.trim(), "error: tenant \"acme\" already exists");
@@ -139,16 +178,32 @@ fn cli_tenants_tokens_audit() {
     assert_eq!(list[0]["name"], "acme");
     assert_eq!(list[0]["display_name"], "Acme Diner");
 
-    let (code, out, err) = run(&["token", "create", "--role", "super_admin", "--name", "oncall"]);
+    let (code, out, err) = run(&[
+        "token",
+        "create",
+        "--role",
+        "super_admin",
+        "--name",
+        "oncall",
+    ]);
     assert_eq!(code, Some(0), "{err}");
     let token = out.trim();
-    assert!(token.starts_with("neo_") && token.len() == 4 + 8 + 1 + 64, "{token}");
+    assert!(
+        token.starts_with("neo_") && token.len() == 4 + 8 + 1 + 64,
+        "{token}"
+    );
     assert!(err.contains("not shown again"));
     let (code, _, err) = run(&["token", "create", "--role", "root", "--name", "x"]);
     assert_eq!(code, Some(1));
-    assert_eq!(err.trim(), "error: unknown role \"root\" (expected admin or super_admin)");
+    assert_eq!(
+        err.trim(),
+        "error: unknown role \"root\" (expected admin or super_admin)"
+    );
 
     assert_eq!(run(&["run", "probe", "audit", "unlock_pin"]).0, Some(0));
     let (code, out, _) = run(&["audit", "verify"]);
-    assert_eq!((code, out.trim()), (Some(0), "audit chain intact: 1 record(s)"));
+    assert_eq!(
+        (code, out.trim()),
+        (Some(0), "audit chain intact: 1 record(s)")
+    );
 }
