@@ -246,3 +246,61 @@ schedules = [{ cron = "0 3 * * *", tz = "UTC" }]
         ]
     );
 }
+
+/// The shipped manifest's schedules fire the right plugin at the right
+/// instant in their zones, judged with a chosen clock instead of waiting.
+#[test]
+fn shipped_schedules_fire_at_the_spec_times() {
+    use chrono::{TimeZone, Utc};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = neo_ops::manifest::load(&root.join("plugins.toml")).unwrap();
+    let slots = |from, to| -> Vec<(String, String)> {
+        neo_ops::triggers::schedule::due_between(&manifest, from, to)
+            .into_iter()
+            .map(|d| (d.plugin, d.at.to_rfc3339()))
+            .collect()
+    };
+    // 1 December 2026: the monthly test alert, the 03:00 purge and the 20:00 IST digest.
+    let day = slots(
+        Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2026, 12, 1, 23, 0, 0).unwrap(),
+    );
+    assert_eq!(
+        day,
+        vec![
+            ("purge".to_string(), "2026-12-01T03:00:00+00:00".to_string()),
+            (
+                "emit-test-alert".to_string(),
+                "2026-12-01T03:30:00+00:00".to_string()
+            ),
+            (
+                "owner-digest".to_string(),
+                "2026-12-01T14:30:00+00:00".to_string()
+            ),
+        ]
+    );
+    // A mid-month day has no test alert; the digest stays at 14:30 UTC.
+    let day = slots(
+        Utc.with_ymd_and_hms(2026, 12, 14, 23, 0, 0).unwrap(),
+        Utc.with_ymd_and_hms(2026, 12, 15, 23, 0, 0).unwrap(),
+    );
+    assert_eq!(day.len(), 2, "{day:?}");
+    assert!(day.iter().all(|(p, _)| p != "emit-test-alert"));
+    // Each schedule passes its args to the plugin.
+    let args = |name: &str| {
+        manifest
+            .plugins
+            .iter()
+            .find(|p| p.name == name)
+            .unwrap()
+            .schedules[0]
+            .args
+            .clone()
+    };
+    assert_eq!(args("purge"), vec!["--all-tenants"]);
+    assert_eq!(args("owner-digest"), vec!["--all-tenants"]);
+    assert_eq!(
+        args("emit-test-alert"),
+        vec!["--message", "Monthly test alert"]
+    );
+}

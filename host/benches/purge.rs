@@ -1,0 +1,213 @@
+//! `cargo bench --bench purge`: the purge plugin on 1,000,000 expired
+//! customers in Postgres against the same batched statements run as a plain
+//! SQL script (sqlx, same pool settings, same database). Prints the ratio.
+//!
+//! Needs Postgres on 127.0.0.1:5432; creates and drops its own databases.
+
+use neo_ops::runtime::Runtime;
+use neo_ops::services::Services;
+use neo_ops::settings::Settings;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+const CUSTOMERS: i64 = 1_000_000;
+/// One customer in ten has an order, so it is anonymised rather than deleted.
+const WITH_ORDERS_EVERY: i64 = 10;
+const BATCH: i64 = 1000;
+
+const MANIFEST: &str = r#"
+[plugins.purge]
+component = "purge.wasm"
+command = true
+grants = { db = ["master", "tenant:*"], kv = ["purge:"] }
+limits = { memory = "64MiB", timeout = "1h" }
+config = { lock_ttl = "61m" }
+"#;
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(bench());
+}
+
+async fn seed(pool: &PgPool) {
+    sqlx::query("TRUNCATE orders, customers RESTART IDENTITY CASCADE")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO customers (name, phone, email, address, last_order_at, created_at) \
+         SELECT 'Guest ' || g, '+91 9' || lpad(g::text, 9, '0'), 'guest' || g || '@example.com', \
+                g || ' MG Road', now() - interval '1000 days', now() - interval '1200 days' \
+         FROM generate_series(1, $1) g",
+    )
+    .bind(CUSTOMERS)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO orders (customer_id, status, total_minor, placed_at) \
+         SELECT g, 'PAID', 1000, now() - interval '1000 days' FROM generate_series(1, $1, $2) g",
+    )
+    .bind(CUSTOMERS)
+    .bind(WITH_ORDERS_EVERY)
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query("VACUUM ANALYZE customers")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query("VACUUM ANALYZE orders")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+const EXPIRED: &str = "anonymized_at IS NULL AND COALESCE(last_order_at, created_at) < $2";
+const HAS_ORDERS: &str = "EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id)";
+
+/// The plugin's statements, run directly: page by keyset, then one
+/// transaction per batch that anonymises and deletes within the page.
+async fn sql_script(pool: &PgPool) -> (u64, u64) {
+    let cutoff = chrono::Utc::now() - chrono::Duration::days(365);
+    let now = chrono::Utc::now();
+    let page_sql = format!(
+        "SELECT id, CASE WHEN {HAS_ORDERS} THEN 1 ELSE 0 END AS has_orders \
+         FROM customers WHERE id > $1 AND {EXPIRED} ORDER BY id LIMIT $3"
+    );
+    let anonymise = format!(
+        "UPDATE customers SET name = 'redacted', phone = NULL, email = NULL, address = NULL, anonymized_at = $4 \
+         WHERE id > $1 AND id <= $3 AND {EXPIRED} AND {HAS_ORDERS}"
+    );
+    let delete = format!(
+        "DELETE FROM customers WHERE id > $1 AND id <= $3 AND {EXPIRED} AND NOT {HAS_ORDERS}"
+    );
+    let (mut anonymised, mut deleted, mut after) = (0u64, 0u64, 0i64);
+    loop {
+        let page: Vec<(i64, i32)> = sqlx::query_as(&page_sql)
+            .bind(after)
+            .bind(cutoff)
+            .bind(BATCH)
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        let Some(&(last, _)) = page.last() else { break };
+        let mut tx = pool.begin().await.unwrap();
+        anonymised += sqlx::query(&anonymise)
+            .bind(after)
+            .bind(cutoff)
+            .bind(last)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        deleted += sqlx::query(&delete)
+            .bind(after)
+            .bind(cutoff)
+            .bind(last)
+            .execute(&mut *tx)
+            .await
+            .unwrap()
+            .rows_affected();
+        tx.commit().await.unwrap();
+        if (page.len() as i64) < BATCH {
+            break;
+        }
+        after = last;
+    }
+    (anonymised, deleted)
+}
+
+async fn bench() {
+    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
+    let prefix = format!("neo_bench_{id}");
+    let admin = PgPool::connect(PG_ADMIN)
+        .await
+        .expect("Postgres on 127.0.0.1:5432");
+    sqlx::query(&format!("CREATE DATABASE {prefix}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let manifest_path = dir.path().join("plugins.toml");
+    std::fs::write(&manifest_path, MANIFEST).unwrap();
+    let mut settings = Settings::embedded(dir.path().join("data"));
+    settings.postgres_master_url = Some(format!("postgres://postgres@127.0.0.1:5432/{prefix}"));
+    settings.postgres_tenant_dsn_template = Some(format!(
+        "postgres://postgres@127.0.0.1:5432/{prefix}_{{tenant}}"
+    ));
+    let services = Services::connect(settings).await.unwrap();
+    services.db.create_tenant("bench", "Bench").await.unwrap();
+    let manifest = neo_ops::manifest::load(&manifest_path).unwrap();
+    let runtime = Arc::new(Runtime::load(&manifest, services.clone()).unwrap());
+    let tenant = PgPool::connect(&format!(
+        "postgres://postgres@127.0.0.1:5432/{prefix}_bench"
+    ))
+    .await
+    .unwrap();
+
+    println!(
+        "purge benchmark: {CUSTOMERS} expired customers (1 in {WITH_ORDERS_EVERY} with an order), batches of {BATCH}, Postgres"
+    );
+    let mut plugin_times = Vec::new();
+    let mut sql_times = Vec::new();
+    for round in 0..2 {
+        seed(&tenant).await;
+        let t = Instant::now();
+        let out = neo_ops::triggers::command::run(
+            &runtime,
+            "purge",
+            vec![
+                "--tenant".into(),
+                "bench".into(),
+                "--batch-size".into(),
+                BATCH.to_string(),
+                "--json".into(),
+            ],
+        )
+        .await
+        .unwrap();
+        plugin_times.push(t.elapsed());
+        let summary: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+        let c = &summary["data"]["tenants"][0]["customers"];
+        assert_eq!(c["anonymised"], CUSTOMERS / WITH_ORDERS_EVERY);
+        assert_eq!(c["deleted"], CUSTOMERS - CUSTOMERS / WITH_ORDERS_EVERY);
+
+        seed(&tenant).await;
+        let t = Instant::now();
+        let (anonymised, deleted) = sql_script(&tenant).await;
+        sql_times.push(t.elapsed());
+        assert_eq!(anonymised as i64, CUSTOMERS / WITH_ORDERS_EVERY);
+        assert_eq!(deleted as i64, CUSTOMERS - CUSTOMERS / WITH_ORDERS_EVERY);
+        println!(
+            "round {round}: plugin {:.2} s, sql script {:.2} s",
+            plugin_times[round].as_secs_f64(),
+            sql_times[round].as_secs_f64()
+        );
+    }
+    let best = |v: &[Duration]| v.iter().min().copied().unwrap();
+    let (p, s) = (best(&plugin_times), best(&sql_times));
+    println!(
+        "best: plugin {:.2} s, sql script {:.2} s, ratio {:.2}x (goal <= 1.1x)",
+        p.as_secs_f64(),
+        s.as_secs_f64(),
+        p.as_secs_f64() / s.as_secs_f64()
+    );
+    tenant.close().await;
+    services.db.close().await;
+    for db in [format!("{prefix}_bench"), prefix] {
+        sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+}
