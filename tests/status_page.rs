@@ -142,48 +142,23 @@ on_both_backends!(health_and_ready, health_and_readiness);
 /// The binary itself: `neo-ops run` prints the output and exits non-zero on error.
 #[test]
 fn cli_run_exit_codes() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("plugins.toml");
-    std::fs::write(&manifest, MANIFEST).unwrap();
-    let run = |args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
-            .arg("--manifest")
-            .arg(&manifest)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(args)
-            .env_remove("POSTGRES_MASTER_URL")
-            .env_remove("POSTGRES_TENANT_DSN_TEMPLATE")
-            .env_remove("REDIS_URL")
-            .env_remove("SMTP_HOST")
-            .output()
-            .unwrap()
-    };
-    let ok = run(&["run", "status-page", "start", "Checkout slow", "latency"]);
-    assert!(
-        ok.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ok.stderr)
-    );
+    let cli = support::Cli::new(MANIFEST);
+    let ok = cli.run(&["run", "status-page", "start", "Checkout slow", "latency"]);
+    assert_eq!(ok.code, Some(0), "{}", ok.stderr);
+    assert_eq!(ok.stdout, "started incident \"Checkout slow\"\n");
+    let bad = cli.run(&["run", "status-page", "resolve", "Unknown"]);
+    assert_eq!(bad.code, Some(1));
     assert_eq!(
-        String::from_utf8_lossy(&ok.stdout),
-        "started incident \"Checkout slow\"\n"
-    );
-    let bad = run(&["run", "status-page", "resolve", "Unknown"]);
-    assert_eq!(bad.status.code(), Some(1));
-    assert_eq!(
-        String::from_utf8_lossy(&bad.stderr).trim(),
+        bad.stderr.trim(),
         "error: no active incident titled \"Unknown\""
     );
-    let missing = run(&["run", "no-such-plugin"]);
-    assert_eq!(missing.status.code(), Some(1));
+    let missing = cli.run(&["run", "no-such-plugin"]);
+    assert_eq!(missing.code, Some(1));
     assert!(
-        String::from_utf8_lossy(&missing.stderr).contains("no plugin named \"no-such-plugin\"")
+        missing
+            .stderr
+            .contains("no plugin named \"no-such-plugin\"")
     );
-    let check = run(&["check"]);
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    let check = cli.run(&["check"]);
+    assert_eq!(check.code, Some(0), "{}", check.stderr);
 }

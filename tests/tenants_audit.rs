@@ -134,27 +134,10 @@ on_both_backends!(audit_chain, edited_audit_record_is_caught);
 /// `audit verify` through the real binary on the embedded backends.
 #[test]
 fn cli_tenants_tokens_audit() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("plugins.toml");
-    std::fs::write(&manifest, AUDITOR).unwrap();
+    let cli = support::Cli::new(AUDITOR);
     let run = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
-            .arg("--manifest")
-            .arg(&manifest)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(args)
-            .env_remove("POSTGRES_MASTER_URL")
-            .env_remove("POSTGRES_TENANT_DSN_TEMPLATE")
-            .env_remove("REDIS_URL")
-            .env_remove("SMTP_HOST")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
+        let o = cli.run(args);
+        (o.code, o.stdout, o.stderr)
     };
     let (code, out, err) = run(&[
         "tenant",

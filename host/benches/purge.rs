@@ -6,12 +6,12 @@
 
 use neo_ops::runtime::Runtime;
 use neo_ops::services::Services;
-use neo_ops::settings::Settings;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+mod common;
+
 const CUSTOMERS: i64 = 1_000_000;
 /// One customer in ten has an order, so it is anonymised rather than deleted.
 const WITH_ORDERS_EVERY: i64 = 10;
@@ -128,23 +128,9 @@ async fn sql_script(pool: &PgPool) -> (u64, u64) {
 }
 
 async fn bench() {
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    let prefix = format!("neo_bench_{id}");
-    let admin = PgPool::connect(PG_ADMIN)
-        .await
-        .expect("Postgres on 127.0.0.1:5432");
-    sqlx::query(&format!("CREATE DATABASE {prefix}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let manifest_path = dir.path().join("plugins.toml");
-    std::fs::write(&manifest_path, MANIFEST).unwrap();
-    let mut settings = Settings::embedded(dir.path().join("data"));
-    settings.postgres_master_url = Some(format!("postgres://postgres@127.0.0.1:5432/{prefix}"));
-    settings.postgres_tenant_dsn_template = Some(format!(
-        "postgres://postgres@127.0.0.1:5432/{prefix}_{{tenant}}"
-    ));
+    let pg = common::PgBench::new(MANIFEST).await;
+    let (settings, manifest_path, prefix) =
+        (pg.settings.clone(), pg.manifest.clone(), pg.prefix.clone());
     let services = Services::connect(settings).await.unwrap();
     services.db.create_tenant("bench", "Bench").await.unwrap();
     let manifest = neo_ops::manifest::load(&manifest_path).unwrap();
@@ -204,10 +190,5 @@ async fn bench() {
     );
     tenant.close().await;
     services.db.close().await;
-    for db in [format!("{prefix}_bench"), prefix] {
-        sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
-            .execute(&admin)
-            .await
-            .unwrap();
-    }
+    pg.drop_databases().await;
 }

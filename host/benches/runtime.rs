@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
-const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
+mod common;
+
 const CONNECTIONS: usize = 32;
 const WARMUP: Duration = Duration::from_secs(1);
 const MEASURE: Duration = Duration::from_secs(5);
@@ -189,24 +190,8 @@ async fn native_status(State(pool): State<Pool>) -> axum::response::Response {
 // ---- the benchmark ---------------------------------------------------------
 
 async fn bench() {
-    let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
-    let db_name = format!("neo_bench_{id}");
-    let admin = sqlx::PgPool::connect(PG_ADMIN)
-        .await
-        .expect("Postgres on 127.0.0.1:5432");
-    sqlx::query(&format!("CREATE DATABASE {db_name}"))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let manifest_path = dir.path().join("plugins.toml");
-    std::fs::write(&manifest_path, MANIFEST).unwrap();
-
-    let mut settings = Settings::embedded(dir.path().join("data"));
-    settings.postgres_master_url = Some(format!("postgres://postgres@127.0.0.1:5432/{db_name}"));
-    settings.postgres_tenant_dsn_template = Some(format!(
-        "postgres://postgres@127.0.0.1:5432/{db_name}_{{tenant}}"
-    ));
+    let pg = common::PgBench::new(MANIFEST).await;
+    let (settings, manifest_path) = (pg.settings.clone(), pg.manifest.clone());
     let services = Services::connect(settings.clone()).await.unwrap();
     let manifest = neo_ops::manifest::load(&manifest_path).unwrap();
     let runtime = Arc::new(Runtime::load(&manifest, services.clone()).unwrap());
@@ -304,7 +289,7 @@ async fn bench() {
     // Start-up to first request, warm component cache (the runs above filled it).
     let mut startups = Vec::new();
     for _ in 0..5 {
-        startups.push(startup_time(&manifest_path, &dir.path().join("data"), &settings).await);
+        startups.push(startup_time(&manifest_path, &settings.data_dir, &settings).await);
     }
     startups.sort();
     println!(
@@ -312,10 +297,7 @@ async fn bench() {
         startups[startups.len() / 2].as_secs_f64() * 1e3
     );
 
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {db_name} WITH (FORCE)"))
-        .execute(&admin)
-        .await
-        .unwrap();
+    pg.drop_databases().await;
 }
 
 fn ok_invocation() -> Invocation {

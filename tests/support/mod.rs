@@ -310,3 +310,45 @@ macro_rules! on_both_backends {
         }
     };
 }
+
+/// The real `neo-ops` binary on the embedded backends, in its own temp dir.
+pub struct Cli {
+    pub dir: tempfile::TempDir,
+    manifest: PathBuf,
+}
+
+/// What a command printed and how it exited.
+pub struct CliOutput {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Cli {
+    pub fn new(manifest_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let manifest = dir.path().join("plugins.toml");
+        std::fs::write(&manifest, manifest_text).unwrap();
+        Self { dir, manifest }
+    }
+
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+            .arg("--manifest")
+            .arg(&self.manifest)
+            .arg("--data-dir")
+            .arg(self.dir.path().join("data"))
+            .args(args)
+            .env_remove("POSTGRES_MASTER_URL")
+            .env_remove("POSTGRES_TENANT_DSN_TEMPLATE")
+            .env_remove("REDIS_URL")
+            .env_remove("SMTP_HOST")
+            .output()
+            .unwrap();
+        CliOutput {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
