@@ -3,6 +3,7 @@
 
 use crate::figures::Digest;
 use chrono::NaiveDate;
+use neo_ops_sdk::html::escape;
 
 /// What the email is about.
 pub struct Heading<'a> {
@@ -135,13 +136,6 @@ pub fn html(h: &Heading, d: &Digest) -> String {
 /// The rupee sign, as an entity so the HTML stays ASCII.
 fn money_html(s: &str) -> String {
     s.replace("Rs ", "&#8377;")
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 #[cfg(test)]

@@ -40,6 +40,7 @@ pub use check_bindings::export_check;
 
 pub mod args;
 pub mod file_reader;
+pub mod html;
 pub mod reply;
 pub mod rows;
 pub mod time;

@@ -2,6 +2,7 @@
 //! HTML table) and the command output (text or JSON). Pure: no host calls.
 
 use crate::reconcile::{Row, Summary};
+use neo_ops_sdk::html::escape;
 use serde_json::{Value, json};
 
 /// Flagged and skipped rows shown in the command output (the email has more).
@@ -186,21 +187,6 @@ fn mail_json(mail: &Mail) -> Value {
 
 fn plural<'a>(n: u64, one: &'a str, many: &'a str) -> &'a str {
     if n == 1 { one } else { many }
-}
-
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            _ => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
