@@ -54,6 +54,24 @@ impl StoreState {
     }
 }
 
+impl StoreState {
+    /// Runs database work as a task of this invocation: if the plugin is cut
+    /// off mid-call, the statement still completes (commit or rollback) and
+    /// the runtime waits for it before reporting the invocation's end.
+    async fn tracked<T: Send + 'static>(
+        &mut self,
+        work: impl Future<Output = Result<T, DbError>> + Send + 'static,
+    ) -> Result<T, WitError> {
+        match self.call.tasks.spawn(work).await {
+            Ok(result) => result.map_err(db_error),
+            Err(e) => Err(WitError::new(
+                ErrorCode::Failed,
+                format!("database task failed: {e}"),
+            )),
+        }
+    }
+}
+
 pub fn db_error(e: DbError) -> WitError {
     match e {
         DbError::Invalid(m) => WitError::new(ErrorCode::Invalid, m),
@@ -107,10 +125,9 @@ impl wit::Host for StoreState {
     ) -> Result<wit::RowSet, WitError> {
         let pool = self.pool_for(&target).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
-        pool.query(&sql, &params)
+        self.tracked(async move { pool.query(&sql, &params).await })
             .await
             .map(to_wit)
-            .map_err(db_error)
     }
 
     async fn execute(
@@ -121,7 +138,8 @@ impl wit::Host for StoreState {
     ) -> Result<u64, WitError> {
         let pool = self.pool_for(&target).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
-        pool.execute(&sql, &params).await.map_err(db_error)
+        self.tracked(async move { pool.execute(&sql, &params).await })
+            .await
     }
 
     async fn transaction(
@@ -140,7 +158,9 @@ impl wit::Host for StoreState {
             .into_iter()
             .map(|s| (s.sql, s.params.into_iter().map(from_wit).collect()))
             .collect();
-        let results = pool.transaction(&statements).await.map_err(db_error)?;
+        let results = self
+            .tracked(async move { pool.transaction(&statements).await })
+            .await?;
         Ok(results
             .into_iter()
             .map(|(n, set)| (n, to_wit(set)))

@@ -159,6 +159,7 @@ impl Runtime {
             request_id: request_id.to_string(),
             actor: inv.and_then(|i| i.principal.as_ref().map(|p| p.name.clone())),
             files,
+            tasks: tokio_util::task::TaskTracker::new(),
         });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -187,6 +188,7 @@ impl Runtime {
         })?;
         let timeout = plugin.manifest.limits.timeout;
         let mut store = self.new_store(plugin, Some(&inv), &inv.request_id);
+        let tasks = store.data().call.tasks.clone();
         let wit_inv = to_wit(inv);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -200,7 +202,9 @@ impl Runtime {
                 reason,
             }
         };
-        match tokio::time::timeout(timeout, call).await {
+        let outcome = tokio::time::timeout(timeout, call).await;
+        settle(&tasks).await;
+        match outcome {
             Err(_) => {
                 tracing::error!(plugin = plugin_name, ?timeout, "plugin timed out");
                 Err(InvokeError::TimedOut {
@@ -281,6 +285,16 @@ impl Runtime {
                 })
             }
         }
+    }
+}
+
+/// Waits for database work the invocation started, so that when `invoke`
+/// returns — even after a timeout — none of its statements is still in flight.
+async fn settle(tasks: &tokio_util::task::TaskTracker) {
+    tasks.close();
+    let bound = crate::backends::db::STATEMENT_TIMEOUT + std::time::Duration::from_secs(1);
+    if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
+        tracing::error!("database work of a finished invocation is still running");
     }
 }
 

@@ -18,6 +18,9 @@ pub struct CallContext {
     pub actor: Option<String>,
     /// Files this invocation may read, resolved from the grants and its arguments.
     pub files: Vec<std::path::PathBuf>,
+    /// Database work runs here, so a statement already sent finishes (and is
+    /// waited for) even when the invocation is cut off mid-call.
+    pub tasks: tokio_util::task::TaskTracker,
 }
 
 pub struct StoreState {
