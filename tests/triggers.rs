@@ -93,9 +93,9 @@ async fn queue_jobs_are_consumed_once(backend: Backend) {
     let kv = &a.services.kv;
     let payloads: Vec<String> = (0..40).map(|i| format!("job-{i}")).collect();
     for p in &payloads {
-        queue::enqueue(kv, "jobs", p).await.unwrap();
+        queue::enqueue(kv, "jobs", None, p).await.unwrap();
     }
-    queue::enqueue(kv, "jobs", "fail-me").await.unwrap();
+    queue::enqueue(kv, "jobs", None, "fail-me").await.unwrap();
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {

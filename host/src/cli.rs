@@ -122,7 +122,13 @@ pub enum AuditCommand {
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
     /// Enqueue a job with a JSON payload.
-    Push { queue: String, payload: String },
+    Push {
+        queue: String,
+        payload: String,
+        /// The tenant the job is for (the consumer runs for it).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -188,6 +194,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             server::run(listener, runtime, shutdown).await?;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Run { plugin, args }
+            if plugin == "preflight" && !has_plugin(&cli.manifest, plugin)? =>
+        {
+            run_preflight(&cli, args).await
         }
         Command::Run { plugin, args } => {
             let mut manifest = load_manifest(&cli.manifest)?;
@@ -337,11 +348,57 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
                 ExitCode::SUCCESS
             })
         }
-        Command::Queue(QueueCommand::Push { queue, payload }) => {
+        Command::Queue(QueueCommand::Push {
+            queue,
+            payload,
+            tenant,
+        }) => {
             let services = connect(&cli).await?;
-            let id = triggers::queue::enqueue(&services.kv, queue, payload).await?;
+            let id =
+                triggers::queue::enqueue(&services.kv, queue, tenant.as_deref(), payload).await?;
             println!("{id}");
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn has_plugin(manifest: &std::path::Path, name: &str) -> anyhow::Result<bool> {
+    Ok(load_manifest(manifest)?
+        .plugins
+        .iter()
+        .any(|p| p.name == name))
+}
+
+/// `neo-ops run preflight [--json]`: the checklist `GET /api/admin/preflight`
+/// serves, printed; exits non-zero when a check fails.
+async fn run_preflight(cli: &Cli, args: &[String]) -> anyhow::Result<ExitCode> {
+    let json = match args {
+        [] => false,
+        [flag] if flag == "--json" => true,
+        [flag] if flag == "--help" || flag == "-h" => {
+            println!("usage: neo-ops run preflight [--json]\nRuns every check plugin (check = true in the manifest); exits 1 when one fails.");
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => anyhow::bail!(
+            "unexpected argument \"{}\" (usage: neo-ops run preflight [--json])",
+            other.join(" ")
+        ),
+    };
+    let mut manifest = load_manifest(&cli.manifest)?;
+    // Only the checks are compiled and linked.
+    manifest.plugins.retain(|p| p.check);
+    let services = connect(cli).await?;
+    let runtime = Runtime::load(&manifest, services.clone())?;
+    let report = crate::preflight::run(&runtime, &triggers::new_request_id()).await;
+    services.db.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report.envelope())?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

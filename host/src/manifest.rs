@@ -68,6 +68,14 @@ pub struct Endpoint {
     pub port: u16,
 }
 
+impl Endpoint {
+    /// `https://*`: any host and port with this scheme (webhooks to
+    /// customer-configured URLs). Still no other scheme, no redirects.
+    pub fn is_any_host(&self) -> bool {
+        self.host == "*"
+    }
+}
+
 /// What a plugin may touch. Everything absent is denied.
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
@@ -486,6 +494,13 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
         _ => return Err(bad()),
     };
     let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest == "*" {
+        return Ok(Endpoint {
+            scheme,
+            host: "*".into(),
+            port: 0,
+        });
+    }
     if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
         return Err(bad());
     }

@@ -48,7 +48,10 @@ pub async fn run(
     let app = triggers::http::router(runtime.clone());
     let stop = shutdown.clone();
     let mut http = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
             .with_graceful_shutdown(async move { stop.cancelled().await })
             .await
     });

@@ -118,6 +118,112 @@ impl Settings {
     }
 }
 
+/// Other variables worth seeing in a diagnostic bundle (read from the process
+/// environment; masked like the rest).
+const EXTRA_FLAG_PREFIXES: &[&str] = &["NEO_OPS_", "NEO_", "SMTP_", "POSTGRES_"];
+const EXTRA_FLAGS: &[&str] = &[
+    "REDIS_URL",
+    "ALERTMANAGER_URL",
+    "SLACK_WEBHOOK_URL",
+    "OPS_EMAIL",
+    "RUST_LOG",
+];
+
+impl Settings {
+    /// The configuration as `NAME=value` flags for diagnostics, sorted by
+    /// name, every secret masked (see [`mask_flag`]). What the host actually
+    /// uses wins over the raw environment.
+    pub fn env_flags(&self) -> Vec<(String, String)> {
+        let mut flags: std::collections::BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| {
+                EXTRA_FLAGS.contains(&k.as_str())
+                    || EXTRA_FLAG_PREFIXES.iter().any(|p| k.starts_with(p))
+            })
+            .collect();
+        let mut set = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                flags.insert(k.to_string(), v);
+            }
+        };
+        set("NEO_OPS_DATA_DIR", Some(self.data_dir.display().to_string()));
+        set("POSTGRES_MASTER_URL", self.postgres_master_url.clone());
+        set(
+            "POSTGRES_TENANT_DSN_TEMPLATE",
+            self.postgres_tenant_dsn_template.clone(),
+        );
+        set("REDIS_URL", self.redis_url.clone());
+        set("NEO_OPS_KV_PREFIX", Some(self.kv_prefix.clone()));
+        set("NEO_OPS_REPLICA", Some(self.replica.clone()));
+        set("NEO_OPS_MAX_INSTANCES", Some(self.max_instances.to_string()));
+        if let Some(smtp) = &self.smtp {
+            set("SMTP_HOST", Some(smtp.host.clone()));
+            set("SMTP_PORT", Some(smtp.port.to_string()));
+            set("SMTP_USER", smtp.user.clone());
+            set("SMTP_PASS", smtp.pass.clone());
+            set("SMTP_FROM", Some(smtp.from.clone()));
+        }
+        flags
+            .into_iter()
+            .map(|(k, v)| {
+                let masked = mask_flag(&k, &v);
+                (k, masked)
+            })
+            .collect()
+    }
+}
+
+/// Names that hold a secret outright: the whole value is masked.
+const SECRET_NAME_PARTS: &[&str] = &[
+    "SECRET",
+    "TOKEN",
+    "PASSWORD",
+    "PASS",
+    "KEY",
+    "CREDENTIAL",
+    "AUTH",
+    "WEBHOOK",
+    "DSN",
+];
+
+/// Masks one flag: secret-named variables entirely (a Slack webhook URL is a
+/// credential), URL passwords and secret-looking query parameters otherwise.
+pub fn mask_flag(name: &str, value: &str) -> String {
+    let upper = name.to_ascii_uppercase();
+    let is_url_setting = upper.ends_with("_URL") || upper.ends_with("_TEMPLATE");
+    if value.is_empty() {
+        return String::new();
+    }
+    if SECRET_NAME_PARTS.iter().any(|p| upper.contains(p)) && !is_url_setting {
+        return "****".into();
+    }
+    if upper.contains("WEBHOOK") {
+        return "****".into();
+    }
+    mask_url_query(&redact_url(value))
+}
+
+/// Replaces the values of credential-like query parameters in a URL.
+fn mask_url_query(value: &str) -> String {
+    let Some((base, query)) = value.split_once('?') else {
+        return value.to_string();
+    };
+    let masked: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if is_secret_param(k) => format!("{k}=****"),
+            _ => pair.to_string(),
+        })
+        .collect();
+    format!("{base}?{}", masked.join("&"))
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    ["token", "password", "secret", "key", "sig", "signature", "auth"]
+        .iter()
+        .any(|p| lower.contains(p))
+}
+
 fn default_replica() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
@@ -150,7 +256,23 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{mask_flag, redact_url};
+
+    #[test]
+    fn flags_never_show_secrets() {
+        assert_eq!(mask_flag("SMTP_PASS", "hunter2"), "****");
+        assert_eq!(mask_flag("NEO_API_TOKEN", "neo_x"), "****");
+        assert_eq!(
+            mask_flag("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x"),
+            "****"
+        );
+        assert_eq!(
+            mask_flag("POSTGRES_MASTER_URL", "postgres://neo:pw@db/master?sslpassword=p2&x=1"),
+            "postgres://neo:***@db/master?sslpassword=****&x=1"
+        );
+        assert_eq!(mask_flag("SMTP_HOST", "mail.example.com"), "mail.example.com");
+        assert_eq!(mask_flag("SMTP_PORT", ""), "");
+    }
 
     #[test]
     fn passwords_never_survive_redaction() {

@@ -153,6 +153,15 @@ impl Databases {
         &self.master
     }
 
+    /// Newest migration version this build carries: (master, tenant).
+    pub fn expected_schema(&self) -> (i64, i64) {
+        let newest = |m: &sqlx::migrate::Migrator| m.iter().map(|m| m.version).max().unwrap_or(0);
+        match self.kind {
+            Kind::Postgres { .. } => (newest(&PG_MASTER), newest(&PG_TENANT)),
+            Kind::Sqlite { .. } => (newest(&LITE_MASTER), newest(&LITE_TENANT)),
+        }
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.kind {
             Kind::Postgres { .. } => "postgres",

@@ -13,7 +13,8 @@ impl wit::Host for StoreState {
             .filter(serde_json::Value::is_object)
             .ok_or_else(|| WitError::invalid("audit details must be a JSON object"))?;
         let record = NewRecord {
-            actor: entry.actor,
+            // An authenticated caller is who acted, whatever the plugin says.
+            actor: self.call.actor.clone().unwrap_or(entry.actor),
             action: entry.action,
             target: entry.target,
             tenant: entry.tenant,

@@ -1,4 +1,5 @@
-//! `neo:ops/host-info`: health, readiness and version, as the host serves them.
+//! `neo:ops/host-info`: health, readiness and version, as the host serves
+//! them; the host's configuration with secrets masked; the expected schema.
 
 use crate::bindings::neo::ops::host_info as wit;
 use crate::runtime::state::StoreState;
@@ -19,5 +20,14 @@ impl wit::Host for StoreState {
             git_sha: VERSION.git_sha.into(),
             build_time: VERSION.build_time.into(),
         }
+    }
+
+    async fn env_flags(&mut self) -> Vec<(String, String)> {
+        self.call.services.settings.env_flags()
+    }
+
+    async fn expected_schema(&mut self) -> wit::SchemaVersions {
+        let (master, tenant) = self.call.services.db.expected_schema();
+        wit::SchemaVersions { master, tenant }
     }
 }

@@ -23,9 +23,9 @@ pub fn is_allowed(allow: &[Endpoint], url: &reqwest::Url) -> bool {
     let Some(port) = url.port_or_known_default() else {
         return false;
     };
-    allow
-        .iter()
-        .any(|e| e.scheme == url.scheme() && e.host == host && e.port == port)
+    allow.iter().any(|e| {
+        e.scheme == url.scheme() && (e.is_any_host() || (e.host == host && e.port == port))
+    })
 }
 
 impl wit::Host for StoreState {

@@ -25,6 +25,8 @@ pub struct HttpRequest {
     pub query: Vec<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The client's address as the socket saw it.
+    pub remote_addr: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,7 @@ pub enum Trigger {
         id: String,
         payload: String,
         attempt: u32,
+        max_attempts: u32,
     },
 }
 
@@ -195,40 +198,11 @@ impl Runtime {
             let guest = indices.load(&mut store, &instance)?;
             guest.call_run(&mut store, &wit_inv).await
         };
-        let crashed = |reason: String| {
-            tracing::error!(plugin = plugin_name, reason = %reason, "plugin invocation failed");
-            InvokeError::Crashed {
-                plugin: plugin_name.to_string(),
-                reason,
-            }
-        };
         let outcome = tokio::time::timeout(timeout, call).await;
         settle(&tasks).await;
         match outcome {
-            Err(_) => {
-                tracing::error!(plugin = plugin_name, ?timeout, "plugin timed out");
-                Err(InvokeError::TimedOut {
-                    plugin: plugin_name.to_string(),
-                    timeout,
-                })
-            }
-            Ok(Err(e)) => {
-                if matches!(
-                    e.downcast_ref::<wasmtime::Trap>(),
-                    Some(wasmtime::Trap::Interrupt)
-                ) {
-                    tracing::error!(
-                        plugin = plugin_name,
-                        ?timeout,
-                        "plugin interrupted at its deadline"
-                    );
-                    return Err(InvokeError::TimedOut {
-                        plugin: plugin_name.to_string(),
-                        timeout,
-                    });
-                }
-                Err(crashed(format!("{e:#}")))
-            }
+            Err(_) => Err(timed_out(plugin_name, timeout)),
+            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
             Ok(Ok(Err(failure))) => Err(InvokeError::Failed {
                 status: failure.status,
                 message: failure.message,
@@ -257,20 +231,17 @@ impl Runtime {
             .ok_or_else(|| InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/check"))?;
         let timeout = plugin.manifest.limits.timeout;
         let mut store = self.new_store(plugin, None, request_id);
+        let tasks = store.data().call.tasks.clone();
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             let guest = indices.load(&mut store, &instance)?;
             guest.call_check(&mut store).await
         };
-        match tokio::time::timeout(timeout, call).await {
-            Err(_) => Err(InvokeError::TimedOut {
-                plugin: plugin_name.to_string(),
-                timeout,
-            }),
-            Ok(Err(e)) => Err(InvokeError::Crashed {
-                plugin: plugin_name.to_string(),
-                reason: format!("{e:#}"),
-            }),
+        let outcome = tokio::time::timeout(timeout, call).await;
+        settle(&tasks).await;
+        match outcome {
+            Err(_) => Err(timed_out(plugin_name, timeout)),
+            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
             Ok(Ok(o)) => {
                 use check_export::Status;
                 Ok(CheckOutcome {
@@ -285,6 +256,31 @@ impl Runtime {
                 })
             }
         }
+    }
+}
+
+fn timed_out(plugin: &str, timeout: Duration) -> InvokeError {
+    tracing::error!(plugin, ?timeout, "plugin timed out");
+    InvokeError::TimedOut {
+        plugin: plugin.to_string(),
+        timeout,
+    }
+}
+
+/// A call that ended in a trap: the epoch deadline is a timeout, anything
+/// else a crash whose details go to the log only.
+fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error) -> InvokeError {
+    if matches!(
+        e.downcast_ref::<wasmtime::Trap>(),
+        Some(wasmtime::Trap::Interrupt)
+    ) {
+        return timed_out(plugin, timeout);
+    }
+    let reason = format!("{e:#}");
+    tracing::error!(plugin, reason = %reason, "plugin invocation failed");
+    InvokeError::Crashed {
+        plugin: plugin.to_string(),
+        reason,
     }
 }
 
@@ -355,6 +351,7 @@ fn to_wit(inv: Invocation) -> handler_export::Invocation {
             query: r.query,
             headers: r.headers,
             body: r.body,
+            remote_addr: r.remote_addr,
         }),
         Trigger::Schedule {
             cron,
@@ -373,11 +370,13 @@ fn to_wit(inv: Invocation) -> handler_export::Invocation {
             id,
             payload,
             attempt,
+            max_attempts,
         } => h::Trigger::Queue(h::QueueMessage {
             queue,
             id,
             payload,
             attempt,
+            max_attempts,
         }),
     };
     h::Invocation {

@@ -4,15 +4,16 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, RawQuery, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
+use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::auth;
 use crate::manifest::Role;
+use crate::{auth, preflight};
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
 
 /// The policy every HTML response carries (reports go to the host's endpoint).
@@ -64,7 +65,8 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
     }
     let mut router = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route(preflight::ROUTE, get(preflight_checklist));
     for (path, methods) in by_path {
         let mut mr: MethodRouter<AppState> = MethodRouter::new();
         for (method, target) in methods {
@@ -77,11 +79,20 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
                       method: Method,
                       uri: Uri,
                       headers: HeaderMap,
+                      extensions: Extensions,
                       body: Bytes| {
                     let target = target.clone();
-                    async move {
-                        dispatch(state, target, params, query, method, uri, headers, body).await
-                    }
+                    let remote_addr = extensions
+                        .get::<ConnectInfo<SocketAddr>>()
+                        .map(|ConnectInfo(addr)| addr.ip().to_string());
+                    let request = RawRequest {
+                        method,
+                        uri,
+                        headers,
+                        body,
+                        remote_addr,
+                    };
+                    async move { dispatch(state, target, params, query, request).await }
                 },
             ));
         }
@@ -106,6 +117,47 @@ async fn readyz(State(state): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let request_id = request_id(&headers);
+    if let Err(denied) = authorize(&state.runtime, &headers, Some(Role::Admin), &request_id).await {
+        return denied;
+    }
+    let report = preflight::run(&state.runtime, &request_id).await;
+    let status = if report.failed() {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (status, axum::Json(report.envelope())).into_response()
+}
+
+/// The caller's principal when the route needs a role; the exact 403
+/// envelope when the token is missing, unknown, revoked or of a lower role.
+async fn authorize(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    required: Option<Role>,
+    request_id: &str,
+) -> Result<Option<Principal>, Response> {
+    let Some(required) = required else {
+        return Ok(None);
+    };
+    let Some(token) = bearer(headers) else {
+        return Err(forbidden());
+    };
+    match auth::authenticate(runtime.services.db.master(), token).await {
+        Ok(Some(p)) if p.role >= required => Ok(Some(Principal {
+            name: p.name,
+            role: p.role.as_str().to_string(),
+        })),
+        Ok(_) => Err(forbidden()),
+        Err(e) => {
+            tracing::error!(error = %e, request_id, "token lookup failed");
+            Err(error_envelope(503, "authentication unavailable"))
+        }
+    }
+}
+
 fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
@@ -123,37 +175,34 @@ fn request_id(headers: &HeaderMap) -> String {
         .unwrap_or_else(super::new_request_id)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The parts of a request a plugin may see.
+struct RawRequest {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+    remote_addr: Option<String>,
+}
+
 async fn dispatch(
     State(state): State<AppState>,
     target: RouteTarget,
     Path(params): Path<HashMap<String, String>>,
     RawQuery(raw_query): RawQuery,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
+    request: RawRequest,
 ) -> Response {
+    let RawRequest {
+        method,
+        uri,
+        headers,
+        body,
+        remote_addr,
+    } = request;
     let runtime = &state.runtime;
     let request_id = request_id(&headers);
-    let principal = match target.role {
-        None => None,
-        Some(required) => {
-            let Some(token) = bearer(&headers) else {
-                return forbidden();
-            };
-            match auth::authenticate(runtime.services.db.master(), token).await {
-                Ok(Some(p)) if p.role >= required => Some(Principal {
-                    name: p.name,
-                    role: p.role.as_str().to_string(),
-                }),
-                Ok(_) => return forbidden(),
-                Err(e) => {
-                    tracing::error!(error = %e, request_id, "token lookup failed");
-                    return error_envelope(503, "authentication unavailable");
-                }
-            }
-        }
+    let principal = match authorize(runtime, &headers, target.role, &request_id).await {
+        Ok(p) => p,
+        Err(denied) => return denied,
     };
     let query: Vec<(String, String)> = raw_query
         .as_deref()
@@ -187,6 +236,7 @@ async fn dispatch(
             query,
             headers: header_list,
             body: body.to_vec(),
+            remote_addr,
         }),
         tenant,
         principal,

@@ -28,6 +28,9 @@ pub struct Job {
     pub last_error: Option<String>,
     #[serde(default)]
     pub tenant: Option<String>,
+    /// When the job was dead-lettered (RFC 3339, UTC).
+    #[serde(default)]
+    pub dead_at: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -50,8 +53,13 @@ fn processing_key(queue: &str, replica: &str) -> String {
     format!("{HOST_NAMESPACE}queue:{queue}:processing:{replica}")
 }
 
-/// Adds a job to a queue; returns its id.
-pub async fn enqueue(kv: &Kv, queue: &str, payload: &str) -> Result<String, EnqueueError> {
+/// Adds a job for `tenant` (if any) to a queue; returns its id.
+pub async fn enqueue(
+    kv: &Kv,
+    queue: &str,
+    tenant: Option<&str>,
+    payload: &str,
+) -> Result<String, EnqueueError> {
     if payload.len() > MAX_PAYLOAD {
         return Err(EnqueueError::Invalid(format!(
             "payload of {} bytes exceeds {MAX_PAYLOAD}",
@@ -68,10 +76,61 @@ pub async fn enqueue(kv: &Kv, queue: &str, payload: &str) -> Result<String, Enqu
         attempts: 0,
         enqueued_at: chrono::Utc::now().to_rfc3339(),
         last_error: None,
-        tenant: None,
+        tenant: tenant.map(str::to_string),
+        dead_at: None,
     };
     push(kv, &job).await?;
     Ok(job.id)
+}
+
+/// The newest `limit` dead letters of a queue, newest first. Entries that do
+/// not parse as jobs (dead-lettered because they were unreadable) are skipped.
+pub async fn dead_letters(kv: &Kv, queue: &str, limit: u32) -> Result<Vec<Job>, EnqueueError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let raw = kv
+        .list_range(&dead_letter_key(queue), 0, i64::from(limit) - 1)
+        .await
+        .map_err(|_| EnqueueError::Unavailable)?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r).ok())
+        .collect())
+}
+
+/// Moves dead letter `id` back onto its queue with a fresh attempt count.
+/// Returns false when there is no such dead letter. Removing it first makes
+/// two concurrent replays of one id enqueue it once: only one removal wins.
+pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<bool, EnqueueError> {
+    let key = dead_letter_key(queue);
+    let raw = kv
+        .list_range(&key, 0, -1)
+        .await
+        .map_err(|_| EnqueueError::Unavailable)?;
+    let Some((entry, mut job)) = raw.into_iter().find_map(|r| {
+        let job: Job = serde_json::from_slice(&r).ok()?;
+        (job.id == id).then_some((r, job))
+    }) else {
+        return Ok(false);
+    };
+    let removed = kv
+        .list_remove(&key, &entry, 1)
+        .await
+        .map_err(|_| EnqueueError::Unavailable)?;
+    if removed == 0 {
+        return Ok(false);
+    }
+    job.attempts = 0;
+    job.dead_at = None;
+    if let Err(e) = push(kv, &job).await {
+        // Put it back rather than lose it; the caller sees the failure.
+        if kv.list_push(&key, &[entry]).await.is_err() {
+            tracing::error!(queue, job = %job.id, payload = %job.payload, "replayed job lost: could neither re-queue nor restore it");
+        }
+        return Err(e);
+    }
+    Ok(true)
 }
 
 async fn push(kv: &Kv, job: &Job) -> Result<(), EnqueueError> {
@@ -133,6 +192,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 id: job.id.clone(),
                 payload: job.payload.clone(),
                 attempt: job.attempts,
+                max_attempts: spec.max_attempts,
             },
             tenant: job.tenant.clone(),
             principal: None,
@@ -147,6 +207,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             Err(e) => {
                 job.last_error = Some(e.to_string());
                 if job.attempts >= spec.max_attempts {
+                    job.dead_at = Some(chrono::Utc::now().to_rfc3339());
                     tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = %e, "queue job dead-lettered");
                     let dl = serde_json::to_vec(&job).expect("a job always serialises");
                     let key = dead_letter_key(&spec.name);
