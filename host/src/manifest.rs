@@ -501,7 +501,7 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
             port: 0,
         });
     }
-    if rest.is_empty() || rest.contains(['/', '?', '#', '@']) {
+    if rest.is_empty() || rest.contains(['/', '?', '#', '@', '*']) {
         return Err(bad());
     }
     let (host, port) = split_host_port(rest, default_port).ok_or_else(bad)?;

@@ -118,4 +118,15 @@ mod tests {
         assert!(!ok("https://hooks.slack.com.evil.example/"));
         assert!(!ok("http://user@127.0.0.2:9000/"));
     }
+
+    #[test]
+    fn a_wildcard_grant_allows_any_host_of_its_scheme_only() {
+        let allow = vec![parse_endpoint("https://*").unwrap()];
+        let ok = |u: &str| is_allowed(&allow, &reqwest::Url::parse(u).unwrap());
+        assert!(ok("https://hooks.example.com/x"));
+        assert!(ok("https://10.0.0.1:8443/"));
+        assert!(!ok("http://hooks.example.com/x"));
+        assert!(parse_endpoint("https://*.example.com").is_err());
+        assert!(parse_endpoint("ftp://*").is_err());
+    }
 }
