@@ -16,8 +16,13 @@ use crate::manifest::Role;
 use crate::{auth, preflight};
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
 
-/// The policy every HTML response carries (reports go to the host's endpoint).
-pub const CSP_REPORT_ONLY: &str = "default-src 'self'; report-uri /csp/report";
+/// The policy every HTML response carries. Reports go to `/csp/report`:
+/// `report-uri` for browsers that POST `application/csp-report`, `report-to`
+/// (with [`REPORTING_ENDPOINTS`]) for those that POST `application/reports+json`.
+pub const CSP_REPORT_ONLY: &str =
+    "default-src 'self'; report-uri /csp/report; report-to csp-endpoint";
+/// Names the `report-to` group of [`CSP_REPORT_ONLY`].
+pub const REPORTING_ENDPOINTS: &str = "csp-endpoint=\"/csp/report\"";
 
 /// `{"ok": false, "error": {"code": N, "message": "..."}}` with status N.
 pub fn error_envelope(status: u16, message: &str) -> Response {
@@ -301,6 +306,10 @@ fn plugin_response(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -
         map.insert(
             "content-security-policy-report-only",
             HeaderValue::from_static(CSP_REPORT_ONLY),
+        );
+        map.insert(
+            "reporting-endpoints",
+            HeaderValue::from_static(REPORTING_ENDPOINTS),
         );
     }
     response
