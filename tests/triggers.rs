@@ -128,6 +128,64 @@ async fn queue_jobs_are_consumed_once(backend: Backend) {
 
 on_both_backends!(queues, queue_jobs_are_consumed_once);
 
+/// A replica that died mid-job leaves the job in its processing list; a live
+/// consumer re-queues it (the dead one's liveness key has expired) and it runs.
+async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    // Set the scene with the deployment's own kv before any consumer runs.
+    let services = neo_ops::services::Services::connect(dep.settings("setup"))
+        .await
+        .unwrap();
+    let kv = &services.kv;
+    let job = queue::Job {
+        id: "orphan-1".into(),
+        queue: "jobs".into(),
+        payload: "orphaned-job".into(),
+        attempts: 1,
+        enqueued_at: chrono::Utc::now().to_rfc3339(),
+        last_error: None,
+        tenant: None,
+        dead_at: None,
+    };
+    kv.list_push(
+        &format!(
+            "{}queue:jobs:processing:ghost",
+            neo_ops::backends::kv::HOST_NAMESPACE
+        ),
+        &[serde_json::to_vec(&job).unwrap()],
+    )
+    .await
+    .unwrap();
+    kv.list_push(&queue::consumers_key("jobs"), &[b"ghost".to_vec()])
+        .await
+        .unwrap();
+    // The embedded kv lives in the process that opened it: hand the server the same one.
+    let server = match backend {
+        Backend::Embedded => dep.start_with_services(QUEUED, services.clone()).await,
+        Backend::Real => dep.start(QUEUED, "a").await,
+    };
+    let kv = &server.services.kv;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while kv.get("probe:job:orphaned-job").await.unwrap().is_none() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the dead replica's job was never recovered"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ghosts = kv
+        .list_range(&queue::consumers_key("jobs"), 0, -1)
+        .await
+        .unwrap();
+    assert!(
+        !ghosts.contains(&b"ghost".to_vec()),
+        "the dead replica is forgotten"
+    );
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(orphans, a_dead_replicas_jobs_are_recovered);
+
 const GUARDED: &str = r#"
 [plugins.status-page]
 component = "status_page.wasm"

@@ -121,11 +121,22 @@ impl Deployment {
 
     /// Starts one replica of the server.
     pub async fn start(&self, manifest_text: &str, replica: &str) -> Server {
-        let path = self.manifest(manifest_text);
-        let manifest = manifest::load(&path).expect("test manifest is valid");
         let services = Services::connect(self.settings(replica))
             .await
             .expect("services");
+        self.start_with_services(manifest_text, services).await
+    }
+
+    /// Starts a server on services the test already holds (the embedded kv
+    /// lives in the process that opened it, so a test that prepares kv state
+    /// hands the server the same services).
+    pub async fn start_with_services(
+        &self,
+        manifest_text: &str,
+        services: Arc<Services>,
+    ) -> Server {
+        let path = self.manifest(manifest_text);
+        let manifest = manifest::load(&path).expect("test manifest is valid");
         let runtime = Arc::new(Runtime::load(&manifest, services.clone()).expect("runtime"));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

@@ -15,6 +15,10 @@ const MAX_PAYLOAD: usize = 1 << 20;
 /// Dead letters kept per queue.
 pub const DLQ_KEEP: i64 = 1000;
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// A consumer refreshes its liveness key this often...
+const HEARTBEAT: Duration = Duration::from_secs(10);
+/// ...and is presumed dead (its in-flight jobs re-queued) this long after the last refresh.
+const PRESUMED_DEAD: Duration = Duration::from_secs(45);
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Job {
@@ -51,6 +55,74 @@ pub fn dead_letter_key(queue: &str) -> String {
 
 fn processing_key(queue: &str, replica: &str) -> String {
     format!("{HOST_NAMESPACE}queue:{queue}:processing:{replica}")
+}
+
+/// The replicas that have consumed this queue (a list of names).
+pub fn consumers_key(queue: &str) -> String {
+    format!("{HOST_NAMESPACE}queue:{queue}:consumers")
+}
+
+fn alive_key(queue: &str, replica: &str) -> String {
+    format!("{HOST_NAMESPACE}queue:{queue}:alive:{replica}")
+}
+
+/// Moves every job in `replica`'s processing list back onto the queue;
+/// returns how many. Each move is atomic, so two replicas recovering the same
+/// list at once still re-queue each job once.
+async fn requeue_in_flight(kv: &Kv, queue: &str, replica: &str) -> usize {
+    let (from, to) = (processing_key(queue, replica), queue_key(queue));
+    let mut moved = 0;
+    while let Ok(Some(_)) = kv.list_move_oldest(&from, &to).await {
+        moved += 1;
+    }
+    moved
+}
+
+/// Announces this consumer (alive first, so no one takes it for dead while
+/// it registers), takes back what an earlier run under the same name left in
+/// flight, and recovers consumers that died meanwhile.
+async fn announce(kv: &Kv, queue: &str, replica: &str) {
+    let _ = kv
+        .set(&alive_key(queue, replica), b"1", Some(PRESUMED_DEAD))
+        .await;
+    let name = replica.as_bytes().to_vec();
+    let _ = kv.list_remove(&consumers_key(queue), &name, 0).await;
+    let _ = kv.list_push(&consumers_key(queue), &[name]).await;
+    let moved = requeue_in_flight(kv, queue, replica).await;
+    if moved > 0 {
+        tracing::warn!(
+            queue,
+            moved,
+            "re-queued jobs this replica left in flight before a restart"
+        );
+    }
+    recover_dead_consumers(kv, queue, replica).await;
+}
+
+/// Re-queues the in-flight jobs of consumers whose liveness key expired
+/// (crashed or killed replicas), and forgets them.
+async fn recover_dead_consumers(kv: &Kv, queue: &str, me: &str) {
+    let Ok(names) = kv.list_range(&consumers_key(queue), 0, -1).await else {
+        return;
+    };
+    for raw in names {
+        let name = String::from_utf8_lossy(&raw).into_owned();
+        if name == me || !matches!(kv.get(&alive_key(queue, &name)).await, Ok(None)) {
+            continue;
+        }
+        let moved = requeue_in_flight(kv, queue, &name).await;
+        let _ = kv.list_remove(&consumers_key(queue), &raw, 0).await;
+        tracing::warn!(queue, replica = %name, moved, "re-queued the jobs of a consumer presumed dead");
+    }
+}
+
+/// Leaves cleanly: nothing is in flight after the drain, so others need not
+/// wait for the liveness key to expire.
+async fn retire(kv: &Kv, queue: &str, replica: &str) {
+    let _ = kv.delete(&alive_key(queue, replica)).await;
+    let _ = kv
+        .list_remove(&consumers_key(queue), replica.as_bytes(), 0)
+        .await;
 }
 
 /// Adds a job for `tenant` (if any) to a queue; returns its id.
@@ -99,30 +171,34 @@ pub async fn dead_letters(kv: &Kv, queue: &str, limit: u32) -> Result<Vec<Job>, 
         .collect())
 }
 
-/// Moves dead letter `id` back onto its queue with a fresh attempt count.
-/// Returns false when there is no such dead letter. Removing it first makes
-/// two concurrent replays of one id enqueue it once: only one removal wins.
-pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<bool, EnqueueError> {
+/// Moves dead letter `id` back onto its queue with a fresh attempt count and
+/// returns it as it was dead-lettered; `None` when there is no such dead
+/// letter. Removing it first makes two concurrent replays of one id enqueue
+/// it once: only one removal wins.
+pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, EnqueueError> {
     let key = dead_letter_key(queue);
     let raw = kv
         .list_range(&key, 0, -1)
         .await
         .map_err(|_| EnqueueError::Unavailable)?;
-    let Some((entry, mut job)) = raw.into_iter().find_map(|r| {
+    let Some((entry, dead)) = raw.into_iter().find_map(|r| {
         let job: Job = serde_json::from_slice(&r).ok()?;
         (job.id == id).then_some((r, job))
     }) else {
-        return Ok(false);
+        return Ok(None);
     };
     let removed = kv
         .list_remove(&key, &entry, 1)
         .await
         .map_err(|_| EnqueueError::Unavailable)?;
     if removed == 0 {
-        return Ok(false);
+        return Ok(None);
     }
-    job.attempts = 0;
-    job.dead_at = None;
+    let job = Job {
+        attempts: 0,
+        dead_at: None,
+        ..dead.clone()
+    };
     if let Err(e) = push(kv, &job).await {
         // Put it back rather than lose it; the caller sees the failure.
         if kv.list_push(&key, &[entry]).await.is_err() {
@@ -130,7 +206,7 @@ pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<bool, EnqueueError
         }
         return Err(e);
     }
-    Ok(true)
+    Ok(Some(dead))
 }
 
 async fn push(kv: &Kv, job: &Job) -> Result<(), EnqueueError> {
@@ -159,6 +235,16 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
         queue_key(&spec.name),
         processing_key(&spec.name, &services.settings.replica),
     );
+    let replica = services.settings.replica.clone();
+    announce(kv, &spec.name, &replica).await;
+    // The heartbeat runs beside the jobs: a long job must not look like a dead replica.
+    let heartbeat_stop = stop.child_token();
+    let heartbeat = tokio::spawn(keep_alive(
+        services.clone(),
+        spec.name.clone(),
+        replica.clone(),
+        heartbeat_stop.clone(),
+    ));
     tracing::info!(plugin, queue = %spec.name, "queue consumer started");
     while !stop.is_cancelled() {
         let claimed = match kv.list_move_oldest(&queue, &processing).await {
@@ -232,5 +318,29 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             tracing::error!(plugin, job = %job.id, error = %e, "could not acknowledge queue job");
         }
     }
+    heartbeat_stop.cancel();
+    let _ = heartbeat.await;
+    retire(kv, &spec.name, &replica).await;
     tracing::info!(plugin, "queue consumer stopped");
+}
+
+/// Refreshes this consumer's liveness key and recovers dead consumers' jobs
+/// every [`HEARTBEAT`] until `stop`.
+async fn keep_alive(
+    services: Arc<crate::services::Services>,
+    queue: String,
+    replica: String,
+    stop: CancellationToken,
+) {
+    let kv = &services.kv;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(HEARTBEAT) => {}
+        }
+        let _ = kv
+            .set(&alive_key(&queue, &replica), b"1", Some(PRESUMED_DEAD))
+            .await;
+        recover_dead_consumers(kv, &queue, &replica).await;
+    }
 }
