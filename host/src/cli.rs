@@ -51,7 +51,8 @@ pub enum Command {
         #[arg(long, env = "NEO_OPS_LISTEN", default_value = "127.0.0.1:8080")]
         listen: String,
     },
-    /// Run a plugin's command: neo-ops run <plugin> [args…]
+    /// Run a plugin's command: neo-ops run <plugin> [args…]; `neo-ops run
+    /// preflight [--json]` runs the preflight checklist (exit 1 when a check fails).
     Run {
         plugin: String,
         /// Passed to the plugin as they are (e.g. --tenant acme --dry-run).
@@ -376,7 +377,9 @@ async fn run_preflight(cli: &Cli, args: &[String]) -> anyhow::Result<ExitCode> {
         [] => false,
         [flag] if flag == "--json" => true,
         [flag] if flag == "--help" || flag == "-h" => {
-            println!("usage: neo-ops run preflight [--json]\nRuns every check plugin (check = true in the manifest); exits 1 when one fails.");
+            println!(
+                "usage: neo-ops run preflight [--json]\nRuns every check plugin (check = true in the manifest); exits 1 when one fails."
+            );
             return Ok(ExitCode::SUCCESS);
         }
         other => anyhow::bail!(

@@ -52,8 +52,8 @@ pub async fn run(
             listener,
             app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
         )
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
     });
 
     tokio::select! {

@@ -145,7 +145,10 @@ impl Settings {
                 flags.insert(k.to_string(), v);
             }
         };
-        set("NEO_OPS_DATA_DIR", Some(self.data_dir.display().to_string()));
+        set(
+            "NEO_OPS_DATA_DIR",
+            Some(self.data_dir.display().to_string()),
+        );
         set("POSTGRES_MASTER_URL", self.postgres_master_url.clone());
         set(
             "POSTGRES_TENANT_DSN_TEMPLATE",
@@ -154,7 +157,10 @@ impl Settings {
         set("REDIS_URL", self.redis_url.clone());
         set("NEO_OPS_KV_PREFIX", Some(self.kv_prefix.clone()));
         set("NEO_OPS_REPLICA", Some(self.replica.clone()));
-        set("NEO_OPS_MAX_INSTANCES", Some(self.max_instances.to_string()));
+        set(
+            "NEO_OPS_MAX_INSTANCES",
+            Some(self.max_instances.to_string()),
+        );
         if let Some(smtp) = &self.smtp {
             set("SMTP_HOST", Some(smtp.host.clone()));
             set("SMTP_PORT", Some(smtp.port.to_string()));
@@ -219,9 +225,17 @@ fn mask_url_query(value: &str) -> String {
 
 fn is_secret_param(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    ["token", "password", "secret", "key", "sig", "signature", "auth"]
-        .iter()
-        .any(|p| lower.contains(p))
+    [
+        "token",
+        "password",
+        "secret",
+        "key",
+        "sig",
+        "signature",
+        "auth",
+    ]
+    .iter()
+    .any(|p| lower.contains(p))
 }
 
 fn default_replica() -> String {
@@ -263,14 +277,23 @@ mod tests {
         assert_eq!(mask_flag("SMTP_PASS", "hunter2"), "****");
         assert_eq!(mask_flag("NEO_API_TOKEN", "neo_x"), "****");
         assert_eq!(
-            mask_flag("SLACK_WEBHOOK_URL", "https://hooks.slack.com/services/T/B/x"),
+            mask_flag(
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T/B/x"
+            ),
             "****"
         );
         assert_eq!(
-            mask_flag("POSTGRES_MASTER_URL", "postgres://neo:pw@db/master?sslpassword=p2&x=1"),
+            mask_flag(
+                "POSTGRES_MASTER_URL",
+                "postgres://neo:pw@db/master?sslpassword=p2&x=1"
+            ),
             "postgres://neo:***@db/master?sslpassword=****&x=1"
         );
-        assert_eq!(mask_flag("SMTP_HOST", "mail.example.com"), "mail.example.com");
+        assert_eq!(
+            mask_flag("SMTP_HOST", "mail.example.com"),
+            "mail.example.com"
+        );
         assert_eq!(mask_flag("SMTP_PORT", ""), "");
     }
 

@@ -4,7 +4,7 @@ use crate::backends::db::{DbError, Pool, RowSet, Value};
 use crate::bindings::neo::ops::db as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::manifest::DbGrant;
-use crate::runtime::state::StoreState;
+use crate::runtime::state::{CallContext, StoreState};
 
 /// Largest number of statements in one transaction call.
 const MAX_STATEMENTS: usize = 10_000;
@@ -26,19 +26,23 @@ fn parse_target(target: &str) -> Result<Target<'_>, WitError> {
     }
 }
 
+/// Whether the plugin's db grants cover tenant `name` in this call.
+pub(crate) fn may_use_tenant(call: &CallContext, name: &str) -> bool {
+    call.plugin.grants.db.iter().any(|g| match g {
+        DbGrant::AnyTenant => true,
+        DbGrant::Tenant(t) => t == name,
+        DbGrant::OwnTenant => call.tenant.as_deref() == Some(name),
+        DbGrant::Master => false,
+    })
+}
+
 impl StoreState {
     /// Checks the grant, then opens the pool. Nothing is opened when denied.
     async fn pool_for(&mut self, target: &str) -> Result<Pool, WitError> {
         let call = &self.call;
-        let grants = &call.plugin.grants.db;
         let allowed = match parse_target(target)? {
-            Target::Master => grants.contains(&DbGrant::Master),
-            Target::Tenant(name) => grants.iter().any(|g| match g {
-                DbGrant::AnyTenant => true,
-                DbGrant::Tenant(t) => t == name,
-                DbGrant::OwnTenant => call.tenant.as_deref() == Some(name),
-                DbGrant::Master => false,
-            }),
+            Target::Master => call.plugin.grants.db.contains(&DbGrant::Master),
+            Target::Tenant(name) => may_use_tenant(call, name),
         };
         if !allowed {
             tracing::warn!(plugin = %call.plugin.name, target, request_id = %call.request_id, "db access denied");

@@ -3,6 +3,7 @@
 
 use crate::bindings::neo::ops::queue as wit;
 use crate::bindings::{ErrorCode, WitError};
+use crate::caps::db::may_use_tenant;
 use crate::runtime::state::StoreState;
 use crate::triggers::queue::{self, EnqueueError, Job};
 
@@ -49,6 +50,41 @@ impl wit::Host for StoreState {
             .map_err(to_wit_error)
     }
 
+    async fn enqueue_for_tenant(
+        &mut self,
+        queue: String,
+        tenant: String,
+        payload: String,
+    ) -> Result<String, WitError> {
+        self.check_queue_grant(&queue)?;
+        if !may_use_tenant(&self.call, &tenant) {
+            return Err(WitError::denied(format!(
+                "plugin \"{}\" has no db grant for tenant \"{tenant}\"",
+                self.call.plugin.name
+            )));
+        }
+        let services = &self.call.services;
+        match services.db.tenant_exists(&tenant).await {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(WitError::new(
+                    ErrorCode::NotFound,
+                    format!("no tenant named \"{tenant}\""),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(plugin = %self.call.plugin.name, error = %e, "tenant lookup failed");
+                return Err(WitError::new(
+                    ErrorCode::Unavailable,
+                    "database unavailable",
+                ));
+            }
+        }
+        queue::enqueue(&services.kv, &queue, Some(&tenant), &payload)
+            .await
+            .map_err(to_wit_error)
+    }
+
     async fn dead_letters(
         &mut self,
         queue: String,
@@ -61,10 +97,15 @@ impl wit::Host for StoreState {
         Ok(jobs.into_iter().map(to_dead_letter).collect())
     }
 
-    async fn replay(&mut self, queue: String, id: String) -> Result<bool, WitError> {
+    async fn replay(
+        &mut self,
+        queue: String,
+        id: String,
+    ) -> Result<Option<wit::DeadLetter>, WitError> {
         self.check_queue_grant(&queue)?;
-        queue::replay(&self.call.services.kv, &queue, &id)
+        let replayed = queue::replay(&self.call.services.kv, &queue, &id)
             .await
-            .map_err(to_wit_error)
+            .map_err(to_wit_error)?;
+        Ok(replayed.map(to_dead_letter))
     }
 }

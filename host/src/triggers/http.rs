@@ -4,6 +4,7 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -13,8 +14,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::manifest::Role;
-use crate::{auth, preflight};
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
+use crate::{auth, preflight};
 
 /// The policy every HTML response carries. Reports go to `/csp/report`:
 /// `report-uri` for browsers that POST `application/csp-report`, `report-to`
@@ -85,19 +86,26 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
                       uri: Uri,
                       headers: HeaderMap,
                       extensions: Extensions,
-                      body: Bytes| {
+                      body: Result<Bytes, BytesRejection>| {
                     let target = target.clone();
                     let remote_addr = extensions
                         .get::<ConnectInfo<SocketAddr>>()
                         .map(|ConnectInfo(addr)| addr.ip().to_string());
-                    let request = RawRequest {
-                        method,
-                        uri,
-                        headers,
-                        body,
-                        remote_addr,
-                    };
-                    async move { dispatch(state, target, params, query, request).await }
+                    async move {
+                        // Oversized or unreadable bodies answer in the envelope too.
+                        let body = match body {
+                            Ok(body) => body,
+                            Err(rejection) => return body_rejected(rejection),
+                        };
+                        let request = RawRequest {
+                            method,
+                            uri,
+                            headers,
+                            body,
+                            remote_addr,
+                        };
+                        dispatch(state, target, params, query, request).await
+                    }
                 },
             ));
         }
@@ -178,6 +186,16 @@ fn request_id(headers: &HeaderMap) -> String {
         })
         .map(str::to_string)
         .unwrap_or_else(super::new_request_id)
+}
+
+fn body_rejected(rejection: BytesRejection) -> Response {
+    let status = rejection.status();
+    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
+        "request body too large"
+    } else {
+        "unreadable request body"
+    };
+    error_envelope(status.as_u16(), message)
 }
 
 /// The parts of a request a plugin may see.
