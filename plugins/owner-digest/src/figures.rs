@@ -3,8 +3,8 @@
 //! Postgres returns NUMERIC for SUM(bigint), and the average is computed here
 //! from a sum and a count so both backends agree to the last digit.
 
-use crate::day::Range;
 use neo_ops_sdk::Error;
+use neo_ops_sdk::days::Range;
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::{Value as Json, json};
 

@@ -6,12 +6,12 @@
 //! tenant and day: a kv lock keeps replicas apart and `digest_sends` records
 //! what was sent. A failed send records nothing, so the next run sends it.
 
-mod day;
 mod figures;
 mod render;
 mod send;
 
 use chrono::NaiveDate;
+use neo_ops_sdk::days as day;
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, args::Args, config, reply, time};

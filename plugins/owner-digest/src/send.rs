@@ -1,10 +1,10 @@
 //! Sending one tenant's digest for one day, at most once: a kv lock keeps
 //! replicas from racing, and `digest_sends` (master) is the send log.
 
-use crate::day::Range;
 use crate::render::{self, Heading};
 use crate::{Outcome, Tenant, figures};
 use chrono::NaiveDate;
+use neo_ops_sdk::days::Range;
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::{Failure, kv, log, mail, reply, time};
 

@@ -1,5 +1,6 @@
-//! A tenant's business day: a calendar date in the tenant's time zone, and
-//! the UTC instants `[start, end)` it covers.
+//! Days in a tenant's time zone (feature `days`): a calendar date in the
+//! tenant's zone and the UTC instants `[start, end)` it covers, DST included.
+//! The owner digest's business day and the order export's date range.
 
 use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone};
 use chrono_tz::Tz;
@@ -40,9 +41,10 @@ pub fn range(tz: Tz, day: NaiveDate) -> Range {
     }
 }
 
-/// The first instant of `day` in `tz`. Some zones skip midnight on a DST
-/// change, so the day then starts at the first local time that exists.
-fn start_of(tz: Tz, day: NaiveDate) -> i64 {
+/// The first instant of `day` in `tz`, in microseconds. Some zones skip
+/// midnight on a DST change, so the day then starts at the first local time
+/// that exists.
+pub fn start_of(tz: Tz, day: NaiveDate) -> i64 {
     let midnight = day.and_time(NaiveTime::MIN);
     (0..=24 * 4)
         .map(|quarter| midnight + Duration::minutes(15 * quarter))

@@ -39,8 +39,11 @@ pub use bindings::export_plugin;
 pub use check_bindings::export_check;
 
 pub mod args;
+#[cfg(feature = "days")]
+pub mod days;
 pub mod file_reader;
 pub mod html;
+pub mod redact;
 pub mod reply;
 pub mod rows;
 pub mod time;
