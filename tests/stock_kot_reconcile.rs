@@ -362,7 +362,7 @@ async fn reads_only_the_granted_file(backend: Backend) {
         .map(|s| s.to_string())
         .collect();
     let grants = ["arg:--csv".to_string()];
-    let granted = neo_ops::caps::files::resolve_grants(&grants, &Trigger::Command(args));
+    let granted = neo_ops::caps::files::resolve_grants(&grants, Some(&Trigger::Command(args)));
     assert_eq!(granted, vec![PathBuf::from(&report)]);
     assert!(!granted.contains(&PathBuf::from(&other)));
 

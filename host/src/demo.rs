@@ -120,8 +120,9 @@ pub async fn seed(pool: &Pool, size: DemoSize) -> Result<String, DbError> {
     stmts.push((
         "INSERT INTO webhook_endpoints (url, secret, events) VALUES ($1, $2, $3)".into(),
         vec![
-            t("http://127.0.0.1:9/neo-demo-hook"),
-            t("demo-secret"),
+            // .invalid never resolves: a demo delivery can only fail, never leak.
+            t("https://hooks.example.invalid/neo-demo"),
+            t(&format!("whsec_demo_{:016x}", rng.next())),
             t("order.*"),
         ],
     ));

@@ -13,10 +13,12 @@ const MAX_READ: u32 = 4 << 20;
 
 /// Resolves `files` grants for one invocation: literal paths as they are,
 /// `arg:--flag` to the value of that flag in the command or schedule args.
-pub fn resolve_grants(grants: &[String], trigger: &Trigger) -> Vec<PathBuf> {
+pub fn resolve_grants(grants: &[String], trigger: Option<&Trigger>) -> Vec<PathBuf> {
+    // Literal paths hold for every call (a preflight check has no trigger);
+    // `arg:--flag` paths only for a command or schedule that passes the flag.
     let args: &[String] = match trigger {
-        Trigger::Command(a) => a,
-        Trigger::Schedule { args, .. } => args,
+        Some(Trigger::Command(a)) => a,
+        Some(Trigger::Schedule { args, .. }) => args,
         _ => &[],
     };
     grants
@@ -110,7 +112,7 @@ mod tests {
             "/etc/neo/x.conf".to_string(),
         ];
         assert_eq!(
-            resolve_grants(&grants, &trigger),
+            resolve_grants(&grants, Some(&trigger)),
             vec![
                 PathBuf::from("/tmp/r.csv"),
                 PathBuf::from("/etc/neo/x.conf")
@@ -118,8 +120,13 @@ mod tests {
         );
         let eq = Trigger::Command(vec!["--csv=/tmp/a.csv".into()]);
         assert_eq!(
-            resolve_grants(&grants[..1], &eq),
+            resolve_grants(&grants[..1], Some(&eq)),
             vec![PathBuf::from("/tmp/a.csv")]
+        );
+        // A preflight check has no trigger: literal grants only.
+        assert_eq!(
+            resolve_grants(&grants, None),
+            vec![PathBuf::from("/etc/neo/x.conf")]
         );
     }
 }

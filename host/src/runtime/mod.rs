@@ -149,12 +149,10 @@ impl Runtime {
         inv: Option<&Invocation>,
         request_id: &str,
     ) -> Store<StoreState> {
-        let files = match inv {
-            Some(inv) => {
-                crate::caps::files::resolve_grants(&plugin.manifest.grants.files, &inv.trigger)
-            }
-            None => Vec::new(),
-        };
+        let files = crate::caps::files::resolve_grants(
+            &plugin.manifest.grants.files,
+            inv.map(|i| &i.trigger),
+        );
         let state = StoreState::new(CallContext {
             services: self.services.clone(),
             plugin: plugin.manifest.clone(),
