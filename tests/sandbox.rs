@@ -166,7 +166,7 @@ grants = { db = ["master"] }
 async fn misbehaving_plugins_fail_alone(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let server = dep.start(FAULTS, "a").await;
-    let failed = r#"{"error":{"code":500,"message":"plugin \"faults\" failed"},"ok":false}"#;
+    let failed = r#"{"ok":false,"error":{"code":500,"message":"plugin \"faults\" failed"}}"#;
 
     let (code, body) = server.get("/faults/ok", None).await;
     assert_eq!(
@@ -215,7 +215,7 @@ async fn misbehaving_plugins_fail_alone(backend: Backend) {
     assert_eq!(code, 500);
     assert_eq!(
         body,
-        r#"{"error":{"code":500,"message":"plugin \"faults\" timed out after 1s"},"ok":false}"#
+        r#"{"ok":false,"error":{"code":500,"message":"plugin \"faults\" timed out after 1s"}}"#
     );
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),

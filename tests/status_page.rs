@@ -132,7 +132,7 @@ async fn health_and_readiness(backend: Backend) {
     assert_eq!(code, 404);
     assert_eq!(
         body,
-        r#"{"error":{"code":404,"message":"not found"},"ok":false}"#
+        r#"{"ok":false,"error":{"code":404,"message":"not found"}}"#
     );
     server.stop().await.unwrap();
 }

@@ -197,7 +197,7 @@ routes = [
 grants = { db = ["master"] }
 "#;
 
-const FORBIDDEN: &str = r#"{"error":{"code":403,"message":"forbidden"},"ok":false}"#;
+use support::FORBIDDEN;
 
 async fn roles_are_enforced_with_the_spec_body(backend: Backend) {
     let dep = Deployment::new(backend).await;

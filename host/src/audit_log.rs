@@ -31,9 +31,29 @@ pub fn record_hash(prev: &str, at: DateTime<Utc>, r: &NewRecord) -> String {
         r.tenant,
         r.request_id,
         r.plugin,
-        r.details,
+        sorted_keys(&r.details),
     ]);
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}
+
+/// The same document with every object's keys in byte order: Postgres JSONB
+/// hands keys back in its own order, so the hash must not depend on it.
+fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k.clone(), sorted_keys(v)))
+                    .collect(),
+            )
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted_keys).collect()),
+        other => other.clone(),
+    }
 }
 
 /// SQLite has one writer per file; this keeps the read-last-then-insert step
@@ -182,5 +202,29 @@ fn broken(records: u64, id: i64, why: &str) -> Verification {
     Verification {
         records,
         broken_at: Some((id, why.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hash_ignores_the_order_keys_come_back_in() {
+        let record = |details: &str| NewRecord {
+            actor: "oncall".into(),
+            action: "console.unlock_pin".into(),
+            target: "staff:7".into(),
+            tenant: Some("acme".into()),
+            request_id: None,
+            plugin: None,
+            details: serde_json::from_str(details).unwrap(),
+        };
+        let at = DateTime::from_timestamp_millis(1_764_000_000_000).unwrap();
+        let a = record(r#"{"b": 1, "a": {"y": [1, {"d": 2, "c": 3}], "x": null}}"#);
+        let b = record(r#"{"a": {"x": null, "y": [1, {"c": 3, "d": 2}]}, "b": 1}"#);
+        assert_eq!(record_hash("0", at, &a), record_hash("0", at, &b));
+        let c = record(r#"{"a": {"x": null, "y": [1, {"c": 3, "d": 4}]}, "b": 1}"#);
+        assert_ne!(record_hash("0", at, &a), record_hash("0", at, &c));
     }
 }

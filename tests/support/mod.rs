@@ -21,6 +21,9 @@ pub use receivers::{HttpReceiver, SmtpSink};
 pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const REDIS: &str = "redis://127.0.0.1:6379";
 
+/// The spec's exact answer to a request without the route's role.
+pub const FORBIDDEN: &str = r#"{"ok":false,"error":{"code":403,"message":"forbidden"}}"#;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     /// SQLite files, in-process kv, .eml outbox.

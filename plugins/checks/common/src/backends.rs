@@ -1,0 +1,53 @@
+//! The backends the host runs on, as its readiness document names them:
+//! database `postgres` | `sqlite`, kv `redis` | `memory`, mail `smtp` | `outbox`.
+
+use neo_ops_sdk::{host_info, serde_json};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends {
+    pub database: String,
+    pub kv: String,
+    pub mail: String,
+}
+
+/// Reads `checks.{database,kv,mail}.backend` from `host_info::ready()`.
+pub fn in_use() -> Result<Backends, String> {
+    parse(&host_info::ready())
+}
+
+pub fn parse(ready: &str) -> Result<Backends, String> {
+    let doc: serde_json::Value =
+        serde_json::from_str(ready).map_err(|e| format!("host readiness is not json ({e})"))?;
+    let name = |part: &str| {
+        doc["checks"][part]["backend"]
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| format!("host readiness names no {part} backend"))
+    };
+    Ok(Backends {
+        database: name("database")?,
+        kv: name("kv")?,
+        mail: name("mail")?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_three_backends() {
+        let ready = r#"{"status":"ready","checks":{"database":{"status":"ok","backend":"sqlite"},
+            "kv":{"status":"ok","backend":"memory"},"mail":{"status":"ok","backend":"outbox"},
+            "plugins":{"status":"ok"}}}"#;
+        assert_eq!(
+            parse(ready),
+            Ok(Backends {
+                database: "sqlite".into(),
+                kv: "memory".into(),
+                mail: "outbox".into()
+            })
+        );
+        assert!(parse(r#"{"checks":{}}"#).unwrap_err().contains("database"));
+    }
+}

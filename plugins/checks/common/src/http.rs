@@ -1,0 +1,99 @@
+//! Plain GETs to a URL the operator configured, with only its scheme, host,
+//! port and path ever shown (user info and query strings may be credentials).
+
+use neo_ops_sdk::{ErrorCode, outbound_http};
+
+/// Short enough that a check stays well inside its own timeout.
+pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
+
+/// GETs `url`; the error is ready for a check's detail.
+pub fn get(url: &str, timeout_ms: u32) -> Result<outbound_http::Response, String> {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "bad url \"{}\" (expected http:// or https://)",
+            redact(url)
+        ));
+    }
+    outbound_http::send(&outbound_http::Request {
+        method: "GET".into(),
+        url: url.to_string(),
+        headers: vec![("accept".into(), "application/json, text/plain".into())],
+        body: vec![],
+        timeout_ms: Some(timeout_ms),
+    })
+    .map_err(|e| {
+        let shown = redact(url);
+        match e.code {
+            ErrorCode::Denied => format!("{shown} is not on this check's http allow-list"),
+            _ => format!("GET {shown} failed: {}", e.message.replace(url, &shown)),
+        }
+    })
+}
+
+/// Whether the status is 2xx.
+pub fn success(resp: &outbound_http::Response) -> bool {
+    (200..300).contains(&resp.status)
+}
+
+/// The start of a body, on one line, for a detail.
+pub fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let mut out: String = line.chars().take(120).collect();
+    if line.chars().count() > 120 {
+        out.push('…');
+    }
+    out
+}
+
+/// `scheme://host:port/path`: no user info, query or fragment.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or("");
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    if scheme.is_empty() {
+        format!("{host}{path}")
+    } else {
+        format!("{scheme}://{host}{path}")
+    }
+}
+
+/// The host of a URL, lowercase, without port or brackets; `None` when absent.
+pub fn host(url: &str) -> Option<String> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let host_port = authority.rsplit('@').next()?;
+    let host = if let Some(v6) = host_port.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        host_port.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redaction_keeps_origin_and_path_only() {
+        assert_eq!(
+            redact("https://user:pw@q.example:8443/v1/quotas?token=s3cret#x"),
+            "https://q.example:8443/v1/quotas"
+        );
+        assert_eq!(redact("http://127.0.0.1:9/"), "http://127.0.0.1:9/");
+    }
+
+    #[test]
+    fn hosts_come_without_port_or_user() {
+        assert_eq!(
+            host("https://a:b@Hooks.Example:443/x").as_deref(),
+            Some("hooks.example")
+        );
+        assert_eq!(host("http://[::1]:8080/").as_deref(), Some("::1"));
+        assert_eq!(host("http://127.0.0.1/").as_deref(), Some("127.0.0.1"));
+        assert_eq!(host("not a url"), None);
+        assert_eq!(host("https:///path"), None);
+    }
+}

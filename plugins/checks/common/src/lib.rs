@@ -1,0 +1,12 @@
+//! What the preflight checks (`plugins/checks/*`) share: outcome builders,
+//! settings from the manifest (config first, then granted env vars), the live
+//! tenants, plain HTTP GETs with redacted URLs, and the backends the host
+//! reports as ready.
+
+pub mod backends;
+pub mod http;
+pub mod outcome;
+pub mod settings;
+pub mod tenants;
+
+pub use outcome::{describe, fail, pass, skip, warn};

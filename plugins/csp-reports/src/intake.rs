@@ -1,0 +1,167 @@
+//! `POST /csp/report`: both wire formats browsers send.
+//! - `report-uri`: `Content-Type: application/csp-report`, one
+//!   `{"csp-report": {...}}` object;
+//! - `report-to` (Reporting API): `Content-Type: application/reports+json`,
+//!   an array of `{"type": "csp-violation", "age", "url", "user_agent",
+//!   "body": {...}}`; other report types in the array are ignored.
+//!
+//! `application/json` is accepted with either shape. Checks run cheapest
+//! first: rate limit (429), content type (415), size (413), JSON (400).
+//! Success is 204 with no body, as browsers expect.
+
+use neo_ops_sdk::serde_json::{self, Value as Json, json};
+use neo_ops_sdk::{Failure, HttpRequest, Output, reply, time};
+
+use crate::settings::Settings;
+use crate::{rate, store};
+use neo_ops_sdk::redact::redact_json;
+
+const ACCEPTED: &[&str] = &[
+    "application/csp-report",
+    "application/reports+json",
+    "application/json",
+];
+
+/// What replaces a redacted value.
+const MASK: &str = "REDACTED";
+
+pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure> {
+    let client = req.remote_addr.as_deref();
+    if let Some(retry_after) =
+        rate::check(client, settings.rate_limit, settings.rate_window_seconds)?
+    {
+        return Ok(too_many(retry_after));
+    }
+    let content_type = media_type(req);
+    if !ACCEPTED.contains(&content_type.as_str()) {
+        return Err(reply::fail(
+            415,
+            format!("unsupported content type \"{content_type}\""),
+        ));
+    }
+    if req.body.len() as u64 > settings.max_body_bytes {
+        return Err(reply::fail(
+            413,
+            format!(
+                "report body of {} bytes exceeds {} bytes",
+                req.body.len(),
+                settings.max_body_bytes
+            ),
+        ));
+    }
+    let document: Json = serde_json::from_slice(&req.body)
+        .map_err(|e| reply::fail(400, format!("malformed report: {e}")))?;
+    let received_at = time::rfc3339(time::now_micros());
+    let entries: Vec<Json> = reports(document)?
+        .into_iter()
+        .map(|(kind, mut report)| {
+            redact_json(&mut report, MASK);
+            json!({
+                "received_at": received_at,
+                "content_type": content_type,
+                "kind": kind,
+                "report": report,
+            })
+        })
+        .collect();
+    store::save(&entries)?;
+    Ok(Output {
+        status: 204,
+        headers: vec![],
+        body: vec![],
+    })
+}
+
+/// The media type without parameters, lowercase; empty when absent.
+fn media_type(req: &HttpRequest) -> String {
+    req.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
+        .map(|(_, v)| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// The reports in a body, each with its kind (`csp-report` or `csp-violation`).
+fn reports(document: Json) -> Result<Vec<(&'static str, Json)>, Failure> {
+    match document {
+        Json::Object(ref map) if map.get("csp-report").is_some_and(Json::is_object) => {
+            Ok(vec![("csp-report", document)])
+        }
+        Json::Array(items) => {
+            let mut out = Vec::new();
+            for (i, item) in items.into_iter().enumerate() {
+                let Json::Object(ref map) = item else {
+                    return Err(malformed(&format!("report {i} is not an object")));
+                };
+                if map.get("type").and_then(Json::as_str) != Some("csp-violation") {
+                    continue;
+                }
+                if !map.get("body").is_some_and(Json::is_object) {
+                    return Err(malformed(&format!("report {i} has no \"body\" object")));
+                }
+                out.push(("csp-violation", item));
+            }
+            Ok(out)
+        }
+        _ => Err(malformed(
+            "expected {\"csp-report\": {...}} or an array of reports",
+        )),
+    }
+}
+
+fn malformed(why: &str) -> Failure {
+    reply::fail(400, format!("malformed report: {why}"))
+}
+
+/// 429 in the usual envelope, with `Retry-After`.
+fn too_many(retry_after: u64) -> Output {
+    let mut out = reply::json(
+        429,
+        &json!({"ok": false, "error": {"code": 429, "message": "too many reports"}}),
+    );
+    out.headers
+        .push(("retry-after".into(), retry_after.to_string()));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_formats_and_their_errors() {
+        let legacy = json!({"csp-report": {"document-uri": "https://a/"}});
+        assert_eq!(
+            reports(legacy.clone()).unwrap(),
+            vec![("csp-report", legacy)]
+        );
+
+        let violation = json!({"type": "csp-violation", "url": "https://a/", "body": {}});
+        let other = json!({"type": "deprecation", "body": {}});
+        assert_eq!(
+            reports(json!([other, violation.clone()])).unwrap(),
+            vec![("csp-violation", violation)]
+        );
+        assert!(reports(json!([])).unwrap().is_empty());
+
+        for (bad, why) in [
+            (json!({"report": {}}), "expected"),
+            (json!({"csp-report": "x"}), "expected"),
+            (json!([1]), "report 0 is not an object"),
+            (
+                json!([{"type": "csp-violation"}]),
+                "report 0 has no \"body\" object",
+            ),
+        ] {
+            let err = reports(bad).unwrap_err();
+            assert_eq!(err.status, 400);
+            assert!(err.message.contains(why), "{}", err.message);
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! Export jobs: consumes the `export` queue. A job
+//! `{"kind": "orders", "from": "YYYY-MM-DD", "to": "YYYY-MM-DD", "email": "x@y"}`
+//! carries its tenant; the tenant's orders placed on those business days (in
+//! the tenant's time zone, both days included, deleted orders left out) are
+//! mailed to `email` as a CSV attachment. Any failure (a bad payload, an
+//! unknown tenant, mail that cannot be sent) fails the job, so the host
+//! retries it and dead-letters it after `max_attempts` with the error kept.
+
+mod csv;
+mod job;
+mod orders;
+
+use chrono_tz::Tz;
+use neo_ops_sdk::db::{self, Value};
+use neo_ops_sdk::serde_json::json;
+use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, mail, reply};
+
+struct ExportJobs;
+
+impl Plugin for ExportJobs {
+    fn run(inv: Invocation) -> Result<Output, Failure> {
+        let Trigger::Queue(message) = inv.trigger else {
+            return Err(reply::fail(400, "export-jobs runs from the export queue"));
+        };
+        let Some(tenant) = inv.tenant else {
+            return Err(reply::fail(
+                400,
+                format!("export job {} has no tenant", message.id),
+            ));
+        };
+        let export = job::parse(&message.payload).map_err(|e| reply::fail(400, e))?;
+        run_export(&tenant, &export)
+    }
+}
+
+fn run_export(tenant: &str, export: &job::Export) -> Result<Output, Failure> {
+    let zone = tenant_zone(tenant)?;
+    let result = orders::export(&format!("tenant:{tenant}"), zone, export.from, export.to)?;
+    let range = format!("{} to {}", export.from, export.to);
+    let message = mail::Message {
+        to: vec![export.email.clone()],
+        cc: vec![],
+        subject: format!("Orders export for {tenant}: {range}"),
+        text: format!(
+            "{} orders placed from {range} ({zone}) are attached as CSV.\n\
+             Amounts are in minor units (paise); times are UTC.\n\n\
+             Sent by neo-ops export-jobs.\n",
+            result.orders
+        ),
+        html: None,
+        attachments: vec![mail::Attachment {
+            filename: format!("orders-{tenant}-{}-{}.csv", export.from, export.to),
+            content_type: "text/csv; charset=utf-8".into(),
+            data: result.csv,
+        }],
+    };
+    let message_id = mail::send(&message).map_err(|e| {
+        reply::fail(
+            reply::status_of(e.code),
+            format!("orders export for \"{tenant}\" was not sent: {}", e.message),
+        )
+    })?;
+    Ok(reply::ok(json!({
+        "tenant": tenant,
+        "orders": result.orders,
+        "to": export.email,
+        "message_id": message_id,
+    })))
+}
+
+fn tenant_zone(tenant: &str) -> Result<Tz, Failure> {
+    let rows = db::query(
+        "master",
+        "SELECT time_zone FROM tenants WHERE name = $1 AND deleted_at IS NULL",
+        &[Value::from(tenant)],
+    )?;
+    let Some(row) = rows.iter().next() else {
+        return Err(reply::fail(404, format!("tenant \"{tenant}\" not found")));
+    };
+    let zone = row.text("time_zone").unwrap_or("Asia/Kolkata");
+    zone.parse::<Tz>().map_err(|_| {
+        reply::fail(
+            500,
+            format!("tenant \"{tenant}\" has an unknown time zone \"{zone}\""),
+        )
+    })
+}
+
+neo_ops_sdk::export_plugin!(ExportJobs);

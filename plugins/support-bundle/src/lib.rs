@@ -1,0 +1,75 @@
+//! Support bundle (spec "Support Bundle"):
+//! `GET /api/outlet/{tenant}/support/bundle.zip` answers a ZIP with
+//! `env.txt`, `health.json`, `ready.json`, `version.json`,
+//! `recent-logs.txt` and `config.json` for one tenant, every file redacted.
+//! Each download is audited (`support.bundle`), and a bundle is only handed
+//! out once its audit record is written.
+
+mod contents;
+mod zip;
+
+use neo_ops_sdk::serde_json::json;
+use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, audit, host_info, reply, time};
+
+use contents::TenantConfig;
+
+struct SupportBundle;
+
+impl Plugin for SupportBundle {
+    fn run(inv: Invocation) -> Result<Output, Failure> {
+        if !matches!(inv.trigger, Trigger::Http(_)) {
+            return Err(reply::fail(400, "support-bundle runs from its route"));
+        }
+        let tenant = inv.tenant.as_deref().unwrap_or_default();
+        let Some(config) = contents::tenant_config(tenant)? else {
+            return Err(reply::fail(404, "tenant not found"));
+        };
+        let actor = inv.principal.as_ref().map(|p| p.name.as_str());
+        bundle(tenant, &config, actor.unwrap_or("support-bundle"))
+    }
+}
+
+fn bundle(tenant: &str, config: &TenantConfig, actor: &str) -> Result<Output, Failure> {
+    let (recent_logs, audit_records) = contents::recent_logs(tenant)?;
+    let files = [
+        ("env.txt", contents::env_txt()),
+        ("health.json", contents::host_json(&host_info::health())),
+        ("ready.json", contents::host_json(&host_info::ready())),
+        ("version.json", contents::version_json()),
+        ("recent-logs.txt", recent_logs),
+        ("config.json", contents::config_json(config)),
+    ];
+    let mut archive = zip::ZipWriter::new(time::now_micros());
+    for (name, text) in &files {
+        archive
+            .add(name, text.as_bytes())
+            .map_err(|e| reply::fail(500, e))?;
+    }
+    let body = archive.finish().map_err(|e| reply::fail(500, e))?;
+
+    let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
+    audit::append(&audit::Entry {
+        actor: actor.to_string(),
+        action: "support.bundle".into(),
+        target: tenant.to_string(),
+        tenant: Some(tenant.to_string()),
+        details: json!({"files": names, "bytes": body.len(), "audit_records": audit_records})
+            .to_string(),
+    })?;
+
+    Ok(Output {
+        status: 200,
+        headers: vec![
+            ("content-type".into(), "application/zip".into()),
+            (
+                "content-disposition".into(),
+                format!("attachment; filename=\"support-{tenant}.zip\""),
+            ),
+            // Diagnostics are per request and may be sensitive: never cached.
+            ("cache-control".into(), "no-store".into()),
+        ],
+        body,
+    })
+}
+
+neo_ops_sdk::export_plugin!(SupportBundle);

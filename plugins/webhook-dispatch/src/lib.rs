@@ -1,0 +1,200 @@
+//! Webhook dispatcher: consumes the `webhook` queue. A job `{"delivery_id": N}`
+//! carries its tenant; the delivery and its endpoint come from that tenant's
+//! database. The payload is POSTed signed with the endpoint's secret
+//! (`x-neo-signature: sha256=HMAC(secret, "<timestamp>.<body>")`).
+//!
+//! - Already delivered: acknowledged without sending, so duplicates and
+//!   replays deliver exactly once (a per-delivery kv lock keeps two workers
+//!   from sending the same delivery at the same time).
+//! - Any failure (non-2xx, transport error, open circuit, inactive or deleted
+//!   endpoint) updates the row (`failed`, or `dead` on the last attempt) and
+//!   fails the job, so the host retries with backoff and dead-letters it after
+//!   `max_attempts` with the error kept. An inactive endpoint is not sent to,
+//!   but it still fails: the job lands in the dead letters where an operator
+//!   can replay it once the endpoint is active again.
+//! - A receiver may still see a delivery twice if recording its success fails
+//!   after a 2xx (the retry sends again): `x-neo-delivery` is the id to dedupe on.
+//! - A circuit breaker per (tenant, endpoint) stops hammering a receiver that
+//!   keeps failing (see `breaker`).
+
+mod breaker;
+mod delivery;
+mod send;
+mod settings;
+mod signature;
+
+use breaker::{Breaker, Gate};
+use delivery::Delivery;
+use neo_ops_sdk::serde_json::{self, json};
+use neo_ops_sdk::{
+    Failure, Invocation, Output, Plugin, QueueMessage, Trigger, kv, log, reply, time,
+};
+use settings::Settings;
+
+struct WebhookDispatch;
+
+impl Plugin for WebhookDispatch {
+    fn run(inv: Invocation) -> Result<Output, Failure> {
+        let Trigger::Queue(message) = inv.trigger else {
+            return Err(reply::fail(
+                400,
+                "webhook-dispatch runs from the webhook queue",
+            ));
+        };
+        let Some(tenant) = inv.tenant else {
+            return Err(reply::fail(
+                400,
+                format!("webhook job {} has no tenant", message.id),
+            ));
+        };
+        let delivery_id = delivery_id(&message.payload)?;
+        let settings = Settings::load()?;
+        Job {
+            tenant: &tenant,
+            delivery_id,
+            message: &message,
+            settings: &settings,
+        }
+        .run()
+    }
+}
+
+/// `{"delivery_id": N}` with a positive integer N.
+fn delivery_id(payload: &str) -> Result<i64, Failure> {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .ok()
+        .and_then(|v| v.get("delivery_id").and_then(serde_json::Value::as_i64))
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            let shown: String = payload.chars().take(200).collect();
+            reply::fail(
+                400,
+                format!("bad webhook job payload \"{shown}\": expected {{\"delivery_id\": <id>}}"),
+            )
+        })
+}
+
+struct Job<'a> {
+    tenant: &'a str,
+    delivery_id: i64,
+    message: &'a QueueMessage,
+    settings: &'a Settings,
+}
+
+impl Job<'_> {
+    fn target(&self) -> String {
+        format!("tenant:{}", self.tenant)
+    }
+
+    /// Runs the attempt under the delivery's lock.
+    fn run(&self) -> Result<Output, Failure> {
+        let lock = format!("webhook:delivery:{}:{}", self.tenant, self.delivery_id);
+        let ttl = u64::from(self.settings.request_timeout_ms) + 30_000;
+        let Some(token) = kv::lock(&lock, ttl)? else {
+            return Err(reply::fail(
+                409,
+                format!(
+                    "delivery {} is being sent by another worker",
+                    self.delivery_id
+                ),
+            ));
+        };
+        let result = self.attempt();
+        if let Err(e) = kv::unlock(&lock, &token) {
+            self.log(
+                log::Level::Warn,
+                &format!("releasing \"{lock}\" failed: {}", e.message),
+            );
+        }
+        result
+    }
+
+    fn attempt(&self) -> Result<Output, Failure> {
+        let target = self.target();
+        let Some(delivery) = delivery::load(&target, self.delivery_id)? else {
+            return Err(reply::fail(
+                404,
+                format!(
+                    "delivery {} not found in tenant \"{}\"",
+                    self.delivery_id, self.tenant
+                ),
+            ));
+        };
+        if delivery.status == "delivered" {
+            self.log(log::Level::Info, "already delivered; not sending again");
+            return Ok(reply::ok(
+                json!({"delivery_id": delivery.id, "status": "delivered", "sent": false}),
+            ));
+        }
+        let endpoint = &delivery.endpoint;
+        if endpoint.deleted || !endpoint.active {
+            let state = if endpoint.deleted {
+                "deleted"
+            } else {
+                "inactive"
+            };
+            return self.failed(
+                &delivery,
+                409,
+                format!("endpoint {} is {state}", endpoint.id),
+            );
+        }
+        let breaker = Breaker {
+            tenant: self.tenant,
+            endpoint_id: endpoint.id,
+            settings: self.settings,
+        };
+        let now = time::now_micros();
+        let gate = breaker.gate(now)?;
+        if matches!(gate, Gate::Open) {
+            return self.failed(
+                &delivery,
+                503,
+                format!("circuit open for endpoint {}", endpoint.id),
+            );
+        }
+        match send::post(&delivery, now / 1_000_000, self.settings.request_timeout_ms) {
+            Ok(status) => {
+                breaker.succeeded(gate, time::now_micros());
+                delivery::mark_delivered(&target, delivery.id, time::now_micros())?;
+                Ok(reply::ok(json!({
+                    "delivery_id": delivery.id,
+                    "status": "delivered",
+                    "sent": true,
+                    "http_status": status,
+                })))
+            }
+            Err(reason) => {
+                breaker.failed(gate, time::now_micros());
+                self.failed(&delivery, 502, reason)
+            }
+        }
+    }
+
+    /// Records the failed attempt on the row and fails the job with `reason`,
+    /// which the host keeps as the job's last error.
+    fn failed(&self, delivery: &Delivery, status: u16, reason: String) -> Result<Output, Failure> {
+        let last = self.message.attempt >= self.message.max_attempts;
+        if let Err(e) = delivery::mark_failed(&self.target(), delivery.id, &reason, last) {
+            self.log(
+                log::Level::Warn,
+                &format!("recording the failure failed: {}", e.message),
+            );
+        }
+        Err(reply::fail(status, reason))
+    }
+
+    fn log(&self, level: log::Level, message: &str) {
+        log::log(
+            level,
+            message,
+            &[
+                ("tenant".into(), self.tenant.to_string()),
+                ("delivery".into(), self.delivery_id.to_string()),
+                ("attempt".into(), self.message.attempt.to_string()),
+            ],
+        );
+    }
+}
+
+neo_ops_sdk::export_plugin!(WebhookDispatch);

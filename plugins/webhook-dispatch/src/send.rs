@@ -1,0 +1,76 @@
+//! One signed POST of a delivery to its endpoint.
+
+use crate::delivery::Delivery;
+use crate::signature;
+use neo_ops_sdk::{ErrorCode, outbound_http};
+
+/// Posts the delivery's payload; `Err` says why it was not accepted, naming
+/// only the endpoint's origin (paths and query strings may carry secrets).
+pub fn post(delivery: &Delivery, now_secs: i64, timeout_ms: u32) -> Result<u16, String> {
+    let endpoint = &delivery.endpoint;
+    let Some(origin) = origin(&endpoint.url) else {
+        return Err(format!(
+            "endpoint {} has a bad url (expected http:// or https://)",
+            endpoint.id
+        ));
+    };
+    let body = delivery.payload.as_bytes().to_vec();
+    let request = outbound_http::Request {
+        method: "POST".into(),
+        url: endpoint.url.clone(),
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-neo-event".into(), delivery.event.clone()),
+            ("x-neo-delivery".into(), delivery.id.to_string()),
+            ("x-neo-timestamp".into(), now_secs.to_string()),
+            (
+                "x-neo-signature".into(),
+                signature::sign(&endpoint.secret, now_secs, &body),
+            ),
+        ],
+        body,
+        timeout_ms: Some(timeout_ms),
+    };
+    let response = outbound_http::send(&request).map_err(|e| match e.code {
+        // The host quotes a URL it cannot parse; ours may hold a secret.
+        ErrorCode::Invalid => format!("endpoint {} has a bad url", endpoint.id),
+        // Otherwise it names the origin only.
+        _ => e.message.replace(&endpoint.url, &origin),
+    })?;
+    if (200..300).contains(&response.status) {
+        Ok(response.status)
+    } else {
+        Err(format!("HTTP {} from {origin}", response.status))
+    }
+}
+
+/// `scheme://host[:port]` of an http(s) URL, without user info.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return None;
+    }
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_drops_credentials_path_and_query() {
+        assert_eq!(
+            origin("https://user:pw@hooks.example.com:8443/in/abc?token=s").as_deref(),
+            Some("https://hooks.example.com:8443")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:9000").as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(origin("ftp://x/y"), None);
+        assert_eq!(origin("https:///path"), None);
+    }
+}

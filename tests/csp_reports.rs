@@ -1,0 +1,424 @@
+//! CSP reports end to end, on both backends: both wire formats are kept
+//! (newest 500, 24 hours) with every `token` redacted; oversized, malformed
+//! and wrongly typed bodies and floods are refused; the listing needs the
+//! admin role; HTML responses carry the Report-Only policy pointing here.
+
+mod support;
+
+use neo_ops::manifest::Role;
+use serde_json::{Value, json};
+use support::{Backend, Deployment, Server};
+
+fn manifest(rate_limit: u32) -> String {
+    format!(
+        r#"
+[plugins.csp-reports]
+component = "csp_reports.wasm"
+routes = [
+  {{ method = "POST", path = "/csp/report" }},
+  {{ method = "GET", path = "/admin/csp/reports", role = "admin" }},
+]
+grants = {{ kv = ["csp:"] }}
+limits = {{ memory = "32MiB", timeout = "5s" }}
+# A day-long window: a test never straddles two windows.
+config = {{ max_body_bytes = "65536", rate_limit = "{rate_limit}", rate_window_seconds = "86400" }}
+"#
+    )
+}
+
+const LEGACY: &str = "application/csp-report";
+const REPORTING_API: &str = "application/reports+json";
+use support::FORBIDDEN;
+
+/// The secret carried by report `n`; redaction must remove every one.
+fn secret(n: usize) -> String {
+    format!("t0k{n:04}SeCrEt")
+}
+
+/// Report `n` with its secret in every URL field, odd in the `report-uri`
+/// format, even in the Reporting API's (next to a report of another type,
+/// which is ignored).
+fn report(n: usize) -> (&'static str, String) {
+    let token = secret(n);
+    let document = format!("https://pos.example.com/orders?page=2&token={token}");
+    let blocked = format!("https://cdn.evil.example/x.js?token={token}");
+    let referrer = format!("https://pos.example.com/login?next=%2Forders%3Ftoken%3D{token}");
+    let source = format!("https://pos.example.com/app.js?v=3&token={token}#L1");
+    if n % 2 == 1 {
+        let body = json!({"csp-report": {
+            "document-uri": document,
+            "referrer": referrer,
+            "blocked-uri": blocked,
+            "effective-directive": "script-src-elem",
+            "violated-directive": "script-src-elem",
+            "original-policy": "default-src 'self'; report-uri /csp/report",
+            "disposition": "report",
+            "status-code": 200,
+            "source-file": source,
+            "line-number": n,
+            "column-number": 7,
+        }});
+        (LEGACY, body.to_string())
+    } else {
+        let body = json!([
+            {"type": "deprecation", "age": 1, "url": document, "user_agent": "Mozilla/5.0",
+             "body": {"id": "x", "message": format!("see {document}")}},
+            {"type": "csp-violation", "age": 3, "url": document, "user_agent": "Mozilla/5.0",
+             "body": {
+                "documentURL": document,
+                "referrer": referrer,
+                "blockedURL": blocked,
+                "effectiveDirective": "script-src-elem",
+                "originalPolicy": "default-src 'self'; report-to csp-endpoint",
+                "disposition": "report",
+                "sourceFile": source,
+                "lineNumber": n,
+                "columnNumber": 7,
+                "statusCode": 200,
+             }},
+        ]);
+        (REPORTING_API, body.to_string())
+    }
+}
+
+async fn post(server: &Server, content_type: &str, body: impl Into<String>) -> reqwest::Response {
+    server
+        .http
+        .post(server.url("/csp/report"))
+        .header("content-type", content_type)
+        .body(body.into())
+        .send()
+        .await
+        .expect("request")
+}
+
+async fn listing(server: &Server, token: &str) -> (String, Vec<Value>) {
+    let (code, body) = server.get("/admin/csp/reports", Some(token)).await;
+    assert_eq!(code, 200, "{body}");
+    let doc: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["ok"], true);
+    let reports = doc["data"]["reports"].as_array().unwrap().clone();
+    (body, reports)
+}
+
+/// The line number a stored report carries, whichever its format.
+fn number(entry: &Value) -> u64 {
+    let report = &entry["report"];
+    report["csp-report"]["line-number"]
+        .as_u64()
+        .or(report["body"]["lineNumber"].as_u64())
+        .unwrap_or_else(|| panic!("no line number in {entry}"))
+}
+
+async fn keeps_newest_500_redacted(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(&manifest(100_000), "a").await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+
+    for n in 1..=600 {
+        let (content_type, body) = report(n);
+        let resp = post(&server, content_type, body).await;
+        assert_eq!(resp.status().as_u16(), 204, "report {n}");
+        assert!(resp.bytes().await.unwrap().is_empty());
+    }
+
+    let (body, reports) = listing(&server, &admin).await;
+    assert_eq!(reports.len(), 500);
+    let numbers: Vec<u64> = reports.iter().map(number).collect();
+    let expected: Vec<u64> = (101..=600).rev().collect();
+    assert_eq!(numbers, expected, "newest first, the 600th on top");
+    for entry in &reports {
+        let odd = number(entry) % 2 == 1;
+        let (kind, content_type) = if odd {
+            ("csp-report", LEGACY)
+        } else {
+            ("csp-violation", REPORTING_API)
+        };
+        assert_eq!(entry["kind"], kind);
+        assert_eq!(entry["content_type"], content_type);
+        let received = entry["received_at"].as_str().unwrap();
+        chrono::DateTime::parse_from_rfc3339(received).expect("received_at is RFC 3339");
+    }
+    // No token value anywhere; every URL still readable around the mask.
+    assert!(!body.contains("SeCrEt"), "a token survived");
+    let newest = &reports[0]["report"];
+    assert_eq!(newest["type"], "csp-violation");
+    assert_eq!(
+        newest["url"],
+        "https://pos.example.com/orders?page=2&token=REDACTED"
+    );
+    let fields = &newest["body"];
+    assert_eq!(
+        fields["documentURL"],
+        "https://pos.example.com/orders?page=2&token=REDACTED"
+    );
+    assert_eq!(
+        fields["blockedURL"],
+        "https://cdn.evil.example/x.js?token=REDACTED"
+    );
+    assert_eq!(
+        fields["referrer"],
+        "https://pos.example.com/login?next=%2Forders%3Ftoken%3DREDACTED"
+    );
+    assert_eq!(
+        fields["sourceFile"],
+        "https://pos.example.com/app.js?v=3&token=REDACTED#L1"
+    );
+    let legacy = &reports[1]["report"]["csp-report"];
+    for field in ["document-uri", "blocked-uri", "referrer", "source-file"] {
+        let url = legacy[field].as_str().unwrap();
+        assert!(
+            url.contains("token=REDACTED") || url.contains("token%3DREDACTED"),
+            "{url}"
+        );
+    }
+    assert_eq!(legacy["effective-directive"], "script-src-elem");
+
+    // Kept for 24 hours from the last write, trimmed to 500.
+    let key = "csp:reports";
+    let kv = &server.services.kv;
+    assert_eq!(kv.list_len(key).await.unwrap(), 500);
+    let ttl = kv.ttl(key).await.unwrap().expect("the list expires");
+    assert!(ttl > 0 && ttl <= 86_400_000, "{ttl} ms");
+    if backend == Backend::Real {
+        let client = redis::Client::open(support::REDIS).unwrap();
+        let mut c = client.get_multiplexed_async_connection().await.unwrap();
+        let full_key = format!("{}{key}", dep.kv_prefix());
+        let ttl: i64 = redis::cmd("TTL")
+            .arg(&full_key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert!(ttl > 0 && ttl <= 86_400, "TTL {ttl}");
+        let len: i64 = redis::cmd("LLEN")
+            .arg(&full_key)
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        assert_eq!(len, 500);
+    }
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(newest_500_redacted, keeps_newest_500_redacted);
+
+fn envelope(code: u16, message: &str) -> String {
+    json!({"ok": false, "error": {"code": code, "message": message}}).to_string()
+}
+
+async fn bad_requests_are_refused(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(&manifest(100_000), "a").await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+
+    // Over 64 KiB, however well-formed.
+    let big =
+        json!({"csp-report": {"document-uri": "https://a/", "script-sample": "x".repeat(70_000)}})
+            .to_string();
+    let resp = post(&server, LEGACY, big.clone()).await;
+    assert_eq!(resp.status().as_u16(), 413);
+    let message = format!("report body of {} bytes exceeds 65536 bytes", big.len());
+    assert_eq!(resp.text().await.unwrap(), envelope(413, &message));
+    // Past the host's own request limit (2 MiB) the host answers, in the same envelope.
+    let huge = json!({"csp-report": {"script-sample": "x".repeat(3 << 20)}}).to_string();
+    let resp = post(&server, LEGACY, huge).await;
+    assert_eq!(resp.status().as_u16(), 413);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        envelope(413, "request body too large")
+    );
+
+    let resp = post(&server, LEGACY, r#"{"csp-report": {"document-uri": "#).await;
+    assert_eq!(resp.status().as_u16(), 400);
+    let text = resp.text().await.unwrap();
+    let doc: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (doc["ok"].clone(), doc["error"]["code"].clone()),
+        (json!(false), json!(400))
+    );
+    assert!(
+        doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("malformed report: "),
+        "{text}"
+    );
+    let resp = post(
+        &server,
+        REPORTING_API,
+        r#"[{"type": "csp-violation", "url": "x"}]"#,
+    )
+    .await;
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        envelope(400, "malformed report: report 0 has no \"body\" object")
+    );
+
+    let resp = post(&server, "text/plain", "{}").await;
+    assert_eq!(resp.status().as_u16(), 415);
+    assert_eq!(
+        resp.text().await.unwrap(),
+        envelope(415, "unsupported content type \"text/plain\"")
+    );
+
+    // Nothing of the above was stored; plain application/json is accepted.
+    let (_, reports) = listing(&server, &admin).await;
+    assert!(reports.is_empty());
+    let resp = post(&server, "application/json; charset=utf-8", report(1).1).await;
+    assert_eq!(resp.status().as_u16(), 204);
+    let (_, reports) = listing(&server, &admin).await;
+    assert_eq!(reports.len(), 1);
+    assert_eq!(reports[0]["content_type"], "application/json");
+
+    // The listing is for admins only.
+    assert_eq!(
+        server.get("/admin/csp/reports", None).await,
+        (403, FORBIDDEN.to_string())
+    );
+    assert_eq!(
+        server
+            .get("/admin/csp/reports", Some("neo_00000000_bad"))
+            .await,
+        (403, FORBIDDEN.to_string())
+    );
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(bad_requests, bad_requests_are_refused);
+
+async fn floods_are_cut_off(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(&manifest(5), "a").await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+    for n in 1..=5 {
+        let (content_type, body) = report(n);
+        assert_eq!(
+            post(&server, content_type, body).await.status().as_u16(),
+            204
+        );
+    }
+    for n in 6..=8 {
+        let (content_type, body) = report(n);
+        let resp = post(&server, content_type, body).await;
+        assert_eq!(resp.status().as_u16(), 429);
+        let retry_after: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=86_400).contains(&retry_after), "{retry_after}");
+        assert_eq!(
+            resp.text().await.unwrap(),
+            envelope(429, "too many reports")
+        );
+    }
+    // The limit is per client address: another loopback address is let in.
+    let other = reqwest::Client::builder()
+        .local_address(std::net::IpAddr::from([127, 0, 0, 2]))
+        .build()
+        .unwrap();
+    let (content_type, body) = report(9);
+    let resp = other
+        .post(server.url("/csp/report"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    // Refused reports are not stored; reading is not limited.
+    for _ in 0..3 {
+        let (_, reports) = listing(&server, &admin).await;
+        assert_eq!(reports.len(), 6);
+    }
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(floods, floods_are_cut_off);
+
+async fn html_carries_the_report_only_policy(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(&manifest(100_000), "a").await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+    let hostile = json!({"csp-report": {
+        "document-uri": "https://pos.example.com/?token=abc",
+        "blocked-uri": "javascript:<img src=x onerror=alert(1)>",
+        "effective-directive": "script-src",
+    }});
+    assert_eq!(
+        post(&server, LEGACY, hostile.to_string())
+            .await
+            .status()
+            .as_u16(),
+        204
+    );
+
+    let resp = server
+        .http
+        .get(server.url("/admin/csp/reports"))
+        .bearer_auth(&admin)
+        .header("accept", "text/html,application/xhtml+xml")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let headers = resp.headers().clone();
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let policy = headers["content-security-policy-report-only"]
+        .to_str()
+        .unwrap();
+    assert_eq!(policy, neo_ops::triggers::http::CSP_REPORT_ONLY);
+    assert!(policy.contains("report-uri /csp/report"), "{policy}");
+    assert!(policy.contains("report-to csp-endpoint"), "{policy}");
+    assert_eq!(
+        headers["reporting-endpoints"].to_str().unwrap(),
+        "csp-endpoint=\"/csp/report\""
+    );
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.contains("javascript:&lt;img src=x onerror=alert(1)&gt;"),
+        "{page}"
+    );
+    assert!(!page.contains("<img"), "{page}");
+    assert!(
+        page.contains("https://pos.example.com/?token=REDACTED"),
+        "{page}"
+    );
+
+    // JSON responses do not carry it.
+    let resp = server
+        .http
+        .get(server.url("/admin/csp/reports"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    assert!(
+        resp.headers()
+            .get("content-security-policy-report-only")
+            .is_none()
+    );
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(report_only_header, html_carries_the_report_only_policy);

@@ -1,0 +1,614 @@
+//! Webhooks, export jobs and the dead-letter admin end to end, on both
+//! backends: a webhook to a failing receiver is retried `max_attempts` times
+//! with valid signatures, lands in the dead letters with its error, is
+//! replayed (audited) after the receiver recovers and is delivered exactly
+//! once; the circuit breaker opens, stops sending, and closes after a trial;
+//! an export job mails a CSV, and a bad one is dead-lettered.
+
+mod support;
+
+use neo_ops::backends::db::{Pool, Value};
+use neo_ops::manifest::Role;
+use neo_ops::triggers::queue;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use support::{Backend, Deployment, HttpReceiver, Server};
+
+use support::FORBIDDEN;
+const SECRET: &str = "whsec-test-7f3a";
+const MAX_ATTEMPTS: usize = 3;
+
+/// The three plugins, granted the receiver's exact origin.
+fn manifest(receiver: &HttpReceiver, breaker_threshold: u32, breaker_cooldown: &str) -> String {
+    format!(
+        r#"
+[plugins.webhook-dispatch]
+component = "webhook_dispatch.wasm"
+queue = {{ name = "webhook", max_attempts = {MAX_ATTEMPTS} }}
+grants = {{ db = ["tenant"], kv = ["webhook:"], http = ["http://{addr}"] }}
+limits = {{ memory = "32MiB", timeout = "15s" }}
+config = {{ breaker_threshold = "{breaker_threshold}", breaker_cooldown = "{breaker_cooldown}", request_timeout = "5s" }}
+
+[plugins.export-jobs]
+component = "export_jobs.wasm"
+queue = {{ name = "export", max_attempts = 2 }}
+grants = {{ db = ["master", "tenant"], mail = true }}
+limits = {{ memory = "64MiB", timeout = "60s" }}
+
+[plugins.dead-letters]
+component = "dead_letters.wasm"
+routes = [
+  {{ method = "GET", path = "/api/admin/dlq", role = "admin" }},
+  {{ method = "POST", path = "/api/admin/dlq/replay", role = "admin" }},
+]
+grants = {{ queues = ["webhook", "export"] }}
+"#,
+        addr = receiver.addr
+    )
+}
+
+// ---- helpers --------------------------------------------------------------------
+
+/// Polls `check` every 50 ms until it holds; panics with `what` after 30 s.
+async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// HMAC-SHA256 (RFC 2104) as lowercase hex, computed independently of the plugin.
+fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
+    let mut block = [0u8; 64];
+    if key.len() > 64 {
+        block[..32].copy_from_slice(&Sha256::digest(key));
+    } else {
+        block[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| block.iter().map(|k| k ^ byte).collect::<Vec<u8>>();
+    let inner = Sha256::new()
+        .chain_update(pad(0x36))
+        .chain_update(message)
+        .finalize();
+    let outer = Sha256::new()
+        .chain_update(pad(0x5c))
+        .chain_update(inner)
+        .finalize();
+    hex::encode(outer)
+}
+
+#[test]
+fn hmac_matches_rfc_4231_case_2() {
+    assert_eq!(
+        hmac_sha256_hex(b"Jefe", b"what do ya want for nothing?"),
+        "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+    );
+}
+
+async fn create_tenant(server: &Server, name: &str) -> Pool {
+    server
+        .services
+        .db
+        .create_tenant(name, &format!("{name} kitchen"))
+        .await
+        .unwrap();
+    server.services.db.tenant(name).await.unwrap()
+}
+
+/// Creates tenant `name` with one endpoint (id 1) posting to the receiver.
+async fn tenant_with_endpoint(server: &Server, name: &str, receiver: &HttpReceiver) -> Pool {
+    let pool = create_tenant(server, name).await;
+    pool.execute(
+        "INSERT INTO webhook_endpoints (id, url, secret) VALUES (1, $1, $2)",
+        &[
+            // The query string stands for a credential: it must never be logged.
+            Value::Text(receiver.url("/hooks/in?token=sekrit")),
+            Value::Text(SECRET.into()),
+        ],
+    )
+    .await
+    .unwrap();
+    pool
+}
+
+async fn add_delivery(pool: &Pool, id: i64, payload: &Json) {
+    pool.execute(
+        "INSERT INTO webhook_deliveries (id, endpoint_id, event, payload) \
+         VALUES ($1, 1, 'order.paid', $2)",
+        &[Value::Int(id), Value::Json(payload.to_string())],
+    )
+    .await
+    .unwrap();
+}
+
+/// (status, attempts, last_error) of a delivery.
+async fn delivery(pool: &Pool, id: i64) -> (String, i64, Option<String>) {
+    let rows = pool
+        .query(
+            "SELECT status, attempts, last_error FROM webhook_deliveries WHERE id = $1",
+            &[Value::Int(id)],
+        )
+        .await
+        .unwrap();
+    let row = &rows.rows[0];
+    let text = |v: &Value| match v {
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    };
+    let Value::Int(attempts) = row[1] else {
+        panic!("attempts: {:?}", row[1])
+    };
+    (text(&row[0]).unwrap(), attempts, text(&row[2]))
+}
+
+async fn enqueue(server: &Server, name: &str, tenant: &str, payload: &str) -> String {
+    queue::enqueue(&server.services.kv, name, Some(tenant), payload)
+        .await
+        .unwrap()
+}
+
+async fn get_json(server: &Server, path: &str, token: &str) -> (u16, Json) {
+    let (code, body) = server.get(path, Some(token)).await;
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(Json::String(body)),
+    )
+}
+
+async fn post_json(server: &Server, path: &str, token: &str, body: &str) -> (u16, Json) {
+    let (code, body) = server.post(path, Some(token), body).await;
+    (
+        code,
+        serde_json::from_str(&body).unwrap_or(Json::String(body)),
+    )
+}
+
+async fn dead_letters(server: &Server, token: &str, kind: &str) -> Vec<Json> {
+    let (code, body) = get_json(server, &format!("/api/admin/dlq?type={kind}"), token).await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["data"]["type"], kind);
+    body["data"]["dead_letters"].as_array().unwrap().clone()
+}
+
+fn header<'a>(req: &'a support::receivers::ReceivedRequest, name: &str) -> &'a str {
+    req.headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {name} header in {:?}", req.headers))
+}
+
+/// Checks a received webhook: route, headers and a signature over its body.
+fn assert_signed(req: &support::receivers::ReceivedRequest, delivery_id: i64) {
+    assert_eq!(req.method, "POST");
+    assert_eq!(req.path, "/hooks/in?token=sekrit");
+    assert_eq!(header(req, "content-type"), "application/json");
+    assert_eq!(header(req, "x-neo-event"), "order.paid");
+    assert_eq!(header(req, "x-neo-delivery"), delivery_id.to_string());
+    let ts = header(req, "x-neo-timestamp");
+    let age = chrono::Utc::now().timestamp() - ts.parse::<i64>().unwrap();
+    assert!((0..60).contains(&age), "timestamp {ts} is recent");
+    let mut signed = format!("{ts}.").into_bytes();
+    signed.extend_from_slice(&req.body);
+    let want = format!("sha256={}", hmac_sha256_hex(SECRET.as_bytes(), &signed));
+    assert_eq!(header(req, "x-neo-signature"), want);
+}
+
+fn requests_for(
+    receiver: &HttpReceiver,
+    delivery_id: i64,
+) -> Vec<support::receivers::ReceivedRequest> {
+    receiver
+        .requests()
+        .into_iter()
+        .filter(|r| header(r, "x-neo-delivery") == delivery_id.to_string())
+        .collect()
+}
+
+// ---- webhook: dead letter, replay, exactly once ------------------------------------
+
+async fn failing_webhook_is_dead_lettered_then_replayed_once(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    receiver.set_status(500);
+    // A threshold above max_attempts: every attempt reaches the receiver.
+    let server = dep.start(&manifest(&receiver, 10, "60s"), "a").await;
+    let pool = tenant_with_endpoint(&server, "acme", &receiver).await;
+    let payload = json!({"order_id": 42, "total_minor": 123_450, "note": "extra \"spicy\""});
+    add_delivery(&pool, 1, &payload).await;
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
+        .await
+        .unwrap();
+
+    let job = enqueue(&server, "webhook", "acme", r#"{"delivery_id": 1}"#).await;
+    wait_until("the job is dead-lettered", || async {
+        !dead_letters(&server, &token, "webhook").await.is_empty()
+    })
+    .await;
+
+    // Retried max_attempts times, each signed, each with the stored payload.
+    let failed = receiver.requests();
+    assert_eq!(failed.len(), MAX_ATTEMPTS, "one request per attempt");
+    for req in &failed {
+        assert_signed(req, 1);
+        assert_eq!(serde_json::from_slice::<Json>(&req.body).unwrap(), payload);
+    }
+    let origin = format!("http://{}", receiver.addr);
+    let error = format!("HTTP 500 from {origin}");
+    let letters = dead_letters(&server, &token, "webhook").await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    let dl = &letters[0];
+    assert_eq!(dl["id"], job.as_str());
+    assert_eq!(dl["tenant"], "acme");
+    assert_eq!(dl["type"], "webhook");
+    assert_eq!(dl["attempts"], MAX_ATTEMPTS);
+    assert_eq!(dl["last_error"], error.as_str(), "no path, no query string");
+    let time = chrono::DateTime::parse_from_rfc3339(dl["time"].as_str().unwrap()).unwrap();
+    assert!((chrono::Utc::now() - time.to_utc()).num_seconds() < 60);
+    assert_eq!(
+        delivery(&pool, 1).await,
+        ("dead".into(), MAX_ATTEMPTS as i64, Some(error.clone()))
+    );
+
+    // The receiver recovers; the replay delivers once.
+    receiver.set_status(200);
+    let replay_path = "/api/admin/dlq/replay?type=webhook";
+    let body = json!({"id": job}).to_string();
+    let (code, reply) = post_json(&server, replay_path, &token, &body).await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(
+        reply,
+        json!({"ok": true, "data": {"id": job, "type": "webhook", "requeued": true}})
+    );
+    wait_until("the delivery is delivered", || async {
+        delivery(&pool, 1).await.0 == "delivered"
+    })
+    .await;
+    assert!(dead_letters(&server, &token, "webhook").await.is_empty());
+
+    // A duplicate job for the same delivery sends nothing; a job queued after
+    // it marks when the duplicate has been consumed.
+    enqueue(&server, "webhook", "acme", r#"{"delivery_id": 1}"#).await;
+    add_delivery(&pool, 2, &json!({"order_id": 43})).await;
+    enqueue(&server, "webhook", "acme", r#"{"delivery_id": 2}"#).await;
+    wait_until("the later delivery is delivered", || async {
+        delivery(&pool, 2).await.0 == "delivered"
+    })
+    .await;
+    let all = requests_for(&receiver, 1);
+    assert_eq!(
+        all.len(),
+        MAX_ATTEMPTS + 1,
+        "exactly one successful delivery"
+    );
+    assert_signed(&all[MAX_ATTEMPTS], 1);
+    assert_eq!(requests_for(&receiver, 2).len(), 1);
+    let (status, attempts, _) = delivery(&pool, 1).await;
+    assert_eq!(
+        (status.as_str(), attempts),
+        ("delivered", MAX_ATTEMPTS as i64 + 1)
+    );
+
+    // The same dead letter cannot be replayed twice.
+    let (code, reply) = post_json(&server, replay_path, &token, &body).await;
+    assert_eq!(code, 404, "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        format!("no webhook dead letter with id \"{job}\"")
+    );
+
+    // The replay is in the audit log, under the token's name.
+    let rows = server
+        .master()
+        .query(
+            "SELECT actor, target, tenant, details, plugin FROM audit_log \
+             WHERE action = 'dlq.replay'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.rows.len(), 1, "one replay, one record");
+    let r = &rows.rows[0];
+    assert_eq!(r[0], Value::Text("support".into()));
+    assert_eq!(r[1], Value::Text(format!("webhook:{job}")));
+    assert_eq!(r[2], Value::Text("acme".into()));
+    let (Value::Json(details) | Value::Text(details)) = &r[3] else {
+        panic!("details: {:?}", r[3])
+    };
+    let details: Json = serde_json::from_str(details).unwrap();
+    assert_eq!(
+        details,
+        json!({"attempts": MAX_ATTEMPTS, "last_error": error})
+    );
+    assert_eq!(r[4], Value::Text("dead-letters".into()));
+
+    assert_admin_errors(&server, &token).await;
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(
+    webhook_replay,
+    failing_webhook_is_dead_lettered_then_replayed_once
+);
+
+/// Bad type and body are 400, an unknown id 404, no token 403.
+async fn assert_admin_errors(server: &Server, token: &str) {
+    for path in ["/api/admin/dlq?type=mail", "/api/admin/dlq"] {
+        let (code, reply) = get_json(server, path, token).await;
+        assert_eq!(code, 400, "{path}: {reply}");
+        assert_eq!(reply["ok"], false);
+        assert_eq!(reply["error"]["code"], 400);
+    }
+    let (_, reply) = get_json(server, "/api/admin/dlq?type=mail", token).await;
+    assert_eq!(
+        reply["error"]["message"],
+        "bad type \"mail\": expected webhook or export"
+    );
+    let (code, reply) = get_json(server, "/api/admin/dlq?type=export&limit=0", token).await;
+    assert_eq!(
+        (code, reply["error"]["message"].as_str()),
+        (400, Some("bad limit \"0\": expected 1 to 1000"))
+    );
+    let (code, _) = post_json(
+        server,
+        "/api/admin/dlq/replay?type=sms",
+        token,
+        r#"{"id":"x"}"#,
+    )
+    .await;
+    assert_eq!(code, 400);
+    for body in ["", "not json", r#"{"id": 7}"#, r#"{"job": "x"}"#] {
+        let (code, reply) =
+            post_json(server, "/api/admin/dlq/replay?type=webhook", token, body).await;
+        assert_eq!(code, 400, "body {body:?}: {reply}");
+    }
+    let (code, reply) = post_json(
+        server,
+        "/api/admin/dlq/replay?type=export",
+        token,
+        r#"{"id": "0123456789abcdef"}"#,
+    )
+    .await;
+    assert_eq!(code, 404, "{reply}");
+    assert_eq!(
+        reply["error"]["message"],
+        "no export dead letter with id \"0123456789abcdef\""
+    );
+    assert_eq!(
+        server.get("/api/admin/dlq?type=webhook", None).await,
+        (403, FORBIDDEN.to_string())
+    );
+    assert_eq!(
+        server
+            .post("/api/admin/dlq/replay?type=webhook", None, r#"{"id":"x"}"#)
+            .await,
+        (403, FORBIDDEN.to_string())
+    );
+}
+
+// ---- the circuit breaker --------------------------------------------------------
+
+/// (event, at in micros) of endpoint 1, in order.
+async fn breaker_events(pool: &Pool) -> Vec<(String, i64)> {
+    let rows = pool
+        .query(
+            "SELECT event, at FROM webhook_breaker_events WHERE endpoint_id = 1 ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    rows.rows
+        .into_iter()
+        .map(|r| match (&r[0], &r[1]) {
+            (Value::Text(e), Value::Timestamp(at)) => (e.clone(), *at),
+            other => panic!("unexpected row {other:?}"),
+        })
+        .collect()
+}
+
+async fn breaker_opens_stops_sending_and_closes_after_a_trial(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    receiver.set_status(503);
+    // Two failures open the circuit; the third attempt must not be sent.
+    let cooldown = Duration::from_secs(3);
+    let server = dep.start(&manifest(&receiver, 2, "3s"), "a").await;
+    let pool = tenant_with_endpoint(&server, "acme", &receiver).await;
+    add_delivery(&pool, 1, &json!({"order_id": 1})).await;
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
+        .await
+        .unwrap();
+
+    let job = enqueue(&server, "webhook", "acme", r#"{"delivery_id": 1}"#).await;
+    wait_until("the job is dead-lettered", || async {
+        !dead_letters(&server, &token, "webhook").await.is_empty()
+    })
+    .await;
+    assert_eq!(
+        receiver.requests().len(),
+        2,
+        "no request while the circuit is open"
+    );
+    let letters = dead_letters(&server, &token, "webhook").await;
+    assert_eq!(letters[0]["attempts"], MAX_ATTEMPTS);
+    assert_eq!(letters[0]["last_error"], "circuit open for endpoint 1");
+    let events = breaker_events(&pool).await;
+    let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
+    assert_eq!(names, ["open"], "one opening recorded");
+    let (status, attempts, _) = delivery(&pool, 1).await;
+    assert_eq!((status.as_str(), attempts), ("dead", MAX_ATTEMPTS as i64));
+
+    // After the cooldown one trial goes out; its success closes the circuit.
+    receiver.set_status(200);
+    let opened_at = std::time::UNIX_EPOCH + Duration::from_micros(events[0].1 as u64);
+    let until = opened_at + cooldown + Duration::from_millis(300);
+    if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
+        tokio::time::sleep(left).await;
+    }
+    let (code, reply) = post_json(
+        &server,
+        "/api/admin/dlq/replay?type=webhook",
+        &token,
+        &json!({"id": job}).to_string(),
+    )
+    .await;
+    assert_eq!(code, 200, "{reply}");
+    wait_until("the trial delivers", || async {
+        delivery(&pool, 1).await.0 == "delivered"
+    })
+    .await;
+    let names: Vec<String> = breaker_events(&pool)
+        .await
+        .into_iter()
+        .map(|(e, _)| e)
+        .collect();
+    assert_eq!(names, ["open", "half_open", "close"]);
+    assert_eq!(receiver.requests().len(), 3);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(
+    breaker,
+    breaker_opens_stops_sending_and_closes_after_a_trial
+);
+
+// ---- export jobs ----------------------------------------------------------------
+
+/// An attachment of a raw message, decoded (lettre picks quoted-printable or
+/// base64, and may split the filename RFC 2231-style as `filename*0=`).
+fn attachment(raw: &str, filename: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let start = [
+        format!("filename=\"{filename}\""),
+        format!("filename*0=\"{filename}\""),
+    ]
+    .iter()
+    .find_map(|needle| raw.find(needle.as_str()))
+    .unwrap_or_else(|| panic!("no attachment {filename} in\n{raw}"));
+    let part = &raw[start..];
+    let headers_end = part.find("\n\n").unwrap();
+    let headers = part[..headers_end].to_ascii_lowercase();
+    let body = &part[headers_end + 2..];
+    let body = &body[..body.find("\n--").unwrap_or(body.len())];
+    if headers.contains("content-transfer-encoding: base64") {
+        use base64::Engine;
+        let compact: String = body.split_whitespace().collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
+    } else if headers.contains("content-transfer-encoding: quoted-printable") {
+        quoted_printable(body)
+    } else {
+        body.to_string()
+    }
+}
+
+fn quoted_printable(body: &str) -> String {
+    let joined = body.replace("=\n", "");
+    let mut out = Vec::new();
+    let mut bytes = joined.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'=' {
+            let hex: Vec<u8> = bytes.by_ref().take(2).collect();
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).unwrap(), 16).unwrap());
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).unwrap()
+}
+
+async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    let server = dep.start(&manifest(&receiver, 5, "60s"), "a").await;
+    let pool = create_tenant(&server, "acme").await;
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
+        .await
+        .unwrap();
+    // acme's zone is Asia/Kolkata: 2026-11-24 is [11-23T18:30Z, 11-24T18:30Z).
+    let orders = [
+        (1, "2026-11-23T18:29:59Z", false), // the 23rd in Kolkata
+        (2, "2026-11-23T18:30:00Z", false),
+        (3, "2026-11-24T18:29:59Z", false),
+        (4, "2026-11-24T10:00:00Z", true),  // deleted
+        (5, "2026-11-24T18:30:00Z", false), // the 25th in Kolkata
+    ];
+    for (id, placed, deleted) in orders {
+        let at = chrono::DateTime::parse_from_rfc3339(placed)
+            .unwrap()
+            .timestamp_micros();
+        pool.execute(
+            "INSERT INTO orders (id, status, total_minor, tip_minor, placed_at, deleted_at) \
+             VALUES ($1, 'PAID', $2, 0, $3, $4)",
+            &[
+                Value::Int(id),
+                Value::Int(id * 1000),
+                Value::Timestamp(at),
+                if deleted {
+                    Value::Timestamp(at)
+                } else {
+                    Value::Null
+                },
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    pool.execute(
+        "INSERT INTO order_items (order_id, name, quantity, unit_price_minor) VALUES (2, 'Chai, masala', 2, 1000)",
+        &[],
+    )
+    .await
+    .unwrap();
+
+    let good = r#"{"kind": "orders", "from": "2026-11-24", "to": "2026-11-24", "email": "owner@acme.example"}"#;
+    enqueue(&server, "export", "acme", good).await;
+    let bad = r#"{"kind": "menu", "from": "2026-11-24", "to": "2026-11-24", "email": "owner@acme.example"}"#;
+    let bad_job = enqueue(&server, "export", "acme", bad).await;
+    wait_until("the export is mailed", || async {
+        !dep.sent_mail().is_empty()
+    })
+    .await;
+    let mail = &dep.sent_mail()[0];
+    assert!(mail.contains("To: owner@acme.example"), "{mail}");
+    assert!(
+        mail.contains("Subject: Orders export for acme: 2026-11-24 to 2026-11-24"),
+        "{mail}"
+    );
+    let csv = attachment(mail, "orders-acme-2026-11-24-2026-11-24.csv");
+    assert_eq!(
+        csv.replace("\r\n", "\n"),
+        "order_id,placed_at,status,table_id,customer_id,items,total_minor,tip_minor,complimentary,prep_seconds\n\
+         2,2026-11-23T18:30:00Z,PAID,,,2,2000,0,false,\n\
+         3,2026-11-24T18:29:59Z,PAID,,,0,3000,0,false,\n"
+    );
+
+    wait_until("the bad export is dead-lettered", || async {
+        !dead_letters(&server, &token, "export").await.is_empty()
+    })
+    .await;
+    let letters = dead_letters(&server, &token, "export").await;
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["id"], bad_job.as_str());
+    assert_eq!(letters[0]["tenant"], "acme");
+    assert_eq!(letters[0]["type"], "export");
+    assert_eq!(letters[0]["attempts"], 2);
+    assert_eq!(
+        letters[0]["last_error"],
+        "bad export kind \"menu\": expected orders"
+    );
+    assert!(dead_letters(&server, &token, "webhook").await.is_empty());
+    assert_eq!(dep.sent_mail().len(), 1, "the bad job mailed nothing");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(export, export_mails_a_csv_and_a_bad_job_is_dead_lettered);
