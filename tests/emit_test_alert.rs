@@ -7,15 +7,13 @@ mod support;
 
 use neo_ops::runtime::InvokeError;
 use serde_json::Value as Json;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
+use support::alertmanager::{Alertmanager, free_port};
 use support::receivers::ReceivedRequest;
 use support::{Backend, Deployment, HttpReceiver, SmtpSink};
 
 const PLUGIN: &str = "emit-test-alert";
-/// Debian's `prometheus-alertmanager` package; CI installs it.
-const ALERTMANAGER_BIN: &str = "/usr/bin/prometheus-alertmanager";
 /// How long Alertmanager may take to pass the alert on to its receivers.
 const DELIVERY_TIMEOUT: Duration = Duration::from_secs(30);
 const SLACK_PATH: &str = "/services/T000/B000/not-a-real-secret";
@@ -103,14 +101,6 @@ async fn eventually<T>(what: &str, limit: Duration, mut probe: impl FnMut() -> O
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn rfc3339(v: &Json) -> chrono::DateTime<chrono::FixedOffset> {
     let s = v.as_str().unwrap_or_else(|| panic!("not a string: {v}"));
     chrono::DateTime::parse_from_rfc3339(s).unwrap_or_else(|e| panic!("bad time \"{s}\": {e}"))
@@ -118,86 +108,6 @@ fn rfc3339(v: &Json) -> chrono::DateTime<chrono::FixedOffset> {
 
 // ---------------------------------------------------------------- Alertmanager
 
-/// A real Alertmanager child process; killed when dropped, also on panic.
-struct Alertmanager {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    /// Starts Alertmanager routing every alert straight to `hook` (webhook)
-    /// and `smtp` (email), and waits until it is ready.
-    async fn start(hook: &HttpReceiver, smtp: &SmtpSink) -> Self {
-        let bin = std::env::var("NEO_TEST_ALERTMANAGER").unwrap_or(ALERTMANAGER_BIN.into());
-        assert!(
-            Path::new(&bin).is_file(),
-            "alertmanager binary \"{bin}\" not found: install it with \
-             `apt-get install -y prometheus-alertmanager` (or set NEO_TEST_ALERTMANAGER)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(&config, alertmanager_config(hook, smtp)).unwrap();
-        let storage = dir.path().join("data");
-        let log = dir.path().join("alertmanager.log");
-        let port = free_port();
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.path={}", storage.display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting \"{bin}\": {e}"));
-        let mut am = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        };
-        am.wait_ready().await;
-        am
-    }
-
-    async fn wait_ready(&mut self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("alertmanager exited ({status}):\n{}", self.log_text());
-            }
-            let ready = http.get(format!("{}/-/ready", self.url)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "alertmanager not ready at {} within 20s:\n{}",
-                self.url,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Every alert goes at once (group_wait 1s) to one receiver with a webhook
-/// and a plain-SMTP email config.
 fn alertmanager_config(hook: &HttpReceiver, smtp: &SmtpSink) -> String {
     format!(
         r#"
@@ -231,7 +141,7 @@ async fn reaches_slack_email_and_alertmanager(backend: Backend) {
     let slack = HttpReceiver::start().await;
     let am_hook = HttpReceiver::start().await;
     let am_smtp = SmtpSink::start().await;
-    let am = Alertmanager::start(&am_hook, &am_smtp).await;
+    let am = Alertmanager::start(&alertmanager_config(&am_hook, &am_smtp)).await;
     let config = [
         ("slack_webhook_url", slack.url(SLACK_PATH)),
         ("ops_email", "oncall@example.com".into()),

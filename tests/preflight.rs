@@ -19,14 +19,14 @@ use neo_ops::manifest::Role;
 use serde_json::Value as Json;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Backend, Deployment};
+use support::alertmanager::Alertmanager;
+use support::{Backend, Deployment, FORBIDDEN};
 
-/// Debian's `prometheus-alertmanager` package; CI installs it.
-const ALERTMANAGER_BIN: &str = "/usr/bin/prometheus-alertmanager";
-use support::FORBIDDEN;
+/// An Alertmanager that routes nowhere: the check only needs it healthy.
+const NO_ROUTE: &str = "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n";
+
 const DROPPED_INDEX: &str = "customers_phone_live_uq";
 
 const QUOTAS: &str = r#"{"quotas": [
@@ -88,97 +88,6 @@ impl Sources {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.origin())
     }
-}
-
-/// A real Alertmanager child process with a do-nothing route; killed when
-/// dropped, also on panic. (Started the way tests/emit_test_alert.rs does.)
-struct Alertmanager {
-    child: Child,
-    url: String,
-    log: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Alertmanager {
-    async fn start() -> Self {
-        let bin = std::env::var("NEO_TEST_ALERTMANAGER").unwrap_or(ALERTMANAGER_BIN.into());
-        assert!(
-            Path::new(&bin).is_file(),
-            "alertmanager binary \"{bin}\" not found: install it with \
-             `apt-get install -y prometheus-alertmanager` (or set NEO_TEST_ALERTMANAGER)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let config = dir.path().join("alertmanager.yml");
-        std::fs::write(
-            &config,
-            "route:\n  receiver: nobody\nreceivers:\n  - name: nobody\n",
-        )
-        .unwrap();
-        let log = dir.path().join("alertmanager.log");
-        let port = free_port();
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(&bin)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!(
-                "--storage.path={}",
-                dir.path().join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--cluster.listen-address=")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting \"{bin}\": {e}"));
-        let mut am = Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            log,
-            _dir: dir,
-        };
-        am.wait_ready().await;
-        am
-    }
-
-    async fn wait_ready(&mut self) {
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("alertmanager exited ({status}):\n{}", self.log_text());
-            }
-            let ready = http.get(format!("{}/-/ready", self.url)).send().await;
-            if ready.is_ok_and(|r| r.status().is_success()) {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "alertmanager not ready at {} within 20s:\n{}",
-                self.url,
-                self.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Alertmanager {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A backup status file as a backup script writes it, finished `hours_ago`.
@@ -409,7 +318,7 @@ async fn breaker_events(acme: &Pool) {
 
 async fn checklist_catches_a_dropped_index(backend: Backend) {
     let sources = Sources::start().await;
-    let am = Alertmanager::start().await;
+    let am = Alertmanager::start(NO_ROUTE).await;
     let dep = Deployment::new(backend).await;
     let status_file = dep.dir.path().join("backup-status.json");
     write_backup_status(&status_file, 2);
@@ -548,7 +457,7 @@ on_both_backends!(preflight, checklist_catches_a_dropped_index);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn cli_prints_the_checklist_and_fails_on_a_failed_check() {
     let sources = Sources::start().await;
-    let am = Alertmanager::start().await;
+    let am = Alertmanager::start(NO_ROUTE).await;
     let state = tempfile::tempdir().unwrap();
     let status_file = state.path().join("backup-status.json");
     write_backup_status(&status_file, 3);

@@ -4,6 +4,7 @@
 //! SMTP server and HTTP receiver started by the test.
 #![allow(dead_code, unused_imports)]
 
+pub mod alertmanager;
 pub mod receivers;
 
 use neo_ops::backends::db::{Pool, Value};
