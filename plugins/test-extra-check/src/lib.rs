@@ -17,14 +17,9 @@ struct MenuPrices;
 
 impl Check for MenuPrices {
     fn check() -> CheckOutcome {
-        let names = match tenants::live() {
+        let names = match tenants::live_or_fail("check the master database") {
             Ok(n) => n,
-            Err(e) => {
-                return fail(
-                    format!("listing tenants: {}", describe(&e)),
-                    "check the master database",
-                );
-            }
+            Err(outcome) => return outcome,
         };
         let mut problems = Vec::new();
         for t in &names {

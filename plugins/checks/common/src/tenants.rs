@@ -1,6 +1,7 @@
 //! The live tenants, as registered in the master database.
 
-use neo_ops_sdk::{Error, db};
+use crate::outcome::{describe, fail};
+use neo_ops_sdk::{CheckOutcome, Error, db};
 
 /// Names of the tenants not soft-deleted, in name order.
 pub fn live() -> Result<Vec<String>, Error> {
@@ -13,6 +14,12 @@ pub fn live() -> Result<Vec<String>, Error> {
         .iter()
         .filter_map(|r| r.text("name").map(str::to_string))
         .collect())
+}
+
+/// The live tenants, or the failed outcome a check returns when the master
+/// database cannot list them.
+pub fn live_or_fail(hint: &str) -> Result<Vec<String>, CheckOutcome> {
+    live().map_err(|e| fail(format!("listing tenants: {}", describe(&e)), hint))
 }
 
 /// The db target of a tenant.

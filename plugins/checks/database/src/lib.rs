@@ -16,9 +16,9 @@ impl Check for Database {
         if let Err(e) = ping("master") {
             return fail(format!("master database: {}", describe(&e)), HINT);
         }
-        let names = match tenants::live() {
+        let names = match tenants::live_or_fail(HINT) {
             Ok(n) => n,
-            Err(e) => return fail(format!("listing tenants: {}", describe(&e)), HINT),
+            Err(outcome) => return outcome,
         };
         let failed: Vec<String> = names
             .iter()

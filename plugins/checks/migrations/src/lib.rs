@@ -35,9 +35,9 @@ struct Migrations;
 impl Check for Migrations {
     fn check() -> CheckOutcome {
         let expected = host_info::expected_schema();
-        let names = match tenants::live() {
+        let names = match tenants::live_or_fail(MIGRATE_HINT) {
             Ok(n) => n,
-            Err(e) => return fail(format!("listing tenants: {}", describe(&e)), MIGRATE_HINT),
+            Err(outcome) => return outcome,
         };
         let mut findings = vec![judge("master", applied("master"), expected.master)];
         for t in &names {

@@ -51,14 +51,9 @@ impl Check for SoftDeleteIndexes {
     fn check() -> CheckOutcome {
         let default: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
         let expected = settings::list("indexes", &default);
-        let names = match tenants::live() {
+        let names = match tenants::live_or_fail("check the master database") {
             Ok(n) => n,
-            Err(e) => {
-                return fail(
-                    format!("listing tenants: {}", describe(&e)),
-                    "check the master database",
-                );
-            }
+            Err(outcome) => return outcome,
         };
         let catalog = match backends::in_use().map(|b| b.database) {
             Ok(db) if db == "sqlite" => SQLITE_INDEXES,

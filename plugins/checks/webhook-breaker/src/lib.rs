@@ -30,14 +30,9 @@ impl Check for WebhookBreaker {
             Ok(t) => t,
             Err(e) => return fail(e, "set fail_threshold to a whole number"),
         };
-        let names = match tenants::live() {
+        let names = match tenants::live_or_fail("check the master database") {
             Ok(n) => n,
-            Err(e) => {
-                return fail(
-                    format!("listing tenants: {}", describe(&e)),
-                    "check the master database",
-                );
-            }
+            Err(outcome) => return outcome,
         };
         let since = time::now_micros() - window;
         let params = [Value::Text("open".into()), Value::Timestamp(since)];

@@ -34,14 +34,9 @@ impl Check for WebhookConfig {
                 Err(e) => return fail(e, "set min_secret_len to a whole number, e.g. \"16\""),
             },
         };
-        let names = match tenants::live() {
+        let names = match tenants::live_or_fail("check the master database") {
             Ok(n) => n,
-            Err(e) => {
-                return fail(
-                    format!("listing tenants: {}", describe(&e)),
-                    "check the master database",
-                );
-            }
+            Err(outcome) => return outcome,
         };
         let mut problems = Vec::new();
         let mut checked = 0;
