@@ -25,6 +25,16 @@ config = {{ greeting = "namaste" }}
 component = "test_probe.wasm"
 command = true
 grants = {{ db = ["tenant"] }}
+
+[plugins.queuer]
+component = "test_probe.wasm"
+command = true
+grants = {{ db = ["tenant:acme"], queues = ["jobs"] }}
+
+[plugins.any-host]
+component = "test_probe.wasm"
+command = true
+grants = {{ http = ["http://*"] }}
 "#,
         port = allowed.addr.port()
     )
@@ -90,6 +100,42 @@ async fn denied_capabilities_do_nothing(backend: Backend) {
         &probe(&server, "own-tenant", &["db", "master"]).await,
         "no master grant",
     );
+    // A job carries the invocation's tenant only if the plugin could act for it.
+    let queued = probe(
+        &server,
+        "queuer",
+        &["enqueue", "jobs", "{}", "--tenant", "acme"],
+    )
+    .await;
+    assert_eq!(queued["ok"], true, "{queued}");
+    assert_denied(
+        &probe(
+            &server,
+            "queuer",
+            &["enqueue", "jobs", "{}", "--tenant", "globex"],
+        )
+        .await,
+        "a tenant outside the db grants",
+    );
+    let jobs = server
+        .services
+        .kv
+        .list_range(&neo_ops::triggers::queue::queue_key("jobs"), 0, -1)
+        .await
+        .unwrap();
+    let tenants: Vec<Option<String>> = jobs
+        .iter()
+        .map(|j| {
+            serde_json::from_slice::<neo_ops::triggers::queue::Job>(j)
+                .unwrap()
+                .tenant
+        })
+        .collect();
+    assert_eq!(
+        tenants,
+        vec![Some("acme".to_string())],
+        "only the granted tenant's job"
+    );
 
     // kv: inside the prefix works; outside (and the host's namespace) is denied and unset.
     assert_eq!(
@@ -120,6 +166,29 @@ async fn denied_capabilities_do_nothing(backend: Backend) {
         forbidden.requests().len(),
         0,
         "a denied request must never connect"
+    );
+    // A wildcard grant reaches public hosts only: not this machine, by
+    // address or by name.
+    let port = forbidden.addr.port();
+    for url in [
+        forbidden.url("/hook"),
+        format!("http://localhost:{port}/hook"),
+        format!("http://[::ffff:127.0.0.1]:{port}/hook"),
+    ] {
+        let out = probe(&server, "any-host", &["http", &url]).await;
+        assert_denied(&out, "a wildcard grant to a loopback address");
+        assert!(
+            out["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("not a public address"),
+            "{out}"
+        );
+    }
+    assert_eq!(
+        forbidden.requests().len(),
+        0,
+        "nothing reached the loopback receiver"
     );
 
     // mail: denied without the grant; with it, the message really arrives.

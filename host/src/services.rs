@@ -28,6 +28,8 @@ pub struct Services {
     pub kv: Kv,
     pub mail: Mailer,
     pub http: reqwest::Client,
+    /// For wildcard (`scheme://*`) grants: resolves to public addresses only.
+    pub public_http: reqwest::Client,
     /// Set once every plugin is loaded; cleared while shutting down.
     pub plugins_ready: AtomicBool,
     pub started: std::time::Instant,
@@ -41,9 +43,14 @@ impl Services {
         let db = Databases::connect(&settings).await?;
         let kv = Kv::connect(settings.redis_url.as_deref(), &settings.kv_prefix).await?;
         let mail = Mailer::new(settings.smtp.as_ref(), &settings.data_dir)?;
-        let http = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(crate::caps::outbound_http::MAX_TIMEOUT)
+        let client = || {
+            reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .timeout(crate::caps::outbound_http::MAX_TIMEOUT)
+        };
+        let http = client().build()?;
+        let public_http = client()
+            .dns_resolver(Arc::new(crate::backends::public_dns::PublicOnly))
             .build()?;
         Ok(Arc::new(Self {
             settings,
@@ -51,6 +58,7 @@ impl Services {
             kv,
             mail,
             http,
+            public_http,
             plugins_ready: AtomicBool::new(false),
             started: std::time::Instant::now(),
         }))

@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::backends::public_dns;
 use crate::bindings::neo::ops::outbound_http as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::manifest::Endpoint;
@@ -11,21 +12,36 @@ use crate::runtime::state::StoreState;
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
 const MAX_RESPONSE: usize = 10 << 20;
 
-/// Whether `url` is on the allow-list: same scheme, host and port.
-pub fn is_allowed(allow: &[Endpoint], url: &reqwest::Url) -> bool {
-    let Some(host) = url.host_str() else {
-        return false;
-    };
+/// How a URL is on the allow-list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allowed {
+    /// An exact origin the manifest names: any address, as the operator chose.
+    Origin,
+    /// Only through a `scheme://*` grant: public addresses only.
+    AnyPublicHost,
+}
+
+/// Whether `url` is on the allow-list: same scheme, host and port, or the
+/// scheme of a wildcard grant.
+pub fn is_allowed(allow: &[Endpoint], url: &reqwest::Url) -> Option<Allowed> {
+    let host = url.host_str()?;
     let host = host
         .trim_start_matches('[')
         .trim_end_matches(']')
         .to_ascii_lowercase();
-    let Some(port) = url.port_or_known_default() else {
-        return false;
-    };
-    allow.iter().any(|e| {
-        e.scheme == url.scheme() && (e.is_any_host() || (e.host == host && e.port == port))
-    })
+    let port = url.port_or_known_default()?;
+    let same_scheme = |e: &&Endpoint| e.scheme == url.scheme();
+    if allow
+        .iter()
+        .filter(same_scheme)
+        .any(|e| !e.is_any_host() && e.host == host && e.port == port)
+    {
+        Some(Allowed::Origin)
+    } else if allow.iter().filter(same_scheme).any(Endpoint::is_any_host) {
+        Some(Allowed::AnyPublicHost)
+    } else {
+        None
+    }
 }
 
 impl wit::Host for StoreState {
@@ -33,16 +49,29 @@ impl wit::Host for StoreState {
         let plugin = &self.call.plugin;
         let url = reqwest::Url::parse(&request.url)
             .map_err(|e| WitError::invalid(format!("bad url \"{}\": {e}", request.url)))?;
-        if !is_allowed(&plugin.grants.http, &url) {
-            tracing::warn!(plugin = %plugin.name, host = ?url.host_str(), "outbound http denied");
-            return Err(WitError::denied(format!(
-                "plugin \"{}\" may not connect to {}://{}:{}",
+        let denied = |why: String| {
+            tracing::warn!(plugin = %plugin.name, host = ?url.host_str(), why, "outbound http denied");
+            WitError::denied(format!(
+                "plugin \"{}\" may not connect to {}://{}:{}{why}",
                 plugin.name,
                 url.scheme(),
                 url.host_str().unwrap_or(""),
                 url.port_or_known_default().unwrap_or(0)
-            )));
-        }
+            ))
+        };
+        let client = match is_allowed(&plugin.grants.http, &url) {
+            None => return Err(denied(String::new())),
+            Some(Allowed::Origin) => &self.call.services.http,
+            Some(Allowed::AnyPublicHost) => {
+                let host = url.host_str().unwrap_or("");
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let port = url.port_or_known_default().unwrap_or(0);
+                if let Err(why) = public_dns::resolve_public(host, port).await {
+                    return Err(denied(format!(": {why}")));
+                }
+                &self.call.services.public_http
+            }
+        };
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| WitError::invalid(format!("bad method \"{}\"", request.method)))?;
         let timeout = request
@@ -50,12 +79,7 @@ impl wit::Host for StoreState {
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or(MAX_TIMEOUT)
             .min(MAX_TIMEOUT);
-        let mut req = self
-            .call
-            .services
-            .http
-            .request(method, url.clone())
-            .timeout(timeout);
+        let mut req = client.request(method, url.clone()).timeout(timeout);
         for (k, v) in &request.headers {
             req = req.header(k, v);
         }
@@ -108,7 +132,7 @@ mod tests {
             parse_endpoint("https://hooks.slack.com").unwrap(),
             parse_endpoint("http://[::1]:8081").unwrap(),
         ];
-        let ok = |u: &str| is_allowed(&allow, &reqwest::Url::parse(u).unwrap());
+        let ok = |u: &str| is_allowed(&allow, &reqwest::Url::parse(u).unwrap()).is_some();
         assert!(ok("http://127.0.0.1:9000/x?y=1"));
         assert!(ok("https://hooks.slack.com/services/T/B/X"));
         assert!(ok("http://[::1]:8081/"));
@@ -122,7 +146,7 @@ mod tests {
     #[test]
     fn a_wildcard_grant_allows_any_host_of_its_scheme_only() {
         let allow = vec![parse_endpoint("https://*").unwrap()];
-        let ok = |u: &str| is_allowed(&allow, &reqwest::Url::parse(u).unwrap());
+        let ok = |u: &str| is_allowed(&allow, &reqwest::Url::parse(u).unwrap()).is_some();
         assert!(ok("https://hooks.example.com/x"));
         assert!(ok("https://10.0.0.1:8443/"));
         assert!(!ok("http://hooks.example.com/x"));

@@ -4,7 +4,7 @@
 use crate::bindings::neo::ops::queue as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::db::may_use_tenant;
-use crate::runtime::state::StoreState;
+use crate::runtime::state::{CallContext, StoreState};
 use crate::triggers::queue::{self, EnqueueError, Job};
 
 impl StoreState {
@@ -17,6 +17,31 @@ impl StoreState {
                 "plugin \"{}\" has no grant for queue \"{queue}\"",
                 plugin.name
             )))
+        }
+    }
+}
+
+/// A job may carry `tenant` only when the plugin's db grants cover it and it
+/// exists.
+async fn check_tenant(call: &CallContext, tenant: &str) -> Result<(), WitError> {
+    if !may_use_tenant(call, tenant) {
+        return Err(WitError::denied(format!(
+            "plugin \"{}\" has no db grant for tenant \"{tenant}\"",
+            call.plugin.name
+        )));
+    }
+    match call.services.db.tenant_exists(tenant).await {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(WitError::new(
+            ErrorCode::NotFound,
+            format!("no tenant named \"{tenant}\""),
+        )),
+        Err(e) => {
+            tracing::error!(plugin = %call.plugin.name, error = %e, "tenant lookup failed");
+            Err(WitError::new(
+                ErrorCode::Unavailable,
+                "database unavailable",
+            ))
         }
     }
 }
@@ -44,8 +69,13 @@ fn to_dead_letter(job: Job) -> wit::DeadLetter {
 impl wit::Host for StoreState {
     async fn enqueue(&mut self, queue: String, payload: String) -> Result<String, WitError> {
         self.check_queue_grant(&queue)?;
-        let tenant = self.call.tenant.as_deref();
-        queue::enqueue(&self.call.services.kv, &queue, tenant, &payload)
+        let tenant = self.call.tenant.clone();
+        if let Some(tenant) = &tenant {
+            // The invocation's tenant may be whatever a caller typed: the job
+            // carries it only if this plugin could act for that tenant itself.
+            check_tenant(&self.call, tenant).await?;
+        }
+        queue::enqueue(&self.call.services.kv, &queue, tenant.as_deref(), &payload)
             .await
             .map_err(to_wit_error)
     }
@@ -57,30 +87,8 @@ impl wit::Host for StoreState {
         payload: String,
     ) -> Result<String, WitError> {
         self.check_queue_grant(&queue)?;
-        if !may_use_tenant(&self.call, &tenant) {
-            return Err(WitError::denied(format!(
-                "plugin \"{}\" has no db grant for tenant \"{tenant}\"",
-                self.call.plugin.name
-            )));
-        }
-        let services = &self.call.services;
-        match services.db.tenant_exists(&tenant).await {
-            Ok(true) => {}
-            Ok(false) => {
-                return Err(WitError::new(
-                    ErrorCode::NotFound,
-                    format!("no tenant named \"{tenant}\""),
-                ));
-            }
-            Err(e) => {
-                tracing::error!(plugin = %self.call.plugin.name, error = %e, "tenant lookup failed");
-                return Err(WitError::new(
-                    ErrorCode::Unavailable,
-                    "database unavailable",
-                ));
-            }
-        }
-        queue::enqueue(&services.kv, &queue, Some(&tenant), &payload)
+        check_tenant(&self.call, &tenant).await?;
+        queue::enqueue(&self.call.services.kv, &queue, Some(&tenant), &payload)
             .await
             .map_err(to_wit_error)
     }

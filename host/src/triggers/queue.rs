@@ -78,16 +78,22 @@ async fn requeue_in_flight(kv: &Kv, queue: &str, replica: &str) -> usize {
     moved
 }
 
-/// Announces this consumer (alive first, so no one takes it for dead while
-/// it registers), takes back what an earlier run under the same name left in
-/// flight, and recovers consumers that died meanwhile.
-async fn announce(kv: &Kv, queue: &str, replica: &str) {
+/// Marks this consumer alive (first, so no one takes it for dead while it
+/// registers) and (re-)registers its name. Run on every heartbeat: a replica
+/// wrongly presumed dead (a long network partition) and forgotten comes back.
+async fn register(kv: &Kv, queue: &str, replica: &str) {
     let _ = kv
         .set(&alive_key(queue, replica), b"1", Some(PRESUMED_DEAD))
         .await;
     let name = replica.as_bytes().to_vec();
     let _ = kv.list_remove(&consumers_key(queue), &name, 0).await;
     let _ = kv.list_push(&consumers_key(queue), &[name]).await;
+}
+
+/// Announces this consumer, takes back what an earlier run under the same
+/// name left in flight, and recovers consumers that died meanwhile.
+async fn announce(kv: &Kv, queue: &str, replica: &str) {
+    register(kv, queue, replica).await;
     let moved = requeue_in_flight(kv, queue, replica).await;
     if moved > 0 {
         tracing::warn!(
@@ -117,8 +123,13 @@ async fn recover_dead_consumers(kv: &Kv, queue: &str, me: &str) {
 }
 
 /// Leaves cleanly: nothing is in flight after the drain, so others need not
-/// wait for the liveness key to expire.
+/// wait for the liveness key to expire. A job still in the processing list
+/// (its re-queue failed) keeps the registration, so a live consumer recovers
+/// it once the liveness key expires.
 async fn retire(kv: &Kv, queue: &str, replica: &str) {
+    if !matches!(kv.list_len(&processing_key(queue, replica)).await, Ok(0)) {
+        return;
+    }
     let _ = kv.delete(&alive_key(queue, replica)).await;
     let _ = kv
         .list_remove(&consumers_key(queue), replica.as_bytes(), 0)
@@ -338,9 +349,7 @@ async fn keep_alive(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(HEARTBEAT) => {}
         }
-        let _ = kv
-            .set(&alive_key(&queue, &replica), b"1", Some(PRESUMED_DEAD))
-            .await;
+        register(kv, &queue, &replica).await;
         recover_dead_consumers(kv, &queue, &replica).await;
     }
 }

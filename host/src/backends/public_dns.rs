@@ -1,0 +1,131 @@
+//! Name resolution for wildcard (`scheme://*`) http grants: customer-chosen
+//! hosts may reach only public addresses. Loopback, private, link-local,
+//! carrier-grade NAT, multicast and unspecified addresses are refused, both
+//! before the request (for a clear `denied`) and inside the client's
+//! resolver, so a name that changes its answer in between gains nothing.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+/// Whether `ip` is an address on the public internet.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => is_public_v4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_public_v4(v4),
+            None => is_public_v6(v6),
+        },
+    }
+}
+
+fn is_public_v4(ip: Ipv4Addr) -> bool {
+    let [a, b, ..] = ip.octets();
+    !(ip.is_loopback()
+        || ip.is_private()
+        || ip.is_link_local()
+        || ip.is_unspecified()
+        || ip.is_broadcast()
+        || ip.is_multicast()
+        || ip.is_documentation()
+        || a == 0
+        || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
+        || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || a >= 240)
+}
+
+fn is_public_v6(ip: Ipv6Addr) -> bool {
+    let first = ip.segments()[0];
+    !(ip.is_loopback()
+        || ip.is_unspecified()
+        || ip.is_multicast()
+        || (first & 0xfe00) == 0xfc00 // unique local
+        || (first & 0xffc0) == 0xfe80 // link local
+        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+}
+
+/// The public addresses `host` resolves to; an error naming the host when
+/// it has none (or resolves to any non-public address: a name that points
+/// inside is refused outright rather than half-used).
+pub async fn resolve_public(host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return if is_public(ip) {
+            Ok(vec![SocketAddr::new(ip, port)])
+        } else {
+            Err(format!("\"{host}\" is not a public address"))
+        };
+    }
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+        .await
+        .map_err(|e| format!("cannot resolve \"{host}\": {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("\"{host}\" has no addresses"));
+    }
+    if let Some(inside) = addrs.iter().find(|a| !is_public(a.ip())) {
+        return Err(format!(
+            "\"{host}\" resolves to {} which is not a public address",
+            inside.ip()
+        ));
+    }
+    Ok(addrs)
+}
+
+/// The resolver of the client used for wildcard grants.
+pub struct PublicOnly;
+
+impl Resolve for PublicOnly {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs = resolve_public(&host, 0)
+                .await
+                .map_err(|e| -> Box<dyn std::error::Error + Send + Sync> { e.into() })?;
+            let addrs: Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_addresses_pass() {
+        for inside in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::1",
+            "::",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(!is_public(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in [
+            "93.184.216.34",
+            "1.1.1.1",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public(outside.parse().unwrap()), "{outside}");
+        }
+    }
+
+    #[tokio::test]
+    async fn names_pointing_inside_are_refused() {
+        let err = resolve_public("localhost", 443).await.unwrap_err();
+        assert!(err.contains("not a public address"), "{err}");
+        let err = resolve_public("10.0.0.5", 6443).await.unwrap_err();
+        assert_eq!(err, "\"10.0.0.5\" is not a public address");
+    }
+}
