@@ -268,9 +268,11 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         .iter()
         .find(|l| l.starts_with("NEO_OPS_UPSTREAM_URL="))
         .unwrap_or_else(|| panic!("{env}"));
-    assert!(
-        upstream.contains("@upstream.example.com/v1?") && upstream.contains("region=in"),
-        "{upstream}"
+    // The host shows an unknown URL's origin only: paths and queries often
+    // carry tokens.
+    assert_eq!(
+        *upstream,
+        "NEO_OPS_UPSTREAM_URL=https://****@upstream.example.com/****"
     );
     assert!(lines.contains(&format!("NEO_OPS_KV_PREFIX={}", dep.kv_prefix()).as_str()));
     if backend == Backend::Real {

@@ -191,8 +191,19 @@ const SECRET_NAME_PARTS: &[&str] = &[
     "DSN",
 ];
 
+/// URLs whose path says where, not who: shown with their path (their
+/// userinfo and secret query parameters are still masked).
+const INFRASTRUCTURE_URLS: &[&str] = &[
+    "POSTGRES_MASTER_URL",
+    "POSTGRES_TENANT_DSN_TEMPLATE",
+    "REDIS_URL",
+    "ALERTMANAGER_URL",
+];
+
 /// Masks one flag: secret-named variables entirely (a Slack webhook URL is a
-/// credential), URL passwords and secret-looking query parameters otherwise.
+/// credential); in URLs the whole userinfo (a bare user may be a token),
+/// secret-looking query parameters, and the path of any URL not known to be
+/// infrastructure (paths often carry tokens).
 pub fn mask_flag(name: &str, value: &str) -> String {
     let upper = name.to_ascii_uppercase();
     let is_url_setting = upper.ends_with("_URL") || upper.ends_with("_TEMPLATE");
@@ -205,7 +216,29 @@ pub fn mask_flag(name: &str, value: &str) -> String {
     if upper.contains("WEBHOOK") {
         return "****".into();
     }
-    mask_url_query(&redact_url(value))
+    mask_url(value, INFRASTRUCTURE_URLS.contains(&upper.as_str()))
+}
+
+/// `scheme://****@host:port/path?query` with the userinfo masked, secret
+/// query values masked, and the path kept only when `keep_path`.
+fn mask_url(value: &str, keep_path: bool) -> String {
+    let Some(scheme_end) = value.find("://") else {
+        return value.to_string();
+    };
+    let rest = &value[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = match authority.rfind('@') {
+        Some(at) => format!("****@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = &rest[authority_end..];
+    let tail = if tail.is_empty() || tail == "/" || keep_path {
+        mask_url_query(tail)
+    } else {
+        "/****".to_string()
+    };
+    format!("{}{host}{tail}", &value[..scheme_end + 3])
 }
 
 /// Replaces the values of credential-like query parameters in a URL.
@@ -288,7 +321,18 @@ mod tests {
                 "POSTGRES_MASTER_URL",
                 "postgres://neo:pw@db/master?sslpassword=p2&x=1"
             ),
-            "postgres://neo:***@db/master?sslpassword=****&x=1"
+            "postgres://****@db/master?sslpassword=****&x=1"
+        );
+        assert_eq!(
+            mask_flag(
+                "NEO_OPS_UPSTREAM_URL",
+                "https://ghp_abc@api.example.com/v1/s3cretpath?token=t&x=1"
+            ),
+            "https://****@api.example.com/****"
+        );
+        assert_eq!(
+            mask_flag("ALERTMANAGER_URL", "http://am.internal:9093"),
+            "http://am.internal:9093"
         );
         assert_eq!(
             mask_flag("SMTP_HOST", "mail.example.com"),

@@ -93,14 +93,17 @@ fn mask_url_passwords(s: &str, mask: &str) -> String {
             .find(|&i| ends_token(b[i]) || matches!(b[i], b'/' | b'?' | b'#'))
             .unwrap_or(b.len());
         let authority = &s[start..end];
-        if let Some(at) = authority.rfind('@')
-            && let Some(colon) = authority[..at].find(':')
-            && colon + 1 < at
-            && &authority[colon + 1..at] != mask
-        {
-            out.push_str(&s[copied..start + colon + 1]);
-            out.push_str(mask);
-            copied = start + at;
+        if let Some(at) = authority.rfind('@') {
+            // `user:password@`: the password; a bare `token@`: all of it.
+            let secret_from = match authority[..at].find(':') {
+                Some(colon) => colon + 1,
+                None => 0,
+            };
+            if secret_from < at && &authority[secret_from..at] != mask {
+                out.push_str(&s[copied..start + secret_from]);
+                out.push_str(mask);
+                copied = start + at;
+            }
         }
         from = end.max(start);
     }
@@ -293,11 +296,12 @@ mod tests {
             redact_text("dsn postgres://u:p@ss@h/db and redis://:pw@r:6379/0", M),
             "dsn postgres://u:****@h/db and redis://:****@r:6379/0"
         );
-        // Only a user, or an @ after the authority: nothing to mask.
+        // A bare user may be a token (`https://ghp_x@host`): masked whole.
         assert_eq!(
-            redact_text("postgres://postgres@h/db", M),
-            "postgres://postgres@h/db"
+            redact_text("https://ghp_abc123@github.example/x", M),
+            "https://****@github.example/x"
         );
+        // An @ after the authority: nothing to mask.
         assert_eq!(
             redact_text("https://h:8080/x?email=a@b.c", M),
             "https://h:8080/x?email=a@b.c"
