@@ -1,8 +1,9 @@
 //! The newest reports, newest first, in one kv list that lives 24 hours
-//! past its last write.
+//! past its last write; a report older than 24 hours is never shown, even
+//! while newer ones keep the list alive.
 
 use neo_ops_sdk::serde_json::{self, Value as Json};
-use neo_ops_sdk::{Failure, kv, warn};
+use neo_ops_sdk::{Failure, kv, time, warn};
 
 const KEY: &str = "csp:reports";
 /// Reports kept.
@@ -22,17 +23,50 @@ pub fn save(entries: &[Json]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Stored reports, newest first.
+/// Stored reports of the last 24 hours, newest first.
 pub fn newest() -> Result<Vec<Json>, Failure> {
     let values = kv::list_range(KEY, 0, KEEP - 1)?;
+    let cutoff = time::rfc3339(time::now_micros() - RETENTION_MS as i64 * 1000);
     Ok(values
         .iter()
-        .filter_map(|v| match serde_json::from_slice(v) {
+        .filter_map(|v| match serde_json::from_slice::<Json>(v) {
             Ok(entry) => Some(entry),
             Err(e) => {
                 warn(&format!("skipping an unreadable stored report: {e}"));
                 None
             }
         })
+        .filter(|entry| within(entry, &cutoff))
         .collect())
+}
+
+/// Whether the entry was received at or after `cutoff` (both RFC 3339 UTC;
+/// compared to the second, which fixed-width text order gets right).
+fn within(entry: &Json, cutoff: &str) -> bool {
+    let received = entry["received_at"].as_str().unwrap_or("");
+    received.get(..19).unwrap_or("") >= cutoff.get(..19).unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use neo_ops_sdk::serde_json::json;
+
+    #[test]
+    fn reports_past_the_retention_are_not_shown() {
+        let cutoff = "2026-11-24T10:00:00.5Z";
+        assert!(within(
+            &json!({"received_at": "2026-11-24T10:00:00Z"}),
+            cutoff
+        ));
+        assert!(within(
+            &json!({"received_at": "2026-11-25T09:00:00.123456Z"}),
+            cutoff
+        ));
+        assert!(!within(
+            &json!({"received_at": "2026-11-24T09:59:59.999999Z"}),
+            cutoff
+        ));
+        assert!(!within(&json!({"other": 1}), cutoff));
+    }
 }
