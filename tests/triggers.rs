@@ -146,6 +146,7 @@ async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
         last_error: None,
         tenant: None,
         dead_at: None,
+        not_before_ms: None,
     };
     kv.list_push(
         &format!(
@@ -185,6 +186,52 @@ async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
 }
 
 on_both_backends!(orphans, a_dead_replicas_jobs_are_recovered);
+
+const SLOW_RETRY: &str = r#"
+[plugins.worker]
+component = "test_probe.wasm"
+queue = { name = "jobs", max_attempts = 2, backoff = "2s" }
+grants = { kv = ["probe:"] }
+"#;
+
+/// A job waiting for its retry does not hold up the jobs behind it.
+async fn a_waiting_retry_does_not_block_the_queue(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(SLOW_RETRY, "a").await;
+    let kv = &server.services.kv;
+    queue::enqueue(kv, "jobs", None, "fail-me").await.unwrap();
+    let later: Vec<String> = (0..5).map(|i| format!("later-{i}")).collect();
+    for p in &later {
+        queue::enqueue(kv, "jobs", None, p).await.unwrap();
+    }
+    let dead = queue::dead_letter_key("jobs");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for p in &later {
+        while kv.get(&format!("probe:job:{p}")).await.unwrap().is_none() {
+            assert!(std::time::Instant::now() < deadline, "{p} never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        kv.list_len(&dead).await.unwrap(),
+        0,
+        "the later jobs ran while the failed one waited its 2s backoff"
+    );
+    while kv.list_len(&dead).await.unwrap() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "fail-me never dead-lettered"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let raw = kv.list_range(&dead, 0, 0).await.unwrap();
+    let job: queue::Job = serde_json::from_slice(&raw[0]).unwrap();
+    assert_eq!((job.payload.as_str(), job.attempts), ("fail-me", 2));
+    assert!(job.last_error.unwrap().contains("failed on purpose"));
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(slow_retries, a_waiting_retry_does_not_block_the_queue);
 
 const GUARDED: &str = r#"
 [plugins.status-page]

@@ -49,6 +49,8 @@ pub struct Schedule {
 pub struct QueueSpec {
     pub name: String,
     pub max_attempts: u32,
+    /// Delay before the first retry; each further retry doubles it (up to 64×).
+    pub backoff: Duration,
 }
 
 /// Which database a plugin may open.
@@ -203,11 +205,15 @@ struct RawQueue {
     name: Spanned<String>,
     #[serde(default = "default_attempts")]
     max_attempts: u32,
+    backoff: Option<Spanned<String>>,
 }
 
 fn default_attempts() -> u32 {
     5
 }
+
+/// The first retry's delay when a queue names none.
+pub const DEFAULT_BACKOFF: Duration = Duration::from_millis(200);
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -364,9 +370,24 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                 if q.max_attempts == 0 {
                     return Err(at(&q.name.span(), "max_attempts must be at least 1".into()));
                 }
+                let backoff = match &q.backoff {
+                    None => DEFAULT_BACKOFF,
+                    Some(b) => parse_duration(b.get_ref())
+                        .filter(|d| !d.is_zero() && *d <= Duration::from_secs(3600))
+                        .ok_or_else(|| {
+                            at(
+                                &b.span(),
+                                format!(
+                                    "bad backoff \"{}\" (e.g. \"200ms\", \"30s\"; at most 1h)",
+                                    b.get_ref()
+                                ),
+                            )
+                        })?,
+                };
                 Some(QueueSpec {
                     name: q.name.get_ref().clone(),
                     max_attempts: q.max_attempts,
+                    backoff,
                 })
             }
         };

@@ -35,6 +35,10 @@ pub struct Job {
     /// When the job was dead-lettered (RFC 3339, UTC).
     #[serde(default)]
     pub dead_at: Option<String>,
+    /// A retry waits until then (milliseconds since the epoch); the queue
+    /// keeps flowing meanwhile.
+    #[serde(default)]
+    pub not_before_ms: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,6 +165,7 @@ pub async fn enqueue(
         last_error: None,
         tenant: tenant.map(str::to_string),
         dead_at: None,
+        not_before_ms: None,
     };
     push(kv, &job).await?;
     Ok(job.id)
@@ -208,6 +213,7 @@ pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, Enque
     let job = Job {
         attempts: 0,
         dead_at: None,
+        not_before_ms: None,
         ..dead.clone()
     };
     if let Err(e) = push(kv, &job).await {
@@ -228,8 +234,14 @@ async fn push(kv: &Kv, job: &Job) -> Result<(), EnqueueError> {
         .map_err(|_| EnqueueError::Unavailable)
 }
 
-fn backoff(attempts: u32) -> Duration {
-    Duration::from_millis(100u64.saturating_mul(1 << attempts.min(6))).min(Duration::from_secs(10))
+/// The delay before retry number `attempts` (1 after the first failure):
+/// the queue's `backoff`, doubled per further attempt, at most 64 times it.
+fn retry_delay(base: Duration, attempts: u32) -> Duration {
+    base.saturating_mul(1 << attempts.saturating_sub(1).min(6))
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// Consumes one plugin's queue until `stop` is cancelled.
@@ -257,6 +269,9 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
         heartbeat_stop.clone(),
     ));
     tracing::info!(plugin, queue = %spec.name, "queue consumer started");
+    // Jobs claimed in a row that were not yet due: once that covers the whole
+    // queue, nothing is due and the consumer idles instead of spinning.
+    let mut not_due_in_a_row: u64 = 0;
     while !stop.is_cancelled() {
         let claimed = match kv.list_move_oldest(&queue, &processing).await {
             Ok(c) => c,
@@ -282,7 +297,25 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             let _ = kv.list_remove(&processing, &raw, 1).await;
             continue;
         };
+        if job.not_before_ms.is_some_and(|t| t > now_ms()) {
+            // Back to the far end of the queue, then acknowledge: at least once.
+            if push(kv, &job).await.is_ok() {
+                let _ = kv.list_remove(&processing, &raw, 1).await;
+            }
+            not_due_in_a_row += 1;
+            let queued = kv.list_len(&queue).await.unwrap_or(0);
+            if not_due_in_a_row >= queued {
+                not_due_in_a_row = 0;
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                }
+            }
+            continue;
+        }
+        not_due_in_a_row = 0;
         job.attempts += 1;
+        job.not_before_ms = None;
         let inv = Invocation {
             trigger: Trigger::Queue {
                 queue: spec.name.clone(),
@@ -308,15 +341,16 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                     tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = %e, "queue job dead-lettered");
                     let dl = serde_json::to_vec(&job).expect("a job always serialises");
                     let key = dead_letter_key(&spec.name);
-                    if kv.list_push(&key, &[dl]).await.is_ok() {
-                        let _ = kv.list_trim(&key, 0, DLQ_KEEP - 1).await;
+                    if kv.list_push(&key, &[dl]).await.is_err() {
+                        tracing::error!(plugin, job = %job.id, "could not dead-letter; left in processing list");
+                        continue;
                     }
+                    let _ = kv.list_trim(&key, 0, DLQ_KEEP - 1).await;
                 } else {
-                    tracing::warn!(plugin, job = %job.id, attempts = job.attempts, error = %e, "queue job failed; will retry");
-                    tokio::select! {
-                        _ = stop.cancelled() => {}
-                        _ = tokio::time::sleep(backoff(job.attempts)) => {}
-                    }
+                    let delay = retry_delay(spec.backoff, job.attempts);
+                    tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = %e, "queue job failed; will retry");
+                    // The retry waits in the queue, not here: other jobs keep flowing.
+                    job.not_before_ms = Some(now_ms() + delay.as_millis() as i64);
                     // Re-queue before acknowledging: at least once, never lost.
                     if push(kv, &job).await.is_err() {
                         tracing::error!(plugin, job = %job.id, "could not re-queue; left in processing list");
