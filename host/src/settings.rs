@@ -44,6 +44,9 @@ pub struct Settings {
     pub replica: String,
     /// Plugin instances that may run at once (`NEO_OPS_MAX_INSTANCES`).
     pub max_instances: u32,
+    /// Proxies whose `X-Forwarded-For` names the client (`NEO_OPS_TRUSTED_PROXIES`,
+    /// comma-separated addresses); from anyone else the header is ignored.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Settings {
@@ -100,6 +103,10 @@ impl Settings {
                         )
                     })?,
             },
+            trusted_proxies: match var("NEO_OPS_TRUSTED_PROXIES") {
+                None => Vec::new(),
+                Some(list) => parse_addresses(&list)?,
+            },
         })
     }
 
@@ -114,6 +121,7 @@ impl Settings {
             smtp: None,
             replica: default_replica(),
             max_instances: DEFAULT_MAX_INSTANCES,
+            trusted_proxies: Vec::new(),
         }
     }
 }
@@ -161,6 +169,10 @@ impl Settings {
             "NEO_OPS_MAX_INSTANCES",
             Some(self.max_instances.to_string()),
         );
+        if !self.trusted_proxies.is_empty() {
+            let list: Vec<String> = self.trusted_proxies.iter().map(|a| a.to_string()).collect();
+            set("NEO_OPS_TRUSTED_PROXIES", Some(list.join(",")));
+        }
         if let Some(smtp) = &self.smtp {
             set("SMTP_HOST", Some(smtp.host.clone()));
             set("SMTP_PORT", Some(smtp.port.to_string()));
@@ -269,6 +281,18 @@ fn is_secret_param(name: &str) -> bool {
     ]
     .iter()
     .any(|p| lower.contains(p))
+}
+
+fn parse_addresses(list: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(|a| {
+            a.parse().map_err(|_| {
+                anyhow::anyhow!("NEO_OPS_TRUSTED_PROXIES: \"{a}\" is not an IP address")
+            })
+        })
+        .collect()
 }
 
 fn default_replica() -> String {

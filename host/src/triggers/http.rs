@@ -10,7 +10,7 @@ use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusC
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use crate::manifest::Role;
@@ -88,10 +88,13 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
                       extensions: Extensions,
                       body: Result<Bytes, BytesRejection>| {
                     let target = target.clone();
-                    let remote_addr = extensions
+                    let socket = extensions
                         .get::<ConnectInfo<SocketAddr>>()
-                        .map(|ConnectInfo(addr)| addr.ip().to_string());
+                        .map(|ConnectInfo(addr)| addr.ip());
                     async move {
+                        let trusted = &state.runtime.services.settings.trusted_proxies;
+                        let remote_addr =
+                            client_addr(socket, &headers, trusted).map(|ip| ip.to_string());
                         // Oversized or unreadable bodies answer in the envelope too.
                         let body = match body {
                             Ok(body) => body,
@@ -186,6 +189,33 @@ fn request_id(headers: &HeaderMap) -> String {
         })
         .map(str::to_string)
         .unwrap_or_else(super::new_request_id)
+}
+
+/// The client's address: the socket's peer, or, when that peer is a trusted
+/// proxy, the nearest `X-Forwarded-For` hop that is not one (a client can
+/// prepend anything to the header, so it is read from the right).
+pub fn client_addr(
+    socket: Option<IpAddr>,
+    headers: &HeaderMap,
+    trusted: &[IpAddr],
+) -> Option<IpAddr> {
+    let peer = socket?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let hops: Vec<IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    Some(
+        hops.into_iter()
+            .rev()
+            .find(|hop| !trusted.contains(hop))
+            .unwrap_or(peer),
+    )
 }
 
 fn body_rejected(rejection: BytesRejection) -> Response {
@@ -331,4 +361,35 @@ fn plugin_response(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -
         );
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_for_counts_only_from_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("6.6.6.6, 203.0.113.9, 10.0.0.2"),
+        );
+        let proxies = [ip("10.0.0.1"), ip("10.0.0.2")];
+        // From a proxy: the nearest untrusted hop (not the spoofable first one).
+        assert_eq!(
+            client_addr(Some(ip("10.0.0.1")), &headers, &proxies),
+            Some(ip("203.0.113.9"))
+        );
+        // From anyone else the header is ignored.
+        assert_eq!(
+            client_addr(Some(ip("198.51.100.7")), &headers, &proxies),
+            Some(ip("198.51.100.7"))
+        );
+        assert_eq!(
+            client_addr(Some(ip("10.0.0.1")), &HeaderMap::new(), &proxies),
+            Some(ip("10.0.0.1"))
+        );
+        assert_eq!(client_addr(None, &headers, &proxies), None);
+    }
 }
