@@ -137,23 +137,33 @@ async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
         .await
         .unwrap();
     let kv = &services.kv;
-    let job = queue::Job {
-        id: "orphan-1".into(),
+    // Claimed on its first attempt when the ghost died: it runs again. The
+    // poison job had already killed a replica once: its second interrupted
+    // run is its last attempt, so it is dead-lettered, never run again.
+    let job = |id: &str, payload: &str, attempts| queue::Job {
+        id: id.into(),
         queue: "jobs".into(),
-        payload: "orphaned-job".into(),
-        attempts: 1,
+        payload: payload.into(),
+        attempts,
         enqueued_at: chrono::Utc::now().to_rfc3339(),
         last_error: None,
         tenant: None,
         dead_at: None,
         not_before_ms: None,
     };
+    let in_flight = [
+        job("orphan-1", "orphaned-job", 0),
+        job("poison-1", "poison", 1),
+    ];
     kv.list_push(
         &format!(
             "{}queue:jobs:processing:ghost",
             neo_ops::backends::kv::HOST_NAMESPACE
         ),
-        &[serde_json::to_vec(&job).unwrap()],
+        &in_flight
+            .iter()
+            .map(|j| serde_json::to_vec(j).unwrap())
+            .collect::<Vec<_>>(),
     )
     .await
     .unwrap();
@@ -181,6 +191,21 @@ async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
     assert!(
         !ghosts.contains(&b"ghost".to_vec()),
         "the dead replica is forgotten"
+    );
+    let dead = kv
+        .list_range(&queue::dead_letter_key("jobs"), 0, -1)
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    let poison: queue::Job = serde_json::from_slice(&dead[0]).unwrap();
+    assert_eq!((poison.id.as_str(), poison.attempts), ("poison-1", 2));
+    assert_eq!(
+        poison.last_error.as_deref(),
+        Some("replica \"ghost\" stopped while running it")
+    );
+    assert!(
+        kv.get("probe:job:poison").await.unwrap().is_none(),
+        "never run again"
     );
     server.stop().await.unwrap();
 }

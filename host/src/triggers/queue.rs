@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::kv::{HOST_NAMESPACE, Kv};
+use crate::manifest::QueueSpec;
 use crate::runtime::{Invocation, Runtime, Trigger};
 
 const MAX_PAYLOAD: usize = 1 << 20;
@@ -70,16 +71,58 @@ fn alive_key(queue: &str, replica: &str) -> String {
     format!("{HOST_NAMESPACE}queue:{queue}:alive:{replica}")
 }
 
-/// Moves every job in `replica`'s processing list back onto the queue;
-/// returns how many. Each move is atomic, so two replicas recovering the same
-/// list at once still re-queue each job once.
-async fn requeue_in_flight(kv: &Kv, queue: &str, replica: &str) -> usize {
-    let (from, to) = (processing_key(queue, replica), queue_key(queue));
+/// Takes back the jobs `owner` had in flight when it died: each is moved
+/// atomically into `me`'s own processing list (so two recoverers take each
+/// job once, and a crash here strands nothing), then settled; returns how many.
+async fn recover_in_flight(kv: &Kv, spec: &QueueSpec, owner: &str, me: &str) -> usize {
+    let (from, via) = (
+        processing_key(&spec.name, owner),
+        processing_key(&spec.name, me),
+    );
     let mut moved = 0;
-    while let Ok(Some(_)) = kv.list_move_oldest(&from, &to).await {
+    while let Ok(Some(raw)) = kv.list_move_oldest(&from, &via).await {
         moved += 1;
+        settle_interrupted(kv, spec, &via, &raw, owner).await;
     }
     moved
+}
+
+/// Takes back what an earlier run under this replica's name left in flight.
+async fn recover_own(kv: &Kv, spec: &QueueSpec, me: &str) -> usize {
+    let own = processing_key(&spec.name, me);
+    let raw = kv.list_range(&own, 0, -1).await.unwrap_or_default();
+    for entry in &raw {
+        settle_interrupted(kv, spec, &own, entry, me).await;
+    }
+    raw.len()
+}
+
+/// A job whose run was cut off by its replica's death counts that run as an
+/// attempt (it may be what killed the process): back on the queue, or to the
+/// dead letters when out of attempts. Removed from `list` only once settled.
+async fn settle_interrupted(kv: &Kv, spec: &QueueSpec, list: &str, raw: &[u8], owner: &str) {
+    let settled = match serde_json::from_slice::<Job>(raw) {
+        Err(_) => kv
+            .list_push(&dead_letter_key(&spec.name), &[raw.to_vec()])
+            .await
+            .is_ok(),
+        Ok(mut job) => {
+            job.attempts += 1;
+            job.last_error = Some(format!("replica \"{owner}\" stopped while running it"));
+            if job.attempts >= spec.max_attempts {
+                job.dead_at = Some(chrono::Utc::now().to_rfc3339());
+                let dl = serde_json::to_vec(&job).expect("a job always serialises");
+                kv.list_push(&dead_letter_key(&spec.name), &[dl])
+                    .await
+                    .is_ok()
+            } else {
+                push(kv, &job).await.is_ok()
+            }
+        }
+    };
+    if settled {
+        let _ = kv.list_remove(list, raw, 1).await;
+    }
 }
 
 /// Marks this consumer alive (first, so no one takes it for dead while it
@@ -96,22 +139,23 @@ async fn register(kv: &Kv, queue: &str, replica: &str) {
 
 /// Announces this consumer, takes back what an earlier run under the same
 /// name left in flight, and recovers consumers that died meanwhile.
-async fn announce(kv: &Kv, queue: &str, replica: &str) {
-    register(kv, queue, replica).await;
-    let moved = requeue_in_flight(kv, queue, replica).await;
+async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) {
+    register(kv, &spec.name, replica).await;
+    let moved = recover_own(kv, spec, replica).await;
     if moved > 0 {
         tracing::warn!(
-            queue,
+            queue = %spec.name,
             moved,
-            "re-queued jobs this replica left in flight before a restart"
+            "took back jobs this replica left in flight before a restart"
         );
     }
-    recover_dead_consumers(kv, queue, replica).await;
+    recover_dead_consumers(kv, spec, replica).await;
 }
 
 /// Re-queues the in-flight jobs of consumers whose liveness key expired
 /// (crashed or killed replicas), and forgets them.
-async fn recover_dead_consumers(kv: &Kv, queue: &str, me: &str) {
+async fn recover_dead_consumers(kv: &Kv, spec: &QueueSpec, me: &str) {
+    let queue = spec.name.as_str();
     let Ok(names) = kv.list_range(&consumers_key(queue), 0, -1).await else {
         return;
     };
@@ -120,7 +164,7 @@ async fn recover_dead_consumers(kv: &Kv, queue: &str, me: &str) {
         if name == me || !matches!(kv.get(&alive_key(queue, &name)).await, Ok(None)) {
             continue;
         }
-        let moved = requeue_in_flight(kv, queue, &name).await;
+        let moved = recover_in_flight(kv, spec, &name, me).await;
         let _ = kv.list_remove(&consumers_key(queue), &raw, 0).await;
         tracing::warn!(queue, replica = %name, moved, "re-queued the jobs of a consumer presumed dead");
     }
@@ -259,12 +303,12 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
         processing_key(&spec.name, &services.settings.replica),
     );
     let replica = services.settings.replica.clone();
-    announce(kv, &spec.name, &replica).await;
+    announce(kv, &spec, &replica).await;
     // The heartbeat runs beside the jobs: a long job must not look like a dead replica.
     let heartbeat_stop = stop.child_token();
     let heartbeat = tokio::spawn(keep_alive(
         services.clone(),
-        spec.name.clone(),
+        spec.clone(),
         replica.clone(),
         heartbeat_stop.clone(),
     ));
@@ -373,7 +417,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
 /// every [`HEARTBEAT`] until `stop`.
 async fn keep_alive(
     services: Arc<crate::services::Services>,
-    queue: String,
+    spec: QueueSpec,
     replica: String,
     stop: CancellationToken,
 ) {
@@ -383,7 +427,7 @@ async fn keep_alive(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(HEARTBEAT) => {}
         }
-        register(kv, &queue, &replica).await;
-        recover_dead_consumers(kv, &queue, &replica).await;
+        register(kv, &spec.name, &replica).await;
+        recover_dead_consumers(kv, &spec, &replica).await;
     }
 }
