@@ -89,7 +89,10 @@ impl Job<'_> {
     /// Runs the attempt under the delivery's lock.
     fn run(&self) -> Result<Output, Failure> {
         let lock = format!("webhook:delivery:{}:{}", self.tenant, self.delivery_id);
-        let ttl = u64::from(self.settings.request_timeout_ms) + 30_000;
+        // Outlives one live attempt (the request plus bookkeeping) but not the
+        // first retry's backoff, so a worker killed mid-send does not cost the
+        // next attempt.
+        let ttl = u64::from(self.settings.request_timeout_ms) + 10_000;
         let Some(token) = kv::lock(&lock, ttl)? else {
             return Err(reply::fail(
                 409,
