@@ -28,21 +28,8 @@ impl Check for Alertmanager {
             Err(e) => return fail(e, "set timeout_ms to a whole number of milliseconds"),
         };
         let healthy_url = format!("{base}/-/healthy");
-        let resp = match http::get(&healthy_url, timeout) {
-            Ok(r) => r,
-            Err(e) if e.contains("allow-list") => return fail(e, SETUP_HINT),
-            Err(e) => return fail(e, DOWN_HINT),
-        };
-        if !http::success(&resp) {
-            return fail(
-                format!(
-                    "GET {} answered {}: {}",
-                    http::redact(&healthy_url),
-                    resp.status,
-                    http::excerpt(&resp.body)
-                ),
-                DOWN_HINT,
-            );
+        if let Err(outcome) = http::get_ok(&healthy_url, timeout, SETUP_HINT, DOWN_HINT) {
+            return outcome;
         }
         let version = version(&format!("{base}/api/v2/status"), timeout);
         pass(format!(

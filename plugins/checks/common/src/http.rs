@@ -1,17 +1,51 @@
 //! Plain GETs to a URL the operator configured, with only its scheme, host,
 //! port and path ever shown (user info and query strings may be credentials).
 
-use neo_ops_sdk::{ErrorCode, outbound_http};
+use crate::outcome::fail;
+use neo_ops_sdk::{CheckOutcome, ErrorCode, outbound_http};
 
 /// Short enough that a check stays well inside its own timeout.
 pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
 
 /// GETs `url`; the error is ready for a check's detail.
 pub fn get(url: &str, timeout_ms: u32) -> Result<outbound_http::Response, String> {
+    fetch(url, timeout_ms).map_err(|(_, detail)| detail)
+}
+
+/// GETs `url` and wants a 2xx answer; otherwise the failed outcome the check
+/// returns: with `setup_hint` when the URL is malformed or not on the check's
+/// allow-list (its configuration is wrong), with `down_hint` when the service
+/// did not answer or answered an error.
+pub fn get_ok(
+    url: &str,
+    timeout_ms: u32,
+    setup_hint: &str,
+    down_hint: &str,
+) -> Result<outbound_http::Response, CheckOutcome> {
+    let resp = fetch(url, timeout_ms).map_err(|(misconfigured, detail)| {
+        fail(detail, if misconfigured { setup_hint } else { down_hint })
+    })?;
+    if !success(&resp) {
+        return Err(fail(
+            format!(
+                "GET {} answered {}: {}",
+                redact(url),
+                resp.status,
+                excerpt(&resp.body)
+            ),
+            down_hint,
+        ));
+    }
+    Ok(resp)
+}
+
+/// The GET itself; the error says whether the check's configuration is at
+/// fault (a bad or not allow-listed URL) and what happened.
+fn fetch(url: &str, timeout_ms: u32) -> Result<outbound_http::Response, (bool, String)> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
-        return Err(format!(
-            "bad url \"{}\" (expected http:// or https://)",
-            redact(url)
+        return Err((
+            true,
+            format!("bad url \"{}\" (expected http:// or https://)", redact(url)),
         ));
     }
     outbound_http::send(&outbound_http::Request {
@@ -24,8 +58,14 @@ pub fn get(url: &str, timeout_ms: u32) -> Result<outbound_http::Response, String
     .map_err(|e| {
         let shown = redact(url);
         match e.code {
-            ErrorCode::Denied => format!("{shown} is not on this check's http allow-list"),
-            _ => format!("GET {shown} failed: {}", e.message.replace(url, &shown)),
+            ErrorCode::Denied => (
+                true,
+                format!("{shown} is not on this check's http allow-list"),
+            ),
+            _ => (
+                false,
+                format!("GET {shown} failed: {}", e.message.replace(url, &shown)),
+            ),
         }
     })
 }

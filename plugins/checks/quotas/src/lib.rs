@@ -44,26 +44,11 @@ impl Check for Quotas {
             Err(e) => return fail(e, "set timeout_ms to a whole number of milliseconds"),
         };
         let shown = http::redact(&url);
-        let resp = match http::get(&url, timeout) {
+        let down = "check that the quotas service is up and reachable from the host";
+        let resp = match http::get_ok(&url, timeout, SETUP_HINT, down) {
             Ok(r) => r,
-            Err(e) if e.contains("allow-list") => return fail(e, SETUP_HINT),
-            Err(e) => {
-                return fail(
-                    e,
-                    "check that the quotas service is up and reachable from the host",
-                );
-            }
+            Err(outcome) => return outcome,
         };
-        if resp.status != 200 {
-            return fail(
-                format!(
-                    "GET {shown} answered {}: {}",
-                    resp.status,
-                    http::excerpt(&resp.body)
-                ),
-                SHAPE_HINT,
-            );
-        }
         let report = serde_json::from_slice::<Value>(&resp.body)
             .map_err(|e| format!("body is not json ({e}): {}", http::excerpt(&resp.body)))
             .and_then(|doc| validate(&doc));

@@ -39,26 +39,11 @@ impl Check for Replicas {
             }
         };
         let shown = http::redact(&url);
-        let resp = match http::get(&url, timeout) {
+        let down = "check that the metrics endpoint is up and reachable from the host";
+        let resp = match http::get_ok(&url, timeout, SETUP_HINT, down) {
             Ok(r) => r,
-            Err(e) if e.contains("allow-list") => return fail(e, SETUP_HINT),
-            Err(e) => {
-                return fail(
-                    e,
-                    "check that the metrics endpoint is up and reachable from the host",
-                );
-            }
+            Err(outcome) => return outcome,
         };
-        if !http::success(&resp) {
-            return fail(
-                format!(
-                    "GET {shown} answered {}: {}",
-                    resp.status,
-                    http::excerpt(&resp.body)
-                ),
-                "check the metrics endpoint",
-            );
-        }
         let text = String::from_utf8_lossy(&resp.body);
         let series = prometheus::samples(&text, &gauge);
         if series.is_empty() {
