@@ -25,6 +25,7 @@ fn main() {
     );
 
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    ensure_wasm_target();
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&plugins)
         .args([
@@ -71,4 +72,37 @@ fn main() {
         .map(|d| d.as_secs())
         .unwrap_or(0);
     println!("cargo:rustc-env=NEO_OPS_BUILD_TIME={now}");
+}
+
+const WASM_TARGET: &str = "wasm32-wasip2";
+
+/// rustup installs the targets `rust-toolchain.toml` lists only when it
+/// installs the toolchain itself; a machine that already has the pinned
+/// toolchain lacks the target. Add it here (rustup's own command), or stop
+/// with the one command to run when rustup is not there.
+fn ensure_wasm_target() {
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    let installed = |root: &PathBuf| root.join("lib/rustlib").join(WASM_TARGET).is_dir();
+    if sysroot.as_ref().is_some_and(installed) {
+        return;
+    }
+    let mut add = Command::new("rustup");
+    add.args(["target", "add", WASM_TARGET]);
+    if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
+        add.args(["--toolchain", &toolchain]);
+    }
+    println!("cargo:warning=adding the {WASM_TARGET} target with rustup (once per toolchain)");
+    match add.status() {
+        Ok(status) if status.success() => {}
+        _ => panic!(
+            "the {WASM_TARGET} target is missing and `rustup target add {WASM_TARGET}` failed; \
+             run it yourself, then build again"
+        ),
+    }
 }
