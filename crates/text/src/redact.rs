@@ -1,13 +1,17 @@
-//! One redactor for everything a plugin hands out of the platform: support
-//! bundles (env flags, audit details, tenant config) and stored CSP reports
-//! use the same word list and rules.
+//! The one redaction policy. The host masks its log lines and env flags with
+//! it, and plugins (through `neo_ops_sdk::redact`) everything they hand out of
+//! the platform: support bundles, stored CSP reports, alert texts.
 //!
 //! What is masked, in any text:
-//! - the password of a URL's userinfo (`scheme://user:PASSWORD@host`);
-//! - the value of any `name=value` pair whose name looks secret (query
-//!   parameters, also percent-encoded inside another URL, and `key=value`
-//!   text), e.g. `?token=…`, `password=…`, `%3Faccess_token%3D…`;
+//! - a URL's userinfo secret (`scheme://user:PASSWORD@host`, or a bare
+//!   `scheme://TOKEN@host`);
+//! - the value of any `name=value` pair whose name looks secret: query
+//!   parameters (also `token[]=`, `x[token]=`), percent-encoded once or
+//!   twice inside another URL, and `key=value` text;
+//! - the value after a secret name and a colon, quoted or not
+//!   (`password: X`, `"SMTP_PASS": "X"`);
 //! - the credential after `Bearer `;
+//! - the path of a Slack (or Discord) webhook URL, which is the credential;
 //! - neo API tokens (`neo_<8 hex>_<64 hex>`).
 //!
 //! In JSON, values under secret-looking keys are masked whole (booleans and
@@ -22,25 +26,88 @@ const SECRET_WORDS: &[&str] = &[
     "SECRET",
     "TOKEN",
     "PASSWORD",
+    "PASSWD",
     "PASS",
     "KEY",
     "CREDENTIAL",
     "AUTH",
+    "SIGNATURE",
+    "SESSION",
+    "JWT",
+    "COOKIE",
+    "DSN",
+    "WEBHOOK",
 ];
 
+/// Short words that mark a secret only as a whole part of a name (`sig`,
+/// `X-Amz-Sig`), since inside longer words they are harmless (`signal`).
+const SECRET_SEGMENTS: &[&str] = &["SIG", "PW", "PWD", "SID"];
+
 /// Whether a variable, key or parameter name looks like it holds a secret.
-/// Percent-encoded names are decoded first.
+/// Percent-encoded names are decoded first (twice, for nested URLs).
 pub fn is_secret_name(name: &str) -> bool {
-    let upper = percent_decode(name).to_ascii_uppercase();
+    let upper = percent_decode(&percent_decode(name)).to_ascii_uppercase();
     SECRET_WORDS.iter().any(|w| upper.contains(w))
+        || upper
+            .split(|c: char| !c.is_ascii_alphanumeric())
+            .any(|part| SECRET_SEGMENTS.contains(&part))
 }
 
 /// Every text rule, in turn.
 pub fn redact_text(s: &str, mask: &str) -> String {
     let s = mask_url_passwords(s, mask);
+    let s = mask_webhook_paths(&s, mask);
     let s = mask_named_values(&s, mask);
     let s = mask_bearer_credentials(&s, mask);
+    let s = mask_colon_values(&s, mask);
     mask_api_tokens(&s, mask)
+}
+
+/// Masks a URL or DSN for a log line or an error message.
+pub fn for_log(url: &str) -> String {
+    redact_text(url, "****")
+}
+
+/// URL settings whose path says where, not who: shown with their path
+/// (their userinfo and secret query parameters are still masked).
+const INFRASTRUCTURE_URLS: &[&str] = &[
+    "POSTGRES_MASTER_URL",
+    "POSTGRES_TENANT_DSN_TEMPLATE",
+    "REDIS_URL",
+    "ALERTMANAGER_URL",
+];
+
+/// Masks one configuration flag for display (support bundle `env.txt`):
+/// secret-named variables entirely (a Slack webhook URL is a credential); in
+/// URLs the whole userinfo, secret query values, and the path of any URL not
+/// known to be infrastructure (paths often carry tokens).
+pub fn mask_flag(name: &str, value: &str) -> String {
+    const MASK: &str = "****";
+    let upper = name.to_ascii_uppercase();
+    if value.is_empty() {
+        return String::new();
+    }
+    let is_url_setting = upper.ends_with("_URL") || upper.ends_with("_TEMPLATE");
+    if is_secret_name(&upper) && (!is_url_setting || upper.contains("WEBHOOK")) {
+        return MASK.into();
+    }
+    let Some(scheme_end) = value.find("://") else {
+        return redact_text(value, MASK);
+    };
+    let rest = &value[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let host = match authority.rfind('@') {
+        Some(at) => format!("{MASK}@{}", &authority[at + 1..]),
+        None => authority.to_string(),
+    };
+    let tail = &rest[authority_end..];
+    let tail = if tail.is_empty() || tail == "/" || INFRASTRUCTURE_URLS.contains(&upper.as_str()) {
+        redact_text(tail, MASK)
+    } else {
+        format!("/{MASK}")
+    };
+    format!("{}{host}{tail}", &value[..scheme_end + 3])
 }
 
 /// Redacts a JSON document in place.
@@ -112,8 +179,15 @@ fn mask_url_passwords(s: &str, mask: &str) -> String {
 }
 
 fn is_name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'%')
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'%' | b'[' | b']')
 }
+
+/// The separators of a URL nested in a parameter, encoded once and twice.
+const ENCODED_SEPARATORS: &[&[u8]] = &[
+    b"%3f", b"%26", b"%23", b"%3d", b"%253f", b"%2526", b"%2523", b"%253d",
+];
+/// What ends an encoded value: the nested URL's `&` or `#`.
+const ENCODED_VALUE_ENDS: &[&[u8]] = &[b"%26", b"%23", b"%2526", b"%2523"];
 
 /// `name=value` (or percent-encoded `name%3Dvalue`) with a secret-looking
 /// name → `name=MASK`. A raw `=` value runs to `&`, `#`, `;`, `,` or the end
@@ -131,6 +205,8 @@ fn mask_named_values(s: &str, mask: &str) -> String {
             1
         } else if starts_with_ignore_case(&b[i..], b"%3d") {
             3
+        } else if starts_with_ignore_case(&b[i..], b"%253d") {
+            5
         } else {
             i += 1;
             continue;
@@ -166,10 +242,9 @@ fn mask_named_values(s: &str, mask: &str) -> String {
 /// Whether `b` ends with `%3F`, `%26`, `%23` or `%3D` (`?`, `&`, `#`, `=`
 /// of a URL nested in a parameter): a name starts after them.
 fn ends_with_encoded_separator(b: &[u8]) -> bool {
-    b.len() >= 3
-        && [b"%3f", b"%26", b"%23", b"%3d"]
-            .iter()
-            .any(|sep| b[b.len() - 3..].eq_ignore_ascii_case(*sep))
+    ENCODED_SEPARATORS
+        .iter()
+        .any(|sep| b.len() >= sep.len() && b[b.len() - sep.len()..].eq_ignore_ascii_case(sep))
 }
 
 fn value_end(b: &[u8], start: usize, encoded: bool) -> usize {
@@ -178,8 +253,9 @@ fn value_end(b: &[u8], start: usize, encoded: bool) -> usize {
             ends_token(b[i])
                 || matches!(b[i], b'&' | b'#' | b';' | b',')
                 || (encoded
-                    && (starts_with_ignore_case(&b[i..], b"%26")
-                        || starts_with_ignore_case(&b[i..], b"%23")))
+                    && ENCODED_VALUE_ENDS
+                        .iter()
+                        .any(|end| starts_with_ignore_case(&b[i..], end)))
         })
         .unwrap_or(b.len())
 }
@@ -206,6 +282,114 @@ fn mask_bearer_credentials(s: &str, mask: &str) -> String {
             copied = end;
         }
         i = end.max(start);
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+/// Webhook URLs whose path is the credential: the path is masked whole.
+const WEBHOOK_URLS: &[&str] = &[
+    "hooks.slack.com/",
+    "discord.com/api/webhooks/",
+    "discordapp.com/api/webhooks/",
+];
+
+/// `https://hooks.slack.com/services/T/B/x` → `https://hooks.slack.com/MASK`.
+fn mask_webhook_paths(s: &str, mask: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while i < b.len() {
+        let Some(prefix) = WEBHOOK_URLS
+            .iter()
+            .find(|p| starts_with_ignore_case(&b[i..], p.as_bytes()))
+        else {
+            i += 1;
+            continue;
+        };
+        let host_end = i + prefix.find('/').unwrap_or(0) + 1;
+        let end = (host_end..b.len())
+            .find(|&j| ends_token(b[j]) || matches!(b[j], b'?' | b'#'))
+            .unwrap_or(b.len());
+        if end > host_end && &s[host_end..end] != mask {
+            out.push_str(&s[copied..host_end]);
+            out.push_str(mask);
+            copied = end;
+        }
+        i = end.max(host_end);
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+/// Words after which an unquoted value's next token is the credential.
+const AUTH_SCHEMES: &[&str] = &["basic", "bearer", "digest", "token"];
+
+/// `password: X`, `"SMTP_PASS": "X"`, `'api_key': 'X'` → the value masked.
+fn mask_colon_values(s: &str, mask: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut copied = 0;
+    let mut i = 0;
+    while let Some(pos) = s[i..].find(':') {
+        let colon = i + pos;
+        i = colon + 1;
+        // The name: before the colon, past one closing quote and spaces.
+        let mut name_end = colon;
+        while name_end > 0 && b[name_end - 1] == b' ' {
+            name_end -= 1;
+        }
+        if name_end > 0 && matches!(b[name_end - 1], b'"' | b'\'') {
+            name_end -= 1;
+        }
+        let mut name_start = name_end;
+        while name_start > 0 && is_name_byte(b[name_start - 1]) {
+            name_start -= 1;
+        }
+        if name_start == name_end
+            || name_start < copied
+            || !is_secret_name(&s[name_start..name_end])
+            || b.get(colon + 1) == Some(&b'/')
+        {
+            continue;
+        }
+        let mut start = colon + 1;
+        while start < b.len() && b[start] == b' ' {
+            start += 1;
+        }
+        let (start, end) = match b.get(start) {
+            Some(&q) if q == b'"' || q == b'\'' => {
+                let from = start + 1;
+                let end = (from..b.len())
+                    .find(|&j| b[j] == q && b[j - 1] != b'\\')
+                    .unwrap_or(b.len());
+                (from, end)
+            }
+            _ => {
+                let token_end = |from: usize| {
+                    (from..b.len())
+                        .find(|&j| ends_token(b[j]) || matches!(b[j], b',' | b'}' | b';' | b'&'))
+                        .unwrap_or(b.len())
+                };
+                let mut end = token_end(start);
+                let word = &s[start..end];
+                if AUTH_SCHEMES.iter().any(|w| word.eq_ignore_ascii_case(w))
+                    && b.get(end) == Some(&b' ')
+                {
+                    end = token_end(end + 1);
+                }
+                (start, end)
+            }
+        };
+        let value = &s[start..end];
+        if value.is_empty() || value == mask || value.ends_with(mask) {
+            continue;
+        }
+        out.push_str(&s[copied..start]);
+        out.push_str(mask);
+        copied = end;
+        i = end.max(i);
     }
     out.push_str(&s[copied..]);
     out
@@ -328,10 +512,7 @@ mod tests {
             "https://h/login?next=%2Fp%3Ftoken%3D****%26x%3D1"
         );
         // Base64 padding stays inside the value.
-        assert_eq!(
-            redact_text("?sig=1&api_key=ab+c==", M),
-            "?sig=1&api_key=****"
-        );
+        assert_eq!(redact_text("?n=1&api_key=ab+c==", M), "?n=1&api_key=****");
         assert_eq!(redact_text("a=b&c=d", M), "a=b&c=d");
     }
 
@@ -378,12 +559,108 @@ mod tests {
     }
 
     #[test]
+    fn placements_found_in_use() {
+        // Array and nested parameter names.
+        assert_eq!(
+            redact_text("?token[]=a1&x[token]=b2&n=1", M),
+            "?token[]=****&x[token]=****&n=1"
+        );
+        // A URL nested in a parameter, encoded twice.
+        assert_eq!(
+            redact_text("https://h/a?next=%252Fp%253Ftoken%253Dabc%2526x%253D1", M),
+            "https://h/a?next=%252Fp%253Ftoken%253D****%2526x%253D1"
+        );
+        // Colon forms in free text and JSON-ish text.
+        assert_eq!(
+            redact_text("password: hunter2 (old)", M),
+            "password: **** (old)"
+        );
+        assert_eq!(
+            redact_text(r#"cfg {"SMTP_PASS": "s3cr3t x", "host": "h"}"#, M),
+            r#"cfg {"SMTP_PASS": "****", "host": "h"}"#
+        );
+        assert_eq!(
+            redact_text("Authorization: Basic dXNlcjpw", M),
+            "Authorization: ****"
+        );
+        // URLs and times are not names with values.
+        assert_eq!(
+            redact_text("at 12:30 see https://h/x", M),
+            "at 12:30 see https://h/x"
+        );
+        // Slack webhook paths are the credential.
+        assert_eq!(
+            redact_text(
+                "posting to https://hooks.slack.com/services/T0/B0/XyZ failed",
+                M
+            ),
+            "posting to https://hooks.slack.com/**** failed"
+        );
+        // Signatures, JWTs, sessions.
+        assert_eq!(
+            redact_text("?sig=a&X-Amz-Signature=b&jwt=c&session=d&signal=on", M),
+            "?sig=****&X-Amz-Signature=****&jwt=****&session=****&signal=on"
+        );
+    }
+
+    #[test]
+    fn flags_never_show_secrets() {
+        assert_eq!(mask_flag("SMTP_PASS", "hunter2"), "****");
+        assert_eq!(mask_flag("NEO_API_TOKEN", "neo_x"), "****");
+        assert_eq!(
+            mask_flag(
+                "SLACK_WEBHOOK_URL",
+                "https://hooks.slack.com/services/T/B/x"
+            ),
+            "****"
+        );
+        assert_eq!(
+            mask_flag(
+                "POSTGRES_MASTER_URL",
+                "postgres://neo:pw@db/master?sslpassword=p2&x=1"
+            ),
+            "postgres://****@db/master?sslpassword=****&x=1"
+        );
+        assert_eq!(
+            mask_flag(
+                "NEO_OPS_UPSTREAM_URL",
+                "https://ghp_abc@api.example.com/v1/s3cretpath?token=t&x=1"
+            ),
+            "https://****@api.example.com/****"
+        );
+        assert_eq!(
+            mask_flag("ALERTMANAGER_URL", "http://am.internal:9093"),
+            "http://am.internal:9093"
+        );
+        assert_eq!(
+            mask_flag("SMTP_HOST", "mail.example.com"),
+            "mail.example.com"
+        );
+        assert_eq!(mask_flag("SMTP_PORT", ""), "");
+    }
+
+    #[test]
+    fn log_urls_hide_passwords_wherever_they_are() {
+        assert_eq!(
+            for_log("postgres://neo:s3cret@db:5432/master"),
+            "postgres://neo:****@db:5432/master"
+        );
+        assert_eq!(for_log("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        assert_eq!(
+            for_log("postgres://db/master?user=neo&password=s3cret"),
+            "postgres://db/master?user=neo&password=****"
+        );
+    }
+
+    #[test]
     fn pathological_input_stays_linear() {
         let s = "a=".repeat(200_000);
         let started = std::time::Instant::now();
         assert_eq!(redact_text(&s, M), s);
         let s = "token=".repeat(100_000);
         assert_eq!(redact_text(&s, M), "token=****");
+        let s = "password:".repeat(50_000);
+        redact_text(&s, M);
         assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
     }
 

@@ -43,7 +43,10 @@ pub mod args;
 pub mod days;
 pub mod file_reader;
 pub mod html;
-pub mod redact;
+/// The duration grammar the manifest uses too.
+pub use neo_ops_text::duration;
+/// The redaction policy the host uses too (crate `neo-ops-text`).
+pub use neo_ops_text::redact;
 pub mod reply;
 pub mod rows;
 pub mod time;
