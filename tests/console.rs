@@ -23,7 +23,7 @@ routes = [
     { method = "POST", path = "/admin/support/console/order/{order_id}/replay_webhook", role = "super_admin" },
     { method = "POST", path = "/admin/support/console/staff/{staff_id}/unlock_pin", role = "super_admin" },
 ]
-grants = { db = ["master", "tenant:*"], mail = true, kv = ["console:"], queues = ["webhook"] }
+grants = { db = ["master", "tenant:*"], mail = true, kv = ["console:"], queues = ["webhook"], audit = true }
 limits = { memory = "32MiB", timeout = "30s" }
 config = { double_click_seconds = "30", idempotency_ttl_seconds = "600" }
 "#;
@@ -697,7 +697,7 @@ async fn unlock_pin_with_tenant_in_body(ctx: &Ctx) {
             400,
             error(
                 400,
-                "tenant \"alpha\" in the query and \"bravo\" in the body differ"
+                "ambiguous tenant: \"alpha\" in the query and \"bravo\" in the body differ; give it once"
             )
         )
     );

@@ -5,6 +5,7 @@
 
 mod support;
 
+use futures::StreamExt;
 use neo_ops::manifest::Role;
 use serde_json::{Value, json};
 use support::{Backend, Deployment, Server};
@@ -356,6 +357,74 @@ async fn floods_are_cut_off(backend: Backend) {
 }
 
 on_both_backends!(floods, floods_are_cut_off);
+
+/// A report as large as the endpoint takes (64 KiB), every field long.
+fn maximal_report(n: usize) -> String {
+    let filler = |c: char| c.to_string().repeat(12_000);
+    let body = json!({"csp-report": {
+        "document-uri": format!("https://pos.example.com/{}?token=t{n}", filler('d')),
+        "blocked-uri": format!("https://cdn.example/{}", filler('b')),
+        "effective-directive": "script-src-elem",
+        "original-policy": filler('p'),
+        "script-sample": filler('s'),
+        "referrer": filler('r'),
+        "line-number": n,
+    }})
+    .to_string();
+    assert!(
+        body.len() > 60_000 && body.len() <= 65_536,
+        "{}",
+        body.len()
+    );
+    body
+}
+
+/// 500 maximal reports (the stored maximum) list as JSON and as HTML within
+/// the plugin's 32 MiB: each stored report is capped (long fields cut with
+/// a marker) and the listing copies stored entries instead of rebuilding
+/// them. Before the cap, about 80 such reports made every listing fail.
+async fn maximal_reports_still_list(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(&manifest(100_000), "a").await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+    let posts = futures::stream::iter(1..=500).map(|n| {
+        let server = &server;
+        async move {
+            let resp = post(server, LEGACY, maximal_report(n)).await;
+            assert_eq!(resp.status().as_u16(), 204, "report {n}");
+        }
+    });
+    futures::StreamExt::buffer_unordered(posts, 8)
+        .collect::<Vec<()>>()
+        .await;
+    let (_, reports) = listing(&server, &admin).await;
+    assert_eq!(reports.len(), 500);
+    for entry in &reports {
+        let stored = entry["report"].to_string();
+        assert!(stored.len() <= 4096, "{}", stored.len());
+        let doc = &entry["report"]["csp-report"];
+        assert_eq!(doc["effective-directive"], "script-src-elem");
+        assert!(!stored.contains("token=t"), "redacted before the cut");
+    }
+    let (code, html) = server
+        .http
+        .get(server.url("/admin/csp/reports"))
+        .bearer_auth(&admin)
+        .header("accept", "text/html")
+        .send()
+        .await
+        .map(|r| (r.status().as_u16(), r))
+        .unwrap();
+    assert_eq!(code, 200);
+    let html = html.text().await.unwrap();
+    assert_eq!(html.matches("<tr><td>").count(), 500);
+    assert!(html.contains("500 report(s), newest first."));
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(maximal_reports, maximal_reports_still_list);
 
 async fn html_carries_the_report_only_policy(backend: Backend) {
     let dep = Deployment::new(backend).await;

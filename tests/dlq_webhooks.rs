@@ -43,7 +43,7 @@ routes = [
   {{ method = "GET", path = "/api/admin/dlq", role = "admin" }},
   {{ method = "POST", path = "/api/admin/dlq/replay", role = "admin" }},
 ]
-grants = {{ queues = ["webhook", "export"] }}
+grants = {{ queues = ["webhook", "export"], audit = true }}
 "#,
         addr = receiver.addr
     )

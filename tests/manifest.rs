@@ -56,6 +56,39 @@ fn golden_errors() {
             "plugins.toml:1:10: plugin name \"Bad_Name\"",
         ),
         ("[plugins.a\n", "plugins.toml:1:11:"),
+        // Each of these once passed here and made `serve` panic at start.
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/api/admin/preflight\" }]\n",
+            "plugins.toml:3:36: route path \"/api/admin/preflight\" is served by the host",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x/:id\" }]\n",
+            "plugins.toml:3:36: path parameter \":id\" in \"/x/:id\" uses the old syntax; write \"{id}\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x/*rest\" }]\n",
+            "plugins.toml:3:36: wildcard \"*rest\" in \"/x/*rest\" uses the old syntax; write \"{*rest}\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x/{*rest}/y\" }]\n",
+            "plugins.toml:3:36: wildcard \"{*rest}\" in \"/x/{*rest}/y\" must be the last segment",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x/{a}\" }]\n\n[plugins.b]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"POST\", path = \"/x/{b}\" }]\n",
+            "plugins.toml:7:37: route \"/x/{b}\" overlaps route \"/x/{a}\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nqueue = { name = \"jobs\" }\n\n[plugins.b]\ncomponent = \"status_page.wasm\"\nqueue = { name = \"jobs\" }\n",
+            "plugins.toml:7:18: queue \"jobs\" already has a consumer (plugin \"a\"); a queue has one",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { kv = [\"__lock:\"] }\n",
+            "plugins.toml:3:18: kv prefix \"__lock:\" overlaps the host's namespace \"__\"",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { kv = [\"_\"] }\n",
+            "plugins.toml:3:18: kv prefix \"_\" overlaps the host's namespace \"__\"",
+        ),
     ];
     let mut wrong = Vec::new();
     for (text, expected) in cases {
@@ -65,6 +98,44 @@ fn golden_errors() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+/// What the manifest accepts, the router serves: routes that share a shape
+/// by method, statics beside parameters, a trailing wildcard.
+#[test]
+fn accepted_routes_build_the_router() {
+    let text = "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [\n\
+        { method = \"GET\", path = \"/x/{id}\" },\n\
+        { method = \"POST\", path = \"/x/{id}\" },\n\
+        { method = \"GET\", path = \"/x/static\" },\n\
+        { method = \"GET\", path = \"/files/{*rest}\" },\n]\n";
+    let m = neo_ops::manifest::parse(text, "plugins.toml", Path::new(".")).unwrap();
+    let built = std::panic::catch_unwind(|| neo_ops::triggers::http::routes(m.plugins.iter()));
+    assert!(built.is_ok());
+}
+
+/// `neo-ops check` refuses what `serve` could not start, naming the place.
+#[test]
+fn check_refuses_what_serve_cannot_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("plugins.toml");
+    std::fs::write(
+        &manifest,
+        "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x/{a}\" }, { method = \"POST\", path = \"/x/{b}\" }]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("plugins.toml:3:"), "{stderr}");
+    assert!(stderr.contains("overlaps route \"/x/{a}\""), "{stderr}");
 }
 
 #[test]

@@ -22,7 +22,7 @@ const MANIFEST: &str = r#"
 [plugins.support-bundle]
 component = "support_bundle.wasm"
 routes = [{ method = "GET", path = "/api/outlet/{tenant}/support/bundle.zip", role = "admin" }]
-grants = { db = ["master"] }
+grants = { db = ["master"], audit = true }
 limits = { memory = "64MiB", timeout = "10s" }
 "#;
 
@@ -330,7 +330,7 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         r#"plugin="support-console""#,
         r#""password":"****""#,
         "token=****",
-        "postgres://neo:****@db.internal/acme",
+        r#""dsn":"****""#,
         "rotated **** after",
     ] {
         assert!(last.contains(expected), "{expected} missing in {last}");

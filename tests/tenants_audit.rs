@@ -81,6 +81,7 @@ const AUDITOR: &str = r#"
 [plugins.probe]
 component = "test_probe.wasm"
 command = true
+grants = { audit = true }
 "#;
 
 async fn edited_audit_record_is_caught(backend: Backend) {
@@ -93,6 +94,15 @@ async fn edited_audit_record_is_caught(backend: Backend) {
     let master = server.master().clone();
     let v = neo_ops::audit_log::verify(&master).await.unwrap();
     assert_eq!((v.records, v.broken_at.is_none()), (3, true));
+    // Outside HTTP the host names the plugin and trigger, whatever the plugin passed.
+    let actors = master
+        .query("SELECT DISTINCT actor FROM audit_log", &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        actors.rows,
+        vec![vec![Value::Text("probe (command)".into())]]
+    );
 
     let ids = support::ints(&master, "SELECT id FROM audit_log ORDER BY id", &[]).await;
     master
@@ -111,7 +121,7 @@ async fn edited_audit_record_is_caught(backend: Backend) {
     // Deleting a record breaks the link of the next one.
     master
         .execute(
-            "UPDATE audit_log SET actor = 'probe' WHERE id = $1",
+            "UPDATE audit_log SET actor = 'probe (command)' WHERE id = $1",
             &[Value::Int(ids[1])],
         )
         .await
@@ -127,6 +137,21 @@ async fn edited_audit_record_is_caught(backend: Backend) {
     );
     server.stop().await.unwrap();
 }
+
+/// Without `audit = true` a plugin cannot write to the audit log at all.
+async fn audit_needs_its_grant(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let ungranted = AUDITOR.replace("grants = { audit = true }\n", "");
+    let server = dep.start(&ungranted, "a").await;
+    let out = server.command("probe", &["audit", "forged"]).await;
+    let text = format!("{out:?}");
+    assert!(text.contains("no audit grant"), "{text}");
+    let n = support::ints(server.master(), "SELECT COUNT(*) FROM audit_log", &[]).await;
+    assert_eq!(n, vec![0]);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(audit_grant, audit_needs_its_grant);
 
 on_both_backends!(audit_chain, edited_audit_record_is_caught);
 

@@ -238,6 +238,13 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Check => {
             let manifest = load_manifest(&cli.manifest)?;
+            // What `serve` builds, short of connecting: the route table and
+            // every plugin compiled (warming the cache) and linked.
+            let _routes =
+                std::panic::catch_unwind(|| triggers::http::routes(manifest.plugins.iter()))
+                    .map_err(|_| {
+                        anyhow::anyhow!("the manifest's routes cannot be served (see above)")
+                    })?;
             let engine = crate::runtime::engine::build_engine(1)?;
             crate::runtime::link_plugins(&engine, &manifest, &cli.data_dir.join("cache"))?;
             println!(

@@ -84,6 +84,8 @@ pub struct Grants {
     pub db: Vec<DbGrant>,
     pub kv: Vec<String>,
     pub mail: bool,
+    /// May append to the audit log (`audit = true`).
+    pub audit: bool,
     pub http: Vec<Endpoint>,
     pub env: Vec<String>,
     /// Absolute paths, or `arg:--flag`: the path given to that flag of the
@@ -225,6 +227,8 @@ struct RawGrants {
     #[serde(default)]
     mail: bool,
     #[serde(default)]
+    audit: bool,
+    #[serde(default)]
     http: Vec<Spanned<String>>,
     #[serde(default)]
     env: Vec<String>,
@@ -279,6 +283,10 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
 
     let mut plugins = Vec::new();
     let mut seen_routes: HashMap<(String, String), String> = HashMap::new();
+    // The router's own matcher: a pair of paths it cannot tell apart
+    // (`/x/{a}` beside `/x/{b}`) is refused here, not by a panic at start.
+    let mut matcher: matchit::Router<String> = matchit::Router::new();
+    let mut consumers: HashMap<String, String> = HashMap::new();
     for (name, rp) in raw.plugins {
         let at = |s: &std::ops::Range<usize>, m: String| err_at(s.start, m);
         let name_span = name.span();
@@ -324,6 +332,17 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                     )
                 })?),
             };
+            let known_path = seen_routes.keys().any(|(_, p)| p == &path);
+            if !known_path && let Err(e) = matcher.insert(&path, name.clone()) {
+                let other = match &e {
+                    matchit::InsertError::Conflict { with } => format!(" \"{with}\""),
+                    _ => String::new(),
+                };
+                return Err(at(
+                    &r.path.span(),
+                    format!("route \"{path}\" overlaps route{other}: {e}"),
+                ));
+            }
             if let Some(other) = seen_routes.insert((method.clone(), path.clone()), name.clone()) {
                 return Err(at(
                     &r.path.span(),
@@ -369,6 +388,15 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                 }
                 if q.max_attempts == 0 {
                     return Err(at(&q.name.span(), "max_attempts must be at least 1".into()));
+                }
+                if let Some(other) = consumers.insert(q.name.get_ref().clone(), name.clone()) {
+                    return Err(at(
+                        &q.name.span(),
+                        format!(
+                            "queue \"{}\" already has a consumer (plugin \"{other}\"); a queue has one",
+                            q.name.get_ref()
+                        ),
+                    ));
                 }
                 let backoff = match &q.backoff {
                     None => DEFAULT_BACKOFF,
@@ -426,17 +454,45 @@ fn is_simple_name(s: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
 }
 
+/// Routes the host serves itself; no plugin may take them.
+pub mod host_routes {
+    pub const HEALTHZ: &str = "/healthz";
+    pub const READYZ: &str = "/readyz";
+    pub const PREFLIGHT: &str = "/api/admin/preflight";
+    pub const ALL: &[&str] = &[HEALTHZ, READYZ, PREFLIGHT];
+}
+
+/// A route path the router accepts: `/a/{param}/b`, `/files/{*rest}` (last
+/// segment only). The older `:param` / `*rest` syntax gets a hint.
 fn validate_route_path(path: &str) -> Result<(), String> {
     if !path.starts_with('/') {
         return Err(format!("route path \"{path}\" must start with '/'"));
     }
-    if ["/healthz", "/readyz"].contains(&path) {
+    if host_routes::ALL.contains(&path.trim_end_matches('/')) {
         return Err(format!("route path \"{path}\" is served by the host"));
     }
-    for seg in path.split('/').skip(1) {
+    let segments: Vec<&str> = path.split('/').skip(1).collect();
+    for (i, seg) in segments.iter().enumerate() {
+        if let Some(name) = seg.strip_prefix(':') {
+            return Err(format!(
+                "path parameter \"{seg}\" in \"{path}\" uses the old syntax; write \"{{{name}}}\""
+            ));
+        }
+        if let Some(name) = seg.strip_prefix('*') {
+            return Err(format!(
+                "wildcard \"{seg}\" in \"{path}\" uses the old syntax; write \"{{*{name}}}\""
+            ));
+        }
         if seg.contains(['{', '}']) {
             let inner = seg.strip_prefix('{').and_then(|s| s.strip_suffix('}'));
             match inner {
+                Some(p) if p.starts_with('*') && is_simple_name(&p[1..]) => {
+                    if i + 1 != segments.len() {
+                        return Err(format!(
+                            "wildcard \"{seg}\" in \"{path}\" must be the last segment"
+                        ));
+                    }
+                }
                 Some(p) if is_simple_name(p) => {}
                 _ => return Err(format!("bad path parameter \"{seg}\" in \"{path}\"")),
             }
@@ -469,10 +525,20 @@ fn parse_grants(
     }
     let mut kv = Vec::new();
     for k in &g.kv {
-        if k.get_ref().is_empty() {
+        let prefix = k.get_ref();
+        if prefix.is_empty() {
             return Err(at(
                 &k.span(),
                 "an empty kv prefix would grant every key".into(),
+            ));
+        }
+        let host = crate::backends::kv::HOST_NAMESPACE;
+        if prefix.starts_with(host) || host.starts_with(prefix.as_str()) {
+            return Err(at(
+                &k.span(),
+                format!(
+                    "kv prefix \"{prefix}\" overlaps the host's namespace \"{host}\" (locks, queues, idempotency); pick another prefix"
+                ),
             ));
         }
         kv.push(k.get_ref().clone());
@@ -497,6 +563,7 @@ fn parse_grants(
         db,
         kv,
         mail: g.mail,
+        audit: g.audit,
         http,
         env: g.env.clone(),
         files,
@@ -596,19 +663,10 @@ pub fn parse_size(s: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
-/// `"500ms"`, `"2s"`, `"5m"`, `"1h"`.
+/// A duration with its unit (`"500ms"`, `"2s"`, `"5m"`, `"1h"`, `"1d"`):
+/// the grammar the plugins' config uses too.
 pub fn parse_duration(s: &str) -> Option<Duration> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    Some(match unit {
-        "ms" => Duration::from_millis(n),
-        "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.checked_mul(60)?),
-        "h" => Duration::from_secs(n.checked_mul(3600)?),
-        _ => return None,
-    })
+    neo_ops_text::duration::parse(s).ok()
 }
 
 /// 1-based line and column of a byte offset.

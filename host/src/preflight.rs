@@ -8,7 +8,7 @@ use std::time::Instant;
 use crate::runtime::{InvokeError, Runtime};
 
 /// The route the host serves the checklist on (role `admin`).
-pub const ROUTE: &str = "/api/admin/preflight";
+pub const ROUTE: &str = crate::manifest::host_routes::PREFLIGHT;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {

@@ -2,6 +2,9 @@
 //! Unset production variables select the embedded backends.
 
 use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::runtime::admission::AdmissionPolicy;
 
 /// SMTP relay settings: `SMTP_HOST`, `SMTP_PORT`, `SMTP_USER`, `SMTP_PASS`, `SMTP_FROM`.
 #[derive(Clone)]
@@ -47,6 +50,12 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` names the client (`NEO_OPS_TRUSTED_PROXIES`,
     /// comma-separated addresses); from anyone else the header is ignored.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Shares of the slots per caller class and the bounded wait for one
+    /// (`NEO_OPS_PUBLIC_SHARE`, `NEO_OPS_BACKGROUND_SHARE`, `NEO_OPS_ADMISSION_WAIT`).
+    pub admission: AdmissionPolicy,
+    /// Open HTTP connections at most (`NEO_OPS_MAX_CONNECTIONS`); always
+    /// kept below the process's file limit.
+    pub max_connections: Option<usize>,
 }
 
 impl Settings {
@@ -107,6 +116,13 @@ impl Settings {
                 None => Vec::new(),
                 Some(list) => parse_addresses(&list)?,
             },
+            admission: admission_policy(&var)?,
+            max_connections: match var("NEO_OPS_MAX_CONNECTIONS") {
+                None => None,
+                Some(v) => Some(v.trim().parse().ok().filter(|n| *n >= 1).ok_or_else(|| {
+                    anyhow::anyhow!("NEO_OPS_MAX_CONNECTIONS \"{v}\" is not a positive number")
+                })?),
+            },
         })
     }
 
@@ -122,8 +138,40 @@ impl Settings {
             replica: default_replica(),
             max_instances: DEFAULT_MAX_INSTANCES,
             trusted_proxies: Vec::new(),
+            admission: AdmissionPolicy::default(),
+            max_connections: None,
         }
     }
+}
+
+/// `NEO_OPS_PUBLIC_SHARE` / `NEO_OPS_BACKGROUND_SHARE` (percent of the slots,
+/// 1–100) and `NEO_OPS_ADMISSION_WAIT` (a duration with its unit).
+fn admission_policy(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<AdmissionPolicy> {
+    let mut policy = AdmissionPolicy::default();
+    let percent = |name: &str, default: u32| -> anyhow::Result<u32> {
+        match var(name) {
+            None => Ok(default),
+            Some(v) => v
+                .trim()
+                .parse()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| anyhow::anyhow!("{name} \"{v}\" is not a percentage from 1 to 100")),
+        }
+    };
+    policy.public_share = percent("NEO_OPS_PUBLIC_SHARE", policy.public_share)?;
+    policy.background_share = percent("NEO_OPS_BACKGROUND_SHARE", policy.background_share)?;
+    if let Some(v) = var("NEO_OPS_ADMISSION_WAIT") {
+        policy.wait = neo_ops_text::duration::parse(&v)
+            .ok()
+            .filter(|d| *d <= Duration::from_secs(60))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "NEO_OPS_ADMISSION_WAIT \"{v}\" is not a duration up to 60s (e.g. \"500ms\")"
+                )
+            })?;
+    }
+    Ok(policy)
 }
 
 /// Other variables worth seeing in a diagnostic bundle (read from the process
@@ -139,7 +187,7 @@ const EXTRA_FLAGS: &[&str] = &[
 
 impl Settings {
     /// The configuration as `NAME=value` flags for diagnostics, sorted by
-    /// name, every secret masked (see [`mask_flag`]). What the host actually
+    /// name, every secret masked (`neo_ops_text::redact::mask_flag`). What the host actually
     /// uses wins over the raw environment.
     pub fn env_flags(&self) -> Vec<(String, String)> {
         let mut flags: std::collections::BTreeMap<String, String> = std::env::vars()
@@ -183,104 +231,11 @@ impl Settings {
         flags
             .into_iter()
             .map(|(k, v)| {
-                let masked = mask_flag(&k, &v);
+                let masked = neo_ops_text::redact::mask_flag(&k, &v);
                 (k, masked)
             })
             .collect()
     }
-}
-
-/// Names that hold a secret outright: the whole value is masked.
-const SECRET_NAME_PARTS: &[&str] = &[
-    "SECRET",
-    "TOKEN",
-    "PASSWORD",
-    "PASS",
-    "KEY",
-    "CREDENTIAL",
-    "AUTH",
-    "WEBHOOK",
-    "DSN",
-];
-
-/// URLs whose path says where, not who: shown with their path (their
-/// userinfo and secret query parameters are still masked).
-const INFRASTRUCTURE_URLS: &[&str] = &[
-    "POSTGRES_MASTER_URL",
-    "POSTGRES_TENANT_DSN_TEMPLATE",
-    "REDIS_URL",
-    "ALERTMANAGER_URL",
-];
-
-/// Masks one flag: secret-named variables entirely (a Slack webhook URL is a
-/// credential); in URLs the whole userinfo (a bare user may be a token),
-/// secret-looking query parameters, and the path of any URL not known to be
-/// infrastructure (paths often carry tokens).
-pub fn mask_flag(name: &str, value: &str) -> String {
-    let upper = name.to_ascii_uppercase();
-    let is_url_setting = upper.ends_with("_URL") || upper.ends_with("_TEMPLATE");
-    if value.is_empty() {
-        return String::new();
-    }
-    if SECRET_NAME_PARTS.iter().any(|p| upper.contains(p)) && !is_url_setting {
-        return "****".into();
-    }
-    if upper.contains("WEBHOOK") {
-        return "****".into();
-    }
-    mask_url(value, INFRASTRUCTURE_URLS.contains(&upper.as_str()))
-}
-
-/// `scheme://****@host:port/path?query` with the userinfo masked, secret
-/// query values masked, and the path kept only when `keep_path`.
-fn mask_url(value: &str, keep_path: bool) -> String {
-    let Some(scheme_end) = value.find("://") else {
-        return value.to_string();
-    };
-    let rest = &value[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let host = match authority.rfind('@') {
-        Some(at) => format!("****@{}", &authority[at + 1..]),
-        None => authority.to_string(),
-    };
-    let tail = &rest[authority_end..];
-    let tail = if tail.is_empty() || tail == "/" || keep_path {
-        mask_url_query(tail)
-    } else {
-        "/****".to_string()
-    };
-    format!("{}{host}{tail}", &value[..scheme_end + 3])
-}
-
-/// Replaces the values of credential-like query parameters in a URL.
-fn mask_url_query(value: &str) -> String {
-    let Some((base, query)) = value.split_once('?') else {
-        return value.to_string();
-    };
-    let masked: Vec<String> = query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((k, _)) if is_secret_param(k) => format!("{k}=****"),
-            _ => pair.to_string(),
-        })
-        .collect();
-    format!("{base}?{}", masked.join("&"))
-}
-
-fn is_secret_param(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    [
-        "token",
-        "password",
-        "secret",
-        "key",
-        "sig",
-        "signature",
-        "auth",
-    ]
-    .iter()
-    .any(|p| lower.contains(p))
 }
 
 fn parse_addresses(list: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
@@ -300,84 +255,4 @@ fn default_replica() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{host}-{}", std::process::id())
-}
-
-/// Replaces the password in a URL-shaped string with `***`, for logs.
-pub fn redact_url(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            let masked = if userinfo.contains(':') {
-                format!("{user}:***")
-            } else {
-                user.to_string()
-            };
-            format!("{}{}{}", &url[..scheme_end + 3], masked, &rest[at..])
-        }
-        None => url.to_string(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{mask_flag, redact_url};
-
-    #[test]
-    fn flags_never_show_secrets() {
-        assert_eq!(mask_flag("SMTP_PASS", "hunter2"), "****");
-        assert_eq!(mask_flag("NEO_API_TOKEN", "neo_x"), "****");
-        assert_eq!(
-            mask_flag(
-                "SLACK_WEBHOOK_URL",
-                "https://hooks.slack.com/services/T/B/x"
-            ),
-            "****"
-        );
-        assert_eq!(
-            mask_flag(
-                "POSTGRES_MASTER_URL",
-                "postgres://neo:pw@db/master?sslpassword=p2&x=1"
-            ),
-            "postgres://****@db/master?sslpassword=****&x=1"
-        );
-        assert_eq!(
-            mask_flag(
-                "NEO_OPS_UPSTREAM_URL",
-                "https://ghp_abc@api.example.com/v1/s3cretpath?token=t&x=1"
-            ),
-            "https://****@api.example.com/****"
-        );
-        assert_eq!(
-            mask_flag("ALERTMANAGER_URL", "http://am.internal:9093"),
-            "http://am.internal:9093"
-        );
-        assert_eq!(
-            mask_flag("SMTP_HOST", "mail.example.com"),
-            "mail.example.com"
-        );
-        assert_eq!(mask_flag("SMTP_PORT", ""), "");
-    }
-
-    #[test]
-    fn passwords_never_survive_redaction() {
-        assert_eq!(
-            redact_url("postgres://neo:s3cret@db:5432/master"),
-            "postgres://neo:***@db:5432/master"
-        );
-        assert_eq!(
-            redact_url("redis://127.0.0.1:6379"),
-            "redis://127.0.0.1:6379"
-        );
-        assert_eq!(
-            redact_url("redis://:pw@h/0?x=a@b"),
-            "redis://:***@h/0?x=a@b"
-        );
-    }
 }

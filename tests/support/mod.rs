@@ -5,6 +5,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod alertmanager;
+pub mod proxy;
 pub mod receivers;
 
 use neo_ops::backends::db::{Pool, Value};

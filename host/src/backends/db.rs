@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::RwLock;
 
-use crate::settings::{Settings, redact_url};
+use crate::settings::Settings;
+use neo_ops_text::redact::for_log as redact_url;
 
 static PG_MASTER: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres/master");
 static PG_TENANT: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres/tenant");
@@ -47,6 +48,11 @@ pub struct RowSet {
 
 /// Database failures, sorted into what a plugin can act on. The message never
 /// carries a DSN.
+/// How long taking a pooled Postgres connection (or opening one) may take.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a readiness ping may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("{0}")]
@@ -59,18 +65,26 @@ pub enum DbError {
     Unavailable(String),
     #[error("{0}")]
     Failed(String),
+    /// The database's own words about a statement it refused: for the log,
+    /// never for a response (they can quote data or schema).
+    #[error("the database rejected the statement: {0}")]
+    Rejected(String),
 }
 
 impl From<sqlx::Error> for DbError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => {
-                DbError::Conflict(d.message().to_string())
-            }
+            sqlx::Error::Database(d) if d.is_unique_violation() => DbError::Conflict(format!(
+                "duplicate key (constraint \"{}\")",
+                d.constraint().unwrap_or("unique")
+            )),
             sqlx::Error::Database(d) if d.is_foreign_key_violation() || d.is_check_violation() => {
-                DbError::Invalid(d.message().to_string())
+                DbError::Invalid(format!(
+                    "the row violates constraint \"{}\"",
+                    d.constraint().unwrap_or("?")
+                ))
             }
-            sqlx::Error::Database(d) => DbError::Invalid(d.message().to_string()),
+            sqlx::Error::Database(d) => DbError::Rejected(d.message().to_string()),
             sqlx::Error::PoolTimedOut
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
@@ -78,7 +92,7 @@ impl From<sqlx::Error> for DbError {
             sqlx::Error::ColumnDecode { index, source } => {
                 DbError::Invalid(format!("cannot decode column {index}: {source}"))
             }
-            _ => DbError::Failed(e.to_string()),
+            _ => DbError::Rejected(e.to_string()),
         }
     }
 }
@@ -318,7 +332,8 @@ async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(16)
         .min_connections(0)
-        .acquire_timeout(Duration::from_secs(5))
+        // Bounds connecting too: a down database answers within this.
+        .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(Duration::from_secs(300))
         .connect(url)
         .await
@@ -394,8 +409,10 @@ impl Pool {
         .await
     }
 
+    /// Whether the database answers within [`PING_TIMEOUT`] (readiness).
     pub async fn ping(&self) -> bool {
-        self.query("SELECT 1 AS one", &[]).await.is_ok()
+        let probe = self.query("SELECT 1 AS one", &[]);
+        matches!(tokio::time::timeout(PING_TIMEOUT, probe).await, Ok(Ok(_)))
     }
 
     pub async fn close(&self) {

@@ -3,16 +3,39 @@
 //! deployments sharing one Redis never see each other's keys.
 
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::settings::redact_url;
+use neo_ops_text::redact::for_log as redact_url;
 
 /// Keys under this prefix belong to the host (queues, dead letters); no
 /// plugin grant reaches them.
 pub const HOST_NAMESPACE: &str = "__";
+
+/// Where a lock lives: in the host's namespace, out of every plugin grant's
+/// reach (a plugin names its locks, the host owns the keys).
+fn lock_key(name: &str) -> String {
+    format!("{HOST_NAMESPACE}lock:{name}")
+}
+
+/// How the Redis connection comes back after an outage: short connect and
+/// response timeouts and a short capped backoff, so kv (and `/readyz`) is
+/// back within a couple of seconds of Redis (redis-rs's defaults grow the
+/// delay a hundredfold per try, up to a minute).
+fn reconnect_policy() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(3))
+        .set_number_of_retries(2)
+        .set_factor(2)
+        .set_exponent_base(2)
+        .set_max_delay(250)
+}
+
+/// How long a readiness ping may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Every kv call is bounded in time.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(5);
@@ -62,6 +85,7 @@ macro_rules! redis_call {
     }};
 }
 
+const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
 const UNLOCK: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 impl Kv {
@@ -70,12 +94,13 @@ impl Kv {
             Some(url) => {
                 let client = redis::Client::open(url)
                     .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", redact_url(url)))?;
-                let cm = tokio::time::timeout(KV_TIMEOUT, ConnectionManager::new(client))
-                    .await
-                    .map_err(|_| {
-                        anyhow::anyhow!("connecting to redis {}: timed out", redact_url(url))
-                    })?
-                    .map_err(|e| anyhow::anyhow!("connecting to redis {}: {e}", redact_url(url)))?;
+                let cm = tokio::time::timeout(
+                    KV_TIMEOUT,
+                    ConnectionManager::new_with_config(client, reconnect_policy()),
+                )
+                .await
+                .map_err(|_| anyhow::anyhow!("connecting to redis {}: timed out", redact_url(url)))?
+                .map_err(|e| anyhow::anyhow!("connecting to redis {}: {e}", redact_url(url)))?;
                 Backend::Redis(cm)
             }
             None => Backend::Memory(Mutex::new(MemStore::default())),
@@ -115,10 +140,12 @@ impl Kv {
 
     pub async fn ping(&self) -> bool {
         match &self.backend {
-            Backend::Redis(_) => redis_call!(self, |c| redis::cmd("PING")
-                .query_async::<String>(&mut c)
-                .await)
-            .is_ok(),
+            Backend::Redis(_) => {
+                let mut c = self.conn();
+                let cmd = redis::cmd("PING");
+                let ping = cmd.query_async::<String>(&mut c);
+                matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
+            }
             Backend::Memory(_) => true,
         }
     }
@@ -369,7 +396,7 @@ impl Kv {
     /// Takes a lock; returns its token when acquired.
     pub async fn lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, KvError> {
         let token = uuid::Uuid::new_v4().to_string();
-        let key = format!("lock:{name}");
+        let key = lock_key(name);
         Ok(self
             .set_nx(&key, token.as_bytes(), ttl)
             .await?
@@ -378,7 +405,7 @@ impl Kv {
 
     /// Releases a lock if `token` still holds it.
     pub async fn unlock(&self, name: &str, token: &str) -> Result<bool, KvError> {
-        let k = self.key(&format!("lock:{name}"));
+        let k = self.key(&lock_key(name));
         match &self.backend {
             Backend::Redis(_) => {
                 redis_call!(self, |c| {
@@ -393,6 +420,39 @@ impl Kv {
             Backend::Memory(_) => self.mem(|m| {
                 if m.bytes(&k)?.is_some_and(|v| v == token.as_bytes()) {
                     m.map.remove(&k);
+                    Ok(true)
+                } else {
+                    Ok(false)
+                }
+            }),
+        }
+    }
+}
+
+impl Kv {
+    /// Extends a lock held with `token` to expire `ttl` from now; false when
+    /// the lock expired or another holder has it.
+    pub async fn extend_lock(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let k = self.key(&lock_key(name));
+        let ms = ttl.as_millis().max(1) as u64;
+        match &self.backend {
+            Backend::Redis(_) => redis_call!(self, |c| {
+                let n: i64 = redis::Script::new(EXTEND)
+                    .key(&k)
+                    .arg(token)
+                    .arg(ms)
+                    .invoke_async(&mut c)
+                    .await?;
+                Ok(n == 1)
+            }),
+            Backend::Memory(_) => self.mem(|m| {
+                if m.bytes(&k)?.is_some_and(|v| v == token.as_bytes()) {
+                    m.put(k, Val::Bytes(token.as_bytes().to_vec()), Some(ttl));
                     Ok(true)
                 } else {
                     Ok(false)

@@ -1,32 +1,108 @@
 //! `neo:ops/audit`: append a record to the hash-chained audit log. The host
-//! stamps time, plugin and request id; the plugin cannot backdate or forge them.
+//! stamps time, actor, plugin and request id; the plugin cannot backdate or
+//! forge them. Needs `audit = true` in the plugin's grants.
 
 use crate::audit_log::{self, NewRecord};
+use crate::backends::db::Value;
 use crate::bindings::neo::ops::audit as wit;
+use crate::bindings::neo::ops::db::Statement;
 use crate::bindings::{ErrorCode, WitError};
+use crate::caps::db::{MAX_STATEMENTS, db_error, statement_from_wit};
 use crate::runtime::state::StoreState;
 
-impl wit::Host for StoreState {
-    async fn append(&mut self, entry: wit::Entry) -> Result<i64, WitError> {
+impl StoreState {
+    /// The grant check, then the record the host will write for `entry`.
+    fn audit_record(&self, entry: wit::Entry) -> Result<NewRecord, WitError> {
+        let call = &self.call;
+        if !call.plugin.grants.audit {
+            tracing::warn!(plugin = %call.plugin.name, "audit append denied");
+            return Err(WitError::denied(format!(
+                "plugin \"{}\" has no audit grant (audit = true)",
+                call.plugin.name
+            )));
+        }
         let details: serde_json::Value = serde_json::from_str(&entry.details)
             .ok()
             .filter(serde_json::Value::is_object)
             .ok_or_else(|| WitError::invalid("audit details must be a JSON object"))?;
-        let record = NewRecord {
-            // An authenticated caller is who acted, whatever the plugin says.
-            actor: self.call.actor.clone().unwrap_or(entry.actor),
+        Ok(NewRecord {
+            // The host says who acted: the authenticated caller, else the
+            // plugin and its trigger. What the plugin passes is ignored.
+            actor: call.actor.clone(),
             action: entry.action,
             target: entry.target,
             tenant: entry.tenant,
-            request_id: Some(self.call.request_id.clone()),
-            plugin: Some(self.call.plugin.name.clone()),
+            request_id: Some(call.request_id.clone()),
+            plugin: Some(call.plugin.name.clone()),
             details,
-        };
-        audit_log::append(self.call.services.db.master(), record)
+        })
+    }
+}
+
+fn unavailable(plugin: &str, e: impl std::fmt::Display) -> WitError {
+    tracing::error!(%plugin, error = %e, "audit append failed");
+    WitError::new(ErrorCode::Unavailable, "audit log unavailable")
+}
+
+impl wit::Host for StoreState {
+    async fn append(&mut self, entry: wit::Entry) -> Result<i64, WitError> {
+        let record = self.audit_record(entry)?;
+        // A task of the invocation, like database work: an append already
+        // started completes even if the plugin is cut off right after.
+        let master = self.call.services.db.master().clone();
+        let plugin = self.call.plugin.name.clone();
+        match self
+            .call
+            .tasks
+            .spawn(async move { audit_log::append(&master, record).await })
             .await
-            .map_err(|e| {
-                tracing::error!(plugin = %self.call.plugin.name, error = %e, "audit append failed");
-                WitError::new(ErrorCode::Unavailable, "audit log unavailable")
-            })
+        {
+            Ok(Ok(id)) => Ok(id),
+            Ok(Err(e)) => Err(unavailable(&plugin, e)),
+            Err(e) => Err(unavailable(&plugin, e)),
+        }
+    }
+
+    async fn record_transaction(
+        &mut self,
+        target: String,
+        statements: Vec<Statement>,
+        entry: wit::Entry,
+    ) -> Result<(i64, Vec<u64>), WitError> {
+        let mut record = self.audit_record(entry)?;
+        if statements.len() > MAX_STATEMENTS {
+            return Err(WitError::invalid(format!(
+                "{} statements in one transaction (at most {MAX_STATEMENTS})",
+                statements.len()
+            )));
+        }
+        let pool = self.pool_for(&target).await?;
+        let statements: Vec<(String, Vec<Value>)> =
+            statements.into_iter().map(statement_from_wit).collect();
+        let master = self.call.services.db.master().clone();
+        let plugin = self.call.plugin.name.clone();
+        // Commit and record in one task: once the commit is in, the record
+        // follows even if the invocation is cut off meanwhile.
+        let work = self.call.tasks.spawn(async move {
+            let results = pool.transaction(&statements).await.map_err(Err)?;
+            let rows: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
+            record.details["rows"] = serde_json::json!(rows);
+            let id = audit_log::append(&master, record).await.map_err(Ok)?;
+            Ok::<_, Result<crate::backends::db::DbError, crate::backends::db::DbError>>((id, rows))
+        });
+        match work.await {
+            Ok(Ok(done)) => Ok(done),
+            // The transaction failed: nothing committed, nothing to record.
+            Ok(Err(Err(e))) => Err(db_error(&self.call, e)),
+            // Committed, but the record could not be written.
+            Ok(Err(Ok(e))) => {
+                tracing::error!(%plugin, target, error = %e, "committed a transaction whose audit record could not be written");
+                Err(WitError::new(
+                    ErrorCode::Unavailable,
+                    "the transaction committed but the audit log is unavailable",
+                ))
+            }
+            Err(e) => Err(unavailable(&plugin, e)),
+        }
     }
 }

@@ -7,7 +7,7 @@ use crate::manifest::DbGrant;
 use crate::runtime::state::{CallContext, StoreState};
 
 /// Largest number of statements in one transaction call.
-const MAX_STATEMENTS: usize = 10_000;
+pub(crate) const MAX_STATEMENTS: usize = 10_000;
 
 enum Target<'a> {
     Master,
@@ -38,7 +38,7 @@ pub(crate) fn may_use_tenant(call: &CallContext, name: &str) -> bool {
 
 impl StoreState {
     /// Checks the grant, then opens the pool. Nothing is opened when denied.
-    async fn pool_for(&mut self, target: &str) -> Result<Pool, WitError> {
+    pub(crate) async fn pool_for(&mut self, target: &str) -> Result<Pool, WitError> {
         let call = &self.call;
         let allowed = match parse_target(target)? {
             Target::Master => call.plugin.grants.db.contains(&DbGrant::Master),
@@ -53,7 +53,12 @@ impl StoreState {
         }
         match parse_target(target)? {
             Target::Master => Ok(call.services.db.master().clone()),
-            Target::Tenant(name) => call.services.db.tenant(name).await.map_err(db_error),
+            Target::Tenant(name) => call
+                .services
+                .db
+                .tenant(name)
+                .await
+                .map_err(|e| db_error(call, e)),
         }
     }
 }
@@ -67,7 +72,7 @@ impl StoreState {
         work: impl Future<Output = Result<T, DbError>> + Send + 'static,
     ) -> Result<T, WitError> {
         match self.call.tasks.spawn(work).await {
-            Ok(result) => result.map_err(db_error),
+            Ok(result) => result.map_err(|e| db_error(&self.call, e)),
             Err(e) => Err(WitError::new(
                 ErrorCode::Failed,
                 format!("database task failed: {e}"),
@@ -76,14 +81,32 @@ impl StoreState {
     }
 }
 
-pub fn db_error(e: DbError) -> WitError {
+/// The guest's view of a database error. The database's own text stays in
+/// the log (with the plugin and request id): it can quote data or schema,
+/// and a plugin may pass its error on to an HTTP response.
+pub fn db_error(call: &CallContext, e: DbError) -> WitError {
     match e {
+        DbError::Rejected(detail) => {
+            tracing::warn!(plugin = %call.plugin.name, request_id = %call.request_id, %detail, "database rejected a statement");
+            WitError::new(
+                ErrorCode::Invalid,
+                format!(
+                    "the database rejected the statement (details in the host log, request {})",
+                    call.request_id
+                ),
+            )
+        }
         DbError::Invalid(m) => WitError::new(ErrorCode::Invalid, m),
         DbError::NotFound(m) => WitError::new(ErrorCode::NotFound, m),
         DbError::Conflict(m) => WitError::new(ErrorCode::Conflict, m),
         DbError::Unavailable(m) => WitError::new(ErrorCode::Unavailable, m),
         DbError::Failed(m) => WitError::new(ErrorCode::Failed, m),
     }
+}
+
+/// A WIT statement as the backend's (SQL, parameters).
+pub(crate) fn statement_from_wit(s: wit::Statement) -> (String, Vec<Value>) {
+    (s.sql, s.params.into_iter().map(from_wit).collect())
 }
 
 fn from_wit(v: wit::Value) -> Value {
@@ -158,10 +181,8 @@ impl wit::Host for StoreState {
             )));
         }
         let pool = self.pool_for(&target).await?;
-        let statements: Vec<(String, Vec<Value>)> = statements
-            .into_iter()
-            .map(|s| (s.sql, s.params.into_iter().map(from_wit).collect()))
-            .collect();
+        let statements: Vec<(String, Vec<Value>)> =
+            statements.into_iter().map(statement_from_wit).collect();
         let results = self
             .tracked(async move { pool.transaction(&statements).await })
             .await?;

@@ -133,21 +133,46 @@ impl wit::Host for StoreState {
 
     async fn lock(&mut self, name: String, ttl_ms: u64) -> Result<Option<String>, WitError> {
         self.kv_allowed(&name)?;
-        self.call
+        let token = self
+            .call
             .services
             .kv
             .lock(&name, Duration::from_millis(ttl_ms.max(1)))
+            .await
+            .map_err(kv_error)?;
+        if let Some(t) = &token {
+            self.call.held_locks.push((name, t.clone()));
+        }
+        Ok(token)
+    }
+
+    async fn extend_lock(
+        &mut self,
+        name: String,
+        token: String,
+        ttl_ms: u64,
+    ) -> Result<bool, WitError> {
+        self.kv_allowed(&name)?;
+        self.call
+            .services
+            .kv
+            .extend_lock(&name, &token, Duration::from_millis(ttl_ms.max(1)))
             .await
             .map_err(kv_error)
     }
 
     async fn unlock(&mut self, name: String, token: String) -> Result<bool, WitError> {
         self.kv_allowed(&name)?;
-        self.call
+        let released = self
+            .call
             .services
             .kv
             .unlock(&name, &token)
             .await
-            .map_err(kv_error)
+            .map_err(kv_error)?;
+        self.call
+            .held_locks
+            .retain(|(n, t)| !(n == &name && t == &token));
+        Ok(released)
     }
 }

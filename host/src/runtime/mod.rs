@@ -2,6 +2,7 @@
 //! them: a fresh store per invocation, memory limit, epoch deadline and a
 //! wall-clock bound. Every trigger comes through [`Runtime::invoke`].
 
+pub mod admission;
 pub mod cache;
 pub mod engine;
 pub mod state;
@@ -63,6 +64,18 @@ pub struct Invocation {
     pub request_id: String,
 }
 
+impl Invocation {
+    /// The admission class: anonymous HTTP is public, schedules and queue
+    /// jobs are background, everything an operator started is operator.
+    pub fn class(&self) -> admission::Class {
+        match &self.trigger {
+            Trigger::Http(_) if self.principal.is_none() => admission::Class::Public,
+            Trigger::Http(_) | Trigger::Command(_) => admission::Class::Operator,
+            Trigger::Schedule { .. } | Trigger::Queue { .. } => admission::Class::Background,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Output {
     pub status: u16,
@@ -82,6 +95,10 @@ pub enum InvokeError {
     Crashed { plugin: String, reason: String },
     #[error("plugin \"{plugin}\" timed out after {timeout:?}")]
     TimedOut { plugin: String, timeout: Duration },
+    /// No instance slot was free within the admission wait: try again later.
+    /// Nothing of the plugin ran.
+    #[error("busy: {0}; try again shortly")]
+    Busy(#[from] admission::Busy),
     #[error("no plugin named \"{0}\"")]
     UnknownPlugin(String),
     #[error("plugin \"{0}\" does not export {1}")]
@@ -93,6 +110,7 @@ impl InvokeError {
         match self {
             InvokeError::Failed { status, .. } => *status,
             InvokeError::TimedOut { .. } => 504,
+            InvokeError::Busy(_) => 503,
             InvokeError::UnknownPlugin(_) => 404,
             _ => 500,
         }
@@ -119,6 +137,7 @@ pub struct Runtime {
     _ticker: engine::EpochTicker,
     plugins: HashMap<String, LoadedPlugin>,
     pub services: Arc<Services>,
+    pub admission: Arc<admission::Admission>,
 }
 
 impl Runtime {
@@ -127,11 +146,16 @@ impl Runtime {
         let engine = engine::build_engine(services.settings.max_instances)?;
         let plugins = link_plugins(&engine, manifest, &services.settings.data_dir.join("cache"))?;
         let ticker = engine::EpochTicker::start(&engine);
+        let admission = Arc::new(admission::Admission::new(
+            services.settings.max_instances,
+            services.settings.admission,
+        ));
         Ok(Self {
             engine,
             _ticker: ticker,
             plugins,
             services,
+            admission,
         })
     }
 
@@ -158,9 +182,10 @@ impl Runtime {
             plugin: plugin.manifest.clone(),
             tenant: inv.and_then(|i| i.tenant.clone()),
             request_id: request_id.to_string(),
-            actor: inv.and_then(|i| i.principal.as_ref().map(|p| p.name.clone())),
+            actor: actor(&plugin.manifest.name, inv),
             files,
             tasks: tokio_util::task::TaskTracker::new(),
+            held_locks: Vec::new(),
         });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
@@ -188,6 +213,7 @@ impl Runtime {
             InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/handler")
         })?;
         let timeout = plugin.manifest.limits.timeout;
+        let _slot = self.admission.acquire(inv.class()).await?;
         let mut store = self.new_store(plugin, Some(&inv), &inv.request_id);
         let tasks = store.data().call.tasks.clone();
         let wit_inv = to_wit(inv);
@@ -198,6 +224,9 @@ impl Runtime {
         };
         let outcome = tokio::time::timeout(timeout, call).await;
         settle(&tasks).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            release_locks(&self.services, &mut store).await;
+        }
         match outcome {
             Err(_) => Err(timed_out(plugin_name, timeout)),
             Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
@@ -228,6 +257,7 @@ impl Runtime {
             .as_ref()
             .ok_or_else(|| InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/check"))?;
         let timeout = plugin.manifest.limits.timeout;
+        let _slot = self.admission.acquire(admission::Class::Operator).await?;
         let mut store = self.new_store(plugin, None, request_id);
         let tasks = store.data().call.tasks.clone();
         let call = async {
@@ -237,6 +267,9 @@ impl Runtime {
         };
         let outcome = tokio::time::timeout(timeout, call).await;
         settle(&tasks).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            release_locks(&self.services, &mut store).await;
+        }
         match outcome {
             Err(_) => Err(timed_out(plugin_name, timeout)),
             Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
@@ -255,6 +288,23 @@ impl Runtime {
             }
         }
     }
+}
+
+/// The audit actor of an invocation (see `CallContext::actor`).
+fn actor(plugin: &str, inv: Option<&Invocation>) -> String {
+    let Some(inv) = inv else {
+        return format!("{plugin} (check)");
+    };
+    if let Some(p) = &inv.principal {
+        return p.name.clone();
+    }
+    let trigger = match inv.trigger {
+        Trigger::Http(_) => "http",
+        Trigger::Schedule { .. } => "schedule",
+        Trigger::Command(_) => "command",
+        Trigger::Queue { .. } => "queue",
+    };
+    format!("{plugin} ({trigger})")
 }
 
 fn timed_out(plugin: &str, timeout: Duration) -> InvokeError {
@@ -279,6 +329,25 @@ fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error) -> InvokeErr
     InvokeError::Crashed {
         plugin: plugin.to_string(),
         reason,
+    }
+}
+
+/// Releases the locks an invocation that trapped or timed out still held:
+/// such a lock would otherwise block others until it expires. A plugin that
+/// returned normally keeps what it chose to keep (a double-click guard).
+async fn release_locks(services: &Services, store: &mut Store<StoreState>) {
+    for (name, token) in std::mem::take(&mut store.data_mut().call.held_locks) {
+        match services.kv.unlock(&name, &token).await {
+            Ok(true) => tracing::info!(
+                plugin = %store.data().call.plugin.name,
+                lock = %name,
+                "released a lock the finished invocation still held"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(lock = %name, error = %e, "could not release a lock; it will expire")
+            }
+        }
     }
 }
 

@@ -15,12 +15,17 @@ pub struct CallContext {
     pub plugin: Arc<Plugin>,
     pub tenant: Option<String>,
     pub request_id: String,
-    pub actor: Option<String>,
+    /// Who acts, for the audit log: the authenticated caller's token name,
+    /// else `<plugin> (<trigger>)`. Never what the plugin says.
+    pub actor: String,
     /// Files this invocation may read, resolved from the grants and its arguments.
     pub files: Vec<std::path::PathBuf>,
     /// Database work runs here, so a statement already sent finishes (and is
     /// waited for) even when the invocation is cut off mid-call.
     pub tasks: tokio_util::task::TaskTracker,
+    /// Locks taken and not yet released (name, token): the runtime releases
+    /// them when the invocation ends, however it ended.
+    pub held_locks: Vec<(String, String)>,
 }
 
 pub struct StoreState {

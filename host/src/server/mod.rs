@@ -1,6 +1,8 @@
 //! `neo-ops serve`: the HTTP trigger plus the schedule and queue loops, with
 //! a graceful, bounded shutdown. Tests bind port 0 and call [`run`] directly.
 
+pub mod accept;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -46,14 +48,18 @@ pub async fn run(
     tracing::info!(%addr, replica = %services.settings.replica, "serving");
 
     let app = triggers::http::router(runtime.clone());
+    let max_connections = accept::connection_cap(services.settings.max_connections);
+    tracing::info!(max_connections, "connection cap");
+    background.spawn(
+        runtime
+            .admission
+            .clone()
+            .log_refusals(shutdown.child_token()),
+    );
     let stop = shutdown.clone();
     let mut http = tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
+        accept::serve(listener, app, max_connections, stop).await;
+        anyhow::Ok(())
     });
 
     tokio::select! {

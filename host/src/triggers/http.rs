@@ -4,16 +4,17 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{ConnectInfo, Path, RawQuery, State};
-use axum::http::{Extensions, HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
-use crate::manifest::Role;
+use crate::manifest::{Plugin, Role, host_routes};
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
 use crate::{auth, preflight};
 
@@ -42,6 +43,19 @@ pub fn forbidden() -> Response {
     error_envelope(403, "forbidden")
 }
 
+/// Seconds a refused client is asked to wait before trying again.
+pub const RETRY_AFTER_SECS: u32 = 1;
+
+/// No plugin slot was free in time: 503 with `Retry-After`. Counted and
+/// logged in summary by the admission control, not per request.
+pub fn busy() -> Response {
+    let mut response = error_envelope(503, "busy, try again shortly");
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
+    response
+}
+
 #[derive(Clone)]
 struct RouteTarget {
     plugin: String,
@@ -49,29 +63,42 @@ struct RouteTarget {
 }
 
 #[derive(Clone)]
-struct AppState {
+pub struct AppState {
     runtime: Arc<Runtime>,
 }
 
 /// Builds the router: host endpoints plus every manifest route.
 pub fn router(runtime: Arc<Runtime>) -> Router {
+    routes(runtime.plugins().map(|p| p.manifest.as_ref()))
+        .with_state(AppState { runtime })
+        // A slow body or a stuck handler cannot hold a connection forever.
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            REQUEST_TIMEOUT,
+        ))
+}
+
+/// The route table of a set of plugins, before any state is attached:
+/// `neo-ops check` builds it too, so a manifest it accepts always serves.
+pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState> {
     let mut by_path: BTreeMap<String, Vec<(Method, RouteTarget)>> = BTreeMap::new();
-    for p in runtime.plugins() {
-        for r in &p.manifest.routes {
+    for p in plugins {
+        for r in &p.routes {
             let method =
                 Method::from_bytes(r.method.as_bytes()).expect("validated by the manifest");
             by_path.entry(r.path.clone()).or_default().push((
                 method,
                 RouteTarget {
-                    plugin: p.manifest.name.clone(),
+                    plugin: p.name.clone(),
                     role: r.role,
                 },
             ));
         }
     }
     let mut router = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route(host_routes::HEALTHZ, get(healthz))
+        .route(host_routes::READYZ, get(readyz))
         .route(preflight::ROUTE, get(preflight_checklist));
     for (path, methods) in by_path {
         let mut mr: MethodRouter<AppState> = MethodRouter::new();
@@ -80,43 +107,15 @@ pub fn router(runtime: Arc<Runtime>) -> Router {
             mr = mr.merge(on(
                 filter,
                 move |state: State<AppState>,
-                      params: Path<HashMap<String, String>>,
-                      query: RawQuery,
-                      method: Method,
-                      uri: Uri,
-                      headers: HeaderMap,
-                      extensions: Extensions,
-                      body: Result<Bytes, BytesRejection>| {
-                    let target = target.clone();
-                    let socket = extensions
-                        .get::<ConnectInfo<SocketAddr>>()
-                        .map(|ConnectInfo(addr)| addr.ip());
-                    async move {
-                        let trusted = &state.runtime.services.settings.trusted_proxies;
-                        let remote_addr =
-                            client_addr(socket, &headers, trusted).map(|ip| ip.to_string());
-                        // Oversized or unreadable bodies answer in the envelope too.
-                        let body = match body {
-                            Ok(body) => body,
-                            Err(rejection) => return body_rejected(rejection),
-                        };
-                        let request = RawRequest {
-                            method,
-                            uri,
-                            headers,
-                            body,
-                            remote_addr,
-                        };
-                        dispatch(state, target, params, query, request).await
-                    }
+                      Path(params): Path<HashMap<String, String>>,
+                      request: Request| {
+                    dispatch(state, target.clone(), params, request)
                 },
             ));
         }
         router = router.route(&path, mr);
     }
-    router
-        .fallback(|| async { error_envelope(404, "not found") })
-        .with_state(AppState { runtime })
+    router.fallback(|| async { error_envelope(404, "not found") })
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -218,59 +217,153 @@ pub fn client_addr(
     )
 }
 
-fn body_rejected(rejection: BytesRejection) -> Response {
-    let status = rejection.status();
-    let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-        "request body too large"
-    } else {
-        "unreadable request body"
-    };
-    error_envelope(status.as_u16(), message)
+/// Largest request body the host reads for a plugin.
+pub const MAX_BODY: usize = 2 << 20;
+/// Time a client has to send the whole body once the headers are in.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest any request may take, plugin included (plugin timeouts are
+/// shorter; this bounds the host's own waits too).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Reads the body up to [`MAX_BODY`]; past it 413, unreadable 400, in the envelope.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        return Err(error_envelope(413, "request body too large"));
+    }
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
+        let too_large = e
+            .into_inner()
+            .downcast_ref::<http_body_util::LengthLimitError>()
+            .is_some();
+        if too_large {
+            error_envelope(413, "request body too large")
+        } else {
+            error_envelope(400, "unreadable request body")
+        }
+    })
 }
 
-/// The parts of a request a plugin may see.
-struct RawRequest {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-    remote_addr: Option<String>,
+/// The invocation's tenant from the path, the query and a JSON body. A
+/// tenant given twice (a repeated query key, a repeated JSON key) or two
+/// sources that disagree is refused: settling it silently could act on the
+/// wrong tenant.
+fn tenant_of(
+    path_params: &HashMap<String, String>,
+    query: &[(String, String)],
+    body: &[u8],
+) -> Result<Option<String>, String> {
+    let ambiguous = |what: &str| Err(format!("ambiguous tenant: {what}; give it once"));
+    let from_query: Vec<&String> = query
+        .iter()
+        .filter(|(k, _)| k == "tenant")
+        .map(|(_, v)| v)
+        .collect();
+    if from_query.len() > 1 {
+        return ambiguous("\"tenant\" is repeated in the query");
+    }
+    let from_body = match body_tenants(body) {
+        Some(found) if found.len() > 1 => {
+            return ambiguous("\"tenant\" is repeated in the JSON body");
+        }
+        Some(mut found) => found.pop(),
+        None => None,
+    };
+    let mut sources = [
+        ("path", path_params.get("tenant")),
+        ("query", from_query.first().copied()),
+        ("body", from_body.as_ref()),
+    ]
+    .into_iter()
+    .filter_map(|(place, t)| Some((place, t?)));
+    let first = sources.next();
+    if let Some((place, first)) = first
+        && let Some((other_place, other)) = sources.find(|(_, t)| *t != first)
+    {
+        return ambiguous(&format!(
+            "\"{first}\" in the {place} and \"{other}\" in the {other_place} differ"
+        ));
+    }
+    Ok(first.map(|(_, t)| t.clone()))
+}
+
+/// Every top-level `"tenant"` value of a JSON object body (as text), or
+/// `None` when the body is not a JSON object.
+fn body_tenants(body: &[u8]) -> Option<Vec<String>> {
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    struct Tenants;
+    impl<'de> Visitor<'de> for Tenants {
+        type Value = Vec<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON object")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut found = Vec::new();
+            while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+                if key == "tenant" {
+                    match map.next_value::<serde_json::Value>()? {
+                        serde_json::Value::String(s) => found.push(s),
+                        serde_json::Value::Null => {}
+                        other => found.push(other.to_string()),
+                    }
+                } else {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+            Ok(found)
+        }
+    }
+    let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
+    if *first != b'{' {
+        return None;
+    }
+    serde_json::Deserializer::from_slice(body)
+        .deserialize_map(Tenants)
+        .ok()
 }
 
 async fn dispatch(
     State(state): State<AppState>,
     target: RouteTarget,
-    Path(params): Path<HashMap<String, String>>,
-    RawQuery(raw_query): RawQuery,
-    request: RawRequest,
+    params: HashMap<String, String>,
+    request: Request,
 ) -> Response {
-    let RawRequest {
-        method,
-        uri,
-        headers,
-        body,
-        remote_addr,
-    } = request;
+    let (parts, body) = request.into_parts();
+    let socket = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(addr)| addr.ip());
     let runtime = &state.runtime;
-    let request_id = request_id(&headers);
-    let principal = match authorize(runtime, &headers, target.role, &request_id).await {
+    let headers = &parts.headers;
+    let request_id = request_id(headers);
+    // The role is checked before a byte of the body is read: an anonymous
+    // flood of large bodies costs a header parse, not a buffer each.
+    let principal = match authorize(runtime, headers, target.role, &request_id).await {
         Ok(p) => p,
         Err(denied) => return denied,
     };
-    let query: Vec<(String, String)> = raw_query
-        .as_deref()
+    let body = match read_body(headers, body).await {
+        Ok(b) => b,
+        Err(rejected) => return rejected,
+    };
+    let trusted = &runtime.services.settings.trusted_proxies;
+    let remote_addr = client_addr(socket, headers, trusted).map(|ip| ip.to_string());
+    let query: Vec<(String, String)> = parts
+        .uri
+        .query()
         .map(|q| {
             url::form_urlencoded::parse(q.as_bytes())
                 .map(|(k, v)| (k.into_owned(), v.into_owned()))
                 .collect()
         })
         .unwrap_or_default();
-    let tenant = params.get("tenant").cloned().or_else(|| {
-        query
-            .iter()
-            .find(|(k, _)| k == "tenant")
-            .map(|(_, v)| v.clone())
-    });
+    let tenant = match tenant_of(&params, &query, &body) {
+        Ok(t) => t,
+        Err(why) => return error_envelope(400, &why),
+    };
     let dry_run = query
         .iter()
         .any(|(k, v)| k == "dry_run" && (v == "1" || v == "true"));
@@ -281,6 +374,8 @@ async fn dispatch(
         .collect();
     let mut path_params: Vec<(String, String)> = params.into_iter().collect();
     path_params.sort();
+    let method = parts.method;
+    let uri = parts.uri;
     let inv = Invocation {
         trigger: Trigger::Http(HttpRequest {
             method: method.to_string(),
@@ -300,6 +395,7 @@ async fn dispatch(
     let mut response = match runtime.invoke(&target.plugin, inv).await {
         Ok(out) => plugin_response(out.status, out.headers, out.body),
         Err(InvokeError::Failed { status, message }) => error_envelope(status, &message),
+        Err(InvokeError::Busy(_)) => busy(),
         Err(e @ InvokeError::TimedOut { .. }) => error_envelope(500, &e.to_string()),
         Err(e) => {
             tracing::error!(plugin = %target.plugin, request_id, error = %e, "invocation failed");

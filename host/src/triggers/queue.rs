@@ -10,12 +10,14 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::kv::{HOST_NAMESPACE, Kv};
 use crate::manifest::QueueSpec;
-use crate::runtime::{Invocation, Runtime, Trigger};
+use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
 
 const MAX_PAYLOAD: usize = 1 << 20;
 /// Dead letters kept per queue.
 pub const DLQ_KEEP: i64 = 1000;
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// How long a consumer pauses after its job found no free plugin slot.
+const BUSY_RETRY: Duration = Duration::from_millis(250);
 /// A consumer refreshes its liveness key this often...
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// ...and is presumed dead (its in-flight jobs re-queued) this long after the last refresh.
@@ -374,6 +376,20 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             request_id: job.id.clone(),
         };
         let result = runtime.invoke(&plugin, inv).await;
+        if let Err(InvokeError::Busy(_)) = result {
+            // The job never started: back on the queue with its attempts as
+            // they were, after a short pause so a saturated replica does not spin.
+            job.attempts -= 1;
+            job.not_before_ms = Some(now_ms() + BUSY_RETRY.as_millis() as i64);
+            if push(kv, &job).await.is_ok() {
+                let _ = kv.list_remove(&processing, &raw, 1).await;
+            }
+            tokio::select! {
+                _ = stop.cancelled() => break,
+                _ = tokio::time::sleep(BUSY_RETRY) => {}
+            }
+            continue;
+        }
         match result {
             Ok(_) => {
                 tracing::info!(plugin, job = %job.id, attempts = job.attempts, "queue job done")

@@ -13,7 +13,7 @@ use neo_ops_sdk::serde_json::{self, Value as Json, json};
 use neo_ops_sdk::{Failure, HttpRequest, Output, reply, time};
 
 use crate::settings::Settings;
-use crate::{rate, store};
+use crate::{cap, rate, store};
 use neo_ops_sdk::redact::redact_json;
 
 const ACCEPTED: &[&str] = &[
@@ -56,6 +56,7 @@ pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure
         .into_iter()
         .map(|(kind, mut report)| {
             redact_json(&mut report, MASK);
+            cap::report(&mut report);
             json!({
                 "received_at": received_at,
                 "content_type": content_type,

@@ -5,6 +5,7 @@
 //! `Content-Security-Policy-Report-Only` pointing here on every HTML
 //! response (`CSP_REPORT_ONLY` in host/src/triggers/http.rs).
 
+mod cap;
 mod intake;
 mod listing;
 mod rate;

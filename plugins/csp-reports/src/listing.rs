@@ -3,21 +3,55 @@
 //! client asks for `text/html` (every value escaped: reports are written by
 //! whoever can reach the public endpoint).
 
-use neo_ops_sdk::serde_json::{Value as Json, json};
+use neo_ops_sdk::serde_json::Value as Json;
 use neo_ops_sdk::{Failure, HttpRequest, Output, html::escape, reply};
 
 use crate::store;
 
 pub fn list(req: &HttpRequest) -> Result<Output, Failure> {
-    let reports = store::newest()?;
+    let limit = limit(req)?;
     if wants_html(req) {
+        let mut rows = String::new();
+        let shown = store::each_recent(limit, |_, entry| rows.push_str(&row(entry)))?;
         return Ok(Output {
             status: 200,
             headers: vec![("content-type".into(), "text/html; charset=utf-8".into())],
-            body: page(&reports).into_bytes(),
+            body: page(shown, &rows).into_bytes(),
         });
     }
-    Ok(reply::ok(json!({ "reports": reports })))
+    // The stored entries are JSON already: copied into the envelope as they
+    // are, not parsed into one big document and serialized again.
+    let mut body = String::from(r#"{"ok":true,"data":{"reports":["#);
+    let mut first = true;
+    store::each_recent(limit, |raw, _| {
+        if !std::mem::take(&mut first) {
+            body.push(',');
+        }
+        body.push_str(raw);
+    })?;
+    body.push_str("]}}");
+    Ok(Output {
+        status: 200,
+        headers: vec![("content-type".into(), "application/json".into())],
+        body: body.into_bytes(),
+    })
+}
+
+/// `?limit=N`, 1 to 500 (default 500).
+fn limit(req: &HttpRequest) -> Result<i64, Failure> {
+    match req.query.iter().find(|(k, _)| k == "limit") {
+        None => Ok(store::KEEP),
+        Some((_, v)) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=store::KEEP).contains(n))
+            .ok_or_else(|| {
+                reply::fail(
+                    400,
+                    format!("bad limit \"{v}\" (expected 1 to {})", store::KEEP),
+                )
+            }),
+    }
 }
 
 fn wants_html(req: &HttpRequest) -> bool {
@@ -43,26 +77,24 @@ fn summary(entry: &Json) -> [&str; 3] {
     keys.map(|k| body[k].as_str().unwrap_or(""))
 }
 
-fn page(reports: &[Json]) -> String {
-    let rows: String = reports
-        .iter()
-        .map(|entry| {
-            let [directive, document, blocked] = summary(entry);
-            format!(
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
-                escape(entry["received_at"].as_str().unwrap_or("")),
-                escape(entry["kind"].as_str().unwrap_or("")),
-                escape(directive),
-                escape(document),
-                escape(blocked),
-            )
-        })
-        .collect();
+fn row(entry: &Json) -> String {
+    let [directive, document, blocked] = summary(entry);
+    format!(
+        "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+        escape(entry["received_at"].as_str().unwrap_or("")),
+        escape(entry["kind"].as_str().unwrap_or("")),
+        escape(directive),
+        escape(document),
+        escape(blocked),
+    )
+}
+
+fn page(shown: usize, rows: &str) -> String {
     format!(
         "<!doctype html>\n<html><head><meta charset=\"utf-8\"><title>CSP reports</title></head>\n\
          <body><h1>CSP reports</h1><p>{} report(s), newest first.</p>\n\
          <table><tr><th>received</th><th>kind</th><th>directive</th><th>document</th><th>blocked</th></tr>\n\
          {rows}</table></body></html>\n",
-        reports.len()
+        shown
     )
 }

@@ -23,21 +23,28 @@ pub fn save(entries: &[Json]) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Stored reports of the last 24 hours, newest first.
-pub fn newest() -> Result<Vec<Json>, Failure> {
-    let values = kv::list_range(KEY, 0, KEEP - 1)?;
+/// Hands each stored report of the last 24 hours, newest first and at most
+/// `limit`, to `visit` as its stored text and parsed, one at a time: the
+/// listing never holds more than the raw list and its own output.
+pub fn each_recent(limit: i64, mut visit: impl FnMut(&str, &Json)) -> Result<usize, Failure> {
+    let values = kv::list_range(KEY, 0, limit.clamp(1, KEEP) - 1)?;
     let cutoff = time::rfc3339(time::now_micros() - RETENTION_MS as i64 * 1000);
-    Ok(values
-        .iter()
-        .filter_map(|v| match serde_json::from_slice::<Json>(v) {
-            Ok(entry) => Some(entry),
-            Err(e) => {
-                warn(&format!("skipping an unreadable stored report: {e}"));
-                None
+    let mut shown = 0;
+    for raw in &values {
+        let Ok(text) = std::str::from_utf8(raw) else {
+            warn("skipping a stored report that is not UTF-8");
+            continue;
+        };
+        match serde_json::from_str::<Json>(text) {
+            Ok(entry) if within(&entry, &cutoff) => {
+                visit(text, &entry);
+                shown += 1;
             }
-        })
-        .filter(|entry| within(entry, &cutoff))
-        .collect())
+            Ok(_) => {}
+            Err(e) => warn(&format!("skipping an unreadable stored report: {e}")),
+        }
+    }
+    Ok(shown)
 }
 
 /// Whether the entry was received at or after `cutoff` (both RFC 3339 UTC;

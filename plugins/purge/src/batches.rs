@@ -1,8 +1,13 @@
 //! The batch loops: find the next page of work by keyset on `id`, then apply
 //! it in one transaction whose statements re-check every condition, so the
 //! counts are the rows really changed even if the data moved in between.
+//! Each batch's transaction and its `purge.batch` audit record go to the
+//! host as one call (`audit::record_transaction`): personal data deleted by
+//! a run that is killed mid-way is on record all the same.
 
+use neo_ops_sdk::audit;
 use neo_ops_sdk::db::{self, RowSet, Statement, Value};
+use neo_ops_sdk::serde_json::json;
 
 use crate::options::Options;
 
@@ -19,26 +24,60 @@ pub struct Counts {
 const EXPIRED: &str = "anonymized_at IS NULL AND COALESCE(last_order_at, created_at) < $2";
 const HAS_ORDERS: &str = "EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id)";
 
+/// Called after every batch (committed, or counted in a dry run): the
+/// caller renews its lock; an error stops the run there.
+pub type AfterBatch<'a> = dyn FnMut() -> Result<(), neo_ops_sdk::Error> + 'a;
+
+/// One tenant's run: where it works and how each batch is recorded.
+pub struct Run<'a> {
+    pub tenant: &'a str,
+    pub cutoff: i64,
+    pub now: i64,
+    pub opts: &'a Options,
+}
+
+impl Run<'_> {
+    fn target(&self) -> String {
+        format!("tenant:{}", self.tenant)
+    }
+
+    /// Commits `statements` with the batch's audit record (`"rows"` per
+    /// statement is added by the host); returns the rows each changed.
+    fn commit(
+        &self,
+        counts: &Counts,
+        what: &[&str],
+        statements: &[Statement],
+    ) -> Result<Vec<u64>, neo_ops_sdk::Error> {
+        let entry = audit::Entry {
+            actor: String::new(),
+            action: "purge.batch".into(),
+            target: self.target(),
+            tenant: Some(self.tenant.to_string()),
+            details: json!({"batch": counts.batches + 1, "statements": what}).to_string(),
+        };
+        let (_, rows) = audit::record_transaction(&self.target(), statements, &entry)?;
+        Ok(rows)
+    }
+}
+
 pub fn purge(
-    target: &str,
-    cutoff: i64,
-    now: i64,
-    opts: &Options,
+    run: &Run<'_>,
+    after_batch: &mut AfterBatch<'_>,
 ) -> Result<Counts, neo_ops_sdk::Error> {
     let mut counts = Counts::default();
-    customers(target, cutoff, now, opts, &mut counts)?;
-    outbox(target, opts, &mut counts)?;
+    customers(run, &mut counts, after_batch)?;
+    outbox(run, &mut counts, after_batch)?;
     Ok(counts)
 }
 
 /// Walks expired customers in id order, a batch at a time.
 fn customers(
-    target: &str,
-    cutoff: i64,
-    now: i64,
-    opts: &Options,
+    run: &Run<'_>,
     counts: &mut Counts,
+    after_batch: &mut AfterBatch<'_>,
 ) -> Result<(), neo_ops_sdk::Error> {
+    let (target, opts) = (&run.target(), run.opts);
     let page_sql = format!(
         "SELECT id, CASE WHEN {HAS_ORDERS} THEN 1 ELSE 0 END AS has_orders \
          FROM customers WHERE id > $1 AND {EXPIRED} ORDER BY id LIMIT $3"
@@ -47,26 +86,26 @@ fn customers(
     loop {
         let params = [
             Value::Int(after),
-            Value::Timestamp(cutoff),
+            Value::Timestamp(run.cutoff),
             Value::Int(opts.batch_size),
         ];
         let page = db::query(target, &page_sql, &params)?;
         let Some(last) = last_id(&page) else {
             return Ok(());
         };
-        if opts.dry_run {
+        let (anonymised, customers_deleted) = if opts.dry_run {
             let with_orders = page
                 .iter()
                 .filter(|r| r.int("has_orders") == Some(1))
-                .count();
-            counts.anonymised += with_orders as u64;
-            counts.customers_deleted += (page.rows.len() - with_orders) as u64;
+                .count() as u64;
+            (with_orders, page.rows.len() as u64 - with_orders)
         } else {
-            let (anonymised, deleted) = apply_customers(target, after, last, cutoff, now)?;
-            counts.anonymised += anonymised;
-            counts.customers_deleted += deleted;
-        }
+            apply_customers(run, counts, after, last)?
+        };
+        counts.anonymised += anonymised;
+        counts.customers_deleted += customers_deleted;
         counts.batches += 1;
+        after_batch()?;
         if (page.rows.len() as i64) < opts.batch_size {
             return Ok(());
         }
@@ -77,15 +116,14 @@ fn customers(
 /// One transaction over ids in `(after, last]`: anonymise the expired who
 /// have orders, delete the expired who have none.
 fn apply_customers(
-    target: &str,
+    run: &Run<'_>,
+    counts: &Counts,
     after: i64,
     last: i64,
-    cutoff: i64,
-    now: i64,
 ) -> Result<(u64, u64), neo_ops_sdk::Error> {
     let range = [
         Value::Int(after),
-        Value::Timestamp(cutoff),
+        Value::Timestamp(run.cutoff),
         Value::Int(last),
     ];
     let anonymise = Statement {
@@ -94,7 +132,7 @@ fn apply_customers(
              address = NULL, anonymized_at = $4 \
              WHERE id > $1 AND id <= $3 AND {EXPIRED} AND {HAS_ORDERS}"
         ),
-        params: [&range[..], &[Value::Timestamp(now)]].concat(),
+        params: [&range[..], &[Value::Timestamp(run.now)]].concat(),
     };
     let delete = Statement {
         sql: format!(
@@ -102,12 +140,21 @@ fn apply_customers(
         ),
         params: range.to_vec(),
     };
-    let done = db::transaction(target, &[anonymise, delete])?;
-    Ok((done[0].0, done[1].0))
+    let rows = run.commit(
+        counts,
+        &["customers_anonymised", "customers_deleted"],
+        &[anonymise, delete],
+    )?;
+    Ok((rows[0], rows[1]))
 }
 
 /// Deletes delivered outbox entries in id order, a batch at a time.
-fn outbox(target: &str, opts: &Options, counts: &mut Counts) -> Result<(), neo_ops_sdk::Error> {
+fn outbox(
+    run: &Run<'_>,
+    counts: &mut Counts,
+    after_batch: &mut AfterBatch<'_>,
+) -> Result<(), neo_ops_sdk::Error> {
+    let (target, opts) = (&run.target(), run.opts);
     const PAGE: &str = "SELECT id FROM notification_outbox \
                         WHERE status = 'delivered' AND id > $1 ORDER BY id LIMIT $2";
     const DELETE: &str = "DELETE FROM notification_outbox \
@@ -122,16 +169,18 @@ fn outbox(target: &str, opts: &Options, counts: &mut Counts) -> Result<(), neo_o
         let Some(last) = last_id(&page) else {
             return Ok(());
         };
-        counts.outbox_deleted += if opts.dry_run {
+        let outbox_deleted = if opts.dry_run {
             page.rows.len() as u64
         } else {
             let delete = Statement {
                 sql: DELETE.into(),
                 params: vec![Value::Int(after), Value::Int(last)],
             };
-            db::transaction(target, &[delete])?[0].0
+            run.commit(counts, &["outbox_deleted"], &[delete])?[0]
         };
+        counts.outbox_deleted += outbox_deleted;
         counts.batches += 1;
+        after_batch()?;
         if (page.rows.len() as i64) < opts.batch_size {
             return Ok(());
         }

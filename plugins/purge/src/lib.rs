@@ -11,7 +11,12 @@
 //!
 //! Work goes in keyset-paginated batches on `id`, one transaction each, so a
 //! run never holds a long transaction and an interrupted run leaves only
-//! whole batches behind; the next run picks up the rest.
+//! whole batches behind; the next run picks up the rest. Every committed
+//! batch gets its own audit record (`purge.batch`), so what a killed run
+//! deleted is on record too. The per-tenant lock is short (`lock_ttl`,
+//! 60s) and renewed after each batch: a run killed with its process blocks
+//! the next for about a minute at most (the host releases the lock of a run
+//! that timed out or failed at once).
 
 mod batches;
 mod options;
@@ -26,8 +31,8 @@ use batches::Counts;
 use options::{Options, Scope};
 
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
-/// Longer than the manifest's 30m timeout, so a run never outlives its lock.
-const DEFAULT_LOCK_TTL_MS: u64 = 31 * 60 * 1000;
+/// Renewed after every batch, so it only has to outlast one batch.
+const DEFAULT_LOCK_TTL_MS: u64 = 60 * 1000;
 
 struct Purge;
 
@@ -135,12 +140,29 @@ fn purge_tenant(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, F
             ),
         )
     })?;
-    let result = purge_locked(tenant, opts, actor);
+    let ttl = lock_ttl_ms()?;
+    let result = purge_locked(tenant, opts, actor, &mut || {
+        // Lost the lock (it expired while a batch stalled): stop rather than
+        // run beside another purge.
+        if kv::extend_lock(&lock, &token, ttl)? {
+            Ok(())
+        } else {
+            Err(neo_ops_sdk::Error {
+                code: neo_ops_sdk::ErrorCode::Conflict,
+                message: format!("lost the lock \"{lock}\"; stopped before the next batch"),
+            })
+        }
+    });
     let _ = kv::unlock(&lock, &token);
     result
 }
 
-fn purge_locked(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, Failure> {
+fn purge_locked(
+    tenant: Tenant,
+    opts: &Options,
+    actor: &str,
+    renew_lock: &mut dyn FnMut() -> Result<(), neo_ops_sdk::Error>,
+) -> Result<Report, Failure> {
     if tenant.retention_days < 0 {
         // A negative retention would put the cutoff in the future: refuse.
         return Err(reply::fail(
@@ -153,8 +175,13 @@ fn purge_locked(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, F
     }
     let started = time::now_micros();
     let cutoff = started - tenant.retention_days * MICROS_PER_DAY;
-    let target = format!("tenant:{}", tenant.name);
-    let counts = batches::purge(&target, cutoff, started, opts).map_err(|e| {
+    let run = batches::Run {
+        tenant: &tenant.name,
+        cutoff,
+        now: started,
+        opts,
+    };
+    let counts = batches::purge(&run, renew_lock).map_err(|e| {
         let status = reply::status_of(e.code);
         reply::fail(
             status,
@@ -208,13 +235,13 @@ fn record(report: &Report, actor: &str) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `lock_ttl` from the manifest config ("31m", "90s", "500ms").
+/// `lock_ttl` from the manifest config ("60s", "2m", "500ms").
 fn lock_ttl_ms() -> Result<u64, Failure> {
     match config::get("lock_ttl") {
         None => Ok(DEFAULT_LOCK_TTL_MS),
-        Some(s) => options::parse_duration_ms(&s).ok_or_else(|| {
-            reply::fail(500, format!("bad lock_ttl \"{s}\" in the manifest config"))
-        }),
+        Some(s) => neo_ops_sdk::duration::parse(&s)
+            .map(|d| d.as_millis().max(1) as u64)
+            .map_err(|e| reply::fail(500, format!("lock_ttl: {e}"))),
     }
 }
 

@@ -78,19 +78,3 @@ fn batch_size(args: &Args) -> Result<i64, Failure> {
         )),
     }
 }
-
-/// `"500ms"`, `"90s"`, `"31m"`, `"1h"` as milliseconds (the manifest's format).
-pub fn parse_duration_ms(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult = match unit {
-        "ms" => 1,
-        "s" => 1000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    n.checked_mul(mult).filter(|&ms| ms > 0)
-}

@@ -2,8 +2,9 @@
 //! answered, so tests can show grants are enforced before any I/O. Also the
 //! schedule and queue consumer used by the trigger tests.
 //!
-//! Commands: `db TARGET`, `db-write TARGET KEY`, `kv KEY`, `http URL`, `mail TO`, `env NAME`,
-//! `enqueue QUEUE PAYLOAD`, `audit ACTION`.
+//! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `kv KEY`,
+//! `kv-delete KEY`, `lock NAME`, `http URL`, `mail TO`, `env NAME`,
+//! `enqueue QUEUE PAYLOAD`, `audit ACTION`, `sleep MS`, `lock-sleep NAME MS`.
 
 use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::json;
@@ -19,7 +20,12 @@ impl Plugin for Probe {
         match inv.trigger {
             Trigger::Command(argv) => probe(&Args::new(&argv).positionals(&["--tenant"])),
             Trigger::Http(req) => {
-                let argv: Vec<&str> = req.query.iter().map(|(_, v)| v.as_str()).collect();
+                let argv: Vec<&str> = req
+                    .query
+                    .iter()
+                    .filter(|(k, _)| k != "tenant")
+                    .map(|(_, v)| v.as_str())
+                    .collect();
                 probe(&argv)
             }
             // Schedules and queue jobs count each delivery in kv so the tests
@@ -35,6 +41,9 @@ impl Plugin for Probe {
                         format!("job {} failed on purpose", msg.id),
                     ));
                 }
+                if let Some(ms) = msg.payload.strip_prefix("sleep:") {
+                    std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+                }
                 let n = kv::incr(&format!("probe:job:{}", msg.payload), 1)?;
                 Ok(reply::json(200, &json!({"job": msg.id, "count": n})))
             }
@@ -43,48 +52,62 @@ impl Plugin for Probe {
 }
 
 fn probe(argv: &[&str]) -> Result<Output, Failure> {
-    let result: Result<String, Error> = match argv {
-        ["db", target] => {
-            db::query(target, "SELECT 1 AS one", &[]).map(|rows| format!("{} row", rows.rows.len()))
-        }
-        ["db-write", target, key] => {
-            let sql = if *target == "master" {
-                "INSERT INTO incidents (title, details) VALUES ($1, 'probe')"
-            } else {
-                "INSERT INTO settings (key, value) VALUES ($1, 'probe')"
-            };
-            db::execute(target, sql, &[Value::from(*key)]).map(|n| format!("{n} row"))
-        }
-        ["kv", key] => kv::set(key, b"probe", Some(60_000)).map(|_| "stored".into()),
-        ["http", url] => outbound_http::send(&outbound_http::Request {
-            method: "GET".into(),
-            url: url.to_string(),
-            headers: vec![],
-            body: vec![],
-            timeout_ms: Some(2_000),
-        })
-        .map(|r| format!("status {}", r.status)),
-        ["mail", to] => mail::send(&mail::Message {
-            to: vec![to.to_string()],
-            cc: vec![],
-            subject: "probe".into(),
-            text: "probe message".into(),
-            html: None,
-            attachments: vec![],
-        }),
-        ["env", name] => config::env(name).map(|v| v.unwrap_or_default()),
-        ["setting", key] => Ok(config::get(key).unwrap_or_default()),
-        ["enqueue", q, payload] => queue::enqueue(q, payload),
-        ["audit", action] => audit::append(&audit::Entry {
-            actor: "probe".into(),
-            action: action.to_string(),
-            target: "probe".into(),
-            tenant: None,
-            details: "{}".into(),
-        })
-        .map(|id| id.to_string()),
-        _ => return Err(reply::fail(400, format!("unknown probe {argv:?}"))),
-    };
+    let result: Result<String, Error> =
+        match argv {
+            ["db", target] => db::query(target, "SELECT 1 AS one", &[])
+                .map(|rows| format!("{} row", rows.rows.len())),
+            ["db-write", target, key] => {
+                let sql = if *target == "master" {
+                    "INSERT INTO incidents (title, details) VALUES ($1, 'probe')"
+                } else {
+                    "INSERT INTO settings (key, value) VALUES ($1, 'probe')"
+                };
+                db::execute(target, sql, &[Value::from(*key)]).map(|n| format!("{n} row"))
+            }
+            // A NUL byte Postgres refuses: its error text must not come back.
+            ["db-nul", target] => db::query(target, "SELECT $1 AS t", &[Value::from("a\0b")])
+                .map(|rows| format!("{} row", rows.rows.len())),
+            ["kv", key] => kv::set(key, b"probe", Some(60_000)).map(|_| "stored".into()),
+            ["kv-delete", key] => kv::delete(key).map(|existed| format!("existed {existed}")),
+            ["lock", name] => kv::lock(name, 60_000)
+                .map(|token| if token.is_some() { "held" } else { "busy" }.into()),
+            ["lock-sleep", name, ms] => kv::lock(name, 60_000).map(|token| {
+                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+                if token.is_some() { "held" } else { "busy" }.into()
+            }),
+            ["sleep", ms] => {
+                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+                Ok("slept".into())
+            }
+            ["http", url] => outbound_http::send(&outbound_http::Request {
+                method: "GET".into(),
+                url: url.to_string(),
+                headers: vec![],
+                body: vec![],
+                timeout_ms: Some(2_000),
+            })
+            .map(|r| format!("status {}", r.status)),
+            ["mail", to] => mail::send(&mail::Message {
+                to: vec![to.to_string()],
+                cc: vec![],
+                subject: "probe".into(),
+                text: "probe message".into(),
+                html: None,
+                attachments: vec![],
+            }),
+            ["env", name] => config::env(name).map(|v| v.unwrap_or_default()),
+            ["setting", key] => Ok(config::get(key).unwrap_or_default()),
+            ["enqueue", q, payload] => queue::enqueue(q, payload),
+            ["audit", action] => audit::append(&audit::Entry {
+                actor: "probe".into(),
+                action: action.to_string(),
+                target: "probe".into(),
+                tenant: None,
+                details: "{}".into(),
+            })
+            .map(|id| id.to_string()),
+            _ => return Err(reply::fail(400, format!("unknown probe {argv:?}"))),
+        };
     Ok(match result {
         Ok(detail) => reply::json(200, &json!({"ok": true, "detail": detail})),
         Err(e) => reply::json(

@@ -1,0 +1,222 @@
+//! The HTTP listener: hyper-util's connection builder with a header-read
+//! timeout (which also bounds keep-alive idle time), a connection cap below
+//! the process's file limit, and accept errors backed off.
+//!
+//! At the cap the oldest idle connection (no request in flight) is closed to
+//! make room, so a crowd of idle or slow-to-speak sockets can never lock out
+//! a real request such as a health probe; when every connection is busy the
+//! accept waits for one to finish.
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+
+/// Time a client has to send a request's headers, counted from when the
+/// connection opens or goes idle after a response: an idle keep-alive
+/// connection is closed after it too.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// File descriptors kept back from the connection cap for pools, the
+/// component cache, logs and outbound requests.
+const RESERVED_FDS: u64 = 256;
+
+/// The connection cap: `NEO_OPS_MAX_CONNECTIONS` when set, else the file
+/// limit (raised to its hard limit first) less what the rest of the process
+/// needs.
+pub fn connection_cap(configured: Option<usize>) -> usize {
+    let limit = raise_file_limit();
+    let ceiling = limit.saturating_sub(RESERVED_FDS).max(16) as usize;
+    configured.map_or(ceiling, |c| c.min(ceiling)).max(1)
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard one; returns the soft limit in force.
+fn raise_file_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max.min(1 << 20),
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = raised.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// One open connection, as the cap sees it.
+struct Conn {
+    in_flight: AtomicUsize,
+    close: CancellationToken,
+}
+
+/// Open connections, oldest first.
+#[derive(Default)]
+struct Registry {
+    conns: Mutex<VecDeque<Weak<Conn>>>,
+}
+
+impl Registry {
+    fn add(&self, conn: &Arc<Conn>) {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| c.strong_count() > 0);
+        conns.push_back(Arc::downgrade(conn));
+    }
+
+    /// Asks the oldest idle connection to close; false when all are busy.
+    fn evict_idle(&self) -> bool {
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| c.strong_count() > 0);
+        let victim = conns.iter().position(|c| {
+            c.upgrade().is_some_and(|c| {
+                c.in_flight.load(Ordering::Acquire) == 0 && !c.close.is_cancelled()
+            })
+        });
+        match victim
+            .and_then(|i| conns.remove(i))
+            .and_then(|c| c.upgrade())
+        {
+            Some(conn) => {
+                conn.close.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, then lets open connections
+/// finish their requests (the caller bounds how long).
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    max_connections: usize,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(max_connections));
+    let registry = Arc::new(Registry::default());
+    let tracker = TaskTracker::new();
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => {
+                backoff = Duration::from_millis(5);
+                a
+            }
+            Err(e) => {
+                // Out of descriptors or memory: wait, then try again (a
+                // connection or two will have closed), never spin.
+                tracing::warn!(error = %e, ?backoff, "accept failed; backing off");
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let permit = match slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // At the cap: make room by closing the oldest idle connection,
+                // or wait for a busy one to finish.
+                registry.evict_idle();
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    p = slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = Arc::new(Conn {
+            in_flight: AtomicUsize::new(0),
+            close: shutdown.child_token(),
+        });
+        registry.add(&conn);
+        let service = {
+            let conn = conn.clone();
+            app.clone()
+                .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let mut req = req.map(axum::body::Body::new);
+                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    req.extensions_mut().insert(InFlight::enter(&conn));
+                    req
+                })
+        };
+        let builder = builder.clone();
+        tracker.spawn(async move {
+            let _permit = permit;
+            let io = TokioIo::new(stream);
+            let served =
+                builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
+            tokio::pin!(served);
+            tokio::select! {
+                _ = served.as_mut() => return,
+                _ = conn.close.cancelled() => {}
+            }
+            served.as_mut().graceful_shutdown();
+            let _ = served.await;
+        });
+    }
+    tracker.close();
+    tracker.wait().await;
+}
+
+/// Marks its connection busy from the request's start until the request
+/// (with its extensions) is dropped, i.e. after the response was produced.
+#[derive(Clone)]
+struct InFlight {
+    _held: Arc<InFlightInner>,
+}
+
+struct InFlightInner(Arc<Conn>);
+
+impl InFlight {
+    fn enter(conn: &Arc<Conn>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self {
+            _held: Arc::new(InFlightInner(conn.clone())),
+        }
+    }
+}
+
+impl Drop for InFlightInner {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
