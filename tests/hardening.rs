@@ -414,6 +414,21 @@ async fn backends_come_back_after_an_outage() {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        if std::ptr::eq(proxy, &pg) {
+            // Meanwhile a public route that needs the database answers at
+            // once (the pool's breaker is open), not after the acquire timeout.
+            for _ in 0..5 {
+                let asked = Instant::now();
+                let (status, body) = server.get("/public/probe?c=db&t=master", None).await;
+                assert_eq!(status, 200, "{body}");
+                assert!(body.contains(r#""code":"unavailable""#), "{body}");
+                assert!(
+                    asked.elapsed() < Duration::from_millis(500),
+                    "{:?}",
+                    asked.elapsed()
+                );
+            }
+        }
         tokio::time::sleep(Duration::from_secs(3)).await;
         proxy.set_up(true);
         let back = Instant::now();

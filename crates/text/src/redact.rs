@@ -68,6 +68,20 @@ pub fn for_log(url: &str) -> String {
     redact_text(url, "****")
 }
 
+/// `scheme://host[:port]` of a URL (scheme lowercased), without its user
+/// info, path, query or fragment: how a URL whose path may be a credential
+/// (a webhook) is named in messages.
+pub fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.trim().split_once("://")?;
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let scheme_ok = !scheme.is_empty()
+        && scheme
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    (scheme_ok && !host.is_empty()).then(|| format!("{}://{host}", scheme.to_ascii_lowercase()))
+}
+
 /// URL settings whose path says where, not who: shown with their path
 /// (their userinfo and secret query parameters are still masked).
 const INFRASTRUCTURE_URLS: &[&str] = &[
@@ -601,6 +615,20 @@ mod tests {
             redact_text("?sig=a&X-Amz-Signature=b&jwt=c&session=d&signal=on", M),
             "?sig=****&X-Amz-Signature=****&jwt=****&session=****&signal=on"
         );
+    }
+
+    #[test]
+    fn origins_drop_credentials_and_paths() {
+        assert_eq!(
+            origin("HTTPS://user:pw@hooks.example.com:8443/in/abc?token=s").as_deref(),
+            Some("https://hooks.example.com:8443")
+        );
+        assert_eq!(
+            origin("http://127.0.0.1:9000").as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(origin("hooks.example.com/x"), None);
+        assert_eq!(origin("https:///path"), None);
     }
 
     #[test]

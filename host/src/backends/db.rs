@@ -109,8 +109,64 @@ pub fn valid_tenant_name(name: &str) -> bool {
 /// One connection pool, either backend.
 #[derive(Clone, Debug)]
 pub enum Pool {
-    Pg(PgPool),
+    Pg(PgHandle),
     Sqlite(SqlitePool),
+}
+
+/// A Postgres pool with a breaker: once the database has failed to answer,
+/// statements fail at once for [`BREAKER_OPEN`] instead of each waiting out
+/// the acquire timeout, so public routes answer 503 fast during an outage.
+/// The readiness ping goes through regardless and closes it on success.
+#[derive(Clone, Debug)]
+pub struct PgHandle {
+    pool: PgPool,
+    open_until_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// How long statements fail fast after the database failed to answer.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+
+impl PgHandle {
+    fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            open_until_ms: Arc::default(),
+        }
+    }
+
+    fn now_ms() -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+
+    fn check(&self) -> Result<(), DbError> {
+        let until = self
+            .open_until_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if until > Self::now_ms() {
+            return Err(DbError::Unavailable("database unavailable".into()));
+        }
+        Ok(())
+    }
+
+    /// Opens the breaker after the database failed to answer; closes it on
+    /// any answer.
+    fn record<T>(&self, result: &Result<T, DbError>) {
+        let open = matches!(result, Err(DbError::Unavailable(_)));
+        let until = if open {
+            Self::now_ms() + BREAKER_OPEN.as_millis() as i64
+        } else {
+            0
+        };
+        self.open_until_ms
+            .store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for PgHandle {
+    type Target = PgPool;
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 enum Kind {
@@ -138,7 +194,7 @@ impl Databases {
                     anyhow::anyhow!("migrating master database {}: {e}", redact_url(url))
                 })?;
                 (
-                    Pool::Pg(pool),
+                    Pool::Pg(PgHandle::new(pool)),
                     Kind::Postgres {
                         template: template.clone(),
                     },
@@ -220,11 +276,11 @@ impl Databases {
             DbError::Unavailable(format!("tenant \"{name}\" database unavailable"))
         };
         match &self.kind {
-            Kind::Postgres { template } => Ok(Pool::Pg(
+            Kind::Postgres { template } => Ok(Pool::Pg(PgHandle::new(
                 pg_pool(&template.replace("{tenant}", name))
                     .await
                     .map_err(unavailable)?,
-            )),
+            ))),
             Kind::Sqlite { dir } => Ok(Pool::Sqlite(
                 sqlite_pool(dir.join(format!("tenant-{name}.sqlite")))
                     .await
@@ -253,6 +309,7 @@ impl Databases {
                 let Pool::Pg(master) = &self.master else {
                     unreachable!()
                 };
+                let master: &PgPool = master;
                 let exists: Option<i32> =
                     sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
                         .bind(&db_name)
@@ -303,7 +360,7 @@ impl Databases {
         for row in rows.rows {
             if let Some(Value::Text(name)) = row.first() {
                 match self.tenant(name).await? {
-                    Pool::Pg(p) => PG_TENANT.run(&p).await?,
+                    Pool::Pg(p) => PG_TENANT.run(&p.pool).await?,
                     Pool::Sqlite(p) => LITE_TENANT.run(&p).await?,
                 }
                 n += 1;
@@ -372,9 +429,21 @@ impl Pool {
 
     /// Runs one statement: rows affected and the rows it returned.
     pub async fn run(&self, sql: &str, params: &[Value]) -> Result<(u64, RowSet), DbError> {
+        if let Pool::Pg(p) = self {
+            p.check()?;
+        }
+        self.run_unguarded(sql, params).await
+    }
+
+    /// [`Pool::run`] past the breaker (which it updates): the readiness probe.
+    async fn run_unguarded(&self, sql: &str, params: &[Value]) -> Result<(u64, RowSet), DbError> {
         bounded(async {
             match self {
-                Pool::Pg(p) => pg_run(p, sql, params).await,
+                Pool::Pg(p) => {
+                    let result = pg_run(&p.pool, sql, params).await;
+                    p.record(&result);
+                    result
+                }
                 Pool::Sqlite(p) => lite_run(p, sql, params).await,
             }
         })
@@ -390,7 +459,10 @@ impl Pool {
             let mut out = Vec::with_capacity(statements.len());
             match self {
                 Pool::Pg(p) => {
-                    let mut tx = p.begin().await?;
+                    p.check()?;
+                    let begun = p.pool.begin().await.map_err(DbError::from);
+                    p.record(&begun);
+                    let mut tx = begun?;
                     for (sql, params) in statements {
                         out.push(pg_run(&mut *tx, sql, params).await?);
                     }
@@ -411,7 +483,7 @@ impl Pool {
 
     /// Whether the database answers within [`PING_TIMEOUT`] (readiness).
     pub async fn ping(&self) -> bool {
-        let probe = self.query("SELECT 1 AS one", &[]);
+        let probe = self.run_unguarded("SELECT 1 AS one", &[]);
         matches!(tokio::time::timeout(PING_TIMEOUT, probe).await, Ok(Ok(_)))
     }
 

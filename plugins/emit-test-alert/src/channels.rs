@@ -177,15 +177,10 @@ fn with_body(reason: String, body: &[u8]) -> String {
 
 /// `scheme://host:port/…`: webhook paths and user info are credentials.
 pub fn redact_url(url: &str) -> String {
-    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let authority = &rest[..end];
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    let tail = if end < rest.len() { "/…" } else { "" };
-    if scheme.is_empty() {
-        format!("{host}{tail}")
-    } else {
-        format!("{scheme}://{host}{tail}")
+    match neo_ops_sdk::redact::origin(url) {
+        Some(origin) if origin.len() < url.trim().len() => format!("{origin}/…"),
+        Some(origin) => origin,
+        None => "(a URL that does not parse)".into(),
     }
 }
 

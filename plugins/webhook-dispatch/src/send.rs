@@ -46,14 +46,8 @@ pub fn post(delivery: &Delivery, now_secs: i64, timeout_ms: u32) -> Result<u16, 
 
 /// `scheme://host[:port]` of an http(s) URL, without user info.
 pub fn origin(url: &str) -> Option<String> {
-    let (scheme, rest) = url.split_once("://")?;
-    let scheme = scheme.to_ascii_lowercase();
-    if scheme != "http" && scheme != "https" {
-        return None;
-    }
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let host = authority.rsplit('@').next().unwrap_or(authority);
-    (!host.is_empty()).then(|| format!("{scheme}://{host}"))
+    neo_ops_sdk::redact::origin(url)
+        .filter(|o| o.starts_with("http://") || o.starts_with("https://"))
 }
 
 #[cfg(test)]
