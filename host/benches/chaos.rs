@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 mod common;
-#[path = "../../tests/support/proxy.rs"]
+#[path = "../tests/e2e/support/proxy.rs"]
 mod proxy;
 
 const FLOOD: &str = "10s";
@@ -120,7 +120,7 @@ async fn bench(lines: LineCounter) {
     // 1. The flood, with admin calls and queue jobs meanwhile.
     let kv = &services.kv;
     for n in 0..JOBS {
-        neo_ops::triggers::queue::enqueue(kv, "chaos", None, &format!("sleep:20-{n}"))
+        neo_ops::backends::queue::enqueue(kv, "chaos", None, &format!("sleep:20-{n}"))
             .await
             .unwrap();
     }
@@ -197,7 +197,7 @@ async fn bench(lines: LineCounter) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let dead = neo_ops::triggers::queue::dead_letters(kv, "chaos", 1000)
+    let dead = neo_ops::backends::queue::dead_letters(kv, "chaos", 1000)
         .await
         .unwrap()
         .len();

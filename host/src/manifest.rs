@@ -7,6 +7,22 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 use toml::Spanned;
 
+/// Keys under this kv prefix belong to the host (locks, queues, dead
+/// letters, liveness); no plugin grant may reach them.
+pub const HOST_NAMESPACE: &str = "__";
+
+/// Largest linear memory any plugin may be granted.
+pub const MAX_MEMORY: usize = 1 << 30;
+
+/// Tenant names double as database-name parts: keep them tame.
+pub fn valid_tenant_name(name: &str) -> bool {
+    (1..=48).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
+}
+
 /// Roles, ordered: `super_admin` can do everything `admin` can.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
@@ -38,9 +54,46 @@ pub struct Route {
     pub role: Option<Role>,
 }
 
+/// A cron expression, parsed once at load: 5 fields (`0 20 * * *`) or 6
+/// with seconds.
+#[derive(Debug, Clone)]
+pub struct CronExpr {
+    text: String,
+    cron: croner::Cron,
+}
+
+impl CronExpr {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let cron = croner::Cron::new(text)
+            .with_seconds_optional()
+            .parse()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            text: text.to_string(),
+            cron,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first slot strictly after `after`, evaluated in `tz`.
+    pub fn next_after(
+        &self,
+        tz: chrono_tz::Tz,
+        after: chrono::DateTime<chrono::Utc>,
+    ) -> Option<chrono::DateTime<chrono::Utc>> {
+        self.cron
+            .find_next_occurrence(&after.with_timezone(&tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&chrono::Utc))
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Schedule {
-    pub cron: String,
+    pub cron: CronExpr,
     pub tz: chrono_tz::Tz,
     pub args: Vec<String>,
 }
@@ -119,6 +172,8 @@ pub struct Plugin {
     pub queue: Option<QueueSpec>,
     /// Exports the preflight `check` interface.
     pub check: bool,
+    /// `severity = "advisory"`: the check's failure only warns the checklist.
+    pub advisory: bool,
     pub grants: Grants,
     pub limits: Limits,
     pub config: HashMap<String, String>,
@@ -171,6 +226,7 @@ struct RawPlugin {
     queue: Option<Spanned<RawQueue>>,
     #[serde(default)]
     check: bool,
+    severity: Option<Spanned<String>>,
     #[serde(default)]
     grants: RawGrants,
     #[serde(default)]
@@ -357,7 +413,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
         let mut schedules = Vec::new();
         for s in &rp.schedules {
             let s = s.get_ref();
-            crate::triggers::schedule::parse_cron(s.cron.get_ref()).map_err(|e| {
+            let cron = CronExpr::parse(s.cron.get_ref()).map_err(|e| {
                 at(
                     &s.cron.span(),
                     format!("bad cron \"{}\": {e}", s.cron.get_ref()),
@@ -370,7 +426,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                 )
             })?;
             schedules.push(Schedule {
-                cron: s.cron.get_ref().clone(),
+                cron,
                 tz,
                 args: s.args.clone(),
             });
@@ -420,6 +476,25 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
             }
         };
 
+        let advisory = match &rp.severity {
+            None => false,
+            Some(s) => match s.get_ref().as_str() {
+                _ if !rp.check => {
+                    return Err(at(
+                        &s.span(),
+                        "severity applies to checks only (check = true)".into(),
+                    ));
+                }
+                "required" => false,
+                "advisory" => true,
+                other => {
+                    return Err(at(
+                        &s.span(),
+                        format!("unknown severity \"{other}\" (expected required or advisory)"),
+                    ));
+                }
+            },
+        };
         let grants = parse_grants(&rp.grants, &at)?;
         let limits = parse_limits(&rp.limits, &at)?;
         plugins.push(Plugin {
@@ -430,6 +505,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
             command: rp.command,
             queue,
             check: rp.check,
+            advisory,
             grants,
             limits,
             config: rp.config,
@@ -513,7 +589,7 @@ fn parse_grants(
             "tenant" => DbGrant::OwnTenant,
             "tenant:*" => DbGrant::AnyTenant,
             other => match other.strip_prefix("tenant:") {
-                Some(t) if crate::backends::db::valid_tenant_name(t) => DbGrant::Tenant(t.to_string()),
+                Some(t) if valid_tenant_name(t) => DbGrant::Tenant(t.to_string()),
                 _ => {
                     return Err(at(
                         &d.span(),
@@ -532,7 +608,7 @@ fn parse_grants(
                 "an empty kv prefix would grant every key".into(),
             ));
         }
-        let host = crate::backends::kv::HOST_NAMESPACE;
+        let host = HOST_NAMESPACE;
         if prefix.starts_with(host) || host.starts_with(prefix.as_str()) {
             return Err(at(
                 &k.span(),
@@ -620,7 +696,7 @@ fn parse_limits(
     let mut limits = Limits::default();
     if let Some(m) = &l.memory {
         limits.memory_bytes = parse_size(m.get_ref())
-            .filter(|b| (1 << 20..=crate::runtime::engine::MAX_MEMORY).contains(b))
+            .filter(|b| (1 << 20..=MAX_MEMORY).contains(b))
             .ok_or_else(|| {
                 at(
                     &m.span(),
@@ -676,4 +752,25 @@ fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let line = before.matches('\n').count() + 1;
     let column = before.rfind('\n').map(|i| offset - i).unwrap_or(offset + 1);
     (line, column)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn eight_pm_in_kolkata_is_half_past_two_utc() {
+        let cron = CronExpr::parse("0 20 * * *").unwrap();
+        let after = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
+        let next = cron.next_after(chrono_tz::Asia::Kolkata, after).unwrap();
+        assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap());
+    }
+
+    #[test]
+    fn bad_cron_is_an_error() {
+        assert!(CronExpr::parse("61 * * * *").is_err());
+        assert!(CronExpr::parse("every day").is_err());
+        assert!(CronExpr::parse("*/5 * * * * *").is_ok());
+    }
 }

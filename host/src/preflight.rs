@@ -5,7 +5,7 @@
 use serde::Serialize;
 use std::time::Instant;
 
-use crate::runtime::{InvokeError, Runtime};
+use crate::runtime::{CheckStatus, InvokeError, Runtime};
 
 /// The route the host serves the checklist on (role `admin`).
 pub const ROUTE: &str = crate::manifest::host_routes::PREFLIGHT;
@@ -13,22 +13,26 @@ pub const ROUTE: &str = crate::manifest::host_routes::PREFLIGHT;
 #[derive(Debug, Clone, Serialize)]
 pub struct CheckResult {
     pub name: String,
-    pub status: &'static str,
+    pub status: CheckStatus,
     pub detail: String,
     pub hint: Option<String>,
     pub duration_ms: u64,
+    /// `advisory` checks warn where they would fail (`severity` in the manifest).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub advisory: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    /// `fail` if any check failed, else `warn` if any warned, else `pass`.
-    pub status: &'static str,
+    /// `fail` if any required check failed, else `warn` if any check warned
+    /// or an advisory one failed, else `pass`.
+    pub status: CheckStatus,
     pub checks: Vec<CheckResult>,
 }
 
 impl Report {
     pub fn failed(&self) -> bool {
-        self.status == "fail"
+        self.status == CheckStatus::Fail
     }
 
     /// The `ok` envelope the HTTP route answers with.
@@ -38,13 +42,24 @@ impl Report {
 
     /// One line per check, for the terminal.
     pub fn to_text(&self) -> String {
-        let mut out = format!("preflight: {}\n", self.status.to_uppercase());
+        let name = |s: CheckStatus| {
+            serde_json::to_value(s)
+                .unwrap()
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        let mut out = format!("preflight: {}\n", name(self.status).to_uppercase());
         for c in &self.checks {
+            let advisory = if c.advisory { " (advisory)" } else { "" };
             out.push_str(&format!(
-                "  [{:<4}] {:<28} {} ({} ms)\n",
-                c.status, c.name, c.detail, c.duration_ms
+                "  [{:<4}] {:<28} {}{advisory} ({} ms)\n",
+                name(c.status),
+                c.name,
+                c.detail,
+                c.duration_ms
             ));
-            if let Some(hint) = c.hint.as_deref().filter(|_| c.status != "pass") {
+            if let Some(hint) = c.hint.as_deref().filter(|_| c.status != CheckStatus::Pass) {
                 out.push_str(&format!("         hint: {hint}\n"));
             }
         }
@@ -52,16 +67,37 @@ impl Report {
     }
 }
 
-/// Runs every check plugin concurrently. A check that times out or crashes
-/// is a failed check (the checklist itself always answers).
-pub async fn run(runtime: &Runtime, request_id: &str) -> Report {
-    let mut names: Vec<String> = runtime
+/// The check plugins `only` names (all of them when `None`); an unknown
+/// name or a plugin that is not a check is an error naming it.
+pub fn select(runtime: &Runtime, only: Option<&[String]>) -> Result<Vec<String>, String> {
+    let mut all: Vec<String> = runtime
         .plugins()
         .filter(|p| p.manifest.check)
         .map(|p| p.manifest.name.clone())
         .collect();
-    names.sort();
+    all.sort();
+    let Some(only) = only else {
+        return Ok(all);
+    };
+    for name in only {
+        if !all.contains(name) {
+            return Err(format!(
+                "\"{name}\" is not a check (checks: {})",
+                all.join(", ")
+            ));
+        }
+    }
+    all.retain(|n| only.contains(n));
+    Ok(all)
+}
+
+/// Runs the named checks concurrently. A check that times out or crashes is
+/// a failed check (the checklist itself always answers).
+pub async fn run(runtime: &Runtime, names: Vec<String>, request_id: &str) -> Report {
     let checks = futures::future::join_all(names.into_iter().map(|name| async move {
+        let advisory = runtime
+            .plugin(&name)
+            .is_some_and(|p| p.manifest.advisory);
         let started = Instant::now();
         let outcome = runtime.check(&name, request_id).await;
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -72,6 +108,7 @@ pub async fn run(runtime: &Runtime, request_id: &str) -> Report {
                 detail: o.detail,
                 hint: o.hint,
                 duration_ms,
+                advisory,
             },
             Err(e) => {
                 let hint = match &e {
@@ -82,21 +119,25 @@ pub async fn run(runtime: &Runtime, request_id: &str) -> Report {
                 };
                 CheckResult {
                     name,
-                    status: "fail",
+                    status: CheckStatus::Fail,
                     detail: e.to_string(),
                     hint: Some(hint.into()),
                     duration_ms,
+                    advisory,
                 }
             }
         }
     }))
     .await;
-    let status = if checks.iter().any(|c| c.status == "fail") {
-        "fail"
-    } else if checks.iter().any(|c| c.status == "warn") {
-        "warn"
-    } else {
-        "pass"
-    };
+    // Worst wins; an advisory failure counts as a warning; a skip as a pass.
+    let status = checks
+        .iter()
+        .map(|c| match c.status {
+            CheckStatus::Fail if c.advisory => CheckStatus::Warn,
+            CheckStatus::Skip => CheckStatus::Pass,
+            s => s,
+        })
+        .max()
+        .unwrap_or(CheckStatus::Pass);
     Report { status, checks }
 }

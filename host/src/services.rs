@@ -8,6 +8,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use crate::backends::{db::Databases, kv::Kv, mail::Mailer};
 use crate::settings::Settings;
 
+/// The longest any outbound HTTP request may take.
+pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Version facts captured by the build script.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VersionInfo {
@@ -46,7 +49,7 @@ impl Services {
         let client = || {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
-                .timeout(crate::caps::outbound_http::MAX_TIMEOUT)
+                .timeout(MAX_TIMEOUT)
         };
         let http = client().build()?;
         let public_http = client()

@@ -4,8 +4,6 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::runtime::admission::AdmissionPolicy;
-
 /// SMTP relay settings: `SMTP_HOST`, `SMTP_PORT`, `SMTP_USER`, `SMTP_PASS`, `SMTP_FROM`.
 #[derive(Clone)]
 pub struct SmtpSettings {
@@ -25,6 +23,28 @@ impl std::fmt::Debug for SmtpSettings {
             .field("user", &self.user)
             .field("from", &self.from)
             .finish_non_exhaustive()
+    }
+}
+
+/// Shares of the slots, in percent of `max_instances`.
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionPolicy {
+    /// Slots the public class may hold at most (`NEO_OPS_PUBLIC_SHARE`).
+    pub public_share: u32,
+    /// Slots schedules and queue jobs may hold at most (`NEO_OPS_BACKGROUND_SHARE`).
+    pub background_share: u32,
+    /// How long an invocation waits for a slot before it is refused
+    /// (`NEO_OPS_ADMISSION_WAIT`).
+    pub wait: Duration,
+}
+
+impl Default for AdmissionPolicy {
+    fn default() -> Self {
+        Self {
+            public_share: 50,
+            background_share: 75,
+            wait: Duration::from_millis(500),
+        }
     }
 }
 

@@ -5,3 +5,4 @@ pub mod db;
 pub mod kv;
 pub mod mail;
 pub mod public_dns;
+pub mod queue;

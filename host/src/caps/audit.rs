@@ -8,7 +8,7 @@ use crate::bindings::neo::ops::audit as wit;
 use crate::bindings::neo::ops::db::Statement;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::db::{MAX_STATEMENTS, db_error, statement_from_wit};
-use crate::runtime::state::StoreState;
+use crate::caps::state::StoreState;
 
 impl StoreState {
     /// The grant check, then the record the host will write for `entry`.

@@ -3,7 +3,7 @@
 
 use crate::bindings::WitError;
 use crate::bindings::neo::ops::config as wit;
-use crate::runtime::state::StoreState;
+use crate::caps::state::StoreState;
 
 impl wit::Host for StoreState {
     async fn get(&mut self, key: String) -> Option<String> {

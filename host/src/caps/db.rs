@@ -3,8 +3,8 @@
 use crate::backends::db::{DbError, Pool, RowSet, Value};
 use crate::bindings::neo::ops::db as wit;
 use crate::bindings::{ErrorCode, WitError};
+use crate::caps::state::{CallContext, StoreState};
 use crate::manifest::DbGrant;
-use crate::runtime::state::{CallContext, StoreState};
 
 /// Largest number of statements in one transaction call.
 pub(crate) const MAX_STATEMENTS: usize = 10_000;

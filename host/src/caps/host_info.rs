@@ -2,7 +2,7 @@
 //! them; the host's configuration with secrets masked; the expected schema.
 
 use crate::bindings::neo::ops::host_info as wit;
-use crate::runtime::state::StoreState;
+use crate::caps::state::StoreState;
 use crate::services::VERSION;
 
 impl wit::Host for StoreState {

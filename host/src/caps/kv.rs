@@ -5,7 +5,7 @@ use std::time::Duration;
 use crate::backends::kv::KvError;
 use crate::bindings::neo::ops::kv as wit;
 use crate::bindings::{ErrorCode, WitError};
-use crate::runtime::state::StoreState;
+use crate::caps::state::StoreState;
 
 /// Largest value or list element a plugin may store.
 const MAX_VALUE: usize = 1 << 20;
@@ -16,7 +16,7 @@ impl StoreState {
         if key.is_empty() {
             return Err(WitError::invalid("empty kv key"));
         }
-        if key.starts_with(crate::backends::kv::HOST_NAMESPACE) {
+        if key.starts_with(crate::manifest::HOST_NAMESPACE) {
             return Err(WitError::denied(format!(
                 "kv key \"{key}\" is reserved for the host"
             )));

@@ -2,7 +2,7 @@
 //! request id, and capped in size.
 
 use crate::bindings::neo::ops::log as wit;
-use crate::runtime::state::StoreState;
+use crate::caps::state::StoreState;
 
 const MAX_LOG: usize = 8 << 10;
 

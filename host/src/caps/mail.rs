@@ -3,7 +3,7 @@
 use crate::backends::mail::{MailError, OutgoingAttachment, OutgoingMail};
 use crate::bindings::neo::ops::mail as wit;
 use crate::bindings::{ErrorCode, WitError};
-use crate::runtime::state::StoreState;
+use crate::caps::state::StoreState;
 
 /// Largest message (bodies plus attachments) a plugin may send.
 const MAX_MESSAGE: usize = 20 << 20;

@@ -12,5 +12,6 @@ pub mod log;
 pub mod mail;
 pub mod outbound_http;
 pub mod queue;
+pub mod state;
 
-impl crate::bindings::neo::ops::types::Host for crate::runtime::state::StoreState {}
+impl crate::bindings::neo::ops::types::Host for crate::caps::state::StoreState {}

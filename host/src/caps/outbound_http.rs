@@ -6,10 +6,10 @@ use std::time::Duration;
 use crate::backends::public_dns;
 use crate::bindings::neo::ops::outbound_http as wit;
 use crate::bindings::{ErrorCode, WitError};
+use crate::caps::state::StoreState;
 use crate::manifest::Endpoint;
-use crate::runtime::state::StoreState;
 
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::services::MAX_TIMEOUT;
 const MAX_RESPONSE: usize = 10 << 20;
 
 /// How a URL is on the allow-list.

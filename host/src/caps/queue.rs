@@ -1,11 +1,11 @@
 //! `neo:ops/queue`: enqueue jobs on queues the manifest grants, list and
 //! replay their dead letters.
 
+use crate::backends::queue::{self, EnqueueError, Job};
 use crate::bindings::neo::ops::queue as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::db::may_use_tenant;
-use crate::runtime::state::{CallContext, StoreState};
-use crate::triggers::queue::{self, EnqueueError, Job};
+use crate::caps::state::{CallContext, StoreState};
 
 impl StoreState {
     fn check_queue_grant(&self, queue: &str) -> Result<(), WitError> {

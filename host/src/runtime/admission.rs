@@ -16,6 +16,8 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::settings::AdmissionPolicy;
+
 /// How long refusals are summed before one log line reports them.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -36,28 +38,6 @@ impl Class {
             Class::Public => "public",
             Class::Operator => "operator",
             Class::Background => "background",
-        }
-    }
-}
-
-/// Shares of the slots, in percent of `max_instances`.
-#[derive(Debug, Clone, Copy)]
-pub struct AdmissionPolicy {
-    /// Slots the public class may hold at most (`NEO_OPS_PUBLIC_SHARE`).
-    pub public_share: u32,
-    /// Slots schedules and queue jobs may hold at most (`NEO_OPS_BACKGROUND_SHARE`).
-    pub background_share: u32,
-    /// How long an invocation waits for a slot before it is refused
-    /// (`NEO_OPS_ADMISSION_WAIT`).
-    pub wait: Duration,
-}
-
-impl Default for AdmissionPolicy {
-    fn default() -> Self {
-        Self {
-            public_share: 50,
-            background_share: 75,
-            wait: Duration::from_millis(500),
         }
     }
 }

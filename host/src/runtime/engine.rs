@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
-/// Largest linear memory any plugin may be granted.
-pub const MAX_MEMORY: usize = 1 << 30;
+use crate::manifest::MAX_MEMORY;
 /// How often the epoch advances: the granularity of timeouts and of yields
 /// back to the async executor during long computations.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);

@@ -5,7 +5,7 @@
 pub mod admission;
 pub mod cache;
 pub mod engine;
-pub mod state;
+pub mod file_grants;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,9 +14,9 @@ use wasmtime::component::{HasSelf, InstancePre, Linker};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use crate::bindings::{Runtime as RuntimeWorld, check_export, handler_export};
+use crate::caps::state::{CallContext, StoreState};
 use crate::manifest::{Manifest, Plugin};
 use crate::services::Services;
-use state::{CallContext, StoreState};
 
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
@@ -117,10 +117,20 @@ impl InvokeError {
     }
 }
 
+/// A check's verdict, ordered from best to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    Pass,
+    Skip,
+    Warn,
+    Fail,
+}
+
 /// Result of a preflight check plugin.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct CheckOutcome {
-    pub status: &'static str,
+    pub status: CheckStatus,
     pub detail: String,
     pub hint: Option<String>,
 }
@@ -173,10 +183,8 @@ impl Runtime {
         inv: Option<&Invocation>,
         request_id: &str,
     ) -> Store<StoreState> {
-        let files = crate::caps::files::resolve_grants(
-            &plugin.manifest.grants.files,
-            inv.map(|i| &i.trigger),
-        );
+        let files =
+            file_grants::resolve_grants(&plugin.manifest.grants.files, inv.map(|i| &i.trigger));
         let state = StoreState::new(CallContext {
             services: self.services.clone(),
             plugin: plugin.manifest.clone(),
@@ -277,10 +285,10 @@ impl Runtime {
                 use check_export::Status;
                 Ok(CheckOutcome {
                     status: match o.status {
-                        Status::Pass => "pass",
-                        Status::Warn => "warn",
-                        Status::Fail => "fail",
-                        Status::Skip => "skip",
+                        Status::Pass => CheckStatus::Pass,
+                        Status::Warn => CheckStatus::Warn,
+                        Status::Fail => CheckStatus::Fail,
+                        Status::Skip => CheckStatus::Skip,
                     },
                     detail: o.detail,
                     hint: o.hint,

@@ -137,7 +137,8 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
     if let Err(denied) = authorize(&state.runtime, &headers, Some(Role::Admin), &request_id).await {
         return denied;
     }
-    let report = preflight::run(&state.runtime, &request_id).await;
+    let names = preflight::select(&state.runtime, None).unwrap_or_default();
+    let report = preflight::run(&state.runtime, names, &request_id).await;
     let status = if report.failed() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {

@@ -1,20 +1,20 @@
-//! Queue trigger: jobs live in kv lists under the host namespace. A consumer
-//! moves a job atomically into its own processing list (so exactly one
-//! replica gets it and a crash does not lose it), invokes the plugin, and
-//! acknowledges; failures retry with backoff, then go to the dead letters.
+//! Queue trigger: a consumer moves a job atomically into its own processing
+//! list (so exactly one replica gets it and a crash does not lose it),
+//! invokes the plugin, and acknowledges; failures retry with backoff, then go
+//! to the dead letters. Consumers keep a liveness key so a dead replica's
+//! in-flight jobs are recovered. Storage is `backends::queue`.
 
-use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::kv::{HOST_NAMESPACE, Kv};
+use crate::backends::kv::Kv;
+use crate::backends::queue::{
+    Job, alive_key, bury, bury_job, consumers_key, processing_key, push, queue_key,
+};
 use crate::manifest::QueueSpec;
 use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
 
-const MAX_PAYLOAD: usize = 1 << 20;
-/// Dead letters kept per queue.
-pub const DLQ_KEEP: i64 = 1000;
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How long a consumer pauses after its job found no free plugin slot.
 const BUSY_RETRY: Duration = Duration::from_millis(250);
@@ -22,56 +22,6 @@ const BUSY_RETRY: Duration = Duration::from_millis(250);
 const HEARTBEAT: Duration = Duration::from_secs(10);
 /// ...and is presumed dead (its in-flight jobs re-queued) this long after the last refresh.
 const PRESUMED_DEAD: Duration = Duration::from_secs(45);
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Job {
-    pub id: String,
-    pub queue: String,
-    pub payload: String,
-    /// Attempts made so far.
-    pub attempts: u32,
-    pub enqueued_at: String,
-    #[serde(default)]
-    pub last_error: Option<String>,
-    #[serde(default)]
-    pub tenant: Option<String>,
-    /// When the job was dead-lettered (RFC 3339, UTC).
-    #[serde(default)]
-    pub dead_at: Option<String>,
-    /// A retry waits until then (milliseconds since the epoch); the queue
-    /// keeps flowing meanwhile.
-    #[serde(default)]
-    pub not_before_ms: Option<i64>,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum EnqueueError {
-    #[error("{0}")]
-    Invalid(String),
-    #[error("queue unavailable")]
-    Unavailable,
-}
-
-pub fn queue_key(queue: &str) -> String {
-    format!("{HOST_NAMESPACE}queue:{queue}")
-}
-
-pub fn dead_letter_key(queue: &str) -> String {
-    format!("{HOST_NAMESPACE}dlq:{queue}")
-}
-
-fn processing_key(queue: &str, replica: &str) -> String {
-    format!("{HOST_NAMESPACE}queue:{queue}:processing:{replica}")
-}
-
-/// The replicas that have consumed this queue (a list of names).
-pub fn consumers_key(queue: &str) -> String {
-    format!("{HOST_NAMESPACE}queue:{queue}:consumers")
-}
-
-fn alive_key(queue: &str, replica: &str) -> String {
-    format!("{HOST_NAMESPACE}queue:{queue}:alive:{replica}")
-}
 
 /// Takes back the jobs `owner` had in flight when it died: each is moved
 /// atomically into `me`'s own processing list (so two recoverers take each
@@ -104,19 +54,12 @@ async fn recover_own(kv: &Kv, spec: &QueueSpec, me: &str) -> usize {
 /// dead letters when out of attempts. Removed from `list` only once settled.
 async fn settle_interrupted(kv: &Kv, spec: &QueueSpec, list: &str, raw: &[u8], owner: &str) {
     let settled = match serde_json::from_slice::<Job>(raw) {
-        Err(_) => kv
-            .list_push(&dead_letter_key(&spec.name), &[raw.to_vec()])
-            .await
-            .is_ok(),
+        Err(_) => bury(kv, &spec.name, raw.to_vec()).await.is_ok(),
         Ok(mut job) => {
             job.attempts += 1;
             job.last_error = Some(format!("replica \"{owner}\" stopped while running it"));
             if job.attempts >= spec.max_attempts {
-                job.dead_at = Some(chrono::Utc::now().to_rfc3339());
-                let dl = serde_json::to_vec(&job).expect("a job always serialises");
-                kv.list_push(&dead_letter_key(&spec.name), &[dl])
-                    .await
-                    .is_ok()
+                bury_job(kv, &mut job).await.is_ok()
             } else {
                 push(kv, &job).await.is_ok()
             }
@@ -186,100 +129,6 @@ async fn retire(kv: &Kv, queue: &str, replica: &str) {
         .await;
 }
 
-/// Adds a job for `tenant` (if any) to a queue; returns its id.
-pub async fn enqueue(
-    kv: &Kv,
-    queue: &str,
-    tenant: Option<&str>,
-    payload: &str,
-) -> Result<String, EnqueueError> {
-    if payload.len() > MAX_PAYLOAD {
-        return Err(EnqueueError::Invalid(format!(
-            "payload of {} bytes exceeds {MAX_PAYLOAD}",
-            payload.len()
-        )));
-    }
-    if queue.is_empty() || queue.contains(char::is_whitespace) {
-        return Err(EnqueueError::Invalid(format!("bad queue name \"{queue}\"")));
-    }
-    let job = Job {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        queue: queue.to_string(),
-        payload: payload.to_string(),
-        attempts: 0,
-        enqueued_at: chrono::Utc::now().to_rfc3339(),
-        last_error: None,
-        tenant: tenant.map(str::to_string),
-        dead_at: None,
-        not_before_ms: None,
-    };
-    push(kv, &job).await?;
-    Ok(job.id)
-}
-
-/// The newest `limit` dead letters of a queue, newest first. Entries that do
-/// not parse as jobs (dead-lettered because they were unreadable) are skipped.
-pub async fn dead_letters(kv: &Kv, queue: &str, limit: u32) -> Result<Vec<Job>, EnqueueError> {
-    if limit == 0 {
-        return Ok(Vec::new());
-    }
-    let raw = kv
-        .list_range(&dead_letter_key(queue), 0, i64::from(limit) - 1)
-        .await
-        .map_err(|_| EnqueueError::Unavailable)?;
-    Ok(raw
-        .iter()
-        .filter_map(|r| serde_json::from_slice(r).ok())
-        .collect())
-}
-
-/// Moves dead letter `id` back onto its queue with a fresh attempt count and
-/// returns it as it was dead-lettered; `None` when there is no such dead
-/// letter. Removing it first makes two concurrent replays of one id enqueue
-/// it once: only one removal wins.
-pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, EnqueueError> {
-    let key = dead_letter_key(queue);
-    let raw = kv
-        .list_range(&key, 0, -1)
-        .await
-        .map_err(|_| EnqueueError::Unavailable)?;
-    let Some((entry, dead)) = raw.into_iter().find_map(|r| {
-        let job: Job = serde_json::from_slice(&r).ok()?;
-        (job.id == id).then_some((r, job))
-    }) else {
-        return Ok(None);
-    };
-    let removed = kv
-        .list_remove(&key, &entry, 1)
-        .await
-        .map_err(|_| EnqueueError::Unavailable)?;
-    if removed == 0 {
-        return Ok(None);
-    }
-    let job = Job {
-        attempts: 0,
-        dead_at: None,
-        not_before_ms: None,
-        ..dead.clone()
-    };
-    if let Err(e) = push(kv, &job).await {
-        // Put it back rather than lose it; the caller sees the failure.
-        if kv.list_push(&key, &[entry]).await.is_err() {
-            tracing::error!(queue, job = %job.id, payload = %job.payload, "replayed job lost: could neither re-queue nor restore it");
-        }
-        return Err(e);
-    }
-    Ok(Some(dead))
-}
-
-async fn push(kv: &Kv, job: &Job) -> Result<(), EnqueueError> {
-    let bytes = serde_json::to_vec(job).expect("a job always serialises");
-    kv.list_push(&queue_key(&job.queue), &[bytes])
-        .await
-        .map(|_| ())
-        .map_err(|_| EnqueueError::Unavailable)
-}
-
 /// The delay before retry number `attempts` (1 after the first failure):
 /// the queue's `backoff`, doubled per further attempt, at most 64 times it.
 fn retry_delay(base: Duration, attempts: u32) -> Duration {
@@ -337,10 +186,9 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 plugin,
                 "dropping unreadable queue entry to the dead letters"
             );
-            let _ = kv
-                .list_push(&dead_letter_key(&spec.name), std::slice::from_ref(&raw))
-                .await;
-            let _ = kv.list_remove(&processing, &raw, 1).await;
+            if bury(kv, &spec.name, raw.clone()).await.is_ok() {
+                let _ = kv.list_remove(&processing, &raw, 1).await;
+            }
             continue;
         };
         if job.not_before_ms.is_some_and(|t| t > now_ms()) {
@@ -397,15 +245,11 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             Err(e) => {
                 job.last_error = Some(e.to_string());
                 if job.attempts >= spec.max_attempts {
-                    job.dead_at = Some(chrono::Utc::now().to_rfc3339());
                     tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = %e, "queue job dead-lettered");
-                    let dl = serde_json::to_vec(&job).expect("a job always serialises");
-                    let key = dead_letter_key(&spec.name);
-                    if kv.list_push(&key, &[dl]).await.is_err() {
+                    if bury_job(kv, &mut job).await.is_err() {
                         tracing::error!(plugin, job = %job.id, "could not dead-letter; left in processing list");
                         continue;
                     }
-                    let _ = kv.list_trim(&key, 0, DLQ_KEEP - 1).await;
                 } else {
                     let delay = retry_delay(spec.backoff, job.attempts);
                     tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = %e, "queue job failed; will retry");

@@ -3,29 +3,12 @@
 //! (unique on plugin, trigger, slot) runs it; the others skip it.
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use chrono_tz::Tz;
-use croner::Cron;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::db::Value;
 use crate::manifest::Manifest;
 use crate::runtime::{Invocation, Runtime, Trigger};
-
-/// Parses 5-field cron (`0 20 * * *`) or 6-field with seconds.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
-    Cron::new(expr)
-        .with_seconds_optional()
-        .parse()
-        .map_err(|e| e.to_string())
-}
-
-/// The first slot strictly after `after`, evaluated in `tz`.
-pub fn next_fire(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_next_occurrence(&after.with_timezone(&tz), false)
-        .ok()
-        .map(|t| t.with_timezone(&Utc))
-}
 
 /// A due slot: which plugin's which schedule fires at which instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,11 +24,8 @@ pub fn due_between(manifest: &Manifest, from: DateTime<Utc>, to: DateTime<Utc>) 
     let mut out = Vec::new();
     for p in &manifest.plugins {
         for (i, s) in p.schedules.iter().enumerate() {
-            let Ok(cron) = parse_cron(&s.cron) else {
-                continue;
-            };
             let mut t = from;
-            while let Some(next) = next_fire(&cron, s.tz, t) {
+            while let Some(next) = s.cron.next_after(s.tz, t) {
                 if next > to {
                     break;
                 }
@@ -137,7 +117,7 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
     };
     let inv = Invocation {
         trigger: Trigger::Schedule {
-            cron: spec.cron.clone(),
+            cron: spec.cron.as_str().to_string(),
             time_zone: spec.tz.name().to_string(),
             slot_micros: at.timestamp_micros(),
             args: spec.args.clone(),
@@ -165,11 +145,8 @@ pub async fn run_schedule(
     else {
         return;
     };
-    let Ok(cron) = parse_cron(&spec.cron) else {
-        return;
-    };
     let mut after = Utc::now();
-    while let Some(next) = next_fire(&cron, spec.tz, after) {
+    while let Some(next) = spec.cron.next_after(spec.tz, after) {
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = stop.cancelled() => return,
@@ -177,26 +154,5 @@ pub async fn run_schedule(
         }
         fire(&runtime, &plugin, schedule, next).await;
         after = next;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use chrono::TimeZone;
-
-    #[test]
-    fn eight_pm_in_kolkata_is_half_past_two_utc() {
-        let cron = parse_cron("0 20 * * *").unwrap();
-        let after = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
-        let next = next_fire(&cron, chrono_tz::Asia::Kolkata, after).unwrap();
-        assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap());
-    }
-
-    #[test]
-    fn bad_cron_is_an_error() {
-        assert!(parse_cron("61 * * * *").is_err());
-        assert!(parse_cron("every day").is_err());
-        assert!(parse_cron("*/5 * * * * *").is_ok());
     }
 }

@@ -1,7 +1,7 @@
 //! Tenants with demo data on both backends, the CLI around them, and the
 //! audit chain verifier catching an edited record.
 
-mod support;
+use crate::support;
 
 use neo_ops::backends::db::Value;
 use support::{Backend, Deployment};

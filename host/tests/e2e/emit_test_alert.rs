@@ -3,7 +3,7 @@
 //! and email receivers. A failing channel fails the run without stopping the
 //! others; unconfigured channels are reported as skipped.
 
-mod support;
+use crate::support;
 
 use neo_ops::runtime::InvokeError;
 use serde_json::Value as Json;
@@ -480,7 +480,7 @@ fn shipped_manifest_entry() {
         .expect("emit-test-alert in plugins.toml");
     assert!(p.command);
     assert_eq!(p.schedules.len(), 1);
-    assert_eq!(p.schedules[0].cron, "0 9 1 * *");
+    assert_eq!(p.schedules[0].cron.as_str(), "0 9 1 * *");
     assert_eq!(p.schedules[0].tz.name(), "Asia/Kolkata");
     assert_eq!(p.schedules[0].args, ["--message", "Monthly test alert"]);
     assert!(p.grants.mail);

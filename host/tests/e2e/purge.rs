@@ -2,7 +2,7 @@
 //! data, untouched rows stay byte-for-byte, dry run, idempotence, resuming
 //! after an interrupted run, the per-tenant lock, `--all-tenants`, errors.
 
-mod support;
+use crate::support;
 
 use neo_ops::backends::db::{Pool, Value};
 use serde_json::Value as Json;

@@ -8,7 +8,7 @@
 //! timeout and reported as failed. `neo-ops run preflight` prints the same
 //! checklist and exits non-zero on a failure.
 
-mod support;
+use crate::support;
 
 use axum::Router;
 use axum::http::header::CONTENT_TYPE;

@@ -3,7 +3,7 @@
 //! files through the host's `files` capability and mailing the ops address
 //! (real SMTP server, or the `.eml` outbox on the embedded backend).
 
-mod support;
+use crate::support;
 
 use base64::Engine;
 use neo_ops::runtime::{InvokeError, Trigger};
@@ -362,7 +362,8 @@ async fn reads_only_the_granted_file(backend: Backend) {
         .map(|s| s.to_string())
         .collect();
     let grants = ["arg:--csv".to_string()];
-    let granted = neo_ops::caps::files::resolve_grants(&grants, Some(&Trigger::Command(args)));
+    let granted =
+        neo_ops::runtime::file_grants::resolve_grants(&grants, Some(&Trigger::Command(args)));
     assert_eq!(granted, vec![PathBuf::from(&report)]);
     assert!(!granted.contains(&PathBuf::from(&other)));
 

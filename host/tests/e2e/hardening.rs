@@ -4,7 +4,7 @@
 //! back after an outage, host namespaces out of reach, database error text
 //! kept out of responses and secrets out of start-up errors.
 
-mod support;
+use crate::support;
 
 use neo_ops::manifest::Role;
 use neo_ops::runtime::admission::AdmissionPolicy;
@@ -125,7 +125,7 @@ async fn refused_job_keeps_its_attempts(backend: Backend) {
         .collect();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let kv = &server.services.kv;
-    neo_ops::triggers::queue::enqueue(kv, "jobs", None, "job-a")
+    neo_ops::backends::queue::enqueue(kv, "jobs", None, "job-a")
         .await
         .unwrap();
     for s in sleepers {
@@ -140,7 +140,7 @@ async fn refused_job_keeps_its_attempts(backend: Backend) {
         assert!(Instant::now() < deadline, "the job never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let dead = neo_ops::triggers::queue::dead_letters(kv, "jobs", 10)
+    let dead = neo_ops::backends::queue::dead_letters(kv, "jobs", 10)
         .await
         .unwrap();
     assert!(dead.is_empty(), "{dead:?}");

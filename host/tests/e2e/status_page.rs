@@ -1,7 +1,7 @@
 //! The status page end to end: commands change state, `GET /status.json`
 //! reports it, on both backends.
 
-mod support;
+use crate::support;
 
 use support::{Backend, Deployment};
 

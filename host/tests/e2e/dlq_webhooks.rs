@@ -5,11 +5,11 @@
 //! once; the circuit breaker opens, stops sending, and closes after a trial;
 //! an export job mails a CSV, and a bad one is dead-lettered.
 
-mod support;
+use crate::support;
 
 use neo_ops::backends::db::{Pool, Value};
+use neo_ops::backends::queue;
 use neo_ops::manifest::Role;
-use neo_ops::triggers::queue;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
 use std::future::Future;

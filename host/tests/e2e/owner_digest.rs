@@ -2,7 +2,7 @@
 //! seeded orders say for the tenant's business day in its own zone, the mail
 //! carries them, a day is digested once, and a failed send is retried later.
 
-mod support;
+use crate::support;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;

@@ -3,7 +3,7 @@
 //! and wrongly typed bodies and floods are refused; the listing needs the
 //! admin role; HTML responses carry the Report-Only policy pointing here.
 
-mod support;
+use crate::support;
 
 use futures::StreamExt;
 use neo_ops::manifest::Role;

@@ -4,12 +4,12 @@
 //! tenant, each action's effect in the database, double clicks doing the work
 //! once, and audit records written for successes only, chained and tamper-evident.
 
-mod support;
+use crate::support;
 
 use neo_ops::auth;
 use neo_ops::backends::db::{Pool, Value};
+use neo_ops::backends::queue::{Job, queue_key};
 use neo_ops::manifest::Role;
-use neo_ops::triggers::queue::{Job, queue_key};
 use serde_json::{Value as Json, json};
 use support::{Backend, Deployment, Server};
 

@@ -2,12 +2,12 @@
 //! consumed once (failures dead-lettered), routes enforce their role with the
 //! spec's exact 403 body.
 
-mod support;
+use crate::support;
 
 use neo_ops::auth;
 use neo_ops::backends::db::Value;
+use neo_ops::backends::queue;
 use neo_ops::manifest::Role;
-use neo_ops::triggers::queue;
 use std::collections::HashMap;
 use std::time::Duration;
 use support::{Backend, Deployment};

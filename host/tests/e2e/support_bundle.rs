@@ -4,7 +4,7 @@
 //! the environment, the database URLs, tenant config and audit details
 //! appears in no file.
 
-mod support;
+use crate::support;
 
 use neo_ops::audit_log::{self, NewRecord};
 use neo_ops::backends::db::Value;

@@ -1,7 +1,7 @@
 //! The sandbox: grants are checked before any I/O (a denied call reaches
 //! nothing), and a trapping, looping or memory-hungry plugin fails alone.
 
-mod support;
+use crate::support;
 
 use serde_json::Value as Json;
 use std::time::{Duration, Instant};
@@ -120,13 +120,13 @@ async fn denied_capabilities_do_nothing(backend: Backend) {
     let jobs = server
         .services
         .kv
-        .list_range(&neo_ops::triggers::queue::queue_key("jobs"), 0, -1)
+        .list_range(&neo_ops::backends::queue::queue_key("jobs"), 0, -1)
         .await
         .unwrap();
     let tenants: Vec<Option<String>> = jobs
         .iter()
         .map(|j| {
-            serde_json::from_slice::<neo_ops::triggers::queue::Job>(j)
+            serde_json::from_slice::<neo_ops::backends::queue::Job>(j)
                 .unwrap()
                 .tenant
         })

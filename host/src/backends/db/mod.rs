@@ -1,0 +1,462 @@
+//! Databases: Postgres (master + one database per tenant from the DSN
+//! template) or embedded SQLite files under the data dir. Both run the same
+//! migrations and speak the same portable SQL with `$n` placeholders.
+
+mod postgres;
+mod sqlite;
+mod value;
+
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::SqlitePool;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::RwLock;
+
+use crate::manifest::valid_tenant_name;
+use crate::settings::Settings;
+use neo_ops_text::redact::for_log as redact_url;
+use postgres::{PG_MASTER, PG_TENANT, pg_pool, pg_run};
+use sqlite::{LITE_MASTER, LITE_TENANT, lite_run, sqlite_pool};
+
+pub use postgres::{BREAKER_OPEN, PgHandle};
+pub use sqlite::sqlite_timestamp;
+pub use value::{DbError, RowSet, Value};
+
+/// Every statement is bounded in time, so a plugin cannot hang on the database.
+pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long taking a pooled Postgres connection (or opening one) may take.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long a readiness ping may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A tenant as `tenant list` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TenantRow {
+    pub name: String,
+    pub display_name: String,
+    pub plan: String,
+    pub time_zone: String,
+    pub owner_email: Option<String>,
+    pub retention_days: i64,
+}
+
+/// Tenant fields to change (`None`: leave as it is).
+#[derive(Debug, Clone, Default)]
+pub struct TenantUpdate {
+    pub owner_email: Option<String>,
+    pub display_name: Option<String>,
+    pub time_zone: Option<String>,
+    pub retention_days: Option<i64>,
+    pub plan: Option<String>,
+}
+
+impl TenantUpdate {
+    pub fn is_empty(&self) -> bool {
+        self.owner_email.is_none()
+            && self.display_name.is_none()
+            && self.time_zone.is_none()
+            && self.retention_days.is_none()
+            && self.plan.is_none()
+    }
+}
+
+/// One connection pool, either backend.
+#[derive(Clone, Debug)]
+pub enum Pool {
+    Pg(PgHandle),
+    Sqlite(SqlitePool),
+}
+
+enum Kind {
+    Postgres { template: String },
+    Sqlite { dir: PathBuf },
+}
+
+/// The master database and lazily opened tenant databases.
+pub struct Databases {
+    master: Pool,
+    kind: Kind,
+    tenants: RwLock<HashMap<String, Pool>>,
+}
+
+impl Databases {
+    /// Connects to the master database and migrates it.
+    pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+        let (master, kind) = match (
+            &settings.postgres_master_url,
+            &settings.postgres_tenant_dsn_template,
+        ) {
+            (Some(url), Some(template)) => {
+                let pool = pg_pool(url).await?;
+                PG_MASTER.run(&pool).await.map_err(|e| {
+                    anyhow::anyhow!("migrating master database {}: {e}", redact_url(url))
+                })?;
+                (
+                    Pool::Pg(PgHandle::new(pool)),
+                    Kind::Postgres {
+                        template: template.clone(),
+                    },
+                )
+            }
+            _ => {
+                let dir = settings.data_dir.join("db");
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+                let pool = sqlite_pool(dir.join("master.sqlite")).await?;
+                LITE_MASTER
+                    .run(&pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migrating embedded master database: {e}"))?;
+                (Pool::Sqlite(pool), Kind::Sqlite { dir })
+            }
+        };
+        Ok(Arc::new(Self {
+            master,
+            kind,
+            tenants: RwLock::new(HashMap::new()),
+        }))
+    }
+
+    pub fn master(&self) -> &Pool {
+        &self.master
+    }
+
+    /// Newest migration version this build carries: (master, tenant).
+    pub fn expected_schema(&self) -> (i64, i64) {
+        let newest = |m: &sqlx::migrate::Migrator| m.iter().map(|m| m.version).max().unwrap_or(0);
+        match self.kind {
+            Kind::Postgres { .. } => (newest(&PG_MASTER), newest(&PG_TENANT)),
+            Kind::Sqlite { .. } => (newest(&LITE_MASTER), newest(&LITE_TENANT)),
+        }
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Postgres { .. } => "postgres",
+            Kind::Sqlite { .. } => "sqlite",
+        }
+    }
+
+    /// The live tenants, by name.
+    pub async fn list_tenants(&self) -> Result<Vec<TenantRow>, DbError> {
+        let rows = self
+            .master
+            .query(
+                "SELECT name, display_name, plan, time_zone, owner_email, pii_retention_days \
+                 FROM tenants WHERE deleted_at IS NULL ORDER BY name",
+                &[],
+            )
+            .await?;
+        let text = |v: &Value| match v {
+            Value::Text(s) => Some(s.clone()),
+            _ => None,
+        };
+        Ok(rows
+            .rows
+            .iter()
+            .map(|r| TenantRow {
+                name: text(&r[0]).unwrap_or_default(),
+                display_name: text(&r[1]).unwrap_or_default(),
+                plan: text(&r[2]).unwrap_or_default(),
+                time_zone: text(&r[3]).unwrap_or_default(),
+                owner_email: text(&r[4]),
+                retention_days: match r[5] {
+                    Value::Int(n) => n,
+                    _ => 0,
+                },
+            })
+            .collect())
+    }
+
+    /// Sets the given fields of a live tenant; an unknown tenant is an error
+    /// naming it.
+    pub async fn update_tenant(&self, name: &str, update: &TenantUpdate) -> Result<(), DbError> {
+        let mut sets = Vec::new();
+        let mut params = vec![Value::Text(name.to_string())];
+        let mut set = |column: &str, value: Value| {
+            params.push(value);
+            sets.push(format!("{column} = ${}", params.len()));
+        };
+        if let Some(v) = &update.owner_email {
+            set("owner_email", Value::Text(v.clone()));
+        }
+        if let Some(v) = &update.display_name {
+            set("display_name", Value::Text(v.clone()));
+        }
+        if let Some(v) = &update.time_zone {
+            set("time_zone", Value::Text(v.clone()));
+        }
+        if let Some(v) = update.retention_days {
+            set("pii_retention_days", Value::Int(v));
+        }
+        if let Some(v) = &update.plan {
+            set("plan", Value::Text(v.clone()));
+        }
+        if sets.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE tenants SET {} WHERE name = $1 AND deleted_at IS NULL",
+            sets.join(", ")
+        );
+        match self.master.execute(&sql, &params).await? {
+            0 => Err(DbError::NotFound(format!("tenant \"{name}\" not found"))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether a live tenant of that name is registered in the master database.
+    pub async fn tenant_exists(&self, name: &str) -> Result<bool, DbError> {
+        if !valid_tenant_name(name) {
+            return Ok(false);
+        }
+        let rows = self
+            .master
+            .query(
+                "SELECT 1 AS one FROM tenants WHERE name = $1 AND deleted_at IS NULL",
+                &[Value::Text(name.into())],
+            )
+            .await?;
+        Ok(!rows.rows.is_empty())
+    }
+
+    /// The pool of a registered tenant, opened on first use.
+    pub async fn tenant(&self, name: &str) -> Result<Pool, DbError> {
+        if let Some(p) = self.tenants.read().await.get(name) {
+            return Ok(p.clone());
+        }
+        if !self.tenant_exists(name).await? {
+            return Err(DbError::NotFound(format!("tenant \"{name}\" not found")));
+        }
+        let pool = self.open_tenant(name).await?;
+        self.tenants
+            .write()
+            .await
+            .insert(name.to_string(), pool.clone());
+        Ok(pool)
+    }
+
+    async fn open_tenant(&self, name: &str) -> Result<Pool, DbError> {
+        let unavailable = |e: anyhow::Error| {
+            tracing::warn!(tenant = name, error = %e, "opening tenant database failed");
+            DbError::Unavailable(format!("tenant \"{name}\" database unavailable"))
+        };
+        match &self.kind {
+            Kind::Postgres { template } => Ok(Pool::Pg(PgHandle::new(
+                pg_pool(&template.replace("{tenant}", name))
+                    .await
+                    .map_err(unavailable)?,
+            ))),
+            Kind::Sqlite { dir } => Ok(Pool::Sqlite(
+                sqlite_pool(dir.join(format!("tenant-{name}.sqlite")))
+                    .await
+                    .map_err(unavailable)?,
+            )),
+        }
+    }
+
+    /// Creates a tenant: its database (migrated) and then its master row, so a
+    /// tenant is never registered without a usable database.
+    pub async fn create_tenant(&self, name: &str, display_name: &str) -> anyhow::Result<()> {
+        if !valid_tenant_name(name) {
+            anyhow::bail!(
+                "bad tenant name \"{name}\" (lowercase letters, digits, '_' and '-', starting with a letter, at most 48)"
+            );
+        }
+        if self.tenant_exists(name).await? {
+            anyhow::bail!("tenant \"{name}\" already exists");
+        }
+        match &self.kind {
+            Kind::Postgres { template } => {
+                let dsn = template.replace("{tenant}", name);
+                let db_name = database_name(&dsn).ok_or_else(|| {
+                    anyhow::anyhow!("cannot find a database name in the tenant DSN template")
+                })?;
+                let Pool::Pg(master) = &self.master else {
+                    unreachable!()
+                };
+                let master: &PgPool = master;
+                let exists: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+                        .bind(&db_name)
+                        .fetch_optional(master)
+                        .await?;
+                if exists.is_none() {
+                    let quoted = db_name.replace('"', "\"\"");
+                    sqlx::query(&format!("CREATE DATABASE \"{quoted}\""))
+                        .execute(master)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("creating database \"{db_name}\": {e}"))?;
+                }
+                let pool = pg_pool(&dsn).await?;
+                PG_TENANT
+                    .run(&pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migrating tenant \"{name}\": {e}"))?;
+                pool.close().await;
+            }
+            Kind::Sqlite { dir } => {
+                let pool = sqlite_pool(dir.join(format!("tenant-{name}.sqlite"))).await?;
+                LITE_TENANT
+                    .run(&pool)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("migrating tenant \"{name}\": {e}"))?;
+                pool.close().await;
+            }
+        }
+        self.master
+            .execute(
+                "INSERT INTO tenants (name, display_name) VALUES ($1, $2)",
+                &[Value::Text(name.into()), Value::Text(display_name.into())],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Applies pending tenant migrations to every registered tenant.
+    pub async fn migrate_tenants(&self) -> anyhow::Result<usize> {
+        let rows = self
+            .master
+            .query(
+                "SELECT name FROM tenants WHERE deleted_at IS NULL ORDER BY name",
+                &[],
+            )
+            .await?;
+        let mut n = 0;
+        for row in rows.rows {
+            if let Some(Value::Text(name)) = row.first() {
+                match self.tenant(name).await? {
+                    Pool::Pg(p) => PG_TENANT.run(&p.pool).await?,
+                    Pool::Sqlite(p) => LITE_TENANT.run(&p).await?,
+                }
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    pub async fn close(&self) {
+        self.master.close().await;
+        for p in self.tenants.read().await.values() {
+            p.close().await;
+        }
+    }
+}
+
+/// The database name (last path segment) of a Postgres URL.
+fn database_name(dsn: &str) -> Option<String> {
+    let after_scheme = dsn.split_once("://")?.1;
+    let path = after_scheme.split_once('/')?.1;
+    let name = path.split(['?', '#']).next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+async fn bounded<T>(fut: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, fut)
+        .await
+        .unwrap_or_else(|_| Err(DbError::Unavailable("statement timed out".into())))
+}
+
+impl Pool {
+    pub async fn query(&self, sql: &str, params: &[Value]) -> Result<RowSet, DbError> {
+        Ok(self.run(sql, params).await?.1)
+    }
+
+    pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        Ok(self.run(sql, params).await?.0)
+    }
+
+    /// Runs one statement: rows affected and the rows it returned.
+    pub async fn run(&self, sql: &str, params: &[Value]) -> Result<(u64, RowSet), DbError> {
+        if let Pool::Pg(p) = self {
+            p.check()?;
+        }
+        self.run_unguarded(sql, params).await
+    }
+
+    /// [`Pool::run`] past the breaker (which it updates): the readiness probe.
+    async fn run_unguarded(&self, sql: &str, params: &[Value]) -> Result<(u64, RowSet), DbError> {
+        bounded(async {
+            match self {
+                Pool::Pg(p) => {
+                    let result = pg_run(&p.pool, sql, params).await;
+                    p.record(&result);
+                    result
+                }
+                Pool::Sqlite(p) => lite_run(p, sql, params).await,
+            }
+        })
+        .await
+    }
+
+    /// Runs every statement in one transaction; any failure rolls all back.
+    pub async fn transaction(
+        &self,
+        statements: &[(String, Vec<Value>)],
+    ) -> Result<Vec<(u64, RowSet)>, DbError> {
+        bounded(async {
+            let mut out = Vec::with_capacity(statements.len());
+            match self {
+                Pool::Pg(p) => {
+                    p.check()?;
+                    let begun = p.pool.begin().await.map_err(DbError::from);
+                    p.record(&begun);
+                    let mut tx = begun?;
+                    for (sql, params) in statements {
+                        out.push(pg_run(&mut *tx, sql, params).await?);
+                    }
+                    tx.commit().await?;
+                }
+                Pool::Sqlite(p) => {
+                    let mut tx = p.begin().await?;
+                    for (sql, params) in statements {
+                        out.push(lite_run(&mut *tx, sql, params).await?);
+                    }
+                    tx.commit().await?;
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Whether the database answers within [`PING_TIMEOUT`] (readiness).
+    pub async fn ping(&self) -> bool {
+        let probe = self.run_unguarded("SELECT 1 AS one", &[]);
+        matches!(tokio::time::timeout(PING_TIMEOUT, probe).await, Ok(Ok(_)))
+    }
+
+    pub async fn close(&self) {
+        match self {
+            Pool::Pg(p) => p.close().await,
+            Pool::Sqlite(p) => p.close().await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_names() {
+        assert!(valid_tenant_name("acme"));
+        assert!(valid_tenant_name("acme_2-x"));
+        assert!(!valid_tenant_name("Acme"));
+        assert!(!valid_tenant_name("1acme"));
+        assert!(!valid_tenant_name("a;drop"));
+        assert!(!valid_tenant_name(""));
+    }
+
+    #[test]
+    fn database_names_from_dsn() {
+        assert_eq!(
+            database_name("postgres://u:p@h:5432/neo_acme?sslmode=disable").as_deref(),
+            Some("neo_acme")
+        );
+        assert_eq!(database_name("postgres://h:5432"), None);
+    }
+}

@@ -1,0 +1,205 @@
+//! The Postgres backend: pools with a breaker, binding `Value`s and
+//! decoding rows by column type, and the Postgres migrations.
+
+use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use futures::TryStreamExt;
+use sqlx::Either;
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column, Row, TypeInfo, ValueRef};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{ACQUIRE_TIMEOUT, DbError, RowSet, Value};
+use neo_ops_text::redact::for_log as redact_url;
+
+pub(super) static PG_MASTER: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres/master");
+pub(super) static PG_TENANT: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres/tenant");
+
+/// A Postgres pool with a breaker: once the database has failed to answer,
+/// statements fail at once for [`BREAKER_OPEN`] instead of each waiting out
+/// the acquire timeout, so public routes answer 503 fast during an outage.
+/// The readiness ping goes through regardless and closes it on success.
+#[derive(Clone, Debug)]
+pub struct PgHandle {
+    pub(super) pool: PgPool,
+    open_until_ms: Arc<std::sync::atomic::AtomicI64>,
+}
+
+/// How long statements fail fast after the database failed to answer.
+pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+
+impl PgHandle {
+    pub(super) fn new(pool: PgPool) -> Self {
+        Self {
+            pool,
+            open_until_ms: Arc::default(),
+        }
+    }
+
+    fn now_ms() -> i64 {
+        chrono::Utc::now().timestamp_millis()
+    }
+
+    pub(super) fn check(&self) -> Result<(), DbError> {
+        let until = self
+            .open_until_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if until > Self::now_ms() {
+            return Err(DbError::Unavailable("database unavailable".into()));
+        }
+        Ok(())
+    }
+
+    /// Opens the breaker after the database failed to answer; closes it on
+    /// any answer.
+    pub(super) fn record<T>(&self, result: &Result<T, DbError>) {
+        let open = matches!(result, Err(DbError::Unavailable(_)));
+        let until = if open {
+            Self::now_ms() + BREAKER_OPEN.as_millis() as i64
+        } else {
+            0
+        };
+        self.open_until_ms
+            .store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl std::ops::Deref for PgHandle {
+    type Target = PgPool;
+    fn deref(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
+    PgPoolOptions::new()
+        .max_connections(16)
+        .min_connections(0)
+        // Bounds connecting too: a down database answers within this.
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .idle_timeout(Duration::from_secs(300))
+        .connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", redact_url(url)))
+}
+
+pub(super) async fn pg_run<'e, E>(
+    ex: E,
+    sql: &str,
+    params: &[Value],
+) -> Result<(u64, RowSet), DbError>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Postgres>,
+{
+    let query = pg_query(sql, params)?;
+    let mut stream = ex.fetch_many(query);
+    let (mut affected, mut rows) = (0, Vec::new());
+    while let Some(step) = stream.try_next().await? {
+        match step {
+            Either::Left(done) => affected += done.rows_affected(),
+            Either::Right(row) => rows.push(row),
+        }
+    }
+    Ok((affected, pg_rows(rows)?))
+}
+
+/// A NULL whose type Postgres infers from context (parameter type oid 0), so
+/// one NULL value fits any column.
+struct UntypedNull;
+
+impl sqlx::Type<sqlx::Postgres> for UntypedNull {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        sqlx::postgres::PgTypeInfo::with_oid(sqlx::postgres::types::Oid(0))
+    }
+}
+
+impl sqlx::Encode<'_, sqlx::Postgres> for UntypedNull {
+    fn encode_by_ref(
+        &self,
+        _buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        Ok(sqlx::encode::IsNull::Yes)
+    }
+}
+
+pub(super) fn micros_to_datetime(micros: i64) -> Result<DateTime<Utc>, DbError> {
+    Utc.timestamp_micros(micros)
+        .single()
+        .ok_or_else(|| DbError::Invalid(format!("timestamp {micros} is out of range")))
+}
+
+pub(super) fn pg_query<'q>(
+    sql: &'q str,
+    params: &'q [Value],
+) -> Result<sqlx::query::Query<'q, sqlx::Postgres, PgArguments>, DbError> {
+    let mut q = sqlx::query(sql);
+    for v in params {
+        q = match v {
+            Value::Null => q.bind(UntypedNull),
+            Value::Bool(b) => q.bind(*b),
+            Value::Int(i) => q.bind(*i),
+            Value::Float(f) => q.bind(*f),
+            Value::Text(s) => q.bind(s.as_str()),
+            Value::Bytes(b) => q.bind(b.as_slice()),
+            Value::Timestamp(t) => q.bind(micros_to_datetime(*t)?),
+            Value::Json(s) => {
+                let json: serde_json::Value = serde_json::from_str(s).map_err(|e| {
+                    DbError::Invalid(format!("json parameter is not valid JSON: {e}"))
+                })?;
+                q.bind(json)
+            }
+        };
+    }
+    Ok(q)
+}
+
+pub(super) fn pg_rows(rows: Vec<PgRow>) -> Result<RowSet, DbError> {
+    let Some(first) = rows.first() else {
+        return Ok(RowSet::default());
+    };
+    let columns: Vec<String> = first
+        .columns()
+        .iter()
+        .map(|c| c.name().to_string())
+        .collect();
+    let mut out = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let mut values = Vec::with_capacity(columns.len());
+        for (i, col) in row.columns().iter().enumerate() {
+            values.push(pg_value(row, i, col.type_info().name())?);
+        }
+        out.push(values);
+    }
+    Ok(RowSet { columns, rows: out })
+}
+
+pub(super) fn pg_value(row: &PgRow, i: usize, ty: &str) -> Result<Value, DbError> {
+    if row.try_get_raw(i)?.is_null() {
+        return Ok(Value::Null);
+    }
+    Ok(match ty {
+        "BOOL" => Value::Bool(row.try_get(i)?),
+        "INT2" => Value::Int(row.try_get::<i16, _>(i)?.into()),
+        "INT4" => Value::Int(row.try_get::<i32, _>(i)?.into()),
+        "INT8" => Value::Int(row.try_get(i)?),
+        "OID" => Value::Int(row.try_get::<sqlx::postgres::types::Oid, _>(i)?.0.into()),
+        "FLOAT4" => Value::Float(row.try_get::<f32, _>(i)?.into()),
+        "FLOAT8" => Value::Float(row.try_get(i)?),
+        "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" | "CHAR" => Value::Text(row.try_get(i)?),
+        "BYTEA" => Value::Bytes(row.try_get(i)?),
+        "TIMESTAMPTZ" => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i)?.timestamp_micros()),
+        "TIMESTAMP" => Value::Timestamp(
+            row.try_get::<NaiveDateTime, _>(i)?
+                .and_utc()
+                .timestamp_micros(),
+        ),
+        "DATE" => Value::Text(row.try_get::<chrono::NaiveDate, _>(i)?.to_string()),
+        "JSON" | "JSONB" => Value::Json(row.try_get::<serde_json::Value, _>(i)?.to_string()),
+        "VOID" => Value::Null,
+        other => {
+            return Err(DbError::Invalid(format!(
+                "column {i} has type {other}, which the db interface does not carry; cast it to text or a number"
+            )));
+        }
+    })
+}

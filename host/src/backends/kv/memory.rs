@@ -1,0 +1,264 @@
+//! The in-process kv backend: values and lists with TTLs in one map behind a
+//! mutex, with Redis's semantics for every operation neo-ops uses. Per
+//! process: queues and locks across replicas need Redis.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::KvError;
+
+enum Val {
+    Bytes(Vec<u8>),
+    List(VecDeque<Vec<u8>>),
+}
+
+struct Entry {
+    val: Val,
+    expires: Option<Instant>,
+}
+
+impl Entry {
+    fn expired(&self) -> bool {
+        self.expires.is_some_and(|t| t <= Instant::now())
+    }
+}
+
+#[derive(Default)]
+struct Store {
+    map: HashMap<String, Entry>,
+    ops: u64,
+}
+
+#[derive(Default)]
+pub struct MemoryKv {
+    store: Mutex<Store>,
+}
+
+impl MemoryKv {
+    /// Runs `f` on the store, dropping expired entries now and then.
+    fn with<T>(&self, f: impl FnOnce(&mut Store) -> Result<T, KvError>) -> Result<T, KvError> {
+        let mut store = self.store.lock().unwrap_or_else(|p| p.into_inner());
+        store.sweep();
+        f(&mut store)
+    }
+
+    pub fn get(&self, k: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.with(|m| m.bytes(k).map(|b| b.cloned()))
+    }
+
+    pub fn set(&self, k: String, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        self.with(|m| {
+            m.put(k, Val::Bytes(value.to_vec()), ttl);
+            Ok(())
+        })
+    }
+
+    pub fn set_nx(&self, k: String, value: &[u8], ttl: Duration) -> Result<bool, KvError> {
+        self.with(|m| {
+            if m.live(&k).is_some() {
+                return Ok(false);
+            }
+            m.put(k, Val::Bytes(value.to_vec()), Some(ttl));
+            Ok(true)
+        })
+    }
+
+    pub fn delete(&self, k: &str) -> Result<bool, KvError> {
+        self.with(|m| Ok(m.map.remove(k).is_some_and(|e| !e.expired())))
+    }
+
+    pub fn incr(&self, k: String, by: i64) -> Result<i64, KvError> {
+        self.with(|m| {
+            let current = match m.bytes(&k)? {
+                None => 0,
+                Some(b) => std::str::from_utf8(b)
+                    .ok()
+                    .and_then(|s| s.parse::<i64>().ok())
+                    .ok_or_else(|| KvError::WrongType("value is not an integer".into()))?,
+            };
+            let next = current
+                .checked_add(by)
+                .ok_or_else(|| KvError::WrongType("increment would overflow".into()))?;
+            let expires = m.live(&k).and_then(|e| e.expires);
+            m.map.insert(
+                k,
+                Entry {
+                    val: Val::Bytes(next.to_string().into_bytes()),
+                    expires,
+                },
+            );
+            Ok(next)
+        })
+    }
+
+    pub fn expire(&self, k: &str, ttl: Duration) -> Result<bool, KvError> {
+        self.with(|m| match m.map.get_mut(k) {
+            Some(e) if !e.expired() => {
+                e.expires = Some(Instant::now() + ttl);
+                Ok(true)
+            }
+            _ => Ok(false),
+        })
+    }
+
+    pub fn ttl(&self, k: &str) -> Result<Option<u64>, KvError> {
+        self.with(|m| {
+            Ok(m.live(k)
+                .and_then(|e| e.expires)
+                .map(|t| t.saturating_duration_since(Instant::now()).as_millis() as u64))
+        })
+    }
+
+    pub fn list_push(&self, k: &str, values: &[Vec<u8>]) -> Result<u64, KvError> {
+        self.with(|m| {
+            let list = m.list_mut(k)?;
+            for v in values {
+                list.push_front(v.clone());
+            }
+            Ok(list.len() as u64)
+        })
+    }
+
+    pub fn list_len(&self, k: &str) -> Result<u64, KvError> {
+        self.with(|m| Ok(m.list(k)?.map_or(0, |l| l.len() as u64)))
+    }
+
+    pub fn list_trim(&self, k: &str, start: i64, stop: i64) -> Result<(), KvError> {
+        self.with(|m| {
+            let Some(list) = m.list(k)? else {
+                return Ok(());
+            };
+            let kept: VecDeque<Vec<u8>> = match span(list.len(), start, stop) {
+                Some((a, b)) => list.range(a..=b).cloned().collect(),
+                None => VecDeque::new(),
+            };
+            if kept.is_empty() {
+                m.map.remove(k);
+            } else {
+                *m.list_mut(k)? = kept;
+            }
+            Ok(())
+        })
+    }
+
+    pub fn list_range(&self, k: &str, start: i64, stop: i64) -> Result<Vec<Vec<u8>>, KvError> {
+        self.with(|m| {
+            let Some(list) = m.list(k)? else {
+                return Ok(vec![]);
+            };
+            Ok(match span(list.len(), start, stop) {
+                Some((a, b)) => list.range(a..=b).cloned().collect(),
+                None => vec![],
+            })
+        })
+    }
+
+    pub fn list_remove(&self, k: &str, value: &[u8], count: i64) -> Result<u64, KvError> {
+        self.with(|m| {
+            let Some(list) = m.list(k)? else {
+                return Ok(0);
+            };
+            let mut removed = 0;
+            let mut kept = VecDeque::with_capacity(list.len());
+            for item in list.iter() {
+                if item == value && (count == 0 || removed < count.unsigned_abs()) {
+                    removed += 1;
+                } else {
+                    kept.push_back(item.clone());
+                }
+            }
+            *m.list_mut(k)? = kept;
+            Ok(removed)
+        })
+    }
+
+    pub fn list_move_oldest(&self, f: &str, t: &str) -> Result<Option<Vec<u8>>, KvError> {
+        self.with(|m| {
+            let Some(item) = m.list_mut(f)?.pop_back() else {
+                return Ok(None);
+            };
+            m.list_mut(t)?.push_front(item.clone());
+            Ok(Some(item))
+        })
+    }
+
+    pub fn unlock(&self, k: &str, token: &str) -> Result<bool, KvError> {
+        self.with(|m| {
+            let held = m.bytes(k)?.is_some_and(|v| v == token.as_bytes());
+            if held {
+                m.map.remove(k);
+            }
+            Ok(held)
+        })
+    }
+
+    pub fn extend_lock(&self, k: String, token: &str, ttl: Duration) -> Result<bool, KvError> {
+        self.with(|m| {
+            let held = m.bytes(&k)?.is_some_and(|v| v == token.as_bytes());
+            if held {
+                m.put(k, Val::Bytes(token.as_bytes().to_vec()), Some(ttl));
+            }
+            Ok(held)
+        })
+    }
+}
+
+/// Redis-style inclusive range (negative from the end) clamped to a length.
+fn span(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
+    let len = len as i64;
+    let norm = |i: i64| if i < 0 { len + i } else { i };
+    let (a, b) = (norm(start).max(0), norm(stop).min(len - 1));
+    (a <= b && len > 0).then_some((a as usize, b as usize))
+}
+
+impl Store {
+    /// Drops expired entries now and then, so memory tracks live keys.
+    fn sweep(&mut self) {
+        self.ops += 1;
+        if self.ops.is_multiple_of(1024) {
+            self.map.retain(|_, e| !e.expired());
+        }
+    }
+
+    fn live(&self, k: &str) -> Option<&Entry> {
+        self.map.get(k).filter(|e| !e.expired())
+    }
+
+    fn put(&mut self, k: String, val: Val, ttl: Option<Duration>) {
+        let expires = ttl.map(|t| Instant::now() + t);
+        self.map.insert(k, Entry { val, expires });
+    }
+
+    fn bytes(&self, k: &str) -> Result<Option<&Vec<u8>>, KvError> {
+        match self.live(k).map(|e| &e.val) {
+            None => Ok(None),
+            Some(Val::Bytes(b)) => Ok(Some(b)),
+            Some(Val::List(_)) => Err(KvError::WrongType("key holds a list".into())),
+        }
+    }
+
+    fn list(&self, k: &str) -> Result<Option<&VecDeque<Vec<u8>>>, KvError> {
+        match self.live(k).map(|e| &e.val) {
+            None => Ok(None),
+            Some(Val::List(l)) => Ok(Some(l)),
+            Some(Val::Bytes(_)) => Err(KvError::WrongType("key holds a value, not a list".into())),
+        }
+    }
+
+    fn list_mut(&mut self, k: &str) -> Result<&mut VecDeque<Vec<u8>>, KvError> {
+        if self.live(k).is_none() {
+            self.map.insert(
+                k.to_string(),
+                Entry {
+                    val: Val::List(VecDeque::new()),
+                    expires: None,
+                },
+            );
+        }
+        match &mut self.map.get_mut(k).expect("inserted above").val {
+            Val::List(l) => Ok(l),
+            Val::Bytes(_) => Err(KvError::WrongType("key holds a value, not a list".into())),
+        }
+    }
+}

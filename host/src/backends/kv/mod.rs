@@ -1,0 +1,269 @@
+//! Key-value store: Redis (`REDIS_URL`, `redis.rs`) or an in-process map
+//! with TTLs and lists (`memory.rs`), with the same semantics. Every key is
+//! stored under the deployment prefix, so tests and deployments sharing one
+//! Redis never see each other's keys; locks live in the host namespace.
+
+mod memory;
+mod redis;
+
+use std::time::Duration;
+
+use memory::MemoryKv;
+use redis::RedisKv;
+
+pub use crate::manifest::HOST_NAMESPACE;
+
+/// Where a lock lives: in the host's namespace, out of every plugin grant's
+/// reach (a plugin names its locks, the host owns the keys).
+fn lock_key(name: &str) -> String {
+    format!("{HOST_NAMESPACE}lock:{name}")
+}
+
+/// How long a readiness ping may take.
+pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Every kv call is bounded in time.
+pub const KV_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum KvError {
+    #[error("kv unavailable")]
+    Unavailable,
+    #[error("{0}")]
+    WrongType(String),
+}
+
+pub struct Kv {
+    prefix: String,
+    backend: Backend,
+}
+
+enum Backend {
+    Redis(RedisKv),
+    Memory(MemoryKv),
+}
+
+impl Kv {
+    pub async fn connect(redis_url: Option<&str>, prefix: &str) -> anyhow::Result<Self> {
+        let backend = match redis_url {
+            Some(url) => Backend::Redis(RedisKv::connect(url).await?),
+            None => Backend::Memory(MemoryKv::default()),
+        };
+        Ok(Self {
+            prefix: prefix.to_string(),
+            backend,
+        })
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Redis(_) => "redis",
+            Backend::Memory(_) => "memory",
+        }
+    }
+
+    fn key(&self, key: &str) -> String {
+        format!("{}{}", self.prefix, key)
+    }
+
+    pub async fn ping(&self) -> bool {
+        match &self.backend {
+            Backend::Redis(r) => r.ping().await,
+            Backend::Memory(_) => true,
+        }
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.get(k).await,
+            Backend::Memory(m) => m.get(&k),
+        }
+    }
+
+    pub async fn set(&self, key: &str, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.set(k, value, ttl).await,
+            Backend::Memory(m) => m.set(k, value, ttl),
+        }
+    }
+
+    /// Sets only when absent; true when set.
+    pub async fn set_nx(&self, key: &str, value: &[u8], ttl: Duration) -> Result<bool, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.set_nx(k, value, ttl).await,
+            Backend::Memory(m) => m.set_nx(k, value, ttl),
+        }
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<bool, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.delete(k).await,
+            Backend::Memory(m) => m.delete(&k),
+        }
+    }
+
+    pub async fn incr(&self, key: &str, by: i64) -> Result<i64, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.incr(k, by).await,
+            Backend::Memory(m) => m.incr(k, by),
+        }
+    }
+
+    pub async fn expire(&self, key: &str, ttl: Duration) -> Result<bool, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.expire(k, ttl).await,
+            Backend::Memory(m) => m.expire(&k, ttl),
+        }
+    }
+
+    /// Milliseconds to live; None when the key is missing or never expires.
+    pub async fn ttl(&self, key: &str) -> Result<Option<u64>, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.ttl(k).await,
+            Backend::Memory(m) => m.ttl(&k),
+        }
+    }
+
+    /// Pushes values onto the head of a list; returns the new length.
+    pub async fn list_push(&self, key: &str, values: &[Vec<u8>]) -> Result<u64, KvError> {
+        if values.is_empty() {
+            return self.list_len(key).await;
+        }
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.list_push(k, values).await,
+            Backend::Memory(m) => m.list_push(&k, values),
+        }
+    }
+
+    pub async fn list_len(&self, key: &str) -> Result<u64, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.list_len(k).await,
+            Backend::Memory(m) => m.list_len(&k),
+        }
+    }
+
+    /// Keeps only elements `start..=stop` (negative counts from the end).
+    pub async fn list_trim(&self, key: &str, start: i64, stop: i64) -> Result<(), KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.list_trim(k, start, stop).await,
+            Backend::Memory(m) => m.list_trim(&k, start, stop),
+        }
+    }
+
+    /// Elements `start..=stop` (negative counts from the end), head first.
+    pub async fn list_range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<Vec<u8>>, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.list_range(k, start, stop).await,
+            Backend::Memory(m) => m.list_range(&k, start, stop),
+        }
+    }
+
+    /// Removes up to `count` occurrences of `value` from a list (0: all).
+    pub async fn list_remove(&self, key: &str, value: &[u8], count: i64) -> Result<u64, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.list_remove(k, value, count).await,
+            Backend::Memory(m) => m.list_remove(&k, value, count),
+        }
+    }
+
+    /// Atomically moves the oldest element of `from` to the head of `to`, so
+    /// exactly one consumer gets it and it is not lost while being worked on.
+    pub async fn list_move_oldest(&self, from: &str, to: &str) -> Result<Option<Vec<u8>>, KvError> {
+        let (f, t) = (self.key(from), self.key(to));
+        match &self.backend {
+            Backend::Redis(r) => r.list_move_oldest(f, t).await,
+            Backend::Memory(m) => m.list_move_oldest(&f, &t),
+        }
+    }
+
+    /// Takes a lock; returns its token when acquired.
+    pub async fn lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, KvError> {
+        let token = uuid::Uuid::new_v4().to_string();
+        Ok(self
+            .set_nx(&lock_key(name), token.as_bytes(), ttl)
+            .await?
+            .then_some(token))
+    }
+
+    /// Releases a lock if `token` still holds it.
+    pub async fn unlock(&self, name: &str, token: &str) -> Result<bool, KvError> {
+        let k = self.key(&lock_key(name));
+        match &self.backend {
+            Backend::Redis(r) => r.unlock(k, token).await,
+            Backend::Memory(m) => m.unlock(&k, token),
+        }
+    }
+
+    /// Extends a lock held with `token` to expire `ttl` from now; false when
+    /// the lock expired or another holder has it.
+    pub async fn extend_lock(
+        &self,
+        name: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let k = self.key(&lock_key(name));
+        match &self.backend {
+            Backend::Redis(r) => r.extend_lock(k, token, ttl).await,
+            Backend::Memory(m) => m.extend_lock(k, token, ttl),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_lists_trim_and_range_like_redis() {
+        let kv = Kv::connect(None, "t:").await.unwrap();
+        for i in 0..10u8 {
+            kv.list_push("l", &[vec![i]]).await.unwrap();
+        }
+        kv.list_trim("l", 0, 4).await.unwrap();
+        let items = kv.list_range("l", 0, -1).await.unwrap();
+        assert_eq!(items, vec![vec![9], vec![8], vec![7], vec![6], vec![5]]);
+        assert_eq!(kv.list_move_oldest("l", "p").await.unwrap(), Some(vec![5]));
+        assert_eq!(kv.list_range("p", 0, -1).await.unwrap(), vec![vec![5]]);
+        assert_eq!(kv.list_remove("p", &[5], 1).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn memory_ttl_and_locks() {
+        let kv = Kv::connect(None, "t:").await.unwrap();
+        kv.set("a", b"1", Some(Duration::from_millis(30)))
+            .await
+            .unwrap();
+        assert!(kv.ttl("a").await.unwrap().is_some());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(kv.get("a").await.unwrap(), None);
+        let token = kv.lock("x", Duration::from_secs(5)).await.unwrap().unwrap();
+        assert!(
+            kv.lock("x", Duration::from_secs(5))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(!kv.unlock("x", "wrong").await.unwrap());
+        assert!(kv.unlock("x", &token).await.unwrap());
+        assert_eq!(kv.incr("n", 2).await.unwrap(), 2);
+        assert_eq!(kv.incr("n", -5).await.unwrap(), -3);
+    }
+}

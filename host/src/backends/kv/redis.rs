@@ -1,0 +1,189 @@
+//! The Redis kv backend: one multiplexed connection that reconnects by
+//! itself; every call is bounded by [`KV_TIMEOUT`]. Keys arrive prefixed.
+
+use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::time::Duration;
+
+use super::{KV_TIMEOUT, KvError, PING_TIMEOUT};
+use neo_ops_text::redact::for_log as redact_url;
+
+const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
+const UNLOCK: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
+
+impl From<redis::RedisError> for KvError {
+    fn from(e: redis::RedisError) -> Self {
+        if e.kind() == redis::ErrorKind::TypeError || e.code() == Some("WRONGTYPE") {
+            KvError::WrongType("operation against a key holding the wrong kind of value".into())
+        } else {
+            tracing::warn!(error = %e, "redis call failed");
+            KvError::Unavailable
+        }
+    }
+}
+
+/// How the connection comes back after an outage: short connect and
+/// response timeouts and a short capped backoff, so kv (and `/readyz`) is
+/// back within a couple of seconds of Redis (redis-rs's defaults grow the
+/// delay a hundredfold per try, up to a minute).
+fn reconnect_policy() -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Duration::from_secs(1))
+        .set_response_timeout(Duration::from_secs(3))
+        .set_number_of_retries(2)
+        .set_factor(2)
+        .set_exponent_base(2)
+        .set_max_delay(250)
+}
+
+pub struct RedisKv {
+    conn: ConnectionManager,
+}
+
+/// Runs one call on a cloned connection, bounded by [`KV_TIMEOUT`].
+macro_rules! call {
+    ($self:ident, |$c:ident| $body:expr) => {{
+        let mut $c = $self.conn.clone();
+        match tokio::time::timeout(KV_TIMEOUT, async {
+            let r: redis::RedisResult<_> = $body;
+            r
+        })
+        .await
+        {
+            Ok(r) => r.map_err(KvError::from),
+            Err(_) => Err(KvError::Unavailable),
+        }
+    }};
+}
+
+impl RedisKv {
+    pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let client = redis::Client::open(url)
+            .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", redact_url(url)))?;
+        let conn = tokio::time::timeout(
+            KV_TIMEOUT,
+            ConnectionManager::new_with_config(client, reconnect_policy()),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting to redis {}: timed out", redact_url(url)))?
+        .map_err(|e| anyhow::anyhow!("connecting to redis {}: {e}", redact_url(url)))?;
+        Ok(Self { conn })
+    }
+
+    pub async fn ping(&self) -> bool {
+        let mut c = self.conn.clone();
+        let cmd = redis::cmd("PING");
+        let ping = cmd.query_async::<String>(&mut c);
+        matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
+
+    pub async fn get(&self, k: String) -> Result<Option<Vec<u8>>, KvError> {
+        call!(self, |c| c.get(k).await)
+    }
+
+    pub async fn set(&self, k: String, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
+        call!(self, |c| match ttl {
+            Some(t) => c.pset_ex(k, value, t.as_millis().max(1) as u64).await,
+            None => c.set(k, value).await,
+        })
+    }
+
+    pub async fn set_nx(&self, k: String, value: &[u8], ttl: Duration) -> Result<bool, KvError> {
+        call!(self, |c| {
+            let r: Option<String> = redis::cmd("SET")
+                .arg(&k)
+                .arg(value)
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl.as_millis().max(1) as u64)
+                .query_async(&mut c)
+                .await?;
+            Ok(r.is_some())
+        })
+    }
+
+    pub async fn delete(&self, k: String) -> Result<bool, KvError> {
+        call!(self, |c| c.del::<_, u64>(k).await.map(|n| n > 0))
+    }
+
+    pub async fn incr(&self, k: String, by: i64) -> Result<i64, KvError> {
+        call!(self, |c| c.incr(k, by).await)
+    }
+
+    pub async fn expire(&self, k: String, ttl: Duration) -> Result<bool, KvError> {
+        call!(self, |c| c.pexpire(k, ttl.as_millis().max(1) as i64).await)
+    }
+
+    pub async fn ttl(&self, k: String) -> Result<Option<u64>, KvError> {
+        call!(self, |c| {
+            let ms: i64 = redis::cmd("PTTL").arg(&k).query_async(&mut c).await?;
+            Ok((ms >= 0).then_some(ms as u64))
+        })
+    }
+
+    pub async fn list_push(&self, k: String, values: &[Vec<u8>]) -> Result<u64, KvError> {
+        call!(self, |c| c.lpush(k, values).await)
+    }
+
+    pub async fn list_len(&self, k: String) -> Result<u64, KvError> {
+        call!(self, |c| c.llen(k).await)
+    }
+
+    pub async fn list_trim(&self, k: String, start: i64, stop: i64) -> Result<(), KvError> {
+        call!(self, |c| c.ltrim(k, start as isize, stop as isize).await)
+    }
+
+    pub async fn list_range(
+        &self,
+        k: String,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<Vec<u8>>, KvError> {
+        call!(self, |c| c.lrange(k, start as isize, stop as isize).await)
+    }
+
+    pub async fn list_remove(&self, k: String, value: &[u8], count: i64) -> Result<u64, KvError> {
+        call!(self, |c| c.lrem(k, count as isize, value).await)
+    }
+
+    pub async fn list_move_oldest(&self, f: String, t: String) -> Result<Option<Vec<u8>>, KvError> {
+        call!(self, |c| {
+            redis::cmd("LMOVE")
+                .arg(&f)
+                .arg(&t)
+                .arg("RIGHT")
+                .arg("LEFT")
+                .query_async(&mut c)
+                .await
+        })
+    }
+
+    pub async fn unlock(&self, k: String, token: &str) -> Result<bool, KvError> {
+        call!(self, |c| {
+            let n: i64 = redis::Script::new(UNLOCK)
+                .key(&k)
+                .arg(token)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    pub async fn extend_lock(
+        &self,
+        k: String,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let ms = ttl.as_millis().max(1) as u64;
+        call!(self, |c| {
+            let n: i64 = redis::Script::new(EXTEND)
+                .key(&k)
+                .arg(token)
+                .arg(ms)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(n == 1)
+        })
+    }
+}

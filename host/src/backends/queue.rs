@@ -1,0 +1,173 @@
+//! Queue storage: jobs live in kv lists under the host namespace. The key
+//! layout, enqueueing, dead letters (listing, replay, burying) are here, for
+//! the queue capability, the CLI and the consumer alike; the consumer loop
+//! and replica liveness are the queue trigger's (`triggers/queue.rs`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::backends::kv::{HOST_NAMESPACE, Kv, KvError};
+
+const MAX_PAYLOAD: usize = 1 << 20;
+/// Dead letters kept per queue.
+pub const DLQ_KEEP: i64 = 1000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub queue: String,
+    pub payload: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+    pub enqueued_at: String,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub tenant: Option<String>,
+    /// When the job was dead-lettered (RFC 3339, UTC).
+    #[serde(default)]
+    pub dead_at: Option<String>,
+    /// A retry waits until then (milliseconds since the epoch); the queue
+    /// keeps flowing meanwhile.
+    #[serde(default)]
+    pub not_before_ms: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnqueueError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("queue unavailable")]
+    Unavailable,
+}
+
+pub fn queue_key(queue: &str) -> String {
+    format!("{HOST_NAMESPACE}queue:{queue}")
+}
+
+pub fn dead_letter_key(queue: &str) -> String {
+    format!("{HOST_NAMESPACE}dlq:{queue}")
+}
+
+pub fn processing_key(queue: &str, replica: &str) -> String {
+    format!("{HOST_NAMESPACE}queue:{queue}:processing:{replica}")
+}
+
+/// The replicas that have consumed this queue (a list of names).
+pub fn consumers_key(queue: &str) -> String {
+    format!("{HOST_NAMESPACE}queue:{queue}:consumers")
+}
+
+pub fn alive_key(queue: &str, replica: &str) -> String {
+    format!("{HOST_NAMESPACE}queue:{queue}:alive:{replica}")
+}
+
+/// Adds a job for `tenant` (if any) to a queue; returns its id.
+pub async fn enqueue(
+    kv: &Kv,
+    queue: &str,
+    tenant: Option<&str>,
+    payload: &str,
+) -> Result<String, EnqueueError> {
+    if payload.len() > MAX_PAYLOAD {
+        return Err(EnqueueError::Invalid(format!(
+            "payload of {} bytes exceeds {MAX_PAYLOAD}",
+            payload.len()
+        )));
+    }
+    if queue.is_empty() || queue.contains(char::is_whitespace) {
+        return Err(EnqueueError::Invalid(format!("bad queue name \"{queue}\"")));
+    }
+    let job = Job {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        queue: queue.to_string(),
+        payload: payload.to_string(),
+        attempts: 0,
+        enqueued_at: chrono::Utc::now().to_rfc3339(),
+        last_error: None,
+        tenant: tenant.map(str::to_string),
+        dead_at: None,
+        not_before_ms: None,
+    };
+    push(kv, &job).await?;
+    Ok(job.id)
+}
+
+/// The newest `limit` dead letters of a queue, newest first. Entries that do
+/// not parse as jobs (dead-lettered because they were unreadable) are skipped.
+pub async fn dead_letters(kv: &Kv, queue: &str, limit: u32) -> Result<Vec<Job>, EnqueueError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let raw = kv
+        .list_range(&dead_letter_key(queue), 0, i64::from(limit) - 1)
+        .await
+        .map_err(|_| EnqueueError::Unavailable)?;
+    Ok(raw
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r).ok())
+        .collect())
+}
+
+/// Moves dead letter `id` back onto its queue with a fresh attempt count and
+/// returns it as it was dead-lettered; `None` when there is no such dead
+/// letter. Removing it first makes two concurrent replays of one id enqueue
+/// it once: only one removal wins.
+pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, EnqueueError> {
+    let key = dead_letter_key(queue);
+    let raw = kv
+        .list_range(&key, 0, -1)
+        .await
+        .map_err(|_| EnqueueError::Unavailable)?;
+    let Some((entry, dead)) = raw.into_iter().find_map(|r| {
+        let job: Job = serde_json::from_slice(&r).ok()?;
+        (job.id == id).then_some((r, job))
+    }) else {
+        return Ok(None);
+    };
+    let removed = kv
+        .list_remove(&key, &entry, 1)
+        .await
+        .map_err(|_| EnqueueError::Unavailable)?;
+    if removed == 0 {
+        return Ok(None);
+    }
+    let job = Job {
+        attempts: 0,
+        dead_at: None,
+        not_before_ms: None,
+        ..dead.clone()
+    };
+    if let Err(e) = push(kv, &job).await {
+        // Put it back rather than lose it; the caller sees the failure.
+        if kv.list_push(&key, &[entry]).await.is_err() {
+            tracing::error!(queue, job = %job.id, payload = %job.payload, "replayed job lost: could neither re-queue nor restore it");
+        }
+        return Err(e);
+    }
+    Ok(Some(dead))
+}
+
+/// Puts a job at the far end of its queue.
+pub async fn push(kv: &Kv, job: &Job) -> Result<(), EnqueueError> {
+    let bytes = serde_json::to_vec(job).expect("a job always serialises");
+    kv.list_push(&queue_key(&job.queue), &[bytes])
+        .await
+        .map(|_| ())
+        .map_err(|_| EnqueueError::Unavailable)
+}
+
+/// Adds an entry (a job, or bytes that did not parse as one) to a queue's
+/// dead letters, keeping the newest [`DLQ_KEEP`].
+pub async fn bury(kv: &Kv, queue: &str, entry: Vec<u8>) -> Result<(), KvError> {
+    let key = dead_letter_key(queue);
+    kv.list_push(&key, &[entry]).await?;
+    let _ = kv.list_trim(&key, 0, DLQ_KEEP - 1).await;
+    Ok(())
+}
+
+/// Dead-letters a job, stamping when.
+pub async fn bury_job(kv: &Kv, job: &mut Job) -> Result<(), KvError> {
+    job.dead_at = Some(chrono::Utc::now().to_rfc3339());
+    let entry = serde_json::to_vec(job).expect("a job always serialises");
+    bury(kv, &job.queue, entry).await
+}

@@ -1,0 +1,81 @@
+//! `neo-ops migrate`, `token create | revoke`, `audit verify`, `queue push`.
+
+use std::process::ExitCode;
+
+use super::{Cli, with_services};
+use crate::manifest::Role;
+use crate::{audit_log, auth};
+
+pub async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
+    with_services(cli, async |services| {
+        let n = services.db.migrate_tenants().await?;
+        println!("master and {n} tenant database(s) migrated");
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub async fn create_token(cli: &Cli, role: &str, name: &str) -> anyhow::Result<ExitCode> {
+    let role = Role::parse(role).ok_or_else(|| {
+        anyhow::anyhow!("unknown role \"{role}\" (expected admin or super_admin)")
+    })?;
+    if name.trim().is_empty() {
+        anyhow::bail!("token name must not be empty");
+    }
+    with_services(cli, async |services| {
+        let token = auth::create_token(services.db.master(), role, name).await?;
+        println!("{token}");
+        eprintln!("store this token now: it is not shown again");
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub async fn revoke_token(cli: &Cli, token_id: &str) -> anyhow::Result<ExitCode> {
+    with_services(cli, async |services| {
+        if auth::revoke_token(services.db.master(), token_id).await? {
+            println!("revoked token {token_id}");
+            Ok(ExitCode::SUCCESS)
+        } else {
+            anyhow::bail!("no live token with id \"{token_id}\"")
+        }
+    })
+    .await
+}
+
+pub async fn verify_audit(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    with_services(cli, async |services| {
+        let v = audit_log::verify(services.db.master()).await?;
+        if json {
+            println!("{}", serde_json::to_string(&v)?);
+        } else {
+            match &v.broken_at {
+                None => println!("audit chain intact: {} record(s)", v.records),
+                Some((id, why)) => println!(
+                    "audit chain broken at record {id}: {why} ({} intact before it)",
+                    v.records
+                ),
+            }
+        }
+        Ok(if v.broken_at.is_some() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        })
+    })
+    .await
+}
+
+pub async fn push_job(
+    cli: &Cli,
+    queue: &str,
+    payload: &str,
+    tenant: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    with_services(cli, async |services| {
+        let id = crate::backends::queue::enqueue(&services.kv, queue, tenant, payload).await?;
+        println!("{id}");
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}

@@ -1,0 +1,266 @@
+//! The `neo-ops` command line: the arguments here, one function per
+//! subcommand in the modules below. Errors print their whole chain and exit
+//! non-zero.
+
+mod admin;
+mod preflight;
+mod run;
+mod serve;
+mod tenant;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use crate::manifest::{self, Manifest};
+use crate::services::Services;
+use crate::settings::Settings;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "neo-ops",
+    version,
+    about = "Runs neo's operations tooling as sandboxed WebAssembly plugins"
+)]
+pub struct Cli {
+    /// Plugin manifest.
+    #[arg(
+        long,
+        env = "NEO_OPS_MANIFEST",
+        default_value = "plugins.toml",
+        global = true
+    )]
+    pub manifest: PathBuf,
+    /// Where embedded databases, the kv snapshot, the mail outbox and the component cache live.
+    #[arg(long, env = "NEO_OPS_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+    /// Log format.
+    #[arg(long, env = "NEO_OPS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Serve the manifest's routes and run its schedules and queue consumers.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, env = "NEO_OPS_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Run a plugin's command (neo-ops run <plugin> [args…]), or one check
+    /// plugin; `neo-ops run preflight …` is `neo-ops preflight …`.
+    Run {
+        plugin: String,
+        /// Passed to the plugin as they are (e.g. --tenant acme --dry-run).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run the preflight checklist (every check = true plugin); exit 1 when one fails.
+    Preflight(PreflightArgs),
+    /// Validate the manifest and that every component exports what its triggers need.
+    Check,
+    /// Apply pending migrations to the master and every tenant database.
+    Migrate,
+    /// Manage tenants.
+    #[command(subcommand)]
+    Tenant(TenantCommand),
+    /// Manage API bearer tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Inspect the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+    /// Work with queues.
+    #[command(subcommand)]
+    Queue(QueueCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TenantCommand {
+    /// Create a tenant and its migrated database.
+    Create {
+        name: String,
+        /// Human-readable name (defaults to the tenant name).
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Fill the new tenant with realistic demo data.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// List tenants.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a tenant's settings in the master database.
+    Set(TenantSetArgs),
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct TenantSetArgs {
+    pub name: String,
+    /// Where the owner digest goes.
+    #[arg(long)]
+    pub owner_email: Option<String>,
+    #[arg(long)]
+    pub display_name: Option<String>,
+    /// IANA time zone of the tenant's business day (e.g. Asia/Kolkata).
+    #[arg(long)]
+    pub time_zone: Option<String>,
+    /// Days customer PII is kept after the last order (purge).
+    #[arg(long)]
+    pub retention_days: Option<i64>,
+    #[arg(long)]
+    pub plan: Option<String>,
+}
+
+#[derive(clap::Args, Debug, Default)]
+pub struct PreflightArgs {
+    /// Print the checklist as JSON (the HTTP route's envelope).
+    #[arg(long)]
+    pub json: bool,
+    /// Run only these checks (comma-separated names).
+    #[arg(long, value_delimiter = ',')]
+    pub only: Option<Vec<String>>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCommand {
+    /// Create a token and print it once (only its hash is stored).
+    Create {
+        /// admin or super_admin.
+        #[arg(long)]
+        role: String,
+        /// Who or what the token is for.
+        #[arg(long)]
+        name: String,
+    },
+    /// Revoke a token by its id (the 8 hex digits after "neo_").
+    Revoke { token_id: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Recompute the hash chain and report the first broken record.
+    Verify {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum QueueCommand {
+    /// Enqueue a job with a JSON payload.
+    Push {
+        queue: String,
+        payload: String,
+        /// The tenant the job is for (the consumer runs for it).
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: starting the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing(cli: &Cli) {
+    let default = match cli.command {
+        Command::Serve { .. } => "info",
+        _ => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("NEO_OPS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cli.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve { listen } => serve::serve(&cli, listen).await,
+        Command::Run { plugin, args } if plugin == "preflight" && !has_plugin(&cli, plugin)? => {
+            preflight::from_run_args(&cli, args).await
+        }
+        Command::Run { plugin, args } => run::run(&cli, plugin, args).await,
+        Command::Preflight(args) => preflight::preflight(&cli, args).await,
+        Command::Check => run::check(&cli),
+        Command::Migrate => admin::migrate(&cli).await,
+        Command::Tenant(TenantCommand::Create {
+            name,
+            display_name,
+            demo,
+        }) => tenant::create(&cli, name, display_name.as_deref(), *demo).await,
+        Command::Tenant(TenantCommand::List { json }) => tenant::list(&cli, *json).await,
+        Command::Tenant(TenantCommand::Set(args)) => tenant::set(&cli, args).await,
+        Command::Token(TokenCommand::Create { role, name }) => {
+            admin::create_token(&cli, role, name).await
+        }
+        Command::Token(TokenCommand::Revoke { token_id }) => {
+            admin::revoke_token(&cli, token_id).await
+        }
+        Command::Audit(AuditCommand::Verify { json }) => admin::verify_audit(&cli, *json).await,
+        Command::Queue(QueueCommand::Push {
+            queue,
+            payload,
+            tenant,
+        }) => admin::push_job(&cli, queue, payload, tenant.as_deref()).await,
+    }
+}
+
+fn load_manifest(path: &std::path::Path) -> anyhow::Result<Manifest> {
+    Ok(manifest::load(path)?)
+}
+
+fn has_plugin(cli: &Cli, name: &str) -> anyhow::Result<bool> {
+    Ok(load_manifest(&cli.manifest)?
+        .plugins
+        .iter()
+        .any(|p| p.name == name))
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Arc<Services>> {
+    Services::connect(Settings::from_env(cli.data_dir.clone())?).await
+}
+
+/// Connects, runs `work`, and closes the pools whatever `work` returned.
+async fn with_services<T>(
+    cli: &Cli,
+    work: impl AsyncFnOnce(&Services) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let services = connect(cli).await?;
+    let result = work(&services).await;
+    services.db.close().await;
+    result
+}

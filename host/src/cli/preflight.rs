@@ -1,0 +1,72 @@
+//! `neo-ops preflight [--json] [--only NAME[,NAME]]` (also `neo-ops run
+//! preflight …`): the checklist `GET /api/admin/preflight` serves, printed;
+//! exits 1 when a required check fails.
+
+use clap::Parser;
+use std::process::ExitCode;
+
+use super::{Cli, PreflightArgs, connect, load_manifest};
+use crate::runtime::Runtime;
+use crate::triggers;
+
+/// `run preflight ARGS…`: the same flags, parsed the same way.
+pub async fn from_run_args(cli: &Cli, args: &[String]) -> anyhow::Result<ExitCode> {
+    #[derive(Parser)]
+    #[command(name = "neo-ops run preflight")]
+    struct Flags {
+        #[command(flatten)]
+        args: PreflightArgs,
+    }
+    let argv = std::iter::once("preflight".to_string()).chain(args.iter().cloned());
+    match Flags::try_parse_from(argv) {
+        Ok(flags) => preflight(cli, &flags.args).await,
+        Err(e) => {
+            // --help prints and succeeds; a bad flag prints why and fails.
+            let failed = e.use_stderr();
+            e.print()?;
+            Ok(if failed {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+pub async fn preflight(cli: &Cli, args: &PreflightArgs) -> anyhow::Result<ExitCode> {
+    let mut manifest = load_manifest(&cli.manifest)?;
+    let checks: Vec<&str> = manifest
+        .plugins
+        .iter()
+        .filter(|p| p.check)
+        .map(|p| p.name.as_str())
+        .collect();
+    for name in args.only.iter().flatten() {
+        if !checks.contains(&name.as_str()) {
+            anyhow::bail!(
+                "\"{name}\" is not a check in {} (checks: {})",
+                cli.manifest.display(),
+                checks.join(", ")
+            );
+        }
+    }
+    // Only the checks asked for are compiled and linked.
+    manifest
+        .plugins
+        .retain(|p| p.check && args.only.as_ref().is_none_or(|only| only.contains(&p.name)));
+    let services = connect(cli).await?;
+    let runtime = Runtime::load(&manifest, services.clone())?;
+    let names = crate::preflight::select(&runtime, None).unwrap_or_default();
+    let report = crate::preflight::run(&runtime, names, &triggers::new_request_id()).await;
+    services.db.close().await;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report.envelope())?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    Ok(if report.failed() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}

@@ -1,0 +1,67 @@
+//! `neo-ops run <plugin> [args…]` and `neo-ops check`.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use super::{Cli, PreflightArgs, connect, load_manifest};
+use crate::runtime::{InvokeError, Runtime};
+use crate::triggers;
+
+/// Runs a plugin's command, or, for a check plugin, that one check.
+pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<ExitCode> {
+    let mut manifest = load_manifest(&cli.manifest)?;
+    let Some(spec) = manifest.plugins.iter().find(|p| p.name == plugin) else {
+        anyhow::bail!("no plugin named \"{plugin}\" in {}", cli.manifest.display());
+    };
+    if spec.check && !spec.command {
+        let only = PreflightArgs {
+            json: args.iter().any(|a| a == "--json"),
+            only: Some(vec![plugin.to_string()]),
+        };
+        return super::preflight::preflight(cli, &only).await;
+    }
+    // Only the plugin being run is compiled and linked.
+    manifest.plugins.retain(|p| p.name == plugin);
+    let services = connect(cli).await?;
+    let runtime = Runtime::load(&manifest, services.clone())?;
+    let result = triggers::command::run(&runtime, plugin, args.to_vec()).await;
+    services.db.close().await;
+    match result {
+        Ok(out) => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(&out.body)?;
+            if !out.body.ends_with(b"\n") && !out.body.is_empty() {
+                stdout.write_all(b"\n")?;
+            }
+            Ok(if out.status >= 400 {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        Err(InvokeError::Failed { message, .. }) => {
+            eprintln!("error: {message}");
+            Ok(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// What `serve` builds, short of connecting: the route table, and every
+/// plugin compiled (warming the cache) and linked.
+pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let manifest = load_manifest(&cli.manifest)?;
+    let _routes = std::panic::catch_unwind(|| triggers::http::routes(manifest.plugins.iter()))
+        .map_err(|_| anyhow::anyhow!("the manifest's routes cannot be served (see above)"))?;
+    let engine = crate::runtime::engine::build_engine(1)?;
+    crate::runtime::link_plugins(&engine, &manifest, &cli.data_dir.join("cache"))?;
+    println!(
+        "{}: {} plugin(s) ok",
+        cli.manifest.display(),
+        manifest.plugins.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,108 @@
+//! `neo-ops tenant create | list | set`.
+
+use std::process::ExitCode;
+
+use super::{Cli, TenantSetArgs, with_services};
+use crate::demo;
+
+pub async fn create(
+    cli: &Cli,
+    name: &str,
+    display_name: Option<&str>,
+    with_demo: bool,
+) -> anyhow::Result<ExitCode> {
+    with_services(cli, async |services| {
+        services
+            .db
+            .create_tenant(name, display_name.unwrap_or(name))
+            .await?;
+        println!("created tenant \"{name}\"");
+        if with_demo {
+            let pool = services.db.tenant(name).await?;
+            let counts = demo::seed(&pool, demo::DemoSize::default()).await?;
+            // The owner digest needs somewhere to go.
+            services
+                .db
+                .update_tenant(
+                    name,
+                    &crate::backends::db::TenantUpdate {
+                        owner_email: Some(format!("owner@{name}.example")),
+                        ..Default::default()
+                    },
+                )
+                .await?;
+            println!("seeded demo data: {counts}");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub async fn list(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
+    with_services(cli, async |services| {
+        let tenants = services.db.list_tenants().await?;
+        if json {
+            println!("{}", serde_json::to_string(&tenants)?);
+        } else {
+            for t in tenants {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    t.name,
+                    t.plan,
+                    t.time_zone,
+                    t.owner_email.as_deref().unwrap_or("-"),
+                    t.display_name
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
+    if let Some(tz) = &args.time_zone {
+        tz.parse::<chrono_tz::Tz>().map_err(|_| {
+            anyhow::anyhow!("unknown time zone \"{tz}\" (an IANA name such as Asia/Kolkata)")
+        })?;
+    }
+    if let Some(email) = &args.owner_email
+        && !looks_like_email(email)
+    {
+        anyhow::bail!("\"{email}\" is not an email address");
+    }
+    if let Some(days) = args.retention_days
+        && !(1..=36_500).contains(&days)
+    {
+        anyhow::bail!("--retention-days {days} is out of range (1 to 36500)");
+    }
+    let update = crate::backends::db::TenantUpdate {
+        owner_email: args.owner_email.clone(),
+        display_name: args.display_name.clone(),
+        time_zone: args.time_zone.clone(),
+        retention_days: args.retention_days,
+        plan: args.plan.clone(),
+    };
+    if update.is_empty() {
+        anyhow::bail!(
+            "nothing to set (give --owner-email, --display-name, --time-zone, --retention-days or --plan)"
+        );
+    }
+    with_services(cli, async |services| {
+        services.db.update_tenant(&args.name, &update).await?;
+        println!("updated tenant \"{}\"", args.name);
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+fn looks_like_email(s: &str) -> bool {
+    let Some((local, domain)) = s.split_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && !s.contains(char::is_whitespace)
+}
