@@ -1,0 +1,193 @@
+//! The operator's command line: `tenant set`, `preflight --only`, running one
+//! check by name, and advisory checks, through the real binary on the
+//! embedded backends.
+
+use crate::support;
+
+/// Two checks: one that passes on the embedded backends, one that fails
+/// because it lacks the db grant it needs (advisory where asked).
+fn checks(severity: &str) -> String {
+    format!(
+        r#"
+[plugins.check-redis]
+component = "check_redis.wasm"
+check = true
+grants = {{ kv = ["preflight:"] }}
+
+[plugins.check-database]
+component = "check_database.wasm"
+check = true
+{severity}
+"#
+    )
+}
+
+#[test]
+fn tenant_set_changes_what_list_shows() {
+    let cli = support::Cli::new("");
+    let ok = |args: &[&str]| {
+        let o = cli.run(args);
+        assert_eq!(o.code, Some(0), "{args:?}: {}", o.stderr);
+        o.stdout
+    };
+    ok(&["tenant", "create", "acme", "--demo"]);
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["tenant", "list", "--json"])).unwrap();
+    assert_eq!(
+        listed[0]["owner_email"], "owner@acme.example",
+        "--demo fills an owner email"
+    );
+    let out = ok(&[
+        "tenant",
+        "set",
+        "acme",
+        "--owner-email",
+        "priya@acme.example",
+        "--display-name",
+        "Acme Diner",
+        "--time-zone",
+        "Europe/Lisbon",
+        "--retention-days",
+        "90",
+        "--plan",
+        "pro",
+    ]);
+    assert!(out.contains("updated tenant \"acme\""), "{out}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&["tenant", "list", "--json"])).unwrap();
+    let t = &listed[0];
+    assert_eq!(
+        (
+            &t["owner_email"],
+            &t["display_name"],
+            &t["time_zone"],
+            &t["retention_days"],
+            &t["plan"]
+        ),
+        (
+            &serde_json::json!("priya@acme.example"),
+            &serde_json::json!("Acme Diner"),
+            &serde_json::json!("Europe/Lisbon"),
+            &serde_json::json!(90),
+            &serde_json::json!("pro")
+        )
+    );
+    // Bad input: an error naming the value, exit 1, nothing changed.
+    for (args, says) in [
+        (
+            vec!["--time-zone", "Mars/Olympus"],
+            "unknown time zone \"Mars/Olympus\"",
+        ),
+        (
+            vec!["--owner-email", "not-an-email"],
+            "\"not-an-email\" is not an email address",
+        ),
+        (
+            vec!["--retention-days", "0"],
+            "--retention-days 0 is out of range",
+        ),
+        (vec![], "nothing to set"),
+    ] {
+        let mut argv = vec!["tenant", "set", "acme"];
+        argv.extend(args);
+        let o = cli.run(&argv);
+        assert_eq!(o.code, Some(1), "{argv:?}");
+        assert!(o.stderr.contains(says), "{argv:?}: {}", o.stderr);
+    }
+    let o = cli.run(&["tenant", "set", "nobody", "--plan", "pro"]);
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr.contains("tenant \"nobody\" not found"),
+        "{}",
+        o.stderr
+    );
+    let again: serde_json::Value =
+        serde_json::from_str(&ok(&["tenant", "list", "--json"])).unwrap();
+    assert_eq!(again, listed);
+}
+
+#[test]
+fn preflight_only_runs_the_checks_named() {
+    let cli = support::Cli::new(&checks(""));
+    let o = cli.run(&["run", "preflight", "--only", "check-redis", "--json"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let names: Vec<&str> = doc["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["check-redis"]);
+    assert_eq!(doc["data"]["status"], "pass");
+    // The same through the real subcommand; both checks without --only.
+    let o = cli.run(&["preflight", "--json"]);
+    assert_eq!(o.code, Some(1), "check-database fails without its grant");
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(doc["data"]["checks"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["data"]["status"], "fail");
+    // An unknown name is an error naming it and the checks there are.
+    let o = cli.run(&["run", "preflight", "--only", "check-nope"]);
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr.contains("\"check-nope\" is not a check in")
+            && o.stderr.contains("check-database, check-redis"),
+        "{}",
+        o.stderr
+    );
+}
+
+#[test]
+fn one_check_runs_by_its_name() {
+    let cli = support::Cli::new(&checks(""));
+    let o = cli.run(&["run", "check-redis"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stdout.contains("check-redis") && !o.stdout.contains("check-database"),
+        "{}",
+        o.stdout
+    );
+    let o = cli.run(&["run", "check-database", "--json"]);
+    assert_eq!(o.code, Some(1));
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(doc["data"]["checks"][0]["name"], "check-database");
+    assert_eq!(doc["data"]["checks"][0]["status"], "fail");
+}
+
+#[test]
+fn an_advisory_failure_only_warns() {
+    let cli = support::Cli::new(&checks("severity = \"advisory\""));
+    let o = cli.run(&["preflight", "--json"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(doc["data"]["status"], "warn");
+    let db = doc["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "check-database")
+        .unwrap();
+    assert_eq!(
+        (&db["status"], &db["advisory"]),
+        (&serde_json::json!("fail"), &serde_json::json!(true))
+    );
+    let text = cli.run(&["preflight"]);
+    assert!(
+        text.stdout.starts_with("preflight: WARN"),
+        "{}",
+        text.stdout
+    );
+    assert!(text.stdout.contains("(advisory)"), "{}", text.stdout);
+    // Only checks have a severity, and only these two.
+    let bad = support::Cli::new(
+        "[plugins.s]\ncomponent = \"status_page.wasm\"\nseverity = \"advisory\"\n",
+    );
+    let o = bad.run(&["check"]);
+    assert_eq!(o.code, Some(1));
+    assert!(
+        o.stderr
+            .contains("plugins.toml:3:12: severity applies to checks only"),
+        "{}",
+        o.stderr
+    );
+}
