@@ -232,7 +232,7 @@ struct RawPlugin {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
-    config: HashMap<String, String>,
+    config: BTreeMap<String, Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -495,6 +495,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                 }
             },
         };
+        let config = parse_config(&rp.config, &at)?;
         let grants = parse_grants(&rp.grants, &at)?;
         let limits = parse_limits(&rp.limits, &at)?;
         plugins.push(Plugin {
@@ -508,7 +509,7 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
             advisory,
             grants,
             limits,
-            config: rp.config,
+            config,
         });
     }
     Ok(Manifest { plugins })
@@ -528,6 +529,45 @@ fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+}
+
+/// Config keys that hold a duration; their value must parse as one.
+const DURATION_KEYS: &[&str] = &[
+    "ttl", "timeout", "window", "cooldown", "age", "interval", "backoff", "delay",
+];
+/// A unit in a key's name: the convention is a unit in the value instead.
+const UNIT_SUFFIXES: &[&str] = &[
+    "_seconds", "_secs", "_ms", "_millis", "_minutes", "_hours", "_days",
+];
+
+/// One convention for plugin config: durations carry their unit in the value
+/// (`lock_ttl = "5m"`), never in the key (`lock_ttl_seconds = "300"`), and a
+/// duration-named key with a value that is not a duration is an error here,
+/// at load, rather than a failure of every run that reads it.
+fn parse_config(
+    raw: &BTreeMap<String, Spanned<String>>,
+    at: &dyn Fn(&std::ops::Range<usize>, String) -> ManifestError,
+) -> Result<HashMap<String, String>, ManifestError> {
+    let mut config = HashMap::new();
+    for (key, value) in raw {
+        if let Some(unit) = UNIT_SUFFIXES.iter().find(|u| key.ends_with(*u)) {
+            let bare = &key[..key.len() - unit.len()];
+            return Err(at(
+                &value.span(),
+                format!(
+                    "config key \"{key}\" names a unit; durations carry theirs in the value: {bare} = \"30s\""
+                ),
+            ));
+        }
+        let last_word = key.rsplit('_').next().unwrap_or(key);
+        if DURATION_KEYS.contains(&last_word)
+            && let Err(e) = neo_ops_text::duration::parse(value.get_ref())
+        {
+            return Err(at(&value.span(), format!("config {key}: {e}")));
+        }
+        config.insert(key.clone(), value.get_ref().clone());
+    }
+    Ok(config)
 }
 
 /// Routes the host serves itself; no plugin may take them.

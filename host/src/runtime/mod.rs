@@ -21,6 +21,8 @@ use crate::services::Services;
 #[derive(Debug, Clone)]
 pub struct HttpRequest {
     pub method: String,
+    /// The manifest route that matched.
+    pub route: String,
     pub path: String,
     pub path_params: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
@@ -421,6 +423,7 @@ fn to_wit(inv: Invocation) -> handler_export::Invocation {
     let trigger = match inv.trigger {
         Trigger::Http(r) => h::Trigger::Http(h::HttpRequest {
             method: r.method,
+            route: r.route,
             path: r.path,
             path_params: r.path_params,
             query: r.query,

@@ -60,6 +60,8 @@ pub fn busy() -> Response {
 struct RouteTarget {
     plugin: String,
     role: Option<Role>,
+    /// The manifest's path pattern, handed to the plugin.
+    route: String,
 }
 
 #[derive(Clone)]
@@ -92,6 +94,7 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
                 RouteTarget {
                     plugin: p.name.clone(),
                     role: r.role,
+                    route: r.path.clone(),
                 },
             ));
         }
@@ -380,6 +383,7 @@ async fn dispatch(
     let inv = Invocation {
         trigger: Trigger::Http(HttpRequest {
             method: method.to_string(),
+            route: target.route.clone(),
             path: uri.path().to_string(),
             path_params,
             query,

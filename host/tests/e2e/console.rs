@@ -25,7 +25,7 @@ routes = [
 ]
 grants = { db = ["master", "tenant:*"], mail = true, kv = ["console:"], queues = ["webhook"], audit = true }
 limits = { memory = "32MiB", timeout = "30s" }
-config = { double_click_seconds = "30", idempotency_ttl_seconds = "600" }
+config = { double_click = "30s", idempotency_ttl = "10m" }
 "#;
 
 const CONSOLE: &str = "/admin/support/console";

@@ -22,7 +22,7 @@ routes = [
 grants = {{ kv = ["csp:"] }}
 limits = {{ memory = "32MiB", timeout = "5s" }}
 # A day-long window: a test never straddles two windows.
-config = {{ max_body_bytes = "65536", rate_limit = "{rate_limit}", rate_window_seconds = "86400" }}
+config = {{ max_body_bytes = "65536", rate_limit = "{rate_limit}", rate_window = "24h" }}
 "#
     )
 }

@@ -85,6 +85,15 @@ fn golden_errors() {
             "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { kv = [\"__lock:\"] }\n",
             "plugins.toml:3:18: kv prefix \"__lock:\" overlaps the host's namespace \"__\"",
         ),
+        // Durations carry their unit; a wrong one fails at load, naming the key.
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nconfig = { breaker_cooldown = \"1 hour\" }\n",
+            "plugins.toml:3:31: config breaker_cooldown: \"1 hour\" is not a duration",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nconfig = { lock_ttl_seconds = \"300\" }\n",
+            "plugins.toml:3:31: config key \"lock_ttl_seconds\" names a unit; durations carry theirs in the value: lock_ttl = \"30s\"",
+        ),
         (
             "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { kv = [\"_\"] }\n",
             "plugins.toml:3:18: kv prefix \"_\" overlaps the host's namespace \"__\"",

@@ -21,7 +21,7 @@ command = true
 schedules = [{ cron = "0 20 * * *", tz = "Asia/Kolkata", args = ["--all-tenants"] }]
 grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true }
 limits = { memory = "64MiB", timeout = "60s" }
-config = { top_items = "5", lock_ttl_seconds = "120" }
+config = { top_items = "5", lock_ttl = "2m" }
 "#;
 
 const DAY: &str = "2026-11-24";

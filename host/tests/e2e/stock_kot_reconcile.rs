@@ -282,10 +282,7 @@ async fn bad_input_is_refused(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(status, 400);
-    assert!(
-        message.contains("unknown argument \"--treshold\""),
-        "{message}"
-    );
+    assert!(message.contains("unknown flag \"--treshold\""), "{message}");
 
     let gone = dep.dir.path().join("gone.csv");
     let (status, _) = run(

@@ -32,7 +32,7 @@ pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure
     {
         return Ok(too_many(retry_after));
     }
-    let content_type = media_type(req);
+    let content_type = req.media_type();
     if !ACCEPTED.contains(&content_type.as_str()) {
         return Err(reply::fail(
             415,
@@ -71,21 +71,6 @@ pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure
         headers: vec![],
         body: vec![],
     })
-}
-
-/// The media type without parameters, lowercase; empty when absent.
-fn media_type(req: &HttpRequest) -> String {
-    req.headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-type"))
-        .map(|(_, v)| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        })
-        .unwrap_or_default()
 }
 
 /// The reports in a body, each with its kind (`csp-report` or `csp-violation`).

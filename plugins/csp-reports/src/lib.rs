@@ -12,19 +12,16 @@ mod rate;
 mod settings;
 mod store;
 
-use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, reply};
+use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin};
 
 struct CspReports;
 
 impl Plugin for CspReports {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        let Trigger::Http(req) = inv.trigger else {
-            return Err(reply::fail(400, "csp-reports runs from its routes"));
-        };
-        match req.method.as_str() {
-            "POST" => intake::receive(&req, &settings::Settings::load()?),
-            "GET" => listing::list(&req),
-            other => Err(reply::fail(405, format!("method \"{other}\" not allowed"))),
+    fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
+        if req.is("POST", "/csp/report") {
+            intake::receive(req, &settings::Settings::load()?)
+        } else {
+            listing::list(req)
         }
     }
 }

@@ -4,13 +4,13 @@
 //! whoever can reach the public endpoint).
 
 use neo_ops_sdk::serde_json::Value as Json;
-use neo_ops_sdk::{Failure, HttpRequest, Output, html::escape, reply};
+use neo_ops_sdk::{Failure, HttpRequest, Output, html::escape};
 
 use crate::store;
 
 pub fn list(req: &HttpRequest) -> Result<Output, Failure> {
-    let limit = limit(req)?;
-    if wants_html(req) {
+    let limit = req.number("limit", store::KEEP, 1..=store::KEEP)?;
+    if req.wants_html() {
         let mut rows = String::new();
         let shown = store::each_recent(limit, |_, entry| rows.push_str(&row(entry)))?;
         return Ok(Output {
@@ -35,29 +35,6 @@ pub fn list(req: &HttpRequest) -> Result<Output, Failure> {
         headers: vec![("content-type".into(), "application/json".into())],
         body: body.into_bytes(),
     })
-}
-
-/// `?limit=N`, 1 to 500 (default 500).
-fn limit(req: &HttpRequest) -> Result<i64, Failure> {
-    match req.query.iter().find(|(k, _)| k == "limit") {
-        None => Ok(store::KEEP),
-        Some((_, v)) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| (1..=store::KEEP).contains(n))
-            .ok_or_else(|| {
-                reply::fail(
-                    400,
-                    format!("bad limit \"{v}\" (expected 1 to {})", store::KEEP),
-                )
-            }),
-    }
-}
-
-fn wants_html(req: &HttpRequest) -> bool {
-    req.headers
-        .iter()
-        .any(|(k, v)| k.eq_ignore_ascii_case("accept") && v.contains("text/html"))
 }
 
 /// Directive, document and blocked resource, whichever format the report came in.

@@ -1,39 +1,27 @@
 //! The plugin's manifest `config`, with defaults.
 
-use neo_ops_sdk::{Failure, config, reply};
+use neo_ops_sdk::config::{self, ConfigError};
+use std::time::Duration;
 
 pub struct Settings {
     /// Larger bodies are refused with 413 (`max_body_bytes`, default 64 KiB).
     pub max_body_bytes: u64,
     /// Reports one client may post per window (`rate_limit`, default 120).
     pub rate_limit: u64,
-    /// The fixed window, in seconds (`rate_window_seconds`, default 60).
+    /// The fixed window, whole seconds (`rate_window`, default `60s`).
     pub rate_window_seconds: u64,
 }
 
 impl Settings {
-    pub fn load() -> Result<Self, Failure> {
-        let settings = Self {
-            max_body_bytes: number("max_body_bytes", 64 * 1024)?,
-            rate_limit: number("rate_limit", 120)?,
-            rate_window_seconds: number("rate_window_seconds", 60)?,
-        };
-        if settings.rate_window_seconds == 0 {
-            return Err(reply::fail(
-                500,
-                "config rate_window_seconds \"0\" must be positive",
-            ));
+    pub fn load() -> Result<Self, ConfigError> {
+        let window = config::duration("rate_window", Duration::from_secs(60))?;
+        if window.as_secs() == 0 {
+            return Err(ConfigError("config rate_window must be at least 1s".into()));
         }
-        Ok(settings)
-    }
-}
-
-fn number(key: &str, default: u64) -> Result<u64, Failure> {
-    match config::get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse()
-            .map_err(|_| reply::fail(500, format!("config {key} \"{v}\" is not a whole number"))),
+        Ok(Self {
+            max_body_bytes: config::positive("max_body_bytes", 64 * 1024)?,
+            rate_limit: config::number("rate_limit", 120)?,
+            rate_window_seconds: window.as_secs(),
+        })
     }
 }

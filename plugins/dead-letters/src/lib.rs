@@ -8,39 +8,51 @@
 //!
 //! `type` names the queue; only the queues this plugin is granted exist here.
 
-mod request;
-
 use neo_ops_sdk::queue::{self, DeadLetter};
 use neo_ops_sdk::serde_json::{Value as Json, json};
-use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin, Trigger, audit, reply};
+use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin, audit, reply};
+
+/// The queues this plugin administers; `type` must name one.
+const TYPES: [&str; 2] = ["webhook", "export"];
 
 struct DeadLetters;
 
 impl Plugin for DeadLetters {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        let Trigger::Http(http) = &inv.trigger else {
-            return Err(reply::fail(400, "dead-letters runs from its routes"));
-        };
-        let kind = request::queue_type(http)?;
-        match (http.method.as_str(), is_replay(http)) {
-            ("GET", false) => list(kind, request::limit(http)?),
-            ("POST", true) => replay(kind, &request::replay_id(http)?, &inv),
-            (method, _) => Err(reply::fail(
-                404,
-                format!("no dead-letter route for {method} \"{}\"", http.path),
-            )),
+    fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
+        let kind = queue_type(req)?;
+        if req.is("POST", "/api/admin/dlq/replay") {
+            return replay(kind, &replay_id(req)?);
         }
+        let limit = req.number("limit", 100, 1..=1000)? as u32;
+        let items: Vec<Json> = queue::dead_letters(kind, limit)?
+            .iter()
+            .map(|d| summary(kind, d))
+            .collect();
+        Ok(reply::ok(json!({"type": kind, "dead_letters": items})))
     }
 }
 
-fn is_replay(http: &HttpRequest) -> bool {
-    http.path.trim_end_matches('/').ends_with("/replay")
+/// The `type` query parameter, which is the queue's name.
+fn queue_type(req: &HttpRequest) -> Result<&'static str, Failure> {
+    let given = req.query("type").unwrap_or_default();
+    TYPES.into_iter().find(|t| *t == given).ok_or_else(|| {
+        reply::fail(
+            400,
+            format!("bad type \"{given}\": expected webhook or export"),
+        )
+    })
 }
 
-fn list(kind: &str, limit: u32) -> Result<Output, Failure> {
-    let letters = queue::dead_letters(kind, limit)?;
-    let items: Vec<Json> = letters.iter().map(|d| summary(kind, d)).collect();
-    Ok(reply::ok(json!({"type": kind, "dead_letters": items})))
+/// The `id` of a replay body `{"id": "..."}`.
+fn replay_id(req: &HttpRequest) -> Result<String, Failure> {
+    let body: Option<Json> = req.json().ok().flatten();
+    body.as_ref()
+        .and_then(|b| b.get("id"))
+        .and_then(Json::as_str)
+        .map(str::trim)
+        .filter(|id| !id.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| reply::fail(400, "bad body: expected {\"id\": \"<dead letter id>\"}"))
 }
 
 fn summary(kind: &str, d: &DeadLetter) -> Json {
@@ -54,7 +66,7 @@ fn summary(kind: &str, d: &DeadLetter) -> Json {
     })
 }
 
-fn replay(kind: &str, id: &str, inv: &Invocation) -> Result<Output, Failure> {
+fn replay(kind: &str, id: &str) -> Result<Output, Failure> {
     // The host hands back the dead letter it moved: its tenant and error go
     // into the audit record.
     let Some(letter) = queue::replay(kind, id)? else {
@@ -63,21 +75,14 @@ fn replay(kind: &str, id: &str, inv: &Invocation) -> Result<Output, Failure> {
             format!("no {kind} dead letter with id \"{id}\""),
         ));
     };
-    let entry = audit::Entry {
-        actor: inv
-            .principal
-            .as_ref()
-            .map_or_else(|| "unknown".into(), |p| p.name.clone()),
-        action: "dlq.replay".into(),
-        target: format!("{kind}:{id}"),
-        tenant: letter.tenant.clone(),
-        details: json!({
-            "attempts": letter.attempts,
-            "last_error": letter.last_error,
-        })
-        .to_string(),
-    };
-    audit::append(&entry).map_err(|e| {
+    let details = json!({"attempts": letter.attempts, "last_error": letter.last_error});
+    audit::record(
+        "dlq.replay",
+        &format!("{kind}:{id}"),
+        letter.tenant.as_deref(),
+        details,
+    )
+    .map_err(|e| {
         reply::fail(
             500,
             format!(

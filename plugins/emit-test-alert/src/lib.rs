@@ -9,7 +9,7 @@ mod report;
 mod settings;
 
 use channels::Alert;
-use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, reply, time};
+use neo_ops_sdk::{Failure, Invocation, Output, Plugin, ScheduleEvent, args::Args, reply, time};
 use options::Options;
 use report::{ChannelResult, Report};
 use settings::{Settings, Target};
@@ -17,36 +17,33 @@ use settings::{Settings, Target};
 struct EmitTestAlert;
 
 impl Plugin for EmitTestAlert {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        let (argv, by) = match &inv.trigger {
-            Trigger::Command(argv) => (argv.clone(), "neo-ops run".to_string()),
-            Trigger::Schedule(ev) => (
-                ev.args.clone(),
-                format!("schedule \"{}\" ({})", ev.cron, ev.time_zone),
-            ),
-            _ => {
-                return Err(reply::fail(
-                    400,
-                    "emit-test-alert runs from a command or a schedule",
-                ));
-            }
-        };
-        let opts = Options::parse(&argv, &inv)?;
-        let by = inv.principal.as_ref().map(|p| p.name.clone()).unwrap_or(by);
-        let alert = Alert {
-            message: &opts.message,
-            severity: &opts.severity,
-            id: &inv.request_id,
-            by: &by,
-            now_micros: time::now_micros(),
-        };
-        let report = Report {
-            message: &opts.message,
-            id: &inv.request_id,
-            results: emit(&alert, &Settings::load(), opts.dry_run),
-        };
-        finish(&report, opts.json)
+    fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+        send(inv, args, "neo-ops run".to_string())
     }
+
+    fn schedule(inv: &Invocation, ev: &ScheduleEvent) -> Result<Output, Failure> {
+        let by = format!("schedule \"{}\" ({})", ev.cron, ev.time_zone);
+        send(inv, &Args::new(&ev.args), by)
+    }
+}
+
+/// The alert down every path; `by` says who or what sent it.
+fn send(inv: &Invocation, args: &Args, by: String) -> Result<Output, Failure> {
+    let opts = Options::parse(args, inv)?;
+    let by = inv.principal.as_ref().map(|p| p.name.clone()).unwrap_or(by);
+    let alert = Alert {
+        message: &opts.message,
+        severity: &opts.severity,
+        id: &inv.request_id,
+        by: &by,
+        now_micros: time::now_micros(),
+    };
+    let report = Report {
+        message: &opts.message,
+        id: &inv.request_id,
+        results: emit(&alert, &Settings::load(), opts.dry_run),
+    };
+    finish(&report, opts.json)
 }
 
 /// Every channel is tried, whatever happened to the others.

@@ -6,8 +6,6 @@ pub const USAGE: &str = "usage: emit-test-alert [--message TEXT] [--severity inf
                          [--json] [--dry-run]";
 const DEFAULT_MESSAGE: &str = "Test alert";
 const SEVERITIES: &[&str] = &["info", "warning", "critical"];
-const VALUE_FLAGS: &[&str] = &["--message", "--severity", "--tenant"];
-const KNOWN_FLAGS: &[&str] = &["--message", "--severity", "--json", "--dry-run", "--tenant"];
 
 pub struct Options {
     pub message: String,
@@ -17,43 +15,20 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(argv: &[String], inv: &Invocation) -> Result<Self, Failure> {
-        let args = Args::new(argv);
-        check_known(argv)?;
+    pub fn parse(args: &Args, inv: &Invocation) -> Result<Self, Failure> {
+        // A typo never pages anyone.
+        args.only_flags(&["--message", "--severity"], &["--json"], USAGE)?;
         let message = args.value("--message").unwrap_or(DEFAULT_MESSAGE).trim();
         if message.is_empty() {
             return Err(reply::fail(400, "--message must not be empty"));
         }
         Ok(Options {
             message: message.to_string(),
-            severity: severity(&args)?,
+            severity: severity(args)?,
             json: args.flag("--json"),
-            // The host sets dry_run when --dry-run is on the command line.
-            dry_run: inv.dry_run || args.flag("--dry-run"),
+            dry_run: args.dry_run(inv),
         })
     }
-}
-
-/// Refuses stray words and unknown flags, so a typo never pages anyone.
-/// A value flag's value is skipped, so `--message "--x"` is a message.
-fn check_known(argv: &[String]) -> Result<(), Failure> {
-    let mut iter = argv.iter();
-    while let Some(arg) = iter.next() {
-        let name = arg.split('=').next().unwrap_or(arg);
-        if !arg.starts_with("--") {
-            return Err(reply::fail(
-                400,
-                format!("unexpected argument \"{arg}\"; {USAGE}"),
-            ));
-        }
-        if !KNOWN_FLAGS.contains(&name) {
-            return Err(reply::fail(400, format!("unknown flag \"{arg}\"; {USAGE}")));
-        }
-        if VALUE_FLAGS.contains(&arg.as_str()) {
-            iter.next();
-        }
-    }
-    Ok(())
 }
 
 fn severity(args: &Args) -> Result<String, Failure> {

@@ -11,25 +11,21 @@ mod job;
 mod orders;
 
 use chrono_tz::Tz;
-use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, mail, reply};
+use neo_ops_sdk::{Failure, Invocation, Output, Plugin, QueueMessage, mail, reply, tenants};
 
 struct ExportJobs;
 
 impl Plugin for ExportJobs {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        let Trigger::Queue(message) = inv.trigger else {
-            return Err(reply::fail(400, "export-jobs runs from the export queue"));
-        };
-        let Some(tenant) = inv.tenant else {
+    fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
+        let Some(tenant) = &inv.tenant else {
             return Err(reply::fail(
                 400,
                 format!("export job {} has no tenant", message.id),
             ));
         };
         let export = job::parse(&message.payload).map_err(|e| reply::fail(400, e))?;
-        run_export(&tenant, &export)
+        run_export(tenant, &export)
     }
 }
 
@@ -69,15 +65,10 @@ fn run_export(tenant: &str, export: &job::Export) -> Result<Output, Failure> {
 }
 
 fn tenant_zone(tenant: &str) -> Result<Tz, Failure> {
-    let rows = db::query(
-        "master",
-        "SELECT time_zone FROM tenants WHERE name = $1 AND deleted_at IS NULL",
-        &[Value::from(tenant)],
-    )?;
-    let Some(row) = rows.iter().next() else {
+    let Some(found) = tenants::find(tenant)? else {
         return Err(reply::fail(404, format!("tenant \"{tenant}\" not found")));
     };
-    let zone = row.text("time_zone").unwrap_or("Asia/Kolkata");
+    let zone = found.time_zone;
     zone.parse::<Tz>().map_err(|_| {
         reply::fail(
             500,

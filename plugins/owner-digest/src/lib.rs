@@ -12,9 +12,12 @@ mod send;
 
 use chrono::NaiveDate;
 use neo_ops_sdk::days as day;
-use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::{Value as Json, json};
-use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, args::Args, config, reply, time};
+use neo_ops_sdk::tenants::{self, Tenant};
+use neo_ops_sdk::{
+    Failure, Invocation, Output, Plugin, ScheduleEvent, args::Args, config, reply, time,
+};
+use std::time::Duration;
 
 struct OwnerDigest;
 
@@ -22,23 +25,21 @@ const USAGE: &str = "usage: owner-digest --tenant NAME | --all-tenants \
                      [--date YYYY-MM-DD] [--dry-run] [--json]";
 
 impl Plugin for OwnerDigest {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        let (argv, now) = match inv.trigger {
-            Trigger::Command(argv) => (argv, time::now_micros()),
-            // A late or retried slot still digests the day it was due for.
-            Trigger::Schedule(ev) => (ev.args, ev.slot),
-            _ => {
-                return Err(reply::fail(
-                    400,
-                    "owner-digest runs from a command or a schedule",
-                ));
-            }
-        };
-        let req = Request::parse(&Args::new(&argv), inv.dry_run, now)?;
-        let tenants = tenants(&req.selection)?;
-        let results: Vec<TenantResult> = tenants.iter().map(|t| digest_for(t, &req)).collect();
-        respond(&req, &results)
+    fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+        digest(inv, args, time::now_micros())
     }
+
+    /// A late or retried slot still digests the day it was due for.
+    fn schedule(inv: &Invocation, event: &ScheduleEvent) -> Result<Output, Failure> {
+        digest(inv, &Args::new(&event.args), event.slot)
+    }
+}
+
+fn digest(inv: &Invocation, args: &Args, now: i64) -> Result<Output, Failure> {
+    let req = Request::parse(args, inv, now)?;
+    let tenants = tenants(&req.selection)?;
+    let results: Vec<TenantResult> = tenants.iter().map(|t| digest_for(t, &req)).collect();
+    respond(&req, &results)
 }
 
 enum Selection {
@@ -58,7 +59,8 @@ struct Request {
 }
 
 impl Request {
-    fn parse(args: &Args, dry_run: bool, now_micros: i64) -> Result<Self, Failure> {
+    fn parse(args: &Args, inv: &Invocation, now_micros: i64) -> Result<Self, Failure> {
+        args.only_flags(&["--date"], &["--all-tenants", "--json"], USAGE)?;
         let selection = match (args.value("--tenant"), args.flag("--all-tenants")) {
             (Some(t), false) => Selection::One(t.to_string()),
             (None, true) => Selection::All,
@@ -73,72 +75,22 @@ impl Request {
             selection,
             date,
             now_micros,
-            dry_run: dry_run || args.flag("--dry-run"),
+            dry_run: args.dry_run(inv),
             json: args.flag("--json"),
-            top_n: setting("top_items", 5)?,
-            lock_ttl_ms: setting::<u64>("lock_ttl_seconds", 300)? * 1000,
+            top_n: config::positive("top_items", 5)? as i64,
+            lock_ttl_ms: config::duration("lock_ttl", Duration::from_secs(300))?.as_millis() as u64,
         })
     }
 }
-
-/// A positive number from the manifest's `config`, or `default`.
-fn setting<T: std::str::FromStr + Default + PartialOrd>(
-    key: &str,
-    default: T,
-) -> Result<T, Failure> {
-    match config::get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<T>()
-            .ok()
-            .filter(|n| *n > T::default())
-            .ok_or_else(|| {
-                reply::fail(
-                    500,
-                    format!("config {key} \"{v}\" is not a positive number"),
-                )
-            }),
-    }
-}
-
-/// A tenant's master row.
-pub struct Tenant {
-    pub name: String,
-    pub display_name: String,
-    pub time_zone: String,
-    pub owner_email: Option<String>,
-}
-
-const TENANTS: &str = "SELECT name, display_name, time_zone, owner_email FROM tenants \
-                       WHERE deleted_at IS NULL";
 
 fn tenants(selection: &Selection) -> Result<Vec<Tenant>, Failure> {
-    let rows = match selection {
-        Selection::One(name) => db::query(
-            "master",
-            &format!("{TENANTS} AND name = $1"),
-            &[Value::from(name.as_str())],
-        )?,
-        Selection::All => db::query("master", &format!("{TENANTS} ORDER BY name"), &[])?,
-    };
-    let list: Vec<Tenant> = rows
-        .iter()
-        .map(|r| Tenant {
-            name: r.text("name").unwrap_or_default().to_string(),
-            display_name: r.text("display_name").unwrap_or_default().to_string(),
-            time_zone: r.text("time_zone").unwrap_or("Asia/Kolkata").to_string(),
-            owner_email: r
-                .text("owner_email")
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(str::to_string),
-        })
-        .collect();
-    if let (Selection::One(name), true) = (selection, list.is_empty()) {
-        return Err(reply::fail(404, format!("tenant \"{name}\" not found")));
+    match selection {
+        Selection::All => Ok(tenants::live()?),
+        Selection::One(name) => match tenants::find(name)? {
+            Some(t) => Ok(vec![t]),
+            None => Err(reply::fail(404, format!("tenant \"{name}\" not found"))),
+        },
     }
-    Ok(list)
 }
 
 /// What happened for one tenant.

@@ -2,10 +2,11 @@
 //! replicas from racing, and `digest_sends` (master) is the send log.
 
 use crate::render::{self, Heading};
-use crate::{Outcome, Tenant, figures};
+use crate::{Outcome, figures};
 use chrono::NaiveDate;
 use neo_ops_sdk::days::Range;
 use neo_ops_sdk::db::{self, Value};
+use neo_ops_sdk::tenants::Tenant;
 use neo_ops_sdk::{Failure, kv, log, mail, reply, time};
 
 pub struct Job<'a> {

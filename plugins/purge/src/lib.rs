@@ -21,10 +21,10 @@
 mod batches;
 mod options;
 
-use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::{Value as Json, json};
+use neo_ops_sdk::tenants::Tenant;
 use neo_ops_sdk::{
-    Failure, Invocation, Output, Plugin, Trigger, audit, config, db, kv, log, reply, time,
+    Failure, Invocation, Output, Plugin, args::Args, audit, config, kv, log, reply, tenants, time,
 };
 
 use batches::Counts;
@@ -32,27 +32,14 @@ use options::{Options, Scope};
 
 const MICROS_PER_DAY: i64 = 86_400 * 1_000_000;
 /// Renewed after every batch, so it only has to outlast one batch.
-const DEFAULT_LOCK_TTL_MS: u64 = 60 * 1000;
+const DEFAULT_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60);
 
 struct Purge;
 
 impl Plugin for Purge {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        let (argv, actor) = match &inv.trigger {
-            Trigger::Command(argv) => (argv.clone(), "cli"),
-            Trigger::Schedule(ev) => (ev.args.clone(), "schedule"),
-            _ => return Err(reply::fail(400, "purge runs from a command or a schedule")),
-        };
-        let opts = Options::parse(&argv, &inv)?;
-        let actor = inv.principal.as_ref().map_or(actor, |p| p.name.as_str());
-        run(&opts, actor)
+    fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+        run(&Options::parse(args, inv)?)
     }
-}
-
-/// One tenant's row in the master database.
-struct Tenant {
-    name: String,
-    retention_days: i64,
 }
 
 /// What one tenant's purge did (or would do, in a dry run).
@@ -63,16 +50,16 @@ struct Report {
     duration_ms: i64,
 }
 
-fn run(opts: &Options, actor: &str) -> Result<Output, Failure> {
+fn run(opts: &Options) -> Result<Output, Failure> {
     let started = time::now_micros();
     let tenants = match &opts.scope {
         Scope::One(name) => vec![find_tenant(name)?],
-        Scope::All => all_tenants()?,
+        Scope::All => tenants::live()?,
     };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
     for tenant in tenants {
-        match purge_tenant(tenant, opts, actor) {
+        match purge_tenant(tenant, opts) {
             Ok(r) => reports.push(r),
             Err(f) => failures.push(f),
         }
@@ -103,33 +90,13 @@ fn combine_failures(mut failures: Vec<Failure>, succeeded: usize) -> Option<Fail
     ))
 }
 
-const TENANT_SQL: &str = "SELECT name, pii_retention_days FROM tenants \
-                          WHERE deleted_at IS NULL";
-
-fn tenant_of(row: neo_ops_sdk::rows::Row<'_>) -> Tenant {
-    Tenant {
-        name: row.text("name").unwrap_or_default().to_string(),
-        retention_days: row.int("pii_retention_days").unwrap_or(365),
-    }
-}
-
 fn find_tenant(name: &str) -> Result<Tenant, Failure> {
-    let sql = format!("{TENANT_SQL} AND name = $1");
-    let rows = db::query("master", &sql, &[Value::from(name)])?;
-    rows.iter()
-        .next()
-        .map(tenant_of)
-        .ok_or_else(|| reply::fail(404, format!("tenant \"{name}\" not found")))
-}
-
-fn all_tenants() -> Result<Vec<Tenant>, Failure> {
-    let rows = db::query("master", &format!("{TENANT_SQL} ORDER BY name"), &[])?;
-    Ok(rows.iter().map(tenant_of).collect())
+    tenants::find(name)?.ok_or_else(|| reply::fail(404, format!("tenant \"{name}\" not found")))
 }
 
 /// Purges one tenant under its lock; the lock is released on every path the
 /// plugin controls (a timeout leaves it to expire).
-fn purge_tenant(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, Failure> {
+fn purge_tenant(tenant: Tenant, opts: &Options) -> Result<Report, Failure> {
     let lock = format!("purge:{}", tenant.name);
     let token = kv::lock(&lock, lock_ttl_ms()?)?.ok_or_else(|| {
         reply::fail(
@@ -141,7 +108,7 @@ fn purge_tenant(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, F
         )
     })?;
     let ttl = lock_ttl_ms()?;
-    let result = purge_locked(tenant, opts, actor, &mut || {
+    let result = purge_locked(tenant, opts, &mut || {
         // Lost the lock (it expired while a batch stalled): stop rather than
         // run beside another purge.
         if kv::extend_lock(&lock, &token, ttl)? {
@@ -160,7 +127,6 @@ fn purge_tenant(tenant: Tenant, opts: &Options, actor: &str) -> Result<Report, F
 fn purge_locked(
     tenant: Tenant,
     opts: &Options,
-    actor: &str,
     renew_lock: &mut dyn FnMut() -> Result<(), neo_ops_sdk::Error>,
 ) -> Result<Report, Failure> {
     if tenant.retention_days < 0 {
@@ -196,7 +162,7 @@ fn purge_locked(
     };
     log_report(&report, opts.dry_run);
     if !opts.dry_run {
-        record(&report, actor)?;
+        record(&report)?;
     }
     Ok(report)
 }
@@ -220,29 +186,20 @@ fn log_report(r: &Report, dry_run: bool) {
 }
 
 /// The audit record: counts and timing only, never customer data.
-fn record(report: &Report, actor: &str) -> Result<(), Failure> {
+fn record(report: &Report) -> Result<(), Failure> {
     let mut details = report_json(report);
     if let Some(obj) = details.as_object_mut() {
         obj.remove("tenant");
     }
-    audit::append(&audit::Entry {
-        actor: actor.to_string(),
-        action: "purge".into(),
-        target: format!("tenant:{}", report.tenant.name),
-        tenant: Some(report.tenant.name.clone()),
-        details: details.to_string(),
-    })?;
+    let name = &report.tenant.name;
+    audit::record("purge", &tenants::target(name), Some(name), details)?;
     Ok(())
 }
 
 /// `lock_ttl` from the manifest config ("60s", "2m", "500ms").
 fn lock_ttl_ms() -> Result<u64, Failure> {
-    match config::get("lock_ttl") {
-        None => Ok(DEFAULT_LOCK_TTL_MS),
-        Some(s) => neo_ops_sdk::duration::parse(&s)
-            .map(|d| d.as_millis().max(1) as u64)
-            .map_err(|e| reply::fail(500, format!("lock_ttl: {e}"))),
-    }
+    let ttl = config::duration("lock_ttl", DEFAULT_LOCK_TTL)?;
+    Ok(ttl.as_millis().max(1) as u64)
 }
 
 fn report_json(r: &Report) -> Json {

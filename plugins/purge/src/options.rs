@@ -7,13 +7,6 @@ pub const USAGE: &str =
 const DEFAULT_BATCH: i64 = 1000;
 /// Keeps one batch's statement and result set small for the host and guest.
 const MAX_BATCH: i64 = 10_000;
-const KNOWN_FLAGS: &[&str] = &[
-    "--tenant",
-    "--all-tenants",
-    "--batch-size",
-    "--dry-run",
-    "--json",
-];
 
 pub enum Scope {
     One(String),
@@ -28,9 +21,9 @@ pub struct Options {
 }
 
 impl Options {
-    pub fn parse(argv: &[String], inv: &Invocation) -> Result<Self, Failure> {
-        let args = Args::new(argv);
-        check_known(argv, &args)?;
+    pub fn parse(args: &Args, inv: &Invocation) -> Result<Self, Failure> {
+        // A typo never runs a real purge.
+        args.only_flags(&["--batch-size"], &["--all-tenants", "--json"], USAGE)?;
         let tenant = args.value("--tenant").map(str::to_string);
         let tenant = tenant.or_else(|| inv.tenant.clone());
         let scope = match (tenant, args.flag("--all-tenants")) {
@@ -40,29 +33,10 @@ impl Options {
         };
         Ok(Options {
             scope,
-            batch_size: batch_size(&args)?,
-            // The host sets dry_run when --dry-run is on the command line.
-            dry_run: inv.dry_run || args.flag("--dry-run"),
+            batch_size: batch_size(args)?,
+            dry_run: args.dry_run(inv),
             json: args.flag("--json"),
         })
-    }
-}
-
-/// Refuses stray words and unknown flags, so a typo never runs a real purge.
-fn check_known(argv: &[String], args: &Args) -> Result<(), Failure> {
-    if let Some(p) = args.positionals(&["--tenant", "--batch-size"]).first() {
-        return Err(reply::fail(
-            400,
-            format!("unexpected argument \"{p}\"; {USAGE}"),
-        ));
-    }
-    let unknown = argv.iter().filter(|a| a.starts_with("--")).find(|f| {
-        let name = f.split('=').next().unwrap_or(f);
-        !KNOWN_FLAGS.contains(&name)
-    });
-    match unknown {
-        Some(f) => Err(reply::fail(400, format!("unknown flag \"{f}\"; {USAGE}"))),
-        None => Ok(()),
     }
 }
 

@@ -1,6 +1,13 @@
 //! Command-line flags the way the spec's scripts took them:
 //! `--tenant NAME`, `--tenant=NAME`, `--verbose`, plus positionals.
 
+use crate::reply::fail;
+use crate::{Failure, Invocation};
+
+/// Flags the host reads on every command line, so every plugin accepts them.
+const HOST_VALUE_FLAGS: &[&str] = &["--tenant"];
+const HOST_BOOL_FLAGS: &[&str] = &["--dry-run"];
+
 /// Parsed arguments of a command invocation.
 #[derive(Debug, Clone, Default)]
 pub struct Args {
@@ -12,6 +19,62 @@ impl Args {
         Self {
             items: items.to_vec(),
         }
+    }
+
+    /// Refuses a `--flag` that is neither in `value_flags` (which take a
+    /// value), nor in `bool_flags`, nor one of the host's (`--tenant`,
+    /// `--dry-run`), and a value flag with no value; the error quotes the
+    /// flag and ends with `usage`.
+    pub fn strict(
+        &self,
+        value_flags: &[&str],
+        bool_flags: &[&str],
+        usage: &str,
+    ) -> Result<&Self, Failure> {
+        let mut iter = self.items.iter();
+        while let Some(item) = iter.next() {
+            if !item.starts_with("--") {
+                continue;
+            }
+            let (name, inline_value) = match item.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (item.as_str(), false),
+            };
+            if value_flags.contains(&name) || HOST_VALUE_FLAGS.contains(&name) {
+                if !inline_value && iter.next().is_none() {
+                    return Err(fail(400, format!("{name} needs a value ({usage})")));
+                }
+            } else if !(bool_flags.contains(&name) || HOST_BOOL_FLAGS.contains(&name))
+                || inline_value
+            {
+                return Err(fail(400, format!("unknown flag \"{item}\" ({usage})")));
+            }
+        }
+        Ok(self)
+    }
+
+    /// [`Args::strict`], and no positional arguments either.
+    pub fn only_flags(
+        &self,
+        value_flags: &[&str],
+        bool_flags: &[&str],
+        usage: &str,
+    ) -> Result<&Self, Failure> {
+        self.strict(value_flags, bool_flags, usage)?;
+        let with_values: Vec<&str> = value_flags
+            .iter()
+            .chain(HOST_VALUE_FLAGS)
+            .copied()
+            .collect();
+        match self.positionals(&with_values).first() {
+            Some(p) => Err(fail(400, format!("unexpected argument \"{p}\" ({usage})"))),
+            None => Ok(self),
+        }
+    }
+
+    /// A dry run: `--dry-run` here, or set by the host for this invocation.
+    pub fn dry_run(&self, inv: &Invocation) -> bool {
+        inv.dry_run || self.flag("--dry-run")
     }
 
     /// Whether a boolean flag such as `--verbose` is present.
@@ -75,5 +138,26 @@ mod tests {
         assert!(a.flag("--verbose"));
         assert!(!a.flag("--dry-run"));
         assert_eq!(a.positionals(&["--tenant"]), vec!["start", "x"]);
+    }
+
+    #[test]
+    fn strict_refuses_unknown_flags_and_missing_values() {
+        let usage = "usage: x [--csv FILE] [--json]";
+        let ok = args(&[
+            "--csv",
+            "a.csv",
+            "--json",
+            "--tenant=acme",
+            "--dry-run",
+            "pos",
+        ]);
+        assert!(ok.strict(&["--csv"], &["--json"], usage).is_ok());
+        let e = args(&["--csv", "a", "--jsn"])
+            .strict(&["--csv"], &["--json"], usage)
+            .unwrap_err();
+        assert_eq!(e.message, format!("unknown flag \"--jsn\" ({usage})"));
+        let e = args(&["--csv"]).strict(&["--csv"], &[], usage).unwrap_err();
+        assert_eq!(e.message, format!("--csv needs a value ({usage})"));
+        assert!(args(&["--json=1"]).strict(&[], &["--json"], usage).is_err());
     }
 }

@@ -1,15 +1,19 @@
 //! Guest-side SDK for neo-ops plugins: the WIT bindings (generated once, here),
-//! and the helpers every plugin would otherwise write again — replies in the
-//! `ok` envelope, command-line flags, rows by column name, timestamps.
+//! the [`Plugin`] trait (a method per trigger), and the helpers every plugin
+//! would otherwise write again — replies in the `ok` envelope, request and
+//! command-line parsing, config, tenants, audit records, rows by column
+//! name, timestamps.
 
 pub mod bindings {
     wit_bindgen::generate!({
         world: "plugin",
         path: "../../wit",
         pub_export_macro: true,
-        export_macro_name: "export_plugin",
+        export_macro_name: "export_handler",
         default_bindings_module: "neo_ops_sdk::bindings",
     });
+    #[doc(hidden)]
+    pub use export_handler as export_plugin;
 }
 
 pub mod check_bindings {
@@ -35,32 +39,35 @@ pub mod check_bindings {
     });
 }
 
-pub use bindings::export_plugin;
 pub use check_bindings::export_check;
 
 pub mod args;
+pub mod audit;
+pub mod config;
 #[cfg(feature = "days")]
 pub mod days;
 pub mod file_reader;
 pub mod html;
+pub mod plugin;
+mod request;
 /// The duration grammar the manifest uses too.
 pub use neo_ops_text::duration;
 /// The redaction policy the host uses too (crate `neo-ops-text`).
 pub use neo_ops_text::redact;
 pub mod reply;
 pub mod rows;
+pub mod tenants;
 pub mod time;
 
 pub use bindings::exports::neo::ops::handler::{
-    Failure, Guest as Plugin, HttpRequest, Invocation, Output, QueueMessage, ScheduleEvent, Trigger,
+    Failure, HttpRequest, Invocation, Output, QueueMessage, ScheduleEvent, Trigger,
 };
 pub use bindings::neo::ops::types::{Error, ErrorCode};
-pub use bindings::neo::ops::{
-    audit, config, db, files, host_info, kv, log, mail, outbound_http, queue,
-};
+pub use bindings::neo::ops::{db, files, host_info, kv, log, mail, outbound_http, queue};
 pub use check_bindings::exports::neo::ops::check::{
     Guest as Check, Outcome as CheckOutcome, Status as CheckStatus,
 };
+pub use plugin::Plugin;
 pub use serde_json;
 
 /// Logs at info level with no fields.

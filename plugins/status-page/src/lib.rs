@@ -4,7 +4,7 @@
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::{
-    ErrorCode, Failure, Invocation, Output, Plugin, Trigger, args::Args, reply, time,
+    ErrorCode, Failure, HttpRequest, Invocation, Output, Plugin, args::Args, reply, time,
 };
 
 struct StatusPage;
@@ -13,14 +13,18 @@ const ACTIVE: &str = "SELECT title, details, started_at FROM incidents \
                       WHERE resolved_at IS NULL ORDER BY started_at, id";
 
 impl Plugin for StatusPage {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        match inv.trigger {
-            Trigger::Http(_) => status(),
-            Trigger::Command(argv) => command(&Args::new(&argv)),
-            _ => Err(reply::fail(
-                400,
-                "status-page runs from a route or a command",
-            )),
+    fn http(_: &Invocation, _: &HttpRequest) -> Result<Output, Failure> {
+        status()
+    }
+
+    fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {
+        args.strict(&[], &[], USAGE)?;
+        match args.positionals(&[]).as_slice() {
+            ["start", title, rest @ ..] if rest.len() <= 1 => {
+                start(title, rest.first().copied().unwrap_or(""))
+            }
+            ["resolve", title] => resolve(title),
+            _ => Err(reply::fail(400, USAGE)),
         }
     }
 }
@@ -50,16 +54,6 @@ fn status() -> Result<Output, Failure> {
 
 const USAGE: &str =
     "usage: status-page start \"<title>\" \"<details>\" | status-page resolve \"<title>\"";
-
-fn command(args: &Args) -> Result<Output, Failure> {
-    match args.positionals(&[]).as_slice() {
-        ["start", title, rest @ ..] if rest.len() <= 1 => {
-            start(title, rest.first().copied().unwrap_or(""))
-        }
-        ["resolve", title] => resolve(title),
-        _ => Err(reply::fail(400, USAGE)),
-    }
-}
 
 fn start(title: &str, details: &str) -> Result<Output, Failure> {
     if title.trim().is_empty() {

@@ -14,7 +14,7 @@ pub mod report;
 use neo_ops_sdk::file_reader::FileReader;
 use neo_ops_sdk::log::{self, Level};
 use neo_ops_sdk::{
-    ErrorCode, Failure, Invocation, Output, Plugin, Trigger, args::Args, config, mail, reply,
+    ErrorCode, Failure, Invocation, Output, Plugin, args::Args, config, mail, reply,
 };
 use reconcile::{Observer, Row, Skip, Summary};
 use report::Mail;
@@ -23,23 +23,14 @@ use std::io::BufReader;
 const USAGE: &str = "usage: stock-kot-reconcile --csv <report.csv> --threshold <number> \
                      [--verbose] [--json] [--dry-run]";
 const DEFAULT_OPS_EMAIL: &str = "ops@example.com";
-/// Flags that take a value (`--tenant` is the host's, passed on to every command).
-const VALUE_FLAGS: [&str; 3] = ["--csv", "--threshold", "--tenant"];
-const BOOL_FLAGS: [&str; 3] = ["--verbose", "--json", "--dry-run"];
 /// The SDK's reader already fetches 1 MiB per host call; this only batches parsing.
 const READ_BUFFER: usize = 64 << 10;
 
 struct StockKotReconcile;
 
 impl Plugin for StockKotReconcile {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        match inv.trigger {
-            Trigger::Command(argv) => command(&argv, inv.dry_run),
-            _ => Err(reply::fail(
-                400,
-                "stock-kot-reconcile runs from the command line",
-            )),
-        }
+    fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+        reconcile_file(args, args.dry_run(inv))
     }
 }
 
@@ -50,8 +41,8 @@ struct Options {
     json: bool,
 }
 
-fn command(argv: &[String], dry_run: bool) -> Result<Output, Failure> {
-    let opts = options(argv)?;
+fn reconcile_file(args: &Args, dry_run: bool) -> Result<Output, Failure> {
+    let opts = options(args)?;
     let file = FileReader::open(&opts.csv).map_err(file_error)?;
     let mut logger = Logger {
         verbose: opts.verbose,
@@ -68,9 +59,9 @@ fn command(argv: &[String], dry_run: bool) -> Result<Output, Failure> {
     })
 }
 
-fn options(argv: &[String]) -> Result<Options, Failure> {
-    reject_unknown(argv)?;
-    let args = Args::new(argv);
+fn options(args: &Args) -> Result<Options, Failure> {
+    // A misspelt flag must not silently change what the run does.
+    args.only_flags(&["--csv", "--threshold"], &["--verbose", "--json"], USAGE)?;
     let csv = args
         .value("--csv")
         .filter(|v| !v.is_empty())
@@ -84,21 +75,6 @@ fn options(argv: &[String]) -> Result<Options, Failure> {
         verbose: args.flag("--verbose"),
         json: args.flag("--json"),
     })
-}
-
-/// A misspelt flag must not silently change what the run does.
-fn reject_unknown(argv: &[String]) -> Result<(), Failure> {
-    let mut iter = argv.iter();
-    while let Some(a) = iter.next() {
-        if VALUE_FLAGS.contains(&a.as_str()) {
-            iter.next();
-        } else if !BOOL_FLAGS.contains(&a.as_str())
-            && !VALUE_FLAGS.iter().any(|f| a.starts_with(&format!("{f}=")))
-        {
-            return Err(usage(&format!("unknown argument \"{a}\"")));
-        }
-    }
-    Ok(())
 }
 
 fn usage(message: &str) -> Failure {
@@ -205,28 +181,11 @@ fn notify(s: &Summary, path: &str, dry_run: bool) -> Result<Mail, Failure> {
 /// `ops_email` from the manifest's config, else `OPS_EMAIL`, else the default;
 /// a comma-separated list is several recipients.
 fn ops_recipients() -> Result<Vec<String>, Failure> {
-    let configured = match config::get("ops_email").filter(|v| !v.trim().is_empty()) {
-        Some(v) => Some(v),
-        None => ops_email_env()?,
-    };
-    let raw = configured
-        .filter(|v| !v.trim().is_empty())
-        .unwrap_or_else(|| DEFAULT_OPS_EMAIL.to_string());
-    Ok(raw
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .map(String::from)
-        .collect())
-}
-
-/// Without an env grant the variable is simply not consulted.
-fn ops_email_env() -> Result<Option<String>, Failure> {
-    match config::env("OPS_EMAIL") {
-        Ok(v) => Ok(v),
-        Err(e) if e.code == ErrorCode::Denied => Ok(None),
-        Err(e) => Err(e.into()),
-    }
+    Ok(config::list_from(
+        "ops_email",
+        "OPS_EMAIL",
+        DEFAULT_OPS_EMAIL,
+    ))
 }
 
 neo_ops_sdk::export_plugin!(StockKotReconcile);

@@ -9,27 +9,25 @@ mod contents;
 mod zip;
 
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::{Failure, Invocation, Output, Plugin, Trigger, audit, host_info, reply, time};
+use neo_ops_sdk::{
+    Failure, HttpRequest, Invocation, Output, Plugin, audit, host_info, reply, time,
+};
 
 use contents::TenantConfig;
 
 struct SupportBundle;
 
 impl Plugin for SupportBundle {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        if !matches!(inv.trigger, Trigger::Http(_)) {
-            return Err(reply::fail(400, "support-bundle runs from its route"));
-        }
+    fn http(inv: &Invocation, _: &HttpRequest) -> Result<Output, Failure> {
         let tenant = inv.tenant.as_deref().unwrap_or_default();
         let Some(config) = contents::tenant_config(tenant)? else {
             return Err(reply::fail(404, "tenant not found"));
         };
-        let actor = inv.principal.as_ref().map(|p| p.name.as_str());
-        bundle(tenant, &config, actor.unwrap_or("support-bundle"))
+        bundle(tenant, &config)
     }
 }
 
-fn bundle(tenant: &str, config: &TenantConfig, actor: &str) -> Result<Output, Failure> {
+fn bundle(tenant: &str, config: &TenantConfig) -> Result<Output, Failure> {
     let (recent_logs, audit_records) = contents::recent_logs(tenant)?;
     let files = [
         ("env.txt", contents::env_txt()),
@@ -48,14 +46,8 @@ fn bundle(tenant: &str, config: &TenantConfig, actor: &str) -> Result<Output, Fa
     let body = archive.finish().map_err(|e| reply::fail(500, e))?;
 
     let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
-    audit::append(&audit::Entry {
-        actor: actor.to_string(),
-        action: "support.bundle".into(),
-        target: tenant.to_string(),
-        tenant: Some(tenant.to_string()),
-        details: json!({"files": names, "bytes": body.len(), "audit_records": audit_records})
-            .to_string(),
-    })?;
+    let details = json!({"files": names, "bytes": body.len(), "audit_records": audit_records});
+    audit::record("support.bundle", tenant, Some(tenant), details)?;
 
     Ok(Output {
         status: 200,

@@ -3,10 +3,11 @@
 //! without one, the same action on the same target within a short window is
 //! a double click. A call whose work fails releases its lock so a retry runs.
 
-use neo_ops_sdk::{Failure, config, kv, reply};
+use neo_ops_sdk::{Failure, config, kv};
+use std::time::Duration;
 
-const DEFAULT_WINDOW_SECONDS: u64 = 30;
-const DEFAULT_KEY_TTL_SECONDS: u64 = 24 * 3600;
+const DEFAULT_WINDOW: Duration = Duration::from_secs(30);
+const DEFAULT_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// A lock this call holds.
 pub struct Held {
@@ -32,34 +33,16 @@ pub fn acquire(
     target: &str,
     key: Option<&str>,
 ) -> Result<Option<Held>, Failure> {
-    let (name, seconds) = match key {
+    let (name, ttl) = match key {
         Some(key) => (
             format!("console:idem:{tenant}:{action}:{target}:{key}"),
-            seconds("idempotency_ttl_seconds", DEFAULT_KEY_TTL_SECONDS)?,
+            config::duration("idempotency_ttl", DEFAULT_KEY_TTL)?,
         ),
         None => (
             format!("console:click:{tenant}:{action}:{target}"),
-            seconds("double_click_seconds", DEFAULT_WINDOW_SECONDS)?,
+            config::duration("double_click", DEFAULT_WINDOW)?,
         ),
     };
-    let token = kv::lock(&name, seconds * 1000)?;
+    let token = kv::lock(&name, ttl.as_millis().max(1) as u64)?;
     Ok(token.map(|token| Held { name, token }))
-}
-
-/// A positive number of seconds from the manifest's `config`, or `default`.
-fn seconds(key: &str, default: u64) -> Result<u64, Failure> {
-    match config::get(key) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .ok()
-            .filter(|n| *n > 0)
-            .ok_or_else(|| {
-                reply::fail(
-                    500,
-                    format!("config {key} \"{v}\" is not a positive number"),
-                )
-            }),
-    }
 }

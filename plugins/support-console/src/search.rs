@@ -4,8 +4,7 @@ use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::{Failure, HttpRequest, reply};
 
-use crate::request;
-use crate::tenant::Tenant;
+use neo_ops_sdk::tenants::Tenant;
 
 /// What was asked for; an empty parameter counts as not asked.
 pub struct Query {
@@ -15,11 +14,7 @@ pub struct Query {
 
 impl Query {
     pub fn parse(http: &HttpRequest) -> Result<Self, Failure> {
-        let param = |name| {
-            request::query(http, name)
-                .map(str::trim)
-                .filter(|v| !v.is_empty())
-        };
+        let param = |name| http.query(name).map(str::trim).filter(|v| !v.is_empty());
         let order = param("order")
             .map(|raw| {
                 raw.parse::<i64>()
@@ -41,7 +36,7 @@ pub struct Found {
 }
 
 pub fn run(tenant: &Tenant, q: &Query) -> Result<Found, Failure> {
-    let target = tenant.db();
+    let target = tenant.target();
     let table = match &q.table {
         None => Json::Null,
         Some(code) => db::query(

@@ -9,45 +9,47 @@
 use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{
-    Error, Failure, Invocation, Output, Plugin, Trigger, args::Args, audit, config, db, kv, mail,
-    outbound_http, queue, reply,
+    Error, Failure, HttpRequest, Invocation, Output, Plugin, QueueMessage, ScheduleEvent,
+    args::Args, audit, config, db, kv, mail, outbound_http, queue, reply,
 };
 
 struct Probe;
 
 impl Plugin for Probe {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        match inv.trigger {
-            Trigger::Command(argv) => probe(&Args::new(&argv).positionals(&["--tenant"])),
-            Trigger::Http(req) => {
-                let argv: Vec<&str> = req
-                    .query
-                    .iter()
-                    .filter(|(k, _)| k != "tenant")
-                    .map(|(_, v)| v.as_str())
-                    .collect();
-                probe(&argv)
-            }
-            // Schedules and queue jobs count each delivery in kv so the tests
-            // can check "once per slot" and "consumed once".
-            Trigger::Schedule(ev) => {
-                let n = kv::incr(&format!("probe:slot:{}", ev.slot), 1)?;
-                Ok(reply::json(200, &json!({"slot": ev.slot, "count": n})))
-            }
-            Trigger::Queue(msg) => {
-                if msg.payload.contains("fail") {
-                    return Err(reply::fail(
-                        500,
-                        format!("job {} failed on purpose", msg.id),
-                    ));
-                }
-                if let Some(ms) = msg.payload.strip_prefix("sleep:") {
-                    std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
-                }
-                let n = kv::incr(&format!("probe:job:{}", msg.payload), 1)?;
-                Ok(reply::json(200, &json!({"job": msg.id, "count": n})))
-            }
+    fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {
+        probe(&args.positionals(&["--tenant"]))
+    }
+
+    fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
+        let argv: Vec<&str> = req
+            .query
+            .iter()
+            .filter(|(k, _)| k != "tenant")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        probe(&argv)
+    }
+
+    /// Schedules and queue jobs count each delivery in kv so the tests can
+    /// check "once per slot" and "consumed once".
+    fn schedule(_: &Invocation, ev: &ScheduleEvent) -> Result<Output, Failure> {
+        let n = kv::incr(&format!("probe:slot:{}", ev.slot), 1)?;
+        Ok(reply::json(200, &json!({"slot": ev.slot, "count": n})))
+    }
+
+    fn queue(_: &Invocation, msg: &QueueMessage) -> Result<Output, Failure> {
+        if msg.payload.contains("fail") {
+            return Err(reply::fail(
+                500,
+                format!("job {} failed on purpose", msg.id),
+            ));
         }
+        if let Some(ms) = msg.payload.strip_prefix("sleep:") {
+            let ms: u64 = ms.split('-').next().unwrap_or("0").parse().unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
+        let n = kv::incr(&format!("probe:job:{}", msg.payload), 1)?;
+        Ok(reply::json(200, &json!({"job": msg.id, "count": n})))
     }
 }
 

@@ -26,22 +26,14 @@ mod signature;
 use breaker::{Breaker, Gate};
 use delivery::Delivery;
 use neo_ops_sdk::serde_json::{self, json};
-use neo_ops_sdk::{
-    Failure, Invocation, Output, Plugin, QueueMessage, Trigger, kv, log, reply, time,
-};
+use neo_ops_sdk::{Failure, Invocation, Output, Plugin, QueueMessage, kv, log, reply, time};
 use settings::Settings;
 
 struct WebhookDispatch;
 
 impl Plugin for WebhookDispatch {
-    fn run(inv: Invocation) -> Result<Output, Failure> {
-        let Trigger::Queue(message) = inv.trigger else {
-            return Err(reply::fail(
-                400,
-                "webhook-dispatch runs from the webhook queue",
-            ));
-        };
-        let Some(tenant) = inv.tenant else {
+    fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
+        let Some(tenant) = &inv.tenant else {
             return Err(reply::fail(
                 400,
                 format!("webhook job {} has no tenant", message.id),
@@ -50,9 +42,9 @@ impl Plugin for WebhookDispatch {
         let delivery_id = delivery_id(&message.payload)?;
         let settings = Settings::load()?;
         Job {
-            tenant: &tenant,
+            tenant,
             delivery_id,
-            message: &message,
+            message,
             settings: &settings,
         }
         .run()

@@ -6,7 +6,7 @@
 //!
 //! Grants: `env = ["ALERTMANAGER_URL"]`, `http = ["<alertmanager origin>"]`.
 
-use check_common::http::{self, DEFAULT_TIMEOUT_MS};
+use check_common::http;
 use check_common::{fail, pass, settings, skip};
 use neo_ops_sdk::{Check, CheckOutcome, serde_json};
 
@@ -23,9 +23,9 @@ impl Check for Alertmanager {
             Ok(u) => u.trim_end_matches('/').to_string(),
             Err(why) => return skip(format!("Alertmanager {why}"), SETUP_HINT),
         };
-        let timeout = match settings::number("timeout_ms", DEFAULT_TIMEOUT_MS) {
+        let timeout = match http::timeout_ms() {
             Ok(t) => t,
-            Err(e) => return fail(e, "set timeout_ms to a whole number of milliseconds"),
+            Err(e) => return fail(e, "set request_timeout to a duration such as \"5s\""),
         };
         let healthy_url = format!("{base}/-/healthy");
         if let Err(outcome) = http::get_ok(&healthy_url, timeout, SETUP_HINT, DOWN_HINT) {

@@ -7,6 +7,16 @@ use neo_ops_sdk::{CheckOutcome, ErrorCode, outbound_http};
 /// Short enough that a check stays well inside its own timeout.
 pub const DEFAULT_TIMEOUT_MS: u32 = 5_000;
 
+/// The check's `request_timeout` (a duration, default 5s) in milliseconds.
+pub fn timeout_ms() -> Result<u32, String> {
+    let default = std::time::Duration::from_millis(u64::from(DEFAULT_TIMEOUT_MS));
+    let timeout =
+        neo_ops_sdk::config::duration("request_timeout", default).map_err(|e| e.to_string())?;
+    Ok(u32::try_from(timeout.as_millis())
+        .unwrap_or(u32::MAX)
+        .max(1))
+}
+
 /// GETs `url`; the error is ready for a check's detail.
 pub fn get(url: &str, timeout_ms: u32) -> Result<outbound_http::Response, String> {
     fetch(url, timeout_ms).map_err(|(_, detail)| detail)

@@ -14,7 +14,7 @@
 //!
 //! Grants: `env = ["QUOTAS_URL"]`, `http = ["<quotas origin>"]`.
 
-use check_common::http::{self, DEFAULT_TIMEOUT_MS};
+use check_common::http;
 use check_common::{fail, pass, settings, skip, warn};
 use neo_ops_sdk::serde_json::{self, Value};
 use neo_ops_sdk::{Check, CheckOutcome};
@@ -39,9 +39,9 @@ impl Check for Quotas {
             Ok(u) => u,
             Err(why) => return skip(format!("quotas endpoint {why}"), SETUP_HINT),
         };
-        let timeout = match settings::number("timeout_ms", DEFAULT_TIMEOUT_MS) {
+        let timeout = match http::timeout_ms() {
             Ok(t) => t,
-            Err(e) => return fail(e, "set timeout_ms to a whole number of milliseconds"),
+            Err(e) => return fail(e, "set request_timeout to a duration such as \"5s\""),
         };
         let shown = http::redact(&url);
         let down = "check that the quotas service is up and reachable from the host";

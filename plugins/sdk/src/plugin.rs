@@ -1,0 +1,62 @@
+//! The shape of a plugin, after Zed's extension API: one method per
+//! trigger, each with a default that answers clearly when the plugin was not
+//! meant to be called that way. A plugin implements what it serves and
+//! exports itself with `neo_ops_sdk::export_plugin!(Type)`.
+
+use crate::args::Args;
+use crate::reply::fail;
+use crate::{Failure, HttpRequest, Invocation, Output, QueueMessage, ScheduleEvent, Trigger};
+
+pub trait Plugin {
+    /// A manifest route was called; match on `(req.method, req.route)`.
+    fn http(inv: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
+        let _ = inv;
+        Err(fail(
+            404,
+            format!("{} {} is not served here", req.method, req.route),
+        ))
+    }
+
+    /// `neo-ops run <plugin> ARGS…`.
+    fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+        let _ = (inv, args);
+        Err(fail(400, "this plugin has no command"))
+    }
+
+    /// A schedule slot fired; by default the schedule's `args` run as a command.
+    fn schedule(inv: &Invocation, event: &ScheduleEvent) -> Result<Output, Failure> {
+        Self::command(inv, &Args::new(&event.args))
+    }
+
+    /// A job from the plugin's queue.
+    fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
+        let _ = (inv, message);
+        Err(fail(400, "this plugin consumes no queue"))
+    }
+}
+
+/// Calls the method of `P` for the invocation's trigger.
+pub fn dispatch<P: Plugin>(inv: Invocation) -> Result<Output, Failure> {
+    match &inv.trigger {
+        Trigger::Http(req) => P::http(&inv, req),
+        Trigger::Command(argv) => P::command(&inv, &Args::new(argv)),
+        Trigger::Schedule(event) => P::schedule(&inv, event),
+        Trigger::Queue(message) => P::queue(&inv, message),
+    }
+}
+
+/// Exports a [`Plugin`] as the component's `handler`.
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        struct __NeoOpsExport;
+        impl $crate::bindings::exports::neo::ops::handler::Guest for __NeoOpsExport {
+            fn run(
+                inv: $crate::Invocation,
+            ) -> ::core::result::Result<$crate::Output, $crate::Failure> {
+                $crate::plugin::dispatch::<$plugin>(inv)
+            }
+        }
+        $crate::bindings::export_plugin!(__NeoOpsExport with_types_in $crate::bindings);
+    };
+}

@@ -1,0 +1,122 @@
+//! `resend_invoice`: mails the order's latest invoice to its customer and
+//! stamps `emailed_at`.
+
+use neo_ops_sdk::db::{self, Value};
+use neo_ops_sdk::serde_json::json;
+use neo_ops_sdk::tenants::Tenant;
+use neo_ops_sdk::{Failure, mail, reply, time};
+
+use super::{Outcome, order_exists};
+
+pub struct Invoice {
+    id: i64,
+    order_id: i64,
+    number: String,
+    amount_minor: i64,
+    customer_id: i64,
+    customer_name: String,
+    email: String,
+}
+
+pub fn prepare(db: &str, order_id: i64) -> Result<Invoice, Failure> {
+    order_exists(db, order_id)?;
+    let rows = db::query(
+        db,
+        "SELECT i.id, i.number, i.amount_minor, c.id AS customer_id, c.name AS customer_name, c.email \
+         FROM invoices i JOIN orders o ON o.id = i.order_id \
+         LEFT JOIN customers c ON c.id = o.customer_id AND c.deleted_at IS NULL \
+         WHERE i.order_id = $1 AND i.deleted_at IS NULL ORDER BY i.id DESC LIMIT 1",
+        &[Value::Int(order_id)],
+    )?;
+    let row = rows
+        .iter()
+        .next()
+        .ok_or_else(|| reply::fail(404, format!("order {order_id} has no invoice")))?;
+    let number = row.text("number").unwrap_or_default().to_string();
+    let email = row
+        .text("email")
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .ok_or_else(|| {
+            reply::fail(
+                409,
+                format!("order {order_id} has no customer email to send invoice \"{number}\" to"),
+            )
+        })?;
+    Ok(Invoice {
+        id: row.int("id").unwrap_or_default(),
+        order_id,
+        number: number.clone(),
+        amount_minor: row.int("amount_minor").unwrap_or_default(),
+        customer_id: row.int("customer_id").unwrap_or_default(),
+        customer_name: row.text("customer_name").unwrap_or_default().to_string(),
+        email: email.to_string(),
+    })
+}
+
+pub fn apply(inv: &Invoice, tenant: &Tenant) -> Result<Outcome, Failure> {
+    let now = time::now_micros();
+    let from = if tenant.display_name.is_empty() {
+        &tenant.name
+    } else {
+        &tenant.display_name
+    };
+    let greeting = if inv.customer_name.is_empty() {
+        "Hello"
+    } else {
+        "Dear"
+    };
+    let text = format!(
+        "{greeting} {name},\n\n\
+         As requested, here is your invoice from {from}.\n\n\
+         Invoice: {number}\n\
+         Order:   {order}\n\
+         Amount:  {amount}\n\n\
+         Thank you for dining with us.\n",
+        name = inv.customer_name,
+        number = inv.number,
+        order = inv.order_id,
+        amount = money(inv.amount_minor),
+    );
+    let message_id = mail::send(&mail::Message {
+        to: vec![inv.email.clone()],
+        cc: vec![],
+        subject: format!("Your invoice {} from {from}", inv.number),
+        text,
+        html: None,
+        attachments: vec![],
+    })?;
+    db::execute(
+        &tenant.target(),
+        "UPDATE invoices SET emailed_at = $1 WHERE id = $2",
+        &[Value::Timestamp(now), Value::Int(inv.id)],
+    )?;
+    Ok(Outcome {
+        data: json!({
+            "invoice": {"number": inv.number, "emailed_at": time::rfc3339(now)},
+            "sent_to": inv.email,
+        }),
+        details: json!({
+            "invoice": inv.number,
+            "customer_id": inv.customer_id,
+            "message_id": message_id,
+        }),
+    })
+}
+
+/// Minor units as a decimal amount, e.g. 123456 -> "1234.56".
+fn money(minor: i64) -> String {
+    let sign = if minor < 0 { "-" } else { "" };
+    let abs = minor.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn money_has_two_decimals() {
+        assert_eq!(super::money(123_456), "1234.56");
+        assert_eq!(super::money(5), "0.05");
+        assert_eq!(super::money(-250), "-2.50");
+    }
+}
