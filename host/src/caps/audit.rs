@@ -3,11 +3,10 @@
 //! forge them. Needs `audit = true` in the plugin's grants.
 
 use crate::audit_log::{self, NewRecord};
-use crate::backends::db::Value;
 use crate::bindings::neo::ops::audit as wit;
 use crate::bindings::neo::ops::db::Statement;
 use crate::bindings::{ErrorCode, WitError};
-use crate::caps::db::{MAX_STATEMENTS, db_error, statement_from_wit};
+use crate::caps::db::{db_error, statements_from_wit};
 use crate::caps::state::StoreState;
 
 impl StoreState {
@@ -70,15 +69,8 @@ impl wit::Host for StoreState {
         entry: wit::Entry,
     ) -> Result<(i64, Vec<u64>), WitError> {
         let mut record = self.audit_record(entry)?;
-        if statements.len() > MAX_STATEMENTS {
-            return Err(WitError::invalid(format!(
-                "{} statements in one transaction (at most {MAX_STATEMENTS})",
-                statements.len()
-            )));
-        }
+        let statements = statements_from_wit(statements)?;
         let pool = self.pool_for(&target).await?;
-        let statements: Vec<(String, Vec<Value>)> =
-            statements.into_iter().map(statement_from_wit).collect();
         let master = self.call.services.db.master().clone();
         let plugin = self.call.plugin.name.clone();
         // Commit and record in one task: once the commit is in, the record

@@ -7,7 +7,7 @@ use crate::caps::state::{CallContext, StoreState};
 use crate::manifest::DbGrant;
 
 /// Largest number of statements in one transaction call.
-pub(crate) const MAX_STATEMENTS: usize = 10_000;
+const MAX_STATEMENTS: usize = 10_000;
 
 enum Target<'a> {
     Master,
@@ -104,9 +104,21 @@ pub fn db_error(call: &CallContext, e: DbError) -> WitError {
     }
 }
 
-/// A WIT statement as the backend's (SQL, parameters).
-pub(crate) fn statement_from_wit(s: wit::Statement) -> (String, Vec<Value>) {
-    (s.sql, s.params.into_iter().map(from_wit).collect())
+/// WIT statements as the backend's (SQL, parameters), at most
+/// [`MAX_STATEMENTS`] of them.
+pub(crate) fn statements_from_wit(
+    statements: Vec<wit::Statement>,
+) -> Result<Vec<(String, Vec<Value>)>, WitError> {
+    if statements.len() > MAX_STATEMENTS {
+        return Err(WitError::invalid(format!(
+            "{} statements in one transaction (at most {MAX_STATEMENTS})",
+            statements.len()
+        )));
+    }
+    Ok(statements
+        .into_iter()
+        .map(|s| (s.sql, s.params.into_iter().map(from_wit).collect()))
+        .collect())
 }
 
 fn from_wit(v: wit::Value) -> Value {
@@ -174,15 +186,8 @@ impl wit::Host for StoreState {
         target: String,
         statements: Vec<wit::Statement>,
     ) -> Result<Vec<(u64, wit::RowSet)>, WitError> {
-        if statements.len() > MAX_STATEMENTS {
-            return Err(WitError::invalid(format!(
-                "{} statements in one transaction (at most {MAX_STATEMENTS})",
-                statements.len()
-            )));
-        }
+        let statements = statements_from_wit(statements)?;
         let pool = self.pool_for(&target).await?;
-        let statements: Vec<(String, Vec<Value>)> =
-            statements.into_iter().map(statement_from_wit).collect();
         let results = self
             .tracked(async move { pool.transaction(&statements).await })
             .await?;

@@ -225,7 +225,6 @@ impl Runtime {
         let timeout = plugin.manifest.limits.timeout;
         let _slot = self.admission.acquire(inv.class()).await?;
         let mut store = self.new_store(plugin, Some(&inv), &inv.request_id);
-        let tasks = store.data().call.tasks.clone();
         let wit_inv = to_wit(inv);
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
@@ -233,22 +232,40 @@ impl Runtime {
             guest.call_run(&mut store, &wit_inv).await
         };
         let outcome = tokio::time::timeout(timeout, call).await;
-        settle(&tasks).await;
-        if !matches!(outcome, Ok(Ok(_))) {
-            release_locks(&self.services, &mut store).await;
-        }
-        match outcome {
-            Err(_) => Err(timed_out(plugin_name, timeout)),
-            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
-            Ok(Ok(Err(failure))) => Err(InvokeError::Failed {
+        match self
+            .finish(plugin_name, timeout, &mut store, outcome)
+            .await?
+        {
+            Err(failure) => Err(InvokeError::Failed {
                 status: failure.status,
                 message: failure.message,
             }),
-            Ok(Ok(Ok(out))) => Ok(Output {
+            Ok(out) => Ok(Output {
                 status: out.status,
                 headers: out.headers,
                 body: out.body,
             }),
+        }
+    }
+
+    /// After a call: waits for its database work, gives back the locks of a
+    /// call that trapped or timed out, and names how it failed.
+    async fn finish<T>(
+        &self,
+        plugin_name: &str,
+        timeout: Duration,
+        store: &mut Store<StoreState>,
+        outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
+    ) -> Result<T, InvokeError> {
+        let tasks = store.data().call.tasks.clone();
+        settle(&tasks).await;
+        if !matches!(outcome, Ok(Ok(_))) {
+            release_locks(&self.services, store).await;
+        }
+        match outcome {
+            Err(_) => Err(timed_out(plugin_name, timeout)),
+            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
+            Ok(Ok(value)) => Ok(value),
         }
     }
 
@@ -269,34 +286,26 @@ impl Runtime {
         let timeout = plugin.manifest.limits.timeout;
         let _slot = self.admission.acquire(admission::Class::Operator).await?;
         let mut store = self.new_store(plugin, None, request_id);
-        let tasks = store.data().call.tasks.clone();
         let call = async {
             let instance = plugin.pre.instantiate_async(&mut store).await?;
             let guest = indices.load(&mut store, &instance)?;
             guest.call_check(&mut store).await
         };
         let outcome = tokio::time::timeout(timeout, call).await;
-        settle(&tasks).await;
-        if !matches!(outcome, Ok(Ok(_))) {
-            release_locks(&self.services, &mut store).await;
-        }
-        match outcome {
-            Err(_) => Err(timed_out(plugin_name, timeout)),
-            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
-            Ok(Ok(o)) => {
-                use check_export::Status;
-                Ok(CheckOutcome {
-                    status: match o.status {
-                        Status::Pass => CheckStatus::Pass,
-                        Status::Warn => CheckStatus::Warn,
-                        Status::Fail => CheckStatus::Fail,
-                        Status::Skip => CheckStatus::Skip,
-                    },
-                    detail: o.detail,
-                    hint: o.hint,
-                })
-            }
-        }
+        let o = self
+            .finish(plugin_name, timeout, &mut store, outcome)
+            .await?;
+        use check_export::Status;
+        Ok(CheckOutcome {
+            status: match o.status {
+                Status::Pass => CheckStatus::Pass,
+                Status::Warn => CheckStatus::Warn,
+                Status::Fail => CheckStatus::Fail,
+                Status::Skip => CheckStatus::Skip,
+            },
+            detail: o.detail,
+            hint: o.hint,
+        })
     }
 }
 

@@ -354,6 +354,12 @@ fn database_name(dsn: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
+/// The column names of a result set, from its first row.
+fn column_names<R: sqlx::Row>(row: &R) -> Vec<String> {
+    use sqlx::Column;
+    row.columns().iter().map(|c| c.name().to_string()).collect()
+}
+
 async fn bounded<T>(fut: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
     tokio::time::timeout(STATEMENT_TIMEOUT, fut)
         .await

@@ -157,11 +157,7 @@ pub(super) fn pg_rows(rows: Vec<PgRow>) -> Result<RowSet, DbError> {
     let Some(first) = rows.first() else {
         return Ok(RowSet::default());
     };
-    let columns: Vec<String> = first
-        .columns()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
+    let columns = super::column_names(first);
     let mut out = Vec::with_capacity(rows.len());
     for row in &rows {
         let mut values = Vec::with_capacity(columns.len());

@@ -85,11 +85,7 @@ pub(super) fn lite_rows(rows: Vec<SqliteRow>) -> Result<RowSet, DbError> {
     let Some(first) = rows.first() else {
         return Ok(RowSet::default());
     };
-    let columns: Vec<String> = first
-        .columns()
-        .iter()
-        .map(|c| c.name().to_string())
-        .collect();
+    let columns = super::column_names(first);
     let declared: Vec<String> = first
         .columns()
         .iter()
