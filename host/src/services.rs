@@ -11,19 +11,30 @@ use crate::settings::Settings;
 /// The longest any outbound HTTP request may take.
 pub const MAX_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Version facts captured by the build script.
+/// Version facts: the crate version and git SHA from the build, and the
+/// build time as the binary's own modification time (stamping a time into
+/// the binary would make every build, and every plugin edit, relink it).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct VersionInfo {
     pub version: &'static str,
     pub git_sha: &'static str,
-    pub build_time: &'static str,
 }
 
 pub const VERSION: VersionInfo = VersionInfo {
     version: env!("CARGO_PKG_VERSION"),
     git_sha: env!("NEO_OPS_GIT_SHA"),
-    build_time: env!("NEO_OPS_BUILD_TIME"),
 };
+
+/// When this binary was built (its file's modification time), in seconds
+/// since the epoch, as text; "unknown" when the file cannot be read.
+pub fn build_time() -> String {
+    std::env::current_exe()
+        .and_then(std::fs::metadata)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or_else(|| "unknown".into(), |d| d.as_secs().to_string())
+}
 
 pub struct Services {
     pub settings: Settings,
@@ -35,6 +46,8 @@ pub struct Services {
     pub public_http: reqwest::Client,
     /// Set once every plugin is loaded; cleared while shutting down.
     pub plugins_ready: AtomicBool,
+    /// Why the last plugin set (re)load was refused, until one succeeds.
+    pub plugin_error: std::sync::Mutex<Option<String>>,
     pub started: std::time::Instant,
 }
 
@@ -63,6 +76,7 @@ impl Services {
             http,
             public_http,
             plugins_ready: AtomicBool::new(false),
+            plugin_error: std::sync::Mutex::new(None),
             started: std::time::Instant::now(),
         }))
     }
@@ -81,6 +95,16 @@ impl Services {
         let plugins_ok = self.plugins_ready.load(Ordering::Acquire);
         let ok = db_ok && kv_ok && plugins_ok;
         let state = |b: bool| if b { "ok" } else { "unavailable" };
+        let mut plugins = serde_json::json!({"status": state(plugins_ok)});
+        if let Some(e) = self
+            .plugin_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            // A refused reload: the previous set (if any) keeps serving.
+            plugins["error"] = serde_json::json!(e);
+        }
         (
             ok,
             serde_json::json!({
@@ -89,7 +113,7 @@ impl Services {
                     "database": {"status": state(db_ok), "backend": self.db.backend_name()},
                     "kv": {"status": state(kv_ok), "backend": self.kv.backend_name()},
                     "mail": {"status": "ok", "backend": self.mail.backend_name()},
-                    "plugins": {"status": state(plugins_ok)},
+                    "plugins": plugins,
                 }
             }),
         )

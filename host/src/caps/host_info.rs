@@ -18,7 +18,7 @@ impl wit::Host for StoreState {
         wit::VersionInfo {
             version: VERSION.version.into(),
             git_sha: VERSION.git_sha.into(),
-            build_time: VERSION.build_time.into(),
+            build_time: crate::services::build_time(),
         }
     }
 

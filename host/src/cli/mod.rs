@@ -3,6 +3,7 @@
 //! non-zero.
 
 mod admin;
+mod plugin;
 mod preflight;
 mod run;
 mod serve;
@@ -82,6 +83,25 @@ pub enum Command {
     /// Work with queues.
     #[command(subcommand)]
     Queue(QueueCommand),
+    /// Build and scaffold plugins (in the source tree this binary came from).
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PluginCommand {
+    /// Build plugins for wasm32-wasip2 (seconds; no host rebuild) and print
+    /// where each component went. NAMEs are manifest names; none builds all.
+    Build { names: Vec<String> },
+    /// Scaffold a plugin: `new check <name>` for a preflight check, `new
+    /// <name>` for a handler plugin; adds its block to the manifest.
+    New {
+        #[arg(num_args = 1..=2, required = true)]
+        words: Vec<String>,
+        /// Language of the scaffold.
+        #[arg(long, default_value = "rust")]
+        lang: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -236,6 +256,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             payload,
             tenant,
         }) => admin::push_job(&cli, queue, payload, tenant.as_deref()).await,
+        Command::Plugin(PluginCommand::Build { names }) => plugin::build(&cli, names),
+        Command::Plugin(PluginCommand::New { words, lang }) => plugin::new(&cli, words, lang),
     }
 }
 

@@ -1,17 +1,16 @@
 //! `neo-ops serve`.
 
 use std::process::ExitCode;
-use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cli, connect, load_manifest};
-use crate::runtime::Runtime;
 use crate::server;
 
 pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
-    let manifest = load_manifest(&cli.manifest)?;
+    // A manifest that does not parse stops the start (there is nothing to
+    // serve yet); once serving, a bad edit keeps the running set instead.
+    load_manifest(&cli.manifest)?;
     let services = connect(cli).await?;
-    let runtime = Arc::new(Runtime::load(&manifest, services)?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| anyhow::anyhow!("listening on \"{listen}\": {e}"))?;
@@ -21,6 +20,6 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
         server::shutdown_signal().await;
         trigger.cancel();
     });
-    server::run(listener, runtime, shutdown).await?;
+    server::run_watching(listener, cli.manifest.clone(), services, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -40,3 +40,26 @@ pub fn load_component(
     std::fs::rename(&tmp, &cached)?;
     Ok(component)
 }
+
+/// Removes cached artefacts of components other than `components` (a
+/// rebuilt plugin leaves its old artefact behind); returns how many went.
+/// Only `serve`, which loads the whole manifest, calls this.
+pub fn evict_unused(cache_dir: &Path, components: &[std::path::PathBuf]) -> usize {
+    let keep: Vec<String> = components
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|bytes| hex::encode(Sha256::digest(&bytes)))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(cache_dir) else {
+        return 0;
+    };
+    let mut evicted = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let used = keep.iter().any(|k| name.starts_with(k.as_str()));
+        if name.ends_with(".cwasm") && !used && std::fs::remove_file(entry.path()).is_ok() {
+            evicted += 1;
+        }
+    }
+    evicted
+}

@@ -146,7 +146,7 @@ pub struct LoadedPlugin {
 
 pub struct Runtime {
     engine: Engine,
-    _ticker: engine::EpochTicker,
+    _ticker: Arc<engine::EpochTicker>,
     plugins: HashMap<String, LoadedPlugin>,
     pub services: Arc<Services>,
     pub admission: Arc<admission::Admission>,
@@ -157,7 +157,7 @@ impl Runtime {
     pub fn load(manifest: &Manifest, services: Arc<Services>) -> anyhow::Result<Self> {
         let engine = engine::build_engine(services.settings.max_instances)?;
         let plugins = link_plugins(&engine, manifest, &services.settings.data_dir.join("cache"))?;
-        let ticker = engine::EpochTicker::start(&engine);
+        let ticker = Arc::new(engine::EpochTicker::start(&engine));
         let admission = Arc::new(admission::Admission::new(
             services.settings.max_instances,
             services.settings.admission,
@@ -168,6 +168,20 @@ impl Runtime {
             plugins,
             services,
             admission,
+        })
+    }
+
+    /// The manifest's plugins on this runtime's engine, ticker, admission
+    /// and services: a new set to swap in while this one keeps serving.
+    /// Unchanged components come from the cache.
+    pub fn reload(&self, manifest: &Manifest) -> anyhow::Result<Self> {
+        let cache = self.services.settings.data_dir.join("cache");
+        Ok(Self {
+            engine: self.engine.clone(),
+            _ticker: self._ticker.clone(),
+            plugins: link_plugins(&self.engine, manifest, &cache)?,
+            services: self.services.clone(),
+            admission: self.admission.clone(),
         })
     }
 

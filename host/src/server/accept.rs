@@ -7,7 +7,6 @@
 //! a real request such as a health probe; when every connection is busy the
 //! accept waits for one to finish.
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
@@ -110,7 +109,7 @@ impl Registry {
 /// finish their requests (the caller bounds how long).
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    live: Arc<super::Live>,
     max_connections: usize,
     shutdown: CancellationToken,
 ) {
@@ -168,15 +167,17 @@ pub async fn serve(
             close: shutdown.child_token(),
         });
         registry.add(&conn);
+        // Each request goes to the router of the plugin set served when it
+        // arrives: a reload takes effect for the next request, even on a
+        // kept-alive connection.
         let service = {
-            let conn = conn.clone();
-            app.clone()
-                .map_request(move |req: hyper::Request<hyper::body::Incoming>| {
-                    let mut req = req.map(axum::body::Body::new);
-                    req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                    req.extensions_mut().insert(InFlight::enter(&conn));
-                    req
-                })
+            let (conn, live) = (conn.clone(), live.clone());
+            tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let mut req = req.map(axum::body::Body::new);
+                req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                req.extensions_mut().insert(InFlight::enter(&conn));
+                live.router().oneshot(req)
+            })
         };
         let builder = builder.clone();
         tracker.spawn(async move {

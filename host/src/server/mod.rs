@@ -1,10 +1,15 @@
 //! `neo-ops serve`: the HTTP trigger plus the schedule and queue loops, with
-//! a graceful, bounded shutdown. Tests bind port 0 and call [`run`] directly.
+//! a graceful, bounded shutdown, and the plugin set reloaded in place when
+//! the manifest or a component changes. Tests bind port 0 and call [`run`]
+//! or [`run_watching`] directly.
 
 pub mod accept;
+mod reload;
 
-use std::sync::Arc;
+use axum::Router;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
@@ -12,53 +17,56 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::db::Value;
 use crate::runtime::Runtime;
+use crate::services::Services;
 use crate::triggers;
 
 /// How long in-flight work may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves until `shutdown` is cancelled, then drains within [`SHUTDOWN_GRACE`].
+/// Serves a plugin set loaded beforehand (tests, benchmarks) until
+/// `shutdown` is cancelled, then drains within [`SHUTDOWN_GRACE`].
 pub async fn run(
     listener: TcpListener,
     runtime: Arc<Runtime>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let services = runtime.services.clone();
-    let mut background = JoinSet::new();
-    for p in runtime.plugins() {
-        let name = p.manifest.name.clone();
-        for i in 0..p.manifest.schedules.len() {
-            background.spawn(triggers::schedule::run_schedule(
-                runtime.clone(),
-                name.clone(),
-                i,
-                shutdown.child_token(),
-            ));
-        }
-        if p.manifest.queue.is_some() {
-            background.spawn(triggers::queue::consume(
-                runtime.clone(),
-                name.clone(),
-                shutdown.child_token(),
-            ));
-        }
-    }
-    services.plugins_ready.store(true, Ordering::Release);
+    let live = Arc::new(Live::new(services));
+    live.install(runtime, &shutdown);
+    serve(listener, live, shutdown, None).await
+}
+
+/// `neo-ops serve`: listens at once (routes answer 503 while the plugins
+/// compile), then keeps the plugin set in step with `manifest` — a changed
+/// manifest or component, or SIGHUP, loads a new set in the background and
+/// swaps it in; a bad one keeps the old set serving and says why on
+/// `/readyz`.
+pub async fn run_watching(
+    listener: TcpListener,
+    manifest: PathBuf,
+    services: Arc<Services>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let live = Arc::new(Live::new(services));
+    let watcher = tokio::spawn(reload::watch(live.clone(), manifest, shutdown.clone()));
+    serve(listener, live, shutdown, Some(watcher)).await
+}
+
+async fn serve(
+    listener: TcpListener,
+    live: Arc<Live>,
+    shutdown: CancellationToken,
+    watcher: Option<tokio::task::JoinHandle<()>>,
+) -> anyhow::Result<()> {
+    let services = live.services.clone();
     let addr = listener.local_addr()?;
     tracing::info!(%addr, replica = %services.settings.replica, "serving");
-
-    let app = triggers::http::router(runtime.clone());
     let max_connections = accept::connection_cap(services.settings.max_connections);
     tracing::info!(max_connections, "connection cap");
-    background.spawn(
-        runtime
-            .admission
-            .clone()
-            .log_refusals(shutdown.child_token()),
-    );
     let stop = shutdown.clone();
+    let routes = live.clone();
     let mut http = tokio::spawn(async move {
-        accept::serve(listener, app, max_connections, stop).await;
+        accept::serve(listener, routes, max_connections, stop).await;
         anyhow::Ok(())
     });
 
@@ -68,25 +76,131 @@ pub async fn run(
     }
     tracing::info!("shutting down: no new work, draining in-flight invocations");
     services.plugins_ready.store(false, Ordering::Release);
+    if let Some(w) = watcher {
+        let _ = w.await;
+    }
     let drain = async {
         let _ = (&mut http).await;
-        while background.join_next().await.is_some() {}
+        live.retire_all().await;
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         tracing::warn!("in-flight work did not finish within {SHUTDOWN_GRACE:?}; abandoning it");
         http.abort();
-        background.abort_all();
     }
-    release_runs(&runtime).await;
+    release_runs(&services).await;
     services.db.close().await;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// The plugin set being served, swapped whole on reload: routes, schedules
+/// and queue consumers all follow it, and an invocation already running
+/// finishes on the set it started on (it holds its `Runtime`).
+pub struct Live {
+    pub services: Arc<Services>,
+    router: RwLock<Router>,
+    current: Mutex<Option<Generation>>,
+    retired: Mutex<Vec<JoinSet<()>>>,
+}
+
+/// One installed plugin set and its background tasks.
+struct Generation {
+    runtime: Arc<Runtime>,
+    stop: CancellationToken,
+    tasks: JoinSet<()>,
+}
+
+impl Live {
+    fn new(services: Arc<Services>) -> Self {
+        Self {
+            router: RwLock::new(triggers::http::loading_router(services.clone())),
+            services,
+            current: Mutex::new(None),
+            retired: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The router requests go to now.
+    pub fn router(&self) -> Router {
+        self.router
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The runtime of the set being served, once one is.
+    pub fn runtime(&self) -> Option<Arc<Runtime>> {
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        current.as_ref().map(|g| g.runtime.clone())
+    }
+
+    /// Makes `runtime` the set served: its routes take new requests, its
+    /// schedules and consumers start, the previous set's stop.
+    fn install(&self, runtime: Arc<Runtime>, shutdown: &CancellationToken) {
+        let stop = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        for p in runtime.plugins() {
+            let name = p.manifest.name.clone();
+            for i in 0..p.manifest.schedules.len() {
+                tasks.spawn(triggers::schedule::run_schedule(
+                    runtime.clone(),
+                    name.clone(),
+                    i,
+                    stop.child_token(),
+                ));
+            }
+            if p.manifest.queue.is_some() {
+                tasks.spawn(triggers::queue::consume(
+                    runtime.clone(),
+                    name.clone(),
+                    stop.child_token(),
+                ));
+            }
+        }
+        tasks.spawn(runtime.admission.clone().log_refusals(stop.child_token()));
+        let router = triggers::http::router(runtime.clone());
+        *self.router.write().unwrap_or_else(|p| p.into_inner()) = router;
+        let previous = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .replace(Generation {
+                runtime,
+                stop,
+                tasks,
+            });
+        if let Some(old) = previous {
+            old.stop.cancel();
+            self.retired
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(old.tasks);
+        }
+        self.services.plugins_ready.store(true, Ordering::Release);
+    }
+
+    /// Stops every set's background tasks and waits for them.
+    async fn retire_all(&self) {
+        let mut sets: Vec<JoinSet<()>> =
+            std::mem::take(&mut *self.retired.lock().unwrap_or_else(|p| p.into_inner()));
+        if let Some(g) = self
+            .current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            g.stop.cancel();
+            sets.push(g.tasks);
+        }
+        for mut set in sets {
+            while set.join_next().await.is_some() {}
+        }
+    }
+}
+
 /// Marks this replica's unfinished schedule runs as interrupted, so history
 /// never shows a run as still going after the process left.
-async fn release_runs(runtime: &Runtime) {
-    let services = &runtime.services;
+async fn release_runs(services: &Services) {
     let result = services
         .db
         .master()

@@ -121,6 +121,37 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
     router.fallback(|| async { error_envelope(404, "not found") })
 }
 
+/// What serves while the first plugin set compiles: health and readiness
+/// (not ready yet), and 503 with `Retry-After` for every other route.
+pub fn loading_router(services: Arc<crate::services::Services>) -> Router {
+    Router::new()
+        .route(
+            host_routes::HEALTHZ,
+            get(
+                |State(s): State<Arc<crate::services::Services>>| async move {
+                    axum::Json(s.health()).into_response()
+                },
+            ),
+        )
+        .route(
+            host_routes::READYZ,
+            get(
+                |State(s): State<Arc<crate::services::Services>>| async move {
+                    let (_, body) = s.ready().await;
+                    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+                },
+            ),
+        )
+        .fallback(|| async {
+            let mut response = error_envelope(503, "plugins are loading, try again shortly");
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
+            response
+        })
+        .with_state(services)
+}
+
 async fn healthz(State(state): State<AppState>) -> Response {
     axum::Json(state.runtime.services.health()).into_response()
 }

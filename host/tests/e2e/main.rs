@@ -18,6 +18,7 @@ mod operator;
 mod owner_digest;
 mod preflight;
 mod purge;
+mod reload;
 mod sandbox;
 mod status_page;
 mod stock_kot_reconcile;

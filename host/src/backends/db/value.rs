@@ -52,11 +52,25 @@ impl From<sqlx::Error> for DbError {
                     d.constraint().unwrap_or("?")
                 ))
             }
+            // Connection exceptions (08xxx) and an administrator's shutdown
+            // (57P0x) say the database went away, not that it refused.
+            sqlx::Error::Database(d)
+                if d.code()
+                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")) =>
+            {
+                tracing::warn!(error = %e, "database connection lost");
+                DbError::Unavailable("database unavailable".into())
+            }
             sqlx::Error::Database(d) => DbError::Rejected(d.message().to_string()),
             sqlx::Error::PoolTimedOut
             | sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolClosed => DbError::Unavailable("database unavailable".into()),
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::PoolClosed => {
+                tracing::warn!(error = %e, "database unavailable");
+                DbError::Unavailable("database unavailable".into())
+            }
             sqlx::Error::ColumnDecode { index, source } => {
                 DbError::Invalid(format!("cannot decode column {index}: {source}"))
             }

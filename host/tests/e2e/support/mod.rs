@@ -23,6 +23,19 @@ pub use receivers::{HttpReceiver, SmtpSink};
 pub const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/test";
 pub const REDIS: &str = "redis://127.0.0.1:6379";
 
+/// Builds the plugins once per test run (cargo's no-op when nothing changed):
+/// the host build no longer watches them, so a plugin edit is tested as
+/// `neo-ops plugin build` would build it.
+pub fn ensure_plugins_built() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        let target = std::path::Path::new(env!("NEO_OPS_PLUGINS_TARGET"));
+        neo_ops::plugin_build::build("cargo", &root.join("plugins"), target, &[])
+            .expect("building the plugins");
+    });
+}
+
 /// The spec's exact answer to a request without the route's role.
 pub const FORBIDDEN: &str = r#"{"ok":false,"error":{"code":403,"message":"forbidden"}}"#;
 
@@ -47,6 +60,7 @@ impl Deployment {
     /// Creates a fresh deployment. Real backends must be reachable: a missing
     /// Postgres or Redis fails the test, it never skips it.
     pub async fn new(backend: Backend) -> Self {
+        ensure_plugins_built();
         let id = uuid::Uuid::new_v4().simple().to_string()[..12].to_string();
         let dir = tempfile::tempdir().expect("temp dir");
         let (smtp, pg_prefix) = match backend {
@@ -342,6 +356,7 @@ pub struct CliOutput {
 
 impl Cli {
     pub fn new(manifest_text: &str) -> Self {
+        ensure_plugins_built();
         let dir = tempfile::tempdir().unwrap();
         let manifest = dir.path().join("plugins.toml");
         std::fs::write(&manifest, manifest_text).unwrap();

@@ -1,0 +1,220 @@
+//! `neo-ops plugin build [NAME…]` and `neo-ops plugin new [check] <name>`:
+//! the operator's edit loop, in the source tree this binary was built from.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use super::{Cli, load_manifest};
+use crate::plugin_build;
+
+/// The source tree the binary was built from.
+fn source_root() -> anyhow::Result<PathBuf> {
+    let root = PathBuf::from(env!("NEO_OPS_SOURCE_ROOT"));
+    if root.join("plugins/Cargo.toml").is_file() {
+        Ok(root)
+    } else {
+        anyhow::bail!(
+            "plugin commands need the neo-ops source tree this binary was built from ({}), which is not there",
+            root.display()
+        )
+    }
+}
+
+/// Builds the named plugins (manifest names or crate names; all when none)
+/// and prints where each component went.
+pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
+    let root = source_root()?;
+    let manifest = load_manifest(&cli.manifest).ok();
+    // A manifest name builds the crate its component is named after.
+    let packages: Vec<String> = names
+        .iter()
+        .map(|n| {
+            manifest
+                .as_ref()
+                .and_then(|m| m.plugins.iter().find(|p| &p.name == n))
+                .and_then(|p| p.component.file_stem())
+                .map_or_else(|| n.replace('-', "_"), |s| s.to_string_lossy().into_owned())
+        })
+        .collect();
+    let target_dir = PathBuf::from(env!("NEO_OPS_PLUGINS_TARGET"));
+    let started = std::time::Instant::now();
+    plugin_build::ensure_wasm_target("rustc").map_err(anyhow::Error::msg)?;
+    plugin_build::build("cargo", &root.join("plugins"), &target_dir, &packages)
+        .map_err(anyhow::Error::msg)?;
+    let out = plugin_build::output_dir(&target_dir);
+    let shown: Vec<PathBuf> = if packages.is_empty() {
+        let mut all: Vec<PathBuf> = std::fs::read_dir(&out)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect();
+        all.sort();
+        all
+    } else {
+        packages
+            .iter()
+            .map(|p| out.join(format!("{p}.wasm")))
+            .collect()
+    };
+    for path in shown {
+        println!("{}", path.display());
+    }
+    eprintln!("built in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `plugin new check <name>` or `plugin new <name>`: a working crate and its
+/// `plugins.toml` block with minimal grants.
+pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> {
+    let (is_check, name) = match words {
+        [kind, name] if kind == "check" => (true, name.as_str()),
+        [name] => (false, name.as_str()),
+        _ => anyhow::bail!("usage: neo-ops plugin new [check] <name> [--lang rust|python]"),
+    };
+    let name = name
+        .strip_prefix("check-")
+        .filter(|_| is_check)
+        .unwrap_or(name);
+    let valid = !name.is_empty()
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !valid {
+        anyhow::bail!(
+            "bad plugin name \"{name}\" (lowercase letters, digits and '-', starting with a letter)"
+        );
+    }
+    if lang != "rust" {
+        anyhow::bail!("unknown --lang \"{lang}\" (this build scaffolds rust)");
+    }
+    let root = source_root()?;
+    let snake = name.replace('-', "_");
+    let (dir, package, plugin, block) = if is_check {
+        let package = format!("check_{snake}");
+        let plugin = format!("check-{name}");
+        let block = format!(
+            "\n[plugins.{plugin}]\ncomponent = \"{package}.wasm\"\ncheck     = true     # neo-ops run {plugin}; part of the preflight checklist\nlimits    = {{ timeout = \"10s\", memory = \"32MiB\" }}\n"
+        );
+        (
+            root.join("plugins/checks").join(name),
+            package,
+            plugin,
+            block,
+        )
+    } else {
+        let block = format!(
+            "\n[plugins.{name}]\ncomponent = \"{snake}.wasm\"\nroutes    = [{{ method = \"GET\", path = \"/{name}\", role = \"admin\" }}]\ncommand   = true     # neo-ops run {name}\nlimits    = {{ timeout = \"10s\", memory = \"32MiB\" }}\n"
+        );
+        (
+            root.join("plugins").join(name),
+            snake.clone(),
+            name.to_string(),
+            block,
+        )
+    };
+    if dir.exists() {
+        anyhow::bail!("{} already exists", dir.display());
+    }
+    let manifest_text = std::fs::read_to_string(&cli.manifest).unwrap_or_default();
+    if manifest_text.contains(&format!("[plugins.{plugin}]")) {
+        anyhow::bail!(
+            "{} already has a [plugins.{plugin}] block",
+            cli.manifest.display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(dir.join("Cargo.toml"), cargo_toml(&package, is_check))?;
+    if is_check {
+        std::fs::write(dir.join("src/lib.rs"), check_lib(&plugin))?;
+    } else {
+        std::fs::write(dir.join("src/lib.rs"), plugin_lib(name))?;
+        add_member(&root.join("plugins/Cargo.toml"), name)?;
+    }
+    let mut manifest = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cli.manifest)?;
+    std::io::Write::write_all(&mut manifest, block.as_bytes())?;
+    println!("created {}", dir.display());
+    println!("added [plugins.{plugin}] to {}", cli.manifest.display());
+    println!(
+        "next: edit {}, then `neo-ops plugin build {plugin}`",
+        dir.join("src/lib.rs").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A plugin crate in the plugins workspace (checks also use `check_common`).
+fn cargo_toml(package: &str, check: bool) -> String {
+    let common = if check {
+        "check_common = { path = \"../common\" }\n"
+    } else {
+        ""
+    };
+    format!(
+        "[package]\nname = \"{package}\"\nedition.workspace = true\nversion.workspace = true\nlicense.workspace = true\n\n\
+         [lib]\ncrate-type = [\"cdylib\"]\n\n[dependencies]\nneo-ops-sdk.workspace = true\n{common}"
+    )
+}
+
+fn check_lib(plugin: &str) -> String {
+    format!(
+        r#"//! {plugin}: what this check makes sure of, and what an operator does when it fails.
+
+use check_common::{{fail, pass}};
+use neo_ops_sdk::{{Check, CheckOutcome}};
+
+struct ThisCheck;
+
+impl Check for ThisCheck {{
+    fn check() -> CheckOutcome {{
+        let healthy = true;
+        if healthy {{
+            pass("all good")
+        }} else {{
+            fail("what is wrong", "what to do about it")
+        }}
+    }}
+}}
+
+neo_ops_sdk::export_check!(ThisCheck);
+"#
+    )
+}
+
+fn plugin_lib(name: &str) -> String {
+    format!(
+        r#"//! {name}: what this plugin does.
+
+use neo_ops_sdk::serde_json::json;
+use neo_ops_sdk::{{Failure, HttpRequest, Invocation, Output, Plugin, args::Args, reply}};
+
+struct ThisPlugin;
+
+impl Plugin for ThisPlugin {{
+    fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {{
+        Ok(reply::ok(json!({{"route": req.route}})))
+    }}
+
+    fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {{
+        args.only_flags(&[], &[], "usage: {name}")?;
+        Ok(reply::text(200, "{name}: ok"))
+    }}
+}}
+
+neo_ops_sdk::export_plugin!(ThisPlugin);
+"#
+    )
+}
+
+/// Adds a crate to the plugins workspace's `members` (checks are in by glob).
+fn add_member(workspace: &Path, name: &str) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(workspace)?;
+    let Some(at) = text.find("members = [") else {
+        anyhow::bail!("no members list in {}", workspace.display());
+    };
+    let insert = at + "members = [".len();
+    let updated = format!("{}\n    \"{name}\",{}", &text[..insert], &text[insert..]);
+    std::fs::write(workspace, updated)?;
+    Ok(())
+}

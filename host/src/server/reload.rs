@@ -1,0 +1,156 @@
+//! Keeps the served plugin set in step with the manifest: polls the
+//! manifest and its components once a second (and reloads on SIGHUP),
+//! compiles a changed set in the background, and swaps it in whole. A set
+//! that does not load leaves the previous one serving; why is logged and
+//! shown on `/readyz` until a good set loads.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
+
+use super::Live;
+use crate::manifest;
+use crate::runtime::Runtime;
+
+/// How often the files are looked at.
+const POLL: Duration = Duration::from_secs(1);
+/// A change is acted on once the files have been still this long (a build
+/// writing a component, an editor saving the manifest).
+const SETTLE: Duration = Duration::from_millis(300);
+
+/// What the files looked like: path, modification time, length.
+type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+
+fn fingerprint(manifest: &Path, components: &[PathBuf]) -> Fingerprint {
+    std::iter::once(manifest)
+        .chain(components.iter().map(PathBuf::as_path))
+        .map(|p| {
+            let meta = std::fs::metadata(p).ok();
+            (
+                p.to_path_buf(),
+                meta.as_ref().and_then(|m| m.modified().ok()),
+                meta.map_or(0, |m| m.len()),
+            )
+        })
+        .collect()
+}
+
+pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: CancellationToken) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut components: Vec<PathBuf> = Vec::new();
+    let mut seen: Option<Fingerprint> = None;
+    let mut forced = true;
+    loop {
+        let now = fingerprint(&manifest_path, &components);
+        if forced || seen.as_ref() != Some(&now) {
+            // Let a write in progress finish before reading.
+            tokio::time::sleep(SETTLE).await;
+            forced = match load(&live, &manifest_path, &shutdown).await {
+                Some(paths) => {
+                    components = paths;
+                    false
+                }
+                // A manifest that did not load (say, naming a component not
+                // built yet) is read again next time: it is cheap, and the
+                // file it waits for may appear without the manifest changing.
+                None => true,
+            };
+            seen = Some(fingerprint(&manifest_path, &components));
+        }
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(POLL) => {}
+            _ = hup => {
+                tracing::info!("SIGHUP: reloading the plugin set");
+                forced = true;
+            }
+        }
+    }
+}
+
+/// Loads the manifest's plugin set and installs it; returns the component
+/// paths to watch (also when the set failed to compile, so fixing a
+/// component is noticed).
+async fn load(
+    live: &Live,
+    manifest_path: &Path,
+    shutdown: &CancellationToken,
+) -> Option<Vec<PathBuf>> {
+    let services = live.services.clone();
+    let manifest = match manifest::load(manifest_path) {
+        Ok(m) => m,
+        Err(e) => {
+            refuse(live, &format!("{e}"));
+            return None;
+        }
+    };
+    let components: Vec<PathBuf> = manifest
+        .plugins
+        .iter()
+        .map(|p| p.component.clone())
+        .collect();
+    let previous = live.runtime();
+    let started = std::time::Instant::now();
+    let loaded = tokio::task::spawn_blocking(move || match previous {
+        Some(rt) => rt.reload(&manifest),
+        None => Runtime::load(&manifest, services),
+    })
+    .await;
+    match loaded {
+        Ok(Ok(runtime)) => {
+            let plugins = runtime.plugins().count();
+            live.install(Arc::new(runtime), shutdown);
+            *live
+                .services
+                .plugin_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = None;
+            let cache = live.services.settings.data_dir.join("cache");
+            let evicted = crate::runtime::cache::evict_unused(&cache, &components);
+            tracing::info!(
+                plugins,
+                millis = started.elapsed().as_millis() as u64,
+                evicted,
+                "plugin set loaded"
+            );
+        }
+        Ok(Err(e)) => refuse(live, &format!("{e:#}")),
+        Err(e) => refuse(live, &format!("loading the plugin set failed: {e}")),
+    }
+    Some(components)
+}
+
+/// Keeps the set being served (if any) and says why the new one was refused
+/// (logged once per distinct reason).
+fn refuse(live: &Live, why: &str) {
+    let mut error = live
+        .services
+        .plugin_error
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if error.as_deref() == Some(why) {
+        return;
+    }
+    *error = Some(why.to_string());
+    drop(error);
+    let serving = live.runtime().is_some();
+    tracing::error!(
+        error = %why,
+        kept_previous = serving,
+        "plugin set not loaded; {}",
+        if serving { "the previous set keeps serving" } else { "routes answer 503 until a good set loads" }
+    );
+}

@@ -1,0 +1,294 @@
+//! The operator's loop against a server that keeps running: a new check
+//! scaffolded, edited, built and live in the preflight with no restart; a
+//! broken manifest edit keeping the old set serving and saying why; a start
+//! whose plugins cannot load answering 503 until they can.
+
+use neo_ops::manifest::Role;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{self, Backend, Deployment};
+
+const REDIS_CHECK: &str = r#"
+[plugins.check-redis]
+component = "check_redis.wasm"
+check = true
+grants = { kv = ["preflight:"] }
+"#;
+
+/// A server started with `run_watching` on a manifest file the test edits.
+struct Watched {
+    addr: std::net::SocketAddr,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    http: reqwest::Client,
+    token: String,
+}
+
+impl Watched {
+    async fn start(dep: &Deployment, manifest: &Path) -> Self {
+        let services = neo_ops::services::Services::connect(dep.settings("a"))
+            .await
+            .unwrap();
+        let token = neo_ops::auth::create_token(services.db.master(), Role::Admin, "oncall")
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(neo_ops::server::run_watching(
+            listener,
+            manifest.to_path_buf(),
+            services,
+            shutdown.clone(),
+        ));
+        Self {
+            addr,
+            shutdown,
+            task,
+            http: reqwest::Client::new(),
+            token,
+        }
+    }
+
+    async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let resp = self
+            .http
+            .get(format!("http://{}{path}", self.addr))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Polls `path` until `done` holds; panics with `what` after `limit`.
+    async fn until(
+        &self,
+        path: &str,
+        limit: Duration,
+        what: &str,
+        done: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> (u16, serde_json::Value) {
+        let deadline = Instant::now() + limit;
+        loop {
+            let (status, body) = self.get(path).await;
+            if done(status, &body) {
+                return (status, body);
+            }
+            assert!(Instant::now() < deadline, "{what}: last {status} {body}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+fn check_names(preflight: &serde_json::Value) -> Vec<String> {
+    preflight["data"]["checks"]
+        .as_array()
+        .map(|c| {
+            c.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes the scaffolded crate and restores the workspace lock file, even
+/// when the test fails half-way.
+struct Scaffold {
+    dir: PathBuf,
+    lock: PathBuf,
+    lock_text: String,
+}
+
+impl Drop for Scaffold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::write(&self.lock, &self.lock_text);
+    }
+}
+
+fn cli(manifest: &Path, data: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+        .arg("--manifest")
+        .arg(manifest)
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_rust_check_goes_live_without_a_restart() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let manifest = dep.manifest(REDIS_CHECK);
+    let server = Watched::start(&dep, &manifest).await;
+    server
+        .until(
+            "/readyz",
+            Duration::from_secs(30),
+            "the first set loads",
+            |s, _| s == 200,
+        )
+        .await;
+    let (_, before) = server.get("/api/admin/preflight").await;
+    assert_eq!(check_names(&before), ["check-redis"]);
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let name = format!("live{}", &dep.id[..8]);
+    let lock = root.join("plugins/Cargo.lock");
+    let _scaffold = Scaffold {
+        dir: root.join("plugins/checks").join(&name),
+        lock_text: std::fs::read_to_string(&lock).unwrap(),
+        lock,
+    };
+    let data = dep.dir.path().join("cli-data");
+    let started = Instant::now();
+    let (ok, out, err) = cli(&manifest, &data, &["plugin", "new", "check", &name]);
+    assert!(ok, "{out}{err}");
+    let scaffolded = started.elapsed();
+    // The one function an operator edits.
+    let lib = root.join("plugins/checks").join(&name).join("src/lib.rs");
+    let text = std::fs::read_to_string(&lib).unwrap();
+    std::fs::write(
+        &lib,
+        text.replace("pass(\"all good\")", "pass(\"live from the edit loop\")"),
+    )
+    .unwrap();
+    let edited = Instant::now();
+    let plugin = format!("check-{name}");
+    let (ok, out, err) = cli(&manifest, &data, &["plugin", "build", &plugin]);
+    assert!(ok, "{out}{err}");
+    assert!(out.trim().ends_with(&format!("check_{name}.wasm")), "{out}");
+    let built = edited.elapsed();
+    let (_, live) = server
+        .until(
+            "/api/admin/preflight",
+            Duration::from_secs(30),
+            "the new check is served",
+            |_, b| check_names(b).contains(&plugin),
+        )
+        .await;
+    let to_live = edited.elapsed();
+    let check = live["data"]["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == plugin.as_str())
+        .unwrap();
+    assert_eq!(
+        (&check["status"], &check["detail"]),
+        (
+            &serde_json::json!("pass"),
+            &serde_json::json!("live from the edit loop")
+        )
+    );
+    let lines = std::fs::read_to_string(&lib).unwrap().lines().count()
+        + std::fs::read_to_string(&manifest).unwrap().lines().count()
+        - REDIS_CHECK.lines().count();
+    eprintln!(
+        "edit loop (rust): scaffold {:.1}s, build {:.1}s, edit to live {:.1}s, {lines} lines",
+        scaffolded.as_secs_f64(),
+        built.as_secs_f64(),
+        to_live.as_secs_f64()
+    );
+
+    // A broken edit: the set keeps serving, /readyz says why and where.
+    let good = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("{good}\n[plugins.oops\n")).unwrap();
+    let (status, ready) = server
+        .until(
+            "/readyz",
+            Duration::from_secs(10),
+            "the refusal is reported",
+            |_, b| b["checks"]["plugins"]["error"].is_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "the old set still serves: {ready}");
+    let why = ready["checks"]["plugins"]["error"].as_str().unwrap();
+    assert!(why.contains("plugins.toml:") && why.contains(':'), "{why}");
+    let (status, still) = server.get("/api/admin/preflight").await;
+    assert_eq!(status, 200);
+    assert_eq!(check_names(&still).len(), 2);
+    // Fixed again: the error clears.
+    std::fs::write(&manifest, good).unwrap();
+    server
+        .until(
+            "/readyz",
+            Duration::from_secs(10),
+            "the fix is loaded",
+            |s, b| s == 200 && b["checks"]["plugins"]["error"].is_null(),
+        )
+        .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn routes_answer_503_until_a_good_set_loads() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    // A component that is not WebAssembly: the set cannot load.
+    std::fs::write(dep.dir.path().join("broken.wasm"), b"not wasm").unwrap();
+    let manifest = dep.manifest(
+        "[plugins.status-page]\ncomponent = \"broken.wasm\"\nroutes = [{ method = \"GET\", path = \"/status.json\" }]\ngrants = { db = [\"master\"] }\n",
+    );
+    // An artefact no component uses any more (a plugin rebuilt since).
+    let cache = dep.data_dir("a").join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    let stale = cache.join(format!("{}-0123456789abcdef.cwasm", "ab".repeat(32)));
+    std::fs::write(&stale, b"stale").unwrap();
+    let server = Watched::start(&dep, &manifest).await;
+    let (status, ready) = server
+        .until(
+            "/readyz",
+            Duration::from_secs(10),
+            "the failure is reported",
+            |_, b| b["checks"]["plugins"]["error"].is_string(),
+        )
+        .await;
+    assert_eq!(status, 503, "{ready}");
+    let resp = server
+        .http
+        .get(format!("http://{}/status.json", server.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    // /healthz answers all along.
+    let (status, _) = server.get("/healthz").await;
+    assert_eq!(status, 200);
+    // Fix the manifest: the set loads and the route serves.
+    std::fs::write(
+        &manifest,
+        "[plugins.status-page]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/status.json\" }]\ngrants = { db = [\"master\"] }\n",
+    )
+    .unwrap();
+    let (_, status_doc) = server
+        .until(
+            "/status.json",
+            Duration::from_secs(30),
+            "the fixed set serves",
+            |s, _| s == 200,
+        )
+        .await;
+    assert_eq!(status_doc["state"], "operational");
+    // Loading the set evicted what it does not use, and kept what it does.
+    assert!(!stale.exists(), "the stale artefact was evicted");
+    let kept = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(kept, 1, "status_page's artefact stays");
+    server.stop().await;
+    support::ensure_plugins_built();
+}
