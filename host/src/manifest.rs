@@ -662,11 +662,15 @@ fn parse_grants(
     let mut files = Vec::new();
     for f in &g.files {
         let v = f.get_ref();
-        let ok = v.strip_prefix("arg:--").is_some_and(is_simple_name) || Path::new(v).is_absolute();
+        let ok = v.strip_prefix("arg:--").is_some_and(is_simple_name)
+            || v == "data-dir"
+            || Path::new(v).is_absolute();
         if !ok {
             return Err(at(
                 &f.span(),
-                format!("bad files grant \"{v}\" (expected an absolute path or arg:--<flag>)"),
+                format!(
+                    "bad files grant \"{v}\" (expected an absolute path, arg:--<flag> or data-dir)"
+                ),
             ));
         }
         files.push(v.clone());

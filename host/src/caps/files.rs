@@ -26,6 +26,44 @@ impl StoreState {
     }
 }
 
+impl StoreState {
+    /// A granted path, or a path under a granted directory; `data-dir` is
+    /// the host's data directory.
+    fn granted_place(&self, path: &str) -> Result<PathBuf, WitError> {
+        let wanted = if path == crate::runtime::file_grants::DATA_DIR {
+            std::path::absolute(&self.call.services.settings.data_dir)
+        } else {
+            std::path::absolute(Path::new(path))
+        }
+        .map_err(|_| WitError::invalid(format!("bad path \"{path}\"")))?;
+        if self.call.files.iter().any(|g| wanted.starts_with(g)) {
+            Ok(wanted)
+        } else {
+            tracing::warn!(plugin = %self.call.plugin.name, path, "disk usage denied");
+            Err(WitError::denied(format!(
+                "plugin \"{}\" has no file grant for \"{path}\"",
+                self.call.plugin.name
+            )))
+        }
+    }
+}
+
+/// Free and total bytes of the filesystem holding `path` (statvfs).
+fn statvfs(path: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "path has a NUL byte")
+    })?;
+    // SAFETY: an all-zero `struct statvfs` is a valid value to be written over.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a struct statvfs we own.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let block = st.f_frsize;
+    Ok((st.f_bavail * block, st.f_blocks * block))
+}
+
 fn io_error(path: &str, e: std::io::Error) -> WitError {
     let code = match e.kind() {
         std::io::ErrorKind::NotFound => ErrorCode::NotFound,
@@ -45,6 +83,18 @@ impl wit::Host for StoreState {
             return Err(WitError::invalid(format!("\"{path}\" is not a file")));
         }
         Ok(meta.len())
+    }
+
+    async fn disk_usage(&mut self, path: String) -> Result<wit::DiskSpace, WitError> {
+        let place = self.granted_place(&path)?;
+        let (free, total) = tokio::task::spawn_blocking(move || statvfs(&place))
+            .await
+            .map_err(|e| WitError::new(ErrorCode::Failed, e.to_string()))?
+            .map_err(|e| io_error(&path, e))?;
+        Ok(wit::DiskSpace {
+            free_bytes: free,
+            total_bytes: total,
+        })
     }
 
     async fn read(&mut self, path: String, offset: u64, len: u32) -> Result<Vec<u8>, WitError> {

@@ -4,7 +4,11 @@
 use std::sync::Arc;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+/// Guest stderr kept per invocation.
+const STDERR_CAPACITY: usize = 16 << 10;
 
 use crate::manifest::Plugin;
 use crate::services::Services;
@@ -30,6 +34,9 @@ pub struct CallContext {
 
 pub struct StoreState {
     wasi: WasiCtx,
+    /// What the guest wrote to stderr (a panic message, a Python traceback):
+    /// logged under the plugin's name, and a crash's reason.
+    pub stderr: MemoryOutputPipe,
     table: ResourceTable,
     pub limits: StoreLimits,
     pub call: CallContext,
@@ -42,15 +49,17 @@ impl StoreState {
             .trap_on_grow_failure(true)
             .build();
         // Deny by default: no preopened directories, no environment, no
-        // network; stderr goes to the host's so panics are visible.
+        // network; stderr is captured for this invocation.
+        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
         let wasi = WasiCtx::builder()
-            .inherit_stderr()
+            .stderr(stderr.clone())
             .allow_tcp(false)
             .allow_udp(false)
             .allow_ip_name_lookup(false)
             .build();
         Self {
             wasi,
+            stderr,
             table: ResourceTable::new(),
             limits,
             call,

@@ -6,9 +6,17 @@ use std::path::PathBuf;
 
 use super::Trigger;
 
+/// The grant (and path) that names the host's data directory.
+pub const DATA_DIR: &str = "data-dir";
+
 /// Resolves `files` grants for one invocation: literal paths as they are,
-/// `arg:--flag` to the value of that flag in the command or schedule args.
-pub fn resolve_grants(grants: &[String], trigger: Option<&Trigger>) -> Vec<PathBuf> {
+/// `arg:--flag` to the value of that flag in the command or schedule args,
+/// `data-dir` to the host's data directory.
+pub fn resolve_grants(
+    grants: &[String],
+    trigger: Option<&Trigger>,
+    data_dir: &std::path::Path,
+) -> Vec<PathBuf> {
     // Literal paths hold for every call (a preflight check has no trigger);
     // `arg:--flag` paths only for a command or schedule that passes the flag.
     let args: &[String] = match trigger {
@@ -19,6 +27,7 @@ pub fn resolve_grants(grants: &[String], trigger: Option<&Trigger>) -> Vec<PathB
     grants
         .iter()
         .filter_map(|g| match g.strip_prefix("arg:") {
+            None if g == DATA_DIR => Some(data_dir.to_path_buf()),
             None => Some(PathBuf::from(g)),
             Some(flag) => flag_value(args, flag).map(PathBuf::from),
         })
@@ -54,7 +63,7 @@ mod tests {
             "/etc/neo/x.conf".to_string(),
         ];
         assert_eq!(
-            resolve_grants(&grants, Some(&trigger)),
+            resolve_grants(&grants, Some(&trigger), std::path::Path::new("/d")),
             vec![
                 PathBuf::from("/tmp/r.csv"),
                 PathBuf::from("/etc/neo/x.conf")
@@ -62,12 +71,12 @@ mod tests {
         );
         let eq = Trigger::Command(vec!["--csv=/tmp/a.csv".into()]);
         assert_eq!(
-            resolve_grants(&grants[..1], Some(&eq)),
+            resolve_grants(&grants[..1], Some(&eq), std::path::Path::new("/d")),
             vec![PathBuf::from("/tmp/a.csv")]
         );
         // A preflight check has no trigger: literal grants only.
         assert_eq!(
-            resolve_grants(&grants, None),
+            resolve_grants(&grants, None, std::path::Path::new("/d")),
             vec![PathBuf::from("/etc/neo/x.conf")]
         );
     }

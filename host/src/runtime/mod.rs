@@ -199,8 +199,11 @@ impl Runtime {
         inv: Option<&Invocation>,
         request_id: &str,
     ) -> Store<StoreState> {
-        let files =
-            file_grants::resolve_grants(&plugin.manifest.grants.files, inv.map(|i| &i.trigger));
+        let files = file_grants::resolve_grants(
+            &plugin.manifest.grants.files,
+            inv.map(|i| &i.trigger),
+            &self.services.settings.data_dir,
+        );
         let state = StoreState::new(CallContext {
             services: self.services.clone(),
             plugin: plugin.manifest.clone(),
@@ -276,9 +279,13 @@ impl Runtime {
         if !matches!(outcome, Ok(Ok(_))) {
             release_locks(&self.services, store).await;
         }
+        let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
+        if !stderr.trim().is_empty() {
+            tracing::warn!(plugin = plugin_name, stderr = %stderr.trim(), "plugin wrote to stderr");
+        }
         match outcome {
             Err(_) => Err(timed_out(plugin_name, timeout)),
-            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e)),
+            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e, &stderr)),
             Ok(Ok(value)) => Ok(value),
         }
     }
@@ -350,19 +357,53 @@ fn timed_out(plugin: &str, timeout: Duration) -> InvokeError {
 
 /// A call that ended in a trap: the epoch deadline is a timeout, anything
 /// else a crash whose details go to the log only.
-fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error) -> InvokeError {
+fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error, stderr: &str) -> InvokeError {
     if matches!(
         e.downcast_ref::<wasmtime::Trap>(),
         Some(wasmtime::Trap::Interrupt)
     ) {
         return timed_out(plugin, timeout);
     }
-    let reason = format!("{e:#}");
-    tracing::error!(plugin, reason = %reason, "plugin invocation failed");
+    let trap = format!("{e:#}");
+    tracing::error!(plugin, reason = %trap, "plugin invocation failed");
+    // What the guest said as it died beats a wasm backtrace.
+    let reason = crash_message(stderr).unwrap_or_else(|| {
+        e.downcast_ref::<wasmtime::Trap>().map_or_else(
+            || trap.lines().next().unwrap_or("trap").to_string(),
+            |t| t.to_string(),
+        )
+    });
     InvokeError::Crashed {
         plugin: plugin.to_string(),
         reason,
     }
+}
+
+/// The message a guest left on stderr as it crashed: a Rust panic's
+/// message (with where), else the last line (a Python exception).
+fn crash_message(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr.lines().map(str::trim_end).collect();
+    if let Some(i) = lines.iter().position(|l| l.contains(" panicked at ")) {
+        let place = lines[i]
+            .split(" panicked at ")
+            .nth(1)
+            .unwrap_or("")
+            .trim_end_matches(':');
+        let message: Vec<&str> = lines[i + 1..]
+            .iter()
+            .take_while(|l| !l.starts_with("note:") && !l.starts_with("stack backtrace"))
+            .copied()
+            .collect();
+        return Some(format!(
+            "panicked: {} (at {place})",
+            message.join(" ").trim()
+        ));
+    }
+    lines
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| l.trim().to_string())
 }
 
 /// Releases the locks an invocation that trapped or timed out still held:
@@ -489,5 +530,25 @@ fn to_wit(inv: Invocation) -> handler_export::Invocation {
         }),
         dry_run: inv.dry_run,
         request_id: inv.request_id,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::crash_message;
+
+    #[test]
+    fn a_crash_is_explained_by_what_the_guest_said() {
+        let rust = "\nthread '<unnamed>' panicked at src/lib.rs:9:9:\nno free space\nnote: run with `RUST_BACKTRACE=1`\n";
+        assert_eq!(
+            crash_message(rust).as_deref(),
+            Some("panicked: no free space (at src/lib.rs:9:9)")
+        );
+        let python = "Traceback (most recent call last):\n  File \"app.py\", line 3\nValueError: disk is full\n";
+        assert_eq!(
+            crash_message(python).as_deref(),
+            Some("ValueError: disk is full")
+        );
+        assert_eq!(crash_message("  \n"), None);
     }
 }

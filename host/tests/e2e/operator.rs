@@ -154,6 +154,39 @@ fn one_check_runs_by_its_name() {
     assert_eq!(doc["data"]["checks"][0]["status"], "fail");
 }
 
+/// A check that panics fails with its panic message as the detail, not a
+/// wasm backtrace; the message is also in the log under the plugin's name.
+#[test]
+fn a_panicking_check_says_why() {
+    let cli = support::Cli::new(
+        "[plugins.check-panics]\ncomponent = \"test_panic_check.wasm\"\ncheck = true\n",
+    );
+    let o = cli.run(&["--log-format", "json", "run", "check-panics", "--json"]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let check = &doc["data"]["checks"][0];
+    assert_eq!(check["status"], "fail");
+    let detail = check["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("plugin \"check-panics\" failed: panicked: disk probe returned nothing for /var/lib/neo-ops (at "),
+        "{detail}"
+    );
+    assert!(!detail.contains("wasm backtrace"), "{detail}");
+    // Guest stderr goes through the host's logger: JSON lines, named.
+    let logged = o
+        .stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["fields"]["message"] == "plugin wrote to stderr")
+        .unwrap_or_else(|| panic!("no stderr log line in {}", o.stderr));
+    assert_eq!(logged["fields"]["plugin"], "check-panics");
+    assert!(
+        o.stderr.lines().all(|l| l.starts_with('{')),
+        "only JSON lines: {}",
+        o.stderr
+    );
+}
+
 #[test]
 fn an_advisory_failure_only_warns() {
     let cli = support::Cli::new(&checks("severity = \"advisory\""));
@@ -190,4 +223,89 @@ fn an_advisory_failure_only_warns() {
         "{}",
         o.stderr
     );
+}
+
+/// Free and total bytes of the filesystem holding `path`, as the test sees them.
+fn statvfs(path: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
+    // SAFETY: a zeroed statvfs to be written over, and a valid C string.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut st) }, 0);
+    (st.f_bavail * st.f_frsize, st.f_blocks * st.f_frsize)
+}
+
+/// `files.disk-usage` answers only for granted places, and right.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_usage_needs_a_grant() {
+    let dep = support::Deployment::new(support::Backend::Embedded).await;
+    let ungranted = "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n";
+    let server = dep.start(ungranted, "a").await;
+    let out = server
+        .command("probe", &["disk", "data-dir"])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""code":"denied""#), "{out}");
+    server.stop().await.unwrap();
+
+    let granted = format!("{ungranted}grants = {{ files = [\"data-dir\"] }}\n");
+    let server = dep.start(&granted, "a").await;
+    let out = server
+        .command("probe", &["disk", "data-dir"])
+        .await
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let detail = doc["detail"].as_str().unwrap_or_else(|| panic!("{out}"));
+    let numbers: Vec<u64> = detail
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (free, total) = statvfs(&dep.data_dir("a"));
+    assert_eq!(numbers[1], total, "{detail}");
+    assert!(
+        numbers[0].abs_diff(free) < total / 100,
+        "{detail} vs {free}"
+    );
+    // Under the granted directory is granted; elsewhere is not.
+    let sub = dep.data_dir("a").join("db");
+    let out = server
+        .command("probe", &["disk", sub.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(out.contains("free "), "{out}");
+    let out = server.command("probe", &["disk", "/etc"]).await.unwrap();
+    assert!(out.contains(r#""code":"denied""#), "{out}");
+    server.stop().await.unwrap();
+}
+
+/// The shipped `check-disk` passes, warns and fails by its thresholds.
+#[test]
+fn check_disk_follows_its_thresholds() {
+    for (config, status) in [
+        (
+            "warn_free_percent = \"0\", fail_free_percent = \"0\"",
+            "pass",
+        ),
+        (
+            "warn_free_percent = \"101\", fail_free_percent = \"0\"",
+            "warn",
+        ),
+        (
+            "warn_free_percent = \"101\", fail_free_percent = \"101\"",
+            "fail",
+        ),
+    ] {
+        let cli = support::Cli::new(&format!(
+            "[plugins.check-disk]\ncomponent = \"check_disk.wasm\"\ncheck = true\ngrants = {{ files = [\"data-dir\"] }}\nconfig = {{ {config} }}\n"
+        ));
+        let o = cli.run(&["run", "check-disk", "--json"]);
+        let doc: serde_json::Value =
+            serde_json::from_str(&o.stdout).unwrap_or_else(|_| panic!("{}{}", o.stdout, o.stderr));
+        let check = &doc["data"]["checks"][0];
+        assert_eq!(check["status"], status, "{config}: {check}");
+        assert!(
+            check["detail"].as_str().unwrap().contains("GiB free of"),
+            "{check}"
+        );
+    }
 }

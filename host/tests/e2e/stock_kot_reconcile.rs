@@ -359,8 +359,11 @@ async fn reads_only_the_granted_file(backend: Backend) {
         .map(|s| s.to_string())
         .collect();
     let grants = ["arg:--csv".to_string()];
-    let granted =
-        neo_ops::runtime::file_grants::resolve_grants(&grants, Some(&Trigger::Command(args)));
+    let granted = neo_ops::runtime::file_grants::resolve_grants(
+        &grants,
+        Some(&Trigger::Command(args)),
+        std::path::Path::new("/unused"),
+    );
     assert_eq!(granted, vec![PathBuf::from(&report)]);
     assert!(!granted.contains(&PathBuf::from(&other)));
 

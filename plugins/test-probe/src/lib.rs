@@ -10,7 +10,7 @@ use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{
     Error, Failure, HttpRequest, Invocation, Output, Plugin, QueueMessage, ScheduleEvent,
-    args::Args, audit, config, db, kv, mail, outbound_http, queue, reply,
+    args::Args, audit, config, db, files, kv, mail, outbound_http, queue, reply,
 };
 
 struct Probe;
@@ -70,6 +70,8 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             ["db-nul", target] => db::query(target, "SELECT $1 AS t", &[Value::from("a\0b")])
                 .map(|rows| format!("{} row", rows.rows.len())),
             ["kv", key] => kv::set(key, b"probe", Some(60_000)).map(|_| "stored".into()),
+            ["disk", path] => files::disk_usage(path)
+                .map(|d| format!("free {} total {}", d.free_bytes, d.total_bytes)),
             ["kv-delete", key] => kv::delete(key).map(|existed| format!("existed {existed}")),
             ["lock", name] => kv::lock(name, 60_000)
                 .map(|token| if token.is_some() { "held" } else { "busy" }.into()),
