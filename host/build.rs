@@ -4,6 +4,7 @@
 //! plugins: a plugin edit never recompiles the host (`neo-ops plugin build`
 //! rebuilds them in seconds; the test suite runs it too).
 
+#[allow(dead_code)] // the Python half is the CLI's
 #[path = "src/plugin_build.rs"]
 mod plugin_build;
 

@@ -86,3 +86,36 @@ pub fn build(
         ))
     }
 }
+
+/// The componentize-py this project pins (`.ci/run` installs it).
+pub const COMPONENTIZE_PY: &str = "componentize-py==0.25.1";
+
+/// Builds a Python check (`app.py` in `app_dir`) into a component at `out`
+/// with componentize-py, against the `check-plugin` world. The component is
+/// written beside and renamed into place, so a watching server never reads
+/// half of it.
+pub fn build_python(wit: &Path, app_dir: &Path, out: &Path) -> Result<(), String> {
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let tmp = out.with_extension("wasm.tmp");
+    let status = Command::new("componentize-py")
+        .current_dir(app_dir)
+        .arg("-d")
+        .arg(wit)
+        .args(["-w", "check-plugin", "componentize", "app", "-o"])
+        .arg(&tmp)
+        .status()
+        .map_err(|e| {
+            format!(
+                "running componentize-py ({e}); install it with `pip install {COMPONENTIZE_PY}`"
+            )
+        })?;
+    if !status.success() {
+        return Err(format!(
+            "componentize-py failed for {} (see the output above)",
+            app_dir.display()
+        ));
+    }
+    std::fs::rename(&tmp, out).map_err(|e| format!("moving {} into place: {e}", out.display()))
+}

@@ -37,11 +37,37 @@ pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let target_dir = PathBuf::from(env!("NEO_OPS_PLUGINS_TARGET"));
-    let started = std::time::Instant::now();
-    plugin_build::ensure_wasm_target("rustc").map_err(anyhow::Error::msg)?;
-    plugin_build::build("cargo", &root.join("plugins"), &target_dir, &packages)
-        .map_err(anyhow::Error::msg)?;
     let out = plugin_build::output_dir(&target_dir);
+    let started = std::time::Instant::now();
+    let python_dir = root.join("plugins/python");
+    let is_python = |p: &str| python_dir.join(p).join("app.py").is_file();
+    let (python, rust): (Vec<String>, Vec<String>) =
+        packages.iter().cloned().partition(|p| is_python(p));
+    if !rust.is_empty() || packages.is_empty() {
+        plugin_build::ensure_wasm_target("rustc").map_err(anyhow::Error::msg)?;
+        plugin_build::build("cargo", &root.join("plugins"), &target_dir, &rust)
+            .map_err(anyhow::Error::msg)?;
+    }
+    let all_python: Vec<String> = if packages.is_empty() {
+        std::fs::read_dir(&python_dir)
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|p| is_python(p))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        python
+    };
+    for p in &all_python {
+        plugin_build::build_python(
+            &root.join("wit"),
+            &python_dir.join(p),
+            &out.join(format!("{p}.wasm")),
+        )
+        .map_err(anyhow::Error::msg)?;
+    }
     let shown: Vec<PathBuf> = if packages.is_empty() {
         let mut all: Vec<PathBuf> = std::fs::read_dir(&out)?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -84,11 +110,19 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
             "bad plugin name \"{name}\" (lowercase letters, digits and '-', starting with a letter)"
         );
     }
-    if lang != "rust" {
-        anyhow::bail!("unknown --lang \"{lang}\" (this build scaffolds rust)");
-    }
+    let python = match lang {
+        "rust" => false,
+        "python" if is_check => true,
+        "python" => anyhow::bail!(
+            "--lang python scaffolds checks only (plugin new check <name> --lang python)"
+        ),
+        other => anyhow::bail!("unknown --lang \"{other}\" (rust or python)"),
+    };
     let root = source_root()?;
     let snake = name.replace('-', "_");
+    if python {
+        return new_python_check(cli, &root, name, &snake);
+    }
     let (dir, package, plugin, block) = if is_check {
         let package = format!("check_{snake}");
         let plugin = format!("check-{name}");
@@ -142,6 +176,60 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
         dir.join("src/lib.rs").display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Python checks live in `plugins/python/<component>/app.py` and are built
+/// with componentize-py against the same WIT.
+fn new_python_check(cli: &Cli, root: &Path, name: &str, snake: &str) -> anyhow::Result<ExitCode> {
+    let package = format!("check_{snake}");
+    let plugin = format!("check-{name}");
+    let dir = root.join("plugins/python").join(&package);
+    if dir.exists() {
+        anyhow::bail!("{} already exists", dir.display());
+    }
+    let manifest_text = std::fs::read_to_string(&cli.manifest).unwrap_or_default();
+    if manifest_text.contains(&format!("[plugins.{plugin}]")) {
+        anyhow::bail!(
+            "{} already has a [plugins.{plugin}] block",
+            cli.manifest.display()
+        );
+    }
+    std::fs::create_dir_all(&dir)?;
+    std::fs::write(dir.join("app.py"), python_check(&plugin))?;
+    // The Python runtime needs room: 64 MiB is its floor here.
+    let block = format!(
+        "\n[plugins.{plugin}]\ncomponent = \"{package}.wasm\"\ncheck     = true     # Python (componentize-py); neo-ops run {plugin}\nlimits    = {{ timeout = \"10s\", memory = \"64MiB\" }}\n"
+    );
+    let mut manifest = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&cli.manifest)?;
+    std::io::Write::write_all(&mut manifest, block.as_bytes())?;
+    println!("created {}", dir.display());
+    println!("added [plugins.{plugin}] to {}", cli.manifest.display());
+    println!(
+        "next: edit {}, then `neo-ops plugin build {plugin}`",
+        dir.join("app.py").display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn python_check(plugin: &str) -> String {
+    format!(
+        r#""""{plugin}: what this check makes sure of, and what an operator does when it fails."""
+
+from wit_world import exports
+from wit_world.exports.check import Outcome, Status
+
+
+class Check(exports.Check):
+    def check(self) -> Outcome:
+        healthy = True
+        if healthy:
+            return Outcome(Status.PASS, "all good", None)
+        return Outcome(Status.FAIL, "what is wrong", "what to do about it")
+"#
+    )
 }
 
 /// A plugin crate in the plugins workspace (checks also use `check_common`).

@@ -379,11 +379,22 @@ fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error, stderr: &str
     }
 }
 
-/// The message a guest left on stderr as it crashed: a Rust panic's
-/// message (with where), else the last line (a Python exception).
+/// The message a guest left on stderr as it crashed: a Python exception
+/// (the traceback's last line; componentize-py then panics with a generic
+/// message), else a Rust panic's message with where, else the last line.
 fn crash_message(stderr: &str) -> Option<String> {
     let lines: Vec<&str> = stderr.lines().map(str::trim_end).collect();
-    if let Some(i) = lines.iter().position(|l| l.contains(" panicked at ")) {
+    let panic_at = lines.iter().position(|l| l.contains(" panicked at "));
+    if let Some(tb) = lines
+        .iter()
+        .position(|l| l.starts_with("Traceback (most recent call last)"))
+    {
+        let end = panic_at.filter(|p| *p > tb).unwrap_or(lines.len());
+        if let Some(exception) = lines[tb..end].iter().rev().find(|l| !l.trim().is_empty()) {
+            return Some(exception.trim().to_string());
+        }
+    }
+    if let Some(i) = panic_at {
         let place = lines[i]
             .split(" panicked at ")
             .nth(1)
@@ -544,7 +555,7 @@ mod tests {
             crash_message(rust).as_deref(),
             Some("panicked: no free space (at src/lib.rs:9:9)")
         );
-        let python = "Traceback (most recent call last):\n  File \"app.py\", line 3\nValueError: disk is full\n";
+        let python = "Traceback (most recent call last):\n  File \"app.py\", line 3\nValueError: disk is full\n\nthread '<unnamed>' panicked at runtime/src/lib.rs:1280:25:\nPython function threw an unexpected exception\n";
         assert_eq!(
             crash_message(python).as_deref(),
             Some("ValueError: disk is full")

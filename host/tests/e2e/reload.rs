@@ -292,3 +292,112 @@ async fn routes_answer_503_until_a_good_set_loads() {
     server.stop().await;
     support::ensure_plugins_built();
 }
+
+/// Removes a scaffolded Python check (and `plugins/python` when it empties).
+struct PythonScaffold(PathBuf);
+
+impl Drop for PythonScaffold {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+        if let Some(parent) = self.0.parent() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+}
+
+/// The same loop in Python (componentize-py, pinned in `.ci/run`): a check
+/// scaffolded, edited, built and live with no restart; then made to raise,
+/// and its exception text is the check's detail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_python_check_goes_live_without_a_restart() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let manifest = dep.manifest(REDIS_CHECK);
+    let server = Watched::start(&dep, &manifest).await;
+    server
+        .until(
+            "/readyz",
+            Duration::from_secs(30),
+            "the first set loads",
+            |s, _| s == 200,
+        )
+        .await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let name = format!("py{}", &dep.id[..8]);
+    let app_dir = root.join("plugins/python").join(format!("check_{name}"));
+    let _scaffold = PythonScaffold(app_dir.clone());
+    let data = dep.dir.path().join("cli-data");
+    let (ok, out, err) = cli(
+        &manifest,
+        &data,
+        &["plugin", "new", "check", &name, "--lang", "python"],
+    );
+    assert!(ok, "{out}{err}");
+    let app = app_dir.join("app.py");
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(&app, text.replace("\"all good\"", "\"live from python\"")).unwrap();
+    let edited = Instant::now();
+    let plugin = format!("check-{name}");
+    let (ok, out, err) = cli(&manifest, &data, &["plugin", "build", &plugin]);
+    assert!(
+        ok,
+        "componentize-py must be installed (pip install componentize-py==0.25.1): {out}{err}"
+    );
+    let built = edited.elapsed();
+    let detail_of = |b: &serde_json::Value| {
+        b["data"]["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == plugin.as_str()))
+            .map(|c| {
+                (
+                    c["status"].clone(),
+                    c["detail"].as_str().unwrap_or("").to_string(),
+                )
+            })
+    };
+    let (_, live) = server
+        .until(
+            "/api/admin/preflight",
+            Duration::from_secs(120),
+            "the python check is served",
+            |_, b| detail_of(b).is_some(),
+        )
+        .await;
+    let to_live = edited.elapsed();
+    assert_eq!(
+        detail_of(&live),
+        Some((serde_json::json!("pass"), "live from python".to_string()))
+    );
+    let lines = std::fs::read_to_string(&app).unwrap().lines().count() + 4;
+    eprintln!(
+        "edit loop (python): build {:.1}s, edit to live {:.1}s, {lines} lines",
+        built.as_secs_f64(),
+        to_live.as_secs_f64()
+    );
+
+    // A check that raises: its exception is the detail.
+    let text = std::fs::read_to_string(&app).unwrap();
+    std::fs::write(
+        &app,
+        text.replace(
+            "        healthy = True\n",
+            "        raise ValueError(\"the backup volume is not mounted\")\n",
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = cli(&manifest, &data, &["plugin", "build", &plugin]);
+    assert!(ok, "{out}{err}");
+    let (_, raised) = server
+        .until(
+            "/api/admin/preflight",
+            Duration::from_secs(120),
+            "the raising check is served",
+            |_, b| detail_of(b).is_some_and(|(s, _)| s == "fail"),
+        )
+        .await;
+    let (_, detail) = detail_of(&raised).unwrap();
+    assert!(
+        detail.ends_with("ValueError: the backup volume is not mounted"),
+        "{detail}"
+    );
+    server.stop().await;
+}
