@@ -33,6 +33,8 @@ fn main() {
     );
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/plugin_build.rs");
+    // sqlx::migrate! embeds the migrations: a new one must rebuild the host.
+    println!("cargo:rerun-if-changed=migrations");
 
     let built = out.join("status_page.wasm").is_file();
     if !built {

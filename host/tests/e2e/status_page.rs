@@ -8,7 +8,15 @@ use support::{Backend, Deployment};
 const MANIFEST: &str = r#"
 [plugins.status-page]
 component = "status_page.wasm"
-routes = [{ method = "GET", path = "/status.json" }]
+routes = [
+  { method = "GET", path = "/status.json" },
+  { method = "GET", path = "/status" },
+  { method = "GET", path = "/status/style.css" },
+  { method = "GET", path = "/status/health" },
+  { method = "GET", path = "/api/v2/status.json" },
+  { method = "GET", path = "/api/v2/summary.json" },
+  { method = "GET", path = "/api/v2/incidents/unresolved.json" },
+]
 command = true
 grants = { db = ["master"] }
 limits = { memory = "32MiB", timeout = "5s" }
@@ -108,6 +116,143 @@ async fn start_resolve_and_state(backend: Backend) {
 }
 
 on_both_backends!(status_page_lifecycle, start_resolve_and_state);
+
+/// Read as a Statuspage client would: the indicator and description follow
+/// the incidents and their impact; updates show; conditional requests get
+/// 304; another origin may read the documents; `/status/health` is 200,
+/// then 503 while degraded, then 200 again; `/status` shows it to people.
+async fn statuspage_clients(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(MANIFEST, "a").await;
+    let get = |path: &str, etag: Option<&str>| {
+        let mut req = server.http.get(server.url(path));
+        if let Some(tag) = etag {
+            req = req.header("if-none-match", tag);
+        }
+        req.send()
+    };
+    let json = |path: &'static str| async move {
+        let resp = get(path, None).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        resp.json::<serde_json::Value>().await.unwrap()
+    };
+    let s = json("/api/v2/summary.json").await;
+    assert_eq!(s["status"]["indicator"], "none");
+    assert_eq!(s["status"]["description"], "All Systems Operational");
+    let components = s["components"].as_array().unwrap();
+    assert!(!components.is_empty() && components.iter().all(|c| c["status"] == "operational"));
+    assert_eq!(s["incidents"], serde_json::json!([]));
+    assert_eq!(
+        get("/status/health", None).await.unwrap().status().as_u16(),
+        200
+    );
+
+    let cmd = |args: &'static [&'static str]| server.command("status-page", args);
+    cmd(&[
+        "start",
+        "Checkout slow",
+        "Gateway latency",
+        "--impact",
+        "major",
+    ])
+    .await
+    .unwrap();
+    cmd(&["start", "KOT printers", "Outlet 12"]).await.unwrap();
+    cmd(&[
+        "update",
+        "Checkout slow",
+        "Failing over to the backup gateway",
+    ])
+    .await
+    .unwrap();
+    let err = cmd(&["start", "X", "y", "--impact", "apocalyptic"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "unknown impact \"apocalyptic\" (minor, major or critical)"
+    );
+    let err = cmd(&["update", "Nothing", "msg"]).await.unwrap_err();
+    assert_eq!(err.status(), 404);
+
+    let s = json("/api/v2/summary.json").await;
+    assert_eq!(s["status"]["indicator"], "major", "the worst impact wins");
+    assert_eq!(s["status"]["description"], "Partial System Outage");
+    let components = s["components"].as_array().unwrap();
+    assert!(components.iter().all(|c| c["status"] == "partial_outage"));
+    let incidents = s["incidents"].as_array().unwrap();
+    assert_eq!(incidents.len(), 2);
+    let checkout = incidents
+        .iter()
+        .find(|i| i["name"] == "Checkout slow")
+        .unwrap();
+    assert_eq!(checkout["impact"], "major");
+    assert_eq!(checkout["status"], "identified");
+    assert_eq!(
+        checkout["incident_updates"][0]["body"],
+        "Failing over to the backup gateway"
+    );
+    let unresolved = json("/api/v2/incidents/unresolved.json").await;
+    assert_eq!(unresolved["incidents"].as_array().unwrap().len(), 2);
+
+    // The spec's document keeps its shape and gains Statuspage's fields.
+    let resp = get("/status.json", None).await.unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let doc: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(doc["state"], "degraded");
+    assert_eq!(doc["incidents"].as_array().unwrap().len(), 2);
+    assert_eq!(doc["status"]["indicator"], "major");
+    assert_eq!(doc["page"]["name"], "neo");
+    let api = json("/api/v2/status.json").await;
+    assert_eq!(api["status"], doc["status"]);
+
+    // Revalidation: the same document is 304 with no body; a change is not.
+    let again = get("/status.json", Some(&etag)).await.unwrap();
+    assert_eq!(again.status().as_u16(), 304);
+    assert!(again.bytes().await.unwrap().is_empty());
+    assert_eq!(
+        get("/status/health", None).await.unwrap().status().as_u16(),
+        503
+    );
+
+    // People: the HTML page shows the active incident and its update.
+    let page = get("/status", None).await.unwrap();
+    let content_type = page.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("text/html"), "{content_type}");
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Partial System Outage") && html.contains("Checkout slow"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Failing over to the backup gateway"),
+        "{html}"
+    );
+    assert!(
+        !html.contains("<script") && !html.contains("style="),
+        "no inline script or style"
+    );
+
+    cmd(&["resolve", "Checkout slow"]).await.unwrap();
+    cmd(&["resolve", "KOT printers"]).await.unwrap();
+    let changed = get("/status.json", Some(&etag)).await.unwrap();
+    assert_eq!(changed.status().as_u16(), 200);
+    assert_eq!(
+        get("/status/health", None).await.unwrap().status().as_u16(),
+        200
+    );
+    let s = json("/api/v2/summary.json").await;
+    assert_eq!(s["status"]["indicator"], "none");
+    let html = get("/status", None).await.unwrap().text().await.unwrap();
+    assert!(
+        html.contains("Resolved in the last 14 days") && html.contains("Checkout slow"),
+        "{html}"
+    );
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(statuspage_compatible, statuspage_clients);
 
 async fn health_and_readiness(backend: Backend) {
     let dep = Deployment::new(backend).await;

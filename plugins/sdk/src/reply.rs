@@ -64,3 +64,33 @@ impl ErrorCode {
         }
     }
 }
+
+/// A public document other sites and monitors read: an `ETag` (so a
+/// client's `If-None-Match` gets `304` and no body), `Cache-Control:
+/// no-cache` (revalidate every time) and `Access-Control-Allow-Origin: *`
+/// (a status widget on another origin may read it).
+pub fn public_document(req: &crate::HttpRequest, mut out: Output) -> Output {
+    let tag = format!("\"{:016x}\"", fnv1a(&out.body));
+    out.headers.push(("etag".into(), tag.clone()));
+    out.headers
+        .push(("cache-control".into(), "no-cache".into()));
+    out.headers
+        .push(("access-control-allow-origin".into(), "*".into()));
+    let matches = req.header("if-none-match").is_some_and(|v| {
+        v.split(',')
+            .map(|t| t.trim().trim_start_matches("W/"))
+            .any(|t| t == tag || t == "*")
+    });
+    if matches {
+        out.status = 304;
+        out.body.clear();
+    }
+    out
+}
+
+/// FNV-1a: a cheap, stable content hash for entity tags.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}

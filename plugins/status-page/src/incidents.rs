@@ -1,0 +1,230 @@
+//! Incidents in the master database: start, update, resolve, and how each
+//! document shows them.
+
+use neo_ops_sdk::db::{self, Value};
+use neo_ops_sdk::serde_json::{Value as Json, json};
+use neo_ops_sdk::{ErrorCode, Failure, Output, reply, time};
+
+/// Statuspage's impact levels, ordered from least to worst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Impact {
+    Minor,
+    Major,
+    Critical,
+}
+
+impl Impact {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "minor" => Some(Impact::Minor),
+            "major" => Some(Impact::Major),
+            "critical" => Some(Impact::Critical),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Impact::Minor => "minor",
+            Impact::Major => "major",
+            Impact::Critical => "critical",
+        }
+    }
+}
+
+pub struct Update {
+    pub id: i64,
+    pub status: String,
+    pub message: String,
+    pub at: i64,
+}
+
+pub struct Incident {
+    pub id: i64,
+    pub title: String,
+    pub details: String,
+    pub impact: Impact,
+    pub started_at: i64,
+    pub resolved_at: Option<i64>,
+    pub updated_at: i64,
+    /// Newest first.
+    pub updates: Vec<Update>,
+}
+
+impl Incident {
+    /// As the spec's `/status.json` lists it.
+    pub fn seed_json(&self) -> Json {
+        json!({
+            "title": self.title,
+            "details": self.details,
+            "started_at": time::rfc3339(self.started_at),
+        })
+    }
+
+    /// As Statuspage's documents list it.
+    pub fn statuspage_json(&self) -> Json {
+        let status = match (self.resolved_at, self.updates.first()) {
+            (Some(_), _) => "resolved",
+            (None, Some(u)) => u.status.as_str(),
+            (None, None) => "investigating",
+        };
+        json!({
+            "id": self.id.to_string(),
+            "name": self.title,
+            "status": status,
+            "impact": self.impact.as_str(),
+            "created_at": time::rfc3339(self.started_at),
+            "started_at": time::rfc3339(self.started_at),
+            "updated_at": time::rfc3339(self.updated_at),
+            "resolved_at": self.resolved_at.map(time::rfc3339),
+            "incident_updates": self.updates.iter().map(|u| json!({
+                "id": u.id.to_string(),
+                "status": u.status,
+                "body": u.message,
+                "created_at": time::rfc3339(u.at),
+                "updated_at": time::rfc3339(u.at),
+                "display_at": time::rfc3339(u.at),
+            })).collect::<Vec<_>>(),
+            "components": [],
+        })
+    }
+}
+
+const COLUMNS: &str = "SELECT id, title, details, impact, started_at, resolved_at FROM incidents";
+
+fn load(sql: &str, params: &[Value]) -> Result<Vec<Incident>, Failure> {
+    let rows = db::query("master", sql, params)?;
+    let mut list: Vec<Incident> = rows
+        .iter()
+        .map(|r| {
+            let started_at = r.get("started_at").as_timestamp().unwrap_or(0);
+            let resolved_at = r.get("resolved_at").as_timestamp();
+            Incident {
+                id: r.int("id").unwrap_or(0),
+                title: r.text("title").unwrap_or_default().to_string(),
+                details: r.text("details").unwrap_or_default().to_string(),
+                impact: r
+                    .text("impact")
+                    .and_then(Impact::parse)
+                    .unwrap_or(Impact::Minor),
+                started_at,
+                resolved_at,
+                updated_at: resolved_at.unwrap_or(started_at),
+                updates: Vec::new(),
+            }
+        })
+        .collect();
+    if list.is_empty() {
+        return Ok(list);
+    }
+    // Every incident's updates in one query.
+    let ids: Vec<String> = list.iter().map(|i| i.id.to_string()).collect();
+    let updates = db::query(
+        "master",
+        &format!(
+            "SELECT id, incident_id, status, message, created_at FROM incident_updates \
+             WHERE incident_id IN ({}) ORDER BY created_at DESC, id DESC",
+            ids.join(",")
+        ),
+        &[],
+    )?;
+    for u in updates.iter() {
+        let Some(incident) = list.iter_mut().find(|i| Some(i.id) == u.int("incident_id")) else {
+            continue;
+        };
+        let at = u.get("created_at").as_timestamp().unwrap_or(0);
+        incident.updated_at = incident.updated_at.max(at);
+        incident.updates.push(Update {
+            id: u.int("id").unwrap_or(0),
+            status: u.text("status").unwrap_or("investigating").to_string(),
+            message: u.text("message").unwrap_or_default().to_string(),
+            at,
+        });
+    }
+    Ok(list)
+}
+
+pub fn active() -> Result<Vec<Incident>, Failure> {
+    load(
+        &format!("{COLUMNS} WHERE resolved_at IS NULL ORDER BY started_at, id"),
+        &[],
+    )
+}
+
+/// Incidents resolved within the last `days` days, newest first.
+pub fn recently_resolved(days: i64) -> Result<Vec<Incident>, Failure> {
+    let since = time::now_micros() - days * 86_400 * 1_000_000;
+    load(
+        &format!(
+            "{COLUMNS} WHERE resolved_at IS NOT NULL AND resolved_at >= $1 ORDER BY resolved_at DESC"
+        ),
+        &[Value::Timestamp(since)],
+    )
+}
+
+pub fn start(title: &str, details: &str, impact: Impact) -> Result<Output, Failure> {
+    if title.trim().is_empty() {
+        return Err(reply::fail(400, "incident title must not be empty"));
+    }
+    let params = [
+        Value::from(title),
+        Value::from(details),
+        Value::Timestamp(time::now_micros()),
+        Value::from(impact.as_str()),
+    ];
+    match db::execute(
+        "master",
+        "INSERT INTO incidents (title, details, started_at, impact) VALUES ($1, $2, $3, $4)",
+        &params,
+    ) {
+        Ok(_) => Ok(reply::text(200, format!("started incident \"{title}\"\n"))),
+        Err(e) if e.code == ErrorCode::Conflict => Err(reply::fail(
+            409,
+            format!("incident \"{title}\" is already active"),
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
+    if message.trim().is_empty() {
+        return Err(reply::fail(400, "an update needs a message"));
+    }
+    let found = db::query(
+        "master",
+        "SELECT id FROM incidents WHERE title = $1 AND resolved_at IS NULL",
+        &[Value::from(title)],
+    )?;
+    let Some(id) = found.iter().next().and_then(|r| r.int("id")) else {
+        return Err(reply::fail(
+            404,
+            format!("no active incident titled \"{title}\""),
+        ));
+    };
+    db::execute(
+        "master",
+        "INSERT INTO incident_updates (incident_id, status, message, created_at) VALUES ($1, 'identified', $2, $3)",
+        &[
+            Value::Int(id),
+            Value::from(message),
+            Value::Timestamp(time::now_micros()),
+        ],
+    )?;
+    Ok(reply::text(200, format!("updated incident \"{title}\"\n")))
+}
+
+pub fn resolve(title: &str) -> Result<Output, Failure> {
+    let params = [Value::Timestamp(time::now_micros()), Value::from(title)];
+    let changed = db::execute(
+        "master",
+        "UPDATE incidents SET resolved_at = $1 WHERE title = $2 AND resolved_at IS NULL",
+        &params,
+    )?;
+    if changed == 0 {
+        return Err(reply::fail(
+            404,
+            format!("no active incident titled \"{title}\""),
+        ));
+    }
+    Ok(reply::text(200, format!("resolved incident \"{title}\"\n")))
+}
