@@ -9,6 +9,7 @@ pub mod caps;
 pub mod cli;
 pub mod demo;
 pub mod manifest;
+pub mod metrics;
 pub mod plugin_build;
 pub mod preflight;
 pub mod runtime;

@@ -575,7 +575,8 @@ pub mod host_routes {
     pub const HEALTHZ: &str = "/healthz";
     pub const READYZ: &str = "/readyz";
     pub const PREFLIGHT: &str = "/api/admin/preflight";
-    pub const ALL: &[&str] = &[HEALTHZ, READYZ, PREFLIGHT];
+    pub const METRICS: &str = "/metrics";
+    pub const ALL: &[&str] = &[HEALTHZ, READYZ, PREFLIGHT, METRICS];
 }
 
 /// A route path the router accepts: `/a/{param}/b`, `/files/{*rest}` (last

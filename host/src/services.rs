@@ -48,6 +48,8 @@ pub struct Services {
     pub plugins_ready: AtomicBool,
     /// Why the last plugin set (re)load was refused, until one succeeds.
     pub plugin_error: std::sync::Mutex<Option<String>>,
+    /// Counters and gauges for `/metrics`.
+    pub metrics: crate::metrics::Metrics,
     pub started: std::time::Instant,
 }
 
@@ -77,6 +79,7 @@ impl Services {
             public_http,
             plugins_ready: AtomicBool::new(false),
             plugin_error: std::sync::Mutex::new(None),
+            metrics: crate::metrics::Metrics::default(),
             started: std::time::Instant::now(),
         }))
     }

@@ -63,6 +63,7 @@ pub struct Admission {
     wait: Duration,
     refused: [AtomicU64; 3],
     refused_total: AtomicU64,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 impl Admission {
@@ -77,6 +78,7 @@ impl Admission {
             wait: policy.wait,
             refused: Default::default(),
             refused_total: AtomicU64::new(0),
+            waiting: Default::default(),
         }
     }
 
@@ -98,7 +100,10 @@ impl Admission {
                 _total: total,
             })
         };
-        match tokio::time::timeout(self.wait, take).await {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let taken = tokio::time::timeout(self.wait, take).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match taken {
             Ok(Some(slot)) => Ok(slot),
             _ => {
                 self.refused[class as usize].fetch_add(1, Ordering::Relaxed);
@@ -114,6 +119,11 @@ impl Admission {
     /// Slots held right now.
     pub fn in_use(&self) -> u32 {
         self.slots - self.total.available_permits() as u32
+    }
+
+    /// Invocations waiting for a slot right now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     pub fn slots(&self) -> u32 {

@@ -67,6 +67,16 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// `http`, `schedule`, `command` or `queue`.
+    pub fn trigger_name(&self) -> &'static str {
+        match self.trigger {
+            Trigger::Http(_) => "http",
+            Trigger::Schedule { .. } => "schedule",
+            Trigger::Command(_) => "command",
+            Trigger::Queue { .. } => "queue",
+        }
+    }
+
     /// The admission class: anonymous HTTP is public, schedules and queue
     /// jobs are background, everything an operator started is operator.
     pub fn class(&self) -> admission::Class {
@@ -230,8 +240,39 @@ impl Runtime {
         store
     }
 
-    /// Runs a plugin's `run` export for one invocation.
+    /// Runs a plugin's `run` export for one invocation (counted for `/metrics`).
     pub async fn invoke(&self, plugin_name: &str, inv: Invocation) -> Result<Output, InvokeError> {
+        let started = Instant::now();
+        let trigger = inv.trigger_name();
+        let result = self.invoke_uncounted(plugin_name, inv).await;
+        self.count(plugin_name, trigger, &result, started);
+        result
+    }
+
+    fn count<T>(
+        &self,
+        plugin: &str,
+        trigger: &str,
+        result: &Result<T, InvokeError>,
+        started: Instant,
+    ) {
+        let outcome = match result {
+            Ok(_) => "ok",
+            Err(InvokeError::Failed { .. }) => "failed",
+            Err(InvokeError::TimedOut { .. }) => "timeout",
+            Err(InvokeError::Busy(_)) => "busy",
+            Err(_) => "trap",
+        };
+        self.services
+            .metrics
+            .invocation(plugin, trigger, outcome, started.elapsed().as_secs_f64());
+    }
+
+    async fn invoke_uncounted(
+        &self,
+        plugin_name: &str,
+        inv: Invocation,
+    ) -> Result<Output, InvokeError> {
         let plugin = self
             .plugins
             .get(plugin_name)
@@ -290,8 +331,19 @@ impl Runtime {
         }
     }
 
-    /// Runs a plugin's preflight `check` export.
+    /// Runs a plugin's preflight `check` export (counted for `/metrics`).
     pub async fn check(
+        &self,
+        plugin_name: &str,
+        request_id: &str,
+    ) -> Result<CheckOutcome, InvokeError> {
+        let started = Instant::now();
+        let result = self.check_uncounted(plugin_name, request_id).await;
+        self.count(plugin_name, "check", &result, started);
+        result
+    }
+
+    async fn check_uncounted(
         &self,
         plugin_name: &str,
         request_id: &str,
@@ -338,13 +390,7 @@ fn actor(plugin: &str, inv: Option<&Invocation>) -> String {
     if let Some(p) = &inv.principal {
         return p.name.clone();
     }
-    let trigger = match inv.trigger {
-        Trigger::Http(_) => "http",
-        Trigger::Schedule { .. } => "schedule",
-        Trigger::Command(_) => "command",
-        Trigger::Queue { .. } => "queue",
-    };
-    format!("{plugin} ({trigger})")
+    format!("{plugin} ({})", inv.trigger_name())
 }
 
 fn timed_out(plugin: &str, timeout: Duration) -> InvokeError {

@@ -102,7 +102,8 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
     let mut router = Router::new()
         .route(host_routes::HEALTHZ, get(healthz))
         .route(host_routes::READYZ, get(readyz))
-        .route(preflight::ROUTE, get(preflight_checklist));
+        .route(preflight::ROUTE, get(preflight_checklist))
+        .route(host_routes::METRICS, get(metrics));
     for (path, methods) in by_path {
         let mut mr: MethodRouter<AppState> = MethodRouter::new();
         for (method, target) in methods {
@@ -179,6 +180,44 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
         StatusCode::OK
     };
     (status, axum::Json(report.envelope())).into_response()
+}
+
+/// `GET /metrics` (role `admin`): the Prometheus text of the process.
+async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let request_id = request_id(&headers);
+    if let Err(denied) = authorize(&state.runtime, &headers, Some(Role::Admin), &request_id).await {
+        return denied;
+    }
+    let runtime = &state.runtime;
+    let m = &runtime.services.metrics;
+    m.slots_in_use.set(i64::from(runtime.admission.in_use()));
+    m.slots_waiting.set(runtime.admission.waiting() as i64);
+    let kv = &runtime.services.kv;
+    for q in runtime.plugins().filter_map(|p| p.manifest.queue.as_ref()) {
+        let labels = crate::metrics::QueueLabels {
+            queue: q.name.clone(),
+        };
+        let depth = kv
+            .list_len(&crate::backends::queue::queue_key(&q.name))
+            .await;
+        let dead = kv
+            .list_len(&crate::backends::queue::dead_letter_key(&q.name))
+            .await;
+        m.queue_depth
+            .get_or_create(&labels)
+            .set(depth.unwrap_or(0) as i64);
+        m.dead_letters
+            .get_or_create(&labels)
+            .set(dead.unwrap_or(0) as i64);
+    }
+    (
+        [(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        m.render(),
+    )
+        .into_response()
 }
 
 /// The caller's principal when the route needs a role; the exact 403

@@ -115,6 +115,15 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
             return;
         }
     };
+    let lag = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
+    runtime
+        .services
+        .metrics
+        .schedule_lag
+        .get_or_create(&crate::metrics::PluginLabels {
+            plugin: plugin.to_string(),
+        })
+        .set(lag);
     let inv = Invocation {
         trigger: Trigger::Schedule {
             cron: spec.cron.as_str().to_string(),

@@ -14,6 +14,7 @@ mod dlq_webhooks;
 mod emit_test_alert;
 mod hardening;
 mod manifest;
+mod metrics;
 mod operator;
 mod owner_digest;
 mod preflight;

@@ -1,0 +1,102 @@
+//! `GET /metrics` read by a real Prometheus (Debian `prometheus`, started by
+//! the test): the invocation count of a plugin the test called comes back
+//! through Prometheus's query API.
+
+use neo_ops::manifest::Role;
+use std::time::{Duration, Instant};
+
+use crate::support::{self, Backend, Deployment};
+
+const MANIFEST: &str = r#"
+[plugins.status-page]
+component = "status_page.wasm"
+routes = [{ method = "GET", path = "/status.json" }]
+grants = { db = ["master"] }
+"#;
+
+/// Kills the Prometheus the test started.
+struct Prometheus(std::process::Child);
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_invocation_counts() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(MANIFEST, "a").await;
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "prometheus")
+        .await
+        .unwrap();
+    for _ in 0..7 {
+        assert_eq!(server.get("/status.json", None).await.0, 200);
+    }
+    // The role is checked; the text is Prometheus's.
+    assert_eq!(
+        server.get("/metrics", None).await,
+        (403, support::FORBIDDEN.to_string())
+    );
+    let (status, text) = server.get("/metrics", Some(&token)).await;
+    assert_eq!(status, 200);
+    assert!(
+        text.contains(
+            r#"neo_ops_invocations_total{plugin="status-page",trigger="http",outcome="ok"} 7"#
+        ),
+        "{text}"
+    );
+    assert!(text.contains("neo_ops_slots_in_use"), "{text}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: neo-ops\n    \
+             authorization:\n      type: Bearer\n      credentials: {token}\n    \
+             static_configs:\n      - targets: [\"{}\"]\n",
+            server.addr
+        ),
+    )
+    .unwrap();
+    let port = free_port();
+    let child = std::process::Command::new("prometheus")
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!(
+            "--storage.tsdb.path={}",
+            dir.path().join("data").display()
+        ))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("Debian's prometheus must be installed (.ci/run installs it)");
+    let _prometheus = Prometheus(child);
+    let query = format!(
+        "http://127.0.0.1:{port}/api/v1/query?query={}",
+        "neo_ops_invocations_total%7Bplugin%3D%22status-page%22%2Coutcome%3D%22ok%22%7D"
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(resp) = server.http.get(&query).send().await
+            && let Ok(doc) = resp.json::<serde_json::Value>().await
+            && let Some(value) = doc["data"]["result"][0]["value"][1].as_str()
+        {
+            assert_eq!(value, "7", "{doc}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "Prometheus never had the count");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    server.stop().await.unwrap();
+}
