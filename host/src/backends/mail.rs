@@ -62,6 +62,12 @@ impl Mailer {
                 }
                 .port(s.port)
                 .timeout(Some(MAIL_TIMEOUT));
+                if !from.email.domain().contains('.') {
+                    tracing::warn!(
+                        from = %s.from,
+                        "SMTP_FROM is a local address: receiving servers may reject or junk this mail; set SMTP_FROM to an address on your domain"
+                    );
+                }
                 if let (Some(user), Some(pass)) = (&s.user, &s.pass) {
                     builder = builder.credentials(Credentials::new(user.clone(), pass.clone()));
                 }
@@ -97,7 +103,14 @@ impl Mailer {
         let from = match self {
             Mailer::Smtp { from, .. } | Mailer::Outbox { from, .. } => from.clone(),
         };
-        let message_id = format!("<{}@neo-ops>", uuid::Uuid::new_v4());
+        // On the sender's domain, as mail clients and filters expect.
+        let domain = from.email.domain().to_string();
+        let domain = if domain.contains('.') {
+            domain
+        } else {
+            "neo-ops.invalid".to_string()
+        };
+        let message_id = format!("<{}@{domain}>", uuid::Uuid::new_v4().simple());
         let message = build(mail, from, &message_id)?;
         match self {
             Mailer::Smtp {
@@ -133,6 +146,24 @@ impl Mailer {
     }
 }
 
+/// `Auto-Submitted: auto-generated`.
+#[derive(Clone)]
+struct AutoSubmitted;
+
+impl lettre::message::header::Header for AutoSubmitted {
+    fn name() -> lettre::message::header::HeaderName {
+        lettre::message::header::HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(Self)
+    }
+
+    fn display(&self) -> lettre::message::header::HeaderValue {
+        lettre::message::header::HeaderValue::new(Self::name(), "auto-generated".into())
+    }
+}
+
 fn mailbox(addr: &str) -> Result<Mailbox, MailError> {
     addr.parse()
         .map_err(|e| MailError::Invalid(format!("bad address \"{addr}\": {e}")))
@@ -147,7 +178,9 @@ fn build(mail: &OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message
     let mut b = Message::builder()
         .from(from)
         .subject(mail.subject.clone())
-        .message_id(Some(message_id.to_string()));
+        .message_id(Some(message_id.to_string()))
+        // Machine-sent (RFC 3834): out-of-office replies stay quiet.
+        .header(AutoSubmitted);
     for to in &mail.to {
         b = b.to(mailbox(to)?);
     }

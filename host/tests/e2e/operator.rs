@@ -309,3 +309,37 @@ fn check_disk_follows_its_thresholds() {
         );
     }
 }
+
+/// Every message says it is automatic (no out-of-office replies) and has a
+/// Message-ID on the sender's domain, through a real SMTP server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_is_marked_automatic_with_the_senders_domain() {
+    let dep = support::Deployment::new(support::Backend::Real).await;
+    let server = dep
+        .start(
+            "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\ngrants = { mail = true }\n",
+            "a",
+        )
+        .await;
+    let out = server
+        .command("probe", &["mail", "owner@acme.example"])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""ok":true"#), "{out}");
+    let mail = dep.sent_mail();
+    assert_eq!(mail.len(), 1);
+    let headers = mail[0].split("\r\n\r\n").next().unwrap();
+    assert!(
+        headers.contains("Auto-Submitted: auto-generated"),
+        "{headers}"
+    );
+    let message_id = headers
+        .lines()
+        .find(|l| l.to_ascii_lowercase().starts_with("message-id:"))
+        .unwrap();
+    assert!(
+        message_id.trim_end().ends_with("@example.com>"),
+        "{message_id}"
+    );
+    server.stop().await.unwrap();
+}
