@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use support::{Backend, Deployment, HttpReceiver, Server};
 
 use support::FORBIDDEN;
-const SECRET: &str = "whsec-test-7f3a";
+/// A Standard Webhooks secret: `whsec_` + base64 of the key.
+const SECRET: &str = "whsec_dGVzdC1zZWNyZXQtMDEyMzQ1Njc4OQ==";
 const MAX_ATTEMPTS: usize = 3;
 
 /// The three plugins, granted the receiver's exact origin.
@@ -199,6 +200,67 @@ fn assert_signed(req: &support::receivers::ReceivedRequest, delivery_id: i64) {
     signed.extend_from_slice(&req.body);
     let want = format!("sha256={}", hmac_sha256_hex(SECRET.as_bytes(), &signed));
     assert_eq!(header(req, "x-neo-signature"), want);
+    assert_eq!(header(req, "webhook-id"), format!("msg_{delivery_id}"));
+    assert_eq!(header(req, "webhook-timestamp"), ts);
+    assert!(header(req, "webhook-signature").starts_with("v1,"));
+}
+
+/// Verifies a real delivery with the `standardwebhooks` Python library (as
+/// an integrator's receiver would), and that it rejects the same delivery
+/// with a tampered body or a stale timestamp.
+fn verify_with_standard_webhooks(req: &support::receivers::ReceivedRequest) {
+    let dir = tempfile::tempdir().unwrap();
+    let body = dir.path().join("body");
+    let headers = dir.path().join("headers.json");
+    std::fs::write(&body, &req.body).unwrap();
+    let map: serde_json::Map<String, Json> = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k.starts_with("webhook-"))
+        .map(|(k, v)| (k.clone(), Json::String(v.clone())))
+        .collect();
+    std::fs::write(&headers, Json::Object(map).to_string()).unwrap();
+    let script = r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+secret, body_path, headers_path = sys.argv[1:]
+body = open(body_path, "rb").read()
+headers = json.load(open(headers_path))
+wh = Webhook(secret)
+out = {}
+try:
+    wh.verify(body, headers)
+    out["genuine"] = "ok"
+except Exception as e:
+    out["genuine"] = repr(e)
+for case, data, hdrs in [
+    ("tampered", body + b" ", headers),
+    ("stale", body, {**headers, "webhook-timestamp": str(int(headers["webhook-timestamp"]) - 3600)}),
+]:
+    try:
+        wh.verify(data, hdrs)
+        out[case] = "accepted"
+    except WebhookVerificationError:
+        out[case] = "rejected"
+print(json.dumps(out))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, SECRET])
+        .arg(&body)
+        .arg(&headers)
+        .output()
+        .expect("python3");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "pip install standardwebhooks (.ci/run does): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict: Json = serde_json::from_str(text.trim()).unwrap();
+    assert_eq!(
+        verdict,
+        serde_json::json!({"genuine": "ok", "tampered": "rejected", "stale": "rejected"})
+    );
 }
 
 fn requests_for(
@@ -289,6 +351,7 @@ async fn failing_webhook_is_dead_lettered_then_replayed_once(backend: Backend) {
         "exactly one successful delivery"
     );
     assert_signed(&all[MAX_ATTEMPTS], 1);
+    verify_with_standard_webhooks(&all[MAX_ATTEMPTS]);
     assert_eq!(requests_for(&receiver, 2).len(), 1);
     let (status, attempts, _) = delivery(&pool, 1).await;
     assert_eq!(

@@ -15,6 +15,8 @@ pub fn post(delivery: &Delivery, now_secs: i64, timeout_ms: u32) -> Result<u16, 
         ));
     };
     let body = delivery.payload.as_bytes().to_vec();
+    // Stable per delivery: Standard Webhooks receivers dedupe on it.
+    let message_id = format!("msg_{}", delivery.id);
     let request = outbound_http::Request {
         method: "POST".into(),
         url: endpoint.url.clone(),
@@ -26,6 +28,12 @@ pub fn post(delivery: &Delivery, now_secs: i64, timeout_ms: u32) -> Result<u16, 
             (
                 "x-neo-signature".into(),
                 signature::sign(&endpoint.secret, now_secs, &body),
+            ),
+            ("webhook-id".into(), message_id.clone()),
+            ("webhook-timestamp".into(), now_secs.to_string()),
+            (
+                "webhook-signature".into(),
+                signature::standard(&endpoint.secret, &message_id, now_secs, &body),
             ),
         ],
         body,

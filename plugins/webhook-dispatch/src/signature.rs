@@ -1,8 +1,33 @@
-//! The `x-neo-signature` header: `sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`.
+//! Delivery signatures, two ways:
+//! - neo's own `x-neo-signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>`
+//!   (kept for existing receivers);
+//! - Standard Webhooks (`webhook-id`, `webhook-timestamp`, `webhook-signature:
+//!   v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>`), so receivers
+//!   built on the `standardwebhooks` libraries (Svix) verify them as they
+//!   are. The key is the base64 after `whsec_` in the endpoint's secret, or
+//!   the secret's bytes when it is not in that form.
+//!
 //! Binding the timestamp into the MAC lets receivers reject replays of old bodies.
 
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+/// The `webhook-signature` value for message `id` sent at `timestamp`.
+pub fn standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let key = secret
+        .strip_prefix("whsec_")
+        .and_then(|b64| STANDARD.decode(b64).ok())
+        .unwrap_or_else(|| secret.as_bytes().to_vec());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC accepts keys of any length");
+    mac.update(id.as_bytes());
+    mac.update(b".");
+    mac.update(timestamp.to_string().as_bytes());
+    mac.update(b".");
+    mac.update(body);
+    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
 
 /// The header value for a body sent at `timestamp` (unix seconds).
 pub fn sign(secret: &str, timestamp: i64, body: &[u8]) -> String {
@@ -26,6 +51,14 @@ fn hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn standard_webhooks_decode_whsec_keys() {
+        // The same key given as whsec_ base64 or as raw bytes signs the same.
+        let raw = standard("key", "msg_1", 1_700_000_000, b"{}");
+        assert_eq!(standard("whsec_a2V5", "msg_1", 1_700_000_000, b"{}"), raw);
+        assert!(raw.starts_with("v1,") && raw.len() == 3 + 44, "{raw}");
+    }
 
     #[test]
     fn matches_a_known_hmac() {
