@@ -18,12 +18,16 @@ use crate::manifest::{Plugin, Role, host_routes};
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
 use crate::{auth, preflight};
 
-/// The policy every HTML response carries. Reports go to `/csp/report`:
-/// `report-uri` for browsers that POST `application/csp-report`, `report-to`
-/// (with [`REPORTING_ENDPOINTS`]) for those that POST `application/reports+json`.
-pub const CSP_REPORT_ONLY: &str =
+/// The policy every HTML response carries, reports going to `/csp/report`
+/// with `report-uri` (browsers POST `application/csp-report`).
+pub const CSP_REPORT_ONLY: &str = "default-src 'self'; report-uri /csp/report";
+/// The same over HTTPS, also naming the Reporting API group (browsers POST
+/// `application/reports+json`): Chromium ignores `report-uri` when
+/// `report-to` is present and drops non-HTTPS reporting endpoints, so
+/// `report-to` is named only for requests that came over HTTPS.
+pub const CSP_REPORT_ONLY_HTTPS: &str =
     "default-src 'self'; report-uri /csp/report; report-to csp-endpoint";
-/// Names the `report-to` group of [`CSP_REPORT_ONLY`].
+/// Names the `report-to` group of [`CSP_REPORT_ONLY_HTTPS`].
 pub const REPORTING_ENDPOINTS: &str = "csp-endpoint=\"/csp/report\"";
 
 /// `{"ok": false, "error": {"code": N, "message": "..."}}` with status N.
@@ -106,6 +110,13 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
         .route(host_routes::METRICS, get(metrics));
     for (path, methods) in by_path {
         let mut mr: MethodRouter<AppState> = MethodRouter::new();
+        // A path anyone may call answers CORS preflights (a POS web app on
+        // its own origin posting CSP reports through the Reporting API).
+        if methods.iter().all(|(_, t)| t.role.is_none()) {
+            let allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
+            let allow = format!("{}, OPTIONS", allow.join(", "));
+            mr = mr.options(move || cors_preflight(allow.clone()));
+        }
         for (method, target) in methods {
             let filter = MethodFilter::try_from(method).expect("standard method");
             mr = mr.merge(on(
@@ -120,6 +131,35 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
         router = router.route(&path, mr);
     }
     router.fallback(|| async { error_envelope(404, "not found") })
+}
+
+/// `204` to a CORS preflight of a public path.
+async fn cors_preflight(allow: String) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let h = response.headers_mut();
+    h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    if let Ok(v) = HeaderValue::from_str(&allow) {
+        h.insert("access-control-allow-methods", v);
+    }
+    h.insert(
+        "access-control-allow-headers",
+        HeaderValue::from_static("content-type"),
+    );
+    h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    response
+}
+
+/// Whether the client's request came over HTTPS: this server speaks plain
+/// HTTP, so only through a trusted proxy that says `X-Forwarded-Proto: https`.
+fn came_over_https(socket: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> bool {
+    socket.is_some_and(|peer| trusted.contains(&peer))
+        && headers
+            .get_all("x-forwarded-proto")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .is_some_and(|proto| proto.trim().eq_ignore_ascii_case("https"))
 }
 
 /// What serves while the first plugin set compiles: health and readiness
@@ -306,6 +346,10 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        tracing::debug!(
+            declared = declared.unwrap_or(0),
+            "refused a body over the host's limit (413)"
+        );
         return Err(error_envelope(413, "request body too large"));
     }
     axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
@@ -425,6 +469,7 @@ async fn dispatch(
     };
     let trusted = &runtime.services.settings.trusted_proxies;
     let remote_addr = client_addr(socket, headers, trusted).map(|ip| ip.to_string());
+    let https = came_over_https(socket, headers, trusted);
     let query: Vec<(String, String)> = parts
         .uri
         .query()
@@ -468,7 +513,7 @@ async fn dispatch(
     };
     let started = std::time::Instant::now();
     let mut response = match runtime.invoke(&target.plugin, inv).await {
-        Ok(out) => plugin_response(out.status, out.headers, out.body),
+        Ok(out) => plugin_response(out.status, out.headers, out.body, https),
         Err(InvokeError::Failed { status, message }) => error_envelope(status, &message),
         Err(InvokeError::Busy(_)) => busy(),
         Err(e @ InvokeError::TimedOut { .. }) => error_envelope(500, &e.to_string()),
@@ -501,7 +546,12 @@ const RESERVED_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
-fn plugin_response(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Response {
+fn plugin_response(
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    https: bool,
+) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
@@ -521,14 +571,19 @@ fn plugin_response(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -
         .get("content-type")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/html"));
-    if is_html {
+    if is_html && https {
         map.insert(
             "content-security-policy-report-only",
-            HeaderValue::from_static(CSP_REPORT_ONLY),
+            HeaderValue::from_static(CSP_REPORT_ONLY_HTTPS),
         );
         map.insert(
             "reporting-endpoints",
             HeaderValue::from_static(REPORTING_ENDPOINTS),
+        );
+    } else if is_html {
+        map.insert(
+            "content-security-policy-report-only",
+            HeaderValue::from_static(CSP_REPORT_ONLY),
         );
     }
     response

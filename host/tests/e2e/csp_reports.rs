@@ -464,13 +464,12 @@ async fn html_carries_the_report_only_policy(backend: Backend) {
     let policy = headers["content-security-policy-report-only"]
         .to_str()
         .unwrap();
+    // Over plain HTTP only report-uri: with report-to present Chromium would
+    // ignore report-uri, and it drops non-HTTPS reporting endpoints.
     assert_eq!(policy, neo_ops::triggers::http::CSP_REPORT_ONLY);
     assert!(policy.contains("report-uri /csp/report"), "{policy}");
-    assert!(policy.contains("report-to csp-endpoint"), "{policy}");
-    assert_eq!(
-        headers["reporting-endpoints"].to_str().unwrap(),
-        "csp-endpoint=\"/csp/report\""
-    );
+    assert!(!policy.contains("report-to"), "{policy}");
+    assert!(headers.get("reporting-endpoints").is_none());
     let page = resp.text().await.unwrap();
     assert!(
         page.contains("javascript:&lt;img src=x onerror=alert(1)&gt;"),
@@ -505,3 +504,76 @@ async fn html_carries_the_report_only_policy(backend: Backend) {
 }
 
 on_both_backends!(report_only_header, html_carries_the_report_only_policy);
+
+/// A POS web app on its own origin reporting through the Reporting API:
+/// the CORS preflight is answered, the report's answer may be read across
+/// origins, and `report-to` is named for requests that came over HTTPS
+/// (through a trusted proxy's `X-Forwarded-Proto`), never over plain HTTP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reporting_api_across_origins_over_https() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let mut settings = dep.settings("a");
+    settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let server = dep.start_with_services(&manifest(100), services).await;
+    let preflight = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url("/csp/report"))
+        .header("origin", "https://pos.example.com")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "content-type")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status().as_u16(), 204);
+    let h = preflight.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["access-control-allow-methods"], "POST, OPTIONS");
+    assert_eq!(h["access-control-allow-headers"], "content-type");
+    // The admin listing (a role route) answers no preflight.
+    let admin_preflight = server
+        .http
+        .request(reqwest::Method::OPTIONS, server.url("/admin/csp/reports"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(admin_preflight.status().as_u16(), 405);
+
+    let (content_type, body) = report(2);
+    let resp = server
+        .http
+        .post(server.url("/csp/report"))
+        .header("content-type", content_type)
+        .header("origin", "https://pos.example.com")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+    let html = server
+        .http
+        .get(server.url("/admin/csp/reports"))
+        .bearer_auth(&admin)
+        .header("accept", "text/html")
+        .header("x-forwarded-proto", "https")
+        .send()
+        .await
+        .unwrap();
+    let policy = html.headers()["content-security-policy-report-only"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(policy, neo_ops::triggers::http::CSP_REPORT_ONLY_HTTPS);
+    assert_eq!(
+        html.headers()["reporting-endpoints"].to_str().unwrap(),
+        "csp-endpoint=\"/csp/report\""
+    );
+    server.stop().await.unwrap();
+}
