@@ -27,10 +27,15 @@ fn main() {
         "cargo:rustc-env=NEO_OPS_PLUGINS_TARGET={}",
         target_dir.display()
     );
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join(".git/HEAD").display()
-    );
+    // The SHA changes with every commit: watch HEAD and the branch it names.
+    let git = root.join(".git");
+    println!("cargo:rerun-if-changed={}", git.join("HEAD").display());
+    if let Some(branch) = std::fs::read_to_string(git.join("HEAD"))
+        .ok()
+        .and_then(|h| h.strip_prefix("ref: ").map(|r| r.trim().to_string()))
+    {
+        println!("cargo:rerun-if-changed={}", git.join(branch).display());
+    }
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=src/plugin_build.rs");
     // sqlx::migrate! embeds the migrations: a new one must rebuild the host.

@@ -11,6 +11,9 @@ use toml::Spanned;
 /// letters, liveness); no plugin grant may reach them.
 pub const HOST_NAMESPACE: &str = "__";
 
+/// Longest a plugin may run (a purge over a large tenant takes minutes).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// Largest linear memory any plugin may be granted.
 pub const MAX_MEMORY: usize = 1 << 30;
 
@@ -754,12 +757,12 @@ fn parse_limits(
     }
     if let Some(t) = &l.timeout {
         limits.timeout = parse_duration(t.get_ref())
-            .filter(|d| !d.is_zero())
+            .filter(|d| !d.is_zero() && *d <= MAX_TIMEOUT)
             .ok_or_else(|| {
                 at(
                     &t.span(),
                     format!(
-                        "bad timeout \"{}\" (e.g. \"500ms\", \"2s\", \"5m\")",
+                        "bad timeout \"{}\" (e.g. \"500ms\", \"2s\", \"5m\"; at most 24h)",
                         t.get_ref()
                     ),
                 )

@@ -42,7 +42,7 @@ impl Default for AdmissionPolicy {
     fn default() -> Self {
         Self {
             public_share: 50,
-            background_share: 75,
+            background_share: 40,
             wait: Duration::from_millis(500),
         }
     }
@@ -181,6 +181,14 @@ fn admission_policy(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Admi
     };
     policy.public_share = percent("NEO_OPS_PUBLIC_SHARE", policy.public_share)?;
     policy.background_share = percent("NEO_OPS_BACKGROUND_SHARE", policy.background_share)?;
+    // Public and background callers together must leave operators slots.
+    if policy.public_share + policy.background_share >= 100 {
+        anyhow::bail!(
+            "NEO_OPS_PUBLIC_SHARE ({}) and NEO_OPS_BACKGROUND_SHARE ({}) add up to 100 or more: operators would have no slot left",
+            policy.public_share,
+            policy.background_share
+        );
+    }
     if let Some(v) = var("NEO_OPS_ADMISSION_WAIT") {
         policy.wait = neo_ops_text::duration::parse(&v)
             .ok()

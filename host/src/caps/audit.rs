@@ -69,6 +69,10 @@ impl wit::Host for StoreState {
         entry: wit::Entry,
     ) -> Result<(i64, Vec<u64>), WitError> {
         let mut record = self.audit_record(entry)?;
+        // The record names the tenant whose database the change went to.
+        if let Some(tenant) = target.strip_prefix("tenant:") {
+            record.tenant = Some(tenant.to_string());
+        }
         let statements = statements_from_wit(statements)?;
         let pool = self.pool_for(&target).await?;
         let master = self.call.services.db.master().clone();

@@ -36,7 +36,19 @@ impl StoreState {
             std::path::absolute(Path::new(path))
         }
         .map_err(|_| WitError::invalid(format!("bad path \"{path}\"")))?;
-        if self.call.files.iter().any(|g| wanted.starts_with(g)) {
+        // `..` and symlinks could lead out of a granted directory: compare
+        // where the path really is with where the grants really are.
+        if wanted
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            return Err(WitError::invalid(format!(
+                "path \"{path}\" must not contain \"..\""
+            )));
+        }
+        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let wanted = real(&wanted);
+        if self.call.files.iter().any(|g| wanted.starts_with(real(g))) {
             Ok(wanted)
         } else {
             tracing::warn!(plugin = %self.call.plugin.name, path, "disk usage denied");

@@ -27,6 +27,9 @@ use tower::ServiceExt;
 /// connection is closed after it too.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long an evicted idle connection may take to close.
+const EVICTION_GRACE: Duration = Duration::from_millis(200);
+
 /// File descriptors kept back from the connection cap for pools, the
 /// component cache, logs and outbound requests.
 const RESERVED_FDS: u64 = 256;
@@ -117,6 +120,9 @@ pub async fn serve(
     let registry = Arc::new(Registry::default());
     let tracker = TaskTracker::new();
     let mut builder = Builder::new(TokioExecutor::new());
+    // HTTP/1 only: no protocol sniffing, during which no header timeout
+    // would run, so a silent socket is closed after the timeout too.
+    builder = builder.http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -191,7 +197,13 @@ pub async fn serve(
                 _ = conn.close.cancelled() => {}
             }
             served.as_mut().graceful_shutdown();
-            let _ = served.await;
+            if conn.in_flight.load(Ordering::Acquire) == 0 {
+                // Evicted while idle: a half-sent request does not get to
+                // hold the slot until its header timeout.
+                let _ = tokio::time::timeout(EVICTION_GRACE, served).await;
+            } else {
+                let _ = served.await;
+            }
         });
     }
     tracker.close();

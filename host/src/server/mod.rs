@@ -12,7 +12,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::db::Value;
@@ -77,7 +77,8 @@ async fn serve(
     tracing::info!("shutting down: no new work, draining in-flight invocations");
     services.plugins_ready.store(false, Ordering::Release);
     if let Some(w) = watcher {
-        let _ = w.await;
+        // A load in progress is abandoned (its set is never installed).
+        w.abort();
     }
     let drain = async {
         let _ = (&mut http).await;
@@ -100,14 +101,14 @@ pub struct Live {
     pub services: Arc<Services>,
     router: RwLock<Router>,
     current: Mutex<Option<Generation>>,
-    retired: Mutex<Vec<JoinSet<()>>>,
 }
 
-/// One installed plugin set and its background tasks.
+/// One installed plugin set and the task running its schedules and
+/// consumers.
 struct Generation {
     runtime: Arc<Runtime>,
     stop: CancellationToken,
-    tasks: JoinSet<()>,
+    background: JoinHandle<()>,
 }
 
 impl Live {
@@ -116,7 +117,6 @@ impl Live {
             router: RwLock::new(triggers::http::loading_router(services.clone())),
             services,
             current: Mutex::new(None),
-            retired: Mutex::new(Vec::new()),
         }
     }
 
@@ -134,68 +134,85 @@ impl Live {
         current.as_ref().map(|g| g.runtime.clone())
     }
 
-    /// Makes `runtime` the set served: its routes take new requests, its
-    /// schedules and consumers start, the previous set's stop.
+    /// Makes `runtime` the set served: its routes take the next request at
+    /// once; its schedules and consumers start once the previous set's have
+    /// stopped (a consumer finishes its job first), so one replica never runs
+    /// two consumers of a queue under one name. Nothing changes once
+    /// `shutdown` has begun.
     fn install(&self, runtime: Arc<Runtime>, shutdown: &CancellationToken) {
+        if shutdown.is_cancelled() {
+            return;
+        }
         let stop = shutdown.child_token();
-        let mut tasks = JoinSet::new();
-        for p in runtime.plugins() {
-            let name = p.manifest.name.clone();
-            for i in 0..p.manifest.schedules.len() {
-                tasks.spawn(triggers::schedule::run_schedule(
-                    runtime.clone(),
-                    name.clone(),
-                    i,
-                    stop.child_token(),
-                ));
-            }
-            if p.manifest.queue.is_some() {
-                tasks.spawn(triggers::queue::consume(
-                    runtime.clone(),
-                    name.clone(),
-                    stop.child_token(),
-                ));
-            }
-        }
-        tasks.spawn(runtime.admission.clone().log_refusals(stop.child_token()));
         let router = triggers::http::router(runtime.clone());
-        *self.router.write().unwrap_or_else(|p| p.into_inner()) = router;
-        let previous = self
-            .current
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .replace(Generation {
-                runtime,
-                stop,
-                tasks,
-            });
-        if let Some(old) = previous {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let previous = current.take();
+        if let Some(old) = &previous {
             old.stop.cancel();
-            self.retired
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(old.tasks);
         }
+        let background = tokio::spawn(run_background(
+            runtime.clone(),
+            previous.map(|g| g.background),
+            stop.clone(),
+        ));
+        *current = Some(Generation {
+            runtime,
+            stop,
+            background,
+        });
+        drop(current);
+        *self.router.write().unwrap_or_else(|p| p.into_inner()) = router;
         self.services.plugins_ready.store(true, Ordering::Release);
     }
 
-    /// Stops every set's background tasks and waits for them.
+    /// Stops the current set's background tasks and waits for them.
     async fn retire_all(&self) {
-        let mut sets: Vec<JoinSet<()>> =
-            std::mem::take(&mut *self.retired.lock().unwrap_or_else(|p| p.into_inner()));
-        if let Some(g) = self
+        let current = self
             .current
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+            .take();
+        if let Some(g) = current {
             g.stop.cancel();
-            sets.push(g.tasks);
-        }
-        for mut set in sets {
-            while set.join_next().await.is_some() {}
+            let _ = g.background.await;
         }
     }
+}
+
+/// A set's schedules and queue consumers: started after the previous set's
+/// background has ended, run until `stop`, then drained.
+async fn run_background(
+    runtime: Arc<Runtime>,
+    previous: Option<JoinHandle<()>>,
+    stop: CancellationToken,
+) {
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
+    if stop.is_cancelled() {
+        return;
+    }
+    let mut tasks = JoinSet::new();
+    for p in runtime.plugins() {
+        let name = p.manifest.name.clone();
+        for i in 0..p.manifest.schedules.len() {
+            tasks.spawn(triggers::schedule::run_schedule(
+                runtime.clone(),
+                name.clone(),
+                i,
+                stop.child_token(),
+            ));
+        }
+        if p.manifest.queue.is_some() {
+            tasks.spawn(triggers::queue::consume(
+                runtime.clone(),
+                name.clone(),
+                stop.child_token(),
+            ));
+        }
+    }
+    tasks.spawn(runtime.admission.clone().log_refusals(stop.child_token()));
+    while tasks.join_next().await.is_some() {}
 }
 
 /// Marks this replica's unfinished schedule runs as interrupted, so history

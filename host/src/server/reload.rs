@@ -47,17 +47,19 @@ pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: Cancellati
         if forced || seen.as_ref() != Some(&now) {
             // Let a write in progress finish before reading.
             tokio::time::sleep(SETTLE).await;
-            forced = match load(&live, &manifest_path, &shutdown).await {
-                Some(paths) => {
+            match load(&live, &manifest_path, &shutdown).await {
+                Some((paths, before)) => {
                     components = paths;
-                    false
+                    // The files as they were read: a write landing during
+                    // the compile is seen as a change next time.
+                    seen = Some(before);
+                    forced = false;
                 }
                 // A manifest that did not load (say, naming a component not
                 // built yet) is read again next time: it is cheap, and the
                 // file it waits for may appear without the manifest changing.
-                None => true,
-            };
-            seen = Some(fingerprint(&manifest_path, &components));
+                None => forced = true,
+            }
         }
         #[cfg(unix)]
         let hup = async {
@@ -82,13 +84,13 @@ pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: Cancellati
 }
 
 /// Loads the manifest's plugin set and installs it; returns the component
-/// paths to watch (also when the set failed to compile, so fixing a
-/// component is noticed).
+/// paths to watch and the files' fingerprint as they were read (also when
+/// the set failed to compile, so fixing a component is noticed).
 async fn load(
     live: &Live,
     manifest_path: &Path,
     shutdown: &CancellationToken,
-) -> Option<Vec<PathBuf>> {
+) -> Option<(Vec<PathBuf>, Fingerprint)> {
     let services = live.services.clone();
     let manifest = match manifest::load(manifest_path) {
         Ok(m) => m,
@@ -102,6 +104,7 @@ async fn load(
         .iter()
         .map(|p| p.component.clone())
         .collect();
+    let before = fingerprint(manifest_path, &components);
     let previous = live.runtime();
     let started = std::time::Instant::now();
     let loaded = tokio::task::spawn_blocking(move || match previous {
@@ -130,7 +133,7 @@ async fn load(
         Ok(Err(e)) => refuse(live, &format!("{e:#}")),
         Err(e) => refuse(live, &format!("loading the plugin set failed: {e}")),
     }
-    Some(components)
+    Some((components, before))
 }
 
 /// Keeps the set being served (if any) and says why the new one was refused

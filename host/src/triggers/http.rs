@@ -512,7 +512,20 @@ async fn dispatch(
         request_id: request_id.clone(),
     };
     let started = std::time::Instant::now();
-    let mut response = match runtime.invoke(&target.plugin, inv).await {
+    // Its own task: a client that goes away does not cut the invocation off
+    // mid-way (its database work, lock releases and accounting complete).
+    let invocation = {
+        let (runtime, plugin) = (runtime.clone(), target.plugin.clone());
+        tokio::spawn(async move { runtime.invoke(&plugin, inv).await })
+    };
+    let outcome = match invocation.await {
+        Ok(outcome) => outcome,
+        Err(e) => Err(InvokeError::Crashed {
+            plugin: target.plugin.clone(),
+            reason: format!("invocation task failed: {e}"),
+        }),
+    };
+    let mut response = match outcome {
         Ok(out) => plugin_response(out.status, out.headers, out.body, https),
         Err(InvokeError::Failed { status, message }) => error_envelope(status, &message),
         Err(InvokeError::Busy(_)) => busy(),

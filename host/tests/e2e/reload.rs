@@ -20,6 +20,7 @@ grants = { kv = ["preflight:"] }
 /// A server started with `run_watching` on a manifest file the test edits.
 struct Watched {
     addr: std::net::SocketAddr,
+    services: std::sync::Arc<neo_ops::services::Services>,
     shutdown: CancellationToken,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
     http: reqwest::Client,
@@ -40,11 +41,12 @@ impl Watched {
         let task = tokio::spawn(neo_ops::server::run_watching(
             listener,
             manifest.to_path_buf(),
-            services,
+            services.clone(),
             shutdown.clone(),
         ));
         Self {
             addr,
+            services,
             shutdown,
             task,
             http: reqwest::Client::new(),
@@ -399,5 +401,43 @@ async fn a_new_python_check_goes_live_without_a_restart() {
         detail.ends_with("ValueError: the backup volume is not mounted"),
         "{detail}"
     );
+    server.stop().await;
+}
+
+/// A reload while a queue job runs: the new set's consumer starts only once
+/// the old one has finished that job, so it runs once, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reload_never_runs_a_running_job_twice() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let text = "[plugins.probe]\ncomponent = \"test_probe.wasm\"\nqueue = { name = \"jobs\", max_attempts = 3 }\ngrants = { kv = [\"probe:\"] }\n";
+    let manifest = dep.manifest(text);
+    let server = Watched::start(&dep, &manifest).await;
+    server
+        .until(
+            "/readyz",
+            Duration::from_secs(30),
+            "the first set loads",
+            |s, _| s == 200,
+        )
+        .await;
+    let kv = &server.services.kv;
+    neo_ops::backends::queue::enqueue(kv, "jobs", None, "sleep:1500")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // A manifest edit mid-job: the set reloads.
+    std::fs::write(&manifest, format!("{text}# edited\n")).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while kv.get("probe:job:sleep:1500").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the job never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for a second run to have finished too, had one started.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(kv.get("probe:job:sleep:1500").await.unwrap().unwrap(), b"1");
+    let dead = neo_ops::backends::queue::dead_letters(kv, "jobs", 10)
+        .await
+        .unwrap();
+    assert!(dead.is_empty(), "{dead:?}");
     server.stop().await;
 }

@@ -385,17 +385,16 @@ impl Pool {
 
     /// [`Pool::run`] past the breaker (which it updates): the readiness probe.
     async fn run_unguarded(&self, sql: &str, params: &[Value]) -> Result<(u64, RowSet), DbError> {
-        bounded(async {
-            match self {
-                Pool::Pg(p) => {
-                    let result = pg_run(&p.pool, sql, params).await;
-                    p.record(&result);
-                    result
-                }
-                Pool::Sqlite(p) => lite_run(p, sql, params).await,
+        match self {
+            Pool::Pg(p) => {
+                // Bounded before it is recorded: a database that hangs
+                // (rather than refusing) opens the breaker too.
+                let result = bounded(pg_run(&p.pool, sql, params)).await;
+                p.record(&result);
+                result
             }
-        })
-        .await
+            Pool::Sqlite(p) => bounded(lite_run(p, sql, params)).await,
+        }
     }
 
     /// Runs every statement in one transaction; any failure rolls all back.

@@ -175,6 +175,11 @@ impl MemoryKv {
 
     pub fn list_move_oldest(&self, f: &str, t: &str) -> Result<Option<Vec<u8>>, KvError> {
         self.with(|m| {
+            // Both must be lists before anything moves (as Redis checks).
+            if m.list(f)?.is_none_or(|l| l.is_empty()) {
+                return Ok(None);
+            }
+            m.list_mut(t)?;
             let Some(item) = m.list_mut(f)?.pop_back() else {
                 return Ok(None);
             };
