@@ -45,8 +45,11 @@ pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: Cancellati
     loop {
         let now = fingerprint(&manifest_path, &components);
         if forced || seen.as_ref() != Some(&now) {
-            // Let a write in progress finish before reading.
-            tokio::time::sleep(SETTLE).await;
+            // Let a write in progress finish before reading (not at start:
+            // nothing is being written then, and the port is waiting).
+            if seen.is_some() {
+                tokio::time::sleep(SETTLE).await;
+            }
             match load(&live, &manifest_path, &shutdown).await {
                 Some((paths, before)) => {
                     components = paths;

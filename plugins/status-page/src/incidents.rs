@@ -90,17 +90,24 @@ impl Incident {
     }
 }
 
-const COLUMNS: &str = "SELECT id, title, details, impact, started_at, resolved_at FROM incidents";
+/// Incidents with their updates, in one query (one row per update, or one
+/// for an incident without any), newest update first.
+const WITH_UPDATES: &str = "SELECT i.id, i.title, i.details, i.impact, i.started_at, i.resolved_at, \
+     u.id AS update_id, u.status AS update_status, u.message, u.created_at AS update_at \
+     FROM incidents i LEFT JOIN incident_updates u ON u.incident_id = i.id";
 
-fn load(sql: &str, params: &[Value]) -> Result<Vec<Incident>, Failure> {
-    let rows = db::query("master", sql, params)?;
-    let mut list: Vec<Incident> = rows
-        .iter()
-        .map(|r| {
+fn load(filter: &str, order: &str, params: &[Value]) -> Result<Vec<Incident>, Failure> {
+    let sql =
+        format!("{WITH_UPDATES} WHERE {filter} ORDER BY {order}, u.created_at DESC, u.id DESC");
+    let rows = db::query("master", &sql, params)?;
+    let mut list: Vec<Incident> = Vec::new();
+    for r in rows.iter() {
+        let id = r.int("id").unwrap_or(0);
+        if list.last().is_none_or(|i| i.id != id) {
             let started_at = r.get("started_at").as_timestamp().unwrap_or(0);
             let resolved_at = r.get("resolved_at").as_timestamp();
-            Incident {
-                id: r.int("id").unwrap_or(0),
+            list.push(Incident {
+                id,
                 title: r.text("title").unwrap_or_default().to_string(),
                 details: r.text("details").unwrap_or_default().to_string(),
                 impact: r
@@ -111,33 +118,20 @@ fn load(sql: &str, params: &[Value]) -> Result<Vec<Incident>, Failure> {
                 resolved_at,
                 updated_at: resolved_at.unwrap_or(started_at),
                 updates: Vec::new(),
-            }
-        })
-        .collect();
-    if list.is_empty() {
-        return Ok(list);
-    }
-    // Every incident's updates in one query.
-    let ids: Vec<String> = list.iter().map(|i| i.id.to_string()).collect();
-    let updates = db::query(
-        "master",
-        &format!(
-            "SELECT id, incident_id, status, message, created_at FROM incident_updates \
-             WHERE incident_id IN ({}) ORDER BY created_at DESC, id DESC",
-            ids.join(",")
-        ),
-        &[],
-    )?;
-    for u in updates.iter() {
-        let Some(incident) = list.iter_mut().find(|i| Some(i.id) == u.int("incident_id")) else {
+            });
+        }
+        let (Some(update_id), Some(incident)) = (r.int("update_id"), list.last_mut()) else {
             continue;
         };
-        let at = u.get("created_at").as_timestamp().unwrap_or(0);
+        let at = r.get("update_at").as_timestamp().unwrap_or(0);
         incident.updated_at = incident.updated_at.max(at);
         incident.updates.push(Update {
-            id: u.int("id").unwrap_or(0),
-            status: u.text("status").unwrap_or("investigating").to_string(),
-            message: u.text("message").unwrap_or_default().to_string(),
+            id: update_id,
+            status: r
+                .text("update_status")
+                .unwrap_or("investigating")
+                .to_string(),
+            message: r.text("message").unwrap_or_default().to_string(),
             at,
         });
     }
@@ -145,19 +139,15 @@ fn load(sql: &str, params: &[Value]) -> Result<Vec<Incident>, Failure> {
 }
 
 pub fn active() -> Result<Vec<Incident>, Failure> {
-    load(
-        &format!("{COLUMNS} WHERE resolved_at IS NULL ORDER BY started_at, id"),
-        &[],
-    )
+    load("i.resolved_at IS NULL", "i.started_at, i.id", &[])
 }
 
 /// Incidents resolved within the last `days` days, newest first.
 pub fn recently_resolved(days: i64) -> Result<Vec<Incident>, Failure> {
     let since = time::now_micros() - days * 86_400 * 1_000_000;
     load(
-        &format!(
-            "{COLUMNS} WHERE resolved_at IS NOT NULL AND resolved_at >= $1 ORDER BY resolved_at DESC"
-        ),
+        "i.resolved_at IS NOT NULL AND i.resolved_at >= $1",
+        "i.resolved_at DESC, i.id",
         &[Value::Timestamp(since)],
     )
 }
