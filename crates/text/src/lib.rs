@@ -3,5 +3,6 @@
 //! code, no I/O, so it compiles natively and for `wasm32-wasip2` alike and
 //! one definition serves both.
 
+pub mod address;
 pub mod duration;
 pub mod redact;

@@ -146,6 +146,20 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
             block,
         )
     };
+    refuse_existing(cli, &dir, &plugin)?;
+    std::fs::create_dir_all(dir.join("src"))?;
+    std::fs::write(dir.join("Cargo.toml"), cargo_toml(&package, is_check))?;
+    if is_check {
+        std::fs::write(dir.join("src/lib.rs"), check_lib(&plugin))?;
+    } else {
+        std::fs::write(dir.join("src/lib.rs"), plugin_lib(name))?;
+        add_member(&root.join("plugins/Cargo.toml"), name)?;
+    }
+    finish_scaffold(cli, &dir, &plugin, &block, &dir.join("src/lib.rs"))
+}
+
+/// Refuses to scaffold over an existing directory or manifest block.
+fn refuse_existing(cli: &Cli, dir: &Path, plugin: &str) -> anyhow::Result<()> {
     if dir.exists() {
         anyhow::bail!("{} already exists", dir.display());
     }
@@ -156,14 +170,17 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
             cli.manifest.display()
         );
     }
-    std::fs::create_dir_all(dir.join("src"))?;
-    std::fs::write(dir.join("Cargo.toml"), cargo_toml(&package, is_check))?;
-    if is_check {
-        std::fs::write(dir.join("src/lib.rs"), check_lib(&plugin))?;
-    } else {
-        std::fs::write(dir.join("src/lib.rs"), plugin_lib(name))?;
-        add_member(&root.join("plugins/Cargo.toml"), name)?;
-    }
+    Ok(())
+}
+
+/// Appends the plugin's block to the manifest and says what to do next.
+fn finish_scaffold(
+    cli: &Cli,
+    dir: &Path,
+    plugin: &str,
+    block: &str,
+    edit: &Path,
+) -> anyhow::Result<ExitCode> {
     let mut manifest = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -173,7 +190,7 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
     println!("added [plugins.{plugin}] to {}", cli.manifest.display());
     println!(
         "next: edit {}, then `neo-ops plugin build {plugin}`",
-        dir.join("src/lib.rs").display()
+        edit.display()
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -184,34 +201,14 @@ fn new_python_check(cli: &Cli, root: &Path, name: &str, snake: &str) -> anyhow::
     let package = format!("check_{snake}");
     let plugin = format!("check-{name}");
     let dir = root.join("plugins/python").join(&package);
-    if dir.exists() {
-        anyhow::bail!("{} already exists", dir.display());
-    }
-    let manifest_text = std::fs::read_to_string(&cli.manifest).unwrap_or_default();
-    if manifest_text.contains(&format!("[plugins.{plugin}]")) {
-        anyhow::bail!(
-            "{} already has a [plugins.{plugin}] block",
-            cli.manifest.display()
-        );
-    }
+    refuse_existing(cli, &dir, &plugin)?;
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("app.py"), python_check(&plugin))?;
     // The Python runtime needs room: 64 MiB is its floor here.
     let block = format!(
         "\n[plugins.{plugin}]\ncomponent = \"{package}.wasm\"\ncheck     = true     # Python (componentize-py); neo-ops run {plugin}\nlimits    = {{ timeout = \"10s\", memory = \"64MiB\" }}\n"
     );
-    let mut manifest = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cli.manifest)?;
-    std::io::Write::write_all(&mut manifest, block.as_bytes())?;
-    println!("created {}", dir.display());
-    println!("added [plugins.{plugin}] to {}", cli.manifest.display());
-    println!(
-        "next: edit {}, then `neo-ops plugin build {plugin}`",
-        dir.join("app.py").display()
-    );
-    Ok(ExitCode::SUCCESS)
+    finish_scaffold(cli, &dir, &plugin, &block, &dir.join("app.py"))
 }
 
 fn python_check(plugin: &str) -> String {

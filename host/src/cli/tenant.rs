@@ -67,7 +67,7 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
         })?;
     }
     if let Some(email) = &args.owner_email
-        && !looks_like_email(email)
+        && !neo_ops_text::address::is_plain(email)
     {
         anyhow::bail!("\"{email}\" is not an email address");
     }
@@ -94,15 +94,4 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
     .await
-}
-
-fn looks_like_email(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !s.contains(char::is_whitespace)
 }

@@ -46,7 +46,7 @@ pub fn parse(payload: &str) -> Result<Export, String> {
         ));
     }
     let email = field("email").unwrap_or_default();
-    if !is_address(email) {
+    if !neo_ops_sdk::address::is_plain(email) {
         return Err(format!(
             "bad export email \"{email}\": expected one address"
         ));
@@ -56,21 +56,6 @@ pub fn parse(payload: &str) -> Result<Export, String> {
         to,
         email: email.to_string(),
     })
-}
-
-/// One plain address: `local@domain`, nothing that would add recipients or headers.
-fn is_address(s: &str) -> bool {
-    let Some((local, domain)) = s.split_once('@') else {
-        return false;
-    };
-    !local.is_empty()
-        && domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && !domain.contains('@')
-        && !s
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control() || ",;<>\"()[]\\".contains(c))
 }
 
 #[cfg(test)]

@@ -50,6 +50,8 @@ pub mod file_reader;
 pub mod html;
 pub mod plugin;
 mod request;
+/// What counts as one plain mail address (the CLI uses it too).
+pub use neo_ops_text::address;
 /// The duration grammar the manifest uses too.
 pub use neo_ops_text::duration;
 /// The redaction policy the host uses too (crate `neo-ops-text`).
