@@ -166,11 +166,33 @@ async fn seed(replica: &Replica) -> String {
     api_token
 }
 
-/// Extracts with the system's Info-ZIP `unzip` after `unzip -t` has checked
-/// every entry's CRC.
+/// Extracts with the system's Info-ZIP `unzip` after `unzip -t` and Python's
+/// `zipfile` (a second, independent reader) have checked every entry's CRC.
 fn unzip(zip: &[u8], dir: &Path) {
     let path = dir.join("bundle.zip");
     std::fs::write(&path, zip).unwrap();
+    let python = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys, zipfile\n\
+             z = zipfile.ZipFile(sys.argv[1])\n\
+             bad = z.testzip()\n\
+             assert bad is None, f'bad CRC in {bad}'\n\
+             print(len(z.namelist()))",
+        ])
+        .arg(&path)
+        .output()
+        .expect("python3 is installed");
+    assert!(
+        python.status.success(),
+        "python zipfile: {}",
+        String::from_utf8_lossy(&python.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&python.stdout).trim(),
+        FILES.len().to_string(),
+        "python zipfile sees every entry"
+    );
     let test = std::process::Command::new("unzip")
         .arg("-t")
         .arg(&path)
