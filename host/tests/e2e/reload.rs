@@ -54,6 +54,20 @@ impl Watched {
         }
     }
 
+    /// Starts and waits until the first plugin set is live.
+    async fn ready(dep: &Deployment, manifest: &Path) -> Self {
+        let server = Self::start(dep, manifest).await;
+        server
+            .until(
+                "/readyz",
+                Duration::from_secs(30),
+                "the first set loads",
+                |s, _| s == 200,
+            )
+            .await;
+        server
+    }
+
     async fn get(&self, path: &str) -> (u16, serde_json::Value) {
         let resp = self
             .http
@@ -137,15 +151,7 @@ fn cli(manifest: &Path, data: &Path, args: &[&str]) -> (bool, String, String) {
 async fn a_new_rust_check_goes_live_without_a_restart() {
     let dep = Deployment::new(Backend::Embedded).await;
     let manifest = dep.manifest(REDIS_CHECK);
-    let server = Watched::start(&dep, &manifest).await;
-    server
-        .until(
-            "/readyz",
-            Duration::from_secs(30),
-            "the first set loads",
-            |s, _| s == 200,
-        )
-        .await;
+    let server = Watched::ready(&dep, &manifest).await;
     let (_, before) = server.get("/api/admin/preflight").await;
     assert_eq!(check_names(&before), ["check-redis"]);
 
@@ -314,15 +320,7 @@ impl Drop for PythonScaffold {
 async fn a_new_python_check_goes_live_without_a_restart() {
     let dep = Deployment::new(Backend::Embedded).await;
     let manifest = dep.manifest(REDIS_CHECK);
-    let server = Watched::start(&dep, &manifest).await;
-    server
-        .until(
-            "/readyz",
-            Duration::from_secs(30),
-            "the first set loads",
-            |s, _| s == 200,
-        )
-        .await;
+    let server = Watched::ready(&dep, &manifest).await;
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let name = format!("py{}", &dep.id[..8]);
     let app_dir = root.join("plugins/python").join(format!("check_{name}"));
@@ -411,15 +409,7 @@ async fn a_reload_never_runs_a_running_job_twice() {
     let dep = Deployment::new(Backend::Embedded).await;
     let text = "[plugins.probe]\ncomponent = \"test_probe.wasm\"\nqueue = { name = \"jobs\", max_attempts = 3 }\ngrants = { kv = [\"probe:\"] }\n";
     let manifest = dep.manifest(text);
-    let server = Watched::start(&dep, &manifest).await;
-    server
-        .until(
-            "/readyz",
-            Duration::from_secs(30),
-            "the first set loads",
-            |s, _| s == 200,
-        )
-        .await;
+    let server = Watched::ready(&dep, &manifest).await;
     let kv = &server.services.kv;
     neo_ops::backends::queue::enqueue(kv, "jobs", None, "sleep:1500")
         .await
