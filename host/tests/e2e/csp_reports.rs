@@ -10,7 +10,8 @@ use neo_ops::manifest::Role;
 use serde_json::{Value, json};
 use support::{Backend, Deployment, Server};
 
-fn manifest(rate_limit: u32) -> String {
+/// `budget` distinct reports per client a day, `requests` posts before 429.
+fn manifest(budget: u32, requests: u32) -> String {
     format!(
         r#"
 [plugins.csp-reports]
@@ -22,7 +23,7 @@ routes = [
 grants = {{ kv = ["csp:"] }}
 limits = {{ memory = "32MiB", timeout = "5s" }}
 # A day-long window: a test never straddles two windows.
-config = {{ max_body_bytes = "65536", rate_limit = "{rate_limit}", rate_window = "24h" }}
+config = {{ max_body_bytes = "65536", rate_limit = "{budget}", request_limit = "{requests}", rate_window = "24h" }}
 "#
     )
 }
@@ -113,7 +114,7 @@ fn number(entry: &Value) -> u64 {
 
 async fn keeps_newest_500_redacted(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    let server = dep.start(&manifest(100_000), "a").await;
+    let server = dep.start(&manifest(100_000, 100_000), "a").await;
     let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
         .await
         .unwrap();
@@ -211,7 +212,7 @@ fn envelope(code: u16, message: &str) -> String {
 
 async fn bad_requests_are_refused(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    let server = dep.start(&manifest(100_000), "a").await;
+    let server = dep.start(&manifest(100_000, 100_000), "a").await;
     let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
         .await
         .unwrap();
@@ -308,7 +309,7 @@ on_both_backends!(bad_requests, bad_requests_are_refused);
 
 async fn floods_are_cut_off(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    let server = dep.start(&manifest(5), "a").await;
+    let server = dep.start(&manifest(100_000, 5), "a").await;
     let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
         .await
         .unwrap();
@@ -385,7 +386,7 @@ fn maximal_report(n: usize) -> String {
 /// them. Before the cap, about 80 such reports made every listing fail.
 async fn maximal_reports_still_list(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    let server = dep.start(&manifest(100_000), "a").await;
+    let server = dep.start(&manifest(100_000, 100_000), "a").await;
     let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
         .await
         .unwrap();
@@ -428,7 +429,7 @@ on_both_backends!(maximal_reports, maximal_reports_still_list);
 
 async fn html_carries_the_report_only_policy(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    let server = dep.start(&manifest(100_000), "a").await;
+    let server = dep.start(&manifest(100_000, 100_000), "a").await;
     let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
         .await
         .unwrap();
@@ -517,7 +518,7 @@ async fn reporting_api_across_origins_over_https() {
     let services = neo_ops::services::Services::connect(settings)
         .await
         .unwrap();
-    let server = dep.start_with_services(&manifest(100), services).await;
+    let server = dep.start_with_services(&manifest(100, 100), services).await;
     let preflight = server
         .http
         .request(reqwest::Method::OPTIONS, server.url("/csp/report"))
@@ -576,4 +577,192 @@ async fn reporting_api_across_origins_over_https() {
         "csp-endpoint=\"/csp/report\""
     );
     server.stop().await.unwrap();
+}
+
+/// Copies of one report collapse into one entry whose count and last-seen
+/// time move; distinct reports past a client's budget are counted in one
+/// overflow entry, so the counts add up to every report received.
+async fn identical_reports_collapse(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(&manifest(3, 100_000), "a").await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+    // 40 copies of report 2 (the Reporting API's copies differ in `age`).
+    let (content_type, body) = report(2);
+    for age in 0..40 {
+        let copy = body.replace("\"age\":3", &format!("\"age\":{age}"));
+        assert!(copy.contains(&format!("\"age\":{age},")), "{copy}");
+        let resp = post(&server, content_type, copy).await;
+        assert_eq!(resp.status().as_u16(), 204);
+    }
+    let (_, reports) = listing(&server, &admin).await;
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    assert_eq!(reports[0]["count"], 40);
+    let first = reports[0]["received_at"].as_str().unwrap();
+    let last = reports[0]["last_seen"].as_str().unwrap();
+    assert!(last >= first, "{first} .. {last}");
+
+    // Ten distinct reports against a budget of 3: two more entries of their
+    // own, the other eight in the overflow entry.
+    for n in 11..=20 {
+        let (content_type, body) = report(n);
+        assert_eq!(
+            post(&server, content_type, body).await.status().as_u16(),
+            204
+        );
+    }
+    let (body, reports) = listing(&server, &admin).await;
+    assert_eq!(reports.len(), 4, "{reports:?}");
+    let overflow = &reports[0];
+    assert_eq!(overflow["kind"], "overflow");
+    assert_eq!(overflow["count"], 8);
+    assert_eq!(number(&json!({"report": overflow["report"]["first"]})), 13);
+    let total: u64 = reports.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 50);
+    assert!(!body.contains("SeCrEt"), "a token survived");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(collapse, identical_reports_collapse);
+
+/// The entries for the images of the page at `path`, with their counts
+/// summed (an overflow entry counts for the report it keeps first).
+fn reports_from(reports: &[Value], path: &str) -> (Vec<Value>, u64) {
+    let field = |entry: &Value, legacy: &str, reporting_api: &str| {
+        let mut report = &entry["report"];
+        if entry["kind"] == "overflow" {
+            report = &report["first"];
+        }
+        report["csp-report"][legacy]
+            .as_str()
+            .or(report["body"][reporting_api].as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let matching: Vec<Value> = reports
+        .iter()
+        .filter(|e| field(e, "document-uri", "documentURL").ends_with(path))
+        .cloned()
+        .collect();
+    let total = matching.iter().map(|e| e["count"].as_u64().unwrap()).sum();
+    (matching, total)
+}
+
+/// A page with `images` distinct blocked images, each URL carrying a token.
+fn violating_page(images: usize) -> String {
+    // The icon in the page (allowed) keeps Chromium from fetching
+    // /favicon.ico, a violation of its own.
+    let mut html = String::from(
+        "<!doctype html><html><head><title>pos</title>\
+         <link rel=\"icon\" href=\"data:,\"></head><body>",
+    );
+    for i in 0..images {
+        html.push_str(&format!(
+            "<img alt=\"\" src=\"/img/{i}.png?token=PaGeSeCrEt{i}\">"
+        ));
+    }
+    html + "</body></html>"
+}
+
+/// Real Chromium (headless) loads pages of a POS app served over HTTPS from
+/// another origin, whose Report-Only policy points at neo-ops behind a TLS
+/// front (a self-signed certificate trusted by its SPKI hash): with both
+/// `report-uri` and the Reporting API named, Chromium reports through the
+/// Reporting API (a CORS preflight, then `application/reports+json`) and
+/// every violation is listed with its token redacted; a page with 150
+/// violations reported through `report-uri` (150 posts from one client,
+/// past its budget of 120 entries) loses none: the counts add up to 150.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_reports_reach_the_listing() {
+    use http_body_util::Full;
+    use std::sync::Arc;
+    use support::browser::{Browser, Certificate, Handler, Site};
+
+    let dep = Deployment::new(Backend::Real).await;
+    let mut settings = dep.settings("a");
+    settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let server = dep
+        .start_with_services(&manifest(120, 1200), services)
+        .await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+    let cert = Certificate::new();
+    let front = Site::front(&cert, server.addr).await;
+    let endpoint = front.url("127.0.0.1", "/csp/report");
+    let pages: Handler = Arc::new(move |req| {
+        let endpoint = endpoint.clone();
+        Box::pin(async move {
+            let (policy, images) = match req.uri().path() {
+                "/both" => (
+                    format!("img-src data:; report-uri {endpoint}; report-to csp"),
+                    12,
+                ),
+                "/burst" => (format!("img-src data:; report-uri {endpoint}"), 150),
+                _ => {
+                    return hyper::Response::builder()
+                        .status(404)
+                        .body(Full::default())
+                        .unwrap();
+                }
+            };
+            hyper::Response::builder()
+                .header("content-type", "text/html; charset=utf-8")
+                .header("content-security-policy-report-only", policy)
+                .header("reporting-endpoints", format!("csp=\"{endpoint}\""))
+                .body(Full::from(violating_page(images)))
+                .unwrap()
+        })
+    });
+    let app = Site::start(&cert, pages).await;
+
+    // Both named: Chromium takes the Reporting API.
+    let browser = Browser::open(&app.url("localhost", "/both"), Some(&cert.spki));
+    let (body, both) = wait_for_reports(&server, &admin, "/both", 12).await;
+    drop(browser);
+    assert_eq!(both.len(), 12, "{both:?}");
+    for entry in &both {
+        assert_eq!(entry["kind"], "csp-violation", "{entry}");
+        assert_eq!(entry["content_type"], REPORTING_API);
+        let blocked = entry["report"]["body"]["blockedURL"].as_str().unwrap();
+        assert!(blocked.ends_with("?token=REDACTED"), "{blocked}");
+        assert_eq!(entry["report"]["body"]["effectiveDirective"], "img-src");
+    }
+    assert!(!body.contains("PaGeSeCrEt"), "a token survived");
+
+    // 150 violations, one post each.
+    let browser = Browser::open(&app.url("localhost", "/burst"), Some(&cert.spki));
+    let (body, burst) = wait_for_reports(&server, &admin, "/burst", 150).await;
+    drop(browser);
+    assert!(
+        burst.iter().any(|e| e["kind"] == "overflow"),
+        "past the budget, reports are counted in an overflow entry"
+    );
+    assert!(burst.iter().all(|e| e["kind"] != "csp-violation"));
+    assert!(!body.contains("PaGeSeCrEt"), "a token survived");
+    server.stop().await.unwrap();
+}
+
+/// Polls the listing until the reports from `path` add up to `expected`
+/// (or 30 s pass); returns the listing's text and those entries.
+async fn wait_for_reports(
+    server: &Server,
+    admin: &str,
+    path: &str,
+    expected: u64,
+) -> (String, Vec<Value>) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (body, reports) = listing(server, admin).await;
+        let (matching, total) = reports_from(&reports, path);
+        if total >= expected || std::time::Instant::now() > deadline {
+            assert_eq!(total, expected, "reports from {path}: {matching:?}");
+            return (body, matching);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

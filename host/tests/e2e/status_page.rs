@@ -233,6 +233,27 @@ async fn statuspage_clients(backend: Backend) {
         !html.contains("<script") && !html.contains("style="),
         "no inline script or style"
     );
+    // In a real browser, on a phone and on a desktop: the incident and its
+    // update are visible text, and a screenshot is kept as an artefact.
+    for (width, height) in [(390, 844), (1280, 800)] {
+        let browser = support::webdriver::Session::start(width, height, None).await;
+        browser.client.goto(&server.url("/status")).await.unwrap();
+        let text = browser.visible_text().await;
+        assert!(
+            text.contains("Partial System Outage")
+                && text.contains("Checkout slow")
+                && text.contains("Failing over to the backup gateway"),
+            "{text}"
+        );
+        let widths = browser
+            .eval("return [window.innerWidth, document.documentElement.scrollWidth];")
+            .await;
+        assert_eq!(widths, serde_json::json!([width, width]), "viewport, page");
+        browser
+            .screenshot(&format!("status-{backend:?}-{width}.png"))
+            .await;
+        browser.close().await;
+    }
 
     cmd(&["resolve", "Checkout slow"]).await.unwrap();
     cmd(&["resolve", "KOT printers"]).await.unwrap();

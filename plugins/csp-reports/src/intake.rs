@@ -6,11 +6,12 @@
 //!   "body": {...}}`; other report types in the array are ignored.
 //!
 //! `application/json` is accepted with either shape. Checks run cheapest
-//! first: rate limit (429), content type (415), size (413), JSON (400).
+//! first: request limit (429), content type (415), size (413), JSON (400).
+//! Identical reports collapse into one entry with a count (see `store`).
 //! Success is 204 with no body, as browsers expect.
 
 use neo_ops_sdk::serde_json::{self, Value as Json, json};
-use neo_ops_sdk::{Failure, HttpRequest, Output, reply, time};
+use neo_ops_sdk::{Failure, HttpRequest, Output, reply};
 
 use crate::settings::Settings;
 use crate::{cap, rate, store};
@@ -26,9 +27,9 @@ const ACCEPTED: &[&str] = &[
 const MASK: &str = "REDACTED";
 
 pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure> {
-    let client = req.remote_addr.as_deref();
+    let client = req.remote_addr.as_deref().unwrap_or("global");
     if let Some(retry_after) =
-        rate::check(client, settings.rate_limit, settings.rate_window_seconds)?
+        rate::check(client, settings.request_limit, settings.rate_window_seconds)?
     {
         return Ok(too_many(retry_after));
     }
@@ -51,21 +52,26 @@ pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure
     }
     let document: Json = serde_json::from_slice(&req.body)
         .map_err(|e| reply::fail(400, format!("malformed report: {e}")))?;
-    let received_at = time::rfc3339(time::now_micros());
-    let entries: Vec<Json> = reports(document)?
+    let incoming = reports(document)?
         .into_iter()
         .map(|(kind, mut report)| {
             redact_json(&mut report, MASK);
             cap::report(&mut report);
-            json!({
-                "received_at": received_at,
-                "content_type": content_type,
-                "kind": kind,
-                "report": report,
-            })
+            store::Incoming {
+                kind,
+                content_type: content_type.clone(),
+                report,
+            }
         })
         .collect();
-    store::save(&entries)?;
+    let (window, _) = rate::window(settings.rate_window_seconds);
+    let client = store::Client {
+        address: client,
+        window,
+        budget: settings.rate_limit,
+        window_ms: settings.rate_window_seconds.saturating_mul(1000),
+    };
+    store::save(&client, incoming)?;
     Ok(Output {
         status: 204,
         // A page on another origin posts here through the Reporting API.

@@ -6,8 +6,12 @@ use std::time::Duration;
 pub struct Settings {
     /// Larger bodies are refused with 413 (`max_body_bytes`, default 64 KiB).
     pub max_body_bytes: u64,
-    /// Reports one client may post per window (`rate_limit`, default 120).
+    /// Distinct reports one client may add per window (`rate_limit`,
+    /// default 120); further ones are counted in an overflow entry.
     pub rate_limit: u64,
+    /// Posts one client may make per window before 429 (`request_limit`,
+    /// default 1200): bounds the parsing a flood can cost.
+    pub request_limit: u64,
     /// The fixed window, whole seconds (`rate_window`, default `60s`).
     pub rate_window_seconds: u64,
 }
@@ -21,6 +25,7 @@ impl Settings {
         Ok(Self {
             max_body_bytes: config::positive("max_body_bytes", 64 * 1024)?,
             rate_limit: config::number("rate_limit", 120)?,
+            request_limit: config::number("request_limit", 1200)?,
             rate_window_seconds: window.as_secs(),
         })
     }

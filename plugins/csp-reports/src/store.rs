@@ -1,32 +1,163 @@
-//! The newest reports, newest first, in one kv list that lives 24 hours
-//! past its last write; a report older than 24 hours is never shown, even
-//! while newer ones keep the list alive.
+//! The newest distinct reports, newest first, in one kv list that lives 24
+//! hours past its last write; a report older than 24 hours is never shown,
+//! even while newer ones keep the list alive.
+//!
+//! A report identical to one already stored from the same client (same
+//! fields, whatever its `age`) is not stored again: its entry's counter
+//! (`csp:count:<fingerprint>`) goes up and its last-seen time
+//! (`csp:last:<fingerprint>`) moves, so a burst costs two small keys, not
+//! a list entry per copy. Each client may add `budget` new entries per
+//! window; past that, further distinct reports are counted in one overflow
+//! entry per client and window instead of being refused, so the counts
+//! shown always add up to the reports received.
 
-use neo_ops_sdk::serde_json::{self, Value as Json};
+use neo_ops_sdk::serde_json::{self, Value as Json, json};
 use neo_ops_sdk::{Failure, kv, time, warn};
 
 const KEY: &str = "csp:reports";
-/// Reports kept.
+/// Entries kept.
 pub const KEEP: i64 = 500;
 const RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
 
-/// Pushes entries in order (the last one ends up newest), then trims and
-/// renews the expiry.
-pub fn save(entries: &[Json]) -> Result<(), Failure> {
-    if entries.is_empty() {
+/// One incoming report, already redacted and capped.
+pub struct Incoming {
+    pub kind: &'static str,
+    pub content_type: String,
+    pub report: Json,
+}
+
+/// Where one client's reports are counted in the current window.
+pub struct Client<'a> {
+    pub address: &'a str,
+    /// Index of the rate window, part of the overflow entry's name.
+    pub window: u64,
+    /// New entries this client may add per window.
+    pub budget: u64,
+    pub window_ms: u64,
+}
+
+/// Stores each report as a new entry, or counts it against the entry it
+/// repeats (or the client's overflow entry), then trims and renews the list.
+pub fn save(client: &Client, reports: Vec<Incoming>) -> Result<(), Failure> {
+    let now = time::rfc3339(time::now_micros());
+    let mut new_entries = Vec::new();
+    for incoming in reports {
+        let print = fingerprint(client.address, &incoming);
+        if counted_again(&print, &now)? {
+            continue;
+        }
+        if within_budget(client)? {
+            new_entries.push(entry(&print, &now, &incoming));
+            continue;
+        }
+        // Past the budget: forget the fingerprint (a later window may store
+        // it) and count the report in the overflow entry instead.
+        kv::delete(&count_key(&print))?;
+        let overflow = format!("overflow:{}:{}", client.address, client.window);
+        if !counted_again(&overflow, &now)? {
+            let summary = Incoming {
+                kind: "overflow",
+                content_type: incoming.content_type.clone(),
+                report: json!({
+                    "client": client.address,
+                    "note": "distinct reports past this client's budget for the window, counted here; the first is kept",
+                    "first": incoming.report,
+                }),
+            };
+            new_entries.push(entry(&overflow, &now, &summary));
+        }
+    }
+    if new_entries.is_empty() {
         return Ok(());
     }
-    let values: Vec<Vec<u8>> = entries.iter().map(|e| e.to_string().into_bytes()).collect();
+    let values: Vec<Vec<u8>> = new_entries
+        .iter()
+        .map(|e| e.to_string().into_bytes())
+        .collect();
     kv::list_push(KEY, &values)?;
     kv::list_trim(KEY, 0, KEEP - 1)?;
     kv::expire(KEY, RETENTION_MS)?;
     Ok(())
 }
 
-/// Hands each stored report of the last 24 hours, newest first and at most
-/// `limit`, to `visit` as its stored text and parsed, one at a time: the
-/// listing never holds more than the raw list and its own output.
-pub fn each_recent(limit: i64, mut visit: impl FnMut(&str, &Json)) -> Result<usize, Failure> {
+/// Counts one more copy of `print`: true when it was already stored (and
+/// its last-seen time moved), false when this is its first copy.
+fn counted_again(print: &str, now: &str) -> Result<bool, Failure> {
+    let count = kv::incr(&count_key(print), 1)?;
+    if count == 1 {
+        kv::expire(&count_key(print), RETENTION_MS)?;
+        return Ok(false);
+    }
+    kv::set(&last_key(print), now.as_bytes(), Some(RETENTION_MS))?;
+    Ok(true)
+}
+
+fn within_budget(client: &Client) -> Result<bool, Failure> {
+    let key = format!("csp:new:{}:{}", client.address, client.window);
+    let used = kv::incr(&key, 1)?;
+    if used == 1 {
+        kv::expire(&key, client.window_ms)?;
+    }
+    Ok(used.max(0) as u64 <= client.budget)
+}
+
+fn entry(print: &str, now: &str, incoming: &Incoming) -> Json {
+    json!({
+        "id": print,
+        "received_at": now,
+        "content_type": incoming.content_type,
+        "kind": incoming.kind,
+        "report": incoming.report,
+    })
+}
+
+fn count_key(print: &str) -> String {
+    format!("csp:count:{print}")
+}
+
+fn last_key(print: &str) -> String {
+    format!("csp:last:{print}")
+}
+
+/// Names identical reports from one client alike: FNV-1a over the client,
+/// the kind and the report without the Reporting API's `age` (which differs
+/// between copies of the same violation).
+fn fingerprint(client: &str, incoming: &Incoming) -> String {
+    let mut report = incoming.report.clone();
+    if let Some(map) = report.as_object_mut() {
+        map.remove("age");
+    }
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in [
+        client.as_bytes(),
+        b"\0",
+        incoming.kind.as_bytes(),
+        b"\0",
+        report.to_string().as_bytes(),
+    ] {
+        for byte in part {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    format!("{hash:016x}")
+}
+
+/// One stored entry as the listing shows it.
+pub struct Shown<'a> {
+    /// The stored JSON text, without `count` and `last_seen`.
+    pub raw: &'a str,
+    pub entry: &'a Json,
+    /// Reports this entry stands for (at least 1).
+    pub count: u64,
+    /// When the last of them arrived.
+    pub last_seen: &'a str,
+}
+
+/// Hands each stored entry of the last 24 hours, newest first and at most
+/// `limit`, to `visit` with its count, one at a time: the listing never
+/// holds more than the raw list and its own output.
+pub fn each_recent(limit: i64, mut visit: impl FnMut(Shown)) -> Result<usize, Failure> {
     let values = kv::list_range(KEY, 0, limit.clamp(1, KEEP) - 1)?;
     let cutoff = time::rfc3339(time::now_micros() - RETENTION_MS as i64 * 1000);
     let mut shown = 0;
@@ -35,14 +166,32 @@ pub fn each_recent(limit: i64, mut visit: impl FnMut(&str, &Json)) -> Result<usi
             warn("skipping a stored report that is not UTF-8");
             continue;
         };
-        match serde_json::from_str::<Json>(text) {
-            Ok(entry) if within(&entry, &cutoff) => {
-                visit(text, &entry);
-                shown += 1;
+        let entry = match serde_json::from_str::<Json>(text) {
+            Ok(entry) if within(&entry, &cutoff) => entry,
+            Ok(_) => continue,
+            Err(e) => {
+                warn(&format!("skipping an unreadable stored report: {e}"));
+                continue;
             }
-            Ok(_) => {}
-            Err(e) => warn(&format!("skipping an unreadable stored report: {e}")),
-        }
+        };
+        let (count, last) = match entry["id"].as_str() {
+            Some(print) => (
+                kv::get(&count_key(print))?
+                    .and_then(|v| String::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .unwrap_or(1),
+                kv::get(&last_key(print))?.and_then(|v| String::from_utf8(v).ok()),
+            ),
+            None => (1, None),
+        };
+        let received = entry["received_at"].as_str().unwrap_or("");
+        visit(Shown {
+            raw: text,
+            entry: &entry,
+            count: count.max(1),
+            last_seen: last.as_deref().unwrap_or(received),
+        });
+        shown += 1;
     }
     Ok(shown)
 }
@@ -57,7 +206,6 @@ fn within(entry: &Json, cutoff: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use neo_ops_sdk::serde_json::json;
 
     #[test]
     fn reports_past_the_retention_are_not_shown() {
@@ -75,5 +223,19 @@ mod tests {
             cutoff
         ));
         assert!(!within(&json!({"other": 1}), cutoff));
+    }
+
+    #[test]
+    fn copies_share_a_fingerprint_whatever_their_age() {
+        let report = |age: u64, line: u64| Incoming {
+            kind: "csp-violation",
+            content_type: "application/reports+json".into(),
+            report: json!({"type": "csp-violation", "age": age, "body": {"lineNumber": line}}),
+        };
+        let a = fingerprint("127.0.0.1", &report(3, 1));
+        assert_eq!(a, fingerprint("127.0.0.1", &report(90, 1)));
+        assert_ne!(a, fingerprint("127.0.0.2", &report(3, 1)));
+        assert_ne!(a, fingerprint("127.0.0.1", &report(3, 2)));
+        assert_eq!(a.len(), 16);
     }
 }

@@ -5,8 +5,10 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod alertmanager;
+pub mod browser;
 pub mod proxy;
 pub mod receivers;
+pub mod webdriver;
 
 use neo_ops::backends::db::{Pool, Value};
 use neo_ops::manifest;
