@@ -16,4 +16,5 @@ pub mod runtime;
 pub mod server;
 pub mod services;
 pub mod settings;
+pub mod tenant_logs;
 pub mod triggers;

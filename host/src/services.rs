@@ -50,6 +50,8 @@ pub struct Services {
     pub plugin_error: std::sync::Mutex<Option<String>>,
     /// Counters and gauges for `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// Each tenant's recent host log lines, for support bundles.
+    pub tenant_logs: crate::tenant_logs::TenantLogs,
     pub started: std::time::Instant,
 }
 
@@ -80,6 +82,7 @@ impl Services {
             plugins_ready: AtomicBool::new(false),
             plugin_error: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
+            tenant_logs: Default::default(),
             started: std::time::Instant::now(),
         }))
     }

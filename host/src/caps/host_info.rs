@@ -26,6 +26,13 @@ impl wit::Host for StoreState {
         self.call.services.settings.env_flags()
     }
 
+    async fn tenant_logs(&mut self) -> Vec<String> {
+        match &self.call.tenant {
+            Some(tenant) => self.call.services.tenant_logs.recent(tenant),
+            None => Vec::new(),
+        }
+    }
+
     async fn expected_schema(&mut self) -> wit::SchemaVersions {
         let (master, tenant) = self.call.services.db.expected_schema();
         wit::SchemaVersions { master, tenant }

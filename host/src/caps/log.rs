@@ -1,5 +1,6 @@
 //! `neo:ops/log`: plugin logs into the host's tracing, tagged with plugin and
-//! request id, and capped in size.
+//! request id, and capped in size; a tenant's invocation's lines also go to
+//! that tenant's ring (`tenant_logs`) for its support bundle.
 
 use crate::bindings::neo::ops::log as wit;
 use crate::caps::state::StoreState;
@@ -28,6 +29,11 @@ impl wit::Host for StoreState {
             .collect::<Vec<_>>()
             .join(" ");
         let fields = clip(&fields);
+        if let Some(tenant) = &self.call.tenant {
+            let level = format!("{level:?}").to_lowercase();
+            let line = format!("{plugin} {level}: {message} {fields} request_id={request_id}");
+            self.call.services.tenant_logs.push(tenant, line.trim_end());
+        }
         match level {
             wit::Level::Trace => tracing::trace!(plugin, request_id, fields, "{message}"),
             wit::Level::Debug => tracing::debug!(plugin, request_id, fields, "{message}"),

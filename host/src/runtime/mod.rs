@@ -244,8 +244,21 @@ impl Runtime {
     pub async fn invoke(&self, plugin_name: &str, inv: Invocation) -> Result<Output, InvokeError> {
         let started = Instant::now();
         let trigger = inv.trigger_name();
+        let tenant = inv.tenant.clone();
+        let request_id = tenant.as_ref().map(|_| inv.request_id.clone());
         let result = self.invoke_uncounted(plugin_name, inv).await;
         self.count(plugin_name, trigger, &result, started);
+        if let (Some(tenant), Some(request_id)) = (tenant, request_id) {
+            let outcome = match &result {
+                Ok(out) => format!("status {}", out.status),
+                Err(e) => format!("error: {e}"),
+            };
+            let line = format!(
+                "{plugin_name} ({trigger}) {outcome} in {:.1} ms request_id={request_id}",
+                started.elapsed().as_secs_f64() * 1000.0
+            );
+            self.services.tenant_logs.push(&tenant, &line);
+        }
         result
     }
 

@@ -120,6 +120,7 @@ async fn seed(replica: &Replica) -> String {
     let db = &replica.services.db;
     db.create_tenant("acme", "Acme Diner").await.unwrap();
     db.create_tenant("globex", "Globex Grill").await.unwrap();
+    db.create_tenant("initech", "Initech Cafe").await.unwrap();
     let master = db.master();
     master
         .execute(
@@ -238,6 +239,13 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         r#"{"ok":false,"error":{"code":404,"message":"tenant not found"}}"#
     );
 
+    // A first download leaves a host log line in acme's ring; a line with
+    // a secret in it is masked on the way in.
+    assert_eq!(replica.get("acme", Some(&admin)).await.status(), 200);
+    replica
+        .services
+        .tenant_logs
+        .push("acme", &format!("probe https://x.example/?token={CANARY}"));
     let resp = replica.get("acme", Some(&admin)).await;
     assert_eq!(resp.status().as_u16(), 200);
     let header = |name: &str| {
@@ -329,12 +337,38 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         json!({"max_outlets": 3, "orders_per_day": 5000})
     );
 
-    // recent-logs.txt: acme's last 200 records, oldest first; none of globex's.
+    // recent-logs.txt: acme's host log lines (the first download, the
+    // probe), then its last 200 records, oldest first; none of globex's.
     let logs = read("recent-logs.txt");
-    let lines: Vec<&str> = logs.lines().collect();
+    let (host, audit) = logs.split_once("\n\n").unwrap_or_else(|| panic!("{logs}"));
+    let host: Vec<&str> = host.lines().collect();
+    assert_eq!(
+        host[0],
+        r#"# Host log lines for tenant "acme" (this replica, oldest first): 2"#
+    );
+    assert!(
+        host[1].contains("support-bundle (http) status 200 in ") && host[1].contains("request_id="),
+        "{logs}"
+    );
+    assert!(
+        host[2].ends_with("probe https://x.example/?token=****"),
+        "{logs}"
+    );
+    let mut audit = audit.lines();
+    assert_eq!(
+        audit.next(),
+        Some(r#"# Audit records for tenant "acme" (the last 200 at most, oldest first): 200"#)
+    );
+    let lines: Vec<&str> = audit.collect();
     assert_eq!(lines.len(), 200, "{logs}");
     assert!(!logs.contains("globex"), "{logs}");
-    assert!(!logs.contains("seed.005") && lines[0].contains(r#"action="seed.006""#));
+    // The first download's own record is the newest of the 200.
+    assert!(!logs.contains("seed.006") && lines[0].contains(r#"action="seed.007""#));
+    assert!(
+        lines[199].contains(r#"action="support.bundle""#),
+        "{}",
+        lines[199]
+    );
     let ids: Vec<i64> = lines
         .iter()
         .map(|l| {
@@ -345,7 +379,7 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         .collect();
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "oldest first");
     assert!(lines.iter().all(|l| l.contains(r#"tenant="acme""#)));
-    let last = lines[199];
+    let last = lines[198];
     for expected in [
         r#"action="webhook.replay""#,
         r#"actor="oncall""#,
@@ -362,13 +396,12 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
     // requests are not.
     let rows = master
         .query(
-            "SELECT actor, target, tenant, details FROM audit_log WHERE action = 'support.bundle'",
+            "SELECT actor, target, tenant, details FROM audit_log WHERE action = 'support.bundle' ORDER BY id",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(rows.rows.len(), 1);
-    let row = &rows.rows[0];
+    let row = &rows.rows[1];
     assert_eq!(row[0], Value::Text("support-lead".into()));
     assert_eq!(row[1], Value::Text("acme".into()));
     assert_eq!(row[2], Value::Text("acme".into()));
@@ -377,6 +410,7 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         other => panic!("details: {other:?}"),
     };
     assert_eq!(details["files"].as_array().unwrap().len(), 6);
+    assert_eq!(rows.rows.len(), 2, "both downloads are on the record");
     assert_eq!(details["audit_records"], 200);
     assert_eq!(details["bytes"], zip.len());
     assert!(
@@ -385,6 +419,18 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
             .unwrap()
             .broken_at
             .is_none()
+    );
+
+    // A tenant with neither log lines nor audit records is told so.
+    let resp = replica.get("initech", Some(&admin)).await;
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = resp.bytes().await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    unzip(&bytes, dir.path());
+    let logs = std::fs::read_to_string(dir.path().join("out/recent-logs.txt")).unwrap();
+    assert_eq!(
+        logs,
+        "No host log lines and no audit records for tenant \"initech\" yet.\n"
     );
 
     replica.stop().await;

@@ -89,10 +89,12 @@ pub fn config_json(config: &TenantConfig) -> String {
 const RECENT_AUDIT: &str = "SELECT id, at, actor, action, target, tenant, request_id, plugin, details \
                             FROM audit_log WHERE tenant = $1 ORDER BY id DESC LIMIT $2";
 
-/// `recent-logs.txt`: the tenant's last [`AUDIT_RECORDS`] audit records,
-/// oldest first (read like a log), one line each:
+/// `recent-logs.txt`: the tenant's recent host log lines (this replica's
+/// in-memory ring: invocations and what plugins logged during them), then
+/// its last [`AUDIT_RECORDS`] audit records, both oldest first (read like a
+/// log); says so when there are none. An audit record is one line:
 /// `<at> #<id> actor="…" action="…" target="…" tenant="…" request_id="…" plugin="…" details={…}`.
-/// Returns the text and the number of records.
+/// Returns the text and the number of audit records.
 pub fn recent_logs(tenant: &str) -> Result<(String, usize), Failure> {
     let rows = db::query(
         "master",
@@ -131,7 +133,27 @@ pub fn recent_logs(tenant: &str) -> Result<(String, usize), Failure> {
         .collect();
     lines.reverse();
     let count = lines.len();
-    Ok((lines.concat(), count))
+    let host_lines = host_info::tenant_logs();
+    let mut text = String::new();
+    if host_lines.is_empty() && lines.is_empty() {
+        text.push_str(&format!(
+            "No host log lines and no audit records for tenant \"{tenant}\" yet.\n"
+        ));
+        return Ok((text, 0));
+    }
+    text.push_str(&format!(
+        "# Host log lines for tenant \"{tenant}\" (this replica, oldest first): {}\n",
+        host_lines.len()
+    ));
+    for line in &host_lines {
+        text.push_str(&redact_text(line, MASK));
+        text.push('\n');
+    }
+    text.push_str(&format!(
+        "\n# Audit records for tenant \"{tenant}\" (the last {AUDIT_RECORDS} at most, oldest first): {count}\n"
+    ));
+    text.push_str(&lines.concat());
+    Ok((text, count))
 }
 
 fn pretty(doc: &mut Json) -> String {

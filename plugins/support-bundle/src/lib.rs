@@ -5,8 +5,8 @@
 //! Each download is audited (`support.bundle`), and a bundle is only handed
 //! out once its audit record is written.
 
+mod archive;
 mod contents;
-mod zip;
 
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{
@@ -37,13 +37,7 @@ fn bundle(tenant: &str, config: &TenantConfig) -> Result<Output, Failure> {
         ("recent-logs.txt", recent_logs),
         ("config.json", contents::config_json(config)),
     ];
-    let mut archive = zip::ZipWriter::new(time::now_micros());
-    for (name, text) in &files {
-        archive
-            .add(name, text.as_bytes())
-            .map_err(|e| reply::fail(500, e))?;
-    }
-    let body = archive.finish().map_err(|e| reply::fail(500, e))?;
+    let body = archive::zip(&files, time::now_micros()).map_err(|e| reply::fail(500, e))?;
 
     let names: Vec<&str> = files.iter().map(|(name, _)| *name).collect();
     let details = json!({"files": names, "bytes": body.len(), "audit_records": audit_records});
