@@ -138,6 +138,35 @@ fn orders() -> Vec<Order> {
             Some(10),
             vec![line("Masala Chai", 40, 5000)],
         ),
+        // Tuesday 2026-11-17, the same weekday a week earlier: two orders
+        // count for the comparison, a cancelled one does not.
+        o(
+            9,
+            "2026-11-17T07:00:00Z",
+            "PAID",
+            0,
+            false,
+            Some(300),
+            vec![line("Dal Makhani", 10, 26000)],
+        ),
+        o(
+            10,
+            "2026-11-16T18:30:00Z",
+            "SERVED",
+            0,
+            false,
+            None,
+            vec![line("Masala Chai", 20, 5000)],
+        ),
+        o(
+            11,
+            "2026-11-17T09:00:00Z",
+            "CANCELLED",
+            0,
+            false,
+            None,
+            vec![line("Masala Chai", 99, 5000)],
+        ),
         Order {
             deleted: true,
             ..o(
@@ -171,6 +200,10 @@ fn utc(s: &str) -> DateTime<Utc> {
 #[derive(Debug, PartialEq)]
 struct Expected {
     orders: i64,
+    /// Gross sales: the counted orders' totals.
+    gross: i64,
+    /// (orders, gross) of the same weekday a week earlier.
+    last_week: (i64, i64),
     cancelled: i64,
     complimentary: i64,
     tips: i64,
@@ -200,6 +233,13 @@ fn expected(orders: &[Order], events: &[(&str, &str)], tz: Tz, day: &str) -> Exp
         .copied()
         .filter(|o| o.status != "CANCELLED")
         .collect();
+    let total = |o: &Order| o.lines.iter().map(|l| l.qty * l.unit).sum::<i64>();
+    let week_before = day - chrono::Days::new(7);
+    let (from, to) = (local(week_before), local(week_before.succ_opt().unwrap()));
+    let earlier: Vec<&Order> = orders
+        .iter()
+        .filter(|o| (from..to).contains(&utc(o.placed)) && !o.deleted && o.status != "CANCELLED")
+        .collect();
     let preps: Vec<i64> = counted.iter().filter_map(|o| o.prep).collect();
     let mut items: HashMap<&str, (i64, i64)> = HashMap::new();
     for l in counted.iter().flat_map(|o| &o.lines) {
@@ -215,6 +255,8 @@ fn expected(orders: &[Order], events: &[(&str, &str)], tz: Tz, day: &str) -> Exp
     top.truncate(5);
     Expected {
         orders: counted.len() as i64,
+        gross: counted.iter().map(|o| total(o)).sum(),
+        last_week: (earlier.len() as i64, earlier.iter().map(|o| total(o)).sum()),
         cancelled: (live.len() - counted.len()) as i64,
         complimentary: counted.iter().filter(|o| o.comp).count() as i64,
         tips: counted.iter().map(|o| o.tip).sum(),
@@ -245,15 +287,50 @@ fn rupees(minor: i64) -> String {
 /// The lines the plain-text body must contain for `e`.
 fn expected_lines(e: &Expected) -> Vec<String> {
     let avg = e.avg_prep.unwrap().round() as i64;
-    let mut lines = vec![
+    let percent = |now: i64, before: i64| {
+        let p = (now - before) as f64 / before as f64 * 100.0;
+        if p >= 0.0 {
+            format!("up {p:.1}%")
+        } else {
+            format!("down {:.1}%", -p)
+        }
+    };
+    let orders = |n: i64| match n {
+        1 => "1 order".to_string(),
+        n => format!("{n} orders"),
+    };
+    let times = |n: i64| match n {
+        0 => "never".to_string(),
+        1 => "once".to_string(),
+        n => format!("{n} times"),
+    };
+    let (before_orders, before_gross) = e.last_week;
+    let last_week = if before_orders == 0 {
+        "Last Tuesday: no sales".to_string()
+    } else {
         format!(
-            "Orders: {} (cancelled orders excluded: {})",
-            e.orders, e.cancelled
+            "Last Tuesday: {} from {} (sales {}, orders {})",
+            rupees(before_gross),
+            orders(before_orders),
+            percent(e.gross, before_gross),
+            percent(e.orders, before_orders)
+        )
+    };
+    let mut lines = vec![
+        format!("Sales: {} from {}", rupees(e.gross), orders(e.orders)),
+        last_week,
+        format!("Cancelled orders (not in sales): {}", e.cancelled),
+        format!(
+            "Average time to prepare an order: {}m {:02}s",
+            avg / 60,
+            avg % 60
         ),
-        format!("Average preparation time: {}m {:02}s", avg / 60, avg % 60),
         format!("Complimentary orders: {}", e.complimentary),
         format!("Tips: {}", rupees(e.tips)),
-        format!("Webhook breaker opens: {}", e.opens),
+        format!(
+            "Order updates to your connected apps paused: {}",
+            times(e.opens)
+        ),
     ];
     for (i, (name, qty, rev)) in e.top.iter().enumerate() {
         lines.push(format!("  {}. {name} x{qty}, {}", i + 1, rupees(*rev)));
@@ -391,6 +468,7 @@ async fn figures_mail_and_once_per_day(backend: Backend) {
     // The seed is built so the zone matters: a UTC day would give other figures.
     assert_ne!(want, expected(&seeded, BREAKER_EVENTS, chrono_tz::UTC, DAY));
     assert_eq!((want.orders, want.cancelled, want.opens), (4, 1, 3));
+    assert_eq!(want.last_week, (2, 360_000));
 
     // Dry run: the figures, and nothing sent or recorded.
     let out = digest(
@@ -408,6 +486,9 @@ async fn figures_mail_and_once_per_day(backend: Backend) {
     assert_eq!(d["cancelled_excluded"], want.cancelled);
     assert_eq!(d["complimentary_orders"], want.complimentary);
     assert_eq!(d["tips_minor"], want.tips);
+    assert_eq!(d["gross_sales_minor"], want.gross);
+    assert_eq!(d["last_week"]["orders"], want.last_week.0);
+    assert_eq!(d["last_week"]["gross_sales_minor"], want.last_week.1);
     assert_eq!(d["avg_prep_seconds"].as_f64(), want.avg_prep);
     assert_eq!(d["breaker_opens"], want.opens);
     let top: Vec<(String, i64, i64)> = d["top_items"]
@@ -513,8 +594,8 @@ async fn figures_mail_and_once_per_day(backend: Backend) {
     assert_eq!(sent.len(), 2);
     assert!(
         sent.iter()
-            .any(|m| m.contains("Orders: 0 (cancelled orders excluded: 0)")
-                && m.contains("Average preparation time: n/a")
+            .any(|m| m.contains("Sales: Rs 0.00 from 0 orders")
+                && m.contains("Average time to prepare an order: n/a")
                 && m.contains("No items sold."))
     );
     if let Some(b) = other {

@@ -125,6 +125,8 @@ fn quoted_printable(body: &str) -> String {
 fn listed_rows(text: &str) -> Vec<(String, u64)> {
     text.lines()
         .filter_map(|l| l.strip_prefix("- "))
+        // Not the rows left out (`- line N: …`) or the count of the rest.
+        .filter(|l| !l.starts_with("line ") && !l.starts_with("..."))
         .map(|l| {
             let (item, rest) = l.rsplit_once(" (line ").unwrap();
             let line = rest.split_once(')').unwrap().0.parse().unwrap();
@@ -188,14 +190,47 @@ async fn flags_rows_over_the_threshold(backend: Backend) {
         mail.headers
             .contains("Subject: Stock vs KOT: 3 rows over variance threshold 5 in report.csv")
     );
+    // Largest difference first; the total counts readable rows only; the
+    // rows left out are named by line; the server's path appears nowhere.
     let expected = vec![
+        ("Masala \"Special\" Dosa".to_string(), 5),
         ("Paneer Tikka".to_string(), 2),
         ("Butter Chicken, half".to_string(), 4),
-        ("Masala \"Special\" Dosa".to_string(), 5),
     ];
     assert_eq!(listed_rows(&mail.text), expected, "{}", mail.text);
-    assert!(mail.text.contains("sold_qty 8, KOT_cnt 20, variance -12"));
-    assert!(mail.text.contains("4 invalid rows were skipped"));
+    assert!(
+        mail.text.starts_with(
+            "3 of 6 readable rows in report.csv differ by more than 5 between items sold \
+             and kitchen order tickets (KOTs), largest difference first:"
+        ),
+        "{}",
+        mail.text
+    );
+    assert!(mail.text.contains("sold 8, on KOTs 20, variance -12"));
+    assert!(
+        mail.text.contains(
+            "4 rows could not be read and were left out:\n\
+             - line 6: non-numeric variance \"abc\"\n\
+             - line 7: expected 6 fields, found 4\n\
+             - line 9: missing variance\n\
+             - line 11: missing item\n"
+        ),
+        "{}",
+        mail.text
+    );
+    let dir = std::path::Path::new(&csv)
+        .parent()
+        .unwrap()
+        .to_str()
+        .unwrap();
+    for body in [&mail.text, &mail.html, &mail.headers] {
+        assert!(!body.contains(dir), "the server's path leaked: {body}");
+        assert!(
+            !body.contains("logs"),
+            "readers cannot see the logs: {body}"
+        );
+    }
+    assert!(mail.html.contains("<th>Sold</th><th>On KOTs</th>"));
     assert_eq!(mail.html.matches("<tr>").count(), 4, "{}", mail.html);
     assert!(
         mail.html
@@ -442,8 +477,9 @@ async fn large_file_streams(backend: Backend) {
     assert_eq!(rows[0], ("item 0".to_string(), 2));
     assert_eq!(rows[999], ("item 149850".to_string(), 149_852));
     assert!(
-        mail.text
-            .contains("... and 334 more flagged rows not listed here.")
+        mail.text.contains(
+            "- ... and 334 more rows over the threshold, none with a larger difference\n"
+        )
     );
     assert_eq!(mail.html.matches("<tr>").count(), 1001);
     server.stop().await.unwrap();

@@ -19,9 +19,20 @@ pub struct Item {
     pub revenue_minor: i64,
 }
 
+/// Sales of one business day: counted orders and their gross total.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Sales {
+    pub orders: i64,
+    pub gross_minor: i64,
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Digest {
     pub orders: i64,
+    /// Gross sales: the counted orders' totals (before tips).
+    pub gross_sales_minor: i64,
+    /// The same weekday a week earlier, for the comparison owners look for.
+    pub last_week: Sales,
     pub cancelled: i64,
     pub complimentary: i64,
     pub tips_minor: i64,
@@ -46,6 +57,11 @@ impl Digest {
             .collect();
         json!({
             "orders": self.orders,
+            "gross_sales_minor": self.gross_sales_minor,
+            "last_week": {
+                "orders": self.last_week.orders,
+                "gross_sales_minor": self.last_week.gross_minor,
+            },
             "cancelled_excluded": self.cancelled,
             "complimentary_orders": self.complimentary,
             "tips_minor": self.tips_minor,
@@ -57,10 +73,20 @@ impl Digest {
     }
 }
 
-/// Reads every figure for `range` from `target` (`tenant:<name>`).
-pub fn collect(target: &str, range: Range, top_n: i64) -> Result<Digest, Error> {
+/// Reads every figure for `range` from `target` (`tenant:<name>`), and the
+/// sales of `last_week` (the same weekday a week earlier).
+pub fn collect(target: &str, range: Range, last_week: Range, top_n: i64) -> Result<Digest, Error> {
     let span = [Value::Timestamp(range.start), Value::Timestamp(range.end)];
     let mut digest = order_totals(target, &span)?;
+    let before = [
+        Value::Timestamp(last_week.start),
+        Value::Timestamp(last_week.end),
+    ];
+    let earlier = order_totals(target, &before)?;
+    digest.last_week = Sales {
+        orders: earlier.orders,
+        gross_minor: earlier.gross_sales_minor,
+    };
     digest.cancelled = count(
         target,
         "SELECT COUNT(*) AS n FROM orders o WHERE o.placed_at >= $1 AND o.placed_at < $2 \
@@ -82,6 +108,7 @@ fn order_totals(target: &str, span: &[Value]) -> Result<Digest, Error> {
         "SELECT COUNT(*) AS orders, \
          CAST(COALESCE(SUM(CASE WHEN o.complimentary THEN 1 ELSE 0 END), 0) AS BIGINT) AS comp, \
          CAST(COALESCE(SUM(o.tip_minor), 0) AS BIGINT) AS tips, \
+         CAST(COALESCE(SUM(o.total_minor), 0) AS BIGINT) AS gross, \
          CAST(COALESCE(SUM(o.prep_seconds), 0) AS BIGINT) AS prep_total, \
          COUNT(o.prep_seconds) AS prep_orders \
          FROM orders o WHERE {COUNTED}"
@@ -93,6 +120,7 @@ fn order_totals(target: &str, span: &[Value]) -> Result<Digest, Error> {
         orders: int("orders"),
         complimentary: int("comp"),
         tips_minor: int("tips"),
+        gross_sales_minor: int("gross"),
         prep_total_seconds: int("prep_total"),
         prep_orders: int("prep_orders"),
         ..Digest::default()

@@ -15,7 +15,7 @@ use neo_ops_sdk::days as day;
 use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::tenants::{self, Tenant};
 use neo_ops_sdk::{
-    Failure, Invocation, Output, Plugin, ScheduleEvent, args::Args, config, reply, time,
+    Failure, Invocation, Output, Plugin, ScheduleEvent, args::Args, config, log, reply, time,
 };
 use std::time::Duration;
 
@@ -38,7 +38,15 @@ impl Plugin for OwnerDigest {
 fn digest(inv: &Invocation, args: &Args, now: i64) -> Result<Output, Failure> {
     let req = Request::parse(args, inv, now)?;
     let tenants = tenants(&req.selection)?;
-    let results: Vec<TenantResult> = tenants.iter().map(|t| digest_for(t, &req)).collect();
+    let total = tenants.len() as u64;
+    let results: Vec<TenantResult> = (0..)
+        .zip(&tenants)
+        .map(|(done, t)| {
+            log::progress(done, Some(total), &format!("tenant {}", t.name));
+            digest_for(t, &req)
+        })
+        .collect();
+    log::progress(total, Some(total), "every tenant done");
     respond(&req, &results)
 }
 
@@ -133,6 +141,7 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
         tenant: t,
         day,
         range: day::range(tz, day),
+        last_week: day::range(tz, day - chrono::Days::new(7)),
         top_n: req.top_n,
         lock_ttl_ms: req.lock_ttl_ms,
     };

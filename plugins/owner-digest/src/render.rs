@@ -58,18 +58,79 @@ pub fn duration(seconds: Option<f64>) -> String {
     }
 }
 
-/// The figure lines shared by both bodies, as (label, value).
-fn figures(d: &Digest) -> Vec<(&'static str, String)> {
+/// The figure lines shared by both bodies, as (label, value), in the words
+/// an owner uses: sales first, then last week's for comparison.
+fn figures(h: &Heading, d: &Digest) -> Vec<(String, String)> {
+    let weekday = h.day.format("%A");
     vec![
         (
-            "Orders",
-            format!("{} (cancelled orders excluded: {})", d.orders, d.cancelled),
+            "Sales".into(),
+            format!("{} from {}", rupees(d.gross_sales_minor), orders(d.orders)),
         ),
-        ("Average preparation time", duration(d.avg_prep_seconds())),
-        ("Complimentary orders", d.complimentary.to_string()),
-        ("Tips", rupees(d.tips_minor)),
-        ("Webhook breaker opens", d.breaker_opens.to_string()),
+        (format!("Last {weekday}"), last_week(d)),
+        (
+            "Cancelled orders (not in sales)".into(),
+            d.cancelled.to_string(),
+        ),
+        (
+            "Average time to prepare an order".into(),
+            duration(d.avg_prep_seconds()),
+        ),
+        ("Complimentary orders".into(), d.complimentary.to_string()),
+        ("Tips".into(), rupees(d.tips_minor)),
+        (
+            "Order updates to your connected apps paused".into(),
+            times(d.breaker_opens),
+        ),
     ]
+}
+
+fn orders(n: i64) -> String {
+    if n == 1 {
+        "1 order".into()
+    } else {
+        format!("{n} orders")
+    }
+}
+
+fn times(n: i64) -> String {
+    match n {
+        0 => "never".into(),
+        1 => "once".into(),
+        n => format!("{n} times"),
+    }
+}
+
+/// Last week's sales and how today compares: `Rs 1,000.00 from 2 orders
+/// (sales up 12.5%, orders down 50.0%)`.
+fn last_week(d: &Digest) -> String {
+    let before = d.last_week;
+    if before.orders == 0 {
+        return "no sales".into();
+    }
+    format!(
+        "{} from {} (sales {}, orders {})",
+        rupees(before.gross_minor),
+        orders(before.orders),
+        change(d.gross_sales_minor, before.gross_minor),
+        change(d.orders, before.orders),
+    )
+}
+
+/// `up 12.5%`, `down 3.0%`, `unchanged`; `up from nothing` without a base.
+pub fn change(now: i64, before: i64) -> String {
+    if now == before {
+        return "unchanged".into();
+    }
+    if before == 0 {
+        return "up from nothing".into();
+    }
+    let percent = (now - before) as f64 / before.abs() as f64 * 100.0;
+    if percent > 0.0 {
+        format!("up {percent:.1}%")
+    } else {
+        format!("down {:.1}%", -percent)
+    }
 }
 
 pub fn text(h: &Heading, d: &Digest) -> String {
@@ -80,7 +141,7 @@ pub fn text(h: &Heading, d: &Digest) -> String {
         h.day.format("%a %d %b %Y"),
         h.zone
     );
-    for (label, value) in figures(d) {
+    for (label, value) in figures(h, d) {
         out.push_str(&format!("{label}: {value}\n"));
     }
     out.push_str("\nTop selling items (quantity, revenue):\n");
@@ -108,7 +169,7 @@ pub fn html(h: &Heading, d: &Digest) -> String {
         h.day.format("%a %d %b %Y"),
         escape(h.zone)
     );
-    for (label, value) in figures(d) {
+    for (label, value) in figures(h, d) {
         out.push_str(&format!(
             "<tr><th align=\"left\">{label}</th>\n<td>{}</td></tr>\n",
             money_html(&escape(&value))
@@ -154,6 +215,15 @@ mod tests {
     }
 
     #[test]
+    fn changes_in_words() {
+        assert_eq!(change(1125, 1000), "up 12.5%");
+        assert_eq!(change(970, 1000), "down 3.0%");
+        assert_eq!(change(5, 5), "unchanged");
+        assert_eq!(change(5, 0), "up from nothing");
+        assert_eq!(change(0, 4), "down 100.0%");
+    }
+
+    #[test]
     fn durations_round_to_seconds() {
         assert_eq!(duration(None), "n/a");
         assert_eq!(duration(Some(725.5)), "12m 06s");
@@ -180,10 +250,9 @@ mod tests {
             ..Digest::default()
         };
         let t = text(&h, &d);
-        assert!(
-            t.contains("Orders: 3 (cancelled orders excluded: 1)"),
-            "{t}"
-        );
+        assert!(t.contains("Sales: Rs 0.00 from 3 orders"), "{t}");
+        assert!(t.contains("Last Tuesday: no sales"), "{t}");
+        assert!(t.contains("Cancelled orders (not in sales): 1"), "{t}");
         assert!(t.contains("  1. Dal <Makhani> x2, Rs 520.00"), "{t}");
         let html = html(&h, &d);
         assert!(html.contains("A&amp;B &lt;Diner&gt;"), "{html}");

@@ -13,6 +13,8 @@ pub struct Job<'a> {
     pub tenant: &'a Tenant,
     pub day: NaiveDate,
     pub range: Range,
+    /// The same weekday a week earlier.
+    pub last_week: Range,
     pub top_n: i64,
     pub lock_ttl_ms: u64,
 }
@@ -100,7 +102,7 @@ impl Job<'_> {
     }
 
     fn figures(&self) -> Result<figures::Digest, Failure> {
-        figures::collect(&self.target(), self.range, self.top_n).map_err(|e| {
+        figures::collect(&self.target(), self.range, self.last_week, self.top_n).map_err(|e| {
             self.failure(
                 reply::status_of(e.code),
                 format!("could not be computed: {}", e.message),

@@ -9,7 +9,8 @@ use std::io::BufRead;
 pub const REQUIRED: [&str; 4] = ["item", "sold_qty", "KOT_cnt", "variance"];
 /// Skipped rows listed individually; the rest are only counted.
 pub const LISTED_SKIPS: usize = 20;
-/// Flagged rows kept for the email; the rest are only counted.
+/// Flagged rows kept for the email (those with the largest absolute
+/// variance); the rest are only counted.
 pub const KEPT_FLAGGED: usize = 1000;
 /// Item names are clipped so that kept rows stay small.
 const MAX_ITEM_CHARS: usize = 200;
@@ -51,7 +52,8 @@ pub struct Summary {
     pub rows_read: u64,
     pub skipped: u64,
     pub flagged: u64,
-    /// The first `KEPT_FLAGGED` flagged rows.
+    /// The `KEPT_FLAGGED` flagged rows with the largest absolute variance,
+    /// largest first (ties in file order).
     pub flagged_rows: Vec<Row>,
     /// The first `LISTED_SKIPS` skipped rows.
     pub skips: Vec<Skip>,
@@ -154,7 +156,21 @@ pub fn reconcile<R: BufRead>(
             Err(reason) => record_skip(&mut summary, rec.line, reason, observer),
         }
     }
+    keep_largest(&mut summary.flagged_rows);
     Ok(summary)
+}
+
+/// Sorts flagged rows largest absolute variance first and keeps
+/// `KEPT_FLAGGED`: run when the list doubles and once at the end, so the
+/// work stays O(n log k) and memory flat however many rows are flagged.
+fn keep_largest(rows: &mut Vec<Row>) {
+    rows.sort_by(|a, b| {
+        b.variance
+            .abs()
+            .total_cmp(&a.variance.abs())
+            .then(a.line.cmp(&b.line))
+    });
+    rows.truncate(KEPT_FLAGGED);
 }
 
 fn record_row(summary: &mut Summary, row: Row, observer: &mut impl Observer) {
@@ -162,8 +178,9 @@ fn record_row(summary: &mut Summary, row: Row, observer: &mut impl Observer) {
     observer.row(&row, flagged);
     if flagged {
         summary.flagged += 1;
-        if summary.flagged_rows.len() < KEPT_FLAGGED {
-            summary.flagged_rows.push(row);
+        summary.flagged_rows.push(row);
+        if summary.flagged_rows.len() >= 2 * KEPT_FLAGGED {
+            keep_largest(&mut summary.flagged_rows);
         }
     }
 }
@@ -329,10 +346,11 @@ mod tests {
                    x,0,10,zero,10\n";
         let s = run(csv, 5.0).unwrap();
         assert_eq!((s.rows_read, s.skipped, s.flagged), (4, 0, 2));
-        assert_eq!(items(&s), vec!["minus five and a half", "six"]);
-        assert_eq!(s.flagged_rows[1].line, 4);
+        // Largest absolute variance first.
+        assert_eq!(items(&s), vec!["six", "minus five and a half"]);
+        assert_eq!(s.flagged_rows[0].line, 4);
         assert_eq!(
-            (s.flagged_rows[1].sold_qty, s.flagged_rows[1].kot_cnt),
+            (s.flagged_rows[0].sold_qty, s.flagged_rows[0].kot_cnt),
             (10.0, 4.0)
         );
         assert_eq!(items(&run(csv, 0.0).unwrap()).len(), 3);
@@ -415,6 +433,26 @@ mod tests {
         );
         assert_eq!(seen.skips.iter().filter(|s| s.1).count(), LISTED_SKIPS);
         assert_eq!(seen.skips[0].0, 3);
+    }
+
+    #[test]
+    fn the_largest_variances_are_kept_whatever_their_position() {
+        // Small variances first, the largest last: past the compaction.
+        let rows = 2 * KEPT_FLAGGED + KEPT_FLAGGED / 2;
+        let mut csv = String::from("item,sold_qty,KOT_cnt,variance\n");
+        for i in 0..rows {
+            let sign = if i % 2 == 0 { "" } else { "-" };
+            csv.push_str(&format!("i{i},1,1,{sign}{}\n", 10 + i));
+        }
+        let s = run(&csv, 5.0).unwrap();
+        assert_eq!(s.flagged, rows as u64);
+        assert_eq!(s.flagged_rows.len(), KEPT_FLAGGED);
+        let largest: Vec<f64> = (rows - KEPT_FLAGGED..rows)
+            .rev()
+            .map(|i| (10 + i) as f64)
+            .collect();
+        let kept: Vec<f64> = s.flagged_rows.iter().map(|r| r.variance.abs()).collect();
+        assert_eq!(kept, largest);
     }
 
     #[test]

@@ -32,41 +32,92 @@ pub fn subject(s: &Summary, source: &str) -> String {
     )
 }
 
-pub fn email_text(s: &Summary, source: &str) -> String {
-    let mut out = format!(
-        "{} of {} rows in {source} have an absolute variance above {}.\n\n",
-        s.flagged, s.rows_read, s.threshold
-    );
+/// The email's plain text: the flagged rows largest difference first, in
+/// words a kitchen manager reads, then the rows that could not be read by
+/// line number. `name` is the file's name, never the server's path.
+pub fn email_text(s: &Summary, name: &str) -> String {
+    let mut out = email_intro(s, name);
+    out.push_str("\n\n");
     for r in &s.flagged_rows {
         out.push_str(&format!(
-            "- {} (line {}): sold_qty {}, KOT_cnt {}, variance {}\n",
+            "- {} (line {}): sold {}, on KOTs {}, variance {}\n",
             r.item, r.line, r.sold_qty, r.kot_cnt, r.variance
         ));
     }
-    out.push_str(&email_footer(s));
+    if s.flagged_not_kept() > 0 {
+        out.push_str(&format!(
+            "- ... and {} more rows over the threshold, none with a larger difference\n",
+            s.flagged_not_kept()
+        ));
+    }
+    out.push_str(&invalid_rows(s));
     out
 }
 
-pub fn email_html(s: &Summary, source: &str) -> String {
-    let mut out = format!(
-        "<p>{} of {} rows in {} have an absolute variance above {}.</p>\n\
-         <table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n\
-         <tr><th>Line</th><th>Item</th><th>sold_qty</th><th>KOT_cnt</th><th>variance</th></tr>\n",
+/// `3 of 6 readable rows in report.csv differ by more than 5 …`: the total
+/// counts only rows that could be read.
+fn email_intro(s: &Summary, name: &str) -> String {
+    let readable = s.rows_read - s.skipped;
+    format!(
+        "{} of {} readable {} in {name} {} by more than {} between items sold and \
+         kitchen order tickets (KOTs), largest difference first:",
         s.flagged,
-        s.rows_read,
-        escape(source),
+        readable,
+        plural(readable, "row", "rows"),
+        plural(s.flagged, "differs", "differ"),
         s.threshold
+    )
+}
+
+/// The rows left out, by line number: the first [`LISTED_SKIPS`], then a count.
+fn invalid_rows(s: &Summary) -> String {
+    if s.skipped == 0 {
+        return String::new();
+    }
+    let mut out = format!(
+        "\n{} {} could not be read and {} left out:\n",
+        s.skipped,
+        plural(s.skipped, "row", "rows"),
+        plural(s.skipped, "was", "were")
+    );
+    for k in &s.skips {
+        out.push_str(&format!("- line {}: {}\n", k.line, k.reason));
+    }
+    if s.skips_not_listed() > 0 {
+        out.push_str(&format!("- ... and {} more\n", s.skips_not_listed()));
+    }
+    out
+}
+
+pub fn email_html(s: &Summary, name: &str) -> String {
+    let mut out = format!(
+        "<p>{}</p>\n\
+         <table border=\"1\" cellpadding=\"4\" cellspacing=\"0\">\n\
+         <tr><th>Line</th><th>Item</th><th>Sold</th><th>On KOTs</th><th>Variance</th></tr>\n",
+        escape(&email_intro(s, name)),
     );
     for r in &s.flagged_rows {
         out.push_str(&html_row(r));
     }
     out.push_str("</table>\n");
-    let footer = email_footer(s);
-    if !footer.is_empty() {
+    if s.flagged_not_kept() > 0 {
         out.push_str(&format!(
-            "<p>{}</p>\n",
-            escape(footer.trim()).replace('\n', "<br>\n")
+            "<p>... and {} more rows over the threshold, none with a larger difference.</p>\n",
+            s.flagged_not_kept()
         ));
+    }
+    let invalid = invalid_rows(s);
+    if !invalid.is_empty() {
+        let mut lines = invalid.trim().lines();
+        out.push_str(&format!(
+            "<p>{}</p>\n<ul>\n",
+            escape(lines.next().unwrap_or_default())
+        ));
+        for line in lines {
+            let item = line.strip_prefix("- ").unwrap_or(line);
+            out.push_str(&format!("<li>{}</li>\n", escape(item)));
+        }
+        out.push_str("</ul>\n");
     }
     out
 }
@@ -80,25 +131,6 @@ fn html_row(r: &Row) -> String {
         r.kot_cnt,
         r.variance
     )
-}
-
-/// Rows not listed, and rows skipped, so the reader knows the list is partial.
-fn email_footer(s: &Summary) -> String {
-    let mut out = String::new();
-    if s.flagged_not_kept() > 0 {
-        out.push_str(&format!(
-            "\n... and {} more flagged rows not listed here.\n",
-            s.flagged_not_kept()
-        ));
-    }
-    if s.skipped > 0 {
-        out.push_str(&format!(
-            "\n{} invalid {} skipped (see the command output or logs).\n",
-            s.skipped,
-            plural(s.skipped, "row was", "rows were")
-        ));
-    }
-    out
 }
 
 /// The command's plain-text output.
@@ -204,22 +236,57 @@ mod tests {
     }
 
     #[test]
-    fn email_lists_flagged_rows_escaped_in_html() {
-        let s = summary();
+    fn email_lists_flagged_rows_largest_first_escaped_in_html() {
+        let csv = "item,sold_qty,KOT_cnt,variance\n\"<Dal> & \"\"Naan\"\"\",10,2,8\n\
+                   ok,1,1,0\nbad\nRice,1,20,-19\n";
+        let s = reconcile(csv.as_bytes(), 5.0, &mut Quiet).unwrap();
         let text = email_text(&s, "r.csv");
-        assert!(text.starts_with("1 of 3 rows in r.csv have an absolute variance above 5."));
-        assert!(text.contains("- <Dal> & \"Naan\" (line 2): sold_qty 10, KOT_cnt 2, variance 8\n"));
-        assert!(text.contains("1 invalid row was skipped"));
+        assert!(
+            text.starts_with(
+                "2 of 3 readable rows in r.csv differ by more than 5 between items sold and \
+                 kitchen order tickets (KOTs), largest difference first:\n\n\
+                 - Rice (line 5): sold 1, on KOTs 20, variance -19\n\
+                 - <Dal> & \"Naan\" (line 2): sold 10, on KOTs 2, variance 8\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(
+                "\n1 row could not be read and was left out:\n\
+                 - line 4: expected 4 fields, found 1\n"
+            ),
+            "{text}"
+        );
         let html = email_html(&s, "r.csv");
         assert!(
             html.contains("<td>&lt;Dal&gt; &amp; &quot;Naan&quot;</td>"),
             "{html}"
         );
-        assert_eq!(html.matches("<tr>").count(), 2);
+        assert!(
+            html.contains("<li>line 4: expected 4 fields, found 1</li>"),
+            "{html}"
+        );
+        assert_eq!(html.matches("<tr>").count(), 3);
         assert_eq!(
             subject(&s, "r.csv"),
-            "Stock vs KOT: 1 row over variance threshold 5 in r.csv"
+            "Stock vs KOT: 2 rows over variance threshold 5 in r.csv"
         );
+    }
+
+    #[test]
+    fn invalid_rows_past_twenty_are_counted() {
+        let mut csv = String::from("item,sold_qty,KOT_cnt,variance\nDal,10,2,8\n");
+        for _ in 0..25 {
+            csv.push_str("bad\n");
+        }
+        let s = reconcile(csv.as_bytes(), 5.0, &mut Quiet).unwrap();
+        let text = email_text(&s, "r.csv");
+        assert!(
+            text.starts_with("1 of 1 readable row in r.csv differs"),
+            "{text}"
+        );
+        assert_eq!(text.matches("expected 4 fields").count(), 20, "{text}");
+        assert!(text.ends_with("- ... and 5 more\n"), "{text}");
     }
 
     #[test]
