@@ -93,7 +93,22 @@ pub fn select(runtime: &Runtime, only: Option<&[String]>) -> Result<Vec<String>,
 
 /// Runs the named checks concurrently. A check that times out or crashes is
 /// a failed check (the checklist itself always answers).
-pub async fn run(runtime: &Runtime, names: Vec<String>, request_id: &str) -> Report {
+/// `progress`, when given, hears of each check as it finishes (the CLI's
+/// bar or log lines; the HTTP route passes none).
+pub async fn run(
+    runtime: &Runtime,
+    names: Vec<String>,
+    request_id: &str,
+    progress: Option<crate::progress::Progress>,
+) -> Report {
+    let total = names.len() as u64;
+    let progress = std::sync::Mutex::new(progress.map(|p| (p, 0u64)));
+    let finished = |name: &str| {
+        if let Some((p, done)) = progress.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *done += 1;
+            p.report(*done, Some(total), &format!("{name} finished"));
+        }
+    };
     let checks = futures::future::join_all(names.into_iter().map(|name| async move {
         let advisory = runtime
             .plugin(&name)
@@ -101,6 +116,7 @@ pub async fn run(runtime: &Runtime, names: Vec<String>, request_id: &str) -> Rep
         let started = Instant::now();
         let outcome = runtime.check(&name, request_id).await;
         let duration_ms = started.elapsed().as_millis() as u64;
+        finished(&name);
         match outcome {
             Ok(o) => CheckResult {
                 name,

@@ -50,10 +50,10 @@ impl TenantLogs {
             let name = recency.remove(at).unwrap_or_default();
             recency.push_back(name);
         } else {
-            if recency.len() >= TENANTS {
-                if let Some(oldest) = recency.pop_front() {
-                    lines.remove(&oldest);
-                }
+            if recency.len() >= TENANTS
+                && let Some(oldest) = recency.pop_front()
+            {
+                lines.remove(&oldest);
             }
             recency.push_back(tenant.to_string());
         }

@@ -42,4 +42,12 @@ impl wit::Host for StoreState {
             wit::Level::Error => tracing::error!(plugin, request_id, fields, "{message}"),
         }
     }
+
+    async fn progress(&mut self, done: u64, total: Option<u64>, message: String) {
+        let call = &mut self.call;
+        let progress = call.progress.get_or_insert_with(|| {
+            crate::progress::Progress::new(&call.plugin.name, call.interactive)
+        });
+        progress.report(done, total, clip(&message));
+    }
 }

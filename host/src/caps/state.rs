@@ -30,6 +30,11 @@ pub struct CallContext {
     /// Locks taken and not yet released (name, token): the runtime releases
     /// them when the invocation ends, however it ended.
     pub held_locks: Vec<(String, String)>,
+    /// Whether a person runs this invocation (a command): progress may then
+    /// be drawn as a bar on a terminal.
+    pub interactive: bool,
+    /// The job's progress, from its first report on.
+    pub progress: Option<crate::progress::Progress>,
 }
 
 pub struct StoreState {

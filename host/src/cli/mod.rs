@@ -214,12 +214,15 @@ pub fn main() -> ExitCode {
 fn init_tracing(cli: &Cli) {
     let default = match cli.command {
         Command::Serve { .. } => "info",
-        _ => "warn",
+        // A command is quiet but for warnings and a long job's progress.
+        _ => "warn,neo_ops::progress=info",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_env("NEO_OPS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: a pipe or a journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),

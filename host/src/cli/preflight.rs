@@ -57,7 +57,9 @@ pub async fn preflight(cli: &Cli, args: &PreflightArgs) -> anyhow::Result<ExitCo
     let services = connect(cli).await?;
     let runtime = Runtime::load(&manifest, services.clone())?;
     let names = crate::preflight::select(&runtime, None).unwrap_or_default();
-    let report = crate::preflight::run(&runtime, names, &triggers::new_request_id()).await;
+    let progress = crate::progress::Progress::new("preflight", true);
+    let report =
+        crate::preflight::run(&runtime, names, &triggers::new_request_id(), Some(progress)).await;
     services.db.close().await;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report.envelope())?);

@@ -223,6 +223,8 @@ impl Runtime {
             files,
             tasks: tokio_util::task::TaskTracker::new(),
             held_locks: Vec::new(),
+            interactive: inv.is_some_and(|i| matches!(i.trigger, Trigger::Command(_))),
+            progress: None,
         });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);

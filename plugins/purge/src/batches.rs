@@ -24,9 +24,10 @@ pub struct Counts {
 const EXPIRED: &str = "anonymized_at IS NULL AND COALESCE(last_order_at, created_at) < $2";
 const HAS_ORDERS: &str = "EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id)";
 
-/// Called after every batch (committed, or counted in a dry run): the
-/// caller renews its lock; an error stops the run there.
-pub type AfterBatch<'a> = dyn FnMut() -> Result<(), neo_ops_sdk::Error> + 'a;
+/// Called after every batch (committed, or counted in a dry run) with the
+/// counts so far: the caller renews its lock and reports progress; an
+/// error stops the run there.
+pub type AfterBatch<'a> = dyn FnMut(&Counts) -> Result<(), neo_ops_sdk::Error> + 'a;
 
 /// One tenant's run: where it works and how each batch is recorded.
 pub struct Run<'a> {
@@ -105,7 +106,7 @@ fn customers(
         counts.anonymised += anonymised;
         counts.customers_deleted += customers_deleted;
         counts.batches += 1;
-        after_batch()?;
+        after_batch(counts)?;
         if (page.rows.len() as i64) < opts.batch_size {
             return Ok(());
         }
@@ -180,7 +181,7 @@ fn outbox(
         };
         counts.outbox_deleted += outbox_deleted;
         counts.batches += 1;
-        after_batch()?;
+        after_batch(counts)?;
         if (page.rows.len() as i64) < opts.batch_size {
             return Ok(());
         }

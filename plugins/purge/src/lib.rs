@@ -58,12 +58,15 @@ fn run(opts: &Options) -> Result<Output, Failure> {
     };
     let mut reports = Vec::new();
     let mut failures = Vec::new();
-    for tenant in tenants {
-        match purge_tenant(tenant, opts) {
+    let total = tenants.len() as u64;
+    for (done, tenant) in (0..).zip(tenants) {
+        log::progress(done, Some(total), &format!("tenant {}", tenant.name));
+        match purge_tenant(tenant, opts, (done, total)) {
             Ok(r) => reports.push(r),
             Err(f) => failures.push(f),
         }
     }
+    log::progress(total, Some(total), "every tenant done");
     let duration_ms = (time::now_micros() - started) / 1000;
     if let Some(f) = combine_failures(failures, reports.len()) {
         return Err(f);
@@ -96,7 +99,8 @@ fn find_tenant(name: &str) -> Result<Tenant, Failure> {
 
 /// Purges one tenant under its lock; the lock is released on every path the
 /// plugin controls (a timeout leaves it to expire).
-fn purge_tenant(tenant: Tenant, opts: &Options) -> Result<Report, Failure> {
+/// `position`: this tenant's index among `.1` tenants, for progress.
+fn purge_tenant(tenant: Tenant, opts: &Options, position: (u64, u64)) -> Result<Report, Failure> {
     let lock = format!("purge:{}", tenant.name);
     let token = kv::lock(&lock, lock_ttl_ms()?)?.ok_or_else(|| {
         reply::fail(
@@ -108,7 +112,16 @@ fn purge_tenant(tenant: Tenant, opts: &Options) -> Result<Report, Failure> {
         )
     })?;
     let ttl = lock_ttl_ms()?;
-    let result = purge_locked(tenant, opts, &mut || {
+    let name = tenant.name.clone();
+    let result = purge_locked(tenant, opts, &mut |counts| {
+        log::progress(
+            position.0,
+            Some(position.1),
+            &format!(
+                "tenant {name}: batch {}, {} customers anonymised, {} deleted, {} outbox rows deleted",
+                counts.batches, counts.anonymised, counts.customers_deleted, counts.outbox_deleted
+            ),
+        );
         // Lost the lock (it expired while a batch stalled): stop rather than
         // run beside another purge.
         if kv::extend_lock(&lock, &token, ttl)? {
@@ -127,7 +140,7 @@ fn purge_tenant(tenant: Tenant, opts: &Options) -> Result<Report, Failure> {
 fn purge_locked(
     tenant: Tenant,
     opts: &Options,
-    renew_lock: &mut dyn FnMut() -> Result<(), neo_ops_sdk::Error>,
+    after_batch: &mut batches::AfterBatch<'_>,
 ) -> Result<Report, Failure> {
     if tenant.retention_days < 0 {
         // A negative retention would put the cutoff in the future: refuse.
@@ -147,7 +160,7 @@ fn purge_locked(
         now: started,
         opts,
     };
-    let counts = batches::purge(&run, renew_lock).map_err(|e| {
+    let counts = batches::purge(&run, after_batch).map_err(|e| {
         let status = reply::status_of(e.code);
         reply::fail(
             status,

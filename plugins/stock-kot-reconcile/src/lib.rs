@@ -46,10 +46,12 @@ fn reconcile_file(args: &Args, dry_run: bool) -> Result<Output, Failure> {
     let file = FileReader::open(&opts.csv).map_err(file_error)?;
     let mut logger = Logger {
         verbose: opts.verbose,
+        rows: 0,
     };
     let input = BufReader::with_capacity(READ_BUFFER, file);
     let summary = reconcile::reconcile(input, opts.threshold, &mut logger)
         .map_err(|e| reconcile_error(&opts.csv, e))?;
+    log::progress(summary.rows_read, Some(summary.rows_read), "every row read");
     log_summary(&summary, &opts.csv);
     let mail = notify(&summary, &opts.csv, dry_run)?;
     Ok(if opts.json {
@@ -101,10 +103,19 @@ fn reconcile_error(path: &str, e: reconcile::Error) -> Failure {
 /// with `--verbose`. Nothing is kept here.
 struct Logger {
     verbose: bool,
+    /// Rows seen, for progress.
+    rows: u64,
 }
+
+/// Progress is reported every this many rows (the host throttles further).
+const PROGRESS_ROWS: u64 = 1 << 16;
 
 impl Observer for Logger {
     fn row(&mut self, row: &Row, flagged: bool) {
+        self.rows += 1;
+        if self.rows.is_multiple_of(PROGRESS_ROWS) {
+            log::progress(self.rows, None, "rows read");
+        }
         if self.verbose {
             let fields = [
                 ("line".to_string(), row.line.to_string()),
@@ -160,8 +171,8 @@ fn notify(s: &Summary, path: &str, dry_run: bool) -> Result<Mail, Failure> {
         to: to.clone(),
         cc: Vec::new(),
         subject: report::subject(s, name),
-        text: report::email_text(s, path),
-        html: Some(report::email_html(s, path)),
+        text: report::email_text(s, name),
+        html: Some(report::email_html(s, name)),
         attachments: Vec::new(),
     };
     let message_id = mail::send(&message).map_err(|e| {
