@@ -579,7 +579,9 @@ pub mod host_routes {
     pub const READYZ: &str = "/readyz";
     pub const PREFLIGHT: &str = "/api/admin/preflight";
     pub const METRICS: &str = "/metrics";
-    pub const ALL: &[&str] = &[HEALTHZ, READYZ, PREFLIGHT, METRICS];
+    pub const WHOAMI: &str = "/api/admin/whoami";
+    pub const AUDIT: &str = "/api/admin/audit";
+    pub const ALL: &[&str] = &[HEALTHZ, READYZ, PREFLIGHT, METRICS, WHOAMI, AUDIT];
 }
 
 /// A route path the router accepts: `/a/{param}/b`, `/files/{*rest}` (last

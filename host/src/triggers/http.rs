@@ -70,7 +70,7 @@ struct RouteTarget {
 
 #[derive(Clone)]
 pub struct AppState {
-    runtime: Arc<Runtime>,
+    pub(crate) runtime: Arc<Runtime>,
 }
 
 /// Builds the router: host endpoints plus every manifest route.
@@ -107,7 +107,9 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
         .route(host_routes::HEALTHZ, get(healthz))
         .route(host_routes::READYZ, get(readyz))
         .route(preflight::ROUTE, get(preflight_checklist))
-        .route(host_routes::METRICS, get(metrics));
+        .route(host_routes::METRICS, get(metrics))
+        .route(host_routes::WHOAMI, get(super::admin_api::whoami))
+        .route(host_routes::AUDIT, get(super::admin_api::audit));
     for (path, methods) in by_path {
         let mut mr: MethodRouter<AppState> = MethodRouter::new();
         // A path anyone may call answers CORS preflights (a POS web app on
@@ -130,7 +132,21 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
         }
         router = router.route(&path, mr);
     }
-    router.fallback(|| async { error_envelope(404, "not found") })
+    router
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(|| async { error_envelope(404, "not found") })
+}
+
+/// 405 in the envelope, logged at debug with the request id: a browser's
+/// refused preflight is otherwise invisible.
+async fn method_not_allowed(method: Method, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    tracing::debug!(
+        request_id = request_id(&headers),
+        %method,
+        path = uri.path(),
+        "refused a method the route does not take (405)"
+    );
+    error_envelope(405, &format!("method {method} is not allowed here"))
 }
 
 /// `204` to a CORS preflight of a public path.
@@ -213,7 +229,7 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
         return denied;
     }
     let names = preflight::select(&state.runtime, None).unwrap_or_default();
-    let report = preflight::run(&state.runtime, names, &request_id).await;
+    let report = preflight::run(&state.runtime, names, &request_id, None).await;
     let status = if report.failed() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -262,7 +278,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
 
 /// The caller's principal when the route needs a role; the exact 403
 /// envelope when the token is missing, unknown, revoked or of a lower role.
-async fn authorize(
+pub(crate) async fn authorize(
     runtime: &Runtime,
     headers: &HeaderMap,
     required: Option<Role>,
@@ -293,7 +309,7 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-fn request_id(headers: &HeaderMap) -> String {
+pub(crate) fn request_id(headers: &HeaderMap) -> String {
     headers
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
@@ -340,13 +356,14 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Reads the body up to [`MAX_BODY`]; past it 413, unreadable 400, in the envelope.
-async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+async fn read_body(headers: &HeaderMap, body: Body, request_id: &str) -> Result<Bytes, Response> {
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY as u64) {
         tracing::debug!(
+            request_id,
             declared = declared.unwrap_or(0),
             "refused a body over the host's limit (413)"
         );
@@ -358,6 +375,7 @@ async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
             .downcast_ref::<http_body_util::LengthLimitError>()
             .is_some();
         if too_large {
+            tracing::debug!(request_id, "refused a body over the host's limit (413)");
             error_envelope(413, "request body too large")
         } else {
             error_envelope(400, "unreadable request body")
@@ -463,7 +481,7 @@ async fn dispatch(
         Ok(p) => p,
         Err(denied) => return denied,
     };
-    let body = match read_body(headers, body).await {
+    let body = match read_body(headers, body, &request_id).await {
         Ok(b) => b,
         Err(rejected) => return rejected,
     };

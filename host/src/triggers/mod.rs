@@ -1,6 +1,7 @@
 //! The four ways a plugin is invoked. Each builds a [`crate::runtime::Invocation`]
 //! and calls [`crate::runtime::Runtime::invoke`]; nothing else reaches a plugin.
 
+pub mod admin_api;
 pub mod command;
 pub mod http;
 pub mod queue;

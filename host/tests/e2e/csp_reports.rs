@@ -541,6 +541,15 @@ async fn reporting_api_across_origins_over_https() {
         .await
         .unwrap();
     assert_eq!(admin_preflight.status().as_u16(), 405);
+    assert!(
+        admin_preflight.headers().contains_key("allow"),
+        "{:?}",
+        admin_preflight.headers()
+    );
+    assert_eq!(
+        admin_preflight.text().await.unwrap(),
+        envelope(405, "method OPTIONS is not allowed here")
+    );
 
     let (content_type, body) = report(2);
     let resp = server

@@ -26,6 +26,7 @@ mod stock_kot_reconcile;
 mod support_bundle;
 mod tenants_audit;
 mod triggers;
+mod web_console;
 
 #[test]
 fn every_module_is_declared() {

@@ -343,3 +343,105 @@ async fn mail_is_marked_automatic_with_the_senders_domain() {
     );
     server.stop().await.unwrap();
 }
+
+/// Long jobs say how far they are: in a pipe (as here) as log lines on
+/// stderr, the first and the last always; on a terminal (a pty from
+/// `script`) as a progress bar.
+#[test]
+fn long_jobs_report_progress() {
+    let cli = support::Cli::new(
+        r#"
+[plugins.purge]
+component = "purge.wasm"
+command = true
+grants = { db = ["master", "tenant:*"], kv = ["purge:"], audit = true }
+limits = { memory = "64MiB", timeout = "60s" }
+config = { batch_size = "50", lock_ttl = "60s" }
+"#,
+    );
+    for name in ["acme", "globex"] {
+        let o = cli.run(&["tenant", "create", name, "--demo"]);
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+    }
+    let o = cli.run(&["run", "purge", "--all-tenants", "--dry-run"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let lines: Vec<&str> = o
+        .stderr
+        .lines()
+        .filter(|l| l.contains("progress:"))
+        .collect();
+    assert!(
+        lines
+            .first()
+            .is_some_and(|l| l.contains("progress: tenant acme")
+                && l.contains("done=0")
+                && l.contains("total=2")),
+        "{}",
+        o.stderr
+    );
+    assert!(
+        lines
+            .last()
+            .is_some_and(|l| l.contains("progress: every tenant done") && l.contains("done=2")),
+        "{}",
+        o.stderr
+    );
+
+    // On a terminal: a bar that ends at 2/2, and no progress log lines.
+    let command = format!(
+        "{} --manifest {} --data-dir {} run purge --all-tenants --dry-run",
+        env!("CARGO_BIN_EXE_neo-ops"),
+        cli.dir.path().join("plugins.toml").display(),
+        cli.dir.path().join("data").display(),
+    );
+    let out = std::process::Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env_remove("POSTGRES_MASTER_URL")
+        .env_remove("REDIS_URL")
+        .env_remove("SMTP_HOST")
+        .output()
+        .expect("script (util-linux) runs a command on a pty");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(
+        shown.contains("purge [") && shown.contains("2/2 every tenant done"),
+        "{shown}"
+    );
+    assert!(!shown.contains("progress:"), "{shown}");
+}
+
+/// Mail from `neo-ops@localhost` (the default sender) is junk to most
+/// receivers: with an SMTP relay configured, every command warns until
+/// `SMTP_FROM` is an address on a real domain.
+#[test]
+fn a_localhost_sender_is_warned_about() {
+    let cli = support::Cli::new("");
+    let run = |from: Option<&str>| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"));
+        cmd.arg("--data-dir")
+            .arg(cli.dir.path().join("data"))
+            .args(["tenant", "list"])
+            .env_remove("POSTGRES_MASTER_URL")
+            .env_remove("REDIS_URL")
+            .env("SMTP_HOST", "127.0.0.1")
+            .env("SMTP_PORT", "2525");
+        match from {
+            Some(from) => cmd.env("SMTP_FROM", from),
+            None => cmd.env_remove("SMTP_FROM"),
+        };
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let warned = run(None);
+    assert!(
+        warned.contains("SMTP_FROM is a local address") && warned.contains("neo-ops@localhost"),
+        "{warned}"
+    );
+    let quiet = run(Some("ops@neo.example.com"));
+    assert!(!quiet.contains("SMTP_FROM"), "{quiet}");
+}

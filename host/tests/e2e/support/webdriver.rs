@@ -17,6 +17,15 @@ pub struct Session {
 
 impl Session {
     pub async fn start(width: u32, height: u32, spki: Option<&str>) -> Self {
+        Self::start_with(width, height, spki, &[]).await
+    }
+
+    /// With the system's dark theme, as `prefers-color-scheme: dark` sees it.
+    pub async fn start_dark(width: u32, height: u32) -> Self {
+        Self::start_with(width, height, None, &["--force-dark-mode"]).await
+    }
+
+    async fn start_with(width: u32, height: u32, spki: Option<&str>, extra: &[&str]) -> Self {
         assert!(
             Path::new(CHROMEDRIVER).exists(),
             "{CHROMEDRIVER} is missing: install Debian's chromium-driver (.ci/run does)"
@@ -41,6 +50,7 @@ impl Session {
         if let Some(spki) = spki {
             args.push(format!("--ignore-certificate-errors-spki-list={spki}"));
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         let mut options = json!({"binary": super::browser::CHROMIUM, "args": args});
         if width < 500 {
             // A desktop window is at least 500 px wide: a phone's viewport

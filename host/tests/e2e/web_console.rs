@@ -1,0 +1,388 @@
+//! The web console at `/admin/` in real headless Chromium (chromedriver +
+//! fantoccini), on Postgres, Redis and a real SMTP server: a super_admin
+//! signs in, finds a demo order, resends its invoice through a confirmation
+//! (the mail arrives; a second click is "already done"), and sees the
+//! audit record; an admin sees no support actions; a dead letter is
+//! replayed from the page; preflight shows the failing check first; a wrong
+//! token is refused in words; signing out forgets the token. The pages
+//! cause no CSP report, and every view is screenshotted at 1280 and 390 px.
+
+use crate::support::{self, Backend, Deployment, Server};
+use fantoccini::Locator;
+use neo_ops::backends::db::Value;
+use neo_ops::manifest::Role;
+use serde_json::Value as Json;
+use std::time::{Duration, Instant};
+use support::webdriver::Session;
+
+const MANIFEST: &str = r#"
+[plugins.console]
+component = "console.wasm"
+routes = [
+  { method = "GET", path = "/admin" },
+  { method = "GET", path = "/admin/" },
+  { method = "GET", path = "/admin/console.js" },
+  { method = "GET", path = "/admin/console.css" },
+]
+limits = { memory = "16MiB", timeout = "2s" }
+
+[plugins.support-console]
+component = "support_console.wasm"
+routes = [
+    { method = "GET",  path = "/admin/support/console/search", role = "super_admin" },
+    { method = "POST", path = "/admin/support/console/order/{order_id}/resend_invoice", role = "super_admin" },
+    { method = "POST", path = "/admin/support/console/order/{order_id}/reprint_kot", role = "super_admin" },
+    { method = "POST", path = "/admin/support/console/order/{order_id}/replay_webhook", role = "super_admin" },
+    { method = "POST", path = "/admin/support/console/staff/{staff_id}/unlock_pin", role = "super_admin" },
+]
+grants = { db = ["master", "tenant:*"], mail = true, kv = ["console:"], queues = ["webhook"], audit = true }
+limits = { memory = "32MiB", timeout = "30s" }
+config = { double_click = "30s", idempotency_ttl = "10m" }
+
+[plugins.dead-letters]
+component = "dead_letters.wasm"
+routes = [
+  { method = "GET", path = "/api/admin/dlq", role = "admin" },
+  { method = "POST", path = "/api/admin/dlq/replay", role = "admin" },
+]
+grants = { queues = ["webhook", "export"], audit = true }
+
+[plugins.csp-reports]
+component = "csp_reports.wasm"
+routes = [
+  { method = "POST", path = "/csp/report" },
+  { method = "GET", path = "/admin/csp/reports", role = "admin" },
+]
+grants = { kv = ["csp:"] }
+
+[plugins.check-storage]
+component = "check_storage.wasm"
+check = true
+limits = { timeout = "20s", memory = "32MiB" }
+
+[plugins.test-panic-check]
+component = "test_panic_check.wasm"
+check = true
+"#;
+
+/// Polls the text of `css` until it contains `needle` (10 s at most).
+async fn wait_text(s: &Session, css: &str, needle: &str) -> String {
+    let script = format!(
+        "const e = document.querySelector({}); return e ? e.innerText : null;",
+        Json::from(css)
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = s
+            .eval(&script)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if text.contains(needle) {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{css} never showed {needle:?}; it shows {text:?}\npage: {}",
+            s.visible_text().await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn click(s: &Session, locator: Locator<'_>) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.client.find(locator).await {
+            Ok(e) if e.is_displayed().await.unwrap_or(false) => {
+                e.click().await.unwrap();
+                return;
+            }
+            _ if Instant::now() > deadline => panic!("{locator:?} never became clickable"),
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+fn button(label: &str) -> String {
+    format!("//button[normalize-space(text())='{label}']")
+}
+
+async fn sign_in(s: &Session, server: &Server, token: &str) {
+    s.client.goto(&server.url("/admin/")).await.unwrap();
+    let field = s.client.find(Locator::Id("token")).await.unwrap();
+    field.send_keys(token).await.unwrap();
+    // The keyboard alone signs in.
+    field.send_keys("\u{E007}").await.unwrap();
+}
+
+async fn open(s: &Session, view: &str) {
+    let css = format!("nav button[data-view='{view}']");
+    click(s, Locator::Css(&css)).await;
+}
+
+/// Screens of every view at one width, saved as `console-<view>-<width>.png`.
+async fn screenshots(s: &Session, width: u32, views: &[(&str, &str, &str)]) {
+    for (view, css, needle) in views {
+        open(s, view).await;
+        wait_text(s, css, needle).await;
+        s.screenshot(&format!("console-{view}-{width}.png")).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_call_console_in_a_real_browser() {
+    let dep = Deployment::new(Backend::Real).await;
+    let server = dep.start(MANIFEST, "a").await;
+    let db = &server.services.db;
+    db.create_tenant("acme", "Acme Diner").await.unwrap();
+    let acme = db.tenant("acme").await.unwrap();
+    neo_ops::demo::seed(&acme, neo_ops::demo::DemoSize::default())
+        .await
+        .unwrap();
+    let order = acme
+        .query(
+            "SELECT o.id FROM orders o JOIN invoices i ON i.order_id = o.id \
+             JOIN customers c ON c.id = o.customer_id WHERE c.email IS NOT NULL \
+             ORDER BY o.id LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let Value::Int(order) = order.rows[0][0] else {
+        panic!("no demo order with an invoice")
+    };
+    let root = neo_ops::auth::create_token(server.master(), Role::SuperAdmin, "oncall")
+        .await
+        .unwrap();
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "viewer")
+        .await
+        .unwrap();
+    let letter = neo_ops::backends::queue::Job {
+        id: "dead-export-1".into(),
+        queue: "export".into(),
+        payload: "{}".into(),
+        attempts: 2,
+        enqueued_at: "2026-11-27T10:00:00Z".into(),
+        last_error: Some("smtp server timed out".into()),
+        tenant: Some("acme".into()),
+        dead_at: Some("2026-11-27T10:05:00Z".into()),
+        not_before_ms: None,
+    };
+    server
+        .services
+        .kv
+        .list_push(
+            &neo_ops::backends::queue::dead_letter_key("export"),
+            &[serde_json::to_vec(&letter).unwrap()],
+        )
+        .await
+        .unwrap();
+
+    // Reports from a POS page (not from the console): two copies of one
+    // violation and one with a very long URL, for the grouped view.
+    let long = format!("https://cdn.example.net/{}.js?token=abc", "x".repeat(300));
+    for blocked in [
+        "https://ads.example.com/t.js",
+        "https://ads.example.com/t.js",
+        &long,
+    ] {
+        let report = serde_json::json!({"csp-report": {
+            "document-uri": "https://pos.example.com/orders",
+            "blocked-uri": blocked,
+            "effective-directive": "script-src-elem",
+        }});
+        let resp = server
+            .http
+            .post(server.url("/csp/report"))
+            .header("content-type", "application/csp-report")
+            .body(report.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 204);
+    }
+
+    // A wrong token is refused in words, and nothing is kept.
+    let s = Session::start(1280, 900, None).await;
+    sign_in(&s, &server, "neo_00000000_wrong").await;
+    wait_text(&s, "#signin-error", "403 forbidden").await;
+    assert_eq!(s.eval("return sessionStorage.length;").await, 0);
+
+    // super_admin: search, resend with confirmation, the outcome, the mail.
+    sign_in(&s, &server, &root).await;
+    wait_text(&s, "#who", "oncall (super_admin)").await;
+    let form = s.client.find(Locator::Id("support-form")).await.unwrap();
+    form.find(Locator::Css("input[name=tenant]"))
+        .await
+        .unwrap()
+        .send_keys("acme")
+        .await
+        .unwrap();
+    form.find(Locator::Css("input[name=order]"))
+        .await
+        .unwrap()
+        .send_keys(&order.to_string())
+        .await
+        .unwrap();
+    form.find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    wait_text(&s, "#support-results", &format!("Order {order}")).await;
+    click(&s, Locator::XPath(&button("Resend invoice"))).await;
+    let question = wait_text(&s, "#confirm-text", "tenant acme").await;
+    assert!(question.contains(&format!("order {order}")), "{question}");
+    s.screenshot("console-confirm-1280.png").await;
+    click(&s, Locator::Id("confirm-ok")).await;
+    let outcome = wait_text(&s, "#support-results .outcome", "Done: invoice").await;
+    let mails = dep.sent_mail();
+    assert_eq!(mails.len(), 1, "the invoice mail reached the SMTP server");
+    assert!(
+        mails[0].contains("Invoice") || mails[0].contains("invoice"),
+        "{}",
+        mails[0]
+    );
+    assert!(outcome.contains("mailed to"), "{outcome}");
+    // A second click inside the double-click window does nothing more.
+    click(&s, Locator::XPath(&button("Resend invoice"))).await;
+    click(&s, Locator::Id("confirm-ok")).await;
+    wait_text(&s, "#support-results .outcome", "Already done a moment ago").await;
+    assert_eq!(dep.sent_mail().len(), 1);
+
+    // Audit: the new record and the chain's verdict.
+    open(&s, "audit").await;
+    wait_text(&s, "#audit-chain", "Chain verified").await;
+    let audit = wait_text(&s, "#audit-results", "console.resend_invoice").await;
+    assert!(audit.contains("oncall"), "{audit}");
+
+    // Preflight: the failing check first.
+    open(&s, "preflight").await;
+    wait_text(&s, "#preflight-results", "test-panic-check").await;
+    let first = s
+        .eval("return document.querySelector('#preflight-results tbody tr').dataset.status;")
+        .await;
+    assert_eq!(first, "fail");
+
+    // CSP: grouped by directive and host, copies counted, long URLs clipped
+    // with the whole value on hover.
+    open(&s, "csp").await;
+    wait_text(&s, "#csp-results", "ads.example.com").await;
+    let groups = s
+        .eval(
+            "return [...document.querySelectorAll('#csp-results tbody tr')].map(r => \
+             [...r.cells].slice(0, 3).map(c => c.innerText).concat([r.cells[1].title]));",
+        )
+        .await;
+    assert_eq!(
+        groups,
+        serde_json::json!([
+            [
+                "script-src-elem",
+                "cdn.example.net",
+                "1",
+                long.replace("abc", "REDACTED")
+            ],
+            [
+                "script-src-elem",
+                "ads.example.com",
+                "2",
+                "https://ads.example.com/t.js"
+            ],
+        ]),
+        "newest first"
+    );
+
+    // Dead letters: replay the export from the page.
+    open(&s, "dlq").await;
+    click(&s, Locator::Css("[data-dlq=export]")).await;
+    wait_text(&s, "#dlq-results", "smtp server timed out").await;
+    click(&s, Locator::XPath(&button("Replay"))).await;
+    wait_text(&s, "#confirm-text", "dead-export-1").await;
+    click(&s, Locator::Id("confirm-ok")).await;
+    wait_text(&s, "#dlq-results .outcome", "Requeued.").await;
+    let queued = server
+        .services
+        .kv
+        .list_len(&neo_ops::backends::queue::queue_key("export"))
+        .await
+        .unwrap();
+    assert_eq!(queued, 1, "the replayed job is back on its queue");
+
+    let views = [
+        ("support", "#support-results", "Order"),
+        ("preflight", "#preflight-results", "test-panic-check"),
+        ("dlq", "#dlq-results", ""),
+        ("csp", "#csp-results", "ads.example.com"),
+        ("audit", "#audit-results", "console.resend_invoice"),
+    ];
+    screenshots(&s, 1280, &views).await;
+
+    // Signing out forgets the token.
+    click(&s, Locator::Id("signout")).await;
+    assert_eq!(s.eval("return sessionStorage.length;").await, 0);
+    s.close().await;
+
+    // admin: no support actions in the page (the host refuses them anyway).
+    let phone = Session::start(390, 844, None).await;
+    sign_in(&phone, &server, &admin).await;
+    wait_text(&phone, "#who", "viewer (admin)").await;
+    let support_shown = phone
+        .eval("return !document.getElementById('tab-support').hidden;")
+        .await;
+    assert_eq!(support_shown, false);
+    assert!(!phone.visible_text().await.contains("Resend invoice"));
+    let widths = phone
+        .eval("return [window.innerWidth, document.documentElement.scrollWidth];")
+        .await;
+    assert_eq!(
+        widths,
+        serde_json::json!([390, 390]),
+        "no sideways scrolling"
+    );
+    screenshots(&phone, 390, &views[1..]).await;
+    phone.close().await;
+
+    // The dark system theme gives a dark page.
+    let dark = Session::start_dark(1280, 800).await;
+    sign_in(&dark, &server, &admin).await;
+    wait_text(&dark, "#who", "viewer (admin)").await;
+    open(&dark, "audit").await;
+    wait_text(&dark, "#audit-results", "console.resend_invoice").await;
+    let background = dark
+        .eval("return getComputedStyle(document.body).backgroundColor;")
+        .await;
+    assert_eq!(background, "rgb(21, 24, 28)");
+    dark.screenshot("console-audit-1280-dark.png").await;
+    dark.close().await;
+
+    // The console's own pages raised no CSP violation: only the three
+    // reports posted above are there.
+    let (code, body) = server.get("/admin/csp/reports", Some(&admin)).await;
+    assert_eq!(code, 200, "{body}");
+    let reports: Json = serde_json::from_str(&body).unwrap();
+    let reports = reports["data"]["reports"].as_array().unwrap();
+    let counts: Vec<(&str, u64)> = reports
+        .iter()
+        .map(|r| {
+            (
+                r["report"]["csp-report"]["document-uri"]
+                    .as_str()
+                    .unwrap_or(""),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [
+            ("https://pos.example.com/orders", 1),
+            ("https://pos.example.com/orders", 2)
+        ],
+        "{body}"
+    );
+    server.stop().await.unwrap();
+}

@@ -1,0 +1,386 @@
+// neo-ops console. The token lives in sessionStorage and goes out only as
+// an Authorization header; the host checks the role on every call, so
+// hiding a button here is a convenience, never the guard.
+"use strict";
+
+const TOKEN_KEY = "neo-ops-token";
+const $ = (id) => document.getElementById(id);
+const FORBIDDEN =
+  "Refused (403 forbidden): the token is unknown or revoked, or its role may not do this.";
+let role = null;
+let dlqType = "webhook";
+
+/** An element with attributes (`text` sets its text) and children. */
+function el(tag, attrs = {}, ...children) {
+  const e = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k === "text") e.textContent = String(v);
+    else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
+    else e.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children) if (c !== null && c !== undefined) e.append(c);
+  return e;
+}
+
+function say(message, isError = false) {
+  const s = $("status");
+  s.textContent = message;
+  s.className = isError ? "error" : "";
+}
+
+/** Calls an admin route; returns the envelope's `data`, or throws in words. */
+async function api(method, path, body, headers = {}) {
+  const h = { ...headers, Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  if (body !== undefined) h["Content-Type"] = "application/json";
+  const resp = await fetch(path, {
+    method,
+    headers: h,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    cache: "no-store",
+  });
+  let doc = null;
+  try {
+    doc = await resp.json();
+  } catch (_) {
+    doc = null;
+  }
+  if (resp.status === 403) throw new Error(FORBIDDEN);
+  // Preflight answers 503 with its report when a check fails.
+  if (doc && doc.data !== undefined) return doc.data;
+  const message = doc && doc.error ? doc.error.message : "HTTP " + resp.status;
+  throw new Error(message + " (" + resp.status + ")");
+}
+
+function confirmAction(text) {
+  return new Promise((resolve) => {
+    const dialog = $("confirm");
+    $("confirm-text").textContent = text;
+    dialog.returnValue = "";
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
+    dialog.showModal();
+    $("confirm-ok").focus();
+  });
+}
+
+function newKey() {
+  if (crypto.randomUUID) return crypto.randomUUID();
+  const bytes = crypto.getRandomValues(new Uint8Array(16));
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+function when(iso) {
+  if (!iso) return "";
+  const d = new Date(iso);
+  return isNaN(d) ? String(iso) : d.toLocaleString();
+}
+
+function card(title, fields, ...extra) {
+  const dl = el("dl");
+  for (const [k, v] of fields) dl.append(el("dt", { text: k }), el("dd", { text: v ?? "" }));
+  return el("article", { class: "card" }, el("h3", { text: title }), dl, ...extra);
+}
+
+// ---- sign in ------------------------------------------------------------
+
+async function signIn(token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  try {
+    const me = await api("GET", "/api/admin/whoami");
+    role = me.role;
+    $("who").textContent = me.name + " (" + me.role + ")";
+    $("signin").hidden = true;
+    $("tabs").hidden = false;
+    $("signout").hidden = false;
+    $("signin-error").textContent = "";
+    // Support actions are for super_admin; the host refuses them to others anyway.
+    $("tab-support").hidden = role !== "super_admin";
+    show(role === "super_admin" ? "support" : "preflight");
+  } catch (e) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    role = null;
+    $("signin-error").textContent = e.message;
+  }
+}
+
+function signOut() {
+  sessionStorage.removeItem(TOKEN_KEY);
+  role = null;
+  $("who").textContent = "";
+  $("signout").hidden = true;
+  $("tabs").hidden = true;
+  for (const v of document.querySelectorAll(".view")) v.hidden = true;
+  for (const r of document.querySelectorAll(".view [id$=-results]")) r.replaceChildren();
+  $("signin").hidden = false;
+  $("token").value = "";
+  $("token").focus();
+  say("Signed out.");
+}
+
+// ---- views --------------------------------------------------------------
+
+const loaders = {
+  support: () => {},
+  preflight: loadPreflight,
+  dlq: loadDeadLetters,
+  csp: loadCsp,
+  audit: loadAudit,
+};
+
+function show(view) {
+  for (const v of document.querySelectorAll(".view")) v.hidden = v.id !== "view-" + view;
+  for (const b of document.querySelectorAll("nav button")) {
+    if (b.dataset.view === view) b.setAttribute("aria-current", "page");
+    else b.removeAttribute("aria-current");
+  }
+  say("");
+  Promise.resolve(loaders[view]()).catch((e) => say(e.message, true));
+}
+
+// Support: search, then the four actions on what was found.
+async function search(form) {
+  const f = new FormData(form);
+  const tenant = f.get("tenant").trim();
+  const q = new URLSearchParams({ tenant });
+  for (const k of ["table", "order"]) if (f.get(k).trim()) q.set(k, f.get(k).trim());
+  const out = $("support-results");
+  out.replaceChildren();
+  const data = await api("GET", "/admin/support/console/search?" + q);
+  const name = data.tenant.name;
+  out.append(card("Tenant " + name, [["id", data.tenant.id]]));
+  if (f.get("table").trim()) {
+    out.append(
+      data.table
+        ? card("Table " + data.table.code, [["id", data.table.id]])
+        : card("Table " + f.get("table").trim(), [["found", "no, not in this tenant"]]),
+    );
+  }
+  if (f.get("order").trim()) {
+    if (!data.order) {
+      out.append(card("Order " + f.get("order").trim(), [["found", "no, not in this tenant"]]));
+    } else {
+      const o = data.order;
+      const path = "/admin/support/console/order/" + o.id + "/";
+      out.append(
+        actionCard("Order " + o.id, [["status", o.status]], name, [
+          ["Resend invoice", path + "resend_invoice", "resend the invoice of order " + o.id],
+          ["Reprint KOT", path + "reprint_kot", "reprint the KOTs of order " + o.id],
+          ["Replay webhook", path + "replay_webhook", "replay the webhooks of order " + o.id],
+        ]),
+      );
+    }
+  }
+  const staff = f.get("staff").trim();
+  if (staff) {
+    out.append(
+      actionCard("Staff " + staff, [], name, [
+        ["Unlock PIN", "/admin/support/console/staff/" + encodeURIComponent(staff) + "/unlock_pin",
+          "unlock the PIN of staff " + staff],
+      ]),
+    );
+  }
+  say("Found tenant " + name + ".");
+}
+
+function actionCard(title, fields, tenant, actions) {
+  const outcome = el("p", { class: "outcome", role: "status" });
+  const buttons = actions.map(([label, path, what]) => {
+    // One key per action on this search result: clicking again ("did it
+    // work?") repeats the same request, which the server answers as a
+    // duplicate instead of doing the work twice. A new search is a new key.
+    const key = newKey();
+    return el("button", {
+      type: "button",
+      text: label,
+      onclick: async () => {
+        if (!(await confirmAction("Really " + what + " for tenant " + tenant + "?"))) return;
+        outcome.className = "outcome";
+        outcome.textContent = "Working…";
+        try {
+          const data = await api("POST", path + "?tenant=" + encodeURIComponent(tenant), undefined, {
+            "Idempotency-Key": key,
+          });
+          outcome.textContent = data.duplicate
+            ? "Already done a moment ago: nothing was repeated."
+            : "Done: " + summarize(data);
+        } catch (e) {
+          outcome.className = "outcome error";
+          outcome.textContent = e.message;
+        }
+      },
+    });
+  });
+  return card(title, fields, el("div", { class: "actions" }, ...buttons), outcome);
+}
+
+/** An action's answer in a sentence. */
+function summarize(data) {
+  if (data.sent_to) return "invoice " + (data.invoice ? data.invoice.number : "") + " mailed to " + data.sent_to + ".";
+  if (data.kots !== undefined) return data.kots + " KOT(s) sent to the printer again.";
+  if (data.deliveries !== undefined) return data.deliveries + " webhook delivery(ies) queued again.";
+  if (data.was_locked !== undefined) return data.was_locked ? "PIN unlocked." : "the PIN was not locked; attempts cleared.";
+  return "ok.";
+}
+
+// Preflight: failing checks first.
+const RANK = { fail: 0, warn: 1, skip: 2, pass: 3 };
+
+async function loadPreflight() {
+  const out = $("preflight-results");
+  $("preflight-summary").textContent = "Running checks…";
+  const report = await api("GET", "/api/admin/preflight");
+  const checks = [...report.checks].sort(
+    (a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9) || a.name.localeCompare(b.name),
+  );
+  $("preflight-summary").textContent = "Overall: " + String(report.status).toUpperCase();
+  $("preflight-summary").className = report.status;
+  const rows = checks.map((c) =>
+    el("tr", { "data-status": c.status },
+      el("td", {}, el("span", { class: "badge " + c.status, text: c.status })),
+      el("td", { text: c.name + (c.advisory ? " (advisory)" : "") }),
+      el("td", { text: c.detail }),
+      el("td", { text: c.hint || "" }),
+      el("td", { class: "wide-only", text: c.duration_ms + " ms" })),
+  );
+  out.replaceChildren(table(["Status", "Check", "Detail", "Hint", "Time"], rows, [4]));
+}
+
+function table(headings, rows, wideOnly = []) {
+  const head = el("tr", {}, ...headings.map((h, i) =>
+    el("th", { scope: "col", class: wideOnly.includes(i) ? "wide-only" : null, text: h })));
+  return el("div", { class: "table-wrap" }, el("table", {}, el("thead", {}, head), el("tbody", {}, ...rows)));
+}
+
+// Dead letters, per queue type, with replay.
+async function loadDeadLetters() {
+  const out = $("dlq-results");
+  const data = await api("GET", "/api/admin/dlq?type=" + dlqType);
+  const letters = data.dead_letters || [];
+  if (letters.length === 0) {
+    out.replaceChildren(el("p", { class: "muted", text: "No " + dlqType + " dead letters." }));
+    return;
+  }
+  out.replaceChildren(...letters.map((d) => {
+    const outcome = el("p", { class: "outcome", role: "status" });
+    const replay = el("button", {
+      type: "button",
+      text: "Replay",
+      onclick: async () => {
+        if (!(await confirmAction("Replay " + dlqType + " dead letter " + d.id + " for tenant " + (d.tenant || "(none)") + "?"))) return;
+        try {
+          const r = await api("POST", "/api/admin/dlq/replay?type=" + dlqType, { id: d.id });
+          outcome.className = "outcome";
+          outcome.textContent = r.requeued ? "Requeued." : "Not requeued.";
+          replay.disabled = true;
+        } catch (e) {
+          outcome.className = "outcome error";
+          outcome.textContent = e.message;
+        }
+      },
+    });
+    return card(d.tenant || "(no tenant)", [
+      ["id", d.id], ["attempts", d.attempts], ["last error", d.last_error], ["time", when(d.time)],
+    ], el("div", { class: "actions" }, replay), outcome);
+  }));
+}
+
+// CSP reports grouped by directive and blocked host.
+function fields(entry) {
+  let r = entry.report || {};
+  if (entry.kind === "overflow") r = r.first || {};
+  const b = r["csp-report"] || r.body || {};
+  return {
+    directive: b["effective-directive"] || b.effectiveDirective || b["violated-directive"] || "",
+    blocked: b["blocked-uri"] || b.blockedURL || "",
+    document: b["document-uri"] || b.documentURL || "",
+  };
+}
+
+function hostOf(url) {
+  try {
+    return new URL(url).host || url;
+  } catch (_) {
+    return url || "(none)";
+  }
+}
+
+async function loadCsp() {
+  const data = await api("GET", "/admin/csp/reports?limit=500");
+  const groups = new Map();
+  for (const entry of data.reports) {
+    const f = fields(entry);
+    const key = f.directive + " " + hostOf(f.blocked);
+    const g = groups.get(key) || { directive: f.directive, host: hostOf(f.blocked), count: 0, last: "", example: f };
+    g.count += entry.count || 1;
+    const seen = entry.last_seen || entry.received_at;
+    if (seen > g.last) {
+      g.last = seen;
+      g.example = f;
+    }
+    groups.set(key, g);
+  }
+  const sorted = [...groups.values()].sort((a, b) => (a.last < b.last ? 1 : -1));
+  if (sorted.length === 0) {
+    $("csp-results").replaceChildren(el("p", { class: "muted", text: "No reports in the last 24 hours." }));
+    return;
+  }
+  const rows = sorted.map((g) =>
+    el("tr", {},
+      el("td", { text: g.directive }),
+      el("td", { class: "clip", title: g.example.blocked, text: g.host }),
+      el("td", { text: g.count }),
+      el("td", { class: "wide-only", text: when(g.last) }),
+      el("td", { class: "clip wide-only", title: g.example.document, text: g.example.document })),
+  );
+  $("csp-results").replaceChildren(table(["Directive", "Blocked host", "Count", "Last seen", "Page"], rows, [3, 4]));
+}
+
+// Audit: the latest records and whether the hash chain holds.
+async function loadAudit() {
+  const data = await api("GET", "/api/admin/audit?limit=50");
+  const chain = $("audit-chain");
+  if (data.chain.ok) {
+    chain.className = "pass";
+    chain.textContent = "Chain verified: " + data.chain.checked + " records intact.";
+  } else {
+    chain.className = "fail";
+    chain.textContent = "Chain broken at record #" + data.chain.broken_at + ": the log was altered.";
+  }
+  const rows = data.records.map((r) =>
+    el("tr", {},
+      el("td", { text: when(r.at) }),
+      el("td", { text: r.actor }),
+      el("td", { text: r.action }),
+      el("td", { class: "clip", title: r.target, text: r.target }),
+      el("td", { class: "wide-only", text: r.tenant || "" })),
+  );
+  $("audit-results").replaceChildren(table(["Time", "Actor", "Action", "Target", "Tenant"], rows, [4]));
+}
+
+// ---- wiring -------------------------------------------------------------
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("signin-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    signIn($("token").value.trim());
+  });
+  $("signout").addEventListener("click", signOut);
+  for (const b of document.querySelectorAll("nav button")) {
+    b.addEventListener("click", () => show(b.dataset.view));
+  }
+  for (const b of document.querySelectorAll("[data-dlq]")) {
+    b.addEventListener("click", () => {
+      dlqType = b.dataset.dlq;
+      for (const o of document.querySelectorAll("[data-dlq]")) o.setAttribute("aria-pressed", String(o === b));
+      loadDeadLetters().catch((e) => say(e.message, true));
+    });
+  }
+  $("preflight-run").addEventListener("click", () => loadPreflight().catch((e) => say(e.message, true)));
+  $("support-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    search(e.target).catch((err) => say(err.message, true));
+  });
+  const saved = sessionStorage.getItem(TOKEN_KEY);
+  if (saved) signIn(saved);
+  else $("token").focus();
+});
