@@ -3,7 +3,9 @@
 //! trigger, outcome, time taken, request id) and what the plugin logged
 //! during it. Bounded twice: [`LINES_PER_TENANT`] lines per tenant and
 //! [`TENANTS`] tenants (the one written longest ago is dropped first).
-//! Lines are redacted as they are written; a restart forgets them.
+//! Lines are redacted as they are written; a restart forgets them. An
+//! anonymous request's tenant is never logged here (see
+//! `Invocation::logged_tenant`).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;

@@ -29,7 +29,7 @@ impl wit::Host for StoreState {
             .collect::<Vec<_>>()
             .join(" ");
         let fields = clip(&fields);
-        if let Some(tenant) = &self.call.tenant {
+        if let Some(tenant) = &self.call.logged_tenant {
             let level = format!("{level:?}").to_lowercase();
             let line = format!("{plugin} {level}: {message} {fields} request_id={request_id}");
             self.call.services.tenant_logs.push(tenant, line.trim_end());

@@ -30,6 +30,9 @@ pub struct CallContext {
     /// Locks taken and not yet released (name, token): the runtime releases
     /// them when the invocation ends, however it ended.
     pub held_locks: Vec<(String, String)>,
+    /// The tenant whose log ring hears this invocation's log lines
+    /// (`Invocation::logged_tenant`).
+    pub logged_tenant: Option<String>,
     /// Whether a person runs this invocation (a command): progress may then
     /// be drawn as a bar on a terminal.
     pub interactive: bool,

@@ -77,6 +77,16 @@ impl Invocation {
         }
     }
 
+    /// The tenant whose log ring hears of this invocation: not one named by
+    /// an anonymous request, or anyone could fill the rings with made-up
+    /// tenants and push real ones out.
+    pub fn logged_tenant(&self) -> Option<&str> {
+        match self.class() {
+            admission::Class::Public => None,
+            _ => self.tenant.as_deref(),
+        }
+    }
+
     /// The admission class: anonymous HTTP is public, schedules and queue
     /// jobs are background, everything an operator started is operator.
     pub fn class(&self) -> admission::Class {
@@ -224,6 +234,7 @@ impl Runtime {
             tasks: tokio_util::task::TaskTracker::new(),
             held_locks: Vec::new(),
             interactive: inv.is_some_and(|i| matches!(i.trigger, Trigger::Command(_))),
+            logged_tenant: inv.and_then(|i| i.logged_tenant()).map(str::to_string),
             progress: None,
         });
         let mut store = Store::new(&self.engine, state);
@@ -246,7 +257,7 @@ impl Runtime {
     pub async fn invoke(&self, plugin_name: &str, inv: Invocation) -> Result<Output, InvokeError> {
         let started = Instant::now();
         let trigger = inv.trigger_name();
-        let tenant = inv.tenant.clone();
+        let tenant = inv.logged_tenant().map(str::to_string);
         let request_id = tenant.as_ref().map(|_| inv.request_id.clone());
         let result = self.invoke_uncounted(plugin_name, inv).await;
         self.count(plugin_name, trigger, &result, started);
@@ -607,7 +618,37 @@ fn to_wit(inv: Invocation) -> handler_export::Invocation {
 
 #[cfg(test)]
 mod tests {
-    use super::crash_message;
+    use super::*;
+
+    #[test]
+    fn an_anonymous_request_names_no_tenant_for_the_log_ring() {
+        let http = Trigger::Http(HttpRequest {
+            method: "GET".into(),
+            route: "/status.json".into(),
+            path: "/status.json".into(),
+            path_params: vec![],
+            query: vec![("tenant".into(), "made-up".into())],
+            headers: vec![],
+            body: vec![],
+            remote_addr: None,
+        });
+        let mut inv = Invocation {
+            trigger: http,
+            tenant: Some("made-up".into()),
+            principal: None,
+            dry_run: false,
+            request_id: "r".into(),
+        };
+        assert_eq!(inv.logged_tenant(), None);
+        inv.principal = Some(Principal {
+            name: "oncall".into(),
+            role: "admin".into(),
+        });
+        assert_eq!(inv.logged_tenant(), Some("made-up"));
+        inv.trigger = Trigger::Command(vec![]);
+        inv.principal = None;
+        assert_eq!(inv.logged_tenant(), Some("made-up"));
+    }
 
     #[test]
     fn a_crash_is_explained_by_what_the_guest_said() {
