@@ -13,7 +13,9 @@ use neo_ops::manifest::Role;
 use serde_json::{Value as Json, json};
 use support::{Backend, Deployment, Server};
 
-const MANIFEST: &str = r#"
+/// The support console's manifest block for these tests (the web console's test
+/// serves it too).
+pub const MANIFEST: &str = r#"
 [plugins.support-console]
 component = "support_console.wasm"
 routes = [

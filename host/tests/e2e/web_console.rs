@@ -15,7 +15,9 @@ use serde_json::Value as Json;
 use std::time::{Duration, Instant};
 use support::webdriver::Session;
 
-const MANIFEST: &str = r#"
+/// The page, the plugins it calls (the support console's block comes from
+/// its own test) and two checks, one failing.
+const PLUGINS: &str = r#"
 [plugins.console]
 component = "console.wasm"
 routes = [
@@ -25,19 +27,6 @@ routes = [
   { method = "GET", path = "/admin/console.css" },
 ]
 limits = { memory = "16MiB", timeout = "2s" }
-
-[plugins.support-console]
-component = "support_console.wasm"
-routes = [
-    { method = "GET",  path = "/admin/support/console/search", role = "super_admin" },
-    { method = "POST", path = "/admin/support/console/order/{order_id}/resend_invoice", role = "super_admin" },
-    { method = "POST", path = "/admin/support/console/order/{order_id}/reprint_kot", role = "super_admin" },
-    { method = "POST", path = "/admin/support/console/order/{order_id}/replay_webhook", role = "super_admin" },
-    { method = "POST", path = "/admin/support/console/staff/{staff_id}/unlock_pin", role = "super_admin" },
-]
-grants = { db = ["master", "tenant:*"], mail = true, kv = ["console:"], queues = ["webhook"], audit = true }
-limits = { memory = "32MiB", timeout = "30s" }
-config = { double_click = "30s", idempotency_ttl = "10m" }
 
 [plugins.dead-letters]
 component = "dead_letters.wasm"
@@ -117,6 +106,22 @@ async fn sign_in(s: &Session, server: &Server, token: &str) {
     field.send_keys("\u{E007}").await.unwrap();
 }
 
+/// Searches tenant acme for `order` in the support view and waits for its card.
+async fn search(s: &Session, order: &str) {
+    let form = s.client.find(Locator::Id("support-form")).await.unwrap();
+    for (field, value) in [("tenant", "acme"), ("order", order)] {
+        let css = format!("input[name={field}]");
+        let input = form.find(Locator::Css(&css)).await.unwrap();
+        input.send_keys(value).await.unwrap();
+    }
+    let submit = form
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap();
+    submit.click().await.unwrap();
+    wait_text(s, "#support-results", &format!("Order {order}")).await;
+}
+
 async fn open(s: &Session, view: &str) {
     let css = format!("nav button[data-view='{view}']");
     click(s, Locator::Css(&css)).await;
@@ -134,7 +139,8 @@ async fn screenshots(s: &Session, width: u32, views: &[(&str, &str, &str)]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_call_console_in_a_real_browser() {
     let dep = Deployment::new(Backend::Real).await;
-    let server = dep.start(MANIFEST, "a").await;
+    let manifest = format!("{PLUGINS}{}", crate::console::MANIFEST);
+    let server = dep.start(&manifest, "a").await;
     let db = &server.services.db;
     db.create_tenant("acme", "Acme Diner").await.unwrap();
     let acme = db.tenant("acme").await.unwrap();
@@ -213,26 +219,7 @@ async fn on_call_console_in_a_real_browser() {
     // super_admin: search, resend with confirmation, the outcome, the mail.
     sign_in(&s, &server, &root).await;
     wait_text(&s, "#who", "oncall (super_admin)").await;
-    let form = s.client.find(Locator::Id("support-form")).await.unwrap();
-    form.find(Locator::Css("input[name=tenant]"))
-        .await
-        .unwrap()
-        .send_keys("acme")
-        .await
-        .unwrap();
-    form.find(Locator::Css("input[name=order]"))
-        .await
-        .unwrap()
-        .send_keys(&order.to_string())
-        .await
-        .unwrap();
-    form.find(Locator::Css("button[type=submit]"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
-    wait_text(&s, "#support-results", &format!("Order {order}")).await;
+    search(&s, &order.to_string()).await;
     click(&s, Locator::XPath(&button("Resend invoice"))).await;
     let question = wait_text(&s, "#confirm-text", "tenant acme").await;
     assert!(question.contains(&format!("order {order}")), "{question}");
@@ -325,6 +312,14 @@ async fn on_call_console_in_a_real_browser() {
     click(&s, Locator::Id("signout")).await;
     assert_eq!(s.eval("return sessionStorage.length;").await, 0);
     s.close().await;
+
+    // The support view on a phone.
+    let phone = Session::start(390, 844, None).await;
+    sign_in(&phone, &server, &root).await;
+    wait_text(&phone, "#who", "oncall (super_admin)").await;
+    search(&phone, &order.to_string()).await;
+    phone.screenshot("console-support-390.png").await;
+    phone.close().await;
 
     // admin: no support actions in the page (the host refuses them anyway).
     let phone = Session::start(390, 844, None).await;
