@@ -79,10 +79,22 @@ fn customers(
     after_batch: &mut AfterBatch<'_>,
 ) -> Result<(), neo_ops_sdk::Error> {
     let (target, opts) = (&run.target(), run.opts);
-    let page_sql = format!(
-        "SELECT id, CASE WHEN {HAS_ORDERS} THEN 1 ELSE 0 END AS has_orders \
-         FROM customers WHERE id > $1 AND {EXPIRED} ORDER BY id LIMIT $3"
-    );
+    // Only the page's bounds cross into the plugin (one row, not a row per
+    // customer): the batch's statements work on the id range. A dry run also
+    // counts who has orders.
+    let page_sql = if opts.dry_run {
+        format!(
+            "SELECT COUNT(*) AS n, MAX(id) AS last, \
+             CAST(COALESCE(SUM(has_orders), 0) AS BIGINT) AS with_orders FROM \
+             (SELECT id, CASE WHEN {HAS_ORDERS} THEN 1 ELSE 0 END AS has_orders \
+             FROM customers WHERE id > $1 AND {EXPIRED} ORDER BY id LIMIT $3) page"
+        )
+    } else {
+        format!(
+            "SELECT COUNT(*) AS n, MAX(id) AS last FROM \
+             (SELECT id FROM customers WHERE id > $1 AND {EXPIRED} ORDER BY id LIMIT $3) page"
+        )
+    };
     let mut after = 0;
     loop {
         let params = [
@@ -91,15 +103,13 @@ fn customers(
             Value::Int(opts.batch_size),
         ];
         let page = db::query(target, &page_sql, &params)?;
-        let Some(last) = last_id(&page) else {
+        let Some((n, last)) = bounds(&page) else {
             return Ok(());
         };
         let (anonymised, customers_deleted) = if opts.dry_run {
-            let with_orders = page
-                .iter()
-                .filter(|r| r.int("has_orders") == Some(1))
-                .count() as u64;
-            (with_orders, page.rows.len() as u64 - with_orders)
+            let with_orders = page.iter().next().and_then(|r| r.int("with_orders"));
+            let with_orders = with_orders.unwrap_or(0) as u64;
+            (with_orders, n - with_orders)
         } else {
             apply_customers(run, counts, after, last)?
         };
@@ -107,7 +117,7 @@ fn customers(
         counts.customers_deleted += customers_deleted;
         counts.batches += 1;
         after_batch(counts)?;
-        if (page.rows.len() as i64) < opts.batch_size {
+        if (n as i64) < opts.batch_size {
             return Ok(());
         }
         after = last;
@@ -156,8 +166,9 @@ fn outbox(
     after_batch: &mut AfterBatch<'_>,
 ) -> Result<(), neo_ops_sdk::Error> {
     let (target, opts) = (&run.target(), run.opts);
-    const PAGE: &str = "SELECT id FROM notification_outbox \
-                        WHERE status = 'delivered' AND id > $1 ORDER BY id LIMIT $2";
+    const PAGE: &str = "SELECT COUNT(*) AS n, MAX(id) AS last FROM \
+                        (SELECT id FROM notification_outbox \
+                        WHERE status = 'delivered' AND id > $1 ORDER BY id LIMIT $2) page";
     const DELETE: &str = "DELETE FROM notification_outbox \
                           WHERE status = 'delivered' AND id > $1 AND id <= $2";
     let mut after = 0;
@@ -167,11 +178,11 @@ fn outbox(
             PAGE,
             &[Value::Int(after), Value::Int(opts.batch_size)],
         )?;
-        let Some(last) = last_id(&page) else {
+        let Some((n, last)) = bounds(&page) else {
             return Ok(());
         };
         let outbox_deleted = if opts.dry_run {
-            page.rows.len() as u64
+            n
         } else {
             let delete = Statement {
                 sql: DELETE.into(),
@@ -182,13 +193,16 @@ fn outbox(
         counts.outbox_deleted += outbox_deleted;
         counts.batches += 1;
         after_batch(counts)?;
-        if (page.rows.len() as i64) < opts.batch_size {
+        if (n as i64) < opts.batch_size {
             return Ok(());
         }
         after = last;
     }
 }
 
-fn last_id(page: &RowSet) -> Option<i64> {
-    page.iter().last().and_then(|r| r.int("id"))
+/// A page's size and last id, from its one bounds row; `None` when empty.
+fn bounds(page: &RowSet) -> Option<(u64, i64)> {
+    let row = page.iter().next()?;
+    let n = row.int("n").filter(|&n| n > 0)?;
+    Some((n as u64, row.int("last")?))
 }
