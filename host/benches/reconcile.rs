@@ -1,8 +1,11 @@
 //! `cargo bench --bench reconcile`: the stock-vs-KOT reconciliation of a
 //! 1,000,000-row CSV by the plugin (`neo-ops run stock-kot-reconcile`, the
-//! real binary) against the same parsing and threshold logic compiled
-//! natively (the plugin's host-independent modules, included below), each in
-//! its own process so wall time and peak RSS compare like for like.
+//! real binary) against (a) a plain native program on the `csv` crate doing
+//! the same check, (b) the plugin's own parsing and threshold logic compiled
+//! natively (its host-independent modules, included below) and (c) the
+//! spec's Python script (`../shared/bench/reconcile_reference.py`, or
+//! `NEO_OPS_PY_REFERENCE`; left out when absent), each in its own process
+//! so wall time and peak RSS compare like for like.
 
 #[path = "../../plugins/stock-kot-reconcile/src/csv.rs"]
 #[allow(dead_code)]
@@ -40,6 +43,11 @@ fn main() {
         );
         return;
     }
+    if let Some(i) = args.iter().position(|a| a == "--csv-crate") {
+        let (read, skipped, flagged) = csv_crate(Path::new(&args[i + 1]));
+        println!("read {read} skipped {skipped} flagged {flagged}");
+        return;
+    }
     if args.iter().any(|a| a == "--list") {
         return;
     }
@@ -56,18 +64,41 @@ fn main() {
     let data = dir.path().join("data");
     // Warm the component cache so compilation is not timed.
     run_plugin(&manifest, &data, &csv_path);
-    let (mut native, mut plugin) = (Vec::new(), Vec::new());
+    let python = std::env::var_os("NEO_OPS_PY_REFERENCE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/bench/reconcile_reference.py")
+        });
+    let python = python.exists().then_some(python);
+    let (mut native, mut plugin, mut crate_csv, mut py) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let me = std::env::current_exe().unwrap();
     for _ in 0..3 {
-        native.push(measure(
-            Command::new(std::env::current_exe().unwrap())
-                .arg("--native")
-                .arg(&csv_path),
-        ));
+        native.push(measure(Command::new(&me).arg("--native").arg(&csv_path)));
+        crate_csv.push(measure(Command::new(&me).arg("--csv-crate").arg(&csv_path)));
         plugin.push(run_plugin(&manifest, &data, &csv_path));
+        if let Some(script) = &python {
+            py.push(measure(
+                Command::new("python3")
+                    .arg(script)
+                    .arg("--csv")
+                    .arg(&csv_path)
+                    .args(["--threshold", THRESHOLD])
+                    .stderr(std::process::Stdio::null()),
+            ));
+        }
     }
     let best = |v: &[(Duration, u64, String)]| v.iter().min_by_key(|r| r.0).cloned().unwrap();
     let (nt, nrss, nout) = best(&native);
     let (pt, prss, pout) = best(&plugin);
+    let (ct, crss, cout) = best(&crate_csv);
+    assert_eq!(cout.trim(), nout.trim(), "both native programs count alike");
+    println!(
+        "csv crate {:>6.0} ms  peak RSS {:>6.1} MB  ({})",
+        ct.as_secs_f64() * 1e3,
+        crss as f64 / 1024.0,
+        cout.trim()
+    );
     println!(
         "native  {:>8.0} ms  peak RSS {:>6.1} MB  ({})",
         nt.as_secs_f64() * 1e3,
@@ -84,9 +115,66 @@ fn main() {
             .trim()
     );
     println!(
-        "ratio plugin/native {:.2}x (goal <= 1.5x); best of 3, each a fresh process",
+        "ratio plugin/same parser native {:.2}x; best of 3, each a fresh process",
         pt.as_secs_f64() / nt.as_secs_f64()
     );
+    println!(
+        "ratio plugin/csv crate {:.2}x (goal <= 1.3x); plugin peak RSS {:.1} MB (goal <= 32 MiB)",
+        pt.as_secs_f64() / ct.as_secs_f64(),
+        prss as f64 / 1024.0
+    );
+    if !py.is_empty() {
+        let (yt, yrss, yout) = best(&py);
+        println!(
+            "python  {:>8.0} ms  peak RSS {:>6.1} MB  ({}); plugin is {:.1}x faster (goal >= 10x)",
+            yt.as_secs_f64() * 1e3,
+            yrss as f64 / 1024.0,
+            yout.trim(),
+            yt.as_secs_f64() / pt.as_secs_f64()
+        );
+    }
+}
+
+/// The plain native program the plugin is measured against: the `csv`
+/// crate's byte records, the four columns found by name, a row skipped when
+/// it has the wrong number of fields, an empty item or a number that does
+/// not parse, and flagged when |variance| is above the threshold.
+fn csv_crate(path: &Path) -> (u64, u64, u64) {
+    let threshold: f64 = THRESHOLD.parse().unwrap();
+    let mut reader = ::csv::ReaderBuilder::new()
+        .flexible(true)
+        .from_path(path)
+        .unwrap();
+    let header = reader.byte_headers().unwrap().clone();
+    let column = |name: &str| header.iter().position(|h| h == name.as_bytes()).unwrap();
+    let (item, sold, kot, variance) = (
+        column("item"),
+        column("sold_qty"),
+        column("KOT_cnt"),
+        column("variance"),
+    );
+    let number = |field: &[u8]| -> Option<f64> {
+        let v: f64 = std::str::from_utf8(field).ok()?.trim().parse().ok()?;
+        v.is_finite().then_some(v)
+    };
+    let (mut read, mut skipped, mut flagged) = (0, 0, 0);
+    let mut record = ::csv::ByteRecord::new();
+    while reader.read_byte_record(&mut record).unwrap() {
+        read += 1;
+        let parsed = (record.len() == header.len())
+            .then(|| {
+                (!record[item].trim_ascii().is_empty()).then_some(())?;
+                let _ = (number(&record[sold])?, number(&record[kot])?);
+                number(&record[variance])
+            })
+            .flatten();
+        match parsed {
+            Some(v) if v.abs() > threshold => flagged += 1,
+            Some(_) => {}
+            None => skipped += 1,
+        }
+    }
+    (read, skipped, flagged)
 }
 
 fn run_plugin(manifest: &Path, data: &Path, csv: &Path) -> (Duration, u64, String) {

@@ -46,7 +46,6 @@ fn reconcile_file(args: &Args, dry_run: bool) -> Result<Output, Failure> {
     let file = FileReader::open(&opts.csv).map_err(file_error)?;
     let mut logger = Logger {
         verbose: opts.verbose,
-        rows: 0,
     };
     let input = BufReader::with_capacity(READ_BUFFER, file);
     let summary = reconcile::reconcile(input, opts.threshold, &mut logger)
@@ -103,19 +102,20 @@ fn reconcile_error(path: &str, e: reconcile::Error) -> Failure {
 /// with `--verbose`. Nothing is kept here.
 struct Logger {
     verbose: bool,
-    /// Rows seen, for progress.
-    rows: u64,
 }
 
-/// Progress is reported every this many rows (the host throttles further).
-const PROGRESS_ROWS: u64 = 1 << 16;
-
 impl Observer for Logger {
+    /// Only `--verbose` logs every row; otherwise rows cost nothing here.
+    fn wants_every_row(&self) -> bool {
+        self.verbose
+    }
+
+    /// The host throttles these further (a bar, or a line every 2 s).
+    fn progress(&mut self, rows_read: u64) {
+        log::progress(rows_read, None, "rows read");
+    }
+
     fn row(&mut self, row: &Row, flagged: bool) {
-        self.rows += 1;
-        if self.rows.is_multiple_of(PROGRESS_ROWS) {
-            log::progress(self.rows, None, "rows read");
-        }
         if self.verbose {
             let fields = [
                 ("line".to_string(), row.line.to_string()),

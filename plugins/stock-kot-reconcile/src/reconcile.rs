@@ -7,6 +7,8 @@ use std::io::BufRead;
 
 /// Columns the report must have, as the spec names them.
 pub const REQUIRED: [&str; 4] = ["item", "sold_qty", "KOT_cnt", "variance"];
+/// How often (in data rows) the observer hears of progress.
+pub const PROGRESS_ROWS: u64 = 1 << 16;
 /// Skipped rows listed individually; the rest are only counted.
 pub const LISTED_SKIPS: usize = 20;
 /// Flagged rows kept for the email (those with the largest absolute
@@ -82,7 +84,14 @@ impl Summary {
 
 /// Called as rows are read, so the caller can log without the rows being kept.
 pub trait Observer {
+    /// Whether `row` should hear of every valid row; otherwise only of
+    /// flagged ones, and an unflagged row costs no allocation at all.
+    fn wants_every_row(&self) -> bool {
+        false
+    }
     fn row(&mut self, _row: &Row, _flagged: bool) {}
+    /// Every [`PROGRESS_ROWS`] data rows, with the count so far.
+    fn progress(&mut self, _rows_read: u64) {}
     /// `listed` is false once `LISTED_SKIPS` skips have been listed.
     fn skipped(&mut self, _skip: &Skip, _listed: bool) {}
 }
@@ -151,8 +160,11 @@ pub fn reconcile<R: BufRead>(
             continue;
         }
         summary.rows_read += 1;
-        match parse_row(&rec, &cols) {
-            Ok(row) => record_row(&mut summary, row, observer),
+        if summary.rows_read.is_multiple_of(PROGRESS_ROWS) {
+            observer.progress(summary.rows_read);
+        }
+        match parse_fields(&rec, &cols) {
+            Ok(fields) => record_row(&mut summary, rec.line, &fields, observer),
             Err(reason) => record_skip(&mut summary, rec.line, reason, observer),
         }
     }
@@ -173,8 +185,12 @@ fn keep_largest(rows: &mut Vec<Row>) {
     rows.truncate(KEPT_FLAGGED);
 }
 
-fn record_row(summary: &mut Summary, row: Row, observer: &mut impl Observer) {
-    let flagged = is_flagged(row.variance, summary.threshold);
+fn record_row(summary: &mut Summary, line: u64, fields: &Fields, observer: &mut impl Observer) {
+    let flagged = is_flagged(fields.variance, summary.threshold);
+    if !flagged && !observer.wants_every_row() {
+        return;
+    }
+    let row = fields.to_row(line);
     observer.row(&row, flagged);
     if flagged {
         summary.flagged += 1;
@@ -246,8 +262,29 @@ pub fn columns(header: &Record) -> Result<Columns, String> {
     })
 }
 
+/// A valid row's fields, borrowed from the record: the item's text is only
+/// copied out (and cleaned) for rows that are kept or shown.
+pub struct Fields<'a> {
+    item: &'a [u8],
+    sold_qty: f64,
+    kot_cnt: f64,
+    variance: f64,
+}
+
+impl Fields<'_> {
+    fn to_row(&self, line: u64) -> Row {
+        Row {
+            line,
+            item: clean_item(self.item),
+            sold_qty: self.sold_qty,
+            kot_cnt: self.kot_cnt,
+            variance: self.variance,
+        }
+    }
+}
+
 /// Validates one data row; the error is the reason it is skipped.
-pub fn parse_row(rec: &Record, cols: &Columns) -> Result<Row, String> {
+pub fn parse_fields<'a>(rec: &'a Record, cols: &Columns) -> Result<Fields<'a>, String> {
     if rec.unterminated {
         return Err("unterminated quoted field".into());
     }
@@ -260,7 +297,7 @@ pub fn parse_row(rec: &Record, cols: &Columns) -> Result<Row, String> {
     if rec.truncated {
         return Err(format!("row longer than {MAX_RECORD_BYTES} bytes"));
     }
-    let field = |k: usize| -> Result<&[u8], String> {
+    let field = |k: usize| -> Result<&'a [u8], String> {
         let f = rec.field(cols.index[k]).unwrap_or_default();
         if f.trim_ascii().is_empty() {
             Err(format!("missing {}", REQUIRED[k]))
@@ -272,9 +309,8 @@ pub fn parse_row(rec: &Record, cols: &Columns) -> Result<Row, String> {
         let f = field(k)?;
         parse_number(f).ok_or_else(|| format!("non-numeric {} {}", REQUIRED[k], quote(f)))
     };
-    Ok(Row {
-        line: rec.line,
-        item: clean_item(field(0)?),
+    Ok(Fields {
+        item: field(0)?,
         sold_qty: number(1)?,
         kot_cnt: number(2)?,
         variance: number(3)?,
@@ -321,6 +357,9 @@ mod tests {
     }
 
     impl Observer for Seen {
+        fn wants_every_row(&self) -> bool {
+            true
+        }
         fn row(&mut self, _: &Row, _: bool) {
             self.rows += 1;
         }
