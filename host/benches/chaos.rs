@@ -1,6 +1,8 @@
 //! `cargo bench --bench chaos`: the real server under the faults an ops tool
 //! meets when things go wrong, with the figures from one run:
 //!
+//! 0. goodput past saturation: 200 responses per second on `/status.json`
+//!    at 400 connections against 32 (`wrk -t2`, 5 s each);
 //! 1. a 400-connection anonymous flood on `/status.json` (`wrk -t2 -c400
 //!    -d10s`): admin-route success rate meanwhile, 500 responses in the
 //!    flood, queue attempts charged to jobs that never started, log lines
@@ -117,6 +119,13 @@ async fn bench(lines: LineCounter) {
         .unwrap();
     let url = |path: &str| format!("http://{addr}{path}");
 
+    // 0. Goodput past saturation: 200s per second at 400 connections
+    // against 32, the same route, back to back.
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), WRK_STATUS_SCRIPT).unwrap();
+    let at_32 = goodput(&url("/status.json"), 32, script.path()).await;
+    let at_400 = goodput(&url("/status.json"), 400, script.path()).await;
+
     // 1. The flood, with admin calls and queue jobs meanwhile.
     let kv = &services.kv;
     for n in 0..JOBS {
@@ -124,8 +133,6 @@ async fn bench(lines: LineCounter) {
             .await
             .unwrap();
     }
-    let script = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(script.path(), WRK_STATUS_SCRIPT).unwrap();
     let lines_before = lines.0.load(Ordering::Relaxed);
     let flood_started = Instant::now();
     let wrk = tokio::process::Command::new("wrk")
@@ -270,6 +277,10 @@ async fn bench(lines: LineCounter) {
     );
     println!("  queue jobs run / charged, never run    {ran}/{JOBS} / {dead} (goal {JOBS} / 0)");
     println!(
+        "  goodput (200/s) at 32 / 400 conns      {at_32:.0} / {at_400:.0} = {:.2} (goal >= 0.90)",
+        at_400 / at_32.max(1.0)
+    );
+    println!(
         "  refusals counted by admission          {}",
         runtime.admission.refused()
     );
@@ -301,6 +312,27 @@ async fn bench(lines: LineCounter) {
     services.db.close().await;
     pg.drop_databases().await;
     drop_keys(&pg.settings.kv_prefix).await;
+}
+
+/// Seconds each goodput measurement runs.
+const GOODPUT_SECS: u64 = 5;
+
+/// 200 responses per second from `wrk -t2 -c<connections>` on `url`.
+async fn goodput(url: &str, connections: u32, script: &std::path::Path) -> f64 {
+    let out = tokio::process::Command::new("wrk")
+        .args(["-t2", "-c", &connections.to_string(), "-d"])
+        .arg(format!("{GOODPUT_SECS}s"))
+        .arg("-s")
+        .arg(script)
+        .arg(url)
+        .output()
+        .await
+        .expect("running wrk");
+    let ok: u64 = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.strip_prefix("status 200 ")?.trim().parse::<u64>().ok())
+        .sum();
+    ok as f64 / GOODPUT_SECS as f64
 }
 
 /// Counts responses by status in every wrk thread and prints the totals.
