@@ -59,6 +59,10 @@ pub struct Summary {
     pub flagged_rows: Vec<Row>,
     /// The first `LISTED_SKIPS` skipped rows.
     pub skips: Vec<Skip>,
+    /// Once `KEPT_FLAGGED` rows are kept: the smallest |variance| among
+    /// them. A later row at or below it can never be kept (ties go to the
+    /// earlier line), so it is only counted.
+    floor: Option<f64>,
 }
 
 impl Summary {
@@ -70,6 +74,7 @@ impl Summary {
             flagged: 0,
             flagged_rows: Vec::new(),
             skips: Vec::new(),
+            floor: None,
         }
     }
 
@@ -187,16 +192,18 @@ fn keep_largest(rows: &mut Vec<Row>) {
 
 fn record_row(summary: &mut Summary, line: u64, fields: &Fields, observer: &mut impl Observer) {
     let flagged = is_flagged(fields.variance, summary.threshold);
-    if !flagged && !observer.wants_every_row() {
+    summary.flagged += u64::from(flagged);
+    let kept = flagged && summary.floor.is_none_or(|f| fields.variance.abs() > f);
+    if !kept && !observer.wants_every_row() {
         return;
     }
     let row = fields.to_row(line);
     observer.row(&row, flagged);
-    if flagged {
-        summary.flagged += 1;
+    if kept {
         summary.flagged_rows.push(row);
         if summary.flagged_rows.len() >= 2 * KEPT_FLAGGED {
             keep_largest(&mut summary.flagged_rows);
+            summary.floor = summary.flagged_rows.last().map(|r| r.variance.abs());
         }
     }
 }
@@ -319,8 +326,32 @@ pub fn parse_fields<'a>(rec: &'a Record, cols: &Columns) -> Result<Fields<'a>, S
 
 /// A finite decimal number (Rust's parser also takes "NaN" and "inf": refused).
 fn parse_number(f: &[u8]) -> Option<f64> {
+    if let Some(v) = small_integer(f) {
+        return Some(v);
+    }
     let s = std::str::from_utf8(f).ok()?.trim();
     s.parse::<f64>().ok().filter(|v| v.is_finite())
+}
+
+/// The common case, `-?[0-9]{1,15}` with no spaces, without the general
+/// parser: such an integer is exact in an f64, so the value is the one
+/// `str::parse` gives.
+fn small_integer(f: &[u8]) -> Option<f64> {
+    let (negative, digits) = match f.split_first()? {
+        (b'-', rest) => (true, rest),
+        _ => (false, f),
+    };
+    if digits.is_empty() || digits.len() > 15 {
+        return None;
+    }
+    let mut n: i64 = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + i64::from(d - b'0');
+    }
+    Some(if negative { -(n as f64) } else { n as f64 })
 }
 
 /// One line of printable text, clipped, for the email and the output.
@@ -452,6 +483,41 @@ mod tests {
         assert!(err.to_string().contains("\"item\" appears more than once"));
         assert!(matches!(run("", 5.0), Err(Error::Empty)));
         assert!(matches!(run("\n\n", 5.0), Err(Error::Empty)));
+    }
+
+    #[test]
+    fn small_integers_parse_as_the_general_parser_does() {
+        for text in [
+            "0",
+            "-0",
+            "7",
+            "-12",
+            "000123",
+            "999999999999999",
+            "-999999999999999",
+        ] {
+            assert_eq!(
+                small_integer(text.as_bytes()).map(f64::to_bits),
+                Some(text.parse::<f64>().unwrap().to_bits()),
+                "{text}"
+            );
+        }
+        for other in [
+            "",
+            "-",
+            "1.5",
+            " 7",
+            "7 ",
+            "+7",
+            "1e3",
+            "1234567890123456",
+            "x",
+        ] {
+            assert_eq!(small_integer(other.as_bytes()), None, "{other}");
+        }
+        assert_eq!(parse_number(b" 7 "), Some(7.0));
+        assert_eq!(parse_number(b"+7"), Some(7.0));
+        assert_eq!(parse_number(b"NaN"), None);
     }
 
     #[test]
