@@ -222,9 +222,11 @@ mod tests {
         records(input).into_iter().map(|r| r.1).collect()
     }
 
-    /// Every record as (line, fields, blank, unterminated, truncated), read
-    /// through a buffer of `capacity` bytes.
-    fn read_all(input: &str, capacity: usize) -> Vec<(u64, Vec<Vec<u8>>, bool, bool, bool)> {
+    /// One record as (line, fields, blank, unterminated, truncated).
+    type Seen = (u64, Vec<Vec<u8>>, bool, bool, bool);
+
+    /// Every record, read through a buffer of `capacity` bytes.
+    fn read_all(input: &str, capacity: usize) -> Vec<Seen> {
         let mut r = Reader::new(std::io::BufReader::with_capacity(
             capacity,
             input.as_bytes(),
