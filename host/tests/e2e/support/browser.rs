@@ -82,33 +82,6 @@ impl Drop for Browser {
     }
 }
 
-/// The page's DOM after load, as Chromium serialises it.
-pub fn dump_dom(url: &str, width: u32, height: u32) -> String {
-    let profile = tempfile::tempdir().unwrap();
-    let out = base_command(profile.path(), None)
-        .arg(format!("--window-size={width},{height}"))
-        .arg("--dump-dom")
-        .arg(url)
-        .output()
-        .expect("running chromium");
-    assert!(out.status.success(), "chromium --dump-dom {url} failed");
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A PNG of the page at `width`×`height` CSS pixels, saved at `path`.
-pub fn screenshot(url: &str, path: &Path, width: u32, height: u32) {
-    let profile = tempfile::tempdir().unwrap();
-    let status = base_command(profile.path(), None)
-        .arg(format!("--window-size={width},{height}"))
-        .arg(format!("--screenshot={}", path.display()))
-        .arg(url)
-        .status()
-        .expect("running chromium");
-    assert!(status.success(), "chromium --screenshot {url} failed");
-    let png = std::fs::read(path).unwrap();
-    assert!(png.starts_with(b"\x89PNG"), "no PNG at {}", path.display());
-}
-
 /// A self-signed certificate for `localhost` and `127.0.0.1`.
 pub struct Certificate {
     config: Arc<rustls::ServerConfig>,
