@@ -21,7 +21,8 @@ mod common;
 
 const CONNECTIONS: usize = 32;
 const WARMUP: Duration = Duration::from_secs(1);
-const MEASURE: Duration = Duration::from_secs(5);
+const MEASURE: Duration = Duration::from_secs(3);
+const ROUNDS: usize = 3;
 
 const MANIFEST: &str = r#"
 [plugins.faults]
@@ -149,40 +150,95 @@ async fn native_ok() -> Json<serde_json::Value> {
     Json(json!({"hello": "world", "mode": "ok", "n": 42}))
 }
 
-async fn native_status(State(pool): State<Pool>) -> axum::response::Response {
+/// The plugin's `/status.json` done natively: the same query (active
+/// incidents with their updates, one row per update), the same document
+/// (the spec's fields plus Statuspage's `page` and `status`), the same
+/// entity tag, cache and CORS headers.
+async fn native_status(
+    State(pool): State<Pool>,
+    headers: axum::http::HeaderMap,
+) -> axum::response::Response {
     use axum::response::IntoResponse;
     let rows = pool
         .query(
-            "SELECT title, details, started_at FROM incidents WHERE resolved_at IS NULL ORDER BY started_at, id",
+            "SELECT i.id, i.title, i.details, i.impact, i.started_at, i.resolved_at, \
+             u.id AS update_id, u.status AS update_status, u.message, u.created_at AS update_at \
+             FROM incidents i LEFT JOIN incident_updates u ON u.incident_id = i.id \
+             WHERE i.resolved_at IS NULL ORDER BY i.started_at, i.id, u.created_at DESC, u.id DESC",
             &[],
         )
         .await
         .unwrap();
-    let incidents: Vec<serde_json::Value> = rows
-        .rows
-        .iter()
-        .map(|r| {
-            let ts = match r[2] {
-                Value::Timestamp(t) => {
-                    chrono::DateTime::from_timestamp_micros(t).map(|d| d.to_rfc3339())
-                }
-                _ => None,
-            };
-            let text = |v: &Value| match v {
-                Value::Text(s) => Some(s.clone()),
-                _ => None,
-            };
-            json!({"title": text(&r[0]), "details": text(&r[1]), "started_at": ts})
-        })
-        .collect();
-    let state = if incidents.is_empty() {
-        "operational"
-    } else {
-        "degraded"
+    let text = |v: &Value| match v {
+        Value::Text(s) => s.clone(),
+        _ => String::new(),
     };
+    let micros = |v: &Value| match v {
+        Value::Timestamp(t) => Some(*t),
+        _ => None,
+    };
+    let rfc3339 = |t: i64| {
+        chrono::DateTime::from_timestamp_micros(t)
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    };
+    // (id, title, details, impact rank, started_at, updated_at)
+    let mut active: Vec<(i64, String, String, u8, i64, i64)> = Vec::new();
+    for r in &rows.rows {
+        let Value::Int(id) = r[0] else { continue };
+        let started = micros(&r[4]).unwrap_or(0);
+        if active.last().is_none_or(|i| i.0 != id) {
+            let rank = match text(&r[3]).as_str() {
+                "critical" => 3,
+                "major" => 2,
+                _ => 1,
+            };
+            active.push((id, text(&r[1]), text(&r[2]), rank, started, started));
+        }
+        if let (Some(at), Some(last)) = (micros(&r[9]), active.last_mut()) {
+            last.5 = last.5.max(at);
+        }
+    }
+    let (indicator, description) = match active.iter().map(|i| i.3).max() {
+        None => ("none", "All Systems Operational"),
+        Some(1) => ("minor", "Minor Service Outage"),
+        Some(2) => ("major", "Partial System Outage"),
+        Some(_) => ("critical", "Major Service Outage"),
+    };
+    let doc = json!({
+        "state": if active.is_empty() { "operational" } else { "degraded" },
+        "incidents": active.iter().map(|i| json!({
+            "title": i.1, "details": i.2, "started_at": rfc3339(i.4),
+        })).collect::<Vec<_>>(),
+        "page": {
+            "id": "neo", "name": "neo", "url": "", "time_zone": "Etc/UTC",
+            "updated_at": active.iter().map(|i| i.5).max().and_then(rfc3339),
+        },
+        "status": {"indicator": indicator, "description": description},
+    });
+    let body = serde_json::to_vec(&doc).unwrap();
+    let tag = format!(
+        "\"{:016x}\"",
+        body.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        })
+    );
+    let fresh = headers
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().trim_start_matches("W/") == tag)
+        });
+    let status = if fresh { 304 } else { 200 };
     (
-        [("cache-control", "no-cache")],
-        Json(json!({"state": state, "incidents": incidents})),
+        axum::http::StatusCode::from_u16(status).unwrap(),
+        [
+            ("content-type", "application/json".to_string()),
+            ("etag", tag),
+            ("cache-control", "no-cache".into()),
+            ("access-control-allow-origin", "*".into()),
+        ],
+        if fresh { Vec::new() } else { body },
     )
         .into_response()
 }
@@ -244,23 +300,37 @@ async fn bench() {
     println!(
         "neo-ops runtime benchmark ({CONNECTIONS} keep-alive connections, {MEASURE:?} per run, load generator in a second process)"
     );
-    let mut figures = Vec::new();
+    // Rounds alternate which contender goes first, and the median round's
+    // ratio is the figure: one run of each swings by ±30 % on a shared VM.
     for (label, plugin_path, native_path, goal) in [
         ("json, no I/O", "/faults/ok", "/native/ok", 0.6),
         (
             "/status.json from Postgres",
             "/status.json",
             "/native/status.json",
-            0.8,
+            0.9,
         ),
     ] {
-        let native_rps = run_loadgen(&format!("http://{native_addr}{native_path}"));
-        let plugin_rps = run_loadgen(&format!("http://{plugin_addr}{plugin_path}"));
-        let ratio = plugin_rps / native_rps;
+        let mut rounds = Vec::new();
+        for round in 0..ROUNDS {
+            let plugin_url = format!("http://{plugin_addr}{plugin_path}");
+            let native_url = format!("http://{native_addr}{native_path}");
+            let (plugin_rps, native_rps) = if round % 2 == 0 {
+                let n = run_loadgen(&native_url);
+                (run_loadgen(&plugin_url), n)
+            } else {
+                let p = run_loadgen(&plugin_url);
+                (p, run_loadgen(&native_url))
+            };
+            rounds.push((plugin_rps / native_rps, plugin_rps, native_rps));
+        }
+        let shown: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.0)).collect();
+        rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let (ratio, plugin_rps, native_rps) = rounds[rounds.len() / 2];
         println!(
-            "{label:28} plugin {plugin_rps:>9.0} req/s  native {native_rps:>9.0} req/s  ratio {ratio:.2} (goal >= {goal})"
+            "{label:28} plugin {plugin_rps:>9.0} req/s  native {native_rps:>9.0} req/s  ratio {ratio:.2} (median of rounds {}; goal >= {goal})",
+            shown.join(", ")
         );
-        figures.push(ratio);
     }
 
     // Instantiate + call, in process, with pooling and precompiled components.
@@ -277,7 +347,7 @@ async fn bench() {
     let median = samples[samples.len() / 2];
     let p99 = samples[samples.len() * 99 / 100];
     println!(
-        "instantiate+call             median {:.1} us  p99 {:.1} us (goal median <= 20 us)",
+        "instantiate+call             median {:.1} us  p99 {:.1} us (goal median <= 10 us)",
         median.as_secs_f64() * 1e6,
         p99.as_secs_f64() * 1e6
     );
