@@ -693,7 +693,10 @@ mod tests {
         redact_text(&s, M);
         let s = format!("{}{M}", "pass:".repeat(50_000));
         redact_text(&s, M);
-        assert!(started.elapsed().as_secs() < 2, "{:?}", started.elapsed());
+        // A guard against quadratic scanning, not a speed target: linear
+        // takes well under 3 s even unoptimised on a slow shared VM, while a
+        // quadratic pass over these inputs takes minutes.
+        assert!(started.elapsed().as_secs() < 30, "{:?}", started.elapsed());
     }
 
     #[test]
