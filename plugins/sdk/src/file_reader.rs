@@ -1,5 +1,6 @@
-//! `std::io::Read` over the host's `files` capability, so a plugin can stream
-//! a granted file through a `BufReader` in bounded memory.
+//! `std::io::Read` and `BufRead` over the host's `files` capability, so a
+//! plugin can stream a granted file in bounded memory: one host call per
+//! `CHUNK`, and a `BufRead` consumer reads the chunk in place (no second copy).
 
 use crate::files;
 
@@ -28,24 +29,30 @@ impl FileReader {
     }
 }
 
-impl std::io::Read for FileReader {
-    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
-        if self.pos == self.buf.len() {
-            if self.eof {
-                return Ok(0);
-            }
+impl std::io::BufRead for FileReader {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        if self.pos == self.buf.len() && !self.eof {
             self.buf = files::read(&self.path, self.offset, CHUNK)
                 .map_err(|e| std::io::Error::other(e.message))?;
             self.pos = 0;
             self.offset += self.buf.len() as u64;
-            if self.buf.is_empty() {
-                self.eof = true;
-                return Ok(0);
-            }
+            self.eof = self.buf.is_empty();
         }
-        let n = out.len().min(self.buf.len() - self.pos);
-        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
-        self.pos += n;
+        Ok(&self.buf[self.pos..])
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.pos = (self.pos + amount).min(self.buf.len());
+    }
+}
+
+impl std::io::Read for FileReader {
+    fn read(&mut self, out: &mut [u8]) -> std::io::Result<usize> {
+        use std::io::BufRead;
+        let chunk = self.fill_buf()?;
+        let n = out.len().min(chunk.len());
+        out[..n].copy_from_slice(&chunk[..n]);
+        self.consume(n);
         Ok(n)
     }
 }

@@ -18,13 +18,10 @@ use neo_ops_sdk::{
 };
 use reconcile::{Observer, Row, Skip, Summary};
 use report::Mail;
-use std::io::BufReader;
 
 const USAGE: &str = "usage: stock-kot-reconcile --csv <report.csv> --threshold <number> \
                      [--verbose] [--json] [--dry-run]";
 const DEFAULT_OPS_EMAIL: &str = "ops@example.com";
-/// The SDK's reader already fetches 1 MiB per host call; this only batches parsing.
-const READ_BUFFER: usize = 64 << 10;
 
 struct StockKotReconcile;
 
@@ -47,8 +44,8 @@ fn reconcile_file(args: &Args, dry_run: bool) -> Result<Output, Failure> {
     let mut logger = Logger {
         verbose: opts.verbose,
     };
-    let input = BufReader::with_capacity(READ_BUFFER, file);
-    let summary = reconcile::reconcile(input, opts.threshold, &mut logger)
+    // The SDK's reader is buffered itself: 1 MiB per host call, parsed in place.
+    let summary = reconcile::reconcile(file, opts.threshold, &mut logger)
         .map_err(|e| reconcile_error(&opts.csv, e))?;
     log::progress(summary.rows_read, Some(summary.rows_read), "every row read");
     log_summary(&summary, &opts.csv);
