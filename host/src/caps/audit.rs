@@ -8,6 +8,7 @@ use crate::bindings::neo::ops::db::Statement;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::db::{db_error, statements_from_wit};
 use crate::caps::state::StoreState;
+use crate::runtime::completing::Completing;
 
 impl StoreState {
     /// The grant check, then the record the host will write for `entry`.
@@ -46,20 +47,13 @@ fn unavailable(plugin: &str, e: impl std::fmt::Display) -> WitError {
 impl wit::Host for StoreState {
     async fn append(&mut self, entry: wit::Entry) -> Result<i64, WitError> {
         let record = self.audit_record(entry)?;
-        // A task of the invocation, like database work: an append already
-        // started completes even if the plugin is cut off right after.
+        // Tracked like database work: an append already started completes
+        // even if the plugin is cut off right after.
         let master = self.call.services.db.master().clone();
-        let plugin = self.call.plugin.name.clone();
-        match self
-            .call
-            .tasks
-            .spawn(async move { audit_log::append(&master, record).await })
+        let append = async move { audit_log::append(&master, record).await };
+        Completing::tracked(append, &self.call.tasks)
             .await
-        {
-            Ok(Ok(id)) => Ok(id),
-            Ok(Err(e)) => Err(unavailable(&plugin, e)),
-            Err(e) => Err(unavailable(&plugin, e)),
-        }
+            .map_err(|e| unavailable(&self.call.plugin.name, e))
     }
 
     async fn record_transaction(
@@ -77,28 +71,32 @@ impl wit::Host for StoreState {
         let pool = self.pool_for(&target).await?;
         let master = self.call.services.db.master().clone();
         let plugin = self.call.plugin.name.clone();
-        // Commit and record in one task: once the commit is in, the record
-        // follows even if the invocation is cut off meanwhile.
-        let work = self.call.tasks.spawn(async move {
-            let results = pool.transaction(&statements).await.map_err(Err)?;
-            let rows: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
-            record.details["rows"] = serde_json::json!(rows);
-            let id = audit_log::append(&master, record).await.map_err(Ok)?;
-            Ok::<_, Result<crate::backends::db::DbError, crate::backends::db::DbError>>((id, rows))
-        });
+        // Commit and record as one piece of work: once the commit is in, the
+        // record follows even if the invocation is cut off meanwhile.
+        let work = Completing::tracked(
+            async move {
+                let results = pool.transaction(&statements).await.map_err(Err)?;
+                let rows: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
+                record.details["rows"] = serde_json::json!(rows);
+                let id = audit_log::append(&master, record).await.map_err(Ok)?;
+                Ok::<_, Result<crate::backends::db::DbError, crate::backends::db::DbError>>((
+                    id, rows,
+                ))
+            },
+            &self.call.tasks,
+        );
         match work.await {
-            Ok(Ok(done)) => Ok(done),
+            Ok(done) => Ok(done),
             // The transaction failed: nothing committed, nothing to record.
-            Ok(Err(Err(e))) => Err(db_error(&self.call, e)),
+            Err(Err(e)) => Err(db_error(&self.call, e)),
             // Committed, but the record could not be written.
-            Ok(Err(Ok(e))) => {
+            Err(Ok(e)) => {
                 tracing::error!(%plugin, target, error = %e, "committed a transaction whose audit record could not be written");
                 Err(WitError::new(
                     ErrorCode::Unavailable,
                     "the transaction committed but the audit log is unavailable",
                 ))
             }
-            Err(e) => Err(unavailable(&plugin, e)),
         }
     }
 }

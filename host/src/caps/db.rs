@@ -5,6 +5,7 @@ use crate::bindings::neo::ops::db as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::state::{CallContext, StoreState};
 use crate::manifest::DbGrant;
+use crate::runtime::completing::Completing;
 
 /// Largest number of statements in one transaction call.
 const MAX_STATEMENTS: usize = 10_000;
@@ -64,20 +65,16 @@ impl StoreState {
 }
 
 impl StoreState {
-    /// Runs database work as a task of this invocation: if the plugin is cut
-    /// off mid-call, the statement still completes (commit or rollback) and
-    /// the runtime waits for it before reporting the invocation's end.
+    /// Runs database work for this invocation: if the plugin is cut off
+    /// mid-call, the statement still completes (commit or rollback) and the
+    /// runtime waits for it before reporting the invocation's end.
     async fn tracked<T: Send + 'static>(
         &mut self,
         work: impl Future<Output = Result<T, DbError>> + Send + 'static,
     ) -> Result<T, WitError> {
-        match self.call.tasks.spawn(work).await {
-            Ok(result) => result.map_err(|e| db_error(&self.call, e)),
-            Err(e) => Err(WitError::new(
-                ErrorCode::Failed,
-                format!("database task failed: {e}"),
-            )),
-        }
+        Completing::tracked(work, &self.call.tasks)
+            .await
+            .map_err(|e| db_error(&self.call, e))
     }
 }
 

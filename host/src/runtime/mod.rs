@@ -4,6 +4,7 @@
 
 pub mod admission;
 pub mod cache;
+pub mod completing;
 pub mod engine;
 pub mod file_grants;
 

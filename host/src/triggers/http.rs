@@ -8,13 +8,16 @@ use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
+use futures::FutureExt;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
 use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
 
 use crate::manifest::{Plugin, Role, host_routes};
+use crate::runtime::completing::Completing;
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
 use crate::{auth, preflight};
 
@@ -347,6 +350,15 @@ pub fn client_addr(
     )
 }
 
+/// The text of a panic's payload.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("no message")
+}
+
 /// Largest request body the host reads for a plugin.
 pub const MAX_BODY: usize = 2 << 20;
 /// Time a client has to send the whole body once the headers are in.
@@ -530,17 +542,18 @@ async fn dispatch(
         request_id: request_id.clone(),
     };
     let started = std::time::Instant::now();
-    // Its own task: a client that goes away does not cut the invocation off
-    // mid-way (its database work, lock releases and accounting complete).
+    // A client that goes away does not cut the invocation off mid-way (its
+    // database work, lock releases and accounting complete): the rest of it
+    // moves to a task of its own then.
     let invocation = {
         let (runtime, plugin) = (runtime.clone(), target.plugin.clone());
-        tokio::spawn(async move { runtime.invoke(&plugin, inv).await })
+        Completing::detached(async move { runtime.invoke(&plugin, inv).await })
     };
-    let outcome = match invocation.await {
+    let outcome = match AssertUnwindSafe(invocation).catch_unwind().await {
         Ok(outcome) => outcome,
-        Err(e) => Err(InvokeError::Crashed {
+        Err(panic) => Err(InvokeError::Crashed {
             plugin: target.plugin.clone(),
-            reason: format!("invocation task failed: {e}"),
+            reason: format!("invocation panicked: {}", panic_message(&*panic)),
         }),
     };
     let mut response = match outcome {
