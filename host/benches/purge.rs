@@ -165,11 +165,15 @@ async fn bench() {
     services.db.create_tenant("bench", "Bench").await.unwrap();
     let manifest = neo_ops::manifest::load(&manifest_path).unwrap();
     let runtime = Arc::new(Runtime::load(&manifest, services.clone()).unwrap());
-    let tenant = PgPool::connect(&format!(
-        "postgres://postgres@127.0.0.1:5432/{prefix}_bench"
-    ))
-    .await
-    .unwrap();
+    // The host's pool settings: 16 connections, no ping before each use.
+    let tenant = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(16)
+        .test_before_acquire(false)
+        .connect(&format!(
+            "postgres://postgres@127.0.0.1:5432/{prefix}_bench"
+        ))
+        .await
+        .unwrap();
 
     println!(
         "purge benchmark: {CUSTOMERS} expired customers (1 in {WITH_ORDERS_EVERY} with an order), batches of {BATCH}, Postgres"

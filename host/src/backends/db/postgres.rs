@@ -71,10 +71,24 @@ impl std::ops::Deref for PgHandle {
     }
 }
 
+/// A pooled connection idle longer than this is pinged before it is handed
+/// out; one in steady use is not (a ping per statement doubled the round
+/// trips of every statement).
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
         .max_connections(16)
         .min_connections(0)
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for >= PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         // Bounds connecting too: a down database answers within this.
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(Duration::from_secs(300))
