@@ -325,6 +325,36 @@ limits = { timeout = "300ms" }
 
 on_both_backends!(lock_release, timed_out_invocations_release_their_locks);
 
+/// A client that hangs up while its request runs does not cut the plugin
+/// off: the invocation runs to its end and is counted as a success.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_hanging_up_does_not_cut_its_invocation_off() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let token = admin_token(&server).await;
+    let finished = r#"neo_ops_invocations_total{plugin="probe",trigger="http",outcome="ok"} 1"#;
+    let mut socket = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    socket
+        .write_all(b"GET /public/probe?c=sleep&ms=600 HTTP/1.1\r\nhost: neo\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    drop(socket);
+    let (_, metrics) = server.get("/metrics", Some(&token)).await;
+    assert!(!metrics.contains(finished), "still sleeping: {metrics}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, metrics) = server.get("/metrics", Some(&token)).await;
+        assert_eq!(status, 200);
+        if metrics.contains(finished) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never finished: {metrics}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+}
+
 /// The real binary under `ulimit -n 128`, with 300 idle sockets open against
 /// it: the connection cap stays below the file limit and the oldest idle
 /// connections make room, so a health probe is still answered.
