@@ -55,10 +55,14 @@ where
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let work = this.work.as_mut().expect("polled after it completed");
-        let out = std::task::ready!(work.as_mut().poll(cx));
-        this.work = None;
-        Poll::Ready(out)
+        // Out of `self` while polled: work that panics is dropped as the
+        // panic unwinds, never handed on to a task to be polled again.
+        let mut work = this.work.take().expect("polled after it completed");
+        let polled = work.as_mut().poll(cx);
+        if polled.is_pending() {
+            this.work = Some(work);
+        }
+        polled
     }
 }
 
@@ -71,10 +75,6 @@ where
         let Some(work) = self.work.take() else {
             return;
         };
-        // Unwinding from a panic inside the work: it cannot be polled again.
-        if std::thread::panicking() {
-            return;
-        }
         // Dropped outside a runtime only as the process ends: nothing can run it.
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             tracing::error!("unfinished work dropped outside the runtime");
@@ -127,6 +127,16 @@ mod tests {
         tracker.close();
         tracker.wait().await;
         assert!(done.load(Ordering::SeqCst), "the work still finished");
+    }
+
+    #[tokio::test]
+    async fn work_that_panicked_is_not_run_again() {
+        use futures::FutureExt;
+        let tracker = TaskTracker::new();
+        let work = Completing::tracked(async { panic!("deliberate") }, &tracker);
+        let caught = std::panic::AssertUnwindSafe(work).catch_unwind().await;
+        assert!(caught.is_err());
+        assert!(tracker.is_empty(), "nothing was handed to a task");
     }
 
     #[tokio::test]
