@@ -80,32 +80,53 @@ fn params(at: DateTime<Utc>, r: &NewRecord, prev: &str, hash: &str) -> Vec<Value
     ]
 }
 
+/// Opens the append's transaction, takes the chain's lock (one appender at
+/// a time across every replica) and reads the last hash, in one round trip:
+/// each statement of a simple query takes its own snapshot, so the read sees
+/// every append committed before the lock was granted.
+const BEGIN_LOCK_LAST: &str = "BEGIN; SELECT pg_advisory_xact_lock(7305425512); SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1";
+
+async fn append_pg(
+    conn: &mut sqlx::PgConnection,
+    at: DateTime<Utc>,
+    record: &NewRecord,
+) -> Result<i64, DbError> {
+    use sqlx::{Executor, Row};
+    // A query without arguments goes as one simple query, statements and all.
+    let rows = conn.fetch_all(BEGIN_LOCK_LAST).await?;
+    let prev = rows
+        .iter()
+        .find_map(|r| r.try_get::<String, _>("hash").ok())
+        .unwrap_or_else(|| GENESIS.to_string());
+    let hash = record_hash(&prev, at, record);
+    let id = sqlx::query_scalar::<_, i64>(INSERT)
+        .bind(at)
+        .bind(&record.actor)
+        .bind(&record.action)
+        .bind(&record.target)
+        .bind(&record.tenant)
+        .bind(&record.request_id)
+        .bind(&record.plugin)
+        .bind(&record.details)
+        .bind(&prev)
+        .bind(&hash)
+        .fetch_one(&mut *conn)
+        .await?;
+    conn.execute("COMMIT").await?;
+    Ok(id)
+}
+
 /// Appends a record and returns its id.
 pub async fn append(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
     // Millisecond precision is what both backends store exactly.
     let at = Utc::now().trunc_subsecs(3);
     match master {
         Pool::Pg(pool) => {
-            let mut tx = pool.begin().await?;
-            // One appender at a time across every replica.
-            sqlx::query("SELECT pg_advisory_xact_lock(7305425512)")
-                .execute(&mut *tx)
-                .await?;
-            let prev: Option<String> = sqlx::query_scalar(LAST).fetch_optional(&mut *tx).await?;
-            let prev = prev.unwrap_or_else(|| GENESIS.to_string());
-            let hash = record_hash(&prev, at, &record);
-            let mut q = sqlx::query_scalar::<_, i64>(INSERT)
-                .bind(at)
-                .bind(&record.actor)
-                .bind(&record.action)
-                .bind(&record.target)
-                .bind(&record.tenant)
-                .bind(&record.request_id)
-                .bind(&record.plugin)
-                .bind(&record.details);
-            q = q.bind(&prev).bind(&hash);
-            let id = q.fetch_one(&mut *tx).await?;
-            tx.commit().await?;
+            let mut lease = pool.lease().await?;
+            // On any failure the lease is dropped unreleased: its connection
+            // closes, and the server rolls the open transaction back.
+            let id = append_pg(&mut lease, at, &record).await?;
+            lease.release();
             Ok(id)
         }
         Pool::Sqlite(_) => {

@@ -501,6 +501,84 @@ async fn database_error_text_stays_in_the_log() {
     server.stop().await.unwrap();
 }
 
+/// Statement connections go back for reuse only when their exchange is
+/// complete: after a refused statement or a failed transaction the next
+/// statement runs on the same connection, outside any transaction, with the
+/// failed transaction rolled back; a statement cut off mid-way never hands
+/// its connection to another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_connections_are_reused_only_when_clean() {
+    let dep = Deployment::new(Backend::Real).await;
+    let server = start(&dep, 4, Duration::from_millis(100)).await;
+    let master = server.master().clone();
+    master
+        .execute("CREATE TABLE lease_probe (id INT PRIMARY KEY)", &[])
+        .await
+        .unwrap();
+    let duplicate = "INSERT INTO lease_probe VALUES (1), (1)";
+    assert!(master.execute(duplicate, &[]).await.is_err());
+    let insert = ("INSERT INTO lease_probe VALUES (2)".to_string(), Vec::new());
+    assert!(
+        master
+            .transaction(&[insert.clone(), insert.clone()])
+            .await
+            .is_err()
+    );
+    // What the next statement writes is committed (seen from another
+    // session), so no transaction was left open on the reused connection.
+    master
+        .execute("INSERT INTO lease_probe VALUES (3)", &[])
+        .await
+        .unwrap();
+    let url = dep.settings("a").postgres_master_url.unwrap();
+    let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    let ids: Vec<i32> = sqlx::query_scalar("SELECT id FROM lease_probe")
+        .fetch_all(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(ids, [3]);
+    let probe = "SELECT pg_backend_pid() AS pid";
+    let mut pids = Vec::new();
+    for _ in 0..5 {
+        pids.push(master.query(probe, &[]).await.unwrap().rows[0][0].clone());
+    }
+    pids.dedup();
+    assert_eq!(pids.len(), 1, "sequential statements reuse one connection");
+
+    // Cut a statement off mid-way, as a timeout or a vanished caller would.
+    let sleeper = master.clone();
+    let cut = tokio::spawn(async move {
+        tokio::time::timeout(
+            Duration::from_millis(600),
+            sleeper.query("SELECT pg_sleep(3) AS slept", &[]),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sleeping = master
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(3) AS slept' AND state = 'active'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .rows;
+    assert_eq!(sleeping.len(), 1, "{sleeping:?}");
+    assert!(cut.await.unwrap().is_err(), "the statement was cut off");
+    for _ in 0..5 {
+        let t = Instant::now();
+        let rows = master.query(probe, &[]).await.unwrap().rows;
+        assert_ne!(
+            rows[0][0], sleeping[0][0],
+            "a cut-off connection was reused"
+        );
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+    }
+    server.stop().await.unwrap();
+}
+
 /// A password in a connection URL's query never reaches a start-up error.
 #[test]
 fn startup_errors_mask_url_passwords() {

@@ -215,3 +215,40 @@ fn cli_tenants_tokens_audit() {
         (Some(0), "audit chain intact: 1 record(s)")
     );
 }
+
+/// Two replicas appending at once never fork the chain: each append takes
+/// the chain's lock and reads the last hash after it holds it.
+async fn concurrent_appends_keep_one_chain(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let (a, b) = (dep.start(AUDITOR, "a").await, dep.start(AUDITOR, "b").await);
+    let append = |master: neo_ops::backends::db::Pool, replica: &'static str, n: usize| async move {
+        let record = neo_ops::audit_log::NewRecord {
+            actor: format!("replica {replica}"),
+            action: "test.append".into(),
+            target: format!("record {n}"),
+            tenant: None,
+            request_id: None,
+            plugin: None,
+            details: serde_json::json!({"n": n}),
+        };
+        neo_ops::audit_log::append(&master, record).await.unwrap()
+    };
+    let mut appends = Vec::new();
+    for n in 0..25 {
+        appends.push(tokio::spawn(append(a.master().clone(), "a", n)));
+        appends.push(tokio::spawn(append(b.master().clone(), "b", n)));
+    }
+    let mut ids = Vec::new();
+    for append in appends {
+        ids.push(append.await.unwrap());
+    }
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 50);
+    let v = neo_ops::audit_log::verify(a.master()).await.unwrap();
+    assert_eq!((v.records, v.broken_at), (50, None));
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+on_both_backends!(audit_concurrent, concurrent_appends_keep_one_chain);

@@ -9,6 +9,7 @@ use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::pg_conns::{Conns, Lease, PING_IF_IDLE_FOR};
 use super::{ACQUIRE_TIMEOUT, DbError, RowSet, Value};
 use neo_ops_text::redact::for_log as redact_url;
 
@@ -19,9 +20,14 @@ pub(super) static PG_TENANT: sqlx::migrate::Migrator = sqlx::migrate!("migration
 /// statements fail at once for [`BREAKER_OPEN`] instead of each waiting out
 /// the acquire timeout, so public routes answer 503 fast during an outage.
 /// The readiness ping goes through regardless and closes it on success.
+///
+/// Statements and transactions run on [`Conns`] leases (no round trip to
+/// hand a connection back); migrations and the host's own multi-step work
+/// use the sqlx pool.
 #[derive(Clone, Debug)]
 pub struct PgHandle {
     pub(super) pool: PgPool,
+    conns: Arc<Conns>,
     open_until_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
@@ -30,10 +36,22 @@ pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 
 impl PgHandle {
     pub(super) fn new(pool: PgPool) -> Self {
+        let conns = Conns::new((*pool.connect_options()).clone());
         Self {
             pool,
+            conns,
             open_until_ms: Arc::default(),
         }
+    }
+
+    /// A connection for one statement or transaction; see [`Lease::release`].
+    pub async fn lease(&self) -> Result<Lease, DbError> {
+        self.conns.lease().await
+    }
+
+    pub async fn close(&self) {
+        self.conns.close().await;
+        self.pool.close().await;
     }
 
     fn now_ms() -> i64 {
@@ -71,14 +89,9 @@ impl std::ops::Deref for PgHandle {
     }
 }
 
-/// A pooled connection idle longer than this is pinged before it is handed
-/// out; one in steady use is not (a ping per statement doubled the round
-/// trips of every statement).
-pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
-
 pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
     PgPoolOptions::new()
-        .max_connections(16)
+        .max_connections(super::pg_conns::MAX_CONNECTIONS as u32)
         .min_connections(0)
         .test_before_acquire(false)
         .before_acquire(|conn, meta| {
@@ -91,10 +104,32 @@ pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
         })
         // Bounds connecting too: a down database answers within this.
         .acquire_timeout(ACQUIRE_TIMEOUT)
-        .idle_timeout(Duration::from_secs(300))
+        .idle_timeout(super::pg_conns::IDLE_TIMEOUT)
         .connect(url)
         .await
         .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", redact_url(url)))
+}
+
+/// Runs one statement on a lease, which goes back for reuse unless the
+/// exchange broke off (the database did not answer it to the end).
+pub(super) async fn pg_run_leased(
+    mut lease: Lease,
+    sql: &str,
+    params: &[Value],
+) -> Result<(u64, RowSet), DbError> {
+    let result = pg_run(&mut *lease, sql, params).await;
+    if result.as_ref().err().is_none_or(|e| !exchange_broke(e)) {
+        lease.release();
+    }
+    result
+}
+
+/// Whether a statement that failed so may have left its exchange half-way
+/// (a lost connection, a protocol error), so its connection must not be
+/// reused. An answer, a refusal or a value that failed to convert leave it
+/// complete.
+pub(super) fn exchange_broke(e: &DbError) -> bool {
+    matches!(e, DbError::Unavailable(_) | DbError::Failed(_))
 }
 
 pub(super) async fn pg_run<'e, E>(

@@ -1,0 +1,196 @@
+//! Postgres connections for statements, handed back without a round trip.
+//!
+//! sqlx's pool pings every connection as it comes back (a task spawned and
+//! a Sync/ReadyForQuery round trip per statement), because it cannot tell a
+//! connection whose statement finished from one whose future was dropped
+//! half-way. A [`Lease`] can: the code that ran the statement calls
+//! [`Lease::release`] once the exchange is complete, and a lease dropped
+//! without it (a timeout, a cancelled caller, a broken socket) closes its
+//! connection instead of returning it.
+
+use sqlx::postgres::{PgConnectOptions, PgConnection};
+use sqlx::{ConnectOptions, Connection};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::{ACQUIRE_TIMEOUT, DbError};
+
+/// Connections in use or idle, at most (as the sqlx pool's `max_connections`).
+pub const MAX_CONNECTIONS: usize = 16;
+/// An idle connection older than this is closed rather than reused.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// An idle connection older than this is pinged before it is handed out, so
+/// one a restart or an outage left dead is never given to a statement.
+pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// How long saying goodbye to the server may take before the socket is dropped.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
+
+struct Idle {
+    conn: PgConnection,
+    since: Instant,
+}
+
+/// The statement connections of one database.
+pub struct Conns {
+    options: PgConnectOptions,
+    idle: std::sync::Mutex<Vec<Idle>>,
+    permits: Arc<Semaphore>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Conns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conns")
+            .field("idle", &self.idle.lock().map(|i| i.len()).unwrap_or(0))
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Conns {
+    pub fn new(options: PgConnectOptions) -> Arc<Self> {
+        Arc::new(Self {
+            options,
+            idle: std::sync::Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    fn pop_idle(&self) -> Option<Idle> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    /// A connection for one statement or transaction: the newest idle one
+    /// (pinged if it sat for [`PING_IF_IDLE_FOR`]), else a new one. Waiting
+    /// for a free connection and connecting are bounded by [`ACQUIRE_TIMEOUT`].
+    pub async fn lease(self: &Arc<Self>) -> Result<Lease, DbError> {
+        let unavailable = || DbError::Unavailable("database unavailable".into());
+        if self.closed.load(Ordering::Acquire) {
+            return Err(unavailable());
+        }
+        let acquire = async {
+            let permit = self
+                .permits
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| unavailable())?;
+            while let Some(Idle { mut conn, since }) = self.pop_idle() {
+                let idle_for = since.elapsed();
+                if idle_for >= IDLE_TIMEOUT {
+                    close_in_background(conn);
+                    continue;
+                }
+                if idle_for >= PING_IF_IDLE_FOR && conn.ping().await.is_err() {
+                    continue;
+                }
+                return Ok(self.leased(conn, permit));
+            }
+            let conn = self.options.connect().await.map_err(|e| {
+                tracing::warn!(error = %e, "database unavailable");
+                unavailable()
+            })?;
+            Ok(self.leased(conn, permit))
+        };
+        tokio::time::timeout(ACQUIRE_TIMEOUT, acquire)
+            .await
+            .unwrap_or_else(|_| Err(unavailable()))
+    }
+
+    fn leased(self: &Arc<Self>, conn: PgConnection, permit: OwnedSemaphorePermit) -> Lease {
+        Lease {
+            conn: Some(conn),
+            conns: self.clone(),
+            _permit: permit,
+        }
+    }
+
+    /// Closes the idle connections; leases still out close theirs when they
+    /// end, and no new lease is given.
+    pub async fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        let idle = std::mem::take(&mut *self.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        for Idle { conn, .. } in idle {
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
+        }
+    }
+}
+
+/// One connection, lent for one statement or transaction.
+pub struct Lease {
+    conn: Option<PgConnection>,
+    conns: Arc<Conns>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Lease {
+    /// Hands the connection back for reuse: call only once the last exchange
+    /// on it has been read to the end (its transaction, if any, finished).
+    pub fn release(mut self) {
+        let Some(conn) = self.conn.take() else { return };
+        if self.conns.closed.load(Ordering::Acquire) {
+            close_in_background(conn);
+            return;
+        }
+        let mut idle = self.conns.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // The stack's bottom holds the longest idle; a busy database never
+        // reaches them, so they are closed here, on the way past.
+        let stale = idle
+            .iter()
+            .take_while(|i| i.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        let stale: Vec<Idle> = idle.drain(..stale).collect();
+        idle.push(Idle {
+            conn,
+            since: Instant::now(),
+        });
+        drop(idle);
+        for Idle { conn, .. } in stale {
+            close_in_background(conn);
+        }
+    }
+}
+
+impl std::ops::Deref for Lease {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        self.conn
+            .as_ref()
+            .expect("a lease holds its connection until it ends")
+    }
+}
+
+impl std::ops::DerefMut for Lease {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        self.conn
+            .as_mut()
+            .expect("a lease holds its connection until it ends")
+    }
+}
+
+impl Drop for Lease {
+    /// Not released: the exchange may be half-way, so the connection is not
+    /// reused (closing it also ends any transaction left open on it).
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            close_in_background(conn);
+        }
+    }
+}
+
+/// Closes a connection politely when a runtime is there to do it, else drops
+/// the socket (Postgres then ends the session and any open transaction).
+fn close_in_background(conn: PgConnection) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => {
+            handle.spawn(async move {
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, conn.close()).await;
+            });
+        }
+        Err(_) => drop(conn),
+    }
+}
