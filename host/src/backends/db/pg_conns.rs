@@ -21,6 +21,8 @@ use super::{ACQUIRE_TIMEOUT, DbError};
 pub const MAX_CONNECTIONS: usize = 16;
 /// An idle connection older than this is closed rather than reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often idle connections are looked over for closing.
+const REAP_EVERY: Duration = Duration::from_secs(60);
 /// An idle connection older than this is pinged before it is handed out, so
 /// one a restart or an outage left dead is never given to a statement.
 pub const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
@@ -52,12 +54,42 @@ impl std::fmt::Debug for Conns {
 
 impl Conns {
     pub fn new(options: PgConnectOptions) -> Arc<Self> {
-        Arc::new(Self {
+        let conns = Arc::new(Self {
             options,
             idle: std::sync::Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             closed: AtomicBool::new(false),
-        })
+        });
+        // Connections a burst opened do not stay open once traffic stops (a
+        // purge over many tenants would otherwise keep some per tenant).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let weak = Arc::downgrade(&conns);
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(REAP_EVERY).await;
+                    match weak.upgrade() {
+                        Some(conns) if !conns.closed.load(Ordering::Acquire) => conns.reap(),
+                        _ => break,
+                    }
+                }
+            });
+        }
+        conns
+    }
+
+    /// Closes the connections idle for [`IDLE_TIMEOUT`] or more.
+    fn reap(&self) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        // The stack's bottom holds the longest idle.
+        let stale = idle
+            .iter()
+            .take_while(|i| i.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        let stale: Vec<Idle> = idle.drain(..stale).collect();
+        drop(idle);
+        for Idle { conn, .. } in stale {
+            close_in_background(conn);
+        }
     }
 
     fn pop_idle(&self) -> Option<Idle> {
@@ -136,22 +168,14 @@ impl Lease {
             close_in_background(conn);
             return;
         }
-        let mut idle = self.conns.idle.lock().unwrap_or_else(|e| e.into_inner());
-        // The stack's bottom holds the longest idle; a busy database never
-        // reaches them, so they are closed here, on the way past.
-        let stale = idle
-            .iter()
-            .take_while(|i| i.since.elapsed() >= IDLE_TIMEOUT)
-            .count();
-        let stale: Vec<Idle> = idle.drain(..stale).collect();
-        idle.push(Idle {
-            conn,
-            since: Instant::now(),
-        });
-        drop(idle);
-        for Idle { conn, .. } in stale {
-            close_in_background(conn);
-        }
+        self.conns
+            .idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Idle {
+                conn,
+                since: Instant::now(),
+            });
     }
 }
 
