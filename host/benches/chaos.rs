@@ -100,6 +100,12 @@ async fn bench(lines: LineCounter) {
     let mut pg = common::PgBench::new(MANIFEST).await;
     pg.settings.redis_url = Some(format!("redis://{}", redis.addr));
     pg.settings.kv_prefix = format!("neo-chaos:{}:", pg.prefix);
+    // The server's slots (default 128): `NEO_BENCH_SLOTS=48` shows how the
+    // goodput past saturation depends on how many instances wait at once.
+    if let Ok(v) = std::env::var("NEO_BENCH_SLOTS") {
+        pg.settings.max_instances = v.parse().expect("NEO_BENCH_SLOTS: a number of slots");
+    }
+    let slots = pg.settings.max_instances;
     let services = Services::connect(pg.settings.clone()).await.unwrap();
     let manifest = neo_ops::manifest::load(&pg.manifest).unwrap();
     let runtime = Arc::new(Runtime::load(&manifest, services.clone()).unwrap());
@@ -271,7 +277,9 @@ async fn bench(lines: LineCounter) {
     let healthz_time = probe_started.elapsed();
     drop(idle);
 
-    println!("\nchaos bench (one run; wrk -t2 -c{FLOOD_CONNECTIONS} -d{FLOOD} on /status.json)");
+    println!(
+        "\nchaos bench (one run; {slots} slots; wrk -t2 -c{FLOOD_CONNECTIONS} -d{FLOOD} on /status.json)"
+    );
     println!(
         "  flood responses                        {total} ({:.0} req/s)",
         total as f64 / flood_secs
