@@ -295,6 +295,9 @@ async fn bench() {
             "{:.2} us per invoke",
             t.elapsed().as_secs_f64() * 1e6 / n as f64
         );
+        stop.cancel();
+        services.db.close().await;
+        pg.drop_databases().await;
         return;
     }
     println!(
