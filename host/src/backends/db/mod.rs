@@ -18,7 +18,7 @@ use tokio::sync::RwLock;
 use crate::manifest::valid_tenant_name;
 use crate::settings::Settings;
 use neo_ops_text::redact::for_log as redact_url;
-use postgres::{PG_MASTER, PG_TENANT, exchange_broke, pg_pool, pg_run, pg_run_leased};
+use postgres::{PG_MASTER, PG_TENANT, pg_pool, pg_run_leased, pg_transaction_leased};
 use sqlite::{LITE_MASTER, LITE_TENANT, lite_run, sqlite_pool};
 
 pub use postgres::{BREAKER_OPEN, PgHandle};
@@ -355,42 +355,6 @@ fn database_name(dsn: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_string())
 }
 
-/// Runs `statements` in one transaction on `conn`; one that fails rolls it
-/// back before its error is returned. Also says whether the connection is
-/// fit for reuse: it ended outside a transaction, its exchange complete.
-async fn pg_transaction(
-    conn: &mut sqlx::PgConnection,
-    statements: &[(String, Vec<Value>)],
-) -> (Result<Vec<(u64, RowSet)>, DbError>, bool) {
-    use sqlx::Connection;
-    let mut tx = match conn.begin().await {
-        Ok(tx) => tx,
-        Err(e) => {
-            let e = DbError::from(e);
-            let fit = !exchange_broke(&e);
-            return (Err(e), fit);
-        }
-    };
-    let mut out = Vec::with_capacity(statements.len());
-    for (sql, params) in statements {
-        match pg_run(&mut *tx, sql, params).await {
-            Ok(done) => out.push(done),
-            Err(e) => {
-                let fit = !exchange_broke(&e) && tx.rollback().await.is_ok();
-                return (Err(e), fit);
-            }
-        }
-    }
-    match tx.commit().await {
-        Ok(()) => (Ok(out), true),
-        Err(e) => {
-            let e = DbError::from(e);
-            let fit = !exchange_broke(&e);
-            (Err(e), fit)
-        }
-    }
-}
-
 /// The column names of a result set, from its first row.
 fn column_names<R: sqlx::Row>(row: &R) -> Vec<String> {
     use sqlx::Column;
@@ -447,12 +411,7 @@ impl Pool {
                     p.check()?;
                     let leased = p.lease().await;
                     p.record(&leased);
-                    let mut lease = leased?;
-                    let (done, fit) = pg_transaction(&mut lease, statements).await;
-                    if fit {
-                        lease.release();
-                    }
-                    out = done?;
+                    out = pg_transaction_leased(leased?, statements).await?;
                 }
                 Pool::Sqlite(p) => {
                     let mut tx = p.begin().await?;

@@ -124,6 +124,36 @@ pub(super) async fn pg_run_leased(
     result
 }
 
+/// Runs `statements` in one transaction on a lease; one that fails rolls it
+/// back before its error is returned. The lease goes back for reuse only
+/// when the connection ended outside a transaction, its exchange complete.
+pub(super) async fn pg_transaction_leased(
+    mut lease: Lease,
+    statements: &[(String, Vec<Value>)],
+) -> Result<Vec<(u64, RowSet)>, DbError> {
+    use sqlx::Connection;
+    let mut out = Vec::with_capacity(statements.len());
+    let mut tx = lease.begin().await?;
+    for (sql, params) in statements {
+        match pg_run(&mut *tx, sql, params).await {
+            Ok(done) => out.push(done),
+            Err(e) => {
+                // Dropped unreleased (closing its connection) unless the
+                // rollback leaves it clean.
+                if !exchange_broke(&e) && tx.rollback().await.is_ok() {
+                    lease.release();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let committed = tx.commit().await.map_err(DbError::from);
+    if committed.as_ref().err().is_none_or(|e| !exchange_broke(e)) {
+        lease.release();
+    }
+    committed.map(|()| out)
+}
+
 /// Whether a statement that failed so may have left its exchange half-way
 /// (a lost connection, a protocol error), so its connection must not be
 /// reused. An answer, a refusal or a value that failed to convert leave it
