@@ -41,7 +41,9 @@ pub struct CallContext {
 }
 
 pub struct StoreState {
-    wasi: WasiCtx,
+    /// Built on the guest's first WASI call: most invocations make none, and
+    /// building one (its random generators) is a tenth of a fresh instance.
+    wasi: Option<WasiCtx>,
     /// What the guest wrote to stderr (a panic message, a Python traceback):
     /// logged under the plugin's name, and a crash's reason.
     pub stderr: MemoryOutputPipe,
@@ -56,18 +58,9 @@ impl StoreState {
             .memory_size(call.plugin.limits.memory_bytes)
             .trap_on_grow_failure(true)
             .build();
-        // Deny by default: no preopened directories, no environment, no
-        // network; stderr is captured for this invocation.
-        let stderr = MemoryOutputPipe::new(STDERR_CAPACITY);
-        let wasi = WasiCtx::builder()
-            .stderr(stderr.clone())
-            .allow_tcp(false)
-            .allow_udp(false)
-            .allow_ip_name_lookup(false)
-            .build();
         Self {
-            wasi,
-            stderr,
+            wasi: None,
+            stderr: MemoryOutputPipe::new(STDERR_CAPACITY),
             table: ResourceTable::new(),
             limits,
             call,
@@ -77,8 +70,19 @@ impl StoreState {
 
 impl WasiView for StoreState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        // Deny by default: no preopened directories, no environment, no
+        // network; stderr is captured for this invocation.
+        let stderr = &self.stderr;
+        let ctx = self.wasi.get_or_insert_with(|| {
+            WasiCtx::builder()
+                .stderr(stderr.clone())
+                .allow_tcp(false)
+                .allow_udp(false)
+                .allow_ip_name_lookup(false)
+                .build()
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
