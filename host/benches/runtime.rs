@@ -1,6 +1,7 @@
 //! `cargo bench --bench runtime`: plugin routes against native axum handlers
 //! doing the same work in the same process, driven by a load generator in a
-//! second process (this binary re-executed with `--loadgen`). Prints ratios.
+//! second process (this binary re-executed with `--loadgen`). Prints ratios,
+//! and what a request costs the server: CPU time and context switches.
 //!
 //! Needs Postgres on 127.0.0.1:5432 (as the tests do); creates and drops its
 //! own database.
@@ -47,8 +48,8 @@ fn main() {
             .enable_all()
             .build()
             .unwrap();
-        let n = rt.block_on(loadgen(url, Duration::from_secs_f64(secs)));
-        println!("{n}");
+        let (counted, total) = rt.block_on(loadgen(url, Duration::from_secs_f64(secs)));
+        println!("{counted} {total}");
         return;
     }
     if args.iter().any(|a| a == "--list") {
@@ -64,8 +65,8 @@ fn main() {
 // ---- load generator (second process) ---------------------------------------
 
 /// Keep-alive HTTP/1.1 GETs on `CONNECTIONS` connections; returns requests
-/// completed during `measure` (after a warm-up).
-async fn loadgen(url: String, measure: Duration) -> u64 {
+/// completed during `measure` (after a warm-up), and in all.
+async fn loadgen(url: String, measure: Duration) -> (u64, u64) {
     let rest = url.strip_prefix("http://").unwrap();
     let (authority, path) = rest.split_at(rest.find('/').unwrap());
     let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\n\r\n").into_bytes();
@@ -78,25 +79,27 @@ async fn loadgen(url: String, measure: Duration) -> u64 {
             let mut s = tokio::net::TcpStream::connect(&authority).await.unwrap();
             s.set_nodelay(true).unwrap();
             let mut buf = vec![0u8; 64 << 10];
-            let mut count = 0u64;
+            let (mut counted, mut total) = (0u64, 0u64);
             loop {
                 let now = Instant::now();
                 if now >= end {
-                    return count;
+                    return (counted, total);
                 }
                 s.write_all(&request).await.unwrap();
                 read_response(&mut s, &mut buf).await;
+                total += 1;
                 if Instant::now() >= start && Instant::now() < end {
-                    count += 1;
+                    counted += 1;
                 }
             }
         }));
     }
-    let mut total = 0;
+    let (mut counted, mut total) = (0, 0);
     for t in tasks {
-        total += t.await.unwrap();
+        let (c, t) = t.await.unwrap();
+        (counted, total) = (counted + c, total + t);
     }
-    total
+    (counted, total)
 }
 
 async fn read_response(s: &mut tokio::net::TcpStream, buf: &mut [u8]) {
@@ -130,18 +133,68 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-fn run_loadgen(url: &str) -> f64 {
+/// One load generator run against `url`.
+#[derive(Clone, Copy)]
+struct Run {
+    req_per_s: f64,
+    /// This process's CPU time (both servers live here; one is loaded at a
+    /// time) per request the load generator completed, warm-up included:
+    /// what a request costs the server apart from the database's own work,
+    /// without the load generator's share.
+    server_us: f64,
+    /// The server's context switches per request, voluntary (a worker with
+    /// nothing to do parks) and involuntary (the kernel preempts a worker,
+    /// for the load generator or Postgres on the same two cores).
+    parked: f64,
+    preempted: f64,
+}
+
+fn run_loadgen(url: &str) -> Run {
+    let before = Usage::now();
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--loadgen", url, &MEASURE.as_secs_f64().to_string()])
         .output()
         .unwrap();
+    let after = Usage::now();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let n: f64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
-    n / MEASURE.as_secs_f64()
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (counted, total) = text.trim().split_once(' ').unwrap();
+    let (counted, total): (f64, f64) = (counted.parse().unwrap(), total.parse().unwrap());
+    Run {
+        req_per_s: counted / MEASURE.as_secs_f64(),
+        server_us: (after.cpu - before.cpu).as_secs_f64() * 1e6 / total,
+        parked: (after.voluntary - before.voluntary) as f64 / total,
+        preempted: (after.involuntary - before.involuntary) as f64 / total,
+    }
+}
+
+/// This process's resource use so far.
+struct Usage {
+    /// User + system time.
+    cpu: Duration,
+    voluntary: i64,
+    involuntary: i64,
+}
+
+impl Usage {
+    fn now() -> Self {
+        // SAFETY: getrusage only writes the struct it is given.
+        let usage = unsafe {
+            let mut usage = std::mem::zeroed::<libc::rusage>();
+            assert_eq!(libc::getrusage(libc::RUSAGE_SELF, &mut usage), 0);
+            usage
+        };
+        let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        Self {
+            cpu: time(usage.ru_utime) + time(usage.ru_stime),
+            voluntary: usage.ru_nvcsw,
+            involuntary: usage.ru_nivcsw,
+        }
+    }
 }
 
 // ---- native baselines (same process as the plugin server) ------------------
@@ -318,21 +371,33 @@ async fn bench() {
         for round in 0..ROUNDS {
             let plugin_url = format!("http://{plugin_addr}{plugin_path}");
             let native_url = format!("http://{native_addr}{native_path}");
-            let (plugin_rps, native_rps) = if round % 2 == 0 {
+            let (plugin, native) = if round % 2 == 0 {
                 let n = run_loadgen(&native_url);
                 (run_loadgen(&plugin_url), n)
             } else {
                 let p = run_loadgen(&plugin_url);
                 (p, run_loadgen(&native_url))
             };
-            rounds.push((plugin_rps / native_rps, plugin_rps, native_rps));
+            rounds.push((plugin.req_per_s / native.req_per_s, plugin, native));
         }
         let shown: Vec<String> = rounds.iter().map(|r| format!("{:.2}", r.0)).collect();
         rounds.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let (ratio, plugin_rps, native_rps) = rounds[rounds.len() / 2];
+        let (ratio, plugin, native) = rounds[rounds.len() / 2];
         println!(
-            "{label:28} plugin {plugin_rps:>9.0} req/s  native {native_rps:>9.0} req/s  ratio {ratio:.2} (median of rounds {}; goal >= {goal})",
+            "{label:28} plugin {:>9.0} req/s  native {:>9.0} req/s  ratio {ratio:.2} (median of rounds {}; goal >= {goal})",
+            plugin.req_per_s,
+            native.req_per_s,
             shown.join(", ")
+        );
+        println!(
+            "{:28} server per request: plugin {:.1} us CPU, {:.2} parked, {:.2} preempted; native {:.1} us, {:.2}, {:.2}",
+            "",
+            plugin.server_us,
+            plugin.parked,
+            plugin.preempted,
+            native.server_us,
+            native.parked,
+            native.preempted
         );
     }
 
