@@ -41,8 +41,9 @@ pub struct CallContext {
 }
 
 pub struct StoreState {
-    /// Built on the guest's first WASI call: most invocations make none, and
-    /// building one (its random generators) is a tenth of a fresh instance.
+    /// Built on the guest's first WASI call (a std `HashMap`'s seed, stderr):
+    /// many invocations make none, and building one (its random generators)
+    /// costs a few percent of a fresh instance.
     wasi: Option<WasiCtx>,
     /// What the guest wrote to stderr (a panic message, a Python traceback):
     /// logged under the plugin's name, and a crash's reason.
