@@ -133,6 +133,9 @@ pub(super) async fn pg_transaction_leased(
 ) -> Result<Vec<(u64, RowSet)>, DbError> {
     use sqlx::Connection;
     let mut out = Vec::with_capacity(statements.len());
+    // A BEGIN that fails drops the lease, closing its connection: such a
+    // connection is suspect, and keeping it would need the borrow `begin`
+    // holds on the lease to end first.
     let mut tx = lease.begin().await?;
     for (sql, params) in statements {
         match pg_run(&mut *tx, sql, params).await {
