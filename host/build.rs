@@ -1,4 +1,4 @@
-//! Builds the plugins (a separate workspace, for wasm32-wasip2) when none are
+//! Builds the plugins (a separate workspace, made into components) when none are
 //! built yet, so the README's `cargo run` and `cargo test` need no extra
 //! step, and captures the git SHA for `version.json`. It does not watch the
 //! plugins: a plugin edit never recompiles the host (`neo-ops plugin build`

@@ -1,15 +1,26 @@
-//! Building the plugins workspace (`plugins/`, for `wasm32-wasip2`): the
-//! host's build script does it once, when no components exist yet, and
-//! `neo-ops plugin build [NAME…]` does it on demand — seconds, with no host
-//! recompile. Also compiled into `build.rs` (by path), so it uses only std.
+//! Building the plugins workspace (`plugins/`): the host's build script does
+//! it once, when no components exist yet, and `neo-ops plugin build [NAME…]`
+//! does it on demand — seconds, with no host recompile. Also compiled into
+//! `build.rs` (by path), so it uses only std and `wit-component`.
+//!
+//! Rust plugins are core modules for `wasm32-unknown-unknown`, made into
+//! components here. Not `wasm32-wasip2`: its `std` imports 14 WASI
+//! interfaces whether a plugin uses them or not (18 core instances in the
+//! smallest plugin, 5 without), and a fresh instance costs about a fifth
+//! less without them (docs/benchmarks.md, sixth part).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-pub const WASM_TARGET: &str = "wasm32-wasip2";
+pub const WASM_TARGET: &str = "wasm32-unknown-unknown";
 
 /// Where the components land under a target directory.
 pub fn output_dir(target_dir: &Path) -> PathBuf {
+    target_dir.join("components")
+}
+
+/// Where cargo puts the core modules under a target directory.
+fn core_dir(target_dir: &Path) -> PathBuf {
     target_dir.join(WASM_TARGET).join("release")
 }
 
@@ -40,8 +51,9 @@ pub fn ensure_wasm_target(rustc: &str) -> Result<(), String> {
     }
 }
 
-/// `cargo build --release --target wasm32-wasip2` in `workspace`, into
-/// `target_dir`, for `packages` (all when empty). The outer build's compiler
+/// `cargo build --release --target wasm32-unknown-unknown` in `workspace`,
+/// into `target_dir`, for `packages` (all when empty), then each core module
+/// made into a component in [`output_dir`]. The outer build's compiler
 /// settings (clippy's wrapper, host RUSTFLAGS) are not passed on.
 pub fn build(
     cargo: &str,
@@ -78,13 +90,51 @@ pub fn build(
     let status = cmd
         .status()
         .map_err(|e| format!("running {cargo} to build the plugins: {e}"))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(format!(
+    if !status.success() {
+        return Err(format!(
             "building the plugins for {WASM_TARGET} failed (see the output above)"
-        ))
+        ));
     }
+    let core = core_dir(target_dir);
+    let modules: Vec<PathBuf> = if packages.is_empty() {
+        std::fs::read_dir(&core)
+            .map_err(|e| format!("reading {}: {e}", core.display()))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
+            .collect()
+    } else {
+        packages
+            .iter()
+            .map(|p| core.join(format!("{}.wasm", p.replace('-', "_"))))
+            .collect()
+    };
+    for module in modules {
+        let name = module.file_name().expect("a .wasm file");
+        componentize(&module, &output_dir(target_dir).join(name))?;
+    }
+    Ok(())
+}
+
+/// Makes the core module at `module` (with the component type wit-bindgen
+/// embedded in it) a component at `out`. An unchanged component is left
+/// alone, so a watching server does not reload for nothing; a changed one is
+/// written beside and renamed into place, so it never reads half of one.
+pub fn componentize(module: &Path, out: &Path) -> Result<(), String> {
+    let bytes = std::fs::read(module).map_err(|e| format!("reading {}: {e}", module.display()))?;
+    let component = wit_component::ComponentEncoder::default()
+        .validate(true)
+        .module(&bytes)
+        .and_then(|mut encoder| encoder.encode())
+        .map_err(|e| format!("making {} a component: {e:#}", module.display()))?;
+    if std::fs::read(out).is_ok_and(|old| old == component) {
+        return Ok(());
+    }
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    }
+    let tmp = out.with_extension("wasm.tmp");
+    std::fs::write(&tmp, &component).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, out).map_err(|e| format!("moving {} into place: {e}", out.display()))
 }
 
 /// The componentize-py this project pins (`.ci/run` installs it).

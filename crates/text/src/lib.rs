@@ -1,6 +1,6 @@
 //! Rules both sides of the sandbox build: the host (manifest, settings, log
 //! masking) and the guest SDK (plugin config, bundles, CSP reports). Pure
-//! code, no I/O, so it compiles natively and for `wasm32-wasip2` alike and
+//! code, no I/O, so it compiles natively and for wasm alike and
 //! one definition serves both.
 
 pub mod address;

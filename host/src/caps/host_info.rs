@@ -1,5 +1,6 @@
 //! `neo:ops/host-info`: health, readiness and version, as the host serves
-//! them; the host's configuration with secrets masked; the expected schema.
+//! them; the host's configuration with secrets masked; the expected schema;
+//! the wall clock.
 
 use crate::bindings::neo::ops::host_info as wit;
 use crate::caps::state::StoreState;
@@ -36,5 +37,9 @@ impl wit::Host for StoreState {
     async fn expected_schema(&mut self) -> wit::SchemaVersions {
         let (master, tenant) = self.call.services.db.expected_schema();
         wit::SchemaVersions { master, tenant }
+    }
+
+    async fn now_micros(&mut self) -> i64 {
+        chrono::Utc::now().timestamp_micros()
     }
 }

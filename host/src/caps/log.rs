@@ -41,6 +41,9 @@ impl wit::Host for StoreState {
             wit::Level::Warn => tracing::warn!(plugin, request_id, fields, "{message}"),
             wit::Level::Error => tracing::error!(plugin, request_id, fields, "{message}"),
         }
+        if matches!(level, wit::Level::Error) {
+            self.last_error = Some(message.to_string());
+        }
     }
 
     async fn progress(&mut self, done: u64, total: Option<u64>, message: String) {

@@ -41,13 +41,19 @@ pub struct CallContext {
 }
 
 pub struct StoreState {
-    /// Built on the guest's first WASI call (a std `HashMap`'s seed, stderr):
-    /// many invocations make none, and building one (its random generators)
-    /// costs a few percent of a fresh instance.
+    /// Built on the guest's first WASI call: the project's plugins are built
+    /// without WASI and make none; a Python check or an operator's plugin
+    /// built for `wasm32-wasip2` does (a std `HashMap`'s seed, stderr).
+    /// Building one (its random generators) costs a few percent of a fresh
+    /// instance.
     wasi: Option<WasiCtx>,
     /// What the guest wrote to stderr (a panic message, a Python traceback):
     /// logged under the plugin's name, and a crash's reason.
     pub stderr: MemoryOutputPipe,
+    /// What the guest last logged at error level: the SDK sends a Rust
+    /// plugin's panic message this way (it has no stderr), so with stderr it
+    /// is a crash's reason.
+    pub last_error: Option<String>,
     table: ResourceTable,
     pub limits: StoreLimits,
     pub call: CallContext,
@@ -62,6 +68,7 @@ impl StoreState {
         Self {
             wasi: None,
             stderr: MemoryOutputPipe::new(STDERR_CAPACITY),
+            last_error: None,
             table: ResourceTable::new(),
             limits,
             call,

@@ -90,8 +90,8 @@ pub enum Command {
 
 #[derive(Subcommand, Debug)]
 pub enum PluginCommand {
-    /// Build plugins for wasm32-wasip2 (seconds; no host rebuild) and print
-    /// where each component went. NAMEs are manifest names; none builds all.
+    /// Build plugins into components (seconds; no host rebuild) and print
+    /// where each went. NAMEs are manifest names; none builds all.
     Build { names: Vec<String> },
     /// Scaffold a plugin: `new check <name>` for a preflight check, `new
     /// <name>` for a handler plugin; adds its block to the manifest.

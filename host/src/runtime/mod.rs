@@ -353,7 +353,17 @@ impl Runtime {
         }
         match outcome {
             Err(_) => Err(timed_out(plugin_name, timeout)),
-            Ok(Err(e)) => Err(call_failed(plugin_name, timeout, e, &stderr)),
+            Ok(Err(e)) => {
+                // The SDK logs a panic as `plugin panicked at …`; another
+                // error line is no reason for a trap.
+                let said = match &store.data().last_error {
+                    Some(logged) if logged.contains(" panicked at ") => {
+                        format!("{stderr}\n{logged}")
+                    }
+                    _ => stderr,
+                };
+                Err(call_failed(plugin_name, timeout, e, &said))
+            }
             Ok(Ok(value)) => Ok(value),
         }
     }
@@ -429,8 +439,9 @@ fn timed_out(plugin: &str, timeout: Duration) -> InvokeError {
 }
 
 /// A call that ended in a trap: the epoch deadline is a timeout, anything
-/// else a crash whose details go to the log only.
-fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error, stderr: &str) -> InvokeError {
+/// else a crash whose details go to the log only. `said` is the guest's
+/// stderr, and the panic it logged if any.
+fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error, said: &str) -> InvokeError {
     if matches!(
         e.downcast_ref::<wasmtime::Trap>(),
         Some(wasmtime::Trap::Interrupt)
@@ -440,7 +451,7 @@ fn call_failed(plugin: &str, timeout: Duration, e: wasmtime::Error, stderr: &str
     let trap = format!("{e:#}");
     tracing::error!(plugin, reason = %trap, "plugin invocation failed");
     // What the guest said as it died beats a wasm backtrace.
-    let reason = crash_message(stderr).unwrap_or_else(|| {
+    let reason = crash_message(said).unwrap_or_else(|| {
         e.downcast_ref::<wasmtime::Trap>().map_or_else(
             || trap.lines().next().unwrap_or("trap").to_string(),
             |t| t.to_string(),

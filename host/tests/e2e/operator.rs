@@ -172,13 +172,19 @@ fn a_panicking_check_says_why() {
         "{detail}"
     );
     assert!(!detail.contains("wasm backtrace"), "{detail}");
-    // Guest stderr goes through the host's logger: JSON lines, named.
+    // The SDK's panic hook logs through the host's logger: JSON lines, named.
     let logged = o
         .stderr
         .lines()
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .find(|l| l["fields"]["message"] == "plugin wrote to stderr")
-        .unwrap_or_else(|| panic!("no stderr log line in {}", o.stderr));
+        .find(|l| {
+            l["fields"]["message"].as_str().is_some_and(|m| {
+                m.starts_with("plugin panicked at ")
+                    && m.ends_with("\ndisk probe returned nothing for /var/lib/neo-ops")
+            })
+        })
+        .unwrap_or_else(|| panic!("no panic log line in {}", o.stderr));
+    assert_eq!(logged["level"], "ERROR");
     assert_eq!(logged["fields"]["plugin"], "check-panics");
     assert!(
         o.stderr.lines().all(|l| l.starts_with('{')),

@@ -34,12 +34,20 @@ pub mod check_bindings {
             "neo:ops/files@0.1.0": crate::bindings::neo::ops::files,
         },
         pub_export_macro: true,
-        export_macro_name: "export_check",
+        export_macro_name: "export_check_raw",
         default_bindings_module: "neo_ops_sdk::check_bindings",
     });
+    #[doc(hidden)]
+    pub use export_check_raw as export_check;
 }
 
-pub use check_bindings::export_check;
+/// The allocator of a plugin built without WASI: `dlmalloc` taking the
+/// initial memory past the data first (see `plugins/.cargo/config.toml`), so
+/// a small invocation never grows memory. `std`'s own allocator for this
+/// target grows memory on its first allocation.
+#[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+#[global_allocator]
+static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
 
 pub mod args;
 pub mod audit;
@@ -48,6 +56,8 @@ pub mod config;
 pub mod days;
 pub mod file_reader;
 pub mod html;
+#[doc(hidden)]
+pub mod panic_hook;
 pub mod plugin;
 mod request;
 /// What counts as one plain mail address (the CLI uses it too).

@@ -54,9 +54,26 @@ macro_rules! export_plugin {
             fn run(
                 inv: $crate::Invocation,
             ) -> ::core::result::Result<$crate::Output, $crate::Failure> {
+                $crate::panic_hook::install();
                 $crate::plugin::dispatch::<$plugin>(inv)
             }
         }
         $crate::bindings::export_plugin!(__NeoOpsExport with_types_in $crate::bindings);
+    };
+}
+
+/// Exports a preflight check (a type implementing [`crate::Check`]) as the
+/// component's `check`.
+#[macro_export]
+macro_rules! export_check {
+    ($check:ty) => {
+        struct __NeoOpsCheck;
+        impl $crate::Check for __NeoOpsCheck {
+            fn check() -> $crate::CheckOutcome {
+                $crate::panic_hook::install();
+                <$check as $crate::Check>::check()
+            }
+        }
+        $crate::check_bindings::export_check!(__NeoOpsCheck with_types_in $crate::check_bindings);
     };
 }

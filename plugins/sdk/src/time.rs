@@ -1,14 +1,10 @@
 //! Wall-clock time and RFC 3339 formatting without pulling a date crate into
 //! every plugin.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Microseconds since the Unix epoch, from the host's wall clock.
+/// Microseconds since the Unix epoch, from the host's wall clock (plugins
+/// are built without WASI, so `std` has no clock of its own).
 pub fn now_micros() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    crate::host_info::now_micros()
 }
 
 /// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`

@@ -10,7 +10,7 @@ use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{
     Error, Failure, HttpRequest, Invocation, Output, Plugin, QueueMessage, ScheduleEvent,
-    args::Args, audit, config, db, files, kv, mail, outbound_http, queue, reply,
+    args::Args, audit, config, db, files, kv, mail, outbound_http, queue, reply, time,
 };
 
 struct Probe;
@@ -46,11 +46,18 @@ impl Plugin for Probe {
         }
         if let Some(ms) = msg.payload.strip_prefix("sleep:") {
             let ms: u64 = ms.split('-').next().unwrap_or("0").parse().unwrap_or(0);
-            std::thread::sleep(std::time::Duration::from_millis(ms));
+            pause(ms);
         }
         let n = kv::incr(&format!("probe:job:{}", msg.payload), 1)?;
         Ok(reply::json(200, &json!({"job": msg.id, "count": n})))
     }
+}
+
+/// Waits `ms` on the host's clock. Plugins have no WASI, so no `std` sleep:
+/// this spins, which is what a test needs (a plugin busy past its timeout).
+fn pause(ms: u64) {
+    let until = time::now_micros() + ms as i64 * 1000;
+    while time::now_micros() < until {}
 }
 
 fn probe(argv: &[&str]) -> Result<Output, Failure> {
@@ -76,11 +83,11 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             ["lock", name] => kv::lock(name, 60_000)
                 .map(|token| if token.is_some() { "held" } else { "busy" }.into()),
             ["lock-sleep", name, ms] => kv::lock(name, 60_000).map(|token| {
-                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+                pause(ms.parse().unwrap_or(0));
                 if token.is_some() { "held" } else { "busy" }.into()
             }),
             ["sleep", ms] => {
-                std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+                pause(ms.parse().unwrap_or(0));
                 Ok("slept".into())
             }
             ["http", url] => outbound_http::send(&outbound_http::Request {
