@@ -41,14 +41,16 @@ pub mod check_bindings {
     pub use export_check_raw as export_check;
 }
 
-/// The allocator of a plugin built without WASI: `dlmalloc` taking the
-/// initial memory past the data first (see `plugins/.cargo/config.toml`), so
-/// a small invocation never grows memory. `std`'s own allocator for this
-/// target grows memory on its first allocation.
+/// The allocator of a plugin built without WASI: an arena, then `dlmalloc`
+/// (see `allocator.rs`). `std`'s own allocator for this target grows memory
+/// on its first allocation.
 #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
 #[global_allocator]
-static ALLOCATOR: dlmalloc::GlobalDlmalloc = dlmalloc::GlobalDlmalloc;
+static ALLOCATOR: allocator::FirstBump<dlmalloc::GlobalDlmalloc, { allocator::ARENA_BYTES }> =
+    allocator::FirstBump::new(dlmalloc::GlobalDlmalloc);
 
+#[cfg(any(test, all(target_arch = "wasm32", target_os = "unknown")))]
+mod allocator;
 pub mod args;
 pub mod audit;
 pub mod config;
