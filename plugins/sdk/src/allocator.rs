@@ -179,6 +179,18 @@ mod tests {
     }
 
     #[test]
+    fn the_arena_holds_exactly_its_bytes() {
+        let a = Box::new(FirstBump::<System, ARENA_BYTES>::new(System));
+        unsafe {
+            let all = a.alloc(layout(ARENA_BYTES, 16));
+            assert!(a.owns(all) && a.owns(all.add(ARENA_BYTES - 1)));
+            let next = a.alloc(layout(1, 1));
+            assert!(!a.owns(next));
+            a.dealloc(next, layout(1, 1));
+        }
+    }
+
+    #[test]
     fn a_full_arena_hands_over_to_the_next_allocator() {
         let a = Box::new(FirstBump::<System, 64>::new(System));
         unsafe {
