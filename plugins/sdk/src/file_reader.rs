@@ -27,20 +27,31 @@ impl FileReader {
             eof: false,
         })
     }
+
+    /// The next chunk from the host, once the last is used up.
+    #[cold]
+    #[inline(never)]
+    fn refill(&mut self) -> std::io::Result<()> {
+        self.buf = files::read(&self.path, self.offset, CHUNK)
+            .map_err(|e| std::io::Error::other(e.message))?;
+        self.pos = 0;
+        self.offset += self.buf.len() as u64;
+        self.eof = self.buf.is_empty();
+        Ok(())
+    }
 }
 
 impl std::io::BufRead for FileReader {
+    // Inline: a line-at-a-time reader calls this once per line.
+    #[inline]
     fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
         if self.pos == self.buf.len() && !self.eof {
-            self.buf = files::read(&self.path, self.offset, CHUNK)
-                .map_err(|e| std::io::Error::other(e.message))?;
-            self.pos = 0;
-            self.offset += self.buf.len() as u64;
-            self.eof = self.buf.is_empty();
+            self.refill()?;
         }
         Ok(&self.buf[self.pos..])
     }
 
+    #[inline]
     fn consume(&mut self, amount: usize) {
         self.pos = (self.pos + amount).min(self.buf.len());
     }

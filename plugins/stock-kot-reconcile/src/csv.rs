@@ -74,21 +74,145 @@ impl Record {
         }
     }
 
-    /// The fast path: `line` (no line ending) holds no quote and no CR, so
-    /// its bytes are the fields and commas end them. The same record as the
-    /// state machine would build, byte for byte.
-    fn plain_line(&mut self, line: &[u8]) {
+    /// The fast path: takes a whole line from the start of `buf` if it ends
+    /// in `buf`, fits the record limit and holds no quote and no CR but an
+    /// optional one before its newline; its bytes are then the fields and
+    /// commas end them, the same record as the state machine would build,
+    /// byte for byte. Returns the bytes used (line ending included), or
+    /// `None` with the record cleared for the state machine.
+    fn plain_line(&mut self, buf: &[u8]) -> Option<usize> {
+        // Sixteen bytes a step: where the line stops and where its commas
+        // are, as bit masks (one SIMD compare per byte class), and the bytes
+        // copied to the record as they go (a fixed-size copy, no `memcpy`).
+        let mut at = 0;
+        let stop = loop {
+            if at >= buf.len() {
+                return self.refuse_line();
+            }
+            let valid = (buf.len() - at).min(16);
+            let chunk = chunk_of(&buf[at..at + valid]);
+            let masks = Masks::of_chunk(&chunk);
+            self.data.extend_from_slice(&chunk);
+            let stop = masks.stop.trailing_zeros() as usize;
+            let mut commas = u32::from(masks.comma) & ((1u32 << stop) - 1);
+            self.field_count += commas.count_ones() as usize;
+            while commas != 0 {
+                let comma = at + commas.trailing_zeros() as usize;
+                if self.ends.len() < MAX_FIELDS {
+                    self.ends.push(comma);
+                } else {
+                    self.truncated = true;
+                }
+                commas &= commas - 1;
+            }
+            if stop < valid {
+                break at + stop;
+            }
+            at += 16;
+            if at > MAX_RECORD_BYTES {
+                return self.refuse_line();
+            }
+        };
+        let newline = match buf[stop] {
+            b'\n' => stop,
+            b'\r' if buf.get(stop + 1) == Some(&b'\n') => stop + 1,
+            _ => return self.refuse_line(),
+        };
+        let line = &buf[..stop];
+        if line.len() > MAX_RECORD_BYTES {
+            return self.refuse_line();
+        }
         self.blank = line.is_empty();
-        self.data.extend_from_slice(line);
-        for (at, _) in line.iter().enumerate().filter(|(_, b)| **b == b',') {
-            self.field_count += 1;
-            if self.ends.len() < MAX_FIELDS {
-                self.ends.push(at);
-            } else {
-                self.truncated = true;
+        self.data.truncate(line.len());
+        self.end_field();
+        Some(newline + 1)
+    }
+
+    /// Undoes what [`Record::plain_line`] noted before it gave up.
+    fn refuse_line(&mut self) -> Option<usize> {
+        self.clear(self.line);
+        None
+    }
+}
+
+/// Which of 16 bytes stop the fast path (newline, quote, CR) and which are
+/// commas: bit `i` stands for byte `i`.
+struct Masks {
+    stop: u16,
+    comma: u16,
+}
+
+/// The first 16 bytes of `bytes`; a shorter tail is padded with zero bytes,
+/// which are neither stops nor commas.
+fn chunk_of(bytes: &[u8]) -> [u8; 16] {
+    match bytes.first_chunk() {
+        Some(whole) => *whole,
+        None => {
+            let mut chunk = [0u8; 16];
+            chunk[..bytes.len()].copy_from_slice(bytes);
+            chunk
+        }
+    }
+}
+
+impl Masks {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    fn of_chunk(chunk: &[u8; 16]) -> Masks {
+        use core::arch::wasm32::*;
+        // SAFETY: `chunk` is 16 readable bytes; wasm loads need no alignment.
+        let v = unsafe { v128_load(chunk.as_ptr().cast()) };
+        let stop = v128_or(
+            v128_or(
+                u8x16_eq(v, u8x16_splat(b'\n')),
+                u8x16_eq(v, u8x16_splat(b'"')),
+            ),
+            u8x16_eq(v, u8x16_splat(b'\r')),
+        );
+        Masks {
+            stop: u8x16_bitmask(stop),
+            comma: u8x16_bitmask(u8x16_eq(v, u8x16_splat(b','))),
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    fn of_chunk(chunk: &[u8; 16]) -> Masks {
+        use core::arch::x86_64::*;
+        // SAFETY: SSE2 is part of x86-64; `chunk` is 16 readable bytes and
+        // the load takes any alignment.
+        unsafe {
+            let v = _mm_loadu_si128(chunk.as_ptr().cast());
+            let eq = |b: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(b as i8));
+            let stop = _mm_or_si128(_mm_or_si128(eq(b'\n'), eq(b'"')), eq(b'\r'));
+            Masks {
+                stop: _mm_movemask_epi8(stop) as u16,
+                comma: _mm_movemask_epi8(eq(b',')) as u16,
             }
         }
-        self.end_field();
+    }
+
+    #[cfg(not(any(
+        all(target_arch = "wasm32", target_feature = "simd128"),
+        target_arch = "x86_64"
+    )))]
+    fn of_chunk(chunk: &[u8; 16]) -> Masks {
+        Masks::scalar(chunk)
+    }
+
+    /// The byte-at-a-time definition the SIMD versions are tested against.
+    #[cfg_attr(
+        any(
+            all(target_arch = "wasm32", target_feature = "simd128"),
+            target_arch = "x86_64"
+        ),
+        allow(dead_code)
+    )]
+    fn scalar(chunk: &[u8; 16]) -> Masks {
+        let mut masks = Masks { stop: 0, comma: 0 };
+        for (i, b) in chunk.iter().enumerate() {
+            masks.stop |= u16::from(matches!(b, b'\n' | b'"' | b'\r')) << i;
+            masks.comma |= u16::from(*b == b',') << i;
+        }
+        masks
     }
 }
 
@@ -117,8 +241,7 @@ impl<R: BufRead> Reader<R> {
     pub fn read_record(&mut self, rec: &mut Record) -> std::io::Result<bool> {
         rec.clear(self.line);
         let buf = self.inner.fill_buf()?;
-        if let Some((line, used)) = plain_line(buf) {
-            rec.plain_line(line);
+        if let Some(used) = rec.plain_line(buf) {
             self.inner.consume(used);
             self.line += 1;
             return Ok(true);
@@ -147,22 +270,6 @@ impl<R: BufRead> Reader<R> {
         rec.end_field();
         true
     }
-}
-
-/// A whole line at the start of `buf` that the fast path can take: it ends
-/// in the buffer, fits the record limit, and holds no quote and no CR but an
-/// optional one before its newline. Returns the line without its ending, and
-/// the bytes it used.
-fn plain_line(buf: &[u8]) -> Option<(&[u8], usize)> {
-    // One SIMD pass finds the newline, or whatever would stop the fast path first.
-    let stop = memchr::memchr3(b'\n', b'"', b'\r', buf)?;
-    let newline = match buf[stop] {
-        b'\n' => stop,
-        b'\r' if buf.get(stop + 1) == Some(&b'\n') => stop + 1,
-        _ => return None,
-    };
-    let line = &buf[..stop];
-    (line.len() <= MAX_RECORD_BYTES).then_some((line, newline + 1))
 }
 
 /// Feeds bytes to the state machine; returns bytes used and whether the
@@ -305,6 +412,55 @@ mod tests {
         for capacity in 1..9 {
             assert_eq!(read_all(input, capacity), whole, "buffer of {capacity}");
         }
+    }
+
+    /// Bytes drawn from a small alphabet rich in the bytes that matter.
+    fn scrambled(len: usize, mut seed: u64) -> Vec<u8> {
+        const ALPHABET: &[u8] = b"ab,,,\n\n\r\"0123456789x,";
+        (0..len)
+            .map(|_| {
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ALPHABET[(seed >> 33) as usize % ALPHABET.len()]
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_simd_masks_match_the_bytes() {
+        for seed in 0..2000 {
+            let bytes = scrambled(16, seed);
+            let chunk: &[u8; 16] = bytes.first_chunk().unwrap();
+            let (simd, scalar) = (Masks::of_chunk(chunk), Masks::scalar(chunk));
+            assert_eq!(
+                (simd.stop, simd.comma),
+                (scalar.stop, scalar.comma),
+                "{bytes:?}"
+            );
+        }
+        let short = Masks::of_chunk(&chunk_of(b"a,\n"));
+        assert_eq!((short.stop, short.comma), (0b100, 0b10));
+    }
+
+    #[test]
+    fn lines_across_sixteen_byte_steps_read_as_the_state_machine_reads_them() {
+        // Lines of every length around the step, commas on both sides of
+        // it, quotes and CRs late in a line, a CR LF split by a step.
+        let mut input = String::new();
+        for len in 0..40 {
+            let line: String = (0..len)
+                .map(|i| if i % 3 == 2 { ',' } else { 'x' })
+                .collect();
+            input.push_str(&line);
+            input.push_str(["\n", "\r\n"][len % 2]);
+        }
+        input.push_str("0123456789abcde\r\nfield,\"late, quote\"\nok\r\rno\n");
+        input.push_str(&String::from_utf8(scrambled(5000, 7)).unwrap());
+        // A one-byte buffer leaves the fast path nothing but empty lines.
+        let byte_at_a_time = read_all(&input, 1);
+        assert_eq!(read_all(&input, 1 << 16), byte_at_a_time);
+        assert_eq!(read_all(&input, 17), byte_at_a_time);
     }
 
     #[test]

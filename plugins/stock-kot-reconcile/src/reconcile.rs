@@ -292,6 +292,32 @@ impl Fields<'_> {
 
 /// Validates one data row; the error is the reason it is skipped.
 pub fn parse_fields<'a>(rec: &'a Record, cols: &Columns) -> Result<Fields<'a>, String> {
+    common_row(rec, cols).map_or_else(|| check_fields(rec, cols), Ok)
+}
+
+/// The common row, without building a message or trimming: the field count
+/// right, an item with text, three small integers. `None` sends the row to
+/// [`check_fields`], which accepts it or says why not (a number
+/// [`small_integer`] takes is the one [`parse_number`] gives).
+fn common_row<'a>(rec: &'a Record, cols: &Columns) -> Option<Fields<'a>> {
+    if rec.unterminated || rec.truncated || rec.field_count != cols.count {
+        return None;
+    }
+    let number = |k: usize| rec.field(cols.index[k]).and_then(small_integer);
+    let (sold_qty, kot_cnt, variance) = (number(1)?, number(2)?, number(3)?);
+    let item = rec.field(cols.index[0])?;
+    item.iter()
+        .any(|b| !b.is_ascii_whitespace())
+        .then_some(Fields {
+            item,
+            sold_qty,
+            kot_cnt,
+            variance,
+        })
+}
+
+/// Every check of a row, in order; the error is the first that fails.
+fn check_fields<'a>(rec: &'a Record, cols: &Columns) -> Result<Fields<'a>, String> {
     if rec.unterminated {
         return Err("unterminated quoted field".into());
     }
