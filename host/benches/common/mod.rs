@@ -33,6 +33,14 @@ impl PgBench {
         let mut settings = Settings::embedded(dir.path().join("data"));
         settings.postgres_master_url = Some(Self::url(&prefix));
         settings.postgres_tenant_dsn_template = Some(Self::url(&format!("{prefix}_{{tenant}}")));
+        // A smaller pool for profilers that cannot reserve 128 slots'
+        // address space (valgrind), as `neo-ops` itself allows.
+        if let Some(n) = std::env::var("NEO_OPS_MAX_INSTANCES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            settings.max_instances = n;
+        }
         Self {
             admin,
             prefix,
