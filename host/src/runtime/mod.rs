@@ -279,7 +279,7 @@ impl Runtime {
     fn count<T>(
         &self,
         plugin: &str,
-        trigger: &str,
+        trigger: &'static str,
         result: &Result<T, InvokeError>,
         started: Instant,
     ) {
