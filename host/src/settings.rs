@@ -50,6 +50,20 @@ impl Default for AdmissionPolicy {
 
 pub const DEFAULT_MAX_INSTANCES: u32 = 128;
 
+/// `NEO_OPS_MAX_INSTANCES` (unset: [`DEFAULT_MAX_INSTANCES`]); the benches
+/// read it too, so a profiler can shrink the pool.
+pub fn max_instances(value: Option<&str>) -> anyhow::Result<u32> {
+    let Some(v) = value else {
+        return Ok(DEFAULT_MAX_INSTANCES);
+    };
+    v.parse()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| {
+            anyhow::anyhow!("NEO_OPS_MAX_INSTANCES \"{v}\" is not a number from 1 to 10000")
+        })
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Embedded databases, kv snapshot, outbox and component cache live here.
@@ -120,18 +134,7 @@ impl Settings {
             kv_prefix: var("NEO_OPS_KV_PREFIX").unwrap_or_else(|| "neo-ops:".into()),
             smtp,
             replica: var("NEO_OPS_REPLICA").unwrap_or_else(default_replica),
-            max_instances: match var("NEO_OPS_MAX_INSTANCES") {
-                None => DEFAULT_MAX_INSTANCES,
-                Some(v) => v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=10_000).contains(n))
-                    .ok_or_else(|| {
-                        anyhow::anyhow!(
-                            "NEO_OPS_MAX_INSTANCES \"{v}\" is not a number from 1 to 10000"
-                        )
-                    })?,
-            },
+            max_instances: max_instances(var("NEO_OPS_MAX_INSTANCES").as_deref())?,
             trusted_proxies: match var("NEO_OPS_TRUSTED_PROXIES") {
                 None => Vec::new(),
                 Some(list) => parse_addresses(&list)?,

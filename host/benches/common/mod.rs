@@ -18,6 +18,13 @@ pub struct PgBench {
 
 impl PgBench {
     pub async fn new(manifest_text: &str) -> Self {
+        // A smaller pool for profilers that cannot reserve 128 slots'
+        // address space (valgrind), as `neo-ops` itself allows; read before
+        // anything is created, so a bad value leaves nothing behind.
+        let max_instances = neo_ops::settings::max_instances(
+            std::env::var("NEO_OPS_MAX_INSTANCES").ok().as_deref(),
+        )
+        .unwrap();
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let prefix = format!("neo_bench_{id}");
         let admin = PgPool::connect(PG_ADMIN)
@@ -33,14 +40,7 @@ impl PgBench {
         let mut settings = Settings::embedded(dir.path().join("data"));
         settings.postgres_master_url = Some(Self::url(&prefix));
         settings.postgres_tenant_dsn_template = Some(Self::url(&format!("{prefix}_{{tenant}}")));
-        // A smaller pool for profilers that cannot reserve 128 slots'
-        // address space (valgrind), as `neo-ops` itself allows.
-        if let Some(n) = std::env::var("NEO_OPS_MAX_INSTANCES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-        {
-            settings.max_instances = n;
-        }
+        settings.max_instances = max_instances;
         Self {
             admin,
             prefix,
