@@ -64,6 +64,15 @@ pub fn max_instances(value: Option<&str>) -> anyhow::Result<u32> {
         })
 }
 
+/// `NEO_OPS_PERF_MAP`: `1` or `0` (unset: off).
+fn perf_map(value: Option<&str>) -> anyhow::Result<bool> {
+    match value.map(str::trim) {
+        None | Some("0") => Ok(false),
+        Some("1") => Ok(true),
+        Some(v) => anyhow::bail!("NEO_OPS_PERF_MAP \"{v}\" is not 1 or 0"),
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// Embedded databases, kv snapshot, outbox and component cache live here.
@@ -90,6 +99,9 @@ pub struct Settings {
     /// Open HTTP connections at most (`NEO_OPS_MAX_CONNECTIONS`); always
     /// kept below the process's file limit.
     pub max_connections: Option<usize>,
+    /// Write `/tmp/perf-<pid>.map`, so `perf` names plugin functions
+    /// (`NEO_OPS_PERF_MAP=1`).
+    pub perf_map: bool,
 }
 
 impl Settings {
@@ -146,6 +158,7 @@ impl Settings {
                     anyhow::anyhow!("NEO_OPS_MAX_CONNECTIONS \"{v}\" is not a positive number")
                 })?),
             },
+            perf_map: perf_map(var("NEO_OPS_PERF_MAP").as_deref())?,
         })
     }
 
@@ -163,6 +176,7 @@ impl Settings {
             trusted_proxies: Vec::new(),
             admission: AdmissionPolicy::default(),
             max_connections: None,
+            perf_map: false,
         }
     }
 }

@@ -56,7 +56,7 @@ pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
     let manifest = load_manifest(&cli.manifest)?;
     let _routes = std::panic::catch_unwind(|| triggers::http::routes(manifest.plugins.iter()))
         .map_err(|_| anyhow::anyhow!("the manifest's routes cannot be served (see above)"))?;
-    let engine = crate::runtime::engine::build_engine(1)?;
+    let engine = crate::runtime::engine::build_engine(1, false)?;
     crate::runtime::link_plugins(&engine, &manifest, &cli.data_dir.join("cache"))?;
     println!(
         "{}: {} plugin(s) ok",

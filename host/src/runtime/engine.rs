@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime::{
+    Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, ProfilingStrategy,
+};
 
 use crate::manifest::MAX_MEMORY;
 /// How often the epoch advances: the granularity of timeouts and of yields
@@ -13,7 +15,9 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
 /// `max_instances` is the number of plugin instances that can run at once
 /// (pool slots); an invocation beyond it fails instead of allocating more.
-pub fn build_engine(max_instances: u32) -> anyhow::Result<Engine> {
+/// `perf_map` writes `/tmp/perf-<pid>.map` naming every function compiled
+/// or loaded from the cache.
+pub fn build_engine(max_instances: u32, perf_map: bool) -> anyhow::Result<Engine> {
     let slots = max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
     pool.total_component_instances(slots)
@@ -37,6 +41,10 @@ pub fn build_engine(max_instances: u32) -> anyhow::Result<Engine> {
         .wasm_component_model(true)
         .epoch_interruption(true)
         .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    if perf_map {
+        // Names for the plugins' compiled code, for `perf report`.
+        config.profiler(ProfilingStrategy::PerfMap);
+    }
     Ok(Engine::new(&config)?)
 }
 

@@ -176,12 +176,13 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles (or loads from cache) and links every plugin in the manifest.
     pub fn load(manifest: &Manifest, services: Arc<Services>) -> anyhow::Result<Self> {
-        let engine = engine::build_engine(services.settings.max_instances)?;
-        let plugins = link_plugins(&engine, manifest, &services.settings.data_dir.join("cache"))?;
+        let settings = &services.settings;
+        let engine = engine::build_engine(settings.max_instances, settings.perf_map)?;
+        let plugins = link_plugins(&engine, manifest, &settings.data_dir.join("cache"))?;
         let ticker = Arc::new(engine::EpochTicker::start(&engine));
         let admission = Arc::new(admission::Admission::new(
-            services.settings.max_instances,
-            services.settings.admission,
+            settings.max_instances,
+            settings.admission,
         ));
         Ok(Self {
             engine,

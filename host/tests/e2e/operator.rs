@@ -451,3 +451,55 @@ fn a_localhost_sender_is_warned_about() {
     let quiet = run(Some("ops@neo.example.com"));
     assert!(!quiet.contains("SMTP_FROM"), "{quiet}");
 }
+
+/// `NEO_OPS_PERF_MAP=1` leaves `/tmp/perf-<pid>.map` naming the plugins'
+/// compiled functions (also those loaded from the cache), so `perf report`
+/// can say where a plugin spends its time; a value other than 1 or 0 is
+/// refused.
+#[test]
+fn perf_map_names_plugin_functions() {
+    use std::process::Stdio;
+    let cli = support::Cli::new(
+        r#"
+[plugins.faults]
+component = "test_faults.wasm"
+command = true
+"#,
+    );
+    // The second run loads the component from the cache the first one filled.
+    for _ in 0..2 {
+        let child = cli
+            .command(&["run", "faults", "ok"])
+            .env("NEO_OPS_PERF_MAP", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let map = std::path::PathBuf::from(format!("/tmp/perf-{}.map", child.id()));
+        let out = child.wait_with_output().unwrap();
+        let text = std::fs::read_to_string(&map);
+        let _ = std::fs::remove_file(&map);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("\"hello\""));
+        let text = text.unwrap_or_else(|e| panic!("{}: {e}", map.display()));
+        // The project's plugins are stripped: their functions are named by
+        // index (a plugin built with its names keeps them in the map).
+        assert!(text.contains(" wasm[0]::function["), "{text}");
+    }
+
+    let refused = cli
+        .command(&["run", "faults", "ok"])
+        .env("NEO_OPS_PERF_MAP", "yes")
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("NEO_OPS_PERF_MAP \"yes\" is not 1 or 0"),
+        "{stderr}"
+    );
+}

@@ -365,9 +365,10 @@ impl Cli {
         Self { dir, manifest }
     }
 
-    pub fn run(&self, args: &[&str]) -> CliOutput {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
-            .arg("--manifest")
+    /// The command line `run` runs, for a test that needs more control.
+    pub fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"));
+        cmd.arg("--manifest")
             .arg(&self.manifest)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
@@ -375,9 +376,12 @@ impl Cli {
             .env_remove("POSTGRES_MASTER_URL")
             .env_remove("POSTGRES_TENANT_DSN_TEMPLATE")
             .env_remove("REDIS_URL")
-            .env_remove("SMTP_HOST")
-            .output()
-            .unwrap();
+            .env_remove("SMTP_HOST");
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> CliOutput {
+        let out = self.command(args).output().unwrap();
         CliOutput {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
