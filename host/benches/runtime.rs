@@ -368,6 +368,25 @@ async fn bench() {
     let native_addr = native_listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(native_listener, native).await });
 
+    if std::env::var("NEO_BENCH_ONLY").as_deref() == Ok("serve") {
+        // For profiling under an outside load generator: both servers, their
+        // addresses printed, until killed. NEO_BENCH_WORK_US sets the CPU
+        // work of `/native/work` (0 by default).
+        let work_us: f64 = std::env::var("NEO_BENCH_WORK_US")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        WORK_ITERATIONS.store(
+            (work_us * work_iterations_per_us()) as u64,
+            Ordering::Relaxed,
+        );
+        println!("plugin http://{plugin_addr} native http://{native_addr}");
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+        services.db.close().await;
+        pg.drop_databases().await;
+        return;
+    }
     if std::env::var("NEO_BENCH_ONLY").as_deref() == Ok("invoke") {
         // For profiling the invocation path alone: perf record this.
         let n: usize = std::env::var("NEO_BENCH_N")
@@ -375,7 +394,8 @@ async fn bench() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(200_000);
         // NEO_BENCH_PLUGIN=status-page: its `/status.json` (one query, the
-        // document built in the guest) instead of the no-I/O plugin.
+        // document built in the guest) instead of the no-I/O plugin;
+        // NEO_BENCH_PLUGIN=native-status: the native handler for it.
         let plugin = std::env::var("NEO_BENCH_PLUGIN").unwrap_or_else(|_| "faults".into());
         let invocation = match plugin.as_str() {
             "status-page" => status_invocation,
@@ -390,9 +410,17 @@ async fn bench() {
         let mut tasks = Vec::new();
         for _ in 0..par {
             let (runtime, plugin) = (runtime.clone(), plugin.clone());
+            let pool = services.db.master().clone();
             tasks.push(tokio::spawn(async move {
                 for _ in 0..n / par {
-                    runtime.invoke(&plugin, invocation()).await.unwrap();
+                    if plugin == "native-status" {
+                        // The native `/status.json` handler, called directly:
+                        // the baseline for `status-page` in process.
+                        let headers = axum::http::HeaderMap::new();
+                        std::hint::black_box(native_status(State(pool.clone()), headers).await);
+                    } else {
+                        runtime.invoke(&plugin, invocation()).await.unwrap();
+                    }
                 }
             }));
         }
