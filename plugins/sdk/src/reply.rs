@@ -1,14 +1,16 @@
 //! Building outputs and failures in the shapes the spec uses.
 
 use crate::{ErrorCode, Failure, Output};
+use serde::Serialize;
 use serde_json::{Value, json};
 
-/// A JSON body with the given status.
-pub fn json(status: u16, body: &Value) -> Output {
+/// A JSON body with the given status: a `serde_json::Value` or any type that
+/// serialises (a typed document skips building a map per request).
+pub fn json<T: Serialize + ?Sized>(status: u16, body: &T) -> Output {
     Output {
         status,
         headers: vec![("content-type".into(), "application/json".into())],
-        body: serde_json::to_vec(body).expect("a json value always serialises"),
+        body: serde_json::to_vec(body).expect("a json document always serialises"),
     }
 }
 

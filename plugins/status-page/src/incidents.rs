@@ -1,8 +1,6 @@
-//! Incidents in the master database: start, update, resolve, and how each
-//! document shows them.
+//! Incidents in the master database: load, start, update, resolve.
 
 use neo_ops_sdk::db::{self, Value};
-use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::{ErrorCode, Failure, Output, reply, time};
 
 /// Statuspage's impact levels, ordered from least to worst.
@@ -49,45 +47,6 @@ pub struct Incident {
     pub updated_at: i64,
     /// Newest first.
     pub updates: Vec<Update>,
-}
-
-impl Incident {
-    /// As the spec's `/status.json` lists it.
-    pub fn seed_json(&self) -> Json {
-        json!({
-            "title": self.title,
-            "details": self.details,
-            "started_at": time::rfc3339(self.started_at),
-        })
-    }
-
-    /// As Statuspage's documents list it.
-    pub fn statuspage_json(&self) -> Json {
-        let status = match (self.resolved_at, self.updates.first()) {
-            (Some(_), _) => "resolved",
-            (None, Some(u)) => u.status.as_str(),
-            (None, None) => "investigating",
-        };
-        json!({
-            "id": self.id.to_string(),
-            "name": self.title,
-            "status": status,
-            "impact": self.impact.as_str(),
-            "created_at": time::rfc3339(self.started_at),
-            "started_at": time::rfc3339(self.started_at),
-            "updated_at": time::rfc3339(self.updated_at),
-            "resolved_at": self.resolved_at.map(time::rfc3339),
-            "incident_updates": self.updates.iter().map(|u| json!({
-                "id": u.id.to_string(),
-                "status": u.status,
-                "body": u.message,
-                "created_at": time::rfc3339(u.at),
-                "updated_at": time::rfc3339(u.at),
-                "display_at": time::rfc3339(u.at),
-            })).collect::<Vec<_>>(),
-            "components": [],
-        })
-    }
 }
 
 /// Incidents with their updates, in one query (one row per update, or one

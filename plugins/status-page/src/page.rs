@@ -4,19 +4,19 @@
 //! route and adapts to narrow screens and dark mode.
 
 use neo_ops_sdk::html::escape;
-use neo_ops_sdk::serde_json::Value as Json;
 use neo_ops_sdk::{Output, time};
 
+use crate::documents::Status;
 use crate::incidents::Incident;
 
-pub fn html(active: &[Incident], resolved: &[Incident], status: &Json) -> Output {
+pub fn html(active: &[Incident], resolved: &[Incident], status: &Status) -> Output {
     let state_class = if active.is_empty() { "ok" } else { "down" };
     let mut body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
          <title>Status</title><link rel=\"stylesheet\" href=\"/status/style.css\"></head>\n<body><main>\n\
          <h1>Status</h1>\n<p class=\"state {state_class}\">{}</p>\n",
-        escape(status["description"].as_str().unwrap_or(""))
+        escape(status.description)
     );
     if !active.is_empty() {
         body.push_str("<h2>Active incidents</h2>\n");
