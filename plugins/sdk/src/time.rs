@@ -8,17 +8,50 @@ pub fn now_micros() -> i64 {
 }
 
 /// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`
-/// (whole seconds when there is no fraction).
+/// (whole seconds when there is no fraction). Digits are written directly:
+/// status documents format several instants per request, and `format!`'s
+/// padding machinery cost more than the rest of the conversion.
 pub fn rfc3339(micros: i64) -> String {
     let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000);
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
     let (y, m, d) = civil_from_days(days);
     let (hh, mm, ss) = (sod / 3600, sod % 3600 / 60, sod % 60);
+    let Ok(year @ 0..=9999) = u32::try_from(y) else {
+        // Years outside 0000–9999 (a sign or a fifth digit): rare enough
+        // for the general formatter.
+        let frac = if frac == 0 {
+            String::new()
+        } else {
+            format!(".{frac:06}")
+        };
+        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z");
+    };
+    let mut out = String::with_capacity(27);
+    for (n, width, after) in [
+        (year, 4, '-'),
+        (m, 2, '-'),
+        (d, 2, 'T'),
+        (hh, 2, ':'),
+        (mm, 2, ':'),
+        (ss, 2, '.'),
+    ] {
+        push_digits(&mut out, n, width);
+        out.push(after);
+    }
     if frac == 0 {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}Z")
+        out.pop();
     } else {
-        format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{frac:06}Z")
+        push_digits(&mut out, frac, 6);
+    }
+    out.push('Z');
+    out
+}
+
+/// `n`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut String, n: u32, width: u32) {
+    for place in (0..width).rev() {
+        out.push(char::from(b'0' + (n / 10u32.pow(place) % 10) as u8));
     }
 }
 
@@ -49,5 +82,42 @@ mod tests {
             rfc3339(1_795_625_319_123_456),
             "2026-11-25T16:48:39.123456Z"
         );
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999Z");
+        assert_eq!(rfc3339(1_000_007), "1970-01-01T00:00:01.000007Z");
+        assert_eq!(rfc3339(253_402_300_799_000_000), "9999-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn matches_the_general_formatter() {
+        let general = |micros: i64| {
+            let (secs, frac) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
+            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+            let sod = secs.rem_euclid(86_400);
+            let (hh, mm, ss) = (sod / 3600, sod % 3600 / 60, sod % 60);
+            let frac = if frac == 0 {
+                String::new()
+            } else {
+                format!(".{frac:06}")
+            };
+            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z")
+        };
+        // Instants from year -300 to 12000, odd steps so every field varies.
+        let mut micros = -71_600_000_000_000_000_i64;
+        while micros < 316_000_000_000_000_000 {
+            assert_eq!(rfc3339(micros), general(micros), "{micros}");
+            micros += 7_777_777_777_777;
+        }
+    }
+
+    #[test]
+    fn formats_years_beyond_four_digits() {
+        assert_eq!(rfc3339(253_402_300_800_000_000), "10000-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(-62_167_219_200_000_001),
+            "-001-12-31T23:59:59.999999Z"
+        );
+        // The extremes do not overflow.
+        assert!(rfc3339(i64::MAX).ends_with(".775807Z"));
+        assert!(rfc3339(i64::MIN).ends_with(".224192Z"));
     }
 }
