@@ -64,8 +64,9 @@ pub fn max_instances(value: Option<&str>) -> anyhow::Result<u32> {
         })
 }
 
-/// `NEO_OPS_PERF_MAP`: `1` or `0` (unset: off).
-fn perf_map(value: Option<&str>) -> anyhow::Result<bool> {
+/// `NEO_OPS_PERF_MAP`: `1` or `0` (unset: off); the benches read it too, so
+/// `perf report` names a plugin's functions in their profiles.
+pub fn perf_map(value: Option<&str>) -> anyhow::Result<bool> {
     match value.map(str::trim) {
         None | Some("0") => Ok(false),
         Some("1") => Ok(true),

@@ -25,6 +25,8 @@ impl PgBench {
             std::env::var("NEO_OPS_MAX_INSTANCES").ok().as_deref(),
         )
         .unwrap();
+        let perf_map =
+            neo_ops::settings::perf_map(std::env::var("NEO_OPS_PERF_MAP").ok().as_deref()).unwrap();
         let id = uuid::Uuid::new_v4().simple().to_string()[..10].to_string();
         let prefix = format!("neo_bench_{id}");
         let admin = PgPool::connect(PG_ADMIN)
@@ -41,6 +43,7 @@ impl PgBench {
         settings.postgres_master_url = Some(Self::url(&prefix));
         settings.postgres_tenant_dsn_template = Some(Self::url(&format!("{prefix}_{{tenant}}")));
         settings.max_instances = max_instances;
+        settings.perf_map = perf_map;
         Self {
             admin,
             prefix,
