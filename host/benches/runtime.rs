@@ -236,10 +236,41 @@ fn work_iterations_per_us() -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// The plugin's `/status.json` document, typed as the plugin types it.
+#[derive(serde::Serialize)]
+struct StatusDocument<'a> {
+    state: &'static str,
+    incidents: Vec<SeedIncident<'a>>,
+    page: Page,
+    status: Indicator,
+}
+
+#[derive(serde::Serialize)]
+struct SeedIncident<'a> {
+    title: &'a str,
+    details: &'a str,
+    started_at: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Page {
+    id: &'static str,
+    name: &'static str,
+    url: &'static str,
+    time_zone: &'static str,
+    updated_at: Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct Indicator {
+    indicator: &'static str,
+    description: &'static str,
+}
+
 /// The plugin's `/status.json` done natively: the same query (active
 /// incidents with their updates, one row per update), the same document
-/// (the spec's fields plus Statuspage's `page` and `status`), the same
-/// entity tag, cache and CORS headers.
+/// (the spec's fields plus Statuspage's `page` and `status`, serialised from
+/// types as the plugin does), the same entity tag, cache and CORS headers.
 async fn native_status(
     State(pool): State<Pool>,
     headers: axum::http::HeaderMap,
@@ -290,17 +321,32 @@ async fn native_status(
         Some(2) => ("major", "Partial System Outage"),
         Some(_) => ("critical", "Major Service Outage"),
     };
-    let doc = json!({
-        "state": if active.is_empty() { "operational" } else { "degraded" },
-        "incidents": active.iter().map(|i| json!({
-            "title": i.1, "details": i.2, "started_at": rfc3339(i.4),
-        })).collect::<Vec<_>>(),
-        "page": {
-            "id": "neo", "name": "neo", "url": "", "time_zone": "Etc/UTC",
-            "updated_at": active.iter().map(|i| i.5).max().and_then(rfc3339),
+    let doc = StatusDocument {
+        state: if active.is_empty() {
+            "operational"
+        } else {
+            "degraded"
         },
-        "status": {"indicator": indicator, "description": description},
-    });
+        incidents: active
+            .iter()
+            .map(|i| SeedIncident {
+                title: &i.1,
+                details: &i.2,
+                started_at: rfc3339(i.4),
+            })
+            .collect(),
+        page: Page {
+            id: "neo",
+            name: "neo",
+            url: "",
+            time_zone: "Etc/UTC",
+            updated_at: active.iter().map(|i| i.5).max().and_then(rfc3339),
+        },
+        status: Indicator {
+            indicator,
+            description,
+        },
+    };
     let body = serde_json::to_vec(&doc).unwrap();
     let tag = format!(
         "\"{:016x}\"",
