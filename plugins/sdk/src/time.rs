@@ -12,20 +12,10 @@ pub fn now_micros() -> i64 {
 /// status documents format several instants per request, and `format!`'s
 /// padding machinery cost more than the rest of the conversion.
 pub fn rfc3339(micros: i64) -> String {
-    let secs = micros.div_euclid(1_000_000);
-    let frac = micros.rem_euclid(1_000_000) as u32;
-    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
-    let (y, m, d) = civil_from_days(days);
-    let (hh, mm, ss) = (sod / 3600, sod % 3600 / 60, sod % 60);
+    let (y, [m, d, hh, mm, ss, frac]) = civil_fields(micros);
     let Ok(year @ 0..=9999) = u32::try_from(y) else {
-        // Years outside 0000–9999 (a sign or a fifth digit): rare enough
-        // for the general formatter.
-        let frac = if frac == 0 {
-            String::new()
-        } else {
-            format!(".{frac:06}")
-        };
-        return format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z");
+        // A sign or a fifth digit: rare enough for the general formatter.
+        return rfc3339_formatted(micros);
     };
     let mut out = String::with_capacity(27);
     for (n, width, after) in [
@@ -46,6 +36,27 @@ pub fn rfc3339(micros: i64) -> String {
     }
     out.push('Z');
     out
+}
+
+/// [`rfc3339`] through `format!`, for any year.
+fn rfc3339_formatted(micros: i64) -> String {
+    let (y, [m, d, hh, mm, ss, frac]) = civil_fields(micros);
+    let frac = if frac == 0 {
+        String::new()
+    } else {
+        format!(".{frac:06}")
+    };
+    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z")
+}
+
+/// The year, then month, day, hour, minute, second and microsecond of an
+/// instant, UTC.
+fn civil_fields(micros: i64) -> (i64, [u32; 6]) {
+    let secs = micros.div_euclid(1_000_000);
+    let frac = micros.rem_euclid(1_000_000) as u32;
+    let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+    let (y, m, d) = civil_from_days(days);
+    (y, [m, d, sod / 3600, sod % 3600 / 60, sod % 60, frac])
 }
 
 /// `n`'s last `width` decimal digits, zero-padded.
@@ -89,22 +100,10 @@ mod tests {
 
     #[test]
     fn matches_the_general_formatter() {
-        let general = |micros: i64| {
-            let (secs, frac) = (micros.div_euclid(1_000_000), micros.rem_euclid(1_000_000));
-            let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-            let sod = secs.rem_euclid(86_400);
-            let (hh, mm, ss) = (sod / 3600, sod % 3600 / 60, sod % 60);
-            let frac = if frac == 0 {
-                String::new()
-            } else {
-                format!(".{frac:06}")
-            };
-            format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z")
-        };
         // Instants from year -300 to 12000, odd steps so every field varies.
         let mut micros = -71_600_000_000_000_000_i64;
         while micros < 316_000_000_000_000_000 {
-            assert_eq!(rfc3339(micros), general(micros), "{micros}");
+            assert_eq!(rfc3339(micros), rfc3339_formatted(micros), "{micros}");
             micros += 7_777_777_777_777;
         }
     }
