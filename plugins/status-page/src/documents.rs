@@ -181,25 +181,30 @@ impl<'a> StatuspageIncident<'a> {
             (None, Some(u)) => u.status.as_str(),
             (None, None) => "investigating",
         };
+        // Statuspage repeats one instant under several names: format it once.
+        let started_at = time::rfc3339(i.started_at);
         StatuspageIncident {
             id: i.id.to_string(),
             name: &i.title,
             status,
             impact: i.impact.as_str(),
-            created_at: time::rfc3339(i.started_at),
-            started_at: time::rfc3339(i.started_at),
+            created_at: started_at.clone(),
+            started_at,
             updated_at: time::rfc3339(i.updated_at),
             resolved_at: i.resolved_at.map(time::rfc3339),
             incident_updates: i
                 .updates
                 .iter()
-                .map(|u| IncidentUpdate {
-                    id: u.id.to_string(),
-                    status: &u.status,
-                    body: &u.message,
-                    created_at: time::rfc3339(u.at),
-                    updated_at: time::rfc3339(u.at),
-                    display_at: time::rfc3339(u.at),
+                .map(|u| {
+                    let at = time::rfc3339(u.at);
+                    IncidentUpdate {
+                        id: u.id.to_string(),
+                        status: &u.status,
+                        body: &u.message,
+                        created_at: at.clone(),
+                        updated_at: at.clone(),
+                        display_at: at,
+                    }
                 })
                 .collect(),
             components: [],
