@@ -6,7 +6,6 @@
 pub mod accept;
 mod reload;
 
-use axum::Router;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
@@ -99,7 +98,7 @@ async fn serve(
 /// finishes on the set it started on (it holds its `Runtime`).
 pub struct Live {
     pub services: Arc<Services>,
-    router: RwLock<Router>,
+    router: RwLock<triggers::http::Service>,
     current: Mutex<Option<Generation>>,
 }
 
@@ -121,7 +120,7 @@ impl Live {
     }
 
     /// The router requests go to now.
-    pub fn router(&self) -> Router {
+    pub fn router(&self) -> triggers::http::Service {
         self.router
             .read()
             .unwrap_or_else(|p| p.into_inner())

@@ -9,12 +9,13 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
 use futures::FutureExt;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::timeout::{RequestBodyTimeoutLayer, TimeoutLayer};
+use tower_http::timeout::{RequestBodyTimeout, Timeout};
 
 use crate::manifest::{Plugin, Role, host_routes};
 use crate::runtime::completing::Completing;
@@ -76,16 +77,26 @@ pub struct AppState {
     pub(crate) runtime: Arc<Runtime>,
 }
 
-/// Builds the router: host endpoints plus every manifest route.
-pub fn router(runtime: Arc<Runtime>) -> Router {
-    routes(runtime.plugins().map(|p| p.manifest.as_ref()))
-        .with_state(AppState { runtime })
-        // A slow body or a stuck handler cannot hold a connection forever.
-        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
-        .layer(TimeoutLayer::with_status_code(
-            StatusCode::SERVICE_UNAVAILABLE,
-            REQUEST_TIMEOUT,
-        ))
+/// What serves HTTP: a router inside the host's time limits.
+pub type Service = Timeout<RequestBodyTimeout<Router>>;
+
+/// A slow body or a stuck handler cannot hold a connection forever. The
+/// limits wrap the whole router rather than each route (`Router::layer`):
+/// each layered route is another box that every request clones and whose
+/// future it boxes again.
+fn time_limited(router: Router) -> Service {
+    Timeout::with_status_code(
+        RequestBodyTimeout::new(router, BODY_READ_TIMEOUT),
+        StatusCode::SERVICE_UNAVAILABLE,
+        REQUEST_TIMEOUT,
+    )
+}
+
+/// Builds the service: host endpoints plus every manifest route.
+pub fn router(runtime: Arc<Runtime>) -> Service {
+    time_limited(
+        routes(runtime.plugins().map(|p| p.manifest.as_ref())).with_state(AppState { runtime }),
+    )
 }
 
 /// The route table of a set of plugins, before any state is attached:
@@ -124,10 +135,12 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
         }
         for (method, target) in methods {
             let filter = MethodFilter::try_from(method).expect("standard method");
+            // Shared, so a request clones a pointer rather than two names.
+            let target = Arc::new(target);
             mr = mr.merge(on(
                 filter,
                 move |state: State<AppState>,
-                      Path(params): Path<HashMap<String, String>>,
+                      Path(params): Path<Vec<(String, String)>>,
                       request: Request| {
                     dispatch(state, target.clone(), params, request)
                 },
@@ -183,8 +196,8 @@ fn came_over_https(socket: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAdd
 
 /// What serves while the first plugin set compiles: health and readiness
 /// (not ready yet), and 503 with `Retry-After` for every other route.
-pub fn loading_router(services: Arc<crate::services::Services>) -> Router {
-    Router::new()
+pub fn loading_router(services: Arc<crate::services::Services>) -> Service {
+    let router = Router::new()
         .route(
             host_routes::HEALTHZ,
             get(
@@ -209,7 +222,8 @@ pub fn loading_router(services: Arc<crate::services::Services>) -> Router {
                 .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
             response
         })
-        .with_state(services)
+        .with_state(services);
+    time_limited(router)
 }
 
 async fn healthz(State(state): State<AppState>) -> Response {
@@ -400,7 +414,7 @@ async fn read_body(headers: &HeaderMap, body: Body, request_id: &str) -> Result<
 /// sources that disagree is refused: settling it silently could act on the
 /// wrong tenant.
 fn tenant_of(
-    path_params: &HashMap<String, String>,
+    path_params: &[(String, String)],
     query: &[(String, String)],
     body: &[u8],
 ) -> Result<Option<String>, String> {
@@ -421,7 +435,13 @@ fn tenant_of(
         None => None,
     };
     let mut sources = [
-        ("path", path_params.get("tenant")),
+        (
+            "path",
+            path_params
+                .iter()
+                .find(|(k, _)| k == "tenant")
+                .map(|(_, v)| v),
+        ),
         ("query", from_query.first().copied()),
         ("body", from_body.as_ref()),
     ]
@@ -475,8 +495,8 @@ fn body_tenants(body: &[u8]) -> Option<Vec<String>> {
 
 async fn dispatch(
     State(state): State<AppState>,
-    target: RouteTarget,
-    params: HashMap<String, String>,
+    target: Arc<RouteTarget>,
+    mut path_params: Vec<(String, String)>,
     request: Request,
 ) -> Response {
     let (parts, body) = request.into_parts();
@@ -498,7 +518,12 @@ async fn dispatch(
         Err(rejected) => return rejected,
     };
     let trusted = &runtime.services.settings.trusted_proxies;
-    let remote_addr = client_addr(socket, headers, trusted).map(|ip| ip.to_string());
+    let remote_addr = client_addr(socket, headers, trusted).map(|ip| {
+        // Sized for the longest address, so it is written without regrowing.
+        let mut text = String::with_capacity(45);
+        let _ = write!(text, "{ip}");
+        text
+    });
     let https = came_over_https(socket, headers, trusted);
     let query: Vec<(String, String)> = parts
         .uri
@@ -509,7 +534,7 @@ async fn dispatch(
                 .collect()
         })
         .unwrap_or_default();
-    let tenant = match tenant_of(&params, &query, &body) {
+    let tenant = match tenant_of(&path_params, &query, &body) {
         Ok(t) => t,
         Err(why) => return error_envelope(400, &why),
     };
@@ -519,15 +544,14 @@ async fn dispatch(
     let header_list = headers
         .iter()
         .filter(|(k, _)| *k != "authorization" && *k != "cookie")
-        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .filter_map(|(k, v)| Some((k.as_str().to_owned(), v.to_str().ok()?.to_owned())))
         .collect();
-    let mut path_params: Vec<(String, String)> = params.into_iter().collect();
     path_params.sort();
     let method = parts.method;
     let uri = parts.uri;
     let inv = Invocation {
         trigger: Trigger::Http(HttpRequest {
-            method: method.to_string(),
+            method: method.as_str().to_owned(),
             route: target.route.clone(),
             path: uri.path().to_string(),
             path_params,
@@ -546,8 +570,8 @@ async fn dispatch(
     // database work, lock releases and accounting complete): the rest of it
     // moves to a task of its own then.
     let invocation = {
-        let (runtime, plugin) = (runtime.clone(), target.plugin.clone());
-        Completing::detached(async move { runtime.invoke(&plugin, inv).await })
+        let (runtime, target) = (runtime.clone(), target.clone());
+        Completing::detached(async move { runtime.invoke(&target.plugin, inv).await })
     };
     let outcome = match AssertUnwindSafe(invocation).catch_unwind().await {
         Ok(outcome) => outcome,
@@ -575,11 +599,14 @@ async fn dispatch(
         micros = started.elapsed().as_micros() as u64,
         "request"
     );
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert("x-request-id", v);
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
+        response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
 }
+
+/// Built once: a name given as a string is copied on every insert.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Hop-by-hop and framing headers are the server's business, not the plugin's.
 const RESERVED_HEADERS: &[&str] = &[
@@ -607,7 +634,12 @@ fn plugin_response(
         if RESERVED_HEADERS.contains(&name.as_str()) {
             continue;
         }
-        if let Ok(value) = HeaderValue::from_str(&v) {
+        // Visible ASCII only, as `HeaderValue::from_str` takes; the
+        // plugin's string becomes the value without a copy.
+        if !v.is_ascii() {
+            continue;
+        }
+        if let Ok(value) = HeaderValue::from_maybe_shared(Bytes::from(v)) {
             map.append(name, value);
         }
     }
@@ -636,6 +668,44 @@ fn plugin_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_sets_its_own_headers_but_not_framing_or_non_ascii_ones() {
+        let headers = vec![
+            ("content-type".to_string(), "text/plain".to_string()),
+            ("x-total".to_string(), "3".to_string()),
+            ("x-total".to_string(), "4".to_string()),
+            ("content-length".to_string(), "999".to_string()),
+            ("x-name".to_string(), "caf\u{e9}".to_string()),
+            ("x-bad".to_string(), "a\nb".to_string()),
+            ("bad name".to_string(), "x".to_string()),
+        ];
+        let response = plugin_response(201, headers, b"hi".to_vec(), false);
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let h = response.headers();
+        assert_eq!(h["content-type"], "text/plain");
+        let totals: Vec<_> = h.get_all("x-total").iter().collect();
+        assert_eq!(totals, ["3", "4"]);
+        for refused in ["content-length", "x-name", "x-bad", "bad name"] {
+            assert!(!h.contains_key(refused), "{refused} was passed on");
+        }
+    }
+
+    #[test]
+    fn the_tenant_comes_from_the_path_parameter_named_tenant() {
+        let path = [
+            ("id".to_string(), "7".to_string()),
+            ("tenant".to_string(), "acme".to_string()),
+        ];
+        assert_eq!(tenant_of(&path, &[], b"").unwrap().as_deref(), Some("acme"));
+        let query = [("tenant".to_string(), "other".to_string())];
+        let err = tenant_of(&path, &query, b"").unwrap_err();
+        assert!(
+            err.contains("\"acme\" in the path and \"other\" in the query"),
+            "{err}"
+        );
+        assert_eq!(tenant_of(&path[..1], &[], b"").unwrap(), None);
+    }
 
     #[test]
     fn forwarded_for_counts_only_from_a_trusted_proxy() {
