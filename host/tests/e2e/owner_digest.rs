@@ -609,7 +609,15 @@ async fn figures_mail_and_once_per_day(backend: Backend) {
     assert_eq!(err.status(), 400);
     assert_eq!(
         err.to_string(),
-        "bad date \"24/11/2026\" (expected YYYY-MM-DD)"
+        "bad date \"24/11/2026\" (expected YYYY-MM-DD, 1970 to 9999)"
+    );
+    // A day still to come is refused: its send would be recorded now.
+    let err = digest(&server, &["--tenant", "acme", "--date", "9999-01-01"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("date 9999-01-01 is after today"),
+        "{err}"
     );
     let err = digest(&server, &["--tenant", "nope"]).await.unwrap_err();
     assert_eq!(

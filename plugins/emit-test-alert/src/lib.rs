@@ -17,6 +17,8 @@ use settings::{Settings, Target};
 struct EmitTestAlert;
 
 impl Plugin for EmitTestAlert {
+    const DRY_RUN: bool = true;
+
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         send(inv, args, "neo-ops run".to_string())
     }

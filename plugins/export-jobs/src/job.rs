@@ -33,8 +33,9 @@ pub fn parse(payload: &str) -> Result<Export, String> {
     }
     let date = |name: &str| {
         let given = field(name).unwrap_or_default();
-        NaiveDate::parse_from_str(given, "%Y-%m-%d")
-            .map_err(|_| format!("bad export {name} \"{given}\": expected YYYY-MM-DD"))
+        neo_ops_sdk::days::parse_date(given).map_err(|_| {
+            format!("bad export {name} \"{given}\": expected YYYY-MM-DD, 1970 to 9999")
+        })
     };
     let (from, to) = (date("from")?, date("to")?);
     if to < from {
@@ -86,7 +87,12 @@ mod tests {
         );
         assert_eq!(
             err(r#"{"kind":"orders","from":"24/11/2026"}"#),
-            "bad export from \"24/11/2026\": expected YYYY-MM-DD"
+            "bad export from \"24/11/2026\": expected YYYY-MM-DD, 1970 to 9999"
+        );
+        // Past chrono's range, a day more would panic: refused as bad input.
+        assert_eq!(
+            err(r#"{"kind":"orders","from":"2026-11-01","to":"+262143-12-31"}"#),
+            "bad export to \"+262143-12-31\": expected YYYY-MM-DD, 1970 to 9999"
         );
         assert!(
             err(r#"{"kind":"orders","from":"2026-11-02","to":"2026-11-01"}"#).contains("before")

@@ -25,6 +25,8 @@ const USAGE: &str = "usage: owner-digest --tenant NAME | --all-tenants \
                      [--date YYYY-MM-DD] [--dry-run] [--json]";
 
 impl Plugin for OwnerDigest {
+    const DRY_RUN: bool = true;
+
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         digest(inv, args, time::now_micros())
     }
@@ -136,7 +138,16 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
             return result(None, Outcome::Failed(reply::fail(500, msg)));
         }
     };
-    let day = req.date.unwrap_or_else(|| day::date_at(tz, req.now_micros));
+    let today = day::date_at(tz, req.now_micros);
+    let day = req.date.unwrap_or(today);
+    if day > today {
+        // Its send would be recorded, and the real one that day skipped.
+        let msg = format!(
+            "date {day} is after today ({today}) in tenant \"{}\"'s time zone",
+            t.name
+        );
+        return result(Some(day), Outcome::Failed(reply::fail(400, msg)));
+    }
     let job = send::Job {
         tenant: t,
         day,

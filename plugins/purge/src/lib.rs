@@ -37,6 +37,8 @@ const DEFAULT_LOCK_TTL: std::time::Duration = std::time::Duration::from_secs(60)
 struct Purge;
 
 impl Plugin for Purge {
+    const DRY_RUN: bool = true;
+
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         run(&Options::parse(args, inv)?)
     }

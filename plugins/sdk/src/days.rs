@@ -2,7 +2,7 @@
 //! tenant's zone and the UTC instants `[start, end)` it covers, DST included.
 //! The owner digest's business day and the order export's date range.
 
-use chrono::{DateTime, Duration, NaiveDate, NaiveTime, TimeZone};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone};
 use chrono_tz::Tz;
 
 /// The UTC range of one business day, in microseconds since the epoch.
@@ -19,9 +19,13 @@ pub fn zone(name: &str) -> Result<Tz, String> {
 }
 
 /// Parses `--date YYYY-MM-DD`.
+/// Only years 1970 to 9999: a business day of the platform, and room for the
+/// date arithmetic on it (a week back, a day on) that chrono would panic past.
 pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .map_err(|_| format!("bad date \"{s}\" (expected YYYY-MM-DD)"))
+        .ok()
+        .filter(|d| (1970..=9999).contains(&d.year()))
+        .ok_or_else(|| format!("bad date \"{s}\" (expected YYYY-MM-DD, 1970 to 9999)"))
 }
 
 /// The calendar date at instant `micros` in `tz`.
@@ -59,6 +63,22 @@ mod tests {
 
     fn utc(s: &str) -> i64 {
         DateTime::parse_from_rfc3339(s).unwrap().timestamp_micros()
+    }
+
+    #[test]
+    fn dates_outside_1970_to_9999_are_refused() {
+        assert!(parse_date("9999-12-31").is_ok());
+        assert!(parse_date("1970-01-01").is_ok());
+        for bad in [
+            "+262143-12-31",
+            "-262144-01-03",
+            "10000-01-01",
+            "1969-12-31",
+            "2026-13-01",
+        ] {
+            let e = parse_date(bad).unwrap_err();
+            assert!(e.contains(&format!("\"{bad}\"")), "{e}");
+        }
     }
 
     #[test]

@@ -8,6 +8,11 @@ use crate::reply::fail;
 use crate::{Failure, HttpRequest, Invocation, Output, QueueMessage, ScheduleEvent, Trigger};
 
 pub trait Plugin {
+    /// Whether the plugin honours a dry run (`--dry-run`, `?dry_run=1`;
+    /// `inv.dry_run`). One that does not is refused a dry run, so asking for
+    /// one never does the real thing.
+    const DRY_RUN: bool = false;
+
     /// A manifest route was called; match on `(req.method, req.route)`.
     fn http(inv: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
         let _ = inv;
@@ -37,6 +42,12 @@ pub trait Plugin {
 
 /// Calls the method of `P` for the invocation's trigger.
 pub fn dispatch<P: Plugin>(inv: Invocation) -> Result<Output, Failure> {
+    if inv.dry_run && !P::DRY_RUN {
+        return Err(fail(
+            400,
+            "this plugin has no dry run: nothing was done (run it without --dry-run or dry_run)",
+        ));
+    }
     match &inv.trigger {
         Trigger::Http(req) => P::http(&inv, req),
         Trigger::Command(argv) => P::command(&inv, &Args::new(argv)),
@@ -76,4 +87,55 @@ macro_rules! export_check {
         }
         $crate::check_bindings::export_check!(__NeoOpsCheck with_types_in $crate::check_bindings);
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn done(_: &Invocation, _: &Args) -> Result<Output, Failure> {
+        Ok(Output {
+            status: 200,
+            headers: vec![],
+            body: b"done".to_vec(),
+        })
+    }
+
+    struct Plain;
+    impl Plugin for Plain {
+        fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+            done(inv, args)
+        }
+    }
+
+    struct Careful;
+    impl Plugin for Careful {
+        const DRY_RUN: bool = true;
+        fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+            done(inv, args)
+        }
+    }
+
+    fn command(dry_run: bool) -> Invocation {
+        Invocation {
+            trigger: Trigger::Command(vec!["go".into()]),
+            tenant: None,
+            principal: None,
+            dry_run,
+            request_id: "r".into(),
+        }
+    }
+
+    #[test]
+    fn a_dry_run_reaches_only_a_plugin_that_honours_it() {
+        let refused = dispatch::<Plain>(command(true)).unwrap_err();
+        assert_eq!(refused.status, 400);
+        assert!(
+            refused.message.contains("no dry run"),
+            "{}",
+            refused.message
+        );
+        assert_eq!(dispatch::<Plain>(command(false)).unwrap().body, b"done");
+        assert_eq!(dispatch::<Careful>(command(true)).unwrap().body, b"done");
+    }
 }

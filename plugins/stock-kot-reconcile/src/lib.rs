@@ -26,6 +26,8 @@ const DEFAULT_OPS_EMAIL: &str = "ops@example.com";
 struct StockKotReconcile;
 
 impl Plugin for StockKotReconcile {
+    const DRY_RUN: bool = true;
+
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         reconcile_file(args, args.dry_run(inv))
     }
