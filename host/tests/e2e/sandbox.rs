@@ -305,3 +305,68 @@ async fn misbehaving_plugins_fail_alone(backend: Backend) {
 }
 
 on_both_backends!(faults_are_contained, misbehaving_plugins_fail_alone);
+
+/// Values Postgres holds but the db interface cannot carry (`infinity`, dates
+/// past chrono's range) come back as `invalid`, not as a panic in the host
+/// (sqlx's own conversion panics on them); ordinary ones convert exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn infinite_timestamps_are_refused_not_a_crash() {
+    use neo_ops::backends::db::{DbError, Value};
+    let dep = Deployment::new(Backend::Real).await;
+    let server = dep.start("", "a").await;
+    let db = server.master();
+    for sql in [
+        "SELECT 'infinity'::timestamptz AS t",
+        "SELECT '-infinity'::timestamptz AS t",
+        "SELECT 'infinity'::timestamp AS t",
+        "SELECT '-infinity'::date AS t",
+        "SELECT 'infinity'::date AS t",
+        "SELECT '5874897-12-31'::date AS t",
+    ] {
+        match db.query(sql, &[]).await {
+            Err(DbError::Invalid(why)) => assert!(why.contains("column 0"), "{sql}: {why}"),
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    let rows = db
+        .query(
+            "SELECT '2026-12-06 10:00:00.000001+00'::timestamptz AS tz, \
+             '1969-12-31 23:59:59'::timestamp AS ts, '2026-12-06'::date AS d",
+            &[],
+        )
+        .await
+        .expect("ordinary values");
+    assert_eq!(
+        rows.rows[0],
+        vec![
+            Value::Timestamp(1_796_551_200_000_001),
+            Value::Timestamp(-1_000_000),
+            Value::Text("2026-12-06".into()),
+        ]
+    );
+    // The pool still answers.
+    assert_eq!(support::ints(db, "SELECT 1", &[]).await, vec![1]);
+    server.stop().await.unwrap();
+}
+
+/// Statement connections carry a server-side `statement_timeout` just under
+/// the host's own limit, so a statement the host gives up on does not run on
+/// in Postgres; too many parameters is refused as invalid, not taken for an
+/// outage that opens the breaker for everyone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_limits_hold_on_the_server_too() {
+    use neo_ops::backends::db::{DbError, Value};
+    let dep = Deployment::new(Backend::Real).await;
+    let server = dep.start("", "a").await;
+    let db = server.master();
+    let rows = db.query("SHOW statement_timeout", &[]).await.unwrap();
+    assert_eq!(rows.rows[0], vec![Value::Text("29s".into())]);
+    let params = vec![Value::Int(1); 70_000];
+    match db.query("SELECT $1::int8 AS n", &params).await {
+        Err(DbError::Invalid(why)) => assert!(why.contains("70000 parameters"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    // The breaker stayed closed: the next statement runs at once.
+    assert_eq!(support::ints(db, "SELECT 1", &[]).await, vec![1]);
+    server.stop().await.unwrap();
+}

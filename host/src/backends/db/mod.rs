@@ -19,7 +19,8 @@ use crate::manifest::valid_tenant_name;
 use crate::settings::Settings;
 use neo_ops_text::redact::for_log as redact_url;
 use postgres::{PG_MASTER, PG_TENANT, pg_pool, pg_run_leased, pg_transaction_leased};
-use sqlite::{LITE_MASTER, LITE_TENANT, lite_run, sqlite_pool};
+pub(crate) use sqlite::lite_run;
+use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool};
 
 pub use postgres::{BREAKER_OPEN, PgHandle};
 pub use sqlite::sqlite_timestamp;

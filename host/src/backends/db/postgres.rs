@@ -1,15 +1,16 @@
 //! The Postgres backend: pools with a breaker, binding `Value`s and
 //! decoding rows by column type, and the Postgres migrations.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, Utc};
 use futures::TryStreamExt;
 use sqlx::Either;
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow, PgValueFormat};
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::pg_conns::{Conns, Lease, PING_IF_IDLE_FOR};
+use super::value::micros_to_datetime;
 use super::{ACQUIRE_TIMEOUT, DbError, RowSet, Value};
 use neo_ops_text::redact::for_log as redact_url;
 
@@ -36,7 +37,16 @@ pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 
 impl PgHandle {
     pub(super) fn new(pool: PgPool) -> Self {
-        let conns = Conns::new((*pool.connect_options()).clone());
+        // The server gives up on a statement just before the host would: a
+        // slow statement is then refused and its connection kept, instead of
+        // left running on the server with its locks after the host dropped
+        // the socket (and taken for an outage that opens the breaker).
+        let server_limit = super::STATEMENT_TIMEOUT.saturating_sub(Duration::from_secs(1));
+        let options = (*pool.connect_options()).clone().options([(
+            "statement_timeout",
+            format!("{}ms", server_limit.as_millis()),
+        )]);
+        let conns = Conns::new(options);
         Self {
             pool,
             conns,
@@ -204,16 +214,20 @@ impl sqlx::Encode<'_, sqlx::Postgres> for UntypedNull {
     }
 }
 
-pub(super) fn micros_to_datetime(micros: i64) -> Result<DateTime<Utc>, DbError> {
-    Utc.timestamp_micros(micros)
-        .single()
-        .ok_or_else(|| DbError::Invalid(format!("timestamp {micros} is out of range")))
-}
+/// Parameters one Postgres statement can carry (the protocol counts them in 16 bits).
+const MAX_PARAMS: usize = u16::MAX as usize;
 
 pub(super) fn pg_query<'q>(
     sql: &'q str,
     params: &'q [Value],
 ) -> Result<sqlx::query::Query<'q, sqlx::Postgres, PgArguments>, DbError> {
+    if params.len() > MAX_PARAMS {
+        // sqlx would fail it as a protocol error, taken for an outage.
+        return Err(DbError::Invalid(format!(
+            "a statement with {} parameters; Postgres takes at most {MAX_PARAMS}",
+            params.len()
+        )));
+    }
     let mut q = sqlx::query(sql);
     for v in params {
         q = match v {
@@ -265,13 +279,19 @@ pub(super) fn pg_value(row: &PgRow, i: usize, ty: &str) -> Result<Value, DbError
         "FLOAT8" => Value::Float(row.try_get(i)?),
         "TEXT" | "VARCHAR" | "NAME" | "BPCHAR" | "CHAR" => Value::Text(row.try_get(i)?),
         "BYTEA" => Value::Bytes(row.try_get(i)?),
-        "TIMESTAMPTZ" => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i)?.timestamp_micros()),
-        "TIMESTAMP" => Value::Timestamp(
-            row.try_get::<NaiveDateTime, _>(i)?
-                .and_utc()
-                .timestamp_micros(),
-        ),
-        "DATE" => Value::Text(row.try_get::<chrono::NaiveDate, _>(i)?.to_string()),
+        "TIMESTAMPTZ" | "TIMESTAMP" => match binary(row, i)? {
+            Some(raw) => Value::Timestamp(pg_timestamp(raw, i)?),
+            None if ty == "TIMESTAMP" => Value::Timestamp(
+                row.try_get::<NaiveDateTime, _>(i)?
+                    .and_utc()
+                    .timestamp_micros(),
+            ),
+            None => Value::Timestamp(row.try_get::<DateTime<Utc>, _>(i)?.timestamp_micros()),
+        },
+        "DATE" => Value::Text(match binary(row, i)? {
+            Some(raw) => pg_date(raw, i)?.to_string(),
+            None => row.try_get::<chrono::NaiveDate, _>(i)?.to_string(),
+        }),
         "JSON" | "JSONB" => Value::Json(row.try_get::<serde_json::Value, _>(i)?.to_string()),
         "VOID" => Value::Null,
         other => {
@@ -280,4 +300,50 @@ pub(super) fn pg_value(row: &PgRow, i: usize, ty: &str) -> Result<Value, DbError
             )));
         }
     })
+}
+
+/// A value's bytes when it came in binary format (as the prepared statements
+/// here do), else `None`.
+fn binary(row: &PgRow, i: usize) -> Result<Option<&[u8]>, DbError> {
+    let raw = row.try_get_raw(i)?;
+    if raw.format() != PgValueFormat::Binary {
+        return Ok(None);
+    }
+    raw.as_bytes()
+        .map(Some)
+        .map_err(|e| DbError::Invalid(format!("column {i}: {e}")))
+}
+
+/// Postgres counts timestamps from 2000-01-01; the db interface from 1970.
+const PG_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// A binary `timestamp`/`timestamptz` as microseconds since the Unix epoch.
+/// Decoded here, not by sqlx, whose chrono conversion panics on `infinity`
+/// and on dates past chrono's range (a plugin's query must not crash the host).
+fn pg_timestamp(raw: &[u8], i: usize) -> Result<i64, DbError> {
+    let micros = <[u8; 8]>::try_from(raw)
+        .map(i64::from_be_bytes)
+        .map_err(|_| DbError::Invalid(format!("column {i}: a timestamp of {} bytes", raw.len())))?;
+    micros
+        .checked_add(PG_EPOCH_MICROS)
+        .filter(|_| micros != i64::MIN)
+        .ok_or_else(|| {
+            DbError::Invalid(format!(
+                "column {i} holds an infinite or out-of-range timestamp, which the db interface does not carry; cast it to text"
+            ))
+        })
+}
+
+/// A binary `date`, checked the same way (`infinity`, or past chrono's range).
+fn pg_date(raw: &[u8], i: usize) -> Result<chrono::NaiveDate, DbError> {
+    let days = <[u8; 4]>::try_from(raw)
+        .map(i32::from_be_bytes)
+        .map_err(|_| DbError::Invalid(format!("column {i}: a date of {} bytes", raw.len())))?;
+    chrono::NaiveDate::from_ymd_opt(2000, 1, 1)
+        .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(days.into())))
+        .ok_or_else(|| {
+            DbError::Invalid(format!(
+                "column {i} holds a date out of range (or infinite); cast it to text"
+            ))
+        })
 }

@@ -3,7 +3,7 @@
 //! migrations. Timestamps are fixed-width RFC 3339 text, so text order is
 //! time order.
 
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, TimeZone, Utc};
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 use futures::TryStreamExt;
 use sqlx::Either;
 use sqlx::sqlite::{
@@ -13,6 +13,7 @@ use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::value::micros_to_datetime;
 use super::{DbError, RowSet, Value};
 
 pub(super) static LITE_MASTER: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite/master");
@@ -33,7 +34,7 @@ pub(super) async fn sqlite_pool(path: PathBuf) -> anyhow::Result<SqlitePool> {
         .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))
 }
 
-pub(super) async fn lite_run<'e, E>(
+pub(crate) async fn lite_run<'e, E>(
     ex: E,
     sql: &str,
     params: &[Value],
@@ -41,7 +42,7 @@ pub(super) async fn lite_run<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let mut stream = ex.fetch_many(lite_query(sql, params));
+    let mut stream = ex.fetch_many(lite_query(sql, params)?);
     let (mut affected, mut rows) = (0, Vec::new());
     while let Some(step) = stream.try_next().await? {
         match step {
@@ -60,7 +61,7 @@ pub fn sqlite_timestamp(dt: DateTime<Utc>) -> String {
 pub(super) fn lite_query<'q>(
     sql: &'q str,
     params: &'q [Value],
-) -> sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>> {
+) -> Result<sqlx::query::Query<'q, sqlx::Sqlite, SqliteArguments<'q>>, DbError> {
     let mut q = sqlx::query(sql);
     for v in params {
         q = match v {
@@ -70,15 +71,10 @@ pub(super) fn lite_query<'q>(
             Value::Float(f) => q.bind(*f),
             Value::Text(s) | Value::Json(s) => q.bind(s.as_str()),
             Value::Bytes(b) => q.bind(b.as_slice()),
-            Value::Timestamp(t) => q.bind(
-                Utc.timestamp_micros(*t)
-                    .single()
-                    .map(sqlite_timestamp)
-                    .unwrap_or_default(),
-            ),
+            Value::Timestamp(t) => q.bind(sqlite_timestamp(micros_to_datetime(*t)?)),
         };
     }
-    q
+    Ok(q)
 }
 
 pub(super) fn lite_rows(rows: Vec<SqliteRow>) -> Result<RowSet, DbError> {

@@ -1,5 +1,7 @@
 //! The values, row sets and errors both database backends speak.
 
+use chrono::{DateTime, TimeZone, Utc};
+
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
     Null,
@@ -77,4 +79,12 @@ impl From<sqlx::Error> for DbError {
             _ => DbError::Rejected(e.to_string()),
         }
     }
+}
+
+/// A timestamp parameter (microseconds since the Unix epoch) as a date-time,
+/// refused as invalid past chrono's range on every backend.
+pub(super) fn micros_to_datetime(micros: i64) -> Result<DateTime<Utc>, DbError> {
+    Utc.timestamp_micros(micros)
+        .single()
+        .ok_or_else(|| DbError::Invalid(format!("timestamp {micros} is out of range")))
 }
