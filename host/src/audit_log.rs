@@ -4,7 +4,7 @@
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::backends::db::{DbError, Pool, Value};
+use crate::backends::db::{DbError, Pool, Value, lite_run};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -52,12 +52,53 @@ fn sorted_keys(value: &serde_json::Value) -> serde_json::Value {
             )
         }
         Value::Array(items) => Value::Array(items.iter().map(sorted_keys).collect()),
+        Value::Number(n) => Value::Number(as_jsonb_returns(n)),
         other => other.clone(),
     }
 }
 
-/// SQLite has one writer per file; this keeps the read-last-then-insert step
-/// atomic within the process that owns it.
+/// A number as Postgres JSONB hands it back, which keeps decimals, not
+/// floats: `-0.0` comes back as `0.0`, and a whole float that `serde_json`
+/// writes with an exponent (`1e16`, `1.5e17`) as the integer it spells
+/// (beyond `u64` `serde_json` reads it back as the same float). Applied when
+/// a record is hashed and when it is verified, so the hash survives the trip.
+fn as_jsonb_returns(n: &serde_json::Number) -> serde_json::Number {
+    let Some(f) = n.as_f64().filter(|_| n.is_f64()) else {
+        return n.clone();
+    };
+    if f == 0.0 {
+        return serde_json::Number::from_f64(0.0).unwrap_or_else(|| n.clone());
+    }
+    let text = n.to_string();
+    let Some((mantissa, exponent)) = text.split_once('e') else {
+        return n.clone();
+    };
+    let (negative, mantissa) = match mantissa.strip_prefix('-') {
+        Some(m) => (true, m),
+        None => (false, mantissa),
+    };
+    let fraction_digits = mantissa.split_once('.').map_or(0, |(_, f)| f.len());
+    let zeros = exponent
+        .parse::<usize>()
+        .ok()
+        .and_then(|e| e.checked_sub(fraction_digits));
+    let Some(zeros) = zeros else {
+        // A negative exponent, or not whole: JSONB's decimal reads back alike.
+        return n.clone();
+    };
+    let digits = format!("{}{}", mantissa.replace('.', ""), "0".repeat(zeros));
+    let whole = if negative {
+        format!("-{digits}")
+            .parse::<i64>()
+            .map(serde_json::Number::from)
+    } else {
+        digits.parse::<u64>().map(serde_json::Number::from)
+    };
+    whole.unwrap_or_else(|_| n.clone())
+}
+
+/// Appends within one process queue here rather than on SQLite's file lock
+/// (whose waits back off coarsely); across processes the file lock decides.
 static SQLITE_APPEND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LAST: &str = "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1";
@@ -129,21 +170,25 @@ pub async fn append(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
             lease.release();
             Ok(id)
         }
-        Pool::Sqlite(_) => {
+        Pool::Sqlite(pool) => {
             let _guard = SQLITE_APPEND.lock().await;
-            let last = master.query(LAST, &[]).await?;
+            // `BEGIN IMMEDIATE` takes the file's write lock before the last
+            // hash is read: another process appending meanwhile (a `neo-ops
+            // run` beside `serve`) waits instead of forking the chain.
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let (_, last) = lite_run(&mut *tx, LAST, &[]).await?;
             let prev = match last.rows.first().and_then(|r| r.first()) {
                 Some(Value::Text(h)) => h.clone(),
                 _ => GENESIS.to_string(),
             };
             let hash = record_hash(&prev, at, &record);
-            let rows = master
-                .query(INSERT, &params(at, &record, &prev, &hash))
-                .await?;
-            match rows.rows.first().and_then(|r| r.first()) {
-                Some(Value::Int(id)) => Ok(*id),
-                _ => Err(DbError::Failed("audit insert returned no id".into())),
-            }
+            let (_, rows) = lite_run(&mut *tx, INSERT, &params(at, &record, &prev, &hash)).await?;
+            let id = match rows.rows.first().and_then(|r| r.first()) {
+                Some(Value::Int(id)) => *id,
+                _ => return Err(DbError::Failed("audit insert returned no id".into())),
+            };
+            tx.commit().await?;
+            Ok(id)
         }
     }
 }
@@ -247,5 +292,40 @@ mod tests {
         assert_eq!(record_hash("0", at, &a), record_hash("0", at, &b));
         let c = record(r#"{"a": {"x": null, "y": [1, {"c": 3, "d": 4}]}, "b": 1}"#);
         assert_ne!(record_hash("0", at, &a), record_hash("0", at, &c));
+    }
+
+    #[test]
+    fn numbers_hash_as_postgres_jsonb_returns_them() {
+        let hash = |details: &str| {
+            let r = NewRecord {
+                actor: "a".into(),
+                action: "b".into(),
+                target: "c".into(),
+                tenant: None,
+                request_id: None,
+                plugin: None,
+                details: serde_json::from_str(details).unwrap(),
+            };
+            record_hash("0", DateTime::from_timestamp_millis(0).unwrap(), &r)
+        };
+        // As written, and as JSONB gives each back.
+        for (sent, returned) in [
+            ("-0.0", "0.0"),
+            ("1e16", "10000000000000000"),
+            ("1.5e17", "150000000000000000"),
+            ("-2.5e16", "-25000000000000000"),
+            ("1.5e18", "1500000000000000000"),
+            ("2e19", "20000000000000000000"),
+        ] {
+            assert_eq!(
+                hash(&format!(r#"{{"n": [{sent}]}}"#)),
+                hash(&format!(r#"{{"n": [{returned}]}}"#)),
+                "{sent}"
+            );
+        }
+        // What already round-trips keeps its own hash.
+        for (a, b) in [("1.0", "1"), ("0.5", "0.25"), ("1e16", "1e17")] {
+            assert_ne!(hash(&format!("[{a}]")), hash(&format!("[{b}]")), "{a}");
+        }
     }
 }

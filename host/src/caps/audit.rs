@@ -24,7 +24,21 @@ impl StoreState {
         let details: serde_json::Value = serde_json::from_str(&entry.details)
             .ok()
             .filter(serde_json::Value::is_object)
-            .ok_or_else(|| WitError::invalid("audit details must be a JSON object"))?;
+            .ok_or_else(|| {
+                WitError::invalid(format!(
+                    "audit details \"{}\" are not a JSON object",
+                    entry.details.chars().take(80).collect::<String>()
+                ))
+            })?;
+        // Postgres refuses NUL in text and JSONB: refused here, before a
+        // `record-transaction` commits a change its record could not follow.
+        let nul_in_text = [&entry.action, &entry.target]
+            .into_iter()
+            .chain(entry.tenant.as_ref())
+            .any(|t| t.contains('\0'));
+        if nul_in_text || holds_nul(&details) {
+            return Err(WitError::invalid("audit entry holds a NUL character"));
+        }
         Ok(NewRecord {
             // The host says who acted: the authenticated caller, else the
             // plugin and its trigger. What the plugin passes is ignored.
@@ -36,6 +50,16 @@ impl StoreState {
             plugin: Some(call.plugin.name.clone()),
             details,
         })
+    }
+}
+
+/// Whether any string or key in `value` holds a NUL character.
+fn holds_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(holds_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 

@@ -252,3 +252,93 @@ async fn concurrent_appends_keep_one_chain(backend: Backend) {
 }
 
 on_both_backends!(audit_concurrent, concurrent_appends_keep_one_chain);
+
+/// Details with numbers JSONB gives back in another form (`-0.0`, a whole
+/// float written with an exponent) still verify: no false alarm of tampering.
+async fn numbers_in_details_survive_the_database(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(AUDITOR, "a").await;
+    for details in [
+        serde_json::json!({"zero": -0.0, "big": 1e16, "bigger": 1.0000000000000001e18}),
+        serde_json::json!({"neg": -2.5e16, "huge": 2e19, "small": 1.5e-7, "whole": 3.0}),
+    ] {
+        let record = neo_ops::audit_log::NewRecord {
+            actor: "oncall".into(),
+            action: "test.numbers".into(),
+            target: "numbers".into(),
+            tenant: None,
+            request_id: None,
+            plugin: None,
+            details,
+        };
+        neo_ops::audit_log::append(server.master(), record)
+            .await
+            .unwrap();
+    }
+    let v = neo_ops::audit_log::verify(server.master()).await.unwrap();
+    assert_eq!((v.records, v.broken_at), (2, None));
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(audit_numbers, numbers_in_details_survive_the_database);
+
+/// Processes appending to one embedded audit log at once (`neo-ops run`
+/// beside another `neo-ops run` or `serve`) keep one unbroken chain.
+#[test]
+fn appends_from_several_processes_keep_one_chain() {
+    let cli = support::Cli::new(AUDITOR);
+    let warm = cli.run(&["run", "probe", "audit", "warm"]);
+    assert_eq!(warm.code, Some(0), "{}", warm.stderr);
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            cli.command(&["run", "probe", "audit", "test.parallel", "25"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("25 records"));
+    }
+    let verified = cli.run(&["audit", "verify", "--json"]);
+    assert_eq!(
+        verified.code,
+        Some(0),
+        "{}{}",
+        verified.stdout,
+        verified.stderr
+    );
+    let v: serde_json::Value = serde_json::from_str(&verified.stdout).unwrap();
+    assert_eq!(v["records"], 101, "{v}");
+}
+
+/// A NUL in an audit entry (which Postgres would refuse only after a
+/// `record-transaction` had committed its change) is refused up front as
+/// invalid, on both backends alike.
+async fn audit_entries_with_nul_are_refused(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(AUDITOR, "a").await;
+    let out = server
+        .command("probe", &["audit", "test.nul\0byte"])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""code":"invalid""#), "{out}");
+    assert!(out.contains("NUL"), "{out}");
+    let out = server
+        .command("probe", &["audit", "test.ok"])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""ok":true"#), "{out}");
+    let v = neo_ops::audit_log::verify(server.master()).await.unwrap();
+    assert_eq!((v.records, v.broken_at), (1, None));
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(audit_nul, audit_entries_with_nul_are_refused);
