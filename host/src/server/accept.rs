@@ -8,13 +8,16 @@
 //! accept waits for one to finish.
 
 use axum::extract::ConnectInfo;
+use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::service::TowerToHyperService;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -179,10 +182,20 @@ pub async fn serve(
         let service = {
             let (conn, live) = (conn.clone(), live.clone());
             tower::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                // Busy from the request's start until its response body is
+                // written out (or the request is dropped): a handler that no
+                // longer holds the request, or a long body still being sent,
+                // is never taken for idle.
+                let busy = Busy::enter(&conn);
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
-                req.extensions_mut().insert(InFlight::enter(&conn));
-                live.router().oneshot(req)
+                let response = live.router().oneshot(req);
+                async move {
+                    let response = response.await?;
+                    Ok::<_, std::convert::Infallible>(
+                        response.map(|body| BusyBody { body, _busy: busy }),
+                    )
+                }
             })
         };
         let builder = builder.clone();
@@ -210,26 +223,45 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// Marks its connection busy from the request's start until the request
-/// (with its extensions) is dropped, i.e. after the response was produced.
-#[derive(Clone)]
-struct InFlight {
-    _held: Arc<InFlightInner>,
-}
+/// Marks its connection busy while alive.
+struct Busy(Arc<Conn>);
 
-struct InFlightInner(Arc<Conn>);
-
-impl InFlight {
+impl Busy {
     fn enter(conn: &Arc<Conn>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
-        Self {
-            _held: Arc::new(InFlightInner(conn.clone())),
-        }
+        Self(conn.clone())
     }
 }
 
-impl Drop for InFlightInner {
+impl Drop for Busy {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its connection busy until hyper has taken its
+/// last frame (or dropped it).
+struct BusyBody {
+    body: axum::body::Body,
+    _busy: Busy,
+}
+
+impl HttpBody for BusyBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
     }
 }

@@ -4,6 +4,7 @@
 
 use axum::Router;
 use axum::body::{Body, Bytes};
+use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +16,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::timeout::{RequestBodyTimeout, Timeout};
+use tower_http::timeout::{RequestBodyTimeout, Timeout, TimeoutError};
 
 use crate::manifest::{Plugin, Role, host_routes};
 use crate::runtime::completing::Completing;
@@ -140,9 +141,22 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
             mr = mr.merge(on(
                 filter,
                 move |state: State<AppState>,
-                      Path(params): Path<Vec<(String, String)>>,
+                      params: Result<Path<Vec<(String, String)>>, PathRejection>,
                       request: Request| {
-                    dispatch(state, target.clone(), params, request)
+                    let target = target.clone();
+                    async move {
+                        match params {
+                            Ok(Path(params)) => dispatch(state, target, params, request).await,
+                            // Percent-decodes to bytes that are not UTF-8.
+                            Err(_) => error_envelope(
+                                400,
+                                &format!(
+                                    "path {} has a parameter that is not UTF-8 once decoded",
+                                    quoted_path(request.uri().path())
+                                ),
+                            ),
+                        }
+                    }
                 },
             ));
         }
@@ -150,7 +164,17 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
     }
     router
         .method_not_allowed_fallback(method_not_allowed)
-        .fallback(|| async { error_envelope(404, "not found") })
+        .fallback(|uri: axum::http::Uri| async move {
+            error_envelope(404, &format!("no route {}", quoted_path(uri.path())))
+        })
+}
+
+/// A request path for an error message: quoted, and cut at 200 characters.
+fn quoted_path(path: &str) -> String {
+    match path.char_indices().nth(200) {
+        Some((end, _)) => format!("\"{}…\"", &path[..end]),
+        None => format!("\"{path}\""),
+    }
 }
 
 /// 405 in the envelope, logged at debug with the request id: a browser's
@@ -162,7 +186,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri, headers: Heade
         path = uri.path(),
         "refused a method the route does not take (405)"
     );
-    error_envelope(405, &format!("method {method} is not allowed here"))
+    error_envelope(405, &format!("method \"{method}\" is not allowed here"))
 }
 
 /// `204` to a CORS preflight of a public path.
@@ -375,7 +399,8 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 
 /// Largest request body the host reads for a plugin.
 pub const MAX_BODY: usize = 2 << 20;
-/// Time a client has to send the whole body once the headers are in.
+/// Longest a client may leave the body stalled once the headers are in (the
+/// wait restarts with each chunk; [`REQUEST_TIMEOUT`] bounds the whole).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest any request may take, plugin included (plugin timeouts are
 /// shorter; this bounds the host's own waits too).
@@ -396,17 +421,25 @@ async fn read_body(headers: &HeaderMap, body: Body, request_id: &str) -> Result<
         return Err(error_envelope(413, "request body too large"));
     }
     axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
-        let too_large = e
-            .into_inner()
-            .downcast_ref::<http_body_util::LengthLimitError>()
-            .is_some();
-        if too_large {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
             tracing::debug!(request_id, "refused a body over the host's limit (413)");
             error_envelope(413, "request body too large")
+        } else if caused_by::<TimeoutError>(&*e) {
+            tracing::debug!(request_id, "a request body stalled (408)");
+            error_envelope(
+                408,
+                &format!("request body stalled for {}s", BODY_READ_TIMEOUT.as_secs()),
+            )
         } else {
             error_envelope(400, "unreadable request body")
         }
     })
+}
+
+/// Whether `E` is `error` or anywhere in its chain of sources.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
 }
 
 /// The invocation's tenant from the path, the query and a JSON body. A
@@ -668,6 +701,44 @@ fn plugin_response(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A body that stops arriving is answered 408 in the envelope, one over
+    /// the limit 413, and the rest of a readable one is read.
+    #[tokio::test]
+    async fn a_stalled_body_gets_408() {
+        use tower::ServiceExt;
+        let read = Router::new().route(
+            "/",
+            axum::routing::post(|headers: HeaderMap, body: Body| async move {
+                match read_body(&headers, body, "r").await {
+                    Ok(bytes) => (StatusCode::OK, bytes).into_response(),
+                    Err(refused) => refused,
+                }
+            }),
+        );
+        let service = RequestBodyTimeout::new(read, Duration::from_millis(50));
+        let send = |body: Body| {
+            let request = axum::http::Request::post("/").body(body).unwrap();
+            service.clone().oneshot(request)
+        };
+        let stalled = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let response = send(Body::from_stream(stalled)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let text = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&text).contains("request body stalled for 30s"),
+            "{text:?}"
+        );
+        let big = Body::from(vec![b'x'; MAX_BODY + 1]);
+        assert_eq!(
+            send(big).await.unwrap().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let ok = send(Body::from("hello")).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
 
     #[test]
     fn a_plugin_sets_its_own_headers_but_not_framing_or_non_ascii_ones() {

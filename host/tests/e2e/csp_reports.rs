@@ -548,7 +548,7 @@ async fn reporting_api_across_origins_over_https() {
     );
     assert_eq!(
         admin_preflight.text().await.unwrap(),
-        envelope(405, "method OPTIONS is not allowed here")
+        envelope(405, "method \"OPTIONS\" is not allowed here")
     );
 
     let (content_type, body) = report(2);

@@ -298,7 +298,7 @@ async fn health_and_readiness(backend: Backend) {
     assert_eq!(code, 404);
     assert_eq!(
         body,
-        r#"{"ok":false,"error":{"code":404,"message":"not found"}}"#
+        r#"{"ok":false,"error":{"code":404,"message":"no route \"/no/such/route\""}}"#
     );
     server.stop().await.unwrap();
 }
