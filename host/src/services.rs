@@ -69,8 +69,11 @@ impl Services {
                 .timeout(MAX_TIMEOUT)
         };
         let http = client().build()?;
+        // No proxy: a proxy would resolve the customer's host itself, past
+        // the public-address check in this client's resolver.
         let public_http = client()
             .dns_resolver(Arc::new(crate::backends::public_dns::PublicOnly))
+            .no_proxy()
             .build()?;
         Ok(Arc::new(Self {
             settings,

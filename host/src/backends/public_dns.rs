@@ -35,7 +35,20 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
 }
 
 fn is_public_v6(ip: Ipv6Addr) -> bool {
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let first = s[0];
+    // NAT64 (64:ff9b::/96, 64:ff9b:1::/48) and 6to4 (2002::/16) carry an
+    // IPv4 address that a gateway reaches: it must be public too.
+    let embedded = |hi: u16, lo: u16| Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
+    if first == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] {
+        return is_public_v4(embedded(s[6], s[7]));
+    }
+    if first == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001 {
+        return false; // local-use NAT64: whatever it maps to is not ours to judge
+    }
+    if first == 0x2002 {
+        return is_public_v4(embedded(s[1], s[2]));
+    }
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
@@ -108,6 +121,11 @@ mod tests {
             "fe80::1",
             "::ffff:127.0.0.1",
             "::ffff:10.0.0.1",
+            "64:ff9b::a00:5",
+            "64:ff9b::7f00:1",
+            "64:ff9b:1::808:808",
+            "2002:a00:1::1",
+            "2002:c0a8:101::1",
         ] {
             assert!(!is_public(inside.parse().unwrap()), "{inside}");
         }
@@ -116,6 +134,8 @@ mod tests {
             "1.1.1.1",
             "2606:4700::1111",
             "::ffff:8.8.8.8",
+            "64:ff9b::808:808",
+            "2002:808:808::1",
         ] {
             assert!(is_public(outside.parse().unwrap()), "{outside}");
         }

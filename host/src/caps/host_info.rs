@@ -27,8 +27,10 @@ impl wit::Host for StoreState {
         self.call.services.settings.env_flags()
     }
 
+    /// Only for a tenant an operator or the host named: an anonymous request
+    /// naming a tenant does not get to read that tenant's log lines.
     async fn tenant_logs(&mut self) -> Vec<String> {
-        match &self.call.tenant {
+        match &self.call.logged_tenant {
             Some(tenant) => self.call.services.tenant_logs.recent(tenant),
             None => Vec::new(),
         }

@@ -50,6 +50,21 @@ fn check_size(v: &[u8]) -> Result<(), WitError> {
     Ok(())
 }
 
+/// Longest time to live a plugin may ask for: ten years. Redis counts
+/// milliseconds in a signed 64-bit number, and a larger one wrapped round
+/// to a negative time would delete the key at once.
+const MAX_TTL_MS: u64 = 10 * 365 * 24 * 3600 * 1000;
+
+/// A time to live, at least a millisecond and at most [`MAX_TTL_MS`].
+fn ttl(ms: u64) -> Result<Duration, WitError> {
+    if ms > MAX_TTL_MS {
+        return Err(WitError::invalid(format!(
+            "ttl of {ms} ms exceeds {MAX_TTL_MS} (ten years)"
+        )));
+    }
+    Ok(Duration::from_millis(ms.max(1)))
+}
+
 impl wit::Host for StoreState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
         self.kv_allowed(&key)?;
@@ -64,11 +79,11 @@ impl wit::Host for StoreState {
     ) -> Result<(), WitError> {
         self.kv_allowed(&key)?;
         check_size(&value)?;
-        let ttl = ttl_ms.map(Duration::from_millis);
+        let expiry = ttl_ms.map(ttl).transpose()?;
         self.call
             .services
             .kv
-            .set(&key, &value, ttl)
+            .set(&key, &value, expiry)
             .await
             .map_err(kv_error)
     }
@@ -88,7 +103,7 @@ impl wit::Host for StoreState {
         self.call
             .services
             .kv
-            .expire(&key, Duration::from_millis(ttl_ms))
+            .expire(&key, ttl(ttl_ms)?)
             .await
             .map_err(kv_error)
     }
@@ -137,7 +152,7 @@ impl wit::Host for StoreState {
             .call
             .services
             .kv
-            .lock(&name, Duration::from_millis(ttl_ms.max(1)))
+            .lock(&name, ttl(ttl_ms)?)
             .await
             .map_err(kv_error)?;
         if let Some(t) = &token {
@@ -156,7 +171,7 @@ impl wit::Host for StoreState {
         self.call
             .services
             .kv
-            .extend_lock(&name, &token, Duration::from_millis(ttl_ms.max(1)))
+            .extend_lock(&name, &token, ttl(ttl_ms)?)
             .await
             .map_err(kv_error)
     }

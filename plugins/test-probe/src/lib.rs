@@ -2,15 +2,16 @@
 //! answered, so tests can show grants are enforced before any I/O. Also the
 //! schedule and queue consumer used by the trigger tests.
 //!
-//! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `kv KEY`,
+//! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `kv KEY`, `expire KEY MS`,
 //! `kv-delete KEY`, `lock NAME`, `http URL`, `mail TO`, `env NAME`,
-//! `enqueue QUEUE PAYLOAD`, `audit ACTION`, `sleep MS`, `lock-sleep NAME MS`.
+//! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `sleep MS`, `lock-sleep NAME MS`,
+//! `tenant-logs` (how many of the invocation tenant's log lines it may read).
 
 use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{
     Error, Failure, HttpRequest, Invocation, Output, Plugin, QueueMessage, ScheduleEvent,
-    args::Args, audit, config, db, files, kv, mail, outbound_http, queue, reply, time,
+    args::Args, audit, config, db, files, host_info, kv, mail, outbound_http, queue, reply, time,
 };
 
 struct Probe;
@@ -77,6 +78,9 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             ["db-nul", target] => db::query(target, "SELECT $1 AS t", &[Value::from("a\0b")])
                 .map(|rows| format!("{} row", rows.rows.len())),
             ["kv", key] => kv::set(key, b"probe", Some(60_000)).map(|_| "stored".into()),
+            ["expire", key, ms] => {
+                kv::expire(key, ms.parse().unwrap_or(0)).map(|set| format!("expire {set}"))
+            }
             ["disk", path] => files::disk_usage(path)
                 .map(|d| format!("free {} total {}", d.free_bytes, d.total_bytes)),
             ["kv-delete", key] => kv::delete(key).map(|existed| format!("existed {existed}")),
@@ -108,6 +112,7 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             }),
             ["env", name] => config::env(name).map(|v| v.unwrap_or_default()),
             ["setting", key] => Ok(config::get(key).unwrap_or_default()),
+            ["tenant-logs"] => Ok(format!("{} lines", host_info::tenant_logs().len())),
             ["enqueue", q, payload] => queue::enqueue(q, payload),
             ["audit", action] => audit::append(&audit::Entry {
                 actor: "probe".into(),
@@ -117,6 +122,9 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
                 details: "{}".into(),
             })
             .map(|id| id.to_string()),
+            ["audit", action, times] => (0..times.parse::<u32>().unwrap_or(1))
+                .try_for_each(|_| audit::record(action, "probe", None, json!({})).map(drop))
+                .map(|()| format!("{times} records")),
             _ => return Err(reply::fail(400, format!("unknown probe {argv:?}"))),
         };
     Ok(match result {
