@@ -76,7 +76,7 @@ pub fn perf_map(value: Option<&str>) -> anyhow::Result<bool> {
 
 #[derive(Clone, Debug)]
 pub struct Settings {
-    /// Embedded databases, kv snapshot, outbox and component cache live here.
+    /// Embedded databases, the outbox and the component cache live here.
     pub data_dir: PathBuf,
     /// `POSTGRES_MASTER_URL`; embedded SQLite when unset.
     pub postgres_master_url: Option<String>,

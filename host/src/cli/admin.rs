@@ -72,7 +72,35 @@ pub async fn push_job(
     payload: &str,
     tenant: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
+    // A job nobody consumes, or one that is not JSON, would only wait to be
+    // dead-lettered: refuse it here, naming what is wrong.
+    let consumed: Vec<String> = super::load_manifest(&cli.manifest)?
+        .plugins
+        .iter()
+        .filter_map(|p| p.queue.as_ref().map(|q| q.name.clone()))
+        .collect();
+    if !consumed.iter().any(|q| q == queue) {
+        anyhow::bail!(
+            "no plugin consumes queue \"{queue}\" (queues in {}: {})",
+            cli.manifest.display(),
+            if consumed.is_empty() {
+                "none".to_string()
+            } else {
+                consumed.join(", ")
+            }
+        );
+    }
+    if let Err(e) = serde_json::from_str::<serde_json::Value>(payload) {
+        anyhow::bail!("payload \"{payload}\" is not JSON: {e}");
+    }
     with_services(cli, async |services| {
+        if services.kv.backend_name() == "memory" {
+            // The in-process kv ends with this command: the job would be lost.
+            anyhow::bail!(
+                "queue push needs Redis (set REDIS_URL): without it the queue lives in the \
+                 serving process's memory, which this command cannot reach"
+            );
+        }
         let id = crate::backends::queue::enqueue(&services.kv, queue, tenant, payload).await?;
         println!("{id}");
         Ok(ExitCode::SUCCESS)

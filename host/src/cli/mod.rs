@@ -33,7 +33,7 @@ pub struct Cli {
         global = true
     )]
     pub manifest: PathBuf,
-    /// Where embedded databases, the kv snapshot, the mail outbox and the component cache live.
+    /// Where embedded databases, the mail outbox and the component cache live.
     #[arg(long, env = "NEO_OPS_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
     /// Log format.
@@ -212,8 +212,13 @@ pub fn main() -> ExitCode {
 }
 
 fn init_tracing(cli: &Cli) {
-    let default = match cli.command {
+    let default = match &cli.command {
         Command::Serve { .. } => "info",
+        // `--verbose` asks for the plugin's debug lines, as the spec's
+        // scripts took it.
+        Command::Run { args, .. } if args.iter().any(|a| a == "--verbose") => {
+            "warn,neo_ops::progress=info,neo_ops::caps::log=debug"
+        }
         // A command is quiet but for warnings and a long job's progress.
         _ => "warn,neo_ops::progress=info",
     };

@@ -136,6 +136,7 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
             block,
         )
     } else {
+        refuse_taken_route(cli, &format!("/{name}"))?;
         let block = format!(
             "\n[plugins.{name}]\ncomponent = \"{snake}.wasm\"\nroutes    = [{{ method = \"GET\", path = \"/{name}\", role = \"admin\" }}]\ncommand   = true     # neo-ops run {name}\nlimits    = {{ timeout = \"10s\", memory = \"32MiB\" }}\n"
         );
@@ -167,6 +168,28 @@ fn refuse_existing(cli: &Cli, dir: &Path, plugin: &str) -> anyhow::Result<()> {
     if manifest_text.contains(&format!("[plugins.{plugin}]")) {
         anyhow::bail!(
             "{} already has a [plugins.{plugin}] block",
+            cli.manifest.display()
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a scaffold whose route the host or a plugin already serves: the
+/// manifest would no longer load, and nothing else would either.
+fn refuse_taken_route(cli: &Cli, route: &str) -> anyhow::Result<()> {
+    if crate::manifest::host_routes::ALL.contains(&route) {
+        anyhow::bail!("route \"{route}\" is served by the host: choose another plugin name");
+    }
+    let manifest = super::load_manifest(&cli.manifest).ok();
+    let owner = manifest.iter().flat_map(|m| &m.plugins).find(|p| {
+        p.routes
+            .iter()
+            .any(|r| r.path.trim_end_matches('/') == route)
+    });
+    if let Some(p) = owner {
+        anyhow::bail!(
+            "route \"{route}\" is already served by plugin \"{}\" in {}: choose another plugin name",
+            p.name,
             cli.manifest.display()
         );
     }

@@ -86,10 +86,17 @@ impl Admission {
     pub fn new(slots: u32, policy: AdmissionPolicy) -> Self {
         let slots = slots.max(1);
         let share = |percent: u32| ((slots as u64 * percent as u64 / 100) as usize).max(1);
+        let public = share(policy.public_share);
+        // Each share is at least one slot; from three slots on, one is
+        // always left out of the two shares whatever the rounding, so an
+        // operator gets in past a public flood and a job backlog at once.
+        let background = share(policy.background_share)
+            .min((slots as usize).saturating_sub(public + 1))
+            .max(1);
         Self {
             total: Arc::new(Semaphore::new(slots as usize)),
-            public: Arc::new(Semaphore::new(share(policy.public_share))),
-            background: Arc::new(Semaphore::new(share(policy.background_share))),
+            public: Arc::new(Semaphore::new(public)),
+            background: Arc::new(Semaphore::new(background)),
             slots,
             wait: policy.wait,
             refused: Default::default(),
@@ -208,6 +215,27 @@ mod tests {
         assert_eq!(a.refused(), 2);
         drop((op1, op2, held));
         assert_eq!(a.in_use(), 0);
+    }
+
+    #[tokio::test]
+    async fn rounding_never_hands_every_slot_to_the_shares() {
+        // 1 % and 98 % of 50 would round to 1 + 49: all of them.
+        let lopsided = AdmissionPolicy {
+            public_share: 1,
+            background_share: 98,
+            wait: Duration::from_millis(20),
+        };
+        for (slots, policy) in [(50, lopsided), (3, policy(20))] {
+            let a = Admission::new(slots, policy);
+            let mut held = Vec::new();
+            while let Ok(s) = a.acquire(Class::Public).await {
+                held.push(s);
+            }
+            while let Ok(s) = a.acquire(Class::Background).await {
+                held.push(s);
+            }
+            assert!(a.acquire(Class::Operator).await.is_ok(), "{slots} slots");
+        }
     }
 
     #[tokio::test]

@@ -614,3 +614,177 @@ fn startup_errors_mask_url_passwords() {
         assert!(!stderr.contains("s3cretpw"), "{var}: {stderr}");
     }
 }
+
+/// At the connection cap a connection whose request is still running is not
+/// taken for idle, even on a host route whose handler no longer holds the
+/// request (the preflight, waiting on a check): the idle connection is the
+/// one closed to make room, and the preflight's answer arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_closes_idle_connections_not_busy_ones() {
+    // An "Alertmanager" that accepts and never answers: the check waits 2s.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            sockets.push(s);
+        }
+    });
+    let dep = Deployment::new(Backend::Embedded).await;
+    let mut settings = dep.settings("a");
+    settings.max_connections = Some(2);
+    let services = Services::connect(settings).await.expect("services");
+    let manifest = format!(
+        r#"
+[plugins.check-alertmanager]
+component = "check_alertmanager.wasm"
+check = true
+grants = {{ http = ["http://{silent_addr}"] }}
+config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "2s" }}
+"#
+    );
+    let server = dep.start_with_services(&manifest, services).await;
+    let token = admin_token(&server).await;
+    let mut busy = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    busy.write_all(
+        format!(
+            "GET /api/admin/preflight HTTP/1.1\r\nhost: neo\r\nauthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A third connection at the cap of two: room is made for it at once.
+    let asked = Instant::now();
+    let mut probe = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: neo\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    probe.read_to_string(&mut answer).await.unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    // The idle connection was the one closed.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(2), idle.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "{closed:?}");
+    // The busy one gets its whole answer once the check gives up.
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), busy.read(&mut head))
+        .await
+        .expect("the preflight answered")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]);
+    assert!(head.starts_with("HTTP/1.1 "), "{head}");
+    assert!(head.contains("alertmanager"), "{head}");
+    held.abort();
+    server.stop().await.unwrap();
+}
+
+/// `?dry_run=1` on a route of a plugin with no dry run is refused with 400
+/// before the plugin does anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dry_run_request_to_a_plugin_without_one_is_refused() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let (status, body) = server
+        .get("/public/probe?c=kv&k=probe:dry&dry_run=1", None)
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("no dry run"), "{body}");
+    let (status, body) = server
+        .get("/public/probe?c=kv-delete&k=probe:dry", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("existed false"), "nothing was stored: {body}");
+    server.stop().await.unwrap();
+}
+
+/// A path parameter that percent-decodes to bytes that are not UTF-8 gets a
+/// 400 in the envelope naming the path (axum's own answer is plain text),
+/// and an unknown path a 404 naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_paths_are_answered_in_the_envelope() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let manifest = r#"
+[plugins.probe]
+component = "test_probe.wasm"
+routes = [{ method = "GET", path = "/public/probe/{name}" }]
+"#;
+    let server = dep.start(manifest, "a").await;
+    let (status, body) = server.get("/public/probe/%FF%FE?c=sleep&ms=1", None).await;
+    assert_eq!(status, 400, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("an envelope");
+    assert_eq!(
+        json["error"]["message"],
+        "path \"/public/probe/%FF%FE\" has a parameter that is not UTF-8 once decoded"
+    );
+    let (status, body) = server
+        .get("/public/probe/caf%C3%A9?c=sleep&ms=1", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let long = format!("/{}", "x".repeat(300));
+    let (status, body) = server.get(&long, None).await;
+    assert_eq!(status, 404, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).expect("an envelope");
+    let message = json["error"]["message"].as_str().unwrap();
+    assert!(message.starts_with("no route \"/xxx"), "{message}");
+    assert!(message.ends_with("x…\""), "cut short: {message}");
+    server.stop().await.unwrap();
+}
+
+/// A tenant's recent log lines go to an operator's invocation for that
+/// tenant, never to an anonymous request that names the tenant.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_requests_cannot_read_a_tenants_logs() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let token = admin_token(&server).await;
+    server.services.tenant_logs.push("acme", "order 7 refunded");
+    let (status, body) = server
+        .get("/public/probe?c=tenant-logs&tenant=acme", None)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"0 lines\""), "{body}");
+    let (status, body) = server
+        .get("/admin/probe?c=tenant-logs&tenant=acme", Some(&token))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains(" lines\"") && !body.contains("\"0 lines\""),
+        "{body}"
+    );
+    server.stop().await.unwrap();
+}
+
+/// A time to live past what Redis can count (here `u64::MAX` ms, which
+/// wrapped to a negative time and deleted the key) is refused as invalid,
+/// and the key stays as it was.
+async fn absurd_ttls_are_refused_and_keys_kept(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(PROBE, "a").await;
+    let out = server.command("probe", &["kv", "probe:ttl"]).await.unwrap();
+    assert!(out.contains("stored"), "{out}");
+    let out = server
+        .command("probe", &["expire", "probe:ttl", &u64::MAX.to_string()])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""code":"invalid""#), "{out}");
+    assert!(out.contains("exceeds"), "{out}");
+    let out = server
+        .command("probe", &["kv-delete", "probe:ttl"])
+        .await
+        .unwrap();
+    assert!(out.contains("existed true"), "the key was kept: {out}");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(absurd_ttls, absurd_ttls_are_refused_and_keys_kept);

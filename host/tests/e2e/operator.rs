@@ -503,3 +503,128 @@ command = true
         "{stderr}"
     );
 }
+
+/// `--dry-run` to a plugin that has none (status-page) is refused with exit 1
+/// and does nothing: the incident it would have resolved is still active.
+#[test]
+fn a_dry_run_the_plugin_lacks_is_refused_not_done() {
+    let cli = support::Cli::new(
+        r#"
+[plugins.status-page]
+component = "status_page.wasm"
+command = true
+grants = { db = ["master"] }
+"#,
+    );
+    let o = cli.run(&["run", "status-page", "start", "Fryers down", "oil"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let o = cli.run(&["run", "status-page", "resolve", "Fryers down", "--dry-run"]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert!(o.stderr.contains("no dry run"), "{}", o.stderr);
+    // Still active: resolving it for real works, and only once.
+    let o = cli.run(&["run", "status-page", "resolve", "Fryers down"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let o = cli.run(&["run", "status-page", "resolve", "Fryers down"]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+}
+
+/// `queue push` refuses what would be lost or never consumed: a queue no
+/// plugin consumes, a payload that is not JSON, and (without Redis) any job,
+/// since the in-process kv ends with the command. Exit 1, naming the problem.
+#[test]
+fn queue_push_refuses_jobs_that_would_be_lost() {
+    let cli = support::Cli::new(
+        r#"
+[plugins.probe]
+component = "test_probe.wasm"
+queue = { name = "jobs", max_attempts = 1 }
+grants = { kv = ["probe:"] }
+"#,
+    );
+    let refused = |args: &[&str], why: &str| {
+        let o = cli.run(args);
+        assert_eq!(o.code, Some(1), "{args:?}: {}", o.stdout);
+        assert!(o.stderr.contains(why), "{args:?}: {}", o.stderr);
+    };
+    refused(
+        &["queue", "push", "jbos", r#"{"a":1}"#],
+        "no plugin consumes queue \"jbos\" (queues in",
+    );
+    refused(&["queue", "push", "jobs", "{a:1"], "is not JSON");
+    refused(&["queue", "push", "jobs", r#"{"a":1}"#], "needs Redis");
+}
+
+/// `--verbose` on `neo-ops run` shows the plugin's debug lines (each row the
+/// reconcile reads), which a run without it keeps quiet.
+#[test]
+fn verbose_shows_the_plugins_debug_lines() {
+    let cli = support::Cli::new(
+        r#"
+[plugins.stock-kot-reconcile]
+component = "stock_kot_reconcile.wasm"
+command = true
+grants = { files = ["arg:--csv"] }
+"#,
+    );
+    let csv = cli.dir.path().join("report.csv");
+    std::fs::write(
+        &csv,
+        "date,outlet,item,sold_qty,KOT_cnt,variance\n2026-12-01,MG Road,Paneer Tikka,10,4,6\n",
+    )
+    .unwrap();
+    let csv = csv.display().to_string();
+    let run = |verbose: bool| {
+        let mut args = vec![
+            "run",
+            "stock-kot-reconcile",
+            "--csv",
+            &csv,
+            "--threshold",
+            "5",
+        ];
+        args.extend(["--dry-run"]);
+        if verbose {
+            args.push("--verbose");
+        }
+        cli.run(&args)
+    };
+    let quiet = run(false);
+    assert_eq!(quiet.code, Some(0), "{}", quiet.stderr);
+    assert!(!quiet.stderr.contains("Paneer Tikka"), "{}", quiet.stderr);
+    let loud = run(true);
+    assert_eq!(loud.code, Some(0), "{}", loud.stderr);
+    assert!(
+        loud.stderr.contains("DEBUG") && loud.stderr.contains("Paneer Tikka"),
+        "{}",
+        loud.stderr
+    );
+}
+
+/// `plugin new` refuses a name whose route (`/<name>`) the host or another
+/// plugin already serves, before writing anything: the manifest would
+/// otherwise stop loading for every command.
+#[test]
+fn plugin_new_refuses_a_route_already_served() {
+    let cli = support::Cli::new(
+        r#"
+[plugins.status-page]
+component = "status_page.wasm"
+routes = [{ method = "GET", path = "/status" }]
+"#,
+    );
+    let before = std::fs::read_to_string(cli.dir.path().join("plugins.toml")).unwrap();
+    for (name, why) in [
+        ("status", "already served by plugin \"status-page\""),
+        ("healthz", "served by the host"),
+    ] {
+        let o = cli.run(&["plugin", "new", name]);
+        assert_eq!(o.code, Some(1), "{name}: {}", o.stdout);
+        assert!(o.stderr.contains(why), "{name}: {}", o.stderr);
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../plugins")
+            .join(name);
+        assert!(!dir.exists(), "{} was created", dir.display());
+    }
+    let after = std::fs::read_to_string(cli.dir.path().join("plugins.toml")).unwrap();
+    assert_eq!(before, after);
+}
