@@ -4,7 +4,7 @@
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::backends::db::{DbError, Pool, Value, lite_run};
+use crate::backends::db::{Budget, DbError, Pool, Value, lite_run};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -176,13 +176,19 @@ pub async fn append(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
             // hash is read: another process appending meanwhile (a `neo-ops
             // run` beside `serve`) waits instead of forking the chain.
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let (_, last) = lite_run(&mut *tx, LAST, &[]).await?;
+            let (_, last) = lite_run(&mut *tx, LAST, &[], &mut Budget::unlimited()).await?;
             let prev = match last.rows.first().and_then(|r| r.first()) {
                 Some(Value::Text(h)) => h.clone(),
                 _ => GENESIS.to_string(),
             };
             let hash = record_hash(&prev, at, &record);
-            let (_, rows) = lite_run(&mut *tx, INSERT, &params(at, &record, &prev, &hash)).await?;
+            let (_, rows) = lite_run(
+                &mut *tx,
+                INSERT,
+                &params(at, &record, &prev, &hash),
+                &mut Budget::unlimited(),
+            )
+            .await?;
             let id = match rows.rows.first().and_then(|r| r.first()) {
                 Some(Value::Int(id)) => *id,
                 _ => return Err(DbError::Failed("audit insert returned no id".into())),

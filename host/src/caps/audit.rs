@@ -95,11 +95,15 @@ impl wit::Host for StoreState {
         let pool = self.pool_for(&target).await?;
         let master = self.call.services.db.master().clone();
         let plugin = self.call.plugin.name.clone();
+        let mut budget = self.row_budget();
         // Commit and record as one piece of work: once the commit is in, the
         // record follows even if the invocation is cut off meanwhile.
         let work = Completing::tracked(
             async move {
-                let results = pool.transaction(&statements).await.map_err(Err)?;
+                let results = pool
+                    .transaction_within(&statements, &mut budget)
+                    .await
+                    .map_err(Err)?;
                 let rows: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
                 record.details["rows"] = serde_json::json!(rows);
                 let id = audit_log::append(&master, record).await.map_err(Ok)?;

@@ -1,6 +1,6 @@
 //! `neo:ops/db`: SQL against the master or a tenant database, per grant.
 
-use crate::backends::db::{DbError, Pool, RowSet, Value};
+use crate::backends::db::{Budget, DbError, Pool, RowSet, Value};
 use crate::bindings::neo::ops::db as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::state::{CallContext, StoreState};
@@ -65,6 +65,13 @@ impl StoreState {
 }
 
 impl StoreState {
+    /// Bytes of rows one call may bring back: no more than the plugin could
+    /// take into its memory, so a huge result is refused before the host
+    /// holds it.
+    pub(crate) fn row_budget(&self) -> Budget {
+        Budget::new(self.call.plugin.limits.memory_bytes)
+    }
+
     /// Runs database work for this invocation: if the plugin is cut off
     /// mid-call, the statement still completes (commit or rollback) and the
     /// runtime waits for it before reporting the invocation's end.
@@ -161,9 +168,10 @@ impl wit::Host for StoreState {
     ) -> Result<wit::RowSet, WitError> {
         let pool = self.pool_for(&target).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
-        self.tracked(async move { pool.query(&sql, &params).await })
+        let mut budget = self.row_budget();
+        self.tracked(async move { pool.run_within(&sql, &params, &mut budget).await })
             .await
-            .map(to_wit)
+            .map(|(_, rows)| to_wit(rows))
     }
 
     async fn execute(
@@ -174,8 +182,10 @@ impl wit::Host for StoreState {
     ) -> Result<u64, WitError> {
         let pool = self.pool_for(&target).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
-        self.tracked(async move { pool.execute(&sql, &params).await })
+        let mut budget = self.row_budget();
+        self.tracked(async move { pool.run_within(&sql, &params, &mut budget).await })
             .await
+            .map(|(affected, _)| affected)
     }
 
     async fn transaction(
@@ -185,8 +195,9 @@ impl wit::Host for StoreState {
     ) -> Result<Vec<(u64, wit::RowSet)>, WitError> {
         let statements = statements_from_wit(statements)?;
         let pool = self.pool_for(&target).await?;
+        let mut budget = self.row_budget();
         let results = self
-            .tracked(async move { pool.transaction(&statements).await })
+            .tracked(async move { pool.transaction_within(&statements, &mut budget).await })
             .await?;
         Ok(results
             .into_iter()

@@ -788,3 +788,71 @@ async fn absurd_ttls_are_refused_and_keys_kept(backend: Backend) {
 }
 
 on_both_backends!(absurd_ttls, absurd_ttls_are_refused_and_keys_kept);
+
+/// A result larger than the plugin could take in (its memory limit, 64 MiB
+/// here) is refused as invalid before the host holds it; the rest of it is
+/// read and dropped, so on Postgres the same connection serves the next
+/// statement. A result under the limit comes back whole.
+async fn results_past_the_memory_limit_are_refused(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(PROBE, "a").await;
+    // `n` rows of 1 MiB of text each, in SQL both databases speak.
+    let mib = match backend {
+        Backend::Real => "repeat('0', 1048576)",
+        Backend::Embedded => "hex(zeroblob(524288))",
+    };
+    let rows = |n: u32| {
+        format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             SELECT {mib} AS t FROM n"
+        )
+    };
+    let pid = "SELECT pg_backend_pid() AS pid";
+    let before = match backend {
+        Backend::Real => Some(server.master().query(pid, &[]).await.unwrap().rows),
+        Backend::Embedded => None,
+    };
+    let out = server
+        .command("probe", &["db-sql", "master", &rows(80)])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""code":"invalid""#), "{out}");
+    assert!(out.contains("the result is over 67108864 bytes"), "{out}");
+    if let Some(before) = before {
+        let after = server.master().query(pid, &[]).await.unwrap().rows;
+        assert_eq!(
+            before, after,
+            "the connection was kept, its exchange complete"
+        );
+    }
+    let out = server
+        .command("probe", &["db-sql", "master", &rows(16)])
+        .await
+        .unwrap();
+    assert!(out.contains("16 rows, 16777216 bytes"), "{out}");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(
+    results_past_the_limit,
+    results_past_the_memory_limit_are_refused
+);
+
+/// A plugin that raises a connection-exception SQLSTATE itself (08006, at
+/// severity ERROR) has its statement refused like any other, and the
+/// breaker stays shut: the next statement runs at once. Taken for an
+/// outage, it opened the breaker for every plugin for a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raised_outage_code_does_not_open_the_breaker() {
+    let dep = Deployment::new(Backend::Real).await;
+    let server = dep.start(PROBE, "a").await;
+    let raise = "DO $$ BEGIN RAISE EXCEPTION 'not really gone' USING ERRCODE = '08006'; END $$";
+    let out = server
+        .command("probe", &["db-sql", "master", raise])
+        .await
+        .unwrap();
+    assert!(out.contains("the database rejected the statement"), "{out}");
+    let out = server.command("probe", &["db", "master"]).await.unwrap();
+    assert!(out.contains("1 row"), "{out}");
+    server.stop().await.unwrap();
+}

@@ -2,7 +2,8 @@
 //! answered, so tests can show grants are enforced before any I/O. Also the
 //! schedule and queue consumer used by the trigger tests.
 //!
-//! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `kv KEY`, `expire KEY MS`,
+//! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `db-sql TARGET SQL`
+//! (rows and bytes a query brought back), `kv KEY`, `expire KEY MS`,
 //! `kv-delete KEY`, `lock NAME`, `http URL`, `mail TO`, `env NAME`,
 //! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `sleep MS`, `lock-sleep NAME MS`,
 //! `tenant-logs` (how many of the invocation tenant's log lines it may read).
@@ -77,6 +78,10 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             // A NUL byte Postgres refuses: its error text must not come back.
             ["db-nul", target] => db::query(target, "SELECT $1 AS t", &[Value::from("a\0b")])
                 .map(|rows| format!("{} row", rows.rows.len())),
+            ["db-sql", target, sql] => db::query(target, sql, &[]).map(|rows| {
+                let bytes: usize = rows.rows.iter().flatten().map(text_len).sum();
+                format!("{} rows, {bytes} bytes", rows.rows.len())
+            }),
             ["kv", key] => kv::set(key, b"probe", Some(60_000)).map(|_| "stored".into()),
             ["expire", key, ms] => {
                 kv::expire(key, ms.parse().unwrap_or(0)).map(|set| format!("expire {set}"))
@@ -134,6 +139,14 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             &json!({"ok": false, "code": e.code.as_str(), "message": e.message}),
         ),
     })
+}
+
+/// Bytes of text a value carries.
+fn text_len(v: &Value) -> usize {
+    match v {
+        Value::Text(s) => s.len(),
+        _ => 0,
+    }
 }
 
 neo_ops_sdk::export_plugin!(Probe);

@@ -24,7 +24,7 @@ use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool};
 
 pub use postgres::{BREAKER_OPEN, PgHandle};
 pub use sqlite::sqlite_timestamp;
-pub use value::{DbError, RowSet, Value};
+pub use value::{Budget, DbError, RowSet, Value};
 
 /// Every statement is bounded in time, so a plugin cannot hang on the database.
 pub const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -379,24 +379,40 @@ impl Pool {
 
     /// Runs one statement: rows affected and the rows it returned.
     pub async fn run(&self, sql: &str, params: &[Value]) -> Result<(u64, RowSet), DbError> {
+        self.run_within(sql, params, &mut Budget::unlimited()).await
+    }
+
+    /// [`Pool::run`] refused as invalid once its rows exceed `budget`.
+    pub async fn run_within(
+        &self,
+        sql: &str,
+        params: &[Value],
+        budget: &mut Budget,
+    ) -> Result<(u64, RowSet), DbError> {
         if let Pool::Pg(p) = self {
             p.check()?;
         }
-        self.run_unguarded(sql, params).await
+        self.run_unguarded(sql, params, budget).await
     }
 
     /// [`Pool::run`] past the breaker (which it updates): the readiness probe.
-    async fn run_unguarded(&self, sql: &str, params: &[Value]) -> Result<(u64, RowSet), DbError> {
+    async fn run_unguarded(
+        &self,
+        sql: &str,
+        params: &[Value],
+        budget: &mut Budget,
+    ) -> Result<(u64, RowSet), DbError> {
         match self {
             Pool::Pg(p) => {
                 // Bounded before it is recorded: a database that hangs
                 // (rather than refusing) opens the breaker too.
                 let result =
-                    bounded(async { pg_run_leased(p.lease().await?, sql, params).await }).await;
+                    bounded(async { pg_run_leased(p.lease().await?, sql, params, budget).await })
+                        .await;
                 p.record(&result);
                 result
             }
-            Pool::Sqlite(p) => bounded(lite_run(p, sql, params)).await,
+            Pool::Sqlite(p) => bounded(lite_run(p, sql, params, budget)).await,
         }
     }
 
@@ -405,6 +421,16 @@ impl Pool {
         &self,
         statements: &[(String, Vec<Value>)],
     ) -> Result<Vec<(u64, RowSet)>, DbError> {
+        self.transaction_within(statements, &mut Budget::unlimited())
+            .await
+    }
+
+    /// [`Pool::transaction`], rolled back once its rows exceed `budget`.
+    pub async fn transaction_within(
+        &self,
+        statements: &[(String, Vec<Value>)],
+        budget: &mut Budget,
+    ) -> Result<Vec<(u64, RowSet)>, DbError> {
         bounded(async {
             let mut out = Vec::with_capacity(statements.len());
             match self {
@@ -412,12 +438,12 @@ impl Pool {
                     p.check()?;
                     let leased = p.lease().await;
                     p.record(&leased);
-                    out = pg_transaction_leased(leased?, statements).await?;
+                    out = pg_transaction_leased(leased?, statements, budget).await?;
                 }
                 Pool::Sqlite(p) => {
                     let mut tx = p.begin().await?;
                     for (sql, params) in statements {
-                        out.push(lite_run(&mut *tx, sql, params).await?);
+                        out.push(lite_run(&mut *tx, sql, params, budget).await?);
                     }
                     tx.commit().await?;
                 }
@@ -429,7 +455,8 @@ impl Pool {
 
     /// Whether the database answers within [`PING_TIMEOUT`] (readiness).
     pub async fn ping(&self) -> bool {
-        let probe = self.run_unguarded("SELECT 1 AS one", &[]);
+        let mut budget = Budget::unlimited();
+        let probe = self.run_unguarded("SELECT 1 AS one", &[], &mut budget);
         matches!(tokio::time::timeout(PING_TIMEOUT, probe).await, Ok(Ok(_)))
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use super::pg_conns::{Conns, Lease, PING_IF_IDLE_FOR};
 use super::value::micros_to_datetime;
+use super::value::{Budget, Collected};
 use super::{ACQUIRE_TIMEOUT, DbError, RowSet, Value};
 use neo_ops_text::redact::for_log as redact_url;
 
@@ -126,8 +127,9 @@ pub(super) async fn pg_run_leased(
     mut lease: Lease,
     sql: &str,
     params: &[Value],
+    budget: &mut Budget,
 ) -> Result<(u64, RowSet), DbError> {
-    let result = pg_run(&mut *lease, sql, params).await;
+    let result = pg_run(&mut *lease, sql, params, budget).await;
     if result.as_ref().err().is_none_or(|e| !exchange_broke(e)) {
         lease.release();
     }
@@ -140,6 +142,7 @@ pub(super) async fn pg_run_leased(
 pub(super) async fn pg_transaction_leased(
     mut lease: Lease,
     statements: &[(String, Vec<Value>)],
+    budget: &mut Budget,
 ) -> Result<Vec<(u64, RowSet)>, DbError> {
     use sqlx::Connection;
     let mut out = Vec::with_capacity(statements.len());
@@ -148,7 +151,7 @@ pub(super) async fn pg_transaction_leased(
     // holds on the lease to end first.
     let mut tx = lease.begin().await?;
     for (sql, params) in statements {
-        match pg_run(&mut *tx, sql, params).await {
+        match pg_run(&mut *tx, sql, params, budget).await {
             Ok(done) => out.push(done),
             Err(e) => {
                 // Dropped unreleased (closing its connection) unless the
@@ -179,20 +182,25 @@ pub(super) async fn pg_run<'e, E>(
     ex: E,
     sql: &str,
     params: &[Value],
+    budget: &mut Budget,
 ) -> Result<(u64, RowSet), DbError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Postgres>,
 {
     let query = pg_query(sql, params)?;
     let mut stream = ex.fetch_many(query);
-    let (mut affected, mut rows) = (0, Vec::new());
+    let mut collected = Collected::new(budget);
     while let Some(step) = stream.try_next().await? {
         match step {
-            Either::Left(done) => affected += done.rows_affected(),
-            Either::Right(row) => rows.push(row),
+            Either::Left(done) => collected.affected(done.rows_affected()),
+            Either::Right(row) if collected.wants_rows() => {
+                let values = pg_values(&row);
+                collected.push(&row, values);
+            }
+            Either::Right(_) => {}
         }
     }
-    Ok((affected, pg_rows(rows)?))
+    collected.finish()
 }
 
 /// A NULL whose type Postgres infers from context (parameter type oid 0), so
@@ -249,20 +257,12 @@ pub(super) fn pg_query<'q>(
     Ok(q)
 }
 
-pub(super) fn pg_rows(rows: Vec<PgRow>) -> Result<RowSet, DbError> {
-    let Some(first) = rows.first() else {
-        return Ok(RowSet::default());
-    };
-    let columns = super::column_names(first);
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let mut values = Vec::with_capacity(columns.len());
-        for (i, col) in row.columns().iter().enumerate() {
-            values.push(pg_value(row, i, col.type_info().name())?);
-        }
-        out.push(values);
-    }
-    Ok(RowSet { columns, rows: out })
+fn pg_values(row: &PgRow) -> Result<Vec<Value>, DbError> {
+    row.columns()
+        .iter()
+        .enumerate()
+        .map(|(i, col)| pg_value(row, i, col.type_info().name()))
+        .collect()
 }
 
 pub(super) fn pg_value(row: &PgRow, i: usize, ty: &str) -> Result<Value, DbError> {

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::value::micros_to_datetime;
+use super::value::{Budget, Collected};
 use super::{DbError, RowSet, Value};
 
 pub(super) static LITE_MASTER: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite/master");
@@ -38,19 +39,24 @@ pub(crate) async fn lite_run<'e, E>(
     ex: E,
     sql: &str,
     params: &[Value],
+    budget: &mut Budget,
 ) -> Result<(u64, RowSet), DbError>
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
     let mut stream = ex.fetch_many(lite_query(sql, params)?);
-    let (mut affected, mut rows) = (0, Vec::new());
+    let mut collected = Collected::new(budget);
     while let Some(step) = stream.try_next().await? {
         match step {
-            Either::Left(done) => affected += done.rows_affected(),
-            Either::Right(row) => rows.push(row),
+            Either::Left(done) => collected.affected(done.rows_affected()),
+            Either::Right(row) if collected.wants_rows() => {
+                let values = lite_values(&row);
+                collected.push(&row, values);
+            }
+            Either::Right(_) => {}
         }
     }
-    Ok((affected, lite_rows(rows)?))
+    collected.finish()
 }
 
 /// Fixed-width UTC text, so SQLite's text comparison is chronological.
@@ -77,25 +83,13 @@ pub(super) fn lite_query<'q>(
     Ok(q)
 }
 
-pub(super) fn lite_rows(rows: Vec<SqliteRow>) -> Result<RowSet, DbError> {
-    let Some(first) = rows.first() else {
-        return Ok(RowSet::default());
-    };
-    let columns = super::column_names(first);
-    let declared: Vec<String> = first
-        .columns()
+/// One row's values, each column read as its declared type says.
+fn lite_values(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
+    row.columns()
         .iter()
-        .map(|c| c.type_info().name().to_string())
-        .collect();
-    let mut out = Vec::with_capacity(rows.len());
-    for row in &rows {
-        let mut values = Vec::with_capacity(columns.len());
-        for (i, decl) in declared.iter().enumerate() {
-            values.push(lite_value(row, i, decl)?);
-        }
-        out.push(values);
-    }
-    Ok(RowSet { columns, rows: out })
+        .enumerate()
+        .map(|(i, col)| lite_value(row, i, col.type_info().name()))
+        .collect()
 }
 
 pub(super) fn lite_value(row: &SqliteRow, i: usize, declared: &str) -> Result<Value, DbError> {
@@ -103,8 +97,8 @@ pub(super) fn lite_value(row: &SqliteRow, i: usize, declared: &str) -> Result<Va
     if raw.is_null() {
         return Ok(Value::Null);
     }
-    let storage = raw.type_info().name().to_string();
-    Ok(match (declared, storage.as_str()) {
+    let storage = raw.type_info();
+    Ok(match (declared, storage.name()) {
         ("BOOLEAN", "INTEGER") => Value::Bool(row.try_get::<i64, _>(i)? != 0),
         ("DATETIME" | "DATE", "TEXT") => {
             let s: String = row.try_get(i)?;

@@ -15,10 +15,108 @@ pub enum Value {
     Json(String),
 }
 
+impl Value {
+    /// Bytes this value takes in the host: its slot and the text or bytes it owns.
+    fn held_bytes(&self) -> usize {
+        std::mem::size_of::<Value>()
+            + match self {
+                Value::Text(s) | Value::Json(s) => s.len(),
+                Value::Bytes(b) => b.len(),
+                _ => 0,
+            }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RowSet {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<Value>>,
+}
+
+/// The result of one statement, gathered as its rows arrive and counted
+/// against a byte budget (shared by the statements of a transaction), so a
+/// plugin cannot make the host hold more than it could take in. Past the
+/// budget, or after a value that fails to convert, the rest of the rows are
+/// read and dropped: the exchange always runs to its end, which keeps the
+/// connection fit for reuse.
+pub(super) struct Collected<'b> {
+    affected: u64,
+    set: RowSet,
+    budget: &'b mut Budget,
+    failed: Option<DbError>,
+}
+
+/// Bytes of row data the statements of one call may still bring back.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    limit: usize,
+    left: usize,
+}
+
+impl Budget {
+    pub fn new(limit: usize) -> Self {
+        Self { limit, left: limit }
+    }
+
+    /// For the host's own statements, whose results it sizes itself.
+    pub fn unlimited() -> Self {
+        Self::new(usize::MAX)
+    }
+}
+
+impl<'b> Collected<'b> {
+    pub(super) fn new(budget: &'b mut Budget) -> Self {
+        Self {
+            affected: 0,
+            set: RowSet::default(),
+            budget,
+            failed: None,
+        }
+    }
+
+    pub(super) fn affected(&mut self, n: u64) {
+        self.affected += n;
+    }
+
+    /// Whether the next row is wanted (no value failed, the budget holds).
+    pub(super) fn wants_rows(&self) -> bool {
+        self.failed.is_none()
+    }
+
+    /// Adds one row's values; the first row names the columns.
+    pub(super) fn push<R: sqlx::Row>(&mut self, row: &R, values: Result<Vec<Value>, DbError>) {
+        let values = match values {
+            Ok(v) => v,
+            Err(e) => return self.fail(e),
+        };
+        let size =
+            std::mem::size_of::<Vec<Value>>() + values.iter().map(Value::held_bytes).sum::<usize>();
+        if size > self.budget.left {
+            let limit = self.budget.limit;
+            return self.fail(DbError::Invalid(format!(
+                "the result is over {limit} bytes, the most this plugin may take in \
+                 (its memory limit); select fewer rows or columns"
+            )));
+        }
+        self.budget.left -= size;
+        if self.set.rows.is_empty() {
+            self.set.columns = super::column_names(row);
+        }
+        self.set.rows.push(values);
+    }
+
+    fn fail(&mut self, e: DbError) {
+        // What was gathered goes now, not when the last row has been read.
+        self.set = RowSet::default();
+        self.failed = Some(e);
+    }
+
+    pub(super) fn finish(self) -> Result<(u64, RowSet), DbError> {
+        match self.failed {
+            Some(e) => Err(e),
+            None => Ok((self.affected, self.set)),
+        }
+    }
 }
 
 /// Database failures, sorted into what a plugin can act on. The message never
@@ -54,12 +152,7 @@ impl From<sqlx::Error> for DbError {
                     d.constraint().unwrap_or("?")
                 ))
             }
-            // Connection exceptions (08xxx) and an administrator's shutdown
-            // (57P0x) say the database went away, not that it refused.
-            sqlx::Error::Database(d)
-                if d.code()
-                    .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0")) =>
-            {
+            sqlx::Error::Database(d) if session_ended(d.as_ref()) => {
                 tracing::warn!(error = %e, "database connection lost");
                 DbError::Unavailable("database unavailable".into())
             }
@@ -79,6 +172,19 @@ impl From<sqlx::Error> for DbError {
             _ => DbError::Rejected(e.to_string()),
         }
     }
+}
+
+/// Whether a database error says the database went away, not that it
+/// refused: a connection exception (08xxx) or a shutdown (57P0x) that ended
+/// the session (severity FATAL or PANIC). The same codes at severity ERROR
+/// are a statement's own (a plugin can raise any SQLSTATE): taken for an
+/// outage, they would open the breaker for everyone.
+fn session_ended(d: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::postgres::{PgDatabaseError, PgSeverity};
+    d.code()
+        .is_some_and(|c| c.starts_with("08") || c.starts_with("57P0"))
+        && d.try_downcast_ref::<PgDatabaseError>()
+            .is_none_or(|pg| matches!(pg.severity(), PgSeverity::Fatal | PgSeverity::Panic))
 }
 
 /// A timestamp parameter (microseconds since the Unix epoch) as a date-time,
