@@ -16,8 +16,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tower_http::timeout::{RequestBodyTimeout, Timeout, TimeoutError};
+use tower_http::timeout::RequestBodyTimeout;
 
+use super::body::{BODY_READ_TIMEOUT, BodyBudget, read_body};
+use super::deadline::Deadline;
 use crate::manifest::{Plugin, Role, host_routes};
 use crate::runtime::completing::Completing;
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
@@ -76,19 +78,19 @@ struct RouteTarget {
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) runtime: Arc<Runtime>,
+    bodies: BodyBudget,
 }
 
 /// What serves HTTP: a router inside the host's time limits.
-pub type Service = Timeout<RequestBodyTimeout<Router>>;
+pub type Service = Deadline<RequestBodyTimeout<Router>>;
 
 /// A slow body or a stuck handler cannot hold a connection forever. The
 /// limits wrap the whole router rather than each route (`Router::layer`):
 /// each layered route is another box that every request clones and whose
 /// future it boxes again.
 fn time_limited(router: Router) -> Service {
-    Timeout::with_status_code(
+    Deadline::new(
         RequestBodyTimeout::new(router, BODY_READ_TIMEOUT),
-        StatusCode::SERVICE_UNAVAILABLE,
         REQUEST_TIMEOUT,
     )
 }
@@ -96,7 +98,10 @@ fn time_limited(router: Router) -> Service {
 /// Builds the service: host endpoints plus every manifest route.
 pub fn router(runtime: Arc<Runtime>) -> Service {
     time_limited(
-        routes(runtime.plugins().map(|p| p.manifest.as_ref())).with_state(AppState { runtime }),
+        routes(runtime.plugins().map(|p| p.manifest.as_ref())).with_state(AppState {
+            runtime,
+            bodies: BodyBudget::default(),
+        }),
     )
 }
 
@@ -397,50 +402,9 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
         .unwrap_or("no message")
 }
 
-/// Largest request body the host reads for a plugin.
-pub const MAX_BODY: usize = 2 << 20;
-/// Longest a client may leave the body stalled once the headers are in (the
-/// wait restarts with each chunk; [`REQUEST_TIMEOUT`] bounds the whole).
-pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest any request may take, plugin included (plugin timeouts are
 /// shorter; this bounds the host's own waits too).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
-
-/// Reads the body up to [`MAX_BODY`]; past it 413, unreadable 400, in the envelope.
-async fn read_body(headers: &HeaderMap, body: Body, request_id: &str) -> Result<Bytes, Response> {
-    let declared = headers
-        .get("content-length")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
-        tracing::debug!(
-            request_id,
-            declared = declared.unwrap_or(0),
-            "refused a body over the host's limit (413)"
-        );
-        return Err(error_envelope(413, "request body too large"));
-    }
-    axum::body::to_bytes(body, MAX_BODY).await.map_err(|e| {
-        let e = e.into_inner();
-        if e.is::<http_body_util::LengthLimitError>() {
-            tracing::debug!(request_id, "refused a body over the host's limit (413)");
-            error_envelope(413, "request body too large")
-        } else if caused_by::<TimeoutError>(&*e) {
-            tracing::debug!(request_id, "a request body stalled (408)");
-            error_envelope(
-                408,
-                &format!("request body stalled for {}s", BODY_READ_TIMEOUT.as_secs()),
-            )
-        } else {
-            error_envelope(400, "unreadable request body")
-        }
-    })
-}
-
-/// Whether `E` is `error` or anywhere in its chain of sources.
-fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
-    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
-}
 
 /// The invocation's tenant from the path, the query and a JSON body. A
 /// tenant given twice (a repeated query key, a repeated JSON key) or two
@@ -546,10 +510,12 @@ async fn dispatch(
         Ok(p) => p,
         Err(denied) => return denied,
     };
-    let body = match read_body(headers, body, &request_id).await {
-        Ok(b) => b,
+    // Held (with its share of the body budget) until the request is answered.
+    let read = match read_body(&state.bodies, headers, body, &request_id).await {
+        Ok(read) => read,
         Err(rejected) => return rejected,
     };
+    let body = &read.bytes;
     let trusted = &runtime.services.settings.trusted_proxies;
     let remote_addr = client_addr(socket, headers, trusted).map(|ip| {
         // Sized for the longest address, so it is written without regrowing.
@@ -567,7 +533,7 @@ async fn dispatch(
                 .collect()
         })
         .unwrap_or_default();
-    let tenant = match tenant_of(&path_params, &query, &body) {
+    let tenant = match tenant_of(&path_params, &query, body) {
         Ok(t) => t,
         Err(why) => return error_envelope(400, &why),
     };
@@ -701,44 +667,6 @@ fn plugin_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A body that stops arriving is answered 408 in the envelope, one over
-    /// the limit 413, and the rest of a readable one is read.
-    #[tokio::test]
-    async fn a_stalled_body_gets_408() {
-        use tower::ServiceExt;
-        let read = Router::new().route(
-            "/",
-            axum::routing::post(|headers: HeaderMap, body: Body| async move {
-                match read_body(&headers, body, "r").await {
-                    Ok(bytes) => (StatusCode::OK, bytes).into_response(),
-                    Err(refused) => refused,
-                }
-            }),
-        );
-        let service = RequestBodyTimeout::new(read, Duration::from_millis(50));
-        let send = |body: Body| {
-            let request = axum::http::Request::post("/").body(body).unwrap();
-            service.clone().oneshot(request)
-        };
-        let stalled = futures::stream::pending::<Result<Bytes, std::io::Error>>();
-        let response = send(Body::from_stream(stalled)).await.unwrap();
-        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
-        let text = axum::body::to_bytes(response.into_body(), 1024)
-            .await
-            .unwrap();
-        assert!(
-            String::from_utf8_lossy(&text).contains("request body stalled for 30s"),
-            "{text:?}"
-        );
-        let big = Body::from(vec![b'x'; MAX_BODY + 1]);
-        assert_eq!(
-            send(big).await.unwrap().status(),
-            StatusCode::PAYLOAD_TOO_LARGE
-        );
-        let ok = send(Body::from("hello")).await.unwrap();
-        assert_eq!(ok.status(), StatusCode::OK);
-    }
 
     #[test]
     fn a_plugin_sets_its_own_headers_but_not_framing_or_non_ascii_ones() {

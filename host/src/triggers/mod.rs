@@ -2,7 +2,9 @@
 //! and calls [`crate::runtime::Runtime::invoke`]; nothing else reaches a plugin.
 
 pub mod admin_api;
+pub mod body;
 pub mod command;
+pub mod deadline;
 pub mod http;
 pub mod queue;
 pub mod schedule;

@@ -153,7 +153,8 @@ async fn refused_job_keeps_its_attempts(backend: Backend) {
 
 on_both_backends!(refused_job, refused_job_keeps_its_attempts);
 
-/// Writes a request head (no body) on a raw socket and reads the answer.
+/// Writes raw request text (a head, perhaps some body) on a socket and
+/// reads the answer.
 async fn answer_without_body(server: &Server, head: &str) -> String {
     let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     s.write_all(head.as_bytes()).await.unwrap();
@@ -837,6 +838,73 @@ on_both_backends!(
     results_past_the_limit,
     results_past_the_memory_limit_are_refused
 );
+
+/// Bodies being read share one budget (64 MiB): 33 clients that each send
+/// all but the last byte of a 2 MiB body fill it, so a request with a body
+/// gets 503 and `Retry-After`, while a request without one is still served;
+/// once the slow clients go the budget is whole again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_large_bodies_is_refused_not_buffered() {
+    use neo_ops::triggers::body::{BODIES_IN_FLIGHT, MAX_BODY};
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = start(&dep, 8, Duration::from_millis(500)).await;
+    let token = admin_token(&server).await;
+    let post = |len: usize| {
+        format!(
+            "POST /admin/probe?c=db&t=master HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+             connection: close\r\ncontent-length: {len}\r\n\r\n"
+        )
+    };
+    let mut slow = Vec::new();
+    for _ in 0..=BODIES_IN_FLIGHT / MAX_BODY {
+        let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        s.write_all(post(MAX_BODY).as_bytes()).await.unwrap();
+        // The last one may be refused (and hung up on) part-way.
+        let _ = s.write_all(&vec![b' '; MAX_BODY - 1]).await;
+        slow.push(s);
+    }
+    // Full once the slow bodies are in; until then a small body is served.
+    let small = format!("{}{}", post(1024), " ".repeat(1024));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let answer = loop {
+        let answer = answer_without_body(&server, &small).await;
+        if answer.starts_with("HTTP/1.1 503") || Instant::now() > deadline {
+            break answer;
+        }
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 1"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with(r#""message":"busy, try again shortly"}}"#),
+        "{answer}"
+    );
+    let (status, body) = server.get("/admin/probe?c=db&t=master", Some(&token)).await;
+    assert_eq!((status, body.contains("1 row")), (200, true), "{body}");
+    drop(slow);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = server
+            .post(
+                "/admin/probe?c=db&t=master",
+                Some(&token),
+                &" ".repeat(1 << 20),
+            )
+            .await;
+        if status == 200 {
+            assert!(body.contains("1 row"), "{body}");
+            break;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "the budget never came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    server.stop().await.unwrap();
+}
 
 /// A plugin that raises a connection-exception SQLSTATE itself (08006, at
 /// severity ERROR) has its statement refused like any other, and the

@@ -1,0 +1,223 @@
+//! Request bodies for plugins: read whole, up to [`MAX_BODY`] each, and
+//! within a budget of bytes that every request's body shares, so a flood of
+//! large bodies (each under the limit) cannot make the host buffer without
+//! bound: a request whose body would overrun the budget gets 503 and
+//! `Retry-After`, and what it had sent is let go.
+
+use axum::body::{Body, Bytes};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use http_body_util::BodyExt as _;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tower_http::timeout::TimeoutError;
+
+use super::http::{busy, error_envelope};
+
+/// Largest request body the host reads for a plugin.
+pub const MAX_BODY: usize = 2 << 20;
+/// Longest a client may leave the body stalled once the headers are in (the
+/// wait restarts with each chunk; the request's own limit bounds the whole).
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes of request bodies held at once, all requests together: 32 bodies
+/// at the limit.
+pub const BODIES_IN_FLIGHT: usize = 64 << 20;
+
+/// The bytes request bodies may still take, shared by all requests.
+#[derive(Clone)]
+pub struct BodyBudget(Arc<Semaphore>);
+
+impl Default for BodyBudget {
+    fn default() -> Self {
+        Self(Arc::new(Semaphore::new(BODIES_IN_FLIGHT)))
+    }
+}
+
+/// A body read whole, holding its share of the budget until dropped (when
+/// the request has been answered).
+pub struct ReadBody {
+    pub bytes: Bytes,
+    _share: Option<OwnedSemaphorePermit>,
+}
+
+/// Reads the body up to [`MAX_BODY`] (a larger declared length is refused
+/// before any of it is read); past it 413, stalled 408, unreadable 400, and
+/// no budget left 503, each in the envelope.
+pub async fn read_body(
+    budget: &BodyBudget,
+    headers: &HeaderMap,
+    body: Body,
+    request_id: &str,
+) -> Result<ReadBody, Response> {
+    let declared = headers
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        tracing::debug!(
+            request_id,
+            declared = declared.unwrap_or(0),
+            "refused a body over the host's limit (413)"
+        );
+        return Err(error_envelope(413, "request body too large"));
+    }
+    let mut body = body;
+    let mut chunks: Vec<Bytes> = Vec::new();
+    let mut share: Option<OwnedSemaphorePermit> = None;
+    let mut len = 0;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| unreadable(e.into_inner(), request_id))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: nothing a plugin reads
+        };
+        len += data.len();
+        if len > MAX_BODY {
+            tracing::debug!(request_id, "refused a body over the host's limit (413)");
+            return Err(error_envelope(413, "request body too large"));
+        }
+        // Each piece takes its share as it arrives: what is counted is what
+        // is held, whatever the body's declared length.
+        let Ok(piece) = budget.0.clone().try_acquire_many_owned(data.len() as u32) else {
+            tracing::warn!(
+                request_id,
+                "refused a body: the bodies being read fill the budget (503)"
+            );
+            return Err(busy());
+        };
+        match &mut share {
+            Some(held) => held.merge(piece),
+            None => share = Some(piece),
+        }
+        chunks.push(data);
+    }
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    };
+    Ok(ReadBody {
+        bytes,
+        _share: share,
+    })
+}
+
+/// 408 for a body that stalled, 400 for one that broke off.
+fn unreadable(e: axum::BoxError, request_id: &str) -> Response {
+    if caused_by::<TimeoutError>(&*e) {
+        tracing::debug!(request_id, "a request body stalled (408)");
+        error_envelope(
+            408,
+            &format!("request body stalled for {}s", BODY_READ_TIMEOUT.as_secs()),
+        )
+    } else {
+        error_envelope(400, "unreadable request body")
+    }
+}
+
+/// Whether `E` is `error` or anywhere in its chain of sources.
+fn caused_by<E: std::error::Error + 'static>(error: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::successors(Some(error), |e| e.source()).any(|e| e.is::<E>())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::Router;
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use tower::ServiceExt;
+    use tower_http::timeout::RequestBodyTimeout;
+
+    fn reader(budget: BodyBudget) -> RequestBodyTimeout<Router> {
+        let read = Router::new().route(
+            "/",
+            axum::routing::post(move |headers: HeaderMap, body: Body| async move {
+                match read_body(&budget, &headers, body, "r").await {
+                    Ok(read) => (StatusCode::OK, read.bytes).into_response(),
+                    Err(refused) => refused,
+                }
+            }),
+        );
+        RequestBodyTimeout::new(read, Duration::from_millis(50))
+    }
+
+    /// A body that stops arriving is answered 408 in the envelope, one over
+    /// the limit 413, and the rest of a readable one is read.
+    #[tokio::test]
+    async fn a_stalled_body_gets_408() {
+        let service = reader(BodyBudget::default());
+        let send = |body: Body| {
+            let request = axum::http::Request::post("/").body(body).unwrap();
+            service.clone().oneshot(request)
+        };
+        let stalled = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let response = send(Body::from_stream(stalled)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::REQUEST_TIMEOUT);
+        let text = axum::body::to_bytes(response.into_body(), 1024)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&text).contains("request body stalled for 30s"),
+            "{text:?}"
+        );
+        let big = Body::from(vec![b'x'; MAX_BODY + 1]);
+        assert_eq!(
+            send(big).await.unwrap().status(),
+            StatusCode::PAYLOAD_TOO_LARGE
+        );
+        let ok = send(Body::from("hello")).await.unwrap();
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+
+    /// Bodies being read share one budget: a body that would overrun it is
+    /// refused with 503, an empty one never is, and each piece takes its
+    /// share as it arrives, all given back once the body is dropped.
+    #[tokio::test]
+    async fn bodies_being_read_share_one_budget() {
+        let budget = BodyBudget::default();
+        let held = budget
+            .0
+            .clone()
+            .try_acquire_many_owned((BODIES_IN_FLIGHT - 10) as u32)
+            .unwrap();
+        let service = reader(budget.clone());
+        let send = |body: Body| {
+            let request = axum::http::Request::post("/").body(body).unwrap();
+            service.clone().oneshot(request)
+        };
+        let response = send(Body::from("eleven byte")).await.unwrap();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()["retry-after"], "1");
+        assert_eq!(send(Body::empty()).await.unwrap().status(), StatusCode::OK);
+        let ten = send(Body::from("ten bytes!")).await.unwrap();
+        assert_eq!(ten.status(), StatusCode::OK);
+        drop(held);
+        assert_eq!(
+            budget.0.available_permits(),
+            BODIES_IN_FLIGHT,
+            "all given back"
+        );
+
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let chunks = futures::stream::unfold(rx, |mut rx| async { Some((rx.recv().await?, rx)) });
+        let mut request = Box::pin(budget_holding_read(
+            budget.clone(),
+            Body::from_stream(chunks),
+        ));
+        tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
+        assert!(futures::poll!(request.as_mut()).is_pending());
+        assert_eq!(budget.0.available_permits(), BODIES_IN_FLIGHT - 3);
+        tx.send(Ok(Bytes::from_static(b"de"))).await.unwrap();
+        drop(tx);
+        let read = request.await.unwrap();
+        assert_eq!(read.bytes, "abcde");
+        assert_eq!(budget.0.available_permits(), BODIES_IN_FLIGHT - 5);
+        drop(read);
+        assert_eq!(budget.0.available_permits(), BODIES_IN_FLIGHT);
+    }
+
+    async fn budget_holding_read(budget: BodyBudget, body: Body) -> Result<ReadBody, Response> {
+        read_body(&budget, &HeaderMap::new(), body, "r").await
+    }
+}
