@@ -6,6 +6,7 @@ pub mod admission;
 pub mod cache;
 pub mod completing;
 pub mod engine;
+mod exports;
 pub mod file_grants;
 
 use std::collections::HashMap;
@@ -548,8 +549,15 @@ pub fn link_plugins(
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("plugin \"{}\": cannot link: {e:#}", p.name))?;
-        let handler = handler_export::GuestIndices::new(&pre).ok();
-        let check = check_export::GuestIndices::new(&pre).ok();
+        let named = |e: anyhow::Error| {
+            anyhow::anyhow!(
+                "plugin \"{}\": component {}: {e:#}",
+                p.name,
+                p.component.display()
+            )
+        };
+        let handler = exports::handler(&pre).map_err(named)?;
+        let check = exports::check(&pre).map_err(named)?;
         if p.needs_handler() && handler.is_none() {
             anyhow::bail!(
                 "plugin \"{}\": component {} does not export neo:ops/handler, which its triggers need",

@@ -168,3 +168,66 @@ fn sizes_and_durations() {
     assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
     assert_eq!(parse_duration("soon"), None);
 }
+
+/// A component whose `run` has another type than this host's (built against
+/// another version of the WIT) is refused by `check`, naming the plugin and
+/// the function: it used to load, and then fail every invocation.
+#[test]
+fn a_component_built_against_another_wit_is_refused() {
+    use wit_parser::{LiftLowerAbi, ManglingAndAbi, Resolve};
+    let dir = tempfile::tempdir().unwrap();
+    let wit = dir.path().join("wit");
+    std::fs::create_dir(&wit).unwrap();
+    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+    let run = "run: func(invocation: invocation) -> result<output, failure>;";
+    for entry in std::fs::read_dir(&ours).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        // The failure a bare string, as another version might have it.
+        let text = text.replace(
+            run,
+            "run: func(invocation: invocation) -> result<output, string>;",
+        );
+        std::fs::write(wit.join(path.file_name().unwrap()), text).unwrap();
+    }
+    let mut resolve = Resolve::new();
+    let (package, _) = resolve.push_dir(&wit).unwrap();
+    let world = resolve.select_world(&[package], Some("plugin")).unwrap();
+    let mut module =
+        wit_component::dummy_module(&resolve, world, ManglingAndAbi::Legacy(LiftLowerAbi::Sync));
+    wit_component::embed_component_metadata(
+        &mut module,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    let component = wit_component::ComponentEncoder::default()
+        .module(&module)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap();
+    std::fs::write(dir.path().join("other.wasm"), component).unwrap();
+    let manifest = dir.path().join("plugins.toml");
+    std::fs::write(
+        &manifest,
+        "[plugins.other]\ncomponent = \"other.wasm\"\ncommand = true\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("plugin \"other\""), "{stderr}");
+    assert!(
+        stderr.contains("has \"run\" of another type than this host's"),
+        "{stderr}"
+    );
+}
