@@ -1,11 +1,11 @@
 //! Queue storage: jobs live in kv lists under the host namespace. The key
-//! layout, enqueueing, dead letters (listing, replay, burying) are here, for
+//! layout, enqueueing, dead letters (listing, replay) are here, for
 //! the queue capability, the CLI and the consumer alike; the consumer loop
 //! and replica liveness are the queue trigger's (`triggers/queue.rs`).
 
 use serde::{Deserialize, Serialize};
 
-use crate::backends::kv::{HOST_NAMESPACE, Kv, KvError};
+use crate::backends::kv::{HOST_NAMESPACE, Kv};
 
 const MAX_PAYLOAD: usize = 1 << 20;
 /// Dead letters kept per queue.
@@ -30,6 +30,19 @@ pub struct Job {
     /// keeps flowing meanwhile.
     #[serde(default)]
     pub not_before_ms: Option<i64>,
+}
+
+impl Job {
+    /// The job as a queue stores it.
+    pub fn entry(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("a job always serialises")
+    }
+
+    /// The job as the dead letters store it, stamped with when.
+    pub fn dead_letter_entry(&mut self) -> Vec<u8> {
+        self.dead_at = Some(chrono::Utc::now().to_rfc3339());
+        self.entry()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,25 +162,8 @@ pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, Enque
 
 /// Puts a job at the far end of its queue.
 pub async fn push(kv: &Kv, job: &Job) -> Result<(), EnqueueError> {
-    let bytes = serde_json::to_vec(job).expect("a job always serialises");
-    kv.list_push(&queue_key(&job.queue), &[bytes])
+    kv.list_push(&queue_key(&job.queue), &[job.entry()])
         .await
         .map(|_| ())
         .map_err(|_| EnqueueError::Unavailable)
-}
-
-/// Adds an entry (a job, or bytes that did not parse as one) to a queue's
-/// dead letters, keeping the newest [`DLQ_KEEP`].
-pub async fn bury(kv: &Kv, queue: &str, entry: Vec<u8>) -> Result<(), KvError> {
-    let key = dead_letter_key(queue);
-    kv.list_push(&key, &[entry]).await?;
-    let _ = kv.list_trim(&key, 0, DLQ_KEEP - 1).await;
-    Ok(())
-}
-
-/// Dead-letters a job, stamping when.
-pub async fn bury_job(kv: &Kv, job: &mut Job) -> Result<(), KvError> {
-    job.dead_at = Some(chrono::Utc::now().to_rfc3339());
-    let entry = serde_json::to_vec(job).expect("a job always serialises");
-    bury(kv, &job.queue, entry).await
 }

@@ -8,14 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::kv::Kv;
+use crate::backends::kv::{Kv, KvError};
 use crate::backends::queue::{
-    Job, alive_key, bury, bury_job, consumers_key, processing_key, push, queue_key,
+    DLQ_KEEP, Job, alive_key, consumers_key, dead_letter_key, processing_key, queue_key,
 };
 use crate::manifest::QueueSpec;
 use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
 
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// The longest a consumer waits between passes over a queue whose jobs all
+/// wait for their retry time (so a new job waits no longer than this).
+const MAX_IDLE: Duration = Duration::from_secs(1);
+/// The longest pause between tries to settle a job Redis did not take.
+const SETTLE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long a consumer pauses after its job found no free plugin slot.
 const BUSY_RETRY: Duration = Duration::from_millis(250);
 /// A consumer refreshes its liveness key this often...
@@ -23,50 +28,104 @@ const HEARTBEAT: Duration = Duration::from_secs(10);
 /// ...and is presumed dead (its in-flight jobs re-queued) this long after the last refresh.
 const PRESUMED_DEAD: Duration = Duration::from_secs(45);
 
-/// Takes back the jobs `owner` had in flight when it died: each is moved
-/// atomically into `me`'s own processing list (so two recoverers take each
-/// job once, and a crash here strands nothing), then settled; returns how many.
-async fn recover_in_flight(kv: &Kv, spec: &QueueSpec, owner: &str, me: &str) -> usize {
-    let (from, via) = (
-        processing_key(&spec.name, owner),
-        processing_key(&spec.name, me),
-    );
-    let mut moved = 0;
-    while let Ok(Some(raw)) = kv.list_move_oldest(&from, &via).await {
-        moved += 1;
-        settle_interrupted(kv, spec, &via, &raw, owner).await;
-    }
-    moved
+/// Where an entry taken from a processing list goes.
+enum Next {
+    /// Acknowledged: the job is done.
+    Done,
+    /// This entry goes onto the queue.
+    Queue(Vec<u8>),
+    /// This entry goes to the dead letters.
+    DeadLetters(Vec<u8>),
 }
 
-/// Takes back what an earlier run under this replica's name left in flight.
-async fn recover_own(kv: &Kv, spec: &QueueSpec, me: &str) -> usize {
-    let own = processing_key(&spec.name, me);
-    let raw = kv.list_range(&own, 0, -1).await.unwrap_or_default();
-    for entry in &raw {
-        settle_interrupted(kv, spec, &own, entry, me).await;
-    }
-    raw.len()
-}
-
-/// A job whose run was cut off by its replica's death counts that run as an
-/// attempt (it may be what killed the process): back on the queue, or to the
-/// dead letters when out of attempts. Removed from `list` only once settled.
-async fn settle_interrupted(kv: &Kv, spec: &QueueSpec, list: &str, raw: &[u8], owner: &str) {
-    let settled = match serde_json::from_slice::<Job>(raw) {
-        Err(_) => bury(kv, &spec.name, raw.to_vec()).await.is_ok(),
-        Ok(mut job) => {
-            job.attempts += 1;
-            job.last_error = Some(format!("replica \"{owner}\" stopped while running it"));
-            if job.attempts >= spec.max_attempts {
-                bury_job(kv, &mut job).await.is_ok()
-            } else {
-                push(kv, &job).await.is_ok()
-            }
+/// Moves `raw` out of processing list `list` to where `next` says, in one
+/// atomic step (so repeating it after a lost reply moves nothing twice);
+/// false when `raw` was no longer there.
+async fn settle(
+    kv: &Kv,
+    queue: &str,
+    list: &str,
+    raw: &[u8],
+    next: &Next,
+) -> Result<bool, KvError> {
+    match next {
+        Next::Done => kv.list_remove(list, raw, 1).await.map(|n| n > 0),
+        Next::Queue(entry) => kv.list_replace(list, raw, &queue_key(queue), entry).await,
+        Next::DeadLetters(entry) => {
+            let key = dead_letter_key(queue);
+            let moved = kv.list_replace(list, raw, &key, entry).await?;
+            let _ = kv.list_trim(&key, 0, DLQ_KEEP - 1).await;
+            Ok(moved)
         }
+    }
+}
+
+/// [`settle`] for the job in hand, repeated until Redis answers or the
+/// consumer stops (false then). The job stays in the processing list
+/// meanwhile, so nothing is lost; taking the next job instead would strand
+/// it there until the replica restarts.
+async fn settle_in_hand(
+    kv: &Kv,
+    stop: &CancellationToken,
+    (queue, list): (&str, &str),
+    raw: &[u8],
+    next: Next,
+) -> bool {
+    let mut pause = IDLE_POLL;
+    loop {
+        match settle(kv, queue, list, raw, &next).await {
+            Ok(_) => return true,
+            Err(e) => tracing::warn!(queue, error = %e, "could not settle a queue job; retrying"),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return false,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        pause = (pause * 2).min(SETTLE_RETRY_MAX);
+    }
+}
+
+/// Puts back what processing list `list` holds: each entry moves to the
+/// queue (or the dead letters) in one atomic step, so two recoverers take
+/// each entry once and a crash meanwhile strands nothing. With `owner`, the
+/// entries were cut off by that replica's death, and that run counts as an
+/// attempt (it may be what killed the process); without, they never started.
+/// Returns how many moved, and whether the list was seen empty at the end.
+async fn recover_list(kv: &Kv, spec: &QueueSpec, list: &str, owner: Option<&str>) -> (usize, bool) {
+    let mut moved = 0;
+    loop {
+        let raw = match kv.list_range(list, -1, -1).await {
+            Ok(mut oldest) => match oldest.pop() {
+                Some(raw) => raw,
+                None => return (moved, true),
+            },
+            Err(_) => return (moved, false),
+        };
+        let next = match owner {
+            None => Next::Queue(raw.clone()),
+            Some(owner) => interrupted(spec, &raw, owner),
+        };
+        match settle(kv, &spec.name, list, &raw, &next).await {
+            Ok(true) => moved += 1,
+            Ok(false) => {} // another recoverer took it
+            Err(_) => return (moved, false),
+        }
+    }
+}
+
+/// Where a job cut off by its replica's death goes: back on the queue with
+/// that run counted, or to the dead letters when out of attempts (an entry
+/// that is not a job goes there as it is).
+fn interrupted(spec: &QueueSpec, raw: &[u8], owner: &str) -> Next {
+    let Ok(mut job) = serde_json::from_slice::<Job>(raw) else {
+        return Next::DeadLetters(raw.to_vec());
     };
-    if settled {
-        let _ = kv.list_remove(list, raw, 1).await;
+    job.attempts = job.attempts.saturating_add(1);
+    job.last_error = Some(format!("replica \"{owner}\" stopped while running it"));
+    if job.attempts >= spec.max_attempts {
+        Next::DeadLetters(job.dead_letter_entry())
+    } else {
+        Next::Queue(job.entry())
     }
 }
 
@@ -86,7 +145,8 @@ async fn register(kv: &Kv, queue: &str, replica: &str) {
 /// name left in flight, and recovers consumers that died meanwhile.
 async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) {
     register(kv, &spec.name, replica).await;
-    let moved = recover_own(kv, spec, replica).await;
+    let own = processing_key(&spec.name, replica);
+    let (moved, _) = recover_list(kv, spec, &own, Some(replica)).await;
     if moved > 0 {
         tracing::warn!(
             queue = %spec.name,
@@ -98,20 +158,30 @@ async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) {
 }
 
 /// Re-queues the in-flight jobs of consumers whose liveness key expired
-/// (crashed or killed replicas), and forgets them.
+/// (crashed or killed replicas), and forgets them once their processing
+/// list is empty: a recovery that Redis broke off is taken up again on the
+/// next heartbeat, not dropped with the name.
 async fn recover_dead_consumers(kv: &Kv, spec: &QueueSpec, me: &str) {
     let queue = spec.name.as_str();
+    let presumed_dead = |name: &str| {
+        let key = alive_key(queue, name);
+        async move { matches!(kv.get(&key).await, Ok(None)) }
+    };
     let Ok(names) = kv.list_range(&consumers_key(queue), 0, -1).await else {
         return;
     };
     for raw in names {
         let name = String::from_utf8_lossy(&raw).into_owned();
-        if name == me || !matches!(kv.get(&alive_key(queue, &name)).await, Ok(None)) {
+        if name == me || !presumed_dead(&name).await {
             continue;
         }
-        let moved = recover_in_flight(kv, spec, &name, me).await;
-        let _ = kv.list_remove(&consumers_key(queue), &raw, 0).await;
-        tracing::warn!(queue, replica = %name, moved, "re-queued the jobs of a consumer presumed dead");
+        let list = processing_key(queue, &name);
+        let (moved, emptied) = recover_list(kv, spec, &list, Some(&name)).await;
+        // Looked at again: it may have come back (a partition healed).
+        if emptied && presumed_dead(&name).await {
+            let _ = kv.list_remove(&consumers_key(queue), &raw, 0).await;
+        }
+        tracing::warn!(queue, replica = %name, moved, emptied, "re-queued the jobs of a consumer presumed dead");
     }
 }
 
@@ -153,10 +223,14 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
         queue_key(&spec.name),
         processing_key(&spec.name, &services.settings.replica),
     );
+    let lists = (spec.name.as_str(), processing.as_str());
     let replica = services.settings.replica.clone();
     announce(kv, &spec, &replica).await;
-    // The heartbeat runs beside the jobs: a long job must not look like a dead replica.
+    // The heartbeat runs beside the jobs: a long job must not look like a
+    // dead replica. It stops with the consumer, a panic included, so a
+    // consumer that is gone never looks alive.
     let heartbeat_stop = stop.child_token();
+    let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
     let heartbeat = tokio::spawn(keep_alive(
         services.clone(),
         spec.clone(),
@@ -164,14 +238,27 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
         heartbeat_stop.clone(),
     ));
     tracing::info!(plugin, queue = %spec.name, "queue consumer started");
-    // Jobs claimed in a row that were not yet due: once that covers the whole
-    // queue, nothing is due and the consumer idles instead of spinning.
+    // The longest retry delay there is: a later time came from a clock
+    // running ahead, and is held to this.
+    let longest_delay = retry_delay(spec.backoff, u32::MAX).as_millis() as i64;
+    // Jobs claimed in a row that were not yet due, and the soonest one is:
+    // once that covers the whole queue, nothing is due and the consumer
+    // waits for the soonest instead of spinning through the queue.
     let mut not_due_in_a_row: u64 = 0;
+    let mut soonest = i64::MAX;
+    // A poll that failed may have moved a job whose reply was lost: the
+    // consumer holds no job between polls, so what its list holds then
+    // goes back on the queue.
+    let mut strays = false;
     while !stop.is_cancelled() {
+        if strays {
+            strays = !recover_list(kv, &spec, &processing, None).await.1;
+        }
         let claimed = match kv.list_move_oldest(&queue, &processing).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(plugin, error = %e, "queue poll failed");
+                strays = true;
                 None
             }
         };
@@ -186,29 +273,42 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 plugin,
                 "dropping unreadable queue entry to the dead letters"
             );
-            if bury(kv, &spec.name, raw.clone()).await.is_ok() {
-                let _ = kv.list_remove(&processing, &raw, 1).await;
+            let next = Next::DeadLetters(raw.clone());
+            if !settle_in_hand(kv, &stop, lists, &raw, next).await {
+                break;
             }
             continue;
         };
-        if job.not_before_ms.is_some_and(|t| t > now_ms()) {
-            // Back to the far end of the queue, then acknowledge: at least once.
-            if push(kv, &job).await.is_ok() {
-                let _ = kv.list_remove(&processing, &raw, 1).await;
+        let now = now_ms();
+        if let Some(due) = job.not_before_ms.filter(|t| *t > now) {
+            let latest = now.saturating_add(longest_delay);
+            let next = if due > latest {
+                job.not_before_ms = Some(latest);
+                Next::Queue(job.entry())
+            } else {
+                Next::Queue(raw.clone())
+            };
+            // Back to the far end of the queue, in one step with the
+            // acknowledgement: at least once, never twice.
+            if !settle_in_hand(kv, &stop, lists, &raw, next).await {
+                break;
             }
             not_due_in_a_row += 1;
+            soonest = soonest.min(due.min(latest));
             let queued = kv.list_len(&queue).await.unwrap_or(0);
             if not_due_in_a_row >= queued {
-                not_due_in_a_row = 0;
+                let wait = Duration::from_millis((soonest - now_ms()).max(0) as u64)
+                    .clamp(IDLE_POLL, MAX_IDLE);
+                (not_due_in_a_row, soonest) = (0, i64::MAX);
                 tokio::select! {
                     _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(IDLE_POLL) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
             }
             continue;
         }
-        not_due_in_a_row = 0;
-        job.attempts += 1;
+        (not_due_in_a_row, soonest) = (0, i64::MAX);
+        job.attempts = job.attempts.saturating_add(1);
         job.not_before_ms = None;
         let inv = Invocation {
             trigger: Trigger::Queue {
@@ -224,47 +324,43 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             request_id: job.id.clone(),
         };
         let result = runtime.invoke(&plugin, inv).await;
-        if let Err(InvokeError::Busy(_)) = result {
-            // The job never started: back on the queue with its attempts as
-            // they were, after a short pause so a saturated replica does not spin.
-            job.attempts -= 1;
-            job.not_before_ms = Some(now_ms() + BUSY_RETRY.as_millis() as i64);
-            if push(kv, &job).await.is_ok() {
-                let _ = kv.list_remove(&processing, &raw, 1).await;
+        let next = match result {
+            Err(InvokeError::Busy(_)) => {
+                // The job never started: back on the queue with its attempts
+                // as they were, after a short pause so a saturated replica
+                // does not spin.
+                job.attempts -= 1;
+                job.not_before_ms = Some(now_ms() + BUSY_RETRY.as_millis() as i64);
+                if !settle_in_hand(kv, &stop, lists, &raw, Next::Queue(job.entry())).await {
+                    break;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(BUSY_RETRY) => {}
+                }
+                continue;
             }
-            tokio::select! {
-                _ = stop.cancelled() => break,
-                _ = tokio::time::sleep(BUSY_RETRY) => {}
-            }
-            continue;
-        }
-        match result {
             Ok(_) => {
-                tracing::info!(plugin, job = %job.id, attempts = job.attempts, "queue job done")
+                tracing::info!(plugin, job = %job.id, attempts = job.attempts, "queue job done");
+                Next::Done
+            }
+            Err(e) if job.attempts >= spec.max_attempts => {
+                tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = %e, "queue job dead-lettered");
+                job.last_error = Some(e.to_string());
+                Next::DeadLetters(job.dead_letter_entry())
             }
             Err(e) => {
+                let delay = retry_delay(spec.backoff, job.attempts);
+                tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = %e, "queue job failed; will retry");
                 job.last_error = Some(e.to_string());
-                if job.attempts >= spec.max_attempts {
-                    tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = %e, "queue job dead-lettered");
-                    if bury_job(kv, &mut job).await.is_err() {
-                        tracing::error!(plugin, job = %job.id, "could not dead-letter; left in processing list");
-                        continue;
-                    }
-                } else {
-                    let delay = retry_delay(spec.backoff, job.attempts);
-                    tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = %e, "queue job failed; will retry");
-                    // The retry waits in the queue, not here: other jobs keep flowing.
-                    job.not_before_ms = Some(now_ms() + delay.as_millis() as i64);
-                    // Re-queue before acknowledging: at least once, never lost.
-                    if push(kv, &job).await.is_err() {
-                        tracing::error!(plugin, job = %job.id, "could not re-queue; left in processing list");
-                        continue;
-                    }
-                }
+                // The retry waits in the queue, not here: other jobs keep flowing.
+                job.not_before_ms = Some(now_ms() + delay.as_millis() as i64);
+                Next::Queue(job.entry())
             }
-        }
-        if let Err(e) = kv.list_remove(&processing, &raw, 1).await {
-            tracing::error!(plugin, job = %job.id, error = %e, "could not acknowledge queue job");
+        };
+        if !settle_in_hand(kv, &stop, lists, &raw, next).await {
+            tracing::error!(plugin, job = %job.id, "stopped before Redis took the job's outcome; it stays in flight for the next start");
+            break;
         }
     }
     heartbeat_stop.cancel();

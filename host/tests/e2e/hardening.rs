@@ -924,3 +924,52 @@ async fn a_raised_outage_code_does_not_open_the_breaker() {
     assert!(out.contains("1 row"), "{out}");
     server.stop().await.unwrap();
 }
+
+/// A job whose acknowledgement Redis misses (an outage while it runs) is
+/// settled once Redis is back, without a restart: the consumer keeps trying
+/// with the job in hand instead of leaving it in its processing list, where
+/// only the next start would have found it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_job_finished_during_a_redis_outage_is_acknowledged_after_it() {
+    use neo_ops::backends::queue;
+    let dep = Deployment::new(Backend::Real).await;
+    let redis = TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let mut settings = dep.settings("a");
+    settings.redis_url = Some(format!("redis://{}", redis.addr));
+    let services = Services::connect(settings).await.expect("services");
+    let server = dep.start_with_services(PROBE, services).await;
+    // Read past the proxy, straight from Redis.
+    let direct = Services::connect(dep.settings("observer")).await.unwrap();
+    let kv = &direct.kv;
+    let processing = queue::processing_key("jobs", &server.services.settings.replica);
+    queue::enqueue(kv, "jobs", None, "sleep:1500-no-kv")
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while kv.list_len(&processing).await.unwrap() == 0 {
+        assert!(Instant::now() < deadline, "the job was never claimed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    redis.set_up(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        kv.list_len(&processing).await.unwrap(),
+        1,
+        "still in flight"
+    );
+    redis.set_up(true);
+    let back = Instant::now();
+    while kv.list_len(&processing).await.unwrap() != 0 {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "the finished job stayed in the processing list"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(kv.list_len(&queue::queue_key("jobs")).await.unwrap(), 0);
+    assert_eq!(
+        kv.list_len(&queue::dead_letter_key("jobs")).await.unwrap(),
+        0
+    );
+    server.stop().await.unwrap();
+}

@@ -188,6 +188,22 @@ impl MemoryKv {
         })
     }
 
+    pub fn list_replace(&self, f: &str, old: &[u8], t: &str, new: &[u8]) -> Result<bool, KvError> {
+        self.with(|m| {
+            // Both must be lists before anything changes (as Redis checks).
+            m.list(t)?;
+            let Some(at) = m
+                .list(f)?
+                .and_then(|l| l.iter().position(|item| item == old))
+            else {
+                return Ok(false);
+            };
+            m.list_mut(f)?.remove(at);
+            m.list_mut(t)?.push_front(new.to_vec());
+            Ok(true)
+        })
+    }
+
     pub fn unlock(&self, k: &str, token: &str) -> Result<bool, KvError> {
         self.with(|m| {
             let held = m.bytes(k)?.is_some_and(|v| v == token.as_bytes());

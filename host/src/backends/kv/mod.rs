@@ -193,6 +193,24 @@ impl Kv {
         }
     }
 
+    /// Atomically removes one `old` from list `from` and, only if it was
+    /// there, pushes `new` onto the head of list `to`; true when it moved.
+    /// Repeating it after a lost reply moves nothing twice, so a consumer
+    /// can retry it until Redis answers.
+    pub async fn list_replace(
+        &self,
+        from: &str,
+        old: &[u8],
+        to: &str,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        let (f, t) = (self.key(from), self.key(to));
+        match &self.backend {
+            Backend::Redis(r) => r.list_replace(f, old, t, new).await,
+            Backend::Memory(m) => m.list_replace(&f, old, &t, new),
+        }
+    }
+
     /// Takes a lock; returns its token when acquired.
     pub async fn lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, KvError> {
         let token = uuid::Uuid::new_v4().to_string();
@@ -243,6 +261,16 @@ mod tests {
         assert_eq!(kv.list_move_oldest("l", "p").await.unwrap(), Some(vec![5]));
         assert_eq!(kv.list_range("p", 0, -1).await.unwrap(), vec![vec![5]]);
         assert_eq!(kv.list_remove("p", &[5], 1).await.unwrap(), 1);
+        kv.list_push("p", &[vec![1], vec![2], vec![1]])
+            .await
+            .unwrap();
+        assert!(kv.list_replace("p", &[1], "q", &[7]).await.unwrap());
+        assert!(!kv.list_replace("p", &[3], "q", &[8]).await.unwrap());
+        assert_eq!(
+            kv.list_range("p", 0, -1).await.unwrap(),
+            vec![vec![2], vec![1]]
+        );
+        assert_eq!(kv.list_range("q", 0, -1).await.unwrap(), vec![vec![7]]);
     }
 
     #[tokio::test]

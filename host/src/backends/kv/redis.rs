@@ -9,6 +9,9 @@ use super::{KV_TIMEOUT, KvError, PING_TIMEOUT};
 use neo_ops_text::redact::for_log as redact_url;
 
 const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
+/// Removes one `ARGV[1]` from list `KEYS[1]` and, only if it was there,
+/// pushes `ARGV[2]` onto list `KEYS[2]`.
+const REPLACE: &str = r#"if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then redis.call("LPUSH", KEYS[2], ARGV[2]) return 1 else return 0 end"#;
 const UNLOCK: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 impl From<redis::RedisError> for KvError {
@@ -155,6 +158,25 @@ impl RedisKv {
                 .arg("LEFT")
                 .query_async(&mut c)
                 .await
+        })
+    }
+
+    pub async fn list_replace(
+        &self,
+        from: String,
+        old: &[u8],
+        to: String,
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        call!(self, |c| {
+            let n: i64 = redis::Script::new(REPLACE)
+                .key(&from)
+                .key(&to)
+                .arg(old)
+                .arg(new)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(n == 1)
         })
     }
 
