@@ -152,6 +152,7 @@ impl Live {
         let background = tokio::spawn(run_background(
             runtime.clone(),
             previous.map(|g| g.background),
+            chrono::Utc::now(),
             stop.clone(),
         ));
         *current = Some(Generation {
@@ -179,10 +180,13 @@ impl Live {
 }
 
 /// A set's schedules and queue consumers: started after the previous set's
-/// background has ended, run until `stop`, then drained.
+/// background has ended, run until `stop`, then drained. Schedules fire
+/// every slot after `since` (when the set was installed), so none falls in
+/// the gap while the previous set drained.
 async fn run_background(
     runtime: Arc<Runtime>,
     previous: Option<JoinHandle<()>>,
+    since: chrono::DateTime<chrono::Utc>,
     stop: CancellationToken,
 ) {
     if let Some(previous) = previous {
@@ -199,6 +203,7 @@ async fn run_background(
                 runtime.clone(),
                 name.clone(),
                 i,
+                since,
                 stop.child_token(),
             ));
         }

@@ -4,11 +4,18 @@
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::db::Value;
 use crate::manifest::Manifest;
-use crate::runtime::{Invocation, Runtime, Trigger};
+use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
+
+/// How long a slot that found every plugin slot taken keeps asking before
+/// its run is recorded as failed.
+const BUSY_WAIT: Duration = Duration::from_secs(600);
+/// The pause between two such asks.
+const BUSY_PAUSE: Duration = Duration::from_millis(250);
 
 /// A due slot: which plugin's which schedule fires at which instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,8 +103,30 @@ pub async fn finish_run(runtime: &Runtime, run_id: i64, error: Option<String>) {
     }
 }
 
-/// Fires one slot if this replica wins it.
-pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime<Utc>) {
+/// Gives a claimed slot back (its run never started), so a replica or the
+/// set that takes over can claim it again.
+async fn release_slot(runtime: &Runtime, run_id: i64) {
+    let result = runtime
+        .services
+        .db
+        .master()
+        .execute("DELETE FROM runs WHERE id = $1", &[Value::Int(run_id)])
+        .await;
+    if let Err(e) = result {
+        tracing::error!(run_id, error = %e, "could not give back a schedule slot");
+    }
+}
+
+/// Fires one slot if this replica wins it. A slot that finds every plugin
+/// slot taken waits for one (up to [`BUSY_WAIT`]) rather than being used
+/// up; stopped meanwhile, it gives the slot back.
+pub async fn fire(
+    runtime: &Runtime,
+    plugin: &str,
+    schedule: usize,
+    at: DateTime<Utc>,
+    stop: &CancellationToken,
+) {
     let Some(spec) = runtime
         .plugin(plugin)
         .and_then(|p| p.manifest.schedules.get(schedule).cloned())
@@ -124,7 +153,7 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
             plugin: plugin.to_string(),
         })
         .set(lag);
-    let inv = Invocation {
+    let invocation = || Invocation {
         trigger: Trigger::Schedule {
             cron: spec.cron.as_str().to_string(),
             time_zone: spec.tz.name().to_string(),
@@ -137,15 +166,37 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
         request_id: super::new_request_id(),
     };
     tracing::info!(plugin, slot = %slot_text(at), "schedule fired");
-    let result = runtime.invoke(plugin, inv).await;
+    let give_up = Instant::now() + BUSY_WAIT;
+    let mut waiting = false;
+    let result = loop {
+        match runtime.invoke(plugin, invocation()).await {
+            Err(InvokeError::Busy(_)) if Instant::now() < give_up => {
+                if !waiting {
+                    tracing::warn!(plugin, slot = %slot_text(at), "every plugin slot is taken; the schedule waits for one");
+                    waiting = true;
+                }
+                tokio::select! {
+                    _ = stop.cancelled() => {
+                        release_slot(runtime, run_id).await;
+                        return;
+                    }
+                    _ = tokio::time::sleep(BUSY_PAUSE) => {}
+                }
+            }
+            result => break result,
+        }
+    };
     finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
 }
 
-/// Runs one schedule until `stop` is cancelled.
+/// Runs one schedule until `stop` is cancelled, from `since`: a set
+/// installed by a reload passes the moment the previous set stopped, so a
+/// slot due while the previous set's work drained still fires.
 pub async fn run_schedule(
     runtime: Arc<Runtime>,
     plugin: String,
     schedule: usize,
+    since: DateTime<Utc>,
     stop: CancellationToken,
 ) {
     let Some(spec) = runtime
@@ -154,14 +205,24 @@ pub async fn run_schedule(
     else {
         return;
     };
-    let mut after = Utc::now();
+    // Of the slots due since `since`, only the latest fires (once, as a
+    // persistent timer would): a set that waited long for the previous one
+    // to drain does not run a frequent schedule over and over to catch up.
+    let mut after = since;
+    let now = Utc::now();
+    while let Some(due) = spec.cron.next_after(spec.tz, after).filter(|t| *t <= now) {
+        after = due;
+    }
+    if after > since {
+        fire(&runtime, &plugin, schedule, after, &stop).await;
+    }
     while let Some(next) = spec.cron.next_after(spec.tz, after) {
         let wait = (next - Utc::now()).to_std().unwrap_or_default();
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        fire(&runtime, &plugin, schedule, next).await;
+        fire(&runtime, &plugin, schedule, next, &stop).await;
         after = next;
     }
 }

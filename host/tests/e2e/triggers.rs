@@ -434,3 +434,64 @@ fn shipped_schedules_fire_at_the_spec_times() {
         vec!["--message", "Monthly test alert"]
     );
 }
+
+const TICKER_AND_WORKER: &str = r#"
+[plugins.ticker]
+component = "test_probe.wasm"
+schedules = [{ cron = "* * * * * *" }]
+queue = { name = "jobs", max_attempts = 1 }
+grants = { kv = ["probe:"] }
+"#;
+
+/// A slot that finds the background share taken (a long queue job holds
+/// it) waits for a plugin slot instead of being used up as an error: every
+/// run ends ok, the ones due during the job included.
+async fn a_busy_slot_waits_rather_than_failing(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let mut settings = dep.settings("a");
+    settings.max_instances = 3;
+    settings.admission = neo_ops::runtime::admission::AdmissionPolicy {
+        wait: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let server = dep.start_with_services(TICKER_AND_WORKER, services).await;
+    let started = chrono::Utc::now();
+    queue::enqueue(&server.services.kv, "jobs", None, "sleep:2500-no-kv")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    server.stop().await.unwrap();
+    let check = neo_ops::services::Services::connect(dep.settings("a"))
+        .await
+        .unwrap();
+    let rows = check
+        .db
+        .master()
+        .query(
+            "SELECT slot, status, error FROM runs WHERE plugin = 'ticker' ORDER BY slot",
+            &[],
+        )
+        .await
+        .unwrap()
+        .rows;
+    let during_the_job = rows
+        .iter()
+        .filter(|r| {
+            let Value::Text(slot) = &r[0] else {
+                return false;
+            };
+            let at = chrono::DateTime::parse_from_rfc3339(slot).unwrap();
+            at > started + chrono::Duration::milliseconds(500)
+                && at < started + chrono::Duration::milliseconds(2000)
+        })
+        .count();
+    assert!(during_the_job >= 1, "{rows:?}");
+    for r in &rows {
+        assert!(matches!(&r[1], Value::Text(s) if s == "ok"), "{r:?}");
+    }
+}
+
+on_both_backends!(busy_slots, a_busy_slot_waits_rather_than_failing);
