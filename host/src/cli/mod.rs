@@ -202,13 +202,17 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(execute(cli)) {
+    let code = match rt.block_on(execute(cli)) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    // A compile still running on a blocking thread (Ctrl-C during start-up
+    // or a reload) is not waited for: the process leaves now.
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 fn init_tracing(cli: &Cli) {
@@ -222,8 +226,17 @@ fn init_tracing(cli: &Cli) {
         // A command is quiet but for warnings and a long job's progress.
         _ => "warn,neo_ops::progress=info",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("NEO_OPS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = match std::env::var("NEO_OPS_LOG") {
+        Ok(set) => tracing_subscriber::EnvFilter::try_new(&set).unwrap_or_else(|e| {
+            // Said once, before anything logs: otherwise the lines asked
+            // for are silently missing.
+            eprintln!(
+                "warning: NEO_OPS_LOG \"{set}\" is not a log filter ({e}); using \"{default}\""
+            );
+            tracing_subscriber::EnvFilter::new(default)
+        }),
+        Err(_) => tracing_subscriber::EnvFilter::new(default),
+    };
     // Colour only for a person at a terminal: a pipe or a journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -34,15 +34,41 @@ pub fn load_component(
     }
     let component = Component::new(engine, &bytes)
         .map_err(|e| anyhow::anyhow!("compiling component {}: {e:#}", wasm_path.display()))?;
-    std::fs::create_dir_all(cache_dir)?;
-    let tmp = cache_dir.join(format!(".{key}.{}.tmp", std::process::id()));
-    std::fs::write(&tmp, component.serialize()?)?;
-    std::fs::rename(&tmp, &cached)?;
+    // The cache only saves the next start a compile: a full disk or a
+    // directory the process may not write costs that, never the load.
+    if let Err(e) = store(&component, cache_dir, &key, &cached) {
+        tracing::warn!(
+            dir = %cache_dir.display(),
+            error = %e,
+            "could not cache a compiled component; it is compiled again on the next start"
+        );
+    }
     Ok(component)
 }
 
+/// Writes a compiled component into the cache under `cached`, through a
+/// temporary file (removed if anything fails) so no reader sees half of it.
+fn store(component: &Component, cache_dir: &Path, key: &str, cached: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(cache_dir)?;
+    let tmp = cache_dir.join(format!(".{key}.{}.tmp", std::process::id()));
+    let written = component
+        .serialize()
+        .map_err(anyhow::Error::from)
+        .and_then(|bytes| Ok(std::fs::write(&tmp, bytes)?))
+        .and_then(|()| Ok(std::fs::rename(&tmp, cached)?));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// A temporary file older than this was left by a process that died while
+/// writing it.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Removes cached artefacts of components other than `components` (a
-/// rebuilt plugin leaves its old artefact behind); returns how many went.
+/// rebuilt plugin leaves its old artefact behind), and temporary files a
+/// dead process left; returns how many went.
 /// Only `serve`, which loads the whole manifest, calls this.
 pub fn evict_unused(cache_dir: &Path, components: &[std::path::PathBuf]) -> usize {
     let keep: Vec<String> = components
@@ -57,7 +83,13 @@ pub fn evict_unused(cache_dir: &Path, components: &[std::path::PathBuf]) -> usiz
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let used = keep.iter().any(|k| name.starts_with(k.as_str()));
-        if name.ends_with(".cwasm") && !used && std::fs::remove_file(entry.path()).is_ok() {
+        let stale_tmp = name.ends_with(".tmp")
+            && entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t.elapsed().is_ok_and(|age| age > STALE_TMP));
+        let unused = name.ends_with(".cwasm") && !used;
+        if (unused || stale_tmp) && std::fs::remove_file(entry.path()).is_ok() {
             evicted += 1;
         }
     }

@@ -25,15 +25,17 @@ type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
 fn fingerprint(manifest: &Path, components: &[PathBuf]) -> Fingerprint {
     std::iter::once(manifest)
         .chain(components.iter().map(PathBuf::as_path))
-        .map(|p| {
-            let meta = std::fs::metadata(p).ok();
-            (
-                p.to_path_buf(),
-                meta.as_ref().and_then(|m| m.modified().ok()),
-                meta.map_or(0, |m| m.len()),
-            )
-        })
+        .map(stat)
         .collect()
+}
+
+fn stat(path: &Path) -> (PathBuf, Option<SystemTime>, u64) {
+    let meta = std::fs::metadata(path).ok();
+    (
+        path.to_path_buf(),
+        meta.as_ref().and_then(|m| m.modified().ok()),
+        meta.map_or(0, |m| m.len()),
+    )
 }
 
 pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: CancellationToken) {
@@ -95,6 +97,9 @@ async fn load(
     shutdown: &CancellationToken,
 ) -> Option<(Vec<PathBuf>, Fingerprint)> {
     let services = live.services.clone();
+    // Taken before the read: an edit landing while it is read is then seen
+    // as a change next time, not recorded as what was loaded.
+    let manifest_seen = stat(manifest_path);
     let manifest = match manifest::load(manifest_path) {
         Ok(m) => m,
         Err(e) => {
@@ -107,7 +112,8 @@ async fn load(
         .iter()
         .map(|p| p.component.clone())
         .collect();
-    let before = fingerprint(manifest_path, &components);
+    let mut before = fingerprint(manifest_path, &components);
+    before[0] = manifest_seen;
     let previous = live.runtime();
     let started = std::time::Instant::now();
     let loaded = tokio::task::spawn_blocking(move || match previous {

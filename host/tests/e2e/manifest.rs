@@ -231,3 +231,58 @@ fn a_component_built_against_another_wit_is_refused() {
         "{stderr}"
     );
 }
+
+/// Runs `neo-ops check` on a one-plugin manifest in a fresh directory, with
+/// `prepare` called on that directory first and `env` set.
+fn check_probe(prepare: impl FnOnce(&Path), env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("plugins.toml");
+    std::fs::write(
+        &manifest,
+        "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n",
+    )
+    .unwrap();
+    prepare(dir.path());
+    std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg("check")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// The compile cache only saves the next start a compile: when it cannot be
+/// written (here its directory is a file; a full disk does the same) the
+/// plugins still load, with a warning naming the directory.
+#[test]
+fn an_unwritable_cache_costs_a_compile_not_the_load() {
+    let out = check_probe(
+        |dir| {
+            std::fs::create_dir_all(dir.join("data")).unwrap();
+            std::fs::write(dir.join("data/cache"), "not a directory").unwrap();
+        },
+        &[("NEO_OPS_LOG", "warn")],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("could not cache a compiled component"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("data/cache"), "{stderr}");
+}
+
+/// A log filter that does not parse is said so, not silently replaced.
+#[test]
+fn a_bad_log_filter_is_reported() {
+    let out = check_probe(|_| {}, &[("NEO_OPS_LOG", "neo_ops=dbug")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: NEO_OPS_LOG \"neo_ops=dbug\" is not a log filter"),
+        "{stderr}"
+    );
+}
