@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use super::{Cli, load_manifest};
+use crate::manifest::Manifest;
 use crate::plugin_build;
 
 /// The source tree the binary was built from.
@@ -81,11 +82,41 @@ pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
             .map(|p| out.join(format!("{p}.wasm")))
             .collect()
     };
-    for path in shown {
+    for path in &shown {
         println!("{}", path.display());
     }
     eprintln!("built in {:.1}s", started.elapsed().as_secs_f64());
+    if let Some(manifest) = &manifest {
+        warn_shadowed(manifest, &shown, &cli.manifest);
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Warns about manifest plugins that name a component just built but load
+/// another file of that name (a copy beside the manifest wins): a running
+/// `serve` watches that file, so it would never see the build.
+fn warn_shadowed(manifest: &Manifest, built: &[PathBuf], manifest_path: &Path) {
+    let same = |a: &Path, b: &Path| match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    };
+    for p in &manifest.plugins {
+        let Some(fresh) = built
+            .iter()
+            .find(|b| b.file_name() == p.component.file_name())
+        else {
+            continue;
+        };
+        if !same(fresh, &p.component) {
+            eprintln!(
+                "warning: plugin \"{}\" in {} loads {}, not the component just built ({}); remove that copy or name the built one",
+                p.name,
+                manifest_path.display(),
+                p.component.display(),
+                fresh.display()
+            );
+        }
+    }
 }
 
 /// `plugin new check <name>` or `plugin new <name>`: a working crate and its

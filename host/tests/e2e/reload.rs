@@ -431,3 +431,36 @@ async fn a_reload_never_runs_a_running_job_twice() {
     assert!(dead.is_empty(), "{dead:?}");
     server.stop().await;
 }
+
+/// A copy of a component beside the manifest is what the manifest loads, so
+/// `plugin build` says that the component it just built is not the one in
+/// use (a running `serve` would never pick the build up).
+#[test]
+fn a_build_shadowed_by_a_copy_beside_the_manifest_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("plugins.toml");
+    std::fs::write(
+        &manifest,
+        "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n",
+    )
+    .unwrap();
+    let (ok, out, err) = cli(
+        &manifest,
+        &dir.path().join("data"),
+        &["plugin", "build", "probe"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    let built = out.trim();
+    std::fs::copy(built, dir.path().join("test_probe.wasm")).unwrap();
+    let (ok, out, err) = cli(
+        &manifest,
+        &dir.path().join("data"),
+        &["plugin", "build", "probe"],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        err.contains("warning: plugin \"probe\"") && err.contains("not the component just built"),
+        "{err}"
+    );
+}
