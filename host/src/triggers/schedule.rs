@@ -205,19 +205,21 @@ pub async fn run_schedule(
     else {
         return;
     };
-    // Of the slots due since `since`, only the latest fires (once, as a
-    // persistent timer would): a set that waited long for the previous one
-    // to drain does not run a frequent schedule over and over to catch up.
     let mut after = since;
-    let now = Utc::now();
-    while let Some(due) = spec.cron.next_after(spec.tz, after).filter(|t| *t <= now) {
-        after = due;
-    }
-    if after > since {
-        fire(&runtime, &plugin, schedule, after, &stop).await;
-    }
-    while let Some(next) = spec.cron.next_after(spec.tz, after) {
-        let wait = (next - Utc::now()).to_std().unwrap_or_default();
+    while let Some(mut next) = spec.cron.next_after(spec.tz, after) {
+        // Of the slots already due (a run that took longer than the
+        // interval, the previous set draining on reload), only the latest
+        // fires, once, as a persistent timer would: a frequent schedule
+        // does not run over and over to catch up.
+        let now = Utc::now();
+        let mut skipped = 0u32;
+        while let Some(later) = spec.cron.next_after(spec.tz, next).filter(|t| *t <= now) {
+            (next, skipped) = (later, skipped + 1);
+        }
+        if skipped > 0 {
+            tracing::warn!(plugin, skipped, slot = %slot_text(next), "slots due meanwhile are skipped; the latest fires");
+        }
+        let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
