@@ -1,8 +1,11 @@
 //! Bearer tokens: printed once at creation, stored as SHA-256 only, looked up
-//! by their public id and compared in constant time.
+//! by their public id and compared in constant time; a copy of the live
+//! tokens' hashes ([`Tokens`]) keeps made-up tokens off the database.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
 use crate::backends::db::{DbError, Pool, Value};
@@ -52,20 +55,202 @@ pub async fn revoke_token(master: &Pool, token_id: &str) -> Result<bool, DbError
     Ok(n > 0)
 }
 
-/// The principal a presented token stands for, if it is live.
-pub async fn authenticate(master: &Pool, token: &str) -> Result<Option<Principal>, DbError> {
-    let Some(token_id) = token
+/// The public id of a well-formed token (`neo_<8 hex>_<secret>`).
+fn token_id(token: &str) -> Option<&str> {
+    token
         .strip_prefix("neo_")
         .and_then(|t| t.split_once('_'))
         .map(|(id, _)| id)
         .filter(|id| id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()))
-    else {
-        return Ok(None);
-    };
+}
+
+/// How old the host's copy of the token table may get before it is read again.
+const REFRESH: Duration = Duration::from_secs(10);
+/// Lookups of token ids the copy does not know, at once.
+const UNKNOWN_AT_ONCE: usize = 2;
+/// How long a lookup of an unknown id waits for its turn before the request
+/// is answered 503.
+const UNKNOWN_WAIT: Duration = Duration::from_secs(2);
+/// Ids remembered as unknown to the database until the next read.
+const ABSENT_KEPT: usize = 10_000;
+
+/// What the host knows of the token table, to keep a flood of made-up or
+/// guessed tokens off the master database: the live tokens' ids and
+/// hashes, read again every [`REFRESH`]. A token whose id is known is
+/// checked against its hash in memory, and only a match (a genuine token)
+/// asks the database, which has the final word on revocation. An id the
+/// copy does not know (a token made since, or a made-up one) asks the
+/// database [`UNKNOWN_AT_ONCE`] at a time, and one found absent is not
+/// asked about again until the next read.
+pub struct Tokens {
+    copy: std::sync::RwLock<Copy>,
+    reading: tokio::sync::Mutex<()>,
+    unknown: tokio::sync::Semaphore,
+}
+
+#[derive(Default)]
+struct Copy {
+    read_at: Option<Instant>,
+    hashes: HashMap<String, String>,
+    absent: HashSet<String>,
+}
+
+/// A token, once looked at.
+enum Seen {
+    /// The copy holds its id with this hash.
+    Known(String),
+    /// The database said so since the last read.
+    Absent,
+    Unknown,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Tokens {
+    pub fn new() -> Self {
+        Self {
+            copy: Default::default(),
+            reading: Default::default(),
+            unknown: tokio::sync::Semaphore::new(UNKNOWN_AT_ONCE),
+        }
+    }
+
+    /// The principal a presented token stands for, if it is live.
+    pub async fn authenticate(
+        &self,
+        master: &Pool,
+        token: &str,
+    ) -> Result<Option<Principal>, DbError> {
+        let Some(id) = token_id(token) else {
+            return Ok(None);
+        };
+        self.read_if_stale(master).await?;
+        let presented = sha256_hex(token);
+        match self.seen(id) {
+            Seen::Known(stored) if !same_hash(&stored, &presented) => Ok(None),
+            Seen::Known(_) => lookup(master, id, &presented).await,
+            Seen::Absent => Ok(None),
+            Seen::Unknown => {
+                let Ok(Ok(_turn)) =
+                    tokio::time::timeout(UNKNOWN_WAIT, self.unknown.acquire()).await
+                else {
+                    return Err(DbError::Unavailable(
+                        "too many unknown tokens are being looked up".into(),
+                    ));
+                };
+                let found = lookup_any(master, id).await?;
+                let known = found.is_some();
+                {
+                    let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
+                    match found {
+                        // Made since the last read: the copy learns it now.
+                        Some(stored) => {
+                            copy.hashes.insert(id.to_string(), stored);
+                        }
+                        None if copy.absent.len() < ABSENT_KEPT => {
+                            copy.absent.insert(id.to_string());
+                        }
+                        None => {}
+                    }
+                }
+                if known {
+                    lookup(master, id, &presented).await
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    fn seen(&self, id: &str) -> Seen {
+        let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+        match copy.hashes.get(id) {
+            Some(hash) => Seen::Known(hash.clone()),
+            None if copy.absent.contains(id) => Seen::Absent,
+            None => Seen::Unknown,
+        }
+    }
+
+    /// Reads the live tokens again when the copy is older than [`REFRESH`];
+    /// one caller reads, the others wait for it.
+    async fn read_if_stale(&self, master: &Pool) -> Result<(), DbError> {
+        let fresh = |copy: &Copy| copy.read_at.is_some_and(|t| t.elapsed() < REFRESH);
+        if fresh(&self.copy.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let _reading = self.reading.lock().await;
+        if fresh(&self.copy.read().unwrap_or_else(|p| p.into_inner())) {
+            return Ok(());
+        }
+        let rows = match master
+            .query(
+                "SELECT token_id, token_hash FROM api_tokens WHERE revoked_at IS NULL",
+                &[],
+            )
+            .await
+        {
+            Ok(rows) => rows,
+            // The copy as it was still tells made-up tokens from genuine
+            // ones while the database is away; the next request reads again.
+            Err(e)
+                if self
+                    .copy
+                    .read()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .read_at
+                    .is_some() =>
+            {
+                tracing::warn!(error = %e, "could not read the token table again; using the copy");
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let hashes = rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match <[Value; 2]>::try_from(row) {
+                Ok([Value::Text(id), Value::Text(hash)]) => Some((id, hash)),
+                _ => None,
+            })
+            .collect();
+        *self.copy.write().unwrap_or_else(|p| p.into_inner()) = Copy {
+            read_at: Some(Instant::now()),
+            hashes,
+            absent: HashSet::new(),
+        };
+        Ok(())
+    }
+}
+
+fn same_hash(stored: &str, presented: &str) -> bool {
+    bool::from(presented.as_bytes().ct_eq(stored.as_bytes()))
+}
+
+/// The stored hash of live token `id`, if there is one.
+async fn lookup_any(master: &Pool, id: &str) -> Result<Option<String>, DbError> {
+    let rows = master
+        .query(
+            "SELECT token_hash FROM api_tokens WHERE token_id = $1 AND revoked_at IS NULL",
+            &[Value::Text(id.into())],
+        )
+        .await?;
+    Ok(match rows.rows.first().map(|r| &r[0]) {
+        Some(Value::Text(hash)) => Some(hash.clone()),
+        _ => None,
+    })
+}
+
+/// The principal of live token `id` whose hash is `presented`: the
+/// database's word, so a token revoked since the copy was read is refused.
+async fn lookup(master: &Pool, id: &str, presented: &str) -> Result<Option<Principal>, DbError> {
     let rows = master
         .query(
             "SELECT name, role, token_hash FROM api_tokens WHERE token_id = $1 AND revoked_at IS NULL",
-            &[Value::Text(token_id.into())],
+            &[Value::Text(id.into())],
         )
         .await?;
     let Some(row) = rows.rows.first() else {
@@ -75,8 +260,7 @@ pub async fn authenticate(master: &Pool, token: &str) -> Result<Option<Principal
     else {
         return Ok(None);
     };
-    let presented = sha256_hex(token);
-    if !bool::from(presented.as_bytes().ct_eq(stored.as_bytes())) {
+    if !same_hash(stored, presented) {
         return Ok(None);
     }
     Ok(Role::parse(role).map(|role| Principal {

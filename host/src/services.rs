@@ -52,6 +52,8 @@ pub struct Services {
     pub metrics: crate::metrics::Metrics,
     /// Each tenant's recent host log lines, for support bundles.
     pub tenant_logs: crate::tenant_logs::TenantLogs,
+    /// The live API tokens as last read, to check presented ones against.
+    pub tokens: crate::auth::Tokens,
     pub started: std::time::Instant,
 }
 
@@ -86,6 +88,7 @@ impl Services {
             plugin_error: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             tenant_logs: Default::default(),
+            tokens: crate::auth::Tokens::new(),
             started: std::time::Instant::now(),
         }))
     }

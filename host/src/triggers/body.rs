@@ -1,8 +1,9 @@
 //! Request bodies for plugins: read whole, up to [`MAX_BODY`] each, and
-//! within a budget of bytes that every request's body shares, so a flood of
-//! large bodies (each under the limit) cannot make the host buffer without
-//! bound: a request whose body would overrun the budget gets 503 and
-//! `Retry-After`, and what it had sent is let go.
+//! within a budget of bytes that the bodies being read share (public routes
+//! one share, routes that need a role another), so a flood of large bodies
+//! (each under the limit) cannot make the host buffer without bound: a
+//! request whose body would overrun its share gets 503 and `Retry-After`,
+//! and what it had sent is let go.
 
 use axum::body::{Body, Bytes};
 use axum::http::HeaderMap;
@@ -20,17 +21,33 @@ pub const MAX_BODY: usize = 2 << 20;
 /// Longest a client may leave the body stalled once the headers are in (the
 /// wait restarts with each chunk; the request's own limit bounds the whole).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// Bytes of request bodies held at once, all requests together: 32 bodies
-/// at the limit.
-pub const BODIES_IN_FLIGHT: usize = 64 << 20;
+/// Bytes of bodies sent to anonymous (public) routes held at once: 16
+/// bodies at the limit.
+pub const PUBLIC_BODIES: usize = 32 << 20;
+/// Bytes of bodies sent to routes that need a role, held at once: a
+/// public flood never takes these, as admission keeps operators' slots.
+pub const OPERATOR_BODIES: usize = 32 << 20;
 
-/// The bytes request bodies may still take, shared by all requests.
+/// The bytes request bodies may still take: one share for public routes,
+/// one for the rest.
 #[derive(Clone)]
-pub struct BodyBudget(Arc<Semaphore>);
+pub struct BodyBudget {
+    public: Arc<Semaphore>,
+    operator: Arc<Semaphore>,
+}
 
 impl Default for BodyBudget {
     fn default() -> Self {
-        Self(Arc::new(Semaphore::new(BODIES_IN_FLIGHT)))
+        Self {
+            public: Arc::new(Semaphore::new(PUBLIC_BODIES)),
+            operator: Arc::new(Semaphore::new(OPERATOR_BODIES)),
+        }
+    }
+}
+
+impl BodyBudget {
+    fn share(&self, public: bool) -> &Arc<Semaphore> {
+        if public { &self.public } else { &self.operator }
     }
 }
 
@@ -46,6 +63,7 @@ pub struct ReadBody {
 /// no budget left 503, each in the envelope.
 pub async fn read_body(
     budget: &BodyBudget,
+    public: bool,
     headers: &HeaderMap,
     body: Body,
     request_id: &str,
@@ -78,7 +96,11 @@ pub async fn read_body(
         }
         // Each piece takes its share as it arrives: what is counted is what
         // is held, whatever the body's declared length.
-        let Ok(piece) = budget.0.clone().try_acquire_many_owned(data.len() as u32) else {
+        let Ok(piece) = budget
+            .share(public)
+            .clone()
+            .try_acquire_many_owned(data.len() as u32)
+        else {
             tracing::warn!(
                 request_id,
                 "refused a body: the bodies being read fill the budget (503)"
@@ -133,7 +155,7 @@ mod tests {
         let read = Router::new().route(
             "/",
             axum::routing::post(move |headers: HeaderMap, body: Body| async move {
-                match read_body(&budget, &headers, body, "r").await {
+                match read_body(&budget, false, &headers, body, "r").await {
                     Ok(read) => (StatusCode::OK, read.bytes).into_response(),
                     Err(refused) => refused,
                 }
@@ -172,14 +194,15 @@ mod tests {
 
     /// Bodies being read share one budget: a body that would overrun it is
     /// refused with 503, an empty one never is, and each piece takes its
-    /// share as it arrives, all given back once the body is dropped.
+    /// share as it arrives, all given back once the body is dropped. A
+    /// public route's bodies have a share of their own.
     #[tokio::test]
     async fn bodies_being_read_share_one_budget() {
         let budget = BodyBudget::default();
         let held = budget
-            .0
+            .operator
             .clone()
-            .try_acquire_many_owned((BODIES_IN_FLIGHT - 10) as u32)
+            .try_acquire_many_owned((OPERATOR_BODIES - 10) as u32)
             .unwrap();
         let service = reader(budget.clone());
         let send = |body: Body| {
@@ -192,12 +215,16 @@ mod tests {
         assert_eq!(send(Body::empty()).await.unwrap().status(), StatusCode::OK);
         let ten = send(Body::from("ten bytes!")).await.unwrap();
         assert_eq!(ten.status(), StatusCode::OK);
+        let no_headers = HeaderMap::new();
+        let public = read_body(&budget, true, &no_headers, Body::from("eleven byte"), "r");
+        assert_eq!(public.await.unwrap().bytes, "eleven byte");
         drop(held);
         assert_eq!(
-            budget.0.available_permits(),
-            BODIES_IN_FLIGHT,
+            budget.operator.available_permits(),
+            OPERATOR_BODIES,
             "all given back"
         );
+        assert_eq!(budget.public.available_permits(), PUBLIC_BODIES);
 
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
         let chunks = futures::stream::unfold(rx, |mut rx| async { Some((rx.recv().await?, rx)) });
@@ -207,17 +234,17 @@ mod tests {
         ));
         tx.send(Ok(Bytes::from_static(b"abc"))).await.unwrap();
         assert!(futures::poll!(request.as_mut()).is_pending());
-        assert_eq!(budget.0.available_permits(), BODIES_IN_FLIGHT - 3);
+        assert_eq!(budget.operator.available_permits(), OPERATOR_BODIES - 3);
         tx.send(Ok(Bytes::from_static(b"de"))).await.unwrap();
         drop(tx);
         let read = request.await.unwrap();
         assert_eq!(read.bytes, "abcde");
-        assert_eq!(budget.0.available_permits(), BODIES_IN_FLIGHT - 5);
+        assert_eq!(budget.operator.available_permits(), OPERATOR_BODIES - 5);
         drop(read);
-        assert_eq!(budget.0.available_permits(), BODIES_IN_FLIGHT);
+        assert_eq!(budget.operator.available_permits(), OPERATOR_BODIES);
     }
 
     async fn budget_holding_read(budget: BodyBudget, body: Body) -> Result<ReadBody, Response> {
-        read_body(&budget, &HeaderMap::new(), body, "r").await
+        read_body(&budget, false, &HeaderMap::new(), body, "r").await
     }
 }

@@ -21,9 +21,9 @@ use tower_http::timeout::RequestBodyTimeout;
 use super::body::{BODY_READ_TIMEOUT, BodyBudget, read_body};
 use super::deadline::Deadline;
 use crate::manifest::{Plugin, Role, host_routes};
+use crate::preflight;
 use crate::runtime::completing::Completing;
 use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
-use crate::{auth, preflight};
 
 /// The policy every HTML response carries, reports going to `/csp/report`
 /// with `report-uri` (browsers POST `application/csp-report`).
@@ -336,15 +336,24 @@ pub(crate) async fn authorize(
     let Some(token) = bearer(headers) else {
         return Err(forbidden());
     };
-    match auth::authenticate(runtime.services.db.master(), token).await {
+    let services = &runtime.services;
+    match services
+        .tokens
+        .authenticate(services.db.master(), token)
+        .await
+    {
         Ok(Some(p)) if p.role >= required => Ok(Some(Principal {
             name: p.name,
             role: p.role.as_str().to_string(),
         })),
         Ok(_) => Err(forbidden()),
         Err(e) => {
-            tracing::error!(error = %e, request_id, "token lookup failed");
-            Err(error_envelope(503, "authentication unavailable"))
+            tracing::warn!(error = %e, request_id, "token lookup failed");
+            let mut response = error_envelope(503, "authentication unavailable, try again shortly");
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
+            Err(response)
         }
     }
 }
@@ -511,7 +520,8 @@ async fn dispatch(
         Err(denied) => return denied,
     };
     // Held (with its share of the body budget) until the request is answered.
-    let read = match read_body(&state.bodies, headers, body, &request_id).await {
+    let public = target.role.is_none();
+    let read = match read_body(&state.bodies, public, headers, body, &request_id).await {
         Ok(read) => read,
         Err(rejected) => return rejected,
     };

@@ -839,13 +839,14 @@ on_both_backends!(
     results_past_the_memory_limit_are_refused
 );
 
-/// Bodies being read share one budget (64 MiB): 33 clients that each send
-/// all but the last byte of a 2 MiB body fill it, so a request with a body
-/// gets 503 and `Retry-After`, while a request without one is still served;
-/// once the slow clients go the budget is whole again.
+/// Bodies being read share a budget (32 MiB for routes that need a role):
+/// 17 clients that each send all but the last byte of a 2 MiB body fill it,
+/// so a request with a body gets 503 and `Retry-After`, while a request
+/// without one is still served; once the slow clients go the budget is
+/// whole again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_large_bodies_is_refused_not_buffered() {
-    use neo_ops::triggers::body::{BODIES_IN_FLIGHT, MAX_BODY};
+    use neo_ops::triggers::body::{MAX_BODY, OPERATOR_BODIES};
     let dep = Deployment::new(Backend::Embedded).await;
     let server = start(&dep, 8, Duration::from_millis(500)).await;
     let token = admin_token(&server).await;
@@ -856,7 +857,7 @@ async fn a_flood_of_large_bodies_is_refused_not_buffered() {
         )
     };
     let mut slow = Vec::new();
-    for _ in 0..=BODIES_IN_FLIGHT / MAX_BODY {
+    for _ in 0..=OPERATOR_BODIES / MAX_BODY {
         let mut s = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         s.write_all(post(MAX_BODY).as_bytes()).await.unwrap();
         // The last one may be refused (and hung up on) part-way.
@@ -971,5 +972,72 @@ async fn a_job_finished_during_a_redis_outage_is_acknowledged_after_it() {
         kv.list_len(&queue::dead_letter_key("jobs")).await.unwrap(),
         0
     );
+    server.stop().await.unwrap();
+}
+
+/// A flood of made-up tokens stays off the master database: the host
+/// checks a wrong secret for a real token's id against its copy of the
+/// token table, and remembers a made-up id the database did not know. So
+/// with the database cut off both are still refused with 403, while a
+/// genuine token, which the database must confirm, gets 503. A token made
+/// after the copy was read works at once, and a revoked one is refused at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn made_up_tokens_are_refused_without_the_database() {
+    let dep = Deployment::new(Backend::Real).await;
+    let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = dep.settings("a");
+    let direct = settings.postgres_master_url.clone().unwrap();
+    settings.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &pg.addr.to_string()));
+    let services = Services::connect(settings).await.expect("services");
+    let server = dep.start_with_services(PROBE, services).await;
+    let token = admin_token(&server).await;
+    let secret = "0".repeat(64);
+    let wrong_secret = format!("neo_{}_{secret}", &token[4..12]);
+    let made_up = format!("neo_deadbeef_{secret}");
+    let status = |token: String| {
+        let server = &server;
+        async move { server.get("/admin/probe?c=env&n=X", Some(&token)).await }
+    };
+    assert_eq!(status(token.clone()).await.0, 200);
+    for fake in [&wrong_secret, &made_up] {
+        let (code, body) = status(fake.clone()).await;
+        assert_eq!((code, body.as_str()), (403, FORBIDDEN));
+    }
+
+    pg.set_up(false);
+    for _ in 0..20 {
+        for fake in [&wrong_secret, &made_up] {
+            let (code, body) = status(fake.clone()).await;
+            assert_eq!((code, body.as_str()), (403, FORBIDDEN), "{fake}");
+        }
+    }
+    let (code, body) = status(token.clone()).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("authentication unavailable"), "{body}");
+    pg.set_up(true);
+
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status(token.clone()).await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the genuine token never worked again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let newer = admin_token(&server).await;
+    assert_eq!(
+        status(newer.clone()).await.0,
+        200,
+        "a token made after the copy"
+    );
+    assert!(
+        neo_ops::auth::revoke_token(server.master(), &token[4..12])
+            .await
+            .unwrap()
+    );
+    let (code, body) = status(token.clone()).await;
+    assert_eq!((code, body.as_str()), (403, FORBIDDEN), "revoked");
+    assert_eq!(status(newer).await.0, 200);
     server.stop().await.unwrap();
 }

@@ -703,7 +703,7 @@ async fn smtp_down_fails_then_next_run_sends(backend: Backend) {
 
     // The scheduled run fails loudly too: its run is recorded as an error.
     let slot = utc("2026-11-24T14:30:00Z");
-    neo_ops::triggers::schedule::fire(&down, "owner-digest", 0, slot, &Default::default()).await;
+    neo_ops::triggers::schedule::fire(&down, "owner-digest", 0, slot).await;
     let runs = server
         .master()
         .query(
@@ -794,14 +794,7 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
     );
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].at, slot, "20:00 Asia/Kolkata");
-    neo_ops::triggers::schedule::fire(
-        &server.runtime,
-        "owner-digest",
-        0,
-        slot,
-        &Default::default(),
-    )
-    .await;
+    neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
 
     let runs = server
         .master()
