@@ -108,7 +108,14 @@ struct Generation {
     runtime: Arc<Runtime>,
     stop: CancellationToken,
     background: JoinHandle<()>,
+    consumers: ConsumersStopped,
 }
+
+/// For each queue, cancelled once the consumer of the latest set that
+/// consumes it (and every one before it) has stopped. A new set's consumer
+/// of a queue starts only then, so a replica never runs two consumers of a
+/// queue under one name, and waits for nothing else.
+type ConsumersStopped = Arc<std::collections::HashMap<String, CancellationToken>>;
 
 impl Live {
     fn new(services: Arc<Services>) -> Self {
@@ -133,11 +140,12 @@ impl Live {
         current.as_ref().map(|g| g.runtime.clone())
     }
 
-    /// Makes `runtime` the set served: its routes take the next request at
-    /// once; its schedules and consumers start once the previous set's have
-    /// stopped (a consumer finishes its job first), so one replica never runs
-    /// two consumers of a queue under one name. Nothing changes once
-    /// `shutdown` has begun.
+    /// Makes `runtime` the set served: its routes take the next request and
+    /// its schedules the next slot at once; each queue's consumer starts once
+    /// the previous set's consumer of that queue has finished its job and
+    /// stopped, so one replica never runs two consumers of a queue under one
+    /// name (and a long job on one queue holds up no other). Nothing changes
+    /// once `shutdown` has begun.
     fn install(&self, runtime: Arc<Runtime>, shutdown: &CancellationToken) {
         if shutdown.is_cancelled() {
             return;
@@ -149,9 +157,21 @@ impl Live {
         if let Some(old) = &previous {
             old.stop.cancel();
         }
+        let before = previous
+            .as_ref()
+            .map(|g| g.consumers.clone())
+            .unwrap_or_default();
+        // A queue this set does not consume keeps the previous set's token,
+        // so a later set that consumes it again still waits for that one.
+        let mut consumers = (*before).clone();
+        for q in runtime.plugins().filter_map(|p| p.manifest.queue.as_ref()) {
+            consumers.insert(q.name.clone(), CancellationToken::new());
+        }
+        let consumers = Arc::new(consumers);
         let background = tokio::spawn(run_background(
             runtime.clone(),
             previous.map(|g| g.background),
+            (before, consumers.clone()),
             chrono::Utc::now(),
             stop.clone(),
         ));
@@ -159,6 +179,7 @@ impl Live {
             runtime,
             stop,
             background,
+            consumers,
         });
         drop(current);
         *self.router.write().unwrap_or_else(|p| p.into_inner()) = router;
@@ -179,22 +200,19 @@ impl Live {
     }
 }
 
-/// A set's schedules and queue consumers: started after the previous set's
-/// background has ended, run until `stop`, then drained. Schedules fire
-/// every slot after `since` (when the set was installed), so none falls in
-/// the gap while the previous set drained.
+/// A set's schedules and queue consumers, run until `stop`, then drained.
+/// Schedules start at once from `since` (when the set was installed), so no
+/// slot falls in the gap while the previous set drains; each consumer waits
+/// for the previous set's consumer of its queue (`consumers`: the previous
+/// set's tokens and this set's). Ends once the previous set's background
+/// has too, so shutdown waits for every set.
 async fn run_background(
     runtime: Arc<Runtime>,
     previous: Option<JoinHandle<()>>,
+    (before, mine): (ConsumersStopped, ConsumersStopped),
     since: chrono::DateTime<chrono::Utc>,
     stop: CancellationToken,
 ) {
-    if let Some(previous) = previous {
-        let _ = previous.await;
-    }
-    if stop.is_cancelled() {
-        return;
-    }
     let mut tasks = JoinSet::new();
     for p in runtime.plugins() {
         let name = p.manifest.name.clone();
@@ -207,16 +225,29 @@ async fn run_background(
                 stop.child_token(),
             ));
         }
-        if p.manifest.queue.is_some() {
-            tasks.spawn(triggers::queue::consume(
-                runtime.clone(),
-                name.clone(),
-                stop.child_token(),
-            ));
+        if let Some(queue) = &p.manifest.queue {
+            let previous_consumer = before.get(&queue.name).cloned();
+            let stopped = mine[&queue.name].clone();
+            let (runtime, stop) = (runtime.clone(), stop.child_token());
+            tasks.spawn(async move {
+                // Said when this consumer ends, a panic included.
+                let _stopped = stopped.drop_guard();
+                // Waited for even when stopped meanwhile: "stopped" must
+                // cover every earlier consumer too.
+                if let Some(previous) = previous_consumer {
+                    previous.cancelled().await;
+                }
+                if !stop.is_cancelled() {
+                    triggers::queue::consume(runtime, name, stop).await;
+                }
+            });
         }
     }
     tasks.spawn(runtime.admission.clone().log_refusals(stop.child_token()));
     while tasks.join_next().await.is_some() {}
+    if let Some(previous) = previous {
+        let _ = previous.await;
+    }
 }
 
 /// Marks this replica's unfinished schedule runs as interrupted, so history

@@ -464,3 +464,49 @@ fn a_build_shadowed_by_a_copy_beside_the_manifest_is_warned_about() {
         "{err}"
     );
 }
+
+/// A reload while a long job runs on one queue holds up only that queue:
+/// the new set's consumer of another queue starts at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_long_job_on_one_queue_holds_up_no_other_after_a_reload() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let text = "[plugins.slow]\ncomponent = \"test_probe.wasm\"\nqueue = { name = \"slow\" }\ngrants = { kv = [\"probe:\"] }\n\n\
+                [plugins.fast]\ncomponent = \"test_probe.wasm\"\nqueue = { name = \"fast\" }\ngrants = { kv = [\"probe:\"] }\n";
+    let manifest = dep.manifest(text);
+    let server = Watched::ready(&dep, &manifest).await;
+    let kv = &server.services.kv;
+    neo_ops::backends::queue::enqueue(kv, "slow", None, "sleep:6000")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The edit gives `fast` a route, which says when the new set serves.
+    std::fs::write(
+        &manifest,
+        text.replace(
+            "queue = { name = \"fast\" }",
+            "queue = { name = \"fast\" }\nroutes = [{ method = \"GET\", path = \"/fast\" }]",
+        ),
+    )
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while server.get("/fast").await.0 == 404 {
+        assert!(Instant::now() < deadline, "the edited set never loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    neo_ops::backends::queue::enqueue(kv, "fast", None, "quick")
+        .await
+        .unwrap();
+    while kv.get("probe:job:quick").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the fast job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        kv.get("probe:job:sleep:6000").await.unwrap().is_none(),
+        "the fast queue waited for the slow job"
+    );
+    while kv.get("probe:job:sleep:6000").await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the slow job never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    server.stop().await;
+}
