@@ -182,10 +182,8 @@ impl wit::Host for StoreState {
     ) -> Result<u64, WitError> {
         let pool = self.pool_for(&target).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
-        let mut budget = self.row_budget();
-        self.tracked(async move { pool.run_within(&sql, &params, &mut budget).await })
+        self.tracked(async move { pool.execute(&sql, &params).await })
             .await
-            .map(|(affected, _)| affected)
     }
 
     async fn transaction(

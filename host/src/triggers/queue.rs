@@ -60,27 +60,16 @@ async fn settle(
     }
 }
 
-/// [`settle`] for the job in hand, repeated until Redis answers or the
-/// consumer stops (false then). The job stays in the processing list
-/// meanwhile, so nothing is lost; taking the next job instead would strand
-/// it there until the replica restarts.
-async fn settle_in_hand(
-    kv: &Kv,
-    stop: &CancellationToken,
-    (queue, list): (&str, &str),
-    raw: &[u8],
-    next: Next,
-) -> bool {
+/// [`settle`] for the job in hand, repeated until Redis answers, a stop
+/// included: the job stays in the processing list meanwhile, so nothing is
+/// lost, and giving up would have the next start take a job that ran for
+/// one that was cut off and run it again. (A reload's next consumer of the
+/// queue waits for this one; shutdown is bounded by its grace period.)
+async fn settle_in_hand(kv: &Kv, (queue, list): (&str, &str), raw: &[u8], next: Next) {
     let mut pause = IDLE_POLL;
-    loop {
-        match settle(kv, queue, list, raw, &next).await {
-            Ok(_) => return true,
-            Err(e) => tracing::warn!(queue, error = %e, "could not settle a queue job; retrying"),
-        }
-        tokio::select! {
-            _ = stop.cancelled() => return false,
-            _ = tokio::time::sleep(pause) => {}
-        }
+    while let Err(e) = settle(kv, queue, list, raw, &next).await {
+        tracing::warn!(queue, error = %e, "could not settle a queue job; retrying");
+        tokio::time::sleep(pause).await;
         pause = (pause * 2).min(SETTLE_RETRY_MAX);
     }
 }
@@ -142,11 +131,12 @@ async fn register(kv: &Kv, queue: &str, replica: &str) {
 }
 
 /// Announces this consumer, takes back what an earlier run under the same
-/// name left in flight, and recovers consumers that died meanwhile.
-async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) {
+/// name left in flight, and recovers consumers that died meanwhile; false
+/// when Redis broke the taking back off (the consumer takes it up again).
+async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) -> bool {
     register(kv, &spec.name, replica).await;
     let own = processing_key(&spec.name, replica);
-    let (moved, _) = recover_list(kv, spec, &own, Some(replica)).await;
+    let (moved, emptied) = recover_list(kv, spec, &own, Some(replica)).await;
     if moved > 0 {
         tracing::warn!(
             queue = %spec.name,
@@ -155,6 +145,7 @@ async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) {
         );
     }
     recover_dead_consumers(kv, spec, replica).await;
+    emptied
 }
 
 /// Re-queues the in-flight jobs of consumers whose liveness key expired
@@ -225,7 +216,9 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
     );
     let lists = (spec.name.as_str(), processing.as_str());
     let replica = services.settings.replica.clone();
-    announce(kv, &spec, &replica).await;
+    // What an earlier run left in flight, while Redis has not let it be
+    // taken back.
+    let mut left_over = !announce(kv, &spec, &replica).await;
     // The heartbeat runs beside the jobs: a long job must not look like a
     // dead replica. It stops with the consumer, a panic included, so a
     // consumer that is gone never looks alive.
@@ -251,6 +244,9 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
     // goes back on the queue.
     let mut strays = false;
     while !stop.is_cancelled() {
+        if left_over {
+            left_over = !recover_list(kv, &spec, &processing, Some(&replica)).await.1;
+        }
         if strays {
             strays = !recover_list(kv, &spec, &processing, None).await.1;
         }
@@ -273,10 +269,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 plugin,
                 "dropping unreadable queue entry to the dead letters"
             );
-            let next = Next::DeadLetters(raw.clone());
-            if !settle_in_hand(kv, &stop, lists, &raw, next).await {
-                break;
-            }
+            settle_in_hand(kv, lists, &raw, Next::DeadLetters(raw.clone())).await;
             continue;
         };
         let now = now_ms();
@@ -290,9 +283,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             };
             // Back to the far end of the queue, in one step with the
             // acknowledgement: at least once, never twice.
-            if !settle_in_hand(kv, &stop, lists, &raw, next).await {
-                break;
-            }
+            settle_in_hand(kv, lists, &raw, next).await;
             not_due_in_a_row += 1;
             soonest = soonest.min(due.min(latest));
             let queued = kv.list_len(&queue).await.unwrap_or(0);
@@ -331,9 +322,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 // does not spin.
                 job.attempts -= 1;
                 job.not_before_ms = Some(now_ms() + BUSY_RETRY.as_millis() as i64);
-                if !settle_in_hand(kv, &stop, lists, &raw, Next::Queue(job.entry())).await {
-                    break;
-                }
+                settle_in_hand(kv, lists, &raw, Next::Queue(job.entry())).await;
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(BUSY_RETRY) => {}
@@ -358,10 +347,10 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 Next::Queue(job.entry())
             }
         };
-        if !settle_in_hand(kv, &stop, lists, &raw, next).await {
-            tracing::error!(plugin, job = %job.id, "stopped before Redis took the job's outcome; it stays in flight for the next start");
-            break;
-        }
+        settle_in_hand(kv, lists, &raw, next).await;
+    }
+    if strays {
+        recover_list(kv, &spec, &processing, None).await;
     }
     heartbeat_stop.cancel();
     let _ = heartbeat.await;

@@ -103,30 +103,11 @@ pub async fn finish_run(runtime: &Runtime, run_id: i64, error: Option<String>) {
     }
 }
 
-/// Gives a claimed slot back (its run never started), so a replica or the
-/// set that takes over can claim it again.
-async fn release_slot(runtime: &Runtime, run_id: i64) {
-    let result = runtime
-        .services
-        .db
-        .master()
-        .execute("DELETE FROM runs WHERE id = $1", &[Value::Int(run_id)])
-        .await;
-    if let Err(e) = result {
-        tracing::error!(run_id, error = %e, "could not give back a schedule slot");
-    }
-}
-
 /// Fires one slot if this replica wins it. A slot that finds every plugin
 /// slot taken waits for one (up to [`BUSY_WAIT`]) rather than being used
-/// up; stopped meanwhile, it gives the slot back.
-pub async fn fire(
-    runtime: &Runtime,
-    plugin: &str,
-    schedule: usize,
-    at: DateTime<Utc>,
-    stop: &CancellationToken,
-) {
+/// up, through a reload too (the set that takes over starts after it; a
+/// shutdown marks the run interrupted).
+pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime<Utc>) {
     let Some(spec) = runtime
         .plugin(plugin)
         .and_then(|p| p.manifest.schedules.get(schedule).cloned())
@@ -175,13 +156,7 @@ pub async fn fire(
                     tracing::warn!(plugin, slot = %slot_text(at), "every plugin slot is taken; the schedule waits for one");
                     waiting = true;
                 }
-                tokio::select! {
-                    _ = stop.cancelled() => {
-                        release_slot(runtime, run_id).await;
-                        return;
-                    }
-                    _ = tokio::time::sleep(BUSY_PAUSE) => {}
-                }
+                tokio::time::sleep(BUSY_PAUSE).await;
             }
             result => break result,
         }
@@ -221,10 +196,11 @@ pub async fn run_schedule(
         }
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
+            biased; // a stopped set fires nothing, even a slot already due
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(wait) => {}
         }
-        fire(&runtime, &plugin, schedule, next, &stop).await;
+        fire(&runtime, &plugin, schedule, next).await;
         after = next;
     }
 }

@@ -374,7 +374,8 @@ impl Pool {
     }
 
     pub async fn execute(&self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
-        Ok(self.run(sql, params).await?.0)
+        let mut rows_dropped = Budget::rows_dropped();
+        Ok(self.run_within(sql, params, &mut rows_dropped).await?.0)
     }
 
     /// Runs one statement: rows affected and the rows it returned.

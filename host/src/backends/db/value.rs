@@ -51,16 +51,30 @@ pub(super) struct Collected<'b> {
 pub struct Budget {
     limit: usize,
     left: usize,
+    keep_rows: bool,
 }
 
 impl Budget {
     pub fn new(limit: usize) -> Self {
-        Self { limit, left: limit }
+        Self {
+            limit,
+            left: limit,
+            keep_rows: true,
+        }
     }
 
     /// For the host's own statements, whose results it sizes itself.
     pub fn unlimited() -> Self {
         Self::new(usize::MAX)
+    }
+
+    /// For a statement whose rows nobody reads (`execute`): they are read
+    /// and dropped, never held, so no result makes it fail.
+    pub fn rows_dropped() -> Self {
+        Self {
+            keep_rows: false,
+            ..Self::new(0)
+        }
     }
 }
 
@@ -78,9 +92,10 @@ impl<'b> Collected<'b> {
         self.affected += n;
     }
 
-    /// Whether the next row is wanted (no value failed, the budget holds).
+    /// Whether the next row is wanted (rows are kept, none failed, the
+    /// budget holds).
     pub(super) fn wants_rows(&self) -> bool {
-        self.failed.is_none()
+        self.budget.keep_rows && self.failed.is_none()
     }
 
     /// Adds one row's values; the first row names the columns.
@@ -95,7 +110,8 @@ impl<'b> Collected<'b> {
             let limit = self.budget.limit;
             return self.fail(DbError::Invalid(format!(
                 "the result is over {limit} bytes, the most this plugin may take in \
-                 (its memory limit); select fewer rows or columns"
+                 (its memory limit), so its rows were dropped; select fewer rows or \
+                 columns (outside a transaction, a change the statement made stands)"
             )));
         }
         self.budget.left -= size;
