@@ -71,6 +71,8 @@ const UNKNOWN_AT_ONCE: usize = 2;
 /// How long a lookup of an unknown id waits for its turn before the request
 /// is answered 503.
 const UNKNOWN_WAIT: Duration = Duration::from_secs(2);
+/// How soon a read of the token table that failed is tried again.
+const REREAD_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// Ids remembered as unknown to the database until the next read.
 const ABSENT_KEPT: usize = 10_000;
 
@@ -93,6 +95,17 @@ struct Copy {
     read_at: Option<Instant>,
     hashes: HashMap<String, String>,
     absent: HashSet<String>,
+}
+
+/// Why a presented token could not be judged.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// Too many unknown token ids are being looked up (a flood of made-up
+    /// tokens, most likely): the caller may try again shortly.
+    #[error("too many unknown tokens are being looked up")]
+    Busy,
+    #[error(transparent)]
+    Db(#[from] DbError),
 }
 
 /// A token, once looked at.
@@ -124,7 +137,7 @@ impl Tokens {
         &self,
         master: &Pool,
         token: &str,
-    ) -> Result<Option<Principal>, DbError> {
+    ) -> Result<Option<Principal>, AuthError> {
         let Some(id) = token_id(token) else {
             return Ok(None);
         };
@@ -132,15 +145,13 @@ impl Tokens {
         let presented = sha256_hex(token);
         match self.seen(id) {
             Seen::Known(stored) if !same_hash(&stored, &presented) => Ok(None),
-            Seen::Known(_) => lookup(master, id, &presented).await,
+            Seen::Known(_) => Ok(lookup(master, id, &presented).await?),
             Seen::Absent => Ok(None),
             Seen::Unknown => {
                 let Ok(Ok(_turn)) =
                     tokio::time::timeout(UNKNOWN_WAIT, self.unknown.acquire()).await
                 else {
-                    return Err(DbError::Unavailable(
-                        "too many unknown tokens are being looked up".into(),
-                    ));
+                    return Err(AuthError::Busy);
                 };
                 let found = lookup_any(master, id).await?;
                 let known = found.is_some();
@@ -158,7 +169,7 @@ impl Tokens {
                     }
                 }
                 if known {
-                    lookup(master, id, &presented).await
+                    Ok(lookup(master, id, &presented).await?)
                 } else {
                     Ok(None)
                 }
@@ -205,6 +216,9 @@ impl Tokens {
                     .is_some() =>
             {
                 tracing::warn!(error = %e, "could not read the token table again; using the copy");
+                // Tried again in a second, not on every request meanwhile.
+                let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
+                copy.read_at = Instant::now().checked_sub(REFRESH - REREAD_AFTER_FAILURE);
                 return Ok(());
             }
             Err(e) => return Err(e),

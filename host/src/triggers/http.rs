@@ -20,6 +20,7 @@ use tower_http::timeout::RequestBodyTimeout;
 
 use super::body::{BODY_READ_TIMEOUT, BodyBudget, read_body};
 use super::deadline::Deadline;
+use crate::auth::AuthError;
 use crate::manifest::{Plugin, Role, host_routes};
 use crate::preflight;
 use crate::runtime::completing::Completing;
@@ -348,7 +349,11 @@ pub(crate) async fn authorize(
         })),
         Ok(_) => Err(forbidden()),
         Err(e) => {
-            tracing::warn!(error = %e, request_id, "token lookup failed");
+            // A flood of made-up tokens is expected; a database failure is not.
+            match &e {
+                AuthError::Busy => tracing::debug!(request_id, "{e}"),
+                AuthError::Db(_) => tracing::warn!(error = %e, request_id, "token lookup failed"),
+            }
             let mut response = error_envelope(503, "authentication unavailable, try again shortly");
             response
                 .headers_mut()
