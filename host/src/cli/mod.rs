@@ -59,7 +59,13 @@ pub enum Command {
     },
     /// Run a plugin's command (neo-ops run <plugin> [args…]), or one check
     /// plugin; `neo-ops run preflight …` is `neo-ops preflight …`.
+    /// `neo-ops run <plugin> --help` prints that plugin's usage.
+    // clap's own --help would take `run <plugin> --help` too: the help flag
+    // is ours, so it reaches the plugin.
+    #[command(disable_help_flag = true)]
     Run {
+        /// The plugin (`--help` here: this help).
+        #[arg(allow_hyphen_values = true)]
         plugin: String,
         /// Passed to the plugin as they are (e.g. --tenant acme --dry-run).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
@@ -251,6 +257,15 @@ fn init_tracing(cli: &Cli) {
 async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { listen } => serve::serve(&cli, listen).await,
+        Command::Run { plugin, .. } if plugin == "--help" || plugin == "-h" => {
+            use clap::CommandFactory;
+            let mut cli = Cli::command();
+            cli.build(); // so the usage line names `neo-ops run`
+            if let Some(run) = cli.find_subcommand_mut("run") {
+                run.print_long_help()?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run { plugin, args } if plugin == "preflight" && !has_plugin(&cli, plugin)? => {
             preflight::from_run_args(&cli, args).await
         }

@@ -628,3 +628,50 @@ routes = [{ method = "GET", path = "/status" }]
     let after = std::fs::read_to_string(cli.dir.path().join("plugins.toml")).unwrap();
     assert_eq!(before, after);
 }
+
+/// `neo-ops run <plugin> --help` prints the plugin's usage and runs nothing
+/// (exit 0): status-page's `resolve --help` leaves the incident active. A
+/// check takes `--json` only: `--help` says so, and any other argument is
+/// refused instead of being ignored while the check runs.
+#[test]
+fn help_prints_the_usage_and_runs_nothing() {
+    let cli = support::Cli::new(&format!(
+        "{}\n[plugins.status-page]\ncomponent = \"status_page.wasm\"\ncommand = true\ngrants = {{ db = [\"master\"] }}\n",
+        checks("")
+    ));
+    let o = cli.run(&["run", "status-page", "start", "Fryers down", "oil"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    for help in ["--help", "-h"] {
+        let o = cli.run(&["run", "status-page", "resolve", "Fryers down", help]);
+        assert_eq!(o.code, Some(0), "{}", o.stderr);
+        assert!(
+            o.stdout.starts_with("usage: status-page start"),
+            "{}",
+            o.stdout
+        );
+    }
+    let o = cli.run(&["run", "status-page", "resolve", "Fryers down"]);
+    assert_eq!(o.code, Some(0), "still active until now: {}", o.stderr);
+
+    let o = cli.run(&["run", "--help"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stdout
+            .contains("Usage: neo-ops run [OPTIONS] <PLUGIN> [ARGS]..."),
+        "{}",
+        o.stdout
+    );
+    let o = cli.run(&["run", "check-redis", "--help"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(
+        o.stdout.trim(),
+        "usage: neo-ops run check-redis [--json] (runs this one preflight check)"
+    );
+    let o = cli.run(&["run", "check-redis", "--jsn"]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert!(
+        o.stderr.contains("unknown argument \"--jsn\""),
+        "{}",
+        o.stderr
+    );
+}

@@ -18,6 +18,7 @@ struct EmitTestAlert;
 
 impl Plugin for EmitTestAlert {
     const DRY_RUN: bool = true;
+    const USAGE: &'static str = options::USAGE;
 
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         send(inv, args, "neo-ops run".to_string())

@@ -26,6 +26,7 @@ const USAGE: &str = "usage: owner-digest --tenant NAME | --all-tenants \
 
 impl Plugin for OwnerDigest {
     const DRY_RUN: bool = true;
+    const USAGE: &'static str = USAGE;
 
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         digest(inv, args, time::now_micros())

@@ -38,6 +38,7 @@ struct Purge;
 
 impl Plugin for Purge {
     const DRY_RUN: bool = true;
+    const USAGE: &'static str = options::USAGE;
 
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         run(&Options::parse(args, inv)?)

@@ -13,6 +13,11 @@ pub trait Plugin {
     /// one never does the real thing.
     const DRY_RUN: bool = false;
 
+    /// The command's usage line: `neo-ops run <plugin> --help` (or `-h`)
+    /// prints it and runs nothing. Empty: `--help` goes to `command` as any
+    /// other argument.
+    const USAGE: &'static str = "";
+
     /// A manifest route was called; match on `(req.method, req.route)`.
     fn http(inv: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
         let _ = inv;
@@ -50,10 +55,18 @@ pub fn dispatch<P: Plugin>(inv: Invocation) -> Result<Output, Failure> {
     }
     match &inv.trigger {
         Trigger::Http(req) => P::http(&inv, req),
+        Trigger::Command(argv) if !P::USAGE.is_empty() && asks_for_help(argv) => {
+            Ok(crate::reply::text(200, P::USAGE))
+        }
         Trigger::Command(argv) => P::command(&inv, &Args::new(argv)),
         Trigger::Schedule(event) => P::schedule(&inv, event),
         Trigger::Queue(message) => P::queue(&inv, message),
     }
+}
+
+/// Whether a command line asks for its usage (`--help` or `-h`).
+fn asks_for_help(argv: &[String]) -> bool {
+    argv.iter().any(|a| a == "--help" || a == "-h")
 }
 
 /// Exports a [`Plugin`] as the component's `handler`.
@@ -111,6 +124,7 @@ mod tests {
     struct Careful;
     impl Plugin for Careful {
         const DRY_RUN: bool = true;
+        const USAGE: &'static str = "usage: careful [--dry-run]";
         fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
             done(inv, args)
         }
@@ -137,5 +151,22 @@ mod tests {
         );
         assert_eq!(dispatch::<Plain>(command(false)).unwrap().body, b"done");
         assert_eq!(dispatch::<Careful>(command(true)).unwrap().body, b"done");
+    }
+
+    #[test]
+    fn help_prints_the_usage_and_runs_nothing() {
+        let help = |argv: &[&str]| Invocation {
+            trigger: Trigger::Command(argv.iter().map(|a| a.to_string()).collect()),
+            ..command(false)
+        };
+        for asked in [&["--help"][..], &["-h"], &["go", "--help"]] {
+            let out = dispatch::<Careful>(help(asked)).unwrap();
+            assert_eq!(
+                (out.status, out.body),
+                (200, b"usage: careful [--dry-run]".to_vec())
+            );
+        }
+        // Without a usage, --help is an argument like any other.
+        assert_eq!(dispatch::<Plain>(help(&["--help"])).unwrap().body, b"done");
     }
 }

@@ -22,6 +22,8 @@ const USAGE: &str = "usage: status-page start \"<title>\" \"<details>\" [--impac
                      | status-page update \"<title>\" \"<message>\" | status-page resolve \"<title>\"";
 
 impl Plugin for StatusPage {
+    const USAGE: &'static str = USAGE;
+
     fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
         let active = incidents::active()?;
         let public = |out: Output| reply::public_document(req, out);

@@ -27,6 +27,7 @@ struct StockKotReconcile;
 
 impl Plugin for StockKotReconcile {
     const DRY_RUN: bool = true;
+    const USAGE: &'static str = USAGE;
 
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         reconcile_file(args, args.dry_run(inv))
