@@ -526,11 +526,10 @@ async fn dispatch(
     };
     // Held (with its share of the body budget) until the request is answered.
     let public = target.role.is_none();
-    let read = match read_body(&state.bodies, public, headers, body, &request_id).await {
+    let mut read = match read_body(&state.bodies, public, headers, body, &request_id).await {
         Ok(read) => read,
         Err(rejected) => return rejected,
     };
-    let body = &read.bytes;
     let trusted = &runtime.services.settings.trusted_proxies;
     let remote_addr = client_addr(socket, headers, trusted).map(|ip| {
         // Sized for the longest address, so it is written without regrowing.
@@ -548,7 +547,7 @@ async fn dispatch(
                 .collect()
         })
         .unwrap_or_default();
-    let tenant = match tenant_of(&path_params, &query, body) {
+    let tenant = match tenant_of(&path_params, &query, &read.bytes) {
         Ok(t) => t,
         Err(why) => return error_envelope(400, &why),
     };
@@ -571,7 +570,10 @@ async fn dispatch(
             path_params,
             query,
             headers: header_list,
-            body: body.to_vec(),
+            // Without a copy when the body is the one buffer it was read
+            // into (a body that came in pieces); its share of the budget
+            // stays held by `read` until the request is answered.
+            body: Vec::from(std::mem::take(&mut read.bytes)),
             remote_addr,
         }),
         tenant,
