@@ -126,23 +126,12 @@ fn accepted_routes_build_the_router() {
 /// `neo-ops check` refuses what `serve` could not start, naming the place.
 #[test]
 fn check_refuses_what_serve_cannot_start() {
-    let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("plugins.toml");
-    std::fs::write(
-        &manifest,
+    let (code, stderr) = check(
         "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x/{a}\" }, { method = \"POST\", path = \"/x/{b}\" }]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("check")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+        |_| {},
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("plugins.toml:3:"), "{stderr}");
     assert!(stderr.contains("overlaps route \"/x/{a}\""), "{stderr}");
 }
@@ -208,23 +197,12 @@ fn a_component_built_against_another_wit_is_refused() {
         .validate(true)
         .encode()
         .unwrap();
-    std::fs::write(dir.path().join("other.wasm"), component).unwrap();
-    let manifest = dir.path().join("plugins.toml");
-    std::fs::write(
-        &manifest,
+    let (code, stderr) = check(
         "[plugins.other]\ncomponent = \"other.wasm\"\ncommand = true\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
-        .arg("--manifest")
-        .arg(&manifest)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .arg("check")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+        |dir| std::fs::write(dir.join("other.wasm"), component).unwrap(),
+        &[],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("plugin \"other\""), "{stderr}");
     assert!(
         stderr.contains("has \"run\" of another type than this host's"),
@@ -232,42 +210,47 @@ fn a_component_built_against_another_wit_is_refused() {
     );
 }
 
-/// Runs `neo-ops check` on a one-plugin manifest in a fresh directory, with
-/// `prepare` called on that directory first and `env` set.
-fn check_probe(prepare: impl FnOnce(&Path), env: &[(&str, &str)]) -> std::process::Output {
+/// `neo-ops check` of `manifest`, written to a fresh directory that
+/// `prepare` may add to first, with `env` set: the exit code and stderr.
+fn check(
+    manifest: &str,
+    prepare: impl FnOnce(&Path),
+    env: &[(&str, &str)],
+) -> (Option<i32>, String) {
     let dir = tempfile::tempdir().unwrap();
-    let manifest = dir.path().join("plugins.toml");
-    std::fs::write(
-        &manifest,
-        "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n",
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("plugins.toml"), manifest).unwrap();
     prepare(dir.path());
-    std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
         .arg("--manifest")
-        .arg(&manifest)
+        .arg(dir.path().join("plugins.toml"))
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .arg("check")
         .envs(env.iter().copied())
         .output()
-        .unwrap()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
+
+const PROBE: &str = "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n";
 
 /// The compile cache only saves the next start a compile: when it cannot be
 /// written (here its directory is a file; a full disk does the same) the
 /// plugins still load, with a warning naming the directory.
 #[test]
 fn an_unwritable_cache_costs_a_compile_not_the_load() {
-    let out = check_probe(
+    let (code, stderr) = check(
+        PROBE,
         |dir| {
             std::fs::create_dir_all(dir.join("data")).unwrap();
             std::fs::write(dir.join("data/cache"), "not a directory").unwrap();
         },
         &[("NEO_OPS_LOG", "warn")],
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("could not cache a compiled component"),
         "{stderr}"
@@ -278,9 +261,8 @@ fn an_unwritable_cache_costs_a_compile_not_the_load() {
 /// A log filter that does not parse is said so, not silently replaced.
 #[test]
 fn a_bad_log_filter_is_reported() {
-    let out = check_probe(|_| {}, &[("NEO_OPS_LOG", "neo_ops=dbug")]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let (code, stderr) = check(PROBE, |_| {}, &[("NEO_OPS_LOG", "neo_ops=dbug")]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert!(
         stderr.contains("warning: NEO_OPS_LOG \"neo_ops=dbug\" is not a log filter"),
         "{stderr}"

@@ -19,6 +19,22 @@ schedules = [{ cron = "* * * * * *", tz = "Asia/Kolkata" }]
 grants = { kv = ["probe:"] }
 "#;
 
+/// The `runs` rows of the `ticker` plugin, slot order, once the servers stopped.
+async fn ticker_runs(dep: &Deployment, columns: &str) -> neo_ops::backends::db::RowSet {
+    let check = neo_ops::services::Services::connect(dep.settings("a"))
+        .await
+        .unwrap();
+    check
+        .db
+        .master()
+        .query(
+            &format!("SELECT {columns} FROM runs WHERE plugin = 'ticker' ORDER BY slot"),
+            &[],
+        )
+        .await
+        .unwrap()
+}
+
 async fn schedule_fires_once_per_slot(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let a = dep.start(SCHEDULED, "a").await;
@@ -29,18 +45,7 @@ async fn schedule_fires_once_per_slot(backend: Backend) {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 
-    let check = neo_ops::services::Services::connect(dep.settings("a"))
-        .await
-        .unwrap();
-    let rows = check
-        .db
-        .master()
-        .query(
-            "SELECT slot, replica, status FROM runs WHERE plugin = 'ticker' ORDER BY slot",
-            &[],
-        )
-        .await
-        .unwrap();
+    let rows = ticker_runs(&dep, "slot, replica, status").await;
     assert!(
         rows.rows.len() >= 3,
         "a slot per second fired: {:?}",
@@ -463,19 +468,7 @@ async fn a_busy_slot_waits_rather_than_failing(backend: Backend) {
         .unwrap();
     tokio::time::sleep(Duration::from_millis(4500)).await;
     server.stop().await.unwrap();
-    let check = neo_ops::services::Services::connect(dep.settings("a"))
-        .await
-        .unwrap();
-    let rows = check
-        .db
-        .master()
-        .query(
-            "SELECT slot, status, finished_at FROM runs WHERE plugin = 'ticker' ORDER BY slot",
-            &[],
-        )
-        .await
-        .unwrap()
-        .rows;
+    let rows = ticker_runs(&dep, "slot, status, finished_at").await.rows;
     // A slot that came due during the job ran once the job had freed the
     // slot, over a second late.
     let waited = rows.iter().any(|r| match (&r[0], &r[2]) {

@@ -2,16 +2,14 @@
 //! decoding rows by column type, and the Postgres migrations.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
-use futures::TryStreamExt;
-use sqlx::Either;
-use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgRow, PgValueFormat};
+use sqlx::postgres::{PgArguments, PgPool, PgPoolOptions, PgQueryResult, PgRow, PgValueFormat};
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::pg_conns::{Conns, Lease, PING_IF_IDLE_FOR};
 use super::value::micros_to_datetime;
-use super::value::{Budget, Collected};
+use super::value::{Budget, collect};
 use super::{ACQUIRE_TIMEOUT, DbError, RowSet, Value};
 use neo_ops_text::redact::for_log as redact_url;
 
@@ -188,19 +186,13 @@ where
     E: sqlx::Executor<'e, Database = sqlx::Postgres>,
 {
     let query = pg_query(sql, params)?;
-    let mut stream = ex.fetch_many(query);
-    let mut collected = Collected::new(budget);
-    while let Some(step) = stream.try_next().await? {
-        match step {
-            Either::Left(done) => collected.affected(done.rows_affected()),
-            Either::Right(row) if collected.wants_rows() => {
-                let values = pg_values(&row);
-                collected.push(&row, values);
-            }
-            Either::Right(_) => {}
-        }
-    }
-    collected.finish()
+    collect(
+        ex.fetch_many(query),
+        budget,
+        PgQueryResult::rows_affected,
+        pg_values,
+    )
+    .await
 }
 
 /// A NULL whose type Postgres infers from context (parameter type oid 0), so

@@ -4,17 +4,16 @@
 //! time order.
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
-use futures::TryStreamExt;
-use sqlx::Either;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
+    SqliteRow,
 };
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use super::value::micros_to_datetime;
-use super::value::{Budget, Collected};
+use super::value::{Budget, collect};
 use super::{DbError, RowSet, Value};
 
 pub(super) static LITE_MASTER: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite/master");
@@ -44,19 +43,13 @@ pub(crate) async fn lite_run<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
-    let mut stream = ex.fetch_many(lite_query(sql, params)?);
-    let mut collected = Collected::new(budget);
-    while let Some(step) = stream.try_next().await? {
-        match step {
-            Either::Left(done) => collected.affected(done.rows_affected()),
-            Either::Right(row) if collected.wants_rows() => {
-                let values = lite_values(&row);
-                collected.push(&row, values);
-            }
-            Either::Right(_) => {}
-        }
-    }
-    collected.finish()
+    collect(
+        ex.fetch_many(lite_query(sql, params)?),
+        budget,
+        SqliteQueryResult::rows_affected,
+        lite_values,
+    )
+    .await
 }
 
 /// Fixed-width UTC text, so SQLite's text comparison is chronological.

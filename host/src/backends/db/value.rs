@@ -1,6 +1,9 @@
 //! The values, row sets and errors both database backends speak.
 
 use chrono::{DateTime, TimeZone, Utc};
+use futures::TryStreamExt;
+use futures::stream::BoxStream;
+use sqlx::Either;
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -33,13 +36,34 @@ pub struct RowSet {
     pub rows: Vec<Vec<Value>>,
 }
 
-/// The result of one statement, gathered as its rows arrive and counted
-/// against a byte budget (shared by the statements of a transaction), so a
-/// plugin cannot make the host hold more than it could take in. Past the
-/// budget, or after a value that fails to convert, the rest of the rows are
-/// read and dropped: the exchange always runs to its end, which keeps the
-/// connection fit for reuse.
-pub(super) struct Collected<'b> {
+/// Reads one statement's results to their end: its rows converted by
+/// `values` as they arrive and counted against a byte budget (shared by the
+/// statements of a transaction), so a plugin cannot make the host hold more
+/// than it could take in. Past the budget, or after a value that fails to
+/// convert, the rest of the rows are read and dropped: the exchange always
+/// runs to its end, which keeps the connection fit for reuse.
+pub(super) async fn collect<Done, R: sqlx::Row>(
+    mut stream: BoxStream<'_, Result<Either<Done, R>, sqlx::Error>>,
+    budget: &mut Budget,
+    rows_affected: impl Fn(&Done) -> u64,
+    values: impl Fn(&R) -> Result<Vec<Value>, DbError>,
+) -> Result<(u64, RowSet), DbError> {
+    let mut collected = Collected::new(budget);
+    while let Some(step) = stream.try_next().await? {
+        match step {
+            Either::Left(done) => collected.affected(rows_affected(&done)),
+            Either::Right(row) if collected.wants_rows() => {
+                let converted = values(&row);
+                collected.push(&row, converted);
+            }
+            Either::Right(_) => {}
+        }
+    }
+    collected.finish()
+}
+
+/// A statement's result as [`collect`] gathers it.
+struct Collected<'b> {
     affected: u64,
     set: RowSet,
     budget: &'b mut Budget,
@@ -79,7 +103,7 @@ impl Budget {
 }
 
 impl<'b> Collected<'b> {
-    pub(super) fn new(budget: &'b mut Budget) -> Self {
+    fn new(budget: &'b mut Budget) -> Self {
         Self {
             affected: 0,
             set: RowSet::default(),
@@ -88,18 +112,18 @@ impl<'b> Collected<'b> {
         }
     }
 
-    pub(super) fn affected(&mut self, n: u64) {
+    fn affected(&mut self, n: u64) {
         self.affected += n;
     }
 
     /// Whether the next row is wanted (rows are kept, none failed, the
     /// budget holds).
-    pub(super) fn wants_rows(&self) -> bool {
+    fn wants_rows(&self) -> bool {
         self.budget.keep_rows && self.failed.is_none()
     }
 
     /// Adds one row's values; the first row names the columns.
-    pub(super) fn push<R: sqlx::Row>(&mut self, row: &R, values: Result<Vec<Value>, DbError>) {
+    fn push<R: sqlx::Row>(&mut self, row: &R, values: Result<Vec<Value>, DbError>) {
         let values = match values {
             Ok(v) => v,
             Err(e) => return self.fail(e),
@@ -127,7 +151,7 @@ impl<'b> Collected<'b> {
         self.failed = Some(e);
     }
 
-    pub(super) fn finish(self) -> Result<(u64, RowSet), DbError> {
+    fn finish(self) -> Result<(u64, RowSet), DbError> {
         match self.failed {
             Some(e) => Err(e),
             None => Ok((self.affected, self.set)),
