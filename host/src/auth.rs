@@ -218,7 +218,11 @@ impl Tokens {
                 tracing::warn!(error = %e, "could not read the token table again; using the copy");
                 // Tried again in a second, not on every request meanwhile.
                 let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
-                copy.read_at = Instant::now().checked_sub(REFRESH - REREAD_AFTER_FAILURE);
+                let now = Instant::now();
+                copy.read_at = Some(
+                    now.checked_sub(REFRESH - REREAD_AFTER_FAILURE)
+                        .unwrap_or(now),
+                );
                 return Ok(());
             }
             Err(e) => return Err(e),

@@ -14,17 +14,20 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
         anyhow::bail!("no plugin named \"{plugin}\" in {}", cli.manifest.display());
     };
     if spec.check && !spec.command {
-        // A check takes no arguments of its own: `--json` only.
-        let usage = format!("usage: neo-ops run {plugin} [--json] (runs this one preflight check)");
+        // A check takes no arguments of its own: `--json` (and `--verbose`,
+        // which the log filter reads) only.
+        let usage = format!(
+            "usage: neo-ops run {plugin} [--json] [--verbose] (runs this one preflight check)"
+        );
         if args.iter().any(|a| a == "--help" || a == "-h") {
             println!("{usage}");
             return Ok(ExitCode::SUCCESS);
         }
-        if let Some(other) = args.iter().find(|a| *a != "--json") {
+        if let Some(other) = args.iter().find(|a| *a != "--json" && *a != "--verbose") {
             anyhow::bail!("unknown argument \"{other}\" ({usage})");
         }
         let only = PreflightArgs {
-            json: !args.is_empty(),
+            json: args.iter().any(|a| a == "--json"),
             only: Some(vec![plugin.to_string()]),
         };
         return super::preflight::preflight(cli, &only).await;

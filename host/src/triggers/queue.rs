@@ -222,7 +222,11 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
     // The heartbeat runs beside the jobs: a long job must not look like a
     // dead replica. It stops with the consumer, a panic included, so a
     // consumer that is gone never looks alive.
-    let heartbeat_stop = stop.child_token();
+    // Its own token, not a child of `stop`: a reload stops the consumer,
+    // but the job in hand still runs and the replica must keep looking
+    // alive meanwhile, or another replica would recover the job and run it
+    // a second time.
+    let heartbeat_stop = CancellationToken::new();
     let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
     let heartbeat = tokio::spawn(keep_alive(
         services.clone(),
@@ -245,7 +249,16 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
     let mut strays = false;
     while !stop.is_cancelled() {
         if left_over {
+            // Nothing new is claimed until then, so the list holds only
+            // what the earlier run left (each charged an attempt), never a
+            // stray of this run's (which never started).
             left_over = !recover_list(kv, &spec, &processing, Some(&replica)).await.1;
+            if left_over {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(IDLE_POLL) => continue,
+                }
+            }
         }
         if strays {
             strays = !recover_list(kv, &spec, &processing, None).await.1;

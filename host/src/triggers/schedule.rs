@@ -105,8 +105,8 @@ pub async fn finish_run(runtime: &Runtime, run_id: i64, error: Option<String>) {
 
 /// Fires one slot if this replica wins it. A slot that finds every plugin
 /// slot taken waits for one (up to [`BUSY_WAIT`]) rather than being used
-/// up, through a reload too (the set that takes over starts after it; a
-/// shutdown marks the run interrupted).
+/// up, through a reload too (the set that takes over fires only slots due
+/// after it was installed; a shutdown marks the run interrupted).
 pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime<Utc>) {
     let Some(spec) = runtime
         .plugin(plugin)
@@ -164,9 +164,9 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
     finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
 }
 
-/// Runs one schedule until `stop` is cancelled, from `since`: a set
-/// installed by a reload passes the moment the previous set stopped, so a
-/// slot due while the previous set's work drained still fires.
+/// Runs one schedule until `stop` is cancelled, firing slots due after
+/// `since`: a set installed by a reload passes the moment it was installed
+/// (the previous set was stopped then), so no slot falls between the two.
 pub async fn run_schedule(
     runtime: Arc<Runtime>,
     plugin: String,
@@ -196,8 +196,13 @@ pub async fn run_schedule(
         }
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
-            biased; // a stopped set fires nothing, even a slot already due
-            _ = stop.cancelled() => return,
+            biased;
+            // A stopped set fires no slot still to come; one already due
+            // fires (the set that takes over starts after it, and the claim
+            // in `runs` keeps it once).
+            _ = stop.cancelled() => if next > Utc::now() {
+                return;
+            },
             _ = tokio::time::sleep(wait) => {}
         }
         fire(&runtime, &plugin, schedule, next).await;

@@ -665,7 +665,7 @@ fn help_prints_the_usage_and_runs_nothing() {
     assert_eq!(o.code, Some(0), "{}", o.stderr);
     assert_eq!(
         o.stdout.trim(),
-        "usage: neo-ops run check-redis [--json] (runs this one preflight check)"
+        "usage: neo-ops run check-redis [--json] [--verbose] (runs this one preflight check)"
     );
     let o = cli.run(&["run", "check-redis", "--jsn"]);
     assert_eq!(o.code, Some(1), "{}", o.stdout);
