@@ -54,6 +54,9 @@ pub struct Services {
     pub tenant_logs: crate::tenant_logs::TenantLogs,
     /// The live API tokens as last read, to check presented ones against.
     pub tokens: crate::auth::Tokens,
+    /// What request bodies being read may still take; one for the process,
+    /// so two plugin sets serving across a reload share it.
+    pub request_bodies: crate::triggers::body::BodyBudget,
     pub started: std::time::Instant,
 }
 
@@ -89,6 +92,7 @@ impl Services {
             metrics: crate::metrics::Metrics::default(),
             tenant_logs: Default::default(),
             tokens: crate::auth::Tokens::new(),
+            request_bodies: Default::default(),
             started: std::time::Instant::now(),
         }))
     }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tower_http::timeout::RequestBodyTimeout;
 
-use super::body::{BODY_READ_TIMEOUT, BodyBudget, read_body};
+use super::body::{BODY_READ_TIMEOUT, read_body};
 use super::deadline::Deadline;
 use crate::auth::AuthError;
 use crate::manifest::{Plugin, Role, host_routes};
@@ -79,7 +79,6 @@ struct RouteTarget {
 #[derive(Clone)]
 pub struct AppState {
     pub(crate) runtime: Arc<Runtime>,
-    bodies: BodyBudget,
 }
 
 /// What serves HTTP: a router inside the host's time limits.
@@ -99,10 +98,7 @@ fn time_limited(router: Router) -> Service {
 /// Builds the service: host endpoints plus every manifest route.
 pub fn router(runtime: Arc<Runtime>) -> Service {
     time_limited(
-        routes(runtime.plugins().map(|p| p.manifest.as_ref())).with_state(AppState {
-            runtime,
-            bodies: BodyBudget::default(),
-        }),
+        routes(runtime.plugins().map(|p| p.manifest.as_ref())).with_state(AppState { runtime }),
     )
 }
 
@@ -526,7 +522,8 @@ async fn dispatch(
     };
     // Held (with its share of the body budget) until the request is answered.
     let public = target.role.is_none();
-    let mut read = match read_body(&state.bodies, public, headers, body, &request_id).await {
+    let bodies = &runtime.services.request_bodies;
+    let mut read = match read_body(bodies, public, headers, body, &request_id).await {
         Ok(read) => read,
         Err(rejected) => return rejected,
     };

@@ -220,12 +220,11 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
     // taken back.
     let mut left_over = !announce(kv, &spec, &replica).await;
     // The heartbeat runs beside the jobs: a long job must not look like a
-    // dead replica. It stops with the consumer, a panic included, so a
-    // consumer that is gone never looks alive.
-    // Its own token, not a child of `stop`: a reload stops the consumer,
-    // but the job in hand still runs and the replica must keep looking
-    // alive meanwhile, or another replica would recover the job and run it
-    // a second time.
+    // dead replica. It has a token of its own, not a child of `stop`: a
+    // reload stops the consumer while the job in hand still runs, and were
+    // the heartbeat to stop then, another replica would take the job for a
+    // dead one's and run it again. It ends with the consumer, a panic
+    // included, so a consumer that is gone never looks alive.
     let heartbeat_stop = CancellationToken::new();
     let _heartbeat_guard = heartbeat_stop.clone().drop_guard();
     let heartbeat = tokio::spawn(keep_alive(
