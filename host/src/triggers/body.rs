@@ -101,7 +101,9 @@ pub async fn read_body(
             .clone()
             .try_acquire_many_owned(data.len() as u32)
         else {
-            tracing::warn!(
+            // At debug, as admission's refusals are not logged one by one:
+            // a flood would otherwise flood the log too.
+            tracing::debug!(
                 request_id,
                 "refused a body: the bodies being read fill the budget (503)"
             );
