@@ -49,6 +49,16 @@ impl BodyBudget {
     fn share(&self, public: bool) -> &Arc<Semaphore> {
         if public { &self.public } else { &self.operator }
     }
+
+    /// Bytes the bodies being read hold now, of public routes or the rest.
+    pub fn held(&self, public: bool) -> usize {
+        let size = if public {
+            PUBLIC_BODIES
+        } else {
+            OPERATOR_BODIES
+        };
+        size - self.share(public).available_permits()
+    }
 }
 
 /// A body read whole, holding its share of the budget until dropped (when
