@@ -61,7 +61,12 @@ pub const RETRY_AFTER_SECS: u32 = 1;
 /// No plugin slot was free in time: 503 with `Retry-After`. Counted and
 /// logged in summary by the admission control, not per request.
 pub fn busy() -> Response {
-    let mut response = error_envelope(503, "busy, try again shortly");
+    try_again_soon("busy, try again shortly")
+}
+
+/// 503 in the envelope with `Retry-After`: the caller may try again shortly.
+fn try_again_soon(message: &str) -> Response {
+    let mut response = error_envelope(503, message);
     response
         .headers_mut()
         .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
@@ -241,13 +246,7 @@ pub fn loading_router(services: Arc<crate::services::Services>) -> Service {
                 },
             ),
         )
-        .fallback(|| async {
-            let mut response = error_envelope(503, "plugins are loading, try again shortly");
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
-            response
-        })
+        .fallback(|| async { try_again_soon("plugins are loading, try again shortly") })
         .with_state(services);
     time_limited(router)
 }
@@ -350,11 +349,9 @@ pub(crate) async fn authorize(
                 AuthError::Busy => tracing::debug!(request_id, "{e}"),
                 AuthError::Db(_) => tracing::warn!(error = %e, request_id, "token lookup failed"),
             }
-            let mut response = error_envelope(503, "authentication unavailable, try again shortly");
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(RETRY_AFTER_SECS));
-            Err(response)
+            Err(try_again_soon(
+                "authentication unavailable, try again shortly",
+            ))
         }
     }
 }
