@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::backends::kv::KvError;
+use crate::backends::kv::{Kv, KvError};
 use crate::bindings::neo::ops::kv as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::state::StoreState;
@@ -37,6 +37,9 @@ fn kv_error(e: KvError) -> WitError {
     match e {
         KvError::Unavailable => WitError::new(ErrorCode::Unavailable, "kv store unavailable"),
         KvError::WrongType(m) => WitError::new(ErrorCode::Invalid, m),
+        KvError::TooLarge { limit } => WitError::invalid(format!(
+            "the kv answer is over {limit} bytes, the plugin's memory limit; read a smaller range"
+        )),
     }
 }
 
@@ -68,7 +71,12 @@ fn ttl(ms: u64) -> Result<Duration, WitError> {
 impl wit::Host for StoreState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
         self.kv_allowed(&key)?;
-        self.call.services.kv.get(&key).await.map_err(kv_error)
+        self.call
+            .services
+            .kv
+            .get_within(&key, self.call.plugin.limits.memory_bytes)
+            .await
+            .map_err(kv_error)
     }
 
     async fn set(
@@ -141,24 +149,24 @@ impl wit::Host for StoreState {
         self.call
             .services
             .kv
-            .list_range(&key, start, stop)
+            .list_range_within(&key, start, stop, self.call.plugin.limits.memory_bytes)
             .await
             .map_err(kv_error)
     }
 
     async fn lock(&mut self, name: String, ttl_ms: u64) -> Result<Option<String>, WitError> {
         self.kv_allowed(&name)?;
-        let token = self
-            .call
-            .services
-            .kv
-            .lock(&name, ttl(ttl_ms)?)
-            .await
-            .map_err(kv_error)?;
-        if let Some(t) = &token {
-            self.call.held_locks.push((name, t.clone()));
+        let ttl = ttl(ttl_ms)?;
+        let token = Kv::lock_token();
+        // Recorded before asking: a lock Redis took but whose reply was lost
+        // (a timeout, the plugin cut off) is still released when the
+        // invocation ends, instead of staying held for its whole ttl.
+        self.call.held_locks.push((name.clone(), token.clone()));
+        let taken = self.call.services.kv.lock_as(&name, &token, ttl).await;
+        if let Ok(false) = taken {
+            self.call.held_locks.pop();
         }
-        Ok(token)
+        Ok(taken.map_err(kv_error)?.then_some(token))
     }
 
     async fn extend_lock(

@@ -790,6 +790,34 @@ async fn absurd_ttls_are_refused_and_keys_kept(backend: Backend) {
 
 on_both_backends!(absurd_ttls, absurd_ttls_are_refused_and_keys_kept);
 
+/// `incr` on a value that is not an integer (as Redis reads one) is the
+/// plugin's mistake on both backends: `invalid`, not `unavailable`, and the
+/// value is kept.
+async fn incr_of_a_non_integer_is_invalid(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(PROBE, "a").await;
+    let kv = &server.services.kv;
+    for (value, want) in [
+        (&b"probe"[..], "value is not an integer"),
+        (b"+5", "value is not an integer"),
+        (b"05", "value is not an integer"),
+        (b"9223372036854775807", "increment would overflow"),
+    ] {
+        kv.set("probe:n", value, None).await.unwrap();
+        let out = server.command("probe", &["incr", "probe:n"]).await.unwrap();
+        assert!(out.contains(r#""code":"invalid""#), "{value:?}: {out}");
+        assert!(out.contains(want), "{value:?}: {out}");
+        assert_eq!(kv.get("probe:n").await.unwrap().as_deref(), Some(value));
+    }
+    kv.set("probe:n", b"-41", None).await.unwrap();
+    let out = server.command("probe", &["incr", "probe:n"]).await.unwrap();
+    assert!(out.contains("now -40"), "{out}");
+    kv.delete("probe:n").await.unwrap();
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(incr_of_a_non_integer, incr_of_a_non_integer_is_invalid);
+
 /// A result larger than the plugin could take in (its memory limit, 64 MiB
 /// here) is refused as invalid before the host holds it; the rest of it is
 /// read and dropped, so on Postgres the same connection serves the next
@@ -837,6 +865,64 @@ async fn results_past_the_memory_limit_are_refused(backend: Backend) {
 on_both_backends!(
     results_past_the_limit,
     results_past_the_memory_limit_are_refused
+);
+
+/// A kv value or list range larger than the plugin could take in (its
+/// memory limit, 64 MiB here) is refused as invalid before the host holds
+/// it; a smaller range of the same list comes back whole, and the list is
+/// untouched. The values were written by the host, as another tool sharing
+/// the Redis could: a plugin itself cannot store more than 1 MiB at once.
+async fn kv_answers_past_the_memory_limit_are_refused(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(PROBE, "a").await;
+    let kv = &server.services.kv;
+    let mib = vec![b'0'; 1 << 20];
+    for _ in 0..66 {
+        kv.list_push("probe:big", std::slice::from_ref(&mib))
+            .await
+            .unwrap();
+    }
+    kv.set("probe:huge", &vec![b'0'; 65 << 20], None)
+        .await
+        .unwrap();
+    for args in [
+        &["kv-range", "probe:big", "0", "-1"][..],
+        &["kv-range", "probe:big", "-65", "-1"],
+        &["kv-get", "probe:huge"],
+    ] {
+        let out = server.command("probe", args).await.unwrap();
+        assert!(out.contains(r#""code":"invalid""#), "{args:?}: {out}");
+        assert!(out.contains("over 67108864 bytes"), "{args:?}: {out}");
+    }
+    for (args, want) in [
+        (
+            &["kv-range", "probe:big", "2", "17"][..],
+            "16 items, 16777216 bytes",
+        ),
+        (
+            &["kv-range", "probe:big", "-3", "100"],
+            "3 items, 3145728 bytes",
+        ),
+        (&["kv-range", "probe:big", "70", "80"], "0 items, 0 bytes"),
+        (&["kv-range", "probe:none", "0", "-1"], "0 items, 0 bytes"),
+        (&["kv-get", "probe:none"], "0 bytes"),
+    ] {
+        let out = server.command("probe", args).await.unwrap();
+        assert!(out.contains(want), "{args:?}: {out}");
+    }
+    assert_eq!(kv.list_len("probe:big").await.unwrap(), 66);
+    assert_eq!(
+        kv.get("probe:huge").await.unwrap().map(|v| v.len()),
+        Some(65 << 20)
+    );
+    kv.delete("probe:big").await.unwrap();
+    kv.delete("probe:huge").await.unwrap();
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(
+    kv_answers_past_the_limit,
+    kv_answers_past_the_memory_limit_are_refused
 );
 
 /// Bodies being read share a budget (32 MiB for routes that need a role):

@@ -92,6 +92,16 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             }
             ["disk", path] => files::disk_usage(path)
                 .map(|d| format!("free {} total {}", d.free_bytes, d.total_bytes)),
+            ["incr", key] => kv::incr(key, 1).map(|n| format!("now {n}")),
+            ["kv-get", key] => kv::get(key).map(|v| format!("{} bytes", v.map_or(0, |v| v.len()))),
+            ["kv-range", key, start, stop] => {
+                kv::list_range(key, start.parse().unwrap_or(0), stop.parse().unwrap_or(-1)).map(
+                    |items| {
+                        let bytes: usize = items.iter().map(Vec::len).sum();
+                        format!("{} items, {bytes} bytes", items.len())
+                    },
+                )
+            }
             ["kv-delete", key] => kv::delete(key).map(|existed| format!("existed {existed}")),
             ["lock", name] => kv::lock(name, 60_000)
                 .map(|token| if token.is_some() { "held" } else { "busy" }.into()),

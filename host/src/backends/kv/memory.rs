@@ -47,6 +47,13 @@ impl MemoryKv {
         self.with(|m| m.bytes(k).map(|b| b.cloned()))
     }
 
+    pub fn get_within(&self, k: &str, limit: usize) -> Result<Option<Vec<u8>>, KvError> {
+        self.with(|m| match m.bytes(k)? {
+            Some(b) if b.len() > limit => Err(KvError::TooLarge { limit }),
+            b => Ok(b.cloned()),
+        })
+    }
+
     pub fn set(&self, k: String, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
         self.with(|m| {
             m.put(k, Val::Bytes(value.to_vec()), ttl);
@@ -72,9 +79,7 @@ impl MemoryKv {
         self.with(|m| {
             let current = match m.bytes(&k)? {
                 None => 0,
-                Some(b) => std::str::from_utf8(b)
-                    .ok()
-                    .and_then(|s| s.parse::<i64>().ok())
+                Some(b) => redis_integer(b)
                     .ok_or_else(|| KvError::WrongType("value is not an integer".into()))?,
             };
             let next = current
@@ -154,6 +159,33 @@ impl MemoryKv {
         })
     }
 
+    pub fn list_range_within(
+        &self,
+        k: &str,
+        start: i64,
+        stop: i64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, KvError> {
+        self.with(|m| {
+            let Some(list) = m.list(k)? else {
+                return Ok(vec![]);
+            };
+            let Some((a, b)) = span(list.len(), start, stop) else {
+                return Ok(vec![]);
+            };
+            let mut bytes = 0usize;
+            let mut out = Vec::new();
+            for item in list.range(a..=b) {
+                bytes = bytes.saturating_add(item.len());
+                if bytes > limit {
+                    return Err(KvError::TooLarge { limit });
+                }
+                out.push(item.clone());
+            }
+            Ok(out)
+        })
+    }
+
     pub fn list_remove(&self, k: &str, value: &[u8], count: i64) -> Result<u64, KvError> {
         self.with(|m| {
             let Some(list) = m.list(k)? else {
@@ -226,6 +258,20 @@ impl MemoryKv {
 }
 
 /// Redis-style inclusive range (negative from the end) clamped to a length.
+/// An integer as Redis reads one for `INCRBY`: optional `-`, no `+`, no
+/// leading zeros (`"0"` itself aside), within `i64`.
+fn redis_integer(b: &[u8]) -> Option<i64> {
+    let digits = b.strip_prefix(b"-").unwrap_or(b);
+    let canonical = match digits {
+        [b'0'] => b.len() == 1,
+        [b'1'..=b'9', rest @ ..] => rest.iter().all(u8::is_ascii_digit),
+        _ => false,
+    };
+    canonical
+        .then(|| std::str::from_utf8(b).ok()?.parse().ok())
+        .flatten()
+}
+
 fn span(len: usize, start: i64, stop: i64) -> Option<(usize, usize)> {
     let len = len as i64;
     let norm = |i: i64| if i < 0 { len + i } else { i };

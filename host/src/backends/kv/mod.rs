@@ -31,6 +31,9 @@ pub enum KvError {
     Unavailable,
     #[error("{0}")]
     WrongType(String),
+    /// The answer would be over the caller's byte limit; nothing was read.
+    #[error("the answer is over {limit} bytes")]
+    TooLarge { limit: usize },
 }
 
 pub struct Kv {
@@ -78,6 +81,16 @@ impl Kv {
         match &self.backend {
             Backend::Redis(r) => r.get(k).await,
             Backend::Memory(m) => m.get(&k),
+        }
+    }
+
+    /// Like [`Kv::get`] for a plugin: a value over `limit` bytes (its memory
+    /// limit) is refused before any of it reaches the host.
+    pub async fn get_within(&self, key: &str, limit: usize) -> Result<Option<Vec<u8>>, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.get_within(k, limit).await,
+            Backend::Memory(m) => m.get_within(&k, limit),
         }
     }
 
@@ -174,6 +187,23 @@ impl Kv {
         }
     }
 
+    /// Like [`Kv::list_range`] for a plugin: elements past `limit` bytes in
+    /// all (its memory limit) refuse the whole range, and the host holds at
+    /// most that much of it. One atomic read, as `LRANGE` is.
+    pub async fn list_range_within(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.list_range_within(k, start, stop, limit).await,
+            Backend::Memory(m) => m.list_range_within(&k, start, stop, limit),
+        }
+    }
+
     /// Removes up to `count` occurrences of `value` from a list (0: all).
     pub async fn list_remove(&self, key: &str, value: &[u8], count: i64) -> Result<u64, KvError> {
         let k = self.key(key);
@@ -213,11 +243,19 @@ impl Kv {
 
     /// Takes a lock; returns its token when acquired.
     pub async fn lock(&self, name: &str, ttl: Duration) -> Result<Option<String>, KvError> {
-        let token = uuid::Uuid::new_v4().to_string();
-        Ok(self
-            .set_nx(&lock_key(name), token.as_bytes(), ttl)
-            .await?
-            .then_some(token))
+        let token = Self::lock_token();
+        Ok(self.lock_as(name, &token, ttl).await?.then_some(token))
+    }
+
+    /// A fresh token for [`Kv::lock_as`].
+    pub fn lock_token() -> String {
+        uuid::Uuid::new_v4().to_string()
+    }
+
+    /// Takes a lock with a token the caller chose (and could record before
+    /// asking, in case the reply is lost); true when acquired.
+    pub async fn lock_as(&self, name: &str, token: &str, ttl: Duration) -> Result<bool, KvError> {
+        self.set_nx(&lock_key(name), token.as_bytes(), ttl).await
     }
 
     /// Releases a lock if `token` still holds it.

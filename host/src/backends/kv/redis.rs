@@ -12,11 +12,47 @@ const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return red
 /// Removes one `ARGV[1]` from list `KEYS[1]` and, only if it was there,
 /// pushes `ARGV[2]` onto list `KEYS[2]`.
 const REPLACE: &str = r#"if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then redis.call("LPUSH", KEYS[2], ARGV[2]) return 1 else return 0 end"#;
+/// `GET` refused with `TOOLARGE` when the value is over `ARGV[1]` bytes.
+const GET_WITHIN: &str = r#"local n = redis.call("STRLEN", KEYS[1])
+if n > tonumber(ARGV[1]) then return redis.error_reply("TOOLARGE " .. n) end
+return redis.call("GET", KEYS[1])"#;
+/// `LRANGE KEYS[1] ARGV[1] ARGV[2]` read 128 elements at a time inside one
+/// script (so as atomic as `LRANGE`), refused with `TOOLARGE` once the
+/// elements add up to more than `ARGV[3]` bytes: the host never receives
+/// more than that.
+const RANGE_WITHIN: &str = r#"local len = redis.call("LLEN", KEYS[1])
+local first, last, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if first < 0 then first = math.max(len + first, 0) end
+if last < 0 then last = len + last end
+if last >= len then last = len - 1 end
+local out, bytes = {}, 0
+while first <= last do
+  for _, v in ipairs(redis.call("LRANGE", KEYS[1], first, math.min(first + 127, last))) do
+    bytes = bytes + #v
+    if bytes > limit then return redis.error_reply("TOOLARGE " .. bytes) end
+    out[#out + 1] = v
+  end
+  first = first + 128
+end
+return out"#;
 const UNLOCK: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) else return 0 end"#;
 
 impl From<redis::RedisError> for KvError {
     fn from(e: redis::RedisError) -> Self {
-        if e.kind() == redis::ErrorKind::TypeError || e.code() == Some("WRONGTYPE") {
+        if e.code() == Some("TOOLARGE") {
+            // Only the `*_within` calls raise it; they put the limit back.
+            KvError::TooLarge { limit: 0 }
+        } else if e.kind() == redis::ErrorKind::ResponseError
+            && e.detail().is_some_and(|d| d.contains("not an integer"))
+        {
+            // INCR on a value that is not an integer: the plugin's mistake,
+            // not an outage, and worded as the in-process kv words it.
+            KvError::WrongType("value is not an integer".into())
+        } else if e.kind() == redis::ErrorKind::ResponseError
+            && e.detail().is_some_and(|d| d.contains("would overflow"))
+        {
+            KvError::WrongType("increment would overflow".into())
+        } else if e.kind() == redis::ErrorKind::TypeError || e.code() == Some("WRONGTYPE") {
             KvError::WrongType("operation against a key holding the wrong kind of value".into())
         } else {
             tracing::warn!(error = %e, "redis call failed");
@@ -37,6 +73,14 @@ fn reconnect_policy() -> ConnectionManagerConfig {
         .set_factor(2)
         .set_exponent_base(2)
         .set_max_delay(250)
+}
+
+/// Puts the caller's limit into a `TOOLARGE` refusal.
+fn within<T>(limit: usize, r: Result<T, KvError>) -> Result<T, KvError> {
+    r.map_err(|e| match e {
+        KvError::TooLarge { .. } => KvError::TooLarge { limit },
+        e => e,
+    })
 }
 
 pub struct RedisKv {
@@ -82,6 +126,19 @@ impl RedisKv {
 
     pub async fn get(&self, k: String) -> Result<Option<Vec<u8>>, KvError> {
         call!(self, |c| c.get(k).await)
+    }
+
+    pub async fn get_within(&self, k: String, limit: usize) -> Result<Option<Vec<u8>>, KvError> {
+        within(
+            limit,
+            call!(self, |c| {
+                redis::Script::new(GET_WITHIN)
+                    .key(&k)
+                    .arg(limit)
+                    .invoke_async(&mut c)
+                    .await
+            }),
+        )
     }
 
     pub async fn set(&self, k: String, value: &[u8], ttl: Option<Duration>) -> Result<(), KvError> {
@@ -143,6 +200,27 @@ impl RedisKv {
         stop: i64,
     ) -> Result<Vec<Vec<u8>>, KvError> {
         call!(self, |c| c.lrange(k, start as isize, stop as isize).await)
+    }
+
+    pub async fn list_range_within(
+        &self,
+        k: String,
+        start: i64,
+        stop: i64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, KvError> {
+        within(
+            limit,
+            call!(self, |c| {
+                redis::Script::new(RANGE_WITHIN)
+                    .key(&k)
+                    .arg(start)
+                    .arg(stop)
+                    .arg(limit)
+                    .invoke_async(&mut c)
+                    .await
+            }),
+        )
     }
 
     pub async fn list_remove(&self, k: String, value: &[u8], count: i64) -> Result<u64, KvError> {
