@@ -123,8 +123,8 @@ pub async fn dead_letters(kv: &Kv, queue: &str, limit: u32) -> Result<Vec<Job>, 
 
 /// Moves dead letter `id` back onto its queue with a fresh attempt count and
 /// returns it as it was dead-lettered; `None` when there is no such dead
-/// letter. Removing it first makes two concurrent replays of one id enqueue
-/// it once: only one removal wins.
+/// letter. The move is one atomic step, so two concurrent replays of one id
+/// enqueue it once: only one removal wins.
 pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, EnqueueError> {
     let key = dead_letter_key(queue);
     let raw = kv
@@ -137,25 +137,20 @@ pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, Enque
     }) else {
         return Ok(None);
     };
-    let removed = kv
-        .list_remove(&key, &entry, 1)
-        .await
-        .map_err(|_| EnqueueError::Unavailable)?;
-    if removed == 0 {
-        return Ok(None);
-    }
     let job = Job {
         attempts: 0,
         dead_at: None,
         not_before_ms: None,
         ..dead.clone()
     };
-    if let Err(e) = push(kv, &job).await {
-        // Put it back rather than lose it; the caller sees the failure.
-        if kv.list_push(&key, &[entry]).await.is_err() {
-            tracing::error!(queue, job = %job.id, payload = %job.payload, "replayed job lost: could neither re-queue nor restore it");
-        }
-        return Err(e);
+    // One atomic step: a caller cut off mid-call (a plugin's timeout) or a
+    // lost reply leaves the job in one list or the other, never in neither.
+    let moved = kv
+        .list_replace(&key, &entry, &queue_key(&job.queue), &job.entry())
+        .await
+        .map_err(|_| EnqueueError::Unavailable)?;
+    if !moved {
+        return Ok(None);
     }
     Ok(Some(dead))
 }
