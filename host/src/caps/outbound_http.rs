@@ -59,6 +59,11 @@ impl wit::Host for StoreState {
                 url.port_or_known_default().unwrap_or(0)
             ))
         };
+        let timeout = request
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()))
+            .unwrap_or(MAX_TIMEOUT)
+            .min(MAX_TIMEOUT);
         let client = match is_allowed(&plugin.grants.http, &url) {
             None => return Err(denied(String::new())),
             Some(Allowed::Origin) => &self.call.services.http,
@@ -66,19 +71,23 @@ impl wit::Host for StoreState {
                 let host = url.host_str().unwrap_or("");
                 let host = host.trim_start_matches('[').trim_end_matches(']');
                 let port = url.port_or_known_default().unwrap_or(0);
-                if let Err(why) = public_dns::resolve_public(host, port).await {
-                    return Err(denied(format!(": {why}")));
+                // The check's lookup counts against the request's time too:
+                // a nameserver that never answers must not hold the call.
+                match tokio::time::timeout(timeout, public_dns::resolve_public(host, port)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(why)) => return Err(denied(format!(": {why}"))),
+                    Err(_) => {
+                        return Err(WitError::new(
+                            ErrorCode::Unavailable,
+                            format!("resolving \"{host}\" took longer than {timeout:?}"),
+                        ));
+                    }
                 }
                 &self.call.services.public_http
             }
         };
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| WitError::invalid(format!("bad method \"{}\"", request.method)))?;
-        let timeout = request
-            .timeout_ms
-            .map(|ms| Duration::from_millis(ms.into()))
-            .unwrap_or(MAX_TIMEOUT)
-            .min(MAX_TIMEOUT);
         let mut req = client.request(method, url.clone()).timeout(timeout);
         for (k, v) in &request.headers {
             req = req.header(k, v);
