@@ -99,7 +99,10 @@ impl Mailer {
     }
 
     /// Sends a message; returns its Message-ID.
-    pub async fn send(&self, mail: &OutgoingMail) -> Result<String, MailError> {
+    /// Takes the message by value: its bodies and attachments move into the
+    /// built message rather than being copied (a 20 MiB attachment is not
+    /// held twice).
+    pub async fn send(&self, mail: OutgoingMail) -> Result<String, MailError> {
         let from = match self {
             Mailer::Smtp { from, .. } | Mailer::Outbox { from, .. } => from.clone(),
         };
@@ -117,15 +120,21 @@ impl Mailer {
                 transport, host, ..
             } => match tokio::time::timeout(MAIL_TIMEOUT, transport.send(message)).await {
                 Ok(Ok(_)) => Ok(message_id),
+                // The server's reply (which can quote credentials' fate or
+                // addresses) and its name stay in the host's log.
                 Ok(Err(e)) => {
                     tracing::warn!(smtp = %host, error = %e, "smtp send failed");
+                    Err(MailError::Unavailable(
+                        "the mail server refused the message or failed (details in the host log)"
+                            .into(),
+                    ))
+                }
+                Err(_) => {
+                    tracing::warn!(smtp = %host, timeout = ?MAIL_TIMEOUT, "smtp send timed out");
                     Err(MailError::Unavailable(format!(
-                        "smtp server {host} refused or failed: {e}"
+                        "the mail server did not answer within {MAIL_TIMEOUT:?}"
                     )))
                 }
-                Err(_) => Err(MailError::Unavailable(format!(
-                    "smtp server {host} timed out"
-                ))),
             },
             Mailer::Outbox { dir, .. } => {
                 let name = format!(
@@ -169,7 +178,7 @@ fn mailbox(addr: &str) -> Result<Mailbox, MailError> {
         .map_err(|e| MailError::Invalid(format!("bad address \"{addr}\": {e}")))
 }
 
-fn build(mail: &OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message, MailError> {
+fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message, MailError> {
     if mail.to.is_empty() {
         return Err(MailError::Invalid(
             "a message needs at least one recipient".into(),
@@ -177,7 +186,7 @@ fn build(mail: &OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message
     }
     let mut b = Message::builder()
         .from(from)
-        .subject(mail.subject.clone())
+        .subject(mail.subject)
         .message_id(Some(message_id.to_string()))
         // Machine-sent (RFC 3834): out-of-office replies stay quiet.
         .header(AutoSubmitted);
@@ -187,19 +196,19 @@ fn build(mail: &OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message
     for cc in &mail.cc {
         b = b.cc(mailbox(cc)?);
     }
-    let body = match &mail.html {
-        Some(html) => MultiPart::alternative_plain_html(mail.text.clone(), html.clone()),
-        None => MultiPart::mixed().singlepart(SinglePart::plain(mail.text.clone())),
+    let body = match mail.html {
+        Some(html) => MultiPart::alternative_plain_html(mail.text, html),
+        None => MultiPart::mixed().singlepart(SinglePart::plain(mail.text)),
     };
     let body = if mail.attachments.is_empty() {
         body
     } else {
         let mut mixed = MultiPart::mixed().multipart(body);
-        for a in &mail.attachments {
+        for a in mail.attachments {
             let ct = ContentType::parse(&a.content_type).map_err(|_| {
                 MailError::Invalid(format!("bad content type \"{}\"", a.content_type))
             })?;
-            mixed = mixed.singlepart(Attachment::new(a.filename.clone()).body(a.data.clone(), ct));
+            mixed = mixed.singlepart(Attachment::new(a.filename).body(a.data, ct));
         }
         mixed
     };

@@ -18,12 +18,20 @@ impl wit::Host for StoreState {
                 plugin.name
             )));
         }
-        let size = message.text.len()
+        // Every part the host holds a copy of, headers included.
+        let size = message.subject.len()
+            + message
+                .to
+                .iter()
+                .chain(&message.cc)
+                .map(String::len)
+                .sum::<usize>()
+            + message.text.len()
             + message.html.as_ref().map_or(0, String::len)
             + message
                 .attachments
                 .iter()
-                .map(|a| a.data.len())
+                .map(|a| a.data.len() + a.filename.len() + a.content_type.len())
                 .sum::<usize>();
         if size > MAX_MESSAGE {
             return Err(WitError::invalid(format!(
@@ -46,17 +54,18 @@ impl wit::Host for StoreState {
                 })
                 .collect(),
         };
+        let recipients = mail.to.len() + mail.cc.len();
         let id = self
             .call
             .services
             .mail
-            .send(&mail)
+            .send(mail)
             .await
             .map_err(|e| match e {
                 MailError::Invalid(m) => WitError::new(ErrorCode::Invalid, m),
                 MailError::Unavailable(m) => WitError::new(ErrorCode::Unavailable, m),
             })?;
-        tracing::info!(plugin = %plugin.name, request_id = %self.call.request_id, message_id = %id, recipients = mail.to.len() + mail.cc.len(), "mail sent");
+        tracing::info!(plugin = %plugin.name, request_id = %self.call.request_id, message_id = %id, recipients, "mail sent");
         Ok(id)
     }
 }
