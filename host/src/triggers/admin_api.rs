@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 
-use super::http::{AppState, authorize, error_envelope, request_id};
+use super::http::{AppState, authorize, error_envelope, private, request_id};
 use crate::backends::db::Value;
 use crate::manifest::Role;
 
@@ -21,8 +21,10 @@ const LATEST: &str = "SELECT id, at, actor, action, target, tenant, request_id, 
 pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = request_id(&headers);
     match authorize(&state.runtime, &headers, Some(Role::Admin), &request_id).await {
-        Ok(Some(p)) => axum::Json(json!({"ok": true, "data": {"name": p.name, "role": p.role}}))
-            .into_response(),
+        Ok(Some(p)) => private(
+            axum::Json(json!({"ok": true, "data": {"name": p.name, "role": p.role}}))
+                .into_response(),
+        ),
         Ok(None) => error_envelope(403, "forbidden"),
         Err(denied) => denied,
     }
@@ -76,12 +78,14 @@ pub async fn audit(
         Some((id, why)) => (json!(id), json!(why)),
         None => (Json::Null, Json::Null),
     };
-    axum::Json(json!({"ok": true, "data": {
-        "records": records,
-        "chain": {"ok": chain.broken_at.is_none(), "checked": chain.records,
-                  "broken_at": broken_at, "reason": reason},
-    }}))
-    .into_response()
+    private(
+        axum::Json(json!({"ok": true, "data": {
+            "records": records,
+            "chain": {"ok": chain.broken_at.is_none(), "checked": chain.records,
+                      "broken_at": broken_at, "reason": reason},
+        }}))
+        .into_response(),
+    )
 }
 
 fn to_json(value: &Value) -> Json {

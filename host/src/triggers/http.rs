@@ -6,6 +6,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
+use axum::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
@@ -38,17 +39,38 @@ pub const CSP_REPORT_ONLY_HTTPS: &str =
 /// Names the `report-to` group of [`CSP_REPORT_ONLY_HTTPS`].
 pub const REPORTING_ENDPOINTS: &str = "csp-endpoint=\"/csp/report\"";
 
-/// `{"ok": false, "error": {"code": N, "message": "..."}}` with status N.
+/// `{"ok": false, "error": {"code": N, "message": "..."}}` with status N;
+/// never cached, since it answers one request.
 pub fn error_envelope(status: u16, message: &str) -> Response {
     let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body =
         serde_json::json!({"ok": false, "error": {"code": code.as_u16(), "message": message}});
-    (
-        code,
-        [("content-type", "application/json")],
-        body.to_string(),
+    private(
+        (
+            code,
+            [("content-type", "application/json")],
+            body.to_string(),
+        )
+            .into_response(),
     )
-        .into_response()
+}
+
+/// An answer for an operator (a route that needs a role, or an error): no
+/// browser or proxy keeps a copy, and none reads it as another type. What
+/// the response already says is left alone.
+pub(crate) fn private(mut response: Response) -> Response {
+    let h = response.headers_mut();
+    h.entry(CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    not_sniffed(h);
+    response
+}
+
+/// Browsers take the content type as given (a JSON answer quoting a path
+/// is never run as a page).
+fn not_sniffed(h: &mut HeaderMap) {
+    h.entry(X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
 }
 
 pub fn forbidden() -> Response {
@@ -277,7 +299,7 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
     } else {
         StatusCode::OK
     };
-    (status, axum::Json(report.envelope())).into_response()
+    private((status, axum::Json(report.envelope())).into_response())
 }
 
 /// `GET /metrics` (role `admin`): the Prometheus text of the process.
@@ -301,21 +323,26 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         let dead = kv
             .list_len(&crate::backends::queue::dead_letter_key(&q.name))
             .await;
-        m.queue_depth
-            .get_or_create(&labels)
-            .set(depth.unwrap_or(0) as i64);
-        m.dead_letters
-            .get_or_create(&labels)
-            .set(dead.unwrap_or(0) as i64);
+        // A length kv could not give is left out rather than shown as an
+        // empty queue: a scrape during a Redis outage must not look healthy.
+        for (family, len) in [(&m.queue_depth, depth), (&m.dead_letters, dead)] {
+            if let Ok(n) = len {
+                family.get_or_create(&labels).set(n as i64);
+            } else {
+                family.remove(&labels);
+            }
+        }
     }
-    (
-        [(
-            "content-type",
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        m.render(),
+    private(
+        (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            m.render(),
+        )
+            .into_response(),
     )
-        .into_response()
 }
 
 /// The caller's principal when the route needs a role; the exact 403
@@ -591,6 +618,9 @@ async fn dispatch(
         }),
     };
     let mut response = match outcome {
+        Ok(out) if target.role.is_some() => {
+            private(plugin_response(out.status, out.headers, out.body, https))
+        }
         Ok(out) => plugin_response(out.status, out.headers, out.body, https),
         Err(InvokeError::Failed { status, message }) => error_envelope(status, &message),
         Err(InvokeError::Busy(_)) => busy(),
@@ -653,6 +683,7 @@ fn plugin_response(
             map.append(name, value);
         }
     }
+    not_sniffed(map);
     let is_html = map
         .get("content-type")
         .and_then(|v| v.to_str().ok())

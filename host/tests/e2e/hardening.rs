@@ -435,6 +435,14 @@ async fn backends_come_back_after_an_outage() {
         resp.status().as_u16()
     };
     assert_eq!(ready().await, 200);
+    let token = admin_token(&server).await;
+    let depth = r#"neo_ops_queue_depth{queue="jobs"}"#;
+    let metrics = || async {
+        let (status, body) = server.get("/metrics", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    assert!(metrics().await.contains(depth));
     for proxy in [&redis, &pg] {
         proxy.set_up(false);
         let went_down = Instant::now();
@@ -444,6 +452,12 @@ async fn backends_come_back_after_an_outage() {
                 "readyz never noticed"
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if std::ptr::eq(proxy, &redis) {
+            // A queue's length Redis cannot give is left out of /metrics,
+            // not shown as an empty queue.
+            let body = metrics().await;
+            assert!(!body.contains(depth), "{body}");
         }
         if std::ptr::eq(proxy, &pg) {
             // Meanwhile a public route that needs the database answers at
@@ -471,6 +485,7 @@ async fn backends_come_back_after_an_outage() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    assert!(metrics().await.contains(depth), "the queue's depth is back");
     // kv works again through the reconnected client.
     let out = server
         .command("probe", &["kv", "probe:after"])
@@ -1116,5 +1131,39 @@ async fn made_up_tokens_are_refused_without_the_database() {
     let (code, body) = status(token.clone()).await;
     assert_eq!((code, body.as_str()), (403, FORBIDDEN), "revoked");
     assert_eq!(status(newer).await.0, 200);
+    server.stop().await.unwrap();
+}
+
+/// Answers for an operator (role routes, host admin routes, every error)
+/// are never stored by a browser or proxy; every answer tells browsers not
+/// to sniff its type; a public plugin answer keeps its own caching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = start(&dep, 8, Duration::from_millis(500)).await;
+    let token = admin_token(&server).await;
+    for (path, auth, status, cache) in [
+        ("/admin/probe?c=db&t=master", true, 200, Some("no-store")),
+        ("/api/admin/whoami", true, 200, Some("no-store")),
+        ("/api/admin/audit", true, 200, Some("no-store")),
+        ("/metrics", true, 200, Some("no-store")),
+        ("/admin/probe?c=db&t=master", false, 403, Some("no-store")),
+        ("/no/such/route", false, 404, Some("no-store")),
+        ("/public/probe?c=db&t=master", false, 200, None),
+    ] {
+        let mut req = server.http.get(server.url(path));
+        if auth {
+            req = req.bearer_auth(&token);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(
+            h.get("cache-control").map(|v| v.to_str().unwrap()),
+            cache,
+            "{path}"
+        );
+    }
     server.stop().await.unwrap();
 }
