@@ -19,8 +19,19 @@ const POLL: Duration = Duration::from_secs(1);
 /// writing a component, an editor saving the manifest).
 const SETTLE: Duration = Duration::from_millis(300);
 
-/// What the files looked like: path, modification time, length.
-type Fingerprint = Vec<(PathBuf, Option<SystemTime>, u64)>;
+/// What the files looked like.
+type Fingerprint = Vec<(PathBuf, Stamp)>;
+
+/// One file's modification time and length and, on Unix, its inode and
+/// status-change time: a copy that keeps the old modification time and
+/// length (`cp -p`, `rsync -t`, an unpacked archive) still changes those.
+#[derive(PartialEq)]
+struct Stamp {
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+    changed: (i64, i64),
+}
 
 fn fingerprint(manifest: &Path, components: &[PathBuf]) -> Fingerprint {
     std::iter::once(manifest)
@@ -29,13 +40,23 @@ fn fingerprint(manifest: &Path, components: &[PathBuf]) -> Fingerprint {
         .collect()
 }
 
-fn stat(path: &Path) -> (PathBuf, Option<SystemTime>, u64) {
+fn stat(path: &Path) -> (PathBuf, Stamp) {
     let meta = std::fs::metadata(path).ok();
-    (
-        path.to_path_buf(),
-        meta.as_ref().and_then(|m| m.modified().ok()),
-        meta.map_or(0, |m| m.len()),
-    )
+    #[cfg(unix)]
+    let (inode, changed) = {
+        use std::os::unix::fs::MetadataExt;
+        meta.as_ref()
+            .map_or((0, (0, 0)), |m| (m.ino(), (m.ctime(), m.ctime_nsec())))
+    };
+    #[cfg(not(unix))]
+    let (inode, changed) = (0, (0, 0));
+    let stamp = Stamp {
+        modified: meta.as_ref().and_then(|m| m.modified().ok()),
+        len: meta.map_or(0, |m| m.len()),
+        inode,
+        changed,
+    };
+    (path.to_path_buf(), stamp)
 }
 
 pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: CancellationToken) {

@@ -510,3 +510,44 @@ async fn a_long_job_on_one_queue_holds_up_no_other_after_a_reload() {
     }
     server.stop().await;
 }
+
+/// A manifest replaced by one of the same length with its old modification
+/// time kept (`cp -p`, `rsync -t`, an unpacked archive) is still picked up:
+/// its inode and status-change time moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_copy_that_keeps_length_and_mtime_is_still_reloaded() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let body = |path: &str| {
+        format!(
+            "[plugins.status-page]\ncomponent = \"status_page.wasm\"\nroutes = [{{ method = \"GET\", path = \"{path}\" }}]\ngrants = {{ db = [\"master\"] }}\n"
+        )
+    };
+    let manifest = dep.manifest(&body("/status.json"));
+    let server = Watched::ready(&dep, &manifest).await;
+    let (status, _) = server.get("/status.json").await;
+    assert_eq!(status, 200);
+    let modified = std::fs::metadata(&manifest).unwrap().modified().unwrap();
+    let copy = manifest.with_extension("copy");
+    std::fs::write(&copy, body("/statuz.json")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    std::fs::rename(&copy, &manifest).unwrap();
+    let meta = std::fs::metadata(&manifest).unwrap();
+    assert_eq!(meta.modified().unwrap(), modified);
+    assert_eq!(meta.len() as usize, body("/status.json").len());
+    server
+        .until(
+            "/statuz.json",
+            Duration::from_secs(30),
+            "the copied manifest loads",
+            |s, _| s == 200,
+        )
+        .await;
+    let (status, _) = server.get("/status.json").await;
+    assert_eq!(status, 404, "the old route went with the old set");
+    server.stop().await;
+}
