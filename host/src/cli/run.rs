@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use super::{Cli, PreflightArgs, connect, load_manifest};
-use crate::runtime::{InvokeError, Runtime};
+use crate::runtime::Runtime;
 use crate::triggers;
 
 /// Runs a plugin's command, or, for a check plugin, that one check.
@@ -51,12 +51,24 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
                 ExitCode::SUCCESS
             })
         }
-        Err(InvokeError::Failed { message, .. }) => {
-            eprintln!("error: {message}");
-            Ok(ExitCode::FAILURE)
-        }
         Err(e) => {
-            eprintln!("error: {e}");
+            // `Failed` shows the plugin's own message; the rest say which
+            // plugin and why.
+            let message = e.to_string();
+            eprintln!("error: {message}");
+            // A script reading `--json` output gets the failure as JSON
+            // too: the envelope HTTP callers get, with the same status.
+            if args
+                .iter()
+                .take_while(|a| *a != "--")
+                .any(|a| a == "--json")
+            {
+                let envelope = serde_json::json!({
+                    "ok": false,
+                    "error": {"code": e.status(), "message": message},
+                });
+                println!("{envelope}");
+            }
             Ok(ExitCode::FAILURE)
         }
     }

@@ -528,6 +528,33 @@ grants = { db = ["master"] }
     assert_eq!(o.code, Some(1), "{}", o.stdout);
 }
 
+/// A failed run prints `error: …` on stderr; with `--json` it also prints
+/// the error envelope HTTP callers get on stdout, so a script piping the
+/// output into `jq` sees the failure.
+#[test]
+fn a_failed_run_with_json_prints_the_envelope() {
+    let cli = support::Cli::new(
+        r#"
+[plugins.owner-digest]
+component = "owner_digest.wasm"
+command = true
+grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true }
+"#,
+    );
+    let o = cli.run(&["run", "owner-digest", "--tenant", "nope"]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert!(o.stdout.is_empty(), "{}", o.stdout);
+    assert_eq!(o.stderr.trim(), "error: tenant \"nope\" not found");
+    let o = cli.run(&["run", "owner-digest", "--tenant", "nope", "--json"]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    assert_eq!(o.stderr.trim(), "error: tenant \"nope\" not found");
+    let envelope: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        envelope,
+        serde_json::json!({"ok": false, "error": {"code": 404, "message": "tenant \"nope\" not found"}})
+    );
+}
+
 /// `queue push` refuses what would be lost or never consumed: a queue no
 /// plugin consumes, a payload that is not JSON, and (without Redis) any job,
 /// since the in-process kv ends with the command. Exit 1, naming the problem.
