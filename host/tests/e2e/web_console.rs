@@ -189,6 +189,24 @@ async fn on_call_console_in_a_real_browser() {
     // Reports from a POS page (not from the console): two copies of one
     // violation and one with a very long URL, for the grouped view.
     let long = format!("https://cdn.example.net/{}.js?token=abc", "x".repeat(300));
+    // First, a hostile one whose fields are objects a script cannot make a
+    // string of: the view must still load.
+    let hostile = serde_json::json!({"csp-report": {
+        "document-uri": "https://pos.example.com/hostile",
+        "blocked-uri": {"toString": 1, "valueOf": 1},
+        "effective-directive": {"toString": 1, "valueOf": 1},
+    }});
+    let resp = server
+        .http
+        .post(server.url("/csp/report"))
+        .header("content-type", "application/csp-report")
+        .body(hostile.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
+    // Seen strictly before the others (times are kept to the millisecond).
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     for blocked in [
         "https://ads.example.com/t.js",
         "https://ads.example.com/t.js",
@@ -279,6 +297,7 @@ async fn on_call_console_in_a_real_browser() {
                 "2",
                 "https://ads.example.com/t.js"
             ],
+            ["", "(none)", "1", ""],
         ]),
         "newest first"
     );
@@ -354,7 +373,7 @@ async fn on_call_console_in_a_real_browser() {
     dark.screenshot("console-audit-1280-dark.png").await;
     dark.close().await;
 
-    // The console's own pages raised no CSP violation: only the three
+    // The console's own pages raised no CSP violation: only the four
     // reports posted above are there.
     let (code, body) = server.get("/admin/csp/reports", Some(&admin)).await;
     assert_eq!(code, 200, "{body}");
@@ -375,7 +394,8 @@ async fn on_call_console_in_a_real_browser() {
         counts,
         [
             ("https://pos.example.com/orders", 1),
-            ("https://pos.example.com/orders", 2)
+            ("https://pos.example.com/orders", 2),
+            ("https://pos.example.com/hostile", 1)
         ],
         "{body}"
     );

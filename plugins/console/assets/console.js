@@ -254,10 +254,14 @@ function table(headings, rows, wideOnly = []) {
 // Dead letters, per queue type, with replay.
 async function loadDeadLetters() {
   const out = $("dlq-results");
-  const data = await api("GET", "/api/admin/dlq?type=" + dlqType);
+  // The type this list is for: the buttons replay on it even if the tab
+  // changes, and an answer for a tab no longer shown is dropped.
+  const type = dlqType;
+  const data = await api("GET", "/api/admin/dlq?type=" + type);
+  if (type !== dlqType) return;
   const letters = data.dead_letters || [];
   if (letters.length === 0) {
-    out.replaceChildren(el("p", { class: "muted", text: "No " + dlqType + " dead letters." }));
+    out.replaceChildren(el("p", { class: "muted", text: "No " + type + " dead letters." }));
     return;
   }
   out.replaceChildren(...letters.map((d) => {
@@ -266,9 +270,9 @@ async function loadDeadLetters() {
       type: "button",
       text: "Replay",
       onclick: async () => {
-        if (!(await confirmAction("Replay " + dlqType + " dead letter " + d.id + " for tenant " + (d.tenant || "(none)") + "?"))) return;
+        if (!(await confirmAction("Replay " + type + " dead letter " + d.id + " for tenant " + (d.tenant || "(none)") + "?"))) return;
         try {
-          const r = await api("POST", "/api/admin/dlq/replay?type=" + dlqType, { id: d.id });
+          const r = await api("POST", "/api/admin/dlq/replay?type=" + type, { id: d.id });
           outcome.className = "outcome";
           outcome.textContent = r.requeued ? "Requeued." : "Not requeued.";
           replay.disabled = true;
@@ -289,10 +293,12 @@ function fields(entry) {
   let r = entry.report || {};
   if (entry.kind === "overflow") r = r.first || {};
   const b = r["csp-report"] || r.body || {};
+  // Reports come from anyone: only a string counts as a field's value.
+  const text = (...keys) => keys.map((k) => b[k]).find((v) => typeof v === "string") || "";
   return {
-    directive: b["effective-directive"] || b.effectiveDirective || b["violated-directive"] || "",
-    blocked: b["blocked-uri"] || b.blockedURL || "",
-    document: b["document-uri"] || b.documentURL || "",
+    directive: text("effective-directive", "effectiveDirective", "violated-directive"),
+    blocked: text("blocked-uri", "blockedURL"),
+    document: text("document-uri", "documentURL"),
   };
 }
 
