@@ -178,6 +178,17 @@ async fn keeps_newest_500_redacted(backend: Backend) {
     }
     assert_eq!(legacy["effective-directive"], "script-src-elem");
 
+    // A copy of a report pushed out of the newest 500 is listed again, on
+    // top, not only counted against an entry no longer shown.
+    let (content_type, body) = report(1);
+    assert_eq!(
+        post(&server, content_type, body).await.status().as_u16(),
+        204
+    );
+    let (_, reports) = listing(&server, &admin).await;
+    assert_eq!((number(&reports[0]), &reports[0]["count"]), (1, &json!(1)));
+    assert_eq!(number(&reports[1]), 600);
+
     // Kept for 24 hours from the last write, trimmed to 500.
     let key = "csp:reports";
     let kv = &server.services.kv;

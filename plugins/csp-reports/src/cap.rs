@@ -7,6 +7,8 @@ use neo_ops_sdk::serde_json::{Map, Value as Json};
 
 /// Longest string kept in a stored report (URLs, policies).
 pub const MAX_FIELD_CHARS: usize = 512;
+/// A summary field's length when the summary alone is still too large.
+const SHORT_FIELD_CHARS: usize = 96;
 /// `script-sample` / `sample`: browsers send at most 40 characters.
 const MAX_SAMPLE_CHARS: usize = 64;
 /// Largest stored entry, serialized.
@@ -37,9 +39,47 @@ const SUMMARY_KEYS: &[&str] = &[
 
 /// Caps one report (the whole `{"csp-report": …}` or Reporting API item).
 pub fn report(value: &mut Json) {
+    let over = |v: &Json| v.to_string().len() > MAX_ENTRY_BYTES;
     cap(value, 0);
-    if value.to_string().len() > MAX_ENTRY_BYTES {
+    if over(value) {
         summarize(value);
+    }
+    // Seventeen summary fields of 512 characters (more once escaped) can
+    // still be over: cut them shorter, and past that keep only a marker, so
+    // no report is ever stored over the cap.
+    if over(value) {
+        shorten(value);
+    }
+    if over(value) {
+        *value = match value {
+            Json::Object(map) if map.contains_key("csp-report") => {
+                neo_ops_sdk::serde_json::json!({"csp-report": {"truncated": true}})
+            }
+            _ => neo_ops_sdk::serde_json::json!({"body": {"truncated": true}}),
+        };
+    }
+}
+
+/// What a summarised report keeps, cut shorter still: each string to
+/// [`SHORT_FIELD_CHARS`], anything nested to a marker.
+fn shorten(value: &mut Json) {
+    let Json::Object(map) = value else { return };
+    for (key, v) in map.iter_mut() {
+        match v {
+            Json::Object(body) if key == "csp-report" || key == "body" => {
+                for field in body.values_mut() {
+                    match field {
+                        Json::String(s) => truncate(s, SHORT_FIELD_CHARS),
+                        Json::Object(_) | Json::Array(_) => {
+                            *field = Json::String("[dropped]".into())
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Json::String(s) => truncate(s, SHORT_FIELD_CHARS),
+            _ => {}
+        }
     }
 }
 
@@ -85,7 +125,10 @@ fn summarize(value: &mut Json) {
         }
     };
     match value {
-        Json::Object(map) if map.contains_key("csp-report") => keep(&mut map["csp-report"]),
+        Json::Object(map) if map.contains_key("csp-report") => {
+            map.retain(|k, _| k == "csp-report");
+            keep(&mut map["csp-report"]);
+        }
         Json::Object(map) => {
             map.retain(|k, _| matches!(k.as_str(), "type" | "url" | "age" | "body"));
             if let Some(body) = map.get_mut("body") {
@@ -153,6 +196,42 @@ mod tests {
         );
         assert_eq!(r["type"], "csp-violation");
         assert_eq!(r["body"]["truncated"], true);
+        // Keys beside `csp-report` go, and summary fields that are still
+        // too large together are cut shorter: the cap always holds.
+        let mut body: Map<String, Json> = SUMMARY_KEYS
+            .iter()
+            .map(|k| (k.to_string(), json!("\u{1}".repeat(600))))
+            .collect();
+        body.insert("effective-directive".into(), json!({"toString": 1}));
+        let mut wide = Map::new();
+        wide.insert("csp-report".into(), Json::Object(body));
+        for i in 0..31 {
+            wide.insert(
+                format!("k{i}"),
+                json!({"a": "v".repeat(500), "b": "w".repeat(500)}),
+            );
+        }
+        let mut r = Json::Object(wide);
+        report(&mut r);
+        assert!(
+            r.to_string().len() <= MAX_ENTRY_BYTES,
+            "{}",
+            r.to_string().len()
+        );
+        assert_eq!(r.as_object().unwrap().len(), 1, "{r}");
+        assert_eq!(r["csp-report"]["truncated"], true);
+        let mut r = json!({"csp-report": SUMMARY_KEYS
+            .iter()
+            .map(|k| (k.to_string(), json!("é".repeat(400))))
+            .collect::<Map<String, Json>>()});
+        report(&mut r);
+        assert!(r.to_string().len() <= MAX_ENTRY_BYTES, "{r}");
+        assert!(
+            r["csp-report"]["document-uri"]
+                .as_str()
+                .unwrap()
+                .contains("[truncated")
+        );
         // A small report is stored as it came.
         let mut small =
             json!({"csp-report": {"document-uri": "https://a/", "script-sample": "alert(1)"}});

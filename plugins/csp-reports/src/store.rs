@@ -9,7 +9,8 @@
 //! a list entry per copy. Each client may add `budget` new entries per
 //! window; past that, further distinct reports are counted in one overflow
 //! entry per client and window instead of being refused, so the counts
-//! shown always add up to the reports received.
+//! shown always add up to the reports received. An entry pushed out of the
+//! newest 500 takes its counters with it, so its next copy is listed anew.
 
 use neo_ops_sdk::serde_json::{self, Value as Json, json};
 use neo_ops_sdk::{Failure, kv, time, warn};
@@ -75,8 +76,23 @@ pub fn save(client: &Client, reports: Vec<Incoming>) -> Result<(), Failure> {
         .map(|e| e.to_string().into_bytes())
         .collect();
     kv::list_push(KEY, &values)?;
+    forget_trimmed()?;
     kv::list_trim(KEY, 0, KEEP - 1)?;
     kv::expire(KEY, RETENTION_MS)?;
+    Ok(())
+}
+
+/// Drops the counters of the entries the trim is about to push out: a
+/// repeat of one of them is then stored again, at the top where the listing
+/// shows it, instead of only counted against an entry no longer listed.
+fn forget_trimmed() -> Result<(), Failure> {
+    for raw in kv::list_range(KEY, KEEP, -1)? {
+        let entry: Option<Json> = serde_json::from_slice(&raw).ok();
+        if let Some(print) = entry.as_ref().and_then(|e| e["id"].as_str()) {
+            kv::delete(&count_key(print))?;
+            kv::delete(&last_key(print))?;
+        }
+    }
     Ok(())
 }
 
