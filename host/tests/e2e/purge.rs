@@ -410,6 +410,30 @@ async fn usage_and_unknown_tenants(backend: Backend) {
         err.to_string().starts_with("unknown flag \"--dryrun\""),
         "{err}"
     );
+    // A retention edited in by hand outside what `tenant set` allows (0, or
+    // so large the cutoff would wrap into the future) purges nothing.
+    let pool = server.services.db.tenant("acme").await.unwrap();
+    seed(&pool).await;
+    let before = customers(&pool).await;
+    for bad in [0, -1, 2_000_000_000] {
+        server
+            .master()
+            .execute(
+                "UPDATE tenants SET pii_retention_days = $1 WHERE name = 'acme'",
+                &[Value::Int(bad)],
+            )
+            .await
+            .unwrap();
+        let err = fails(&["--tenant", "acme"]).await;
+        assert_eq!(
+            (err.status(), err.to_string()),
+            (
+                500,
+                format!("tenant \"acme\" has a bad pii_retention_days {bad} (1 to 36500)")
+            )
+        );
+    }
+    assert_eq!(customers(&pool).await, before, "nothing was purged");
     server.stop().await.unwrap();
 }
 

@@ -140,17 +140,22 @@ fn purge_tenant(tenant: Tenant, opts: &Options, position: (u64, u64)) -> Result<
     result
 }
 
+/// The retention `neo-ops tenant set --retention-days` accepts.
+const RETENTION_DAYS: std::ops::RangeInclusive<i64> = 1..=36_500;
+
 fn purge_locked(
     tenant: Tenant,
     opts: &Options,
     after_batch: &mut batches::AfterBatch<'_>,
 ) -> Result<Report, Failure> {
-    if tenant.retention_days < 0 {
-        // A negative retention would put the cutoff in the future: refuse.
+    if !RETENTION_DAYS.contains(&tenant.retention_days) {
+        // `tenant set` allows only this range; a value edited in by hand
+        // outside it (0, negative, or so large the cutoff wraps) would put
+        // the cutoff at or past now and purge every customer: refuse.
         return Err(reply::fail(
             500,
             format!(
-                "tenant \"{}\" has a bad pii_retention_days {}",
+                "tenant \"{}\" has a bad pii_retention_days {} (1 to 36500)",
                 tenant.name, tenant.retention_days
             ),
         ));
