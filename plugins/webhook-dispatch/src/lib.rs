@@ -150,8 +150,11 @@ impl Job<'_> {
         }
         match send::post(&delivery, now / 1_000_000, self.settings.request_timeout_ms) {
             Ok(status) => {
-                breaker.succeeded(gate, time::now_micros());
+                // Delivered first: the breaker's bookkeeping (best effort,
+                // kv and a row) must not stand between a 2xx and the mark
+                // that keeps the delivery from being sent again.
                 delivery::mark_delivered(&target, delivery.id, time::now_micros())?;
+                breaker.succeeded(gate, time::now_micros());
                 Ok(reply::ok(json!({
                     "delivery_id": delivery.id,
                     "status": "delivered",
