@@ -1,7 +1,9 @@
 //! Double-click protection: a kv lock (SET NX with a TTL) per action and
 //! target. With an `Idempotency-Key` the lock is per key and lives long;
 //! without one, the same action on the same target within a short window is
-//! a double click. A call whose work fails releases its lock so a retry runs.
+//! a double click. A call whose work fails releases its lock so a retry runs;
+//! one whose work took effect marks it done, so a repeat is told so, while
+//! a repeat during the work is told it is still running.
 
 use neo_ops_sdk::{Failure, config, kv};
 use std::time::Duration;
@@ -13,9 +15,22 @@ const DEFAULT_KEY_TTL: Duration = Duration::from_secs(24 * 3600);
 pub struct Held {
     name: String,
     token: String,
+    ttl_ms: u64,
+}
+
+/// What taking the guard found.
+pub enum Guard {
+    /// This call does the work.
+    Held(Held),
+    /// An earlier call did it.
+    Done,
+    /// An earlier call holds the guard and has not said it succeeded: it is
+    /// still running (or its outcome was never recorded).
+    Running,
 }
 
 impl Held {
+    /// Lets a retry through: the work failed before it took effect.
     pub fn release(self) {
         if let Err(e) = kv::unlock(&self.name, &self.token) {
             neo_ops_sdk::warn(&format!(
@@ -24,15 +39,30 @@ impl Held {
             ));
         }
     }
+
+    /// Marks the work done, for as long as the guard lasts: a repeat is then
+    /// told it was done, not that it is still running.
+    pub fn done(&self) {
+        if let Err(e) = kv::set(&done_key(&self.name), b"1", Some(self.ttl_ms)) {
+            neo_ops_sdk::warn(&format!(
+                "marking \"{}\" done failed: {}; a repeat is told it is still running",
+                self.name, e.message
+            ));
+        }
+    }
 }
 
-/// Takes the guard for this action on this target; `None` means a repeat.
+fn done_key(lock: &str) -> String {
+    format!("console:done:{lock}")
+}
+
+/// Takes the guard for this action on this target.
 pub fn acquire(
     tenant: &str,
     action: &str,
     target: &str,
     key: Option<&str>,
-) -> Result<Option<Held>, Failure> {
+) -> Result<Guard, Failure> {
     let (name, ttl) = match key {
         Some(key) => (
             format!("console:idem:{tenant}:{action}:{target}:{key}"),
@@ -43,6 +73,24 @@ pub fn acquire(
             config::duration("double_click", DEFAULT_WINDOW)?,
         ),
     };
-    let token = kv::lock(&name, ttl.as_millis().max(1) as u64)?;
-    Ok(token.map(|token| Held { name, token }))
+    let ttl_ms = ttl.as_millis().max(1) as u64;
+    if let Some(token) = kv::lock(&name, ttl_ms)? {
+        let held = Held {
+            name,
+            token,
+            ttl_ms,
+        };
+        // A marker left by an earlier guard of this name that has expired
+        // since is not this call's.
+        if let Err(e) = kv::delete(&done_key(&held.name)) {
+            held.release();
+            return Err(e.into());
+        }
+        return Ok(Guard::Held(held));
+    }
+    Ok(if kv::get(&done_key(&name))?.is_some() {
+        Guard::Done
+    } else {
+        Guard::Running
+    })
 }

@@ -22,6 +22,7 @@ use neo_ops_sdk::tenants::{self, Tenant};
 use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin, audit, reply};
 
 use actions::Action;
+use guard::Guard;
 
 /// Longest `Idempotency-Key` accepted (it becomes part of a kv key).
 const MAX_KEY_LEN: usize = 128;
@@ -69,19 +70,34 @@ fn act(req: &HttpRequest, tenant: &str, action: Action) -> Result<Output, Failur
         "action": action.name(),
         kind.noun(): {"id": id},
     });
-    let Some(held) = guard::acquire(&tenant.name, action.name(), &target, key)? else {
-        data["duplicate"] = json!(true);
-        return Ok(reply::ok(data));
+    let held = match guard::acquire(&tenant.name, action.name(), &target, key)? {
+        Guard::Held(held) => held,
+        Guard::Done => {
+            data["duplicate"] = json!(true);
+            return Ok(reply::ok(data));
+        }
+        Guard::Running => {
+            return Err(reply::fail(
+                409,
+                format!(
+                    "{} on {target} is already running; check its outcome before trying again",
+                    action.name()
+                ),
+            ));
+        }
     };
     let outcome = match plan.apply(&tenant) {
         Ok(o) => o,
         Err(f) => {
-            // Failed (perhaps part way): let a retry through, every action is safe to redo.
+            // Failed before taking effect (an action that has taken effect
+            // does not fail: resend_invoice once the mail has gone), or part
+            // way through a step that is safe to redo: let a retry through.
             held.release();
             return Err(f);
         }
     };
     // From here on the work is done; the guard stays so a repeat does nothing.
+    held.done();
     record(
         &tenant,
         &format!("console.{}", action.name()),

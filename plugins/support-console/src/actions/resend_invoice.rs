@@ -86,20 +86,31 @@ pub fn apply(inv: &Invoice, tenant: &Tenant) -> Result<Outcome, Failure> {
         html: None,
         attachments: vec![],
     })?;
-    db::execute(
+    // The mail has gone: from here a failure must not fail the action, or
+    // the guard would be released and a retry would mail the customer
+    // again, and the audit record of a sent mail would be missing.
+    let stamped = db::execute(
         &tenant.target(),
         "UPDATE invoices SET emailed_at = $1 WHERE id = $2",
         &[Value::Timestamp(now), Value::Int(inv.id)],
-    )?;
+    );
+    if let Err(e) = &stamped {
+        neo_ops_sdk::warn(&format!(
+            "invoice {} was mailed but emailed_at was not stamped: {}",
+            inv.number, e.message
+        ));
+    }
     Ok(Outcome {
         data: json!({
             "invoice": {"number": inv.number, "emailed_at": time::rfc3339(now)},
             "sent_to": inv.email,
+            "emailed_at_stamped": stamped.is_ok(),
         }),
         details: json!({
             "invoice": inv.number,
             "customer_id": inv.customer_id,
             "message_id": message_id,
+            "emailed_at_stamped": stamped.is_ok(),
         }),
     })
 }
