@@ -675,3 +675,51 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
 }
 
 on_both_backends!(export, export_mails_a_csv_and_a_bad_job_is_dead_lettered);
+
+/// An export whose CSV would pass 8 MiB (about 190,000 orders) fails with
+/// the reason, asking for a shorter range, rather than growing until the
+/// plugin's memory traps: after its attempts it is dead-lettered saying so,
+/// and nothing is mailed.
+async fn an_export_too_large_to_mail_says_so(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    let server = dep.start(&manifest(&receiver, 5, "60s"), "a").await;
+    let pool = create_tenant(&server, "acme").await;
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
+        .await
+        .unwrap();
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
+        .unwrap()
+        .timestamp_micros();
+    pool.execute(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200000) \
+         INSERT INTO orders (id, status, total_minor, tip_minor, placed_at) \
+         SELECT i, 'PAID', i, 0, $1 FROM n",
+        &[Value::Timestamp(at)],
+    )
+    .await
+    .unwrap();
+    let job = r#"{"kind": "orders", "from": "2026-11-20", "to": "2026-11-20", "email": "owner@acme.example"}"#;
+    let id = enqueue(&server, "export", "acme", job).await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let letters = loop {
+        let letters = dead_letters(&server, &token, "export").await;
+        if !letters.is_empty() {
+            break letters;
+        }
+        assert!(Instant::now() < deadline, "never dead-lettered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(letters[0]["id"], id.as_str());
+    let reason = letters[0]["last_error"].as_str().unwrap();
+    assert!(
+        reason.starts_with(
+            "orders export for \"acme\" (2026-11-20 to 2026-11-20) is over 8 MiB after "
+        ) && reason.ends_with(" orders: ask for a shorter range"),
+        "{reason}"
+    );
+    assert!(dep.sent_mail().is_empty(), "nothing was mailed");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(export_too_large, an_export_too_large_to_mail_says_so);

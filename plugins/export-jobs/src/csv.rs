@@ -27,6 +27,11 @@ impl Csv {
         self.out.push_str("\r\n");
     }
 
+    /// How long the CSV is so far.
+    pub fn bytes_written(&self) -> usize {
+        self.out.len()
+    }
+
     pub fn into_bytes(self) -> Vec<u8> {
         self.out.into_bytes()
     }

@@ -31,8 +31,21 @@ impl Plugin for ExportJobs {
 
 fn run_export(tenant: &str, export: &job::Export) -> Result<Output, Failure> {
     let zone = tenant_zone(tenant)?;
-    let result = orders::export(&format!("tenant:{tenant}"), zone, export.from, export.to)?;
     let range = format!("{} to {}", export.from, export.to);
+    let result = match orders::export(&format!("tenant:{tenant}"), zone, export.from, export.to) {
+        Ok(r) => r,
+        Err(orders::ExportError::Host(e)) => return Err(e.into()),
+        Err(orders::ExportError::TooLarge { orders }) => {
+            return Err(reply::fail(
+                400,
+                format!(
+                    "orders export for \"{tenant}\" ({range}) is over {} MiB after {orders} orders: \
+                     ask for a shorter range",
+                    orders::MAX_CSV_BYTES >> 20
+                ),
+            ));
+        }
+    };
     let message = mail::Message {
         to: vec![export.email.clone()],
         cc: vec![],

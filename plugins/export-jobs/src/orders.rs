@@ -11,6 +11,11 @@ use neo_ops_sdk::{Error, time};
 
 const BATCH: i64 = 2_000;
 
+/// Largest CSV an export mails: well inside the host's 20 MiB per message
+/// once base64-encoded, and inside the plugin's memory with the copy the
+/// mail call makes.
+pub const MAX_CSV_BYTES: usize = 8 << 20;
+
 const HEADER: [&str; 10] = [
     "order_id",
     "placed_at",
@@ -38,8 +43,23 @@ pub struct Export {
     pub orders: usize,
 }
 
+/// Why an export has no CSV.
+pub enum ExportError {
+    Host(Error),
+    /// Past [`MAX_CSV_BYTES`] after this many orders.
+    TooLarge {
+        orders: usize,
+    },
+}
+
+impl From<Error> for ExportError {
+    fn from(e: Error) -> Self {
+        ExportError::Host(e)
+    }
+}
+
 /// Orders placed from the start of `from` to the end of `to` in `tz`.
-pub fn export(target: &str, tz: Tz, from: NaiveDate, to: NaiveDate) -> Result<Export, Error> {
+pub fn export(target: &str, tz: Tz, from: NaiveDate, to: NaiveDate) -> Result<Export, ExportError> {
     let (start, end) = (start_of(tz, from), start_of(tz, to + Duration::days(1)));
     let mut csv = Csv::new(&HEADER);
     let (mut after, mut orders) = (0i64, 0usize);
@@ -55,6 +75,9 @@ pub fn export(target: &str, tz: Tz, from: NaiveDate, to: NaiveDate) -> Result<Ex
             after = row.int("id").unwrap_or(after);
             csv.row(fields(&row).iter().map(String::as_str));
             orders += 1;
+            if csv.bytes_written() > MAX_CSV_BYTES {
+                return Err(ExportError::TooLarge { orders });
+            }
         }
         if (page.rows.len() as i64) < BATCH {
             break;
