@@ -589,7 +589,8 @@ fn quoted_printable(body: &str) -> String {
     String::from_utf8(out).unwrap()
 }
 
-async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
+/// A server with the three plugins, tenant acme, and an admin's token.
+async fn export_server(backend: Backend) -> (Deployment, HttpReceiver, Server, Pool, String) {
     let dep = Deployment::new(backend).await;
     let receiver = HttpReceiver::start().await;
     let server = dep.start(&manifest(&receiver, 5, "60s"), "a").await;
@@ -597,6 +598,11 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
     let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
         .await
         .unwrap();
+    (dep, receiver, server, pool, token)
+}
+
+async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
+    let (dep, _receiver, server, pool, token) = export_server(backend).await;
     // acme's zone is Asia/Kolkata: 2026-11-24 is [11-23T18:30Z, 11-24T18:30Z).
     let orders = [
         (1, "2026-11-23T18:29:59Z", false), // the 23rd in Kolkata
@@ -681,13 +687,7 @@ on_both_backends!(export, export_mails_a_csv_and_a_bad_job_is_dead_lettered);
 /// plugin's memory traps: after its attempts it is dead-lettered saying so,
 /// and nothing is mailed.
 async fn an_export_too_large_to_mail_says_so(backend: Backend) {
-    let dep = Deployment::new(backend).await;
-    let receiver = HttpReceiver::start().await;
-    let server = dep.start(&manifest(&receiver, 5, "60s"), "a").await;
-    let pool = create_tenant(&server, "acme").await;
-    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
-        .await
-        .unwrap();
+    let (dep, _receiver, server, pool, token) = export_server(backend).await;
     let at = chrono::DateTime::parse_from_rfc3339("2026-11-20T10:00:00Z")
         .unwrap()
         .timestamp_micros();

@@ -196,15 +196,7 @@ async fn on_call_console_in_a_real_browser() {
         "blocked-uri": {"toString": 1, "valueOf": 1},
         "effective-directive": {"toString": 1, "valueOf": 1},
     }});
-    let resp = server
-        .http
-        .post(server.url("/csp/report"))
-        .header("content-type", "application/csp-report")
-        .body(hostile.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 204);
+    post_report(&server, hostile).await;
     // Seen strictly before the others (times are kept to the millisecond).
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     for blocked in [
@@ -212,20 +204,15 @@ async fn on_call_console_in_a_real_browser() {
         "https://ads.example.com/t.js",
         &long,
     ] {
-        let report = serde_json::json!({"csp-report": {
-            "document-uri": "https://pos.example.com/orders",
-            "blocked-uri": blocked,
-            "effective-directive": "script-src-elem",
-        }});
-        let resp = server
-            .http
-            .post(server.url("/csp/report"))
-            .header("content-type", "application/csp-report")
-            .body(report.to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status().as_u16(), 204);
+        post_report(
+            &server,
+            serde_json::json!({"csp-report": {
+                "document-uri": "https://pos.example.com/orders",
+                "blocked-uri": blocked,
+                "effective-directive": "script-src-elem",
+            }}),
+        )
+        .await;
     }
 
     // A wrong token is refused in words, and nothing is kept.
@@ -400,4 +387,17 @@ async fn on_call_console_in_a_real_browser() {
         "{body}"
     );
     server.stop().await.unwrap();
+}
+
+/// Posts one CSP report the way a browser does; the route answers 204.
+async fn post_report(server: &Server, report: Json) {
+    let resp = server
+        .http
+        .post(server.url("/csp/report"))
+        .header("content-type", "application/csp-report")
+        .body(report.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 204);
 }
