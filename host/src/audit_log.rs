@@ -4,7 +4,7 @@
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::backends::db::{Budget, DbError, Pool, Value, lite_run};
+use crate::backends::db::{Budget, DbError, Pool, STATEMENT_TIMEOUT, Value, lite_run};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -157,8 +157,17 @@ async fn append_pg(
     Ok(id)
 }
 
-/// Appends a record and returns its id.
+/// Appends a record and returns its id. Bounded like a statement: a master
+/// that stops answering mid-append (the lease is then dropped, so its
+/// connection closes and the server rolls the append back), or a wait at
+/// SQLite's append lock, does not hold the caller and its slot for ever.
 pub async fn append(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
+    tokio::time::timeout(STATEMENT_TIMEOUT, append_unbounded(master, record))
+        .await
+        .unwrap_or_else(|_| Err(DbError::Unavailable("audit append timed out".into())))
+}
+
+async fn append_unbounded(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
     // Millisecond precision is what both backends store exactly.
     let at = Utc::now().trunc_subsecs(3);
     match master {

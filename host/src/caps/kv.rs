@@ -7,6 +7,9 @@ use crate::bindings::neo::ops::kv as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::state::StoreState;
 
+/// Locks one invocation may hold at once (each is host memory until the end).
+const MAX_HELD_LOCKS: usize = 256;
+
 /// Largest value or list element a plugin may store.
 const MAX_VALUE: usize = 1 << 20;
 
@@ -158,15 +161,29 @@ impl wit::Host for StoreState {
         self.kv_allowed(&name)?;
         let ttl = ttl(ttl_ms)?;
         let token = Kv::lock_token();
+        if self.call.held_locks.len() >= MAX_HELD_LOCKS {
+            return Err(WitError::invalid(format!(
+                "more than {MAX_HELD_LOCKS} locks held at once; release some first"
+            )));
+        }
         // Recorded before asking: a lock Redis took but whose reply was lost
-        // (a timeout, the plugin cut off) is still released when the
+        // (the plugin cut off, the kv bound) is still released when the
         // invocation ends, instead of staying held for its whole ttl.
         self.call.held_locks.push((name.clone(), token.clone()));
         let taken = self.call.services.kv.lock_as(&name, &token, ttl).await;
-        if let Ok(false) = taken {
-            self.call.held_locks.pop();
+        match taken {
+            Ok(true) => Ok(Some(token)),
+            Ok(false) => {
+                self.call.held_locks.pop();
+                Ok(None)
+            }
+            Err(e) => {
+                // The plugin is told it failed and will not unlock it.
+                let asked = self.call.held_locks.pop();
+                self.call.uncertain_locks.extend(asked);
+                Err(kv_error(e))
+            }
         }
-        Ok(taken.map_err(kv_error)?.then_some(token))
     }
 
     async fn extend_lock(

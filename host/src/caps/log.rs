@@ -1,11 +1,33 @@
 //! `neo:ops/log`: plugin logs into the host's tracing, tagged with plugin and
 //! request id, and capped in size; a tenant's invocation's lines also go to
-//! that tenant's ring (`tenant_logs`) for its support bundle.
+//! that tenant's ring (`tenant_logs`) for its support bundle. Guest text
+//! never starts a line of its own ([`one_line`]).
+
+use std::borrow::Cow;
 
 use crate::bindings::neo::ops::log as wit;
 use crate::caps::state::StoreState;
 
 const MAX_LOG: usize = 8 << 10;
+
+/// Guest text as part of one log line: control characters (a newline that
+/// would start a line the plugin made up, a terminal escape sequence) are
+/// written as escapes (`\n`, `\u{1b}`); tabs stay.
+pub(crate) fn one_line(s: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && c != '\t';
+    if !s.chars().any(escaped) {
+        return Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        if escaped(c) {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
+}
 
 fn clip(s: &str) -> &str {
     if s.len() <= MAX_LOG {
@@ -22,13 +44,15 @@ impl wit::Host for StoreState {
     async fn log(&mut self, level: wit::Level, message: String, fields: Vec<(String, String)>) {
         let plugin = self.call.plugin.name.as_str();
         let request_id = self.call.request_id.as_str();
-        let message = clip(&message);
+        let raw = clip(&message);
+        let message = one_line(raw);
         let fields = fields
             .iter()
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
-        let fields = clip(&fields);
+        let fields = one_line(clip(&fields));
+        let fields = fields.as_ref();
         if let Some(tenant) = &self.call.logged_tenant {
             let level = format!("{level:?}").to_lowercase();
             let line = format!("{plugin} {level}: {message} {fields} request_id={request_id}");
@@ -42,7 +66,9 @@ impl wit::Host for StoreState {
             wit::Level::Error => tracing::error!(plugin, request_id, fields, "{message}"),
         }
         if matches!(level, wit::Level::Error) {
-            self.last_error = Some(message.to_string());
+            // As the plugin wrote it: the crash reason a caller is shown
+            // (the panic's own lines) is no log line.
+            self.last_error = Some(raw.to_string());
         }
     }
 
@@ -51,6 +77,20 @@ impl wit::Host for StoreState {
         let progress = call.progress.get_or_insert_with(|| {
             crate::progress::Progress::new(&call.plugin.name, call.interactive)
         });
-        progress.report(done, total, clip(&message));
+        progress.report(done, total, &one_line(clip(&message)));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn guest_text_stays_on_one_line() {
+        assert_eq!(one_line("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            one_line("ok\n2026-12-06T00:00:00Z ERROR neo_ops: forged\r\u{1b}[2J"),
+            "ok\\n2026-12-06T00:00:00Z ERROR neo_ops: forged\\r\\u{1b}[2J"
+        );
     }
 }

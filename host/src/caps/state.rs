@@ -28,8 +28,13 @@ pub struct CallContext {
     /// waited for) even when the invocation is cut off mid-call.
     pub tasks: tokio_util::task::TaskTracker,
     /// Locks taken and not yet released (name, token): the runtime releases
-    /// them when the invocation ends, however it ended.
+    /// them for a plugin that trapped or timed out (one that returned keeps
+    /// what it chose to keep: a double-click guard).
     pub held_locks: Vec<(String, String)>,
+    /// Locks asked for whose answer never came (the kv call failed, so Redis
+    /// may have taken them): released when the invocation ends, however it
+    /// ended.
+    pub uncertain_locks: Vec<(String, String)>,
     /// The tenant whose log ring hears this invocation's log lines
     /// (`Invocation::logged_tenant`).
     pub logged_tenant: Option<String>,

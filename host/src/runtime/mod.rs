@@ -236,6 +236,7 @@ impl Runtime {
             files,
             tasks: tokio_util::task::TaskTracker::new(),
             held_locks: Vec::new(),
+            uncertain_locks: Vec::new(),
             interactive: inv.is_some_and(|i| matches!(i.trigger, Trigger::Command(_))),
             logged_tenant: inv.and_then(|i| i.logged_tenant()).map(str::to_string),
             progress: None,
@@ -267,7 +268,7 @@ impl Runtime {
         if let (Some(tenant), Some(request_id)) = (tenant, request_id) {
             let outcome = match &result {
                 Ok(out) => format!("status {}", out.status),
-                Err(e) => format!("error: {e}"),
+                Err(e) => format!("error: {}", crate::caps::log::one_line(&e.to_string())),
             };
             let line = format!(
                 "{plugin_name} ({trigger}) {outcome} in {:.1} ms request_id={request_id}",
@@ -346,12 +347,11 @@ impl Runtime {
     ) -> Result<T, InvokeError> {
         let tasks = store.data().call.tasks.clone();
         settle(&tasks).await;
-        if !matches!(outcome, Ok(Ok(_))) {
-            release_locks(&self.services, store).await;
-        }
+        release_locks(&self.services, store, matches!(outcome, Ok(Ok(_)))).await;
         let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
         if !stderr.trim().is_empty() {
-            tracing::warn!(plugin = plugin_name, stderr = %stderr.trim(), "plugin wrote to stderr");
+            let stderr = crate::caps::log::one_line(stderr.trim());
+            tracing::warn!(plugin = plugin_name, stderr = %stderr, "plugin wrote to stderr");
         }
         match outcome {
             Err(_) => Err(timed_out(plugin_name, timeout)),
@@ -506,8 +506,15 @@ fn crash_message(stderr: &str) -> Option<String> {
 /// Releases the locks an invocation that trapped or timed out still held:
 /// such a lock would otherwise block others until it expires. A plugin that
 /// returned normally keeps what it chose to keep (a double-click guard).
-async fn release_locks(services: &Services, store: &mut Store<StoreState>) {
-    for (name, token) in std::mem::take(&mut store.data_mut().call.held_locks) {
+/// Locks whose taking failed are released either way: the plugin never
+/// learned it held them.
+async fn release_locks(services: &Services, store: &mut Store<StoreState>, returned: bool) {
+    let call = &mut store.data_mut().call;
+    let mut locks = std::mem::take(&mut call.uncertain_locks);
+    if !returned {
+        locks.append(&mut call.held_locks);
+    }
+    for (name, token) in locks {
         match services.kv.unlock(&name, &token).await {
             Ok(true) => tracing::info!(
                 plugin = %store.data().call.plugin.name,
@@ -526,7 +533,9 @@ async fn release_locks(services: &Services, store: &mut Store<StoreState>) {
 /// returns — even after a timeout — none of its statements is still in flight.
 async fn settle(tasks: &tokio_util::task::TaskTracker) {
     tasks.close();
-    let bound = crate::backends::db::STATEMENT_TIMEOUT + std::time::Duration::from_secs(1);
+    // The longest piece of tracked work: a transaction (bounded by the
+    // statement timeout) and then its audit record (bounded the same).
+    let bound = 2 * crate::backends::db::STATEMENT_TIMEOUT + std::time::Duration::from_secs(1);
     if tokio::time::timeout(bound, tasks.wait()).await.is_err() {
         tracing::error!("database work of a finished invocation is still running");
     }

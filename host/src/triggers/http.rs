@@ -293,7 +293,14 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
         return denied;
     }
     let names = preflight::select(&state.runtime, None).unwrap_or_default();
-    let report = preflight::run(&state.runtime, names, &request_id, None).await;
+    // As a plugin route's invocation: a client that hangs up (or the request
+    // limit) does not cut the checks off with their slots and locks held.
+    let runtime = state.runtime.clone();
+    let report =
+        Completing::detached(
+            async move { preflight::run(&runtime, names, &request_id, None).await },
+        )
+        .await;
     let status = if report.failed() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -626,7 +633,8 @@ async fn dispatch(
         Err(InvokeError::Busy(_)) => busy(),
         Err(e @ InvokeError::TimedOut { .. }) => error_envelope(500, &e.to_string()),
         Err(e) => {
-            tracing::error!(plugin = %target.plugin, request_id, error = %e, "invocation failed");
+            let error = crate::caps::log::one_line(&e.to_string()).into_owned();
+            tracing::error!(plugin = %target.plugin, request_id, error, "invocation failed");
             error_envelope(500, &format!("plugin \"{}\" failed", target.plugin))
         }
     };

@@ -12,6 +12,7 @@ use crate::backends::kv::{Kv, KvError};
 use crate::backends::queue::{
     DLQ_KEEP, Job, alive_key, consumers_key, dead_letter_key, processing_key, queue_key,
 };
+use crate::caps::log::one_line;
 use crate::manifest::QueueSpec;
 use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
 
@@ -346,13 +347,15 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 Next::Done
             }
             Err(e) if job.attempts >= spec.max_attempts => {
-                tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = %e, "queue job dead-lettered");
+                let error = one_line(&e.to_string()).into_owned();
+                tracing::error!(plugin, job = %job.id, attempts = job.attempts, error, "queue job dead-lettered");
                 job.last_error = Some(e.to_string());
                 Next::DeadLetters(job.dead_letter_entry())
             }
             Err(e) => {
                 let delay = retry_delay(spec.backoff, job.attempts);
-                tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = %e, "queue job failed; will retry");
+                let error = one_line(&e.to_string()).into_owned();
+                tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error, "queue job failed; will retry");
                 job.last_error = Some(e.to_string());
                 // The retry waits in the queue, not here: other jobs keep flowing.
                 job.not_before_ms = Some(now_ms() + delay.as_millis() as i64);

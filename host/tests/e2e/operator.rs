@@ -172,7 +172,9 @@ fn a_panicking_check_says_why() {
         "{detail}"
     );
     assert!(!detail.contains("wasm backtrace"), "{detail}");
-    // The SDK's panic hook logs through the host's logger: JSON lines, named.
+    // The SDK's panic hook logs through the host's logger: JSON lines, named;
+    // the panic's second line stays on the log line, escaped, as all guest
+    // text does.
     let logged = o
         .stderr
         .lines()
@@ -180,7 +182,7 @@ fn a_panicking_check_says_why() {
         .find(|l| {
             l["fields"]["message"].as_str().is_some_and(|m| {
                 m.starts_with("plugin panicked at ")
-                    && m.ends_with("\ndisk probe returned nothing for /var/lib/neo-ops")
+                    && m.ends_with("\\ndisk probe returned nothing for /var/lib/neo-ops")
             })
         })
         .unwrap_or_else(|| panic!("no panic log line in {}", o.stderr));
