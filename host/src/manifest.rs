@@ -290,7 +290,7 @@ struct RawGrants {
     #[serde(default)]
     http: Vec<Spanned<String>>,
     #[serde(default)]
-    env: Vec<String>,
+    env: Vec<Spanned<String>>,
     #[serde(default)]
     files: Vec<Spanned<String>>,
     #[serde(default)]
@@ -681,6 +681,19 @@ fn parse_grants(
         }
         files.push(v.clone());
     }
+    let mut env = Vec::new();
+    for e in &g.env {
+        let name = e.get_ref();
+        if is_host_setting(name) {
+            return Err(at(
+                &e.span(),
+                format!(
+                    "env grant \"{name}\" names one of the host's own settings: its credentials and pools stay with the host"
+                ),
+            ));
+        }
+        env.push(name.clone());
+    }
     let mut http = Vec::new();
     for h in &g.http {
         http.push(parse_endpoint(h.get_ref()).map_err(|m| at(&h.span(), m))?);
@@ -691,10 +704,19 @@ fn parse_grants(
         mail: g.mail,
         audit: g.audit,
         http,
-        env: g.env.clone(),
+        env,
         files,
         queues: g.queues.clone(),
     })
+}
+
+/// The environment the host reads its own settings from (database and
+/// Redis URLs, SMTP credentials, `NEO_OPS_*`): never a plugin's to read.
+fn is_host_setting(name: &str) -> bool {
+    name == "REDIS_URL"
+        || ["POSTGRES_", "SMTP_", "NEO_OPS_"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
 }
 
 /// `scheme://host[:port]` with no path.

@@ -98,6 +98,15 @@ fn golden_errors() {
             "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { kv = [\"_\"] }\n",
             "plugins.toml:3:18: kv prefix \"_\" overlaps the host's namespace \"__\"",
         ),
+        // The host's own settings (credentials among them) stay with it.
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { env = [\"OPS_EMAIL\", \"SMTP_PASS\"] }\n",
+            "plugins.toml:3:32: env grant \"SMTP_PASS\" names one of the host's own settings",
+        ),
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { env = [\"REDIS_URL\"] }\n",
+            "plugins.toml:3:19: env grant \"REDIS_URL\" names one of the host's own settings",
+        ),
     ];
     let mut wrong = Vec::new();
     for (text, expected) in cases {
