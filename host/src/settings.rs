@@ -109,6 +109,9 @@ impl Settings {
     /// Reads the environment. An invalid value is an error naming it.
     pub fn from_env(data_dir: PathBuf) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        for warning in smtp_mistakes(&var, std::env::vars_os().map(|(k, _)| k)) {
+            tracing::warn!("{warning}");
+        }
         let smtp = match var("SMTP_HOST") {
             None => None,
             Some(host) => {
@@ -220,6 +223,55 @@ fn admission_policy(var: &dyn Fn(&str) -> Option<String>) -> anyhow::Result<Admi
     Ok(policy)
 }
 
+/// The mail settings the host reads.
+const SMTP_VARS: &[&str] = &[
+    "SMTP_HOST",
+    "SMTP_PORT",
+    "SMTP_USER",
+    "SMTP_PASS",
+    "SMTP_FROM",
+];
+
+/// Mail settings that cannot mean what they say: without `SMTP_HOST` mail
+/// goes to the `.eml` outbox and "sends" succeed (a misspelt host would
+/// quietly stop every digest), a user without a password (or the reverse)
+/// logs in as nobody, and an `SMTP_*` name the host does not read (say
+/// `SMTP_PASSWORD`) is ignored.
+fn smtp_mistakes(
+    var: &impl Fn(&str) -> Option<String>,
+    names: impl Iterator<Item = std::ffi::OsString>,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let set: Vec<&str> = SMTP_VARS[1..]
+        .iter()
+        .copied()
+        .filter(|n| var(n).is_some())
+        .collect();
+    if var("SMTP_HOST").is_none() && !set.is_empty() {
+        found.push(format!(
+            "{} set but SMTP_HOST is not: mail goes to the .eml outbox, not to a server",
+            set.join(", ")
+        ));
+    }
+    if var("SMTP_USER").is_some() != var("SMTP_PASS").is_some() {
+        found.push(
+            "set both SMTP_USER and SMTP_PASS, or neither: one alone logs in as nobody".into(),
+        );
+    }
+    let mut unknown: Vec<String> = names
+        .filter_map(|n| n.into_string().ok())
+        .filter(|n| n.starts_with("SMTP_") && !SMTP_VARS.contains(&n.as_str()))
+        .collect();
+    unknown.sort();
+    for name in unknown {
+        found.push(format!(
+            "{name} is not a setting neo-ops reads (it reads {}); ignored",
+            SMTP_VARS.join(", ")
+        ));
+    }
+    found
+}
+
 /// Other variables worth seeing in a diagnostic bundle (read from the process
 /// environment; masked like the rest).
 const EXTRA_FLAG_PREFIXES: &[&str] = &["NEO_OPS_", "NEO_", "SMTP_", "POSTGRES_"];
@@ -301,4 +353,39 @@ fn default_replica() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
     format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mail_settings_that_cannot_mean_what_they_say_are_named() {
+        fn check(pairs: &[(&str, &str)]) -> Vec<String> {
+            let var = |name: &str| {
+                pairs
+                    .iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| v.to_string())
+            };
+            smtp_mistakes(&var, pairs.iter().map(|(k, _)| k.into()))
+        }
+        assert!(check(&[("SMTP_HOST", "mx"), ("SMTP_USER", "u"), ("SMTP_PASS", "p")]).is_empty());
+        assert!(check(&[]).is_empty());
+        let reads = "it reads SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASS, SMTP_FROM";
+        assert_eq!(
+            check(&[
+                ("SMTP_HSOT", "mx"),
+                ("SMTP_USER", "u"),
+                ("SMTP_PASSWORD", "p")
+            ]),
+            [
+                "SMTP_USER set but SMTP_HOST is not: mail goes to the .eml outbox, not to a server"
+                    .to_string(),
+                "set both SMTP_USER and SMTP_PASS, or neither: one alone logs in as nobody".into(),
+                format!("SMTP_HSOT is not a setting neo-ops reads ({reads}); ignored"),
+                format!("SMTP_PASSWORD is not a setting neo-ops reads ({reads}); ignored"),
+            ]
+        );
+    }
 }

@@ -375,8 +375,14 @@ impl Cli {
             .args(args)
             .env_remove("POSTGRES_MASTER_URL")
             .env_remove("POSTGRES_TENANT_DSN_TEMPLATE")
-            .env_remove("REDIS_URL")
-            .env_remove("SMTP_HOST");
+            .env_remove("REDIS_URL");
+        // Embedded backends throughout: no mail setting (another test may
+        // have planted one in this process) reaches the command.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("SMTP_") {
+                cmd.env_remove(name);
+            }
+        }
         cmd
     }
 
