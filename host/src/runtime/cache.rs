@@ -95,3 +95,51 @@ pub fn evict_unused(cache_dir: &Path, components: &[std::path::PathBuf]) -> usiz
     }
     evicted
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    /// Eviction takes artefacts no component uses and temporary files older
+    /// than [`STALE_TMP`] (a process died writing them), and leaves the rest:
+    /// the artefact in use, a temporary file being written now, other files.
+    #[test]
+    fn eviction_takes_unused_artefacts_and_stale_temporary_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let component = dir.path().join("plugin.wasm");
+        std::fs::write(&component, b"component bytes").unwrap();
+        let used = hex::encode(Sha256::digest(b"component bytes"));
+        let cache = dir.path().join("cache");
+        std::fs::create_dir(&cache).unwrap();
+        let file = |name: &str, age: Duration| {
+            let path = cache.join(name);
+            std::fs::write(&path, b"x").unwrap();
+            let file = std::fs::File::options().write(true).open(&path).unwrap();
+            file.set_modified(SystemTime::now() - age).unwrap();
+            path
+        };
+        let kept = [
+            file(&format!("{used}-0123456789abcdef.cwasm"), Duration::ZERO),
+            file(&format!(".{used}-0123.1.tmp"), Duration::from_secs(5)),
+            file("notes.txt", Duration::from_secs(7200)),
+        ];
+        let gone = [
+            file(
+                &format!("{}-0123456789abcdef.cwasm", "ab".repeat(32)),
+                Duration::ZERO,
+            ),
+            file(
+                &format!(".{used}-0123.2.tmp"),
+                STALE_TMP + Duration::from_secs(60),
+            ),
+        ];
+        assert_eq!(evict_unused(&cache, &[component]), 2);
+        for path in kept {
+            assert!(path.exists(), "{} was kept", path.display());
+        }
+        for path in gone {
+            assert!(!path.exists(), "{} was evicted", path.display());
+        }
+    }
+}
