@@ -8,9 +8,16 @@ use crate::{audit_log, auth};
 
 pub async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
     with_services(cli, async |services| {
-        let n = services.db.migrate_tenants().await?;
+        let (n, failed) = services.db.migrate_tenants().await?;
         println!("master and {n} tenant database(s) migrated");
-        Ok(ExitCode::SUCCESS)
+        for (tenant, why) in &failed {
+            eprintln!("error: tenant \"{tenant}\" was not migrated: {why}");
+        }
+        Ok(if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        })
     })
     .await
 }
@@ -100,6 +107,12 @@ pub async fn push_job(
                 "queue push needs Redis (set REDIS_URL): without it the queue lives in the \
                  serving process's memory, which this command cannot reach"
             );
+        }
+        if let Some(tenant) = tenant
+            && !services.db.tenant_exists(tenant).await?
+        {
+            // The job would only fail on every attempt and be dead-lettered.
+            anyhow::bail!("no tenant named \"{tenant}\" (see neo-ops tenant list)");
         }
         let id = crate::backends::queue::enqueue(&services.kv, queue, tenant, payload).await?;
         println!("{id}");

@@ -114,6 +114,7 @@ pub enum PluginCommand {
 pub enum TenantCommand {
     /// Create a tenant and its migrated database.
     Create {
+        /// 1 to 48 characters: a lowercase letter, then lowercase letters, digits, `_` or `-`.
         name: String,
         /// Human-readable name (defaults to the tenant name).
         #[arg(long)]
@@ -124,6 +125,7 @@ pub enum TenantCommand {
     },
     /// List tenants.
     List {
+        /// Print the list as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -133,10 +135,12 @@ pub enum TenantCommand {
 
 #[derive(clap::Args, Debug, Default)]
 pub struct TenantSetArgs {
+    /// The tenant to change.
     pub name: String,
     /// Where the owner digest goes.
     #[arg(long)]
     pub owner_email: Option<String>,
+    /// Human-readable name (mail sender name, console).
     #[arg(long)]
     pub display_name: Option<String>,
     /// IANA time zone of the tenant's business day (e.g. Asia/Kolkata).
@@ -145,6 +149,7 @@ pub struct TenantSetArgs {
     /// Days customer PII is kept after the last order (purge).
     #[arg(long)]
     pub retention_days: Option<i64>,
+    /// The tenant's plan name.
     #[arg(long)]
     pub plan: Option<String>,
 }
@@ -178,6 +183,7 @@ pub enum TokenCommand {
 pub enum AuditCommand {
     /// Recompute the hash chain and report the first broken record.
     Verify {
+        /// Print the verdict as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -187,7 +193,9 @@ pub enum AuditCommand {
 pub enum QueueCommand {
     /// Enqueue a job with a JSON payload.
     Push {
+        /// The queue, as a plugin's manifest names it (`queue = { name = … }`)
         queue: String,
+        /// The job's payload: a JSON document
         payload: String,
         /// The tenant the job is for (the consumer runs for it).
         #[arg(long)]
@@ -208,10 +216,16 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let json = wants_json(&cli);
     let code = match rt.block_on(execute(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            let message = format!("{e:#}");
+            eprintln!("error: {message}");
+            if json {
+                // Before any output of its own (a bad manifest, no database).
+                print_error_envelope(500, &message);
+            }
             ExitCode::FAILURE
         }
     };
@@ -219,6 +233,32 @@ pub fn main() -> ExitCode {
     // or a reload) is not waited for: the process leaves now.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     code
+}
+
+/// Whether the command was asked for JSON: its failure is then JSON on
+/// stdout too, so a script reading the output sees it.
+fn wants_json(cli: &Cli) -> bool {
+    match &cli.command {
+        Command::Run { args, .. } => json_in(args),
+        Command::Preflight(args) => args.json,
+        Command::Tenant(TenantCommand::List { json })
+        | Command::Audit(AuditCommand::Verify { json }) => *json,
+        _ => false,
+    }
+}
+
+/// Whether a plugin's arguments ask for JSON (before any `--`).
+fn json_in(args: &[String]) -> bool {
+    args.iter()
+        .take_while(|a| *a != "--")
+        .any(|a| a == "--json")
+}
+
+/// The envelope HTTP callers get for a failure, on stdout (`error: …` goes
+/// to stderr beside it).
+fn print_error_envelope(code: u16, message: &str) {
+    let envelope = serde_json::json!({"ok": false, "error": {"code": code, "message": message}});
+    println!("{envelope}");
 }
 
 fn init_tracing(cli: &Cli) {

@@ -57,26 +57,20 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
             let message = e.to_string();
             eprintln!("error: {message}");
             // A script reading `--json` output gets the failure as JSON
-            // too: the envelope HTTP callers get, with the same status.
-            if args
-                .iter()
-                .take_while(|a| *a != "--")
-                .any(|a| a == "--json")
-            {
-                let envelope = serde_json::json!({
-                    "ok": false,
-                    "error": {"code": e.status(), "message": message},
-                });
-                println!("{envelope}");
+            // too, with the status an HTTP caller would get.
+            if super::json_in(args) {
+                super::print_error_envelope(e.status(), &message);
             }
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
-/// What `serve` builds, short of connecting: the route table, and every
-/// plugin compiled (warming the cache) and linked.
+/// What `serve` builds, short of connecting: its settings, the route table,
+/// and every plugin compiled (warming the cache) and linked.
 pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    // The settings `serve` reads, without connecting: a bad value fails here.
+    crate::settings::Settings::from_env(cli.data_dir.clone())?;
     let manifest = load_manifest(&cli.manifest)?;
     let _routes = std::panic::catch_unwind(|| triggers::http::routes(manifest.plugins.iter()))
         .map_err(|_| anyhow::anyhow!("the manifest's routes cannot be served (see above)"))?;

@@ -143,6 +143,17 @@ fn check_refuses_what_serve_cannot_start() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("plugins.toml:3:"), "{stderr}");
     assert!(stderr.contains("overlaps route \"/x/{a}\""), "{stderr}");
+    // A setting serve would refuse fails check too.
+    let (code, stderr) = check(
+        "[plugins.a]\ncomponent = \"status_page.wasm\"\n",
+        |_| {},
+        &[("NEO_OPS_MAX_INSTANCES", "lots")],
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("NEO_OPS_MAX_INSTANCES \"lots\" is not a number"),
+        "{stderr}"
+    );
 }
 
 #[test]

@@ -555,6 +555,29 @@ grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true }
         envelope,
         serde_json::json!({"ok": false, "error": {"code": 404, "message": "tenant \"nope\" not found"}})
     );
+    // A failure before any plugin runs (no such plugin; a manifest that does
+    // not load) is JSON on stdout too when JSON was asked for.
+    let o = cli.run(&["run", "nope", "--json"]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    let envelope: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(envelope["ok"], false);
+    assert!(
+        envelope["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("no plugin named \"nope\""),
+        "{envelope}"
+    );
+    std::fs::write(
+        cli.dir.path().join("plugins.toml"),
+        "[plugins.x]\ncomponent = \"missing.wasm\"\n",
+    )
+    .unwrap();
+    let o = cli.run(&["preflight", "--json"]);
+    assert_eq!(o.code, Some(1), "{}", o.stderr);
+    let envelope: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(envelope["ok"], false, "{envelope}");
+    assert!(o.stderr.starts_with("error: "), "{}", o.stderr);
 }
 
 /// `queue push` refuses what would be lost or never consumed: a queue no
@@ -581,6 +604,37 @@ grants = { kv = ["probe:"] }
     );
     refused(&["queue", "push", "jobs", "{a:1"], "is not JSON");
     refused(&["queue", "push", "jobs", r#"{"a":1}"#], "needs Redis");
+    // With Redis: a tenant that does not exist is refused, a real one's job
+    // is queued.
+    let prefix = format!("neo-test-push-{}:", uuid::Uuid::new_v4().simple());
+    let with_redis = |args: &[&str]| {
+        let out = cli
+            .command(args)
+            .env("REDIS_URL", support::REDIS)
+            .env("NEO_OPS_KV_PREFIX", &prefix)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    assert_eq!(cli.run(&["tenant", "create", "acme"]).code, Some(0));
+    let push =
+        |tenant: &str| with_redis(&["queue", "push", "jobs", r#"{"a":1}"#, "--tenant", tenant]);
+    let (code, _, stderr) = push("acmee");
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("no tenant named \"acmee\""), "{stderr}");
+    let (code, stdout, stderr) = push("acme");
+    assert_eq!(code, Some(0), "{stderr}");
+    let kv = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let kv = neo_ops::backends::kv::Kv::connect(Some(support::REDIS), &prefix)
+            .await
+            .unwrap();
+        let key = neo_ops::backends::queue::queue_key("jobs");
+        let queued = kv.list_len(&key).await.unwrap();
+        kv.delete(&key).await.unwrap();
+        queued
+    });
+    assert_eq!(kv, 1, "one job queued: {stdout}");
 }
 
 /// `--verbose` on `neo-ops run` shows the plugin's debug lines (each row the
@@ -700,6 +754,37 @@ fn help_prints_the_usage_and_runs_nothing() {
     assert_eq!(o.code, Some(1), "{}", o.stdout);
     assert!(
         o.stderr.contains("unknown argument \"--jsn\""),
+        "{}",
+        o.stderr
+    );
+}
+
+/// `migrate` goes through every tenant: one whose database cannot be
+/// migrated (here its file is not SQLite) is named and fails the command,
+/// and the tenants after it are still migrated.
+#[test]
+fn migrate_names_a_failing_tenant_and_goes_on() {
+    let cli = support::Cli::new("");
+    for name in ["acme", "bravo", "carol"] {
+        assert_eq!(cli.run(&["tenant", "create", name]).code, Some(0));
+    }
+    let db = cli.dir.path().join("data/db");
+    std::fs::write(
+        db.join("tenant-bravo.sqlite"),
+        b"not a database, ".repeat(512),
+    )
+    .unwrap();
+    let o = cli.run(&["migrate"]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert!(
+        o.stdout
+            .contains("master and 2 tenant database(s) migrated"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stderr
+            .contains("error: tenant \"bravo\" was not migrated: "),
         "{}",
         o.stderr
     );

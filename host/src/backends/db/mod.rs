@@ -318,8 +318,10 @@ impl Databases {
         Ok(())
     }
 
-    /// Applies pending tenant migrations to every registered tenant.
-    pub async fn migrate_tenants(&self) -> anyhow::Result<usize> {
+    /// Applies pending tenant migrations to every registered tenant. One
+    /// that fails does not stop the rest: returns how many were migrated and,
+    /// for each that failed, its name and why.
+    pub async fn migrate_tenants(&self) -> anyhow::Result<(usize, Vec<(String, String)>)> {
         let rows = self
             .master
             .query(
@@ -327,17 +329,24 @@ impl Databases {
                 &[],
             )
             .await?;
-        let mut n = 0;
+        let (mut n, mut failed) = (0, Vec::new());
         for row in rows.rows {
             if let Some(Value::Text(name)) = row.first() {
-                match self.tenant(name).await? {
-                    Pool::Pg(p) => PG_TENANT.run(&p.pool).await?,
-                    Pool::Sqlite(p) => LITE_TENANT.run(&p).await?,
+                let migrated: anyhow::Result<()> = async {
+                    match self.tenant(name).await? {
+                        Pool::Pg(p) => PG_TENANT.run(&p.pool).await?,
+                        Pool::Sqlite(p) => LITE_TENANT.run(&p).await?,
+                    }
+                    Ok(())
                 }
-                n += 1;
+                .await;
+                match migrated {
+                    Ok(()) => n += 1,
+                    Err(e) => failed.push((name.clone(), format!("{e:#}"))),
+                }
             }
         }
-        Ok(n)
+        Ok((n, failed))
     }
 
     pub async fn close(&self) {
