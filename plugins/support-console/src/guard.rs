@@ -2,8 +2,12 @@
 //! target. With an `Idempotency-Key` the lock is per key and lives long;
 //! without one, the same action on the same target within a short window is
 //! a double click. A call whose work fails releases its lock so a retry runs;
-//! one whose work took effect marks it done, so a repeat is told so, while
-//! a repeat during the work is told it is still running.
+//! one whose work took effect marks it done (as soon as it has: the mail
+//! gone, the row changed) for as long as the guard lasts, and the mark is
+//! looked at before the lock, so a repeat is told "done" even if the lock
+//! was released meanwhile (the host releases the locks of a call cut off by
+//! its timeout). A repeat while the lock is held and not marked is told the
+//! work is still running.
 
 use neo_ops_sdk::{Failure, config, kv};
 use std::time::Duration;
@@ -40,8 +44,9 @@ impl Held {
         }
     }
 
-    /// Marks the work done, for as long as the guard lasts: a repeat is then
-    /// told it was done, not that it is still running.
+    /// Marks the work done, for as long as the guard lasts (a little longer:
+    /// from now, not from when it was taken): a repeat is then told it was
+    /// done, not that it is still running, and does not run it again.
     pub fn done(&self) {
         if let Err(e) = kv::set(&done_key(&self.name), b"1", Some(self.ttl_ms)) {
             neo_ops_sdk::warn(&format!(
@@ -74,23 +79,17 @@ pub fn acquire(
         ),
     };
     let ttl_ms = ttl.as_millis().max(1) as u64;
+    let done = || -> Result<bool, Failure> { Ok(kv::get(&done_key(&name))?.is_some()) };
+    if done()? {
+        return Ok(Guard::Done);
+    }
     if let Some(token) = kv::lock(&name, ttl_ms)? {
-        let held = Held {
+        return Ok(Guard::Held(Held {
             name,
             token,
             ttl_ms,
-        };
-        // A marker left by an earlier guard of this name that has expired
-        // since is not this call's.
-        if let Err(e) = kv::delete(&done_key(&held.name)) {
-            held.release();
-            return Err(e.into());
-        }
-        return Ok(Guard::Held(held));
+        }));
     }
-    Ok(if kv::get(&done_key(&name))?.is_some() {
-        Guard::Done
-    } else {
-        Guard::Running
-    })
+    // Marked done between the two looks, or still running.
+    Ok(if done()? { Guard::Done } else { Guard::Running })
 }

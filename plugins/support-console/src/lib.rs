@@ -86,7 +86,7 @@ fn act(req: &HttpRequest, tenant: &str, action: Action) -> Result<Output, Failur
             ));
         }
     };
-    let outcome = match plan.apply(&tenant) {
+    let outcome = match plan.apply(&tenant, &|| held.done()) {
         Ok(o) => o,
         Err(f) => {
             // Failed before taking effect (an action that has taken effect

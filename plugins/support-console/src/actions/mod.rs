@@ -112,9 +112,12 @@ impl Action {
 }
 
 impl Plan {
-    pub fn apply(&self, tenant: &Tenant) -> Result<Outcome, Failure> {
+    /// Does the work; `took_effect` is called as soon as it has taken effect
+    /// where a later step could still be cut off (resend_invoice: the mail
+    /// has gone), so a repeat is never let through to do it twice.
+    pub fn apply(&self, tenant: &Tenant, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
         match self {
-            Plan::ResendInvoice(p) => resend_invoice::apply(p, tenant),
+            Plan::ResendInvoice(p) => resend_invoice::apply(p, tenant, took_effect),
             Plan::ReprintKot(p) => reprint_kot::apply(p, tenant),
             Plan::ReplayWebhook(p) => replay_webhook::apply(p, tenant),
             Plan::UnlockPin(p) => unlock_pin::apply(p, tenant),

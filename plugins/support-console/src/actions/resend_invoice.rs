@@ -54,7 +54,7 @@ pub fn prepare(db: &str, order_id: i64) -> Result<Invoice, Failure> {
     })
 }
 
-pub fn apply(inv: &Invoice, tenant: &Tenant) -> Result<Outcome, Failure> {
+pub fn apply(inv: &Invoice, tenant: &Tenant, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
     let now = time::now_micros();
     let from = if tenant.display_name.is_empty() {
         &tenant.name
@@ -86,9 +86,11 @@ pub fn apply(inv: &Invoice, tenant: &Tenant) -> Result<Outcome, Failure> {
         html: None,
         attachments: vec![],
     })?;
-    // The mail has gone: from here a failure must not fail the action, or
-    // the guard would be released and a retry would mail the customer
-    // again, and the audit record of a sent mail would be missing.
+    // The mail has gone: marked done at once (the stamp and the audit record
+    // could still be cut off by the timeout, which releases the guard), and
+    // from here a failure must not fail the action, or the guard would be
+    // released and the audit record of a sent mail would be missing.
+    took_effect();
     let stamped = db::execute(
         &tenant.target(),
         "UPDATE invoices SET emailed_at = $1 WHERE id = $2",
