@@ -91,7 +91,9 @@ impl StoreState {
 pub fn db_error(call: &CallContext, e: DbError) -> WitError {
     match e {
         DbError::Rejected(detail) => {
-            tracing::warn!(plugin = %call.plugin.name, request_id = %call.request_id, %detail, "database rejected a statement");
+            // A string field: quoted and escaped (the text can quote what
+            // the plugin sent, newlines and all).
+            tracing::warn!(plugin = %call.plugin.name, request_id = %call.request_id, detail = detail.as_str(), "database rejected a statement");
             WitError::new(
                 ErrorCode::Invalid,
                 format!(

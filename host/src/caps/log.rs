@@ -51,11 +51,13 @@ impl wit::Host for StoreState {
             .map(|(k, v)| format!("{k}={v}"))
             .collect::<Vec<_>>()
             .join(" ");
-        let fields = one_line(clip(&fields));
-        let fields = fields.as_ref();
+        // A field other than the message is quoted and escaped by the log's
+        // formatter itself; the ring's plain lines escape it here.
+        let fields = clip(&fields);
         if let Some(tenant) = &self.call.logged_tenant {
             let level = format!("{level:?}").to_lowercase();
-            let line = format!("{plugin} {level}: {message} {fields} request_id={request_id}");
+            let shown = one_line(fields);
+            let line = format!("{plugin} {level}: {message} {shown} request_id={request_id}");
             self.call.services.tenant_logs.push(tenant, line.trim_end());
         }
         match level {

@@ -350,8 +350,12 @@ impl Runtime {
         release_locks(&self.services, store, matches!(outcome, Ok(Ok(_)))).await;
         let stderr = String::from_utf8_lossy(&store.data().stderr.contents()).into_owned();
         if !stderr.trim().is_empty() {
-            let stderr = crate::caps::log::one_line(stderr.trim());
-            tracing::warn!(plugin = plugin_name, stderr = %stderr, "plugin wrote to stderr");
+            // As a string field: the formatter quotes and escapes it.
+            tracing::warn!(
+                plugin = plugin_name,
+                stderr = stderr.trim(),
+                "plugin wrote to stderr"
+            );
         }
         match outcome {
             Err(_) => Err(timed_out(plugin_name, timeout)),

@@ -633,7 +633,9 @@ async fn dispatch(
         Err(InvokeError::Busy(_)) => busy(),
         Err(e @ InvokeError::TimedOut { .. }) => error_envelope(500, &e.to_string()),
         Err(e) => {
-            let error = crate::caps::log::one_line(&e.to_string()).into_owned();
+            // As a string field (not `%e`): the formatter quotes and escapes
+            // it, so guest text in a crash reason stays on this line.
+            let error = e.to_string();
             tracing::error!(plugin = %target.plugin, request_id, error, "invocation failed");
             error_envelope(500, &format!("plugin \"{}\" failed", target.plugin))
         }

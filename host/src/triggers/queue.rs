@@ -12,7 +12,6 @@ use crate::backends::kv::{Kv, KvError};
 use crate::backends::queue::{
     DLQ_KEEP, Job, alive_key, consumers_key, dead_letter_key, processing_key, queue_key,
 };
-use crate::caps::log::one_line;
 use crate::manifest::QueueSpec;
 use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
 
@@ -347,16 +346,17 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
                 Next::Done
             }
             Err(e) if job.attempts >= spec.max_attempts => {
-                let error = one_line(&e.to_string()).into_owned();
-                tracing::error!(plugin, job = %job.id, attempts = job.attempts, error, "queue job dead-lettered");
-                job.last_error = Some(e.to_string());
+                // A string field: quoted and escaped, guest text and all.
+                let error = e.to_string();
+                tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = error.as_str(), "queue job dead-lettered");
+                job.last_error = Some(error);
                 Next::DeadLetters(job.dead_letter_entry())
             }
             Err(e) => {
                 let delay = retry_delay(spec.backoff, job.attempts);
-                let error = one_line(&e.to_string()).into_owned();
-                tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error, "queue job failed; will retry");
-                job.last_error = Some(e.to_string());
+                let error = e.to_string();
+                tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = error.as_str(), "queue job failed; will retry");
+                job.last_error = Some(error);
                 // The retry waits in the queue, not here: other jobs keep flowing.
                 job.not_before_ms = Some(now_ms() + delay.as_millis() as i64);
                 Next::Queue(job.entry())
