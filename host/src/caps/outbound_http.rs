@@ -64,6 +64,7 @@ impl wit::Host for StoreState {
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or(MAX_TIMEOUT)
             .min(MAX_TIMEOUT);
+        let deadline = tokio::time::Instant::now() + timeout;
         let client = match is_allowed(&plugin.grants.http, &url) {
             None => return Err(denied(String::new())),
             Some(Allowed::Origin) => &self.call.services.http,
@@ -88,7 +89,9 @@ impl wit::Host for StoreState {
         };
         let method = reqwest::Method::from_bytes(request.method.as_bytes())
             .map_err(|_| WitError::invalid(format!("bad method \"{}\"", request.method)))?;
-        let mut req = client.request(method, url.clone()).timeout(timeout);
+        // What the lookup above left of the request's time.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let mut req = client.request(method, url.clone()).timeout(left);
         for (k, v) in &request.headers {
             req = req.header(k, v);
         }
