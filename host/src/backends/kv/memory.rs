@@ -176,7 +176,7 @@ impl MemoryKv {
             let mut bytes = 0usize;
             let mut out = Vec::new();
             for item in list.range(a..=b) {
-                bytes = bytes.saturating_add(item.len());
+                bytes = bytes.saturating_add(item.len() + super::ELEMENT_OVERHEAD);
                 if bytes > limit {
                     return Err(KvError::TooLarge { limit });
                 }

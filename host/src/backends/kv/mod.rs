@@ -22,6 +22,11 @@ fn lock_key(name: &str) -> String {
 /// How long a readiness ping may take.
 pub const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// What one list element costs the host beyond its bytes (a `Vec`), counted
+/// against a plugin's limit so a list of millions of empty elements is
+/// refused too.
+pub const ELEMENT_OVERHEAD: usize = 32;
+
 /// Every kv call is bounded in time.
 pub const KV_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -309,6 +314,24 @@ mod tests {
             vec![vec![2], vec![1]]
         );
         assert_eq!(kv.list_range("q", 0, -1).await.unwrap(), vec![vec![7]]);
+    }
+
+    #[tokio::test]
+    async fn a_range_counts_each_element_against_the_limit() {
+        let kv = Kv::connect(None, "t:").await.unwrap();
+        kv.list_push("l", &[vec![1], vec![2], vec![3]])
+            .await
+            .unwrap();
+        let whole = 3 * (1 + ELEMENT_OVERHEAD);
+        assert_eq!(
+            kv.list_range_within("l", 0, -1, whole).await.unwrap().len(),
+            3
+        );
+        assert!(matches!(
+            kv.list_range_within("l", 0, -1, whole - 1).await,
+            Err(KvError::TooLarge { limit }) if limit == whole - 1
+        ));
+        assert!(matches!(kv.get_within("none", 0).await, Ok(None)));
     }
 
     #[tokio::test]

@@ -10,25 +10,30 @@ use neo_ops_text::redact::for_log as redact_url;
 
 const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
 /// Removes one `ARGV[1]` from list `KEYS[1]` and, only if it was there,
-/// pushes `ARGV[2]` onto list `KEYS[2]`.
-const REPLACE: &str = r#"if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then redis.call("LPUSH", KEYS[2], ARGV[2]) return 1 else return 0 end"#;
+/// pushes `ARGV[2]` onto list `KEYS[2]`. The destination's type is checked
+/// first: Redis does not undo a script's earlier writes when a later one
+/// fails, and an element removed but not pushed would be lost.
+const REPLACE: &str = r#"local t = redis.call("TYPE", KEYS[2]).ok
+if t ~= "list" and t ~= "none" then return redis.error_reply("WRONGTYPE Operation against a key holding the wrong kind of value") end
+if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then redis.call("LPUSH", KEYS[2], ARGV[2]) return 1 else return 0 end"#;
 /// `GET` refused with `TOOLARGE` when the value is over `ARGV[1]` bytes.
 const GET_WITHIN: &str = r#"local n = redis.call("STRLEN", KEYS[1])
 if n > tonumber(ARGV[1]) then return redis.error_reply("TOOLARGE " .. n) end
 return redis.call("GET", KEYS[1])"#;
 /// `LRANGE KEYS[1] ARGV[1] ARGV[2]` read 128 elements at a time inside one
 /// script (so as atomic as `LRANGE`), refused with `TOOLARGE` once the
-/// elements add up to more than `ARGV[3]` bytes: the host never receives
-/// more than that.
+/// elements add up to more than `ARGV[3]` bytes, each counted `ARGV[4]`
+/// bytes more than its length (what holding it costs the host): the host
+/// never receives more than that.
 const RANGE_WITHIN: &str = r#"local len = redis.call("LLEN", KEYS[1])
-local first, last, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local first, last, limit, each = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 if first < 0 then first = math.max(len + first, 0) end
 if last < 0 then last = len + last end
 if last >= len then last = len - 1 end
 local out, bytes = {}, 0
 while first <= last do
   for _, v in ipairs(redis.call("LRANGE", KEYS[1], first, math.min(first + 127, last))) do
-    bytes = bytes + #v
+    bytes = bytes + #v + each
     if bytes > limit then return redis.error_reply("TOOLARGE " .. bytes) end
     out[#out + 1] = v
   end
@@ -217,6 +222,7 @@ impl RedisKv {
                     .arg(start)
                     .arg(stop)
                     .arg(limit)
+                    .arg(super::ELEMENT_OVERHEAD)
                     .invoke_async(&mut c)
                     .await
             }),
