@@ -260,7 +260,11 @@ fn smtp_mistakes(
     }
     let mut unknown: Vec<String> = names
         .filter_map(|n| n.into_string().ok())
-        .filter(|n| n.starts_with("SMTP_") && !SMTP_VARS.contains(&n.as_str()))
+        .filter(|n| !SMTP_VARS.contains(&n.as_str()))
+        .filter(|n| {
+            n.strip_prefix("SMTP_")
+                .is_some_and(looks_like_a_mail_setting)
+        })
         .collect();
     unknown.sort();
     for name in unknown {
@@ -270,6 +274,40 @@ fn smtp_mistakes(
         ));
     }
     found
+}
+
+/// Whether `SMTP_<suffix>` looks like a misspelt mail setting (`HSOT`,
+/// `PASSWORD`), not a variable of something else: a Kubernetes service
+/// named `smtp-relay` brings `SMTP_RELAY_SERVICE_HOST`, `SMTP_RELAY_PORT_25_TCP`.
+fn looks_like_a_mail_setting(suffix: &str) -> bool {
+    if ["SERVICE", "_TCP", "_UDP"]
+        .iter()
+        .any(|k| suffix.contains(k))
+    {
+        return false;
+    }
+    SMTP_VARS
+        .iter()
+        .filter_map(|v| v.strip_prefix("SMTP_"))
+        .any(|known| suffix.starts_with(known) || edit_distance(suffix, known) <= 2)
+}
+
+/// Levenshtein distance, for short names.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
 }
 
 /// Other variables worth seeing in a diagnostic bundle (read from the process
@@ -372,6 +410,16 @@ mod tests {
         }
         assert!(check(&[("SMTP_HOST", "mx"), ("SMTP_USER", "u"), ("SMTP_PASS", "p")]).is_empty());
         assert!(check(&[]).is_empty());
+        // What a Kubernetes service named smtp-relay brings is not a typo.
+        assert!(
+            check(&[
+                ("SMTP_RELAY_SERVICE_HOST", "10.0.0.1"),
+                ("SMTP_RELAY_PORT", "tcp://10.0.0.1:25"),
+                ("SMTP_RELAY_PORT_25_TCP_ADDR", "10.0.0.1"),
+                ("SMTP_SERVICE_PORT", "25"),
+            ])
+            .is_empty()
+        );
         let reads = "it reads SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASS, SMTP_FROM";
         assert_eq!(
             check(&[

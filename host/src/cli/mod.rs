@@ -257,8 +257,10 @@ fn json_in(args: &[String]) -> bool {
 /// The envelope HTTP callers get for a failure, on stdout (`error: …` goes
 /// to stderr beside it).
 fn print_error_envelope(code: u16, message: &str) {
+    use std::io::Write;
     let envelope = serde_json::json!({"ok": false, "error": {"code": code, "message": message}});
-    println!("{envelope}");
+    // Not `println!`: a reader that has gone away is no reason to panic.
+    let _ = writeln!(std::io::stdout(), "{envelope}");
 }
 
 fn init_tracing(cli: &Cli) {
