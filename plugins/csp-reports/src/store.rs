@@ -85,6 +85,9 @@ pub fn save(client: &Client, reports: Vec<Incoming>) -> Result<(), Failure> {
 /// Drops the counters of the entries the trim is about to push out: a
 /// repeat of one of them is then stored again, at the top where the listing
 /// shows it, instead of only counted against an entry no longer listed.
+/// (Read, push and trim are separate calls: two saves interleaving in a
+/// burst can still leave a pushed-out entry's counter behind until it
+/// expires, which delays that report's next listing, no more.)
 fn forget_trimmed() -> Result<(), Failure> {
     for raw in kv::list_range(KEY, KEEP, -1)? {
         let entry: Option<Json> = serde_json::from_slice(&raw).ok();
