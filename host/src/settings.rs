@@ -236,7 +236,8 @@ const SMTP_VARS: &[&str] = &[
 /// goes to the `.eml` outbox and "sends" succeed (a misspelt host would
 /// quietly stop every digest), a user without a password (or the reverse)
 /// logs in as nobody, and an `SMTP_*` name the host does not read (say
-/// `SMTP_PASSWORD`) is ignored.
+/// `SMTP_PASSWORD`, `SMTP_SERVER`) is ignored; Kubernetes' service
+/// variables are not mistakes.
 fn smtp_mistakes(
     var: &impl Fn(&str) -> Option<String>,
     names: impl Iterator<Item = std::ffi::OsString>,
@@ -260,11 +261,8 @@ fn smtp_mistakes(
     }
     let mut unknown: Vec<String> = names
         .filter_map(|n| n.into_string().ok())
-        .filter(|n| !SMTP_VARS.contains(&n.as_str()))
-        .filter(|n| {
-            n.strip_prefix("SMTP_")
-                .is_some_and(looks_like_a_mail_setting)
-        })
+        .filter(|n| n.starts_with("SMTP_") && !SMTP_VARS.contains(&n.as_str()))
+        .filter(|n| !set_for_a_service(n, var(n)))
         .collect();
     unknown.sort();
     for name in unknown {
@@ -276,38 +274,15 @@ fn smtp_mistakes(
     found
 }
 
-/// Whether `SMTP_<suffix>` looks like a misspelt mail setting (`HSOT`,
-/// `PASSWORD`), not a variable of something else: a Kubernetes service
-/// named `smtp-relay` brings `SMTP_RELAY_SERVICE_HOST`, `SMTP_RELAY_PORT_25_TCP`.
-fn looks_like_a_mail_setting(suffix: &str) -> bool {
-    if ["SERVICE", "_TCP", "_UDP"]
-        .iter()
-        .any(|k| suffix.contains(k))
-    {
-        return false;
-    }
-    SMTP_VARS
-        .iter()
-        .filter_map(|v| v.strip_prefix("SMTP_"))
-        .any(|known| suffix.starts_with(known) || edit_distance(suffix, known) <= 2)
-}
-
-/// Levenshtein distance, for short names.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut diagonal = row[0];
-        row[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let above = row[j + 1];
-            row[j + 1] = (above + 1)
-                .min(row[j] + 1)
-                .min(diagonal + usize::from(ca != *cb));
-            diagonal = above;
-        }
-    }
-    row[b.len()]
+/// Whether an `SMTP_*` variable is one Kubernetes set for a service whose
+/// name starts with `smtp` (`SMTP_RELAY_SERVICE_HOST`,
+/// `SMTP_RELAY_PORT=tcp://…`, `SMTP_RELAY_PORT_25_TCP_ADDR`), not a mail
+/// setting someone meant.
+fn set_for_a_service(name: &str, value: Option<String>) -> bool {
+    name.contains("SERVICE")
+        || name.contains("_TCP")
+        || name.contains("_UDP")
+        || value.is_some_and(|v| v.starts_with("tcp://") || v.starts_with("udp://"))
 }
 
 /// Other variables worth seeing in a diagnostic bundle (read from the process
@@ -416,10 +391,11 @@ mod tests {
                 ("SMTP_RELAY_SERVICE_HOST", "10.0.0.1"),
                 ("SMTP_RELAY_PORT", "tcp://10.0.0.1:25"),
                 ("SMTP_RELAY_PORT_25_TCP_ADDR", "10.0.0.1"),
-                ("SMTP_SERVICE_PORT", "25"),
+                ("SMTP_HOST_PORT", "tcp://10.0.0.2:25"),
             ])
             .is_empty()
         );
+        assert_eq!(check(&[("SMTP_SERVER", "mx")]).len(), 1, "an unknown name");
         let reads = "it reads SMTP_HOST, SMTP_PORT, SMTP_USER, SMTP_PASS, SMTP_FROM";
         assert_eq!(
             check(&[
