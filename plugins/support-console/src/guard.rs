@@ -2,12 +2,14 @@
 //! target. With an `Idempotency-Key` the lock is per key and lives long;
 //! without one, the same action on the same target within a short window is
 //! a double click. A call whose work fails releases its lock so a retry runs;
-//! one whose work took effect marks it done (as soon as it has: the mail
-//! gone, the row changed) for as long as the guard lasts, and the mark is
-//! looked at before the lock, so a repeat is told "done" even if the lock
-//! was released meanwhile (the host releases the locks of a call cut off by
-//! its timeout). A repeat while the lock is held and not marked is told the
-//! work is still running.
+//! one whose work succeeded marks it done for as long as the guard lasts
+//! (resend_invoice as soon as the mail has gone, the others once all their
+//! work is done), and the mark is looked at around taking the lock, so a
+//! repeat is told "done" even if the lock was released meanwhile (the host
+//! releases the locks of a call cut off by its timeout). A repeat while the
+//! lock is held and not marked is told the work is still running. What no
+//! mark covers: a call cut off before it could mark (mid-mail, or between
+//! another action's commit and its mark) can be retried into a second run.
 
 use neo_ops_sdk::{Failure, config, kv};
 use std::time::Duration;
@@ -50,7 +52,7 @@ impl Held {
     pub fn done(&self) {
         if let Err(e) = kv::set(&done_key(&self.name), b"1", Some(self.ttl_ms)) {
             neo_ops_sdk::warn(&format!(
-                "marking \"{}\" done failed: {}; a repeat is told it is still running",
+                "marking \"{}\" done failed: {}; a repeat is told it is still running while the guard holds",
                 self.name, e.message
             ));
         }
@@ -79,16 +81,24 @@ pub fn acquire(
         ),
     };
     let ttl_ms = ttl.as_millis().max(1) as u64;
-    let done = || -> Result<bool, Failure> { Ok(kv::get(&done_key(&name))?.is_some()) };
+    let marker = done_key(&name);
+    let done = || -> Result<bool, Failure> { Ok(kv::get(&marker)?.is_some()) };
     if done()? {
         return Ok(Guard::Done);
     }
     if let Some(token) = kv::lock(&name, ttl_ms)? {
-        return Ok(Guard::Held(Held {
+        let held = Held {
             name,
             token,
             ttl_ms,
-        }));
+        };
+        // Marked between the look and the lock by a call that took effect
+        // and was then cut off (which released its lock): done.
+        if done()? {
+            held.release();
+            return Ok(Guard::Done);
+        }
+        return Ok(Guard::Held(held));
     }
     // Marked done between the two looks, or still running.
     Ok(if done()? { Guard::Done } else { Guard::Running })

@@ -114,7 +114,8 @@ impl Action {
 impl Plan {
     /// Does the work; `took_effect` is called as soon as it has taken effect
     /// where a later step could still be cut off (resend_invoice: the mail
-    /// has gone), so a repeat is never let through to do it twice.
+    /// has gone), so a repeat after that point is not let through to do it
+    /// again.
     pub fn apply(&self, tenant: &Tenant, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
         match self {
             Plan::ResendInvoice(p) => resend_invoice::apply(p, tenant, took_effect),
