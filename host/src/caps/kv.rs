@@ -41,7 +41,7 @@ fn kv_error(e: KvError) -> WitError {
         KvError::Unavailable => WitError::new(ErrorCode::Unavailable, "kv store unavailable"),
         KvError::WrongType(m) => WitError::new(ErrorCode::Invalid, m),
         KvError::TooLarge { limit } => WitError::invalid(format!(
-            "the kv answer is over {limit} bytes, the plugin's memory limit; read a smaller range"
+            "the kv answer is over {limit} bytes (its length and 32 per element), the plugin's memory limit; read a smaller range"
         )),
     }
 }

@@ -1,7 +1,9 @@
 //! `neo:ops/log`: plugin logs into the host's tracing, tagged with plugin and
 //! request id, and capped in size; a tenant's invocation's lines also go to
 //! that tenant's ring (`tenant_logs`) for its support bundle. Guest text
-//! never starts a line of its own ([`one_line`]).
+//! never starts a line of its own: the message and the ring's lines go
+//! through [`one_line`]; other fields are string fields, which the log's
+//! formatter quotes and escapes itself.
 
 use std::borrow::Cow;
 

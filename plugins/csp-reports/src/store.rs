@@ -87,7 +87,8 @@ pub fn save(client: &Client, reports: Vec<Incoming>) -> Result<(), Failure> {
 /// shows it, instead of only counted against an entry no longer listed.
 /// (Read, push and trim are separate calls: two saves interleaving in a
 /// burst can still leave a pushed-out entry's counter behind until it
-/// expires, which delays that report's next listing, no more.)
+/// expires, up to 24 hours after its first copy; copies counted against it
+/// meanwhile are not listed.)
 fn forget_trimmed() -> Result<(), Failure> {
     for raw in kv::list_range(KEY, KEEP, -1)? {
         let entry: Option<Json> = serde_json::from_slice(&raw).ok();
