@@ -205,6 +205,9 @@ pub enum QueueCommand {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve { .. }) {
+        end_quietly_on_a_closed_pipe();
+    }
     init_tracing(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -233,6 +236,20 @@ pub fn main() -> ExitCode {
     // or a reload) is not waited for: the process leaves now.
     rt.shutdown_timeout(std::time::Duration::from_secs(1));
     code
+}
+
+/// A command whose output goes into a reader that stops early (`neo-ops
+/// tenant list | head -1`) ends there, quietly, as Unix tools do, instead of
+/// `println!` panicking on the broken pipe. Not for `serve`, whose log may
+/// go to a pipe that must not stop it; sockets never raise SIGPIPE (Rust
+/// sends with `MSG_NOSIGNAL`).
+fn end_quietly_on_a_closed_pipe() {
+    #[cfg(unix)]
+    // SAFETY: sets a signal's disposition back to the default, before any
+    // other thread exists; no handler runs our code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
 }
 
 /// Whether the command was asked for JSON: its failure is then JSON on

@@ -789,3 +789,23 @@ fn migrate_names_a_failing_tenant_and_goes_on() {
         o.stderr
     );
 }
+
+/// A command whose reader has gone (`neo-ops tenant list | head -0`) ends
+/// quietly on the closed pipe, as Unix tools do: no panic, no message.
+#[test]
+fn a_closed_pipe_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let cli = support::Cli::new("");
+    assert_eq!(cli.run(&["tenant", "create", "acme"]).code, Some(0));
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = cli
+        .command(&["tenant", "list"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
