@@ -89,8 +89,35 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
         );
     }
     with_services(cli, async |services| {
+        let before = services
+            .db
+            .list_tenants()
+            .await?
+            .into_iter()
+            .find(|t| t.name == args.name);
         services.db.update_tenant(&args.name, &update).await?;
         println!("updated tenant \"{}\"", args.name);
+        // What changed, old to new: a retention cut from a year to days is
+        // what tonight's purge acts on, so say so plainly.
+        if let Some(t) = before {
+            let old_email = t.owner_email.unwrap_or_default();
+            let changes = [
+                ("owner_email", old_email, update.owner_email.clone()),
+                ("display_name", t.display_name, update.display_name.clone()),
+                ("time_zone", t.time_zone, update.time_zone.clone()),
+                (
+                    "retention_days",
+                    t.retention_days.to_string(),
+                    update.retention_days.map(|d| d.to_string()),
+                ),
+                ("plan", t.plan, update.plan.clone()),
+            ];
+            for (field, old, new) in changes {
+                if let Some(new) = new {
+                    println!("  {field}: {old:?} -> {new:?}");
+                }
+            }
+        }
         Ok(ExitCode::SUCCESS)
     })
     .await

@@ -53,6 +53,15 @@ fn tenant_set_changes_what_list_shows() {
         "pro",
     ]);
     assert!(out.contains("updated tenant \"acme\""), "{out}");
+    // What changed is shown, old to new.
+    assert!(
+        out.contains("  owner_email: \"owner@acme.example\" -> \"priya@acme.example\"\n"),
+        "{out}"
+    );
+    assert!(
+        out.contains("  retention_days: \"365\" -> \"90\"\n"),
+        "{out}"
+    );
     let listed: serde_json::Value =
         serde_json::from_str(&ok(&["tenant", "list", "--json"])).unwrap();
     let t = &listed[0];
