@@ -111,6 +111,9 @@ impl Registry {
     }
 }
 
+/// How often a connection waiting at the cap looks for one gone idle.
+const LOOK_AGAIN: Duration = Duration::from_millis(50);
+
 /// Serves `app` on `listener` until `shutdown`, then lets open connections
 /// finish their requests (the caller bounds how long).
 pub async fn serve(
@@ -157,16 +160,25 @@ pub async fn serve(
         };
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
+            // At the cap: make room by closing the oldest idle connection; if
+            // every one is busy, look again now and then, since a busy one
+            // left open by keep-alive goes idle without closing.
             Err(_) => {
-                // At the cap: make room by closing the oldest idle connection,
-                // or wait for a busy one to finish.
-                registry.evict_idle();
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    p = slots.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
+                let mut evicted = false;
+                let waited = loop {
+                    // One at a time: a closed connection frees its slot.
+                    if !evicted {
+                        evicted = registry.evict_idle();
+                    }
+                    tokio::select! {
+                        _ = shutdown.cancelled() => break None,
+                        p = slots.clone().acquire_owned() => break p.ok(),
+                        _ = tokio::time::sleep(LOOK_AGAIN) => {}
+                    }
+                };
+                match waited {
+                    Some(p) => p,
+                    None => break,
                 }
             }
         };

@@ -1167,3 +1167,71 @@ async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
     }
     server.stop().await.unwrap();
 }
+
+/// At the cap, with every connection busy, a new one does not wait for a
+/// busy connection to close: once that connection's request is answered
+/// and it sits idle on keep-alive, it is closed to make room (before, the
+/// new one waited for the 10 s header timeout to close it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_looks_again_for_a_connection_gone_idle() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut sockets = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            sockets.push(s);
+        }
+    });
+    let dep = Deployment::new(Backend::Embedded).await;
+    let mut settings = dep.settings("a");
+    settings.max_connections = Some(1);
+    let services = Services::connect(settings).await.expect("services");
+    let manifest = format!(
+        r#"
+[plugins.check-alertmanager]
+component = "check_alertmanager.wasm"
+check = true
+grants = {{ http = ["http://{silent_addr}"] }}
+config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "1s" }}
+"#
+    );
+    let server = dep.start_with_services(&manifest, services).await;
+    let token = admin_token(&server).await;
+    // The only slot: a preflight that takes about a second, then keep-alive.
+    let mut busy = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    busy.write_all(
+        format!(
+            "GET /api/admin/preflight HTTP/1.1\r\nhost: neo\r\nauthorization: Bearer {token}\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    let mut probe = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    probe
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: neo\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(20), probe.read_to_string(&mut answer))
+        .await
+        .expect("the probe was answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "waited {:?} for a slot",
+        asked.elapsed()
+    );
+    // The busy connection got its answer before it was closed.
+    let mut head = vec![0u8; 4096];
+    let n = busy.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 "),
+        "the preflight answered"
+    );
+    held.abort();
+    server.stop().await.unwrap();
+}
