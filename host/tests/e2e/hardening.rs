@@ -631,13 +631,19 @@ fn startup_errors_mask_url_passwords() {
     }
 }
 
-/// At the connection cap a connection whose request is still running is not
-/// taken for idle, even on a host route whose handler no longer holds the
-/// request (the preflight, waiting on a check): the idle connection is the
-/// one closed to make room, and the preflight's answer arrives whole.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_connection_cap_closes_idle_connections_not_busy_ones() {
-    // An "Alertmanager" that accepts and never answers: the check waits 2s.
+/// A server with at most `cap` connections and one check that waits
+/// `check_timeout` on an "Alertmanager" that accepts and never answers, and
+/// a connection whose preflight is running on it. Abort the returned task
+/// (the silent listener) when done.
+async fn a_slow_preflight_at_the_cap(
+    cap: usize,
+    check_timeout: &str,
+) -> (
+    Deployment,
+    Server,
+    tokio::task::JoinHandle<()>,
+    tokio::net::TcpStream,
+) {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let silent_addr = silent.local_addr().unwrap();
     let held = tokio::spawn(async move {
@@ -648,7 +654,7 @@ async fn the_connection_cap_closes_idle_connections_not_busy_ones() {
     });
     let dep = Deployment::new(Backend::Embedded).await;
     let mut settings = dep.settings("a");
-    settings.max_connections = Some(2);
+    settings.max_connections = Some(cap);
     let services = Services::connect(settings).await.expect("services");
     let manifest = format!(
         r#"
@@ -656,7 +662,7 @@ async fn the_connection_cap_closes_idle_connections_not_busy_ones() {
 component = "check_alertmanager.wasm"
 check = true
 grants = {{ http = ["http://{silent_addr}"] }}
-config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "2s" }}
+config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "{check_timeout}" }}
 "#
     );
     let server = dep.start_with_services(&manifest, services).await;
@@ -670,6 +676,16 @@ config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "2s" }}
     )
     .await
     .unwrap();
+    (dep, server, held, busy)
+}
+
+/// At the connection cap a connection whose request is still running is not
+/// taken for idle, even on a host route whose handler no longer holds the
+/// request (the preflight, waiting on a check): the idle connection is the
+/// one closed to make room, and the preflight's answer arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_connection_cap_closes_idle_connections_not_busy_ones() {
+    let (_dep, server, held, mut busy) = a_slow_preflight_at_the_cap(2, "2s").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut idle = tokio::net::TcpStream::connect(server.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -1174,39 +1190,8 @@ async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
 /// new one waited for the 10 s header timeout to close it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_looks_again_for_a_connection_gone_idle() {
-    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let silent_addr = silent.local_addr().unwrap();
-    let held = tokio::spawn(async move {
-        let mut sockets = Vec::new();
-        while let Ok((s, _)) = silent.accept().await {
-            sockets.push(s);
-        }
-    });
-    let dep = Deployment::new(Backend::Embedded).await;
-    let mut settings = dep.settings("a");
-    settings.max_connections = Some(1);
-    let services = Services::connect(settings).await.expect("services");
-    let manifest = format!(
-        r#"
-[plugins.check-alertmanager]
-component = "check_alertmanager.wasm"
-check = true
-grants = {{ http = ["http://{silent_addr}"] }}
-config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "1s" }}
-"#
-    );
-    let server = dep.start_with_services(&manifest, services).await;
-    let token = admin_token(&server).await;
     // The only slot: a preflight that takes about a second, then keep-alive.
-    let mut busy = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    busy.write_all(
-        format!(
-            "GET /api/admin/preflight HTTP/1.1\r\nhost: neo\r\nauthorization: Bearer {token}\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+    let (_dep, server, held, mut busy) = a_slow_preflight_at_the_cap(1, "1s").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let asked = Instant::now();
     let mut probe = tokio::net::TcpStream::connect(server.addr).await.unwrap();
