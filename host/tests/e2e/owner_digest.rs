@@ -211,10 +211,24 @@ struct Expected {
     /// (name, quantity, revenue), best first.
     top: Vec<(String, i64, i64)>,
     opens: i64,
+    /// Local `HH:MM` the figures stop at, for a day not over.
+    until: Option<String>,
 }
 
-/// The digest's figures, recomputed from the seed in plain Rust.
+/// The digest's figures for a whole day, recomputed from the seed in plain Rust.
 fn expected(orders: &[Order], events: &[(&str, &str)], tz: Tz, day: &str) -> Expected {
+    expected_until(orders, events, tz, day, None)
+}
+
+/// The figures of a day not over at `now`: the day and the same weekday a
+/// week before, each up to now's local time (zones without DST here).
+fn expected_until(
+    orders: &[Order],
+    events: &[(&str, &str)],
+    tz: Tz,
+    day: &str,
+    now: Option<DateTime<Utc>>,
+) -> Expected {
     let day = NaiveDate::parse_from_str(day, "%Y-%m-%d").unwrap();
     let local = |d: NaiveDate| {
         tz.from_local_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
@@ -222,7 +236,12 @@ fn expected(orders: &[Order], events: &[(&str, &str)], tz: Tz, day: &str) -> Exp
             .unwrap()
             .to_utc()
     };
-    let (start, end) = (local(day), local(day.succ_opt().unwrap()));
+    let week = chrono::Duration::days(7);
+    let cut = |end: DateTime<Utc>, by: chrono::Duration| now.map_or(end, |n| end.min(n - by));
+    let (start, end) = (
+        local(day),
+        cut(local(day.succ_opt().unwrap()), chrono::Duration::zero()),
+    );
     let in_day = |s: &str| (start..end).contains(&utc(s));
     let live: Vec<&Order> = orders
         .iter()
@@ -235,7 +254,10 @@ fn expected(orders: &[Order], events: &[(&str, &str)], tz: Tz, day: &str) -> Exp
         .collect();
     let total = |o: &Order| o.lines.iter().map(|l| l.qty * l.unit).sum::<i64>();
     let week_before = day - chrono::Days::new(7);
-    let (from, to) = (local(week_before), local(week_before.succ_opt().unwrap()));
+    let (from, to) = (
+        local(week_before),
+        cut(local(week_before.succ_opt().unwrap()), week),
+    );
     let earlier: Vec<&Order> = orders
         .iter()
         .filter(|o| (from..to).contains(&utc(o.placed)) && !o.deleted && o.status != "CANCELLED")
@@ -267,6 +289,7 @@ fn expected(orders: &[Order], events: &[(&str, &str)], tz: Tz, day: &str) -> Exp
             .iter()
             .filter(|(e, at)| *e == "open" && in_day(at))
             .count() as i64,
+        until: now.map(|n| n.with_timezone(&tz).format("%H:%M").to_string()),
     }
 }
 
@@ -305,11 +328,15 @@ fn expected_lines(e: &Expected) -> Vec<String> {
         n => format!("{n} times"),
     };
     let (before_orders, before_gross) = e.last_week;
+    let label = match &e.until {
+        Some(t) => format!("Last Tuesday until {t}"),
+        None => "Last Tuesday".to_string(),
+    };
     let last_week = if before_orders == 0 {
-        "Last Tuesday: no sales".to_string()
+        format!("{label}: no sales")
     } else {
         format!(
-            "Last Tuesday: {} from {} (sales {}, orders {})",
+            "{label}: {} from {} (sales {}, orders {})",
             rupees(before_gross),
             orders(before_orders),
             percent(e.gross, before_gross),
@@ -419,11 +446,12 @@ async fn digest(server: &Server, args: &[&str]) -> Result<String, neo_ops::runti
     server.command("owner-digest", args).await
 }
 
-/// Mail as text with LF line ends (SMTP delivers CRLF).
+/// Mail as text with LF line ends (SMTP delivers CRLF), long lines joined
+/// again where quoted-printable broke them (`=` at a line's end).
 fn mail(dep: &Deployment) -> Vec<String> {
     dep.sent_mail()
         .into_iter()
-        .map(|m| m.replace("\r\n", "\n"))
+        .map(|m| m.replace("\r\n", "\n").replace("=\n", ""))
         .collect()
 }
 
@@ -766,7 +794,19 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
     )
     .await;
     tenant(&server, "initech", None, "Asia/Kolkata").await;
-    let seeded = orders();
+    let mut seeded = orders();
+    // Last Tuesday at 21:00 IST: after the slot's time of day, so not in
+    // the comparison (today's figures stop at 20:00 too).
+    seeded.push(Order {
+        id: 12,
+        placed: "2026-11-17T15:30:00Z",
+        status: "PAID",
+        tip: 0,
+        comp: false,
+        prep: None,
+        deleted: false,
+        lines: vec![line("Gulab Jamun", 7, 11000)],
+    });
     seed(&acme, &seeded, BREAKER_EVENTS).await;
     // 20:00 IST on the 24th is 09:30 in New York, still the 24th there; these
     // fall on the 24th in New York but the 23rd/25th would be wrong in UTC terms.
@@ -829,11 +869,23 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
             .find(|m| m.contains(&format!("To: {who}")))
             .unwrap()
     };
-    for l in expected_lines(&expected(&seeded, BREAKER_EVENTS, KOLKATA, DAY)) {
-        assert!(to("owner@acme.example").contains(&l), "acme: {l:?}");
+    // At 20:00 IST the day is not over: its figures, and last Tuesday's,
+    // stop at 20:00 (the catering order at 23:59:59 is not in yet).
+    let want = expected_until(&seeded, BREAKER_EVENTS, KOLKATA, DAY, Some(slot));
+    let whole = expected(&seeded, BREAKER_EVENTS, KOLKATA, DAY);
+    assert_eq!((want.orders, whole.orders), (3, 4));
+    assert_eq!((want.last_week.0, whole.last_week.0), (2, 3));
+    let acme_mail = to("owner@acme.example");
+    assert!(
+        acme_mail.contains("Business day: Tue 24 Nov 2026 until 20:00"),
+        "{acme_mail}"
+    );
+    for l in expected_lines(&want) {
+        assert!(acme_mail.contains(&l), "acme: {l:?} in {acme_mail}");
     }
     let ny_tz: Tz = "America/New_York".parse().unwrap();
-    let want = expected(&ny, &[("open", "2026-11-24T05:00:00Z")], ny_tz, DAY);
+    let ny_events = [("open", "2026-11-24T05:00:00Z")];
+    let want = expected_until(&ny, &ny_events, ny_tz, DAY, Some(slot));
     assert_eq!((want.orders, want.tips, want.opens), (1, 1500, 1));
     for l in expected_lines(&want) {
         assert!(to("boss@globex.example").contains(&l), "globex: {l:?}");

@@ -123,6 +123,8 @@ pub enum Outcome {
 pub struct TenantResult {
     tenant: String,
     day: Option<NaiveDate>,
+    /// RFC 3339 instant today's figures stop at (the day is not over).
+    until: Option<String>,
     outcome: Outcome,
 }
 
@@ -130,6 +132,7 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
     let result = |day, outcome| TenantResult {
         tenant: t.name.clone(),
         day,
+        until: None,
         outcome,
     };
     let tz = match day::zone(&t.time_zone) {
@@ -149,11 +152,21 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
         );
         return result(Some(day), Outcome::Failed(reply::fail(400, msg)));
     }
+    let mut range = day::range(tz, day);
+    let mut last_week = day::range(tz, day - chrono::Days::new(7));
+    // Today is not over: its figures and last week's both stop at this
+    // local time, so "sales down 35%" compares like with like.
+    let until = (day == today).then(|| {
+        range.end = req.now_micros;
+        last_week.end = day::week_before(tz, req.now_micros);
+        day::local_time(tz, req.now_micros)
+    });
     let job = send::Job {
         tenant: t,
         day,
-        range: day::range(tz, day),
-        last_week: day::range(tz, day - chrono::Days::new(7)),
+        until,
+        range,
+        last_week,
         top_n: req.top_n,
         lock_ttl_ms: req.lock_ttl_ms,
     };
@@ -163,7 +176,10 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
         job.send_once()
     };
     let outcome = outcome.unwrap_or_else(Outcome::Failed);
-    result(Some(day), outcome)
+    TenantResult {
+        until: (day == today).then(|| time::rfc3339(req.now_micros)),
+        ..result(Some(day), outcome)
+    }
 }
 
 /// The command's output; a run with any failure fails as a whole, after
@@ -215,6 +231,7 @@ fn result_json(r: &TenantResult) -> Json {
     let mut v = json!({
         "tenant": r.tenant,
         "business_day": r.day.map(|d| d.to_string()),
+        "until": r.until,
     });
     let extra = match &r.outcome {
         Outcome::Sent {

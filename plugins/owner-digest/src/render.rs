@@ -10,7 +10,20 @@ pub struct Heading<'a> {
     pub tenant: &'a str,
     pub display_name: &'a str,
     pub day: NaiveDate,
+    /// Local `HH:MM` the figures stop at, when the day is not over.
+    pub until: Option<&'a str>,
     pub zone: &'a str,
+}
+
+impl Heading<'_> {
+    /// `Tue 02 Dec 2026 (Asia/Kolkata)`, with `until 20:00` for a day not over.
+    fn business_day(&self) -> String {
+        let day = self.day.format("%a %d %b %Y");
+        match self.until {
+            Some(t) => format!("{day} until {t} ({})", self.zone),
+            None => format!("{day} ({})", self.zone),
+        }
+    }
 }
 
 pub fn subject(h: &Heading) -> String {
@@ -67,7 +80,13 @@ fn figures(h: &Heading, d: &Digest) -> Vec<(String, String)> {
             "Sales".into(),
             format!("{} from {}", rupees(d.gross_sales_minor), orders(d.orders)),
         ),
-        (format!("Last {weekday}"), last_week(d)),
+        (
+            match h.until {
+                Some(t) => format!("Last {weekday} until {t}"),
+                None => format!("Last {weekday}"),
+            },
+            last_week(d),
+        ),
         (
             "Cancelled orders (not in sales)".into(),
             d.cancelled.to_string(),
@@ -135,11 +154,10 @@ pub fn change(now: i64, before: i64) -> String {
 
 pub fn text(h: &Heading, d: &Digest) -> String {
     let mut out = format!(
-        "Daily digest for {} ({})\nBusiness day: {} ({})\n\n",
+        "Daily digest for {} ({})\nBusiness day: {}\n\n",
         h.display_name,
         h.tenant,
-        h.day.format("%a %d %b %Y"),
-        h.zone
+        h.business_day()
     );
     for (label, value) in figures(h, d) {
         out.push_str(&format!("{label}: {value}\n"));
@@ -164,10 +182,9 @@ pub fn text(h: &Heading, d: &Digest) -> String {
 pub fn html(h: &Heading, d: &Digest) -> String {
     let mut out = format!(
         "<!doctype html>\n<html><body style=\"font-family:sans-serif\">\n\
-         <h2>Daily digest for {}</h2>\n<p>Business day: {} ({})</p>\n<table>\n",
+         <h2>Daily digest for {}</h2>\n<p>Business day: {}</p>\n<table>\n",
         escape(h.display_name),
-        h.day.format("%a %d %b %Y"),
-        escape(h.zone)
+        escape(&h.business_day())
     );
     for (label, value) in figures(h, d) {
         out.push_str(&format!(
@@ -236,6 +253,7 @@ mod tests {
             tenant: "acme",
             display_name: "A&B <Diner>",
             day: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+            until: None,
             zone: "Asia/Kolkata",
         };
         let d = Digest {
@@ -259,5 +277,23 @@ mod tests {
         assert!(html.contains("Dal &lt;Makhani&gt;"), "{html}");
         assert!(html.contains("&#8377;50.00"), "{html}");
         assert!(t.is_ascii() && html.is_ascii());
+    }
+
+    #[test]
+    fn a_day_not_over_says_where_its_figures_stop() {
+        let h = Heading {
+            tenant: "acme",
+            display_name: "Acme",
+            day: NaiveDate::from_ymd_opt(2026, 11, 24).unwrap(),
+            until: Some("20:00"),
+            zone: "Asia/Kolkata",
+        };
+        let t = text(&h, &Digest::default());
+        assert!(
+            t.contains("Business day: Tue 24 Nov 2026 until 20:00 (Asia/Kolkata)"),
+            "{t}"
+        );
+        assert!(t.contains("Last Tuesday until 20:00: no sales"), "{t}");
+        assert!(html(&h, &Digest::default()).contains("until 20:00"));
     }
 }

@@ -12,6 +12,8 @@ use neo_ops_sdk::{Failure, kv, log, mail, reply, time};
 pub struct Job<'a> {
     pub tenant: &'a Tenant,
     pub day: NaiveDate,
+    /// `HH:MM` local when the day is today: the figures stop there.
+    pub until: Option<String>,
     pub range: Range,
     /// The same weekday a week earlier.
     pub last_week: Range,
@@ -29,6 +31,7 @@ impl Job<'_> {
             tenant: &self.tenant.name,
             display_name: &self.tenant.display_name,
             day: self.day,
+            until: self.until.as_deref(),
             zone: &self.tenant.time_zone,
         }
     }

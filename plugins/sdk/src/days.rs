@@ -57,6 +57,31 @@ pub fn start_of(tz: Tz, day: NaiveDate) -> i64 {
         .unwrap_or_else(|| midnight.and_utc().timestamp_micros())
 }
 
+/// The same local wall-clock time a week before `micros` (across a DST
+/// change this is 167 or 169 hours earlier). A time that did not exist a
+/// week ago (skipped by DST) becomes the first that did after it.
+pub fn week_before(tz: Tz, micros: i64) -> i64 {
+    let week = Duration::days(7);
+    let Some(now) = DateTime::from_timestamp_micros(micros) else {
+        return micros - week.num_microseconds().unwrap_or(0);
+    };
+    let then = now.with_timezone(&tz).naive_local() - week;
+    (0..=4)
+        .map(|quarter| then + Duration::minutes(15 * quarter))
+        .find_map(|local| tz.from_local_datetime(&local).earliest())
+        .map(|dt| dt.timestamp_micros())
+        .unwrap_or_else(|| (now - week).timestamp_micros())
+}
+
+/// `HH:MM` at instant `micros` in `tz`.
+pub fn local_time(tz: Tz, micros: i64) -> String {
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .format("%H:%M")
+        .to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,6 +142,19 @@ mod tests {
             date_at(tz, utc("2026-11-24T19:00:00Z")),
             parse_date("2026-11-25").unwrap()
         );
+    }
+
+    #[test]
+    fn a_week_before_keeps_the_local_time_across_dst() {
+        let ny = zone("America/New_York").unwrap();
+        // 2026-03-10 12:00 EDT; a week earlier was 2026-03-03 12:00 EST.
+        let now = utc("2026-03-10T16:00:00Z");
+        assert_eq!(week_before(ny, now), utc("2026-03-03T17:00:00Z"));
+        assert_eq!(local_time(ny, week_before(ny, now)), "12:00");
+        let kolkata = zone("Asia/Kolkata").unwrap();
+        let slot = utc("2026-11-24T14:30:00Z");
+        assert_eq!(local_time(kolkata, slot), "20:00");
+        assert_eq!(week_before(kolkata, slot), slot - 7 * 86_400_000_000);
     }
 
     #[test]
