@@ -3,6 +3,7 @@
 use crate::backends::db::{Budget, DbError, Pool, RowSet, Value};
 use crate::bindings::neo::ops::db as wit;
 use crate::bindings::{ErrorCode, WitError};
+use crate::caps::sql_policy;
 use crate::caps::state::{CallContext, StoreState};
 use crate::manifest::DbGrant;
 use crate::runtime::completing::Completing;
@@ -111,7 +112,7 @@ pub fn db_error(call: &CallContext, e: DbError) -> WitError {
 }
 
 /// WIT statements as the backend's (SQL, parameters), at most
-/// [`MAX_STATEMENTS`] of them.
+/// [`MAX_STATEMENTS`] of them, each one a plugin may send.
 pub(crate) fn statements_from_wit(
     statements: Vec<wit::Statement>,
 ) -> Result<Vec<(String, Vec<Value>)>, WitError> {
@@ -121,10 +122,13 @@ pub(crate) fn statements_from_wit(
             statements.len()
         )));
     }
-    Ok(statements
+    statements
         .into_iter()
-        .map(|s| (s.sql, s.params.into_iter().map(from_wit).collect()))
-        .collect())
+        .map(|s| {
+            sql_policy::check(&s.sql)?;
+            Ok((s.sql, s.params.into_iter().map(from_wit).collect()))
+        })
+        .collect()
 }
 
 fn from_wit(v: wit::Value) -> Value {
@@ -168,6 +172,7 @@ impl wit::Host for StoreState {
         sql: String,
         params: Vec<wit::Value>,
     ) -> Result<wit::RowSet, WitError> {
+        sql_policy::check(&sql)?;
         let pool = self.pool_for(&target).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
         let mut budget = self.row_budget();
@@ -182,6 +187,7 @@ impl wit::Host for StoreState {
         sql: String,
         params: Vec<wit::Value>,
     ) -> Result<u64, WitError> {
+        sql_policy::check(&sql)?;
         let pool = self.pool_for(&target).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
         self.tracked(async move { pool.execute(&sql, &params).await })

@@ -12,6 +12,7 @@ pub mod log;
 pub mod mail;
 pub mod outbound_http;
 pub mod queue;
+pub mod sql_policy;
 pub mod state;
 
 impl crate::bindings::neo::ops::types::Host for crate::caps::state::StoreState {}

@@ -1023,9 +1023,18 @@ async fn a_flood_of_large_bodies_is_refused_not_buffered() {
 async fn a_raised_outage_code_does_not_open_the_breaker() {
     let dep = Deployment::new(Backend::Real).await;
     let server = dep.start(PROBE, "a").await;
-    let raise = "DO $$ BEGIN RAISE EXCEPTION 'not really gone' USING ERRCODE = '08006'; END $$";
+    // A function, since a plugin may not send `DO` itself.
+    server
+        .master()
+        .execute(
+            "CREATE FUNCTION not_really_gone() RETURNS int LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'not really gone' USING ERRCODE = '08006'; END $$",
+            &[],
+        )
+        .await
+        .unwrap();
     let out = server
-        .command("probe", &["db-sql", "master", raise])
+        .command("probe", &["db-sql", "master", "SELECT not_really_gone()"])
         .await
         .unwrap();
     assert!(out.contains("the database rejected the statement"), "{out}");
@@ -1033,6 +1042,45 @@ async fn a_raised_outage_code_does_not_open_the_breaker() {
     assert!(out.contains("1 row"), "{out}");
     server.stop().await.unwrap();
 }
+
+/// A statement that would outlive the call on a pooled connection (open or
+/// end a transaction, change the session, attach another SQLite file) is
+/// refused before it reaches the database; the next statement runs as usual.
+async fn session_statements_are_refused(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(PROBE, "a").await;
+    let attach = format!(
+        "ATTACH '{}' AS m",
+        dep.data_dir("a").join("db/master.sqlite").display()
+    );
+    for (sql, keyword) in [
+        ("BEGIN", "BEGIN"),
+        ("  commit", "COMMIT"),
+        ("SET statement_timeout = 0", "SET"),
+        ("/* x */ set search_path to elsewhere", "SET"),
+        ("SELECT set_config('search_path', 'x', false)", "set_config"),
+        ("DO $$ BEGIN NULL; END $$", "DO"),
+        ("PRAGMA foreign_keys = OFF", "PRAGMA"),
+        (attach.as_str(), "ATTACH"),
+        ("VACUUM INTO 'copy.sqlite'", "VACUUM"),
+    ] {
+        let out = server
+            .command("probe", &["db-sql", "master", sql])
+            .await
+            .unwrap();
+        assert!(out.contains(r#""code":"invalid""#), "{sql}: {out}");
+        assert!(
+            out.contains(&format!("statement \\\"{keyword}\\\" is not allowed")),
+            "{sql}: {out}"
+        );
+    }
+    assert!(!dep.data_dir("a").join("copy.sqlite").exists());
+    let out = server.command("probe", &["db", "master"]).await.unwrap();
+    assert!(out.contains("1 row"), "{out}");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(session_statements, session_statements_are_refused);
 
 /// A job whose acknowledgement Redis misses (an outage while it runs) is
 /// settled once Redis is back, without a restart: the consumer keeps trying

@@ -31,6 +31,9 @@ pub struct PgHandle {
     open_until_ms: Arc<std::sync::atomic::AtomicI64>,
 }
 
+/// How long the server lets a connection sit idle inside a transaction.
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
+
 /// How long statements fail fast after the database failed to answer.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 
@@ -41,10 +44,18 @@ impl PgHandle {
         // left running on the server with its locks after the host dropped
         // the socket (and taken for an outage that opens the breaker).
         let server_limit = super::STATEMENT_TIMEOUT.saturating_sub(Duration::from_secs(1));
-        let options = (*pool.connect_options()).clone().options([(
-            "statement_timeout",
-            format!("{}ms", server_limit.as_millis()),
-        )]);
+        // And a connection left inside a transaction (nothing of the host's
+        // does; a backstop) is ended by the server, its locks with it.
+        let options = (*pool.connect_options()).clone().options([
+            (
+                "statement_timeout",
+                format!("{}ms", server_limit.as_millis()),
+            ),
+            (
+                "idle_in_transaction_session_timeout",
+                format!("{}ms", IDLE_IN_TRANSACTION.as_millis()),
+            ),
+        ]);
         let conns = Conns::new(options);
         Self {
             pool,
