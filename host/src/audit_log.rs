@@ -125,7 +125,7 @@ fn params(at: DateTime<Utc>, r: &NewRecord, prev: &str, hash: &str) -> Vec<Value
 /// a time across every replica) and reads the last hash, in one round trip:
 /// each statement of a simple query takes its own snapshot, so the read sees
 /// every append committed before the lock was granted.
-const BEGIN_LOCK_LAST: &str = "BEGIN; SELECT pg_advisory_xact_lock(7305425512); SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1";
+const BEGIN_LOCK_LAST: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(7305425512); SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1";
 
 async fn append_pg(
     conn: &mut sqlx::PgConnection,

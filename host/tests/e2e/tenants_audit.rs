@@ -219,7 +219,42 @@ fn cli_tenants_tokens_audit() {
 /// Two replicas appending at once never fork the chain: each append takes
 /// the chain's lock and reads the last hash after it holds it.
 async fn concurrent_appends_keep_one_chain(backend: Backend) {
-    let dep = Deployment::new(backend).await;
+    appends_from_two_replicas(Deployment::new(backend).await).await;
+}
+
+on_both_backends!(audit_concurrent, concurrent_appends_keep_one_chain);
+
+/// The same where the database's default isolation is repeatable read: a
+/// snapshot taken before the chain's lock was granted would miss the append
+/// that held it, and the chain would fork.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn appends_keep_one_chain_under_repeatable_read() {
+    let dep = Deployment::new(Backend::Real).await;
+    // Set before the replicas below open their connections.
+    let first = dep.start(AUDITOR, "a").await;
+    let rows = first
+        .master()
+        .query("SELECT current_database() AS d", &[])
+        .await
+        .unwrap();
+    let Some(Value::Text(db)) = rows.rows[0].first().cloned() else {
+        panic!("no database name: {rows:?}");
+    };
+    first
+        .master()
+        .execute(
+            &format!(
+                "ALTER DATABASE \"{db}\" SET default_transaction_isolation = 'repeatable read'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    first.stop().await.unwrap();
+    appends_from_two_replicas(dep).await;
+}
+
+async fn appends_from_two_replicas(dep: Deployment) {
     let (a, b) = (dep.start(AUDITOR, "a").await, dep.start(AUDITOR, "b").await);
     let append = |master: neo_ops::backends::db::Pool, replica: &'static str, n: usize| async move {
         let record = neo_ops::audit_log::NewRecord {
@@ -250,8 +285,6 @@ async fn concurrent_appends_keep_one_chain(backend: Backend) {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
-
-on_both_backends!(audit_concurrent, concurrent_appends_keep_one_chain);
 
 /// Details with numbers JSONB gives back in another form (`-0.0`, a whole
 /// float written with an exponent) still verify: no false alarm of tampering.
