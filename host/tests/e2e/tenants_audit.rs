@@ -77,6 +77,31 @@ async fn demo_tenant_is_seeded(backend: Backend) {
 
 on_both_backends!(demo_data, demo_tenant_is_seeded);
 
+/// A registered tenant whose SQLite file is gone (a partial restore) is
+/// unavailable: no new empty database takes its place for plugins to write
+/// into, and restoring the file brings its data back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_tenant_file_is_not_replaced_by_an_empty_one() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let services = neo_ops::services::Services::connect(dep.settings("a"))
+        .await
+        .unwrap();
+    services.db.create_tenant("acme", "Acme").await.unwrap();
+    let dir = dep.data_dir("a").join("db");
+    let (file, kept) = (dir.join("tenant-acme.sqlite"), dir.join("kept.sqlite"));
+    std::fs::rename(&file, &kept).unwrap();
+    let err = services.db.tenant("acme").await.unwrap_err();
+    assert_eq!(err.to_string(), "tenant \"acme\" database unavailable");
+    assert!(!file.exists(), "no empty database was created");
+    std::fs::rename(&kept, &file).unwrap();
+    let pool = services.db.tenant("acme").await.unwrap();
+    assert_eq!(
+        support::ints(&pool, "SELECT COUNT(*) FROM orders", &[]).await,
+        [0]
+    );
+    services.db.close().await;
+}
+
 const AUDITOR: &str = r#"
 [plugins.probe]
 component = "test_probe.wasm"

@@ -18,7 +18,7 @@ use tokio::sync::RwLock;
 use crate::manifest::valid_tenant_name;
 use crate::settings::Settings;
 use neo_ops_text::redact::for_log as redact_url;
-use postgres::{PG_MASTER, PG_TENANT, pg_pool, pg_run_leased, pg_transaction_leased};
+use postgres::{PG_MASTER, PG_TENANT, pg_pool, pg_pool_lazy, pg_run_leased, pg_transaction_leased};
 pub(crate) use sqlite::lite_run;
 use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool};
 
@@ -107,7 +107,7 @@ impl Databases {
                 let dir = settings.data_dir.join("db");
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-                let pool = sqlite_pool(dir.join("master.sqlite")).await?;
+                let pool = sqlite_pool(dir.join("master.sqlite"), true).await?;
                 LITE_MASTER
                     .run(&pool)
                     .await
@@ -248,12 +248,10 @@ impl Databases {
         };
         match &self.kind {
             Kind::Postgres { template } => Ok(Pool::Pg(PgHandle::new(
-                pg_pool(&template.replace("{tenant}", name))
-                    .await
-                    .map_err(unavailable)?,
+                pg_pool_lazy(&template.replace("{tenant}", name)).map_err(unavailable)?,
             ))),
             Kind::Sqlite { dir } => Ok(Pool::Sqlite(
-                sqlite_pool(dir.join(format!("tenant-{name}.sqlite")))
+                sqlite_pool(dir.join(format!("tenant-{name}.sqlite")), false)
                     .await
                     .map_err(unavailable)?,
             )),
@@ -301,7 +299,7 @@ impl Databases {
                 pool.close().await;
             }
             Kind::Sqlite { dir } => {
-                let pool = sqlite_pool(dir.join(format!("tenant-{name}.sqlite"))).await?;
+                let pool = sqlite_pool(dir.join(format!("tenant-{name}.sqlite")), true).await?;
                 LITE_TENANT
                     .run(&pool)
                     .await

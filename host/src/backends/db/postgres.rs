@@ -109,7 +109,25 @@ impl std::ops::Deref for PgHandle {
     }
 }
 
+/// A pool that connects now: the master, and a tenant being created.
 pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
+    pool_options()
+        .connect(url)
+        .await
+        .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", redact_url(url)))
+}
+
+/// A pool that connects on first use. A tenant's sqlx pool serves only
+/// migrations (statements go through [`Conns`]); opened eagerly, every
+/// tenant a nightly job touches would hold one more idle connection for
+/// minutes, and fifty tenants would reach Postgres's default 100.
+pub(super) fn pg_pool_lazy(url: &str) -> anyhow::Result<PgPool> {
+    pool_options()
+        .connect_lazy(url)
+        .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", redact_url(url)))
+}
+
+fn pool_options() -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(super::pg_conns::MAX_CONNECTIONS as u32)
         .min_connections(0)
@@ -125,9 +143,6 @@ pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
         // Bounds connecting too: a down database answers within this.
         .acquire_timeout(ACQUIRE_TIMEOUT)
         .idle_timeout(super::pg_conns::IDLE_TIMEOUT)
-        .connect(url)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", redact_url(url)))
 }
 
 /// Runs one statement on a lease, which goes back for reuse unless the

@@ -19,10 +19,13 @@ use super::{DbError, RowSet, Value};
 pub(super) static LITE_MASTER: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite/master");
 pub(super) static LITE_TENANT: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite/tenant");
 
-pub(super) async fn sqlite_pool(path: PathBuf) -> anyhow::Result<SqlitePool> {
+/// Opens the database file at `path`, creating it only when asked: a
+/// registered tenant whose file is gone (a partial restore) is an error, not
+/// a new empty database that plugins would then write into.
+pub(super) async fn sqlite_pool(path: PathBuf, create: bool) -> anyhow::Result<SqlitePool> {
     let opts = SqliteConnectOptions::new()
         .filename(&path)
-        .create_if_missing(true)
+        .create_if_missing(create)
         .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
         .busy_timeout(Duration::from_secs(10))
         .foreign_keys(true);
