@@ -17,6 +17,11 @@ const BUSY_WAIT: Duration = Duration::from_secs(600);
 /// The pause between two such asks.
 const BUSY_PAUSE: Duration = Duration::from_millis(250);
 
+/// First and longest pause between claims of a slot the database could not
+/// answer.
+const CLAIM_PAUSE: Duration = Duration::from_millis(500);
+const CLAIM_PAUSE_MAX: Duration = Duration::from_secs(15);
+
 /// A due slot: which plugin's which schedule fires at which instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueSlot {
@@ -60,13 +65,31 @@ pub async fn claim_slot(
     schedule: usize,
     at: DateTime<Utc>,
 ) -> anyhow::Result<Option<i64>> {
+    slot_run(
+        runtime,
+        "INSERT INTO runs (plugin, trigger, slot, replica, status) VALUES ($1, $2, $3, $4, 'running') \
+         ON CONFLICT (plugin, trigger, slot) WHERE slot IS NOT NULL DO NOTHING RETURNING id",
+        plugin,
+        schedule,
+        at,
+    )
+    .await
+}
+
+/// The id `sql` returns for the slot's (plugin, trigger, slot, replica).
+async fn slot_run(
+    runtime: &Runtime,
+    sql: &str,
+    plugin: &str,
+    schedule: usize,
+    at: DateTime<Utc>,
+) -> anyhow::Result<Option<i64>> {
     let services = &runtime.services;
     let rows = services
         .db
         .master()
         .query(
-            "INSERT INTO runs (plugin, trigger, slot, replica, status) VALUES ($1, $2, $3, $4, 'running') \
-             ON CONFLICT (plugin, trigger, slot) WHERE slot IS NOT NULL DO NOTHING RETURNING id",
+            sql,
             &[
                 Value::Text(plugin.into()),
                 Value::Text(format!("schedule:{schedule}")),
@@ -79,6 +102,24 @@ pub async fn claim_slot(
         Some(Value::Int(id)) => Some(*id),
         _ => None,
     })
+}
+
+/// The slot's run if this replica claimed it and nothing has finished it.
+async fn own_claim(
+    runtime: &Runtime,
+    plugin: &str,
+    schedule: usize,
+    at: DateTime<Utc>,
+) -> anyhow::Result<Option<i64>> {
+    slot_run(
+        runtime,
+        "SELECT id FROM runs WHERE plugin = $1 AND trigger = $2 AND slot = $3 \
+         AND replica = $4 AND status = 'running'",
+        plugin,
+        schedule,
+        at,
+    )
+    .await
 }
 
 /// Records how a run ended.
@@ -114,16 +155,8 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
     else {
         return;
     };
-    let run_id = match claim_slot(runtime, plugin, schedule, at).await {
-        Ok(Some(id)) => id,
-        Ok(None) => {
-            tracing::debug!(plugin, slot = %slot_text(at), "slot already taken by another replica");
-            return;
-        }
-        Err(e) => {
-            tracing::error!(plugin, error = %e, "cannot claim schedule slot");
-            return;
-        }
+    let Some(run_id) = claim_until_answered(runtime, plugin, schedule, at).await else {
+        return;
     };
     let lag = (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0;
     runtime
@@ -162,6 +195,49 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
         }
     };
     finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
+}
+
+/// Claims the slot, asking again while the database cannot answer (a blip
+/// at 20:00 would otherwise lose that day's digest on every replica), for
+/// as long as a busy slot waits. `None`: another replica has it, or the
+/// database stayed away.
+async fn claim_until_answered(
+    runtime: &Runtime,
+    plugin: &str,
+    schedule: usize,
+    at: DateTime<Utc>,
+) -> Option<i64> {
+    let give_up = Instant::now() + BUSY_WAIT;
+    let mut pause = CLAIM_PAUSE;
+    let mut failed_before = false;
+    loop {
+        match claim_slot(runtime, plugin, schedule, at).await {
+            Ok(Some(id)) => return Some(id),
+            // A claim whose answer was lost may have been ours.
+            Ok(None) if failed_before => match own_claim(runtime, plugin, schedule, at).await {
+                Ok(Some(id)) => return Some(id),
+                Ok(None) => return None,
+                Err(e) => {
+                    tracing::error!(plugin, slot = %slot_text(at), error = %e, "cannot tell whose the schedule slot is; leaving it");
+                    return None;
+                }
+            },
+            Ok(None) => {
+                tracing::debug!(plugin, slot = %slot_text(at), "slot already taken by another replica");
+                return None;
+            }
+            Err(e) if Instant::now() + pause < give_up => {
+                failed_before = true;
+                tracing::warn!(plugin, slot = %slot_text(at), error = %e, retry_in = ?pause, "cannot claim schedule slot yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(CLAIM_PAUSE_MAX);
+            }
+            Err(e) => {
+                tracing::error!(plugin, slot = %slot_text(at), error = %e, "cannot claim schedule slot; giving up on it");
+                return None;
+            }
+        }
+    }
 }
 
 /// Runs one schedule until `stop` is cancelled, firing slots due after

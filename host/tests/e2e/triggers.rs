@@ -80,6 +80,48 @@ async fn schedule_fires_once_per_slot(backend: Backend) {
 
 on_both_backends!(schedules, schedule_fires_once_per_slot);
 
+const NIGHTLY: &str = r#"
+[plugins.ticker]
+component = "test_probe.wasm"
+schedules = [{ cron = "0 3 * * *" }]
+grants = { kv = ["probe:"] }
+"#;
+
+/// A slot due while the master database is away is claimed once it is
+/// back, and runs once. Before, the failed claim used the slot up on every
+/// replica: that night's purge or digest never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_due_during_a_database_outage_runs_when_it_returns() {
+    let dep = Deployment::new(Backend::Real).await;
+    let pg = support::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = dep.settings("a");
+    let direct = settings.postgres_master_url.clone().unwrap();
+    settings.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &pg.addr.to_string()));
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let server = dep.start_with_services(NIGHTLY, services).await;
+    let slot = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
+    pg.set_up(false);
+    let fired = tokio::spawn({
+        let runtime = server.runtime.clone();
+        async move { neo_ops::triggers::schedule::fire(&runtime, "ticker", 0, slot).await }
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!fired.is_finished(), "the slot waits for the database");
+    pg.set_up(true);
+    tokio::time::timeout(Duration::from_secs(30), fired)
+        .await
+        .expect("the slot ran once the database was back")
+        .unwrap();
+    let key = format!("probe:slot:{}", slot.timestamp_micros());
+    let n = server.services.kv.get(&key).await.unwrap();
+    assert_eq!(n.as_deref(), Some(&b"1"[..]), "the slot ran once");
+    server.stop().await.unwrap();
+    let rows = ticker_runs(&dep, "status").await.rows;
+    assert_eq!(rows, vec![vec![Value::Text("ok".into())]]);
+}
+
 const QUEUED: &str = r#"
 [plugins.worker]
 component = "test_probe.wasm"
