@@ -16,6 +16,16 @@ use crate::manifest::QueueSpec;
 use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
 
 const IDLE_POLL: Duration = Duration::from_millis(100);
+/// The longest pause between polls that failed in a row.
+const OUTAGE_POLL_MAX: Duration = Duration::from_secs(2);
+
+/// The pause after the `n`th poll failed in a row: doubling from
+/// [`IDLE_POLL`] up to [`OUTAGE_POLL_MAX`].
+fn outage_pause(n: u32) -> Duration {
+    IDLE_POLL
+        .saturating_mul(1 << n.saturating_sub(1).min(16))
+        .min(OUTAGE_POLL_MAX)
+}
 /// The longest a consumer waits between passes over a queue whose jobs all
 /// wait for their retry time (so a new job waits no longer than this).
 const MAX_IDLE: Duration = Duration::from_secs(1);
@@ -246,6 +256,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
     // consumer holds no job between polls, so what its list holds then
     // goes back on the queue.
     let mut strays = false;
+    let mut failed_polls: u32 = 0;
     while !stop.is_cancelled() {
         if left_over {
             // Nothing new is claimed until then, so the list holds only
@@ -263,11 +274,26 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
             strays = !recover_list(kv, &spec, &processing, None).await.1;
         }
         let claimed = match kv.list_move_oldest(&queue, &processing).await {
-            Ok(c) => c,
+            Ok(c) => {
+                if failed_polls > 0 {
+                    tracing::info!(plugin, failed_polls, "queue poll works again");
+                    failed_polls = 0;
+                }
+                c
+            }
             Err(e) => {
-                tracing::warn!(plugin, error = %e, "queue poll failed");
+                // Once per outage in the log, and polls backing off: Redis
+                // refusing at once would otherwise mean ten warnings a
+                // second per queue for as long as it lasts.
+                if failed_polls == 0 {
+                    tracing::warn!(plugin, error = %e, "queue poll failed; polling again with backoff");
+                }
+                failed_polls = failed_polls.saturating_add(1);
                 strays = true;
-                None
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = tokio::time::sleep(outage_pause(failed_polls)) => continue,
+                }
             }
         };
         let Some(raw) = claimed else {
