@@ -3,6 +3,7 @@
 
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::io::tcp::{TcpSettings, socket2};
 use std::time::Duration;
 
 use super::{KV_TIMEOUT, KvError, PING_TIMEOUT};
@@ -78,6 +79,23 @@ fn reconnect_policy() -> ConnectionManagerConfig {
         .set_factor(2)
         .set_exponent_base(2)
         .set_max_delay(250)
+        .set_tcp_settings(tcp_settings())
+}
+
+/// The TCP under each connection: small commands go out at once (no Nagle
+/// delay), and a connection whose peer vanished without a reset (a failover
+/// that blackholes the old address) is closed by the kernel within seconds,
+/// so the manager reconnects. A response timeout alone does not make it
+/// reconnect: every call timed out for the quarter of an hour the kernel
+/// takes to give up by default.
+fn tcp_settings() -> TcpSettings {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(5))
+        .with_interval(Duration::from_secs(2));
+    TcpSettings::default()
+        .set_nodelay(true)
+        .set_keepalive(keepalive)
+        .set_user_timeout(Duration::from_secs(10))
 }
 
 /// Puts the caller's limit into a `TOOLARGE` refusal.
