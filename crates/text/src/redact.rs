@@ -12,7 +12,9 @@
 //!   (`password: X`, `"SMTP_PASS": "X"`);
 //! - the credential after `Bearer `;
 //! - the path of a Slack (or Discord) webhook URL, which is the credential;
-//! - neo API tokens (`neo_<8 hex>_<64 hex>`).
+//! - neo API tokens (`neo_<8 hex>_<64 hex>`);
+//! - the local part of an email address (`****@example.com`): a customer's
+//!   address is personal data, and the domain is enough to debug delivery.
 //!
 //! In JSON, values under secret-looking keys are masked whole (booleans and
 //! nulls are kept: they cannot hold a secret), every other string goes
@@ -60,7 +62,8 @@ pub fn redact_text(s: &str, mask: &str) -> String {
     let s = mask_named_values(&s, mask);
     let s = mask_bearer_credentials(&s, mask);
     let s = mask_colon_values(&s, mask);
-    mask_api_tokens(&s, mask)
+    let s = mask_api_tokens(&s, mask);
+    mask_emails(&s, mask)
 }
 
 /// Masks a URL or DSN for a log line or an error message.
@@ -187,6 +190,41 @@ fn mask_url_passwords(s: &str, mask: &str) -> String {
             }
         }
         from = end.max(start);
+    }
+    out.push_str(&s[copied..]);
+    out
+}
+
+fn is_local_part_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+/// `name@example.com` → `MASK@example.com`: an `@` with an address's local
+/// part before it and a domain after it (a dot, and a final label of two or
+/// more letters). A URL's userinfo (`://user@host`) is the URL rule's.
+fn mask_emails(s: &str, mask: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let mut copied = 0;
+    for at in (0..b.len()).filter(|&i| b[i] == b'@') {
+        let start = (copied..at)
+            .rev()
+            .take_while(|&i| is_local_part_byte(b[i]))
+            .last()
+            .unwrap_or(at);
+        let domain_end = (at + 1..b.len())
+            .find(|&i| !(b[i].is_ascii_alphanumeric() || matches!(b[i], b'.' | b'-')))
+            .unwrap_or(b.len());
+        let domain = s[at + 1..domain_end].trim_end_matches(['.', '-']);
+        let tld_ok = domain.rsplit_once('.').is_some_and(|(name, tld)| {
+            !name.is_empty() && tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic())
+        });
+        let in_url = s[..start].ends_with("://");
+        if start < at && tld_ok && !in_url && &s[start..at] != mask {
+            out.push_str(&s[copied..start]);
+            out.push_str(mask);
+            copied = at;
+        }
     }
     out.push_str(&s[copied..]);
     out
@@ -506,6 +544,31 @@ mod tests {
             redact_text("https://h:8080/x?email=a@b.c", M),
             "https://h:8080/x?email=a@b.c"
         );
+    }
+
+    #[test]
+    fn email_addresses_keep_only_their_domain() {
+        assert_eq!(
+            redact_text("bad address \"priya.s+orders@gmail.com\"", M),
+            "bad address \"****@gmail.com\""
+        );
+        assert_eq!(
+            redact_text("to a@x.example.org, b_c@mail.co.in.", M),
+            "to ****@x.example.org, ****@mail.co.in."
+        );
+        assert_eq!(
+            redact_text("https://h/x?email=guest@example.com&n=1", M),
+            "https://h/x?email=****@example.com&n=1"
+        );
+        // Not addresses: no dotted domain, a numeric one, none before `@`.
+        for kept in ["user@localhost", "v1.2@3.4", "@scope/pkg", "a@b.c"] {
+            assert_eq!(redact_text(kept, M), kept);
+        }
+        // In JSON too, and masking twice changes nothing more.
+        let mut v = serde_json::json!({"error": "bad address \"x@y.com\""});
+        redact_json(&mut v, M);
+        assert_eq!(v["error"], "bad address \"****@y.com\"");
+        assert_eq!(redact_text("****@y.com", M), "****@y.com");
     }
 
     #[test]

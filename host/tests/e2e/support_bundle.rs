@@ -161,6 +161,7 @@ async fn seed(replica: &Replica) -> String {
         "dsn": format!("postgres://neo:{CANARY}@db.internal/acme"),
         "note": format!("rotated {api_token} after the incident"),
         "payload": json!({"api_key": CANARY, "order": 7}).to_string(),
+        "customer": "bad address \"priya.s@example.in\"",
     });
     let r = record("acme", "webhook.replay".into(), secrets);
     audit_log::append(master, r).await.unwrap();
@@ -242,10 +243,10 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
     // A first download leaves a host log line in acme's ring; a line with
     // a secret in it is masked on the way in.
     assert_eq!(replica.get("acme", Some(&admin)).await.status(), 200);
-    replica
-        .services
-        .tenant_logs
-        .push("acme", &format!("probe https://x.example/?token={CANARY}"));
+    replica.services.tenant_logs.push(
+        "acme",
+        &format!("probe https://x.example/?token={CANARY} for guest.name@example.com"),
+    );
     let resp = replica.get("acme", Some(&admin)).await;
     assert_eq!(resp.status().as_u16(), 200);
     let header = |name: &str| {
@@ -351,7 +352,7 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         "{logs}"
     );
     assert!(
-        host[2].ends_with("probe https://x.example/?token=****"),
+        host[2].ends_with("probe https://x.example/?token=**** for ****@example.com"),
         "{logs}"
     );
     let mut audit = audit.lines();
@@ -388,9 +389,14 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         "token=****",
         r#""dsn":"****""#,
         "rotated **** after",
+        r#"bad address \"****@example.in\""#,
     ] {
         assert!(last.contains(expected), "{expected} missing in {last}");
     }
+    assert!(
+        !logs.contains("priya") && !logs.contains("guest.name"),
+        "{logs}"
+    );
 
     // The download is on the record, under the token's name; the refused
     // requests are not.
