@@ -137,7 +137,7 @@ receivers:
 // ---------------------------------------------------------------- tests
 
 async fn reaches_slack_email_and_alertmanager(backend: Backend) {
-    let dep = Deployment::new(backend).await;
+    let dep = Deployment::with_smtp(backend).await;
     let slack = HttpReceiver::start().await;
     let am_hook = HttpReceiver::start().await;
     let am_smtp = SmtpSink::start().await;
@@ -264,7 +264,7 @@ async fn assert_alertmanager_email(smtp: &SmtpSink, id: &str) {
 }
 
 async fn failing_slack_fails_the_run(backend: Backend) {
-    let dep = Deployment::new(backend).await;
+    let dep = Deployment::with_smtp(backend).await;
     let slack = HttpReceiver::start().await;
     slack.set_status(500);
     let config = [("slack_webhook_url", slack.url(SLACK_PATH))];
@@ -301,9 +301,32 @@ async fn failing_slack_fails_the_run(backend: Backend) {
 }
 on_both_backends!(slack_error, failing_slack_fails_the_run);
 
+/// Without an SMTP relay the host writes mail to its outbox: the alert's
+/// email reached no one, so that path failed (the file is there to read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn mail_left_in_the_outbox_is_not_a_page() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(&manifest(&[], &[]), "a").await;
+    let (status, message) = run_failing(&server, &["--message", "Nobody home"]).await;
+    assert_eq!(status, 502);
+    assert!(
+        message.starts_with("test alert failed on email\n"),
+        "{message}"
+    );
+    assert!(
+        message.contains("email: failed: written to the outbox as "),
+        "{message}"
+    );
+    assert!(message.contains("SMTP_HOST is not set"), "{message}");
+    let mail = dep.sent_mail();
+    assert_eq!(mail.len(), 1, "written to the outbox all the same");
+    assert!(mail[0].contains("Subject: [TEST] neo-ops test alert: Nobody home"));
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unconfigured_channels_are_skipped() {
-    let dep = Deployment::new(Backend::Embedded).await;
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
     let server = dep.start(&manifest(&[], &[]), "a").await;
 
     let text = server
@@ -342,7 +365,7 @@ async fn unconfigured_channels_are_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alertmanager_rejection_fails_the_run() {
-    let dep = Deployment::new(Backend::Embedded).await;
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
     let slack = HttpReceiver::start().await;
     let am = HttpReceiver::start().await;
     am.set_status(400);
@@ -386,7 +409,7 @@ async fn alertmanager_rejection_fails_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn unreachable_alertmanager_is_reported() {
-    let dep = Deployment::new(Backend::Embedded).await;
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
     let closed = format!("http://127.0.0.1:{}", free_port());
     let config = [("alertmanager_url", closed.clone())];
     let server = dep
@@ -406,7 +429,7 @@ async fn unreachable_alertmanager_is_reported() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn slack_text_is_escaped() {
-    let dep = Deployment::new(Backend::Embedded).await;
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
     let slack = HttpReceiver::start().await;
     let config = [("slack_webhook_url", slack.url(SLACK_PATH))];
     let server = dep
@@ -426,7 +449,7 @@ async fn slack_text_is_escaped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dry_run_sends_nothing() {
-    let dep = Deployment::new(Backend::Embedded).await;
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
     let slack = HttpReceiver::start().await;
     let am = HttpReceiver::start().await;
     let config = [
@@ -451,7 +474,7 @@ async fn dry_run_sends_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn bad_arguments_are_refused() {
-    let dep = Deployment::new(Backend::Embedded).await;
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
     let server = dep.start(&manifest(&[], &[]), "a").await;
     let cases: &[(&[&str], &str)] = &[
         (&["--mesage", "x"], "unknown flag \"--mesage\""),
@@ -501,7 +524,7 @@ fn shipped_manifest_entry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scheduled_run_sends_the_monthly_alert() {
     use neo_ops::runtime::{Invocation, Trigger};
-    let dep = Deployment::new(Backend::Embedded).await;
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
     let server = dep.start(&manifest(&[], &[]), "a").await;
     let inv = Invocation {
         trigger: Trigger::Schedule {

@@ -98,6 +98,16 @@ impl Deployment {
         }
     }
 
+    /// A deployment whose mail goes to an SMTP server the test reads, on
+    /// either backend (the embedded one otherwise writes an outbox).
+    pub async fn with_smtp(backend: Backend) -> Self {
+        let mut dep = Self::new(backend).await;
+        if dep.smtp.is_none() {
+            dep.smtp = Some(SmtpSink::start().await);
+        }
+        dep
+    }
+
     pub fn data_dir(&self, replica: &str) -> PathBuf {
         // Embedded replicas share one data dir, so they share the SQLite files.
         self.dir.path().join(match self.backend {
@@ -121,7 +131,8 @@ impl Deployment {
                 "postgres://postgres@127.0.0.1:5432/{prefix}_{{tenant}}"
             ));
             s.redis_url = Some(REDIS.into());
-            let smtp = self.smtp.as_ref().unwrap();
+        }
+        if let Some(smtp) = &self.smtp {
             s.smtp = Some(SmtpSettings {
                 host: "127.0.0.1".into(),
                 port: smtp.addr.port(),
