@@ -127,15 +127,24 @@ pub async fn run(
                 advisory,
             },
             Err(e) => {
+                // A check the host was too busy to run measured nothing: a
+                // warning, not a failure of what it checks.
+                let status = match &e {
+                    InvokeError::Busy(_) => CheckStatus::Warn,
+                    _ => CheckStatus::Fail,
+                };
                 let hint = match &e {
                     InvokeError::TimedOut { .. } => {
                         "the check's source did not answer in time; raise its limits.timeout only if it is slow by design"
+                    }
+                    InvokeError::Busy(_) => {
+                        "not run: every plugin slot was taken; run preflight again, or raise NEO_OPS_MAX_INSTANCES if this keeps happening"
                     }
                     _ => "see the neo-ops log for the check plugin's error",
                 };
                 CheckResult {
                     name,
-                    status: CheckStatus::Fail,
+                    status,
                     detail: e.to_string(),
                     hint: Some(hint.into()),
                     duration_ms,

@@ -1043,6 +1043,63 @@ async fn a_raised_outage_code_does_not_open_the_breaker() {
     server.stop().await.unwrap();
 }
 
+/// A check the host was too busy to run (its one slot held past the
+/// admission wait) is a warning saying so: it measured nothing, so it is
+/// not a failure of what it checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_check_refused_a_slot_is_a_warning() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let dep = Deployment::new(Backend::Embedded).await;
+    let mut settings = dep.settings("a");
+    settings.max_instances = 1;
+    settings.admission = AdmissionPolicy {
+        wait: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let services = Services::connect(settings).await.expect("services");
+    let manifest = format!(
+        r#"
+[plugins.check-alertmanager]
+component = "check_alertmanager.wasm"
+check = true
+grants = {{ http = ["http://{silent_addr}"] }}
+config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "2s" }}
+
+[plugins.check-redis]
+component = "check_redis.wasm"
+check = true
+grants = {{ kv = ["preflight:"] }}
+"#
+    );
+    let server = dep.start_with_services(&manifest, services).await;
+    // The slow check takes the only slot for two seconds.
+    let slow = tokio::spawn({
+        let runtime = server.runtime.clone();
+        async move { runtime.check("check-alertmanager", "held").await }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let report =
+        neo_ops::preflight::run(&server.runtime, vec!["check-redis".into()], "asked", None).await;
+    let check = &report.checks[0];
+    assert_eq!(
+        check.status,
+        neo_ops::runtime::CheckStatus::Warn,
+        "{check:?}"
+    );
+    assert!(
+        check
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.starts_with("not run: every plugin slot was taken")),
+        "{check:?}"
+    );
+    assert!(!report.failed(), "{report:?}");
+    slow.await.unwrap().ok();
+    drop(silent);
+    server.stop().await.unwrap();
+}
+
 /// A statement that would outlive the call on a pooled connection (open or
 /// end a transaction, change the session, attach another SQLite file) is
 /// refused before it reaches the database; the next statement runs as usual.
