@@ -106,7 +106,7 @@ pub fn db_error(call: &CallContext, e: DbError) -> WitError {
         DbError::Invalid(m) => WitError::new(ErrorCode::Invalid, m),
         DbError::NotFound(m) => WitError::new(ErrorCode::NotFound, m),
         DbError::Conflict(m) => WitError::new(ErrorCode::Conflict, m),
-        DbError::Unavailable(m) => WitError::new(ErrorCode::Unavailable, m),
+        DbError::Unavailable(m) | DbError::Busy(m) => WitError::new(ErrorCode::Unavailable, m),
         DbError::Failed(m) => WitError::new(ErrorCode::Failed, m),
     }
 }

@@ -1043,6 +1043,44 @@ async fn a_raised_outage_code_does_not_open_the_breaker() {
     server.stop().await.unwrap();
 }
 
+/// Every plugin connection held by slow statements: a caller that waits
+/// out the acquire timeout is told the database is busy, and that opens no
+/// breaker, so the next caller gets the first connection freed; `/readyz`
+/// stays 200 (the database answers). Before, the wait counted as an outage:
+/// every statement failed for a second, and readiness went 503 under load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_busy_pool_is_not_an_outage() {
+    let dep = Deployment::new(Backend::Real).await;
+    let server = Arc::new(start(&dep, 24, Duration::from_millis(100)).await);
+    let sleepers: Vec<_> = (0..neo_ops::backends::db::MAX_CONNECTIONS)
+        .map(|_| {
+            let server = server.clone();
+            tokio::spawn(async move {
+                server
+                    .command(
+                        "probe",
+                        &["db-sql", "master", "SELECT 1 AS n FROM pg_sleep(4)"],
+                    )
+                    .await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resp = server.http.get(server.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200, "the database answers");
+    let out = server.command("probe", &["db", "master"]).await.unwrap();
+    assert!(out.contains(r#""code":"unavailable""#), "{out}");
+    assert!(out.contains("every database connection is in use"), "{out}");
+    // The sleepers end half a second later; this caller waits for one.
+    let out = server.command("probe", &["db", "master"]).await.unwrap();
+    assert!(out.contains("1 row"), "{out}");
+    for sleeper in sleepers {
+        let out = sleeper.await.unwrap().unwrap();
+        assert!(out.contains("1 rows"), "{out}");
+    }
+    Arc::into_inner(server).unwrap().stop().await.unwrap();
+}
+
 /// A check the host was too busy to run (its one slot held past the
 /// admission wait) is a warning saying so: it measured nothing, so it is
 /// not a failure of what it checks.

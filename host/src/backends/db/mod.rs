@@ -22,6 +22,7 @@ use postgres::{PG_MASTER, PG_TENANT, pg_pool, pg_pool_lazy, pg_run_leased, pg_tr
 pub(crate) use sqlite::lite_run;
 use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool};
 
+pub use pg_conns::MAX_CONNECTIONS;
 pub use postgres::{BREAKER_OPEN, PgHandle};
 pub use sqlite::sqlite_timestamp;
 pub use value::{Budget, DbError, RowSet, Value};
@@ -397,21 +398,9 @@ impl Pool {
         params: &[Value],
         budget: &mut Budget,
     ) -> Result<(u64, RowSet), DbError> {
-        if let Pool::Pg(p) = self {
-            p.check()?;
-        }
-        self.run_unguarded(sql, params, budget).await
-    }
-
-    /// [`Pool::run`] past the breaker (which it updates): the readiness probe.
-    async fn run_unguarded(
-        &self,
-        sql: &str,
-        params: &[Value],
-        budget: &mut Budget,
-    ) -> Result<(u64, RowSet), DbError> {
         match self {
             Pool::Pg(p) => {
+                p.check()?;
                 // Bounded before it is recorded: a database that hangs
                 // (rather than refusing) opens the breaker too.
                 let result =
@@ -462,10 +451,26 @@ impl Pool {
     }
 
     /// Whether the database answers within [`PING_TIMEOUT`] (readiness).
+    /// On Postgres through the host's own pool, not the plugins'
+    /// connections: with all of those busy the database still answers, and
+    /// a replica under load must not drop out of its load balancer.
     pub async fn ping(&self) -> bool {
-        let mut budget = Budget::unlimited();
-        let probe = self.run_unguarded("SELECT 1 AS one", &[], &mut budget);
-        matches!(tokio::time::timeout(PING_TIMEOUT, probe).await, Ok(Ok(_)))
+        let probe = async {
+            match self {
+                Pool::Pg(p) => {
+                    let answered = sqlx::query("SELECT 1")
+                        .execute(&p.pool)
+                        .await
+                        .map(drop)
+                        .map_err(DbError::from);
+                    // An answer closes the breaker an outage opened.
+                    p.record(&answered);
+                    answered
+                }
+                Pool::Sqlite(_) => self.run("SELECT 1 AS one", &[]).await.map(drop),
+            }
+        };
+        matches!(tokio::time::timeout(PING_TIMEOUT, probe).await, Ok(Ok(())))
     }
 
     pub async fn close(&self) {

@@ -98,19 +98,27 @@ impl Conns {
 
     /// A connection for one statement or transaction: the newest idle one
     /// (pinged if it sat for [`PING_IF_IDLE_FOR`]), else a new one. Waiting
-    /// for a free connection and connecting are bounded by [`ACQUIRE_TIMEOUT`].
+    /// for a free connection and connecting are each bounded by
+    /// [`ACQUIRE_TIMEOUT`]. Every connection staying in use that long is
+    /// [`DbError::Busy`]: the database answers, so it is not an outage and
+    /// does not open the breaker for everyone.
     pub async fn lease(self: &Arc<Self>) -> Result<Lease, DbError> {
         let unavailable = || DbError::Unavailable("database unavailable".into());
         if self.closed.load(Ordering::Acquire) {
             return Err(unavailable());
         }
+        let permit =
+            match tokio::time::timeout(ACQUIRE_TIMEOUT, self.permits.clone().acquire_owned()).await
+            {
+                Ok(Ok(permit)) => permit,
+                Ok(Err(_closed)) => return Err(unavailable()),
+                Err(_) => {
+                    return Err(DbError::Busy(
+                        "every database connection is in use; try again".into(),
+                    ));
+                }
+            };
         let acquire = async {
-            let permit = self
-                .permits
-                .clone()
-                .acquire_owned()
-                .await
-                .map_err(|_| unavailable())?;
             while let Some(Idle { mut conn, since }) = self.pop_idle() {
                 let idle_for = since.elapsed();
                 if idle_for >= IDLE_TIMEOUT {

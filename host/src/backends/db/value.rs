@@ -171,6 +171,10 @@ pub enum DbError {
     Conflict(String),
     #[error("{0}")]
     Unavailable(String),
+    /// Every connection stayed in use past the wait: the database answers,
+    /// it is busy. Unavailable to the caller, but not an outage.
+    #[error("{0}")]
+    Busy(String),
     #[error("{0}")]
     Failed(String),
     /// The database's own words about a statement it refused: for the log,
