@@ -167,6 +167,29 @@ pub async fn append(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
         .unwrap_or_else(|_| Err(DbError::Unavailable("audit append timed out".into())))
 }
 
+/// [`append`] for the record of a change already committed elsewhere (a
+/// tenant database): asked again while the master cannot answer, within the
+/// same bound, so a blip between the commit and its record does not leave
+/// the change off the record. (An append whose answer was lost may then be
+/// on record twice: a repeat, not a gap.)
+pub async fn append_after_commit(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
+    let deadline = tokio::time::Instant::now() + STATEMENT_TIMEOUT;
+    let mut pause = std::time::Duration::from_millis(200);
+    loop {
+        let attempt = append_unbounded(master, record.clone());
+        match tokio::time::timeout_at(deadline, attempt).await {
+            Ok(Err(DbError::Unavailable(_) | DbError::Busy(_)))
+                if tokio::time::Instant::now() + pause < deadline =>
+            {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            Ok(result) => return result,
+            Err(_) => return Err(DbError::Unavailable("audit append timed out".into())),
+        }
+    }
+}
+
 async fn append_unbounded(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
     // Millisecond precision is what both backends store exactly.
     let at = Utc::now().trunc_subsecs(3);

@@ -106,7 +106,9 @@ impl wit::Host for StoreState {
                     .map_err(Err)?;
                 let rows: Vec<u64> = results.iter().map(|(n, _)| *n).collect();
                 record.details["rows"] = serde_json::json!(rows);
-                let id = audit_log::append(&master, record).await.map_err(Ok)?;
+                let id = audit_log::append_after_commit(&master, record)
+                    .await
+                    .map_err(Ok)?;
                 Ok::<_, Result<crate::backends::db::DbError, crate::backends::db::DbError>>((
                     id, rows,
                 ))

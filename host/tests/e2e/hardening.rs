@@ -1081,6 +1081,55 @@ async fn a_busy_pool_is_not_an_outage() {
     Arc::into_inner(server).unwrap().stop().await.unwrap();
 }
 
+/// A change committed on a tenant database while the master blips still
+/// gets its audit record: the append is asked again until the master is
+/// back. Before, the plugin got "committed but the audit log is
+/// unavailable" and the change stayed off the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_record_after_a_commit_waits_out_a_master_blip() {
+    let dep = Deployment::new(Backend::Real).await;
+    let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let mut settings = dep.settings("a");
+    let direct = settings.postgres_master_url.clone().unwrap();
+    settings.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &pg.addr.to_string()));
+    let services = Services::connect(settings).await.expect("services");
+    let manifest = PROBE.replace(
+        r#"db = ["master"] }"#,
+        r#"db = ["master", "tenant:*"], audit = true }"#,
+    );
+    let server = Arc::new(dep.start_with_services(&manifest, services).await);
+    server
+        .services
+        .db
+        .create_tenant("acme", "Acme")
+        .await
+        .unwrap();
+    let tx = |server: Arc<Server>| async move {
+        server
+            .command("probe", &["audit-tx", "tenant:acme"])
+            .await
+            .unwrap()
+    };
+    let out = tx(server.clone()).await;
+    assert!(out.contains("\"detail\":\"record "), "{out}");
+    pg.set_up(false);
+    let during = tokio::spawn(tx(server.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    pg.set_up(true);
+    let out = during.await.unwrap();
+    assert!(out.contains("\"detail\":\"record "), "{out}");
+    let records = server
+        .master()
+        .query(
+            "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'probe.tx'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(records.rows[0][0], neo_ops::backends::db::Value::Int(2));
+    Arc::into_inner(server).unwrap().stop().await.unwrap();
+}
+
 /// A check the host was too busy to run (its one slot held past the
 /// admission wait) is a warning saying so: it measured nothing, so it is
 /// not a failure of what it checks.

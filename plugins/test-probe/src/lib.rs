@@ -5,7 +5,8 @@
 //! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `db-sql TARGET SQL`
 //! (rows and bytes a query brought back), `kv KEY`, `expire KEY MS`,
 //! `kv-delete KEY`, `lock NAME`, `http URL`, `mail TO`, `env NAME`,
-//! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `sleep MS`, `lock-sleep NAME MS`,
+//! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `audit-tx TARGET` (a
+//! transaction with its record), `sleep MS`, `lock-sleep NAME MS`,
 //! `tenant-logs` (how many of the invocation tenant's log lines it may read).
 
 use neo_ops_sdk::db::Value;
@@ -144,6 +145,15 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             ["audit", action, times] => (0..times.parse::<u32>().unwrap_or(1))
                 .try_for_each(|_| audit::record(action, "probe", None, json!({})).map(drop))
                 .map(|()| format!("{times} records")),
+            ["audit-tx", target] => {
+                let statement = db::Statement {
+                    sql: "SELECT 1 AS one".into(),
+                    params: vec![],
+                };
+                let entry = audit::entry("probe.tx", "probe", None, json!({}));
+                audit::record_transaction(target, &[statement], &entry)
+                    .map(|(id, _)| format!("record {id}"))
+            }
             _ => return Err(reply::fail(400, format!("unknown probe {argv:?}"))),
         };
     Ok(match result {
