@@ -216,9 +216,19 @@ where
         ex.fetch_many(query),
         budget,
         PgQueryResult::rows_affected,
+        pg_raw_size,
         pg_values,
     )
     .await
+}
+
+/// A row's bytes as they came off the wire.
+fn pg_raw_size(row: &PgRow) -> usize {
+    (0..row.len())
+        .filter_map(|i| row.try_get_raw(i).ok())
+        .filter(|v| !v.is_null())
+        .map(|v| v.as_bytes().map_or(0, <[u8]>::len))
+        .sum()
 }
 
 /// A NULL whose type Postgres infers from context (parameter type oid 0), so

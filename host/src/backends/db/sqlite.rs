@@ -50,6 +50,9 @@ where
         ex.fetch_many(lite_query(sql, params)?),
         budget,
         SqliteQueryResult::rows_affected,
+        // SQLite hands over a row it already holds in its own memory; the
+        // copy is counted as it is made.
+        |_| 0,
         lite_values,
     )
     .await

@@ -41,11 +41,15 @@ pub struct RowSet {
 /// statements of a transaction), so a plugin cannot make the host hold more
 /// than it could take in. Past the budget, or after a value that fails to
 /// convert, the rest of the rows are read and dropped: the exchange always
-/// runs to its end, which keeps the connection fit for reuse.
+/// runs to its end, which keeps the connection fit for reuse. `raw_size`
+/// gives a row's size as it came off the wire, so a row already over the
+/// budget is refused before it is converted (a copy, and for JSON a tree
+/// several times its size).
 pub(super) async fn collect<Done, R: sqlx::Row>(
     mut stream: BoxStream<'_, Result<Either<Done, R>, sqlx::Error>>,
     budget: &mut Budget,
     rows_affected: impl Fn(&Done) -> u64,
+    raw_size: impl Fn(&R) -> usize,
     values: impl Fn(&R) -> Result<Vec<Value>, DbError>,
 ) -> Result<(u64, RowSet), DbError> {
     let mut collected = Collected::new(budget);
@@ -53,6 +57,10 @@ pub(super) async fn collect<Done, R: sqlx::Row>(
         match step {
             Either::Left(done) => collected.affected(rows_affected(&done)),
             Either::Right(row) if collected.wants_rows() => {
+                if raw_size(&row) > collected.budget.left {
+                    collected.over_budget();
+                    continue;
+                }
                 let converted = values(&row);
                 collected.push(&row, converted);
             }
@@ -131,18 +139,22 @@ impl<'b> Collected<'b> {
         let size =
             std::mem::size_of::<Vec<Value>>() + values.iter().map(Value::held_bytes).sum::<usize>();
         if size > self.budget.left {
-            let limit = self.budget.limit;
-            return self.fail(DbError::Invalid(format!(
-                "the result is over {limit} bytes, the most this plugin may take in \
-                 (its memory limit), so its rows were dropped; select fewer rows or \
-                 columns (outside a transaction, a change the statement made stands)"
-            )));
+            return self.over_budget();
         }
         self.budget.left -= size;
         if self.set.rows.is_empty() {
             self.set.columns = super::column_names(row);
         }
         self.set.rows.push(values);
+    }
+
+    fn over_budget(&mut self) {
+        let limit = self.budget.limit;
+        self.fail(DbError::Invalid(format!(
+            "the result is over {limit} bytes, the most this plugin may take in \
+             (its memory limit), so its rows were dropped; select fewer rows or \
+             columns (outside a transaction, a change the statement made stands)"
+        )));
     }
 
     fn fail(&mut self, e: DbError) {
