@@ -438,7 +438,10 @@ impl Pool {
                     out = pg_transaction_leased(leased?, statements, budget).await?;
                 }
                 Pool::Sqlite(p) => {
-                    let mut tx = p.begin().await?;
+                    // The file's write lock first (waiting out the busy
+                    // timeout): a deferred BEGIN that read and then wrote
+                    // failed at once if another writer got in between.
+                    let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
                     for (sql, params) in statements {
                         out.push(lite_run(&mut *tx, sql, params, budget).await?);
                     }

@@ -208,6 +208,7 @@ impl From<sqlx::Error> for DbError {
                     d.constraint().unwrap_or("?")
                 ))
             }
+            sqlx::Error::Database(d) if let Some(e) = d.code().as_deref().and_then(transient) => e,
             sqlx::Error::Database(d) if session_ended(d.as_ref()) => {
                 tracing::warn!(error = %e, "database connection lost");
                 DbError::Unavailable("database unavailable".into())
@@ -230,6 +231,25 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// Errors that say nothing is wrong with the statement, only that it met
+/// other work: worth trying again, so not the plugin's `invalid`. By
+/// SQLSTATE (Postgres) or result code (SQLite).
+fn transient(code: &str) -> Option<DbError> {
+    match code {
+        // serialization_failure, deadlock_detected, lock_not_available
+        "40001" | "40P01" | "55P03" => Some(DbError::Conflict(
+            "the statement met a concurrent transaction (serialization failure, deadlock \
+             or a lock not available); try again"
+                .into(),
+        )),
+        // SQLITE_BUSY and its extended codes, SQLITE_LOCKED
+        "5" | "261" | "517" | "6" | "262" => Some(DbError::Busy(
+            "the database is locked by another writer; try again".into(),
+        )),
+        _ => None,
+    }
+}
+
 /// Whether a database error says the database went away, not that it
 /// refused: a connection exception (08xxx) or a shutdown (57P0x) that ended
 /// the session (severity FATAL or PANIC). The same codes at severity ERROR
@@ -249,4 +269,26 @@ pub(super) fn micros_to_datetime(micros: i64) -> Result<DateTime<Utc>, DbError> 
     Utc.timestamp_micros(micros)
         .single()
         .ok_or_else(|| DbError::Invalid(format!("timestamp {micros} is out of range")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conflicts_and_locks_are_worth_a_retry() {
+        for code in ["40001", "40P01", "55P03"] {
+            assert!(
+                matches!(transient(code), Some(DbError::Conflict(_))),
+                "{code}"
+            );
+        }
+        for code in ["5", "517", "6"] {
+            assert!(matches!(transient(code), Some(DbError::Busy(_))), "{code}");
+        }
+        // A statement's own faults stay the database's refusal.
+        for code in ["42601", "22012", "23502", "57014"] {
+            assert!(transient(code).is_none(), "{code}");
+        }
+    }
 }
