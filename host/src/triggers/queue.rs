@@ -5,7 +5,7 @@
 //! in-flight jobs are recovered. Storage is `backends::queue`.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::backends::kv::{Kv, KvError};
@@ -34,7 +34,7 @@ const SETTLE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long a consumer pauses after its job found no free plugin slot.
 const BUSY_RETRY: Duration = Duration::from_millis(250);
 /// A consumer refreshes its liveness key this often...
-const HEARTBEAT: Duration = Duration::from_secs(10);
+const HEARTBEAT: Duration = Duration::from_secs(5);
 /// ...and is presumed dead (its in-flight jobs re-queued) this long after the last refresh.
 const PRESUMED_DEAD: Duration = Duration::from_secs(45);
 
@@ -131,18 +131,21 @@ fn interrupted(spec: &QueueSpec, raw: &[u8], owner: &str) -> Next {
 /// Marks this consumer alive (first, so no one takes it for dead while it
 /// registers) and (re-)registers its name. Run on every heartbeat: a replica
 /// wrongly presumed dead (a long network partition) and forgotten comes back.
-async fn register(kv: &Kv, queue: &str, replica: &str) {
-    let _ = kv
+/// False when Redis did not take the liveness key.
+async fn register(kv: &Kv, queue: &str, replica: &str) -> bool {
+    let alive = kv
         .set(&alive_key(queue, replica), b"1", Some(PRESUMED_DEAD))
-        .await;
+        .await
+        .is_ok();
     let name = replica.as_bytes().to_vec();
     let _ = kv.list_remove(&consumers_key(queue), &name, 0).await;
     let _ = kv.list_push(&consumers_key(queue), &[name]).await;
+    alive
 }
 
-/// Announces this consumer, takes back what an earlier run under the same
-/// name left in flight, and recovers consumers that died meanwhile; false
-/// when Redis broke the taking back off (the consumer takes it up again).
+/// Announces this consumer and takes back what an earlier run under the
+/// same name left in flight; false when Redis broke the taking back off (the
+/// consumer takes it up again). Consumers that died are the heartbeat's.
 async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) -> bool {
     register(kv, &spec.name, replica).await;
     let own = processing_key(&spec.name, replica);
@@ -154,15 +157,25 @@ async fn announce(kv: &Kv, spec: &QueueSpec, replica: &str) -> bool {
             "took back jobs this replica left in flight before a restart"
         );
     }
-    recover_dead_consumers(kv, spec, replica).await;
     emptied
 }
+
+/// Consumers seen without a liveness key, and since when (this replica's
+/// own look, on its own clock).
+type Suspects = std::collections::HashMap<String, Instant>;
+
+/// How long a consumer must stay without a liveness key, seen by two looks
+/// of a replica whose own heartbeat went through, before it is presumed
+/// dead. An outage longer than [`PRESUMED_DEAD`] expires every replica's key
+/// at once: the first back must not take the others' running jobs (and run
+/// them twice) before their next heartbeat re-registers them.
+const SUSPECT_FOR: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
 
 /// Re-queues the in-flight jobs of consumers whose liveness key expired
 /// (crashed or killed replicas), and forgets them once their processing
 /// list is empty: a recovery that Redis broke off is taken up again on the
 /// next heartbeat, not dropped with the name.
-async fn recover_dead_consumers(kv: &Kv, spec: &QueueSpec, me: &str) {
+async fn recover_dead_consumers(kv: &Kv, spec: &QueueSpec, me: &str, suspects: &mut Suspects) {
     let queue = spec.name.as_str();
     let presumed_dead = |name: &str| {
         let key = alive_key(queue, name);
@@ -171,9 +184,15 @@ async fn recover_dead_consumers(kv: &Kv, spec: &QueueSpec, me: &str) {
     let Ok(names) = kv.list_range(&consumers_key(queue), 0, -1).await else {
         return;
     };
+    suspects.retain(|name, _| names.iter().any(|n| n == name.as_bytes()));
     for raw in names {
         let name = String::from_utf8_lossy(&raw).into_owned();
         if name == me || !presumed_dead(&name).await {
+            suspects.remove(&name);
+            continue;
+        }
+        let since = *suspects.entry(name.clone()).or_insert_with(Instant::now);
+        if since.elapsed() < SUSPECT_FOR {
             continue;
         }
         let list = processing_key(queue, &name);
@@ -181,6 +200,7 @@ async fn recover_dead_consumers(kv: &Kv, spec: &QueueSpec, me: &str) {
         // Looked at again: it may have come back (a partition healed).
         if emptied && presumed_dead(&name).await {
             let _ = kv.list_remove(&consumers_key(queue), &raw, 0).await;
+            suspects.remove(&name);
         }
         tracing::warn!(queue, replica = %name, moved, emptied, "re-queued the jobs of a consumer presumed dead");
     }
@@ -408,12 +428,18 @@ async fn keep_alive(
     stop: CancellationToken,
 ) {
     let kv = &services.kv;
+    let mut suspects = Suspects::new();
     loop {
+        // Only a replica whose own key Redis took looks at the others, so
+        // the suspicion runs on the time Redis has been there for both.
+        if register(kv, &spec.name, &replica).await {
+            recover_dead_consumers(kv, &spec, &replica, &mut suspects).await;
+        } else {
+            suspects.clear();
+        }
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(HEARTBEAT) => {}
         }
-        register(kv, &spec.name, &replica).await;
-        recover_dead_consumers(kv, &spec, &replica).await;
     }
 }

@@ -259,6 +259,43 @@ async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
 
 on_both_backends!(orphans, a_dead_replicas_jobs_are_recovered);
 
+/// An outage longer than the liveness keys last expires them all at once:
+/// the first replica back must not take another's running job for a dead
+/// one's before that replica's next heartbeat re-registers it. Before, it
+/// re-queued the job at once and the job ran twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_job_outlives_every_key_expiring_at_once() {
+    let dep = Deployment::new(Backend::Real).await;
+    let b = dep.start(QUEUED, "b").await;
+    let kv = &b.services.kv;
+    queue::enqueue(&kv, "jobs", None, "sleep:9000")
+        .await
+        .unwrap();
+    let b_list = queue::processing_key("jobs", &b.services.settings.replica);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while kv.list_len(&b_list).await.unwrap() == 0 {
+        assert!(std::time::Instant::now() < deadline, "b never took the job");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // b's key gone as if expired, and a comes back (starts) and looks.
+    let b_alive = queue::alive_key("jobs", &b.services.settings.replica);
+    kv.delete(&b_alive).await.unwrap();
+    let a = dep.start(QUEUED, "a").await;
+    // The job ends about nine seconds in; a's heartbeats look meanwhile.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while kv.get("probe:job:sleep:9000").await.unwrap().is_none() {
+        assert!(std::time::Instant::now() < deadline, "the job never ended");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Long enough for a second run to have started and finished.
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    let runs = kv.get("probe:job:sleep:9000").await.unwrap();
+    assert_eq!(runs.as_deref(), Some(&b"1"[..]), "the job ran once");
+    assert_eq!(kv.list_len(&queue::queue_key("jobs")).await.unwrap(), 0);
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 const SLOW_RETRY: &str = r#"
 [plugins.worker]
 component = "test_probe.wasm"
