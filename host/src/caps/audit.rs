@@ -92,7 +92,9 @@ impl wit::Host for StoreState {
             record.tenant = Some(tenant.to_string());
         }
         let statements = statements_from_wit(statements)?;
-        let pool = self.pool_for(&target).await?;
+        let pool = self
+            .pool_for(&target, statements.iter().map(|(sql, _)| sql.as_str()))
+            .await?;
         let master = self.call.services.db.master().clone();
         let plugin = self.call.plugin.name.clone();
         let mut budget = self.row_budget();

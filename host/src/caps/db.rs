@@ -39,8 +39,14 @@ pub(crate) fn may_use_tenant(call: &CallContext, name: &str) -> bool {
 }
 
 impl StoreState {
-    /// Checks the grant, then opens the pool. Nothing is opened when denied.
-    pub(crate) async fn pool_for(&mut self, target: &str) -> Result<Pool, WitError> {
+    /// Checks the grant, then that every statement is one a plugin may send
+    /// ([`sql_policy`]), then opens the pool. Nothing is opened or sent when
+    /// either refuses.
+    pub(crate) async fn pool_for<'s>(
+        &mut self,
+        target: &str,
+        statements: impl IntoIterator<Item = &'s str>,
+    ) -> Result<Pool, WitError> {
         let call = &self.call;
         let allowed = match parse_target(target)? {
             Target::Master => call.plugin.grants.db.contains(&DbGrant::Master),
@@ -52,6 +58,9 @@ impl StoreState {
                 "plugin \"{}\" has no db grant for \"{target}\"",
                 call.plugin.name
             )));
+        }
+        for sql in statements {
+            sql_policy::check(sql)?;
         }
         match parse_target(target)? {
             Target::Master => Ok(call.services.db.master().clone()),
@@ -112,7 +121,7 @@ pub fn db_error(call: &CallContext, e: DbError) -> WitError {
 }
 
 /// WIT statements as the backend's (SQL, parameters), at most
-/// [`MAX_STATEMENTS`] of them, each one a plugin may send.
+/// [`MAX_STATEMENTS`] of them.
 pub(crate) fn statements_from_wit(
     statements: Vec<wit::Statement>,
 ) -> Result<Vec<(String, Vec<Value>)>, WitError> {
@@ -122,13 +131,10 @@ pub(crate) fn statements_from_wit(
             statements.len()
         )));
     }
-    statements
+    Ok(statements
         .into_iter()
-        .map(|s| {
-            sql_policy::check(&s.sql)?;
-            Ok((s.sql, s.params.into_iter().map(from_wit).collect()))
-        })
-        .collect()
+        .map(|s| (s.sql, s.params.into_iter().map(from_wit).collect()))
+        .collect())
 }
 
 fn from_wit(v: wit::Value) -> Value {
@@ -172,8 +178,7 @@ impl wit::Host for StoreState {
         sql: String,
         params: Vec<wit::Value>,
     ) -> Result<wit::RowSet, WitError> {
-        sql_policy::check(&sql)?;
-        let pool = self.pool_for(&target).await?;
+        let pool = self.pool_for(&target, [sql.as_str()]).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
         let mut budget = self.row_budget();
         self.tracked(async move { pool.run_within(&sql, &params, &mut budget).await })
@@ -187,8 +192,7 @@ impl wit::Host for StoreState {
         sql: String,
         params: Vec<wit::Value>,
     ) -> Result<u64, WitError> {
-        sql_policy::check(&sql)?;
-        let pool = self.pool_for(&target).await?;
+        let pool = self.pool_for(&target, [sql.as_str()]).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
         self.tracked(async move { pool.execute(&sql, &params).await })
             .await
@@ -200,7 +204,9 @@ impl wit::Host for StoreState {
         statements: Vec<wit::Statement>,
     ) -> Result<Vec<(u64, wit::RowSet)>, WitError> {
         let statements = statements_from_wit(statements)?;
-        let pool = self.pool_for(&target).await?;
+        let pool = self
+            .pool_for(&target, statements.iter().map(|(sql, _)| sql.as_str()))
+            .await?;
         let mut budget = self.row_budget();
         let results = self
             .tracked(async move { pool.transaction_within(&statements, &mut budget).await })

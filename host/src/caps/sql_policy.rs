@@ -3,22 +3,29 @@
 //! a transaction, or changes the connection's session, would outlive the
 //! call: later statements of other plugins would run inside a transaction
 //! left open (and be lost or committed by someone else), with another
-//! `search_path`, or without the server's statement timeout. On the embedded
-//! backend `ATTACH` would reach a database the grant does not name, and
-//! `VACUUM INTO` writes a file. A transaction is `db.transaction`; a setting
-//! for one is `SET LOCAL` inside it.
+//! `search_path`, a temporary table shadowing a real one, a lock held for
+//! good, or without the server's statement timeout. On the embedded backend
+//! `ATTACH` would reach a database the grant does not name, and `VACUUM
+//! INTO` writes a file. A transaction is `db.transaction`; a setting for one
+//! is `SET LOCAL` inside it.
+//!
+//! The SQL is read as the database would split it: every statement in it
+//! (SQLite runs them all), past comments, string literals, quoted
+//! identifiers and dollar quotes.
 
 use crate::bindings::WitError;
 
 /// First keywords refused outright.
-const REFUSED: &[&str] = &[
+const REFUSED_FIRST: &[&str] = &[
     "ABORT",
+    "ALTER",
     "ATTACH",
     "BEGIN",
     "CALL",
     "COMMIT",
     "COPY",
     "DEALLOCATE",
+    "DECLARE",
     "DETACH",
     "DISCARD",
     "DO",
@@ -39,72 +46,167 @@ const REFUSED: &[&str] = &[
 /// What may follow `SET`: settings that end with the transaction.
 const SET_FOR_THE_TRANSACTION: &[&str] = &["LOCAL", "TRANSACTION", "CONSTRAINTS"];
 
-/// Refuses a statement that controls transactions or changes the session.
+/// Words refused anywhere in a statement: temporary objects (they live as
+/// long as the connection), and what changes settings or takes locks for
+/// the session.
+const REFUSED_ANYWHERE: &[&str] = &[
+    "TEMP",
+    "TEMPORARY",
+    "SET_CONFIG",
+    "PG_SETTINGS",
+    "PG_ADVISORY_LOCK",
+    "PG_ADVISORY_LOCK_SHARED",
+    "PG_TRY_ADVISORY_LOCK",
+    "PG_TRY_ADVISORY_LOCK_SHARED",
+];
+
+/// What `CREATE [OR REPLACE]` may not make: code that could run any of the
+/// above when called.
+const REFUSED_CREATED: &[&str] = &["FUNCTION", "PROCEDURE"];
+
+/// Refuses SQL holding a statement that controls transactions or changes
+/// the session, naming the word that did.
 pub fn check(sql: &str) -> Result<(), WitError> {
-    let mut words = Words { rest: sql };
-    let first = words.next().unwrap_or_default();
-    let what = if REFUSED.contains(&first.as_str())
-        || (first == "SET"
-            && !SET_FOR_THE_TRANSACTION.contains(&words.next().unwrap_or_default().as_str()))
-    {
-        first
-    } else if sql
-        .as_bytes()
-        .windows(SET_CONFIG.len())
-        .any(|w| w.eq_ignore_ascii_case(SET_CONFIG))
-    {
-        // A session-wide setting from inside any statement.
-        "set_config".to_string()
-    } else {
-        return Ok(());
-    };
-    Err(WitError::invalid(format!(
-        "statement \"{what}\" is not allowed: a plugin's statement may not control \
-         transactions or change its connection's session (use db.transaction, and SET LOCAL inside it)"
-    )))
-}
-
-const SET_CONFIG: &[u8] = b"set_config";
-
-/// The statement's leading keywords, upper-cased, past whitespace, comments
-/// (`--` to the line's end, `/* */` nested as Postgres nests them) and
-/// opening parentheses.
-struct Words<'a> {
-    rest: &'a str,
-}
-
-impl Iterator for Words<'_> {
-    type Item = String;
-
-    fn next(&mut self) -> Option<String> {
-        loop {
-            let s = self
-                .rest
-                .trim_start_matches(|c: char| c.is_whitespace() || c == '(');
-            if let Some(line) = s.strip_prefix("--") {
-                self.rest = line.split_once('\n').map_or("", |(_, after)| after);
-            } else if s.starts_with("/*") {
-                self.rest = past_block_comment(s);
-            } else {
-                self.rest = s;
-                break;
-            }
+    for statement in statements(sql) {
+        if let Some(word) = refused(&statement) {
+            return Err(WitError::invalid(format!(
+                "statement \"{word}\" is not allowed: a plugin's statement may not control \
+                 transactions or change its connection's session (use db.transaction, and \
+                 SET LOCAL inside it)"
+            )));
         }
-        let end = self
-            .rest
-            .find(|c: char| !(c.is_ascii_alphabetic() || c == '_'))
-            .unwrap_or(self.rest.len());
-        let (word, rest) = self.rest.split_at(end);
-        self.rest = rest;
-        (!word.is_empty()).then(|| word.to_ascii_uppercase())
     }
+    Ok(())
 }
 
-/// What follows the block comment `s` starts with (nothing, if unclosed).
-fn past_block_comment(s: &str) -> &str {
-    let mut depth = 0usize;
+/// The word that makes one statement's words refused, if any.
+fn refused(words: &[Word]) -> Option<String> {
+    let is = |i: usize, list: &[&str]| {
+        words
+            .get(i)
+            .is_some_and(|w| list.iter().any(|k| w.text.eq_ignore_ascii_case(k)))
+    };
+    let first = words.first()?;
+    if is(0, REFUSED_FIRST) || (is(0, &["SET"]) && !is(1, SET_FOR_THE_TRANSACTION)) {
+        return Some(first.text.to_ascii_uppercase());
+    }
+    if is(0, &["CREATE"]) {
+        let made = if is(1, &["OR"]) && is(2, &["REPLACE"]) {
+            3
+        } else {
+            1
+        };
+        if is(made, REFUSED_CREATED) {
+            return Some(format!("CREATE {}", words[made].text.to_ascii_uppercase()));
+        }
+    }
+    words.iter().find_map(|w| {
+        if w.escaped {
+            Some("U&".to_string())
+        } else if REFUSED_ANYWHERE
+            .iter()
+            .any(|k| w.text.eq_ignore_ascii_case(k))
+        {
+            Some(w.text.to_string())
+        } else {
+            None
+        }
+    })
+}
+
+/// A word of a statement: a keyword or identifier, bare or double-quoted.
+#[derive(Debug)]
+struct Word<'a> {
+    text: std::borrow::Cow<'a, str>,
+    /// `U&"…"` or `U&'…'`: Unicode escapes that could spell any word.
+    escaped: bool,
+}
+
+/// The statements of `sql`, each as its words, split at every `;` outside
+/// literals and comments (empty statements dropped).
+fn statements(sql: &str) -> Vec<Vec<Word<'_>>> {
+    let b = sql.as_bytes();
+    let mut out: Vec<Vec<Word>> = vec![Vec::new()];
     let mut i = 0;
-    let b = s.as_bytes();
+    while i < b.len() {
+        let c = b[i];
+        let words = out.last_mut().expect("one statement at least");
+        if c == b';' {
+            out.push(Vec::new());
+            i += 1;
+        } else if b[i..].starts_with(b"--") {
+            i = b[i..]
+                .iter()
+                .position(|&c| c == b'\n')
+                .map_or(b.len(), |n| i + n + 1);
+        } else if b[i..].starts_with(b"/*") {
+            i = past_block_comment(b, i);
+        } else if (c == b'U' || c == b'u') && b.get(i + 1) == Some(&b'&') {
+            words.push(Word {
+                text: "".into(),
+                escaped: true,
+            });
+            i = match b.get(i + 2) {
+                Some(&q @ (b'\'' | b'"')) => past_quoted(b, i + 2, q),
+                _ => i + 2,
+            };
+        } else if c == b'\'' {
+            i = past_quoted(b, i, b'\'');
+        } else if c == b'"' {
+            let end = past_quoted(b, i, b'"');
+            let inner = &sql[i + 1..end.saturating_sub(1).max(i + 1)];
+            let text = if inner.contains("\"\"") {
+                inner.replace("\"\"", "\"").into()
+            } else {
+                inner.into()
+            };
+            words.push(Word {
+                text,
+                escaped: false,
+            });
+            i = end;
+        } else if c == b'$'
+            && let Some(end) = past_dollar_quote(sql, i)
+        {
+            i = end;
+        } else if c.is_ascii_alphabetic() || c == b'_' {
+            let end = (i..b.len())
+                .find(|&j| !(b[j].is_ascii_alphanumeric() || b[j] == b'_' || b[j] == b'$'))
+                .unwrap_or(b.len());
+            words.push(Word {
+                text: sql[i..end].into(),
+                escaped: false,
+            });
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    out.retain(|words| !words.is_empty());
+    out
+}
+
+/// Past a literal or quoted identifier opened by `quote` at `start` (a
+/// doubled quote inside is the quote itself); the end of the text if open.
+fn past_quoted(b: &[u8], start: usize, quote: u8) -> usize {
+    let mut i = start + 1;
+    while i < b.len() {
+        if b[i] == quote {
+            if b.get(i + 1) == Some(&quote) {
+                i += 2;
+                continue;
+            }
+            return i + 1;
+        }
+        i += 1;
+    }
+    b.len()
+}
+
+/// Past the (nested) block comment opening at `start`.
+fn past_block_comment(b: &[u8], start: usize) -> usize {
+    let mut depth = 0usize;
+    let mut i = start;
     while i + 1 < b.len() {
         match (b[i], b[i + 1]) {
             (b'/', b'*') => {
@@ -115,18 +217,46 @@ fn past_block_comment(s: &str) -> &str {
                 depth -= 1;
                 i += 2;
                 if depth == 0 {
-                    return &s[i..];
+                    return i;
                 }
             }
             _ => i += 1,
         }
     }
-    ""
+    b.len()
+}
+
+/// Past a Postgres dollar-quoted string (`$$…$$`, `$tag$…$tag$`) opening
+/// at `start`; `None` when `$` opens none (`$1`, a parameter).
+fn past_dollar_quote(sql: &str, start: usize) -> Option<usize> {
+    let rest = &sql[start + 1..];
+    let tag_len = rest.find('$')?;
+    let tag = &rest[..tag_len];
+    let valid = tag
+        .chars()
+        .enumerate()
+        .all(|(n, c)| c == '_' || c.is_ascii_alphabetic() || (n > 0 && c.is_ascii_digit()));
+    if !valid {
+        return None;
+    }
+    let delimiter = &sql[start..start + tag_len + 2];
+    let body = start + delimiter.len();
+    Some(
+        sql[body..]
+            .find(delimiter)
+            .map_or(sql.len(), |n| body + n + delimiter.len()),
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refusal(sql: &str) -> String {
+        let e = check(sql).expect_err(sql);
+        assert!(e.message.contains("is not allowed"), "{sql}: {}", e.message);
+        e.message
+    }
 
     #[test]
     fn transaction_and_session_statements_are_refused() {
@@ -150,33 +280,43 @@ mod tests {
             "DO $$ BEGIN EXECUTE 'SET search_path = x'; END $$",
             "CALL p()",
             "PREPARE s AS SELECT 1",
+            "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+            "ALTER ROLE neo SET search_path = x",
             "ATTACH 'master.sqlite' AS m",
             "PRAGMA foreign_keys = OFF",
             "VACUUM INTO '/tmp/copy'",
             "-- a comment\nBEGIN",
             "/* a /* nested */ comment */ ROLLBACK",
             "(BEGIN",
+            ";BEGIN",
+            "SELECT 1; BEGIN",
+            "SELECT 'a;b'; ATTACH 'x' AS m",
             "SELECT set_config('search_path', 'x', false)",
             "select SET_CONFIG('a.b', 'c', true)",
+            "SELECT \"set_config\"('a', 'b', false)",
+            "CREATE TEMP TABLE api_tokens AS SELECT 1",
+            "create temporary table t (a int)",
+            "SELECT 1 INTO TEMP t",
+            "UPDATE pg_settings SET setting = '0' WHERE name = 'statement_timeout'",
+            "SELECT pg_advisory_lock(1)",
+            "SELECT pg_try_advisory_lock(1)",
+            "CREATE FUNCTION f() RETURNS int AS $$ SELECT 1 $$ LANGUAGE sql",
+            "create or replace procedure p() language sql as $$ select 1 $$",
+            "SELECT U&\"s\\0065t_config\"('a', 'b', false)",
         ] {
-            let e = check(sql).expect_err(sql);
-            assert!(e.message.contains("is not allowed"), "{sql}: {}", e.message);
+            refusal(sql);
         }
     }
 
     #[test]
-    fn the_refusal_names_the_keyword() {
-        let e = check("  begin; UPDATE t SET a = 1").unwrap_err();
+    fn the_refusal_names_the_word() {
+        assert!(refusal("  begin; UPDATE t SET a = 1").starts_with("statement \"BEGIN\""));
         assert!(
-            e.message.starts_with("statement \"BEGIN\""),
-            "{}",
-            e.message
+            refusal("SELECT set_config('a', 'b', false)").starts_with("statement \"set_config\"")
         );
-        let e = check("SELECT set_config('a', 'b', false)").unwrap_err();
+        assert!(refusal("SELECT 1; PRAGMA x").starts_with("statement \"PRAGMA\""));
         assert!(
-            e.message.starts_with("statement \"set_config\""),
-            "{}",
-            e.message
+            refusal("CREATE OR REPLACE FUNCTION f()").starts_with("statement \"CREATE FUNCTION\"")
         );
     }
 
@@ -185,17 +325,30 @@ mod tests {
         for sql in [
             "SELECT 1",
             "  select * from orders where status = 'BEGIN'",
+            "SELECT 'a; BEGIN' AS s",
+            "SELECT $$ ; COMMIT $$ AS s",
+            "SELECT $tag$ ; SET x = 1 $tag$ AS s",
+            "SELECT \"begin\" FROM t",
+            "-- BEGIN\nSELECT 1",
+            "/* SET x */ SELECT 1",
             "UPDATE kots SET reprint_count = reprint_count + 1",
             "WITH x AS (SELECT 1) SELECT * FROM x",
             "(SELECT 1) UNION (SELECT 2)",
             "INSERT INTO settings (name) VALUES ('commit')",
             "DELETE FROM t WHERE id = $1",
+            "SELECT $1, $2",
             "SET LOCAL statement_timeout = '5s'",
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "SET CONSTRAINTS ALL DEFERRED",
             "CREATE TABLE IF NOT EXISTS t (a int)",
+            "CREATE UNIQUE INDEX i ON t (a)",
+            "SELECT pg_advisory_xact_lock(1)",
+            "SELECT temperature, template FROM t",
             "DELETE_ME",
+            "SELECT 1;",
+            ";;",
             "/* unclosed",
+            "'unclosed",
             "",
         ] {
             assert!(check(sql).is_ok(), "{sql}");

@@ -1197,9 +1197,14 @@ async fn session_statements_are_refused(backend: Backend) {
         "ATTACH '{}' AS m",
         dep.data_dir("a").join("db/master.sqlite").display()
     );
+    let attach_after = format!("SELECT 1; {attach}");
     for (sql, keyword) in [
         ("BEGIN", "BEGIN"),
+        (";BEGIN", "BEGIN"),
         ("  commit", "COMMIT"),
+        (attach_after.as_str(), "ATTACH"),
+        ("CREATE TEMP TABLE api_tokens (id int)", "TEMP"),
+        ("SELECT pg_advisory_lock(7305425512)", "pg_advisory_lock"),
         ("SET statement_timeout = 0", "SET"),
         ("/* x */ set search_path to elsewhere", "SET"),
         ("SELECT set_config('search_path', 'x', false)", "set_config"),
