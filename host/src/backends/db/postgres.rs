@@ -32,7 +32,7 @@ pub struct PgHandle {
 }
 
 /// How long the server lets a connection sit idle inside a transaction.
-const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(60);
+const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 
 /// How long statements fail fast after the database failed to answer.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
@@ -91,6 +91,11 @@ impl PgHandle {
     /// Opens the breaker after the database failed to answer; closes it on
     /// any answer.
     pub(super) fn record<T>(&self, result: &Result<T, DbError>) {
+        // A wait for a busy pool says nothing either way: the breaker stays
+        // as it was (open, if a hung database is what keeps them busy).
+        if matches!(result, Err(DbError::Busy(_))) {
+            return;
+        }
         let open = matches!(result, Err(DbError::Unavailable(_)));
         let until = if open {
             Self::now_ms() + BREAKER_OPEN.as_millis() as i64

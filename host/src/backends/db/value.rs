@@ -236,8 +236,9 @@ impl From<sqlx::Error> for DbError {
 /// SQLSTATE (Postgres) or result code (SQLite).
 fn transient(code: &str) -> Option<DbError> {
     match code {
-        // serialization_failure, deadlock_detected, lock_not_available
-        "40001" | "40P01" | "55P03" => Some(DbError::Conflict(
+        // serialization_failure, deadlock_detected, lock_not_available: Busy,
+        // not Conflict, which plugins read as a duplicate key.
+        "40001" | "40P01" | "55P03" => Some(DbError::Busy(
             "the statement met a concurrent transaction (serialization failure, deadlock \
              or a lock not available); try again"
                 .into(),
@@ -277,13 +278,7 @@ mod tests {
 
     #[test]
     fn conflicts_and_locks_are_worth_a_retry() {
-        for code in ["40001", "40P01", "55P03"] {
-            assert!(
-                matches!(transient(code), Some(DbError::Conflict(_))),
-                "{code}"
-            );
-        }
-        for code in ["5", "517", "6"] {
+        for code in ["40001", "40P01", "55P03", "5", "517", "6"] {
             assert!(matches!(transient(code), Some(DbError::Busy(_))), "{code}");
         }
         // A statement's own faults stay the database's refusal.
