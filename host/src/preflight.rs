@@ -127,12 +127,6 @@ pub async fn run(
                 advisory,
             },
             Err(e) => {
-                // A check the host was too busy to run measured nothing: a
-                // warning, not a failure of what it checks.
-                let status = match &e {
-                    InvokeError::Busy(_) => CheckStatus::Warn,
-                    _ => CheckStatus::Fail,
-                };
                 let hint = match &e {
                     InvokeError::TimedOut { .. } => {
                         "the check's source did not answer in time; raise its limits.timeout only if it is slow by design"
@@ -144,7 +138,8 @@ pub async fn run(
                 };
                 CheckResult {
                     name,
-                    status,
+                    // Not run is not passed: the gate stays shut.
+                    status: CheckStatus::Fail,
                     detail: e.to_string(),
                     hint: Some(hint.into()),
                     duration_ms,
