@@ -1059,7 +1059,7 @@ async fn a_busy_pool_is_not_an_outage() {
                 server
                     .command(
                         "probe",
-                        &["db-sql", "master", "SELECT 1 AS n FROM pg_sleep(4)"],
+                        &["db-sql", "master", "SELECT 1 AS n FROM pg_sleep(5)"],
                     )
                     .await
             })
@@ -1071,7 +1071,7 @@ async fn a_busy_pool_is_not_an_outage() {
     let out = server.command("probe", &["db", "master"]).await.unwrap();
     assert!(out.contains(r#""code":"unavailable""#), "{out}");
     assert!(out.contains("every database connection is in use"), "{out}");
-    // The sleepers end half a second later; this caller waits for one.
+    // The sleepers end about 1.5 s later; this caller waits for one.
     let out = server.command("probe", &["db", "master"]).await.unwrap();
     assert!(out.contains("1 row"), "{out}");
     for sleeper in sleepers {
@@ -1104,9 +1104,12 @@ async fn a_record_after_a_commit_waits_out_a_master_blip() {
         .create_tenant("acme", "Acme")
         .await
         .unwrap();
+    // The tenant's statement takes half a second, so the record is first
+    // asked for while the master is still away.
+    let slow = "SELECT 1 AS one FROM pg_sleep(0.5)";
     let tx = |server: Arc<Server>| async move {
         server
-            .command("probe", &["audit-tx", "tenant:acme"])
+            .command("probe", &["audit-tx", "tenant:acme", slow])
             .await
             .unwrap()
     };
@@ -1114,7 +1117,8 @@ async fn a_record_after_a_commit_waits_out_a_master_blip() {
     assert!(out.contains("\"detail\":\"record "), "{out}");
     pg.set_up(false);
     let during = tokio::spawn(tx(server.clone()));
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    assert!(!during.is_finished(), "the record waits for the master");
     pg.set_up(true);
     let out = during.await.unwrap();
     assert!(out.contains("\"detail\":\"record "), "{out}");

@@ -5,7 +5,7 @@
 //! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `db-sql TARGET SQL`
 //! (rows and bytes a query brought back), `kv KEY`, `expire KEY MS`,
 //! `kv-delete KEY`, `lock NAME`, `http URL`, `mail TO`, `env NAME`,
-//! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `audit-tx TARGET` (a
+//! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `audit-tx TARGET [SQL]` (a
 //! transaction with its record), `sleep MS`, `lock-sleep NAME MS`,
 //! `tenant-logs` (how many of the invocation tenant's log lines it may read).
 
@@ -145,9 +145,9 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             ["audit", action, times] => (0..times.parse::<u32>().unwrap_or(1))
                 .try_for_each(|_| audit::record(action, "probe", None, json!({})).map(drop))
                 .map(|()| format!("{times} records")),
-            ["audit-tx", target] => {
+            ["audit-tx", target, rest @ ..] if rest.len() <= 1 => {
                 let statement = db::Statement {
-                    sql: "SELECT 1 AS one".into(),
+                    sql: rest.first().unwrap_or(&"SELECT 1 AS one").to_string(),
                     params: vec![],
                 };
                 let entry = audit::entry("probe.tx", "probe", None, json!({}));
