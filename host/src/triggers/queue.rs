@@ -169,7 +169,9 @@ type Suspects = std::collections::HashMap<String, Instant>;
 /// dead. An outage longer than [`PRESUMED_DEAD`] expires every replica's key
 /// at once: the first back must not take the others' running jobs (and run
 /// them twice) before their next heartbeat re-registers them.
-const SUSPECT_FOR: Duration = Duration::from_secs(2 * HEARTBEAT.as_secs());
+const SUSPECT_FOR: Duration = Duration::from_secs(3 * HEARTBEAT.as_secs());
+/// The pause before registering again after Redis did not take the key.
+const REGISTER_RETRY: Duration = Duration::from_secs(1);
 
 /// Re-queues the in-flight jobs of consumers whose liveness key expired
 /// (crashed or killed replicas), and forgets them once their processing
@@ -432,14 +434,18 @@ async fn keep_alive(
     loop {
         // Only a replica whose own key Redis took looks at the others, so
         // the suspicion runs on the time Redis has been there for both.
-        if register(kv, &spec.name, &replica).await {
+        // A failed registration is tried again soon: after an outage this
+        // replica's key is back long before another presumes it dead.
+        let pause = if register(kv, &spec.name, &replica).await {
             recover_dead_consumers(kv, &spec, &replica, &mut suspects).await;
+            HEARTBEAT
         } else {
             suspects.clear();
-        }
+            REGISTER_RETRY
+        };
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(HEARTBEAT) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

@@ -223,7 +223,8 @@ async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
         Backend::Real => dep.start(QUEUED, "a").await,
     };
     let kv = &server.services.kv;
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    // Presumed dead after two looks 15 s apart.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while kv.get("probe:job:orphaned-job").await.unwrap().is_none() {
         assert!(
             std::time::Instant::now() < deadline,
