@@ -92,10 +92,13 @@ fn tcp_settings() -> TcpSettings {
     let keepalive = socket2::TcpKeepalive::new()
         .with_time(Duration::from_secs(5))
         .with_interval(Duration::from_secs(2));
-    TcpSettings::default()
+    let settings = TcpSettings::default()
         .set_nodelay(true)
-        .set_keepalive(keepalive)
-        .set_user_timeout(Duration::from_secs(10))
+        .set_keepalive(keepalive);
+    // Linux's TCP_USER_TIMEOUT; elsewhere keepalive alone.
+    #[cfg(target_os = "linux")]
+    let settings = settings.set_user_timeout(Duration::from_secs(10));
+    settings
 }
 
 /// Puts the caller's limit into a `TOOLARGE` refusal.
