@@ -220,7 +220,14 @@ fn mask_emails(s: &str, mask: &str) -> String {
             !name.is_empty() && tld.len() >= 2 && tld.bytes().all(|c| c.is_ascii_alphabetic())
         });
         let in_url = s[..start].ends_with("://");
-        if start < at && tld_ok && !in_url && &s[start..at] != mask {
+        // A Message-ID's random left part (`<uuid@host>`) names no one, and
+        // it is what traces a delivery.
+        let local = &s[start..at];
+        let machine_made = local.len() >= 16
+            && local
+                .bytes()
+                .all(|c| c.is_ascii_hexdigit() || c == b'-' || c == b'.');
+        if start < at && tld_ok && !in_url && !machine_made && local != mask {
             out.push_str(&s[copied..start]);
             out.push_str(mask);
             copied = at;
@@ -560,8 +567,16 @@ mod tests {
             redact_text("https://h/x?email=guest@example.com&n=1", M),
             "https://h/x?email=****@example.com&n=1"
         );
-        // Not addresses: no dotted domain, a numeric one, none before `@`.
-        for kept in ["user@localhost", "v1.2@3.4", "@scope/pkg", "a@b.c"] {
+        // Not addresses: no dotted domain, a numeric one, none before `@`,
+        // a Message-ID.
+        for kept in [
+            "user@localhost",
+            "v1.2@3.4",
+            "@scope/pkg",
+            "a@b.c",
+            "mail sent message_id=<ed006b6fb0584dbb9ded122d63e3eee8@neo-ops.invalid>",
+            "<3f2a1b4c-9d8e-4f70-a1b2-c3d4e5f60718@mail.example.com>",
+        ] {
             assert_eq!(redact_text(kept, M), kept);
         }
         // In JSON too, and masking twice changes nothing more.
