@@ -35,6 +35,11 @@ async fn start_resolve_and_state(backend: Backend) {
     let s = status(&server).await;
     assert_eq!(s["state"], "operational");
     assert_eq!(s["incidents"], serde_json::json!([]));
+    assert_eq!(
+        s["page"]["updated_at"],
+        serde_json::Value::Null,
+        "no incident ever"
+    );
 
     let out = server
         .command(
@@ -104,6 +109,20 @@ async fn start_resolve_and_state(backend: Backend) {
     let s = status(&server).await;
     assert_eq!(s["state"], "operational");
     assert_eq!(s["incidents"], serde_json::json!([]));
+    // With nothing active the page last changed at the last resolution
+    // (Statuspage clients read updated_at as a time, never null).
+    let updated = s["page"]["updated_at"].as_str().expect("page.updated_at");
+    let updated = chrono::DateTime::parse_from_rfc3339(updated).unwrap();
+    assert!((chrono::Utc::now() - updated.to_utc()).num_seconds().abs() < 60);
+    // Each resolution closes its incident's timeline with a resolved entry.
+    let resolved = support::ints(
+        server.master(),
+        "SELECT COUNT(*) FROM incident_updates WHERE status = 'resolved' \
+         AND message = 'This incident has been resolved.'",
+        &[],
+    )
+    .await;
+    assert_eq!(resolved, vec![2]);
 
     // The same title can be started again once resolved; history is kept.
     server

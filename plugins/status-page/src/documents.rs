@@ -6,7 +6,7 @@
 use neo_ops_sdk::{config, time};
 use serde::Serialize;
 
-use crate::incidents::{Impact, Incident};
+use crate::incidents::{Board, Impact, Incident};
 
 /// The spec's `/status.json`, then what Statuspage readers look for.
 #[derive(Serialize)]
@@ -129,13 +129,13 @@ impl Status {
 }
 
 impl Page {
-    fn of(active: &[Incident]) -> Self {
+    fn of(updated_at: Option<i64>) -> Self {
         Page {
             id: "neo",
             name: config::text("page_name").unwrap_or_else(|| "neo".into()),
             url: config::text("page_url").unwrap_or_default(),
             time_zone: "Etc/UTC",
-            updated_at: active.iter().map(|i| i.updated_at).max().map(time::rfc3339),
+            updated_at: updated_at.map(time::rfc3339),
         }
     }
 }
@@ -212,7 +212,8 @@ impl<'a> StatuspageIncident<'a> {
     }
 }
 
-pub fn seed(active: &[Incident]) -> Seed<'_> {
+pub fn seed(board: &Board) -> Seed<'_> {
+    let active = &board.active;
     Seed {
         state: if active.is_empty() {
             "operational"
@@ -220,21 +221,22 @@ pub fn seed(active: &[Incident]) -> Seed<'_> {
             "degraded"
         },
         incidents: active.iter().map(SeedIncident::of).collect(),
-        page: Page::of(active),
+        page: Page::of(board.updated_at),
         status: Status::of(active),
     }
 }
 
-pub fn status(active: &[Incident]) -> StatusDocument {
+pub fn status(board: &Board) -> StatusDocument {
     StatusDocument {
-        page: Page::of(active),
-        status: Status::of(active),
+        page: Page::of(board.updated_at),
+        status: Status::of(&board.active),
     }
 }
 
-pub fn summary(active: &[Incident]) -> Summary<'_> {
+pub fn summary(board: &Board) -> Summary<'_> {
+    let active = &board.active;
     Summary {
-        page: Page::of(active),
+        page: Page::of(board.updated_at),
         components: components(active),
         incidents: active.iter().map(StatuspageIncident::of).collect(),
         scheduled_maintenances: [],
@@ -242,9 +244,9 @@ pub fn summary(active: &[Incident]) -> Summary<'_> {
     }
 }
 
-pub fn unresolved(active: &[Incident]) -> Unresolved<'_> {
+pub fn unresolved(board: &Board) -> Unresolved<'_> {
     Unresolved {
-        page: Page::of(active),
-        incidents: active.iter().map(StatuspageIncident::of).collect(),
+        page: Page::of(board.updated_at),
+        incidents: board.active.iter().map(StatuspageIncident::of).collect(),
     }
 }

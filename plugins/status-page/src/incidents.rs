@@ -97,8 +97,31 @@ fn load(filter: &str, order: &str, params: &[Value]) -> Result<Vec<Incident>, Fa
     Ok(list)
 }
 
-pub fn active() -> Result<Vec<Incident>, Failure> {
-    load("i.resolved_at IS NULL", "i.started_at, i.id", &[])
+/// What the status documents show: the active incidents, and when the page
+/// last changed (an active incident's latest change, else the time the last
+/// one was resolved; none before any incident).
+pub struct Board {
+    pub active: Vec<Incident>,
+    pub updated_at: Option<i64>,
+}
+
+/// The board, in one query: the incident resolved last comes with the
+/// active ones, for the page's `updated_at` when none is active.
+pub fn board() -> Result<Board, Failure> {
+    let loaded = load(
+        "i.resolved_at IS NULL OR i.id = (SELECT id FROM incidents WHERE resolved_at IS NOT NULL \
+         ORDER BY resolved_at DESC, id DESC LIMIT 1)",
+        "i.started_at, i.id",
+        &[],
+    )?;
+    let updated_at = loaded.iter().map(|i| i.updated_at).max();
+    Ok(Board {
+        active: loaded
+            .into_iter()
+            .filter(|i| i.resolved_at.is_none())
+            .collect(),
+        updated_at,
+    })
 }
 
 /// Incidents resolved within the last `days` days, newest first.
@@ -135,6 +158,9 @@ pub fn start(title: &str, details: &str, impact: Impact) -> Result<Output, Failu
     }
 }
 
+/// The timeline entry a resolution adds (Statuspage's own words).
+const RESOLVED: &str = "This incident has been resolved.";
+
 pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
     if message.trim().is_empty() {
         return Err(reply::fail(400, "an update needs a message"));
@@ -162,13 +188,29 @@ pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
     Ok(reply::text(200, format!("updated incident \"{title}\"\n")))
 }
 
+/// Resolves the active incident `title`, with a `resolved` entry on its
+/// timeline (what Statuspage clients show last), in one transaction.
 pub fn resolve(title: &str) -> Result<Output, Failure> {
-    let params = [Value::Timestamp(time::now_micros()), Value::from(title)];
-    let changed = db::execute(
+    let params = vec![Value::Timestamp(time::now_micros()), Value::from(title)];
+    let done = db::transaction(
         "master",
-        "UPDATE incidents SET resolved_at = $1 WHERE title = $2 AND resolved_at IS NULL",
-        &params,
+        &[
+            db::Statement {
+                sql:
+                    "UPDATE incidents SET resolved_at = $1 WHERE title = $2 AND resolved_at IS NULL"
+                        .into(),
+                params: params.clone(),
+            },
+            db::Statement {
+                sql: "INSERT INTO incident_updates (incident_id, status, message, created_at) \
+                      SELECT id, 'resolved', $3, $1 FROM incidents \
+                      WHERE title = $2 AND resolved_at = $1"
+                    .into(),
+                params: [params.as_slice(), &[Value::from(RESOLVED)]].concat(),
+            },
+        ],
     )?;
+    let changed = done.first().map_or(0, |(n, _)| *n);
     if changed == 0 {
         return Err(reply::fail(
             404,

@@ -25,22 +25,23 @@ impl Plugin for StatusPage {
     const USAGE: &'static str = USAGE;
 
     fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
-        let active = incidents::active()?;
+        let board = incidents::board()?;
+        let active = &board.active;
         let public = |out: Output| reply::public_document(req, out);
         Ok(match req.route.as_str() {
-            "/api/v2/status.json" => public(reply::json(200, &documents::status(&active))),
-            "/api/v2/summary.json" => public(reply::json(200, &documents::summary(&active))),
+            "/api/v2/status.json" => public(reply::json(200, &documents::status(&board))),
+            "/api/v2/summary.json" => public(reply::json(200, &documents::summary(&board))),
             "/api/v2/incidents/unresolved.json" => {
-                public(reply::json(200, &documents::unresolved(&active)))
+                public(reply::json(200, &documents::unresolved(&board)))
             }
-            "/status/health" => health(&active),
+            "/status/health" => health(active),
             "/status" => page::html(
-                &active,
+                active,
                 &incidents::recently_resolved(14)?,
-                &Status::of(&active),
+                &Status::of(active),
             ),
             "/status/style.css" => page::css(),
-            _ => public(reply::json(200, &documents::seed(&active))),
+            _ => public(reply::json(200, &documents::seed(&board))),
         })
     }
 
