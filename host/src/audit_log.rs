@@ -232,7 +232,7 @@ async fn append_unbounded(master: &Pool, record: NewRecord) -> Result<i64, DbErr
 }
 
 /// Result of walking the chain.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct Verification {
     pub records: u64,
     /// The first record whose hash or link does not match, with the reason.
@@ -241,10 +241,37 @@ pub struct Verification {
 
 /// Recomputes every hash in id order.
 pub async fn verify(master: &Pool) -> Result<Verification, DbError> {
+    Ok(walk(master, Link::genesis()).await?.0)
+}
+
+/// Where a walk of the chain stands: the last record checked (id 0 and the
+/// genesis hash before the first) and how many were checked.
+#[derive(Debug, Clone)]
+struct Link {
+    id: i64,
+    hash: String,
+    records: u64,
+}
+
+impl Link {
+    fn genesis() -> Self {
+        Link {
+            id: 0,
+            hash: GENESIS.to_string(),
+            records: 0,
+        }
+    }
+}
+
+/// Checks every record after `from`, in id order; returns the verdict and,
+/// when the chain holds, where it ends.
+async fn walk(master: &Pool, from: Link) -> Result<(Verification, Option<Link>), DbError> {
     const PAGE: i64 = 1000;
-    let mut after = 0i64;
-    let mut prev = GENESIS.to_string();
-    let mut records = 0u64;
+    let Link {
+        id: mut after,
+        hash: mut prev,
+        mut records,
+    } = from;
     loop {
         let page = master
             .query(
@@ -254,10 +281,18 @@ pub async fn verify(master: &Pool) -> Result<Verification, DbError> {
             )
             .await?;
         if page.rows.is_empty() {
-            return Ok(Verification {
+            let end = Link {
+                id: after,
+                hash: prev,
                 records,
-                broken_at: None,
-            });
+            };
+            return Ok((
+                Verification {
+                    records,
+                    broken_at: None,
+                },
+                Some(end),
+            ));
         }
         for row in &page.rows {
             let text = |i: usize| match &row[i] {
@@ -273,7 +308,7 @@ pub async fn verify(master: &Pool) -> Result<Verification, DbError> {
                 _ => None,
             };
             let Some(at) = at else {
-                return Ok(broken(records, id, "timestamp is unreadable"));
+                return Ok((broken(records, id, "timestamp is unreadable"), None));
             };
             let details: serde_json::Value = text(8)
                 .and_then(|s| serde_json::from_str(&s).ok())
@@ -290,15 +325,87 @@ pub async fn verify(master: &Pool) -> Result<Verification, DbError> {
             let stored_prev = text(9).unwrap_or_default();
             let stored_hash = text(10).unwrap_or_default();
             if stored_prev != prev {
-                return Ok(broken(records, id, "does not link to the previous record"));
+                return Ok((
+                    broken(records, id, "does not link to the previous record"),
+                    None,
+                ));
             }
             if record_hash(&prev, at, &record) != stored_hash {
-                return Ok(broken(records, id, "contents do not match its hash"));
+                return Ok((broken(records, id, "contents do not match its hash"), None));
             }
             prev = stored_hash;
             records += 1;
             after = id;
         }
+    }
+}
+
+/// How long the console's checks go on from where the last one ended
+/// before the whole chain is walked again.
+const WALK_WHOLE_EVERY: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Where this process last found the chain whole, so each look at the
+/// console's Audit tab checks only the records added since: the whole chain
+/// on every load grew with the log (a million records, seconds of hashing
+/// and a thousand queries per load). The whole chain is walked again at
+/// least every [`WALK_WHOLE_EVERY`], and `neo-ops audit verify` always walks
+/// it all.
+#[derive(Default)]
+pub struct Checked {
+    state: tokio::sync::Mutex<CheckedState>,
+}
+
+#[derive(Default)]
+struct CheckedState {
+    /// Where the chain last ended whole, and when it was last walked whole.
+    end: Option<(Link, std::time::Instant)>,
+    /// A record this process checked that has since changed or gone: kept
+    /// for the process's life, since a walk from the start cannot see it.
+    lost: Option<Verification>,
+}
+
+impl Checked {
+    /// Verifies the chain, going on from where the last verification
+    /// ended when that was recent. The record it ended at must still be
+    /// there with the same hash: a log cut back past it (the newest records
+    /// deleted) is caught, which a walk from the start cannot see.
+    pub async fn verify(&self, master: &Pool) -> Result<Verification, DbError> {
+        // One look at a time: concurrent loads wait and then go on from
+        // where the first ended.
+        let mut state = self.state.lock().await;
+        if let Some(lost) = &state.lost {
+            return Ok(lost.clone());
+        }
+        let (from, whole_at) = match state.end.take() {
+            Some((end, whole_at)) if whole_at.elapsed() < WALK_WHOLE_EVERY && end.id > 0 => {
+                let rows = master
+                    .query(
+                        "SELECT hash FROM audit_log WHERE id = $1",
+                        &[Value::Int(end.id)],
+                    )
+                    .await;
+                let why = match rows?.rows.first().and_then(|r| r.first()) {
+                    Some(Value::Text(h)) if *h == end.hash => None,
+                    Some(_) => Some("changed since it was checked"),
+                    None => Some("was checked earlier and is gone"),
+                };
+                if let Some(why) = why {
+                    tracing::error!(
+                        id = end.id,
+                        why,
+                        "the audit log lost a record this process had checked"
+                    );
+                    let lost = broken(end.records, end.id, why);
+                    state.lost = Some(lost.clone());
+                    return Ok(lost);
+                }
+                (end, whole_at)
+            }
+            _ => (Link::genesis(), std::time::Instant::now()),
+        };
+        let (verdict, end) = walk(master, from).await?;
+        state.end = end.map(|end| (end, whole_at));
+        Ok(verdict)
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Services {
     pub metrics: crate::metrics::Metrics,
     /// Each tenant's recent host log lines, for support bundles.
     pub tenant_logs: crate::tenant_logs::TenantLogs,
+    /// How far the console last found the audit chain whole.
+    pub audit_checked: crate::audit_log::Checked,
     /// The live API tokens as last read, to check presented ones against.
     pub tokens: crate::auth::Tokens,
     /// What request bodies being read may still take; one for the process,
@@ -91,6 +93,7 @@ impl Services {
             plugin_error: std::sync::Mutex::new(None),
             metrics: crate::metrics::Metrics::default(),
             tenant_logs: Default::default(),
+            audit_checked: Default::default(),
             tokens: crate::auth::Tokens::new(),
             request_bodies: Default::default(),
             started: std::time::Instant::now(),

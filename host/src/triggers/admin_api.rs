@@ -50,11 +50,12 @@ pub async fn audit(
             );
         }
     };
-    let master = state.runtime.services.db.master();
+    let services = &state.runtime.services;
+    let master = services.db.master();
     let params = [Value::Int(limit)];
     let (rows, chain) = tokio::join!(
         master.query(LATEST, &params),
-        crate::audit_log::verify(master)
+        services.audit_checked.verify(master)
     );
     let (rows, chain) = match (rows, chain) {
         (Ok(rows), Ok(chain)) => (rows, chain),

@@ -163,6 +163,88 @@ async fn edited_audit_record_is_caught(backend: Backend) {
     server.stop().await.unwrap();
 }
 
+/// The console's Audit tab checks the chain from where its last look ended:
+/// new records are checked as they come, an edit in them is caught, and a
+/// record it had checked that is then deleted (the log cut back, which a
+/// walk from the start cannot see) is reported from then on.
+async fn the_console_checks_the_chain_as_it_grows(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(AUDITOR, "a").await;
+    let master = server.master().clone();
+    let token = neo_ops::auth::create_token(&master, neo_ops::manifest::Role::Admin, "oncall")
+        .await
+        .unwrap();
+    let chain = || async {
+        let (status, body) = server.get("/api/admin/audit?limit=5", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        v["data"]["chain"].clone()
+    };
+    let probe = &server;
+    let append = |n: usize| async move {
+        for _ in 0..n {
+            probe
+                .command("probe", &["audit", "console.look"])
+                .await
+                .unwrap();
+        }
+    };
+    let count = || async { support::ints(&master, "SELECT COUNT(*) FROM audit_log", &[]).await[0] };
+    append(3).await;
+    let first = chain().await;
+    assert_eq!(first["ok"], true, "{first}");
+    assert_eq!(first["checked"], count().await, "{first}");
+    append(2).await;
+    let second = chain().await;
+    assert_eq!(
+        (second["ok"].clone(), second["checked"].clone()),
+        (true.into(), count().await.into())
+    );
+
+    // An edit among the records added since is caught.
+    append(1).await;
+    let newest = support::ints(&master, "SELECT MAX(id) FROM audit_log", &[]).await[0];
+    master
+        .execute(
+            "UPDATE audit_log SET actor = 'mallory' WHERE id = $1",
+            &[Value::Int(newest)],
+        )
+        .await
+        .unwrap();
+    let edited = chain().await;
+    assert_eq!(edited["ok"], false, "{edited}");
+    assert_eq!(edited["broken_at"], newest);
+    assert_eq!(edited["reason"], "contents do not match its hash");
+    master
+        .execute("DELETE FROM audit_log WHERE id = $1", &[Value::Int(newest)])
+        .await
+        .unwrap();
+    let mended = chain().await;
+    assert_eq!(
+        mended["ok"], true,
+        "the edited record was never checked: {mended}"
+    );
+
+    // The newest record checked is deleted: reported, and it stays reported.
+    let checked_last = support::ints(&master, "SELECT MAX(id) FROM audit_log", &[]).await[0];
+    master
+        .execute(
+            "DELETE FROM audit_log WHERE id = $1",
+            &[Value::Int(checked_last)],
+        )
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let cut = chain().await;
+        assert_eq!(cut["ok"], false, "{cut}");
+        assert_eq!(cut["broken_at"], checked_last);
+        assert_eq!(cut["reason"], "was checked earlier and is gone");
+    }
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(audit_tab_chain, the_console_checks_the_chain_as_it_grows);
+
 /// Without `audit = true` a plugin cannot write to the audit log at all.
 async fn audit_needs_its_grant(backend: Backend) {
     let dep = Deployment::new(backend).await;
