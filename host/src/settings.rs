@@ -103,7 +103,14 @@ pub struct Settings {
     /// Write `/tmp/perf-<pid>.map`, so `perf` names plugin functions
     /// (`NEO_OPS_PERF_MAP=1`).
     pub perf_map: bool,
+    /// How far back `serve` looks at start for a slot no replica ran (it
+    /// was down, restarting across 03:00): the latest such slot fires once
+    /// (`NEO_OPS_SCHEDULE_CATCH_UP`, default 1h; 0 to skip them).
+    pub schedule_catch_up: Duration,
 }
+
+/// [`Settings::schedule_catch_up`] unless set.
+pub const DEFAULT_SCHEDULE_CATCH_UP: Duration = Duration::from_secs(3600);
 
 impl Settings {
     /// Reads the environment. An invalid value is an error naming it.
@@ -163,6 +170,17 @@ impl Settings {
                 })?),
             },
             perf_map: perf_map(var("NEO_OPS_PERF_MAP").as_deref())?,
+            schedule_catch_up: match var("NEO_OPS_SCHEDULE_CATCH_UP") {
+                None => DEFAULT_SCHEDULE_CATCH_UP,
+                Some(v) => neo_ops_text::duration::parse(&v)
+                    .ok()
+                    .filter(|d| *d <= Duration::from_secs(7 * 86_400))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "NEO_OPS_SCHEDULE_CATCH_UP \"{v}\" is not a duration up to 7d (e.g. \"1h\", \"0s\")"
+                        )
+                    })?,
+            },
         })
     }
 
@@ -181,6 +199,8 @@ impl Settings {
             admission: AdmissionPolicy::default(),
             max_connections: None,
             perf_map: false,
+            // Tests and local trials start with no past slot to run.
+            schedule_catch_up: Duration::ZERO,
         }
     }
 }

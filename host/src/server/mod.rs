@@ -168,11 +168,20 @@ impl Live {
             consumers.insert(q.name.clone(), CancellationToken::new());
         }
         let consumers = Arc::new(consumers);
+        // The first set also fires the latest slot due within the catch-up
+        // (no replica was up to claim it, or the claim in `runs` keeps it
+        // once); a later set goes on from the moment the previous stopped.
+        let now = chrono::Utc::now();
+        let since = match &previous {
+            None => chrono::Duration::from_std(self.services.settings.schedule_catch_up)
+                .map_or(now, |back| now - back),
+            Some(_) => now,
+        };
         let background = tokio::spawn(run_background(
             runtime.clone(),
             previous.map(|g| g.background),
             (before, consumers.clone()),
-            chrono::Utc::now(),
+            since,
             stop.clone(),
         ));
         *current = Some(Generation {

@@ -257,6 +257,7 @@ pub async fn run_schedule(
         return;
     };
     let mut after = since;
+    let mut first = true;
     while let Some(mut next) = spec.cron.next_after(spec.tz, after) {
         // Of the slots already due (a run that took longer than the
         // interval, the previous set draining on reload), only the latest
@@ -267,9 +268,12 @@ pub async fn run_schedule(
         while let Some(later) = spec.cron.next_after(spec.tz, next).filter(|t| *t <= now) {
             (next, skipped) = (later, skipped + 1);
         }
-        if skipped > 0 {
+        // At start the slots of the catch-up window are expected: only
+        // the latest is asked for (and runs only if no replica claimed it).
+        if skipped > 0 && !first {
             tracing::warn!(plugin, skipped, slot = %slot_text(next), "slots due meanwhile are skipped; the latest fires");
         }
+        first = false;
         let wait = (next - now).to_std().unwrap_or_default();
         tokio::select! {
             biased;

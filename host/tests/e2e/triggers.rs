@@ -80,6 +80,52 @@ async fn schedule_fires_once_per_slot(backend: Backend) {
 
 on_both_backends!(schedules, schedule_fires_once_per_slot);
 
+/// A slot due while no replica was up (a restart across 03:00) fires once
+/// when `serve` starts, within the catch-up; a replica starting after it
+/// does not run it again. Before, the first set started from its own
+/// start, and that night's purge or digest never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_missed_while_down_runs_at_start() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let slot = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let slot = chrono::DateTime::from_timestamp(slot.timestamp() / 60 * 60, 0).unwrap();
+    let manifest = format!(
+        "[plugins.ticker]\ncomponent = \"test_probe.wasm\"\n\
+         schedules = [{{ cron = \"{}\" }}]\ngrants = {{ kv = [\"probe:\"] }}\n",
+        slot.format("%M %H * * *")
+    );
+    let start = |replica: &'static str| {
+        let mut settings = dep.settings(replica);
+        settings.schedule_catch_up = Duration::from_secs(3600);
+        let manifest = manifest.clone();
+        let dep = &dep;
+        async move {
+            let services = neo_ops::services::Services::connect(settings)
+                .await
+                .unwrap();
+            dep.start_with_services(&manifest, services).await
+        }
+    };
+    let a = start("a").await;
+    let want = vec![vec![
+        Value::Text(slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        Value::Text("ok".into()),
+    ]];
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while ticker_runs(&dep, "slot, status").await.rows != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the missed slot never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b = start("b").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(ticker_runs(&dep, "slot, status").await.rows, want, "once");
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
 const NIGHTLY: &str = r#"
 [plugins.ticker]
 component = "test_probe.wasm"
