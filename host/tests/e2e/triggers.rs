@@ -315,7 +315,7 @@ async fn a_running_job_outlives_every_key_expiring_at_once() {
     let dep = Deployment::new(Backend::Real).await;
     let b = dep.start(QUEUED, "b").await;
     let kv = &b.services.kv;
-    queue::enqueue(&kv, "jobs", None, "sleep:9000")
+    queue::enqueue(kv, "jobs", None, "sleep:9000")
         .await
         .unwrap();
     let b_list = queue::processing_key("jobs", &b.services.settings.replica);
