@@ -377,7 +377,8 @@ impl Checked {
             return Ok(lost.clone());
         }
         let (from, whole_at) = match state.end.take() {
-            Some((end, whole_at)) if whole_at.elapsed() < WALK_WHOLE_EVERY && end.id > 0 => {
+            // Whatever its age, the end last found must still be there.
+            Some((end, whole_at)) if end.id > 0 => {
                 let rows = master
                     .query(
                         "SELECT hash FROM audit_log WHERE id = $1",
@@ -399,7 +400,11 @@ impl Checked {
                     state.lost = Some(lost.clone());
                     return Ok(lost);
                 }
-                (end, whole_at)
+                if whole_at.elapsed() < WALK_WHOLE_EVERY {
+                    (end, whole_at)
+                } else {
+                    (Link::genesis(), std::time::Instant::now())
+                }
             }
             _ => (Link::genesis(), std::time::Instant::now()),
         };
