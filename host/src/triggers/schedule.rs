@@ -72,52 +72,54 @@ pub async fn claim_slot(
         plugin,
         schedule,
         at,
+        None,
     )
     .await
 }
 
-/// The id `sql` returns for the slot's (plugin, trigger, slot, replica).
+/// The id `sql` returns for the slot's (plugin, trigger, slot, replica)
+/// and, as `$5`, `since`.
 async fn slot_run(
     runtime: &Runtime,
     sql: &str,
     plugin: &str,
     schedule: usize,
     at: DateTime<Utc>,
+    since: Option<DateTime<Utc>>,
 ) -> anyhow::Result<Option<i64>> {
     let services = &runtime.services;
-    let rows = services
-        .db
-        .master()
-        .query(
-            sql,
-            &[
-                Value::Text(plugin.into()),
-                Value::Text(format!("schedule:{schedule}")),
-                Value::Text(slot_text(at)),
-                Value::Text(services.settings.replica.clone()),
-            ],
-        )
-        .await?;
+    let mut params = vec![
+        Value::Text(plugin.into()),
+        Value::Text(format!("schedule:{schedule}")),
+        Value::Text(slot_text(at)),
+        Value::Text(services.settings.replica.clone()),
+    ];
+    params.extend(since.map(|t| Value::Timestamp(t.timestamp_micros())));
+    let rows = services.db.master().query(sql, &params).await?;
     Ok(match rows.rows.first().and_then(|r| r.first()) {
         Some(Value::Int(id)) => Some(*id),
         _ => None,
     })
 }
 
-/// The slot's run if this replica claimed it and nothing has finished it.
+/// The slot's run if this replica claimed it since `since` (this claim's
+/// first try) and nothing has finished it: not a row a previous life of
+/// the same replica name left running when it died.
 async fn own_claim(
     runtime: &Runtime,
     plugin: &str,
     schedule: usize,
     at: DateTime<Utc>,
+    since: DateTime<Utc>,
 ) -> anyhow::Result<Option<i64>> {
     slot_run(
         runtime,
         "SELECT id FROM runs WHERE plugin = $1 AND trigger = $2 AND slot = $3 \
-         AND replica = $4 AND status = 'running'",
+         AND replica = $4 AND status = 'running' AND started_at >= $5",
         plugin,
         schedule,
         at,
+        Some(since),
     )
     .await
 }
@@ -208,20 +210,24 @@ async fn claim_until_answered(
     at: DateTime<Utc>,
 ) -> Option<i64> {
     let give_up = Instant::now() + BUSY_WAIT;
+    // Clocks of host and database may differ a little.
+    let first_try = Utc::now() - chrono::Duration::seconds(5);
     let mut pause = CLAIM_PAUSE;
     let mut failed_before = false;
     loop {
         match claim_slot(runtime, plugin, schedule, at).await {
             Ok(Some(id)) => return Some(id),
             // A claim whose answer was lost may have been ours.
-            Ok(None) if failed_before => match own_claim(runtime, plugin, schedule, at).await {
-                Ok(Some(id)) => return Some(id),
-                Ok(None) => return None,
-                Err(e) => {
-                    tracing::error!(plugin, slot = %slot_text(at), error = %e, "cannot tell whose the schedule slot is; leaving it");
-                    return None;
+            Ok(None) if failed_before => {
+                match own_claim(runtime, plugin, schedule, at, first_try).await {
+                    Ok(Some(id)) => return Some(id),
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::error!(plugin, slot = %slot_text(at), error = %e, "cannot tell whose the schedule slot is; leaving it");
+                        return None;
+                    }
                 }
-            },
+            }
             Ok(None) => {
                 tracing::debug!(plugin, slot = %slot_text(at), "slot already taken by another replica");
                 return None;
@@ -237,6 +243,23 @@ async fn claim_until_answered(
                 return None;
             }
         }
+    }
+}
+
+/// Where a schedule starting now looks for due slots: `since`, but for a
+/// frequent schedule no further back than two of its intervals, so a long
+/// catch-up window does not walk through every second of it (only the
+/// latest due slot fires anyway).
+fn look_back_from(
+    spec: &crate::manifest::Schedule,
+    since: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> DateTime<Utc> {
+    let next = spec.cron.next_after(spec.tz, now);
+    let interval = next.and_then(|n| Some(spec.cron.next_after(spec.tz, n)? - n));
+    match interval {
+        Some(interval) => since.max(now - interval * 2),
+        None => since,
     }
 }
 
@@ -256,7 +279,7 @@ pub async fn run_schedule(
     else {
         return;
     };
-    let mut after = since;
+    let mut after = look_back_from(&spec, since, Utc::now());
     let mut first = true;
     while let Some(mut next) = spec.cron.next_after(spec.tz, after) {
         // Of the slots already due (a run that took longer than the
