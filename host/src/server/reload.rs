@@ -65,15 +65,17 @@ pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: Cancellati
     let mut components: Vec<PathBuf> = Vec::new();
     let mut seen: Option<Fingerprint> = None;
     let mut forced = true;
+    // A SIGHUP asks for the manifest as it is, even one naming no plugin.
+    let mut asked = false;
     loop {
         let now = fingerprint(&manifest_path, &components);
         if forced || seen.as_ref() != Some(&now) {
             // Let a write in progress finish before reading (not at start:
             // nothing is being written then, and the port is waiting).
             if seen.is_some() {
-                tokio::time::sleep(SETTLE).await;
+                settle(&manifest_path, &components, now).await;
             }
-            match load(&live, &manifest_path, &shutdown).await {
+            match load(&live, &manifest_path, &shutdown, asked).await {
                 Some((paths, before)) => {
                     components = paths;
                     // The files as they were read: a write landing during
@@ -104,8 +106,24 @@ pub async fn watch(live: Arc<Live>, manifest_path: PathBuf, shutdown: Cancellati
             _ = hup => {
                 tracing::info!("SIGHUP: reloading the plugin set");
                 forced = true;
+                asked = true;
+                continue;
             }
         }
+        asked = false;
+    }
+}
+
+/// Waits until the files have stayed as they are for [`SETTLE`] (a build or
+/// an editor still writing keeps changing them), for at most ten rounds.
+async fn settle(manifest: &Path, components: &[PathBuf], mut last: Fingerprint) {
+    for _ in 0..10 {
+        tokio::time::sleep(SETTLE).await;
+        let now = fingerprint(manifest, components);
+        if now == last {
+            return;
+        }
+        last = now;
     }
 }
 
@@ -116,6 +134,7 @@ async fn load(
     live: &Live,
     manifest_path: &Path,
     shutdown: &CancellationToken,
+    asked: bool,
 ) -> Option<(Vec<PathBuf>, Fingerprint)> {
     let services = live.services.clone();
     // Taken before the read: an edit landing while it is read is then seen
@@ -128,6 +147,19 @@ async fn load(
             return None;
         }
     };
+    // An emptied manifest is far likelier a save cut short (a full disk,
+    // an editor that truncates first) than a wish to serve nothing.
+    let serving = live.runtime().map_or(0, |rt| rt.plugins().count());
+    if manifest.plugins.is_empty() && serving > 0 && !asked {
+        refuse(
+            live,
+            &format!(
+                "{} names no plugin; the {serving} serving stay (send SIGHUP to serve none)",
+                manifest_path.display()
+            ),
+        );
+        return None;
+    }
     let components: Vec<PathBuf> = manifest
         .plugins
         .iter()

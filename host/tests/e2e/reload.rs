@@ -232,12 +232,36 @@ async fn a_new_rust_check_goes_live_without_a_restart() {
     assert_eq!(status, 200);
     assert_eq!(check_names(&still).len(), 2);
     // Fixed again: the error clears.
-    std::fs::write(&manifest, good).unwrap();
+    std::fs::write(&manifest, &good).unwrap();
     server
         .until(
             "/readyz",
             Duration::from_secs(10),
             "the fix is loaded",
+            |s, b| s == 200 && b["checks"]["plugins"]["error"].is_null(),
+        )
+        .await;
+    // A save cut short (the file emptied): the serving set stays.
+    std::fs::write(&manifest, "").unwrap();
+    let (status, ready) = server
+        .until(
+            "/readyz",
+            Duration::from_secs(10),
+            "the empty manifest is refused",
+            |_, b| b["checks"]["plugins"]["error"].is_string(),
+        )
+        .await;
+    assert_eq!(status, 200, "{ready}");
+    let why = ready["checks"]["plugins"]["error"].as_str().unwrap();
+    assert!(why.contains("names no plugin; the 2 serving stay"), "{why}");
+    let (_, still) = server.get("/api/admin/preflight").await;
+    assert_eq!(check_names(&still).len(), 2);
+    std::fs::write(&manifest, good).unwrap();
+    server
+        .until(
+            "/readyz",
+            Duration::from_secs(10),
+            "the manifest is back",
             |s, b| s == 200 && b["checks"]["plugins"]["error"].is_null(),
         )
         .await;
