@@ -211,7 +211,18 @@ fn refuse_taken_route(cli: &Cli, route: &str) -> anyhow::Result<()> {
     if crate::manifest::host_routes::ALL.contains(&route) {
         anyhow::bail!("route \"{route}\" is served by the host: choose another plugin name");
     }
-    let manifest = super::load_manifest(&cli.manifest).ok();
+    // A manifest that does not load cannot say which routes are taken:
+    // adding to it would only bury the first error under another.
+    let manifest = match super::load_manifest(&cli.manifest) {
+        Ok(m) => Some(m),
+        Err(_) if !cli.manifest.exists() => None,
+        Err(e) => {
+            return Err(e.context(format!(
+                "{} does not load; fix it before adding a plugin",
+                cli.manifest.display()
+            )));
+        }
+    };
     let owner = manifest.iter().flat_map(|m| &m.plugins).find(|p| {
         p.routes
             .iter()
@@ -227,7 +238,9 @@ fn refuse_taken_route(cli: &Cli, route: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Appends the plugin's block to the manifest and says what to do next.
+/// Builds the scaffold, then appends the plugin's block to the manifest and
+/// says what to do next. Built first: a manifest naming a component not
+/// built yet does not load, so a restart meanwhile would serve nothing.
 fn finish_scaffold(
     cli: &Cli,
     dir: &Path,
@@ -235,15 +248,23 @@ fn finish_scaffold(
     block: &str,
     edit: &Path,
 ) -> anyhow::Result<ExitCode> {
+    println!("created {}", dir.display());
+    if let Err(e) = build(cli, &[plugin.to_string()]) {
+        eprintln!(
+            "{} was left as it was: fix {}, run `neo-ops plugin build {plugin}`, then add this block to it:{block}",
+            cli.manifest.display(),
+            edit.display()
+        );
+        return Err(e.context(format!("the new plugin \"{plugin}\" did not build")));
+    }
     let mut manifest = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&cli.manifest)?;
     std::io::Write::write_all(&mut manifest, block.as_bytes())?;
-    println!("created {}", dir.display());
     println!("added [plugins.{plugin}] to {}", cli.manifest.display());
     println!(
-        "next: edit {}, then `neo-ops plugin build {plugin}`",
+        "next: edit {}, then `neo-ops plugin build {plugin}` (a running serve picks it up)",
         edit.display()
     );
     Ok(ExitCode::SUCCESS)

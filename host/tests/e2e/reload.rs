@@ -168,6 +168,22 @@ async fn a_new_rust_check_goes_live_without_a_restart() {
     let (ok, out, err) = cli(&manifest, &data, &["plugin", "new", "check", &name]);
     assert!(ok, "{out}{err}");
     let scaffolded = started.elapsed();
+    let plugin = format!("check-{name}");
+    // Built before the manifest named it: the scaffold itself goes live.
+    let detail = |b: &serde_json::Value| {
+        b["data"]["checks"]
+            .as_array()
+            .and_then(|checks| checks.iter().find(|c| c["name"] == plugin.as_str()))
+            .map(|c| c["detail"].clone())
+    };
+    server
+        .until(
+            "/api/admin/preflight",
+            Duration::from_secs(30),
+            "the scaffold is served",
+            |_, b| detail(b) == Some(serde_json::json!("all good")),
+        )
+        .await;
     // The one function an operator edits.
     let lib = root.join("plugins/checks").join(&name).join("src/lib.rs");
     let text = std::fs::read_to_string(&lib).unwrap();
@@ -177,7 +193,6 @@ async fn a_new_rust_check_goes_live_without_a_restart() {
     )
     .unwrap();
     let edited = Instant::now();
-    let plugin = format!("check-{name}");
     let (ok, out, err) = cli(&manifest, &data, &["plugin", "build", &plugin]);
     assert!(ok, "{out}{err}");
     assert!(out.trim().ends_with(&format!("check_{name}.wasm")), "{out}");
@@ -186,8 +201,8 @@ async fn a_new_rust_check_goes_live_without_a_restart() {
         .until(
             "/api/admin/preflight",
             Duration::from_secs(30),
-            "the new check is served",
-            |_, b| check_names(b).contains(&plugin),
+            "the edited check is served",
+            |_, b| detail(b) == Some(serde_json::json!("live from the edit loop")),
         )
         .await;
     let to_live = edited.elapsed();
@@ -382,8 +397,8 @@ async fn a_new_python_check_goes_live_without_a_restart() {
         .until(
             "/api/admin/preflight",
             Duration::from_secs(120),
-            "the python check is served",
-            |_, b| detail_of(b).is_some(),
+            "the edited python check is served",
+            |_, b| detail_of(b).is_some_and(|(_, d)| d == "live from python"),
         )
         .await;
     let to_live = edited.elapsed();
