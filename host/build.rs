@@ -48,7 +48,7 @@ fn main() {
             "cargo:warning=building the plugins once (later: neo-ops plugin build); adding the {} target if rustup lacks it",
             plugin_build::WASM_TARGET
         );
-        if let Err(e) = plugin_build::ensure_wasm_target(&rustc) {
+        if let Err(e) = plugin_build::ensure_wasm_target(&rustc, &root.join("plugins")) {
             panic!("{e}");
         }
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());

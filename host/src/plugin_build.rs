@@ -27,9 +27,12 @@ fn core_dir(target_dir: &Path) -> PathBuf {
 /// rustup installs the targets `rust-toolchain.toml` lists only when it
 /// installs the toolchain itself; a machine that already has the pinned
 /// toolchain lacks the target. Add it (rustup's own command), or fail with
-/// the one command to run when that is not possible.
-pub fn ensure_wasm_target(rustc: &str) -> Result<(), String> {
+/// the one command to run when that is not possible. Both run in
+/// `workspace`, so rustup picks the toolchain its `rust-toolchain.toml` pins
+/// (the one cargo will build with), wherever the operator stands.
+pub fn ensure_wasm_target(rustc: &str, workspace: &Path) -> Result<(), String> {
     let sysroot = Command::new(rustc)
+        .current_dir(workspace)
         .args(["--print", "sysroot"])
         .output()
         .ok()
@@ -39,7 +42,8 @@ pub fn ensure_wasm_target(rustc: &str) -> Result<(), String> {
         return Ok(());
     }
     let mut add = Command::new("rustup");
-    add.args(["target", "add", WASM_TARGET]);
+    add.current_dir(workspace)
+        .args(["target", "add", WASM_TARGET]);
     if let Ok(toolchain) = std::env::var("RUSTUP_TOOLCHAIN") {
         add.args(["--toolchain", &toolchain]);
     }
@@ -132,9 +136,16 @@ pub fn componentize(module: &Path, out: &Path) -> Result<(), String> {
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    let tmp = out.with_extension("wasm.tmp");
+    let tmp = temp_beside(out);
     std::fs::write(&tmp, &component).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, out).map_err(|e| format!("moving {} into place: {e}", out.display()))
+}
+
+/// A temporary name beside `out`, this process's own: two builds at once
+/// (the operator's and the test suite's) never rename each other's half
+/// written file into place.
+fn temp_beside(out: &Path) -> PathBuf {
+    out.with_extension(format!("wasm.{}.tmp", std::process::id()))
 }
 
 /// The componentize-py this project pins (`.ci/run` installs it).
@@ -148,7 +159,7 @@ pub fn build_python(wit: &Path, app_dir: &Path, out: &Path) -> Result<(), String
     if let Some(dir) = out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
     }
-    let tmp = out.with_extension("wasm.tmp");
+    let tmp = temp_beside(out);
     let status = Command::new("componentize-py")
         .current_dir(app_dir)
         .arg("-d")
@@ -166,6 +177,13 @@ pub fn build_python(wit: &Path, app_dir: &Path, out: &Path) -> Result<(), String
             "componentize-py failed for {} (see the output above)",
             app_dir.display()
         ));
+    }
+    // Unchanged: left alone, so a watching server does not reload for nothing.
+    if let (Ok(old), Ok(new)) = (std::fs::read(out), std::fs::read(&tmp))
+        && old == new
+    {
+        let _ = std::fs::remove_file(&tmp);
+        return Ok(());
     }
     std::fs::rename(&tmp, out).map_err(|e| format!("moving {} into place: {e}", out.display()))
 }

@@ -24,6 +24,15 @@ fn source_root() -> anyhow::Result<PathBuf> {
 /// Builds the named plugins (manifest names or crate names; all when none)
 /// and prints where each component went.
 pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
+    // A name becomes part of paths: nothing but a plain name.
+    if let Some(bad) = names.iter().find(|n| {
+        n.is_empty()
+            || !n
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    }) {
+        anyhow::bail!("bad plugin name \"{bad}\" (letters, digits, '-' and '_')");
+    }
     let root = source_root()?;
     let manifest = load_manifest(&cli.manifest).ok();
     // A manifest name builds the crate its component is named after.
@@ -45,7 +54,8 @@ pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
     let (python, rust): (Vec<String>, Vec<String>) =
         packages.iter().cloned().partition(|p| is_python(p));
     if !rust.is_empty() || packages.is_empty() {
-        plugin_build::ensure_wasm_target("rustc").map_err(anyhow::Error::msg)?;
+        plugin_build::ensure_wasm_target("rustc", &root.join("plugins"))
+            .map_err(anyhow::Error::msg)?;
         plugin_build::build("cargo", &root.join("plugins"), &target_dir, &rust)
             .map_err(anyhow::Error::msg)?;
     }
