@@ -15,13 +15,9 @@ pub fn load_component(
 ) -> anyhow::Result<Component> {
     let bytes = std::fs::read(wasm_path)
         .map_err(|e| anyhow::anyhow!("reading component {}: {e}", wasm_path.display()))?;
-    let mut engine_hash = std::hash::DefaultHasher::new();
-    engine
-        .precompile_compatibility_hash()
-        .hash(&mut engine_hash);
     let key = hex::encode(Sha256::digest(&bytes));
-    let cached = cache_dir.join(format!("{key}-{:016x}.cwasm", engine_hash.finish()));
-    if cached.is_file() {
+    let cached = cache_dir.join(artefact_name(&key, &engine_tag(engine)));
+    if cached.is_file() && private(cache_dir) {
         // SAFETY: the file was written by `Component::serialize` of an engine
         // with the same compatibility hash (part of its name) into our own cache
         // directory; wasmtime still checks its header before use.
@@ -46,15 +42,27 @@ pub fn load_component(
     Ok(component)
 }
 
+/// The engine's compatibility hash as a name part: which wasmtime, which
+/// settings and compiler flags the artefact was compiled for.
+pub fn engine_tag(engine: &Engine) -> String {
+    let mut hash = std::hash::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut hash);
+    format!("{:016x}", hash.finish())
+}
+
+fn artefact_name(component_sha: &str, engine_tag: &str) -> String {
+    format!("{component_sha}-{engine_tag}.cwasm")
+}
+
 /// Writes a compiled component into the cache under `cached`, through a
 /// temporary file (removed if anything fails) so no reader sees half of it.
 fn store(component: &Component, cache_dir: &Path, key: &str, cached: &Path) -> anyhow::Result<()> {
-    std::fs::create_dir_all(cache_dir)?;
+    create_private_dir(cache_dir)?;
     let tmp = cache_dir.join(format!(".{key}.{}.tmp", std::process::id()));
     let written = component
         .serialize()
         .map_err(anyhow::Error::from)
-        .and_then(|bytes| Ok(std::fs::write(&tmp, bytes)?))
+        .and_then(|bytes| Ok(write_private(&tmp, &bytes)?))
         .and_then(|()| Ok(std::fs::rename(&tmp, cached)?));
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
@@ -62,19 +70,63 @@ fn store(component: &Component, cache_dir: &Path, key: &str, cached: &Path) -> a
     written
 }
 
+/// Cached artefacts are native code the host runs: the directory is the
+/// owner's alone (0700) and so are the files (0600).
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, bytes)
+}
+
+/// Whether only the owner may write the cache directory: an artefact
+/// someone else could have planted is compiled afresh instead of run.
+fn private(dir: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let writable_by_others = std::fs::metadata(dir)
+            .map(|m| m.permissions().mode() & 0o022 != 0)
+            .unwrap_or(true);
+        if writable_by_others {
+            tracing::warn!(dir = %dir.display(), "the component cache is writable by others; compiling instead of loading from it");
+        }
+        !writable_by_others
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        true
+    }
+}
+
 /// A temporary file older than this was left by a process that died while
 /// writing it.
 const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
 
-/// Removes cached artefacts of components other than `components` (a
-/// rebuilt plugin leaves its old artefact behind), and temporary files a
-/// dead process left; returns how many went.
+/// Removes cached artefacts other than those of `components` for the engine
+/// `engine_tag` names (a rebuilt plugin leaves its old artefact behind, an
+/// upgraded wasmtime every artefact), and temporary files a dead process
+/// left; returns how many went.
 /// Only `serve`, which loads the whole manifest, calls this.
-pub fn evict_unused(cache_dir: &Path, components: &[std::path::PathBuf]) -> usize {
+pub fn evict_unused(
+    cache_dir: &Path,
+    components: &[std::path::PathBuf],
+    engine_tag: &str,
+) -> usize {
     let keep: Vec<String> = components
         .iter()
         .filter_map(|p| std::fs::read(p).ok())
-        .map(|bytes| hex::encode(Sha256::digest(&bytes)))
+        .map(|bytes| artefact_name(&hex::encode(Sha256::digest(&bytes)), engine_tag))
         .collect();
     let Ok(entries) = std::fs::read_dir(cache_dir) else {
         return 0;
@@ -82,7 +134,7 @@ pub fn evict_unused(cache_dir: &Path, components: &[std::path::PathBuf]) -> usiz
     let mut evicted = 0;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let used = keep.iter().any(|k| name.starts_with(k.as_str()));
+        let used = keep.contains(&name);
         let stale_tmp = name.ends_with(".tmp")
             && entry
                 .metadata()
@@ -133,8 +185,10 @@ mod tests {
                 &format!(".{used}-0123.2.tmp"),
                 STALE_TMP + Duration::from_secs(60),
             ),
+            // The same component compiled for another engine (an upgrade).
+            file(&format!("{used}-fedcba9876543210.cwasm"), Duration::ZERO),
         ];
-        assert_eq!(evict_unused(&cache, &[component]), 2);
+        assert_eq!(evict_unused(&cache, &[component], "0123456789abcdef"), 3);
         for path in kept {
             assert!(path.exists(), "{} was kept", path.display());
         }

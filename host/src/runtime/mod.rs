@@ -212,6 +212,11 @@ impl Runtime {
         self.plugins.get(name)
     }
 
+    /// Names this runtime's engine in the component cache.
+    pub fn engine_tag(&self) -> String {
+        cache::engine_tag(&self.engine)
+    }
+
     pub fn plugins(&self) -> impl Iterator<Item = &LoadedPlugin> {
         self.plugins.values()
     }

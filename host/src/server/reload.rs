@@ -177,6 +177,7 @@ async fn load(
     match loaded {
         Ok(Ok(runtime)) => {
             let plugins = runtime.plugins().count();
+            let engine_tag = runtime.engine_tag();
             live.install(Arc::new(runtime), shutdown);
             *live
                 .services
@@ -184,7 +185,7 @@ async fn load(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
             let cache = live.services.settings.data_dir.join("cache");
-            let evicted = crate::runtime::cache::evict_unused(&cache, &components);
+            let evicted = crate::runtime::cache::evict_unused(&cache, &components, &engine_tag);
             tracing::info!(
                 plugins,
                 millis = started.elapsed().as_millis() as u64,
