@@ -196,4 +196,27 @@ mod tests {
             assert!(!path.exists(), "{} was evicted", path.display());
         }
     }
+
+    /// The cache is the owner's alone, and one others may write is not
+    /// loaded from.
+    #[cfg(unix)]
+    #[test]
+    fn the_cache_is_private_and_a_shared_one_is_not_trusted() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let cache = dir.path().join("data/cache");
+        create_private_dir(&cache).unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&cache), 0o700);
+        assert!(private(&cache));
+        let file = cache.join("x.cwasm");
+        write_private(&file, b"bytes").unwrap();
+        assert_eq!(mode(&file), 0o600);
+        std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o775)).unwrap();
+        assert!(!private(&cache), "group-writable");
+        assert!(
+            !private(&dir.path().join("missing")),
+            "unreadable counts as shared"
+        );
+    }
 }

@@ -312,3 +312,32 @@ pub async fn run_schedule(
         after = next;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{CronExpr, Schedule};
+
+    fn schedule(cron: &str) -> Schedule {
+        Schedule {
+            cron: CronExpr::parse(cron).unwrap(),
+            tz: chrono_tz::UTC,
+            args: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_frequent_schedule_looks_back_two_intervals_a_daily_one_the_whole_window() {
+        let now = DateTime::parse_from_rfc3339("2026-12-06T03:20:00Z")
+            .unwrap()
+            .to_utc();
+        let week = now - chrono::Duration::days(7);
+        let every_second = look_back_from(&schedule("* * * * * *"), week, now);
+        assert_eq!(every_second, now - chrono::Duration::seconds(2));
+        let hour = now - chrono::Duration::hours(1);
+        // Daily at 03:00: the whole hour back, so 03:00 today is due.
+        assert_eq!(look_back_from(&schedule("0 3 * * *"), hour, now), hour);
+        // A reload's `since` (now) stays now.
+        assert_eq!(look_back_from(&schedule("*/5 * * * *"), now, now), now);
+    }
+}
