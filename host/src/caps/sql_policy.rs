@@ -79,11 +79,14 @@ pub fn check(sql: &str) -> Result<(), WitError> {
         return Ok(());
     }
     read(sql)?;
-    if sql.len() <= ALLOWED_LONGEST && allowed().len() < ALLOWED_KEPT {
-        ALLOWED
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sql.into());
+    if sql.len() <= ALLOWED_LONGEST {
+        let mut allowed = ALLOWED.write().unwrap_or_else(|p| p.into_inner());
+        // Full (SQL built from values, say): start again, so statements of
+        // plugins loaded later are remembered too.
+        if allowed.len() >= ALLOWED_KEPT {
+            allowed.clear();
+        }
+        allowed.insert(sql.into());
     }
     Ok(())
 }
@@ -181,9 +184,10 @@ fn statements(sql: &str, dialect: Dialect) -> Vec<Vec<Word<'_>>> {
             out.push(Vec::new());
             i += 1;
         } else if b[i..].starts_with(b"--") {
+            // Postgres ends a line comment at a carriage return too.
             i = b[i..]
                 .iter()
-                .position(|&c| c == b'\n')
+                .position(|&c| c == b'\n' || (pg && c == b'\r'))
                 .map_or(b.len(), |n| i + n + 1);
         } else if b[i..].starts_with(b"/*") {
             i = past_block_comment(b, i, pg);
@@ -193,17 +197,19 @@ fn statements(sql: &str, dialect: Dialect) -> Vec<Vec<Word<'_>>> {
                 escaped: true,
             });
             i = match b.get(i + 2) {
-                Some(&q @ (b'\'' | b'"')) => past_quoted(b, i + 2, q, false),
+                Some(&q @ (b'\'' | b'"')) => past_quoted(b, i + 2, q, false).0,
                 _ => i + 2,
             };
         } else if pg && (c == b'E' || c == b'e') && b.get(i + 1) == Some(&b'\'') {
             // An escape string: a backslash escapes the next character.
-            i = past_quoted(b, i + 1, b'\'', true);
+            i = past_quoted(b, i + 1, b'\'', true).0;
         } else if c == b'\'' {
-            i = past_quoted(b, i, b'\'', false);
+            i = past_quoted(b, i, b'\'', false).0;
         } else if c == b'"' || (!pg && c == b'`') {
-            let end = past_quoted(b, i, c, false);
-            let inner = &sql[i + 1..end.saturating_sub(1).max(i + 1)];
+            let (end, closed) = past_quoted(b, i, c, false);
+            // Up to the closing quote, or to the end when there is none
+            // (every bound is an ASCII byte's, so a character's boundary).
+            let inner = &sql[i + 1..if closed { end - 1 } else { end }];
             let doubled = if c == b'"' { "\"\"" } else { "``" };
             words.push(Word {
                 text: undoubled(inner, doubled),
@@ -211,15 +217,14 @@ fn statements(sql: &str, dialect: Dialect) -> Vec<Vec<Word<'_>>> {
             });
             i = end;
         } else if !pg && c == b'[' {
-            let end = b[i..]
-                .iter()
-                .position(|&c| c == b']')
-                .map_or(b.len(), |n| i + n + 1);
+            let close = b[i..].iter().position(|&c| c == b']').map(|n| i + n);
             words.push(Word {
-                text: sql[i + 1..end.saturating_sub(1).max(i + 1)].into(),
+                text: sql[i + 1..close.unwrap_or(b.len())].into(),
                 escaped: false,
             });
-            i = end;
+            i = close.map_or(b.len(), |close| close + 1);
+        } else if !pg && matches!(c, b'$' | b'@' | b':' | b'#') {
+            i = past_sqlite_variable(b, i);
         } else if pg
             && c == b'$'
             && let Some(end) = past_dollar_quote(sql, i)
@@ -253,8 +258,9 @@ fn undoubled<'a>(text: &'a str, doubled: &str) -> std::borrow::Cow<'a, str> {
 
 /// Past a literal or quoted identifier opened by `quote` at `start` (a
 /// doubled quote inside is the quote itself; with `backslash`, a backslash
-/// escapes the next byte); the end of the text if it never closes.
-fn past_quoted(b: &[u8], start: usize, quote: u8, backslash: bool) -> usize {
+/// escapes the next byte), and whether it closed; the end of the text if
+/// it never does.
+fn past_quoted(b: &[u8], start: usize, quote: u8, backslash: bool) -> (usize, bool) {
     let mut i = start + 1;
     while i < b.len() {
         if backslash && b[i] == b'\\' {
@@ -266,11 +272,35 @@ fn past_quoted(b: &[u8], start: usize, quote: u8, backslash: bool) -> usize {
                 i += 2;
                 continue;
             }
-            return i + 1;
+            return (i + 1, true);
         }
         i += 1;
     }
-    b.len()
+    (b.len(), false)
+}
+
+/// Past an SQLite parameter (`$name`, `@name`, `:name`, `#name`), as its
+/// tokenizer reads one: after the name, `(` starts a Tcl-style suffix that
+/// swallows everything, quotes included, up to `)` or whitespace.
+fn past_sqlite_variable(b: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    let mut named = false;
+    while i < b.len() {
+        if is_word_byte(b[i]) {
+            named = true;
+            i += 1;
+        } else if b[i] == b'(' && named {
+            while i < b.len() && !b[i].is_ascii_whitespace() && b[i] != b')' {
+                i += 1;
+            }
+            return (i + 1).min(b.len());
+        } else if b[i] == b':' && b.get(i + 1) == Some(&b':') {
+            i += 2;
+        } else {
+            break;
+        }
+    }
+    i
 }
 
 /// Past the block comment opening at `start`: nested as Postgres nests
@@ -386,6 +416,11 @@ mod tests {
             "CREATE TABLE pg_temp.api_tokens (id int)",
             "SELECT 1 INTO pg_temp_3.t",
             "SELECT pg_advisory_xact_lock(7305425512)",
+            // SQLite's Tcl-style parameter swallows the quote.
+            "SELECT $1('); ATTACH 'x' AS m; SELECT $1(')",
+            "SELECT @a('); BEGIN; SELECT @a(')",
+            // Postgres ends a line comment at a carriage return.
+            "--\rSET search_path = evil",
         ] {
             refusal(sql);
         }
@@ -433,6 +468,11 @@ mod tests {
             ";;",
             "/* unclosed",
             "'unclosed",
+            // Unclosed quotes ending in a multi-byte character: no panic.
+            "SELECT \"\u{e9}",
+            "SELECT `\u{e9}",
+            "SELECT [\u{e9}",
+            "SELECT :name, @other, $third FROM t",
             "",
         ] {
             assert!(check(sql).is_ok(), "{sql}");
