@@ -376,7 +376,9 @@ impl Checked {
         if let Some(lost) = &state.lost {
             return Ok(lost.clone());
         }
-        let (from, whole_at) = match state.end.take() {
+        // A copy: a look that fails or is dropped part way leaves the end
+        // as it was, to be checked next time.
+        let (from, whole_at) = match state.end.clone() {
             // Whatever its age, the end last found must still be there.
             Some((end, whole_at)) if end.id > 0 => {
                 let rows = master
