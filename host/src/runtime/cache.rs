@@ -17,7 +17,7 @@ pub fn load_component(
         .map_err(|e| anyhow::anyhow!("reading component {}: {e}", wasm_path.display()))?;
     let key = hex::encode(Sha256::digest(&bytes));
     let cached = cache_dir.join(artefact_name(&key, &engine_tag(engine)));
-    if cached.is_file() && private(cache_dir) {
+    if cached.is_file() && private(cache_dir) && private(&cached) {
         // SAFETY: the file was written by `Component::serialize` of an engine
         // with the same compatibility hash (part of its name) into our own cache
         // directory; wasmtime still checks its header before use.
@@ -72,12 +72,24 @@ fn store(component: &Component, cache_dir: &Path, key: &str, cached: &Path) -> a
 
 /// Cached artefacts are native code the host runs: the directory is the
 /// owner's alone (0700) and so are the files (0600).
+/// A directory an earlier version made with the default umask is made so
+/// too, when it is this process's own.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     let mut builder = std::fs::DirBuilder::new();
     builder.recursive(true);
     #[cfg(unix)]
     std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)
+    builder.create(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(dir)?;
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        if meta.uid() == unsafe { libc::geteuid() } && meta.permissions().mode() & 0o077 != 0 {
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
@@ -88,23 +100,26 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::io::Write::write_all(&mut options.open(path)?, bytes)
 }
 
-/// Whether only the owner may write the cache directory: an artefact
-/// someone else could have planted is compiled afresh instead of run.
-fn private(dir: &Path) -> bool {
+/// Whether the cache directory or an artefact is this process's own and
+/// only it may write it: an artefact someone else could have planted is
+/// compiled afresh instead of run (and the next store makes the directory
+/// private again).
+fn private(path: &Path) -> bool {
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        let writable_by_others = std::fs::metadata(dir)
-            .map(|m| m.permissions().mode() & 0o022 != 0)
-            .unwrap_or(true);
-        if writable_by_others {
-            tracing::warn!(dir = %dir.display(), "the component cache is writable by others; compiling instead of loading from it");
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        let own = std::fs::metadata(path)
+            .is_ok_and(|m| m.uid() == me && m.permissions().mode() & 0o022 == 0);
+        if !own {
+            tracing::warn!(path = %path.display(), "the component cache is not this process's alone; compiling instead of loading from it");
         }
-        !writable_by_others
+        own
     }
     #[cfg(not(unix))]
     {
-        let _ = dir;
+        let _ = path;
         true
     }
 }
@@ -218,5 +233,9 @@ mod tests {
             !private(&dir.path().join("missing")),
             "unreadable counts as shared"
         );
+        // An earlier version's directory is made private on the next store.
+        create_private_dir(&cache).unwrap();
+        assert_eq!(mode(&cache), 0o700);
+        assert!(private(&cache));
     }
 }
