@@ -174,10 +174,12 @@ impl Settings {
                 None => DEFAULT_SCHEDULE_CATCH_UP,
                 Some(v) => neo_ops_text::duration::parse(&v)
                     .ok()
-                    .filter(|d| *d <= Duration::from_secs(7 * 86_400))
+                    // A day at most: at start each schedule steps through the
+                    // window's slots (86,400 for a per-second one).
+                    .filter(|d| *d <= Duration::from_secs(86_400))
                     .ok_or_else(|| {
                         anyhow::anyhow!(
-                            "NEO_OPS_SCHEDULE_CATCH_UP \"{v}\" is not a duration up to 7d (e.g. \"1h\", \"0s\")"
+                            "NEO_OPS_SCHEDULE_CATCH_UP \"{v}\" is not a duration up to 1d (e.g. \"1h\", \"0s\")"
                         )
                     })?,
             },

@@ -246,23 +246,6 @@ async fn claim_until_answered(
     }
 }
 
-/// Where a schedule starting now looks for due slots: `since`, but for a
-/// frequent schedule no further back than two of its intervals, so a long
-/// catch-up window does not walk through every second of it (only the
-/// latest due slot fires anyway).
-fn look_back_from(
-    spec: &crate::manifest::Schedule,
-    since: DateTime<Utc>,
-    now: DateTime<Utc>,
-) -> DateTime<Utc> {
-    let next = spec.cron.next_after(spec.tz, now);
-    let interval = next.and_then(|n| Some(spec.cron.next_after(spec.tz, n)? - n));
-    match interval {
-        Some(interval) => since.max(now - interval * 2),
-        None => since,
-    }
-}
-
 /// Runs one schedule until `stop` is cancelled, firing slots due after
 /// `since`: a set installed by a reload passes the moment it was installed
 /// (the previous set was stopped then), so no slot falls between the two.
@@ -279,7 +262,7 @@ pub async fn run_schedule(
     else {
         return;
     };
-    let mut after = look_back_from(&spec, since, Utc::now());
+    let mut after = since;
     let mut first = true;
     while let Some(mut next) = spec.cron.next_after(spec.tz, after) {
         // Of the slots already due (a run that took longer than the
@@ -310,34 +293,5 @@ pub async fn run_schedule(
         }
         fire(&runtime, &plugin, schedule, next).await;
         after = next;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::manifest::{CronExpr, Schedule};
-
-    fn schedule(cron: &str) -> Schedule {
-        Schedule {
-            cron: CronExpr::parse(cron).unwrap(),
-            tz: chrono_tz::UTC,
-            args: Vec::new(),
-        }
-    }
-
-    #[test]
-    fn a_frequent_schedule_looks_back_two_intervals_a_daily_one_the_whole_window() {
-        let now = DateTime::parse_from_rfc3339("2026-12-06T03:20:00Z")
-            .unwrap()
-            .to_utc();
-        let week = now - chrono::Duration::days(7);
-        let every_second = look_back_from(&schedule("* * * * * *"), week, now);
-        assert_eq!(every_second, now - chrono::Duration::seconds(2));
-        let hour = now - chrono::Duration::hours(1);
-        // Daily at 03:00: the whole hour back, so 03:00 today is due.
-        assert_eq!(look_back_from(&schedule("0 3 * * *"), hour, now), hour);
-        // A reload's `since` (now) stays now.
-        assert_eq!(look_back_from(&schedule("*/5 * * * *"), now, now), now);
     }
 }
