@@ -200,8 +200,11 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
     finish_scaffold(cli, &dir, &plugin, &block, &dir.join("src/lib.rs"))
 }
 
-/// Refuses to scaffold over an existing directory or manifest block.
+/// Refuses to scaffold over an existing directory or manifest block, or
+/// into a manifest that does not load (the new block would bury its error
+/// under another, and the check for taken routes could not be made).
 fn refuse_existing(cli: &Cli, dir: &Path, plugin: &str) -> anyhow::Result<()> {
+    manifest_if_any(cli)?;
     if dir.exists() {
         anyhow::bail!("{} already exists", dir.display());
     }
@@ -215,24 +218,26 @@ fn refuse_existing(cli: &Cli, dir: &Path, plugin: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The manifest, if there is one yet; an error if it does not load.
+fn manifest_if_any(cli: &Cli) -> anyhow::Result<Option<Manifest>> {
+    if !cli.manifest.exists() {
+        return Ok(None);
+    }
+    super::load_manifest(&cli.manifest).map(Some).map_err(|e| {
+        e.context(format!(
+            "{} does not load; fix it before adding a plugin",
+            cli.manifest.display()
+        ))
+    })
+}
+
 /// Refuses a scaffold whose route the host or a plugin already serves: the
 /// manifest would no longer load, and nothing else would either.
 fn refuse_taken_route(cli: &Cli, route: &str) -> anyhow::Result<()> {
     if crate::manifest::host_routes::ALL.contains(&route) {
         anyhow::bail!("route \"{route}\" is served by the host: choose another plugin name");
     }
-    // A manifest that does not load cannot say which routes are taken:
-    // adding to it would only bury the first error under another.
-    let manifest = match super::load_manifest(&cli.manifest) {
-        Ok(m) => Some(m),
-        Err(_) if !cli.manifest.exists() => None,
-        Err(e) => {
-            return Err(e.context(format!(
-                "{} does not load; fix it before adding a plugin",
-                cli.manifest.display()
-            )));
-        }
-    };
+    let manifest = manifest_if_any(cli)?;
     let owner = manifest.iter().flat_map(|m| &m.plugins).find(|p| {
         p.routes
             .iter()
