@@ -424,10 +424,8 @@ async fn backends_come_back_after_an_outage() {
     let dep = Deployment::new(Backend::Real).await;
     let redis = TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
     let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = dep.settings("a");
+    let mut settings = dep.settings_with_master_at("a", pg.addr);
     settings.redis_url = Some(format!("redis://{}", redis.addr));
-    let direct = settings.postgres_master_url.clone().unwrap();
-    settings.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &pg.addr.to_string()));
     let services = Services::connect(settings).await.expect("services");
     let server = dep.start_with_services(PROBE, services).await;
     let ready = || async {
@@ -1089,9 +1087,7 @@ async fn a_busy_pool_is_not_an_outage() {
 async fn a_record_after_a_commit_waits_out_a_master_blip() {
     let dep = Deployment::new(Backend::Real).await;
     let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = dep.settings("a");
-    let direct = settings.postgres_master_url.clone().unwrap();
-    settings.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &pg.addr.to_string()));
+    let settings = dep.settings_with_master_at("a", pg.addr);
     let services = Services::connect(settings).await.expect("services");
     let manifest = PROBE.replace(
         r#"db = ["master"] }"#,
@@ -1296,9 +1292,7 @@ async fn a_job_finished_during_a_redis_outage_is_acknowledged_after_it() {
 async fn made_up_tokens_are_refused_without_the_database() {
     let dep = Deployment::new(Backend::Real).await;
     let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = dep.settings("a");
-    let direct = settings.postgres_master_url.clone().unwrap();
-    settings.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &pg.addr.to_string()));
+    let settings = dep.settings_with_master_at("a", pg.addr);
     let services = Services::connect(settings).await.expect("services");
     let server = dep.start_with_services(PROBE, services).await;
     let token = admin_token(&server).await;

@@ -140,9 +140,7 @@ grants = { kv = ["probe:"] }
 async fn a_slot_due_during_a_database_outage_runs_when_it_returns() {
     let dep = Deployment::new(Backend::Real).await;
     let pg = support::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let mut settings = dep.settings("a");
-    let direct = settings.postgres_master_url.clone().unwrap();
-    settings.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &pg.addr.to_string()));
+    let settings = dep.settings_with_master_at("a", pg.addr);
     let services = neo_ops::services::Services::connect(settings)
         .await
         .unwrap();

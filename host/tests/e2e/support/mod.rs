@@ -144,6 +144,15 @@ impl Deployment {
         s
     }
 
+    /// [`Deployment::settings`] with the master database reached at `addr`
+    /// (a [`proxy::TcpProxy`] in front of Postgres) instead of directly.
+    pub fn settings_with_master_at(&self, replica: &str, addr: std::net::SocketAddr) -> Settings {
+        let mut s = self.settings(replica);
+        let direct = s.postgres_master_url.take().expect("the real backends");
+        s.postgres_master_url = Some(direct.replace("127.0.0.1:5432", &addr.to_string()));
+        s
+    }
+
     /// Writes a manifest into the deployment dir and returns its path.
     pub fn manifest(&self, text: &str) -> PathBuf {
         let path = self.dir.path().join("plugins.toml");
