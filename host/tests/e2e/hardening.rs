@@ -629,6 +629,20 @@ fn startup_errors_mask_url_passwords() {
     }
 }
 
+/// The alertmanager check pointed at `addr`, a listener that never answers:
+/// a check that holds its slot for `timeout`.
+fn silent_alertmanager_check(addr: std::net::SocketAddr, timeout: &str) -> String {
+    format!(
+        r#"
+[plugins.check-alertmanager]
+component = "check_alertmanager.wasm"
+check = true
+grants = {{ http = ["http://{addr}"] }}
+config = {{ alertmanager_url = "http://{addr}", request_timeout = "{timeout}" }}
+"#
+    )
+}
+
 /// A server with at most `cap` connections and one check that waits
 /// `check_timeout` on an "Alertmanager" that accepts and never answers, and
 /// a connection whose preflight is running on it. Abort the returned task
@@ -654,15 +668,7 @@ async fn a_slow_preflight_at_the_cap(
     let mut settings = dep.settings("a");
     settings.max_connections = Some(cap);
     let services = Services::connect(settings).await.expect("services");
-    let manifest = format!(
-        r#"
-[plugins.check-alertmanager]
-component = "check_alertmanager.wasm"
-check = true
-grants = {{ http = ["http://{silent_addr}"] }}
-config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "{check_timeout}" }}
-"#
-    );
+    let manifest = silent_alertmanager_check(silent_addr, check_timeout);
     let server = dep.start_with_services(&manifest, services).await;
     let token = admin_token(&server).await;
     let mut busy = tokio::net::TcpStream::connect(server.addr).await.unwrap();
@@ -1145,20 +1151,9 @@ async fn a_check_refused_a_slot_says_it_was_not_run() {
         ..Default::default()
     };
     let services = Services::connect(settings).await.expect("services");
-    let manifest = format!(
-        r#"
-[plugins.check-alertmanager]
-component = "check_alertmanager.wasm"
-check = true
-grants = {{ http = ["http://{silent_addr}"] }}
-config = {{ alertmanager_url = "http://{silent_addr}", request_timeout = "2s" }}
-
-[plugins.check-redis]
-component = "check_redis.wasm"
-check = true
-grants = {{ kv = ["preflight:"] }}
-"#
-    );
+    let manifest = silent_alertmanager_check(silent_addr, "2s")
+        + "\n[plugins.check-redis]\ncomponent = \"check_redis.wasm\"\ncheck = true\n\
+           grants = { kv = [\"preflight:\"] }\n";
     let server = dep.start_with_services(&manifest, services).await;
     // The slow check takes the only slot for two seconds.
     let slow = tokio::spawn({
