@@ -107,7 +107,13 @@ pub struct QueueSpec {
     pub max_attempts: u32,
     /// Delay before the first retry; each further retry doubles it (up to 64×).
     pub backoff: Duration,
+    /// Jobs one replica runs at once (its workers), so one slow job (a
+    /// webhook receiver taking its time) holds up no other.
+    pub concurrency: u32,
 }
+
+/// Most workers a queue may have per replica.
+pub const MAX_CONCURRENCY: u32 = 32;
 
 /// Which database a plugin may open.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +273,7 @@ struct RawQueue {
     #[serde(default = "default_attempts")]
     max_attempts: u32,
     backoff: Option<Spanned<String>>,
+    concurrency: Option<Spanned<u32>>,
 }
 
 fn default_attempts() -> u32 {
@@ -471,10 +478,24 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                             )
                         })?,
                 };
+                let concurrency = match &q.concurrency {
+                    None => 1,
+                    Some(c) if (1..=MAX_CONCURRENCY).contains(c.get_ref()) => *c.get_ref(),
+                    Some(c) => {
+                        return Err(at(
+                            &c.span(),
+                            format!(
+                                "bad concurrency {} (1 to {MAX_CONCURRENCY} jobs at once per replica)",
+                                c.get_ref()
+                            ),
+                        ));
+                    }
+                };
                 Some(QueueSpec {
                     name: q.name.get_ref().clone(),
                     max_attempts: q.max_attempts,
                     backoff,
+                    concurrency,
                 })
             }
         };

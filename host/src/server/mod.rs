@@ -236,20 +236,23 @@ async fn run_background(
         }
         if let Some(queue) = &p.manifest.queue {
             let previous_consumer = before.get(&queue.name).cloned();
-            let stopped = mine[&queue.name].clone();
-            let (runtime, stop) = (runtime.clone(), stop.child_token());
-            tasks.spawn(async move {
-                // Said when this consumer ends, a panic included.
-                let _stopped = stopped.drop_guard();
-                // Waited for even when stopped meanwhile: "stopped" must
-                // cover every earlier consumer too.
-                if let Some(previous) = previous_consumer {
-                    previous.cancelled().await;
-                }
-                if !stop.is_cancelled() {
-                    triggers::queue::consume(runtime, name, stop).await;
-                }
-            });
+            // Said when the last of this queue's workers ends, a panic included.
+            let stopped = Arc::new(mine[&queue.name].clone().drop_guard());
+            for worker in 0..queue.concurrency {
+                let (runtime, stop, name) = (runtime.clone(), stop.child_token(), name.clone());
+                let (stopped, previous_consumer) = (stopped.clone(), previous_consumer.clone());
+                tasks.spawn(async move {
+                    let _stopped = stopped;
+                    // Waited for even when stopped meanwhile: "stopped" must
+                    // cover every earlier consumer too.
+                    if let Some(previous) = previous_consumer {
+                        previous.cancelled().await;
+                    }
+                    if !stop.is_cancelled() {
+                        triggers::queue::consume(runtime, name, worker, stop).await;
+                    }
+                });
+            }
         }
     }
     tasks.spawn(runtime.admission.clone().log_refusals(stop.child_token()));

@@ -232,8 +232,20 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Consumes one plugin's queue until `stop` is cancelled.
-pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationToken) {
+/// The name worker `worker` of this replica consumes a queue under: its
+/// processing list and liveness key are its own, so to every replica it is
+/// a consumer like any other. Worker 0 is the replica's own name.
+pub fn worker_name(replica: &str, worker: u32) -> String {
+    if worker == 0 {
+        replica.to_string()
+    } else {
+        format!("{replica}.{worker}")
+    }
+}
+
+/// Runs worker `worker` of one plugin's queue until `stop` is cancelled
+/// (the queue's `concurrency` workers run side by side).
+pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: CancellationToken) {
     let Some(spec) = runtime
         .plugin(&plugin)
         .and_then(|p| p.manifest.queue.clone())
@@ -242,12 +254,9 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, stop: CancellationTo
     };
     let services = runtime.services.clone();
     let kv = &services.kv;
-    let (queue, processing) = (
-        queue_key(&spec.name),
-        processing_key(&spec.name, &services.settings.replica),
-    );
+    let replica = worker_name(&services.settings.replica, worker);
+    let (queue, processing) = (queue_key(&spec.name), processing_key(&spec.name, &replica));
     let lists = (spec.name.as_str(), processing.as_str());
-    let replica = services.settings.replica.clone();
     // What an earlier run left in flight, while Redis has not let it be
     // taken back.
     let mut left_over = !announce(kv, &spec, &replica).await;

@@ -27,7 +27,7 @@ fn manifest(receiver: &HttpReceiver, breaker_threshold: u32, breaker_cooldown: &
         r#"
 [plugins.webhook-dispatch]
 component = "webhook_dispatch.wasm"
-queue = {{ name = "webhook", max_attempts = {MAX_ATTEMPTS} }}
+queue = {{ name = "webhook", max_attempts = {MAX_ATTEMPTS}, concurrency = 4 }}
 grants = {{ db = ["tenant"], kv = ["webhook:"], http = ["http://{addr}"] }}
 limits = {{ memory = "32MiB", timeout = "15s" }}
 config = {{ breaker_threshold = "{breaker_threshold}", breaker_cooldown = "{breaker_cooldown}", request_timeout = "5s" }}
@@ -567,6 +567,64 @@ fn attachment(raw: &str, filename: &str) -> String {
             .decode(compact)
             .unwrap();
         String::from_utf8(bytes).unwrap()
+/// One tenant's slow receiver does not hold up another tenant's webhooks:
+/// the queue's workers take the next jobs while the slow ones wait.
+async fn a_slow_receiver_holds_up_no_other_tenant(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    receiver.set_slow("/hooks/", Duration::from_secs(3));
+    let server = dep.start(&manifest(&receiver, 10, "60s"), "a").await;
+    let acme = tenant_with_endpoint(&server, "acme", &receiver).await;
+    let globex = create_tenant(&server, "globex").await;
+    globex
+        .execute(
+            "INSERT INTO webhook_endpoints (id, url, secret) VALUES (1, $1, $2)",
+            &[
+                Value::Text(receiver.url("/fast")),
+                Value::Text(SECRET.into()),
+            ],
+        )
+        .await
+        .unwrap();
+    for id in 1..=3 {
+        add_delivery(&acme, id, &json!({"order_id": id})).await;
+        enqueue(
+            &server,
+            "webhook",
+            "acme",
+            &json!({"delivery_id": id}).to_string(),
+        )
+        .await;
+    }
+    add_delivery(&globex, 1, &json!({"order_id": 9})).await;
+    enqueue(&server, "webhook", "globex", r#"{"delivery_id": 1}"#).await;
+    wait_until("globex's delivery is delivered", || async {
+        delivery(&globex, 1).await.0 == "delivered"
+    })
+    .await;
+    let mut acme_done = 0;
+    for id in 1..=3 {
+        if delivery(&acme, id).await.0 == "delivered" {
+            acme_done += 1;
+        }
+    }
+    assert!(
+        acme_done < 3,
+        "globex waited behind all of acme's deliveries"
+    );
+    wait_until("acme's deliveries are delivered", || async {
+        let mut done = true;
+        for id in 1..=3 {
+            done &= delivery(&acme, id).await.0 == "delivered";
+        }
+        done
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(slow_receiver, a_slow_receiver_holds_up_no_other_tenant);
+
     } else if headers.contains("content-transfer-encoding: quoted-printable") {
         quoted_printable(body)
     } else {

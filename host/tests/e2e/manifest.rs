@@ -52,6 +52,10 @@ fn golden_errors() {
             "plugins.toml:3:49: unknown role \"root\"",
         ),
         (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nqueue = { name = \"q\", concurrency = 0 }\n",
+            "plugins.toml:3:37: bad concurrency 0 (1 to 32 jobs at once per replica)",
+        ),
+        (
             "[plugins.Bad_Name]\ncomponent = \"status_page.wasm\"\n",
             "plugins.toml:1:10: plugin name \"Bad_Name\"",
         ),

@@ -112,11 +112,13 @@ pub struct ReceivedRequest {
     pub body: Vec<u8>,
 }
 
-/// An HTTP server that records every request and answers with a set status.
+/// An HTTP server that records every request and answers with a set status,
+/// after a set delay for paths under a set prefix.
 pub struct HttpReceiver {
     pub addr: SocketAddr,
     requests: Arc<Mutex<Vec<ReceivedRequest>>>,
     status: Arc<Mutex<u16>>,
+    slow: Arc<Mutex<Option<(String, std::time::Duration)>>>,
 }
 
 impl HttpReceiver {
@@ -125,11 +127,21 @@ impl HttpReceiver {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
         let status = Arc::new(Mutex::new(200u16));
-        let (store, st) = (requests.clone(), status.clone());
+        let slow = Arc::new(Mutex::new(None::<(String, std::time::Duration)>));
+        let (store, st, sl) = (requests.clone(), status.clone(), slow.clone());
         let app = axum::Router::new().fallback(
             move |method: Method, uri: Uri, headers: HeaderMap, body: Bytes| {
-                let (store, st) = (store.clone(), st.clone());
+                let (store, st, sl) = (store.clone(), st.clone(), sl.clone());
                 async move {
+                    let delay = sl
+                        .lock()
+                        .unwrap()
+                        .as_ref()
+                        .filter(|(prefix, _)| uri.path().starts_with(prefix.as_str()))
+                        .map(|(_, d)| *d);
+                    if let Some(delay) = delay {
+                        tokio::time::sleep(delay).await;
+                    }
                     store.lock().unwrap().push(ReceivedRequest {
                         method: method.to_string(),
                         path: uri.to_string(),
@@ -149,7 +161,13 @@ impl HttpReceiver {
             addr,
             requests,
             status,
+            slow,
         }
+    }
+
+    /// Answers requests to paths under `prefix` only after `delay`.
+    pub fn set_slow(&self, prefix: &str, delay: std::time::Duration) {
+        *self.slow.lock().unwrap() = Some((prefix.to_string(), delay));
     }
 
     pub fn url(&self, path: &str) -> String {
