@@ -508,32 +508,53 @@ async fn breaker_opens_stops_sending_and_closes_after_a_trial(backend: Backend) 
     let (status, attempts, _) = delivery(&pool, 1).await;
     assert_eq!((status.as_str(), attempts), ("dead", MAX_ATTEMPTS as i64));
 
+    // Past the cooldown from the breaker's last event, the dead letter
+    // replayed.
+    let replay_after_cooldown = || async {
+        let last = breaker_events(&pool).await.last().unwrap().1;
+        let at = std::time::UNIX_EPOCH + Duration::from_micros(last as u64);
+        let until = at + cooldown + Duration::from_millis(300);
+        if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
+            tokio::time::sleep(left).await;
+        }
+        let (code, reply) = post_json(
+            &server,
+            "/api/admin/dlq/replay?type=webhook",
+            &token,
+            &json!({"id": job}).to_string(),
+        )
+        .await;
+        assert_eq!(code, 200, "{reply}");
+    };
+    let names = || async {
+        let events = breaker_events(&pool).await;
+        events.into_iter().map(|(e, _)| e).collect::<Vec<String>>()
+    };
+
+    // A trial that fails keeps the circuit open: one more request, and
+    // still one opening on record (the digest counts one pause).
+    replay_after_cooldown().await;
+    wait_until("the job is dead-lettered again", || async {
+        !dead_letters(&server, &token, "webhook").await.is_empty()
+    })
+    .await;
+    let seen = names().await;
+    assert_eq!(seen.iter().filter(|e| *e == "open").count(), 1, "{seen:?}");
+    assert_eq!(seen[..2], ["open", "half_open"]);
+    let trials = seen.iter().filter(|e| *e == "half_open").count();
+    assert_eq!(receiver.requests().len(), 2 + trials);
+
     // After the cooldown one trial goes out; its success closes the circuit.
     receiver.set_status(200);
-    let opened_at = std::time::UNIX_EPOCH + Duration::from_micros(events[0].1 as u64);
-    let until = opened_at + cooldown + Duration::from_millis(300);
-    if let Ok(left) = until.duration_since(std::time::SystemTime::now()) {
-        tokio::time::sleep(left).await;
-    }
-    let (code, reply) = post_json(
-        &server,
-        "/api/admin/dlq/replay?type=webhook",
-        &token,
-        &json!({"id": job}).to_string(),
-    )
-    .await;
-    assert_eq!(code, 200, "{reply}");
+    replay_after_cooldown().await;
     wait_until("the trial delivers", || async {
         delivery(&pool, 1).await.0 == "delivered"
     })
     .await;
-    let names: Vec<String> = breaker_events(&pool)
-        .await
-        .into_iter()
-        .map(|(e, _)| e)
-        .collect();
-    assert_eq!(names, ["open", "half_open", "close"]);
-    assert_eq!(receiver.requests().len(), 3);
+    let seen = names().await;
+    assert_eq!(seen.iter().filter(|e| *e == "open").count(), 1, "{seen:?}");
+    assert_eq!(seen[seen.len() - 2..], ["half_open", "close"]);
+    assert_eq!(receiver.requests().len(), 3 + trials);
     server.stop().await.unwrap();
 }
 

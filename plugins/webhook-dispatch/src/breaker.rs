@@ -2,9 +2,11 @@
 //! the same state. Closed: requests go out and consecutive failures are
 //! counted. At the threshold the circuit opens for the cooldown and requests
 //! fail fast. After the cooldown one trial request (half-open) goes out: success
-//! closes the circuit, failure opens it again. Each transition is recorded in
-//! `webhook_breaker_events`, one `open` row per opening (the owner digest and
-//! preflight count them).
+//! closes the circuit, failure keeps it open for another cooldown. Each
+//! transition is recorded in `webhook_breaker_events`, one `open` row per
+//! opening (the owner digest and preflight count them): a trial that fails
+//! is its `half_open` row with no `close` after it, not another opening, so
+//! an hour's outage is one pause, not sixty.
 
 use crate::settings::Settings;
 use neo_ops_sdk::db::{self, Value};
@@ -72,11 +74,11 @@ impl Breaker<'_> {
         self.try_kv("resetting", kv::delete(&self.key("failures")).map(drop));
     }
 
-    /// A request failed: reopen a half-open circuit, or count towards opening.
+    /// A request failed: keep a half-open circuit open, or count towards opening.
     pub fn failed(&self, gate: Gate, now_micros: i64) {
         match gate {
             Gate::Trial(token) => {
-                self.open(now_micros);
+                self.hold_open(now_micros);
                 self.release_trial(&token);
             }
             Gate::Closed => match kv::incr(&self.key("failures"), 1) {
@@ -97,13 +99,7 @@ impl Breaker<'_> {
     }
 
     fn open(&self, now_micros: i64) {
-        let until = now_micros.saturating_add(self.settings.breaker_cooldown_ms as i64 * 1000);
-        let set = kv::set(
-            &self.key("open_until"),
-            until.to_string().as_bytes(),
-            Some(OPEN_STATE_TTL_MS),
-        );
-        self.try_kv("opening", set);
+        self.hold_open(now_micros);
         self.record("open", now_micros);
         log::log(
             log::Level::Warn,
@@ -117,6 +113,17 @@ impl Breaker<'_> {
                 ),
             ],
         );
+    }
+
+    /// Opens (or keeps open) the circuit for one cooldown from now.
+    fn hold_open(&self, now_micros: i64) {
+        let until = now_micros.saturating_add(self.settings.breaker_cooldown_ms as i64 * 1000);
+        let set = kv::set(
+            &self.key("open_until"),
+            until.to_string().as_bytes(),
+            Some(OPEN_STATE_TTL_MS),
+        );
+        self.try_kv("opening", set);
     }
 
     fn release_trial(&self, token: &str) {
