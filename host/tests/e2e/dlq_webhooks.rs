@@ -12,9 +12,8 @@ use neo_ops::backends::queue;
 use neo_ops::manifest::Role;
 use serde_json::{Value as Json, json};
 use sha2::{Digest, Sha256};
-use std::future::Future;
 use std::time::{Duration, Instant};
-use support::{Backend, Deployment, HttpReceiver, Server};
+use support::{Backend, Deployment, HttpReceiver, Server, wait_until};
 
 use support::FORBIDDEN;
 /// A Standard Webhooks secret: `whsec_` + base64 of the key.
@@ -51,19 +50,6 @@ grants = {{ queues = ["webhook", "export"], audit = true }}
 }
 
 // ---- helpers --------------------------------------------------------------------
-
-/// Polls `check` every 50 ms until it holds; panics with `what` after 30 s.
-async fn wait_until<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !check().await {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
 
 /// HMAC-SHA256 (RFC 2104) as lowercase hex, computed independently of the plugin.
 fn hmac_sha256_hex(key: &[u8], message: &[u8]) -> String {
@@ -412,7 +398,7 @@ async fn assert_admin_errors(server: &Server, token: &str) {
     let (_, reply) = get_json(server, "/api/admin/dlq?type=mail", token).await;
     assert_eq!(
         reply["error"]["message"],
-        "bad type \"mail\": expected webhook or export"
+        "bad type \"mail\": expected webhook, export or digest"
     );
     let (code, reply) = get_json(server, "/api/admin/dlq?type=export&limit=0", token).await;
     assert_eq!(

@@ -12,6 +12,7 @@ use neo_ops::services::Services;
 use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::Arc;
+use support::proxy::TcpProxy;
 use support::{Backend, Deployment, Server};
 
 const MANIFEST: &str = r#"
@@ -19,7 +20,8 @@ const MANIFEST: &str = r#"
 component = "owner_digest.wasm"
 command = true
 schedules = [{ cron = "0 20 * * *", tz = "Asia/Kolkata", args = ["--all-tenants"] }]
-grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true }
+queue = { name = "digest", max_attempts = 6, backoff = "1s" }
+grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true, queues = ["digest"] }
 limits = { memory = "64MiB", timeout = "60s" }
 config = { top_items = "5", lock_ttl = "2m" }
 "#;
@@ -483,6 +485,20 @@ async fn send_log(server: &Server) -> Vec<(String, String, bool, Option<String>)
         .collect()
 }
 
+/// The digest queue's jobs, waiting or in hand on any replica.
+async fn queued_jobs(server: &Server) -> Vec<neo_ops::backends::queue::Job> {
+    use neo_ops::backends::queue::{processing_key, queue_key};
+    let kv = &server.services.kv;
+    let mut jobs = Vec::new();
+    let processing = processing_key("digest", &server.services.settings.replica);
+    for list in [queue_key("digest"), processing] {
+        for raw in kv.list_range(&list, 0, -1).await.unwrap() {
+            jobs.push(serde_json::from_slice(&raw).unwrap());
+        }
+    }
+    jobs
+}
+
 // ---- tests ---------------------------------------------------------------------
 
 async fn figures_mail_and_once_per_day(backend: Backend) {
@@ -680,7 +696,9 @@ async fn runtime_with_mail_down(dep: &Deployment) -> Arc<Runtime> {
         }
         Backend::Embedded => {}
     }
-    let manifest = neo_ops::manifest::load(&dep.manifest(MANIFEST)).unwrap();
+    // Without the queue grant, the schedule digests every tenant itself.
+    let unqueued = MANIFEST.replace(r#", queues = ["digest"]"#, "");
+    let manifest = neo_ops::manifest::load(&dep.manifest(&unqueued)).unwrap();
     let services = Services::connect(settings).await.unwrap();
     if dep.backend == Backend::Embedded {
         // After connecting: the mailer creates the outbox dir when it starts.
@@ -720,7 +738,7 @@ async fn smtp_down_fails_then_next_run_sends(backend: Backend) {
         "{msg}"
     );
     assert!(
-        msg.ends_with("(nothing recorded; the next run sends it)"),
+        msg.ends_with("(nothing recorded; the next run or retry sends it)"),
         "{msg}"
     );
     if backend == Backend::Real {
@@ -737,7 +755,8 @@ async fn smtp_down_fails_then_next_run_sends(backend: Backend) {
         "no sent_at without a sent mail"
     );
 
-    // The scheduled run fails loudly too: its run is recorded as an error.
+    // Digesting in its own run (no queue), the scheduled run fails loudly
+    // too: its run is recorded as an error.
     let slot = utc("2026-11-24T14:30:00Z");
     neo_ops::triggers::schedule::fire(&down, "owner-digest", 0, slot).await;
     let runs = server
@@ -850,6 +869,16 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(runs.rows, vec![vec![Value::Text("ok".into())]]);
+    // One job per tenant on the digest queue, each digesting the slot's day.
+    let sent_rows = || async {
+        let log = send_log(&server).await;
+        log.iter().filter(|r| r.2).count()
+    };
+    support::wait_until("both digests are sent", || async { sent_rows().await == 2 }).await;
+    support::wait_until("every digest job is done", || async {
+        queued_jobs(&server).await.is_empty()
+    })
+    .await;
     let log: Vec<(String, String, bool)> = send_log(&server)
         .await
         .into_iter()
@@ -906,6 +935,68 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
 }
 
 on_both_backends!(nightly_schedule, nightly_schedule_covers_every_tenant);
+
+/// A relay down at 20:00 fails the tenant's digest job; the queue retries
+/// it, and once the relay is back the retry sends the slot's day, cut at
+/// 20:00 as the slot was, exactly once.
+async fn queued_digest_retried_after_relay_outage(backend: Backend) {
+    let dep = Deployment::with_smtp(backend).await;
+    let mut settings = dep.settings("a");
+    let smtp = settings.smtp.as_mut().unwrap();
+    let relay = TcpProxy::start(format!("127.0.0.1:{}", smtp.port).parse().unwrap()).await;
+    smtp.port = relay.addr.port();
+    let services = Services::connect(settings).await.unwrap();
+    let server = dep.start_with_services(MANIFEST, services).await;
+    let acme = tenant(&server, "acme", Some("owner@acme.example"), "Asia/Kolkata").await;
+    let seeded = orders();
+    seed(&acme, &seeded, BREAKER_EVENTS).await;
+
+    relay.set_up(false);
+    let slot = utc("2026-11-24T14:30:00Z");
+    neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
+    support::wait_until("the digest job has failed once", || async {
+        queued_jobs(&server).await.iter().any(|j| {
+            j.attempts >= 1
+                && j.last_error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("(2026-11-24) was not sent"))
+        })
+    })
+    .await;
+    assert!(mail(&dep).is_empty());
+    assert!(send_log(&server).await.iter().all(|r| !r.2));
+
+    relay.set_up(true);
+    support::wait_until("a retry sends the digest", || async {
+        send_log(&server).await.iter().any(|r| r.2)
+    })
+    .await;
+    support::wait_until("the job is done", || async {
+        queued_jobs(&server).await.is_empty()
+    })
+    .await;
+    let sent = mail(&dep);
+    assert_eq!(sent.len(), 1);
+    assert!(
+        sent[0].contains("Business day: Tue 24 Nov 2026 until 20:00"),
+        "{}",
+        sent[0]
+    );
+    let want = expected_until(&seeded, BREAKER_EVENTS, KOLKATA, DAY, Some(slot));
+    for l in expected_lines(&want) {
+        assert!(sent[0].contains(&l), "missing {l:?}");
+    }
+    let dead = server
+        .services
+        .kv
+        .list_len(&neo_ops::backends::queue::dead_letter_key("digest"))
+        .await
+        .unwrap();
+    assert_eq!(dead, 0);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(queued_retry, queued_digest_retried_after_relay_outage);
 
 /// Without --date, the business day is today in the tenant's zone.
 async fn default_day_is_today_in_the_zone(backend: Backend) {

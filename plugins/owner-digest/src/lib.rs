@@ -2,9 +2,14 @@
 //! owner for the tenant's business day in its own time zone.
 //!
 //! `owner-digest --tenant NAME [--date YYYY-MM-DD] [--all-tenants] [--dry-run] [--json]`,
-//! and nightly from a schedule with `--all-tenants`. At most one digest per
-//! tenant and day: a kv lock keeps replicas apart and `digest_sends` records
-//! what was sent. A failed send records nothing, so the next run sends it.
+//! and nightly from a schedule with `--all-tenants`. The schedule puts one
+//! job per tenant on the plugin's own queue, so each digest has the whole
+//! timeout to itself and a failed send (a relay down at 20:00) is retried
+//! with backoff the same evening; a manifest without the queue grant
+//! digests every tenant in the schedule's own invocation instead. At most
+//! one digest per tenant and day: a kv lock keeps replicas apart and
+//! `digest_sends` records what was sent. A failed send records nothing, so
+//! the next run (or retry) sends it.
 
 mod figures;
 mod render;
@@ -15,7 +20,8 @@ use neo_ops_sdk::days as day;
 use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::tenants::{self, Tenant};
 use neo_ops_sdk::{
-    Failure, Invocation, Output, Plugin, ScheduleEvent, args::Args, config, log, reply, time,
+    ErrorCode, Failure, Invocation, Output, Plugin, QueueMessage, ScheduleEvent, args::Args,
+    config, log, queue, reply, time,
 };
 use std::time::Duration;
 
@@ -32,25 +38,134 @@ impl Plugin for OwnerDigest {
         digest(inv, args, time::now_micros())
     }
 
-    /// A late or retried slot still digests the day it was due for.
+    /// A late or retried slot still digests the day it was due for: the
+    /// slot's instant travels in each tenant's job.
     fn schedule(inv: &Invocation, event: &ScheduleEvent) -> Result<Output, Failure> {
-        digest(inv, &Args::new(&event.args), event.slot)
+        let args = Args::new(&event.args);
+        let req = Request::parse(&args, inv, event.slot)?;
+        let tenants = tenants(&req.selection)?;
+        match enqueue_each(&tenants, &req) {
+            Err(e) if e.code == ErrorCode::Denied => {
+                log::log(
+                    log::Level::Info,
+                    &format!("no grant for queue \"{QUEUE}\": digesting every tenant in this run"),
+                    &[],
+                );
+                digest_all(&tenants, &req)
+            }
+            Err(e) => Err(e.into()),
+            Ok(out) => Ok(out),
+        }
     }
+
+    /// One tenant's digest, for the day its job says; a failure (or another
+    /// run holding the day's lock) fails the job, so the queue retries it.
+    fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
+        let Some(name) = &inv.tenant else {
+            let msg = format!("digest job {} has no tenant", message.id);
+            return Err(reply::fail(400, msg));
+        };
+        let job = QueuedDay::parse(&message.payload)?;
+        let req = Request::new(Selection::One(name.clone()), job.date, job.now_micros)?;
+        let Some(t) = tenants::find(name)? else {
+            // Deleted since the job was queued: nobody to write to.
+            return Ok(reply::text(
+                200,
+                format!("{name}: skipped, tenant not found\n"),
+            ));
+        };
+        let result = digest_for(&t, &req);
+        match &result.outcome {
+            Outcome::Failed(f) => Err(f.clone()),
+            Outcome::Skipped(Skip::Elsewhere) => Err(reply::fail(
+                503,
+                format!("{}: another run is sending it; tried again later", t.name),
+            )),
+            _ => Ok(reply::text(200, result_line(&result))),
+        }
+    }
+}
+
+/// The queue the schedule puts one job per tenant on (`plugins.toml`).
+const QUEUE: &str = "digest";
+
+/// A queued digest: `{"now": <µs since the epoch>, "date": "YYYY-MM-DD" | null}`.
+struct QueuedDay {
+    now_micros: i64,
+    date: Option<NaiveDate>,
+}
+
+impl QueuedDay {
+    fn json(req: &Request) -> String {
+        json!({"now": req.now_micros, "date": req.date.map(|d| d.to_string())}).to_string()
+    }
+
+    fn parse(payload: &str) -> Result<Self, Failure> {
+        let bad = || {
+            let shown: String = payload.chars().take(200).collect();
+            reply::fail(
+                400,
+                format!(
+                    "bad digest job payload \"{shown}\": expected {{\"now\": <µs>, \"date\": \"YYYY-MM-DD\" | null}}"
+                ),
+            )
+        };
+        let v: Json = neo_ops_sdk::serde_json::from_str(payload).map_err(|_| bad())?;
+        let now_micros = v.get("now").and_then(Json::as_i64).ok_or_else(bad)?;
+        let date = match v.get("date") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(d)) => Some(day::parse_date(d).map_err(|e| reply::fail(400, e))?),
+            Some(_) => return Err(bad()),
+        };
+        Ok(Self { now_micros, date })
+    }
+}
+
+/// Queues every tenant's digest. `denied` (no queue grant) before the
+/// first is queued, so the caller can digest in this run instead; a
+/// tenant whose job could not be queued fails the run (it is recorded as
+/// an error) after the others are queued.
+fn enqueue_each(tenants: &[Tenant], req: &Request) -> Result<Output, neo_ops_sdk::Error> {
+    let payload = QueuedDay::json(req);
+    let mut failed = Vec::new();
+    for (i, t) in tenants.iter().enumerate() {
+        match queue::enqueue_for_tenant(QUEUE, &t.name, &payload) {
+            Ok(_) => {}
+            Err(e) if i == 0 && e.code == ErrorCode::Denied => return Err(e),
+            Err(e) => failed.push(format!("{}: {}", t.name, e.message)),
+        }
+    }
+    let queued = tenants.len() - failed.len();
+    if failed.is_empty() {
+        return Ok(reply::text(200, format!("queued {queued} digests\n")));
+    }
+    Err(neo_ops_sdk::Error {
+        code: ErrorCode::Unavailable,
+        message: format!(
+            "queued {queued} of {} digests; not queued: {}",
+            tenants.len(),
+            failed.join("; ")
+        ),
+    })
 }
 
 fn digest(inv: &Invocation, args: &Args, now: i64) -> Result<Output, Failure> {
     let req = Request::parse(args, inv, now)?;
     let tenants = tenants(&req.selection)?;
+    digest_all(&tenants, &req)
+}
+
+fn digest_all(tenants: &[Tenant], req: &Request) -> Result<Output, Failure> {
     let total = tenants.len() as u64;
     let results: Vec<TenantResult> = (0..)
-        .zip(&tenants)
+        .zip(tenants)
         .map(|(done, t)| {
             log::progress(done, Some(total), &format!("tenant {}", t.name));
-            digest_for(t, &req)
+            digest_for(t, req)
         })
         .collect();
     log::progress(total, Some(total), "every tenant done");
-    respond(&req, &results)
+    respond(req, &results)
 }
 
 enum Selection {
@@ -83,11 +198,24 @@ impl Request {
             .transpose()
             .map_err(|e| reply::fail(400, e))?;
         Ok(Self {
+            dry_run: args.dry_run(inv),
+            json: args.flag("--json"),
+            ..Self::new(selection, date, now_micros)?
+        })
+    }
+
+    /// A real run with plain-text output.
+    fn new(
+        selection: Selection,
+        date: Option<NaiveDate>,
+        now_micros: i64,
+    ) -> Result<Self, Failure> {
+        Ok(Self {
             selection,
             date,
             now_micros,
-            dry_run: args.dry_run(inv),
-            json: args.flag("--json"),
+            dry_run: false,
+            json: false,
             top_n: config::positive("top_items", 5)? as i64,
             lock_ttl_ms: config::duration("lock_ttl", Duration::from_secs(300))?.as_millis() as u64,
         })
@@ -116,8 +244,26 @@ pub enum Outcome {
         digest: figures::Digest,
         text: String,
     },
-    Skipped(String),
+    Skipped(Skip),
     Failed(Failure),
+}
+
+/// Why nothing was sent.
+pub enum Skip {
+    NoOwnerEmail,
+    AlreadySent,
+    /// Another run holds the day's lock (and is sending it, or failing to).
+    Elsewhere,
+}
+
+impl Skip {
+    fn reason(&self) -> &'static str {
+        match self {
+            Skip::NoOwnerEmail => "no owner email",
+            Skip::AlreadySent => "already sent",
+            Skip::Elsewhere => "another run is sending it",
+        }
+    }
 }
 
 pub struct TenantResult {
@@ -244,7 +390,7 @@ fn result_json(r: &TenantResult) -> Json {
         Outcome::Preview { to, digest, .. } => {
             json!({"status": "dry-run", "to": to, "digest": digest.to_json()})
         }
-        Outcome::Skipped(reason) => json!({"status": "skipped", "reason": reason}),
+        Outcome::Skipped(why) => json!({"status": "skipped", "reason": why.reason()}),
         Outcome::Failed(f) => json!({"status": "failed", "reason": f.message}),
     };
     if let (Some(obj), Json::Object(more)) = (v.as_object_mut(), extra) {
@@ -264,7 +410,7 @@ fn result_line(r: &TenantResult) -> String {
             r.tenant,
             to.as_deref().unwrap_or("nobody (no owner email)")
         ),
-        Outcome::Skipped(reason) => format!("{} {day}: skipped, {reason}\n", r.tenant),
+        Outcome::Skipped(why) => format!("{} {day}: skipped, {}\n", r.tenant, why.reason()),
         Outcome::Failed(f) => format!("{} {day}: failed, {}\n", r.tenant, f.message),
     }
 }

@@ -2,7 +2,7 @@
 //! replicas from racing, and `digest_sends` (master) is the send log.
 
 use crate::render::{self, Heading};
-use crate::{Outcome, figures};
+use crate::{Outcome, Skip, figures};
 use chrono::NaiveDate;
 use neo_ops_sdk::days::Range;
 use neo_ops_sdk::db::{self, Value};
@@ -51,11 +51,11 @@ impl Job<'_> {
     pub fn send_once(&self) -> Result<Outcome, Failure> {
         let Some(to) = self.tenant.owner_email.as_deref() else {
             self.warn("no owner email; digest skipped");
-            return Ok(Outcome::Skipped("no owner email".into()));
+            return Ok(Outcome::Skipped(Skip::NoOwnerEmail));
         };
         let key = format!("digest:{}:{}", self.tenant.name, self.day);
         let Some(token) = kv::lock(&key, self.lock_ttl_ms)? else {
-            return Ok(Outcome::Skipped("another run is sending it".into()));
+            return Ok(Outcome::Skipped(Skip::Elsewhere));
         };
         let outcome = self.send_locked(to);
         if let Err(e) = kv::unlock(&key, &token) {
@@ -67,7 +67,7 @@ impl Job<'_> {
 
     fn send_locked(&self, to: &str) -> Result<Outcome, Failure> {
         if self.already_sent()? {
-            return Ok(Outcome::Skipped("already sent".into()));
+            return Ok(Outcome::Skipped(Skip::AlreadySent));
         }
         let digest = self.figures()?;
         let heading = self.heading();
@@ -83,7 +83,7 @@ impl Job<'_> {
             self.failure(
                 reply::status_of(e.code),
                 format!(
-                    "was not sent: {} (nothing recorded; the next run sends it)",
+                    "was not sent: {} (nothing recorded; the next run or retry sends it)",
                     e.message
                 ),
             )

@@ -331,6 +331,22 @@ impl Drop for Server {
     }
 }
 
+/// Polls `check` every 50 ms until it holds; panics with `what` after 30 s.
+pub async fn wait_until<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !check().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// First column of every row, as integers (for counting queries).
 pub async fn ints(pool: &Pool, sql: &str, params: &[Value]) -> Vec<i64> {
     pool.query(sql, params)
