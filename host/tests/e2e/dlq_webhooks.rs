@@ -173,7 +173,7 @@ fn header<'a>(req: &'a support::receivers::ReceivedRequest, name: &str) -> &'a s
 }
 
 /// Checks a received webhook: route, headers and a signature over its body.
-fn assert_signed(req: &support::receivers::ReceivedRequest, delivery_id: i64) {
+fn assert_signed(req: &support::receivers::ReceivedRequest, tenant: &str, delivery_id: i64) {
     assert_eq!(req.method, "POST");
     assert_eq!(req.path, "/hooks/in?token=sekrit");
     assert_eq!(header(req, "content-type"), "application/json");
@@ -186,7 +186,10 @@ fn assert_signed(req: &support::receivers::ReceivedRequest, delivery_id: i64) {
     signed.extend_from_slice(&req.body);
     let want = format!("sha256={}", hmac_sha256_hex(SECRET.as_bytes(), &signed));
     assert_eq!(header(req, "x-neo-signature"), want);
-    assert_eq!(header(req, "webhook-id"), format!("msg_{delivery_id}"));
+    assert_eq!(
+        header(req, "webhook-id"),
+        format!("msg_{tenant}_{delivery_id}")
+    );
     assert_eq!(header(req, "webhook-timestamp"), ts);
     assert!(header(req, "webhook-signature").starts_with("v1,"));
 }
@@ -285,7 +288,7 @@ async fn failing_webhook_is_dead_lettered_then_replayed_once(backend: Backend) {
     let failed = receiver.requests();
     assert_eq!(failed.len(), MAX_ATTEMPTS, "one request per attempt");
     for req in &failed {
-        assert_signed(req, 1);
+        assert_signed(req, "acme", 1);
         assert_eq!(serde_json::from_slice::<Json>(&req.body).unwrap(), payload);
     }
     let origin = format!("http://{}", receiver.addr);
@@ -336,7 +339,7 @@ async fn failing_webhook_is_dead_lettered_then_replayed_once(backend: Backend) {
         MAX_ATTEMPTS + 1,
         "exactly one successful delivery"
     );
-    assert_signed(&all[MAX_ATTEMPTS], 1);
+    assert_signed(&all[MAX_ATTEMPTS], "acme", 1);
     verify_with_standard_webhooks(&all[MAX_ATTEMPTS]);
     assert_eq!(requests_for(&receiver, 2).len(), 1);
     let (status, attempts, _) = delivery(&pool, 1).await;
@@ -377,6 +380,21 @@ async fn failing_webhook_is_dead_lettered_then_replayed_once(backend: Backend) {
         json!({"attempts": MAX_ATTEMPTS, "last_error": error})
     );
     assert_eq!(r[4], Value::Text("dead-letters".into()));
+
+    // Another tenant's delivery 1 to the same receiver (an integrator's one
+    // URL) carries its own webhook-id, so a receiver that drops repeats
+    // takes it.
+    let globex = tenant_with_endpoint(&server, "globex", &receiver).await;
+    add_delivery(&globex, 1, &json!({"order_id": 7})).await;
+    enqueue(&server, "webhook", "globex", r#"{"delivery_id": 1}"#).await;
+    wait_until("globex's delivery is delivered", || async {
+        delivery(&globex, 1).await.0 == "delivered"
+    })
+    .await;
+    let ones = requests_for(&receiver, 1);
+    assert_eq!(ones.len(), MAX_ATTEMPTS + 2);
+    assert_signed(&ones[MAX_ATTEMPTS + 1], "globex", 1);
+    verify_with_standard_webhooks(&ones[MAX_ATTEMPTS + 1]);
 
     assert_admin_errors(&server, &token).await;
     server.stop().await.unwrap();
@@ -549,31 +567,6 @@ on_both_backends!(
     breaker_opens_stops_sending_and_closes_after_a_trial
 );
 
-// ---- export jobs ----------------------------------------------------------------
-
-/// An attachment of a raw message, decoded (lettre picks quoted-printable or
-/// base64, and may split the filename RFC 2231-style as `filename*0=`).
-fn attachment(raw: &str, filename: &str) -> String {
-    let raw = raw.replace("\r\n", "\n");
-    let start = [
-        format!("filename=\"{filename}\""),
-        format!("filename*0=\"{filename}\""),
-    ]
-    .iter()
-    .find_map(|needle| raw.find(needle.as_str()))
-    .unwrap_or_else(|| panic!("no attachment {filename} in\n{raw}"));
-    let part = &raw[start..];
-    let headers_end = part.find("\n\n").unwrap();
-    let headers = part[..headers_end].to_ascii_lowercase();
-    let body = &part[headers_end + 2..];
-    let body = &body[..body.find("\n--").unwrap_or(body.len())];
-    if headers.contains("content-transfer-encoding: base64") {
-        use base64::Engine;
-        let compact: String = body.split_whitespace().collect();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(compact)
-            .unwrap();
-        String::from_utf8(bytes).unwrap()
 /// One tenant's slow receiver does not hold up another tenant's webhooks:
 /// the queue's workers take the next jobs while the slow ones wait.
 async fn a_slow_receiver_holds_up_no_other_tenant(backend: Backend) {
@@ -632,6 +625,31 @@ async fn a_slow_receiver_holds_up_no_other_tenant(backend: Backend) {
 
 on_both_backends!(slow_receiver, a_slow_receiver_holds_up_no_other_tenant);
 
+// ---- export jobs ----------------------------------------------------------------
+
+/// An attachment of a raw message, decoded (lettre picks quoted-printable or
+/// base64, and may split the filename RFC 2231-style as `filename*0=`).
+fn attachment(raw: &str, filename: &str) -> String {
+    let raw = raw.replace("\r\n", "\n");
+    let start = [
+        format!("filename=\"{filename}\""),
+        format!("filename*0=\"{filename}\""),
+    ]
+    .iter()
+    .find_map(|needle| raw.find(needle.as_str()))
+    .unwrap_or_else(|| panic!("no attachment {filename} in\n{raw}"));
+    let part = &raw[start..];
+    let headers_end = part.find("\n\n").unwrap();
+    let headers = part[..headers_end].to_ascii_lowercase();
+    let body = &part[headers_end + 2..];
+    let body = &body[..body.find("\n--").unwrap_or(body.len())];
+    if headers.contains("content-transfer-encoding: base64") {
+        use base64::Engine;
+        let compact: String = body.split_whitespace().collect();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(compact)
+            .unwrap();
+        String::from_utf8(bytes).unwrap()
     } else if headers.contains("content-transfer-encoding: quoted-printable") {
         quoted_printable(body)
     } else {

@@ -148,7 +148,12 @@ impl Job<'_> {
                 format!("circuit open for endpoint {}", endpoint.id),
             );
         }
-        match send::post(&delivery, now / 1_000_000, self.settings.request_timeout_ms) {
+        match send::post(
+            self.tenant,
+            &delivery,
+            now / 1_000_000,
+            self.settings.request_timeout_ms,
+        ) {
             Ok(status) => {
                 // Delivered first: the breaker's bookkeeping (best effort,
                 // kv and a row) must not stand between a 2xx and the mark

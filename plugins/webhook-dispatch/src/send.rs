@@ -6,7 +6,12 @@ use neo_ops_sdk::{ErrorCode, outbound_http};
 
 /// Posts the delivery's payload; `Err` says why it was not accepted, naming
 /// only the endpoint's origin (paths and query strings may carry secrets).
-pub fn post(delivery: &Delivery, now_secs: i64, timeout_ms: u32) -> Result<u16, String> {
+pub fn post(
+    tenant: &str,
+    delivery: &Delivery,
+    now_secs: i64,
+    timeout_ms: u32,
+) -> Result<u16, String> {
     let endpoint = &delivery.endpoint;
     let Some(origin) = origin(&endpoint.url) else {
         return Err(format!(
@@ -15,8 +20,7 @@ pub fn post(delivery: &Delivery, now_secs: i64, timeout_ms: u32) -> Result<u16, 
         ));
     };
     let body = delivery.payload.as_bytes().to_vec();
-    // Stable per delivery: Standard Webhooks receivers dedupe on it.
-    let message_id = format!("msg_{}", delivery.id);
+    let message_id = message_id(tenant, delivery.id);
     let request = outbound_http::Request {
         method: "POST".into(),
         url: endpoint.url.clone(),
@@ -52,6 +56,15 @@ pub fn post(delivery: &Delivery, now_secs: i64, timeout_ms: u32) -> Result<u16, 
     }
 }
 
+/// The Standard Webhooks `webhook-id`: stable per delivery, since receivers
+/// drop a request whose id they have seen. Delivery ids count per tenant
+/// database, so the tenant is in it too: one integrator's receiver shared
+/// by several restaurants would otherwise drop one's delivery 42 as a
+/// repeat of another's. Tenant names hold no `.`, the signature's separator.
+pub fn message_id(tenant: &str, delivery_id: i64) -> String {
+    format!("msg_{tenant}_{delivery_id}")
+}
+
 /// `scheme://host[:port]` of an http(s) URL, without user info.
 pub fn origin(url: &str) -> Option<String> {
     neo_ops_sdk::redact::origin(url)
@@ -61,6 +74,12 @@ pub fn origin(url: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn message_ids_differ_between_tenants() {
+        assert_eq!(message_id("acme", 42), "msg_acme_42");
+        assert_ne!(message_id("acme", 42), message_id("globex", 42));
+    }
 
     #[test]
     fn origin_drops_credentials_path_and_query() {
