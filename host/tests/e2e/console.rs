@@ -108,6 +108,22 @@ impl Ctx {
         support::ints(self.master(), "SELECT COUNT(*) FROM audit_log", &[]).await[0]
     }
 
+    /// The details of the latest audit record of `action`.
+    async fn last_details(&self, action: &str) -> Json {
+        let set = self
+            .master()
+            .query(
+                "SELECT details FROM audit_log WHERE action = $1 ORDER BY id DESC LIMIT 1",
+                &[Value::Text(action.into())],
+            )
+            .await
+            .unwrap();
+        match &set.rows[0][0] {
+            Value::Text(s) | Value::Json(s) => serde_json::from_str(s).unwrap(),
+            other => panic!("details: {other:?}"),
+        }
+    }
+
     fn mails(&self) -> Vec<String> {
         self.dep.sent_mail()
     }
@@ -578,6 +594,10 @@ async fn reprint_kot_once_per_click(ctx: &Ctx) {
     assert_eq!(reprints(3).await, [1, 1]);
     assert_eq!(int(&ctx.bravo, requested, 3).await, 2);
     assert_eq!(ctx.audit_rows().await, before + 1);
+    // The record went in with the change (one host call): it names the
+    // KOTs it marked.
+    let details = ctx.last_details("console.reprint_kot").await;
+    assert_eq!(details, json!({"rows": [2]}));
     // Twice without a key: a double click, one more reprint per KOT.
     for expect_duplicate in [false, true] {
         let (status, body) = ctx.post(path).await;

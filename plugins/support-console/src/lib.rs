@@ -86,24 +86,24 @@ fn act(req: &HttpRequest, tenant: &str, action: Action) -> Result<Output, Failur
             ));
         }
     };
-    let outcome = match plan.apply(&tenant, &|| held.done()) {
+    let record = actions::Record {
+        tenant: &tenant,
+        action: format!("console.{}", action.name()),
+        target: &target,
+    };
+    let outcome = match plan.apply(&record, &|| held.done()) {
         Ok(o) => o,
         Err(f) => {
             // Failed before taking effect (an action that has taken effect
-            // does not fail: resend_invoice once the mail has gone), or part
-            // way through a step that is safe to redo: let a retry through.
+            // does not fail: resend_invoice once the mail has gone, unless
+            // even its record could not be written), or part way through a
+            // step that is safe to redo: let a retry through.
             held.release();
             return Err(f);
         }
     };
-    // From here on the work is done; the guard stays so a repeat does nothing.
+    // The work is done and recorded; the guard stays so a repeat does nothing.
     held.done();
-    record(
-        &tenant,
-        &format!("console.{}", action.name()),
-        &target,
-        outcome.details,
-    )?;
     if let (Some(obj), Json::Object(more)) = (data.as_object_mut(), outcome.data) {
         obj.extend(more);
     }

@@ -1,17 +1,21 @@
 //! The remediation actions, one file each. Each is prepared first
 //! (everything that can be "not found" is looked up, nothing changes) and
-//! applied only once the double-click guard is held. Adding one: a file with
-//! `prepare` and `apply`, a variant here, a route in `plugins.toml`.
+//! applied only once the double-click guard is held. Applying writes the
+//! action's one audit record; a change to the tenant's database goes in with
+//! it as one host call ([`Record::change`]), so a change that commits is
+//! never left without its record, even by a call cut off right after.
+//! Adding one: a file with `prepare` and `apply`, a variant here, a route in
+//! `plugins.toml`.
 
 mod replay_webhook;
 mod reprint_kot;
 mod resend_invoice;
 mod unlock_pin;
 
-use neo_ops_sdk::db::{self, Value};
+use neo_ops_sdk::db::{self, Statement, Value};
 use neo_ops_sdk::serde_json::Value as Json;
 use neo_ops_sdk::tenants::Tenant;
-use neo_ops_sdk::{Failure, reply};
+use neo_ops_sdk::{Failure, audit, reply};
 
 #[derive(Clone, Copy)]
 pub enum Action {
@@ -59,12 +63,43 @@ pub enum Plan {
     UnlockPin(unlock_pin::Unlock),
 }
 
-/// What an applied action did.
+/// What an applied action did: merged into the response's `data`.
 pub struct Outcome {
-    /// Merged into the response's `data`.
     pub data: Json,
-    /// The audit record's details: counts and ids, never secrets or PII.
-    pub details: Json,
+}
+
+/// The audit record an applied action writes (the host stamps who and the
+/// request id). Its details are counts and ids, never secrets or PII.
+pub struct Record<'a> {
+    pub tenant: &'a Tenant,
+    /// e.g. `console.reprint_kot`.
+    pub action: String,
+    pub target: &'a str,
+}
+
+impl Record<'_> {
+    fn entry(&self, details: Json) -> audit::Entry {
+        audit::entry(&self.action, self.target, Some(&self.tenant.name), details)
+    }
+
+    /// Runs `sql` in the tenant's database and appends the record (with
+    /// `"rows"`, the rows it changed, added to `details`) in one host call;
+    /// returns the rows changed.
+    pub fn change(&self, sql: &str, params: Vec<Value>, details: Json) -> Result<u64, Failure> {
+        let statement = Statement {
+            sql: sql.to_string(),
+            params,
+        };
+        let (_, rows) =
+            audit::record_transaction(&self.tenant.target(), &[statement], &self.entry(details))?;
+        Ok(rows.first().copied().unwrap_or(0))
+    }
+
+    /// Appends the record for work outside the tenant's database.
+    pub fn append(&self, details: Json) -> Result<(), Failure> {
+        audit::append(&self.entry(details))?;
+        Ok(())
+    }
 }
 
 impl Action {
@@ -112,16 +147,16 @@ impl Action {
 }
 
 impl Plan {
-    /// Does the work; `took_effect` is called as soon as it has taken effect
-    /// where a later step could still be cut off (resend_invoice: the mail
-    /// has gone), so a repeat after that point is not let through to do it
-    /// again.
-    pub fn apply(&self, tenant: &Tenant, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
+    /// Does the work and writes `record`; `took_effect` is called as soon
+    /// as it has taken effect where a later step could still be cut off
+    /// (resend_invoice: the mail has gone), so a repeat after that point is
+    /// not let through to do it again.
+    pub fn apply(&self, record: &Record, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
         match self {
-            Plan::ResendInvoice(p) => resend_invoice::apply(p, tenant, took_effect),
-            Plan::ReprintKot(p) => reprint_kot::apply(p, tenant),
-            Plan::ReplayWebhook(p) => replay_webhook::apply(p, tenant),
-            Plan::UnlockPin(p) => unlock_pin::apply(p, tenant),
+            Plan::ResendInvoice(p) => resend_invoice::apply(p, record, took_effect),
+            Plan::ReprintKot(p) => reprint_kot::apply(p, record),
+            Plan::ReplayWebhook(p) => replay_webhook::apply(p, record),
+            Plan::UnlockPin(p) => unlock_pin::apply(p, record),
         }
     }
 }

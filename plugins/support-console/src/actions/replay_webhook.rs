@@ -3,10 +3,9 @@
 
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::tenants::Tenant;
 use neo_ops_sdk::{Failure, queue, reply};
 
-use super::{Outcome, order_exists};
+use super::{Outcome, Record, order_exists};
 
 /// The queue the webhook-dispatch plugin consumes.
 const WEBHOOK_QUEUE: &str = "webhook";
@@ -36,12 +35,13 @@ pub fn prepare(db: &str, order_id: i64) -> Result<Replay, Failure> {
     })
 }
 
-pub fn apply(r: &Replay, tenant: &Tenant) -> Result<Outcome, Failure> {
-    db::execute(
-        &tenant.target(),
+pub fn apply(r: &Replay, record: &Record) -> Result<Outcome, Failure> {
+    record.change(
         "UPDATE webhook_deliveries SET status = 'pending' WHERE order_id = $1",
-        &[Value::Int(r.order_id)],
+        vec![Value::Int(r.order_id)],
+        json!({"deliveries": r.deliveries}),
     )?;
+    let tenant = record.tenant;
     let jobs = r
         .deliveries
         .iter()
@@ -52,6 +52,5 @@ pub fn apply(r: &Replay, tenant: &Tenant) -> Result<Outcome, Failure> {
         .collect::<Result<Vec<String>, _>>()?;
     Ok(Outcome {
         data: json!({"deliveries": r.deliveries, "jobs": jobs.len()}),
-        details: json!({"deliveries": r.deliveries, "jobs": jobs}),
     })
 }

@@ -3,10 +3,9 @@
 
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::tenants::Tenant;
 use neo_ops_sdk::{Failure, reply, time};
 
-use super::{Outcome, order_exists};
+use super::{Outcome, Record, order_exists};
 
 pub struct Reprint {
     order_id: i64,
@@ -28,16 +27,16 @@ pub fn prepare(db: &str, order_id: i64) -> Result<Reprint, Failure> {
     Ok(Reprint { order_id })
 }
 
-pub fn apply(r: &Reprint, tenant: &Tenant) -> Result<Outcome, Failure> {
+pub fn apply(r: &Reprint, record: &Record) -> Result<Outcome, Failure> {
     let now = time::now_micros();
-    let n = db::execute(
-        &tenant.target(),
+    // The record's "rows" is the number of KOTs marked.
+    let n = record.change(
         "UPDATE kots SET reprint_requested_at = $1, reprint_count = reprint_count + 1 \
          WHERE order_id = $2",
-        &[Value::Timestamp(now), Value::Int(r.order_id)],
+        vec![Value::Timestamp(now), Value::Int(r.order_id)],
+        json!({}),
     )?;
     Ok(Outcome {
         data: json!({"kots": n, "reprint_requested_at": time::rfc3339(now)}),
-        details: json!({"kots": n}),
     })
 }

@@ -3,10 +3,9 @@
 
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::tenants::Tenant;
 use neo_ops_sdk::{Failure, mail, reply, time};
 
-use super::{Outcome, order_exists};
+use super::{Outcome, Record, order_exists};
 
 pub struct Invoice {
     id: i64,
@@ -54,7 +53,8 @@ pub fn prepare(db: &str, order_id: i64) -> Result<Invoice, Failure> {
     })
 }
 
-pub fn apply(inv: &Invoice, tenant: &Tenant, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
+pub fn apply(inv: &Invoice, record: &Record, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
+    let tenant = record.tenant;
     let now = time::now_micros();
     let from = if tenant.display_name.is_empty() {
         &tenant.name
@@ -91,27 +91,32 @@ pub fn apply(inv: &Invoice, tenant: &Tenant, took_effect: &dyn Fn()) -> Result<O
     // from here a failure must not fail the action, or the guard would be
     // released and the audit record of a sent mail would be missing.
     took_effect();
-    let stamped = db::execute(
-        &tenant.target(),
+    let details = |stamped: bool| {
+        json!({
+            "invoice": inv.number,
+            "customer_id": inv.customer_id,
+            "message_id": message_id,
+            "emailed_at_stamped": stamped,
+        })
+    };
+    // The stamp and the record in one call; if the stamp fails, the record
+    // of the mail that went is still written, saying so.
+    let stamped = record.change(
         "UPDATE invoices SET emailed_at = $1 WHERE id = $2",
-        &[Value::Timestamp(now), Value::Int(inv.id)],
+        vec![Value::Timestamp(now), Value::Int(inv.id)],
+        details(true),
     );
     if let Err(e) = &stamped {
         neo_ops_sdk::warn(&format!(
             "invoice {} was mailed but emailed_at was not stamped: {}",
             inv.number, e.message
         ));
+        record.append(details(false))?;
     }
     Ok(Outcome {
         data: json!({
             "invoice": {"number": inv.number, "emailed_at": time::rfc3339(now)},
             "sent_to": inv.email,
-            "emailed_at_stamped": stamped.is_ok(),
-        }),
-        details: json!({
-            "invoice": inv.number,
-            "customer_id": inv.customer_id,
-            "message_id": message_id,
             "emailed_at_stamped": stamped.is_ok(),
         }),
     })

@@ -2,10 +2,9 @@
 
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::tenants::Tenant;
 use neo_ops_sdk::{Failure, reply};
 
-use super::Outcome;
+use super::{Outcome, Record};
 
 pub struct Unlock {
     staff_id: i64,
@@ -30,15 +29,12 @@ pub fn prepare(db: &str, staff_id: i64) -> Result<Unlock, Failure> {
     })
 }
 
-pub fn apply(u: &Unlock, tenant: &Tenant) -> Result<Outcome, Failure> {
-    db::execute(
-        &tenant.target(),
-        "UPDATE staff SET pin_failed_attempts = 0, pin_locked_at = NULL WHERE id = $1",
-        &[Value::Int(u.staff_id)],
-    )?;
+pub fn apply(u: &Unlock, record: &Record) -> Result<Outcome, Failure> {
     let data = json!({"was_locked": u.was_locked, "failed_attempts_cleared": u.failed_attempts});
-    Ok(Outcome {
-        details: data.clone(),
-        data,
-    })
+    record.change(
+        "UPDATE staff SET pin_failed_attempts = 0, pin_locked_at = NULL WHERE id = $1",
+        vec![Value::Int(u.staff_id)],
+        data.clone(),
+    )?;
+    Ok(Outcome { data })
 }
