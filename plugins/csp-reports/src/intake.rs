@@ -6,7 +6,8 @@
 //!   "body": {...}}`; other report types in the array are ignored.
 //!
 //! `application/json` is accepted with either shape. Checks run cheapest
-//! first: request limit (429), content type (415), size (413), JSON (400).
+//! first: request limit (429), content type (415), size (413), JSON (400),
+//! reports in the body (413 past 100).
 //! Identical reports collapse into one entry with a count (see `store`).
 //! Success is 204 with no body, as browsers expect.
 
@@ -26,8 +27,13 @@ const ACCEPTED: &[&str] = &[
 /// What replaces a redacted value.
 const MASK: &str = "REDACTED";
 
+/// Reports one body may carry: browsers batch far fewer, and each costs
+/// a few kv calls.
+const MAX_REPORTS: usize = 100;
+
 pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure> {
-    let client = req.remote_addr.as_deref().unwrap_or("global");
+    let client = rate::client(req.remote_addr.as_deref());
+    let client = client.as_str();
     if let Some(retry_after) =
         rate::check(client, settings.request_limit, settings.rate_window_seconds)?
     {
@@ -99,6 +105,12 @@ fn reports(document: Json) -> Result<Vec<(&'static str, Json)>, Failure> {
                     return Err(malformed(&format!("report {i} has no \"body\" object")));
                 }
                 out.push(("csp-violation", item));
+                if out.len() > MAX_REPORTS {
+                    return Err(reply::fail(
+                        413,
+                        format!("more than {MAX_REPORTS} reports in one body"),
+                    ));
+                }
             }
             Ok(out)
         }
@@ -139,9 +151,16 @@ mod tests {
         let other = json!({"type": "deprecation", "body": {}});
         assert_eq!(
             reports(json!([other, violation.clone()])).unwrap(),
-            vec![("csp-violation", violation)]
+            vec![("csp-violation", violation.clone())]
         );
         assert!(reports(json!([])).unwrap().is_empty());
+        let batch = |n| Json::Array(vec![violation.clone(); n]);
+        assert_eq!(reports(batch(MAX_REPORTS)).unwrap().len(), MAX_REPORTS);
+        let err = reports(batch(MAX_REPORTS + 1)).unwrap_err();
+        assert_eq!(
+            (err.status, err.message.as_str()),
+            (413, "more than 100 reports in one body")
+        );
 
         for (bad, why) in [
             (json!({"report": {}}), "expected"),

@@ -75,7 +75,16 @@ pub fn save(client: &Client, reports: Vec<Incoming>) -> Result<(), Failure> {
         .iter()
         .map(|e| e.to_string().into_bytes())
         .collect();
-    kv::list_push(KEY, &values)?;
+    if let Err(e) = kv::list_push(KEY, &values) {
+        // Their counters already say "stored": dropped, or every later copy
+        // would be counted against an entry that is not there, unlisted.
+        for e in &new_entries {
+            if let Some(print) = e["id"].as_str() {
+                let _ = kv::delete(&count_key(print));
+            }
+        }
+        return Err(e.into());
+    }
     forget_trimmed()?;
     kv::list_trim(KEY, 0, KEEP - 1)?;
     kv::expire(KEY, RETENTION_MS)?;
@@ -105,7 +114,11 @@ fn forget_trimmed() -> Result<(), Failure> {
 fn counted_again(print: &str, now: &str) -> Result<bool, Failure> {
     let count = kv::incr(&count_key(print), 1)?;
     if count == 1 {
-        kv::expire(&count_key(print), RETENTION_MS)?;
+        if let Err(e) = kv::expire(&count_key(print), RETENTION_MS) {
+            // A counter without its expiry would hide this report for good.
+            let _ = kv::delete(&count_key(print));
+            return Err(e.into());
+        }
         return Ok(false);
     }
     kv::set(&last_key(print), now.as_bytes(), Some(RETENTION_MS))?;
