@@ -25,7 +25,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 mod common;
+// The tests' proxy: this bench cuts Redis off, and never hangs it.
 #[path = "../tests/e2e/support/proxy.rs"]
+#[allow(dead_code)]
 mod proxy;
 
 const FLOOD: &str = "10s";

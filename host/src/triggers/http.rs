@@ -309,6 +309,43 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
     private((status, axum::Json(report.envelope())).into_response())
 }
 
+/// The longest a scrape waits for the queue lengths: a Redis that hangs
+/// leaves them out, and the rest of the scrape still answers well within
+/// Prometheus's 10 s scrape timeout.
+const QUEUE_LENGTHS_WITHIN: Duration = Duration::from_secs(2);
+
+/// Sets the queue gauges of the queues the current plugin set consumes, all
+/// asked at once. A length kv could not give in time is left out rather
+/// than shown as an empty queue (a scrape during a Redis outage must not
+/// look healthy), and a queue no plugin consumes any more has no series.
+async fn queue_lengths(runtime: &Runtime) {
+    use crate::backends::queue::{dead_letter_key, queue_key};
+    let m = &runtime.services.metrics;
+    let kv = &runtime.services.kv;
+    let queues: Vec<String> = runtime
+        .plugins()
+        .filter_map(|p| p.manifest.queue.as_ref().map(|q| q.name.clone()))
+        .collect();
+    let asked = futures::future::join_all(queues.into_iter().map(|queue| async move {
+        let (waiting, dead_letters) = (queue_key(&queue), dead_letter_key(&queue));
+        let (depth, dead) = tokio::join!(kv.list_len(&waiting), kv.list_len(&dead_letters));
+        (queue, depth.ok(), dead.ok())
+    }));
+    let lengths = tokio::time::timeout(QUEUE_LENGTHS_WITHIN, asked)
+        .await
+        .unwrap_or_default();
+    m.queue_depth.clear();
+    m.dead_letters.clear();
+    for (queue, depth, dead) in lengths {
+        let labels = crate::metrics::QueueLabels { queue };
+        for (family, len) in [(&m.queue_depth, depth), (&m.dead_letters, dead)] {
+            if let Some(n) = len {
+                family.get_or_create(&labels).set(n as i64);
+            }
+        }
+    }
+}
+
 /// `GET /metrics` (role `admin`): the Prometheus text of the process.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = request_id(&headers);
@@ -319,27 +356,7 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let m = &runtime.services.metrics;
     m.slots_in_use.set(i64::from(runtime.admission.in_use()));
     m.slots_waiting.set(runtime.admission.waiting() as i64);
-    let kv = &runtime.services.kv;
-    for q in runtime.plugins().filter_map(|p| p.manifest.queue.as_ref()) {
-        let labels = crate::metrics::QueueLabels {
-            queue: q.name.clone(),
-        };
-        let depth = kv
-            .list_len(&crate::backends::queue::queue_key(&q.name))
-            .await;
-        let dead = kv
-            .list_len(&crate::backends::queue::dead_letter_key(&q.name))
-            .await;
-        // A length kv could not give is left out rather than shown as an
-        // empty queue: a scrape during a Redis outage must not look healthy.
-        for (family, len) in [(&m.queue_depth, depth), (&m.dead_letters, dead)] {
-            if let Ok(n) = len {
-                family.get_or_create(&labels).set(n as i64);
-            } else {
-                family.remove(&labels);
-            }
-        }
-    }
+    queue_lengths(runtime).await;
     private(
         (
             [(

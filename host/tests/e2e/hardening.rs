@@ -493,6 +493,48 @@ async fn backends_come_back_after_an_outage() {
     server.stop().await.unwrap();
 }
 
+/// A Redis that stops answering without closing (a blackholed host) does
+/// not take the scrape down with it: `/metrics` answers within Prometheus's
+/// timeout, without the queue gauges it could not read, and they come back
+/// with Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hanging_redis_leaves_the_queue_gauges_out_of_a_prompt_scrape() {
+    let dep = Deployment::new(Backend::Real).await;
+    let redis = TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    let mut settings = dep.settings("a");
+    settings.redis_url = Some(format!("redis://{}", redis.addr));
+    let services = Services::connect(settings).await.expect("services");
+    let server = dep.start_with_services(PROBE, services).await;
+    let token = admin_token(&server).await;
+    let depth = r#"neo_ops_queue_depth{queue="jobs"}"#;
+    let scrape = || async {
+        let asked = Instant::now();
+        let (status, body) = server.get("/metrics", Some(&token)).await;
+        assert_eq!(status, 200, "{body}");
+        (body, asked.elapsed())
+    };
+    assert!(scrape().await.0.contains(depth));
+
+    redis.set_hanging();
+    for _ in 0..2 {
+        let (body, took) = scrape().await;
+        assert!(!body.contains(depth), "{body}");
+        assert!(body.contains("neo_ops_slots_in_use"), "{body}");
+        assert!(took < Duration::from_secs(4), "the scrape took {took:?}");
+    }
+
+    redis.set_up(true);
+    let back = Instant::now();
+    while !scrape().await.0.contains(depth) {
+        assert!(
+            back.elapsed() < Duration::from_secs(15),
+            "the queue's depth never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    server.stop().await.unwrap();
+}
+
 /// Postgres's own error text (which can quote data) stays in the log; the
 /// plugin, and so any HTTP response, gets a generic message.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
