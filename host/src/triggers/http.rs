@@ -648,7 +648,10 @@ async fn dispatch(
         Ok(out) => plugin_response(out.status, out.headers, out.body, https),
         Err(InvokeError::Failed { status, message }) => error_envelope(status, &message),
         Err(InvokeError::Busy(_)) => busy(),
-        Err(e @ InvokeError::TimedOut { .. }) => error_envelope(500, &e.to_string()),
+        // 504, as a gateway says its upstream did not answer in time: a
+        // client or load balancer may retry a GET, and status aggregators
+        // tell it apart from a crash.
+        Err(e @ InvokeError::TimedOut { .. }) => error_envelope(504, &e.to_string()),
         Err(e) => {
             // As a string field (not `%e`): the formatter quotes and escapes
             // it, so guest text in a crash reason stays on this line.

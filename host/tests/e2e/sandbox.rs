@@ -281,10 +281,10 @@ async fn misbehaving_plugins_fail_alone(backend: Backend) {
         "the loop is still running while others answer"
     );
     let (code, body, took) = looping.await.unwrap();
-    assert_eq!(code, 500);
+    assert_eq!(code, 504);
     assert_eq!(
         body,
-        r#"{"ok":false,"error":{"code":500,"message":"plugin \"faults\" timed out after 1s"}}"#
+        r#"{"ok":false,"error":{"code":504,"message":"plugin \"faults\" timed out after 1s"}}"#
     );
     assert!(
         took >= Duration::from_millis(900) && took < Duration::from_secs(5),
