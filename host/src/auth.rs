@@ -41,6 +41,74 @@ pub async fn create_token(master: &Pool, role: Role, name: &str) -> Result<Strin
     Ok(token)
 }
 
+/// A token as `token list` shows it: never its secret or hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TokenInfo {
+    pub token_id: String,
+    pub name: String,
+    pub role: String,
+    /// RFC 3339, UTC.
+    pub created_at: Option<String>,
+    pub revoked_at: Option<String>,
+}
+
+/// The tokens, oldest first; revoked ones only with `include_revoked`.
+pub async fn list_tokens(master: &Pool, include_revoked: bool) -> Result<Vec<TokenInfo>, DbError> {
+    let filter = if include_revoked {
+        ""
+    } else {
+        " WHERE revoked_at IS NULL"
+    };
+    let rows = master
+        .query(
+            &format!(
+                "SELECT token_id, name, role, created_at, revoked_at FROM api_tokens{filter} ORDER BY id"
+            ),
+            &[],
+        )
+        .await?;
+    let text = |v: &Value| match v {
+        Value::Text(s) => s.clone(),
+        _ => String::new(),
+    };
+    let when = |v: &Value| match v {
+        Value::Timestamp(us) => chrono::DateTime::from_timestamp_micros(*us)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        Value::Text(s) => Some(s.clone()),
+        _ => None,
+    };
+    Ok(rows
+        .rows
+        .iter()
+        .map(|r| TokenInfo {
+            token_id: text(&r[0]),
+            name: text(&r[1]),
+            role: text(&r[2]),
+            created_at: when(&r[3]),
+            revoked_at: when(&r[4]),
+        })
+        .collect())
+}
+
+/// The id `token revoke` was given: the 8 hex digits, in either case, or
+/// the whole token pasted as it is (its id is taken from it).
+pub fn given_token_id(given: &str) -> Option<String> {
+    let given = given.trim();
+    let id = token_id(given).unwrap_or(given);
+    (id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit())).then(|| id.to_ascii_lowercase())
+}
+
+/// A token name tells records apart in the audit log: 1 to 64 letters,
+/// digits, spaces and `. _ - @`, so it can never pass for a plugin's own
+/// actor (`purge (schedule)`).
+pub fn valid_token_name(name: &str) -> bool {
+    (1..=64).contains(&name.chars().count())
+        && name.trim() == name
+        && name
+            .chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, ' ' | '.' | '_' | '-' | '@'))
+}
+
 /// Revokes a token by its public id (the 8 hex digits after `neo_`).
 pub async fn revoke_token(master: &Pool, token_id: &str) -> Result<bool, DbError> {
     let n = master

@@ -1,4 +1,5 @@
-//! `neo-ops migrate`, `token create | revoke`, `audit verify`, `queue push`.
+//! `neo-ops migrate`, `token create | list | revoke`, `audit verify`,
+//! `queue push`. Token changes are on the audit record.
 
 use std::process::ExitCode;
 
@@ -26,28 +27,121 @@ pub async fn create_token(cli: &Cli, role: &str, name: &str) -> anyhow::Result<E
     let role = Role::parse(role).ok_or_else(|| {
         anyhow::anyhow!("unknown role \"{role}\" (expected admin or super_admin)")
     })?;
-    if name.trim().is_empty() {
-        anyhow::bail!("token name must not be empty");
+    if !auth::valid_token_name(name) {
+        anyhow::bail!(
+            "bad token name \"{name}\": 1 to 64 letters, digits, spaces and . _ - @ \
+             (it is the actor in the audit log)"
+        );
     }
     with_services(cli, async |services| {
-        let token = auth::create_token(services.db.master(), role, name).await?;
+        let master = services.db.master();
+        let live = auth::list_tokens(master, false).await?;
+        if let Some(same) = live.iter().find(|t| t.name == name) {
+            // Two live tokens of one name could not be told apart on record.
+            anyhow::bail!(
+                "a live token named \"{name}\" exists (id {}): revoke it first or pick another name",
+                same.token_id
+            );
+        }
+        let token = auth::create_token(master, role, name).await?;
+        let id = token.split('_').nth(1).unwrap_or_default().to_string();
+        let details = serde_json::json!({"role": role.as_str(), "name": name});
+        record(services, "token.create", &format!("token:{id}"), None, details).await;
         println!("{token}");
-        eprintln!("store this token now: it is not shown again");
+        eprintln!("store this token now: it is not shown again (id {id})");
         Ok(ExitCode::SUCCESS)
     })
     .await
 }
 
-pub async fn revoke_token(cli: &Cli, token_id: &str) -> anyhow::Result<ExitCode> {
+pub async fn list_tokens(cli: &Cli, all: bool, json: bool) -> anyhow::Result<ExitCode> {
     with_services(cli, async |services| {
-        if auth::revoke_token(services.db.master(), token_id).await? {
+        let tokens = auth::list_tokens(services.db.master(), all).await?;
+        if json {
+            println!("{}", serde_json::json!({ "tokens": tokens }));
+            return Ok(ExitCode::SUCCESS);
+        }
+        if tokens.is_empty() {
+            println!("no tokens (create one with: neo-ops token create --role admin --name NAME)");
+        }
+        for t in &tokens {
+            let revoked = t
+                .revoked_at
+                .as_deref()
+                .map(|at| format!("\trevoked {at}"))
+                .unwrap_or_default();
+            println!(
+                "{}\t{}\t{}\tcreated {}{revoked}",
+                t.token_id,
+                t.role,
+                super::one_line(&t.name),
+                t.created_at.as_deref().unwrap_or("?")
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+    .await
+}
+
+pub async fn revoke_token(cli: &Cli, given: &str) -> anyhow::Result<ExitCode> {
+    // Never echoed back whole: what was given may be the secret itself.
+    let Some(token_id) = auth::given_token_id(given) else {
+        anyhow::bail!(
+            "bad token id (expected the 8 hex digits after \"neo_\", or the whole token); \
+             see neo-ops token list"
+        );
+    };
+    with_services(cli, async |services| {
+        if auth::revoke_token(services.db.master(), &token_id).await? {
+            let target = format!("token:{token_id}");
+            record(
+                services,
+                "token.revoke",
+                &target,
+                None,
+                serde_json::json!({}),
+            )
+            .await;
             println!("revoked token {token_id}");
             Ok(ExitCode::SUCCESS)
         } else {
-            anyhow::bail!("no live token with id \"{token_id}\"")
+            anyhow::bail!("no live token with id \"{token_id}\" (see neo-ops token list)")
         }
     })
     .await
+}
+
+/// Who ran this command, as the audit log names it: `cli (<user>)`.
+fn cli_actor() -> String {
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli ({user})")
+}
+
+/// Puts a change this command made on the audit record. The change is
+/// already committed, so a record that cannot be written is said on
+/// stderr, not turned into a failure of the command.
+pub(super) async fn record(
+    services: &crate::services::Services,
+    action: &str,
+    target: &str,
+    tenant: Option<&str>,
+    details: serde_json::Value,
+) {
+    let entry = audit_log::NewRecord {
+        actor: cli_actor(),
+        action: action.into(),
+        target: target.into(),
+        tenant: tenant.map(str::to_string),
+        request_id: None,
+        plugin: None,
+        details,
+    };
+    if let Err(e) = audit_log::append_after_commit(services.db.master(), entry).await {
+        eprintln!("warning: the change was made but its audit record was not written: {e}");
+    }
 }
 
 pub async fn verify_audit(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {

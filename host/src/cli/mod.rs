@@ -152,6 +152,9 @@ pub struct TenantSetArgs {
     /// The tenant's plan name.
     #[arg(long)]
     pub plan: Option<String>,
+    /// Show what would change, change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(clap::Args, Debug, Default)]
@@ -175,7 +178,17 @@ pub enum TokenCommand {
         #[arg(long)]
         name: String,
     },
-    /// Revoke a token by its id (the 8 hex digits after "neo_").
+    /// List tokens: id, role, name, when created (never the secret).
+    List {
+        /// Include revoked tokens.
+        #[arg(long)]
+        all: bool,
+        /// Print the list as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by its id (the 8 hex digits after "neo_"; the whole
+    /// token is accepted too).
     Revoke { token_id: String },
 }
 
@@ -342,6 +355,9 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(TokenCommand::Create { role, name }) => {
             admin::create_token(&cli, role, name).await
         }
+        Command::Token(TokenCommand::List { all, json }) => {
+            admin::list_tokens(&cli, *all, *json).await
+        }
         Command::Token(TokenCommand::Revoke { token_id }) => {
             admin::revoke_token(&cli, token_id).await
         }
@@ -372,6 +388,14 @@ async fn connect(cli: &Cli) -> anyhow::Result<Arc<Services>> {
 }
 
 /// Connects, runs `work`, and closes the pools whatever `work` returned.
+/// Text for one tab-separated column: control characters (a tab or a line
+/// break in a display name) become spaces, so the columns stay columns.
+fn one_line(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 async fn with_services<T>(
     cli: &Cli,
     work: impl AsyncFnOnce(&Services) -> anyhow::Result<T>,

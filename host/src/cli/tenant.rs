@@ -1,8 +1,10 @@
-//! `neo-ops tenant create | list | set`.
+//! `neo-ops tenant create | list | set`. Creating and changing a tenant is
+//! on the audit record.
 
 use std::process::ExitCode;
 
-use super::{Cli, TenantSetArgs, with_services};
+use super::admin::record;
+use super::{Cli, TenantSetArgs, one_line, with_services};
 use crate::demo;
 
 pub async fn create(
@@ -16,6 +18,9 @@ pub async fn create(
             .db
             .create_tenant(name, display_name.unwrap_or(name))
             .await?;
+        let target = format!("tenant:{name}");
+        let details = serde_json::json!({"demo": with_demo});
+        record(services, "tenant.create", &target, Some(name), details).await;
         println!("created tenant \"{name}\"");
         if with_demo {
             let pool = services.db.tenant(name).await?;
@@ -48,10 +53,10 @@ pub async fn list(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     t.name,
-                    t.plan,
+                    one_line(&t.plan),
                     t.time_zone,
                     t.owner_email.as_deref().unwrap_or("-"),
-                    t.display_name
+                    one_line(&t.display_name)
                 );
             }
         }
@@ -89,34 +94,64 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
         );
     }
     with_services(cli, async |services| {
-        let before = services
+        let Some(before) = services
             .db
             .list_tenants()
             .await?
             .into_iter()
-            .find(|t| t.name == args.name);
-        services.db.update_tenant(&args.name, &update).await?;
-        println!("updated tenant \"{}\"", args.name);
-        // What changed, old to new: a retention cut from a year to days is
-        // what tonight's purge acts on, so say so plainly.
-        if let Some(t) = before {
-            let old_email = t.owner_email.unwrap_or_default();
-            let changes = [
-                ("owner_email", old_email, update.owner_email.clone()),
-                ("display_name", t.display_name, update.display_name.clone()),
-                ("time_zone", t.time_zone, update.time_zone.clone()),
-                (
-                    "retention_days",
-                    t.retention_days.to_string(),
-                    update.retention_days.map(|d| d.to_string()),
-                ),
-                ("plan", t.plan, update.plan.clone()),
-            ];
-            for (field, old, new) in changes {
-                if let Some(new) = new {
-                    println!("  {field}: {old:?} -> {new:?}");
-                }
-            }
+            .find(|t| t.name == args.name)
+        else {
+            anyhow::bail!(
+                "tenant \"{}\" not found (see neo-ops tenant list)",
+                args.name
+            );
+        };
+        // What changes, old to new: a retention cut from a year to days is
+        // what tonight's purge acts on, so say so plainly, before as after.
+        let old_email = before.owner_email.unwrap_or_default();
+        let changes: Vec<(&str, String, String)> = [
+            ("owner_email", old_email, update.owner_email.clone()),
+            (
+                "display_name",
+                before.display_name,
+                update.display_name.clone(),
+            ),
+            ("time_zone", before.time_zone, update.time_zone.clone()),
+            (
+                "retention_days",
+                before.retention_days.to_string(),
+                update.retention_days.map(|d| d.to_string()),
+            ),
+            ("plan", before.plan, update.plan.clone()),
+        ]
+        .into_iter()
+        .filter_map(|(field, old, new)| new.map(|new| (field, old, new)))
+        .collect();
+        if args.dry_run {
+            println!("dry run: tenant \"{}\" would change", args.name);
+        } else {
+            services.db.update_tenant(&args.name, &update).await?;
+            println!("updated tenant \"{}\"", args.name);
+        }
+        for (field, old, new) in &changes {
+            println!("  {field}: {old:?} -> {new:?}");
+        }
+        if !args.dry_run {
+            // Old and new values on record, but not the owner's address.
+            let fields: serde_json::Map<String, serde_json::Value> = changes
+                .iter()
+                .map(|(field, old, new)| {
+                    let change = if *field == "owner_email" {
+                        serde_json::json!("changed")
+                    } else {
+                        serde_json::json!([old, new])
+                    };
+                    (field.to_string(), change)
+                })
+                .collect();
+            let target = format!("tenant:{}", args.name);
+            let details = serde_json::json!({ "changes": fields });
+            record(services, "tenant.set", &target, Some(&args.name), details).await;
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -37,6 +37,22 @@ fn tenant_set_changes_what_list_shows() {
         listed[0]["owner_email"], "owner@acme.example",
         "--demo fills an owner email"
     );
+    // A dry run shows the change and makes none.
+    let out = ok(&[
+        "tenant",
+        "set",
+        "acme",
+        "--retention-days",
+        "1",
+        "--dry-run",
+    ]);
+    assert_eq!(
+        out,
+        "dry run: tenant \"acme\" would change\n  retention_days: \"365\" -> \"1\"\n"
+    );
+    let unchanged: serde_json::Value =
+        serde_json::from_str(&ok(&["tenant", "list", "--json"])).unwrap();
+    assert_eq!(unchanged, listed);
     let out = ok(&[
         "tenant",
         "set",

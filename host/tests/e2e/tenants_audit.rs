@@ -315,12 +315,127 @@ fn cli_tenants_tokens_audit() {
         "error: unknown role \"root\" (expected admin or super_admin)"
     );
 
+    let id = &token[4..12];
+    // A second live token of one name could not be told apart on record;
+    // a name shaped like a plugin's actor is refused.
+    let (code, _, err) = run(&["token", "create", "--role", "admin", "--name", "oncall"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: a live token named \"oncall\" exists (id {id}): revoke it first or pick another name"
+        )
+    );
+    let (code, _, err) = run(&[
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "purge (schedule)",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("bad token name \"purge (schedule)\""), "{err}");
+    let (code, out, err) = run(&["token", "create", "--role", "admin", "--name", "grafana"]);
+    assert_eq!(code, Some(0), "{err}");
+    let second = out.trim().to_string();
+
+    // The list shows ids, roles and names, never a secret.
+    let (code, out, _) = run(&["token", "list", "--json"]);
+    assert_eq!(code, Some(0));
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let names: Vec<(&str, &str)> = listed["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["role"].as_str().unwrap()))
+        .collect();
+    assert_eq!(names, [("oncall", "super_admin"), ("grafana", "admin")]);
+    assert_eq!(listed["tokens"][0]["token_id"], id);
+    assert!(
+        !out.contains(&token[13..]) && !out.contains(&second[13..]),
+        "{out}"
+    );
+    // Revoking by the whole token, pasted as it is: done by its id, and the
+    // secret is never echoed back, even when nothing matched.
+    let (code, out, err) = run(&["token", "revoke", &second]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.trim(), format!("revoked token {}", &second[4..12]));
+    let (code, _, err) = run(&["token", "revoke", &second]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no live token with id") && !err.contains(&second[13..]),
+        "{err}"
+    );
+    let (code, _, err) = run(&["token", "revoke", "neo_nothex"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("bad token id") && !err.contains("nothex"),
+        "{err}"
+    );
+    let (_, out, _) = run(&["token", "list"]);
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(
+        out.starts_with(&format!("{id}\tsuper_admin\toncall\tcreated ")),
+        "{out}"
+    );
+    let (_, out, _) = run(&["token", "list", "--all"]);
+    assert!(out.lines().nth(1).unwrap().contains("\trevoked "), "{out}");
+
     assert_eq!(run(&["run", "probe", "audit", "unlock_pin"]).0, Some(0));
     let (code, out, _) = run(&["audit", "verify"]);
     assert_eq!(
         (code, out.trim()),
-        (Some(0), "audit chain intact: 1 record(s)")
+        (Some(0), "audit chain intact: 5 record(s)")
     );
+    // The CLI's own changes are on record, by who ran them.
+    let out = cli
+        .command(&["tenant", "set", "acme", "--retention-days", "30"])
+        .env("SUDO_USER", "priya")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let master = cli.dir.path().join("data/db/master.sqlite");
+    let records = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", master.display()))
+            .await
+            .unwrap();
+        let rows: Vec<(String, String, String, String)> = sqlx::query_as(
+            "SELECT actor, action, target, details FROM audit_log \
+             WHERE plugin IS NULL ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        rows
+    });
+    let actions: Vec<(&str, &str)> = records
+        .iter()
+        .map(|r| (r.1.as_str(), r.2.as_str()))
+        .collect();
+    let (first, second) = (format!("token:{id}"), format!("token:{}", &second[4..12]));
+    assert_eq!(
+        actions,
+        [
+            ("tenant.create", "tenant:acme"),
+            ("token.create", first.as_str()),
+            ("token.create", second.as_str()),
+            ("token.revoke", second.as_str()),
+            ("tenant.set", "tenant:acme"),
+        ]
+    );
+    assert!(
+        records.iter().all(|r| r.0.starts_with("cli (")),
+        "{records:?}"
+    );
+    assert_eq!(records[4].0, "cli (priya)");
+    let details: serde_json::Value = serde_json::from_str(&records[4].3).unwrap();
+    assert_eq!(
+        details,
+        serde_json::json!({"changes": {"retention_days": ["365", "30"]}})
+    );
+    assert!(!records[1].3.contains(&token[13..]), "no secret on record");
 }
 
 /// Two replicas appending at once never fork the chain: each append takes
