@@ -122,7 +122,9 @@ pub async fn seed(pool: &Pool, size: DemoSize) -> Result<String, DbError> {
         vec![
             // .invalid never resolves: a demo delivery can only fail, never leak.
             t("https://hooks.example.invalid/neo-demo"),
-            t(&format!("whsec_demo_{:016x}", rng.next())),
+            // Standard base64 after `whsec_`, as the Standard Webhooks
+            // libraries decode it: a receiver can verify demo deliveries.
+            t(&demo_secret([rng.next(), rng.next(), rng.next()])),
             t("order.*"),
         ],
     ));
@@ -225,4 +227,31 @@ pub async fn seed(pool: &Pool, size: DemoSize) -> Result<String, DbError> {
         size.customers,
         size.orders
     ))
+}
+
+/// A `whsec_` secret: 24 bytes, standard base64 (padded, as
+/// `standardwebhooks` decodes it).
+fn demo_secret(words: [u64; 3]) -> String {
+    use base64::Engine;
+    let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+    format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+
+    #[test]
+    fn demo_secrets_decode_as_standard_webhooks_keys() {
+        let secret = super::demo_secret([1, 2, u64::MAX]);
+        let key = secret.strip_prefix("whsec_").unwrap();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(key)
+            .unwrap();
+        assert_eq!(bytes.len(), 24);
+        assert_ne!(super::demo_secret([1, 2, 3]), secret);
+    }
 }
