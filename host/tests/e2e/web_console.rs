@@ -242,8 +242,27 @@ async fn on_call_console_in_a_real_browser() {
     // A second click inside the double-click window does nothing more.
     click(&s, Locator::XPath(&button("Resend invoice"))).await;
     click(&s, Locator::Id("confirm-ok")).await;
-    wait_text(&s, "#support-results .outcome", "Already done a moment ago").await;
+    wait_text(&s, "#support-results .outcome", "Already done").await;
     assert_eq!(dep.sent_mail().len(), 1);
+
+    // Two searches at once (a double Enter): one set of cards, the latest's.
+    s.eval(
+        "const f = document.getElementById('support-form'); \
+         f.requestSubmit(); f.requestSubmit(); return 1;",
+    )
+    .await;
+    wait_text(&s, "#status", "Found tenant acme").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cards = s
+        .eval(
+            "return [...document.querySelectorAll('#support-results h3')]\
+             .map(h => h.innerText);",
+        )
+        .await;
+    assert_eq!(
+        cards,
+        serde_json::json!(["Tenant acme", format!("Order {order}")])
+    );
 
     // Audit: the new record and the chain's verdict.
     open(&s, "audit").await;
@@ -251,8 +270,13 @@ async fn on_call_console_in_a_real_browser() {
     let audit = wait_text(&s, "#audit-results", "console.resend_invoice").await;
     assert!(audit.contains("oncall"), "{audit}");
 
-    // Preflight: the failing check first.
+    // Preflight: the failing check first; "Run again" is disabled while a
+    // run is out.
     open(&s, "preflight").await;
+    let disabled = s
+        .eval("const b = document.getElementById('preflight-run'); b.click(); return b.disabled;")
+        .await;
+    assert_eq!(disabled, true);
     wait_text(&s, "#preflight-results", "test-panic-check").await;
     let first = s
         .eval("return document.querySelector('#preflight-results tbody tr').dataset.status;")
@@ -400,4 +424,74 @@ async fn post_report(server: &Server, report: Json) {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 204);
+}
+
+/// The sign-in form without its script (a script that did not load) sends
+/// no token in a URL; a master blip does not sign the operator out, and a
+/// view whose reload fails shows the failure, not the old verdict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_through_a_master_blip() {
+    let dep = Deployment::new(Backend::Real).await;
+    let pg = support::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let services = neo_ops::services::Services::connect(dep.settings_with_master_at("a", pg.addr))
+        .await
+        .unwrap();
+    let server = dep.start_with_services(PLUGINS, services).await;
+    let root = neo_ops::auth::create_token(server.master(), Role::SuperAdmin, "oncall")
+        .await
+        .unwrap();
+    let s = Session::start(1280, 900, None).await;
+
+    // Submitted past the script, the form carries no token.
+    s.client.goto(&server.url("/admin/")).await.unwrap();
+    let field = s.client.find(Locator::Id("token")).await.unwrap();
+    field.send_keys(&root).await.unwrap();
+    s.eval("document.getElementById('signin-form').submit(); return 1;")
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let url = s.client.current_url().await.unwrap().to_string();
+    assert!(
+        !url.contains(&root[13..]) && !url.contains("token="),
+        "{url}"
+    );
+
+    sign_in(&s, &server, &root).await;
+    wait_text(&s, "#who", "oncall (super_admin)").await;
+    open(&s, "audit").await;
+    wait_text(&s, "#audit-chain", "Chain verified").await;
+
+    // The master goes away: the audit view says it could not check, and
+    // keeps no green verdict from before.
+    pg.set_up(false);
+    open(&s, "audit").await;
+    wait_text(&s, "#audit-chain", "Not checked").await;
+    assert_eq!(
+        s.eval("return document.getElementById('audit-chain').className;")
+            .await,
+        "fail"
+    );
+    // A reload meanwhile cannot check the token, and keeps it.
+    s.client.goto(&server.url("/admin/")).await.unwrap();
+    wait_text(&s, "#signin-error", "Could not check the token").await;
+    assert_eq!(s.eval("return sessionStorage.length;").await, 1);
+
+    // Back: a reload signs in again with nothing typed.
+    pg.set_up(true);
+    let back = Instant::now();
+    loop {
+        s.client.goto(&server.url("/admin/")).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let who = s
+            .eval("return document.getElementById('who').innerText;")
+            .await;
+        if who == "oncall (super_admin)" {
+            break;
+        }
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "never signed in again: {who}"
+        );
+    }
+    s.close().await;
+    server.stop().await.unwrap();
 }

@@ -9,6 +9,8 @@ const FORBIDDEN =
   "Refused (403 forbidden): the token is unknown or revoked, or its role may not do this.";
 let role = null;
 let dlqType = "webhook";
+/** Dead letters listed at most (the route's default). */
+const DLQ_LIMIT = 100;
 
 /** An element with attributes (`text` sets its text) and children. */
 function el(tag, attrs = {}, ...children) {
@@ -45,11 +47,28 @@ async function api(method, path, body, headers = {}) {
   } catch (_) {
     doc = null;
   }
-  if (resp.status === 403) throw new Error(FORBIDDEN);
+  if (resp.status === 403) throw Object.assign(new Error(FORBIDDEN), { status: 403 });
   // Preflight answers 503 with its report when a check fails.
   if (doc && doc.data !== undefined) return doc.data;
   const message = doc && doc.error ? doc.error.message : "HTTP " + resp.status;
-  throw new Error(message + " (" + resp.status + ")");
+  throw Object.assign(new Error(message + " (" + resp.status + ")"), { status: resp.status });
+}
+
+/** Runs `work` with `buttons` disabled, so a second click cannot send the
+ *  same request again while the first is still out. */
+async function busy(buttons, work) {
+  for (const b of buttons) b.disabled = true;
+  try {
+    return await work();
+  } finally {
+    for (const b of buttons) b.disabled = false;
+  }
+}
+
+/** Shows an outcome line, its colour set for this outcome alone. */
+function outcomeText(p, text, isError) {
+  p.className = isError ? "outcome error" : "outcome";
+  p.textContent = text;
 }
 
 function confirmAction(text) {
@@ -97,9 +116,16 @@ async function signIn(token) {
     $("tab-support").hidden = role !== "super_admin";
     show(role === "super_admin" ? "support" : "preflight");
   } catch (e) {
-    sessionStorage.removeItem(TOKEN_KEY);
     role = null;
-    $("signin-error").textContent = e.message;
+    if (e.status === 403) {
+      sessionStorage.removeItem(TOKEN_KEY);
+      $("signin-error").textContent = e.message;
+    } else {
+      // The token was not refused, only not checked (a database blip):
+      // it is kept, so a reload once the host answers signs in again.
+      $("signin-error").textContent =
+        "Could not check the token: " + e.message + ". Reload to try again.";
+    }
   }
 }
 
@@ -111,6 +137,10 @@ function signOut() {
   $("tabs").hidden = true;
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
   for (const r of document.querySelectorAll(".view [id$=-results]")) r.replaceChildren();
+  for (const id of ["audit-chain", "preflight-summary"]) {
+    $(id).textContent = "";
+    $(id).className = "";
+  }
   $("signin").hidden = false;
   $("token").value = "";
   $("token").focus();
@@ -134,8 +164,24 @@ function show(view) {
     else b.removeAttribute("aria-current");
   }
   say("");
-  Promise.resolve(loaders[view]()).catch((e) => say(e.message, true));
+  Promise.resolve(loaders[view]()).catch((e) => failed(view, e));
 }
+
+/** A view whose load failed shows the error in place of what it showed
+ *  before, so nothing stale passes for current. */
+function failed(view, e) {
+  const results = $(view + "-results");
+  if (results) results.replaceChildren(el("p", { class: "error", role: "alert", text: e.message }));
+  const verdict = { audit: "audit-chain", preflight: "preflight-summary" }[view];
+  if (verdict) {
+    $(verdict).textContent = "Not checked: the request failed.";
+    $(verdict).className = "fail";
+  }
+  say(e.message, true);
+}
+
+// Searches answered out of order: only the latest one's answer is shown.
+let searchSeq = 0;
 
 // Support: search, then the four actions on what was found.
 async function search(form) {
@@ -145,7 +191,9 @@ async function search(form) {
   for (const k of ["table", "order"]) if (f.get(k).trim()) q.set(k, f.get(k).trim());
   const out = $("support-results");
   out.replaceChildren();
+  const seq = ++searchSeq;
   const data = await api("GET", "/admin/support/console/search?" + q);
+  if (seq !== searchSeq) return;
   const name = data.tenant.name;
   out.append(card("Tenant " + name, [["id", data.tenant.id]]));
   if (f.get("table").trim()) {
@@ -184,32 +232,34 @@ async function search(form) {
 
 function actionCard(title, fields, tenant, actions) {
   const outcome = el("p", { class: "outcome", role: "status" });
-  const buttons = actions.map(([label, path, what]) => {
+  // The card's buttons, all disabled while one of its actions is out.
+  const buttons = [];
+  for (const [label, path, what] of actions) {
     // One key per action on this search result: clicking again ("did it
     // work?") repeats the same request, which the server answers as a
     // duplicate instead of doing the work twice. A new search is a new key.
     const key = newKey();
-    return el("button", {
+    buttons.push(el("button", {
       type: "button",
       text: label,
       onclick: async () => {
         if (!(await confirmAction("Really " + what + " for tenant " + tenant + "?"))) return;
-        outcome.className = "outcome";
-        outcome.textContent = "Working…";
-        try {
-          const data = await api("POST", path + "?tenant=" + encodeURIComponent(tenant), undefined, {
-            "Idempotency-Key": key,
-          });
-          outcome.textContent = data.duplicate
-            ? "Already done a moment ago: nothing was repeated."
-            : "Done: " + summarize(data);
-        } catch (e) {
-          outcome.className = "outcome error";
-          outcome.textContent = e.message;
-        }
+        outcomeText(outcome, "Working…", false);
+        await busy(buttons, async () => {
+          try {
+            const data = await api("POST", path + "?tenant=" + encodeURIComponent(tenant), undefined, {
+              "Idempotency-Key": key,
+            });
+            outcomeText(outcome, data.duplicate
+              ? "Already done: nothing was repeated."
+              : "Done: " + summarize(data), false);
+          } catch (e) {
+            outcomeText(outcome, e.message, true);
+          }
+        });
       },
-    });
-  });
+    }));
+  }
   return card(title, fields, el("div", { class: "actions" }, ...buttons), outcome);
 }
 
@@ -228,7 +278,8 @@ const RANK = { fail: 0, warn: 1, skip: 2, pass: 3 };
 async function loadPreflight() {
   const out = $("preflight-results");
   $("preflight-summary").textContent = "Running checks…";
-  const report = await api("GET", "/api/admin/preflight");
+  $("preflight-summary").className = "";
+  const report = await busy([$("preflight-run")], () => api("GET", "/api/admin/preflight"));
   const checks = [...report.checks].sort(
     (a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9) || a.name.localeCompare(b.name),
   );
@@ -257,28 +308,35 @@ async function loadDeadLetters() {
   // The type this list is for: the buttons replay on it even if the tab
   // changes, and an answer for a tab no longer shown is dropped.
   const type = dlqType;
-  const data = await api("GET", "/api/admin/dlq?type=" + type);
+  out.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
+  const data = await api("GET", "/api/admin/dlq?type=" + type + "&limit=" + DLQ_LIMIT);
   if (type !== dlqType) return;
   const letters = data.dead_letters || [];
   if (letters.length === 0) {
     out.replaceChildren(el("p", { class: "muted", text: "No " + type + " dead letters." }));
     return;
   }
-  out.replaceChildren(...letters.map((d) => {
+  const shown = letters.length >= DLQ_LIMIT
+    ? el("p", { class: "hint", text: "The newest " + DLQ_LIMIT + " are shown; older ones exist." })
+    : null;
+  out.replaceChildren(...(shown ? [shown] : []), ...letters.map((d) => {
     const outcome = el("p", { class: "outcome", role: "status" });
     const replay = el("button", {
       type: "button",
       text: "Replay",
       onclick: async () => {
         if (!(await confirmAction("Replay " + type + " dead letter " + d.id + " for tenant " + (d.tenant || "(none)") + "?"))) return;
-        try {
-          const r = await api("POST", "/api/admin/dlq/replay?type=" + type, { id: d.id });
-          outcome.className = "outcome";
-          outcome.textContent = r.requeued ? "Requeued." : "Not requeued.";
+        const r = await busy([replay], async () => {
+          try {
+            return await api("POST", "/api/admin/dlq/replay?type=" + type, { id: d.id });
+          } catch (e) {
+            outcomeText(outcome, e.message, true);
+            return null;
+          }
+        });
+        if (r) {
+          outcomeText(outcome, r.requeued ? "Requeued." : "Not requeued.", false);
           replay.disabled = true;
-        } catch (e) {
-          outcome.className = "outcome error";
-          outcome.textContent = e.message;
         }
       },
     });
@@ -378,13 +436,14 @@ document.addEventListener("DOMContentLoaded", () => {
     b.addEventListener("click", () => {
       dlqType = b.dataset.dlq;
       for (const o of document.querySelectorAll("[data-dlq]")) o.setAttribute("aria-pressed", String(o === b));
-      loadDeadLetters().catch((e) => say(e.message, true));
+      loadDeadLetters().catch((e) => failed("dlq", e));
     });
   }
-  $("preflight-run").addEventListener("click", () => loadPreflight().catch((e) => say(e.message, true)));
+  $("preflight-run").addEventListener("click", () => loadPreflight().catch((e) => failed("preflight", e)));
   $("support-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    search(e.target).catch((err) => say(err.message, true));
+    const submit = e.target.querySelector("button[type=submit]");
+    busy([submit], () => search(e.target)).catch((err) => say(err.message, true));
   });
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved);
