@@ -76,7 +76,8 @@ async fn seed(pool: &PgPool) {
     sqlx::query("CHECKPOINT").execute(pool).await.unwrap();
 }
 
-const EXPIRED: &str = "anonymized_at IS NULL AND COALESCE(last_order_at, created_at) < $2";
+const EXPIRED: &str = "anonymized_at IS NULL AND COALESCE(last_order_at, created_at) < $2 \
+    AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id AND o.placed_at >= $2)";
 const HAS_ORDERS: &str = "EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id)";
 
 /// The plugin's statements, run directly: page by keyset, then one

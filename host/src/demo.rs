@@ -209,9 +209,15 @@ pub async fn seed(pool: &Pool, size: DemoSize) -> Result<String, DbError> {
             stmts.clear();
         }
     }
-    if !stmts.is_empty() {
-        pool.transaction(&stmts).await?;
-    }
+    // A customer who ordered this week last ordered then, as the POS keeps it.
+    stmts.push((
+        "UPDATE customers SET last_order_at = \
+         (SELECT MAX(o.placed_at) FROM orders o WHERE o.customer_id = customers.id) \
+         WHERE EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id)"
+            .into(),
+        vec![],
+    ));
+    pool.transaction(&stmts).await?;
     // Explicit ids above: move Postgres' sequence past them.
     if let Pool::Pg(_) = pool {
         pool.execute(

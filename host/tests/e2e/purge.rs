@@ -53,13 +53,15 @@ async fn tenant(server: &Server, name: &str, retention_days: i64) -> Pool {
     server.services.db.tenant(name).await.unwrap()
 }
 
-/// One customer as the seed describes it.
+/// One customer as the seed describes it. Its orders are placed at its last
+/// order (else when it was created), unless `ordered_days_ago` says when.
 struct Customer {
     key: &'static str,
     last_order_days_ago: Option<i64>,
     created_days_ago: i64,
     anonymized_days_ago: Option<i64>,
     orders: usize,
+    ordered_days_ago: Option<i64>,
 }
 
 const fn c(
@@ -75,6 +77,7 @@ const fn c(
         created_days_ago: created,
         anonymized_days_ago: anonymized,
         orders,
+        ordered_days_ago: None,
     }
 }
 
@@ -98,6 +101,11 @@ const CUSTOMERS: &[Customer] = &[
     c("del-4", Some(700), 720, None, 0),
     c("anon-5", Some(35), 50, None, 1),
     c("keep-5", Some(1), 1, None, 1),
+    // last_order_at a year stale, but an order two days ago: a regular.
+    Customer {
+        ordered_days_ago: Some(2),
+        ..c("keep-6", Some(400), 800, None, 1)
+    },
 ];
 const EXPECT_ANON: u64 = 5;
 const EXPECT_DEL: u64 = 4;
@@ -147,10 +155,15 @@ async fn insert_customer(pool: &Pool, cust: &Customer, at: i64) -> i64 {
     let Value::Int(id) = rows.rows[0][0] else {
         panic!("id is an integer")
     };
+    let placed = cust
+        .ordered_days_ago
+        .or(cust.last_order_days_ago)
+        .unwrap_or(cust.created_days_ago);
     for _ in 0..cust.orders {
         pool.execute(
-            "INSERT INTO orders (customer_id, status, total_minor) VALUES ($1, 'PAID', 50000)",
-            &[Value::Int(id)],
+            "INSERT INTO orders (customer_id, status, total_minor, placed_at) \
+             VALUES ($1, 'PAID', 50000, $2)",
+            &[Value::Int(id), Value::Timestamp(at - placed * DAY)],
         )
         .await
         .unwrap();
@@ -559,8 +572,9 @@ async fn seed_big(pool: &Pool) {
         fill(BIG_EXPIRED, "old-", at - 100 * DAY),
         fill(BIG_RECENT, "new-", at - DAY),
         (
-            "INSERT INTO orders (customer_id, status, total_minor) \
-             SELECT id, 'PAID', 1000 FROM customers WHERE id % 2 = 0 OR name LIKE 'new-%'"
+            "INSERT INTO orders (customer_id, status, total_minor, placed_at) \
+             SELECT id, 'PAID', 1000, last_order_at FROM customers \
+             WHERE id % 2 = 0 OR name LIKE 'new-%'"
                 .into(),
             vec![],
         ),

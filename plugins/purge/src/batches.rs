@@ -21,7 +21,11 @@ pub struct Counts {
 }
 
 /// Expired and not yet anonymised; `$N` placeholders are filled per query.
-const EXPIRED: &str = "anonymized_at IS NULL AND COALESCE(last_order_at, created_at) < $2";
+/// An order placed since the cutoff keeps a customer whatever
+/// `last_order_at` says: that column is the POS's, and a stale one must not
+/// cost a regular their details.
+const EXPIRED: &str = "anonymized_at IS NULL AND COALESCE(last_order_at, created_at) < $2 \
+    AND NOT EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id AND o.placed_at >= $2)";
 const HAS_ORDERS: &str = "EXISTS (SELECT 1 FROM orders o WHERE o.customer_id = customers.id)";
 
 /// Called after every batch (committed, or counted in a dry run) with the

@@ -4,7 +4,8 @@
 //! What "expired" means: a customer whose last order (`last_order_at`, or
 //! `created_at` when they never ordered) is older than the tenant's
 //! `pii_retention_days` (master `tenants`, default 365) at the start of the
-//! run, and who is not anonymised yet. An expired customer that an order
+//! run, who has no order placed since then (whatever `last_order_at`
+//! says), and who is not anonymised yet. An expired customer that an order
 //! still points at is anonymised (the row stays for accounting); one with no
 //! orders is deleted. Notification-outbox entries with status `delivered`
 //! are deleted whatever their age.
