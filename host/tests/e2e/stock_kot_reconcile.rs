@@ -150,7 +150,7 @@ i,100,,1,1,x\n\
 j,-5,Raita,10,5,x\n";
 
 async fn flags_rows_over_the_threshold(backend: Backend) {
-    let dep = Deployment::new(backend).await;
+    let dep = Deployment::with_smtp(backend).await;
     let extra = r#"config    = { ops_email = "kitchen-ops@example.com, gm@example.com" }"#;
     let server = dep.start(&manifest(extra), "a").await;
     let csv = write_csv(&dep, "report.csv", REPORT);
@@ -319,6 +319,25 @@ async fn bad_input_is_refused(backend: Backend) {
     assert_eq!(status, 400);
     assert!(message.contains("unknown flag \"--treshold\""), "{message}");
 
+    // Every row skipped: nothing was checked, so no clean report. A byte
+    // order mark before a quoted header is not one of the reasons.
+    let unreadable = write_csv(
+        &dep,
+        "trailing.csv",
+        "\u{feff}\"item\",\"sold_qty\",\"KOT_cnt\",\"variance\"\r\nDal,10,2,8,\r\nNaan,4,4,0,\r\n",
+    );
+    let (status, message) = run(&server, &["--csv", &unreadable, "--threshold", "5"])
+        .await
+        .unwrap_err();
+    assert_eq!(status, 400);
+    assert!(
+        message.ends_with(
+            "trailing.csv: every one of the 2 rows was skipped as invalid \
+             (line 2: expected 4 fields, found 5); nothing was checked"
+        ),
+        "{message}"
+    );
+
     let gone = dep.dir.path().join("gone.csv");
     let (status, _) = run(
         &server,
@@ -332,6 +351,31 @@ async fn bad_input_is_refused(backend: Backend) {
 }
 
 on_both_backends!(bad_input, bad_input_is_refused);
+
+/// With no SMTP relay the mail only reaches the outbox: the run says so
+/// rather than "emailed".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_left_in_the_outbox_is_not_called_emailed() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(&manifest(""), "a").await;
+    let csv = write_csv(
+        &dep,
+        "one.csv",
+        "item,sold_qty,KOT_cnt,variance\nDal,1,9,-8\n",
+    );
+    let data = run_json(&server, &["--csv", &csv, "--threshold", "5"]).await;
+    assert_eq!(data["email"]["sent"], false, "{data}");
+    assert_eq!(data["email"]["outbox"], true, "{data}");
+    let out = run(&server, &["--csv", &csv, "--threshold", "5"])
+        .await
+        .unwrap();
+    assert!(
+        out.contains("NOT emailed: SMTP_HOST is not set, so the mail to ops@example.com is only in the outbox"),
+        "{out}"
+    );
+    assert_eq!(dep.sent_mail().len(), 2, "both runs wrote to the outbox");
+    server.stop().await.unwrap();
+}
 
 async fn nothing_over_the_threshold_sends_nothing(backend: Backend) {
     let dep = Deployment::new(backend).await;

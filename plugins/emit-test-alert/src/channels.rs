@@ -3,7 +3,7 @@
 //! sends it, reporting what the far end answered.
 
 use neo_ops_sdk::serde_json::{Value, json};
-use neo_ops_sdk::{Error, host_info, mail, outbound_http, time};
+use neo_ops_sdk::{Error, mail, outbound_http, time};
 
 /// Keeps the three channels inside the plugin's own timeout.
 const HTTP_TIMEOUT_MS: u32 = 5_000;
@@ -84,7 +84,7 @@ pub fn email_message(alert: &Alert, to: &[String]) -> mail::Message {
 /// to read.
 pub fn send_email(message: &mail::Message) -> Result<String, String> {
     let id = mail::send(message).map_err(|e| describe(&e, None))?;
-    if mail_goes_to_the_outbox() {
+    if neo_ops_sdk::mail_backend::goes_to_the_outbox() {
         return Err(format!(
             "written to the outbox as {id}, not delivered: SMTP_HOST is not set, \
              so no one is paged by email"
@@ -94,13 +94,6 @@ pub fn send_email(message: &mail::Message) -> Result<String, String> {
         "sent to {}, message-id {id}",
         message.to.join(", ")
     ))
-}
-
-/// Whether the host's mail backend is its data dir's outbox, as its
-/// readiness document says.
-fn mail_goes_to_the_outbox() -> bool {
-    neo_ops_sdk::serde_json::from_str::<Value>(&host_info::ready())
-        .is_ok_and(|ready| ready["checks"]["mail"]["backend"] == "outbox")
 }
 
 /// One alert as Alertmanager's `POST /api/v2/alerts` takes it: labelled as a

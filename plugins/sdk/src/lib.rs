@@ -58,6 +58,7 @@ pub mod config;
 pub mod days;
 pub mod file_reader;
 pub mod html;
+pub mod mail_backend;
 #[doc(hidden)]
 pub mod panic_hook;
 pub mod plugin;

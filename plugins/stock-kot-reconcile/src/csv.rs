@@ -230,16 +230,30 @@ pub struct Reader<R> {
     inner: R,
     /// The physical line the next byte is on.
     line: u64,
+    /// Nothing read yet: a UTF-8 byte order mark there is skipped.
+    at_start: bool,
 }
+
+/// What spreadsheet programs put before a UTF-8 CSV.
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 impl<R: BufRead> Reader<R> {
     pub fn new(inner: R) -> Self {
-        Self { inner, line: 1 }
+        Self {
+            inner,
+            line: 1,
+            at_start: true,
+        }
     }
 
     /// Reads the next record into `rec`; `false` at the end of the input.
     pub fn read_record(&mut self, rec: &mut Record) -> std::io::Result<bool> {
         rec.clear(self.line);
+        if std::mem::take(&mut self.at_start) && self.inner.fill_buf()?.starts_with(BOM) {
+            // Skipped before parsing, so a quoted first field still opens
+            // with its quote (`"item"`, not a field reading `\u{feff}"item"`).
+            self.inner.consume(BOM.len());
+        }
         let buf = self.inner.fill_buf()?;
         if let Some(used) = rec.plain_line(buf) {
             self.inner.consume(used);
@@ -513,6 +527,19 @@ mod tests {
         assert!(r.read_record(&mut rec).unwrap());
         assert!(!rec.truncated);
         assert_eq!((rec.line, rec.field(0).unwrap()), (3, &b"ok"[..]));
+        assert!(!r.read_record(&mut rec).unwrap());
+    }
+
+    #[test]
+    fn a_byte_order_mark_before_a_quoted_header_is_skipped() {
+        let input = "\u{feff}\"item\",\"sold_qty\"\r\n\"Dal\",\"10\"\r\n";
+        let mut r = Reader::new(input.as_bytes());
+        let mut rec = Record::default();
+        assert!(r.read_record(&mut rec).unwrap());
+        assert_eq!(rec.field(0).unwrap(), b"item");
+        assert_eq!(rec.field(1).unwrap(), b"sold_qty");
+        assert!(r.read_record(&mut rec).unwrap());
+        assert_eq!(rec.field(0).unwrap(), b"Dal");
         assert!(!r.read_record(&mut rec).unwrap());
     }
 }

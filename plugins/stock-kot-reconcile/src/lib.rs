@@ -50,6 +50,22 @@ fn reconcile_file(args: &Args, dry_run: bool) -> Result<Output, Failure> {
     // The SDK's reader is buffered itself: 1 MiB per host call, parsed in place.
     let summary = reconcile::reconcile(file, opts.threshold, &mut logger)
         .map_err(|e| reconcile_error(&opts.csv, e))?;
+    if summary.rows_read > 0 && summary.skipped == summary.rows_read {
+        // Nothing was checked: a clean report would hide whatever the rows
+        // hold (a trailing comma on every row, say).
+        let first = summary
+            .skips
+            .first()
+            .map(|k| format!(" (line {}: {})", k.line, k.reason))
+            .unwrap_or_default();
+        return Err(reply::fail(
+            400,
+            format!(
+                "{}: every one of the {} rows was skipped as invalid{first}; nothing was checked",
+                opts.csv, summary.rows_read
+            ),
+        ));
+    }
     log::progress(summary.rows_read, Some(summary.rows_read), "every row read");
     log_summary(&summary, &opts.csv);
     let mail = notify(&summary, &opts.csv, dry_run)?;
@@ -186,6 +202,9 @@ fn notify(s: &Summary, path: &str, dry_run: bool) -> Result<Mail, Failure> {
             ),
         )
     })?;
+    if neo_ops_sdk::mail_backend::goes_to_the_outbox() {
+        return Ok(Mail::Outbox { to, message_id });
+    }
     Ok(Mail::Sent { to, message_id })
 }
 

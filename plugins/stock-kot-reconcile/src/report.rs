@@ -21,6 +21,11 @@ pub enum Mail {
         to: Vec<String>,
         message_id: String,
     },
+    /// Written to the host's outbox (no SMTP relay set): no one got it.
+    Outbox {
+        to: Vec<String>,
+        message_id: String,
+    },
 }
 
 pub fn subject(s: &Summary, source: &str) -> String {
@@ -177,6 +182,11 @@ fn mail_line(mail: &Mail) -> String {
         Mail::Sent { to, message_id } => {
             format!("emailed {} (message id {message_id})\n", to.join(", "))
         }
+        Mail::Outbox { to, message_id } => format!(
+            "NOT emailed: SMTP_HOST is not set, so the mail to {} is only in the outbox \
+             (message id {message_id})\n",
+            to.join(", ")
+        ),
     }
 }
 
@@ -214,6 +224,9 @@ fn mail_json(mail: &Mail) -> Value {
         Mail::NotNeeded => json!({"sent": false}),
         Mail::DryRun { to } => json!({"sent": false, "dry_run": true, "to": to}),
         Mail::Sent { to, message_id } => json!({"sent": true, "to": to, "message_id": message_id}),
+        Mail::Outbox { to, message_id } => {
+            json!({"sent": false, "outbox": true, "to": to, "message_id": message_id})
+        }
     }
 }
 
