@@ -363,6 +363,47 @@ async fn unconfigured_channels_are_skipped() {
     server.stop().await.unwrap();
 }
 
+/// The monthly scheduled alert exists to prove paging works: without Slack
+/// set up it fails (and is recorded so), though the email still goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scheduled_alert_without_slack_fails() {
+    let dep = Deployment::with_smtp(Backend::Embedded).await;
+    let scheduled = manifest(&[], &[]).replace(
+        "command = true\n",
+        "command = true\nschedules = [{ cron = \"0 9 1 * *\", tz = \"Asia/Kolkata\", \
+         args = [\"--message\", \"Monthly test alert\"] }]\n",
+    );
+    let server = dep.start(&scheduled, "a").await;
+    let slot = chrono::DateTime::parse_from_rfc3339("2026-12-01T03:30:00Z")
+        .unwrap()
+        .to_utc();
+    neo_ops::triggers::schedule::fire(&server.runtime, PLUGIN, 0, slot).await;
+    let runs = server
+        .master()
+        .query(
+            "SELECT status, error FROM runs WHERE plugin = $1",
+            &[neo_ops::backends::db::Value::Text(PLUGIN.into())],
+        )
+        .await
+        .unwrap();
+    assert_eq!(runs.rows.len(), 1);
+    let (status, error) = match &runs.rows[0][..] {
+        [
+            neo_ops::backends::db::Value::Text(s),
+            neo_ops::backends::db::Value::Text(e),
+        ] => (s, e),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(status, "error");
+    assert!(
+        error.contains("test alert failed on slack")
+            && error.contains("the scheduled test alert must reach Slack #ops"),
+        "{error}"
+    );
+    assert_eq!(dep.sent_mail().len(), 1, "the email still went");
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn alertmanager_rejection_fails_the_run() {
     let dep = Deployment::with_smtp(Backend::Embedded).await;
@@ -525,7 +566,11 @@ fn shipped_manifest_entry() {
 async fn scheduled_run_sends_the_monthly_alert() {
     use neo_ops::runtime::{Invocation, Trigger};
     let dep = Deployment::with_smtp(Backend::Embedded).await;
-    let server = dep.start(&manifest(&[], &[]), "a").await;
+    let slack = HttpReceiver::start().await;
+    let config = [("slack_webhook_url", slack.url(SLACK_PATH))];
+    let server = dep
+        .start(&manifest(&config, &[origin(slack.addr)]), "a")
+        .await;
     let inv = Invocation {
         trigger: Trigger::Schedule {
             cron: "0 9 1 * *".into(),
@@ -548,6 +593,8 @@ async fn scheduled_run_sends_the_monthly_alert() {
         text.contains("email: ok: sent to ops@example.com"),
         "{text}"
     );
+    assert!(text.contains("slack: ok"), "{text}");
+    assert_eq!(slack.requests().len(), 1);
     let mail = dep.sent_mail();
     assert_eq!(mail.len(), 1);
     assert!(mail[0].contains("Subject: [TEST] neo-ops test alert: Monthly test alert"));

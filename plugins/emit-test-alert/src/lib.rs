@@ -1,7 +1,9 @@
 //! Test alert (spec "Test Alert"): `emit-test-alert --message "Test alert"`
 //! sends a synthetic alert down every paging path — Slack `#ops`, the ops
 //! mailbox and, when configured, Alertmanager — and reports each path's
-//! result. Any configured path failing fails the run.
+//! result. Any configured path failing fails the run, and so does a
+//! scheduled run without Slack: the monthly alert exists to prove the
+//! paging paths work, so one that was never set up is a failure then.
 
 mod channels;
 mod options;
@@ -21,17 +23,18 @@ impl Plugin for EmitTestAlert {
     const USAGE: &'static str = options::USAGE;
 
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
-        send(inv, args, "neo-ops run".to_string())
+        send(inv, args, "neo-ops run".to_string(), false)
     }
 
     fn schedule(inv: &Invocation, ev: &ScheduleEvent) -> Result<Output, Failure> {
         let by = format!("schedule \"{}\" ({})", ev.cron, ev.time_zone);
-        send(inv, &Args::new(&ev.args), by)
+        send(inv, &Args::new(&ev.args), by, true)
     }
 }
 
-/// The alert down every path; `by` says who or what sent it.
-fn send(inv: &Invocation, args: &Args, by: String) -> Result<Output, Failure> {
+/// The alert down every path; `by` says who or what sent it; `scheduled`
+/// runs need Slack configured.
+fn send(inv: &Invocation, args: &Args, by: String, scheduled: bool) -> Result<Output, Failure> {
     let opts = Options::parse(args, inv)?;
     let by = inv.principal.as_ref().map(|p| p.name.clone()).unwrap_or(by);
     let alert = Alert {
@@ -44,23 +47,27 @@ fn send(inv: &Invocation, args: &Args, by: String) -> Result<Output, Failure> {
     let report = Report {
         message: &opts.message,
         id: &inv.request_id,
-        results: emit(&alert, &Settings::load(), opts.dry_run),
+        results: emit(&alert, &Settings::load(), opts.dry_run, scheduled),
     };
     finish(&report, opts.json)
 }
 
 /// Every channel is tried, whatever happened to the others.
-fn emit(alert: &Alert, settings: &Settings, dry_run: bool) -> Vec<ChannelResult> {
+fn emit(alert: &Alert, settings: &Settings, dry_run: bool, scheduled: bool) -> Vec<ChannelResult> {
     vec![
-        slack(alert, settings, dry_run),
+        slack(alert, settings, dry_run, scheduled),
         email(alert, settings, dry_run),
         alertmanager(alert, &settings.alertmanager, dry_run),
     ]
 }
 
-fn slack(alert: &Alert, settings: &Settings, dry_run: bool) -> ChannelResult {
+fn slack(alert: &Alert, settings: &Settings, dry_run: bool, scheduled: bool) -> ChannelResult {
     let url = match &settings.slack {
         Ok(url) => url,
+        Err(why) if scheduled => {
+            let why = format!("{why}: the scheduled test alert must reach Slack #ops");
+            return ChannelResult::from_send("slack", Err(why));
+        }
         Err(why) => return ChannelResult::skipped("slack", why.clone()),
     };
     let payload = channels::slack_payload(alert, &settings.slack_channel);
