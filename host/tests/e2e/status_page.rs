@@ -211,6 +211,22 @@ async fn statuspage_clients(backend: Backend) {
         checkout["incident_updates"][0]["body"],
         "Failing over to the backup gateway"
     );
+    // Newest first, down to the details it was started with: what an
+    // aggregator shows for an incident nobody has updated yet.
+    let opened = &checkout["incident_updates"][1];
+    assert_eq!(
+        (&opened["status"], &opened["body"], &opened["created_at"]),
+        (
+            &serde_json::json!("investigating"),
+            &serde_json::json!("Gateway latency"),
+            &checkout["started_at"]
+        )
+    );
+    let kot = incidents
+        .iter()
+        .find(|i| i["name"] == "KOT printers")
+        .unwrap();
+    assert_eq!(kot["incident_updates"][0]["body"], "Outlet 12");
     let unresolved = json("/api/v2/incidents/unresolved.json").await;
     assert_eq!(unresolved["incidents"].as_array().unwrap().len(), 2);
 

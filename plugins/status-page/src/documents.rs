@@ -183,6 +183,21 @@ impl<'a> StatuspageIncident<'a> {
         };
         // Statuspage repeats one instant under several names: format it once.
         let started_at = time::rfc3339(i.started_at);
+        let update = |id: String, status, body, at: String| IncidentUpdate {
+            id,
+            status,
+            body,
+            created_at: at.clone(),
+            updated_at: at.clone(),
+            display_at: at,
+        };
+        // The details the incident was started with are its first entry:
+        // aggregators show the timeline's bodies, never a `details` field,
+        // so without it an incident nobody has updated yet says nothing.
+        let opening = (!i.details.trim().is_empty()).then(|| {
+            let id = format!("{}-opened", i.id);
+            update(id, "investigating", i.details.as_str(), started_at.clone())
+        });
         StatuspageIncident {
             id: i.id.to_string(),
             name: &i.title,
@@ -195,17 +210,8 @@ impl<'a> StatuspageIncident<'a> {
             incident_updates: i
                 .updates
                 .iter()
-                .map(|u| {
-                    let at = time::rfc3339(u.at);
-                    IncidentUpdate {
-                        id: u.id.to_string(),
-                        status: &u.status,
-                        body: &u.message,
-                        created_at: at.clone(),
-                        updated_at: at.clone(),
-                        display_at: at,
-                    }
-                })
+                .map(|u| update(u.id.to_string(), &u.status, &u.message, time::rfc3339(u.at)))
+                .chain(opening)
                 .collect(),
             components: [],
         }
