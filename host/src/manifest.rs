@@ -536,6 +536,23 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
             config,
         });
     }
+    // Allowed, since jobs wait in the queue for a consumer to come back (a
+    // test deployment may want exactly that), but said: a plugin enqueueing
+    // there (owner-digest's nightly jobs) gets no error and nothing runs.
+    for p in &plugins {
+        for q in p
+            .grants
+            .queues
+            .iter()
+            .filter(|q| !consumers.contains_key(*q))
+        {
+            tracing::warn!(
+                plugin = %p.name,
+                queue = %q,
+                "the plugin may enqueue on a queue no plugin consumes: its jobs wait until one does"
+            );
+        }
+    }
     Ok(Manifest { plugins })
 }
 

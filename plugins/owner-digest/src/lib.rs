@@ -77,6 +77,10 @@ impl Plugin for OwnerDigest {
         let result = digest_for(&t, &req);
         match &result.outcome {
             Outcome::Failed(f) => Err(f.clone()),
+            Outcome::SentUnrecorded(f) => {
+                log::log(log::Level::Error, &f.message, &[]);
+                Ok(reply::text(200, result_line(&result)))
+            }
             Outcome::Skipped(Skip::Elsewhere) => Err(reply::fail(
                 503,
                 format!("{}: another run is sending it; tried again later", t.name),
@@ -245,6 +249,10 @@ pub enum Outcome {
         text: String,
     },
     Skipped(Skip),
+    /// The mail went but `digest_sends` could not say so: a failure for a
+    /// person running the command, but no retry of a queued job (that would
+    /// mail the owner twice).
+    SentUnrecorded(Failure),
     Failed(Failure),
 }
 
@@ -334,14 +342,14 @@ fn respond(req: &Request, results: &[TenantResult]) -> Result<Output, Failure> {
     let failures: Vec<&Failure> = results
         .iter()
         .filter_map(|r| match &r.outcome {
-            Outcome::Failed(f) => Some(f),
+            Outcome::Failed(f) | Outcome::SentUnrecorded(f) => Some(f),
             _ => None,
         })
         .collect();
     if let Some(first) = failures.first() {
         let sent = results
             .iter()
-            .filter(|r| matches!(r.outcome, Outcome::Sent { .. }))
+            .filter(|r| matches!(r.outcome, Outcome::Sent { .. } | Outcome::SentUnrecorded(_)))
             .count();
         let messages: Vec<&str> = failures.iter().map(|f| f.message.as_str()).collect();
         let prefix = if results.len() > 1 {
@@ -391,7 +399,9 @@ fn result_json(r: &TenantResult) -> Json {
             json!({"status": "dry-run", "to": to, "digest": digest.to_json()})
         }
         Outcome::Skipped(why) => json!({"status": "skipped", "reason": why.reason()}),
-        Outcome::Failed(f) => json!({"status": "failed", "reason": f.message}),
+        Outcome::Failed(f) | Outcome::SentUnrecorded(f) => {
+            json!({"status": "failed", "reason": f.message})
+        }
     };
     if let (Some(obj), Json::Object(more)) = (v.as_object_mut(), extra) {
         obj.extend(more);
@@ -411,7 +421,9 @@ fn result_line(r: &TenantResult) -> String {
             to.as_deref().unwrap_or("nobody (no owner email)")
         ),
         Outcome::Skipped(why) => format!("{} {day}: skipped, {}\n", r.tenant, why.reason()),
-        Outcome::Failed(f) => format!("{} {day}: failed, {}\n", r.tenant, f.message),
+        Outcome::Failed(f) | Outcome::SentUnrecorded(f) => {
+            format!("{} {day}: failed, {}\n", r.tenant, f.message)
+        }
     }
 }
 

@@ -88,15 +88,15 @@ impl Job<'_> {
                 ),
             )
         })?;
-        self.record(&message_id).map_err(|e| {
-            self.failure(
+        if let Err(e) = self.record(&message_id) {
+            return Ok(Outcome::SentUnrecorded(self.failure(
                 500,
                 format!(
-                    "was sent as {message_id} but recording it failed: {} (the next run may send it again)",
+                    "was sent as {message_id} but recording it failed: {} (a later run may send it again)",
                     e.message
                 ),
-            )
-        })?;
+            )));
+        }
         Ok(Outcome::Sent {
             to: to.to_string(),
             message_id,
