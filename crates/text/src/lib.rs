@@ -4,5 +4,6 @@
 //! one definition serves both.
 
 pub mod address;
+pub mod audit;
 pub mod duration;
 pub mod redact;

@@ -126,7 +126,7 @@ impl wit::Host for StoreState {
                 tracing::error!(%plugin, target, error = %e, "committed a transaction whose audit record could not be written");
                 Err(WitError::new(
                     ErrorCode::Unavailable,
-                    "the transaction committed but the audit log is unavailable",
+                    neo_ops_text::audit::COMMITTED_UNRECORDED,
                 ))
             }
         }

@@ -6,6 +6,13 @@ use serde_json::Value as Json;
 use crate::Error;
 pub use crate::bindings::neo::ops::audit::{Entry, append, record_transaction};
 
+/// Whether `record_transaction` failed after its transaction committed
+/// (only the record is missing): the change is made and must not be redone.
+pub fn committed(e: &Error) -> bool {
+    e.code == crate::ErrorCode::Unavailable
+        && e.message == neo_ops_text::audit::COMMITTED_UNRECORDED
+}
+
 /// Appends a record: what was done to what, for which tenant, and details
 /// (counts, ids; never secrets). Returns the record's id.
 pub fn record(

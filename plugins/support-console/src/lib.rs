@@ -10,8 +10,9 @@
 //! settling `tenant` (name or numeric id, in the query or a JSON body);
 //! every lookup goes to that tenant's database only. Actions are guarded
 //! against double clicks (an `Idempotency-Key`, else a short window per
-//! action and target), and every successful call writes one audit record;
-//! failures and duplicates write none.
+//! action and target), and every action that took effect writes one audit
+//! record with its change (a replay whose queueing failed part way too);
+//! duplicates and failures before any change write none.
 
 mod actions;
 mod guard;
@@ -90,14 +91,15 @@ fn act(req: &HttpRequest, tenant: &str, action: Action) -> Result<Output, Failur
         tenant: &tenant,
         action: format!("console.{}", action.name()),
         target: &target,
+        took_effect: &|| held.done(),
     };
-    let outcome = match plan.apply(&record, &|| held.done()) {
+    let outcome = match plan.apply(&record) {
         Ok(o) => o,
         Err(f) => {
-            // Failed before taking effect (an action that has taken effect
-            // does not fail: resend_invoice once the mail has gone, unless
-            // even its record could not be written), or part way through a
-            // step that is safe to redo: let a retry through.
+            // The lock goes; a repeat is let through only if the action
+            // had not taken effect (one that had is marked done, and the
+            // mark outlives the lock: its record could not be written, or
+            // replay_webhook's queueing failed part way).
             held.release();
             return Err(f);
         }

@@ -75,6 +75,10 @@ pub struct Record<'a> {
     /// e.g. `console.reprint_kot`.
     pub action: String,
     pub target: &'a str,
+    /// Called as soon as the action has taken effect, where a later step
+    /// could still fail or be cut off, so a repeat is not let through to do
+    /// it again.
+    pub took_effect: &'a dyn Fn(),
 }
 
 impl Record<'_> {
@@ -84,15 +88,28 @@ impl Record<'_> {
 
     /// Runs `sql` in the tenant's database and appends the record (with
     /// `"rows"`, the rows it changed, added to `details`) in one host call;
-    /// returns the rows changed.
+    /// returns the rows changed. A change that committed without its record
+    /// is said to have taken effect, and fails the call without a retry.
     pub fn change(&self, sql: &str, params: Vec<Value>, details: Json) -> Result<u64, Failure> {
         let statement = Statement {
             sql: sql.to_string(),
             params,
         };
-        let (_, rows) =
-            audit::record_transaction(&self.tenant.target(), &[statement], &self.entry(details))?;
-        Ok(rows.first().copied().unwrap_or(0))
+        match audit::record_transaction(&self.tenant.target(), &[statement], &self.entry(details)) {
+            Ok((_, rows)) => Ok(rows.first().copied().unwrap_or(0)),
+            Err(e) if audit::committed(&e) => {
+                (self.took_effect)();
+                Err(reply::fail(
+                    503,
+                    format!(
+                        "{} on {} was done, but its audit record could not be written \
+                         (the host logged it); it is not repeated",
+                        self.action, self.target
+                    ),
+                ))
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Appends the record for work outside the tenant's database.
@@ -147,13 +164,11 @@ impl Action {
 }
 
 impl Plan {
-    /// Does the work and writes `record`; `took_effect` is called as soon
-    /// as it has taken effect where a later step could still be cut off
-    /// (resend_invoice: the mail has gone), so a repeat after that point is
-    /// not let through to do it again.
-    pub fn apply(&self, record: &Record, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
+    /// Does the work and writes `record` (whose `took_effect` it calls where
+    /// a later step could still fail: resend_invoice once the mail has gone).
+    pub fn apply(&self, record: &Record) -> Result<Outcome, Failure> {
         match self {
-            Plan::ResendInvoice(p) => resend_invoice::apply(p, record, took_effect),
+            Plan::ResendInvoice(p) => resend_invoice::apply(p, record),
             Plan::ReprintKot(p) => reprint_kot::apply(p, record),
             Plan::ReplayWebhook(p) => replay_webhook::apply(p, record),
             Plan::UnlockPin(p) => unlock_pin::apply(p, record),

@@ -41,15 +41,29 @@ pub fn apply(r: &Replay, record: &Record) -> Result<Outcome, Failure> {
         vec![Value::Int(r.order_id)],
         json!({"deliveries": r.deliveries}),
     )?;
+    // Set pending and on record: a repeat would send the deliveries queued
+    // below a second time.
+    (record.took_effect)();
     let tenant = record.tenant;
-    let jobs = r
-        .deliveries
-        .iter()
-        .map(|id| {
-            let payload = json!({"delivery_id": id}).to_string();
-            queue::enqueue_for_tenant(WEBHOOK_QUEUE, &tenant.name, &payload)
-        })
-        .collect::<Result<Vec<String>, _>>()?;
+    let mut jobs = Vec::new();
+    for id in &r.deliveries {
+        let payload = json!({"delivery_id": id}).to_string();
+        match queue::enqueue_for_tenant(WEBHOOK_QUEUE, &tenant.name, &payload) {
+            Ok(job) => jobs.push(job),
+            Err(e) => {
+                let not_queued = &r.deliveries[jobs.len()..];
+                return Err(reply::fail(
+                    reply::status_of(e.code),
+                    format!(
+                        "deliveries {not_queued:?} were set to pending but not queued ({}); \
+                         {} queued; search again and replay to queue the rest",
+                        e.message,
+                        jobs.len()
+                    ),
+                ));
+            }
+        }
+    }
     Ok(Outcome {
         data: json!({"deliveries": r.deliveries, "jobs": jobs.len()}),
     })

@@ -53,7 +53,7 @@ pub fn prepare(db: &str, order_id: i64) -> Result<Invoice, Failure> {
     })
 }
 
-pub fn apply(inv: &Invoice, record: &Record, took_effect: &dyn Fn()) -> Result<Outcome, Failure> {
+pub fn apply(inv: &Invoice, record: &Record) -> Result<Outcome, Failure> {
     let tenant = record.tenant;
     let now = time::now_micros();
     let from = if tenant.display_name.is_empty() {
@@ -90,7 +90,7 @@ pub fn apply(inv: &Invoice, record: &Record, took_effect: &dyn Fn()) -> Result<O
     // could still be cut off by the timeout, which releases the guard), and
     // from here a failure must not fail the action, or the guard would be
     // released and the audit record of a sent mail would be missing.
-    took_effect();
+    (record.took_effect)();
     let details = |stamped: bool| {
         json!({
             "invoice": inv.number,
