@@ -156,7 +156,15 @@ impl Settings {
             redis_url: var("REDIS_URL"),
             kv_prefix: var("NEO_OPS_KV_PREFIX").unwrap_or_else(|| "neo-ops:".into()),
             smtp,
-            replica: var("NEO_OPS_REPLICA").unwrap_or_else(default_replica),
+            replica: match var("NEO_OPS_REPLICA") {
+                // A queue's workers are `<replica>#<n>`: no replica may be named like one.
+                Some(r) if r.contains('#') || r.trim().is_empty() => anyhow::bail!(
+                    "NEO_OPS_REPLICA \"{r}\" must be a non-empty name without '#' \
+                     (a queue's workers are named <replica>#<n>)"
+                ),
+                Some(r) => r,
+                None => default_replica(),
+            },
             max_instances: max_instances(var("NEO_OPS_MAX_INSTANCES").as_deref())?,
             trusted_proxies: match var("NEO_OPS_TRUSTED_PROXIES") {
                 None => Vec::new(),

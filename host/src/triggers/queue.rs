@@ -64,6 +64,18 @@ async fn settle(
         Next::DeadLetters(entry) => {
             let key = dead_letter_key(queue);
             let moved = kv.list_replace(list, raw, &key, entry).await?;
+            // The oldest past the newest DLQ_KEEP go: said loudly, since
+            // no replay can reach them any more (their rows stay failed).
+            if let Ok(len) = kv.list_len(&key).await
+                && len > DLQ_KEEP as u64
+            {
+                tracing::error!(
+                    queue,
+                    dropped = len - DLQ_KEEP as u64,
+                    kept = DLQ_KEEP,
+                    "dead letters past the kept number: the oldest are dropped"
+                );
+            }
             let _ = kv.list_trim(&key, 0, DLQ_KEEP - 1).await;
             Ok(moved)
         }
@@ -239,7 +251,7 @@ pub fn worker_name(replica: &str, worker: u32) -> String {
     if worker == 0 {
         replica.to_string()
     } else {
-        format!("{replica}.{worker}")
+        format!("{replica}#{worker}")
     }
 }
 

@@ -131,6 +131,24 @@ fn tenant_set_changes_what_list_shows() {
     assert_eq!(again, listed);
 }
 
+/// A queue's further workers are `<replica>#<n>`: a replica named like one
+/// is refused before anything starts.
+#[test]
+fn a_replica_name_with_a_hash_is_refused() {
+    let cli = support::Cli::new(&checks(""));
+    let out = cli
+        .command(&["check"])
+        .env("NEO_OPS_REPLICA", "web#1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("NEO_OPS_REPLICA \"web#1\" must be a non-empty name without '#'"),
+        "{err}"
+    );
+}
+
 #[test]
 fn preflight_only_runs_the_checks_named() {
     let cli = support::Cli::new(&checks(""));
