@@ -81,6 +81,10 @@ impl Breaker<'_> {
                 self.hold_open(now_micros);
                 self.release_trial(&token);
             }
+            // Sent before the circuit opened (another worker's failure
+            // opened it meanwhile): part of the same outage, not a count
+            // towards the next opening.
+            Gate::Closed if matches!(kv::get(&self.key("open_until")), Ok(Some(_))) => {}
             Gate::Closed => match kv::incr(&self.key("failures"), 1) {
                 // Only the failure that reaches the threshold opens, so
                 // concurrent failures record one opening.
