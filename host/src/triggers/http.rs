@@ -356,18 +356,27 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let m = &runtime.services.metrics;
     m.slots_in_use.set(i64::from(runtime.admission.in_use()));
     m.slots_waiting.set(runtime.admission.waiting() as i64);
-    queue_lengths(runtime).await;
+    // One scrape at a time sets and reads the queue gauges: another's
+    // clearing them must not leave this one's text without them.
+    let text = {
+        let _scrape = SCRAPE.lock().await;
+        queue_lengths(runtime).await;
+        m.render()
+    };
     private(
         (
             [(
                 "content-type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
             )],
-            m.render(),
+            text,
         )
             .into_response(),
     )
 }
+
+/// Held while a scrape sets and reads the queue gauges.
+static SCRAPE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The caller's principal when the route needs a role; the exact 403
 /// envelope when the token is missing, unknown, revoked or of a lower role.
