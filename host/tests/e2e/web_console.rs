@@ -251,8 +251,9 @@ async fn on_call_console_in_a_real_browser() {
          f.requestSubmit(); f.requestSubmit(); return 1;",
     )
     .await;
+    // The status says "Found" only once the latest search has answered
+    // (each search starts by saying "Searching…"), its cards shown first.
     wait_text(&s, "#status", "Found tenant acme").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let cards = s
         .eval(
             "return [...document.querySelectorAll('#support-results h3')]\

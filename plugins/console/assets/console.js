@@ -9,7 +9,7 @@ const FORBIDDEN =
   "Refused (403 forbidden): the token is unknown or revoked, or its role may not do this.";
 let role = null;
 let dlqType = "webhook";
-/** Dead letters listed at most (the route's default). */
+/** Dead letters listed at most. */
 const DLQ_LIMIT = 100;
 
 /** An element with attributes (`text` sets its text) and children. */
@@ -191,6 +191,7 @@ async function search(form) {
   for (const k of ["table", "order"]) if (f.get(k).trim()) q.set(k, f.get(k).trim());
   const out = $("support-results");
   out.replaceChildren();
+  say("Searching…");
   const seq = ++searchSeq;
   const data = await api("GET", "/admin/support/console/search?" + q);
   if (seq !== searchSeq) return;
@@ -309,14 +310,22 @@ async function loadDeadLetters() {
   // changes, and an answer for a tab no longer shown is dropped.
   const type = dlqType;
   out.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
-  const data = await api("GET", "/api/admin/dlq?type=" + type + "&limit=" + DLQ_LIMIT);
+  let data;
+  try {
+    // One more than shown: whether older ones exist.
+    data = await api("GET", "/api/admin/dlq?type=" + type + "&limit=" + (DLQ_LIMIT + 1));
+  } catch (e) {
+    if (type !== dlqType) return;
+    throw e;
+  }
   if (type !== dlqType) return;
-  const letters = data.dead_letters || [];
+  const all = data.dead_letters || [];
+  const letters = all.slice(0, DLQ_LIMIT);
   if (letters.length === 0) {
     out.replaceChildren(el("p", { class: "muted", text: "No " + type + " dead letters." }));
     return;
   }
-  const shown = letters.length >= DLQ_LIMIT
+  const shown = all.length > DLQ_LIMIT
     ? el("p", { class: "hint", text: "The newest " + DLQ_LIMIT + " are shown; older ones exist." })
     : null;
   out.replaceChildren(...(shown ? [shown] : []), ...letters.map((d) => {
