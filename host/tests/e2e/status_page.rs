@@ -18,7 +18,7 @@ routes = [
   { method = "GET", path = "/api/v2/incidents/unresolved.json" },
 ]
 command = true
-grants = { db = ["master"] }
+grants = { db = ["master"], kv = ["status:"] }
 limits = { memory = "32MiB", timeout = "5s" }
 "#;
 
@@ -339,6 +339,83 @@ async fn health_and_readiness(backend: Backend) {
 }
 
 on_both_backends!(health_and_ready, health_and_readiness);
+
+/// With the master database away, the routes answer with the board as last
+/// kept (after the last incident change), saying how old it is; once it is
+/// back they are live again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_answers_through_a_master_outage() {
+    let dep = Deployment::new(Backend::Real).await;
+    let pg = support::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let services = neo_ops::services::Services::connect(dep.settings_with_master_at("a", pg.addr))
+        .await
+        .unwrap();
+    let server = dep.start_with_services(MANIFEST, services).await;
+    server
+        .command(
+            "status-page",
+            &["start", "Checkout slow", "Gateway latency"],
+        )
+        .await
+        .unwrap();
+    let live = status(&server).await;
+    assert_eq!(live["state"], "degraded");
+
+    pg.set_up(false);
+    let resp = server
+        .http
+        .get(server.url("/status.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let as_of = resp.headers()["x-status-as-of"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        chrono::DateTime::parse_from_rfc3339(&as_of).is_ok(),
+        "{as_of}"
+    );
+    let kept: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(kept, live, "the same document, kept");
+    let (code, body) = server.get("/status/health", None).await;
+    assert_eq!(code, 503, "degraded, as kept: {body}");
+    let (code, page) = server.get("/status", None).await;
+    assert_eq!(code, 200, "{page}");
+    assert!(
+        page.contains("Live status is unavailable: this is the page as of")
+            && page.contains("Checkout slow"),
+        "{page}"
+    );
+    // A change cannot be made meanwhile, and says so.
+    assert!(
+        server
+            .command("status-page", &["resolve", "Checkout slow"])
+            .await
+            .is_err()
+    );
+
+    pg.set_up(true);
+    let back = std::time::Instant::now();
+    loop {
+        let resp = server
+            .http
+            .get(server.url("/status.json"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 200 && resp.headers().get("x-status-as-of").is_none() {
+            break;
+        }
+        assert!(
+            back.elapsed() < std::time::Duration::from_secs(10),
+            "never live again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server.stop().await.unwrap();
+}
 
 /// The binary itself: `neo-ops run` prints the output and exits non-zero on error.
 #[test]

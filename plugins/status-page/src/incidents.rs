@@ -2,9 +2,11 @@
 
 use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::{ErrorCode, Failure, Output, reply, time};
+use serde::{Deserialize, Serialize};
 
 /// Statuspage's impact levels, ordered from least to worst.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Impact {
     Minor,
     Major,
@@ -30,6 +32,7 @@ impl Impact {
     }
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct Update {
     pub id: i64,
     pub status: String,
@@ -37,6 +40,7 @@ pub struct Update {
     pub at: i64,
 }
 
+#[derive(Serialize, Deserialize)]
 pub struct Incident {
     pub id: i64,
     pub title: String,
@@ -100,6 +104,7 @@ fn load(filter: &str, order: &str, params: &[Value]) -> Result<Vec<Incident>, Fa
 /// What the status documents show: the active incidents, and when the page
 /// last changed (an active incident's latest change, else the time the last
 /// one was resolved; none before any incident).
+#[derive(Serialize, Deserialize)]
 pub struct Board {
     pub active: Vec<Incident>,
     pub updated_at: Option<i64>,

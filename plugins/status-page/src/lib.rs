@@ -6,15 +6,60 @@
 //! `/status/health` (503 while degraded) for checkers that read only the
 //! status code. Commands: `start "<title>" "<details>" [--impact
 //! minor|major|critical]`, `update "<title>" "<message>"`, `resolve "<title>"`.
+//! While the master database does not answer, the routes serve the last
+//! board kept in kv (`snapshot`), saying how old it is.
 
 mod documents;
 mod incidents;
 mod page;
+mod snapshot;
 
-use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin, args::Args, reply};
+use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin, args::Args, reply, time};
 
 use documents::{Health, Status};
-use incidents::{Impact, Incident};
+use incidents::{Board, Impact, Incident};
+
+/// What a request shows: the board live from the database, or as kept.
+struct View {
+    board: Board,
+    /// Resolved incidents, for the human page only.
+    resolved: Vec<Incident>,
+    /// When the kept board was read (RFC 3339); `None` when live.
+    as_of: Option<String>,
+}
+
+impl View {
+    fn read(with_resolved: bool) -> Result<Self, Failure> {
+        let live = (|| {
+            Ok::<_, Failure>(View {
+                board: incidents::board()?,
+                resolved: if with_resolved {
+                    incidents::recently_resolved(snapshot::RESOLVED_DAYS)?
+                } else {
+                    Vec::new()
+                },
+                as_of: None,
+            })
+        })();
+        match live {
+            Ok(view) => {
+                snapshot::now_and_then();
+                Ok(view)
+            }
+            // The database is away (or every connection busy): the board
+            // as last kept, if there is one.
+            Err(f) if f.status == 503 => match snapshot::load() {
+                Some(kept) => Ok(View {
+                    board: kept.board,
+                    resolved: kept.resolved,
+                    as_of: Some(time::rfc3339(kept.taken_at)),
+                }),
+                None => Err(f),
+            },
+            Err(f) => Err(f),
+        }
+    }
+}
 
 struct StatusPage;
 
@@ -25,24 +70,28 @@ impl Plugin for StatusPage {
     const USAGE: &'static str = USAGE;
 
     fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
-        let board = incidents::board()?;
+        if req.route == "/status/style.css" {
+            return Ok(page::css());
+        }
+        let view = View::read(req.route == "/status")?;
+        let (board, as_of) = (&view.board, view.as_of.as_deref());
         let active = &board.active;
         let public = |out: Output| reply::public_document(req, out);
-        Ok(match req.route.as_str() {
-            "/api/v2/status.json" => public(reply::json(200, &documents::status(&board))),
-            "/api/v2/summary.json" => public(reply::json(200, &documents::summary(&board))),
+        let mut out = match req.route.as_str() {
+            "/api/v2/status.json" => public(reply::json(200, &documents::status(board))),
+            "/api/v2/summary.json" => public(reply::json(200, &documents::summary(board))),
             "/api/v2/incidents/unresolved.json" => {
-                public(reply::json(200, &documents::unresolved(&board)))
+                public(reply::json(200, &documents::unresolved(board)))
             }
             "/status/health" => health(active),
-            "/status" => page::html(
-                active,
-                &incidents::recently_resolved(14)?,
-                &Status::of(active),
-            ),
-            "/status/style.css" => page::css(),
-            _ => public(reply::json(200, &documents::seed(&board))),
-        })
+            "/status" => page::html(active, &view.resolved, &Status::of(active), as_of),
+            _ => public(reply::json(200, &documents::seed(board))),
+        };
+        if let Some(as_of) = as_of {
+            // The documents keep their shape; the header says they are kept.
+            out.headers.push(("x-status-as-of".into(), as_of.into()));
+        }
+        Ok(out)
     }
 
     fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {
@@ -64,6 +113,7 @@ impl Plugin for StatusPage {
             ["resolve", title] => incidents::resolve(title),
             _ => Err(reply::fail(400, USAGE)),
         }
+        .inspect(|_| snapshot::save())
     }
 }
 

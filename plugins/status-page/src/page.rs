@@ -9,7 +9,13 @@ use neo_ops_sdk::{Output, time};
 use crate::documents::Status;
 use crate::incidents::Incident;
 
-pub fn html(active: &[Incident], resolved: &[Incident], status: &Status) -> Output {
+/// `as_of`: when the board shown was kept, if the database did not answer.
+pub fn html(
+    active: &[Incident],
+    resolved: &[Incident],
+    status: &Status,
+    as_of: Option<&str>,
+) -> Output {
     let state_class = if active.is_empty() { "ok" } else { "down" };
     let mut body = format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -18,6 +24,12 @@ pub fn html(active: &[Incident], resolved: &[Incident], status: &Status) -> Outp
          <h1>Status</h1>\n<p class=\"state {state_class}\">{}</p>\n",
         escape(status.description)
     );
+    if let Some(as_of) = as_of {
+        body.push_str(&format!(
+            "<p class=\"meta\">Live status is unavailable: this is the page as of {}.</p>\n",
+            escape(as_of)
+        ));
+    }
     if !active.is_empty() {
         body.push_str("<h2>Active incidents</h2>\n");
         for i in active {
