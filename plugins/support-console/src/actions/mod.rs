@@ -68,6 +68,22 @@ pub struct Outcome {
     pub data: Json,
 }
 
+/// How [`Record::change`] failed.
+pub enum ChangeError {
+    /// The change committed; only its record is missing (marked done).
+    Committed(Failure),
+    /// Nothing changed.
+    NotDone(Failure),
+}
+
+impl From<ChangeError> for Failure {
+    fn from(e: ChangeError) -> Self {
+        match e {
+            ChangeError::Committed(f) | ChangeError::NotDone(f) => f,
+        }
+    }
+}
+
 /// The audit record an applied action writes (the host stamps who and the
 /// request id). Its details are counts and ids, never secrets or PII.
 pub struct Record<'a> {
@@ -89,8 +105,8 @@ impl Record<'_> {
     /// Runs `sql` in the tenant's database and appends the record (with
     /// `"rows"`, the rows it changed, added to `details`) in one host call;
     /// returns the rows changed. A change that committed without its record
-    /// is said to have taken effect, and fails the call without a retry.
-    pub fn change(&self, sql: &str, params: Vec<Value>, details: Json) -> Result<u64, Failure> {
+    /// is said to have taken effect ([`ChangeError::Committed`]).
+    pub fn change(&self, sql: &str, params: Vec<Value>, details: Json) -> Result<u64, ChangeError> {
         let statement = Statement {
             sql: sql.to_string(),
             params,
@@ -99,16 +115,16 @@ impl Record<'_> {
             Ok((_, rows)) => Ok(rows.first().copied().unwrap_or(0)),
             Err(e) if audit::committed(&e) => {
                 (self.took_effect)();
-                Err(reply::fail(
+                Err(ChangeError::Committed(reply::fail(
                     503,
                     format!(
                         "{} on {} was done, but its audit record could not be written \
                          (the host logged it); it is not repeated",
                         self.action, self.target
                     ),
-                ))
+                )))
             }
-            Err(e) => Err(e.into()),
+            Err(e) => Err(ChangeError::NotDone(e.into())),
         }
     }
 

@@ -56,7 +56,8 @@ pub fn apply(r: &Replay, record: &Record) -> Result<Outcome, Failure> {
                     reply::status_of(e.code),
                     format!(
                         "deliveries {not_queued:?} were set to pending but not queued ({}); \
-                         {} queued; search again and replay to queue the rest",
+                         {} queued. Replaying the order again queues every delivery, \
+                         so those already queued are sent twice",
                         e.message,
                         jobs.len()
                     ),

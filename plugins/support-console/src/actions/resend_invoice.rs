@@ -5,7 +5,7 @@ use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{Failure, mail, reply, time};
 
-use super::{Outcome, Record, order_exists};
+use super::{ChangeError, Outcome, Record, order_exists};
 
 pub struct Invoice {
     id: i64,
@@ -99,19 +99,30 @@ pub fn apply(inv: &Invoice, record: &Record) -> Result<Outcome, Failure> {
             "emailed_at_stamped": stamped,
         })
     };
-    // The stamp and the record in one call; if the stamp fails, the record
-    // of the mail that went is still written, saying so.
-    let stamped = record.change(
+    // The stamp and the record in one call. If the stamp fails, the record
+    // of the mail that went is still written, saying so; nothing after the
+    // mail fails the action (a retry would be let through to mail again).
+    let stamped = match record.change(
         "UPDATE invoices SET emailed_at = $1 WHERE id = $2",
         vec![Value::Timestamp(now), Value::Int(inv.id)],
         details(true),
-    );
+    ) {
+        Ok(_) => Ok(()),
+        // Stamped; only its record is missing, and the host logged that.
+        Err(ChangeError::Committed(_)) => Ok(()),
+        Err(ChangeError::NotDone(e)) => Err(e),
+    };
     if let Err(e) = &stamped {
         neo_ops_sdk::warn(&format!(
             "invoice {} was mailed but emailed_at was not stamped: {}",
             inv.number, e.message
         ));
-        record.append(details(false))?;
+        if let Err(e) = record.append(details(false)) {
+            neo_ops_sdk::warn(&format!(
+                "invoice {} was mailed but its audit record was not written: {}",
+                inv.number, e.message
+            ));
+        }
     }
     Ok(Outcome {
         data: json!({
