@@ -193,7 +193,13 @@ async function search(form) {
   out.replaceChildren();
   say("Searching…");
   const seq = ++searchSeq;
-  const data = await api("GET", "/admin/support/console/search?" + q);
+  let data;
+  try {
+    data = await api("GET", "/admin/support/console/search?" + q);
+  } catch (e) {
+    if (seq !== searchSeq) return;
+    throw e;
+  }
   if (seq !== searchSeq) return;
   const name = data.tenant.name;
   out.append(card("Tenant " + name, [["id", data.tenant.id]]));
