@@ -40,7 +40,7 @@ const MANIFEST: &str = r#"
 component = "status_page.wasm"
 routes = [{ method = "GET", path = "/status.json" }]
 command = true
-grants = { db = ["master"], kv = ["status:"] }
+grants = { db = ["master"], kv = ["status:"], audit = true }
 limits = { memory = "32MiB", timeout = "2s" }
 
 [plugins.dead-letters]

@@ -39,7 +39,7 @@ limits = { memory = "16MiB", timeout = "2s" }
 component = "status_page.wasm"
 routes = [{ method = "GET", path = "/status.json" }]
 command = true
-grants = { db = ["master"], kv = ["status:"] }
+grants = { db = ["master"], kv = ["status:"], audit = true }
 limits = { memory = "32MiB", timeout = "2s" }
 "#;
 

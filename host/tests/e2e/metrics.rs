@@ -11,7 +11,7 @@ const MANIFEST: &str = r#"
 [plugins.status-page]
 component = "status_page.wasm"
 routes = [{ method = "GET", path = "/status.json" }]
-grants = { db = ["master"], kv = ["status:"] }
+grants = { db = ["master"], kv = ["status:"], audit = true }
 "#;
 
 /// Kills the Prometheus the test started.

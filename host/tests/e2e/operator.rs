@@ -558,7 +558,7 @@ fn a_dry_run_the_plugin_lacks_is_refused_not_done() {
 [plugins.status-page]
 component = "status_page.wasm"
 command = true
-grants = { db = ["master"] }
+grants = { db = ["master"], audit = true }
 "#,
     );
     let o = cli.run(&["run", "status-page", "start", "Fryers down", "oil"]);
@@ -762,7 +762,7 @@ routes = [{ method = "GET", path = "/status" }]
 #[test]
 fn help_prints_the_usage_and_runs_nothing() {
     let cli = support::Cli::new(&format!(
-        "{}\n[plugins.status-page]\ncomponent = \"status_page.wasm\"\ncommand = true\ngrants = {{ db = [\"master\"] }}\n",
+        "{}\n[plugins.status-page]\ncomponent = \"status_page.wasm\"\ncommand = true\ngrants = {{ db = [\"master\"], audit = true }}\n",
         checks("")
     ));
     let o = cli.run(&["run", "status-page", "start", "Fryers down", "oil"]);

@@ -1,7 +1,10 @@
-//! Incidents in the master database: load, start, update, resolve.
+//! Incidents in the master database: load, start, update, resolve. Each
+//! change goes in with its audit record (`incident.start`, `.update`,
+//! `.resolve`) in one host call: who told the public what is on record.
 
-use neo_ops_sdk::db::{self, Value};
-use neo_ops_sdk::{ErrorCode, Failure, Output, reply, time};
+use neo_ops_sdk::db::{self, Statement, Value};
+use neo_ops_sdk::serde_json::{Value as Json, json};
+use neo_ops_sdk::{ErrorCode, Failure, Output, audit, reply, time};
 use serde::{Deserialize, Serialize};
 
 /// Statuspage's impact levels, ordered from least to worst.
@@ -139,20 +142,37 @@ pub fn recently_resolved(days: i64) -> Result<Vec<Incident>, Failure> {
     )
 }
 
+/// Runs `statements` on the master with the audit record of `action` on
+/// incident `title`; returns the rows each changed.
+fn audited(
+    statements: Vec<Statement>,
+    action: &str,
+    title: &str,
+    details: Json,
+) -> Result<Vec<u64>, neo_ops_sdk::Error> {
+    let entry = audit::entry(action, &format!("incident:{title}"), None, details);
+    audit::record_transaction("master", &statements, &entry).map(|(_, rows)| rows)
+}
+
 pub fn start(title: &str, details: &str, impact: Impact) -> Result<Output, Failure> {
     if title.trim().is_empty() {
         return Err(reply::fail(400, "incident title must not be empty"));
     }
-    let params = [
-        Value::from(title),
-        Value::from(details),
-        Value::Timestamp(time::now_micros()),
-        Value::from(impact.as_str()),
-    ];
-    match db::execute(
-        "master",
-        "INSERT INTO incidents (title, details, started_at, impact) VALUES ($1, $2, $3, $4)",
-        &params,
+    let insert = Statement {
+        sql: "INSERT INTO incidents (title, details, started_at, impact) VALUES ($1, $2, $3, $4)"
+            .into(),
+        params: vec![
+            Value::from(title),
+            Value::from(details),
+            Value::Timestamp(time::now_micros()),
+            Value::from(impact.as_str()),
+        ],
+    };
+    match audited(
+        vec![insert],
+        "incident.start",
+        title,
+        json!({"impact": impact.as_str()}),
     ) {
         Ok(_) => Ok(reply::text(200, format!("started incident \"{title}\"\n"))),
         Err(e) if e.code == ErrorCode::Conflict => Err(reply::fail(
@@ -181,14 +201,21 @@ pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
             format!("no active incident titled \"{title}\""),
         ));
     };
-    db::execute(
-        "master",
-        "INSERT INTO incident_updates (incident_id, status, message, created_at) VALUES ($1, 'identified', $2, $3)",
-        &[
+    let insert = Statement {
+        sql: "INSERT INTO incident_updates (incident_id, status, message, created_at) \
+              VALUES ($1, 'identified', $2, $3)"
+            .into(),
+        params: vec![
             Value::Int(id),
             Value::from(message),
             Value::Timestamp(time::now_micros()),
         ],
+    };
+    audited(
+        vec![insert],
+        "incident.update",
+        title,
+        json!({"incident": id}),
     )?;
     Ok(reply::text(200, format!("updated incident \"{title}\"\n")))
 }
@@ -196,17 +223,28 @@ pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
 /// Resolves the active incident `title`, with a `resolved` entry on its
 /// timeline (what Statuspage clients show last), in one transaction.
 pub fn resolve(title: &str) -> Result<Output, Failure> {
-    let params = vec![Value::Timestamp(time::now_micros()), Value::from(title)];
-    let done = db::transaction(
+    // Looked up first, so a title with nothing active leaves no record.
+    let active = db::query(
         "master",
-        &[
-            db::Statement {
+        "SELECT id FROM incidents WHERE title = $1 AND resolved_at IS NULL",
+        &[Value::from(title)],
+    )?;
+    if active.rows.is_empty() {
+        return Err(reply::fail(
+            404,
+            format!("no active incident titled \"{title}\""),
+        ));
+    }
+    let params = vec![Value::Timestamp(time::now_micros()), Value::from(title)];
+    let done = audited(
+        vec![
+            Statement {
                 sql:
                     "UPDATE incidents SET resolved_at = $1 WHERE title = $2 AND resolved_at IS NULL"
                         .into(),
                 params: params.clone(),
             },
-            db::Statement {
+            Statement {
                 sql: "INSERT INTO incident_updates (incident_id, status, message, created_at) \
                       SELECT id, 'resolved', $3, $1 FROM incidents \
                       WHERE title = $2 AND resolved_at = $1"
@@ -214,8 +252,11 @@ pub fn resolve(title: &str) -> Result<Output, Failure> {
                 params: [params.as_slice(), &[Value::from(RESOLVED)]].concat(),
             },
         ],
+        "incident.resolve",
+        title,
+        json!({}),
     )?;
-    let changed = done.first().map_or(0, |(n, _)| *n);
+    let changed = done.first().copied().unwrap_or(0);
     if changed == 0 {
         return Err(reply::fail(
             404,

@@ -83,7 +83,7 @@ impl Plugin for StatusPage {
             "/api/v2/incidents/unresolved.json" => {
                 public(reply::json(200, &documents::unresolved(board)))
             }
-            "/status/health" => health(active),
+            "/status/health" => health(active, as_of),
             "/status" => page::html(active, &view.resolved, &Status::of(active), as_of),
             _ => public(reply::json(200, &documents::seed(board))),
         };
@@ -113,17 +113,19 @@ impl Plugin for StatusPage {
             ["resolve", title] => incidents::resolve(title),
             _ => Err(reply::fail(400, USAGE)),
         }
-        .inspect(|_| snapshot::save())
+        .inspect(|_| snapshot::save(snapshot::By::Change))
     }
 }
 
-/// 200 while operational, 503 while degraded: for uptime checkers that
-/// read only the status code.
-fn health(active: &[Incident]) -> Output {
-    let (status, state) = if active.is_empty() {
-        (200, "operational")
-    } else {
-        (503, "degraded")
+/// For uptime checkers that read only the status code: 200 while
+/// operational, 503 while degraded, and 503 `unknown` while only a kept
+/// board can be read (a checker must not hear "healthy" from a board read
+/// before the database went away).
+fn health(active: &[Incident], as_of: Option<&str>) -> Output {
+    let (status, state) = match (as_of, active.is_empty()) {
+        (Some(_), _) => (503, "unknown"),
+        (None, true) => (200, "operational"),
+        (None, false) => (503, "degraded"),
     };
     let body = Health {
         state,
