@@ -416,7 +416,7 @@ async fn assert_admin_errors(server: &Server, token: &str) {
     let (_, reply) = get_json(server, "/api/admin/dlq?type=mail", token).await;
     assert_eq!(
         reply["error"]["message"],
-        "bad type \"mail\": expected webhook, export or digest"
+        "bad type \"mail\": expected webhook, export, digest or purge"
     );
     let (code, reply) = get_json(server, "/api/admin/dlq?type=export&limit=0", token).await;
     assert_eq!(

@@ -485,20 +485,6 @@ async fn send_log(server: &Server) -> Vec<(String, String, bool, Option<String>)
         .collect()
 }
 
-/// The digest queue's jobs, waiting or in hand on any replica.
-async fn queued_jobs(server: &Server) -> Vec<neo_ops::backends::queue::Job> {
-    use neo_ops::backends::queue::{processing_key, queue_key};
-    let kv = &server.services.kv;
-    let mut jobs = Vec::new();
-    let processing = processing_key("digest", &server.services.settings.replica);
-    for list in [queue_key("digest"), processing] {
-        for raw in kv.list_range(&list, 0, -1).await.unwrap() {
-            jobs.push(serde_json::from_slice(&raw).unwrap());
-        }
-    }
-    jobs
-}
-
 // ---- tests ---------------------------------------------------------------------
 
 async fn figures_mail_and_once_per_day(backend: Backend) {
@@ -876,7 +862,7 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
     };
     support::wait_until("both digests are sent", || async { sent_rows().await == 2 }).await;
     support::wait_until("every digest job is done", || async {
-        queued_jobs(&server).await.is_empty()
+        support::queued_jobs(&server, "digest").await.is_empty()
     })
     .await;
     let log: Vec<(String, String, bool)> = send_log(&server)
@@ -955,12 +941,15 @@ async fn queued_digest_retried_after_relay_outage(backend: Backend) {
     let slot = utc("2026-11-24T14:30:00Z");
     neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
     support::wait_until("the digest job has failed once", || async {
-        queued_jobs(&server).await.iter().any(|j| {
-            j.attempts >= 1
-                && j.last_error
-                    .as_deref()
-                    .is_some_and(|e| e.contains("(2026-11-24) was not sent"))
-        })
+        support::queued_jobs(&server, "digest")
+            .await
+            .iter()
+            .any(|j| {
+                j.attempts >= 1
+                    && j.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("(2026-11-24) was not sent"))
+            })
     })
     .await;
     assert!(mail(&dep).is_empty());
@@ -972,7 +961,7 @@ async fn queued_digest_retried_after_relay_outage(backend: Backend) {
     })
     .await;
     support::wait_until("the job is done", || async {
-        queued_jobs(&server).await.is_empty()
+        support::queued_jobs(&server, "digest").await.is_empty()
     })
     .await;
     let sent = mail(&dep);

@@ -452,6 +452,84 @@ async fn usage_and_unknown_tenants(backend: Backend) {
 
 on_both_backends!(purge_usage_errors, usage_and_unknown_tenants);
 
+/// The 03:00 slot queues one job per tenant: each purges its tenant; one
+/// whose lock is held (a purge by hand still running) fails, is retried, and
+/// purges once the lock is free.
+async fn scheduled_purge_is_a_job_per_tenant(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let queued = MANIFEST
+        .replace(
+            "command = true\n",
+            "command = true\nschedules = [{ cron = \"0 3 * * *\", tz = \"UTC\", args = [\"--all-tenants\"] }]\n\
+             queue = { name = \"purge\", max_attempts = 5, backoff = \"1s\" }\n",
+        )
+        .replace("audit = true }", "audit = true, queues = [\"purge\"] }");
+    let server = start(&dep, &queued, "a").await;
+    let acme = tenant(&server, "acme", RETENTION_DAYS).await;
+    let globex = tenant(&server, "globex", RETENTION_DAYS).await;
+    for pool in [&acme, &globex] {
+        seed(pool).await;
+    }
+    let kv = &server.services.kv;
+    let held = kv
+        .lock("purge:globex", Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("the test takes globex's lock");
+
+    let slot = chrono::Utc::now();
+    neo_ops::triggers::schedule::fire(&server.runtime, "purge", 0, slot).await;
+    let runs = support::ints(
+        server.master(),
+        "SELECT COUNT(*) FROM runs WHERE plugin = 'purge' AND status = 'ok'",
+        &[],
+    )
+    .await;
+    assert_eq!(runs, vec![1], "the slot's run only queues");
+    let purged = |pool: &Pool| {
+        let pool = pool.clone();
+        async move {
+            count(&pool, "SELECT COUNT(*) FROM customers").await
+                == (CUSTOMERS.len() as u64 - EXPECT_DEL) as i64
+        }
+    };
+    support::wait_until("acme is purged", || purged(&acme)).await;
+    support::wait_until("globex's job failed on its lock", || async {
+        support::queued_jobs(&server, "purge")
+            .await
+            .iter()
+            .any(|j| {
+                j.attempts >= 1
+                    && j.last_error
+                        .as_deref()
+                        .is_some_and(|e| e.contains("tenant \"globex\" is busy"))
+            })
+    })
+    .await;
+    assert!(
+        !purged(&globex).await,
+        "nothing purged under another's lock"
+    );
+
+    assert!(kv.unlock("purge:globex", &held).await.unwrap());
+    support::wait_until("globex is purged on a retry", || purged(&globex)).await;
+    support::wait_until("every purge job is done", || async {
+        support::queued_jobs(&server, "purge").await.is_empty()
+    })
+    .await;
+    // Each tenant's purge is on record once.
+    let records = support::ints(
+        server.master(),
+        "SELECT COUNT(*) FROM audit_log WHERE action = 'purge'",
+        &[],
+    )
+    .await;
+    assert_eq!(records, vec![2]);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(purge_scheduled, scheduled_purge_is_a_job_per_tenant);
+
 async fn lock_and_all_tenants(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let server = start(&dep, MANIFEST, "a").await;

@@ -34,7 +34,7 @@ routes = [
   { method = "GET", path = "/api/admin/dlq", role = "admin" },
   { method = "POST", path = "/api/admin/dlq/replay", role = "admin" },
 ]
-grants = { queues = ["webhook", "export", "digest"], audit = true }
+grants = { queues = ["webhook", "export", "digest", "purge"], audit = true }
 
 [plugins.csp-reports]
 component = "csp_reports.wasm"

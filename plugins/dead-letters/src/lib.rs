@@ -1,8 +1,8 @@
 //! Dead-letter queue admin (role `admin`):
 //!
-//! - `GET /api/admin/dlq?type=webhook|export|digest[&limit=N]` lists the newest dead
+//! - `GET /api/admin/dlq?type=webhook|export|digest|purge[&limit=N]` lists the newest dead
 //!   letters of that queue: id, tenant, type, attempts, last error, time.
-//! - `POST /api/admin/dlq/replay?type=webhook|export|digest` with `{"id": "..."}`
+//! - `POST /api/admin/dlq/replay?type=webhook|export|digest|purge` with `{"id": "..."}`
 //!   puts that job back on its queue with a fresh attempt count and removes it
 //!   from the dead letters; every replay is audited (`dlq.replay`).
 //!
@@ -13,7 +13,7 @@ use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin, audit, reply};
 
 /// The queues this plugin administers; `type` must name one.
-const TYPES: [&str; 3] = ["webhook", "export", "digest"];
+const TYPES: [&str; 4] = ["webhook", "export", "digest", "purge"];
 
 struct DeadLetters;
 
@@ -38,7 +38,7 @@ fn queue_type(req: &HttpRequest) -> Result<&'static str, Failure> {
     TYPES.into_iter().find(|t| *t == given).ok_or_else(|| {
         reply::fail(
             400,
-            format!("bad type \"{given}\": expected webhook, export or digest"),
+            format!("bad type \"{given}\": expected webhook, export, digest or purge"),
         )
     })
 }

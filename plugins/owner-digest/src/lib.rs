@@ -20,8 +20,8 @@ use neo_ops_sdk::days as day;
 use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::tenants::{self, Tenant};
 use neo_ops_sdk::{
-    ErrorCode, Failure, Invocation, Output, Plugin, QueueMessage, ScheduleEvent, args::Args,
-    config, log, queue, reply, time,
+    Failure, Invocation, Output, Plugin, QueueMessage, ScheduleEvent, args::Args, config, fan_out,
+    log, reply, time,
 };
 use std::time::Duration;
 
@@ -44,8 +44,8 @@ impl Plugin for OwnerDigest {
         let args = Args::new(&event.args);
         let req = Request::parse(&args, inv, event.slot)?;
         let tenants = tenants(&req.selection)?;
-        match enqueue_each(&tenants, &req) {
-            Err(e) if e.code == ErrorCode::Denied => {
+        match fan_out::enqueue_each(QUEUE, &tenants, &QueuedDay::json(&req)) {
+            Err(e) if fan_out::no_queue(&e) => {
                 log::log(
                     log::Level::Info,
                     &format!("no grant for queue \"{QUEUE}\": digesting every tenant in this run"),
@@ -123,34 +123,6 @@ impl QueuedDay {
         };
         Ok(Self { now_micros, date })
     }
-}
-
-/// Queues every tenant's digest. `denied` (no queue grant) before the
-/// first is queued, so the caller can digest in this run instead; a
-/// tenant whose job could not be queued fails the run (it is recorded as
-/// an error) after the others are queued.
-fn enqueue_each(tenants: &[Tenant], req: &Request) -> Result<Output, neo_ops_sdk::Error> {
-    let payload = QueuedDay::json(req);
-    let mut failed = Vec::new();
-    for (i, t) in tenants.iter().enumerate() {
-        match queue::enqueue_for_tenant(QUEUE, &t.name, &payload) {
-            Ok(_) => {}
-            Err(e) if i == 0 && e.code == ErrorCode::Denied => return Err(e),
-            Err(e) => failed.push(format!("{}: {}", t.name, e.message)),
-        }
-    }
-    let queued = tenants.len() - failed.len();
-    if failed.is_empty() {
-        return Ok(reply::text(200, format!("queued {queued} digests\n")));
-    }
-    Err(neo_ops_sdk::Error {
-        code: ErrorCode::Unavailable,
-        message: format!(
-            "queued {queued} of {} digests; not queued: {}",
-            tenants.len(),
-            failed.join("; ")
-        ),
-    })
 }
 
 fn digest(inv: &Invocation, args: &Args, now: i64) -> Result<Output, Failure> {

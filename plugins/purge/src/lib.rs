@@ -18,6 +18,12 @@
 //! 60s) and renewed after each batch: a run killed with its process blocks
 //! the next for about a minute at most (the host releases the lock of a run
 //! that timed out or failed at once).
+//!
+//! The 03:00 schedule (`--all-tenants`) queues one job per tenant on the
+//! plugin's own `purge` queue: each tenant has the whole timeout, so one
+//! tenant's backlog no longer leaves the tenants after it unpurged, and a
+//! failed or busy tenant is retried by the queue. Without the queue grant
+//! the schedule purges every tenant in its own run, as the command does.
 
 mod batches;
 mod options;
@@ -25,7 +31,8 @@ mod options;
 use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::tenants::Tenant;
 use neo_ops_sdk::{
-    Failure, Invocation, Output, Plugin, args::Args, audit, config, kv, log, reply, tenants, time,
+    Failure, Invocation, Output, Plugin, QueueMessage, ScheduleEvent, args::Args, audit, config,
+    fan_out, kv, log, reply, tenants, time,
 };
 
 use batches::Counts;
@@ -44,7 +51,62 @@ impl Plugin for Purge {
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         run(&Options::parse(args, inv)?)
     }
+
+    fn schedule(inv: &Invocation, event: &ScheduleEvent) -> Result<Output, Failure> {
+        let opts = Options::parse(&Args::new(&event.args), inv)?;
+        if !matches!(opts.scope, Scope::All) || opts.dry_run {
+            return run(&opts);
+        }
+        let tenants = tenants::live()?;
+        let job = json!({"batch_size": opts.batch_size}).to_string();
+        match fan_out::enqueue_each(QUEUE, &tenants, &job) {
+            Err(e) if fan_out::no_queue(&e) => run(&opts),
+            other => other.map_err(Failure::from),
+        }
+    }
+
+    /// One tenant's purge; a failure (its lock held by another run
+    /// included) fails the job, so the queue tries it again.
+    fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
+        let Some(name) = &inv.tenant else {
+            let msg = format!("purge job {} has no tenant", message.id);
+            return Err(reply::fail(400, msg));
+        };
+        let batch_size = neo_ops_sdk::serde_json::from_str::<Json>(&message.payload)
+            .ok()
+            .and_then(|v| v["batch_size"].as_i64())
+            .filter(|n| (1..=options::MAX_BATCH).contains(n))
+            .ok_or_else(|| {
+                let shown: String = message.payload.chars().take(200).collect();
+                reply::fail(
+                    400,
+                    format!(
+                        "bad purge job payload \"{shown}\": expected {{\"batch_size\": <1 to {}>}}",
+                        options::MAX_BATCH
+                    ),
+                )
+            })?;
+        let opts = Options {
+            scope: Scope::One(name.clone()),
+            batch_size,
+            dry_run: false,
+            json: false,
+        };
+        let Some(tenant) = tenants::find(name)? else {
+            // Deleted since the job was queued: nothing of it to purge.
+            return Ok(reply::text(
+                200,
+                format!("purge {name}: skipped, tenant not found\n"),
+            ));
+        };
+        let report = purge_tenant(tenant, &opts, (0, 1))?;
+        let took = report.duration_ms;
+        Ok(render(&opts, &[report], took))
+    }
 }
+
+/// The queue the schedule puts one job per tenant on (`plugins.toml`).
+const QUEUE: &str = "purge";
 
 /// What one tenant's purge did (or would do, in a dry run).
 struct Report {

@@ -6,7 +6,7 @@ pub const USAGE: &str =
     "usage: purge --tenant NAME | --all-tenants [--batch-size N] [--dry-run] [--json]";
 const DEFAULT_BATCH: i64 = 1000;
 /// Keeps one batch's statement and result set small for the host and guest.
-const MAX_BATCH: i64 = 10_000;
+pub const MAX_BATCH: i64 = 10_000;
 
 pub enum Scope {
     One(String),

@@ -56,6 +56,7 @@ pub mod audit;
 pub mod config;
 #[cfg(feature = "days")]
 pub mod days;
+pub mod fan_out;
 pub mod file_reader;
 pub mod html;
 pub mod mail_backend;

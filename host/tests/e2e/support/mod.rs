@@ -347,6 +347,27 @@ where
     }
 }
 
+/// A queue's jobs, waiting or in hand on any of its consumers (a job
+/// moving between the two lists as it is read may be missed).
+pub async fn queued_jobs(server: &Server, queue: &str) -> Vec<neo_ops::backends::queue::Job> {
+    use neo_ops::backends::queue::{consumers_key, processing_key, queue_key};
+    let kv = &server.services.kv;
+    let consumers = kv.list_range(&consumers_key(queue), 0, -1).await.unwrap();
+    let mut lists = vec![queue_key(queue)];
+    lists.extend(
+        consumers
+            .iter()
+            .map(|c| processing_key(queue, &String::from_utf8_lossy(c))),
+    );
+    let mut jobs = Vec::new();
+    for list in lists {
+        for raw in kv.list_range(&list, 0, -1).await.unwrap() {
+            jobs.push(serde_json::from_slice(&raw).unwrap());
+        }
+    }
+    jobs
+}
+
 /// First column of every row, as integers (for counting queries).
 pub async fn ints(pool: &Pool, sql: &str, params: &[Value]) -> Vec<i64> {
     pool.query(sql, params)
