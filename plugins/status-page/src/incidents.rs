@@ -143,15 +143,25 @@ pub fn recently_resolved(days: i64) -> Result<Vec<Incident>, Failure> {
 }
 
 /// Runs `statements` on the master with the audit record of `action` on
-/// incident `title`; returns the rows each changed.
+/// incident `title`; returns the rows each changed, or `None` when the
+/// change committed and only its record failed (the host logged it): the
+/// change is live, so it is reported done, not failed (a retried `update`
+/// would post its entry twice).
 fn audited(
     statements: Vec<Statement>,
     action: &str,
     title: &str,
     details: Json,
-) -> Result<Vec<u64>, neo_ops_sdk::Error> {
+) -> Result<Option<Vec<u64>>, neo_ops_sdk::Error> {
     let entry = audit::entry(action, &format!("incident:{title}"), None, details);
-    audit::record_transaction("master", &statements, &entry).map(|(_, rows)| rows)
+    match audit::record_transaction("master", &statements, &entry) {
+        Ok((_, rows)) => Ok(Some(rows)),
+        Err(e) if audit::committed(&e) => {
+            neo_ops_sdk::warn(&format!("{action} on \"{title}\" is made: {}", e.message));
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 pub fn start(title: &str, details: &str, impact: Impact) -> Result<Output, Failure> {
@@ -256,8 +266,8 @@ pub fn resolve(title: &str) -> Result<Output, Failure> {
         title,
         json!({}),
     )?;
-    let changed = done.first().copied().unwrap_or(0);
-    if changed == 0 {
+    // Nothing resolved (another resolve got there first), unless unknown.
+    if done.is_some_and(|rows| rows.first() == Some(&0)) {
         return Err(reply::fail(
             404,
             format!("no active incident titled \"{title}\""),
