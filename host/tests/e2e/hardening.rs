@@ -1134,14 +1134,12 @@ async fn a_busy_pool_is_not_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_record_after_a_commit_waits_out_a_master_blip() {
     let dep = Deployment::new(Backend::Real).await;
-    let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let settings = dep.settings_with_master_at("a", pg.addr);
-    let services = Services::connect(settings).await.expect("services");
     let manifest = PROBE.replace(
         r#"db = ["master"] }"#,
         r#"db = ["master", "tenant:*"], audit = true }"#,
     );
-    let server = Arc::new(dep.start_with_services(&manifest, services).await);
+    let (server, pg) = dep.start_with_master_proxy(&manifest).await;
+    let server = Arc::new(server);
     server
         .services
         .db
@@ -1328,10 +1326,7 @@ async fn a_job_finished_during_a_redis_outage_is_acknowledged_after_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn made_up_tokens_are_refused_without_the_database() {
     let dep = Deployment::new(Backend::Real).await;
-    let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let settings = dep.settings_with_master_at("a", pg.addr);
-    let services = Services::connect(settings).await.expect("services");
-    let server = dep.start_with_services(PROBE, services).await;
+    let (server, pg) = dep.start_with_master_proxy(PROBE).await;
     let token = admin_token(&server).await;
     let secret = "0".repeat(64);
     let wrong_secret = format!("neo_{}_{secret}", &token[4..12]);

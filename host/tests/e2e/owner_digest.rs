@@ -940,18 +940,7 @@ async fn queued_digest_retried_after_relay_outage(backend: Backend) {
     relay.set_up(false);
     let slot = utc("2026-11-24T14:30:00Z");
     neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
-    support::wait_until("the digest job has failed once", || async {
-        support::queued_jobs(&server, "digest")
-            .await
-            .iter()
-            .any(|j| {
-                j.attempts >= 1
-                    && j.last_error
-                        .as_deref()
-                        .is_some_and(|e| e.contains("(2026-11-24) was not sent"))
-            })
-    })
-    .await;
+    support::wait_for_failed_job(&server, "digest", "(2026-11-24) was not sent").await;
     assert!(mail(&dep).is_empty());
     assert!(send_log(&server).await.iter().all(|r| !r.2));
 

@@ -494,18 +494,7 @@ async fn scheduled_purge_is_a_job_per_tenant(backend: Backend) {
         }
     };
     support::wait_until("acme is purged", || purged(&acme)).await;
-    support::wait_until("globex's job failed on its lock", || async {
-        support::queued_jobs(&server, "purge")
-            .await
-            .iter()
-            .any(|j| {
-                j.attempts >= 1
-                    && j.last_error
-                        .as_deref()
-                        .is_some_and(|e| e.contains("tenant \"globex\" is busy"))
-            })
-    })
-    .await;
+    support::wait_for_failed_job(&server, "purge", "tenant \"globex\" is busy").await;
     assert!(
         !purged(&globex).await,
         "nothing purged under another's lock"

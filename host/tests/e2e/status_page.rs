@@ -372,13 +372,9 @@ on_both_backends!(health_and_ready, health_and_readiness);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_page_answers_through_a_master_outage() {
     let dep = Deployment::new(Backend::Real).await;
-    let pg = support::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let services = neo_ops::services::Services::connect(dep.settings_with_master_at("a", pg.addr))
-        .await
-        .unwrap();
     // The shipped time limit: the kept board must come within it.
     let manifest = MANIFEST.replace("timeout = \"5s\"", "timeout = \"2s\"");
-    let server = dep.start_with_services(&manifest, services).await;
+    let (server, pg) = dep.start_with_master_proxy(&manifest).await;
     server
         .command(
             "status-page",

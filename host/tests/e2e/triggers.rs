@@ -139,12 +139,7 @@ grants = { kv = ["probe:"] }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slot_due_during_a_database_outage_runs_when_it_returns() {
     let dep = Deployment::new(Backend::Real).await;
-    let pg = support::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let settings = dep.settings_with_master_at("a", pg.addr);
-    let services = neo_ops::services::Services::connect(settings)
-        .await
-        .unwrap();
-    let server = dep.start_with_services(NIGHTLY, services).await;
+    let (server, pg) = dep.start_with_master_proxy(NIGHTLY).await;
     let slot = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
     pg.set_up(false);
     let fired = tokio::spawn({

@@ -433,11 +433,7 @@ async fn post_report(server: &Server, report: Json) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_through_a_master_blip() {
     let dep = Deployment::new(Backend::Real).await;
-    let pg = support::proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
-    let services = neo_ops::services::Services::connect(dep.settings_with_master_at("a", pg.addr))
-        .await
-        .unwrap();
-    let server = dep.start_with_services(PLUGINS, services).await;
+    let (server, pg) = dep.start_with_master_proxy(PLUGINS).await;
     let root = neo_ops::auth::create_token(server.master(), Role::SuperAdmin, "oncall")
         .await
         .unwrap();

@@ -153,6 +153,15 @@ impl Deployment {
         s
     }
 
+    /// Starts replica "a" with its master database behind a
+    /// [`proxy::TcpProxy`] the test controls (the real backends).
+    pub async fn start_with_master_proxy(&self, manifest_text: &str) -> (Server, proxy::TcpProxy) {
+        let pg = proxy::TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+        let settings = self.settings_with_master_at("a", pg.addr);
+        let services = Services::connect(settings).await.expect("services");
+        (self.start_with_services(manifest_text, services).await, pg)
+    }
+
     /// Writes a manifest into the deployment dir and returns its path.
     pub fn manifest(&self, text: &str) -> PathBuf {
         let path = self.dir.path().join("plugins.toml");
@@ -366,6 +375,20 @@ pub async fn queued_jobs(server: &Server, queue: &str) -> Vec<neo_ops::backends:
         }
     }
     jobs
+}
+
+/// Waits until a job on `queue` has failed at least once with an error
+/// containing `needle` (it then waits in the queue for its retry).
+pub async fn wait_for_failed_job(server: &Server, queue: &str, needle: &str) {
+    wait_until(
+        &format!("a {queue} job failed with \"{needle}\""),
+        || async {
+            queued_jobs(server, queue).await.iter().any(|j| {
+                j.attempts >= 1 && j.last_error.as_deref().is_some_and(|e| e.contains(needle))
+            })
+        },
+    )
+    .await;
 }
 
 /// First column of every row, as integers (for counting queries).
