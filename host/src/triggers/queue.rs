@@ -234,6 +234,11 @@ async fn retire(kv: &Kv, queue: &str, replica: &str) {
         .await;
 }
 
+/// Whether the plugin refused the job itself (400), not a try at it.
+fn bad_job(e: &InvokeError) -> bool {
+    matches!(e, InvokeError::Failed { status: 400, .. })
+}
+
 /// The delay before retry number `attempts` (1 after the first failure):
 /// the queue's `backoff`, doubled per further attempt, at most 64 times it.
 fn retry_delay(base: Duration, attempts: u32) -> Duration {
@@ -414,7 +419,10 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
                 tracing::info!(plugin, job = %job.id, attempts = job.attempts, "queue job done");
                 Next::Done
             }
-            Err(e) if job.attempts >= spec.max_attempts => {
+            // Out of attempts, or refused by the plugin as bad in itself
+            // (400: a payload it cannot read, an export too large to mail),
+            // which no retry would change.
+            Err(e) if job.attempts >= spec.max_attempts || bad_job(&e) => {
                 // A string field: quoted and escaped, guest text and all.
                 let error = e.to_string();
                 tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = error.as_str(), "queue job dead-lettered");

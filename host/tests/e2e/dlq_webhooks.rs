@@ -753,7 +753,8 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
     assert_eq!(letters[0]["id"], bad_job.as_str());
     assert_eq!(letters[0]["tenant"], "acme");
     assert_eq!(letters[0]["type"], "export");
-    assert_eq!(letters[0]["attempts"], 2);
+    // Refused as bad in itself (400): dead-lettered at once, not retried.
+    assert_eq!(letters[0]["attempts"], 1);
     assert_eq!(
         letters[0]["last_error"],
         "bad export kind \"menu\": expected orders"
