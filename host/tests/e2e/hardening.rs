@@ -500,11 +500,7 @@ async fn backends_come_back_after_an_outage() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hanging_redis_leaves_the_queue_gauges_out_of_a_prompt_scrape() {
     let dep = Deployment::new(Backend::Real).await;
-    let redis = TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
-    let mut settings = dep.settings("a");
-    settings.redis_url = Some(format!("redis://{}", redis.addr));
-    let services = Services::connect(settings).await.expect("services");
-    let server = dep.start_with_services(PROBE, services).await;
+    let (server, redis) = dep.start_with_redis_proxy(PROBE).await;
     let token = admin_token(&server).await;
     let depth = r#"neo_ops_queue_depth{queue="jobs"}"#;
     let scrape = || async {
@@ -1275,11 +1271,7 @@ on_both_backends!(session_statements, session_statements_are_refused);
 async fn a_job_finished_during_a_redis_outage_is_acknowledged_after_it() {
     use neo_ops::backends::queue;
     let dep = Deployment::new(Backend::Real).await;
-    let redis = TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
-    let mut settings = dep.settings("a");
-    settings.redis_url = Some(format!("redis://{}", redis.addr));
-    let services = Services::connect(settings).await.expect("services");
-    let server = dep.start_with_services(PROBE, services).await;
+    let (server, redis) = dep.start_with_redis_proxy(PROBE).await;
     // Read past the proxy, straight from Redis.
     let direct = Services::connect(dep.settings("observer")).await.unwrap();
     let kv = &direct.kv;

@@ -106,13 +106,8 @@ impl QueuedDay {
 
     fn parse(payload: &str) -> Result<Self, Failure> {
         let bad = || {
-            let shown: String = payload.chars().take(200).collect();
-            reply::fail(
-                400,
-                format!(
-                    "bad digest job payload \"{shown}\": expected {{\"now\": <µs>, \"date\": \"YYYY-MM-DD\" | null}}"
-                ),
-            )
+            let expected = r#"{"now": <µs>, "date": "YYYY-MM-DD" | null}"#;
+            reply::bad_job_payload("digest", payload, expected)
         };
         let v: Json = neo_ops_sdk::serde_json::from_str(payload).map_err(|_| bad())?;
         let now_micros = v.get("now").and_then(Json::as_i64).ok_or_else(bad)?;

@@ -77,14 +77,8 @@ impl Plugin for Purge {
             .and_then(|v| v["batch_size"].as_i64())
             .filter(|n| (1..=options::MAX_BATCH).contains(n))
             .ok_or_else(|| {
-                let shown: String = message.payload.chars().take(200).collect();
-                reply::fail(
-                    400,
-                    format!(
-                        "bad purge job payload \"{shown}\": expected {{\"batch_size\": <1 to {}>}}",
-                        options::MAX_BATCH
-                    ),
-                )
+                let expected = format!(r#"{{"batch_size": <1 to {}>}}"#, options::MAX_BATCH);
+                reply::bad_job_payload("purge", &message.payload, &expected)
             })?;
         let opts = Options {
             scope: Scope::One(name.clone()),

@@ -36,6 +36,16 @@ pub fn fail(status: u16, message: impl Into<String>) -> Failure {
     }
 }
 
+/// A queue job whose payload the plugin cannot use: 400 (so the queue
+/// dead-letters it at once), quoting at most 200 characters of it.
+pub fn bad_job_payload(queue: &str, payload: &str, expected: &str) -> Failure {
+    let shown: String = payload.chars().take(200).collect();
+    fail(
+        400,
+        format!("bad {queue} job payload \"{shown}\": expected {expected}"),
+    )
+}
+
 /// The HTTP status a host error maps to when a plugin passes it on.
 pub fn status_of(code: ErrorCode) -> u16 {
     match code {

@@ -57,13 +57,7 @@ fn delivery_id(payload: &str) -> Result<i64, Failure> {
         .ok()
         .and_then(|v| v.get("delivery_id").and_then(serde_json::Value::as_i64))
         .filter(|id| *id > 0)
-        .ok_or_else(|| {
-            let shown: String = payload.chars().take(200).collect();
-            reply::fail(
-                400,
-                format!("bad webhook job payload \"{shown}\": expected {{\"delivery_id\": <id>}}"),
-            )
-        })
+        .ok_or_else(|| reply::bad_job_payload("webhook", payload, r#"{"delivery_id": <id>}"#))
 }
 
 struct Job<'a> {

@@ -162,6 +162,19 @@ impl Deployment {
         (self.start_with_services(manifest_text, services).await, pg)
     }
 
+    /// Starts replica "a" with Redis behind a [`proxy::TcpProxy`] the test
+    /// controls (the real backends).
+    pub async fn start_with_redis_proxy(&self, manifest_text: &str) -> (Server, proxy::TcpProxy) {
+        let redis = proxy::TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+        let mut settings = self.settings("a");
+        settings.redis_url = Some(format!("redis://{}", redis.addr));
+        let services = Services::connect(settings).await.expect("services");
+        (
+            self.start_with_services(manifest_text, services).await,
+            redis,
+        )
+    }
+
     /// Writes a manifest into the deployment dir and returns its path.
     pub fn manifest(&self, text: &str) -> PathBuf {
         let path = self.dir.path().join("plugins.toml");
