@@ -181,7 +181,8 @@ impl wit::Host for StoreState {
         let pool = self.pool_for(&target, [sql.as_str()]).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
         let mut budget = self.row_budget();
-        self.tracked(async move { pool.run_within(&sql, &params, &mut budget).await })
+        let deadline = Some(self.call.io_deadline());
+        self.tracked(async move { pool.run_until(&sql, &params, &mut budget, deadline).await })
             .await
             .map(|(_, rows)| to_wit(rows))
     }
@@ -194,8 +195,13 @@ impl wit::Host for StoreState {
     ) -> Result<u64, WitError> {
         let pool = self.pool_for(&target, [sql.as_str()]).await?;
         let params: Vec<Value> = params.into_iter().map(from_wit).collect();
-        self.tracked(async move { pool.execute(&sql, &params).await })
-            .await
+        let deadline = Some(self.call.io_deadline());
+        self.tracked(async move {
+            let mut rows_dropped = Budget::rows_dropped();
+            let run = pool.run_until(&sql, &params, &mut rows_dropped, deadline);
+            Ok(run.await?.0)
+        })
+        .await
     }
 
     async fn transaction(

@@ -71,15 +71,29 @@ fn ttl(ms: u64) -> Result<Duration, WitError> {
     Ok(Duration::from_millis(ms.max(1)))
 }
 
+/// A kv call, given up on at the invocation's I/O deadline
+/// ([`crate::caps::state::io_deadline`]).
+async fn kv_call<T>(
+    io_deadline: tokio::time::Instant,
+    call: impl Future<Output = Result<T, KvError>>,
+) -> Result<T, WitError> {
+    let answer = tokio::time::timeout_at(io_deadline, call).await;
+    answer
+        .unwrap_or(Err(KvError::Unavailable))
+        .map_err(kv_error)
+}
+
 impl wit::Host for StoreState {
     async fn get(&mut self, key: String) -> Result<Option<Vec<u8>>, WitError> {
         self.kv_allowed(&key)?;
-        self.call
-            .services
-            .kv
-            .get_within(&key, self.call.plugin.limits.memory_bytes)
-            .await
-            .map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call
+                .services
+                .kv
+                .get_within(&key, self.call.plugin.limits.memory_bytes),
+        )
+        .await
     }
 
     async fn set(
@@ -91,32 +105,34 @@ impl wit::Host for StoreState {
         self.kv_allowed(&key)?;
         check_size(&value)?;
         let expiry = ttl_ms.map(ttl).transpose()?;
-        self.call
-            .services
-            .kv
-            .set(&key, &value, expiry)
-            .await
-            .map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call.services.kv.set(&key, &value, expiry),
+        )
+        .await
     }
 
     async fn delete(&mut self, key: String) -> Result<bool, WitError> {
         self.kv_allowed(&key)?;
-        self.call.services.kv.delete(&key).await.map_err(kv_error)
+        kv_call(self.call.io_deadline(), self.call.services.kv.delete(&key)).await
     }
 
     async fn incr(&mut self, key: String, by: i64) -> Result<i64, WitError> {
         self.kv_allowed(&key)?;
-        self.call.services.kv.incr(&key, by).await.map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call.services.kv.incr(&key, by),
+        )
+        .await
     }
 
     async fn expire(&mut self, key: String, ttl_ms: u64) -> Result<bool, WitError> {
         self.kv_allowed(&key)?;
-        self.call
-            .services
-            .kv
-            .expire(&key, ttl(ttl_ms)?)
-            .await
-            .map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call.services.kv.expire(&key, ttl(ttl_ms)?),
+        )
+        .await
     }
 
     async fn list_push(&mut self, key: String, values: Vec<Vec<u8>>) -> Result<u64, WitError> {
@@ -124,22 +140,20 @@ impl wit::Host for StoreState {
         for v in &values {
             check_size(v)?;
         }
-        self.call
-            .services
-            .kv
-            .list_push(&key, &values)
-            .await
-            .map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call.services.kv.list_push(&key, &values),
+        )
+        .await
     }
 
     async fn list_trim(&mut self, key: String, start: i64, stop: i64) -> Result<(), WitError> {
         self.kv_allowed(&key)?;
-        self.call
-            .services
-            .kv
-            .list_trim(&key, start, stop)
-            .await
-            .map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call.services.kv.list_trim(&key, start, stop),
+        )
+        .await
     }
 
     async fn list_range(
@@ -149,12 +163,16 @@ impl wit::Host for StoreState {
         stop: i64,
     ) -> Result<Vec<Vec<u8>>, WitError> {
         self.kv_allowed(&key)?;
-        self.call
-            .services
-            .kv
-            .list_range_within(&key, start, stop, self.call.plugin.limits.memory_bytes)
-            .await
-            .map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call.services.kv.list_range_within(
+                &key,
+                start,
+                stop,
+                self.call.plugin.limits.memory_bytes,
+            ),
+        )
+        .await
     }
 
     async fn lock(&mut self, name: String, ttl_ms: u64) -> Result<Option<String>, WitError> {
@@ -170,7 +188,9 @@ impl wit::Host for StoreState {
         // (the plugin cut off, the kv bound) is still released when the
         // invocation ends, instead of staying held for its whole ttl.
         self.call.held_locks.push((name.clone(), token.clone()));
-        let taken = self.call.services.kv.lock_as(&name, &token, ttl).await;
+        let taken = self.call.services.kv.lock_as(&name, &token, ttl);
+        let taken = tokio::time::timeout_at(self.call.io_deadline(), taken).await;
+        let taken = taken.unwrap_or(Err(KvError::Unavailable));
         match taken {
             Ok(true) => Ok(Some(token)),
             Ok(false) => {
@@ -193,23 +213,23 @@ impl wit::Host for StoreState {
         ttl_ms: u64,
     ) -> Result<bool, WitError> {
         self.kv_allowed(&name)?;
-        self.call
-            .services
-            .kv
-            .extend_lock(&name, &token, ttl(ttl_ms)?)
-            .await
-            .map_err(kv_error)
+        kv_call(
+            self.call.io_deadline(),
+            self.call
+                .services
+                .kv
+                .extend_lock(&name, &token, ttl(ttl_ms)?),
+        )
+        .await
     }
 
     async fn unlock(&mut self, name: String, token: String) -> Result<bool, WitError> {
         self.kv_allowed(&name)?;
-        let released = self
-            .call
-            .services
-            .kv
-            .unlock(&name, &token)
-            .await
-            .map_err(kv_error)?;
+        let released = kv_call(
+            self.call.io_deadline(),
+            self.call.services.kv.unlock(&name, &token),
+        )
+        .await?;
         self.call
             .held_locks
             .retain(|(n, t)| !(n == &name && t == &token));

@@ -59,12 +59,16 @@ impl wit::Host for StoreState {
                 url.port_or_known_default().unwrap_or(0)
             ))
         };
-        let timeout = request
+        let asked = request
             .timeout_ms
             .map(|ms| Duration::from_millis(ms.into()))
             .unwrap_or(MAX_TIMEOUT)
             .min(MAX_TIMEOUT);
-        let deadline = tokio::time::Instant::now() + timeout;
+        // No later than the invocation's I/O deadline: a receiver that never
+        // answers fails the request while the plugin has time to record it.
+        let now = tokio::time::Instant::now();
+        let deadline = (now + asked).min(self.call.io_deadline());
+        let timeout = deadline.saturating_duration_since(now);
         let client = match is_allowed(&plugin.grants.http, &url) {
             None => return Err(denied(String::new())),
             Some(Allowed::Origin) => &self.call.services.http,
@@ -80,7 +84,10 @@ impl wit::Host for StoreState {
                     Err(_) => {
                         return Err(WitError::new(
                             ErrorCode::Unavailable,
-                            format!("resolving \"{host}\" took longer than {timeout:?}"),
+                            format!(
+                                "resolving \"{host}\" took longer than {} ms",
+                                timeout.as_millis()
+                            ),
                         ));
                     }
                 }
@@ -98,10 +105,15 @@ impl wit::Host for StoreState {
         // Name only the origin: webhook paths often carry secrets.
         let origin = url.origin().ascii_serialization();
         let unavailable = |e: reqwest::Error| {
-            WitError::new(
-                ErrorCode::Unavailable,
-                format!("request to {origin} failed: {}", e.without_url()),
-            )
+            let why = if e.is_timeout() {
+                format!(
+                    "request to {origin} timed out after {} ms",
+                    timeout.as_millis()
+                )
+            } else {
+                format!("request to {origin} failed: {}", e.without_url())
+            };
+            WitError::new(ErrorCode::Unavailable, why)
         };
         let mut resp = req
             .body(request.body.clone())

@@ -2,6 +2,7 @@
 //! granted), resource limits, and who is calling with which grants.
 
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::ResourceTable;
 use wasmtime::{StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -43,6 +44,33 @@ pub struct CallContext {
     pub interactive: bool,
     /// The job's progress, from its first report on.
     pub progress: Option<crate::progress::Progress>,
+    /// When the invocation's time is up (its timeout from its start).
+    pub ends_at: tokio::time::Instant,
+}
+
+/// Most of an invocation's time left kept back from one backend call: a
+/// quarter of it, at most this.
+const MOST_KEPT_BACK: Duration = Duration::from_secs(5);
+
+/// When a backend call made at `now` (a database statement, a kv call, an
+/// outbound request) is given up on: a quarter of the invocation's time
+/// left (at most [`MOST_KEPT_BACK`]) before `ends_at`. A backend that hangs
+/// then fails the call with time left for the plugin to act on it (serve
+/// what it kept, record the failure) instead of the plugin being cut off;
+/// each later call again keeps a quarter of what is left.
+pub fn io_deadline(
+    now: tokio::time::Instant,
+    ends_at: tokio::time::Instant,
+) -> tokio::time::Instant {
+    let left = ends_at.saturating_duration_since(now);
+    now + left - (left / 4).min(MOST_KEPT_BACK)
+}
+
+impl CallContext {
+    /// [`io_deadline`] for a backend call made now.
+    pub fn io_deadline(&self) -> tokio::time::Instant {
+        io_deadline(tokio::time::Instant::now(), self.ends_at)
+    }
 }
 
 pub struct StoreState {
@@ -98,5 +126,21 @@ impl WasiView for StoreState {
             ctx,
             table: &mut self.table,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_backend_call_leaves_a_quarter_of_the_time_left_at_most_five_seconds() {
+        let now = tokio::time::Instant::now();
+        let secs = Duration::from_secs;
+        let ms = Duration::from_millis;
+        assert_eq!(io_deadline(now, now + secs(2)), now + ms(1500));
+        assert_eq!(io_deadline(now + ms(1500), now + secs(2)), now + ms(1875));
+        assert_eq!(io_deadline(now, now + secs(60)), now + secs(55));
+        assert_eq!(io_deadline(now + secs(3), now + secs(2)), now + secs(3));
     }
 }

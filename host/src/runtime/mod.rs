@@ -227,6 +227,8 @@ impl Runtime {
         inv: Option<&Invocation>,
         request_id: &str,
     ) -> Store<StoreState> {
+        let started = Instant::now();
+        let timeout = plugin.manifest.limits.timeout;
         let files = file_grants::resolve_grants(
             &plugin.manifest.grants.files,
             inv.map(|i| &i.trigger),
@@ -245,12 +247,13 @@ impl Runtime {
             interactive: inv.is_some_and(|i| matches!(i.trigger, Trigger::Command(_))),
             logged_tenant: inv.and_then(|i| i.logged_tenant()).map(str::to_string),
             progress: None,
+            ends_at: (started + timeout).into(),
         });
         let mut store = Store::new(&self.engine, state);
         store.limiter(|s| &mut s.limits);
         // Each epoch tick: trap past the deadline, otherwise yield so a long
         // computation never starves the executor.
-        let deadline = Instant::now() + plugin.manifest.limits.timeout;
+        let deadline = started + timeout;
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

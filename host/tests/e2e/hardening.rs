@@ -1123,6 +1123,59 @@ async fn a_busy_pool_is_not_an_outage() {
     Arc::into_inner(server).unwrap().stop().await.unwrap();
 }
 
+/// A statement slower than its plugin has time for is given up on a
+/// quarter of that time before the plugin's end, so the plugin answers with
+/// the error itself instead of being cut off (a 504); Postgres ends the
+/// statement too, seeing its connection closed, rather than running it on
+/// to the statement timeout; and a slow statement is no outage: the next
+/// caller's statement runs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_statement_past_the_plugins_time_fails_in_time_and_ends() {
+    let dep = Deployment::new(Backend::Real).await;
+    let manifest = PROBE.replace(r#"timeout = "10s""#, r#"timeout = "2s""#);
+    let server = dep.start(&manifest, "a").await;
+    let slow = "SELECT 1 AS n FROM pg_sleep(25)";
+    let asked = Instant::now();
+    let out = server
+        .command("probe", &["db-sql", "master", slow])
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    assert!(out.contains(r#""code":"unavailable""#), "{out}");
+    assert!(
+        out.contains("the database did not answer in the time the plugin had"),
+        "{out}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(1900),
+        "given up on at 1.5 s of 2 s: {waited:?}"
+    );
+    let running = format!(
+        "SELECT COUNT(*) AS n FROM pg_stat_activity WHERE query = '{slow}' AND state = 'active'"
+    );
+    let ended = Instant::now();
+    loop {
+        let rows = server.master().query(&running, &[]).await.unwrap().rows;
+        if rows[0][0] == neo_ops::backends::db::Value::Int(0) {
+            break;
+        }
+        assert!(
+            ended.elapsed() < Duration::from_secs(5),
+            "the server still runs the statement the host gave up on"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let asked = Instant::now();
+    let out = server.command("probe", &["db", "master"]).await.unwrap();
+    assert!(out.contains("1 row"), "{out}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    server.stop().await.unwrap();
+}
+
 /// A change committed on a tenant database while the master blips still
 /// gets its audit record: the append is asked again until the master is
 /// back. Before, the plugin got "committed but the audit log is

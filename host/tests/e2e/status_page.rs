@@ -443,6 +443,70 @@ async fn the_page_answers_through_a_master_outage() {
     server.stop().await.unwrap();
 }
 
+/// A master that takes connections but never answers (a blackholed host,
+/// not a refusing one): the page still answers with the kept board within
+/// its 2 s, the database being given up on at 1.5 s; the host then pings
+/// it and keeps statements failing fast while it stays silent, so later
+/// requests are answered at once; once it answers again the page is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_answers_through_a_hung_master() {
+    let dep = Deployment::new(Backend::Real).await;
+    let manifest = MANIFEST.replace("timeout = \"5s\"", "timeout = \"2s\"");
+    let (server, pg) = dep.start_with_master_proxy(&manifest).await;
+    server
+        .command("status-page", &["start", "Till offline", "Outlet 4"])
+        .await
+        .unwrap();
+    let live = status(&server).await;
+
+    pg.set_hanging();
+    let kept = |asked: std::time::Instant| {
+        let server = &server;
+        async move {
+            let resp = server
+                .http
+                .get(server.url("/status.json"))
+                .send()
+                .await
+                .unwrap();
+            let waited = asked.elapsed();
+            assert_eq!(resp.status().as_u16(), 200, "after {waited:?}");
+            assert!(resp.headers().contains_key("x-status-as-of"));
+            let body: serde_json::Value = resp.json().await.unwrap();
+            (body, waited)
+        }
+    };
+    let (first, waited) = kept(std::time::Instant::now()).await;
+    assert_eq!(first, live, "the same document, kept");
+    assert!(waited < std::time::Duration::from_secs(2), "{waited:?}");
+    // The host's ping goes unanswered too: statements now fail at once.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    for _ in 0..5 {
+        let (_, waited) = kept(std::time::Instant::now()).await;
+        assert!(waited < std::time::Duration::from_millis(500), "{waited:?}");
+    }
+
+    pg.set_up(true);
+    let back = std::time::Instant::now();
+    loop {
+        let resp = server
+            .http
+            .get(server.url("/status.json"))
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 200 && resp.headers().get("x-status-as-of").is_none() {
+            break;
+        }
+        assert!(
+            back.elapsed() < std::time::Duration::from_secs(10),
+            "never live again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    server.stop().await.unwrap();
+}
+
 /// The binary itself: `neo-ops run` prints the output and exits non-zero on error.
 #[test]
 fn cli_run_exit_codes() {

@@ -373,7 +373,11 @@ fn column_names<R: sqlx::Row>(row: &R) -> Vec<String> {
 async fn bounded<T>(fut: impl Future<Output = Result<T, DbError>>) -> Result<T, DbError> {
     tokio::time::timeout(STATEMENT_TIMEOUT, fut)
         .await
-        .unwrap_or_else(|_| Err(DbError::Unavailable("statement timed out".into())))
+        .unwrap_or_else(|_| Err(timed_out()))
+}
+
+fn timed_out() -> DbError {
+    DbError::Unavailable("statement timed out".into())
 }
 
 impl Pool {
@@ -398,18 +402,57 @@ impl Pool {
         params: &[Value],
         budget: &mut Budget,
     ) -> Result<(u64, RowSet), DbError> {
+        self.run_until(sql, params, budget, None).await
+    }
+
+    /// [`Pool::run_within`], given up on at `caller_deadline` when that
+    /// comes before the statement timeout. A statement cut short so is
+    /// [`DbError::Unavailable`] but opens no breaker by itself, since a slow
+    /// statement is no outage: the database is probed instead
+    /// ([`PgHandle::probe`]).
+    pub async fn run_until(
+        &self,
+        sql: &str,
+        params: &[Value],
+        budget: &mut Budget,
+        caller_deadline: Option<tokio::time::Instant>,
+    ) -> Result<(u64, RowSet), DbError> {
+        let limit = tokio::time::Instant::now() + STATEMENT_TIMEOUT;
+        let cut_at = caller_deadline.map_or(limit, |d| d.min(limit));
+        let cut_short = || {
+            DbError::Unavailable("the database did not answer in the time the plugin had".into())
+        };
         match self {
             Pool::Pg(p) => {
                 p.check()?;
-                // Bounded before it is recorded: a database that hangs
-                // (rather than refusing) opens the breaker too.
-                let result =
-                    bounded(async { pg_run_leased(p.lease().await?, sql, params, budget).await })
-                        .await;
-                p.record(&result);
-                result
+                let run = async { pg_run_leased(p.lease().await?, sql, params, budget).await };
+                match tokio::time::timeout_at(cut_at, run).await {
+                    Ok(result) => {
+                        p.record(&result);
+                        result
+                    }
+                    Err(_) if cut_at < limit => {
+                        p.probe();
+                        Err(cut_short())
+                    }
+                    // Recorded: a database that hangs (rather than
+                    // refusing) opens the breaker too.
+                    Err(_) => {
+                        let result = Err(timed_out());
+                        p.record(&result);
+                        result
+                    }
+                }
             }
-            Pool::Sqlite(p) => bounded(lite_run(p, sql, params, budget)).await,
+            Pool::Sqlite(p) => tokio::time::timeout_at(cut_at, lite_run(p, sql, params, budget))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(if cut_at < limit {
+                        cut_short()
+                    } else {
+                        timed_out()
+                    })
+                }),
         }
     }
 
@@ -458,22 +501,13 @@ impl Pool {
     /// connections: with all of those busy the database still answers, and
     /// a replica under load must not drop out of its load balancer.
     pub async fn ping(&self) -> bool {
-        let probe = async {
-            match self {
-                Pool::Pg(p) => {
-                    let answered = sqlx::query("SELECT 1")
-                        .execute(&p.pool)
-                        .await
-                        .map(drop)
-                        .map_err(DbError::from);
-                    // An answer closes the breaker an outage opened.
-                    p.record(&answered);
-                    answered
-                }
-                Pool::Sqlite(_) => self.run("SELECT 1 AS one", &[]).await.map(drop),
-            }
-        };
-        matches!(tokio::time::timeout(PING_TIMEOUT, probe).await, Ok(Ok(())))
+        match self {
+            Pool::Pg(p) => p.ping(PING_TIMEOUT).await,
+            Pool::Sqlite(_) => matches!(
+                tokio::time::timeout(PING_TIMEOUT, self.run("SELECT 1 AS one", &[])).await,
+                Ok(Ok(_))
+            ),
+        }
     }
 
     pub async fn close(&self) {

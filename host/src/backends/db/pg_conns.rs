@@ -130,7 +130,12 @@ impl Conns {
                 }
                 return Ok(self.leased(conn, permit));
             }
-            let conn = self.options.connect().await.map_err(|e| {
+            let conn = async {
+                let mut conn = self.options.connect().await?;
+                end_statements_on_hang_up(&mut conn).await?;
+                Ok::<_, sqlx::Error>(conn)
+            };
+            let conn = conn.await.map_err(|e| {
                 tracing::warn!(error = %e, "database unavailable");
                 unavailable()
             })?;
@@ -212,6 +217,17 @@ impl Drop for Lease {
             close_in_background(conn);
         }
     }
+}
+
+/// Has the server check each second, while a statement runs, that the host
+/// is still there (Postgres 14 and later): a statement the host stopped
+/// waiting for, whose connection it closed, then ends instead of running on
+/// to the statement timeout with its locks.
+async fn end_statements_on_hang_up(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    if conn.server_version_num().is_some_and(|v| v >= 140_000) {
+        sqlx::Executor::execute(&mut *conn, "SET client_connection_check_interval = '1s'").await?;
+    }
+    Ok(())
 }
 
 /// Closes a connection politely when a runtime is there to do it, else drops

@@ -29,6 +29,8 @@ pub struct PgHandle {
     pub(super) pool: PgPool,
     conns: Arc<Conns>,
     open_until_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// Whether a [`PgHandle::probe`] is running.
+    probing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How long the server lets a connection sit idle inside a transaction.
@@ -36,6 +38,10 @@ const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 
 /// How long statements fail fast after the database failed to answer.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
+
+/// How long a [`PgHandle::probe`] waits for each ping's answer, and how
+/// often it pings.
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 impl PgHandle {
     pub(super) fn new(pool: PgPool) -> Self {
@@ -61,6 +67,7 @@ impl PgHandle {
             pool,
             conns,
             open_until_ms: Arc::default(),
+            probing: Arc::default(),
         }
     }
 
@@ -104,6 +111,50 @@ impl PgHandle {
         };
         self.open_until_ms
             .store(until, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether the database answers `SELECT 1` within `limit`, through the
+    /// host's own pool (with every statement connection busy the database
+    /// still answers). An answer closes the breaker an outage opened.
+    pub(super) async fn ping(&self, limit: Duration) -> bool {
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(limit, ping).await {
+            Ok(answered) => {
+                let answered = answered.map(drop).map_err(DbError::from);
+                self.record(&answered);
+                answered.is_ok()
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// After a statement went unanswered until its caller stopped waiting.
+    /// A slow statement is no outage, so that alone opens nothing: the
+    /// database is pinged (one prober per pool), and while pings go
+    /// unanswered the breaker stays open, so a database that hangs rather
+    /// than refuses fails statements fast, as one that refuses does. The
+    /// first answer closes it and ends the probe.
+    pub(super) fn probe(&self) {
+        use std::sync::atomic::Ordering;
+        if self.probing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let handle = self.clone();
+        tokio::spawn(async move {
+            while !handle.pool.is_closed() {
+                let asked = tokio::time::Instant::now();
+                if handle.ping(PROBE_EVERY).await {
+                    break;
+                }
+                tracing::warn!(
+                    "database did not answer a ping; statements fail fast until it does"
+                );
+                let until = Self::now_ms() + (PROBE_EVERY + BREAKER_OPEN).as_millis() as i64;
+                handle.open_until_ms.store(until, Ordering::Relaxed);
+                tokio::time::sleep_until(asked + PROBE_EVERY).await;
+            }
+            handle.probing.store(false, Ordering::Release);
+        });
     }
 }
 
