@@ -21,20 +21,33 @@ fn sha256_hex(s: &str) -> String {
     hex::encode(Sha256::digest(s.as_bytes()))
 }
 
-/// Creates a token and returns it; only its hash is stored.
+/// Creates a token that does not expire and returns it; only its hash is stored.
 pub async fn create_token(master: &Pool, role: Role, name: &str) -> Result<String, DbError> {
+    create_token_expiring(master, role, name, None).await
+}
+
+/// [`create_token`], refused from `expires_at` (microseconds since the
+/// epoch) on, as a revoked token is.
+pub async fn create_token_expiring(
+    master: &Pool,
+    role: Role,
+    name: &str,
+    expires_at: Option<i64>,
+) -> Result<String, DbError> {
     let mut bytes = [0u8; 36];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let token_id = hex::encode(&bytes[..4]);
     let token = format!("neo_{token_id}_{}", hex::encode(&bytes[4..]));
     master
         .execute(
-            "INSERT INTO api_tokens (token_id, name, role, token_hash) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO api_tokens (token_id, name, role, token_hash, expires_at) \
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 Value::Text(token_id),
                 Value::Text(name.into()),
                 Value::Text(role.as_str().into()),
                 Value::Text(sha256_hex(&token)),
+                expires_at.map_or(Value::Null, Value::Timestamp),
             ],
         )
         .await?;
@@ -50,21 +63,35 @@ pub struct TokenInfo {
     /// RFC 3339, UTC.
     pub created_at: Option<String>,
     pub revoked_at: Option<String>,
+    /// When it stops being accepted, if ever (RFC 3339, UTC).
+    pub expires_at: Option<String>,
 }
 
-/// The tokens, oldest first; revoked ones only with `include_revoked`.
-pub async fn list_tokens(master: &Pool, include_revoked: bool) -> Result<Vec<TokenInfo>, DbError> {
-    let filter = if include_revoked {
-        ""
+/// The condition a live token meets, the time now being `$<now>`: not
+/// revoked, and not expired.
+fn live(now: usize) -> String {
+    format!("revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ${now})")
+}
+
+fn now() -> Value {
+    Value::Timestamp(chrono::Utc::now().timestamp_micros())
+}
+
+/// The live tokens, oldest first; revoked and expired ones too with
+/// `include_dead`.
+pub async fn list_tokens(master: &Pool, include_dead: bool) -> Result<Vec<TokenInfo>, DbError> {
+    let (filter, params) = if include_dead {
+        (String::new(), vec![])
     } else {
-        " WHERE revoked_at IS NULL"
+        (format!(" WHERE {}", live(1)), vec![now()])
     };
     let rows = master
         .query(
             &format!(
-                "SELECT token_id, name, role, created_at, revoked_at FROM api_tokens{filter} ORDER BY id"
+                "SELECT token_id, name, role, created_at, revoked_at, expires_at \
+                 FROM api_tokens{filter} ORDER BY id"
             ),
-            &[],
+            &params,
         )
         .await?;
     let text = |v: &Value| match v {
@@ -86,6 +113,7 @@ pub async fn list_tokens(master: &Pool, include_revoked: bool) -> Result<Vec<Tok
             role: text(&r[2]),
             created_at: when(&r[3]),
             revoked_at: when(&r[4]),
+            expires_at: when(&r[5]),
         })
         .collect())
 }
@@ -114,10 +142,7 @@ pub async fn revoke_token(master: &Pool, token_id: &str) -> Result<bool, DbError
     let n = master
         .execute(
             "UPDATE api_tokens SET revoked_at = $1 WHERE token_id = $2 AND revoked_at IS NULL",
-            &[
-                Value::Timestamp(chrono::Utc::now().timestamp_micros()),
-                Value::Text(token_id.into()),
-            ],
+            &[now(), Value::Text(token_id.into())],
         )
         .await?;
     Ok(n > 0)
@@ -265,13 +290,11 @@ impl Tokens {
         if fresh(&self.copy.read().unwrap_or_else(|p| p.into_inner())) {
             return Ok(());
         }
-        let rows = match master
-            .query(
-                "SELECT token_id, token_hash FROM api_tokens WHERE revoked_at IS NULL",
-                &[],
-            )
-            .await
-        {
+        let live_tokens = format!(
+            "SELECT token_id, token_hash FROM api_tokens WHERE {}",
+            live(1)
+        );
+        let rows = match master.query(&live_tokens, &[now()]).await {
             Ok(rows) => rows,
             // The copy as it was still tells made-up tokens from genuine
             // ones while the database is away; the next request reads again.
@@ -318,12 +341,11 @@ fn same_hash(stored: &str, presented: &str) -> bool {
 
 /// The stored hash of live token `id`, if there is one.
 async fn lookup_any(master: &Pool, id: &str) -> Result<Option<String>, DbError> {
-    let rows = master
-        .query(
-            "SELECT token_hash FROM api_tokens WHERE token_id = $1 AND revoked_at IS NULL",
-            &[Value::Text(id.into())],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT token_hash FROM api_tokens WHERE token_id = $1 AND {}",
+        live(2)
+    );
+    let rows = master.query(&sql, &[Value::Text(id.into()), now()]).await?;
     Ok(match rows.rows.first().map(|r| &r[0]) {
         Some(Value::Text(hash)) => Some(hash.clone()),
         _ => None,
@@ -331,14 +353,14 @@ async fn lookup_any(master: &Pool, id: &str) -> Result<Option<String>, DbError> 
 }
 
 /// The principal of live token `id` whose hash is `presented`: the
-/// database's word, so a token revoked since the copy was read is refused.
+/// database's word, so a token revoked (or expired) since the copy was read
+/// is refused.
 async fn lookup(master: &Pool, id: &str, presented: &str) -> Result<Option<Principal>, DbError> {
-    let rows = master
-        .query(
-            "SELECT name, role, token_hash FROM api_tokens WHERE token_id = $1 AND revoked_at IS NULL",
-            &[Value::Text(id.into())],
-        )
-        .await?;
+    let sql = format!(
+        "SELECT name, role, token_hash FROM api_tokens WHERE token_id = $1 AND {}",
+        live(2)
+    );
+    let rows = master.query(&sql, &[Value::Text(id.into()), now()]).await?;
     let Some(row) = rows.rows.first() else {
         return Ok(None);
     };

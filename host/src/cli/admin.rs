@@ -23,10 +23,33 @@ pub async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
     .await
 }
 
-pub async fn create_token(cli: &Cli, role: &str, name: &str) -> anyhow::Result<ExitCode> {
+/// The longest `--expires-in`: ten years.
+const MAX_EXPIRES_IN: std::time::Duration = std::time::Duration::from_secs(10 * 365 * 86_400);
+
+/// When a token made now with `--expires-in <given>` expires.
+fn expiry(given: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let d =
+        neo_ops_text::duration::parse(given).map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
+    if d.is_zero() || d > MAX_EXPIRES_IN {
+        anyhow::bail!("--expires-in \"{given}\" must be more than 0 and at most 3650d");
+    }
+    Ok(chrono::Utc::now() + d)
+}
+
+fn rfc3339(at: chrono::DateTime<chrono::Utc>) -> String {
+    at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+pub async fn create_token(
+    cli: &Cli,
+    role: &str,
+    name: &str,
+    expires_in: Option<&str>,
+) -> anyhow::Result<ExitCode> {
     let role = Role::parse(role).ok_or_else(|| {
         anyhow::anyhow!("unknown role \"{role}\" (expected admin or super_admin)")
     })?;
+    let expires_at = expires_in.map(expiry).transpose()?;
     if !auth::valid_token_name(name) {
         anyhow::bail!(
             "bad token name \"{name}\": 1 to 64 letters, digits, spaces and . _ - @ \
@@ -43,12 +66,16 @@ pub async fn create_token(cli: &Cli, role: &str, name: &str) -> anyhow::Result<E
                 same.token_id
             );
         }
-        let token = auth::create_token(master, role, name).await?;
+        let micros = expires_at.map(|at| at.timestamp_micros());
+        let token = auth::create_token_expiring(master, role, name, micros).await?;
         let id = token.split('_').nth(1).unwrap_or_default().to_string();
-        let details = serde_json::json!({"role": role.as_str(), "name": name});
+        let expires = expires_at.map(rfc3339);
+        let details =
+            serde_json::json!({"role": role.as_str(), "name": name, "expires_at": expires});
         record(services, "token.create", &format!("token:{id}"), None, details).await;
         println!("{token}");
-        eprintln!("store this token now: it is not shown again (id {id})");
+        let lasts = expires.map_or_else(|| "until revoked".into(), |at| format!("until {at}"));
+        eprintln!("store this token now: it is not shown again (id {id}; valid {lasts})");
         Ok(ExitCode::SUCCESS)
     })
     .await
@@ -57,6 +84,7 @@ pub async fn create_token(cli: &Cli, role: &str, name: &str) -> anyhow::Result<E
 pub async fn list_tokens(cli: &Cli, all: bool, json: bool) -> anyhow::Result<ExitCode> {
     with_services(cli, async |services| {
         let tokens = auth::list_tokens(services.db.master(), all).await?;
+        let now = chrono::Utc::now();
         if json {
             println!("{}", serde_json::json!({ "tokens": tokens }));
             return Ok(ExitCode::SUCCESS);
@@ -70,8 +98,12 @@ pub async fn list_tokens(cli: &Cli, all: bool, json: bool) -> anyhow::Result<Exi
                 .as_deref()
                 .map(|at| format!("\trevoked {at}"))
                 .unwrap_or_default();
+            let expires = t.expires_at.as_deref().map_or_else(String::new, |at| {
+                let past = chrono::DateTime::parse_from_rfc3339(at).is_ok_and(|at| at <= now);
+                format!("\t{} {at}", if past { "expired" } else { "expires" })
+            });
             println!(
-                "{}\t{}\t{}\tcreated {}{revoked}",
+                "{}\t{}\t{}\tcreated {}{revoked}{expires}",
                 t.token_id,
                 t.role,
                 super::one_line(&t.name),

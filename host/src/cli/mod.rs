@@ -177,10 +177,15 @@ pub enum TokenCommand {
         /// Who or what the token is for.
         #[arg(long)]
         name: String,
+        /// Refuse the token once this long has passed ("90d", "12h"); by
+        /// default it lasts until revoked.
+        #[arg(long, value_name = "DURATION")]
+        expires_in: Option<String>,
     },
-    /// List tokens: id, role, name, when created (never the secret).
+    /// List live tokens: id, role, name, when created and when they expire
+    /// (never the secret).
     List {
-        /// Include revoked tokens.
+        /// Include revoked and expired tokens.
         #[arg(long)]
         all: bool,
         /// Print the list as JSON.
@@ -352,9 +357,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         }) => tenant::create(&cli, name, display_name.as_deref(), *demo).await,
         Command::Tenant(TenantCommand::List { json }) => tenant::list(&cli, *json).await,
         Command::Tenant(TenantCommand::Set(args)) => tenant::set(&cli, args).await,
-        Command::Token(TokenCommand::Create { role, name }) => {
-            admin::create_token(&cli, role, name).await
-        }
+        Command::Token(TokenCommand::Create {
+            role,
+            name,
+            expires_in,
+        }) => admin::create_token(&cli, role, name, expires_in.as_deref()).await,
         Command::Token(TokenCommand::List { all, json }) => {
             admin::list_tokens(&cli, *all, *json).await
         }

@@ -1225,6 +1225,44 @@ async fn a_record_after_a_commit_waits_out_a_master_blip() {
     Arc::into_inner(server).unwrap().stop().await.unwrap();
 }
 
+/// A token made to expire works until then and is refused like a revoked
+/// one from then on (the copy of the token table knows it, but a genuine
+/// token is always confirmed by the database); the live list leaves it out,
+/// and the whole list still shows it, with when it expired.
+async fn an_expired_token_is_refused(backend: Backend) {
+    use neo_ops::auth;
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(PROBE, "a").await;
+    let master = server.master();
+    let expires = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let micros = Some(expires.timestamp_micros());
+    let token = auth::create_token_expiring(master, Role::Admin, "contractor", micros)
+        .await
+        .unwrap();
+    let status = || server.get("/admin/probe?c=env&n=X", Some(&token));
+    assert_eq!(status().await.0, 200);
+    let live = auth::list_tokens(master, false).await.unwrap();
+    assert_eq!(live.len(), 1);
+    let listed = live[0].expires_at.as_deref().unwrap();
+    let listed = chrono::DateTime::parse_from_rfc3339(listed).unwrap();
+    assert!(
+        (listed.timestamp() - expires.timestamp()).abs() <= 1,
+        "{listed}"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let (code, body) = status().await;
+    assert_eq!((code, body.as_str()), (403, FORBIDDEN));
+    assert!(auth::list_tokens(master, false).await.unwrap().is_empty());
+    let all = auth::list_tokens(master, true).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].name, "contractor");
+    assert_eq!(all[0].revoked_at, None);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(token_expiry, an_expired_token_is_refused);
+
 /// A check the host was too busy to run (its one slot held past the
 /// admission wait) says so: "not run", with what to do, not "see the
 /// log". It still fails the checklist, which vouches only for what ran.

@@ -262,6 +262,63 @@ on_both_backends!(audit_grant, audit_needs_its_grant);
 
 on_both_backends!(audit_chain, edited_audit_record_is_caught);
 
+/// `token create --expires-in`: a bad or absurd length is refused naming
+/// it; a token made with one says until when it is valid, and the list
+/// shows when it expires (as `--json` too); one made without lasts until
+/// revoked.
+#[test]
+fn cli_tokens_that_expire() {
+    let cli = support::Cli::new(AUDITOR);
+    let run = |args: &[&str]| {
+        let o = cli.run(args);
+        (o.code, o.stdout, o.stderr)
+    };
+    let create = ["token", "create", "--role", "admin", "--name"];
+    for (bad, why) in [
+        ("90", "\"90\" is not a duration"),
+        (
+            "0d",
+            "--expires-in \"0d\" must be more than 0 and at most 3650d",
+        ),
+        (
+            "3651d",
+            "--expires-in \"3651d\" must be more than 0 and at most 3650d",
+        ),
+    ] {
+        let (code, out, err) = run(&[&create[..], &["temp", "--expires-in", bad]].concat());
+        assert_eq!(code, Some(1), "{out}");
+        assert!(err.contains(why), "{err}");
+    }
+    assert_eq!(
+        run(&["token", "list", "--json"]).1.trim(),
+        r#"{"tokens":[]}"#
+    );
+
+    let (code, _, err) = run(&[&create[..], &["contractor", "--expires-in", "30d"]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    let until = (chrono::Utc::now() + chrono::Duration::days(30)).format("%Y-%m-%d");
+    assert!(err.contains(&format!("valid until {until}T")), "{err}");
+    let (code, _, err) = run(&[&create[..], &["oncall"]].concat());
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("valid until revoked"), "{err}");
+
+    let (_, out, _) = run(&["token", "list"]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(lines[0].contains(&format!("\texpires {until}T")), "{out}");
+    assert!(!lines[1].contains("expire"), "{out}");
+    let (_, out, _) = run(&["token", "list", "--json"]);
+    let listed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(
+        listed["tokens"][0]["expires_at"]
+            .as_str()
+            .unwrap()
+            .starts_with(&until.to_string()),
+        "{out}"
+    );
+    assert_eq!(listed["tokens"][1]["expires_at"], serde_json::Value::Null);
+}
+
 /// `tenant create --demo`, `tenant list --json`, `token create` and
 /// `audit verify` through the real binary on the embedded backends.
 #[test]
