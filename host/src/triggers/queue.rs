@@ -234,9 +234,16 @@ async fn retire(kv: &Kv, queue: &str, replica: &str) {
         .await;
 }
 
-/// Whether the plugin refused the job itself (400), not a try at it.
+/// Whether the plugin refused the job itself, not a try at it: bad in
+/// itself (400), or with what it is for gone (410).
 fn bad_job(e: &InvokeError) -> bool {
-    matches!(e, InvokeError::Failed { status: 400, .. })
+    matches!(
+        e,
+        InvokeError::Failed {
+            status: 400 | 410,
+            ..
+        }
+    )
 }
 
 /// The delay before retry number `attempts` (1 after the first failure):
@@ -420,8 +427,9 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
                 Next::Done
             }
             // Out of attempts, or refused by the plugin as bad in itself
-            // (400: a payload it cannot read, an export too large to mail),
-            // which no retry would change.
+            // (400: a payload it cannot read, an export too large to mail)
+            // or as gone (410: a webhook endpoint deleted), which no retry
+            // would change.
             Err(e) if job.attempts >= spec.max_attempts || bad_job(&e) => {
                 // A string field: quoted and escaped, guest text and all.
                 let error = e.to_string();

@@ -567,6 +567,62 @@ on_both_backends!(
     breaker_opens_stops_sending_and_closes_after_a_trial
 );
 
+/// A delivery to an endpoint deleted since it was queued is dead at once:
+/// nothing is sent, the row says why, and the job is dead-lettered on its
+/// first attempt instead of retried `max_attempts` times. An inactive
+/// endpoint is still retried (it may be switched back on meanwhile).
+async fn a_deleted_endpoint_is_dead_at_once(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    let server = dep.start(&manifest(&receiver, 10, "60s"), "a").await;
+    let pool = tenant_with_endpoint(&server, "acme", &receiver).await;
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
+        .await
+        .unwrap();
+    add_delivery(&pool, 1, &json!({"order_id": 1})).await;
+    pool.execute("UPDATE webhook_endpoints SET active = FALSE", &[])
+        .await
+        .unwrap();
+    let inactive = enqueue(&server, "webhook", "acme", r#"{"delivery_id": 1}"#).await;
+    let letter = |job: String| {
+        let (server, token) = (&server, &token);
+        async move {
+            let letters = dead_letters(server, token, "webhook").await;
+            letters.into_iter().find(|dl| dl["id"] == job.as_str())
+        }
+    };
+    wait_until("the inactive endpoint's job is dead-lettered", || async {
+        letter(inactive.clone()).await.is_some()
+    })
+    .await;
+    let dl = letter(inactive.clone()).await.unwrap();
+    assert_eq!(dl["attempts"], MAX_ATTEMPTS, "{dl}");
+    let (status, attempts, _) = delivery(&pool, 1).await;
+    assert_eq!((status.as_str(), attempts), ("dead", MAX_ATTEMPTS as i64));
+
+    add_delivery(&pool, 2, &json!({"order_id": 2})).await;
+    pool.execute(
+        "UPDATE webhook_endpoints SET active = TRUE, deleted_at = CURRENT_TIMESTAMP",
+        &[],
+    )
+    .await
+    .unwrap();
+    let job = enqueue(&server, "webhook", "acme", r#"{"delivery_id": 2}"#).await;
+    wait_until("the deleted endpoint's job is dead-lettered", || async {
+        letter(job.clone()).await.is_some()
+    })
+    .await;
+    let dl = letter(job.clone()).await.unwrap();
+    assert_eq!(dl["attempts"], 1, "{dl}");
+    let (status, attempts, error) = delivery(&pool, 2).await;
+    assert_eq!((status.as_str(), attempts), ("dead", 1));
+    assert_eq!(error.as_deref(), Some("endpoint 1 is deleted; not retried"));
+    assert!(receiver.requests().is_empty(), "nothing was sent");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(deleted_endpoint, a_deleted_endpoint_is_dead_at_once);
+
 /// One tenant's slow receiver does not hold up another tenant's webhooks:
 /// the queue's workers take the next jobs while the slow ones wait.
 async fn a_slow_receiver_holds_up_no_other_tenant(backend: Backend) {

@@ -11,7 +11,9 @@
 //!   fails the job, so the host retries with backoff and dead-letters it after
 //!   `max_attempts` with the error kept. An inactive endpoint is not sent to,
 //!   but it still fails: the job lands in the dead letters where an operator
-//!   can replay it once the endpoint is active again.
+//!   can replay it once the endpoint is active again. A deleted endpoint
+//!   never comes back: the delivery is `dead` at once and the job fails as
+//!   gone (410), which the host dead-letters without retrying.
 //! - A receiver may still see a delivery twice if recording its success fails
 //!   after a 2xx (the retry sends again): `x-neo-delivery` is the id to dedupe on.
 //! - A circuit breaker per (tenant, endpoint) stops hammering a receiver that
@@ -116,17 +118,14 @@ impl Job<'_> {
             ));
         }
         let endpoint = &delivery.endpoint;
-        if endpoint.deleted || !endpoint.active {
-            let state = if endpoint.deleted {
-                "deleted"
-            } else {
-                "inactive"
-            };
-            return self.failed(
-                &delivery,
-                409,
-                format!("endpoint {} is {state}", endpoint.id),
-            );
+        if endpoint.deleted {
+            let reason = format!("endpoint {} is deleted; not retried", endpoint.id);
+            // No retry would change it: dead now.
+            return self.record_failure(&delivery, 410, reason, true);
+        }
+        if !endpoint.active {
+            let reason = format!("endpoint {} is inactive", endpoint.id);
+            return self.failed(&delivery, 409, reason);
         }
         let breaker = Breaker {
             tenant: self.tenant,
@@ -172,6 +171,17 @@ impl Job<'_> {
     /// which the host keeps as the job's last error.
     fn failed(&self, delivery: &Delivery, status: u16, reason: String) -> Result<Output, Failure> {
         let last = self.message.attempt >= self.message.max_attempts;
+        self.record_failure(delivery, status, reason, last)
+    }
+
+    /// [`Job::failed`], the row `dead` when `last` (no retry follows).
+    fn record_failure(
+        &self,
+        delivery: &Delivery,
+        status: u16,
+        reason: String,
+        last: bool,
+    ) -> Result<Output, Failure> {
         if let Err(e) = delivery::mark_failed(&self.target(), delivery.id, &reason, last) {
             self.log(
                 log::Level::Warn,
