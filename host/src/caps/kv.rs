@@ -229,10 +229,15 @@ impl wit::Host for StoreState {
             self.call.io_deadline(),
             self.call.services.kv.unlock(&name, &token),
         )
-        .await?;
-        self.call
-            .held_locks
-            .retain(|(n, t)| !(n == &name && t == &token));
-        Ok(released)
+        .await;
+        let held = |(n, t): &(String, String)| n == &name && t == &token;
+        let was_held = self.call.held_locks.iter().any(held);
+        self.call.held_locks.retain(|l| !held(l));
+        // An unlock whose answer never came may have left the lock taken:
+        // released again when the invocation ends, however it ends.
+        if released.is_err() && was_held {
+            self.call.uncertain_locks.push((name, token));
+        }
+        released
     }
 }

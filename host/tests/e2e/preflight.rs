@@ -448,11 +448,11 @@ async fn checklist_catches_a_dropped_index(backend: Backend) {
         quotas["detail"]
             .as_str()
             .unwrap()
-            .contains("timed out after 7"),
+            .contains("timed out after "),
         "{report}"
     );
     let ms = quotas["duration_ms"].as_u64().unwrap();
-    assert!((700..1000).contains(&ms), "{report}");
+    assert!((500..1000).contains(&ms), "{report}");
     server.stop().await.unwrap();
 }
 on_both_backends!(preflight, checklist_catches_a_dropped_index);

@@ -409,7 +409,8 @@ impl Pool {
     /// comes before the statement timeout. A statement cut short so is
     /// [`DbError::Unavailable`] but opens no breaker by itself, since a slow
     /// statement is no outage: the database is probed instead
-    /// ([`PgHandle::probe`]).
+    /// ([`PgHandle::probe`]). Not on SQLite: a local file does not hang,
+    /// and a write waiting for its lock would commit after being given up.
     pub async fn run_until(
         &self,
         sql: &str,
@@ -420,7 +421,11 @@ impl Pool {
         let limit = tokio::time::Instant::now() + STATEMENT_TIMEOUT;
         let cut_at = caller_deadline.map_or(limit, |d| d.min(limit));
         let cut_short = || {
-            DbError::Unavailable("the database did not answer in the time the plugin had".into())
+            DbError::Unavailable(
+                "the database did not answer in the time the plugin had; \
+                 whether the statement took effect is unknown"
+                    .into(),
+            )
         };
         match self {
             Pool::Pg(p) => {
@@ -444,15 +449,7 @@ impl Pool {
                     }
                 }
             }
-            Pool::Sqlite(p) => tokio::time::timeout_at(cut_at, lite_run(p, sql, params, budget))
-                .await
-                .unwrap_or_else(|_| {
-                    Err(if cut_at < limit {
-                        cut_short()
-                    } else {
-                        timed_out()
-                    })
-                }),
+            Pool::Sqlite(p) => bounded(lite_run(p, sql, params, budget)).await,
         }
     }
 

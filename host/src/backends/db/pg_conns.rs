@@ -130,20 +130,30 @@ impl Conns {
                 }
                 return Ok(self.leased(conn, permit));
             }
-            let conn = async {
-                let mut conn = self.options.connect().await?;
-                end_statements_on_hang_up(&mut conn).await?;
-                Ok::<_, sqlx::Error>(conn)
-            };
-            let conn = conn.await.map_err(|e| {
+            let mut conn = self.options.connect().await.map_err(|e| {
                 tracing::warn!(error = %e, "database unavailable");
                 unavailable()
             })?;
+            end_statements_on_hang_up(&mut conn).await;
             Ok(self.leased(conn, permit))
         };
         tokio::time::timeout(ACQUIRE_TIMEOUT, acquire)
             .await
             .unwrap_or_else(|_| Err(unavailable()))
+    }
+
+    /// Whether the database takes a new connection and answers a ping on
+    /// it: asked apart from the leased connections, whose being all busy
+    /// says nothing of the database.
+    pub async fn probe(&self) -> Result<(), sqlx::Error> {
+        let mut conn = self.options.connect().await?;
+        conn.ping().await?;
+        close_in_background(conn);
+        Ok(())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     fn leased(self: &Arc<Self>, conn: PgConnection, permit: OwnedSemaphorePermit) -> Lease {
@@ -222,12 +232,19 @@ impl Drop for Lease {
 /// Has the server check each second, while a statement runs, that the host
 /// is still there (Postgres 14 and later): a statement the host stopped
 /// waiting for, whose connection it closed, then ends instead of running on
-/// to the statement timeout with its locks.
-async fn end_statements_on_hang_up(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
-    if conn.server_version_num().is_some_and(|v| v >= 140_000) {
-        sqlx::Executor::execute(&mut *conn, "SET client_connection_check_interval = '1s'").await?;
+/// to the statement timeout with its locks. A server that refuses it (one
+/// on Windows does) keeps the connection as it was: warned about once.
+async fn end_statements_on_hang_up(conn: &mut PgConnection) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if conn.server_version_num().is_none_or(|v| v < 140_000) {
+        return;
     }
-    Ok(())
+    let set = "SET client_connection_check_interval = '1s'";
+    if let Err(e) = sqlx::Executor::execute(&mut *conn, set).await
+        && !WARNED.swap(true, Ordering::Relaxed)
+    {
+        tracing::warn!(error = %e, "the database refused client_connection_check_interval; a statement the host gives up on runs on to its timeout");
+    }
 }
 
 /// Closes a connection politely when a runtime is there to do it, else drops

@@ -18,7 +18,8 @@ pub(super) static PG_TENANT: sqlx::migrate::Migrator = sqlx::migrate!("migration
 
 /// A Postgres pool with a breaker: once the database has failed to answer,
 /// statements fail at once for [`BREAKER_OPEN`] instead of each waiting out
-/// the acquire timeout, so public routes answer 503 fast during an outage.
+/// the acquire timeout, so public routes answer 503 fast during an outage
+/// (and for as long as [`PgHandle::probe`] finds it silent).
 /// The readiness ping goes through regardless and closes it on success.
 ///
 /// Statements and transactions run on [`Conns`] leases (no round trip to
@@ -29,6 +30,8 @@ pub struct PgHandle {
     pub(super) pool: PgPool,
     conns: Arc<Conns>,
     open_until_ms: Arc<std::sync::atomic::AtomicI64>,
+    /// When the database last answered anything (ms since the epoch).
+    answered_ms: Arc<std::sync::atomic::AtomicI64>,
     /// Whether a [`PgHandle::probe`] is running.
     probing: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -39,9 +42,11 @@ const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 /// How long statements fail fast after the database failed to answer.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 
-/// How long a [`PgHandle::probe`] waits for each ping's answer, and how
-/// often it pings.
+/// How long a [`PgHandle::probe`] waits for each answer, and how often it asks.
 const PROBE_EVERY: Duration = Duration::from_secs(2);
+/// Questions one [`PgHandle::probe`] asks at most (about a minute): the next
+/// statement given up on starts another.
+const PROBES: u32 = 30;
 
 impl PgHandle {
     pub(super) fn new(pool: PgPool) -> Self {
@@ -67,6 +72,7 @@ impl PgHandle {
             pool,
             conns,
             open_until_ms: Arc::default(),
+            answered_ms: Arc::default(),
             probing: Arc::default(),
         }
     }
@@ -107,6 +113,8 @@ impl PgHandle {
         let until = if open {
             Self::now_ms() + BREAKER_OPEN.as_millis() as i64
         } else {
+            self.answered_ms
+                .store(Self::now_ms(), std::sync::atomic::Ordering::Relaxed);
             0
         };
         self.open_until_ms
@@ -130,10 +138,12 @@ impl PgHandle {
 
     /// After a statement went unanswered until its caller stopped waiting.
     /// A slow statement is no outage, so that alone opens nothing: the
-    /// database is pinged (one prober per pool), and while pings go
-    /// unanswered the breaker stays open, so a database that hangs rather
-    /// than refuses fails statements fast, as one that refuses does. The
-    /// first answer closes it and ends the probe.
+    /// database is asked for a new connection and a ping on it (one prober
+    /// per pool, apart from the statements' connections, whose being busy
+    /// says nothing), and while that goes unanswered the breaker stays open,
+    /// so a database that hangs rather than refuses fails statements fast,
+    /// as one that refuses does. An answer, to the probe or to anything else
+    /// meanwhile, closes it and ends the probe; so do [`PROBES`] unanswered.
     pub(super) fn probe(&self) {
         use std::sync::atomic::Ordering;
         if self.probing.swap(true, Ordering::AcqRel) {
@@ -141,14 +151,27 @@ impl PgHandle {
         }
         let handle = self.clone();
         tokio::spawn(async move {
-            while !handle.pool.is_closed() {
-                let asked = tokio::time::Instant::now();
-                if handle.ping(PROBE_EVERY).await {
+            for n in 0..PROBES {
+                if handle.conns.is_closed() {
                     break;
                 }
-                tracing::warn!(
-                    "database did not answer a ping; statements fail fast until it does"
-                );
+                let asked = tokio::time::Instant::now();
+                let asked_ms = Self::now_ms();
+                let probe = tokio::time::timeout(PROBE_EVERY, handle.conns.probe()).await;
+                if matches!(probe, Ok(Ok(())))
+                    || handle.answered_ms.load(Ordering::Relaxed) >= asked_ms
+                {
+                    handle.record(&Ok(()));
+                    if n > 0 {
+                        tracing::info!("the database answers again");
+                    }
+                    break;
+                }
+                if n == 0 {
+                    tracing::warn!(
+                        "the database does not answer; statements fail at once until it does"
+                    );
+                }
                 let until = Self::now_ms() + (PROBE_EVERY + BREAKER_OPEN).as_millis() as i64;
                 handle.open_until_ms.store(until, Ordering::Relaxed);
                 tokio::time::sleep_until(asked + PROBE_EVERY).await;
