@@ -59,6 +59,9 @@ pub struct Services {
     /// What request bodies being read may still take; one for the process,
     /// so two plugin sets serving across a reload share it.
     pub request_bodies: crate::triggers::body::BodyBudget,
+    /// Invocations whose HTTP caller went away (or was answered by the
+    /// request limit) finish here; shutdown waits for them.
+    pub unfinished: tokio_util::task::TaskTracker,
     pub started: std::time::Instant,
 }
 
@@ -96,6 +99,7 @@ impl Services {
             audit_checked: Default::default(),
             tokens: crate::auth::Tokens::new(),
             request_bodies: Default::default(),
+            unfinished: Default::default(),
             started: std::time::Instant::now(),
         }))
     }

@@ -100,6 +100,9 @@ pub struct Settings {
     /// Open HTTP connections at most (`NEO_OPS_MAX_CONNECTIONS`); always
     /// kept below the process's file limit.
     pub max_connections: Option<usize>,
+    /// How long a response may wait for its client to read before the
+    /// connection is closed (`NEO_OPS_WRITE_STALL`, default 30s).
+    pub write_stall: Duration,
     /// Write `/tmp/perf-<pid>.map`, so `perf` names plugin functions
     /// (`NEO_OPS_PERF_MAP=1`).
     pub perf_map: bool,
@@ -111,6 +114,9 @@ pub struct Settings {
 
 /// [`Settings::schedule_catch_up`] unless set.
 pub const DEFAULT_SCHEDULE_CATCH_UP: Duration = Duration::from_secs(3600);
+
+/// How long an answer may wait for its client to read (`NEO_OPS_WRITE_STALL`).
+pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
 
 impl Settings {
     /// Reads the environment. An invalid value is an error naming it.
@@ -177,6 +183,17 @@ impl Settings {
                     anyhow::anyhow!("NEO_OPS_MAX_CONNECTIONS \"{v}\" is not a positive number")
                 })?),
             },
+            write_stall: match var("NEO_OPS_WRITE_STALL") {
+                None => DEFAULT_WRITE_STALL,
+                Some(v) => neo_ops_text::duration::parse(&v)
+                    .ok()
+                    .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(600)).contains(d))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "NEO_OPS_WRITE_STALL \"{v}\" is not a duration from 1s to 600s (e.g. \"30s\")"
+                        )
+                    })?,
+            },
             perf_map: perf_map(var("NEO_OPS_PERF_MAP").as_deref())?,
             schedule_catch_up: match var("NEO_OPS_SCHEDULE_CATCH_UP") {
                 None => DEFAULT_SCHEDULE_CATCH_UP,
@@ -208,6 +225,7 @@ impl Settings {
             trusted_proxies: Vec::new(),
             admission: AdmissionPolicy::default(),
             max_connections: None,
+            write_stall: DEFAULT_WRITE_STALL,
             perf_map: false,
             // Tests and local trials start with no past slot to run.
             schedule_catch_up: Duration::ZERO,

@@ -111,16 +111,28 @@ impl wit::Host for StoreState {
 
     async fn read(&mut self, path: String, offset: u64, len: u32) -> Result<Vec<u8>, WitError> {
         let file = self.granted_file(&path)?;
-        let len = len.min(MAX_READ) as usize;
-        tokio::task::spawn_blocking(move || {
-            let mut f = std::fs::File::open(&file)?;
+        let len = u64::from(len.min(MAX_READ));
+        let read = tokio::task::spawn_blocking(move || {
+            use std::os::unix::fs::OpenOptionsExt;
+            // Not blocking on open: a FIFO put where a granted file was
+            // would otherwise hold this thread until a writer came.
+            let mut f = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&file)?;
+            let meta = f.metadata()?;
+            if !meta.is_file() {
+                return Ok(None);
+            }
             f.seek(SeekFrom::Start(offset))?;
-            let mut buf = Vec::with_capacity(len);
-            f.take(len as u64).read_to_end(&mut buf)?;
-            Ok(buf)
+            let left = meta.len().saturating_sub(offset).min(len);
+            let mut buf = Vec::with_capacity(left as usize);
+            f.take(len).read_to_end(&mut buf)?;
+            Ok(Some(buf))
         })
         .await
         .map_err(|e| WitError::new(ErrorCode::Failed, e.to_string()))?
-        .map_err(|e| io_error(&path, e))
+        .map_err(|e| io_error(&path, e))?;
+        read.ok_or_else(|| WitError::invalid(format!("\"{path}\" is not a file")))
     }
 }

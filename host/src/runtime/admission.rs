@@ -160,9 +160,11 @@ impl Admission {
         self.refused_total.load(Ordering::Relaxed)
     }
 
-    /// Logs one line per interval in which invocations were refused, until `stop`.
+    /// Logs one line per interval in which invocations were refused, until
+    /// `stop`. Counted from when it starts: a reload starts another on the
+    /// same counters, which must not report every refusal since start.
     pub async fn log_refusals(self: Arc<Self>, stop: CancellationToken) {
-        let mut last = [0u64; 3];
+        let mut last: [u64; 3] = std::array::from_fn(|i| self.refused[i].load(Ordering::Relaxed));
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,

@@ -6,8 +6,9 @@
 //! Spawning each piece as a task gives that, but costs a task, a wake-up of
 //! another worker and a join on every call. [`Completing`] runs the work in
 //! the caller's own task instead; only when it is dropped unfinished does it
-//! move the rest of the work into a task of its own (on the invocation's
-//! tracker, when given, which the runtime waits for before it reports).
+//! move the rest of the work into a task on a tracker that someone waits for
+//! (the invocation's, before the runtime reports it; the process's
+//! `Services::unfinished`, before shutdown ends).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -21,7 +22,7 @@ where
     F::Output: Send + 'static,
 {
     work: Option<Pin<Box<F>>>,
-    tracker: Option<TaskTracker>,
+    tracker: TaskTracker,
 }
 
 impl<F> Completing<F>
@@ -33,15 +34,7 @@ where
     pub fn tracked(work: F, tracker: &TaskTracker) -> Self {
         Self {
             work: Some(Box::pin(work)),
-            tracker: Some(tracker.clone()),
-        }
-    }
-
-    /// Finished, if dropped early, as a detached task.
-    pub fn detached(work: F) -> Self {
-        Self {
-            work: Some(Box::pin(work)),
-            tracker: None,
+            tracker: tracker.clone(),
         }
     }
 }
@@ -80,10 +73,7 @@ where
             tracing::error!("unfinished work dropped outside the runtime");
             return;
         };
-        match &self.tracker {
-            Some(tracker) => drop(tracker.spawn_on(work, &handle)),
-            None => drop(handle.spawn(work)),
-        }
+        drop(self.tracker.spawn_on(work, &handle));
     }
 }
 
@@ -137,14 +127,5 @@ mod tests {
         let caught = std::panic::AssertUnwindSafe(work).catch_unwind().await;
         assert!(caught.is_err());
         assert!(tracker.is_empty(), "nothing was handed to a task");
-    }
-
-    #[tokio::test]
-    async fn finishes_detached_when_dropped() {
-        let done = Arc::new(AtomicBool::new(false));
-        let work = Completing::detached(slow_work(&done));
-        let _ = tokio::time::timeout(Duration::from_millis(5), work).await;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        assert!(done.load(Ordering::SeqCst));
     }
 }

@@ -5,7 +5,9 @@
 //! At the cap the oldest idle connection (no request in flight) is closed to
 //! make room, so a crowd of idle or slow-to-speak sockets can never lock out
 //! a real request such as a health probe; when every connection is busy the
-//! accept waits for one to finish.
+//! accept waits for one to finish. A connection whose client stops reading
+//! its answers is closed once its writes have stalled for the write-stall
+//! limit, so busy connections cannot pile up for ever either.
 
 use axum::extract::ConnectInfo;
 use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
@@ -24,6 +26,8 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
+
+use super::write_stall::WriteStallLimited;
 
 /// Time a client has to send a request's headers, counted from when the
 /// connection opens or goes idle after a response: an idle keep-alive
@@ -120,6 +124,7 @@ pub async fn serve(
     listener: TcpListener,
     live: Arc<super::Live>,
     max_connections: usize,
+    write_stall: Duration,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -213,7 +218,7 @@ pub async fn serve(
         let builder = builder.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let io = TokioIo::new(stream);
+            let io = TokioIo::new(WriteStallLimited::new(stream, write_stall));
             let served =
                 builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
             tokio::pin!(served);
@@ -231,6 +236,9 @@ pub async fn serve(
             }
         });
     }
+    // Refused from now on, rather than taken and left unanswered while the
+    // open connections finish: a load balancer moves on at once.
+    drop(listener);
     tracker.close();
     tracker.wait().await;
 }

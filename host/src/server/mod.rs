@@ -5,6 +5,7 @@
 
 pub mod accept;
 mod reload;
+mod write_stall;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -65,7 +66,8 @@ async fn serve(
     let stop = shutdown.clone();
     let routes = live.clone();
     let mut http = tokio::spawn(async move {
-        accept::serve(listener, routes, max_connections, stop).await;
+        let write_stall = routes.services.settings.write_stall;
+        accept::serve(listener, routes, max_connections, write_stall, stop).await;
         anyhow::Ok(())
     });
 
@@ -82,6 +84,9 @@ async fn serve(
     let drain = async {
         let _ = (&mut http).await;
         live.retire_all().await;
+        // Invocations whose caller went away finish too.
+        services.unfinished.close();
+        services.unfinished.wait().await;
     };
     if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
         tracing::warn!("in-flight work did not finish within {SHUTDOWN_GRACE:?}; abandoning it");

@@ -296,11 +296,12 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
     // As a plugin route's invocation: a client that hangs up (or the request
     // limit) does not cut the checks off with their slots and locks held.
     let runtime = state.runtime.clone();
-    let report =
-        Completing::detached(
-            async move { preflight::run(&runtime, names, &request_id, None).await },
-        )
-        .await;
+    let unfinished = &state.runtime.services.unfinished;
+    let report = Completing::tracked(
+        async move { preflight::run(&runtime, names, &request_id, None).await },
+        unfinished,
+    )
+    .await;
     let status = if report.failed() {
         StatusCode::SERVICE_UNAVAILABLE
     } else {
@@ -638,10 +639,18 @@ async fn dispatch(
     let started = std::time::Instant::now();
     // A client that goes away does not cut the invocation off mid-way (its
     // database work, lock releases and accounting complete): the rest of it
-    // moves to a task of its own then.
+    // moves to a task that shutdown waits for, still holding its body's
+    // share of the budget.
     let invocation = {
+        let unfinished = &runtime.services.unfinished;
         let (runtime, target) = (runtime.clone(), target.clone());
-        Completing::detached(async move { runtime.invoke(&target.plugin, inv).await })
+        Completing::tracked(
+            async move {
+                let _body_budget = read;
+                runtime.invoke(&target.plugin, inv).await
+            },
+            unfinished,
+        )
     };
     let outcome = match AssertUnwindSafe(invocation).catch_unwind().await {
         Ok(outcome) => outcome,

@@ -763,6 +763,121 @@ async fn the_connection_cap_closes_idle_connections_not_busy_ones() {
     server.stop().await.unwrap();
 }
 
+/// A client that asks for a large answer and never reads it: once the
+/// server's writes have waited the write-stall limit the connection is
+/// closed, instead of staying open (and counted busy, so never evicted at
+/// the connection cap) for as long as the client likes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_is_closed_after_the_write_stall() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let mut settings = dep.settings("a");
+    settings.write_stall = Duration::from_secs(1);
+    let services = Services::connect(settings).await.expect("services");
+    let server = dep.start_with_services(PROBE, services).await;
+    const BIG: usize = 12 << 20;
+    // A small receive window, so the answer cannot all sit in buffers.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut client = socket.connect(server.addr).await.unwrap();
+    client
+        .write_all(
+            format!("GET /public/probe?c=big&n={BIG} HTTP/1.1\r\nhost: neo\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Reading now gets what was already sent, then the end: the server gave up.
+    let mut received = 0;
+    let mut buf = vec![0u8; 64 << 10];
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => received += n,
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the connection stayed open after {received} bytes"
+    );
+    assert!(
+        received < BIG,
+        "the whole answer was sent: {received} bytes"
+    );
+    let (code, _) = server.get("/healthz", None).await;
+    assert_eq!(code, 200);
+    server.stop().await.unwrap();
+}
+
+/// A request whose client hangs up mid-invocation still finishes before
+/// shutdown ends: the invocation carries on without its client, and `serve`
+/// waits for it (before, it was a task nobody waited for, cut off as the
+/// process ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_waits_for_an_invocation_whose_client_left() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(
+            b"GET /public/probe?c=late-kv&ms=1500&k=probe:late HTTP/1.1\r\nhost: neo\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let services = server.services.clone();
+    server.stop().await.unwrap();
+    let stored = services.kv.get("probe:late").await.unwrap();
+    assert_eq!(
+        stored.as_deref(),
+        Some(&b"late"[..]),
+        "the invocation was cut off"
+    );
+}
+
+/// A FIFO where a granted file should be is refused as not a file, at once:
+/// reading it does not wait for a writer (a thread held for ever, past the
+/// plugin's timeout). A granted file is still read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fifo_at_a_granted_path_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("backup-status");
+    let file = dir.path().join("status.json");
+    std::fs::write(&file, b"{\"ok\":true}").unwrap();
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string naming a path in our own temp directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let manifest = format!(
+        "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n\
+         grants = {{ files = [\"{}\", \"{}\"] }}\nlimits = {{ timeout = \"5s\" }}\n",
+        fifo.display(),
+        file.display()
+    );
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(&manifest, "a").await;
+    let asked = Instant::now();
+    let out = server
+        .command("probe", &["read", fifo.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(out.contains("is not a file"), "{out}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        asked.elapsed()
+    );
+    let out = server
+        .command("probe", &["read", file.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(out.contains("11 bytes"), "{out}");
+    server.stop().await.unwrap();
+}
+
 /// `?dry_run=1` on a route of a plugin with no dry run is refused with 400
 /// before the plugin does anything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -93,6 +93,7 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             }
             ["disk", path] => files::disk_usage(path)
                 .map(|d| format!("free {} total {}", d.free_bytes, d.total_bytes)),
+            ["read", path] => files::read(path, 0, 1 << 20).map(|b| format!("{} bytes", b.len())),
             ["incr", key] => kv::incr(key, 1).map(|n| format!("now {n}")),
             ["kv-get", key] => kv::get(key).map(|v| format!("{} bytes", v.map_or(0, |v| v.len()))),
             ["kv-range", key, start, stop] => {
@@ -110,6 +111,11 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
                 pause(ms.parse().unwrap_or(0));
                 if token.is_some() { "held" } else { "busy" }.into()
             }),
+            ["big", bytes] => Ok("x".repeat(bytes.parse::<usize>().unwrap_or(0).min(16 << 20))),
+            ["late-kv", ms, key] => {
+                pause(ms.parse().unwrap_or(0));
+                kv::set(key, b"late", Some(60_000)).map(|_| "stored".into())
+            }
             ["sleep", ms] => {
                 pause(ms.parse().unwrap_or(0));
                 Ok("slept".into())
