@@ -1,6 +1,7 @@
 //! Bearer tokens: printed once at creation, stored as SHA-256 only, looked up
 //! by their public id and compared in constant time; a copy of the live
-//! tokens' hashes ([`Tokens`]) keeps made-up tokens off the database.
+//! tokens ([`Tokens`]) keeps made-up tokens off the database, and vouches
+//! for genuine ones while it cannot answer.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -8,7 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
-use crate::backends::db::{DbError, Pool, Value};
+use crate::backends::db::{Budget, DbError, Pool, RowSet, Value};
 use crate::manifest::Role;
 
 #[derive(Debug, Clone)]
@@ -168,15 +169,22 @@ const UNKNOWN_WAIT: Duration = Duration::from_secs(2);
 const REREAD_AFTER_FAILURE: Duration = Duration::from_secs(1);
 /// Ids remembered as unknown to the database until the next read.
 const ABSENT_KEPT: usize = 10_000;
+/// How old a copy may be and still vouch for a token the master cannot
+/// confirm: past this a revocation made through another replica could go
+/// unseen too long.
+const VOUCHES_FOR: Duration = Duration::from_secs(15 * 60);
 
 /// What the host knows of the token table, to keep a flood of made-up or
-/// guessed tokens off the master database: the live tokens' ids and
-/// hashes, read again every [`REFRESH`]. A token whose id is known is
-/// checked against its hash in memory, and only a match (a genuine token)
-/// asks the database, which has the final word on revocation. An id the
-/// copy does not know (a token made since, or a made-up one) asks the
-/// database [`UNKNOWN_AT_ONCE`] at a time, and one found absent is not
-/// asked about again until the next read.
+/// guessed tokens off the master database: the live tokens, read again
+/// every [`REFRESH`]. A token whose id is known is checked against its
+/// hash in memory, and only a match (a genuine token) asks the database,
+/// which has the final word on revocation; while the database does not
+/// answer, a copy read in the last [`VOUCHES_FOR`] vouches for it (so
+/// `/metrics` is still scraped through a master outage), as long as it has
+/// not expired. An id the copy does
+/// not know (a token made since, or a made-up one) asks the database
+/// [`UNKNOWN_AT_ONCE`] at a time, and one found absent is not asked about
+/// again until the next read.
 pub struct Tokens {
     copy: std::sync::RwLock<Copy>,
     reading: tokio::sync::Mutex<()>,
@@ -186,8 +194,69 @@ pub struct Tokens {
 #[derive(Default)]
 struct Copy {
     read_at: Option<Instant>,
-    hashes: HashMap<String, String>,
+    /// When the table was last read whole (`read_at` is moved on a failed
+    /// read too, to pace the next).
+    read_whole_at: Option<Instant>,
+    live: HashMap<String, Known>,
     absent: HashSet<String>,
+}
+
+/// A live token as the copy holds it.
+#[derive(Clone)]
+struct Known {
+    hash: String,
+    /// `None` for a role this build does not know.
+    principal: Option<Principal>,
+    /// Microseconds since the epoch.
+    expires_at: Option<i64>,
+}
+
+impl Known {
+    /// From a row of `token_hash, name, role, expires_at`.
+    fn from_row(row: &[Value]) -> Option<Self> {
+        let [
+            Value::Text(hash),
+            Value::Text(name),
+            Value::Text(role),
+            expires,
+        ] = row
+        else {
+            return None;
+        };
+        let expires_at = match expires {
+            Value::Timestamp(us) => Some(*us),
+            Value::Text(t) => Some(
+                chrono::DateTime::parse_from_rfc3339(t)
+                    .ok()?
+                    .timestamp_micros(),
+            ),
+            _ => None,
+        };
+        Some(Self {
+            hash: hash.clone(),
+            principal: Role::parse(role).map(|role| Principal {
+                name: name.clone(),
+                role,
+            }),
+            expires_at,
+        })
+    }
+
+    fn expired(&self) -> bool {
+        self.expires_at
+            .is_some_and(|at| at <= chrono::Utc::now().timestamp_micros())
+    }
+}
+
+/// Longest a token lookup waits for the master: a hung one must not hold
+/// every authenticated request for the 30 s statement timeout.
+const LOOKUP_LIMIT: Duration = Duration::from_secs(2);
+
+async fn ask(master: &Pool, sql: &str, params: &[Value]) -> Result<RowSet, DbError> {
+    let deadline = tokio::time::Instant::now() + LOOKUP_LIMIT;
+    let mut budget = Budget::unlimited();
+    let run = master.run_until(sql, params, &mut budget, Some(deadline));
+    Ok(run.await?.1)
 }
 
 /// Why a presented token could not be judged.
@@ -203,8 +272,8 @@ pub enum AuthError {
 
 /// A token, once looked at.
 enum Seen {
-    /// The copy holds its id with this hash.
-    Known(String),
+    /// The copy holds its id.
+    Known(Known),
     /// The database said so since the last read.
     Absent,
     Unknown,
@@ -237,8 +306,8 @@ impl Tokens {
         self.read_if_stale(master).await?;
         let presented = sha256_hex(token);
         match self.seen(id) {
-            Seen::Known(stored) if !same_hash(&stored, &presented) => Ok(None),
-            Seen::Known(_) => Ok(lookup(master, id, &presented).await?),
+            Seen::Known(known) if !same_hash(&known.hash, &presented) => Ok(None),
+            Seen::Known(known) => self.confirm(master, id, &presented, &known).await,
             Seen::Absent => Ok(None),
             Seen::Unknown => {
                 let Ok(Ok(_turn)) =
@@ -247,13 +316,12 @@ impl Tokens {
                     return Err(AuthError::Busy);
                 };
                 let found = lookup_any(master, id).await?;
-                let known = found.is_some();
                 {
                     let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
-                    match found {
+                    match &found {
                         // Made since the last read: the copy learns it now.
-                        Some(stored) => {
-                            copy.hashes.insert(id.to_string(), stored);
+                        Some(known) => {
+                            copy.live.insert(id.to_string(), known.clone());
                         }
                         None if copy.absent.len() < ABSENT_KEPT => {
                             copy.absent.insert(id.to_string());
@@ -261,19 +329,51 @@ impl Tokens {
                         None => {}
                     }
                 }
-                if known {
-                    Ok(lookup(master, id, &presented).await?)
-                } else {
-                    Ok(None)
+                match found {
+                    Some(known) if same_hash(&known.hash, &presented) => {
+                        self.confirm(master, id, &presented, &known).await
+                    }
+                    _ => Ok(None),
                 }
             }
         }
     }
 
+    /// The database's word on a token whose hash the copy matched. While
+    /// the database does not answer, the copy's, if it was read whole in
+    /// the last [`VOUCHES_FOR`] and the token has not expired since: a
+    /// token cannot be revoked through this replica meanwhile either. A
+    /// busy database answers others, so it vouches for nothing.
+    async fn confirm(
+        &self,
+        master: &Pool,
+        id: &str,
+        presented: &str,
+        known: &Known,
+    ) -> Result<Option<Principal>, AuthError> {
+        match lookup(master, id, presented).await {
+            Ok(principal) => Ok(principal),
+            Err(e @ DbError::Unavailable(_)) if self.copy_vouches() => {
+                if known.expired() {
+                    return Ok(None);
+                }
+                tracing::warn!(token_id = id, error = %e, "the master database did not answer; the token copy vouches for the token");
+                Ok(known.principal.clone())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn copy_vouches(&self) -> bool {
+        let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
+        copy.read_whole_at
+            .is_some_and(|at| at.elapsed() < VOUCHES_FOR)
+    }
+
     fn seen(&self, id: &str) -> Seen {
         let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
-        match copy.hashes.get(id) {
-            Some(hash) => Seen::Known(hash.clone()),
+        match copy.live.get(id) {
+            Some(known) => Seen::Known(known.clone()),
             None if copy.absent.contains(id) => Seen::Absent,
             None => Seen::Unknown,
         }
@@ -291,10 +391,10 @@ impl Tokens {
             return Ok(());
         }
         let live_tokens = format!(
-            "SELECT token_id, token_hash FROM api_tokens WHERE {}",
+            "SELECT token_id, token_hash, name, role, expires_at FROM api_tokens WHERE {}",
             live(1)
         );
-        let rows = match master.query(&live_tokens, &[now()]).await {
+        let rows = match ask(master, &live_tokens, &[now()]).await {
             Ok(rows) => rows,
             // The copy as it was still tells made-up tokens from genuine
             // ones while the database is away; the next request reads again.
@@ -318,17 +418,18 @@ impl Tokens {
             }
             Err(e) => return Err(e),
         };
-        let hashes = rows
+        let live = rows
             .rows
-            .into_iter()
-            .filter_map(|row| match <[Value; 2]>::try_from(row) {
-                Ok([Value::Text(id), Value::Text(hash)]) => Some((id, hash)),
+            .iter()
+            .filter_map(|row| match row.split_first() {
+                Some((Value::Text(id), rest)) => Some((id.clone(), Known::from_row(rest)?)),
                 _ => None,
             })
             .collect();
         *self.copy.write().unwrap_or_else(|p| p.into_inner()) = Copy {
             read_at: Some(Instant::now()),
-            hashes,
+            read_whole_at: Some(Instant::now()),
+            live,
             absent: HashSet::new(),
         };
         Ok(())
@@ -339,17 +440,14 @@ fn same_hash(stored: &str, presented: &str) -> bool {
     bool::from(presented.as_bytes().ct_eq(stored.as_bytes()))
 }
 
-/// The stored hash of live token `id`, if there is one.
-async fn lookup_any(master: &Pool, id: &str) -> Result<Option<String>, DbError> {
+/// Live token `id` as the copy would hold it, if there is one.
+async fn lookup_any(master: &Pool, id: &str) -> Result<Option<Known>, DbError> {
     let sql = format!(
-        "SELECT token_hash FROM api_tokens WHERE token_id = $1 AND {}",
+        "SELECT token_hash, name, role, expires_at FROM api_tokens WHERE token_id = $1 AND {}",
         live(2)
     );
-    let rows = master.query(&sql, &[Value::Text(id.into()), now()]).await?;
-    Ok(match rows.rows.first().map(|r| &r[0]) {
-        Some(Value::Text(hash)) => Some(hash.clone()),
-        _ => None,
-    })
+    let rows = ask(master, &sql, &[Value::Text(id.into()), now()]).await?;
+    Ok(rows.rows.first().and_then(|r| Known::from_row(r)))
 }
 
 /// The principal of live token `id` whose hash is `presented`: the
@@ -360,7 +458,7 @@ async fn lookup(master: &Pool, id: &str, presented: &str) -> Result<Option<Princ
         "SELECT name, role, token_hash FROM api_tokens WHERE token_id = $1 AND {}",
         live(2)
     );
-    let rows = master.query(&sql, &[Value::Text(id.into()), now()]).await?;
+    let rows = ask(master, &sql, &[Value::Text(id.into()), now()]).await?;
     let Some(row) = rows.rows.first() else {
         return Ok(None);
     };

@@ -114,8 +114,13 @@ impl wit::Host for StoreState {
         let len = u64::from(len.min(MAX_READ));
         let read = tokio::task::spawn_blocking(move || {
             use std::os::unix::fs::OpenOptionsExt;
-            // Not blocking on open: a FIFO put where a granted file was
-            // would otherwise hold this thread until a writer came.
+            // Not opened unless a file: opening a FIFO or a device can act
+            // on it (release a waiting writer, rewind a tape).
+            if !std::fs::metadata(&file)?.is_file() {
+                return Ok(None);
+            }
+            // Nor blocking on open, should one be put there meanwhile: it
+            // would hold this thread until a writer came.
             let mut f = std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NONBLOCK)

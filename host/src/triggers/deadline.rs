@@ -67,7 +67,7 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for DeadlineFuture
             return Poll::Ready(answer);
         }
         if this.sleep.poll(cx).is_ready() {
-            // A plugin's invocation carries on detached: say so, since a
+            // A plugin's invocation carries on without its client: say so, since a
             // client that simply retries could do its work twice.
             let message = format!(
                 "the request took longer than {}s; what it started may still complete, so check before retrying",

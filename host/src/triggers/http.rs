@@ -578,7 +578,7 @@ async fn dispatch(
         Ok(p) => p,
         Err(denied) => return denied,
     };
-    // Held (with its share of the body budget) until the request is answered.
+    // Held (with its share of the body budget) until the invocation ends (which outlives the request if its client leaves).
     let public = target.role.is_none();
     let bodies = &runtime.services.request_bodies;
     let mut read = match read_body(bodies, public, headers, body, &request_id).await {
@@ -627,7 +627,7 @@ async fn dispatch(
             headers: header_list,
             // Without a copy when the body is the one buffer it was read
             // into (a body that came in pieces); its share of the budget
-            // stays held by `read` until the request is answered.
+            // stays held by `read` until the invocation ends.
             body: Vec::from(std::mem::take(&mut read.bytes)),
             remote_addr,
         }),

@@ -113,6 +113,7 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             }),
             ["big", bytes] => Ok("x".repeat(bytes.parse::<usize>().unwrap_or(0).min(16 << 20))),
             ["late-kv", ms, key] => {
+                kv::set(&format!("{key}:started"), b"", Some(60_000))?;
                 pause(ms.parse().unwrap_or(0));
                 kv::set(key, b"late", Some(60_000)).map(|_| "stored".into())
             }
