@@ -1,11 +1,13 @@
 //! Bearer tokens: printed once at creation, stored as SHA-256 only, looked up
 //! by their public id and compared in constant time; a copy of the live
 //! tokens ([`Tokens`]) keeps made-up tokens off the database, and vouches
-//! for genuine ones while it cannot answer.
+//! for genuine ones on requests that change nothing while it cannot be
+//! reached.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 
@@ -178,15 +180,18 @@ const VOUCHES_FOR: Duration = Duration::from_secs(15 * 60);
 /// guessed tokens off the master database: the live tokens, read again
 /// every [`REFRESH`]. A token whose id is known is checked against its
 /// hash in memory, and only a match (a genuine token) asks the database,
-/// which has the final word on revocation; while the database does not
-/// answer, a copy read in the last [`VOUCHES_FOR`] vouches for it (so
-/// `/metrics` is still scraped through a master outage), as long as it has
-/// not expired. An id the copy does
+/// which has the final word on revocation; while the database cannot be
+/// reached, a copy read in the last [`VOUCHES_FOR`] vouches for it on a
+/// request that changes nothing (so `/metrics` is still scraped through a
+/// master outage), as long as it has not expired. An id the copy does
 /// not know (a token made since, or a made-up one) asks the database
 /// [`UNKNOWN_AT_ONCE`] at a time, and one found absent is not asked about
 /// again until the next read.
 pub struct Tokens {
     copy: std::sync::RwLock<Copy>,
+    /// Whether the copy has vouched since the master last answered (to log
+    /// the change once each way).
+    vouching: std::sync::atomic::AtomicBool,
     reading: tokio::sync::Mutex<()>,
     unknown: tokio::sync::Semaphore,
 }
@@ -224,13 +229,14 @@ impl Known {
             return None;
         };
         let expires_at = match expires {
+            Value::Null => None,
             Value::Timestamp(us) => Some(*us),
+            // Unreadable: kept (the database still confirms the token), but
+            // taken as expired, so never vouched for.
             Value::Text(t) => Some(
-                chrono::DateTime::parse_from_rfc3339(t)
-                    .ok()?
-                    .timestamp_micros(),
+                chrono::DateTime::parse_from_rfc3339(t).map_or(i64::MIN, |t| t.timestamp_micros()),
             ),
-            _ => None,
+            _ => Some(i64::MIN),
         };
         Some(Self {
             hash: hash.clone(),
@@ -289,16 +295,21 @@ impl Tokens {
     pub fn new() -> Self {
         Self {
             copy: Default::default(),
+            vouching: Default::default(),
             reading: Default::default(),
             unknown: tokio::sync::Semaphore::new(UNKNOWN_AT_ONCE),
         }
     }
 
     /// The principal a presented token stands for, if it is live.
+    /// The principal a presented token stands for, if it is live. With
+    /// `may_vouch` (a request that changes nothing) the copy vouches for a
+    /// genuine token while the master cannot be reached.
     pub async fn authenticate(
         &self,
         master: &Pool,
         token: &str,
+        may_vouch: bool,
     ) -> Result<Option<Principal>, AuthError> {
         let Some(id) = token_id(token) else {
             return Ok(None);
@@ -307,7 +318,10 @@ impl Tokens {
         let presented = sha256_hex(token);
         match self.seen(id) {
             Seen::Known(known) if !same_hash(&known.hash, &presented) => Ok(None),
-            Seen::Known(known) => self.confirm(master, id, &presented, &known).await,
+            Seen::Known(known) => {
+                self.confirm(master, id, &presented, &known, may_vouch)
+                    .await
+            }
             Seen::Absent => Ok(None),
             Seen::Unknown => {
                 let Ok(Ok(_turn)) =
@@ -331,7 +345,8 @@ impl Tokens {
                 }
                 match found {
                     Some(known) if same_hash(&known.hash, &presented) => {
-                        self.confirm(master, id, &presented, &known).await
+                        self.confirm(master, id, &presented, &known, may_vouch)
+                            .await
                     }
                     _ => Ok(None),
                 }
@@ -339,35 +354,59 @@ impl Tokens {
         }
     }
 
-    /// The database's word on a token whose hash the copy matched. While
-    /// the database does not answer, the copy's, if it was read whole in
-    /// the last [`VOUCHES_FOR`] and the token has not expired since: a
-    /// token cannot be revoked through this replica meanwhile either. A
-    /// busy database answers others, so it vouches for nothing.
+    /// The database's word on a token whose hash the copy matched. When
+    /// the master cannot be reached (its breaker is open: it refused, or a
+    /// probe went unanswered; a busy one answers others and vouches for
+    /// nothing), the copy's, if `may_vouch`, it was read whole in the last
+    /// [`VOUCHES_FOR`], it still holds the token with this hash, and the
+    /// token has not expired: a token cannot be revoked through this
+    /// replica meanwhile either.
     async fn confirm(
         &self,
         master: &Pool,
         id: &str,
         presented: &str,
         known: &Known,
+        may_vouch: bool,
     ) -> Result<Option<Principal>, AuthError> {
         match lookup(master, id, presented).await {
-            Ok(principal) => Ok(principal),
-            Err(e @ DbError::Unavailable(_)) if self.copy_vouches() => {
+            Ok(Some(principal)) => {
+                if self.vouching.swap(false, Ordering::Relaxed) {
+                    tracing::info!("the master database answers token lookups again");
+                }
+                Ok(Some(principal))
+            }
+            Ok(None) => {
+                // Revoked or expired since the copy was read: it learns so.
+                let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
+                copy.live.remove(id);
+                if copy.absent.len() < ABSENT_KEPT {
+                    copy.absent.insert(id.to_string());
+                }
+                Ok(None)
+            }
+            Err(e @ DbError::Unavailable(_))
+                if may_vouch && master.unreachable() && self.copy_holds(id, &known.hash) =>
+            {
                 if known.expired() {
                     return Ok(None);
                 }
-                tracing::warn!(token_id = id, error = %e, "the master database did not answer; the token copy vouches for the token");
+                if !self.vouching.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "the master database cannot be reached; the token copy vouches for genuine tokens on requests that change nothing");
+                }
                 Ok(known.principal.clone())
             }
             Err(e) => Err(e.into()),
         }
     }
 
-    fn copy_vouches(&self) -> bool {
+    /// Whether the copy, read whole in the last [`VOUCHES_FOR`], holds live
+    /// token `id` with `hash`.
+    fn copy_holds(&self, id: &str, hash: &str) -> bool {
         let copy = self.copy.read().unwrap_or_else(|p| p.into_inner());
         copy.read_whole_at
             .is_some_and(|at| at.elapsed() < VOUCHES_FOR)
+            && copy.live.get(id).is_some_and(|k| k.hash == hash)
     }
 
     fn seen(&self, id: &str) -> Seen {

@@ -20,7 +20,15 @@ const LATEST: &str = "SELECT id, at, actor, action, target, tenant, request_id, 
 
 pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = request_id(&headers);
-    match authorize(&state.runtime, &headers, Some(Role::Admin), &request_id).await {
+    match authorize(
+        &state.runtime,
+        &headers,
+        Some(Role::Admin),
+        true,
+        &request_id,
+    )
+    .await
+    {
         Ok(Some(p)) => private(
             axum::Json(json!({"ok": true, "data": {"name": p.name, "role": p.role}}))
                 .into_response(),
@@ -36,7 +44,15 @@ pub async fn audit(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let request_id = request_id(&headers);
-    if let Err(denied) = authorize(&state.runtime, &headers, Some(Role::Admin), &request_id).await {
+    if let Err(denied) = authorize(
+        &state.runtime,
+        &headers,
+        Some(Role::Admin),
+        true,
+        &request_id,
+    )
+    .await
+    {
         return denied;
     }
     let limit = match query.get("limit").map(|l| l.parse::<i64>()) {

@@ -493,6 +493,16 @@ impl Pool {
         .await
     }
 
+    /// Whether the database is known to be out of reach now: its breaker
+    /// is open (it refused, or left a probe unanswered). Never on SQLite, a
+    /// local file, whose failures mean busy or broken, not away.
+    pub fn unreachable(&self) -> bool {
+        match self {
+            Pool::Pg(p) => p.check().is_err(),
+            Pool::Sqlite(_) => false,
+        }
+    }
+
     /// Whether the database answers within [`PING_TIMEOUT`] (readiness).
     /// On Postgres through the host's own pool, not the plugins'
     /// connections: with all of those busy the database still answers, and
