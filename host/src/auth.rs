@@ -301,7 +301,6 @@ impl Tokens {
         }
     }
 
-    /// The principal a presented token stands for, if it is live.
     /// The principal a presented token stands for, if it is live. With
     /// `may_vouch` (a request that changes nothing) the copy vouches for a
     /// genuine token while the master cannot be reached.
@@ -377,6 +376,7 @@ impl Tokens {
                 Ok(Some(principal))
             }
             Ok(None) => {
+                self.vouching.store(false, Ordering::Relaxed);
                 // Revoked or expired since the copy was read: it learns so.
                 let mut copy = self.copy.write().unwrap_or_else(|p| p.into_inner());
                 copy.live.remove(id);

@@ -177,8 +177,8 @@ pub enum TokenCommand {
         /// Who or what the token is for.
         #[arg(long)]
         name: String,
-        /// Refuse the token once this long has passed ("90d", "12h"); by
-        /// default it lasts until revoked.
+        /// Refuse the token once this long has passed ("90d", "12h"; at most
+        /// 3650d); by default it lasts until revoked.
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
     },

@@ -598,7 +598,8 @@ async fn dispatch(
         Ok(p) => p,
         Err(denied) => return denied,
     };
-    // Held (with its share of the body budget) until the invocation ends (which outlives the request if its client leaves).
+    // Held (with its share of the body budget) until the invocation ends,
+    // which outlives the request if its client leaves.
     let public = target.role.is_none();
     let bodies = &runtime.services.request_bodies;
     let mut read = match read_body(bodies, public, headers, body, &request_id).await {

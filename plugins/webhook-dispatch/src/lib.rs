@@ -6,8 +6,8 @@
 //! - Already delivered: acknowledged without sending, so duplicates and
 //!   replays deliver exactly once (a per-delivery kv lock keeps two workers
 //!   from sending the same delivery at the same time).
-//! - Any failure (non-2xx, transport error, open circuit, inactive or deleted
-//!   endpoint) updates the row (`failed`, or `dead` on the last attempt) and
+//! - Any failure (non-2xx, transport error, open circuit, inactive endpoint)
+//!   updates the row (`failed`, or `dead` on the last attempt) and
 //!   fails the job, so the host retries with backoff and dead-letters it after
 //!   `max_attempts` with the error kept. An inactive endpoint is not sent to,
 //!   but it still fails: the job lands in the dead letters where an operator

@@ -494,7 +494,8 @@ impl Pool {
     }
 
     /// Whether the database is known to be out of reach now: its breaker
-    /// is open (it refused, or left a probe unanswered). Never on SQLite, a
+    /// is open (it refused or broke off a connection, or left a probe
+    /// unanswered; all connections merely busy does not open it). Never on SQLite, a
     /// local file, whose failures mean busy or broken, not away.
     pub fn unreachable(&self) -> bool {
         match self {
