@@ -9,9 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 
-use super::http::{AppState, authorize, error_envelope, private, request_id};
+use super::http::{AppState, authorize_admin_read, error_envelope, private, request_id};
 use crate::backends::db::Value;
-use crate::manifest::Role;
 
 /// Records listed at most (and by default).
 const MAX_RECORDS: i64 = 200;
@@ -20,15 +19,7 @@ const LATEST: &str = "SELECT id, at, actor, action, target, tenant, request_id, 
 
 pub async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = request_id(&headers);
-    match authorize(
-        &state.runtime,
-        &headers,
-        Some(Role::Admin),
-        true,
-        &request_id,
-    )
-    .await
-    {
+    match authorize_admin_read(&state.runtime, &headers, &request_id).await {
         Ok(Some(p)) => private(
             axum::Json(json!({"ok": true, "data": {"name": p.name, "role": p.role}}))
                 .into_response(),
@@ -44,15 +35,7 @@ pub async fn audit(
     Query(query): Query<HashMap<String, String>>,
 ) -> Response {
     let request_id = request_id(&headers);
-    if let Err(denied) = authorize(
-        &state.runtime,
-        &headers,
-        Some(Role::Admin),
-        true,
-        &request_id,
-    )
-    .await
-    {
+    if let Err(denied) = authorize_admin_read(&state.runtime, &headers, &request_id).await {
         return denied;
     }
     let limit = match query.get("limit").map(|l| l.parse::<i64>()) {

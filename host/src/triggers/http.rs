@@ -289,15 +289,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = request_id(&headers);
-    if let Err(denied) = authorize(
-        &state.runtime,
-        &headers,
-        Some(Role::Admin),
-        true,
-        &request_id,
-    )
-    .await
-    {
+    if let Err(denied) = authorize_admin_read(&state.runtime, &headers, &request_id).await {
         return denied;
     }
     let names = preflight::select(&state.runtime, None).unwrap_or_default();
@@ -358,15 +350,7 @@ async fn queue_lengths(runtime: &Runtime) {
 /// `GET /metrics` (role `admin`): the Prometheus text of the process.
 async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let request_id = request_id(&headers);
-    if let Err(denied) = authorize(
-        &state.runtime,
-        &headers,
-        Some(Role::Admin),
-        true,
-        &request_id,
-    )
-    .await
-    {
+    if let Err(denied) = authorize_admin_read(&state.runtime, &headers, &request_id).await {
         return denied;
     }
     let runtime = &state.runtime;
@@ -434,6 +418,15 @@ pub(crate) async fn authorize(
             ))
         }
     }
+}
+
+/// [`authorize`] for the host's own admin routes, all reads (`GET`).
+pub(crate) async fn authorize_admin_read(
+    runtime: &Runtime,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<Option<Principal>, Response> {
+    authorize(runtime, headers, Some(Role::Admin), true, request_id).await
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
