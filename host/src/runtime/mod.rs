@@ -100,6 +100,32 @@ impl Invocation {
     }
 }
 
+/// An invocation that holds its instance slot: what [`Runtime::admit`]
+/// gives and [`Runtime::run_admitted`] runs.
+pub struct Admitted {
+    inv: Invocation,
+    slot: admission::Slot,
+    started: Instant,
+}
+
+/// What an invocation's outcome is counted and logged under.
+struct Accounting {
+    trigger: &'static str,
+    /// The tenant whose log ring hears of it, and the request id.
+    logged: Option<(String, String)>,
+}
+
+impl Accounting {
+    fn of(inv: &Invocation) -> Self {
+        Self {
+            trigger: inv.trigger_name(),
+            logged: inv
+                .logged_tenant()
+                .map(|tenant| (tenant.to_string(), inv.request_id.clone())),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Output {
     pub status: u16,
@@ -267,39 +293,76 @@ impl Runtime {
 
     /// Runs a plugin's `run` export for one invocation (counted for `/metrics`).
     pub async fn invoke(&self, plugin_name: &str, inv: Invocation) -> Result<Output, InvokeError> {
+        let admitted = self.admit(plugin_name, inv).await?;
+        self.run_admitted(plugin_name, admitted).await
+    }
+
+    /// Waits for an instance slot for `inv`. A caller that stops waiting
+    /// leaves nothing behind to run; a refusal is counted and logged as the
+    /// invocation's outcome.
+    pub async fn admit(&self, plugin_name: &str, inv: Invocation) -> Result<Admitted, InvokeError> {
         let started = Instant::now();
-        let trigger = inv.trigger_name();
-        let tenant = inv.logged_tenant().map(str::to_string);
-        let request_id = tenant.as_ref().map(|_| inv.request_id.clone());
-        let result = self.invoke_uncounted(plugin_name, inv).await;
-        self.count(plugin_name, trigger, &result, started);
-        if let (Some(tenant), Some(request_id)) = (tenant, request_id) {
-            let outcome = match &result {
+        match self.admission.acquire(inv.class()).await {
+            Ok(slot) => Ok(Admitted { inv, slot, started }),
+            Err(busy) => {
+                let refused = InvokeError::Busy(busy);
+                self.account(plugin_name, &Accounting::of(&inv), Err(&refused), started);
+                Err(refused)
+            }
+        }
+    }
+
+    /// Runs an invocation [`Runtime::admit`] let in, in its slot.
+    pub async fn run_admitted(
+        &self,
+        plugin_name: &str,
+        admitted: Admitted,
+    ) -> Result<Output, InvokeError> {
+        let Admitted { inv, slot, started } = admitted;
+        let accounting = Accounting::of(&inv);
+        let result = self.invoke_uncounted(plugin_name, inv, slot).await;
+        self.account(plugin_name, &accounting, result.as_ref(), started);
+        result
+    }
+
+    /// Counts an invocation's outcome for `/metrics` and tells its tenant's
+    /// log ring.
+    fn account(
+        &self,
+        plugin_name: &str,
+        accounting: &Accounting,
+        result: Result<&Output, &InvokeError>,
+        started: Instant,
+    ) {
+        self.count(plugin_name, accounting.trigger, result.err(), started);
+        if let Some((tenant, request_id)) = &accounting.logged {
+            let outcome = match result {
                 Ok(out) => format!("status {}", out.status),
                 Err(e) => format!("error: {}", crate::caps::log::one_line(&e.to_string())),
             };
             let line = format!(
-                "{plugin_name} ({trigger}) {outcome} in {:.1} ms request_id={request_id}",
+                "{plugin_name} ({}) {outcome} in {:.1} ms request_id={request_id}",
+                accounting.trigger,
                 started.elapsed().as_secs_f64() * 1000.0
             );
-            self.services.tenant_logs.push(&tenant, &line);
+            self.services.tenant_logs.push(tenant, &line);
         }
-        result
     }
 
-    fn count<T>(
+    /// Counts an invocation for `/metrics`: ok, or how it failed.
+    fn count(
         &self,
         plugin: &str,
         trigger: &'static str,
-        result: &Result<T, InvokeError>,
+        error: Option<&InvokeError>,
         started: Instant,
     ) {
-        let outcome = match result {
-            Ok(_) => "ok",
-            Err(InvokeError::Failed { .. }) => "failed",
-            Err(InvokeError::TimedOut { .. }) => "timeout",
-            Err(InvokeError::Busy(_)) => "busy",
-            Err(_) => "trap",
+        let outcome = match error {
+            None => "ok",
+            Some(InvokeError::Failed { .. }) => "failed",
+            Some(InvokeError::TimedOut { .. }) => "timeout",
+            Some(InvokeError::Busy(_)) => "busy",
+            Some(_) => "trap",
         };
         self.services
             .metrics
@@ -310,6 +373,7 @@ impl Runtime {
         &self,
         plugin_name: &str,
         inv: Invocation,
+        _slot: admission::Slot,
     ) -> Result<Output, InvokeError> {
         let plugin = self
             .plugins
@@ -319,7 +383,6 @@ impl Runtime {
             InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/handler")
         })?;
         let timeout = plugin.manifest.limits.timeout;
-        let _slot = self.admission.acquire(inv.class()).await?;
         let mut store = self.new_store(plugin, Some(&inv), &inv.request_id);
         let wit_inv = to_wit(inv);
         let call = async {
@@ -390,7 +453,7 @@ impl Runtime {
     ) -> Result<CheckOutcome, InvokeError> {
         let started = Instant::now();
         let result = self.check_uncounted(plugin_name, request_id).await;
-        self.count(plugin_name, "check", &result, started);
+        self.count(plugin_name, "check", result.as_ref().err(), started);
         result
     }
 

@@ -651,27 +651,9 @@ async fn dispatch(
         request_id: request_id.clone(),
     };
     let started = std::time::Instant::now();
-    // A client that goes away does not cut the invocation off mid-way (its
-    // database work, lock releases and accounting complete): the rest of it
-    // moves to a task that shutdown waits for, still holding its body's
-    // share of the budget.
-    let invocation = {
-        let unfinished = &runtime.services.unfinished;
-        let (runtime, target) = (runtime.clone(), target.clone());
-        Completing::tracked(
-            async move {
-                let _body_budget = read;
-                runtime.invoke(&target.plugin, inv).await
-            },
-            unfinished,
-        )
-    };
-    let outcome = match AssertUnwindSafe(invocation).catch_unwind().await {
-        Ok(outcome) => outcome,
-        Err(panic) => Err(InvokeError::Crashed {
-            plugin: target.plugin.clone(),
-            reason: format!("invocation panicked: {}", panic_message(&*panic)),
-        }),
+    let outcome = match runtime.admit(&target.plugin, inv).await {
+        Err(refused) => Err(refused),
+        Ok(admitted) => run_to_the_end(runtime, &target, admitted, read).await,
     };
     let mut response = match outcome {
         Ok(out) if target.role.is_some() => {
@@ -705,6 +687,37 @@ async fn dispatch(
         response.headers_mut().insert(X_REQUEST_ID, v);
     }
     response
+}
+
+/// Runs an admitted invocation. Once it has its slot, a client that goes
+/// away does not cut it off mid-way (its database work, lock releases and
+/// accounting complete): the rest of it moves to a task that shutdown waits
+/// for, still holding its body's share of the budget. A client that leaves
+/// while it still waits for a slot leaves nothing to run.
+async fn run_to_the_end(
+    runtime: &Arc<Runtime>,
+    target: &RouteTarget,
+    admitted: crate::runtime::Admitted,
+    read: super::body::ReadBody,
+) -> Result<crate::runtime::Output, InvokeError> {
+    let invocation = {
+        let unfinished = &runtime.services.unfinished;
+        let (runtime, plugin) = (runtime.clone(), target.plugin.clone());
+        Completing::tracked(
+            async move {
+                let _body_budget = read;
+                runtime.run_admitted(&plugin, admitted).await
+            },
+            unfinished,
+        )
+    };
+    match AssertUnwindSafe(invocation).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => Err(InvokeError::Crashed {
+            plugin: target.plugin.clone(),
+            reason: format!("invocation panicked: {}", panic_message(&*panic)),
+        }),
+    }
 }
 
 /// Built once: a name given as a string is copied on every insert.

@@ -847,6 +847,59 @@ async fn shutdown_waits_for_an_invocation_whose_client_left() {
     );
 }
 
+/// A request whose client hangs up while it still waits for a slot is not
+/// run once one frees: nobody is there for its answer, and it would take a
+/// slot from a client who is. One whose client stays is run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_whose_client_left_while_waiting_is_not_run() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    // Two slots: the public share is one.
+    let server = start(&dep, 2, Duration::from_secs(5)).await;
+    let sleeper = {
+        let (http, url) = (
+            server.http.clone(),
+            server.url("/public/probe?c=sleep&ms=1500"),
+        );
+        tokio::spawn(async move { http.get(&url).send().await.unwrap().status().as_u16() })
+    };
+    let admission = server.runtime.admission.clone();
+    support::wait_until("the sleeper holds the public slot", || {
+        let admission = admission.clone();
+        async move { admission.in_use() == 1 }
+    })
+    .await;
+    let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    client
+        .write_all(b"GET /public/probe?c=kv&k=probe:orphan HTTP/1.1\r\nhost: neo\r\n\r\n")
+        .await
+        .unwrap();
+    support::wait_until("the request waits for a slot", || {
+        let admission = admission.clone();
+        async move { admission.waiting() == 1 }
+    })
+    .await;
+    drop(client);
+    assert_eq!(sleeper.await.unwrap(), 200);
+    let stays = {
+        let (http, url) = (
+            server.http.clone(),
+            server.url("/public/probe?c=kv&k=probe:stayed"),
+        );
+        tokio::spawn(async move { http.get(&url).send().await.unwrap().status().as_u16() })
+    };
+    assert_eq!(stays.await.unwrap(), 200);
+    let kv = &server.services.kv;
+    assert!(kv.get("probe:stayed").await.unwrap().is_some());
+    assert_eq!(
+        kv.get("probe:orphan").await.unwrap(),
+        None,
+        "the request whose client left was run"
+    );
+    assert_eq!(admission.waiting(), 0);
+    assert_eq!(admission.refused(), 0, "leaving is not a refusal");
+    server.stop().await.unwrap();
+}
+
 /// A FIFO where a granted file should be is refused as not a file, at once:
 /// reading it does not wait for a writer (a thread held for ever, past the
 /// plugin's timeout). A granted file is still read.
