@@ -81,11 +81,16 @@ impl Invocation {
 
     /// The tenant whose log ring hears of this invocation: not one named by
     /// an anonymous request, or anyone could fill the rings with made-up
-    /// tenants and push real ones out.
+    /// tenants and push real ones out; and only one named by its name (not
+    /// a numeric id, not with spaces around it), the ring its support
+    /// bundle reads.
     pub fn logged_tenant(&self) -> Option<&str> {
         match self.class() {
             admission::Class::Public => None,
-            _ => self.tenant.as_deref(),
+            _ => self
+                .tenant
+                .as_deref()
+                .filter(|t| crate::manifest::valid_tenant_name(t)),
         }
     }
 
@@ -753,6 +758,11 @@ mod tests {
         inv.trigger = Trigger::Command(vec![]);
         inv.principal = None;
         assert_eq!(inv.logged_tenant(), Some("made-up"));
+        // Not a tenant's name: its lines would go to a ring no bundle reads.
+        for named in ["1", " made-up", "Made-Up"] {
+            inv.tenant = Some(named.into());
+            assert_eq!(inv.logged_tenant(), None, "{named:?}");
+        }
     }
 
     #[test]

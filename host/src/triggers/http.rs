@@ -231,6 +231,7 @@ async fn cors_preflight(allow: String) -> Response {
         HeaderValue::from_static("content-type"),
     );
     h.insert("access-control-max-age", HeaderValue::from_static("86400"));
+    not_sniffed(h);
     response
 }
 
@@ -255,7 +256,7 @@ pub fn loading_router(services: Arc<crate::services::Services>) -> Service {
             host_routes::HEALTHZ,
             get(
                 |State(s): State<Arc<crate::services::Services>>| async move {
-                    axum::Json(s.health()).into_response()
+                    private(axum::Json(s.health()).into_response())
                 },
             ),
         )
@@ -264,7 +265,7 @@ pub fn loading_router(services: Arc<crate::services::Services>) -> Service {
             get(
                 |State(s): State<Arc<crate::services::Services>>| async move {
                     let (_, body) = s.ready().await;
-                    (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+                    private((StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response())
                 },
             ),
         )
@@ -273,8 +274,9 @@ pub fn loading_router(services: Arc<crate::services::Services>) -> Service {
     time_limited(router)
 }
 
+/// Health and readiness are never cached: a stale "ok" would hide an outage.
 async fn healthz(State(state): State<AppState>) -> Response {
-    axum::Json(state.runtime.services.health()).into_response()
+    private(axum::Json(state.runtime.services.health()).into_response())
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -284,7 +286,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, axum::Json(body)).into_response()
+    private((status, axum::Json(body)).into_response())
 }
 
 async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) -> Response {

@@ -1691,6 +1691,8 @@ async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
         ("/admin/probe?c=db&t=master", false, 403, Some("no-store")),
         ("/no/such/route", false, 404, Some("no-store")),
         ("/public/probe?c=db&t=master", false, 200, None),
+        ("/healthz", false, 200, Some("no-store")),
+        ("/readyz", false, 200, Some("no-store")),
     ] {
         let mut req = server.http.get(server.url(path));
         if auth {
