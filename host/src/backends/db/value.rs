@@ -247,6 +247,23 @@ fn transient(code: &str) -> Option<DbError> {
         "5" | "261" | "517" | "6" | "262" => Some(DbError::Busy(
             "the database is locked by another writer; try again".into(),
         )),
+        // query_canceled: the server's statement timeout (the host cancels
+        // no statement this way), on a database busy with other work.
+        "57014" => Some(DbError::Busy(
+            "the statement ran past the database's statement timeout; try again".into(),
+        )),
+        // insufficient_resources: disk full, out of memory, too many
+        // connections. The database's state, not the statement's fault.
+        c if c.starts_with("53") && c.len() == 5 => Some(DbError::Busy(format!(
+            "the database is short of resources (SQLSTATE {c}); try again"
+        ))),
+        // SQLITE_IOERR and SQLITE_FULL, with their extended codes (SQLite's
+        // codes are numbers of at most four digits, SQLSTATEs five characters).
+        c if c.len() < 5 && c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 10 | 13)) => {
+            Some(DbError::Busy(format!(
+                "the database could not read or write its file (SQLite code {c}); try again"
+            )))
+        }
         _ => None,
     }
 }
@@ -277,12 +294,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn conflicts_and_locks_are_worth_a_retry() {
-        for code in ["40001", "40P01", "55P03", "5", "517", "6"] {
+    fn conflicts_locks_timeouts_and_full_disks_are_worth_a_retry() {
+        let retried = [
+            "40001", "40P01", "55P03", "57014", "53100", "53200", "53300", "5", "517", "6", "10",
+            "13", "266", "3338",
+        ];
+        for code in retried {
             assert!(matches!(transient(code), Some(DbError::Busy(_))), "{code}");
         }
-        // A statement's own faults stay the database's refusal.
-        for code in ["42601", "22012", "23502", "57014"] {
+        // A statement's own faults stay the database's refusal; so does an
+        // SQLSTATE that happens to look like an SQLite I/O code.
+        for code in [
+            "42601", "22012", "23502", "57P01", "1", "19", "2067", "10010",
+        ] {
             assert!(transient(code).is_none(), "{code}");
         }
     }
