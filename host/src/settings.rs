@@ -103,6 +103,10 @@ pub struct Settings {
     /// How long a response may wait for its client to read before the
     /// connection is closed (`NEO_OPS_WRITE_STALL`, default 30s).
     pub write_stall: Duration,
+    /// Bytes per second a client must read, on average while the server
+    /// waits for it, to keep its connection (`NEO_OPS_MIN_WRITE_RATE`,
+    /// default 1024; 0 leaves only the write stall).
+    pub min_write_rate: u32,
     /// Write `/tmp/perf-<pid>.map`, so `perf` names plugin functions
     /// (`NEO_OPS_PERF_MAP=1`).
     pub perf_map: bool,
@@ -117,6 +121,9 @@ pub const DEFAULT_SCHEDULE_CATCH_UP: Duration = Duration::from_secs(3600);
 
 /// How long an answer may wait for its client to read (`NEO_OPS_WRITE_STALL`).
 pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
+/// [`Settings::min_write_rate`] unless set: 1 KiB/s, far below any real
+/// client's link, far above a trickle meant to hold a connection.
+pub const DEFAULT_MIN_WRITE_RATE: u32 = 1024;
 
 impl Settings {
     /// Reads the environment. An invalid value is an error naming it.
@@ -194,6 +201,14 @@ impl Settings {
                         )
                     })?,
             },
+            min_write_rate: match var("NEO_OPS_MIN_WRITE_RATE") {
+                None => DEFAULT_MIN_WRITE_RATE,
+                Some(v) => v.trim().parse().ok().filter(|n| *n <= 1 << 30).ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "NEO_OPS_MIN_WRITE_RATE \"{v}\" is not a number of bytes per second from 0 to 1073741824"
+                    )
+                })?,
+            },
             perf_map: perf_map(var("NEO_OPS_PERF_MAP").as_deref())?,
             schedule_catch_up: match var("NEO_OPS_SCHEDULE_CATCH_UP") {
                 None => DEFAULT_SCHEDULE_CATCH_UP,
@@ -226,6 +241,7 @@ impl Settings {
             admission: AdmissionPolicy::default(),
             max_connections: None,
             write_stall: DEFAULT_WRITE_STALL,
+            min_write_rate: DEFAULT_MIN_WRITE_RATE,
             perf_map: false,
             // Tests and local trials start with no past slot to run.
             schedule_catch_up: Duration::ZERO,

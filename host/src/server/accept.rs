@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::write_stall::WriteStallLimited;
+use super::write_stall::{WritePace, WriteStallLimited};
 
 /// Time a client has to send a request's headers, counted from when the
 /// connection opens or goes idle after a response: an idle keep-alive
@@ -124,7 +124,7 @@ pub async fn serve(
     listener: TcpListener,
     live: Arc<super::Live>,
     max_connections: usize,
-    write_stall: Duration,
+    write_pace: WritePace,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
@@ -218,7 +218,7 @@ pub async fn serve(
         let builder = builder.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let io = TokioIo::new(WriteStallLimited::new(stream, write_stall));
+            let io = TokioIo::new(WriteStallLimited::new(stream, write_pace));
             let served =
                 builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
             tokio::pin!(served);

@@ -66,8 +66,12 @@ async fn serve(
     let stop = shutdown.clone();
     let routes = live.clone();
     let mut http = tokio::spawn(async move {
-        let write_stall = routes.services.settings.write_stall;
-        accept::serve(listener, routes, max_connections, write_stall, stop).await;
+        let settings = &routes.services.settings;
+        let write_pace = write_stall::WritePace {
+            stall: settings.write_stall,
+            min_rate: settings.min_write_rate,
+        };
+        accept::serve(listener, routes, max_connections, write_pace, stop).await;
         anyhow::Ok(())
     });
 

@@ -811,6 +811,66 @@ async fn a_client_that_never_reads_is_closed_after_the_write_stall() {
     server.stop().await.unwrap();
 }
 
+/// A client that keeps reading, 64 KiB every 50 ms (about 1.3 MB/s), so
+/// its writes never wait long: with no minimum rate it is served the whole
+/// answer; with `NEO_OPS_MIN_WRITE_RATE` above what it reads, the waits add
+/// up and its connection is closed within a few seconds, though no single
+/// wait reached the write-stall limit. (What the server had already handed
+/// to its socket still arrives after the close, so the client then reads
+/// the rest at full speed to see which it was.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reading_below_the_minimum_rate_is_closed() {
+    for (min_write_rate, closes) in [(0, false), (16 << 20, true)] {
+        let dep = Deployment::new(Backend::Embedded).await;
+        let mut settings = dep.settings("a");
+        settings.write_stall = Duration::from_secs(4);
+        settings.min_write_rate = min_write_rate;
+        let services = Services::connect(settings).await.expect("services");
+        let server = dep.start_with_services(PROBE, services).await;
+        const BIG: usize = 12 << 20;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(256 << 10).unwrap();
+        let mut client = socket.connect(server.addr).await.unwrap();
+        client
+            .write_all(
+                format!("GET /public/probe?c=big&n={BIG} HTTP/1.1\r\nhost: neo\r\n\r\n").as_bytes(),
+            )
+            .await
+            .unwrap();
+        let mut received = 0;
+        let mut buf = vec![0u8; 64 << 10];
+        let trickle_until = Instant::now() + Duration::from_secs(8);
+        while Instant::now() < trickle_until {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            match tokio::time::timeout(Duration::from_secs(1), client.read(&mut buf)).await {
+                Ok(Ok(0) | Err(_)) => break,
+                Ok(Ok(n)) => received += n,
+                Err(_) => {}
+            }
+        }
+        let trickled = received;
+        // The whole answer (its body and a head), or an end before it.
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while received <= BIG {
+                match client.read(&mut buf).await {
+                    Ok(0) | Err(_) => return true,
+                    Ok(n) => received += n,
+                }
+            }
+            false
+        })
+        .await
+        .expect("the answer neither ended nor went on");
+        assert_eq!(
+            (closed, received > BIG),
+            (closes, !closes),
+            "minimum rate {min_write_rate}: {trickled} bytes trickled, {received} in all"
+        );
+        drop(client);
+        server.stop().await.unwrap();
+    }
+}
+
 /// A request whose client hangs up mid-invocation still finishes before
 /// shutdown ends: the invocation carries on without its client, and `serve`
 /// waits for it (before, it was a task nobody waited for, cut off as the
