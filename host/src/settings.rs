@@ -318,6 +318,22 @@ fn smtp_mistakes(
             set.join(", ")
         ));
     }
+    if var("SMTP_HOST").is_none() && var("POSTGRES_MASTER_URL").is_some() {
+        found.push(
+            "POSTGRES_MASTER_URL set but SMTP_HOST is not: mail goes to the .eml outbox, read by no one"
+                .into(),
+        );
+    }
+    let port = var("SMTP_PORT");
+    if var("SMTP_HOST").is_some()
+        && var("SMTP_USER").is_some()
+        && !matches!(port.as_deref().map(str::trim), Some("465" | "587"))
+    {
+        found.push(format!(
+            "SMTP_USER set with SMTP_PORT {}: the password goes in the clear to a server that does not offer STARTTLS; use 465 or 587",
+            port.as_deref().unwrap_or("25 (unset)")
+        ));
+    }
     if var("SMTP_USER").is_some() != var("SMTP_PASS").is_some() {
         found.push(
             "set both SMTP_USER and SMTP_PASS, or neither: one alone logs in as nobody".into(),
@@ -447,8 +463,30 @@ mod tests {
             };
             smtp_mistakes(&var, pairs.iter().map(|(k, _)| k.into()))
         }
-        assert!(check(&[("SMTP_HOST", "mx"), ("SMTP_USER", "u"), ("SMTP_PASS", "p")]).is_empty());
+        let login = [("SMTP_HOST", "mx"), ("SMTP_USER", "u"), ("SMTP_PASS", "p")];
+        for port in ["465", "587"] {
+            assert!(check(&[login[0], login[1], login[2], ("SMTP_PORT", port)]).is_empty());
+        }
         assert!(check(&[]).is_empty());
+        // A login on a port without TLS of its own, and a production
+        // database whose mail nobody would read.
+        assert_eq!(
+            check(&[login[0], login[1], login[2], ("SMTP_PORT", "2525")]),
+            [
+                "SMTP_USER set with SMTP_PORT 2525: the password goes in the clear to a server that does not offer STARTTLS; use 465 or 587"
+            ]
+        );
+        assert_eq!(check(&login).len(), 1, "port 25 by default");
+        assert!(
+            check(&[("SMTP_HOST", "mx")]).is_empty(),
+            "no login, no secret"
+        );
+        assert_eq!(
+            check(&[("POSTGRES_MASTER_URL", "postgres://db/master")]),
+            [
+                "POSTGRES_MASTER_URL set but SMTP_HOST is not: mail goes to the .eml outbox, read by no one"
+            ]
+        );
         // What a Kubernetes service named smtp-relay brings is not a typo.
         assert!(
             check(&[
