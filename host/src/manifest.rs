@@ -71,6 +71,14 @@ impl CronExpr {
             .with_seconds_optional()
             .parse()
             .map_err(|e| e.to_string())?;
+        // croner takes any field in range ("0 3 31 4 *", April the 31st):
+        // such a schedule would wait for ever without a word.
+        if cron
+            .find_next_occurrence(&chrono::Utc::now(), false)
+            .is_err()
+        {
+            return Err("it never fires: no date matches it".into());
+        }
         Ok(Self {
             text: text.to_string(),
             cron,
@@ -882,5 +890,11 @@ mod tests {
         assert!(CronExpr::parse("61 * * * *").is_err());
         assert!(CronExpr::parse("every day").is_err());
         assert!(CronExpr::parse("*/5 * * * * *").is_ok());
+        for never in ["0 3 31 4 *", "0 0 30 2 *"] {
+            let e = CronExpr::parse(never).unwrap_err();
+            assert!(e.contains("never fires"), "{never}: {e}");
+        }
+        // Every four years is still a schedule.
+        assert!(CronExpr::parse("0 0 29 2 *").is_ok());
     }
 }

@@ -217,17 +217,22 @@ async fn claim_until_answered(
     loop {
         match claim_slot(runtime, plugin, schedule, at).await {
             Ok(Some(id)) => return Some(id),
-            // A claim whose answer was lost may have been ours.
-            Ok(None) if failed_before => {
+            // A claim whose answer was lost may have been ours: asked again
+            // while the database cannot answer, or nobody runs the slot.
+            Ok(None) if failed_before => loop {
                 match own_claim(runtime, plugin, schedule, at, first_try).await {
-                    Ok(Some(id)) => return Some(id),
-                    Ok(None) => return None,
+                    Ok(found) => return found,
+                    Err(e) if Instant::now() + pause < give_up => {
+                        tracing::warn!(plugin, slot = %slot_text(at), error = %e, retry_in = ?pause, "cannot tell whose the schedule slot is yet");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(CLAIM_PAUSE_MAX);
+                    }
                     Err(e) => {
                         tracing::error!(plugin, slot = %slot_text(at), error = %e, "cannot tell whose the schedule slot is; leaving it");
                         return None;
                     }
                 }
-            }
+            },
             Ok(None) => {
                 tracing::debug!(plugin, slot = %slot_text(at), "slot already taken by another replica");
                 return None;
@@ -294,4 +299,6 @@ pub async fn run_schedule(
         fire(&runtime, &plugin, schedule, next).await;
         after = next;
     }
+    // The manifest refuses a cron that never fires; this says if one ran out.
+    tracing::error!(plugin, cron = spec.cron.as_str(), after = %slot_text(after), "the schedule has no slot left; it stops");
 }
