@@ -531,6 +531,24 @@ async fn resend_invoice_mails_once(ctx: &Ctx) {
     }
     assert_eq!(ctx.mails().len(), 2);
     assert_eq!(ctx.audit_rows().await, before + 2);
+
+    // The customer is anonymised meanwhile: the repeat is still told the
+    // invoice went (not 409 "no customer email"), and nothing more is sent.
+    let customer = "UPDATE customers SET email = $1 \
+                    WHERE id = (SELECT customer_id FROM orders WHERE id = 3)";
+    ctx.bravo.execute(customer, &[Value::Null]).await.unwrap();
+    let mut call = ctx.call("POST", path);
+    call.headers.push(("Idempotency-Key", "resend-7f3a"));
+    let (status, body) = ctx.send(call).await;
+    assert_eq!(
+        (status, &body["data"]["duplicate"]),
+        (200, &json!(true)),
+        "{body}"
+    );
+    let restored = [Value::Text("bela@bravo.example".into())];
+    ctx.bravo.execute(customer, &restored).await.unwrap();
+    assert_eq!(ctx.mails().len(), 2);
+    assert_eq!(ctx.audit_rows().await, before + 2);
 }
 
 /// Order 2's customer has an address the mailer refuses: a 400, no audit,

@@ -220,6 +220,7 @@ async fn on_call_console_in_a_real_browser() {
     sign_in(&s, &server, "neo_00000000_wrong").await;
     wait_text(&s, "#signin-error", "403 forbidden").await;
     assert_eq!(s.eval("return sessionStorage.length;").await, 0);
+    assert_eq!(tabs_display(&s).await, "none", "no tabs while signed out");
 
     // super_admin: search, resend with confirmation, the outcome, the mail.
     sign_in(&s, &server, &root).await;
@@ -244,6 +245,11 @@ async fn on_call_console_in_a_real_browser() {
     click(&s, Locator::Id("confirm-ok")).await;
     wait_text(&s, "#support-results .outcome", "Already done").await;
     assert_eq!(dep.sent_mail().len(), 1);
+
+    // A webhook replay is summed up by how many deliveries it queued (the
+    // demo orders have none to replay from the page).
+    let replayed = s.eval("return summarize({deliveries: [12, 13]});").await;
+    assert_eq!(replayed, "2 webhook delivery(ies) queued again.");
 
     // Two searches at once (a double Enter): one set of cards, the latest's.
     s.eval(
@@ -339,9 +345,19 @@ async fn on_call_console_in_a_real_browser() {
     ];
     screenshots(&s, 1280, &views).await;
 
-    // Signing out forgets the token.
+    // Signing out forgets the token, and leaves the next person nothing of
+    // this session's: no tabs, no results, empty forms.
+    open(&s, "support").await;
     click(&s, Locator::Id("signout")).await;
     assert_eq!(s.eval("return sessionStorage.length;").await, 0);
+    assert_eq!(tabs_display(&s).await, "none");
+    let left = s
+        .eval(
+            "return [document.querySelector('#support-form [name=order]').value, \
+             document.getElementById('support-results').childElementCount];",
+        )
+        .await;
+    assert_eq!(left, serde_json::json!(["", 0]));
     s.close().await;
 
     // The support view on a phone.
@@ -412,6 +428,12 @@ async fn on_call_console_in_a_real_browser() {
         "{body}"
     );
     server.stop().await.unwrap();
+}
+
+/// How the view tabs are laid out: "none" while they must not show.
+async fn tabs_display(s: &Session) -> Json {
+    s.eval("return getComputedStyle(document.getElementById('tabs')).display;")
+        .await
 }
 
 /// Posts one CSP report the way a browser does; the route answers 204.

@@ -33,7 +33,8 @@ function say(message, isError = false) {
 
 /** Calls an admin route; returns the envelope's `data`, or throws in words. */
 async function api(method, path, body, headers = {}) {
-  const h = { ...headers, Authorization: "Bearer " + sessionStorage.getItem(TOKEN_KEY) };
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  const h = { ...headers, Authorization: "Bearer " + token };
   if (body !== undefined) h["Content-Type"] = "application/json";
   const resp = await fetch(path, {
     method,
@@ -46,6 +47,11 @@ async function api(method, path, body, headers = {}) {
     doc = await resp.json();
   } catch (_) {
     doc = null;
+  }
+  // Signed out (or in as someone else) while it was out: the answer is
+  // not for whoever holds the page now.
+  if (sessionStorage.getItem(TOKEN_KEY) !== token) {
+    throw Object.assign(new Error("signed out meanwhile"), { stale: true });
   }
   if (resp.status === 403) throw Object.assign(new Error(FORBIDDEN), { status: 403 });
   // Preflight answers 503 with its report when a check fails.
@@ -116,6 +122,7 @@ async function signIn(token) {
     $("tab-support").hidden = role !== "super_admin";
     show(role === "super_admin" ? "support" : "preflight");
   } catch (e) {
+    if (e.stale) return;
     role = null;
     if (e.status === 403) {
       sessionStorage.removeItem(TOKEN_KEY);
@@ -137,6 +144,7 @@ function signOut() {
   $("tabs").hidden = true;
   for (const v of document.querySelectorAll(".view")) v.hidden = true;
   for (const r of document.querySelectorAll(".view [id$=-results]")) r.replaceChildren();
+  for (const f of document.querySelectorAll(".view form")) f.reset();
   for (const id of ["audit-chain", "preflight-summary"]) {
     $(id).textContent = "";
     $(id).className = "";
@@ -170,6 +178,7 @@ function show(view) {
 /** A view whose load failed shows the error in place of what it showed
  *  before, so nothing stale passes for current. */
 function failed(view, e) {
+  if (e.stale) return;
   const results = $(view + "-results");
   if (results) results.replaceChildren(el("p", { class: "error", role: "alert", text: e.message }));
   const verdict = { audit: "audit-chain", preflight: "preflight-summary" }[view];
@@ -261,7 +270,7 @@ function actionCard(title, fields, tenant, actions) {
               ? "Already done: nothing was repeated."
               : "Done: " + summarize(data), false);
           } catch (e) {
-            outcomeText(outcome, e.message, true);
+            if (!e.stale) outcomeText(outcome, e.message, true);
           }
         });
       },
@@ -274,7 +283,7 @@ function actionCard(title, fields, tenant, actions) {
 function summarize(data) {
   if (data.sent_to) return "invoice " + (data.invoice ? data.invoice.number : "") + " mailed to " + data.sent_to + ".";
   if (data.kots !== undefined) return data.kots + " KOT(s) sent to the printer again.";
-  if (data.deliveries !== undefined) return data.deliveries + " webhook delivery(ies) queued again.";
+  if (data.deliveries !== undefined) return data.deliveries.length + " webhook delivery(ies) queued again.";
   if (data.was_locked !== undefined) return data.was_locked ? "PIN unlocked." : "the PIN was not locked; attempts cleared.";
   return "ok.";
 }
@@ -345,7 +354,7 @@ async function loadDeadLetters() {
           try {
             return await api("POST", "/api/admin/dlq/replay?type=" + type, { id: d.id });
           } catch (e) {
-            outcomeText(outcome, e.message, true);
+            if (!e.stale) outcomeText(outcome, e.message, true);
             return null;
           }
         });
@@ -458,7 +467,7 @@ document.addEventListener("DOMContentLoaded", () => {
   $("support-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const submit = e.target.querySelector("button[type=submit]");
-    busy([submit], () => search(e.target)).catch((err) => say(err.message, true));
+    busy([submit], () => search(e.target)).catch((err) => err.stale || say(err.message, true));
   });
   const saved = sessionStorage.getItem(TOKEN_KEY);
   if (saved) signIn(saved);

@@ -63,14 +63,14 @@ fn done_key(lock: &str) -> String {
     format!("console:done:{lock}")
 }
 
-/// Takes the guard for this action on this target.
-pub fn acquire(
+/// The lock's name for this action on this target, and how long it lasts.
+fn lock_of(
     tenant: &str,
     action: &str,
     target: &str,
     key: Option<&str>,
-) -> Result<Guard, Failure> {
-    let (name, ttl) = match key {
+) -> Result<(String, Duration), Failure> {
+    Ok(match key {
         Some(key) => (
             format!("console:idem:{tenant}:{action}:{target}:{key}"),
             config::duration("idempotency_ttl", DEFAULT_KEY_TTL)?,
@@ -79,7 +79,31 @@ pub fn acquire(
             format!("console:click:{tenant}:{action}:{target}"),
             config::duration("double_click", DEFAULT_WINDOW)?,
         ),
-    };
+    })
+}
+
+/// Whether an earlier call did this action on this target (with this key,
+/// or within the double-click window), looked at before anything else: a
+/// repeat is told so even if the target has changed since (an order's
+/// customer anonymised after its invoice went).
+pub fn already_done(
+    tenant: &str,
+    action: &str,
+    target: &str,
+    key: Option<&str>,
+) -> Result<bool, Failure> {
+    let (name, _) = lock_of(tenant, action, target, key)?;
+    Ok(kv::get(&done_key(&name))?.is_some())
+}
+
+/// Takes the guard for this action on this target.
+pub fn acquire(
+    tenant: &str,
+    action: &str,
+    target: &str,
+    key: Option<&str>,
+) -> Result<Guard, Failure> {
+    let (name, ttl) = lock_of(tenant, action, target, key)?;
     let ttl_ms = ttl.as_millis().max(1) as u64;
     let marker = done_key(&name);
     let done = || -> Result<bool, Failure> { Ok(kv::get(&marker)?.is_some()) };

@@ -64,19 +64,23 @@ fn act(req: &HttpRequest, tenant: &str, action: Action) -> Result<Output, Failur
     }
     let key = idempotency_key(req)?;
     let tenant = tenants::require(tenant)?;
-    let plan = action.prepare(&tenant, id)?;
     let target = kind.target(id);
     let mut data = json!({
         "tenant": tenant.json(),
         "action": action.name(),
         kind.noun(): {"id": id},
     });
+    let duplicate = |mut data: Json| {
+        data["duplicate"] = json!(true);
+        Ok(reply::ok(data))
+    };
+    if guard::already_done(&tenant.name, action.name(), &target, key)? {
+        return duplicate(data);
+    }
+    let plan = action.prepare(&tenant, id)?;
     let held = match guard::acquire(&tenant.name, action.name(), &target, key)? {
         Guard::Held(held) => held,
-        Guard::Done => {
-            data["duplicate"] = json!(true);
-            return Ok(reply::ok(data));
-        }
+        Guard::Done => return duplicate(data),
         Guard::Running => {
             return Err(reply::fail(
                 409,
