@@ -44,4 +44,9 @@ impl wit::Host for StoreState {
     async fn now_micros(&mut self) -> i64 {
         chrono::Utc::now().timestamp_micros()
     }
+
+    async fn pause(&mut self, ms: u32) {
+        let asked = tokio::time::Instant::now() + std::time::Duration::from_millis(ms.into());
+        tokio::time::sleep_until(asked.min(self.call.io_deadline())).await;
+    }
 }

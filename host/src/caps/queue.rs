@@ -46,6 +46,24 @@ async fn check_tenant(call: &CallContext, tenant: &str) -> Result<(), WitError> 
     }
 }
 
+/// A queue call, given up on at the invocation's I/O deadline
+/// ([`crate::caps::state::io_deadline`]): a Redis that hangs leaves the
+/// plugin time to act on it (a fan-out to name the tenants it could not
+/// queue), though whether the call took effect is then unknown.
+async fn queue_call<T>(
+    io_deadline: tokio::time::Instant,
+    call: impl Future<Output = Result<T, WitError>>,
+) -> Result<T, WitError> {
+    tokio::time::timeout_at(io_deadline, call)
+        .await
+        .unwrap_or_else(|_| {
+            Err(WitError::new(
+                ErrorCode::Unavailable,
+                "the queue did not answer in time; whether the call took effect is unknown",
+            ))
+        })
+}
+
 fn to_wit_error(e: EnqueueError) -> WitError {
     match e {
         EnqueueError::Invalid(m) => WitError::invalid(m),
@@ -70,14 +88,19 @@ impl wit::Host for StoreState {
     async fn enqueue(&mut self, queue: String, payload: String) -> Result<String, WitError> {
         self.check_queue_grant(&queue)?;
         let tenant = self.call.tenant.clone();
-        if let Some(tenant) = &tenant {
-            // The invocation's tenant may be whatever a caller typed: the job
-            // carries it only if this plugin could act for that tenant itself.
-            check_tenant(&self.call, tenant).await?;
-        }
-        queue::enqueue(&self.call.services.kv, &queue, tenant.as_deref(), &payload)
-            .await
-            .map_err(to_wit_error)
+        let call = &self.call;
+        queue_call(call.io_deadline(), async {
+            if let Some(tenant) = &tenant {
+                // The invocation's tenant may be whatever a caller typed: the
+                // job carries it only if this plugin could act for that
+                // tenant itself.
+                check_tenant(call, tenant).await?;
+            }
+            queue::enqueue(&call.services.kv, &queue, tenant.as_deref(), &payload)
+                .await
+                .map_err(to_wit_error)
+        })
+        .await
     }
 
     async fn enqueue_for_tenant(
@@ -87,10 +110,14 @@ impl wit::Host for StoreState {
         payload: String,
     ) -> Result<String, WitError> {
         self.check_queue_grant(&queue)?;
-        check_tenant(&self.call, &tenant).await?;
-        queue::enqueue(&self.call.services.kv, &queue, Some(&tenant), &payload)
-            .await
-            .map_err(to_wit_error)
+        let call = &self.call;
+        queue_call(call.io_deadline(), async {
+            check_tenant(call, &tenant).await?;
+            queue::enqueue(&call.services.kv, &queue, Some(&tenant), &payload)
+                .await
+                .map_err(to_wit_error)
+        })
+        .await
     }
 
     async fn dead_letters(
@@ -99,9 +126,13 @@ impl wit::Host for StoreState {
         limit: u32,
     ) -> Result<Vec<wit::DeadLetter>, WitError> {
         self.check_queue_grant(&queue)?;
-        let jobs = queue::dead_letters(&self.call.services.kv, &queue, limit.min(1000))
-            .await
-            .map_err(to_wit_error)?;
+        let kv = &self.call.services.kv;
+        let jobs = queue_call(self.call.io_deadline(), async {
+            queue::dead_letters(kv, &queue, limit.min(1000))
+                .await
+                .map_err(to_wit_error)
+        })
+        .await?;
         Ok(jobs.into_iter().map(to_dead_letter).collect())
     }
 
@@ -111,9 +142,11 @@ impl wit::Host for StoreState {
         id: String,
     ) -> Result<Option<wit::DeadLetter>, WitError> {
         self.check_queue_grant(&queue)?;
-        let replayed = queue::replay(&self.call.services.kv, &queue, &id)
-            .await
-            .map_err(to_wit_error)?;
+        let kv = &self.call.services.kv;
+        let replayed = queue_call(self.call.io_deadline(), async {
+            queue::replay(kv, &queue, &id).await.map_err(to_wit_error)
+        })
+        .await?;
         Ok(replayed.map(to_dead_letter))
     }
 }

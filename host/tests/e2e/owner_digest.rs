@@ -976,6 +976,47 @@ async fn queued_digest_retried_after_relay_outage(backend: Backend) {
 
 on_both_backends!(queued_retry, queued_digest_retried_after_relay_outage);
 
+/// Redis is down as the 20:00 slot fans out and back a moment later: the
+/// run tries the tenant it could not queue again, so the slot (claimed
+/// once) still ends `ok` and the owner still gets that day's digest.
+/// Before, the run ended in error and the day's digest was lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_blip_at_the_fan_out_loses_no_digest() {
+    let dep = Deployment::new(Backend::Real).await;
+    let (server, redis) = dep.start_with_redis_proxy(MANIFEST).await;
+    let acme = tenant(&server, "acme", Some("owner@acme.example"), "Asia/Kolkata").await;
+    seed(&acme, &orders(), BREAKER_EVENTS).await;
+
+    redis.set_up(false);
+    let back = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+        redis.set_up(true);
+        redis
+    });
+    let slot = utc("2026-11-24T14:30:00Z");
+    neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
+    let _redis = back.await.unwrap();
+    let runs = server
+        .master()
+        .query(
+            "SELECT status, error FROM runs WHERE plugin = 'owner-digest'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        runs.rows,
+        vec![vec![Value::Text("ok".into()), Value::Null]],
+        "the slot's run"
+    );
+    support::wait_until("the digest is sent", || async {
+        send_log(&server).await.iter().any(|r| r.2)
+    })
+    .await;
+    assert_eq!(mail(&dep).len(), 1);
+    server.stop().await.unwrap();
+}
+
 /// Without --date, the business day is today in the tenant's zone.
 async fn default_day_is_today_in_the_zone(backend: Backend) {
     let dep = Deployment::new(backend).await;

@@ -5,19 +5,49 @@
 use crate::tenants::Tenant;
 use crate::{Error, ErrorCode, Output, queue, reply};
 
+/// Pauses before each new try at the tenants a blip left out, in
+/// milliseconds: about 15 s in all, time for Redis to fail over or the
+/// master to restart. A slot is claimed once: a tenant not queued in its
+/// run has no job that day.
+const RETRY_PAUSES_MS: [u32; 4] = [1_000, 2_000, 4_000, 8_000];
+
 /// Queues `payload` for every tenant on `queue`. `denied` before the first
 /// is queued means the plugin has no grant for the queue: the caller then
 /// does the work in its own run. A tenant whose job could not be queued
-/// fails the run (the schedule records it) after the rest are queued.
+/// because a backend was unavailable is tried again after each pause of
+/// [`RETRY_PAUSES_MS`] (a job queued twice when an answer was lost is
+/// harmless: each job is done once per tenant and day); one still not
+/// queued fails the run (the schedule records it) after the rest are.
 pub fn enqueue_each(queue: &str, tenants: &[Tenant], payload: &str) -> Result<Output, Error> {
-    let mut failed = Vec::new();
+    let mut left: Vec<(&Tenant, Error)> = Vec::new();
     for (i, t) in tenants.iter().enumerate() {
         match queue::enqueue_for_tenant(queue, &t.name, payload) {
             Ok(_) => {}
             Err(e) if i == 0 && e.code == ErrorCode::Denied => return Err(e),
-            Err(e) => failed.push(format!("{}: {}", t.name, e.message)),
+            Err(e) => left.push((t, e)),
         }
     }
+    for pause in RETRY_PAUSES_MS {
+        if !left.iter().any(|(_, e)| e.code == ErrorCode::Unavailable) {
+            break;
+        }
+        crate::time::pause(pause);
+        left = left
+            .into_iter()
+            .filter_map(|(t, e)| {
+                if e.code != ErrorCode::Unavailable {
+                    return Some((t, e));
+                }
+                queue::enqueue_for_tenant(queue, &t.name, payload)
+                    .err()
+                    .map(|e| (t, e))
+            })
+            .collect();
+    }
+    let failed: Vec<String> = left
+        .iter()
+        .map(|(t, e)| format!("{}: {}", t.name, e.message))
+        .collect();
     let queued = tenants.len() - failed.len();
     if failed.is_empty() {
         return Ok(reply::text(

@@ -7,6 +7,13 @@ pub fn now_micros() -> i64 {
     crate::host_info::now_micros()
 }
 
+/// Waits about `ms` milliseconds, in the host (the guest burns no CPU),
+/// ending early while the invocation still has time to act on what it
+/// waited for.
+pub fn pause(ms: u32) {
+    crate::host_info::pause(ms)
+}
+
 /// Formats microseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`
 /// (whole seconds when there is no fraction). Digits are written directly:
 /// status documents format several instants per request, and `format!`'s
