@@ -448,6 +448,39 @@ async fn assert_admin_errors(server: &Server, token: &str) {
         reply["error"]["message"],
         "no export dead letter with id \"0123456789abcdef\""
     );
+    // A dead letter whose error quotes a NUL from its payload replays, and
+    // its record says so with the NUL replaced (the audit log refuses NUL).
+    let letter = queue::Job {
+        id: "nul-error-1".into(),
+        queue: "export".into(),
+        payload: "{}".into(),
+        attempts: 3,
+        enqueued_at: "2026-11-27T10:00:00Z".into(),
+        last_error: Some("bad email \"a\u{0}@b.c\"".into()),
+        tenant: Some("acme".into()),
+        dead_at: Some("2026-11-27T10:05:00Z".into()),
+        not_before_ms: None,
+    };
+    let dead = queue::dead_letter_key("export");
+    let kv = &server.services.kv;
+    kv.list_push(&dead, &[serde_json::to_vec(&letter).unwrap()])
+        .await
+        .unwrap();
+    let body = r#"{"id": "nul-error-1"}"#;
+    let (code, reply) = post_json(server, "/api/admin/dlq/replay?type=export", token, body).await;
+    assert_eq!(code, 200, "{reply}");
+    let rows = server
+        .master()
+        .query(
+            "SELECT details FROM audit_log WHERE target = 'export:nul-error-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (Value::Json(details) | Value::Text(details)) = &rows.rows[0][0] else {
+        panic!("details: {:?}", rows.rows)
+    };
+    assert!(details.contains("a\u{FFFD}@b.c"), "{details}");
     assert_eq!(
         server.get("/api/admin/dlq?type=webhook", None).await,
         (403, FORBIDDEN.to_string())

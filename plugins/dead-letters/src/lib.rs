@@ -75,7 +75,11 @@ fn replay(kind: &str, id: &str) -> Result<Output, Failure> {
             format!("no {kind} dead letter with id \"{id}\""),
         ));
     };
-    let details = json!({"attempts": letter.attempts, "last_error": letter.last_error});
+    // The error is a plugin's text, which may quote a NUL from the job's
+    // payload: the audit log refuses NUL, and every replay would fail its
+    // record after the move.
+    let last_error = letter.last_error.map(|e| e.replace('\0', "\u{FFFD}"));
+    let details = json!({"attempts": letter.attempts, "last_error": last_error});
     audit::record(
         "dlq.replay",
         &format!("{kind}:{id}"),
