@@ -55,16 +55,16 @@ impl wit::Host for StoreState {
                 .collect(),
         };
         let recipients = mail.to.len() + mail.cc.len();
-        let id = self
-            .call
-            .services
-            .mail
-            .send(mail)
-            .await
-            .map_err(|e| match e {
+        let request_id = &self.call.request_id;
+        let id = self.call.services.mail.send(mail).await.map_err(|e| {
+            // The backend logged the server's reply; this line ties it
+            // to the plugin and the request.
+            tracing::warn!(plugin = %plugin.name, %request_id, error = %e, "mail not sent");
+            match e {
                 MailError::Invalid(m) => WitError::new(ErrorCode::Invalid, m),
                 MailError::Unavailable(m) => WitError::new(ErrorCode::Unavailable, m),
-            })?;
+            }
+        })?;
         tracing::info!(plugin = %plugin.name, request_id = %self.call.request_id, message_id = %id, recipients, "mail sent");
         Ok(id)
     }
