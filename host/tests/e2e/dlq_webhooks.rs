@@ -815,6 +815,8 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
     enqueue(&server, "export", "acme", good).await;
     let bad = r#"{"kind": "menu", "from": "2026-11-24", "to": "2026-11-24", "email": "owner@acme.example"}"#;
     let bad_job = enqueue(&server, "export", "acme", bad).await;
+    // For a tenant deleted since the job was queued.
+    let gone_job = enqueue(&server, "export", "ghost", good).await;
     wait_until("the export is mailed", || async {
         !dep.sent_mail().is_empty()
     })
@@ -833,21 +835,30 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
          3,2026-11-24T18:29:59Z,PAID,,,0,3000,0,false,\n"
     );
 
-    wait_until("the bad export is dead-lettered", || async {
-        !dead_letters(&server, &token, "export").await.is_empty()
+    wait_until("both refused exports are dead-lettered", || async {
+        dead_letters(&server, &token, "export").await.len() == 2
     })
     .await;
     let letters = dead_letters(&server, &token, "export").await;
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!(letters[0]["id"], bad_job.as_str());
-    assert_eq!(letters[0]["tenant"], "acme");
-    assert_eq!(letters[0]["type"], "export");
+    let letter = |id: &str| {
+        letters
+            .iter()
+            .find(|l| l["id"] == id)
+            .unwrap_or_else(|| panic!("no letter {id}: {letters:?}"))
+    };
+    let bad_letter = letter(&bad_job);
+    assert_eq!(bad_letter["tenant"], "acme");
+    assert_eq!(bad_letter["type"], "export");
     // Refused as bad in itself (400): dead-lettered at once, not retried.
-    assert_eq!(letters[0]["attempts"], 1);
+    assert_eq!(bad_letter["attempts"], 1);
     assert_eq!(
-        letters[0]["last_error"],
+        bad_letter["last_error"],
         "bad export kind \"menu\": expected orders"
     );
+    // Its tenant gone (410): the same, no retry would find it.
+    let gone_letter = letter(&gone_job);
+    assert_eq!(gone_letter["attempts"], 1);
+    assert_eq!(gone_letter["last_error"], "tenant \"ghost\" not found");
     assert!(dead_letters(&server, &token, "webhook").await.is_empty());
     assert_eq!(dep.sent_mail().len(), 1, "the bad job mailed nothing");
     server.stop().await.unwrap();

@@ -21,19 +21,20 @@ pub fn parse(payload: &str) -> Result<Export, String> {
         let shown: String = payload.chars().take(200).collect();
         format!("bad export payload \"{shown}\": not a JSON object")
     })?;
-    let field = |name: &str| doc.get(name).and_then(Json::as_str).map(str::trim);
-    match field("kind") {
-        Some("orders") => {}
-        other => {
-            return Err(format!(
-                "bad export kind \"{}\": expected orders",
-                other.unwrap_or_default()
-            ));
-        }
+    // A field's text: a string's own, anything else as the JSON sent (so
+    // an error quotes it), nothing when missing.
+    let field = |name: &str| match doc.get(name) {
+        Some(Json::String(text)) => text.trim().to_string(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    };
+    let kind = field("kind");
+    if kind != "orders" {
+        return Err(format!("bad export kind \"{kind}\": expected orders"));
     }
     let date = |name: &str| {
-        let given = field(name).unwrap_or_default();
-        neo_ops_sdk::days::parse_date(given).map_err(|_| {
+        let given = field(name);
+        neo_ops_sdk::days::parse_date(&given).map_err(|_| {
             format!("bad export {name} \"{given}\": expected YYYY-MM-DD, 1970 to 9999")
         })
     };
@@ -46,17 +47,13 @@ pub fn parse(payload: &str) -> Result<Export, String> {
             "bad export range {from} to {to}: at most {MAX_DAYS} days"
         ));
     }
-    let email = field("email").unwrap_or_default();
-    if !neo_ops_sdk::address::is_plain(email) {
+    let email = field("email");
+    if !neo_ops_sdk::address::is_plain(&email) {
         return Err(format!(
             "bad export email \"{email}\": expected one address"
         ));
     }
-    Ok(Export {
-        from,
-        to,
-        email: email.to_string(),
-    })
+    Ok(Export { from, to, email })
 }
 
 #[cfg(test)]
@@ -93,6 +90,15 @@ mod tests {
         assert_eq!(
             err(r#"{"kind":"orders","from":"2026-11-01","to":"+262143-12-31"}"#),
             "bad export to \"+262143-12-31\": expected YYYY-MM-DD, 1970 to 9999"
+        );
+        // Not a string: the value as sent.
+        assert_eq!(
+            err(r#"{"kind":"orders","from":20261101}"#),
+            "bad export from \"20261101\": expected YYYY-MM-DD, 1970 to 9999"
+        );
+        assert_eq!(
+            err(r#"{"kind":["orders"]}"#),
+            "bad export kind \"[\"orders\"]\": expected orders"
         );
         assert!(
             err(r#"{"kind":"orders","from":"2026-11-02","to":"2026-11-01"}"#).contains("before")

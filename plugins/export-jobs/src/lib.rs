@@ -2,9 +2,11 @@
 //! `{"kind": "orders", "from": "YYYY-MM-DD", "to": "YYYY-MM-DD", "email": "x@y"}`
 //! carries its tenant; the tenant's orders placed on those business days (in
 //! the tenant's time zone, both days included, deleted orders left out) are
-//! mailed to `email` as a CSV attachment. Any failure (a bad payload, an
-//! unknown tenant, mail that cannot be sent) fails the job, so the host
-//! retries it and dead-letters it after `max_attempts` with the error kept.
+//! mailed to `email` as a CSV attachment. Any failure fails the job with
+//! its error kept: one a retry would meet again (a bad payload, a tenant
+//! deleted or with an unknown time zone) is dead-lettered at once, anything
+//! else (mail that cannot be sent, a database blip) is retried and
+//! dead-lettered after `max_attempts`.
 
 mod csv;
 mod job;
@@ -77,14 +79,18 @@ fn run_export(tenant: &str, export: &job::Export) -> Result<Output, Failure> {
     })))
 }
 
+/// The tenant's zone. A tenant deleted since the job was queued is gone
+/// (410), and a zone no one can read is the tenant's setting to fix (400):
+/// either dead-letters the job at once, since a retry would meet the same;
+/// it can be replayed once the setting is fixed.
 fn tenant_zone(tenant: &str) -> Result<Tz, Failure> {
     let Some(found) = tenants::find(tenant)? else {
-        return Err(reply::fail(404, format!("tenant \"{tenant}\" not found")));
+        return Err(reply::fail(410, format!("tenant \"{tenant}\" not found")));
     };
     let zone = found.time_zone;
     zone.parse::<Tz>().map_err(|_| {
         reply::fail(
-            500,
+            400,
             format!("tenant \"{tenant}\" has an unknown time zone \"{zone}\""),
         )
     })
