@@ -150,10 +150,14 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
     let mut router = Router::new()
         .route(host_routes::HEALTHZ, get(healthz))
         .route(host_routes::READYZ, get(readyz))
-        .route(preflight::ROUTE, get(preflight_checklist))
-        .route(host_routes::METRICS, get(metrics))
-        .route(host_routes::WHOAMI, get(super::admin_api::whoami))
-        .route(host_routes::AUDIT, get(super::admin_api::audit));
+        .merge(
+            Router::new()
+                .route(preflight::ROUTE, get(preflight_checklist))
+                .route(host_routes::METRICS, get(metrics))
+                .route(host_routes::WHOAMI, get(super::admin_api::whoami))
+                .route(host_routes::AUDIT, get(super::admin_api::audit))
+                .layer(axum::middleware::from_fn(echo_request_id)),
+        );
     for (path, methods) in by_path {
         let mut mr: MethodRouter<AppState> = MethodRouter::new();
         // A path anyone may call answers CORS preflights (a POS web app on
@@ -196,6 +200,29 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
         .fallback(|uri: axum::http::Uri| async move {
             error_envelope(404, &format!("no route {}", quoted_path(uri.path())))
         })
+}
+
+/// The host's own operator routes answer with the request id, whatever
+/// the answer (a refusal, a 503), so it can be matched to the host's log:
+/// an id is made for a request that brought none, in its headers, where
+/// the handler finds it.
+async fn echo_request_id(mut request: Request, next: axum::middleware::Next) -> Response {
+    let id = request_id(request.headers());
+    let Ok(id) = HeaderValue::from_str(&id) else {
+        return next.run(request).await;
+    };
+    request.headers_mut().insert(X_REQUEST_ID, id.clone());
+    let mut response = next.run(request).await;
+    response.headers_mut().insert(X_REQUEST_ID, id);
+    response
+}
+
+/// Echoes the request id on an answer to a plugin route.
+fn with_request_id(mut response: Response, request_id: String) -> Response {
+    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
+        response.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    response
 }
 
 /// A request path for an error message: quoted, and cut at 200 characters.
@@ -591,7 +618,7 @@ async fn dispatch(
     let safe = matches!(parts.method, Method::GET | Method::HEAD);
     let principal = match authorize(runtime, headers, target.role, safe, &request_id).await {
         Ok(p) => p,
-        Err(denied) => return denied,
+        Err(denied) => return with_request_id(denied, request_id),
     };
     // Held (with its share of the body budget) until the invocation ends,
     // which outlives the request if its client leaves.
@@ -599,7 +626,7 @@ async fn dispatch(
     let bodies = &runtime.services.request_bodies;
     let mut read = match read_body(bodies, public, headers, body, &request_id).await {
         Ok(read) => read,
-        Err(rejected) => return rejected,
+        Err(rejected) => return with_request_id(rejected, request_id),
     };
     let trusted = &runtime.services.settings.trusted_proxies;
     let remote_addr = client_addr(socket, headers, trusted).map(|ip| {
@@ -620,7 +647,7 @@ async fn dispatch(
         .unwrap_or_default();
     let tenant = match tenant_of(&path_params, &query, &read.bytes) {
         Ok(t) => t,
-        Err(why) => return error_envelope(400, &why),
+        Err(why) => return with_request_id(error_envelope(400, &why), request_id),
     };
     let dry_run = query
         .iter()
@@ -657,7 +684,7 @@ async fn dispatch(
         Err(refused) => Err(refused),
         Ok(admitted) => run_to_the_end(runtime, &target, admitted, read).await,
     };
-    let mut response = match outcome {
+    let response = match outcome {
         Ok(out) if target.role.is_some() => {
             private(plugin_response(out.status, out.headers, out.body, https))
         }
@@ -685,10 +712,7 @@ async fn dispatch(
         micros = started.elapsed().as_micros() as u64,
         "request"
     );
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
-        response.headers_mut().insert(X_REQUEST_ID, v);
-    }
-    response
+    with_request_id(response, request_id)
 }
 
 /// Runs an admitted invocation. Once it has its slot, a client that goes

@@ -1737,7 +1737,8 @@ async fn made_up_tokens_are_refused_without_the_database() {
 
 /// Answers for an operator (role routes, host admin routes, every error)
 /// are never stored by a browser or proxy; every answer tells browsers not
-/// to sniff its type; a public plugin answer keeps its own caching.
+/// to sniff its type; a public plugin answer keeps its own caching; every
+/// answer of a route that runs for someone carries its request id.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
     let dep = Deployment::new(Backend::Embedded).await;
@@ -1767,6 +1768,22 @@ async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
             cache,
             "{path}"
         );
+        // A plugin's or the host's operator route names the request, also
+        // when it refuses, so the answer can be found in the host's log.
+        let named = !matches!(path, "/no/such/route" | "/healthz" | "/readyz");
+        assert_eq!(h.contains_key("x-request-id"), named, "{path}");
+    }
+    // An id the client sent comes back on a refusal, before any handler ran.
+    for path in ["/api/admin/audit", "/metrics", "/admin/probe?c=db&t=master"] {
+        let resp = server
+            .http
+            .get(server.url(path))
+            .header("x-request-id", "trace-403")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 403, "{path}");
+        assert_eq!(resp.headers()["x-request-id"], "trace-403", "{path}");
     }
     server.stop().await.unwrap();
 }
