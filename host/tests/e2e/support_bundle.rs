@@ -398,8 +398,19 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         "{logs}"
     );
 
+    // A HEAD answers as a download would, with no body and no record.
+    let url = format!("http://{}/api/outlet/acme/support/bundle.zip", replica.addr);
+    let head = reqwest::Client::new()
+        .head(url)
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/zip");
+
     // The download is on the record, under the token's name; the refused
-    // requests are not.
+    // requests (and the HEAD) are not.
     let rows = master
         .query(
             "SELECT actor, target, tenant, details FROM audit_log WHERE action = 'support.bundle' ORDER BY id",

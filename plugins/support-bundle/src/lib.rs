@@ -18,13 +18,34 @@ use contents::TenantConfig;
 struct SupportBundle;
 
 impl Plugin for SupportBundle {
-    fn http(inv: &Invocation, _: &HttpRequest) -> Result<Output, Failure> {
+    fn http(inv: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
         let tenant = inv.tenant.as_deref().unwrap_or_default();
         let Some(config) = contents::tenant_config(tenant)? else {
             return Err(reply::fail(404, "tenant not found"));
         };
+        if req.method == "HEAD" {
+            // What a download would answer, without building one or
+            // recording a download that never happened.
+            return Ok(Output {
+                status: 200,
+                headers: headers(tenant),
+                body: Vec::new(),
+            });
+        }
         bundle(tenant, &config)
     }
+}
+
+fn headers(tenant: &str) -> Vec<(String, String)> {
+    vec![
+        ("content-type".into(), "application/zip".into()),
+        (
+            "content-disposition".into(),
+            format!("attachment; filename=\"support-{tenant}.zip\""),
+        ),
+        // Diagnostics are per request and may be sensitive: never cached.
+        ("cache-control".into(), "no-store".into()),
+    ]
 }
 
 fn bundle(tenant: &str, config: &TenantConfig) -> Result<Output, Failure> {
@@ -45,15 +66,7 @@ fn bundle(tenant: &str, config: &TenantConfig) -> Result<Output, Failure> {
 
     Ok(Output {
         status: 200,
-        headers: vec![
-            ("content-type".into(), "application/zip".into()),
-            (
-                "content-disposition".into(),
-                format!("attachment; filename=\"support-{tenant}.zip\""),
-            ),
-            // Diagnostics are per request and may be sensitive: never cached.
-            ("cache-control".into(), "no-store".into()),
-        ],
+        headers: headers(tenant),
         body,
     })
 }
