@@ -307,14 +307,32 @@ impl Runtime {
     /// invocation's outcome.
     pub async fn admit(&self, plugin_name: &str, inv: Invocation) -> Result<Admitted, InvokeError> {
         let started = Instant::now();
-        match self.admission.acquire(inv.class()).await {
-            Ok(slot) => Ok(Admitted { inv, slot, started }),
-            Err(busy) => {
-                let refused = InvokeError::Busy(busy);
-                self.account(plugin_name, &Accounting::of(&inv), Err(&refused), started);
-                Err(refused)
-            }
-        }
+        // A plugin that cannot run is said to be so at once, not after
+        // waiting for a slot (or as busy).
+        let refused = match self.handler_of(plugin_name) {
+            Err(e) => e,
+            Ok(_) => match self.admission.acquire(inv.class()).await {
+                Ok(slot) => return Ok(Admitted { inv, slot, started }),
+                Err(busy) => InvokeError::Busy(busy),
+            },
+        };
+        self.account(plugin_name, &Accounting::of(&inv), Err(&refused), started);
+        Err(refused)
+    }
+
+    /// The plugin and its `run` export, or why it has none.
+    fn handler_of(
+        &self,
+        plugin_name: &str,
+    ) -> Result<(&LoadedPlugin, &handler_export::GuestIndices), InvokeError> {
+        let plugin = self
+            .plugins
+            .get(plugin_name)
+            .ok_or_else(|| InvokeError::UnknownPlugin(plugin_name.to_string()))?;
+        let indices = plugin.handler.as_ref().ok_or_else(|| {
+            InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/handler")
+        })?;
+        Ok((plugin, indices))
     }
 
     /// Runs an invocation [`Runtime::admit`] let in, in its slot.
@@ -380,13 +398,7 @@ impl Runtime {
         inv: Invocation,
         _slot: admission::Slot,
     ) -> Result<Output, InvokeError> {
-        let plugin = self
-            .plugins
-            .get(plugin_name)
-            .ok_or_else(|| InvokeError::UnknownPlugin(plugin_name.to_string()))?;
-        let indices = plugin.handler.as_ref().ok_or_else(|| {
-            InvokeError::MissingExport(plugin_name.to_string(), "neo:ops/handler")
-        })?;
+        let (plugin, indices) = self.handler_of(plugin_name)?;
         let timeout = plugin.manifest.limits.timeout;
         let mut store = self.new_store(plugin, Some(&inv), &inv.request_id);
         let wit_inv = to_wit(inv);
