@@ -253,13 +253,20 @@ fn transient(code: &str) -> Option<DbError> {
             "the statement ran past the database's statement timeout; try again".into(),
         )),
         // insufficient_resources: disk full, out of memory, too many
-        // connections. The database's state, not the statement's fault.
-        c if c.starts_with("53") && c.len() == 5 => Some(DbError::Busy(format!(
+        // connections. The database's state, not the statement's fault
+        // (53400, a configuration limit such as temp_file_limit, is the
+        // statement's own).
+        c if c.starts_with("53") && c.len() == 5 && c != "53400" => Some(DbError::Busy(format!(
             "the database is short of resources (SQLSTATE {c}); try again"
         ))),
         // SQLITE_IOERR and SQLITE_FULL, with their extended codes (SQLite's
-        // codes are numbers of at most four digits, SQLSTATEs five characters).
-        c if c.len() < 5 && c.parse::<u32>().is_ok_and(|n| matches!(n & 0xff, 10 | 13)) => {
+        // codes are numbers of at most four digits, SQLSTATEs five
+        // characters), but not the I/O errors that say the file is corrupt
+        // (SQLITE_IOERR_DATA, SQLITE_IOERR_CORRUPTFS): no retry mends those.
+        c if c.len() < 5
+            && c.parse::<u32>()
+                .is_ok_and(|n| matches!(n & 0xff, 10 | 13) && !matches!(n, 8202 | 8458)) =>
+        {
             Some(DbError::Busy(format!(
                 "the database could not read or write its file (SQLite code {c}); try again"
             )))
@@ -305,7 +312,7 @@ mod tests {
         // A statement's own faults stay the database's refusal; so does an
         // SQLSTATE that happens to look like an SQLite I/O code.
         for code in [
-            "42601", "22012", "23502", "57P01", "1", "19", "2067", "10010",
+            "42601", "22012", "23502", "57P01", "53400", "1", "19", "2067", "8202", "8458", "10010",
         ] {
             assert!(transient(code).is_none(), "{code}");
         }
