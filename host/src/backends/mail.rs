@@ -3,7 +3,6 @@
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -59,14 +58,6 @@ impl Mailer {
                 let mut builder = match s.port {
                     465 => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)?,
                     587 => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)?,
-                    // Credentials never go in the clear by choice: STARTTLS
-                    // whenever the server offers it (settings warn that a
-                    // server which does not sees them).
-                    _ if s.user.is_some() => {
-                        let tls = TlsParameters::new(s.host.clone())?;
-                        AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
-                            .tls(Tls::Opportunistic(tls))
-                    }
                     _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
                 }
                 .port(s.port)
