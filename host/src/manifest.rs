@@ -71,18 +71,19 @@ impl CronExpr {
             .with_seconds_optional()
             .parse()
             .map_err(|e| e.to_string())?;
-        // croner takes any field in range ("0 3 31 4 *", April the 31st):
-        // such a schedule would wait for ever without a word.
-        if cron
-            .find_next_occurrence(&chrono::Utc::now(), false)
-            .is_err()
-        {
-            return Err("it never fires: no date matches it".into());
-        }
         Ok(Self {
             text: text.to_string(),
             cron,
         })
+    }
+
+    /// Whether any date matches: croner takes any field in range, so
+    /// "0 3 31 4 *" (April the 31st) parses, and such a schedule waits for
+    /// ever without a word (unless the manifest says why: a parked one).
+    pub fn ever_fires(&self) -> bool {
+        self.cron
+            .find_next_occurrence(&chrono::Utc::now(), false)
+            .is_ok()
     }
 
     pub fn as_str(&self) -> &str {
@@ -437,6 +438,15 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                     format!("bad cron \"{}\": {e}", s.cron.get_ref()),
                 )
             })?;
+            if !cron.ever_fires() {
+                // Said, not refused: "0 0 31 2 *" is how a schedule is
+                // parked without deleting it.
+                tracing::warn!(
+                    plugin = %name,
+                    cron = cron.as_str(),
+                    "the schedule never fires: no date matches its cron"
+                );
+            }
             let tz: chrono_tz::Tz = s.tz.get_ref().parse().map_err(|_| {
                 at(
                     &s.tz.span(),
@@ -891,10 +901,10 @@ mod tests {
         assert!(CronExpr::parse("every day").is_err());
         assert!(CronExpr::parse("*/5 * * * * *").is_ok());
         for never in ["0 3 31 4 *", "0 0 30 2 *"] {
-            let e = CronExpr::parse(never).unwrap_err();
-            assert!(e.contains("never fires"), "{never}: {e}");
+            assert!(!CronExpr::parse(never).unwrap().ever_fires(), "{never}");
         }
         // Every four years is still a schedule.
-        assert!(CronExpr::parse("0 0 29 2 *").is_ok());
+        assert!(CronExpr::parse("0 0 29 2 *").unwrap().ever_fires());
+        assert!(CronExpr::parse("*/5 * * * * *").unwrap().ever_fires());
     }
 }
