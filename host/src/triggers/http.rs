@@ -265,7 +265,7 @@ async fn cors_preflight(allow: String) -> Response {
 /// Whether the client's request came over HTTPS: this server speaks plain
 /// HTTP, so only through a trusted proxy that says `X-Forwarded-Proto: https`.
 fn came_over_https(socket: Option<IpAddr>, headers: &HeaderMap, trusted: &[IpAddr]) -> bool {
-    socket.is_some_and(|peer| trusted.contains(&peer))
+    socket.is_some_and(|peer| trusted.contains(&peer.to_canonical()))
         && headers
             .get_all("x-forwarded-proto")
             .iter()
@@ -483,23 +483,41 @@ pub fn client_addr(
     headers: &HeaderMap,
     trusted: &[IpAddr],
 ) -> Option<IpAddr> {
-    let peer = socket?;
+    let peer = socket?.to_canonical();
     if !trusted.contains(&peer) {
         return Some(peer);
     }
-    let hops: Vec<IpAddr> = headers
+    let hops: Vec<&str> = headers
         .get_all("x-forwarded-for")
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|hop| hop.trim().parse().ok())
         .collect();
-    Some(
-        hops.into_iter()
-            .rev()
-            .find(|hop| !trusted.contains(hop))
-            .unwrap_or(peer),
-    )
+    let mut client = peer;
+    for hop in hops.into_iter().rev() {
+        match hop_addr(hop) {
+            Some(ip) if trusted.contains(&ip) => client = ip,
+            Some(ip) => return Some(ip),
+            // A hop no proxy of ours wrote in a form we read ("unknown"):
+            // what lies left of it is the client's own say, not a fact.
+            None => break,
+        }
+    }
+    Some(client)
+}
+
+/// An `X-Forwarded-For` hop's address: bare, or with the port some proxies
+/// add (`203.0.113.9:51234`, `[2001:db8::1]:443`).
+fn hop_addr(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim();
+    let ip = match hop.parse::<IpAddr>() {
+        Ok(ip) => ip,
+        Err(_) => match hop.strip_prefix('[') {
+            Some(bracketed) => bracketed.split_once(']')?.0.parse().ok()?,
+            None => IpAddr::V4(*hop.parse::<std::net::SocketAddrV4>().ok()?.ip()),
+        },
+    };
+    Some(ip.to_canonical())
 }
 
 /// The text of a panic's payload.
@@ -565,9 +583,11 @@ fn tenant_of(
 }
 
 /// Every top-level `"tenant"` value of a JSON object body (as text), or
-/// `None` when the body is not a JSON object.
+/// `None` when the body is not a JSON object. Nothing is built but the
+/// values' text: a `"tenant"` holding a huge array (a public request's
+/// body, read before any admission) costs a scan, not a tree of values.
 fn body_tenants(body: &[u8]) -> Option<Vec<String>> {
-    use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+    use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
     struct Tenants;
     impl<'de> Visitor<'de> for Tenants {
         type Value = Vec<String>;
@@ -578,16 +598,57 @@ fn body_tenants(body: &[u8]) -> Option<Vec<String>> {
             let mut found = Vec::new();
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
                 if key == "tenant" {
-                    match map.next_value::<serde_json::Value>()? {
-                        serde_json::Value::String(s) => found.push(s),
-                        serde_json::Value::Null => {}
-                        other => found.push(other.to_string()),
-                    }
+                    found.extend(map.next_value::<BodyTenant>()?.0);
                 } else {
                     map.next_value::<IgnoredAny>()?;
                 }
             }
             Ok(found)
+        }
+    }
+    /// A `"tenant"` value as text: a string's own, a number's or a bool's
+    /// digits or word, none for null, and a marker for an array or object
+    /// (skipped, not kept), which no tenant is named.
+    struct BodyTenant(Option<String>);
+    impl<'de> serde::Deserialize<'de> for BodyTenant {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(TenantText).map(BodyTenant)
+        }
+    }
+    struct TenantText;
+    impl<'de> Visitor<'de> for TenantText {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a tenant")
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(Some(v.to_string()))
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Some("[…]".into()))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Some("{…}".into()))
         }
     }
     let first = body.iter().find(|b| !b.is_ascii_whitespace())?;
@@ -850,6 +911,26 @@ mod tests {
     }
 
     #[test]
+    fn a_body_tenant_is_a_scalar_as_text_and_anything_else_a_marker() {
+        let of = |body: &str| tenant_of(&[], &[], body.as_bytes()).unwrap();
+        assert_eq!(of(r#"{"tenant": "acme"}"#).as_deref(), Some("acme"));
+        assert_eq!(of(r#"{"tenant": 7}"#).as_deref(), Some("7"));
+        assert_eq!(of(r#"{"tenant": null}"#), None);
+        assert_eq!(
+            of(r#"{"tenant": [1, [2], {"a": 3}]}"#).as_deref(),
+            Some("[…]")
+        );
+        assert_eq!(
+            of(r#"{"tenant": {"name": "acme"}}"#).as_deref(),
+            Some("{…}")
+        );
+        // A huge array is skipped, whatever its length.
+        let huge = format!(r#"{{"tenant": [{}0]}}"#, "0,".repeat(500_000));
+        assert_eq!(of(&huge).as_deref(), Some("[…]"));
+        assert!(tenant_of(&[], &[], br#"{"tenant": "a", "tenant": "b"}"#).is_err());
+    }
+
+    #[test]
     fn forwarded_for_counts_only_from_a_trusted_proxy() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let mut headers = HeaderMap::new();
@@ -873,5 +954,22 @@ mod tests {
             Some(ip("10.0.0.1"))
         );
         assert_eq!(client_addr(None, &headers, &proxies), None);
+        // A proxy that writes ports (or brackets) is still read; a hop it
+        // could not have written ends the walk at the last trusted one,
+        // so a client cannot pick its address by prepending one.
+        let via = |xff: &'static str| {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static(xff));
+            client_addr(Some(ip("10.0.0.1")), &h, &proxies)
+        };
+        assert_eq!(via("6.6.6.6, 203.0.113.9:51234"), Some(ip("203.0.113.9")));
+        assert_eq!(via("6.6.6.6, [2001:db8::1]:443"), Some(ip("2001:db8::1")));
+        assert_eq!(via("6.6.6.6, unknown"), Some(ip("10.0.0.1")));
+        assert_eq!(via("6.6.6.6, unknown, 10.0.0.2"), Some(ip("10.0.0.2")));
+        // An IPv4 peer on a dual-stack listener is the same proxy.
+        assert_eq!(
+            client_addr(Some(ip("::ffff:10.0.0.1")), &headers, &proxies),
+            Some(ip("203.0.113.9"))
+        );
     }
 }
