@@ -21,6 +21,11 @@ pub const MAX_BODY: usize = 2 << 20;
 /// Longest a client may leave the body stalled once the headers are in (the
 /// wait restarts with each chunk; the request's own limit bounds the whole).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest an anonymous client may take to send a whole body, however it
+/// trickles: a browser's report arrives at once, and a few connections each
+/// holding a body's share of the public budget for minutes would shut
+/// every other public body out.
+pub const PUBLIC_BODY_WITHIN: Duration = Duration::from_secs(10);
 /// Bytes of bodies sent to anonymous (public) routes held at once: 16
 /// bodies at the limit.
 pub const PUBLIC_BODIES: usize = 32 << 20;
@@ -69,8 +74,9 @@ pub struct ReadBody {
 }
 
 /// Reads the body up to [`MAX_BODY`] (a larger declared length is refused
-/// before any of it is read); past it 413, stalled 408, unreadable 400, and
-/// no budget left 503, each in the envelope.
+/// before any of it is read); past it 413, stalled (or, on a public route,
+/// not whole within [`PUBLIC_BODY_WITHIN`]) 408, unreadable 400, and no
+/// budget left 503, each in the envelope.
 pub async fn read_body(
     budget: &BodyBudget,
     public: bool,
@@ -90,7 +96,42 @@ pub async fn read_body(
         );
         return Err(error_envelope(413, "request body too large"));
     }
-    let mut body = body;
+    let read = read_pieces(budget, public, body, request_id);
+    let (mut chunks, share) = if public {
+        match tokio::time::timeout(PUBLIC_BODY_WITHIN, read).await {
+            Ok(read) => read?,
+            Err(_) => {
+                tracing::debug!(request_id, "a public request body came too slowly (408)");
+                return Err(error_envelope(
+                    408,
+                    &format!(
+                        "request body not sent whole within {}s",
+                        PUBLIC_BODY_WITHIN.as_secs()
+                    ),
+                ));
+            }
+        }
+    } else {
+        read.await?
+    };
+    let bytes = match chunks.len() {
+        0 => Bytes::new(),
+        1 => chunks.swap_remove(0),
+        _ => Bytes::from(chunks.concat()),
+    };
+    Ok(ReadBody {
+        bytes,
+        _share: share,
+    })
+}
+
+/// The body's pieces as they arrive, each taking its share of the budget.
+async fn read_pieces(
+    budget: &BodyBudget,
+    public: bool,
+    mut body: Body,
+    request_id: &str,
+) -> Result<(Vec<Bytes>, Option<OwnedSemaphorePermit>), Response> {
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut share: Option<OwnedSemaphorePermit> = None;
     let mut len = 0;
@@ -125,15 +166,7 @@ pub async fn read_body(
         }
         chunks.push(data);
     }
-    let bytes = match chunks.len() {
-        0 => Bytes::new(),
-        1 => chunks.swap_remove(0),
-        _ => Bytes::from(chunks.concat()),
-    };
-    Ok(ReadBody {
-        bytes,
-        _share: share,
-    })
+    Ok((chunks, share))
 }
 
 /// 408 for a body that stalled, 400 for one that broke off.

@@ -871,6 +871,53 @@ async fn a_client_reading_below_the_minimum_rate_is_closed() {
     }
 }
 
+/// An anonymous client trickling a body in (a byte every 300 ms, each well
+/// inside the 30 s stall limit) is answered 408 once 10 s have passed,
+/// instead of holding its share of the public body budget for as long as
+/// it likes: sixteen such clients used to shut every public body out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_public_body_trickled_in_is_cut_off() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut read, mut write) = client.into_split();
+    write
+        .write_all(
+            b"GET /public/probe?c=sleep&ms=0 HTTP/1.1\r\nhost: neo\r\ncontent-length: 1000\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..999 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if write.write_all(b"x").await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") || !answer.ends_with(b"}") {
+        let n = tokio::time::timeout(Duration::from_secs(20), read.read(&mut buf))
+            .await
+            .expect("an answer within 20 s")
+            .unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("not sent whole within 10s"), "{answer}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(9),
+        "{:?}",
+        started.elapsed()
+    );
+    trickle.abort();
+    server.stop().await.unwrap();
+}
+
 /// A request whose client hangs up mid-invocation still finishes before
 /// shutdown ends: the invocation carries on without its client, and `serve`
 /// waits for it (before, it was a task nobody waited for, cut off as the
