@@ -277,6 +277,7 @@ fn wants_json(cli: &Cli) -> bool {
         Command::Run { args, .. } => json_in(args),
         Command::Preflight(args) => args.json,
         Command::Tenant(TenantCommand::List { json })
+        | Command::Token(TokenCommand::List { json, .. })
         | Command::Audit(AuditCommand::Verify { json }) => *json,
         _ => false,
     }
@@ -394,7 +395,6 @@ async fn connect(cli: &Cli) -> anyhow::Result<Arc<Services>> {
     Services::connect(Settings::from_env(cli.data_dir.clone())?).await
 }
 
-/// Connects, runs `work`, and closes the pools whatever `work` returned.
 /// Text for one tab-separated column: control characters (a tab or a line
 /// break in a display name) become spaces, so the columns stay columns.
 fn one_line(text: &str) -> String {
@@ -403,11 +403,26 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
+/// Connects, runs `work`, and closes the pools whatever `work` returned.
+/// An admin command that found no master database (no
+/// `POSTGRES_MASTER_URL`, no embedded one in the data dir yet) says it
+/// made a new one: run without the environment (under `sudo`, from
+/// another directory) it would otherwise report success on a database
+/// `serve` never reads.
 async fn with_services<T>(
     cli: &Cli,
     work: impl AsyncFnOnce(&Services) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let services = connect(cli).await?;
+    let settings = Settings::from_env(cli.data_dir.clone())?;
+    let fresh = settings.postgres_master_url.is_none()
+        && !crate::backends::db::embedded_master(&cli.data_dir).exists();
+    let services = Services::connect(settings).await?;
+    if fresh {
+        tracing::warn!(
+            "no POSTGRES_MASTER_URL: this command made a new embedded database in \"{}\" (set POSTGRES_MASTER_URL and POSTGRES_TENANT_DSN_TEMPLATE to reach Postgres)",
+            cli.data_dir.display()
+        );
+    }
     let result = work(&services).await;
     services.db.close().await;
     result

@@ -643,27 +643,39 @@ fn startup_errors_mask_url_passwords() {
         ),
         ("REDIS_URL", "redis://:s3cretpw@127.0.0.1:1/0"),
     ] {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"));
-        cmd.arg("--manifest")
-            .arg(dir.path().join("plugins.toml"))
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["tenant", "list"])
-            .env_remove("POSTGRES_MASTER_URL")
-            .env_remove("POSTGRES_TENANT_DSN_TEMPLATE")
-            .env_remove("REDIS_URL")
-            .env(var, url);
-        if var == "POSTGRES_MASTER_URL" {
-            cmd.env(
-                "POSTGRES_TENANT_DSN_TEMPLATE",
-                "postgres://neo@127.0.0.1:1/{tenant}?password=s3cretpw",
-            );
-        }
-        let out = cmd.output().unwrap();
+        let run = |args: &[&str]| {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"));
+            cmd.arg("--manifest")
+                .arg(dir.path().join("plugins.toml"))
+                .arg("--data-dir")
+                .arg(dir.path().join("data"))
+                .args(args)
+                .env_remove("POSTGRES_MASTER_URL")
+                .env_remove("POSTGRES_TENANT_DSN_TEMPLATE")
+                .env_remove("REDIS_URL")
+                .env(var, url);
+            if var == "POSTGRES_MASTER_URL" {
+                cmd.env(
+                    "POSTGRES_TENANT_DSN_TEMPLATE",
+                    "postgres://neo@127.0.0.1:1/{tenant}?password=s3cretpw",
+                );
+            }
+            cmd.output().unwrap()
+        };
+        let out = run(&["tenant", "list"]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{stderr}");
         assert!(stderr.contains("error:"), "{stderr}");
         assert!(!stderr.contains("s3cretpw"), "{var}: {stderr}");
+        // A listing asked for as JSON fails as JSON on stdout, for a script.
+        for list in [["tenant", "list", "--json"], ["token", "list", "--json"]] {
+            let out = run(&list);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let envelope: serde_json::Value = serde_json::from_str(&stdout)
+                .unwrap_or_else(|e| panic!("{list:?}: {e}: {stdout:?}"));
+            assert_eq!(envelope["ok"], false, "{list:?}: {stdout}");
+            assert!(!stdout.contains("s3cretpw"), "{list:?}: {stdout}");
+        }
     }
 }
 

@@ -102,6 +102,33 @@ async fn a_lost_tenant_file_is_not_replaced_by_an_empty_one() {
     services.db.close().await;
 }
 
+/// With a `/{tenant}` DSN template, a tenant named like a database the
+/// Postgres server relies on is refused before anything is written: its
+/// tables would land in the maintenance database, or in template1, which
+/// every later CREATE DATABASE copies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_named_like_a_server_database_is_refused() {
+    let dep = Deployment::new(Backend::Real).await;
+    let mut settings = dep.settings("a");
+    let template = settings.postgres_tenant_dsn_template.as_mut().unwrap();
+    let (server, _) = template.rsplit_once('/').unwrap();
+    *template = format!("{server}/{{tenant}}");
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    for name in ["template1", "postgres"] {
+        let err = services.db.create_tenant(name, "x").await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "tenant \"{name}\" would use the server's own database \"{name}\"; choose another name"
+            )
+        );
+        assert!(!services.db.tenant_exists(name).await.unwrap());
+    }
+    services.db.close().await;
+}
+
 const AUDITOR: &str = r#"
 [plugins.probe]
 component = "test_probe.wasm"
@@ -493,6 +520,18 @@ fn cli_tenants_tokens_audit() {
         serde_json::json!({"changes": {"retention_days": ["365", "30"]}})
     );
     assert!(!records[1].3.contains(&token[13..]), "no secret on record");
+
+    // A display name with a tab, a newline and a terminal escape stays one
+    // tab-separated line in the plain list (the JSON keeps it as it is).
+    let hostile = "Acme\tDiner\n\u{1b}[2Jx";
+    let (code, _, err) = run(&["tenant", "set", "acme", "--display-name", hostile]);
+    assert_eq!(code, Some(0), "{err}");
+    let (_, out, _) = run(&["tenant", "list"]);
+    assert_eq!(out.lines().count(), 1, "{out:?}");
+    assert!(out.ends_with("\tAcme Diner  [2Jx\n"), "{out:?}");
+    let (_, out, _) = run(&["tenant", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(list[0]["display_name"], hostile);
 }
 
 /// Two replicas appending at once never fork the chain: each append takes

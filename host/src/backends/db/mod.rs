@@ -105,10 +105,11 @@ impl Databases {
                 )
             }
             _ => {
-                let dir = settings.data_dir.join("db");
+                let master = embedded_master(&settings.data_dir);
+                let dir = master.parent().expect("in the db dir").to_path_buf();
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-                let pool = sqlite_pool(dir.join("master.sqlite"), true).await?;
+                let pool = sqlite_pool(master, true).await?;
                 LITE_MASTER
                     .run(&pool)
                     .await
@@ -276,6 +277,14 @@ impl Databases {
                 let db_name = database_name(&dsn).ok_or_else(|| {
                     anyhow::anyhow!("cannot find a database name in the tenant DSN template")
                 })?;
+                // An existing database is taken over (a retry after a failed
+                // create finds its own), but never one the server itself
+                // relies on: every later CREATE DATABASE copies template1.
+                if ["postgres", "template0", "template1"].contains(&db_name.as_str()) {
+                    anyhow::bail!(
+                        "tenant \"{name}\" would use the server's own database \"{db_name}\"; choose another name"
+                    );
+                }
                 let Pool::Pg(master) = &self.master else {
                     unreachable!()
                 };
@@ -357,6 +366,11 @@ impl Databases {
 }
 
 /// The database name (last path segment) of a Postgres URL.
+/// The embedded master database's file under a data dir.
+pub fn embedded_master(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("db").join("master.sqlite")
+}
+
 fn database_name(dsn: &str) -> Option<String> {
     let after_scheme = dsn.split_once("://")?.1;
     let path = after_scheme.split_once('/')?.1;
