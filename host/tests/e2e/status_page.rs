@@ -393,6 +393,11 @@ async fn the_page_answers_through_a_master_outage() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(
+        resp.headers()["access-control-expose-headers"],
+        "x-status-as-of",
+        "a widget on another origin may read it"
+    );
     let as_of = resp.headers()["x-status-as-of"]
         .to_str()
         .unwrap()

@@ -88,8 +88,14 @@ impl Plugin for StatusPage {
             _ => public(reply::json(200, &documents::seed(board))),
         };
         if let Some(as_of) = as_of {
-            // The documents keep their shape; the header says they are kept.
+            // The documents keep their shape; the header says they are kept,
+            // also to a widget on another origin (which sees only the
+            // headers it is allowed to).
             out.headers.push(("x-status-as-of".into(), as_of.into()));
+            out.headers.push((
+                "access-control-expose-headers".into(),
+                "x-status-as-of".into(),
+            ));
         }
         Ok(out)
     }
