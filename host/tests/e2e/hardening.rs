@@ -775,6 +775,24 @@ async fn the_connection_cap_closes_idle_connections_not_busy_ones() {
     server.stop().await.unwrap();
 }
 
+/// The body of the answer [`ask_for_a_big_answer`] asks for, in bytes.
+const BIG: usize = 12 << 20;
+
+/// A client with a receive buffer of `receive_buffer` bytes that has asked
+/// for a [`BIG`] answer, read nothing yet.
+async fn ask_for_a_big_answer(server: &Server, receive_buffer: u32) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(receive_buffer).unwrap();
+    let mut client = socket.connect(server.addr).await.unwrap();
+    client
+        .write_all(
+            format!("GET /public/probe?c=big&n={BIG} HTTP/1.1\r\nhost: neo\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    client
+}
+
 /// A client that asks for a large answer and never reads it: once the
 /// server's writes have waited the write-stall limit the connection is
 /// closed, instead of staying open (and counted busy, so never evicted at
@@ -786,17 +804,8 @@ async fn a_client_that_never_reads_is_closed_after_the_write_stall() {
     settings.write_stall = Duration::from_secs(1);
     let services = Services::connect(settings).await.expect("services");
     let server = dep.start_with_services(PROBE, services).await;
-    const BIG: usize = 12 << 20;
     // A small receive window, so the answer cannot all sit in buffers.
-    let socket = tokio::net::TcpSocket::new_v4().unwrap();
-    socket.set_recv_buffer_size(4096).unwrap();
-    let mut client = socket.connect(server.addr).await.unwrap();
-    client
-        .write_all(
-            format!("GET /public/probe?c=big&n={BIG} HTTP/1.1\r\nhost: neo\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
+    let mut client = ask_for_a_big_answer(&server, 4096).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Reading now gets what was already sent, then the end: the server gave up.
     let mut received = 0;
@@ -839,16 +848,7 @@ async fn a_client_reading_below_the_minimum_rate_is_closed() {
         settings.min_write_rate = min_write_rate;
         let services = Services::connect(settings).await.expect("services");
         let server = dep.start_with_services(PROBE, services).await;
-        const BIG: usize = 12 << 20;
-        let socket = tokio::net::TcpSocket::new_v4().unwrap();
-        socket.set_recv_buffer_size(256 << 10).unwrap();
-        let mut client = socket.connect(server.addr).await.unwrap();
-        client
-            .write_all(
-                format!("GET /public/probe?c=big&n={BIG} HTTP/1.1\r\nhost: neo\r\n\r\n").as_bytes(),
-            )
-            .await
-            .unwrap();
+        let mut client = ask_for_a_big_answer(&server, 256 << 10).await;
         let mut received = 0;
         let mut buf = vec![0u8; 64 << 10];
         let trickle_until = Instant::now() + Duration::from_secs(8);

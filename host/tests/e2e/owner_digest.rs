@@ -450,6 +450,18 @@ async fn digest(server: &Server, args: &[&str]) -> Result<String, neo_ops::runti
 
 /// Mail as text with LF line ends (SMTP delivers CRLF), long lines joined
 /// again where quoted-printable broke them (`=` at a line's end).
+/// (status, error) of each recorded owner-digest run.
+async fn digest_runs(server: &Server) -> neo_ops::backends::db::RowSet {
+    server
+        .master()
+        .query(
+            "SELECT status, error FROM runs WHERE plugin = 'owner-digest'",
+            &[],
+        )
+        .await
+        .unwrap()
+}
+
 fn mail(dep: &Deployment) -> Vec<String> {
     dep.sent_mail()
         .into_iter()
@@ -745,14 +757,7 @@ async fn smtp_down_fails_then_next_run_sends(backend: Backend) {
     // too: its run is recorded as an error.
     let slot = utc("2026-11-24T14:30:00Z");
     neo_ops::triggers::schedule::fire(&down, "owner-digest", 0, slot).await;
-    let runs = server
-        .master()
-        .query(
-            "SELECT status, error FROM runs WHERE plugin = 'owner-digest'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let runs = digest_runs(&server).await;
     assert_eq!(runs.rows.len(), 1);
     assert_eq!(runs.rows[0][0], Value::Text("error".into()));
     assert!(
@@ -996,14 +1001,7 @@ async fn a_redis_blip_at_the_fan_out_loses_no_digest() {
     let slot = utc("2026-11-24T14:30:00Z");
     neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
     let _redis = back.await.unwrap();
-    let runs = server
-        .master()
-        .query(
-            "SELECT status, error FROM runs WHERE plugin = 'owner-digest'",
-            &[],
-        )
-        .await
-        .unwrap();
+    let runs = digest_runs(&server).await;
     assert_eq!(
         runs.rows,
         vec![vec![Value::Text("ok".into()), Value::Null]],
