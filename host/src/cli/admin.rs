@@ -3,13 +3,13 @@
 
 use std::process::ExitCode;
 
-use super::{Cli, with_services};
+use super::{Cli, with_databases, with_services};
 use crate::manifest::Role;
 use crate::{audit_log, auth};
 
 pub async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
-    with_services(cli, async |services| {
-        let (n, failed) = services.db.migrate_tenants().await?;
+    with_databases(cli, async |db| {
+        let (n, failed) = db.migrate_tenants().await?;
         println!("master and {n} tenant database(s) migrated");
         for (tenant, why) in &failed {
             eprintln!("error: tenant \"{tenant}\" was not migrated: {why}");
@@ -56,8 +56,8 @@ pub async fn create_token(
              (it is the actor in the audit log)"
         );
     }
-    with_services(cli, async |services| {
-        let master = services.db.master();
+    with_databases(cli, async |db| {
+        let master = db.master();
         let live = auth::list_tokens(master, false).await?;
         if let Some(same) = live.iter().find(|t| t.name == name) {
             // Two live tokens of one name could not be told apart on record.
@@ -72,7 +72,7 @@ pub async fn create_token(
         let expires = expires_at.map(rfc3339);
         let details =
             serde_json::json!({"role": role.as_str(), "name": name, "expires_at": expires});
-        record(services, "token.create", &format!("token:{id}"), None, details).await;
+        record(db, "token.create", &format!("token:{id}"), None, details).await;
         println!("{token}");
         let lasts = expires.map_or_else(|| "until revoked".into(), |at| format!("until {at}"));
         eprintln!("store this token now: it is not shown again (id {id}; valid {lasts})");
@@ -82,8 +82,8 @@ pub async fn create_token(
 }
 
 pub async fn list_tokens(cli: &Cli, all: bool, json: bool) -> anyhow::Result<ExitCode> {
-    with_services(cli, async |services| {
-        let tokens = auth::list_tokens(services.db.master(), all).await?;
+    with_databases(cli, async |db| {
+        let tokens = auth::list_tokens(db.master(), all).await?;
         let now = chrono::Utc::now();
         if json {
             println!("{}", serde_json::json!({ "tokens": tokens }));
@@ -123,17 +123,10 @@ pub async fn revoke_token(cli: &Cli, given: &str) -> anyhow::Result<ExitCode> {
              see neo-ops token list"
         );
     };
-    with_services(cli, async |services| {
-        if auth::revoke_token(services.db.master(), &token_id).await? {
+    with_databases(cli, async |db| {
+        if auth::revoke_token(db.master(), &token_id).await? {
             let target = format!("token:{token_id}");
-            record(
-                services,
-                "token.revoke",
-                &target,
-                None,
-                serde_json::json!({}),
-            )
-            .await;
+            record(db, "token.revoke", &target, None, serde_json::json!({})).await;
             println!("revoked token {token_id}");
             Ok(ExitCode::SUCCESS)
         } else {
@@ -156,7 +149,7 @@ fn cli_actor() -> String {
 /// already committed, so a record that cannot be written is said on
 /// stderr, not turned into a failure of the command.
 pub(super) async fn record(
-    services: &crate::services::Services,
+    db: &crate::backends::db::Databases,
     action: &str,
     target: &str,
     tenant: Option<&str>,
@@ -171,14 +164,14 @@ pub(super) async fn record(
         plugin: None,
         details,
     };
-    if let Err(e) = audit_log::append_after_commit(services.db.master(), entry).await {
+    if let Err(e) = audit_log::append_after_commit(db.master(), entry).await {
         eprintln!("warning: the change was made but its audit record was not written: {e}");
     }
 }
 
 pub async fn verify_audit(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
-    with_services(cli, async |services| {
-        let v = audit_log::verify(services.db.master()).await?;
+    with_databases(cli, async |db| {
+        let v = audit_log::verify(db.master()).await?;
         if json {
             println!("{}", serde_json::to_string(&v)?);
         } else {

@@ -403,26 +403,52 @@ fn one_line(text: &str) -> String {
         .collect()
 }
 
-/// Connects, runs `work`, and closes the pools whatever `work` returned.
-/// An admin command that found no master database (no
-/// `POSTGRES_MASTER_URL`, no embedded one in the data dir yet) says it
-/// made a new one: run without the environment (under `sudo`, from
-/// another directory) it would otherwise report success on a database
-/// `serve` never reads.
-async fn with_services<T>(
-    cli: &Cli,
-    work: impl AsyncFnOnce(&Services) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+/// The settings of an admin command, and whether it finds no master
+/// database yet (no `POSTGRES_MASTER_URL`, no embedded one in the data
+/// dir): run without the environment (under `sudo`, from another
+/// directory) it would otherwise report success on a database `serve`
+/// never reads, so it says it made a new one.
+fn admin_settings(cli: &Cli) -> anyhow::Result<(Settings, bool)> {
     let settings = Settings::from_env(cli.data_dir.clone())?;
     let fresh = settings.postgres_master_url.is_none()
         && !crate::backends::db::embedded_master(&cli.data_dir).exists();
-    let services = Services::connect(settings).await?;
+    Ok((settings, fresh))
+}
+
+fn said_if_fresh(cli: &Cli, fresh: bool) {
     if fresh {
         tracing::warn!(
             "no POSTGRES_MASTER_URL: this command made a new embedded database in \"{}\" (set POSTGRES_MASTER_URL and POSTGRES_TENANT_DSN_TEMPLATE to reach Postgres)",
             cli.data_dir.display()
         );
     }
+}
+
+/// Opens the databases alone (no Redis: a leaked token can be revoked, a
+/// tenant listed, during a Redis outage), runs `work`, and closes the
+/// pools whatever `work` returned.
+async fn with_databases<T>(
+    cli: &Cli,
+    work: impl AsyncFnOnce(&crate::backends::db::Databases) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let (settings, fresh) = admin_settings(cli)?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", settings.data_dir.display()))?;
+    let db = crate::backends::db::Databases::connect(&settings).await?;
+    said_if_fresh(cli, fresh);
+    let result = work(&db).await;
+    db.close().await;
+    result
+}
+
+/// As [`with_databases`], with every service (Redis too).
+async fn with_services<T>(
+    cli: &Cli,
+    work: impl AsyncFnOnce(&Services) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let (settings, fresh) = admin_settings(cli)?;
+    let services = Services::connect(settings).await?;
+    said_if_fresh(cli, fresh);
     let result = work(&services).await;
     services.db.close().await;
     result

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::admin::record;
-use super::{Cli, TenantSetArgs, one_line, with_services};
+use super::{Cli, TenantSetArgs, one_line, with_databases};
 use crate::demo;
 
 pub async fn create(
@@ -13,29 +13,24 @@ pub async fn create(
     display_name: Option<&str>,
     with_demo: bool,
 ) -> anyhow::Result<ExitCode> {
-    with_services(cli, async |services| {
-        services
-            .db
-            .create_tenant(name, display_name.unwrap_or(name))
-            .await?;
+    with_databases(cli, async |db| {
+        db.create_tenant(name, display_name.unwrap_or(name)).await?;
         let target = format!("tenant:{name}");
         let details = serde_json::json!({"demo": with_demo});
-        record(services, "tenant.create", &target, Some(name), details).await;
+        record(db, "tenant.create", &target, Some(name), details).await;
         println!("created tenant \"{name}\"");
         if with_demo {
-            let pool = services.db.tenant(name).await?;
+            let pool = db.tenant(name).await?;
             let counts = demo::seed(&pool, demo::DemoSize::default()).await?;
             // The owner digest needs somewhere to go.
-            services
-                .db
-                .update_tenant(
-                    name,
-                    &crate::backends::db::TenantUpdate {
-                        owner_email: Some(format!("owner@{name}.example")),
-                        ..Default::default()
-                    },
-                )
-                .await?;
+            db.update_tenant(
+                name,
+                &crate::backends::db::TenantUpdate {
+                    owner_email: Some(format!("owner@{name}.example")),
+                    ..Default::default()
+                },
+            )
+            .await?;
             println!("seeded demo data: {counts}");
         }
         Ok(ExitCode::SUCCESS)
@@ -44,8 +39,8 @@ pub async fn create(
 }
 
 pub async fn list(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
-    with_services(cli, async |services| {
-        let tenants = services.db.list_tenants().await?;
+    with_databases(cli, async |db| {
+        let tenants = db.list_tenants().await?;
         if json {
             println!("{}", serde_json::to_string(&tenants)?);
         } else {
@@ -93,9 +88,8 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
             "nothing to set (give --owner-email, --display-name, --time-zone, --retention-days or --plan)"
         );
     }
-    with_services(cli, async |services| {
-        let Some(before) = services
-            .db
+    with_databases(cli, async |db| {
+        let Some(before) = db
             .list_tenants()
             .await?
             .into_iter()
@@ -130,7 +124,7 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
         if args.dry_run {
             println!("dry run: tenant \"{}\" would change", args.name);
         } else {
-            services.db.update_tenant(&args.name, &update).await?;
+            db.update_tenant(&args.name, &update).await?;
             println!("updated tenant \"{}\"", args.name);
         }
         for (field, old, new) in &changes {
@@ -151,7 +145,7 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
                 .collect();
             let target = format!("tenant:{}", args.name);
             let details = serde_json::json!({ "changes": fields });
-            record(services, "tenant.set", &target, Some(&args.name), details).await;
+            record(db, "tenant.set", &target, Some(&args.name), details).await;
         }
         Ok(ExitCode::SUCCESS)
     })

@@ -631,7 +631,8 @@ async fn statement_connections_are_reused_only_when_clean() {
     server.stop().await.unwrap();
 }
 
-/// A password in a connection URL's query never reaches a start-up error.
+/// A password in a connection URL's query never reaches a start-up error;
+/// the admin commands that need only the master work without Redis.
 #[test]
 fn startup_errors_mask_url_passwords() {
     let dir = tempfile::tempdir().unwrap();
@@ -662,11 +663,27 @@ fn startup_errors_mask_url_passwords() {
             }
             cmd.output().unwrap()
         };
-        let out = run(&["tenant", "list"]);
+        // The admin commands need the master, not Redis: a token can be
+        // listed (and revoked) during a Redis outage.
+        let failing = if var == "REDIS_URL" {
+            let out = run(&["token", "list", "--json"]);
+            assert_eq!(out.status.code(), Some(0), "{out:?}");
+            assert_eq!(
+                String::from_utf8_lossy(&out.stdout).trim(),
+                r#"{"tokens":[]}"#
+            );
+            ["preflight"].as_slice()
+        } else {
+            ["tenant", "list"].as_slice()
+        };
+        let out = run(failing);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{stderr}");
         assert!(stderr.contains("error:"), "{stderr}");
         assert!(!stderr.contains("s3cretpw"), "{var}: {stderr}");
+        if var == "REDIS_URL" {
+            continue;
+        }
         // A listing asked for as JSON fails as JSON on stdout, for a script.
         for list in [["tenant", "list", "--json"], ["token", "list", "--json"]] {
             let out = run(&list);

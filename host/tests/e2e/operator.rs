@@ -462,17 +462,15 @@ config = { batch_size = "50", lock_ttl = "60s" }
 }
 
 /// Mail from `neo-ops@localhost` (the default sender) is junk to most
-/// receivers: with an SMTP relay configured, every command warns until
-/// `SMTP_FROM` is an address on a real domain.
+/// receivers: with an SMTP relay configured, every command that can send
+/// mail (`serve`, `run`, `preflight`) warns until `SMTP_FROM` is an address
+/// on a real domain.
 #[test]
 fn a_localhost_sender_is_warned_about() {
     let cli = support::Cli::new("");
     let run = |from: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"));
-        cmd.arg("--data-dir")
-            .arg(cli.dir.path().join("data"))
-            .args(["tenant", "list"])
-            .env_remove("POSTGRES_MASTER_URL")
+        let mut cmd = cli.command(&["preflight"]);
+        cmd.env_remove("POSTGRES_MASTER_URL")
             .env_remove("REDIS_URL")
             .env("SMTP_HOST", "127.0.0.1")
             .env("SMTP_PORT", "2525");
