@@ -236,13 +236,15 @@ fn quoted_path(path: &str) -> String {
 /// 405 in the envelope, logged at debug with the request id: a browser's
 /// refused preflight is otherwise invisible.
 async fn method_not_allowed(method: Method, uri: axum::http::Uri, headers: HeaderMap) -> Response {
+    let request_id = request_id(&headers);
     tracing::debug!(
-        request_id = request_id(&headers),
+        request_id,
         %method,
         path = uri.path(),
         "refused a method the route does not take (405)"
     );
-    error_envelope(405, &format!("method \"{method}\" is not allowed here"))
+    let refused = error_envelope(405, &format!("method \"{method}\" is not allowed here"));
+    with_request_id(refused, request_id)
 }
 
 /// `204` to a CORS preflight of a public path.

@@ -1849,6 +1849,15 @@ async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
         let named = !matches!(path, "/no/such/route" | "/healthz" | "/readyz");
         assert_eq!(h.contains_key("x-request-id"), named, "{path}");
     }
+    // A method the route does not take is refused naming the request too.
+    let resp = server
+        .http
+        .post(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert!(resp.headers().contains_key("x-request-id"));
     // An id the client sent comes back on a refusal, before any handler ran.
     for path in ["/api/admin/audit", "/metrics", "/admin/probe?c=db&t=master"] {
         let resp = server
