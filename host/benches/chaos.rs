@@ -228,7 +228,7 @@ async fn bench(lines: LineCounter) {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let dead = neo_ops::backends::queue::dead_letters(kv, "chaos", 1000)
+    let dead = neo_ops::backends::queue::dead_letters(kv, "chaos", 1000, usize::MAX)
         .await
         .unwrap()
         .len();

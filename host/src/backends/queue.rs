@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::backends::kv::{HOST_NAMESPACE, Kv};
+use crate::backends::kv::{HOST_NAMESPACE, Kv, KvError};
 
 const MAX_PAYLOAD: usize = 1 << 20;
 /// Dead letters kept per queue.
@@ -105,16 +105,28 @@ pub async fn enqueue(
     Ok(job.id)
 }
 
-/// The newest `limit` dead letters of a queue, newest first. Entries that do
-/// not parse as jobs (dead-lettered because they were unreadable) are skipped.
-pub async fn dead_letters(kv: &Kv, queue: &str, limit: u32) -> Result<Vec<Job>, EnqueueError> {
+/// The newest `limit` dead letters of a queue, newest first, refused as
+/// invalid when they come to more than `within` bytes (what the caller can
+/// take in: a plugin's memory). Entries that do not parse as jobs
+/// (dead-lettered because they were unreadable) are skipped.
+pub async fn dead_letters(
+    kv: &Kv,
+    queue: &str,
+    limit: u32,
+    within: usize,
+) -> Result<Vec<Job>, EnqueueError> {
     if limit == 0 {
         return Ok(Vec::new());
     }
     let raw = kv
-        .list_range(&dead_letter_key(queue), 0, i64::from(limit) - 1)
+        .list_range_within(&dead_letter_key(queue), 0, i64::from(limit) - 1, within)
         .await
-        .map_err(|_| EnqueueError::Unavailable)?;
+        .map_err(|e| match e {
+            KvError::TooLarge { limit: bytes } => EnqueueError::Invalid(format!(
+                "the newest {limit} dead letters of \"{queue}\" come to more than {bytes} bytes; ask for fewer"
+            )),
+            _ => EnqueueError::Unavailable,
+        })?;
     Ok(raw
         .iter()
         .filter_map(|r| serde_json::from_slice(r).ok())

@@ -44,6 +44,7 @@ routes = [
   {{ method = "POST", path = "/api/admin/dlq/replay", role = "admin" }},
 ]
 grants = {{ queues = ["webhook", "export"], audit = true }}
+limits = {{ memory = "16MiB" }}
 "#,
         addr = receiver.addr
     )
@@ -481,6 +482,24 @@ async fn assert_admin_errors(server: &Server, token: &str) {
         panic!("details: {:?}", rows.rows)
     };
     assert!(details.contains("a\u{FFFD}@b.c"), "{details}");
+
+    // Dead letters that come to more than the plugin's 16 MiB are refused
+    // in words before the host reads them, not a trap; fewer are listed.
+    let big = queue::Job {
+        id: "big".into(),
+        payload: "x".repeat(1 << 20),
+        ..letter
+    };
+    let many: Vec<Vec<u8>> = (0..20).map(|_| serde_json::to_vec(&big).unwrap()).collect();
+    kv.list_push(&dead, &many).await.unwrap();
+    let (code, reply) = get_json(server, "/api/admin/dlq?type=export", token).await;
+    assert_eq!(code, 400, "{reply}");
+    let message = reply["error"]["message"].as_str().unwrap();
+    assert!(message.contains("ask for fewer"), "{message}");
+    let (code, reply) = get_json(server, "/api/admin/dlq?type=export&limit=2", token).await;
+    assert_eq!(code, 200, "{reply}");
+    assert_eq!(reply["data"]["dead_letters"].as_array().unwrap().len(), 2);
+    kv.delete(&dead).await.unwrap();
     assert_eq!(
         server.get("/api/admin/dlq?type=webhook", None).await,
         (403, FORBIDDEN.to_string())

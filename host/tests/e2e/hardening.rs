@@ -140,7 +140,7 @@ async fn refused_job_keeps_its_attempts(backend: Backend) {
         assert!(Instant::now() < deadline, "the job never ran");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let dead = neo_ops::backends::queue::dead_letters(kv, "jobs", 10)
+    let dead = neo_ops::backends::queue::dead_letters(kv, "jobs", 10, usize::MAX)
         .await
         .unwrap();
     assert!(dead.is_empty(), "{dead:?}");

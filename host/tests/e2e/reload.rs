@@ -464,7 +464,7 @@ async fn a_reload_never_runs_a_running_job_twice() {
     // Long enough for a second run to have finished too, had one started.
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(kv.get("probe:job:sleep:1500").await.unwrap().unwrap(), b"1");
-    let dead = neo_ops::backends::queue::dead_letters(kv, "jobs", 10)
+    let dead = neo_ops::backends::queue::dead_letters(kv, "jobs", 10, usize::MAX)
         .await
         .unwrap();
     assert!(dead.is_empty(), "{dead:?}");
