@@ -429,14 +429,18 @@ impl Settings {
     }
 }
 
+/// The trusted proxies, each in its canonical form (`::ffff:10.0.0.1` is
+/// `10.0.0.1`), as peers and hops are compared.
 fn parse_addresses(list: &str) -> anyhow::Result<Vec<std::net::IpAddr>> {
     list.split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
         .map(|a| {
-            a.parse().map_err(|_| {
-                anyhow::anyhow!("NEO_OPS_TRUSTED_PROXIES: \"{a}\" is not an IP address")
-            })
+            a.parse::<std::net::IpAddr>()
+                .map(|ip| ip.to_canonical())
+                .map_err(|_| {
+                    anyhow::anyhow!("NEO_OPS_TRUSTED_PROXIES: \"{a}\" is not an IP address")
+                })
         })
         .collect()
 }
@@ -450,6 +454,16 @@ fn default_replica() -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_trusted_proxy_is_compared_in_its_canonical_form() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(
+            parse_addresses("::ffff:10.0.0.1, 2001:db8::1").unwrap(),
+            [ip("10.0.0.1"), ip("2001:db8::1")]
+        );
+        assert!(parse_addresses("10.0.0.1, proxy").is_err());
+    }
     use super::*;
 
     #[test]
