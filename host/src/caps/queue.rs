@@ -127,8 +127,9 @@ impl wit::Host for StoreState {
     ) -> Result<Vec<wit::DeadLetter>, WitError> {
         self.check_queue_grant(&queue)?;
         let kv = &self.call.services.kv;
-        // What the plugin's memory could take in, at most.
-        let memory = self.call.plugin.limits.memory_bytes;
+        // Half the plugin's memory: the rest holds its own data, stack and
+        // the copy it decodes from.
+        let memory = self.call.plugin.limits.memory_bytes / 2;
         let jobs = queue_call(self.call.io_deadline(), async {
             queue::dead_letters(kv, &queue, limit.min(1000), memory)
                 .await
