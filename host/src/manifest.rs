@@ -78,8 +78,8 @@ impl CronExpr {
     }
 
     /// Whether any date matches: croner takes any field in range, so
-    /// "0 3 31 4 *" (April the 31st) parses, and such a schedule waits for
-    /// ever without a word (unless the manifest says why: a parked one).
+    /// "0 3 31 4 *" (April the 31st) parses, and such a schedule would
+    /// wait for ever without a word.
     pub fn ever_fires(&self) -> bool {
         self.cron
             .find_next_occurrence(&chrono::Utc::now(), false)
