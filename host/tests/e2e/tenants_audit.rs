@@ -368,6 +368,12 @@ fn cli_tenants_tokens_audit() {
         out.contains("created tenant \"acme\"") && out.contains("400 orders"),
         "{out}"
     );
+    // The first command says it made a new embedded master; the next, which
+    // finds it, says nothing of it.
+    assert!(
+        err.contains("no POSTGRES_MASTER_URL: this command made a new embedded database"),
+        "{err}"
+    );
     let (code, _, err) = run(&["tenant", "create", "acme"]);
     assert_eq!(code, Some(1));
     assert_eq!(err.trim(), "error: tenant \"acme\" already exists");
