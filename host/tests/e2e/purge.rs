@@ -695,7 +695,10 @@ async fn interrupted_purge_resumes(backend: Backend) {
         .filter(|r| text(&r[1]).starts_with("new-"))
         .collect::<Vec<_>>();
 
-    // The host cuts the run off after 1s, mid-way through the customers.
+    // The host cuts the run off after 1s, mid-way through the customers:
+    // by its timeout (504), or, when a backend call falls past the I/O
+    // deadline a quarter of the time before it, by the plugin giving up on
+    // that call (503). Either way the run stops between batches.
     let started = Instant::now();
     let err = server
         .command(
@@ -704,7 +707,7 @@ async fn interrupted_purge_resumes(backend: Backend) {
         )
         .await
         .unwrap_err();
-    assert_eq!(err.status(), 504, "{err}");
+    assert!(matches!(err.status(), 503 | 504), "{}: {err}", err.status());
     assert!(started.elapsed() < Duration::from_secs(5));
 
     // Only whole batches were applied: the purged customers are exactly the
