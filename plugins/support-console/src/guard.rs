@@ -96,7 +96,8 @@ pub fn already_done(
     Ok(kv::get(&done_key(&name))?.is_some())
 }
 
-/// Takes the guard for this action on this target.
+/// Takes the guard for this action on this target; the caller has asked
+/// `already_done` first.
 pub fn acquire(
     tenant: &str,
     action: &str,
@@ -107,23 +108,22 @@ pub fn acquire(
     let ttl_ms = ttl.as_millis().max(1) as u64;
     let marker = done_key(&name);
     let done = || -> Result<bool, Failure> { Ok(kv::get(&marker)?.is_some()) };
-    if done()? {
-        return Ok(Guard::Done);
-    }
+    // The caller has looked at the done mark already (`already_done`); the
+    // looks below cover a mark made since.
     if let Some(token) = kv::lock(&name, ttl_ms)? {
         let held = Held {
             name,
             token,
             ttl_ms,
         };
-        // Marked between the look and the lock by a call that took effect
-        // and was then cut off (which released its lock): done.
+        // Marked since the caller's look by a call that took effect and was
+        // then cut off (which released its lock): done.
         if done()? {
             held.release();
             return Ok(Guard::Done);
         }
         return Ok(Guard::Held(held));
     }
-    // Marked done between the two looks, or still running.
+    // Marked done since the caller's look, or still running.
     Ok(if done()? { Guard::Done } else { Guard::Running })
 }
