@@ -72,15 +72,20 @@ fn ttl(ms: u64) -> Result<Duration, WitError> {
 }
 
 /// A kv call, given up on at the invocation's I/O deadline
-/// ([`crate::caps::state::io_deadline`]).
+/// ([`crate::caps::state::io_deadline`]), and said so: a plugin told the
+/// store is down would report an outage that is only its own time running
+/// out, and a write cut off may have taken effect.
 async fn kv_call<T>(
     io_deadline: tokio::time::Instant,
     call: impl Future<Output = Result<T, KvError>>,
 ) -> Result<T, WitError> {
-    let answer = tokio::time::timeout_at(io_deadline, call).await;
-    answer
-        .unwrap_or(Err(KvError::Unavailable))
-        .map_err(kv_error)
+    match tokio::time::timeout_at(io_deadline, call).await {
+        Ok(answer) => answer.map_err(kv_error),
+        Err(_) => Err(WitError::new(
+            ErrorCode::Unavailable,
+            "the kv store did not answer in time; whether the call took effect is unknown",
+        )),
+    }
 }
 
 impl wit::Host for StoreState {

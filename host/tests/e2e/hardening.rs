@@ -496,11 +496,13 @@ async fn backends_come_back_after_an_outage() {
 /// A Redis that stops answering without closing (a blackholed host) does
 /// not take the scrape down with it: `/metrics` answers within Prometheus's
 /// timeout, without the queue gauges it could not read, and they come back
-/// with Redis.
+/// with Redis. A plugin's kv call is given up on in time for the plugin to
+/// answer, and says its time ran out rather than that the store is down.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_hanging_redis_leaves_the_queue_gauges_out_of_a_prompt_scrape() {
     let dep = Deployment::new(Backend::Real).await;
-    let (server, redis) = dep.start_with_redis_proxy(PROBE).await;
+    let manifest = PROBE.replace(r#"timeout = "10s""#, r#"timeout = "2s""#);
+    let (server, redis) = dep.start_with_redis_proxy(&manifest).await;
     let token = admin_token(&server).await;
     let depth = r#"neo_ops_queue_depth{queue="jobs"}"#;
     let scrape = || async {
@@ -518,6 +520,23 @@ async fn a_hanging_redis_leaves_the_queue_gauges_out_of_a_prompt_scrape() {
         assert!(body.contains("neo_ops_slots_in_use"), "{body}");
         assert!(took < Duration::from_secs(4), "the scrape took {took:?}");
     }
+    let asked = Instant::now();
+    let out = server
+        .command("probe", &["kv", "probe:hung"])
+        .await
+        .unwrap();
+    let waited = asked.elapsed();
+    assert!(out.contains(r#""code":"unavailable""#), "{out}");
+    assert!(
+        out.contains(
+            "the kv store did not answer in time; whether the call took effect is unknown"
+        ),
+        "{out}"
+    );
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(1900),
+        "given up on at 1.5 s of 2 s: {waited:?}"
+    );
 
     redis.set_up(true);
     let back = Instant::now();
