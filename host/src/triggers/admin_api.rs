@@ -9,7 +9,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 
-use super::http::{AppState, authorize_admin_read, error_envelope, private, request_id};
+use super::http::{AppState, authorize_admin_read, error_envelope, private};
+use super::request_id::request_id;
 use crate::backends::db::Value;
 
 /// Records listed at most (and by default).

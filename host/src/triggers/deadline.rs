@@ -2,6 +2,7 @@
 //! envelope (tower-http's `Timeout` answers a bare status with no body).
 
 use axum::extract::Request;
+use axum::http::HeaderValue;
 use axum::response::Response;
 use pin_project_lite::pin_project;
 use std::convert::Infallible;
@@ -12,6 +13,7 @@ use std::time::Duration;
 use tokio::time::Sleep;
 
 use super::http::error_envelope;
+use super::request_id::X_REQUEST_ID;
 
 /// Wraps a service so every request is answered within `limit`.
 #[derive(Clone)]
@@ -39,7 +41,11 @@ where
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
+        // For the log line of a request cut off: the id its answer carries
+        // (`RequestIds`, outside this layer, has made sure of one).
+        let request_id = request.headers().get(X_REQUEST_ID).cloned();
         DeadlineFuture {
+            request_id,
             inner: self.inner.call(request),
             sleep: tokio::time::sleep(self.limit),
             limit: self.limit,
@@ -55,6 +61,7 @@ pin_project! {
         #[pin]
         sleep: Sleep,
         limit: Duration,
+        request_id: Option<HeaderValue>,
     }
 }
 
@@ -73,7 +80,9 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for DeadlineFuture
                 "the request took longer than {}s; what it started may still complete, so check before retrying",
                 this.limit.as_secs_f64()
             );
+            let request_id = this.request_id.as_ref().and_then(|v| v.to_str().ok());
             tracing::warn!(
+                request_id,
                 limit_s = this.limit.as_secs_f64(),
                 "request cut off at the time limit (503)"
             );

@@ -21,6 +21,7 @@ use tower_http::timeout::RequestBodyTimeout;
 
 use super::body::{BODY_READ_TIMEOUT, read_body};
 use super::deadline::Deadline;
+use super::request_id::{RequestIds, request_id};
 use crate::auth::AuthError;
 use crate::manifest::{Plugin, Role, host_routes};
 use crate::preflight;
@@ -109,17 +110,17 @@ pub struct AppState {
 }
 
 /// What serves HTTP: a router inside the host's time limits.
-pub type Service = Deadline<RequestBodyTimeout<Router>>;
+pub type Service = RequestIds<Deadline<RequestBodyTimeout<Router>>>;
 
-/// A slow body or a stuck handler cannot hold a connection forever. The
-/// limits wrap the whole router rather than each route (`Router::layer`):
-/// each layered route is another box that every request clones and whose
-/// future it boxes again.
+/// A slow body or a stuck handler cannot hold a connection forever, and
+/// every answer names its request. These wrap the whole router rather than
+/// each route (`Router::layer`): each layered route is another box that
+/// every request clones and whose future it boxes again.
 fn time_limited(router: Router) -> Service {
-    Deadline::new(
+    RequestIds::new(Deadline::new(
         RequestBodyTimeout::new(router, BODY_READ_TIMEOUT),
         REQUEST_TIMEOUT,
-    )
+    ))
 }
 
 /// Builds the service: host endpoints plus every manifest route.
@@ -150,14 +151,10 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
     let mut router = Router::new()
         .route(host_routes::HEALTHZ, get(healthz))
         .route(host_routes::READYZ, get(readyz))
-        .merge(
-            Router::new()
-                .route(preflight::ROUTE, get(preflight_checklist))
-                .route(host_routes::METRICS, get(metrics))
-                .route(host_routes::WHOAMI, get(super::admin_api::whoami))
-                .route(host_routes::AUDIT, get(super::admin_api::audit))
-                .layer(axum::middleware::from_fn(echo_request_id)),
-        );
+        .route(preflight::ROUTE, get(preflight_checklist))
+        .route(host_routes::METRICS, get(metrics))
+        .route(host_routes::WHOAMI, get(super::admin_api::whoami))
+        .route(host_routes::AUDIT, get(super::admin_api::audit));
     for (path, methods) in by_path {
         let mut mr: MethodRouter<AppState> = MethodRouter::new();
         // A path anyone may call answers CORS preflights (a POS web app on
@@ -202,29 +199,6 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
         })
 }
 
-/// The host's own operator routes answer with the request id, whatever
-/// the answer (a refusal, a 503), so it can be matched to the host's log:
-/// an id is made for a request that brought none, in its headers, where
-/// the handler finds it.
-async fn echo_request_id(mut request: Request, next: axum::middleware::Next) -> Response {
-    let id = request_id(request.headers());
-    let Ok(id) = HeaderValue::from_str(&id) else {
-        return next.run(request).await;
-    };
-    request.headers_mut().insert(X_REQUEST_ID, id.clone());
-    let mut response = next.run(request).await;
-    response.headers_mut().insert(X_REQUEST_ID, id);
-    response
-}
-
-/// Echoes the request id on an answer to a plugin route.
-fn with_request_id(mut response: Response, request_id: String) -> Response {
-    if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(request_id)) {
-        response.headers_mut().insert(X_REQUEST_ID, v);
-    }
-    response
-}
-
 /// A request path for an error message: quoted, and cut at 200 characters.
 fn quoted_path(path: &str) -> String {
     match path.char_indices().nth(200) {
@@ -243,8 +217,7 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri, headers: Heade
         path = uri.path(),
         "refused a method the route does not take (405)"
     );
-    let refused = error_envelope(405, &format!("method \"{method}\" is not allowed here"));
-    with_request_id(refused, request_id)
+    error_envelope(405, &format!("method \"{method}\" is not allowed here"))
 }
 
 /// `204` to a CORS preflight of a public path.
@@ -466,17 +439,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
 
-pub(crate) fn request_id(headers: &HeaderMap) -> String {
-    headers
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len()) && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        .map(str::to_string)
-        .unwrap_or_else(super::new_request_id)
-}
-
 /// The client's address: the socket's peer, or, when that peer is a trusted
 /// proxy, the nearest `X-Forwarded-For` hop that is not one (a client can
 /// prepend anything to the header, so it is read from the right).
@@ -681,7 +643,7 @@ async fn dispatch(
     let safe = matches!(parts.method, Method::GET | Method::HEAD);
     let principal = match authorize(runtime, headers, target.role, safe, &request_id).await {
         Ok(p) => p,
-        Err(denied) => return with_request_id(denied, request_id),
+        Err(denied) => return denied,
     };
     // Held (with its share of the body budget) until the invocation ends,
     // which outlives the request if its client leaves.
@@ -689,7 +651,7 @@ async fn dispatch(
     let bodies = &runtime.services.request_bodies;
     let mut read = match read_body(bodies, public, headers, body, &request_id).await {
         Ok(read) => read,
-        Err(rejected) => return with_request_id(rejected, request_id),
+        Err(rejected) => return rejected,
     };
     let trusted = &runtime.services.settings.trusted_proxies;
     let remote_addr = client_addr(socket, headers, trusted).map(|ip| {
@@ -710,7 +672,7 @@ async fn dispatch(
         .unwrap_or_default();
     let tenant = match tenant_of(&path_params, &query, &read.bytes) {
         Ok(t) => t,
-        Err(why) => return with_request_id(error_envelope(400, &why), request_id),
+        Err(why) => return error_envelope(400, &why),
     };
     let dry_run = query
         .iter()
@@ -775,7 +737,7 @@ async fn dispatch(
         micros = started.elapsed().as_micros() as u64,
         "request"
     );
-    with_request_id(response, request_id)
+    response
 }
 
 /// Runs an admitted invocation. Once it has its slot, a client that goes
@@ -808,9 +770,6 @@ async fn run_to_the_end(
         }),
     }
 }
-
-/// Built once: a name given as a string is copied on every insert.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// Hop-by-hop and framing headers are the server's business, not the plugin's.
 const RESERVED_HEADERS: &[&str] = &[

@@ -7,6 +7,7 @@ pub mod command;
 pub mod deadline;
 pub mod http;
 pub mod queue;
+pub mod request_id;
 pub mod schedule;
 
 /// A fresh request id for invocations that do not bring one.
