@@ -7,7 +7,8 @@
 //!   `scheme://TOKEN@host`);
 //! - the value of any `name=value` pair whose name looks secret: query
 //!   parameters (also `token[]=`, `x[token]=`), percent-encoded once or
-//!   twice inside another URL, and `key=value` text;
+//!   twice inside another URL, and `key=value` text; and a URL's `code`
+//!   parameter (an OAuth authorization code);
 //! - the value after a secret name and a colon, quoted or not
 //!   (`password: X`, `"SMTP_PASS": "X"`);
 //! - the credential after `Bearer `;
@@ -282,7 +283,9 @@ fn mask_named_values(s: &str, mask: &str) -> String {
         i = value_start;
         // Only a secret's value is measured: scanning every value to its end
         // would make `a=a=a=…` quadratic.
-        if name_start == name_end || !is_secret_name(&s[name_start..name_end]) {
+        let name = &s[name_start..name_end];
+        if name.is_empty() || !(is_secret_name(name) || is_secret_query_param(b, name_start, name))
+        {
             continue;
         }
         let value_end = value_end(b, value_start, encoded);
@@ -296,6 +299,23 @@ fn mask_named_values(s: &str, mask: &str) -> String {
     }
     out.push_str(&s[copied..]);
     out
+}
+
+/// Names that hold a credential as a URL's query (or fragment) parameter
+/// only: an OAuth authorization code (`/callback?code=…&state=…`, which
+/// buys tokens until it is used) or a sign-in link's one-time code.
+/// Elsewhere `code=` is an error or a country code, and is kept.
+const SECRET_QUERY_NAMES: &[&str] = &["code"];
+
+/// Whether `name`, starting at `name_start` of `b`, is a query or fragment
+/// parameter named in [`SECRET_QUERY_NAMES`].
+fn is_secret_query_param(b: &[u8], name_start: usize, name: &str) -> bool {
+    SECRET_QUERY_NAMES
+        .iter()
+        .any(|secret| name.eq_ignore_ascii_case(secret))
+        && name_start > 0
+        && (matches!(b[name_start - 1], b'?' | b'&' | b'#')
+            || ends_with_encoded_separator(&b[..name_start]))
 }
 
 /// Whether `b` ends with `%3F`, `%26`, `%23` or `%3D` (`?`, `&`, `#`, `=`
@@ -608,6 +628,21 @@ mod tests {
         // Base64 padding stays inside the value.
         assert_eq!(redact_text("?n=1&api_key=ab+c==", M), "?n=1&api_key=****");
         assert_eq!(redact_text("a=b&c=d", M), "a=b&c=d");
+        // An OAuth callback's authorization code, also nested or in a
+        // fragment; `code` as a word or part of another name is kept.
+        assert_eq!(
+            redact_text("https://pos/cb?code=SplxlOBe&state=af0i", M),
+            "https://pos/cb?code=****&state=af0i"
+        );
+        assert_eq!(
+            redact_text("https://h/login?next=%2Fcb%3FCode%3Dq1w2%26s%3D1", M),
+            "https://h/login?next=%2Fcb%3FCode%3D****%26s%3D1"
+        );
+        assert_eq!(redact_text("/cb#x=1&code=abc", M), "/cb#x=1&code=****");
+        assert_eq!(
+            redact_text("failed: code=503 error_code=E42 ?zip_code=560001", M),
+            "failed: code=503 error_code=E42 ?zip_code=560001"
+        );
     }
 
     #[test]
