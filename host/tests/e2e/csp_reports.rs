@@ -10,7 +10,8 @@ use neo_ops::manifest::Role;
 use serde_json::{Value, json};
 use support::{Backend, Deployment, Server};
 
-/// `budget` distinct reports per client a day, `requests` posts before 429.
+/// `budget` distinct reports per client a day, `requests` posts before 429;
+/// a client may hold the whole list.
 fn manifest(budget: u32, requests: u32) -> String {
     format!(
         r#"
@@ -23,7 +24,7 @@ routes = [
 grants = {{ kv = ["csp:"] }}
 limits = {{ memory = "32MiB", timeout = "5s" }}
 # A day-long window: a test never straddles two windows.
-config = {{ max_body_bytes = "65536", rate_limit = "{budget}", request_limit = "{requests}", rate_window = "24h" }}
+config = {{ max_body_bytes = "65536", rate_limit = "{budget}", request_limit = "{requests}", rate_window = "24h", client_share = "100000" }}
 "#
     )
 }
@@ -645,6 +646,91 @@ async fn identical_reports_collapse(backend: Backend) {
 }
 
 on_both_backends!(collapse, identical_reports_collapse);
+
+/// One client flooding distinct reports (an attacker hiding the reports of
+/// a script it injected) holds at most its daily share of the list, plus
+/// one overflow entry counting the rest: another client's reports stay
+/// listed. A share of none is refused, naming the setting.
+async fn a_client_holds_at_most_its_share(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let mut settings = dep.settings("a");
+    settings.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let manifest =
+        manifest(100, 100_000).replace(r#"client_share = "100000""#, r#"client_share = "4""#);
+    let server = dep.start_with_services(&manifest, services).await;
+    let admin = neo_ops::auth::create_token(server.master(), Role::Admin, "sec")
+        .await
+        .unwrap();
+    let post_from = |client: &'static str, n: usize| {
+        let (content_type, body) = report(n);
+        let request = server
+            .http
+            .post(server.url("/csp/report"))
+            .header("content-type", content_type)
+            .header("x-forwarded-for", client)
+            .body(body);
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(post_from("198.51.100.8", 1).await, 204);
+    for n in 101..=130 {
+        assert_eq!(post_from("198.51.100.7", n).await, 204);
+    }
+    assert_eq!(post_from("198.51.100.8", 2).await, 204);
+
+    let (_, reports) = listing(&server, &admin).await;
+    let from_flood = |e: &&Value| {
+        let first = json!({"report": e["report"]["first"]});
+        let line = if e["kind"] == "overflow" {
+            number(&first)
+        } else {
+            number(e)
+        };
+        line > 100
+    };
+    let flood: Vec<&Value> = reports.iter().filter(from_flood).collect();
+    assert_eq!(flood.len(), 5, "four entries and one overflow: {reports:?}");
+    let overflow = flood
+        .iter()
+        .find(|e| e["kind"] == "overflow")
+        .expect("an overflow entry");
+    assert_eq!(overflow["count"], 26);
+    assert_eq!(overflow["report"]["client"], "198.51.100.7");
+    assert_eq!(
+        overflow["report"]["note"],
+        "distinct reports past this client's share of the list for the day, counted here; the first is kept"
+    );
+    assert_eq!(number(&json!({"report": overflow["report"]["first"]})), 105);
+    let others: Vec<u64> = reports
+        .iter()
+        .filter(|e| !from_flood(e))
+        .map(number)
+        .collect();
+    assert_eq!(
+        others,
+        [2, 1],
+        "the other client's reports stay: {reports:?}"
+    );
+    let total: u64 = reports.iter().map(|r| r["count"].as_u64().unwrap()).sum();
+    assert_eq!(total, 32);
+    server.stop().await.unwrap();
+
+    let manifest = manifest.replace(r#"client_share = "4""#, r#"client_share = "0""#);
+    let server = dep.start(&manifest, "a").await;
+    let (content_type, body) = report(1);
+    let resp = post(&server, content_type, body).await;
+    assert_eq!(resp.status().as_u16(), 500);
+    let text = resp.text().await.unwrap();
+    assert!(
+        text.contains("config client_share must be at least 1"),
+        "{text}"
+    );
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(client_share, a_client_holds_at_most_its_share);
 
 /// The entries for the images of the page at `path`, with their counts
 /// summed (an overflow entry counts for the report it keeps first).

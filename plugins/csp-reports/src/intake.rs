@@ -76,6 +76,7 @@ pub fn receive(req: &HttpRequest, settings: &Settings) -> Result<Output, Failure
         window,
         budget: settings.rate_limit,
         window_ms: settings.rate_window_seconds.saturating_mul(1000),
+        share: settings.client_share,
     };
     store::save(&client, incoming)?;
     Ok(Output {

@@ -14,6 +14,10 @@ pub struct Settings {
     pub request_limit: u64,
     /// The fixed window, whole seconds (`rate_window`, default `60s`).
     pub rate_window_seconds: u64,
+    /// Entries one client may add per UTC day (`client_share`, default 50,
+    /// a tenth of the list): a few clients cannot push everyone else's
+    /// reports out of the newest 500 (500 or more: one client may).
+    pub client_share: u64,
 }
 
 impl Settings {
@@ -27,6 +31,7 @@ impl Settings {
             rate_limit: config::number("rate_limit", 120)?,
             request_limit: config::number("request_limit", 1200)?,
             rate_window_seconds: window.as_secs(),
+            client_share: config::positive("client_share", crate::store::KEEP as u64 / 10)?,
         })
     }
 }

@@ -7,10 +7,13 @@
 //! (`csp:count:<fingerprint>`) goes up and its last-seen time
 //! (`csp:last:<fingerprint>`) moves, so a burst costs two small keys, not
 //! a list entry per copy. Each client may add `budget` new entries per
-//! window; past that, further distinct reports are counted in one overflow
-//! entry per client and window instead of being refused, so the counts
-//! shown always add up to the reports received. An entry pushed out of the
-//! newest 500 takes its counters with it, so its next copy is listed anew.
+//! window and `share` per UTC day (overflow entries included); past either,
+//! further distinct reports are counted in one overflow entry per client
+//! and window (or day) instead of being refused, so the counts shown always
+//! add up to the reports received, and a client holds at most `share` + 1
+//! entries a day: a few clients flooding cannot push everyone else's
+//! reports out. An entry pushed out of the newest 500 takes its counters
+//! with it, so its next copy is listed anew.
 
 use neo_ops_sdk::serde_json::{self, Value as Json, json};
 use neo_ops_sdk::{Failure, kv, time, warn};
@@ -35,33 +38,56 @@ pub struct Client<'a> {
     /// New entries this client may add per window.
     pub budget: u64,
     pub window_ms: u64,
+    /// New entries this client may add per UTC day.
+    pub share: u64,
+}
+
+/// Where a client's next distinct report goes.
+enum Room {
+    /// An entry of its own.
+    Entry,
+    /// Counted in the client's overflow entry of this name; `shared` when
+    /// making that entry takes a unit of the client's daily share.
+    Overflow { name: String, shared: bool },
 }
 
 /// Stores each report as a new entry, or counts it against the entry it
 /// repeats (or the client's overflow entry), then trims and renews the list.
 pub fn save(client: &Client, reports: Vec<Incoming>) -> Result<(), Failure> {
     let now = time::rfc3339(time::now_micros());
+    let share = share_key(client);
     let mut new_entries = Vec::new();
     for incoming in reports {
         let print = fingerprint(client.address, &incoming);
         if counted_again(&print, &now)? {
             continue;
         }
-        if within_budget(client)? {
-            new_entries.push(entry(&print, &now, &incoming));
-            continue;
-        }
-        // Past the budget: forget the fingerprint (a later window may store
+        let (overflow, shared) = match room(client, &share)? {
+            Room::Entry => {
+                take_share(&share)?;
+                new_entries.push(entry(&print, &now, &incoming));
+                continue;
+            }
+            Room::Overflow { name, shared } => (name, shared),
+        };
+        // Past a budget: forget the fingerprint (a later window may store
         // it) and count the report in the overflow entry instead.
         kv::delete(&count_key(&print))?;
-        let overflow = format!("overflow:{}:{}", client.address, client.window);
         if !counted_again(&overflow, &now)? {
+            if shared {
+                take_share(&share)?;
+            }
+            let past = if shared {
+                "this client's budget for the window"
+            } else {
+                "this client's share of the list for the day"
+            };
             let summary = Incoming {
                 kind: "overflow",
                 content_type: incoming.content_type.clone(),
                 report: json!({
                     "client": client.address,
-                    "note": "distinct reports past this client's budget for the window, counted here; the first is kept",
+                    "note": format!("distinct reports past {past}, counted here; the first is kept"),
                     "first": incoming.report,
                 }),
             };
@@ -123,6 +149,46 @@ fn counted_again(print: &str, now: &str) -> Result<bool, Failure> {
     }
     kv::set(&last_key(print), now.as_bytes(), Some(RETENTION_MS))?;
     Ok(true)
+}
+
+const DAY_MS: u64 = 24 * 60 * 60 * 1000;
+
+fn share_key(client: &Client) -> String {
+    let day = time::now_micros().max(0) as u64 / 1000 / DAY_MS;
+    format!("csp:share:{}:{day}", client.address)
+}
+
+/// Where the client's next distinct report goes: past its share for the
+/// day, its day's overflow entry; else past its budget for the window, the
+/// window's; else an entry of its own. (Read, then taken: concurrent posts
+/// from one client can each take the last unit.)
+fn room(client: &Client, share_key: &str) -> Result<Room, Failure> {
+    let used = kv::get(share_key)?
+        .and_then(|v| String::from_utf8(v).ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    if used >= client.share {
+        let day = share_key.rsplit(':').next().unwrap_or_default();
+        return Ok(Room::Overflow {
+            name: format!("overflow:{}:day{day}", client.address),
+            shared: false,
+        });
+    }
+    if within_budget(client)? {
+        return Ok(Room::Entry);
+    }
+    Ok(Room::Overflow {
+        name: format!("overflow:{}:{}", client.address, client.window),
+        shared: true,
+    })
+}
+
+/// Counts one more entry against the client's share for the day.
+fn take_share(share_key: &str) -> Result<(), Failure> {
+    if kv::incr(share_key, 1)? == 1 {
+        kv::expire(share_key, DAY_MS)?;
+    }
+    Ok(())
 }
 
 fn within_budget(client: &Client) -> Result<bool, Failure> {
