@@ -212,6 +212,21 @@ pub struct Manifest {
     pub plugins: Vec<Plugin>,
 }
 
+impl Manifest {
+    /// Schedules no date matches (`0 0 31 2 *`), by plugin: accepted, as
+    /// that is how a schedule is parked without deleting it, and said where
+    /// the manifest is put to use (`serve` and its reloads, `check`) rather
+    /// than by every command that reads it.
+    pub fn parked_schedules(&self) -> impl Iterator<Item = (&str, &CronExpr)> {
+        self.plugins.iter().flat_map(|p| {
+            p.schedules
+                .iter()
+                .filter(|s| !s.cron.ever_fires())
+                .map(move |s| (p.name.as_str(), &s.cron))
+        })
+    }
+}
+
 /// A manifest error with its position.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}:{column}: {message}")]
@@ -438,15 +453,6 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                     format!("bad cron \"{}\": {e}", s.cron.get_ref()),
                 )
             })?;
-            if !cron.ever_fires() {
-                // Said, not refused: "0 0 31 2 *" is how a schedule is
-                // parked without deleting it.
-                tracing::warn!(
-                    plugin = %name,
-                    cron = cron.as_str(),
-                    "the schedule never fires: no date matches its cron"
-                );
-            }
             let tz: chrono_tz::Tz = s.tz.get_ref().parse().map_err(|_| {
                 at(
                     &s.tz.span(),

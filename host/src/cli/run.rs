@@ -76,6 +76,12 @@ pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         .map_err(|_| anyhow::anyhow!("the manifest's routes cannot be served (see above)"))?;
     let engine = crate::runtime::engine::build_engine(1, false)?;
     crate::runtime::link_plugins(&engine, &manifest, &cli.data_dir.join("cache"))?;
+    for (plugin, cron) in manifest.parked_schedules() {
+        eprintln!(
+            "warning: plugin \"{plugin}\": the schedule \"{}\" never fires (no date matches it)",
+            cron.as_str()
+        );
+    }
     println!(
         "{}: {} plugin(s) ok",
         cli.manifest.display(),

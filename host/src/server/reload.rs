@@ -147,6 +147,13 @@ async fn load(
             return None;
         }
     };
+    for (plugin, cron) in manifest.parked_schedules() {
+        tracing::warn!(
+            plugin,
+            cron = cron.as_str(),
+            "the schedule never fires: no date matches its cron"
+        );
+    }
     // An emptied manifest is far likelier a save cut short (a full disk,
     // an editor that truncates first) than a wish to serve nothing.
     let serving = live.runtime().map_or(0, |rt| rt.plugins().count());

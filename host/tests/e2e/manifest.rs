@@ -261,6 +261,25 @@ fn check(
 
 const PROBE: &str = "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n";
 
+/// A schedule no date matches is how one is parked: accepted, and said by
+/// `check` (and by `serve`), not by every command that reads the manifest.
+#[test]
+fn a_parked_schedule_is_said_by_check_only() {
+    let parked = format!("{PROBE}schedules = [{{ cron = \"0 0 31 2 *\", tz = \"UTC\" }}]\n");
+    let cli = crate::support::Cli::new(&parked);
+    let (code, stderr) = check(&parked, |_| {}, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains(
+            "warning: plugin \"probe\": the schedule \"0 0 31 2 *\" never fires (no date matches it)"
+        ),
+        "{stderr}"
+    );
+    let listed = cli.run(&["token", "list"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    assert!(!listed.stderr.contains("never fires"), "{}", listed.stderr);
+}
+
 /// The compile cache only saves the next start a compile: when it cannot be
 /// written (here its directory is a file; a full disk does the same) the
 /// plugins still load, with a warning naming the directory.
