@@ -129,6 +129,62 @@ async fn a_tenant_named_like_a_server_database_is_refused() {
     services.db.close().await;
 }
 
+/// A database already there under a tenant's name is taken over when it
+/// is a neo-ops tenant's (a create retried after it failed part-way), but
+/// one holding another application's tables is refused, untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_is_not_created_over_another_applications_database() {
+    let dep = Deployment::new(Backend::Real).await;
+    let settings = dep.settings("a");
+    let template = settings.postgres_tenant_dsn_template.clone().unwrap();
+    let create_database = async |tenant: &str| {
+        let dsn = template.replace("{tenant}", tenant);
+        let name = dsn.rsplit_once('/').unwrap().1.to_string();
+        let admin = sqlx::PgPool::connect(support::PG_ADMIN).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE \"{name}\""))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        name
+    };
+    let db_name = create_database("legacy").await;
+    let legacy = sqlx::PgPool::connect(&template.replace("{tenant}", "legacy"))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE invoices (id int PRIMARY KEY)")
+        .execute(&legacy)
+        .await
+        .unwrap();
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let err = services.db.create_tenant("legacy", "x").await.unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "database \"{db_name}\" exists and holds tables that are not a neo-ops tenant's; \
+             it is left as it is: choose another tenant name or move that database"
+        )
+    );
+    assert!(!services.db.tenant_exists("legacy").await.unwrap());
+    let tables: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public'",
+    )
+    .fetch_all(&legacy)
+    .await
+    .unwrap();
+    assert_eq!(tables, ["invoices"]);
+    legacy.close().await;
+
+    // An empty one, as a create cut off after CREATE DATABASE leaves it, is
+    // taken over.
+    create_database("retried").await;
+    services.db.create_tenant("retried", "x").await.unwrap();
+    assert!(services.db.tenant_exists("retried").await.unwrap());
+    services.db.close().await;
+}
+
 const AUDITOR: &str = r#"
 [plugins.probe]
 component = "test_probe.wasm"

@@ -18,7 +18,9 @@ use tokio::sync::RwLock;
 use crate::manifest::valid_tenant_name;
 use crate::settings::Settings;
 use neo_ops_text::redact::for_log as redact_url;
-use postgres::{PG_MASTER, PG_TENANT, pg_pool, pg_pool_lazy, pg_run_leased, pg_transaction_leased};
+use postgres::{
+    PG_MASTER, PG_TENANT, foreign, pg_pool, pg_pool_lazy, pg_run_leased, pg_transaction_leased,
+};
 pub(crate) use sqlite::lite_run;
 use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool};
 
@@ -279,7 +281,8 @@ impl Databases {
                 })?;
                 // An existing database is taken over (a retry after a failed
                 // create finds its own), but never one the server itself
-                // relies on: every later CREATE DATABASE copies template1.
+                // relies on (every later CREATE DATABASE copies template1),
+                // nor one holding another application's tables.
                 if ["postgres", "template0", "template1"].contains(&db_name.as_str()) {
                     anyhow::bail!(
                         "tenant \"{name}\" would use the server's own database \"{db_name}\"; choose another name"
@@ -302,6 +305,13 @@ impl Databases {
                         .map_err(|e| anyhow::anyhow!("creating database \"{db_name}\": {e}"))?;
                 }
                 let pool = pg_pool(&dsn).await?;
+                if exists.is_some() && foreign(&pool).await? {
+                    pool.close().await;
+                    anyhow::bail!(
+                        "database \"{db_name}\" exists and holds tables that are not a neo-ops tenant's; \
+                         it is left as it is: choose another tenant name or move that database"
+                    );
+                }
                 PG_TENANT
                     .run(&pool)
                     .await

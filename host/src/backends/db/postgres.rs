@@ -200,6 +200,19 @@ pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
 /// migrations (statements go through [`Conns`]); opened eagerly, every
 /// tenant a nightly job touches would hold one more idle connection for
 /// minutes, and fifty tenants would reach Postgres's default 100.
+/// Whether a database holds tables but no record of neo-ops migrations:
+/// someone else's, which creating a tenant must not migrate into.
+pub(super) async fn foreign(pool: &PgPool) -> anyhow::Result<bool> {
+    let (tables, migrated): (i64, bool) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema NOT IN ('pg_catalog', 'information_schema')), \
+                to_regclass('public._sqlx_migrations') IS NOT NULL",
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(tables > 0 && !migrated)
+}
+
 pub(super) fn pg_pool_lazy(url: &str) -> anyhow::Result<PgPool> {
     pool_options()
         .connect_lazy(url)
