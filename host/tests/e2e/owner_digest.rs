@@ -1015,6 +1015,81 @@ async fn a_redis_blip_at_the_fan_out_loses_no_digest() {
     server.stop().await.unwrap();
 }
 
+/// Someone sending today's digest by hand (at 03:00, say) does not stand
+/// in for the evening's: the scheduled run still sends, with the figures up
+/// to its cut, and is then the day's digest; a second run by hand is
+/// skipped. A schedule asked for a dry run sends nothing and queues nothing.
+async fn a_digest_sent_by_hand_leaves_the_evenings_to_go(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    // A zone where it is not near midnight now, so today stays today.
+    let now = Utc::now();
+    let zone = ["Asia/Kolkata", "America/New_York", "Europe/London"]
+        .into_iter()
+        .find(|z| {
+            let hour = now.with_timezone(&z.parse::<Tz>().unwrap()).format("%H");
+            ("01".."22").contains(&hour.to_string().as_str())
+        })
+        .unwrap();
+    let slot = now + chrono::Duration::seconds(2);
+
+    let dry = MANIFEST.replace(
+        r#"args = ["--all-tenants"]"#,
+        r#"args = ["--all-tenants", "--dry-run"]"#,
+    );
+    let server = dep.start(&dry, "a").await;
+    tenant(&server, "acme", Some("owner@acme.example"), zone).await;
+    neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
+    assert_eq!(
+        digest_runs(&server).await.rows,
+        vec![vec![Value::Text("ok".into()), Value::Null]]
+    );
+    assert!(support::queued_jobs(&server, "digest").await.is_empty());
+    assert!(mail(&dep).is_empty());
+    assert!(send_log(&server).await.is_empty());
+    server.stop().await.unwrap();
+
+    let server = dep.start(MANIFEST, "b").await;
+    let out = digest(&server, &["--tenant", "acme"]).await.unwrap();
+    assert!(
+        out.contains(
+            "sent to owner@acme.example ("
+        ) && out.ends_with(
+            "; the day is not over: the scheduled digest still goes, with the figures up to its time\n"
+        ),
+        "{out}"
+    );
+    let out = digest(&server, &["--tenant", "acme"]).await.unwrap();
+    assert!(out.ends_with(": skipped, already sent\n"), "{out}");
+    assert_eq!(mail(&dep).len(), 1);
+
+    // The evening's slot (here, a moment from now) covers more: it sends.
+    let later = slot + chrono::Duration::minutes(1);
+    neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, later).await;
+    support::wait_until("the scheduled digest is sent", || async {
+        mail(&dep).len() == 2
+    })
+    .await;
+    support::wait_until("the digest job is done", || async {
+        support::queued_jobs(&server, "digest").await.is_empty()
+    })
+    .await;
+    let covered = server
+        .master()
+        .query("SELECT covered_until FROM digest_sends", &[])
+        .await
+        .unwrap();
+    assert_eq!(covered.rows, vec![vec![Value::Null]], "the day's digest");
+    let out = digest(&server, &["--tenant", "acme"]).await.unwrap();
+    assert!(out.ends_with(": skipped, already sent\n"), "{out}");
+    assert_eq!(mail(&dep).len(), 2);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(
+    sent_by_hand,
+    a_digest_sent_by_hand_leaves_the_evenings_to_go
+);
+
 /// Without --date, the business day is today in the tenant's zone.
 async fn default_day_is_today_in_the_zone(backend: Backend) {
     let dep = Deployment::new(backend).await;

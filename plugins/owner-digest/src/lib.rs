@@ -44,6 +44,10 @@ impl Plugin for OwnerDigest {
         let args = Args::new(&event.args);
         let req = Request::parse(&args, inv, event.slot)?;
         let tenants = tenants(&req.selection)?;
+        if req.dry_run {
+            // A queued job carries no dry run: each would send for real.
+            return digest_all(&tenants, &req);
+        }
         match fan_out::enqueue_each(QUEUE, &tenants, &QueuedDay::json(&req)) {
             Err(e) if fan_out::no_queue(&e) => {
                 log::log(
@@ -110,7 +114,12 @@ impl QueuedDay {
             reply::bad_job_payload("digest", payload, expected)
         };
         let v: Json = neo_ops_sdk::serde_json::from_str(payload).map_err(|_| bad())?;
-        let now_micros = v.get("now").and_then(Json::as_i64).ok_or_else(bad)?;
+        // 1970 to 9999, as dates are: the day arithmetic holds there.
+        let now_micros = v
+            .get("now")
+            .and_then(Json::as_i64)
+            .filter(|now| (0..LAST_MICROS).contains(now))
+            .ok_or_else(bad)?;
         let date = match v.get("date") {
             None | Some(Json::Null) => None,
             Some(Json::String(d)) => Some(day::parse_date(d).map_err(|e| reply::fail(400, e))?),
@@ -120,8 +129,14 @@ impl QueuedDay {
     }
 }
 
+/// The first instant of the year 10000, in microseconds since the epoch.
+const LAST_MICROS: i64 = 253_402_300_800_000_000;
+
 fn digest(inv: &Invocation, args: &Args, now: i64) -> Result<Output, Failure> {
-    let req = Request::parse(args, inv, now)?;
+    let req = Request {
+        by_hand: true,
+        ..Request::parse(args, inv, now)?
+    };
     let tenants = tenants(&req.selection)?;
     digest_all(&tenants, &req)
 }
@@ -146,6 +161,8 @@ enum Selection {
 
 /// What this run was asked to do.
 struct Request {
+    /// A person (or their own cron) running the command, not the schedule.
+    by_hand: bool,
     selection: Selection,
     date: Option<NaiveDate>,
     now_micros: i64,
@@ -182,6 +199,7 @@ impl Request {
         now_micros: i64,
     ) -> Result<Self, Failure> {
         Ok(Self {
+            by_hand: false,
             selection,
             date,
             now_micros,
@@ -209,6 +227,9 @@ pub enum Outcome {
         to: String,
         message_id: String,
         digest: figures::Digest,
+        /// Sent by hand before the day was over: recorded as covering the
+        /// day so far, so the evening's digest still goes.
+        early: bool,
     },
     Preview {
         to: Option<String>,
@@ -259,8 +280,9 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
     let tz = match day::zone(&t.time_zone) {
         Ok(tz) => tz,
         Err(e) => {
+            // The tenant's setting, not a passing fault: a retry cannot help.
             let msg = format!("tenant \"{}\": {e}", t.name);
-            return result(None, Outcome::Failed(reply::fail(500, msg)));
+            return result(None, Outcome::Failed(reply::fail(400, msg)));
         }
     };
     let today = day::date_at(tz, req.now_micros);
@@ -290,6 +312,7 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
         last_week,
         top_n: req.top_n,
         lock_ttl_ms: req.lock_ttl_ms,
+        by_hand: req.by_hand,
     };
     let outcome = if req.dry_run {
         job.preview()
@@ -348,6 +371,10 @@ fn respond(req: &Request, results: &[TenantResult]) -> Result<Output, Failure> {
     ))
 }
 
+/// What a by-hand send of a day not yet over means for the evening's.
+const SENT_EARLY: &str =
+    "the day is not over: the scheduled digest still goes, with the figures up to its time";
+
 fn result_json(r: &TenantResult) -> Json {
     let mut v = json!({
         "tenant": r.tenant,
@@ -359,8 +386,13 @@ fn result_json(r: &TenantResult) -> Json {
             to,
             message_id,
             digest,
+            early,
         } => {
-            json!({"status": "sent", "to": to, "message_id": message_id, "digest": digest.to_json()})
+            let mut sent = json!({"status": "sent", "to": to, "message_id": message_id, "digest": digest.to_json()});
+            if *early {
+                sent["note"] = json!(SENT_EARLY);
+            }
+            sent
         }
         Outcome::Preview { to, digest, .. } => {
             json!({"status": "dry-run", "to": to, "digest": digest.to_json()})
@@ -379,8 +411,18 @@ fn result_json(r: &TenantResult) -> Json {
 fn result_line(r: &TenantResult) -> String {
     let day = r.day.map(|d| d.to_string()).unwrap_or_default();
     match &r.outcome {
-        Outcome::Sent { to, message_id, .. } => {
-            format!("{} {day}: sent to {to} ({message_id})\n", r.tenant)
+        Outcome::Sent {
+            to,
+            message_id,
+            early,
+            ..
+        } => {
+            let note = if *early {
+                format!("; {SENT_EARLY}")
+            } else {
+                String::new()
+            };
+            format!("{} {day}: sent to {to} ({message_id}){note}\n", r.tenant)
         }
         Outcome::Preview { to, text, .. } => format!(
             "{} {day}: dry run, would send to {}\n{text}\n",

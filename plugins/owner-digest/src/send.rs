@@ -19,6 +19,11 @@ pub struct Job<'a> {
     pub last_week: Range,
     pub top_n: i64,
     pub lock_ttl_ms: u64,
+    /// A send by hand of a day not yet over: recorded as covering the day
+    /// until the range's end only, so the scheduled digest still goes; and
+    /// skipped, as any run by hand is, once any digest of the day went. A
+    /// scheduled run skips only a send that covered at least its own cut.
+    pub by_hand: bool,
 }
 
 impl Job<'_> {
@@ -101,6 +106,7 @@ impl Job<'_> {
             to: to.to_string(),
             message_id,
             digest,
+            early: self.partial(),
         })
     }
 
@@ -113,12 +119,26 @@ impl Job<'_> {
         })
     }
 
+    /// A send by hand of a day not yet over.
+    fn partial(&self) -> bool {
+        self.by_hand && self.until.is_some()
+    }
+
     fn already_sent(&self) -> Result<bool, Failure> {
+        let mut params = self.key_params();
+        let covered = if self.by_hand {
+            ""
+        } else {
+            params.push(Value::Timestamp(self.range.end));
+            " AND (covered_until IS NULL OR covered_until >= $3)"
+        };
         let rows = db::query(
             "master",
-            "SELECT sent_at FROM digest_sends WHERE tenant = $1 AND business_day = $2 \
-             AND sent_at IS NOT NULL",
-            &self.key_params(),
+            &format!(
+                "SELECT sent_at FROM digest_sends WHERE tenant = $1 AND business_day = $2 \
+                 AND sent_at IS NOT NULL{covered}"
+            ),
+            &params,
         )?;
         Ok(!rows.rows.is_empty())
     }
@@ -127,11 +147,17 @@ impl Job<'_> {
         let mut params = self.key_params();
         params.push(Value::Timestamp(time::now_micros()));
         params.push(Value::from(message_id));
+        params.push(if self.partial() {
+            Value::Timestamp(self.range.end)
+        } else {
+            Value::Null
+        });
         db::execute(
             "master",
-            "INSERT INTO digest_sends (tenant, business_day, sent_at, message_id) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (tenant, business_day) \
-             DO UPDATE SET sent_at = excluded.sent_at, message_id = excluded.message_id",
+            "INSERT INTO digest_sends (tenant, business_day, sent_at, message_id, covered_until) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, business_day) \
+             DO UPDATE SET sent_at = excluded.sent_at, message_id = excluded.message_id, \
+             covered_until = excluded.covered_until",
             &params,
         )
     }
