@@ -441,7 +441,7 @@ async fn usage_and_unknown_tenants(backend: Backend) {
         assert_eq!(
             (err.status(), err.to_string()),
             (
-                500,
+                400,
                 format!("tenant \"acme\" has a bad pii_retention_days {bad} (1 to 36500)")
             )
         );
@@ -556,6 +556,13 @@ async fn lock_and_all_tenants(backend: Backend) {
         (err.status(), err.to_string().as_str()),
         (409, "tenant \"acme\" is busy: another purge is running")
     );
+    assert_eq!(customers(&acme).await, acme_before);
+    // A dry run writes nothing, so takes no lock: it previews meanwhile.
+    let out = server
+        .command("purge", &["--tenant", "acme", "--dry-run"])
+        .await
+        .unwrap();
+    assert!(out.contains("acme"), "{out}");
     assert_eq!(customers(&acme).await, acme_before);
 
     // --all-tenants purges the free tenant, reports the busy one, exits non-zero.

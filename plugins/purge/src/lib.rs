@@ -161,6 +161,25 @@ fn find_tenant(name: &str) -> Result<Tenant, Failure> {
 /// plugin controls (a timeout leaves it to expire).
 /// `position`: this tenant's index among `.1` tenants, for progress.
 fn purge_tenant(tenant: Tenant, opts: &Options, position: (u64, u64)) -> Result<Report, Failure> {
+    let name = tenant.name.clone();
+    let progress = |counts: &batches::Counts| {
+        log::progress(
+            position.0,
+            Some(position.1),
+            &format!(
+                "tenant {name}: batch {}, {} customers anonymised, {} deleted, {} outbox rows deleted",
+                counts.batches, counts.anonymised, counts.customers_deleted, counts.outbox_deleted
+            ),
+        );
+    };
+    if opts.dry_run {
+        // It writes nothing, so it takes no lock: a long preview does not
+        // make the night's purge of this tenant fail as busy.
+        return purge_locked(tenant, opts, &mut |counts| {
+            progress(counts);
+            Ok(())
+        });
+    }
     let lock = format!("purge:{}", tenant.name);
     let token = kv::lock(&lock, lock_ttl_ms()?)?.ok_or_else(|| {
         reply::fail(
@@ -172,16 +191,8 @@ fn purge_tenant(tenant: Tenant, opts: &Options, position: (u64, u64)) -> Result<
         )
     })?;
     let ttl = lock_ttl_ms()?;
-    let name = tenant.name.clone();
     let result = purge_locked(tenant, opts, &mut |counts| {
-        log::progress(
-            position.0,
-            Some(position.1),
-            &format!(
-                "tenant {name}: batch {}, {} customers anonymised, {} deleted, {} outbox rows deleted",
-                counts.batches, counts.anonymised, counts.customers_deleted, counts.outbox_deleted
-            ),
-        );
+        progress(counts);
         // Lost the lock (it expired while a batch stalled): stop rather than
         // run beside another purge.
         if kv::extend_lock(&lock, &token, ttl)? {
@@ -208,9 +219,10 @@ fn purge_locked(
     if !RETENTION_DAYS.contains(&tenant.retention_days) {
         // `tenant set` allows only this range; a value edited in by hand
         // outside it (0, negative, or so large the cutoff wraps) would put
-        // the cutoff at or past now and purge every customer: refuse.
+        // the cutoff at or past now and purge every customer: refuse (400:
+        // the tenant's setting, which no retry of a queued job can fix).
         return Err(reply::fail(
-            500,
+            400,
             format!(
                 "tenant \"{}\" has a bad pii_retention_days {} (1 to 36500)",
                 tenant.name, tenant.retention_days
