@@ -77,13 +77,20 @@ pub fn for_log(url: &str) -> String {
 /// (a webhook) is named in messages.
 pub fn origin(url: &str) -> Option<String> {
     let (scheme, rest) = url.trim().split_once("://")?;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    let authority = &rest[..authority_end(rest)];
     let host = authority.rsplit('@').next().unwrap_or(authority);
     let scheme_ok = !scheme.is_empty()
         && scheme
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
     (scheme_ok && !host.is_empty()).then(|| format!("{}://{host}", scheme.to_ascii_lowercase()))
+}
+
+/// Where a URL's authority (after `scheme://`) ends: at its path, query or
+/// fragment; a backslash too, which URL parsers take for `/` in http(s)
+/// URLs (`https://h\TOKEN` requests `/TOKEN`).
+fn authority_end(rest: &str) -> usize {
+    rest.find(['/', '?', '#', '\\']).unwrap_or(rest.len())
 }
 
 /// URL settings whose path says where, not who: shown with their path
@@ -113,7 +120,7 @@ pub fn mask_flag(name: &str, value: &str) -> String {
         return redact_text(value, MASK);
     };
     let rest = &value[scheme_end + 3..];
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority_end = authority_end(rest);
     let authority = &rest[..authority_end];
     let host = match authority.rfind('@') {
         Some(at) => format!("{MASK}@{}", &authority[at + 1..]),
@@ -741,6 +748,10 @@ mod tests {
         assert_eq!(
             origin("http://127.0.0.1:9000").as_deref(),
             Some("http://127.0.0.1:9000")
+        );
+        assert_eq!(
+            origin(r"https://hooks.example.com\tok_SECRET").as_deref(),
+            Some("https://hooks.example.com")
         );
         assert_eq!(origin("hooks.example.com/x"), None);
         assert_eq!(origin("https:///path"), None);

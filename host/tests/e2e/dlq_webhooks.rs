@@ -607,6 +607,11 @@ async fn breaker_opens_stops_sending_and_closes_after_a_trial(backend: Backend) 
         delivery(&pool, 1).await.0 == "delivered"
     })
     .await;
+    // Closing is recorded just after the delivery is.
+    wait_until("the trial closes the circuit", || async {
+        names().await.last().is_some_and(|e| e == "close")
+    })
+    .await;
     let seen = names().await;
     assert_eq!(seen.iter().filter(|e| *e == "open").count(), 1, "{seen:?}");
     assert_eq!(seen[seen.len() - 2..], ["half_open", "close"]);
@@ -619,9 +624,10 @@ on_both_backends!(
     breaker_opens_stops_sending_and_closes_after_a_trial
 );
 
-/// A delivery to an endpoint deleted since it was queued is dead at once:
-/// nothing is sent, the row says why, and the job is dead-lettered on its
-/// first attempt instead of retried `max_attempts` times. An inactive
+/// A delivery to an endpoint deleted since it was queued (or whose row is
+/// gone) is dead at once: nothing is sent, the row says why, and the job is
+/// dead-lettered on its first attempt instead of retried `max_attempts`
+/// times. An inactive
 /// endpoint is still retried (it may be switched back on meanwhile).
 async fn a_deleted_endpoint_is_dead_at_once(backend: Backend) {
     let dep = Deployment::new(backend).await;
@@ -669,6 +675,19 @@ async fn a_deleted_endpoint_is_dead_at_once(backend: Backend) {
     let (status, attempts, error) = delivery(&pool, 2).await;
     assert_eq!((status.as_str(), attempts), ("dead", 1));
     assert_eq!(error.as_deref(), Some("endpoint 1 is deleted; not retried"));
+
+    // A job for a delivery row that is not there is gone as well.
+    let missing = enqueue(&server, "webhook", "acme", r#"{"delivery_id": 77}"#).await;
+    wait_until("the missing delivery's job is dead-lettered", || async {
+        letter(missing.clone()).await.is_some()
+    })
+    .await;
+    let dl = letter(missing).await.unwrap();
+    assert_eq!(dl["attempts"], 1, "{dl}");
+    assert_eq!(
+        dl["last_error"], "delivery 77 not found in tenant \"acme\"; not retried",
+        "{dl}"
+    );
     assert!(receiver.requests().is_empty(), "nothing was sent");
     server.stop().await.unwrap();
 }

@@ -86,9 +86,12 @@ impl Breaker<'_> {
             // towards the next opening.
             Gate::Closed if matches!(kv::get(&self.key("open_until")), Ok(Some(_))) => {}
             Gate::Closed => match kv::incr(&self.key("failures"), 1) {
-                // Only the failure that reaches the threshold opens, so
-                // concurrent failures record one opening.
-                Ok(n) if n == self.settings.breaker_threshold => {
+                // The failure that reaches the threshold opens (and resets
+                // the count). Past it too: a count left over (its reset
+                // lost in a kv blip, or the threshold lowered meanwhile)
+                // would otherwise never open again. Two failures at once
+                // past the threshold may record two openings.
+                Ok(n) if n >= self.settings.breaker_threshold => {
                     self.open(now_micros);
                     self.try_kv("resetting", kv::delete(&self.key("failures")).map(drop));
                 }

@@ -15,7 +15,8 @@
 //!   never comes back: the delivery is `dead` at once and the job fails as
 //!   gone (410), which the host dead-letters without retrying.
 //! - A receiver may still see a delivery twice if recording its success fails
-//!   after a 2xx (the retry sends again): `x-neo-delivery` is the id to dedupe on.
+//!   after a 2xx (the retry sends again): `webhook-id` is the id to dedupe on
+//!   (`x-neo-delivery` counts per tenant, so it repeats across tenants).
 //! - A circuit breaker per (tenant, endpoint) stops hammering a receiver that
 //!   keeps failing (see `breaker`).
 
@@ -103,10 +104,12 @@ impl Job<'_> {
     fn attempt(&self) -> Result<Output, Failure> {
         let target = self.target();
         let Some(delivery) = delivery::load(&target, self.delivery_id)? else {
+            // Gone (410): no retry brings the row back, so the host
+            // dead-letters the job at once.
             return Err(reply::fail(
-                404,
+                410,
                 format!(
-                    "delivery {} not found in tenant \"{}\"",
+                    "delivery {} not found in tenant \"{}\"; not retried",
                     self.delivery_id, self.tenant
                 ),
             ));
@@ -151,8 +154,10 @@ impl Job<'_> {
                 // Delivered first: the breaker's bookkeeping (best effort,
                 // kv and a row) must not stand between a 2xx and the mark
                 // that keeps the delivery from being sent again.
-                delivery::mark_delivered(&target, delivery.id, time::now_micros())?;
+                let marked = delivery::mark_delivered(&target, delivery.id, time::now_micros());
+                // A half-open circuit's trial is settled either way.
                 breaker.succeeded(gate, time::now_micros());
+                marked?;
                 Ok(reply::ok(json!({
                     "delivery_id": delivery.id,
                     "status": "delivered",

@@ -19,6 +19,14 @@ pub fn post(
             endpoint.id
         ));
     };
+    if signature::malformed_whsec(&endpoint.secret) {
+        neo_ops_sdk::warn(&format!(
+            "endpoint {}'s secret starts with whsec_ but is not standard base64: its \
+             webhook-signature is made with the whole secret, which standardwebhooks \
+             receivers reject (x-neo-signature is unaffected)",
+            endpoint.id
+        ));
+    }
     let body = delivery.payload.as_bytes().to_vec();
     let message_id = message_id(tenant, delivery.id);
     let request = outbound_http::Request {

@@ -16,9 +16,8 @@ use sha2::Sha256;
 
 /// The `webhook-signature` value for message `id` sent at `timestamp`.
 pub fn standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let key = secret
-        .strip_prefix("whsec_")
-        .and_then(|b64| STANDARD.decode(b64).ok())
+    let key = whsec_key(secret)
+        .and_then(Result::ok)
         .unwrap_or_else(|| secret.as_bytes().to_vec());
     let mut mac = Hmac::<Sha256>::new_from_slice(&key).expect("HMAC accepts keys of any length");
     mac.update(id.as_bytes());
@@ -27,6 +26,21 @@ pub fn standard(secret: &str, id: &str, timestamp: i64, body: &[u8]) -> String {
     mac.update(b".");
     mac.update(body);
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+}
+
+/// The key a `whsec_` secret names, if it is one; `Err` when what follows
+/// the prefix is not standard base64.
+fn whsec_key(secret: &str) -> Option<Result<Vec<u8>, base64::DecodeError>> {
+    secret
+        .strip_prefix("whsec_")
+        .map(|b64| STANDARD.decode(b64))
+}
+
+/// Whether the secret looks like a Standard Webhooks key but is not one:
+/// its `webhook-signature` is then made with the whole secret, and the
+/// receivers' libraries, which decode it, reject every delivery.
+pub fn malformed_whsec(secret: &str) -> bool {
+    matches!(whsec_key(secret), Some(Err(_)))
 }
 
 /// The header value for a body sent at `timestamp` (unix seconds).
@@ -58,6 +72,9 @@ mod tests {
         let raw = standard("key", "msg_1", 1_700_000_000, b"{}");
         assert_eq!(standard("whsec_a2V5", "msg_1", 1_700_000_000, b"{}"), raw);
         assert!(raw.starts_with("v1,") && raw.len() == 3 + 44, "{raw}");
+        assert!(!malformed_whsec("whsec_a2V5") && !malformed_whsec("key"));
+        // URL-safe alphabet or missing padding: not what those libraries take.
+        assert!(malformed_whsec("whsec_a2V5-_") && malformed_whsec("whsec_a2V"));
     }
 
     #[test]
