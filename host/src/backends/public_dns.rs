@@ -1,6 +1,8 @@
 //! Name resolution for wildcard (`scheme://*`) http grants: customer-chosen
 //! hosts may reach only public addresses. Loopback, private, link-local,
-//! carrier-grade NAT, multicast and unspecified addresses are refused, both
+//! carrier-grade NAT, multicast and unspecified addresses are refused (a
+//! NAT64 or 6to4 address counts as the IPv4 address it carries; Teredo,
+//! IPv4-compatible and IPv4-translated ones are refused outright), both
 //! before the request (for a clear `denied`) and inside the client's
 //! resolver, so a name that changes its answer in between gains nothing.
 
@@ -20,7 +22,7 @@ pub fn is_public(ip: IpAddr) -> bool {
 }
 
 fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, ..] = ip.octets();
+    let [a, b, c, _] = ip.octets();
     !(ip.is_loopback()
         || ip.is_private()
         || ip.is_link_local()
@@ -31,6 +33,7 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
         || a >= 240)
 }
 
@@ -52,9 +55,14 @@ fn is_public_v6(ip: Ipv6Addr) -> bool {
     !(ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
+        || s[..6] == [0; 6] // IPv4-compatible (deprecated): ::a.b.c.d
+        || (s[..4] == [0; 4] && s[4] == 0xffff && s[5] == 0) // IPv4-translated
+        || (first == 0x0100 && s[1..4] == [0; 3]) // discard-only
         || (first & 0xfe00) == 0xfc00 // unique local
         || (first & 0xffc0) == 0xfe80 // link local
-        || first == 0x2001 && ip.segments()[1] == 0x0db8) // documentation
+        || (first & 0xffc0) == 0xfec0 // site local (deprecated)
+        || (first == 0x2001 && s[1] == 0) // Teredo: a tunnel to any IPv4 address
+        || (first == 0x2001 && s[1] == 0x0db8)) // documentation
 }
 
 /// The public addresses `host` resolves to; an error naming the host when
@@ -126,6 +134,14 @@ mod tests {
             "64:ff9b:1::808:808",
             "2002:a00:1::1",
             "2002:c0a8:101::1",
+            "::7f00:1",
+            "::a00:1",
+            "::ffff:0:7f00:1",
+            "100::1",
+            "fec0::1",
+            "2001::1",
+            "2001:0:4136:e378:8000:63bf:3fff:fdd2",
+            "192.0.0.8",
         ] {
             assert!(!is_public(inside.parse().unwrap()), "{inside}");
         }
