@@ -139,14 +139,7 @@ pub async fn dead_letters(
 /// enqueue it once: only one removal wins.
 pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, EnqueueError> {
     let key = dead_letter_key(queue);
-    let raw = kv
-        .list_range(&key, 0, -1)
-        .await
-        .map_err(|_| EnqueueError::Unavailable)?;
-    let Some((entry, dead)) = raw.into_iter().find_map(|r| {
-        let job: Job = serde_json::from_slice(&r).ok()?;
-        (job.id == id).then_some((r, job))
-    }) else {
+    let Some((entry, dead)) = find_dead_letter(kv, &key, id).await? else {
         return Ok(None);
     };
     let job = Job {
@@ -167,10 +160,84 @@ pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, Enque
     Ok(Some(dead))
 }
 
+/// Dead letters read at a time while looking for one: each may be a
+/// megabyte of payload, and a queue keeps a thousand.
+const SCAN_CHUNK: i64 = 16;
+
+/// Dead letter `id` of the list at `key`, as stored and as a job, read a
+/// few at a time so the host never holds the whole list. (Entries removed
+/// ahead of it meanwhile, by another replay, can shift it past the scan: it
+/// is then not found this time.)
+async fn find_dead_letter(
+    kv: &Kv,
+    key: &str,
+    id: &str,
+) -> Result<Option<(Vec<u8>, Job)>, EnqueueError> {
+    let mut start = 0;
+    loop {
+        let chunk = kv
+            .list_range(key, start, start + SCAN_CHUNK - 1)
+            .await
+            .map_err(|_| EnqueueError::Unavailable)?;
+        if chunk.is_empty() {
+            return Ok(None);
+        }
+        let found = chunk.into_iter().find_map(|r| {
+            let job: Job = serde_json::from_slice(&r).ok()?;
+            (job.id == id).then_some((r, job))
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+        start += SCAN_CHUNK;
+    }
+}
+
 /// Puts a job at the far end of its queue.
 pub async fn push(kv: &Kv, job: &Job) -> Result<(), EnqueueError> {
     kv.list_push(&queue_key(&job.queue), &[job.entry()])
         .await
         .map(|_| ())
         .map_err(|_| EnqueueError::Unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A dead letter deep in a long list (past many reads of a few) is
+    /// found and moved back, once; an unknown id is not found.
+    #[tokio::test]
+    async fn a_dead_letter_deep_in_the_list_is_replayed_once() {
+        let kv = Kv::connect(None, "t:").await.unwrap();
+        let mut ids = Vec::new();
+        for n in 0..(SCAN_CHUNK * 3 + 5) {
+            let mut job = Job {
+                id: format!("job-{n}"),
+                queue: "q".into(),
+                payload: "{}".into(),
+                attempts: 5,
+                enqueued_at: "2026-12-07T00:00:00Z".into(),
+                last_error: Some("HTTP 500".into()),
+                tenant: None,
+                dead_at: None,
+                not_before_ms: None,
+            };
+            let entry = job.dead_letter_entry();
+            kv.list_push(&dead_letter_key("q"), &[entry]).await.unwrap();
+            ids.push(job.id);
+        }
+        // The first pushed is the deepest: the list is newest first.
+        let deepest = &ids[0];
+        let dead = replay(&kv, "q", deepest).await.unwrap().expect("found");
+        assert_eq!((dead.id.as_str(), dead.attempts), (deepest.as_str(), 5));
+        let queued = kv.list_range(&queue_key("q"), 0, -1).await.unwrap();
+        assert_eq!(queued.len(), 1);
+        let job: Job = serde_json::from_slice(&queued[0]).unwrap();
+        assert_eq!((job.id.as_str(), job.attempts), (deepest.as_str(), 0));
+        assert!(replay(&kv, "q", deepest).await.unwrap().is_none());
+        assert!(replay(&kv, "q", "no-such").await.unwrap().is_none());
+        let left = kv.list_range(&dead_letter_key("q"), 0, -1).await.unwrap();
+        assert_eq!(left.len(), ids.len() - 1);
+    }
 }
