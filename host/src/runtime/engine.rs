@@ -13,6 +13,10 @@ use crate::manifest::MAX_MEMORY;
 /// back to the async executor during long computations.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
+/// Most core instances, and tables, one component may have.
+const CORE_INSTANCES_PER_COMPONENT: u32 = 16;
+const TABLES_PER_COMPONENT: u32 = 16;
+
 /// `max_instances` is the number of plugin instances that can run at once
 /// (pool slots); an invocation beyond it fails instead of allocating more.
 /// `perf_map` writes `/tmp/perf-<pid>.map` naming every function compiled
@@ -20,15 +24,19 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub fn build_engine(max_instances: u32, perf_map: bool) -> anyhow::Result<Engine> {
     let slots = max_instances.max(1);
     let mut pool = PoolingAllocationConfig::default();
+    // Core instances and tables for `slots` components of the largest
+    // shape allowed (a Python component uses 14 core instances): admission
+    // lets `slots` invocations in, and a pool that ran out first would fail
+    // one of them as a crash. Both are bookkeeping, not linear memory.
     pool.total_component_instances(slots)
-        .total_core_instances(slots * 8)
+        .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
         .total_memories(slots)
-        .total_tables(slots * 8)
+        .total_tables(slots * TABLES_PER_COMPONENT)
         .total_stacks(slots)
         .max_memory_size(MAX_MEMORY)
         .max_memories_per_component(4)
-        .max_tables_per_component(16)
-        .max_core_instances_per_component(16)
+        .max_tables_per_component(TABLES_PER_COMPONENT)
+        .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         // Reset reused slots by rewriting the pages a call dirtied (found with
         // PAGEMAP_SCAN where the kernel has it) instead of madvise + page
         // faults on the next call: fewer syscalls, TLB shootdowns and faults.

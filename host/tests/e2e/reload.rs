@@ -413,6 +413,24 @@ async fn a_new_python_check_goes_live_without_a_restart() {
         to_live.as_secs_f64()
     );
 
+    // With a single instance slot, the pool still fits a Python component
+    // (14 core instances): admission's one slot is a slot the pool can fill.
+    let one_slot = std::process::Command::new(env!("CARGO_BIN_EXE_neo-ops"))
+        .arg("--manifest")
+        .arg(&manifest)
+        .arg("--data-dir")
+        .arg(&data)
+        .args(["run", &plugin])
+        .env("NEO_OPS_MAX_INSTANCES", "1")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&one_slot.stdout),
+        String::from_utf8_lossy(&one_slot.stderr),
+    );
+    assert!(one_slot.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("live from python"), "{stdout}{stderr}");
+
     // A check that raises: its exception is the detail.
     let text = std::fs::read_to_string(&app).unwrap();
     std::fs::write(
