@@ -251,6 +251,45 @@ async fn claim_until_answered(
     }
 }
 
+/// Longest sleep before the wall clock is read again while waiting for a
+/// slot: a sleep runs on the monotonic clock, which a wall-clock step (NTP)
+/// does not move and a suspended VM stops.
+const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(30);
+
+/// Waits until the wall clock reaches `next`, reading it again at least
+/// every [`WALL_CLOCK_RECHECK`]: a clock stepped back an hour does not fire
+/// the 20:00 slot at 19:00, nor one stepped forward (or a VM resumed) fire
+/// it an hour late. `false` when `stop` came first and the slot is still
+/// to come: a stopped set fires no slot still to come, while one already
+/// due fires (the set that takes over starts after it, and the claim in
+/// `runs` keeps it once).
+async fn wait_for_the_wall_clock(next: DateTime<Utc>, stop: &CancellationToken) -> bool {
+    wait_for(next, stop, Utc::now, WALL_CLOCK_RECHECK).await
+}
+
+/// [`wait_for_the_wall_clock`] on the clock `now`, read again at least
+/// every `recheck`.
+async fn wait_for(
+    next: DateTime<Utc>,
+    stop: &CancellationToken,
+    now: impl Fn() -> DateTime<Utc>,
+    recheck: Duration,
+) -> bool {
+    loop {
+        let Ok(left) = (next - now()).to_std() else {
+            return true;
+        };
+        if left.is_zero() {
+            return true;
+        }
+        tokio::select! {
+            biased;
+            _ = stop.cancelled() => return next <= now(),
+            _ = tokio::time::sleep(left.min(recheck)) => {}
+        }
+    }
+}
+
 /// Runs one schedule until `stop` is cancelled, firing slots due after
 /// `since`: a set installed by a reload passes the moment it was installed
 /// (the previous set was stopped then), so no slot falls between the two.
@@ -285,20 +324,54 @@ pub async fn run_schedule(
             tracing::warn!(plugin, skipped, slot = %slot_text(next), "slots due meanwhile are skipped; the latest fires");
         }
         first = false;
-        let wait = (next - now).to_std().unwrap_or_default();
-        tokio::select! {
-            biased;
-            // A stopped set fires no slot still to come; one already due
-            // fires (the set that takes over starts after it, and the claim
-            // in `runs` keeps it once).
-            _ = stop.cancelled() => if next > Utc::now() {
-                return;
-            },
-            _ = tokio::time::sleep(wait) => {}
+        if !wait_for_the_wall_clock(next, &stop).await {
+            return;
         }
         fire(&runtime, &plugin, schedule, next).await;
         after = next;
     }
     // The manifest refuses a cron that never fires; this says if one ran out.
     tracing::error!(plugin, cron = spec.cron.as_str(), after = %slot_text(after), "the schedule has no slot left; it stops");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The wall clock stepped back while a slot is waited for: the slot
+    /// fires when the wall clock reaches it, not once the time it was away
+    /// has been slept (at a small scale: 300 ms back, a slot 100 ms away,
+    /// read again every 20 ms).
+    #[tokio::test]
+    async fn a_clock_stepped_back_does_not_fire_a_slot_early() {
+        let base = Utc::now();
+        let started = Instant::now();
+        let wall = || {
+            let elapsed = started.elapsed();
+            let stepped = if elapsed >= Duration::from_millis(50) {
+                chrono::Duration::milliseconds(300)
+            } else {
+                chrono::Duration::zero()
+            };
+            base + chrono::Duration::from_std(elapsed).unwrap() - stepped
+        };
+        let next = base + chrono::Duration::milliseconds(100);
+        let recheck = Duration::from_millis(20);
+        assert!(wait_for(next, &CancellationToken::new(), wall, recheck).await);
+        assert!(wall() >= next);
+        let waited = started.elapsed();
+        assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    }
+
+    /// Stopped: a slot still to come is not fired; one already due is.
+    #[tokio::test]
+    async fn a_stopped_set_fires_only_a_slot_already_due() {
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let now = Utc::now();
+        let soon = now + chrono::Duration::seconds(5);
+        assert!(!wait_for(soon, &stop, Utc::now, WALL_CLOCK_RECHECK).await);
+        let past = now - chrono::Duration::seconds(5);
+        assert!(wait_for(past, &stop, Utc::now, WALL_CLOCK_RECHECK).await);
+    }
 }
