@@ -75,9 +75,23 @@ async fn serve(
         anyhow::Ok(())
     });
 
-    tokio::select! {
-        r = &mut http => { r??; return Ok(()); }
-        _ = shutdown.cancelled() => {}
+    // Shutdown first: with no connection open, the accept loop ends the
+    // moment shutdown is asked for, and taking its end for the reason
+    // would skip the drain below (a schedule run left `running`).
+    let ended = tokio::select! {
+        biased;
+        _ = shutdown.cancelled() => None,
+        r = &mut http => Some(r),
+    };
+    // The accept loop ending on its own (a panic) still drains the rest.
+    let http_done = ended.is_some();
+    let failed = match ended {
+        Some(Ok(Ok(()))) | None => None,
+        Some(Ok(Err(e))) => Some(e),
+        Some(Err(e)) => Some(anyhow::anyhow!("the HTTP server stopped: {e}")),
+    };
+    if let Some(e) = &failed {
+        tracing::error!(error = %e, "the HTTP server stopped; shutting down");
     }
     tracing::info!("shutting down: no new work, draining in-flight invocations");
     services.plugins_ready.store(false, Ordering::Release);
@@ -86,7 +100,9 @@ async fn serve(
         w.abort();
     }
     let drain = async {
-        let _ = (&mut http).await;
+        if !http_done {
+            let _ = (&mut http).await;
+        }
         live.retire_all().await;
         // Invocations whose caller went away finish too.
         services.unfinished.close();
@@ -99,7 +115,7 @@ async fn serve(
     release_runs(&services).await;
     services.db.close().await;
     tracing::info!("stopped");
-    Ok(())
+    failed.map_or(Ok(()), Err)
 }
 
 /// The plugin set being served, swapped whole on reload: routes, schedules
@@ -201,7 +217,10 @@ impl Live {
         });
         drop(current);
         *self.router.write().unwrap_or_else(|p| p.into_inner()) = router;
-        self.services.plugins_ready.store(true, Ordering::Release);
+        // A shutdown begun meanwhile has said "not ready": it stays said.
+        if !shutdown.is_cancelled() {
+            self.services.plugins_ready.store(true, Ordering::Release);
+        }
     }
 
     /// Stops the current set's background tasks and waits for them.

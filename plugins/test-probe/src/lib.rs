@@ -36,6 +36,11 @@ impl Plugin for Probe {
     /// Schedules and queue jobs count each delivery in kv so the tests can
     /// check "once per slot" and "consumed once".
     fn schedule(_: &Invocation, ev: &ScheduleEvent) -> Result<Output, Failure> {
+        for arg in &ev.args {
+            if let Some(ms) = arg.strip_prefix("sleep:") {
+                pause(ms.parse().unwrap_or(0));
+            }
+        }
         let n = kv::incr(&format!("probe:slot:{}", ev.slot), 1)?;
         Ok(reply::json(200, &json!({"slot": ev.slot, "count": n})))
     }
