@@ -192,7 +192,14 @@ async fn load(
                 .lock()
                 .unwrap_or_else(|p| p.into_inner()) = None;
             let cache = live.services.settings.data_dir.join("cache");
-            let evicted = crate::runtime::cache::evict_unused(&cache, &components, &engine_tag);
+            // Off the async workers: it reads and hashes every component
+            // (the Python one is 18 MB) while requests are being served.
+            let keep = components.clone();
+            let evicted = tokio::task::spawn_blocking(move || {
+                crate::runtime::cache::evict_unused(&cache, &keep, &engine_tag)
+            })
+            .await
+            .unwrap_or(0);
             tracing::info!(
                 plugins,
                 millis = started.elapsed().as_millis() as u64,
