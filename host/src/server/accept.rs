@@ -169,11 +169,13 @@ pub async fn serve(
             // every one is busy, look again now and then, since a busy one
             // left open by keep-alive goes idle without closing.
             Err(_) => {
-                let mut evicted = false;
+                let mut evicted_at: Option<tokio::time::Instant> = None;
                 let waited = loop {
-                    // One at a time: a closed connection frees its slot.
-                    if !evicted {
-                        evicted = registry.evict_idle();
+                    // One at a time: a closed connection frees its slot. One
+                    // that has not within its grace (a request reached it
+                    // as it was asked to close) leaves room to ask the next.
+                    if evicted_at.is_none_or(|at| at.elapsed() > EVICTION_GRACE) {
+                        evicted_at = registry.evict_idle().then(tokio::time::Instant::now);
                     }
                     tokio::select! {
                         _ = shutdown.cancelled() => break None,
