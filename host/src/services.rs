@@ -62,6 +62,10 @@ pub struct Services {
     /// Invocations whose HTTP caller went away (or was answered by the
     /// request limit) finish here; shutdown waits for them.
     pub unfinished: tokio_util::task::TaskTracker,
+    /// Cancelled when the process begins to shut down (not on a reload):
+    /// work waiting to start (a schedule slot waiting for a plugin slot)
+    /// then gives up instead of starting during the drain.
+    pub stopping: tokio_util::sync::CancellationToken,
     pub started: std::time::Instant,
 }
 
@@ -100,6 +104,7 @@ impl Services {
             tokens: crate::auth::Tokens::new(),
             request_bodies: Default::default(),
             unfinished: Default::default(),
+            stopping: Default::default(),
             started: std::time::Instant::now(),
         }))
     }

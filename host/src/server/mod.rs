@@ -94,6 +94,7 @@ async fn serve(
         tracing::error!(error = %e, "the HTTP server stopped; shutting down");
     }
     tracing::info!("shutting down: no new work, draining in-flight invocations");
+    services.stopping.cancel();
     services.plugins_ready.store(false, Ordering::Release);
     if let Some(w) = watcher {
         // A load in progress is abandoned (its set is never installed).

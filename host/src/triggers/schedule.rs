@@ -191,12 +191,28 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
                     tracing::warn!(plugin, slot = %slot_text(at), "every plugin slot is taken; the schedule waits for one");
                     waiting = true;
                 }
-                tokio::time::sleep(BUSY_PAUSE).await;
+                if !pause_unless_stopping(runtime, BUSY_PAUSE).await {
+                    // Not started during the drain; the run is marked
+                    // interrupted as the process leaves.
+                    tracing::warn!(plugin, slot = %slot_text(at), "shutting down: the schedule stops waiting for a slot");
+                    return;
+                }
             }
             result => break result,
         }
     };
     finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
+}
+
+/// Sleeps `pause`; false, at once, when the process begins to shut down
+/// (a reload does not stop a slot's wait: the set taking over does not
+/// fire a slot already due).
+async fn pause_unless_stopping(runtime: &Runtime, pause: Duration) -> bool {
+    tokio::select! {
+        biased;
+        _ = runtime.services.stopping.cancelled() => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
 }
 
 /// Claims the slot, asking again while the database cannot answer (a blip
@@ -224,7 +240,9 @@ async fn claim_until_answered(
                     Ok(found) => return found,
                     Err(e) if Instant::now() + pause < give_up => {
                         tracing::warn!(plugin, slot = %slot_text(at), error = %e, retry_in = ?pause, "cannot tell whose the schedule slot is yet");
-                        tokio::time::sleep(pause).await;
+                        if !pause_unless_stopping(runtime, pause).await {
+                            return None;
+                        }
                         pause = (pause * 2).min(CLAIM_PAUSE_MAX);
                     }
                     Err(e) => {
@@ -240,7 +258,9 @@ async fn claim_until_answered(
             Err(e) if Instant::now() + pause < give_up => {
                 failed_before = true;
                 tracing::warn!(plugin, slot = %slot_text(at), error = %e, retry_in = ?pause, "cannot claim schedule slot yet");
-                tokio::time::sleep(pause).await;
+                if !pause_unless_stopping(runtime, pause).await {
+                    return None;
+                }
                 pause = (pause * 2).min(CLAIM_PAUSE_MAX);
             }
             Err(e) => {

@@ -639,3 +639,44 @@ async fn a_busy_slot_waits_rather_than_failing(backend: Backend) {
 }
 
 on_both_backends!(busy_slots, a_busy_slot_waits_rather_than_failing);
+
+/// Shutdown while a slot waits for a plugin slot: the slot gives up at
+/// once rather than start its run during the drain when the long job
+/// ends, and is marked interrupted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_waiting_at_shutdown_does_not_start() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let mut settings = dep.settings("a");
+    settings.max_instances = 3;
+    settings.admission = neo_ops::runtime::admission::AdmissionPolicy {
+        wait: Duration::from_millis(100),
+        ..Default::default()
+    };
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let server = dep.start_with_services(TICKER_AND_WORKER, services).await;
+    queue::enqueue(&server.services.kv, "jobs", None, "sleep:3000-no-kv")
+        .await
+        .unwrap();
+    // The job holds the background share; the next slots wait for it.
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    let stop_asked = chrono::Utc::now().timestamp_micros();
+    server.stop().await.unwrap();
+    let rows = ticker_runs(&dep, "slot, status, finished_at").await.rows;
+    assert!(
+        rows.iter()
+            .any(|r| r[1] == Value::Text("interrupted".into())),
+        "{rows:?}"
+    );
+    for r in &rows {
+        if let (Value::Text(status), Value::Timestamp(done)) = (&r[1], &r[2])
+            && status == "ok"
+        {
+            assert!(
+                *done < stop_asked + 500_000,
+                "a run started during the drain: {r:?}"
+            );
+        }
+    }
+}
