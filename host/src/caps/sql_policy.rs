@@ -61,6 +61,31 @@ const REFUSED_PREFIXES: &[&str] = &["PG_TEMP", "PG_ADVISORY", "PG_TRY_ADVISORY"]
 /// above when called.
 const REFUSED_CREATED: &[&str] = &["FUNCTION", "PROCEDURE"];
 
+/// Tables only the host touches: a row of `api_tokens` is a credential (a
+/// plugin that could write one could mint a super_admin token).
+const HOST_ONLY_TABLES: &[&str] = &["API_TOKENS"];
+
+/// Tables plugins may read but not write: the audit chain, appended to by
+/// the host (`audit.record`, which stamps who), so a plugin cannot forge
+/// or rewrite a record.
+const READ_ONLY_TABLES: &[&str] = &["AUDIT_LOG"];
+
+/// Words that make a statement write (or define something that writes).
+const WRITING: &[&str] = &[
+    "INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "DROP", "CREATE", "REPLACE", "ALTER",
+    "GRANT", "REVOKE", "RENAME", "UPSERT",
+];
+
+/// Word beginnings of Postgres functions that run SQL given as text,
+/// which no reading of the words could see into.
+const RUNS_TEXT_AS_SQL: &[&str] = &[
+    "QUERY_TO_XML",
+    "TABLE_TO_XML",
+    "CURSOR_TO_XML",
+    "SCHEMA_TO_XML",
+    "DATABASE_TO_XML",
+];
+
 /// SQL found allowed before: plugins send the same few statements on every
 /// call, and looking one up costs a fraction of reading it twice (about 4 %
 /// of a `/status.json` request).
@@ -102,9 +127,44 @@ fn read(sql: &str) -> Result<(), WitError> {
                      SET LOCAL inside it)"
                 )));
             }
+            if let Some(why) = reaches_host_tables(&statement) {
+                return Err(WitError::denied(why));
+            }
         }
     }
     Ok(())
+}
+
+/// Why one statement's words reach what is the host's: a host-only table
+/// named at all, a read-only one named by a statement that writes, or a
+/// function that runs text as SQL.
+fn reaches_host_tables(words: &[Word]) -> Option<String> {
+    let named = |list: &[&str]| {
+        words
+            .iter()
+            .find(|w| list.iter().any(|t| w.text.eq_ignore_ascii_case(t)))
+    };
+    if let Some(table) = named(HOST_ONLY_TABLES) {
+        return Some(format!(
+            "table \"{}\" is the host's: a plugin's statement may not name it",
+            table.text
+        ));
+    }
+    if let (Some(table), Some(write)) = (named(READ_ONLY_TABLES), named(WRITING)) {
+        return Some(format!(
+            "\"{}\" on table \"{}\" is not allowed: plugins only read it (audit records are \
+             written by the host, through audit.record)",
+            write.text.to_ascii_uppercase(),
+            table.text
+        ));
+    }
+    words.iter().find_map(|w| {
+        let text = w.text.to_ascii_uppercase();
+        RUNS_TEXT_AS_SQL
+            .iter()
+            .any(|f| text.starts_with(f))
+            .then(|| format!("\"{}\" is not allowed: it runs SQL given as text", w.text))
+    })
 }
 
 /// Whose rules split the SQL into statements and words.
@@ -436,6 +496,50 @@ mod tests {
         assert!(
             refusal("CREATE OR REPLACE FUNCTION f()").starts_with("statement \"CREATE FUNCTION\"")
         );
+    }
+
+    /// The host's own tables: tokens are not named at all, the audit chain
+    /// is only read; however the name is written or hidden.
+    #[test]
+    fn the_hosts_tables_are_out_of_reach() {
+        for sql in [
+            "INSERT INTO api_tokens (token_id, name, role, token_hash) VALUES ('a', 'b', 'super_admin', 'c')",
+            "UPDATE API_TOKENS SET revoked_at = NULL",
+            "SELECT token_hash FROM public.api_tokens",
+            "SELECT * FROM \"api_tokens\"",
+            "select * from [api_tokens]",
+            "INSERT INTO audit_log (actor) VALUES ('oncall')",
+            "update public.\"audit_log\" set actor = 'x'",
+            "DELETE FROM audit_log WHERE id > 10",
+            "WITH gone AS (DELETE FROM audit_log RETURNING id) SELECT COUNT(*) FROM gone",
+            "REPLACE INTO audit_log (id) VALUES (1)",
+            "CREATE TRIGGER t AFTER INSERT ON orders BEGIN INSERT INTO audit_log (actor) VALUES ('x'); END",
+            "DROP TABLE audit_log",
+            "SELECT query_to_xml('select token_hash from api' || '_tokens', true, false, '')",
+            "SELECT table_to_xml_and_xmlschema('x', true, false, '')",
+        ] {
+            let e = check(sql).expect_err(sql);
+            assert_eq!(e.code, crate::bindings::ErrorCode::Denied, "{sql}");
+        }
+        assert_eq!(
+            check("UPDATE api_tokens SET revoked_at = NULL")
+                .unwrap_err()
+                .message,
+            "table \"api_tokens\" is the host's: a plugin's statement may not name it"
+        );
+        assert_eq!(
+            check("DELETE FROM audit_log").unwrap_err().message,
+            "\"DELETE\" on table \"audit_log\" is not allowed: plugins only read it (audit \
+             records are written by the host, through audit.record)"
+        );
+        for sql in [
+            "SELECT at, actor, action, target FROM audit_log WHERE tenant = $1 ORDER BY id DESC LIMIT $2",
+            "SELECT COUNT(*) FROM audit_log",
+            "SELECT 'api_tokens' AS word",
+            "UPDATE orders SET note = 'audit_log'",
+        ] {
+            assert!(check(sql).is_ok(), "{sql}");
+        }
     }
 
     #[test]

@@ -79,6 +79,31 @@ async fn denied_capabilities_do_nothing(backend: Backend) {
     );
     assert_eq!(settings_rows("acme").await, 1);
     assert_eq!(settings_rows("globex").await, 0);
+    // The master grant does not reach the host's own tables: no token can
+    // be minted or revived, no audit record forged or removed.
+    for sql in [
+        "INSERT INTO api_tokens (token_id, name, role, token_hash) \
+         VALUES ('deadbeef', 'x', 'super_admin', 'h')",
+        "UPDATE api_tokens SET revoked_at = NULL",
+        "INSERT INTO audit_log (actor, action, target) VALUES ('oncall', 'x', 'y')",
+        "DELETE FROM audit_log",
+    ] {
+        assert_denied(
+            &probe(&server, "probe", &["db-sql", "master", sql]).await,
+            sql,
+        );
+    }
+    let tokens = neo_ops::auth::list_tokens(server.master(), true)
+        .await
+        .unwrap();
+    assert!(tokens.is_empty(), "{tokens:?}");
+    let read = probe(
+        &server,
+        "probe",
+        &["db-sql", "master", "SELECT COUNT(*) AS n FROM audit_log"],
+    )
+    .await;
+    assert_eq!(read["ok"], true, "reading the chain is allowed: {read}");
     // "tenant" grants only the invocation's own tenant.
     let own = probe(
         &server,
