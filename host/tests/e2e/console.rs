@@ -670,6 +670,46 @@ async fn reprint_kot_once_per_click(ctx: &Ctx) {
     assert!(kv.unlock(busy, &token).await.unwrap());
     assert_eq!(reprints(3).await, [3, 3]);
     assert_eq!(ctx.audit_rows().await, before + 3);
+    // A call under another key while one is running on the same order (a
+    // console reloaded during a slow send): told it is running, not run.
+    let clicks = "console:click:bravo:reprint_kot:order:3";
+    // The no-key double clicks above left their lock and done mark for the
+    // window: cleared, as if that window had passed.
+    let host_lock = format!("{}lock:{clicks}", neo_ops::manifest::HOST_NAMESPACE);
+    kv.delete(&host_lock).await.unwrap();
+    kv.delete(&format!("console:done:{clicks}")).await.unwrap();
+    let token = kv
+        .lock(clicks, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .unwrap();
+    let other_key = || {
+        let mut call = ctx.call("POST", path);
+        call.headers.push(("Idempotency-Key", "kot-after-reload"));
+        ctx.send(call)
+    };
+    assert_eq!(
+        other_key().await,
+        (
+            409,
+            error(
+                409,
+                "reprint_kot on order:3 is already running; check its outcome before trying again"
+            )
+        )
+    );
+    assert_eq!(reprints(3).await, [3, 3]);
+    // Once it is over, that key's call runs (and leaves the order free).
+    assert!(kv.unlock(clicks, &token).await.unwrap());
+    let (status, body) = other_key().await;
+    assert_eq!((status, &body["data"]["duplicate"]), (200, &json!(false)));
+    assert_eq!(reprints(3).await, [4, 4]);
+    let free = kv
+        .lock(clicks, std::time::Duration::from_secs(1))
+        .await
+        .unwrap();
+    assert!(free.is_some(), "the call left the order free");
+    assert_eq!(ctx.audit_rows().await, before + 4);
     // Alpha's order 1 KOT (same id space) is untouched.
     assert_eq!(
         int(
@@ -685,7 +725,7 @@ async fn reprint_kot_once_per_click(ctx: &Ctx) {
         ctx.post("/order/2/reprint_kot?tenant=bravo").await,
         (404, error(404, "order 2 has no kitchen order tickets"))
     );
-    assert_eq!(ctx.audit_rows().await, before + 3);
+    assert_eq!(ctx.audit_rows().await, before + 4);
 }
 
 async fn replay_webhook_enqueues_once(ctx: &Ctx) {
@@ -812,7 +852,7 @@ async fn audit_records_who_and_chain_catches_edits(ctx: &Ctx) {
     let expected: [(&str, i64); 5] = [
         ("console.search", 5),
         ("console.resend_invoice", 3),
-        ("console.reprint_kot", 3),
+        ("console.reprint_kot", 4),
         ("console.replay_webhook", 1),
         ("console.unlock_pin", 1),
     ];
@@ -827,10 +867,10 @@ async fn audit_records_who_and_chain_catches_edits(ctx: &Ctx) {
         assert_eq!(count, n, "{action}");
     }
     let total = ctx.audit_rows().await;
-    assert_eq!(total, 13);
+    assert_eq!(total, 14);
 
     let v = neo_ops::audit_log::verify(master).await.unwrap();
-    assert_eq!((v.records, v.broken_at.as_ref()), (13, None));
+    assert_eq!((v.records, v.broken_at.as_ref()), (14, None));
     let ids = support::ints(master, "SELECT id FROM audit_log ORDER BY id", &[]).await;
     // A forged actor on the last record is caught...
     master

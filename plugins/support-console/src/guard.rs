@@ -10,6 +10,9 @@
 //! lock is held and not marked is told the work is still running. What no
 //! mark covers: a call cut off before it could mark (mid-mail, or between
 //! another action's commit and its mark) can be retried into a second run.
+//! A call with a key also holds the target's double-click lock while it
+//! runs, so one with another key (a reload of the console during a slow
+//! send) is told the action is running rather than doing it a second time.
 
 use neo_ops_sdk::{Failure, config, kv};
 use std::time::Duration;
@@ -22,6 +25,11 @@ pub struct Held {
     name: String,
     token: String,
     ttl_ms: u64,
+    /// With a key, the target's double-click lock too (its name and token),
+    /// held while the call runs: a call with another key (the console
+    /// makes one per search) cannot run the same action on the same target
+    /// at the same time, as a reload during a slow send would.
+    running: Option<(String, String)>,
 }
 
 /// What taking the guard found.
@@ -38,11 +46,15 @@ pub enum Guard {
 impl Held {
     /// Lets a retry through: the work failed before it took effect.
     pub fn release(self) {
-        if let Err(e) = kv::unlock(&self.name, &self.token) {
-            neo_ops_sdk::warn(&format!(
-                "releasing \"{}\" failed: {}",
-                self.name, e.message
-            ));
+        unlock(&self.name, &self.token);
+        self.finish();
+    }
+
+    /// The call is over: a call with another key may now run the action
+    /// on this target (this one's own lock stays, as the guard).
+    pub fn finish(self) {
+        if let Some((name, token)) = &self.running {
+            unlock(name, token);
         }
     }
 
@@ -56,6 +68,12 @@ impl Held {
                 self.name, e.message
             ));
         }
+    }
+}
+
+fn unlock(name: &str, token: &str) {
+    if let Err(e) = kv::unlock(name, token) {
+        neo_ops_sdk::warn(&format!("releasing \"{name}\" failed: {}", e.message));
     }
 }
 
@@ -96,6 +114,28 @@ pub fn already_done(
     Ok(kv::get(&done_key(&name))?.is_some())
 }
 
+/// What a keyed call found of the target's double-click lock.
+enum Running {
+    Taken((String, String)),
+    Finished,
+    Busy,
+}
+
+/// Takes the target's double-click lock for a call with a key, for as long
+/// as the double-click window (a call cut off leaves it to expire then).
+fn running_lock(tenant: &str, action: &str, target: &str) -> Result<Running, Failure> {
+    let (name, window) = lock_of(tenant, action, target, None)?;
+    let ttl_ms = window.as_millis().max(1) as u64;
+    if let Some(token) = kv::lock(&name, ttl_ms)? {
+        return Ok(Running::Taken((name, token)));
+    }
+    Ok(if kv::get(&done_key(&name))?.is_some() {
+        Running::Finished
+    } else {
+        Running::Busy
+    })
+}
+
 /// Takes the guard for this action on this target; the caller has asked
 /// `already_done` first.
 pub fn acquire(
@@ -111,16 +151,29 @@ pub fn acquire(
     // The caller has looked at the done mark already (`already_done`); the
     // looks below cover a mark made since.
     if let Some(token) = kv::lock(&name, ttl_ms)? {
-        let held = Held {
+        let mut held = Held {
             name,
             token,
             ttl_ms,
+            running: None,
         };
         // Marked since the caller's look by a call that took effect and was
         // then cut off (which released its lock): done.
         if done()? {
             held.release();
             return Ok(Guard::Done);
+        }
+        if key.is_some() {
+            match running_lock(tenant, action, target)? {
+                Running::Taken(lock) => held.running = Some(lock),
+                // A call without a key finished within its window (its
+                // lock stays as the double-click guard): not running.
+                Running::Finished => {}
+                Running::Busy => {
+                    held.release();
+                    return Ok(Guard::Running);
+                }
+            }
         }
         return Ok(Guard::Held(held));
     }

@@ -110,6 +110,7 @@ fn act(req: &HttpRequest, tenant: &str, action: Action) -> Result<Output, Failur
     };
     // The work is done and recorded; the guard stays so a repeat does nothing.
     held.done();
+    held.finish();
     if let (Some(obj), Json::Object(more)) = (data.as_object_mut(), outcome.data) {
         obj.extend(more);
     }
