@@ -229,6 +229,11 @@ async fn on_call_console_in_a_real_browser() {
     click(&s, Locator::XPath(&button("Resend invoice"))).await;
     let question = wait_text(&s, "#confirm-text", "tenant acme").await;
     assert!(question.contains(&format!("order {order}")), "{question}");
+    // Cancel has the focus: an Enter too many does not confirm.
+    assert_eq!(
+        s.eval("return document.activeElement.id;").await,
+        "confirm-cancel"
+    );
     s.screenshot("console-confirm-1280.png").await;
     click(&s, Locator::Id("confirm-ok")).await;
     let outcome = wait_text(&s, "#support-results .outcome", "Done: invoice").await;
@@ -398,12 +403,34 @@ async fn on_call_console_in_a_real_browser() {
         .eval("return getComputedStyle(document.body).backgroundColor;")
         .await;
     assert_eq!(background, "rgb(21, 24, 28)");
+    // The current tab's text is dark on the light accent, readable.
+    let tab_text = dark
+        .eval("return getComputedStyle(document.querySelector('nav button[aria-current=page]')).color;")
+        .await;
+    assert_eq!(tab_text, "rgb(11, 18, 32)");
     dark.screenshot("console-audit-1280-dark.png").await;
+    // The token revoked meanwhile: the next refusal signs the page out,
+    // saying why, and the token is forgotten.
+    let id = admin.split('_').nth(1).unwrap();
+    assert!(
+        neo_ops::auth::revoke_token(server.master(), id)
+            .await
+            .unwrap()
+    );
+    open(&dark, "dlq").await;
+    wait_text(
+        &dark,
+        "#signin-error",
+        "The token was refused (revoked or expired)",
+    )
+    .await;
+    assert_eq!(dark.eval("return sessionStorage.length;").await, 0);
+    assert_eq!(tabs_display(&dark).await, "none");
     dark.close().await;
 
     // The console's own pages raised no CSP violation: only the four
     // reports posted above are there.
-    let (code, body) = server.get("/admin/csp/reports", Some(&admin)).await;
+    let (code, body) = server.get("/admin/csp/reports", Some(&root)).await;
     assert_eq!(code, 200, "{body}");
     let reports: Json = serde_json::from_str(&body).unwrap();
     let reports = reports["data"]["reports"].as_array().unwrap();

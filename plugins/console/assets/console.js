@@ -4,6 +4,7 @@
 "use strict";
 
 const TOKEN_KEY = "neo-ops-token";
+const WHOAMI = "/api/admin/whoami";
 const $ = (id) => document.getElementById(id);
 const FORBIDDEN =
   "Refused (403 forbidden): the token is unknown or revoked, or its role may not do this.";
@@ -53,11 +54,29 @@ async function api(method, path, body, headers = {}) {
   if (sessionStorage.getItem(TOKEN_KEY) !== token) {
     throw Object.assign(new Error("signed out meanwhile"), { stale: true });
   }
-  if (resp.status === 403) throw Object.assign(new Error(FORBIDDEN), { status: 403 });
+  if (resp.status === 403) {
+    // Refused: the token itself (revoked or expired meanwhile), or only
+    // this route for its role. Whoami tells which.
+    if (path !== WHOAMI) recheckToken(token);
+    throw Object.assign(new Error(FORBIDDEN), { status: 403 });
+  }
   // Preflight answers 503 with its report when a check fails.
   if (doc && doc.data !== undefined) return doc.data;
   const message = doc && doc.error ? doc.error.message : "HTTP " + resp.status;
   throw Object.assign(new Error(message + " (" + resp.status + ")"), { status: resp.status });
+}
+
+/** Forgets a token the host now refuses outright, and says so at sign-in. */
+async function recheckToken(token) {
+  try {
+    await api("GET", WHOAMI);
+  } catch (e) {
+    if (e.status === 403 && sessionStorage.getItem(TOKEN_KEY) === token) {
+      signOut();
+      $("signin-error").textContent =
+        "The token was refused (revoked or expired): sign in with another.";
+    }
+  }
 }
 
 /** Runs `work` with `buttons` disabled, so a second click cannot send the
@@ -84,7 +103,9 @@ function confirmAction(text) {
     dialog.returnValue = "";
     dialog.addEventListener("close", () => resolve(dialog.returnValue === "ok"), { once: true });
     dialog.showModal();
-    $("confirm-ok").focus();
+    // Cancel has the focus: one Enter too many (or a key repeat) after the
+    // click that opened it must not confirm a change.
+    $("confirm-cancel").focus();
   });
 }
 
@@ -111,13 +132,15 @@ function card(title, fields, ...extra) {
 async function signIn(token) {
   sessionStorage.setItem(TOKEN_KEY, token);
   try {
-    const me = await api("GET", "/api/admin/whoami");
+    const me = await api("GET", WHOAMI);
     role = me.role;
     $("who").textContent = me.name + " (" + me.role + ")";
     $("signin").hidden = true;
     $("tabs").hidden = false;
     $("signout").hidden = false;
     $("signin-error").textContent = "";
+    // Not left in the (hidden) field for the browser to offer to save.
+    $("token").value = "";
     // Support actions are for super_admin; the host refuses them to others anyway.
     $("tab-support").hidden = role !== "super_admin";
     show(role === "super_admin" ? "support" : "preflight");
@@ -267,7 +290,7 @@ function actionCard(title, fields, tenant, actions) {
               "Idempotency-Key": key,
             });
             outcomeText(outcome, data.duplicate
-              ? "Already done: nothing was repeated."
+              ? "Already done (an earlier click): nothing was repeated. Search again to do it anew."
               : "Done: " + summarize(data), false);
           } catch (e) {
             if (!e.stale) outcomeText(outcome, e.message, true);
