@@ -602,11 +602,9 @@ queue = { name = "jobs", max_attempts = 1 }
 grants = { kv = ["probe:"] }
 "#;
 
-/// A slot that finds the background share taken (a long queue job holds
-/// it) waits for a plugin slot instead of being used up as an error: every
-/// run ends ok, the ones due during the job included.
-async fn a_busy_slot_waits_rather_than_failing(backend: Backend) {
-    let dep = Deployment::new(backend).await;
+/// The ticker on three plugin slots (one for background work), with a
+/// queue job of `ms` holding that one.
+async fn ticker_behind_a_long_job(dep: &Deployment, ms: u64) -> support::Server {
     let mut settings = dep.settings("a");
     settings.max_instances = 3;
     settings.admission = neo_ops::runtime::admission::AdmissionPolicy {
@@ -617,9 +615,23 @@ async fn a_busy_slot_waits_rather_than_failing(backend: Backend) {
         .await
         .unwrap();
     let server = dep.start_with_services(TICKER_AND_WORKER, services).await;
-    queue::enqueue(&server.services.kv, "jobs", None, "sleep:2500-no-kv")
-        .await
-        .unwrap();
+    queue::enqueue(
+        &server.services.kv,
+        "jobs",
+        None,
+        &format!("sleep:{ms}-no-kv"),
+    )
+    .await
+    .unwrap();
+    server
+}
+
+/// A slot that finds the background share taken (a long queue job holds
+/// it) waits for a plugin slot instead of being used up as an error: every
+/// run ends ok, the ones due during the job included.
+async fn a_busy_slot_waits_rather_than_failing(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = ticker_behind_a_long_job(&dep, 2500).await;
     tokio::time::sleep(Duration::from_millis(4500)).await;
     server.stop().await.unwrap();
     let rows = ticker_runs(&dep, "slot, status, finished_at").await.rows;
@@ -646,19 +658,7 @@ on_both_backends!(busy_slots, a_busy_slot_waits_rather_than_failing);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slot_waiting_at_shutdown_does_not_start() {
     let dep = Deployment::new(Backend::Embedded).await;
-    let mut settings = dep.settings("a");
-    settings.max_instances = 3;
-    settings.admission = neo_ops::runtime::admission::AdmissionPolicy {
-        wait: Duration::from_millis(100),
-        ..Default::default()
-    };
-    let services = neo_ops::services::Services::connect(settings)
-        .await
-        .unwrap();
-    let server = dep.start_with_services(TICKER_AND_WORKER, services).await;
-    queue::enqueue(&server.services.kv, "jobs", None, "sleep:3000-no-kv")
-        .await
-        .unwrap();
+    let server = ticker_behind_a_long_job(&dep, 3000).await;
     // The job holds the background share; the next slots wait for it.
     tokio::time::sleep(Duration::from_millis(1800)).await;
     let stop_asked = chrono::Utc::now().timestamp_micros();
