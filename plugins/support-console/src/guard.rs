@@ -157,14 +157,28 @@ pub fn acquire(
             ttl_ms,
             running: None,
         };
+        // A kv failure from here on gives the lock back: kept, it would
+        // tell every retry with this key "running" until it expired.
+        let given_back = |held: Held, e: Failure| {
+            held.release();
+            Err(e)
+        };
         // Marked since the caller's look by a call that took effect and was
         // then cut off (which released its lock): done.
-        if done()? {
-            held.release();
-            return Ok(Guard::Done);
+        match done() {
+            Ok(true) => {
+                held.release();
+                return Ok(Guard::Done);
+            }
+            Ok(false) => {}
+            Err(e) => return given_back(held, e),
         }
         if key.is_some() {
-            match running_lock(tenant, action, target)? {
+            let running = match running_lock(tenant, action, target) {
+                Ok(running) => running,
+                Err(e) => return given_back(held, e),
+            };
+            match running {
                 Running::Taken(lock) => held.running = Some(lock),
                 // A call without a key finished within its window (its
                 // lock stays as the double-click guard): not running.
