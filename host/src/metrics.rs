@@ -1,7 +1,7 @@
 //! What the process counts, for `GET /metrics` (Prometheus text format, role
 //! `admin`): invocations by plugin, trigger and outcome, their durations,
-//! plugin slots in use and waiting, queue depth and dead letters per queue,
-//! and how late schedule slots fire.
+//! plugin slots in use and waiting, queue depth, retries waiting and dead
+//! letters per queue, and how late schedule slots fire.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,6 +39,7 @@ pub struct Metrics {
     pub slots_waiting: Gauge,
     pub queue_depth: Family<QueueLabels, Gauge>,
     pub dead_letters: Family<QueueLabels, Gauge>,
+    pub queue_retrying: Family<QueueLabels, Gauge>,
     pub schedule_lag: Family<PluginLabels, Gauge<f64, AtomicU64>>,
 }
 
@@ -55,6 +56,7 @@ impl Default for Metrics {
         let slots_waiting = Gauge::default();
         let queue_depth = Family::<QueueLabels, Gauge>::default();
         let dead_letters = Family::<QueueLabels, Gauge>::default();
+        let queue_retrying = Family::<QueueLabels, Gauge>::default();
         let schedule_lag = Family::<PluginLabels, Gauge<f64, AtomicU64>>::default();
         let mut registry = Registry::with_prefix("neo_ops");
         registry.register(
@@ -88,6 +90,11 @@ impl Default for Metrics {
             dead_letters.clone(),
         );
         registry.register(
+            "queue_retrying",
+            "Failed jobs of a queue waiting for their retry",
+            queue_retrying.clone(),
+        );
+        registry.register(
             "schedule_lag_seconds",
             "How late the last schedule slot of a plugin fired",
             schedule_lag.clone(),
@@ -100,6 +107,7 @@ impl Default for Metrics {
             slots_waiting,
             queue_depth,
             dead_letters,
+            queue_retrying,
             schedule_lag,
         }
     }

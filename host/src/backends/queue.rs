@@ -26,8 +26,10 @@ pub struct Job {
     /// When the job was dead-lettered (RFC 3339, UTC).
     #[serde(default)]
     pub dead_at: Option<String>,
-    /// A retry waits until then (milliseconds since the epoch); the queue
-    /// keeps flowing meanwhile.
+    /// Until then (milliseconds since the epoch) the job is not run: an
+    /// entry an older release queued to wait in the queue itself, moved to
+    /// the retrying set when claimed. Retries now wait in that set, scored
+    /// by this time, and carry none.
     #[serde(default)]
     pub not_before_ms: Option<i64>,
 }
@@ -59,6 +61,12 @@ pub fn queue_key(queue: &str) -> String {
 
 pub fn dead_letter_key(queue: &str) -> String {
     format!("{HOST_NAMESPACE}dlq:{queue}")
+}
+
+/// The jobs waiting for a retry: a sorted set scored by when each is due,
+/// moved back onto the queue as they come due (so no consumer polls them).
+pub fn retrying_key(queue: &str) -> String {
+    format!("{HOST_NAMESPACE}queue:{queue}:retrying")
 }
 
 pub fn processing_key(queue: &str, replica: &str) -> String {

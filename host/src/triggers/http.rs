@@ -324,7 +324,7 @@ const QUEUE_LENGTHS_WITHIN: Duration = Duration::from_secs(2);
 /// than shown as an empty queue (a scrape during a Redis outage must not
 /// look healthy), and a queue no plugin consumes any more has no series.
 async fn queue_lengths(runtime: &Runtime) {
-    use crate::backends::queue::{dead_letter_key, queue_key};
+    use crate::backends::queue::{dead_letter_key, queue_key, retrying_key};
     let m = &runtime.services.metrics;
     let kv = &runtime.services.kv;
     let queues: Vec<String> = runtime
@@ -332,18 +332,28 @@ async fn queue_lengths(runtime: &Runtime) {
         .filter_map(|p| p.manifest.queue.as_ref().map(|q| q.name.clone()))
         .collect();
     let asked = futures::future::join_all(queues.into_iter().map(|queue| async move {
-        let (waiting, dead_letters) = (queue_key(&queue), dead_letter_key(&queue));
-        let (depth, dead) = tokio::join!(kv.list_len(&waiting), kv.list_len(&dead_letters));
-        (queue, depth.ok(), dead.ok())
+        let keys = [
+            queue_key(&queue),
+            dead_letter_key(&queue),
+            retrying_key(&queue),
+        ];
+        let (depth, dead, retrying) = tokio::join!(
+            kv.list_len(&keys[0]),
+            kv.list_len(&keys[1]),
+            kv.sorted_len(&keys[2]),
+        );
+        (queue, [depth.ok(), dead.ok(), retrying.ok()])
     }));
     let lengths = tokio::time::timeout(QUEUE_LENGTHS_WITHIN, asked)
         .await
         .unwrap_or_default();
-    m.queue_depth.clear();
-    m.dead_letters.clear();
-    for (queue, depth, dead) in lengths {
+    let families = [&m.queue_depth, &m.dead_letters, &m.queue_retrying];
+    for family in families {
+        family.clear();
+    }
+    for (queue, lengths) in lengths {
         let labels = crate::metrics::QueueLabels { queue };
-        for (family, len) in [(&m.queue_depth, depth), (&m.dead_letters, dead)] {
+        for (family, len) in families.into_iter().zip(lengths) {
             if let Some(n) = len {
                 family.get_or_create(&labels).set(n as i64);
             }

@@ -1,16 +1,18 @@
 //! Queue trigger: a consumer moves a job atomically into its own processing
 //! list (so exactly one replica gets it and a crash does not lose it),
-//! invokes the plugin, and acknowledges; failures retry with backoff, then go
-//! to the dead letters. Consumers keep a liveness key so a dead replica's
+//! invokes the plugin, and acknowledges; failures retry with backoff (each
+//! waiting in a sorted set by due time, moved back onto the queue when due,
+//! so waiting retries cost no polling), then go to the dead letters. Consumers keep a liveness key so a dead replica's
 //! in-flight jobs are recovered. Storage is `backends::queue`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::kv::{Kv, KvError};
+use crate::backends::kv::{Kv, KvError, Released};
 use crate::backends::queue::{
     DLQ_KEEP, Job, alive_key, consumers_key, dead_letter_key, processing_key, queue_key,
+    retrying_key,
 };
 use crate::manifest::QueueSpec;
 use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
@@ -26,9 +28,11 @@ fn outage_pause(n: u32) -> Duration {
         .saturating_mul(1 << n.saturating_sub(1).min(16))
         .min(OUTAGE_POLL_MAX)
 }
-/// The longest a consumer waits between passes over a queue whose jobs all
-/// wait for their retry time (so a new job waits no longer than this).
-const MAX_IDLE: Duration = Duration::from_secs(1);
+/// The longest a consumer goes without looking for retries come due (one
+/// another consumer set aside may be due before any this one knows of).
+const RELEASE_EVERY: Duration = Duration::from_secs(1);
+/// Retries moved back onto the queue per look; a full batch looks again at once.
+const RELEASE_BATCH: u32 = 100;
 /// The longest pause between tries to settle a job Redis did not take.
 const SETTLE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How long a consumer pauses after its job found no free plugin slot.
@@ -44,6 +48,8 @@ enum Next {
     Done,
     /// This entry goes onto the queue.
     Queue(Vec<u8>),
+    /// This entry waits in the retrying set until then (ms since the epoch).
+    Retry(Vec<u8>, i64),
     /// This entry goes to the dead letters.
     DeadLetters(Vec<u8>),
 }
@@ -61,6 +67,10 @@ async fn settle(
     match next {
         Next::Done => kv.list_remove(list, raw, 1).await.map(|n| n > 0),
         Next::Queue(entry) => kv.list_replace(list, raw, &queue_key(queue), entry).await,
+        Next::Retry(entry, due) => {
+            kv.list_defer(list, raw, (&retrying_key(queue), *due), entry)
+                .await
+        }
         Next::DeadLetters(entry) => {
             let key = dead_letter_key(queue);
             let moved = kv.list_replace(list, raw, &key, entry).await?;
@@ -256,6 +266,47 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// When a consumer next moves the retries come due back onto its queue:
+/// once the soonest it knows of is due, and at least every
+/// [`RELEASE_EVERY`] (another consumer may have set aside a sooner one).
+struct Releases {
+    next: Instant,
+}
+
+impl Releases {
+    fn new() -> Self {
+        Self {
+            next: Instant::now(),
+        }
+    }
+
+    fn due(&self) -> bool {
+        Instant::now() >= self.next
+    }
+
+    /// After a look: again at once after a full batch (more may be due),
+    /// else when the soonest left is due, or in [`RELEASE_EVERY`].
+    fn looked(&mut self, released: Released) {
+        let now = Instant::now();
+        self.next = if released.moved >= u64::from(RELEASE_BATCH) {
+            now
+        } else {
+            let soonest = released.next_due_ms.map_or(RELEASE_EVERY, until);
+            now + soonest.min(RELEASE_EVERY)
+        };
+    }
+
+    /// A retry this consumer set aside, due at `due_ms`.
+    fn expect(&mut self, due_ms: i64) {
+        self.next = self.next.min(Instant::now() + until(due_ms));
+    }
+}
+
+/// How long until `ms` since the epoch (zero once past).
+fn until(ms: i64) -> Duration {
+    Duration::from_millis(ms.saturating_sub(now_ms()).max(0) as u64)
+}
+
 /// The name worker `worker` of this replica consumes a queue under: its
 /// processing list and liveness key are its own, so to every replica it is
 /// a consumer like any other. Worker 0 is the replica's own name.
@@ -302,11 +353,8 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
     // The longest retry delay there is: a later time came from a clock
     // running ahead, and is held to this.
     let longest_delay = retry_delay(spec.backoff, u32::MAX).as_millis() as i64;
-    // Jobs claimed in a row that were not yet due, and the soonest one is:
-    // once that covers the whole queue, nothing is due and the consumer
-    // waits for the soonest instead of spinning through the queue.
-    let mut not_due_in_a_row: u64 = 0;
-    let mut soonest = i64::MAX;
+    let retrying = retrying_key(&spec.name);
+    let mut releases = Releases::new();
     // A poll that failed may have moved a job whose reply was lost: the
     // consumer holds no job between polls, so what its list holds then
     // goes back on the queue.
@@ -327,6 +375,17 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
         }
         if strays {
             strays = !recover_list(kv, &spec, &processing, None).await.1;
+        }
+        if releases.due() {
+            // An outage here is met by the poll below, which backs off.
+            let released = kv
+                .release_due(&retrying, &queue, now_ms(), RELEASE_BATCH)
+                .await
+                .unwrap_or(Released {
+                    moved: 0,
+                    next_due_ms: None,
+                });
+            releases.looked(released);
         }
         let claimed = match kv.list_move_oldest(&queue, &processing).await {
             Ok(c) => {
@@ -367,31 +426,15 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
         };
         let now = now_ms();
         if let Some(due) = job.not_before_ms.filter(|t| *t > now) {
-            let latest = now.saturating_add(longest_delay);
-            let next = if due > latest {
-                job.not_before_ms = Some(latest);
-                Next::Queue(job.entry())
-            } else {
-                Next::Queue(raw.clone())
-            };
-            // Back to the far end of the queue, in one step with the
-            // acknowledgement: at least once, never twice.
-            settle_in_hand(kv, lists, &raw, next).await;
-            not_due_in_a_row += 1;
-            soonest = soonest.min(due.min(latest));
-            let queued = kv.list_len(&queue).await.unwrap_or(0);
-            if not_due_in_a_row >= queued {
-                let wait = Duration::from_millis((soonest - now_ms()).max(0) as u64)
-                    .clamp(IDLE_POLL, MAX_IDLE);
-                (not_due_in_a_row, soonest) = (0, i64::MAX);
-                tokio::select! {
-                    _ = stop.cancelled() => break,
-                    _ = tokio::time::sleep(wait) => {}
-                }
-            }
+            // An older release's retry, queued to wait in the queue itself:
+            // it waits in the retrying set instead, in one step with the
+            // acknowledgement (at least once, never twice).
+            let due = due.min(now.saturating_add(longest_delay));
+            job.not_before_ms = None;
+            settle_in_hand(kv, lists, &raw, Next::Retry(job.entry(), due)).await;
+            releases.expect(due);
             continue;
         }
-        (not_due_in_a_row, soonest) = (0, i64::MAX);
         job.attempts = job.attempts.saturating_add(1);
         job.not_before_ms = None;
         let inv = Invocation {
@@ -414,8 +457,9 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
                 // as they were, after a short pause so a saturated replica
                 // does not spin.
                 job.attempts -= 1;
-                job.not_before_ms = Some(now_ms() + BUSY_RETRY.as_millis() as i64);
-                settle_in_hand(kv, lists, &raw, Next::Queue(job.entry())).await;
+                let due = now_ms() + BUSY_RETRY.as_millis() as i64;
+                settle_in_hand(kv, lists, &raw, Next::Retry(job.entry(), due)).await;
+                releases.expect(due);
                 tokio::select! {
                     _ = stop.cancelled() => break,
                     _ = tokio::time::sleep(BUSY_RETRY) => {}
@@ -442,9 +486,11 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
                 let error = e.to_string();
                 tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = error.as_str(), "queue job failed; will retry");
                 job.last_error = Some(error);
-                // The retry waits in the queue, not here: other jobs keep flowing.
-                job.not_before_ms = Some(now_ms() + delay.as_millis() as i64);
-                Next::Queue(job.entry())
+                // The retry waits in the retrying set, not here: other jobs
+                // keep flowing, and no consumer polls it meanwhile.
+                let due = now_ms() + delay.as_millis() as i64;
+                releases.expect(due);
+                Next::Retry(job.entry(), due)
             }
         };
         settle_in_hand(kv, lists, &raw, next).await;

@@ -417,6 +417,152 @@ async fn a_waiting_retry_does_not_block_the_queue(backend: Backend) {
 
 on_both_backends!(slow_retries, a_waiting_retry_does_not_block_the_queue);
 
+const LONG_RETRY: &str = r#"
+[plugins.worker]
+component = "test_probe.wasm"
+queue = { name = "jobs", max_attempts = 2, backoff = "1h" }
+grants = { kv = ["probe:"] }
+"#;
+
+/// Jobs waiting for their retry wait in the queue's retrying set, scored by
+/// when they are due, not in the queue. Before, every consumer took each
+/// one off and put it back on every pass: during a receiver's outage,
+/// thousands of retries cost three Redis calls each per worker per second,
+/// and a new job waited behind the whole pass. An older release's retry,
+/// found waiting in the queue itself, moves to the set and is not run early.
+async fn retries_wait_outside_the_queue(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let services = neo_ops::services::Services::connect(dep.settings("setup"))
+        .await
+        .unwrap();
+    let in_an_hour = chrono::Utc::now().timestamp_millis() + 3_600_000;
+    let legacy = queue::Job {
+        id: "legacy-1".into(),
+        queue: "jobs".into(),
+        payload: "legacy".into(),
+        attempts: 1,
+        enqueued_at: chrono::Utc::now().to_rfc3339(),
+        last_error: Some("HTTP 503".into()),
+        tenant: None,
+        dead_at: None,
+        not_before_ms: Some(in_an_hour),
+    };
+    services
+        .kv
+        .list_push(&queue::queue_key("jobs"), &[legacy.entry()])
+        .await
+        .unwrap();
+    let server = match backend {
+        Backend::Embedded => dep.start_with_services(LONG_RETRY, services.clone()).await,
+        Backend::Real => dep.start(LONG_RETRY, "a").await,
+    };
+    let kv = &server.services.kv;
+    for i in 0..50 {
+        queue::enqueue(kv, "jobs", None, &format!("fail-{i}"))
+            .await
+            .unwrap();
+    }
+    queue::enqueue(kv, "jobs", None, "after").await.unwrap();
+    let retrying = queue::retrying_key("jobs");
+    support::wait_until(
+        "every job failed once and the one behind them ran",
+        || async {
+            kv.sorted_len(&retrying).await.unwrap() == 51
+                && kv.get("probe:job:after").await.unwrap().is_some()
+        },
+    )
+    .await;
+    assert_eq!(
+        kv.list_len(&queue::queue_key("jobs")).await.unwrap(),
+        0,
+        "no retry waits in the queue"
+    );
+    let failed_at = chrono::Utc::now().timestamp_millis();
+    for (raw, due) in kv.sorted_range(&retrying, 0, -1).await.unwrap() {
+        let job: queue::Job = serde_json::from_slice(&raw).unwrap();
+        assert_eq!(job.not_before_ms, None, "the set's score says when");
+        assert_eq!(job.attempts, 1, "{job:?}");
+        if job.id == "legacy-1" {
+            assert_eq!(due, in_an_hour);
+        } else {
+            assert!(job.payload.starts_with("fail-"), "{job:?}");
+            assert!(job.last_error.unwrap().contains("failed on purpose"));
+            let wait = due - failed_at;
+            assert!((3_500_000..=3_600_000).contains(&wait), "due in {wait} ms");
+        }
+    }
+    assert!(
+        kv.get("probe:job:legacy").await.unwrap().is_none(),
+        "not run before it is due"
+    );
+    let token = auth::create_token(server.master(), Role::Admin, "oncall")
+        .await
+        .unwrap();
+    let (status, metrics) = server.get("/metrics", Some(&token)).await;
+    assert_eq!(status, 200, "{metrics}");
+    for line in [
+        r#"neo_ops_queue_retrying{queue="jobs"} 51"#,
+        r#"neo_ops_queue_depth{queue="jobs"} 0"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in {metrics}");
+    }
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(long_retries, retries_wait_outside_the_queue);
+
+/// The retrying set's moves on Redis (scripts) and in process agree: a
+/// deferred entry leaves its list once, retries come back soonest first
+/// onto the end consumers take from, a batch at a time, and the answer says
+/// when the next is due.
+async fn due_retries_come_back_soonest_first(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let services = neo_ops::services::Services::connect(dep.settings("setup"))
+        .await
+        .unwrap();
+    let kv = &services.kv;
+    let (list, set, queue) = ("t:processing", "t:retrying", "t:queue");
+    for (entry, due) in [(&b"c"[..], 30), (b"a", 10), (b"b", 20), (b"d", 40)] {
+        kv.list_push(list, &[entry.to_vec()]).await.unwrap();
+        assert!(kv.list_defer(list, entry, (set, due), entry).await.unwrap());
+        assert!(
+            !kv.list_defer(list, entry, (set, due), entry).await.unwrap(),
+            "moved once"
+        );
+    }
+    assert_eq!(kv.list_len(list).await.unwrap(), 0);
+    assert_eq!(kv.sorted_len(set).await.unwrap(), 4);
+    kv.list_push(queue, &[b"older".to_vec()]).await.unwrap();
+    let released = kv.release_due(set, queue, 30, 2).await.unwrap();
+    assert_eq!((released.moved, released.next_due_ms), (2, Some(30)));
+    let released = kv.release_due(set, queue, 30, 2).await.unwrap();
+    assert_eq!((released.moved, released.next_due_ms), (1, Some(40)));
+    let mut taken = Vec::new();
+    while let Some(raw) = kv.list_move_oldest(queue, "t:taken").await.unwrap() {
+        taken.push(String::from_utf8(raw).unwrap());
+    }
+    assert_eq!(taken, ["older", "a", "b", "c"]);
+    assert_eq!(
+        kv.sorted_range(set, 0, -1).await.unwrap(),
+        vec![(b"d".to_vec(), 40)]
+    );
+    let released = kv.release_due(set, queue, 40, 10).await.unwrap();
+    assert_eq!((released.moved, released.next_due_ms), (1, None));
+    assert_eq!(kv.sorted_len(set).await.unwrap(), 0);
+    // A list is not a sorted set: refused, and nothing moves.
+    kv.list_push(list, &[b"e".to_vec()]).await.unwrap();
+    assert!(matches!(
+        kv.list_defer(list, b"e", ("t:taken", 1), b"e").await,
+        Err(neo_ops::backends::kv::KvError::WrongType(_))
+    ));
+    assert_eq!(kv.list_len(list).await.unwrap(), 1);
+    for key in [list, queue, "t:taken"] {
+        kv.delete(key).await.unwrap();
+    }
+}
+
+on_both_backends!(retrying_set, due_retries_come_back_soonest_first);
+
 const GUARDED: &str = r#"
 [plugins.status-page]
 component = "status_page.wasm"

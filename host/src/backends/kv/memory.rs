@@ -2,15 +2,19 @@
 //! mutex, with Redis's semantics for every operation neo-ops uses. Per
 //! process: queues and locks across replicas need Redis.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::KvError;
+use super::{KvError, Released};
+
+/// A sorted set: (score, member), in Redis's order.
+type SortedSet = BTreeSet<(i64, Vec<u8>)>;
 
 enum Val {
     Bytes(Vec<u8>),
     List(VecDeque<Vec<u8>>),
+    Sorted(SortedSet),
 }
 
 struct Entry {
@@ -236,6 +240,98 @@ impl MemoryKv {
         })
     }
 
+    pub fn list_defer(
+        &self,
+        f: &str,
+        old: &[u8],
+        (t, due_ms): (&str, i64),
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        self.with(|m| {
+            m.sorted(t)?;
+            let Some(at) = m
+                .list(f)?
+                .and_then(|l| l.iter().position(|item| item == old))
+            else {
+                return Ok(false);
+            };
+            m.list_mut(f)?.remove(at);
+            let set = m.sorted_mut(t)?;
+            // A member is in a set once, at its latest score (as ZADD).
+            set.retain(|(_, member)| member != new);
+            set.insert((due_ms, new.to_vec()));
+            Ok(true)
+        })
+    }
+
+    pub fn release_due(
+        &self,
+        f: &str,
+        t: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Released, KvError> {
+        self.with(|m| {
+            m.list(t)?;
+            let Some(set) = m.sorted(f)? else {
+                return Ok(Released {
+                    moved: 0,
+                    next_due_ms: None,
+                });
+            };
+            let due: Vec<(i64, Vec<u8>)> = set
+                .iter()
+                .take_while(|(score, _)| *score <= now_ms)
+                .take(limit as usize)
+                .cloned()
+                .collect();
+            let set = m.sorted_mut(f)?;
+            for entry in &due {
+                set.remove(entry);
+            }
+            let next_due_ms = set.first().map(|(score, _)| *score);
+            if set.is_empty() {
+                m.map.remove(f);
+            }
+            if !due.is_empty() {
+                let list = m.list_mut(t)?;
+                for (_, member) in due.iter() {
+                    list.push_front(member.clone());
+                }
+            }
+            Ok(Released {
+                moved: due.len() as u64,
+                next_due_ms,
+            })
+        })
+    }
+
+    pub fn sorted_range(
+        &self,
+        k: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
+        self.with(|m| {
+            let Some(set) = m.sorted(k)? else {
+                return Ok(vec![]);
+            };
+            Ok(match span(set.len(), start, stop) {
+                Some((a, b)) => set
+                    .iter()
+                    .skip(a)
+                    .take(b - a + 1)
+                    .map(|(score, member)| (member.clone(), *score))
+                    .collect(),
+                None => vec![],
+            })
+        })
+    }
+
+    pub fn sorted_len(&self, k: &str) -> Result<u64, KvError> {
+        self.with(|m| Ok(m.sorted(k)?.map_or(0, |s| s.len() as u64)))
+    }
+
     pub fn unlock(&self, k: &str, token: &str) -> Result<bool, KvError> {
         self.with(|m| {
             let held = m.bytes(k)?.is_some_and(|v| v == token.as_bytes());
@@ -302,6 +398,7 @@ impl Store {
             None => Ok(None),
             Some(Val::Bytes(b)) => Ok(Some(b)),
             Some(Val::List(_)) => Err(KvError::WrongType("key holds a list".into())),
+            Some(Val::Sorted(_)) => Err(KvError::WrongType("key holds a sorted set".into())),
         }
     }
 
@@ -309,7 +406,7 @@ impl Store {
         match self.live(k).map(|e| &e.val) {
             None => Ok(None),
             Some(Val::List(l)) => Ok(Some(l)),
-            Some(Val::Bytes(_)) => Err(KvError::WrongType("key holds a value, not a list".into())),
+            Some(_) => Err(KvError::WrongType("key holds a value, not a list".into())),
         }
     }
 
@@ -325,7 +422,35 @@ impl Store {
         }
         match &mut self.map.get_mut(k).expect("inserted above").val {
             Val::List(l) => Ok(l),
-            Val::Bytes(_) => Err(KvError::WrongType("key holds a value, not a list".into())),
+            _ => Err(KvError::WrongType("key holds a value, not a list".into())),
+        }
+    }
+
+    fn sorted(&self, k: &str) -> Result<Option<&SortedSet>, KvError> {
+        match self.live(k).map(|e| &e.val) {
+            None => Ok(None),
+            Some(Val::Sorted(s)) => Ok(Some(s)),
+            Some(_) => Err(KvError::WrongType(
+                "key holds a value, not a sorted set".into(),
+            )),
+        }
+    }
+
+    fn sorted_mut(&mut self, k: &str) -> Result<&mut SortedSet, KvError> {
+        if self.live(k).is_none() {
+            self.map.insert(
+                k.to_string(),
+                Entry {
+                    val: Val::Sorted(BTreeSet::new()),
+                    expires: None,
+                },
+            );
+        }
+        match &mut self.map.get_mut(k).expect("inserted above").val {
+            Val::Sorted(s) => Ok(s),
+            _ => Err(KvError::WrongType(
+                "key holds a value, not a sorted set".into(),
+            )),
         }
     }
 }

@@ -41,6 +41,14 @@ pub enum KvError {
     TooLarge { limit: usize },
 }
 
+/// What [`Kv::release_due`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Released {
+    pub moved: u64,
+    /// When the soonest member left is due (ms since the epoch), if any.
+    pub next_due_ms: Option<i64>,
+}
+
 pub struct Kv {
     prefix: String,
     backend: Backend,
@@ -243,6 +251,65 @@ impl Kv {
         match &self.backend {
             Backend::Redis(r) => r.list_replace(f, old, t, new).await,
             Backend::Memory(m) => m.list_replace(&f, old, &t, new),
+        }
+    }
+
+    /// Atomically removes one `old` from list `from` and, only if it was
+    /// there, adds `new` to sorted set `to` due at `due_ms`; true when it
+    /// moved. Like [`Kv::list_replace`], safe to repeat after a lost reply.
+    pub async fn list_defer(
+        &self,
+        from: &str,
+        old: &[u8],
+        (to, due_ms): (&str, i64),
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        let (f, t) = (self.key(from), self.key(to));
+        match &self.backend {
+            Backend::Redis(r) => r.list_defer(f, old, (t, due_ms), new).await,
+            Backend::Memory(m) => m.list_defer(&f, old, (&t, due_ms), new),
+        }
+    }
+
+    /// Atomically moves up to `limit` members of sorted set `from` due by
+    /// `now_ms` onto the head of list `to`, soonest due nearest the tail
+    /// (the end consumers take from); returns how many moved and when the
+    /// soonest left is due.
+    pub async fn release_due(
+        &self,
+        from: &str,
+        to: &str,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Released, KvError> {
+        let (f, t) = (self.key(from), self.key(to));
+        match &self.backend {
+            Backend::Redis(r) => r.release_due(f, t, now_ms, limit).await,
+            Backend::Memory(m) => m.release_due(&f, &t, now_ms, limit),
+        }
+    }
+
+    /// Members `start..=stop` of a sorted set (negative counts from the
+    /// end), soonest first, each with its score.
+    pub async fn sorted_range(
+        &self,
+        key: &str,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.sorted_range(k, start, stop).await,
+            Backend::Memory(m) => m.sorted_range(&k, start, stop),
+        }
+    }
+
+    /// How many members a sorted set holds.
+    pub async fn sorted_len(&self, key: &str) -> Result<u64, KvError> {
+        let k = self.key(key);
+        match &self.backend {
+            Backend::Redis(r) => r.sorted_len(k).await,
+            Backend::Memory(m) => m.sorted_len(&k),
         }
     }
 

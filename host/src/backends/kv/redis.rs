@@ -6,7 +6,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{TcpSettings, socket2};
 use std::time::Duration;
 
-use super::{KV_TIMEOUT, KvError, PING_TIMEOUT};
+use super::{KV_TIMEOUT, KvError, PING_TIMEOUT, Released};
 use neo_ops_text::redact::for_log as redact_url;
 
 const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
@@ -17,6 +17,24 @@ const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return red
 const REPLACE: &str = r#"local t = redis.call("TYPE", KEYS[2]).ok
 if t ~= "list" and t ~= "none" then return redis.error_reply("WRONGTYPE Operation against a key holding the wrong kind of value") end
 if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then redis.call("LPUSH", KEYS[2], ARGV[2]) return 1 else return 0 end"#;
+/// Removes one `ARGV[1]` from list `KEYS[1]` and, only if it was there,
+/// adds `ARGV[2]` to sorted set `KEYS[2]` scored `ARGV[3]` (checked first,
+/// as in [`REPLACE`]).
+const DEFER: &str = r#"local t = redis.call("TYPE", KEYS[2]).ok
+if t ~= "zset" and t ~= "none" then return redis.error_reply("WRONGTYPE Operation against a key holding the wrong kind of value") end
+if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then redis.call("ZADD", KEYS[2], ARGV[3], ARGV[2]) return 1 else return 0 end"#;
+/// Moves up to `ARGV[2]` members of sorted set `KEYS[1]` scored at most
+/// `ARGV[1]`, soonest first, onto the head of list `KEYS[2]`; answers how
+/// many moved and the soonest score left ("" when none).
+const RELEASE: &str = r#"local t = redis.call("TYPE", KEYS[2]).ok
+if t ~= "list" and t ~= "none" then return redis.error_reply("WRONGTYPE Operation against a key holding the wrong kind of value") end
+local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[2]))
+for _, m in ipairs(due) do
+  redis.call("ZREM", KEYS[1], m)
+  redis.call("LPUSH", KEYS[2], m)
+end
+local soonest = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
+return {#due, soonest[2] or ""}"#;
 /// `GET` refused with `TOOLARGE` when the value is over `ARGV[1]` bytes.
 const GET_WITHIN: &str = r#"local n = redis.call("STRLEN", KEYS[1])
 if n > tonumber(ARGV[1]) then return redis.error_reply("TOOLARGE " .. n) end
@@ -283,6 +301,66 @@ impl RedisKv {
                 .await?;
             Ok(n == 1)
         })
+    }
+
+    pub async fn list_defer(
+        &self,
+        from: String,
+        old: &[u8],
+        (to, due_ms): (String, i64),
+        new: &[u8],
+    ) -> Result<bool, KvError> {
+        call!(self, |c| {
+            let n: i64 = redis::Script::new(DEFER)
+                .key(&from)
+                .key(&to)
+                .arg(old)
+                .arg(new)
+                .arg(due_ms)
+                .invoke_async(&mut c)
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    pub async fn release_due(
+        &self,
+        from: String,
+        to: String,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Released, KvError> {
+        let (moved, soonest): (u64, String) = call!(self, |c| {
+            redis::Script::new(RELEASE)
+                .key(&from)
+                .key(&to)
+                .arg(now_ms)
+                .arg(limit)
+                .invoke_async(&mut c)
+                .await
+        })?;
+        // Scores are whole milliseconds; one written as a float by some
+        // other client is read as its whole part.
+        let next_due_ms = (!soonest.is_empty())
+            .then(|| soonest.parse::<f64>().ok().map(|s| s as i64))
+            .flatten();
+        Ok(Released { moved, next_due_ms })
+    }
+
+    pub async fn sorted_range(
+        &self,
+        k: String,
+        start: i64,
+        stop: i64,
+    ) -> Result<Vec<(Vec<u8>, i64)>, KvError> {
+        let members: Vec<(Vec<u8>, f64)> = call!(self, |c| {
+            c.zrange_withscores(k, start as isize, stop as isize).await
+        })?;
+        Ok(members.into_iter().map(|(m, s)| (m, s as i64)).collect())
+    }
+
+    pub async fn sorted_len(&self, k: String) -> Result<u64, KvError> {
+        call!(self, |c| c.zcard(k).await)
     }
 
     pub async fn unlock(&self, k: String, token: &str) -> Result<bool, KvError> {

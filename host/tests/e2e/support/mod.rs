@@ -369,10 +369,10 @@ where
     }
 }
 
-/// A queue's jobs, waiting or in hand on any of its consumers (a job
-/// moving between the two lists as it is read may be missed).
+/// A queue's jobs, waiting, in hand on any of its consumers or waiting for
+/// a retry (a job moving between these as it is read may be missed).
 pub async fn queued_jobs(server: &Server, queue: &str) -> Vec<neo_ops::backends::queue::Job> {
-    use neo_ops::backends::queue::{consumers_key, processing_key, queue_key};
+    use neo_ops::backends::queue::{consumers_key, processing_key, queue_key, retrying_key};
     let kv = &server.services.kv;
     let consumers = kv.list_range(&consumers_key(queue), 0, -1).await.unwrap();
     let mut lists = vec![queue_key(queue)];
@@ -387,11 +387,14 @@ pub async fn queued_jobs(server: &Server, queue: &str) -> Vec<neo_ops::backends:
             jobs.push(serde_json::from_slice(&raw).unwrap());
         }
     }
+    for (raw, _due) in kv.sorted_range(&retrying_key(queue), 0, -1).await.unwrap() {
+        jobs.push(serde_json::from_slice(&raw).unwrap());
+    }
     jobs
 }
 
 /// Waits until a job on `queue` has failed at least once with an error
-/// containing `needle` (it then waits in the queue for its retry).
+/// containing `needle` (it then waits for its retry).
 pub async fn wait_for_failed_job(server: &Server, queue: &str, needle: &str) {
     wait_until(
         &format!("a {queue} job failed with \"{needle}\""),
