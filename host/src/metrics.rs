@@ -17,7 +17,8 @@ pub struct InvocationLabels {
     /// `http`, `command`, `schedule`, `queue` or `check`. Fixed names, so
     /// counting an invocation allocates only the plugin's name.
     pub trigger: &'static str,
-    /// `ok`, `failed` (the plugin's own error), `trap`, `timeout`, `busy`.
+    /// `ok`, `failed` (the plugin's own error), `trap`, `timeout`, `busy`,
+    /// `refused` (no such plugin, or none for this trigger: nothing ran).
     pub outcome: &'static str,
 }
 
@@ -66,7 +67,7 @@ impl Default for Metrics {
         );
         registry.register(
             "invocation_duration_seconds",
-            "Time from admission to the end of an invocation",
+            "Time from arrival to the end of an invocation, the wait for a slot included",
             duration.clone(),
         );
         registry.register(
@@ -129,7 +130,8 @@ impl Metrics {
                 outcome,
             })
             .inc();
-        if outcome != "busy" {
+        // Nothing ran to time when refused.
+        if !matches!(outcome, "busy" | "refused") {
             self.duration
                 .get_or_create(&PluginLabels {
                     plugin: plugin.to_string(),

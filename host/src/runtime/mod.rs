@@ -172,6 +172,19 @@ impl InvokeError {
     }
 }
 
+/// An invocation's `outcome` label in `/metrics`.
+fn outcome_label(error: Option<&InvokeError>) -> &'static str {
+    match error {
+        None => "ok",
+        Some(InvokeError::Failed { .. }) => "failed",
+        Some(InvokeError::TimedOut { .. }) => "timeout",
+        Some(InvokeError::Busy(_)) => "busy",
+        Some(InvokeError::Crashed { .. }) => "trap",
+        // Nothing ran: no such plugin, or not one for this trigger.
+        Some(InvokeError::UnknownPlugin(_) | InvokeError::MissingExport(..)) => "refused",
+    }
+}
+
 /// A check's verdict, ordered from best to worst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -380,16 +393,12 @@ impl Runtime {
         error: Option<&InvokeError>,
         started: Instant,
     ) {
-        let outcome = match error {
-            None => "ok",
-            Some(InvokeError::Failed { .. }) => "failed",
-            Some(InvokeError::TimedOut { .. }) => "timeout",
-            Some(InvokeError::Busy(_)) => "busy",
-            Some(_) => "trap",
-        };
-        self.services
-            .metrics
-            .invocation(plugin, trigger, outcome, started.elapsed().as_secs_f64());
+        self.services.metrics.invocation(
+            plugin,
+            trigger,
+            outcome_label(error),
+            started.elapsed().as_secs_f64(),
+        );
     }
 
     async fn invoke_uncounted(
@@ -741,6 +750,21 @@ fn to_wit(inv: Invocation) -> handler_export::Invocation {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_plugin_that_never_ran_is_refused_not_trapped() {
+        let crashed = InvokeError::Crashed {
+            plugin: "p".into(),
+            reason: "unreachable".into(),
+        };
+        assert_eq!(outcome_label(Some(&crashed)), "trap");
+        let unknown = InvokeError::UnknownPlugin("p".into());
+        let missing = InvokeError::MissingExport("p".into(), "check");
+        for never_ran in [unknown, missing] {
+            assert_eq!(outcome_label(Some(&never_ran)), "refused");
+        }
+        assert_eq!(outcome_label(None), "ok");
+    }
 
     #[test]
     fn an_anonymous_request_names_no_tenant_for_the_log_ring() {
