@@ -72,6 +72,11 @@ fn fetch(url: &str, timeout_ms: u32) -> Result<outbound_http::Response, (bool, S
                 true,
                 format!("{shown} is not on this check's http allow-list"),
             ),
+            // A URL the host could not parse: the configuration again.
+            ErrorCode::Invalid => (
+                true,
+                format!("GET {shown}: {}", e.message.replace(url, &shown)),
+            ),
             _ => (
                 false,
                 format!("GET {shown} failed: {}", e.message.replace(url, &shown)),
@@ -96,12 +101,21 @@ pub fn excerpt(body: &[u8]) -> String {
     out
 }
 
-/// `scheme://host:port/path`: no user info, query or fragment.
+/// `scheme://host:port/path`: no user info, query or fragment. In a URL
+/// whose authority does not end in a host and numeric port (too malformed to
+/// parse: a password with an unencoded `/` or `?`), everything up to the last
+/// `@` counts as user info, since that is where the secret is.
 pub fn redact(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
-    let rest = rest.split(['?', '#']).next().unwrap_or("");
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    let host = authority.rsplit('@').next().unwrap_or(authority);
+    let rest = rest.split('#').next().unwrap_or("");
+    let authority = rest.split(['/', '\\', '?']).next().unwrap_or("");
+    let rest = if host_and_port(authority.rsplit('@').next().unwrap_or("")) {
+        authority.rfind('@').map_or(rest, |at| &rest[at + 1..])
+    } else {
+        rest.rsplit('@').next().unwrap_or(rest)
+    };
+    let rest = rest.split('?').next().unwrap_or("");
+    let (host, path) = rest.split_at(rest.find(['/', '\\']).unwrap_or(rest.len()));
     if scheme.is_empty() {
         format!("{host}{path}")
     } else {
@@ -109,10 +123,23 @@ pub fn redact(url: &str) -> String {
     }
 }
 
+/// Whether `s` is a host with at most a numeric port (`[v6]:port` too).
+fn host_and_port(s: &str) -> bool {
+    let port = match s.strip_prefix('[') {
+        Some(v6) => match v6.split_once(']') {
+            Some((_, after)) => after.strip_prefix(':').or(after.is_empty().then_some("")),
+            None => None,
+        },
+        None => Some(s.split_once(':').map_or("", |(_, p)| p)),
+    };
+    port.is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The host of a URL, lowercase, without port or brackets; `None` when absent.
+/// The authority ends where a client ends it: at `/`, `\\`, `?` or `#`.
 pub fn host(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = rest.split(['/', '\\', '?', '#']).next()?;
     let host_port = authority.rsplit('@').next()?;
     let host = if let Some(v6) = host_port.strip_prefix('[') {
         v6.split(']').next()?
@@ -133,6 +160,20 @@ mod tests {
             "https://q.example:8443/v1/quotas"
         );
         assert_eq!(redact("http://127.0.0.1:9/"), "http://127.0.0.1:9/");
+        // Too malformed to parse: the password after its unencoded `/` or
+        // `?` stays hidden.
+        assert_eq!(
+            redact("https://svc:p/ss@quotas.internal/v1"),
+            "https://quotas.internal/v1"
+        );
+        assert_eq!(redact("https://u:pa?ss@host/x"), "https://host/x");
+        assert_eq!(redact("https://u:p\\s@host/x"), "https://host/x");
+        // Well formed: an `@` in the path or query is not user info.
+        assert_eq!(
+            redact("https://u:pw@[::1]:9093/a@b?to=x@y"),
+            "https://[::1]:9093/a@b"
+        );
+        assert_eq!(redact("http://am:9093/?to=x@y"), "http://am:9093/");
     }
 
     #[test]
@@ -144,6 +185,11 @@ mod tests {
         assert_eq!(host("http://[::1]:8080/").as_deref(), Some("::1"));
         assert_eq!(host("http://127.0.0.1/").as_deref(), Some("127.0.0.1"));
         assert_eq!(host("not a url"), None);
+        // Clients end the authority at a backslash: this is evil.com.
+        assert_eq!(
+            host("http://evil.com\\@127.0.0.1/").as_deref(),
+            Some("evil.com")
+        );
         assert_eq!(host("https:///path"), None);
     }
 }

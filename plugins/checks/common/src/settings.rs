@@ -26,12 +26,24 @@ pub fn number<T: FromStr>(key: &str, default: T) -> Result<T, String> {
     config::number(key, default).map_err(|e| e.to_string())
 }
 
-/// A duration from config in microseconds, or `default` (same syntax) when unset.
+/// A finite number from config, or `default` when unset (`"nan"` and
+/// `"inf"` parse as numbers, and every comparison with NaN is false: a limit
+/// of NaN would make a check pass whatever it measured).
+pub fn real(key: &str, default: f64) -> Result<f64, String> {
+    let n: f64 = number(key, default)?;
+    if !n.is_finite() {
+        return Err(format!("config {key} = \"{n}\" is not a finite number"));
+    }
+    Ok(n)
+}
+
+/// A duration from config in microseconds, or `default` (same syntax) when
+/// unset; one too long to count in microseconds is refused, not wrapped.
 pub fn duration_micros(key: &str, default: &str) -> Result<i64, String> {
     let default = neo_ops_sdk::duration::parse(default).expect("defaults are valid durations");
-    config::duration(key, default)
-        .map(|d| d.as_micros() as i64)
-        .map_err(|e| e.to_string())
+    let d = config::duration(key, default).map_err(|e| e.to_string())?;
+    i64::try_from(d.as_micros())
+        .map_err(|_| format!("config {key}: {}s is too long a duration", d.as_secs()))
 }
 
 /// A comma-separated list from config, or `default` when unset.

@@ -1,6 +1,6 @@
 //! The live tenants, as registered in the master database.
 
-use crate::outcome::{describe, fail};
+use crate::outcome::{describe, fail, skip};
 use neo_ops_sdk::{CheckOutcome, Error, db};
 
 /// Names of the tenants not soft-deleted, in name order.
@@ -20,6 +20,19 @@ pub fn live() -> Result<Vec<String>, Error> {
 /// database cannot list them.
 pub fn live_or_fail(hint: &str) -> Result<Vec<String>, CheckOutcome> {
     live().map_err(|e| fail(format!("listing tenants: {}", describe(&e)), hint))
+}
+
+/// Like [`live_or_fail`] for a check about tenant databases only: with no
+/// live tenant there is nothing to check, which is a skip, not a pass.
+pub fn some_live_or_fail(hint: &str) -> Result<Vec<String>, CheckOutcome> {
+    let names = live_or_fail(hint)?;
+    if names.is_empty() {
+        return Err(skip(
+            "no live tenants yet: no tenant database to check",
+            "runs once `neo-ops tenant create <name>` has made one",
+        ));
+    }
+    Ok(names)
 }
 
 /// The db target of a tenant.

@@ -12,8 +12,8 @@ struct Disk;
 impl Check for Disk {
     fn check() -> CheckOutcome {
         let path = settings::get("path").unwrap_or_else(|| "data-dir".into());
-        let limits = settings::number("warn_free_percent", 15.0)
-            .and_then(|w| Ok((w, settings::number("fail_free_percent", 5.0)?)));
+        let limits = settings::real("warn_free_percent", 15.0)
+            .and_then(|w| Ok((w, settings::real("fail_free_percent", 5.0)?)));
         let (warn_below, fail_below) = match limits {
             Ok(l) => l,
             Err(e) => return fail(e, "set warn_free_percent and fail_free_percent to numbers"),

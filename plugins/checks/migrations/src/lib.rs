@@ -7,11 +7,13 @@
 //! Grants: `db = ["master", "tenant:*"]`.
 
 use check_common::{describe, fail, pass, tenants, warn};
-use neo_ops_sdk::{Check, CheckOutcome, Error, db, host_info};
+use neo_ops_sdk::{Check, CheckOutcome, Error, ErrorCode, db, host_info};
 
 const MIGRATE_HINT: &str = "run `neo-ops migrate` (applies pending master and tenant migrations); \
     a failed migration needs its schema change repaired by hand and its row removed from \
     _sqlx_migrations first";
+const UNREADABLE_HINT: &str =
+    "check that each database named is up and reachable from the host (check-database)";
 const AHEAD_HINT: &str = "a newer neo-ops migrated these databases: deploy that version (or newer) \
     rather than this one";
 
@@ -28,6 +30,8 @@ enum Finding {
     Ok,
     Behind(String),
     Ahead(String),
+    /// The database did not answer: nothing is known about its schema.
+    Unreadable(String),
 }
 
 struct Migrations;
@@ -44,22 +48,32 @@ impl Check for Migrations {
             let label = format!("tenant \"{t}\"");
             findings.push(judge(&label, applied(&tenants::target(t)), expected.tenant));
         }
-        let behind: Vec<&str> = findings
-            .iter()
-            .filter_map(|f| match f {
-                Finding::Behind(s) => Some(s.as_str()),
-                _ => None,
-            })
-            .collect();
-        let ahead: Vec<&str> = findings
-            .iter()
-            .filter_map(|f| match f {
-                Finding::Ahead(s) => Some(s.as_str()),
-                _ => None,
-            })
-            .collect();
-        if !behind.is_empty() {
-            fail(behind.join("; "), MIGRATE_HINT)
+        let of = |kind: fn(&Finding) -> Option<&String>| -> Vec<&str> {
+            findings
+                .iter()
+                .filter_map(kind)
+                .map(String::as_str)
+                .collect()
+        };
+        let behind = of(|f| match f {
+            Finding::Behind(s) => Some(s),
+            _ => None,
+        });
+        let unreadable = of(|f| match f {
+            Finding::Unreadable(s) => Some(s),
+            _ => None,
+        });
+        let ahead = of(|f| match f {
+            Finding::Ahead(s) => Some(s),
+            _ => None,
+        });
+        if !behind.is_empty() || !unreadable.is_empty() {
+            let hints: Vec<&str> = [(&behind, MIGRATE_HINT), (&unreadable, UNREADABLE_HINT)]
+                .into_iter()
+                .filter(|(found, _)| !found.is_empty())
+                .map(|(_, hint)| hint)
+                .collect();
+            fail([behind, unreadable].concat().join("; "), hints.join("; "))
         } else if !ahead.is_empty() {
             warn(ahead.join("; "), AHEAD_HINT)
         } else {
@@ -98,6 +112,11 @@ fn applied(target: &str) -> Result<Applied, Error> {
 
 fn judge(label: &str, applied: Result<Applied, Error>, expected: i64) -> Finding {
     match applied {
+        Err(e) if e.code == ErrorCode::Unavailable => Finding::Unreadable(format!(
+            "{label}: cannot read _sqlx_migrations ({})",
+            describe(&e)
+        )),
+        // No such table (never migrated), or the like.
         Err(e) => Finding::Behind(format!(
             "{label}: cannot read _sqlx_migrations ({})",
             describe(&e)
@@ -146,6 +165,24 @@ mod tests {
             judge("master", at(1, &[2]), 2),
             Finding::Behind("master: migration 2 failed".into())
         );
+        let down = Err(Error {
+            code: ErrorCode::Unavailable,
+            message: "database unavailable".into(),
+        });
+        assert_eq!(
+            judge("master", down, 2),
+            Finding::Unreadable(
+                "master: cannot read _sqlx_migrations (unavailable: database unavailable)".into()
+            )
+        );
+        let never_migrated = Err(Error {
+            code: ErrorCode::Failed,
+            message: "relation \"_sqlx_migrations\" does not exist".into(),
+        });
+        assert!(matches!(
+            judge("master", never_migrated, 2),
+            Finding::Behind(_)
+        ));
         assert_eq!(
             judge("master", at(3, &[]), 2),
             Finding::Ahead("master at version 3, newer than this build's 2".into())

@@ -9,7 +9,7 @@
 
 mod prometheus;
 
-use check_common::http::{self, DEFAULT_TIMEOUT_MS};
+use check_common::http;
 use check_common::{fail, pass, settings, skip};
 use neo_ops_sdk::{Check, CheckOutcome};
 
@@ -30,12 +30,15 @@ impl Check for Replicas {
         };
         let gauge = settings::get("gauge").unwrap_or_else(|| DEFAULT_GAUGE.to_string());
         let (min, timeout) = match (
-            settings::number("min_healthy", DEFAULT_MIN),
-            settings::number("timeout_ms", DEFAULT_TIMEOUT_MS),
+            settings::real("min_healthy", DEFAULT_MIN),
+            http::timeout_ms(),
         ) {
             (Ok(m), Ok(t)) => (m, t),
             (Err(e), _) | (_, Err(e)) => {
-                return fail(e, "set min_healthy and timeout_ms to numbers");
+                return fail(
+                    e,
+                    "set min_healthy to a number and request_timeout to a duration (e.g. \"5s\")",
+                );
             }
         };
         let shown = http::redact(&url);

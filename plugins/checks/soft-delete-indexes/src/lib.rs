@@ -51,7 +51,7 @@ impl Check for SoftDeleteIndexes {
     fn check() -> CheckOutcome {
         let default: Vec<&str> = KNOWN.iter().map(|(n, _)| *n).collect();
         let expected = settings::list("indexes", &default);
-        let names = match tenants::live_or_fail("check the master database") {
+        let names = match tenants::some_live_or_fail("check the master database") {
             Ok(n) => n,
             Err(outcome) => return outcome,
         };
@@ -85,6 +85,13 @@ impl Check for SoftDeleteIndexes {
         }
         broken.sort_unstable();
         broken.dedup();
+        if broken.is_empty() {
+            // Only reading failed: nothing is known to be wrong with an index.
+            return fail(
+                problems.join("; "),
+                "check that each tenant database named is up (check-database)",
+            );
+        }
         fail(problems.join("; "), hint(&broken))
     }
 }
@@ -103,14 +110,37 @@ fn indexes(target: &str, catalog: &str) -> Result<Vec<(String, String)>, Error> 
         .collect())
 }
 
-/// What is wrong with one expected index, if anything.
+/// What is wrong with one expected index, if anything: it must be created
+/// `UNIQUE` and its condition must hold `deleted_at IS NULL` (not merely
+/// mention the words, as a column named `unique_name` would).
 fn judge(name: &str, found: &[(String, String)]) -> Option<String> {
     let Some((_, def)) = found.iter().find(|(n, _)| n == name) else {
         return Some(format!("index {name} is missing"));
     };
-    let def = def.to_ascii_uppercase();
-    if !def.contains("UNIQUE") || !def.contains(" WHERE ") {
-        return Some(format!("index {name} is not a partial unique index"));
+    // Words only, upper case: Postgres writes `WHERE ((deleted_at IS NULL))`.
+    let words: Vec<String> = def
+        .split(|c: char| c.is_whitespace() || "()\"`[]".contains(c))
+        .filter(|w| !w.is_empty())
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let unique = words.starts_with(&["CREATE".into(), "UNIQUE".into(), "INDEX".into()]);
+    let condition = words
+        .iter()
+        .position(|w| w == "WHERE")
+        .map(|at| &words[at + 1..]);
+    // One of the conditions ANDed together (an OR could let deleted rows in).
+    let live_only = condition.is_some_and(|c| {
+        !c.iter().any(|w| w == "OR")
+            && c.windows(3).enumerate().any(|(i, w)| {
+                w == ["DELETED_AT", "IS", "NULL"]
+                    && (i == 0 || c[i - 1] == "AND")
+                    && c.get(i + 3).is_none_or(|next| next == "AND")
+            })
+    });
+    if !unique || !live_only {
+        return Some(format!(
+            "index {name} is not a partial unique index on live rows (unique, WHERE deleted_at IS NULL)"
+        ));
     }
     None
 }
@@ -159,14 +189,43 @@ mod tests {
             ),
         ]);
         assert_eq!(judge("staff_name_live_uq", &f), None);
+        let not_partial_unique = |name: &str| {
+            Some(format!(
+                "index {name} is not a partial unique index on live rows (unique, WHERE deleted_at IS NULL)"
+            ))
+        };
         assert_eq!(
             judge("menu_items_sku_live_uq", &f),
-            Some("index menu_items_sku_live_uq is not a partial unique index".into())
+            not_partial_unique("menu_items_sku_live_uq")
         );
         assert_eq!(
             judge("customers_phone_live_uq", &f),
             Some("index customers_phone_live_uq is missing".into())
         );
+    }
+
+    #[test]
+    fn only_unique_indexes_on_live_rows_pass() {
+        let judged = |def: &str| judge("i", &found(&[("i", def)]));
+        // As Postgres and SQLite write them.
+        for good in [
+            "CREATE UNIQUE INDEX i ON public.customers USING btree (phone) WHERE ((deleted_at IS NULL) AND (phone IS NOT NULL))",
+            "CREATE UNIQUE INDEX i ON customers(phone) WHERE deleted_at IS NULL AND phone IS NOT NULL",
+            "create unique index \"i\" on staff(name) where \"deleted_at\" is null",
+        ] {
+            assert_eq!(judged(good), None, "{good}");
+        }
+        for bad in [
+            // Unique and partial, but soft-deleted rows still count.
+            "CREATE UNIQUE INDEX i ON staff(name) WHERE name IS NOT NULL",
+            // Partial, not unique: "UNIQUE" is only in a column's name.
+            "CREATE INDEX i ON staff(unique_name) WHERE deleted_at IS NULL",
+            "CREATE UNIQUE INDEX i ON staff(name) WHERE NOT deleted_at IS NULL",
+            "CREATE UNIQUE INDEX i ON staff(name) WHERE x_deleted_at IS NULL",
+            "CREATE UNIQUE INDEX i ON staff(name) WHERE deleted_at IS NULL OR true",
+        ] {
+            assert!(judged(bad).is_some(), "{bad}");
+        }
     }
 
     #[test]

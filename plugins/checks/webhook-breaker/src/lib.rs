@@ -30,7 +30,7 @@ impl Check for WebhookBreaker {
             Ok(t) => t,
             Err(e) => return fail(e, "set fail_threshold to a whole number"),
         };
-        let names = match tenants::live_or_fail("check the master database") {
+        let names = match tenants::some_live_or_fail("check the master database") {
             Ok(n) => n,
             Err(outcome) => return outcome,
         };

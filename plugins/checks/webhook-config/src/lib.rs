@@ -34,7 +34,7 @@ impl Check for WebhookConfig {
                 Err(e) => return fail(e, "set min_secret_len to a whole number, e.g. \"16\""),
             },
         };
-        let names = match tenants::live_or_fail("check the master database") {
+        let names = match tenants::some_live_or_fail("check the master database") {
             Ok(n) => n,
             Err(outcome) => return outcome,
         };
