@@ -306,14 +306,14 @@ fn common_row<'a>(rec: &'a Record, cols: &Columns) -> Option<Fields<'a>> {
     let number = |k: usize| rec.field(cols.index[k]).and_then(small_integer);
     let (sold_qty, kot_cnt, variance) = (number(1)?, number(2)?, number(3)?);
     let item = rec.field(cols.index[0])?;
-    item.iter()
-        .any(|b| !b.is_ascii_whitespace())
-        .then_some(Fields {
-            item,
-            sold_qty,
-            kot_cnt,
-            variance,
-        })
+    // A printable ASCII character survives [`clean_item`]; anything else
+    // (a non-breaking space alone, say) is judged by [`blank`].
+    item.iter().any(u8::is_ascii_graphic).then_some(Fields {
+        item,
+        sold_qty,
+        kot_cnt,
+        variance,
+    })
 }
 
 /// Every check of a row, in order; the error is the first that fails.
@@ -332,7 +332,7 @@ fn check_fields<'a>(rec: &'a Record, cols: &Columns) -> Result<Fields<'a>, Strin
     }
     let field = |k: usize| -> Result<&'a [u8], String> {
         let f = rec.field(cols.index[k]).unwrap_or_default();
-        if f.trim_ascii().is_empty() {
+        if blank(f) {
             Err(format!("missing {}", REQUIRED[k]))
         } else {
             Ok(f)
@@ -378,6 +378,15 @@ fn small_integer(f: &[u8]) -> Option<f64> {
         n = n * 10 + i64::from(d - b'0');
     }
     Some(if negative { -(n as f64) } else { n as f64 })
+}
+
+/// Whether a field is empty once [`clean_item`] has trimmed it (Unicode
+/// spaces included) and blanked its control characters.
+fn blank(f: &[u8]) -> bool {
+    String::from_utf8_lossy(f)
+        .trim()
+        .chars()
+        .all(char::is_control)
 }
 
 /// One line of printable text, clipped, for the email and the output.
@@ -471,6 +480,9 @@ mod tests {
                    e,1,2,3,4\n\
                    ,1,2,9\n\
                    f,1,2,9\n\
+                   \u{a0},1,2,9\n\
+                   \u{1},1,2,9\n\
+                   \u{e9},1,2,9\n\
                    \"g,1,2,9\n";
         let s = run(csv, 5.0).unwrap();
         let got: Vec<(u64, &str)> = s
@@ -487,10 +499,14 @@ mod tests {
                 (6, "non-numeric variance \"NaN\""),
                 (7, "expected 4 fields, found 5"),
                 (8, "missing item"),
-                (10, "unterminated quoted field"),
+                // Blank once cleaned: a non-breaking space, a control character.
+                (10, "missing item"),
+                (11, "missing item"),
+                (13, "unterminated quoted field"),
             ]
         );
-        assert_eq!((s.rows_read, s.skipped, s.flagged), (8, 7, 1));
+        assert_eq!((s.rows_read, s.skipped, s.flagged), (11, 9, 2));
+        assert_eq!(items(&s), vec!["f", "\u{e9}"]);
     }
 
     #[test]
