@@ -215,3 +215,15 @@ fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message,
     b.multipart(body)
         .map_err(|e| MailError::Invalid(format!("cannot build message: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    /// What the CLI and the export plugin accept as an address, the mailer
+    /// takes: a stored owner address never fails every digest afterwards.
+    #[test]
+    fn every_plain_address_is_one_the_mailer_takes() {
+        for address in neo_ops_text::address::PLAIN_SAMPLES {
+            assert!(super::mailbox(address).is_ok(), "{address}");
+        }
+    }
+}
