@@ -109,14 +109,26 @@ pub fn build(
     } else {
         packages
             .iter()
-            .map(|p| core.join(format!("{}.wasm", p.replace('-', "_"))))
+            .map(|p| core.join(component_file(p)))
             .collect()
     };
     for module in modules {
+        if !module.is_file() {
+            let crate_name = module.file_stem().unwrap_or_default().to_string_lossy();
+            return Err(format!(
+                "\"{crate_name}\" built no component: is it a plugin crate (crate-type cdylib, exporting a plugin)?"
+            ));
+        }
         let name = module.file_name().expect("a .wasm file");
         componentize(&module, &output_dir(target_dir).join(name))?;
     }
     Ok(())
+}
+
+/// The file a plugin crate's build writes (`my-plugin` → `my_plugin.wasm`,
+/// as cargo names the module).
+pub fn component_file(package: &str) -> String {
+    format!("{}.wasm", package.replace('-', "_"))
 }
 
 /// Makes the core module at `module` (with the component type wit-bindgen

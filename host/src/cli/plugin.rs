@@ -24,6 +24,14 @@ fn source_root() -> anyhow::Result<PathBuf> {
 /// Builds the named plugins (manifest names or crate names; all when none)
 /// and prints where each component went.
 pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
+    for path in build_components(cli, names)? {
+        println!("{}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// [`build`] without printing what was built: the components' paths.
+fn build_components(cli: &Cli, names: &[String]) -> anyhow::Result<Vec<PathBuf>> {
     // A name becomes part of paths: nothing but a plain name.
     if let Some(bad) = names.iter().find(|n| {
         n.is_empty()
@@ -75,7 +83,7 @@ pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
         plugin_build::build_python(
             &root.join("wit"),
             &python_dir.join(p),
-            &out.join(format!("{p}.wasm")),
+            &out.join(plugin_build::component_file(p)),
         )
         .map_err(anyhow::Error::msg)?;
     }
@@ -89,17 +97,14 @@ pub fn build(cli: &Cli, names: &[String]) -> anyhow::Result<ExitCode> {
     } else {
         packages
             .iter()
-            .map(|p| out.join(format!("{p}.wasm")))
+            .map(|p| out.join(plugin_build::component_file(p)))
             .collect()
     };
-    for path in &shown {
-        println!("{}", path.display());
-    }
     eprintln!("built in {:.1}s", started.elapsed().as_secs_f64());
     if let Some(manifest) = &manifest {
         warn_shadowed(manifest, &shown, &cli.manifest);
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(shown)
 }
 
 /// Warns about manifest plugins that name a component just built but load
@@ -111,9 +116,15 @@ fn warn_shadowed(manifest: &Manifest, built: &[PathBuf], manifest_path: &Path) {
         _ => false,
     };
     for p in &manifest.plugins {
+        // By the file the build writes for it (`my-plugin.wasm` is built
+        // as `my_plugin.wasm`, which a manifest naming the first never loads).
+        let written = p
+            .component
+            .file_stem()
+            .map(|s| plugin_build::component_file(&s.to_string_lossy()));
         let Some(fresh) = built
             .iter()
-            .find(|b| b.file_name() == p.component.file_name())
+            .find(|b| b.file_name().map(|f| f.to_string_lossy().into_owned()) == written)
         else {
             continue;
         };
@@ -134,6 +145,10 @@ fn warn_shadowed(manifest: &Manifest, built: &[PathBuf], manifest_path: &Path) {
 pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> {
     let (is_check, name) = match words {
         [kind, name] if kind == "check" => (true, name.as_str()),
+        // `plugin new check` with the name forgotten, not a plugin "check".
+        [kind] if kind == "check" => {
+            anyhow::bail!("a check needs a name: neo-ops plugin new check <name>")
+        }
         [name] => (false, name.as_str()),
         _ => anyhow::bail!("usage: neo-ops plugin new [check] <name> [--lang rust|python]"),
     };
@@ -263,20 +278,28 @@ fn finish_scaffold(
     block: &str,
     edit: &Path,
 ) -> anyhow::Result<ExitCode> {
-    println!("created {}", dir.display());
-    if let Err(e) = build(cli, &[plugin.to_string()]) {
-        eprintln!(
-            "{} was left as it was: fix {}, run `neo-ops plugin build {plugin}`, then add this block to it:{block}",
-            cli.manifest.display(),
-            edit.display()
-        );
-        return Err(e.context(format!("the new plugin \"{plugin}\" did not build")));
-    }
+    // Nothing printed until the manifest has the block: a closed pipe ends
+    // the process at the first line, which must not leave half a scaffold.
+    let built = match build_components(cli, &[plugin.to_string()]) {
+        Ok(built) => built,
+        Err(e) => {
+            eprintln!(
+                "{} was left as it was: fix {}, run `neo-ops plugin build {plugin}`, then add this block to it:{block}",
+                cli.manifest.display(),
+                edit.display()
+            );
+            return Err(e.context(format!("the new plugin \"{plugin}\" did not build")));
+        }
+    };
     let mut manifest = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .open(&cli.manifest)?;
     std::io::Write::write_all(&mut manifest, block.as_bytes())?;
+    println!("created {}", dir.display());
+    for path in built {
+        println!("built {}", path.display());
+    }
     println!("added [plugins.{plugin}] to {}", cli.manifest.display());
     println!(
         "next: edit {}, then `neo-ops plugin build {plugin}` (a running serve picks it up)",

@@ -15,27 +15,56 @@ pub async fn create(
 ) -> anyhow::Result<ExitCode> {
     with_databases(cli, async |db| {
         db.create_tenant(name, display_name.unwrap_or(name)).await?;
+        let seeded = match with_demo {
+            true => Some(seed_demo(db, name).await),
+            false => None,
+        };
+        // On record before anything is printed (a closed pipe ends the
+        // process at the first line), with what the seeding came to.
         let target = format!("tenant:{name}");
-        let details = serde_json::json!({"demo": with_demo});
+        let mut details = serde_json::json!({"demo": with_demo});
+        if let Some(Err(e)) = &seeded {
+            details["demo_failed"] = serde_json::json!(format!("{e:#}"));
+        }
         record(db, "tenant.create", &target, Some(name), details).await;
         println!("created tenant \"{name}\"");
-        if with_demo {
-            let pool = db.tenant(name).await?;
-            let counts = demo::seed(&pool, demo::DemoSize::default()).await?;
-            // The owner digest needs somewhere to go.
-            db.update_tenant(
-                name,
-                &crate::backends::db::TenantUpdate {
-                    owner_email: Some(format!("owner@{name}.example")),
-                    ..Default::default()
-                },
-            )
-            .await?;
-            println!("seeded demo data: {counts}");
+        match seeded {
+            Some(Ok(counts)) => println!("seeded demo data: {counts}"),
+            Some(Err(e)) => {
+                return Err(e.context(format!(
+                    "tenant \"{name}\" is created, but its demo data is not (all) in"
+                )));
+            }
+            None => {}
         }
         Ok(ExitCode::SUCCESS)
     })
     .await
+}
+
+/// Fills a new tenant with a week of demo data and an owner address (the
+/// owner digest needs somewhere to go); what was seeded, counted.
+async fn seed_demo(db: &crate::backends::db::Databases, name: &str) -> anyhow::Result<String> {
+    let pool = db.tenant(name).await?;
+    let counts = demo::seed(&pool, demo::DemoSize::default()).await?;
+    db.update_tenant(
+        name,
+        &crate::backends::db::TenantUpdate {
+            owner_email: Some(demo_owner(name)),
+            ..Default::default()
+        },
+    )
+    .await?;
+    Ok(counts)
+}
+
+/// A demo tenant's owner address: `owner@<name>.example`, unless the name
+/// ends in `-` or holds `_`, which no domain label may (every digest to it
+/// would fail).
+fn demo_owner(name: &str) -> String {
+    Some(format!("owner@{name}.example"))
+        .filter(|a| neo_ops_text::address::is_plain(a))
+        .unwrap_or_else(|| format!("owner+{name}@tenants.example"))
 }
 
 pub async fn list(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
@@ -121,16 +150,8 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
         .into_iter()
         .filter_map(|(field, old, new)| new.map(|new| (field, old, new)))
         .collect();
-        if args.dry_run {
-            println!("dry run: tenant \"{}\" would change", args.name);
-        } else {
-            db.update_tenant(&args.name, &update).await?;
-            println!("updated tenant \"{}\"", args.name);
-        }
-        for (field, old, new) in &changes {
-            println!("  {field}: {old:?} -> {new:?}");
-        }
         if !args.dry_run {
+            db.update_tenant(&args.name, &update).await?;
             // Old and new values on record, but not the owner's address.
             let fields: serde_json::Map<String, serde_json::Value> = changes
                 .iter()
@@ -147,7 +168,31 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
             let details = serde_json::json!({ "changes": fields });
             record(db, "tenant.set", &target, Some(&args.name), details).await;
         }
+        // Printed once on record: a closed pipe ends the process here.
+        match args.dry_run {
+            true => println!("dry run: tenant \"{}\" would change", args.name),
+            false => println!("updated tenant \"{}\"", args.name),
+        }
+        for (field, old, new) in &changes {
+            println!("  {field}: {old:?} -> {new:?}");
+        }
         Ok(ExitCode::SUCCESS)
     })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_tenant_name_gets_a_demo_owner_the_mailer_takes() {
+        for (name, owner) in [
+            ("acme", "owner@acme.example"),
+            ("x-", "owner+x-@tenants.example"),
+            ("a_b", "owner+a_b@tenants.example"),
+        ] {
+            assert!(crate::manifest::valid_tenant_name(name));
+            assert_eq!(super::demo_owner(name), owner);
+            assert!(owner.parse::<lettre::Address>().is_ok(), "{owner}");
+        }
+    }
 }

@@ -129,6 +129,35 @@ fn tenant_set_changes_what_list_shows() {
     let again: serde_json::Value =
         serde_json::from_str(&ok(&["tenant", "list", "--json"])).unwrap();
     assert_eq!(again, listed);
+
+    // Piped into a reader that has gone (`| head -0`): the change is on
+    // record before the first line is printed. Before, the process died at
+    // that line, with the tenant changed and no `tenant.set` record.
+    let mut piped = cli
+        .command(&["tenant", "set", "acme", "--plan", "enterprise"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(piped.stdout.take());
+    piped.wait().unwrap();
+    let master = cli.dir.path().join("data/db/master.sqlite");
+    let recorded = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", master.display()))
+            .await
+            .unwrap();
+        let (sets,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM audit_log WHERE action = 'tenant.set' AND details LIKE '%enterprise%'",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        sets
+    });
+    let now: serde_json::Value = serde_json::from_str(&ok(&["tenant", "list", "--json"])).unwrap();
+    assert_eq!(now[0]["plan"], "enterprise");
+    assert_eq!(recorded, 1, "the change is on the audit record");
 }
 
 /// A queue's further workers are `<replica>#<n>`: a replica named like one
@@ -740,6 +769,8 @@ routes = [{ method = "GET", path = "/status" }]
     for (name, why) in [
         ("status", "already served by plugin \"status-page\""),
         ("healthz", "served by the host"),
+        // `plugin new check` with the check's name forgotten.
+        ("check", "a check needs a name"),
     ] {
         let o = cli.run(&["plugin", "new", name]);
         assert_eq!(o.code, Some(1), "{name}: {}", o.stdout);
