@@ -48,6 +48,15 @@ const REFUSED_FIRST: &[&str] = &[
 /// What may follow `SET`: settings that end with the transaction.
 const SET_FOR_THE_TRANSACTION: &[&str] = &["LOCAL", "TRANSACTION", "CONSTRAINTS"];
 
+/// Settings the host holds on every connection, not even `SET LOCAL`: with
+/// them off, a statement the host gave up on runs on in the server, its
+/// locks held and its backend never given back.
+const HOST_SETTINGS: &[&str] = &[
+    "STATEMENT_TIMEOUT",
+    "IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
+    "CLIENT_CONNECTION_CHECK_INTERVAL",
+];
+
 /// Words refused anywhere in a statement: temporary objects (they live as
 /// long as the connection), and what changes settings for the session.
 const REFUSED_ANYWHERE: &[&str] = &["TEMP", "TEMPORARY", "SET_CONFIG", "PG_SETTINGS"];
@@ -74,6 +83,16 @@ const READ_ONLY_TABLES: &[&str] = &["AUDIT_LOG"];
 const WRITING: &[&str] = &[
     "INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "DROP", "CREATE", "REPLACE", "ALTER",
     "GRANT", "REVOKE", "RENAME", "UPSERT",
+];
+
+/// Word beginnings of Postgres functions that end or signal other
+/// connections' work: the host's, and other plugins' and tenants' (one role
+/// usually serves every database).
+const REACHES_OTHER_CONNECTIONS: &[&str] = &[
+    "PG_TERMINATE_BACKEND",
+    "PG_CANCEL_BACKEND",
+    "PG_RELOAD_CONF",
+    "PG_SIGNAL",
 ];
 
 /// Word beginnings of Postgres functions that run SQL given as text,
@@ -121,10 +140,14 @@ fn read(sql: &str) -> Result<(), WitError> {
     for dialect in [Dialect::Postgres, Dialect::Sqlite] {
         for statement in statements(sql, dialect) {
             if let Some(word) = refused(&statement) {
+                let why = if word.starts_with("SET LOCAL") {
+                    "the host holds this limit on every connection"
+                } else {
+                    "a plugin's statement may not control transactions or change its \
+                     connection's session (use db.transaction, and SET LOCAL inside it)"
+                };
                 return Err(WitError::invalid(format!(
-                    "statement \"{word}\" is not allowed: a plugin's statement may not control \
-                     transactions or change its connection's session (use db.transaction, and \
-                     SET LOCAL inside it)"
+                    "statement \"{word}\" is not allowed: {why}"
                 )));
             }
             if let Some(why) = reaches_host_tables(&statement) {
@@ -160,10 +183,17 @@ fn reaches_host_tables(words: &[Word]) -> Option<String> {
     }
     words.iter().find_map(|w| {
         let text = w.text.to_ascii_uppercase();
-        RUNS_TEXT_AS_SQL
-            .iter()
-            .any(|f| text.starts_with(f))
-            .then(|| format!("\"{}\" is not allowed: it runs SQL given as text", w.text))
+        let calls = |list: &[&str]| list.iter().any(|f| text.starts_with(f));
+        if calls(RUNS_TEXT_AS_SQL) {
+            Some(format!("\"{}\" is not allowed: it runs SQL given as text", w.text))
+        } else if calls(REACHES_OTHER_CONNECTIONS) {
+            Some(format!(
+                "\"{}\" is not allowed: it reaches other connections (the host's and other plugins')",
+                w.text
+            ))
+        } else {
+            None
+        }
     })
 }
 
@@ -184,6 +214,9 @@ fn refused(words: &[Word]) -> Option<String> {
     let first = words.first()?;
     if is(0, REFUSED_FIRST) || (is(0, &["SET"]) && !is(1, SET_FOR_THE_TRANSACTION)) {
         return Some(first.text.to_ascii_uppercase());
+    }
+    if is(0, &["SET"]) && is(1, &["LOCAL"]) && is(2, HOST_SETTINGS) {
+        return Some(format!("SET LOCAL {}", words[2].text));
     }
     if is(0, &["CREATE"]) {
         let made = if is(1, &["OR"]) && is(2, &["REPLACE"]) {
@@ -476,6 +509,10 @@ mod tests {
             "CREATE TABLE pg_temp.api_tokens (id int)",
             "SELECT 1 INTO pg_temp_3.t",
             "SELECT pg_advisory_xact_lock(7305425512)",
+            // The limits the host holds on every connection.
+            "SET LOCAL statement_timeout = 0",
+            "set local \"idle_in_transaction_session_timeout\" to 0",
+            "SET LOCAL client_connection_check_interval = 0",
             // SQLite's Tcl-style parameter swallows the quote.
             "SELECT $1('); ATTACH 'x' AS m; SELECT $1(')",
             "SELECT @a('); BEGIN; SELECT @a(')",
@@ -493,6 +530,11 @@ mod tests {
             refusal("SELECT set_config('a', 'b', false)").starts_with("statement \"set_config\"")
         );
         assert!(refusal("SELECT 1; PRAGMA x").starts_with("statement \"PRAGMA\""));
+        assert_eq!(
+            refusal("SET LOCAL statement_timeout = 0"),
+            "statement \"SET LOCAL statement_timeout\" is not allowed: the host holds this \
+             limit on every connection"
+        );
         assert!(
             refusal("CREATE OR REPLACE FUNCTION f()").starts_with("statement \"CREATE FUNCTION\"")
         );
@@ -517,6 +559,9 @@ mod tests {
             "DROP TABLE audit_log",
             "SELECT query_to_xml('select token_hash from api' || '_tokens', true, false, '')",
             "SELECT table_to_xml_and_xmlschema('x', true, false, '')",
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()",
+            "select PG_CANCEL_BACKEND(1)",
+            "SELECT pg_reload_conf()",
         ] {
             let e = check(sql).expect_err(sql);
             assert_eq!(e.code, crate::bindings::ErrorCode::Denied, "{sql}");
@@ -559,7 +604,9 @@ mod tests {
             "INSERT INTO settings (name) VALUES ('commit')",
             "DELETE FROM t WHERE id = $1",
             "SELECT $1, $2",
-            "SET LOCAL statement_timeout = '5s'",
+            "SET LOCAL lock_timeout = '5s'",
+            "SET LOCAL work_mem = '64MB'",
+            "SELECT pid FROM pg_stat_activity",
             "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
             "SET CONSTRAINTS ALL DEFERRED",
             "CREATE TABLE IF NOT EXISTS t (a int)",
