@@ -1416,6 +1416,58 @@ async fn a_raised_outage_code_does_not_open_the_breaker() {
     server.stop().await.unwrap();
 }
 
+/// A runaway statement on the embedded database (a recursive CTE with no
+/// end) is stopped by SQLite at the 30 s statement limit, and its
+/// connection goes back to the pool. Before, the host gave up on it and
+/// sqlx's thread ran it on for good, its pool slot taken: eight of them
+/// wedged the master, the host's own queries included. Parameters sqlx
+/// cannot bind are the statement's fault: `$0` no longer kills the
+/// connection's thread and reads as success, and a named one is not an
+/// outage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_sqlite_statement_is_stopped_and_its_connection_returned() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let manifest = PROBE.replace(r#"timeout = "10s""#, r#"timeout = "45s""#);
+    let server = dep.start(&manifest, "a").await;
+    let neo_ops::backends::db::Pool::Sqlite(pool) = server.master() else {
+        panic!("the embedded master is SQLite");
+    };
+    let runaway = "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c) \
+                   SELECT count(*) AS n FROM c";
+    let asked = Instant::now();
+    let out = server
+        .command("probe", &["db-sql", "master", runaway])
+        .await
+        .unwrap();
+    assert!(out.contains("statement timed out"), "{out}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(40),
+        "{:?}",
+        asked.elapsed()
+    );
+    support::wait_until("the runaway's connection is back in the pool", || async {
+        pool.num_idle() as u32 == pool.size()
+    })
+    .await;
+    for (sql, says) in [
+        (
+            "SELECT $0 AS n",
+            "no parameter $0: parameters count from $1",
+        ),
+        ("SELECT :name AS n", "unsupported SQL parameter format"),
+    ] {
+        let out = server
+            .command("probe", &["db-sql", "master", sql])
+            .await
+            .unwrap();
+        assert!(out.contains(r#""code":"invalid""#), "{sql}: {out}");
+        assert!(out.contains(says), "{sql}: {out}");
+    }
+    let out = server.command("probe", &["db", "master"]).await.unwrap();
+    assert!(out.contains("1 row"), "{out}");
+    server.stop().await.unwrap();
+}
+
 /// Every plugin connection held by slow statements: a caller that waits
 /// out the acquire timeout is told the database is busy, and that opens no
 /// breaker, so the next caller gets the first connection freed; `/readyz`

@@ -473,6 +473,14 @@ impl Pool {
                     }
                 }
             }
+            // A plugin's statement, or one on its behalf: stopped by SQLite
+            // itself at the limit (the host's own are its own code).
+            Pool::Sqlite(p) if caller_deadline.is_some() => {
+                sqlite::within_deadline(p, limit, async |conn| {
+                    lite_run(conn, sql, params, budget).await
+                })
+                .await
+            }
             Pool::Sqlite(p) => bounded(lite_run(p, sql, params, budget)).await,
         }
     }
@@ -492,29 +500,33 @@ impl Pool {
         statements: &[(String, Vec<Value>)],
         budget: &mut Budget,
     ) -> Result<Vec<(u64, RowSet)>, DbError> {
-        bounded(async {
-            let mut out = Vec::with_capacity(statements.len());
-            match self {
-                Pool::Pg(p) => {
+        match self {
+            Pool::Pg(p) => {
+                bounded(async {
                     p.check()?;
                     let leased = p.lease().await;
                     p.record(&leased);
-                    out = pg_transaction_leased(leased?, statements, budget).await?;
-                }
-                Pool::Sqlite(p) => {
+                    pg_transaction_leased(leased?, statements, budget).await
+                })
+                .await
+            }
+            Pool::Sqlite(p) => {
+                let limit = tokio::time::Instant::now() + STATEMENT_TIMEOUT;
+                sqlite::within_deadline(p, limit, async |conn| {
                     // The file's write lock first (waiting out the busy
                     // timeout): a deferred BEGIN that read and then wrote
                     // failed at once if another writer got in between.
-                    let mut tx = p.begin_with("BEGIN IMMEDIATE").await?;
+                    let mut tx = sqlx::Connection::begin_with(conn, "BEGIN IMMEDIATE").await?;
+                    let mut out = Vec::with_capacity(statements.len());
                     for (sql, params) in statements {
                         out.push(lite_run(&mut *tx, sql, params, budget).await?);
                     }
                     tx.commit().await?;
-                }
+                    Ok(out)
+                })
+                .await
             }
-            Ok(out)
-        })
-        .await
+        }
     }
 
     /// Whether the database is known to be out of reach now: its breaker

@@ -4,9 +4,10 @@
 //! time order.
 
 use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+use futures::TryStreamExt;
 use sqlx::sqlite::{
-    SqliteArguments, SqliteConnectOptions, SqlitePool, SqlitePoolOptions, SqliteQueryResult,
-    SqliteRow,
+    SqliteArguments, SqliteConnectOptions, SqliteConnection, SqlitePool, SqlitePoolOptions,
+    SqliteQueryResult, SqliteRow,
 };
 use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::path::PathBuf;
@@ -37,6 +38,56 @@ pub(super) async fn sqlite_pool(path: PathBuf, create: bool) -> anyhow::Result<S
         .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))
 }
 
+/// SQLite virtual-machine steps between looks at the clock (a look costs
+/// next to nothing; a step is well under a microsecond).
+const STEPS_PER_LOOK: i32 = 10_000;
+
+/// How long putting a connection back in order may take before it is
+/// closed instead of going back to the pool.
+const TIDY_WITHIN: Duration = Duration::from_secs(5);
+
+/// Runs `work` on a connection of `pool` that SQLite itself stops at
+/// `deadline`. sqlx steps SQLite on a thread of its own and cannot cut a
+/// statement short: a future given up on leaves a runaway statement (a
+/// recursive CTE with no end) running, its thread busy and its pool slot
+/// taken for good, and eight of them wedge the database. A progress
+/// handler interrupts it instead (SQLite rolls the statement back), and is
+/// removed before the connection goes back to the pool; a connection that
+/// cannot be put back in order is closed.
+pub(super) async fn within_deadline<T>(
+    pool: &SqlitePool,
+    deadline: tokio::time::Instant,
+    work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, DbError>,
+) -> Result<T, DbError> {
+    let mut conn = tokio::time::timeout_at(deadline, pool.acquire())
+        .await
+        .map_err(|_| super::timed_out())??;
+    let stop_at = deadline.into_std();
+    conn.lock_handle()
+        .await?
+        .set_progress_handler(STEPS_PER_LOOK, move || std::time::Instant::now() < stop_at);
+    // A little past the deadline: the interrupt ends the statement first,
+    // and what it ended with is the deadline, not the interruption.
+    let result = tokio::time::timeout_at(deadline + Duration::from_secs(1), work(&mut conn))
+        .await
+        .unwrap_or_else(|_| Err(super::timed_out()))
+        .map_err(|e| match tokio::time::Instant::now() >= deadline {
+            true => super::timed_out(),
+            false => e,
+        });
+    let tidied = match tokio::time::timeout(TIDY_WITHIN, conn.lock_handle()).await {
+        Ok(Ok(mut handle)) => {
+            handle.remove_progress_handler();
+            true
+        }
+        _ => false,
+    };
+    if !tidied {
+        conn.close_on_drop();
+    }
+    result
+}
+
 pub(crate) async fn lite_run<'e, E>(
     ex: E,
     sql: &str,
@@ -46,8 +97,25 @@ pub(crate) async fn lite_run<'e, E>(
 where
     E: sqlx::Executor<'e, Database = sqlx::Sqlite>,
 {
+    if let Some(zero) = zero_parameter(sql) {
+        // sqlx counts from 1 and panics its worker thread on `$0`, ending
+        // the statement as if it had succeeded with no rows.
+        return Err(DbError::Invalid(format!(
+            "no parameter {zero}: parameters count from $1"
+        )));
+    }
+    let steps = ex
+        .fetch_many(lite_query(sql, params)?)
+        .map_err(|e| match e {
+            // sqlx binds `$N` and `?N` only: a parameter named otherwise is the
+            // statement's fault, not an outage.
+            sqlx::Error::Protocol(why) if why.contains("parameter") => {
+                sqlx::Error::InvalidArgument(why)
+            }
+            e => e,
+        });
     collect(
-        ex.fetch_many(lite_query(sql, params)?),
+        Box::pin(steps),
         budget,
         SqliteQueryResult::rows_affected,
         // SQLite hands over a row it already holds in its own memory; the
@@ -56,6 +124,37 @@ where
         lite_values,
     )
     .await
+}
+
+/// The first `$0` (or `$00`…) of `sql` outside literals, quoted names and
+/// comments, as SQLite reads them.
+fn zero_parameter(sql: &str) -> Option<&str> {
+    let b = sql.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let skip_to = |from: usize, end: &[u8]| {
+            b[from..]
+                .windows(end.len())
+                .position(|w| w == end)
+                .map_or(b.len(), |n| from + n + end.len())
+        };
+        i = match b[i] {
+            q @ (b'\'' | b'"' | b'`') => skip_to(i + 1, &[q]),
+            b'[' => skip_to(i + 1, b"]"),
+            b'-' if b.get(i + 1) == Some(&b'-') => skip_to(i + 2, b"\n"),
+            b'/' if b.get(i + 1) == Some(&b'*') => skip_to(i + 2, b"*/"),
+            b'$' => {
+                let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+                let name = &sql[i..i + 1 + digits];
+                if digits > 0 && name[1..].bytes().all(|c| c == b'0') {
+                    return Some(name);
+                }
+                i + 1 + digits
+            }
+            _ => i + 1,
+        };
+    }
+    None
 }
 
 /// Fixed-width UTC text, so SQLite's text comparison is chronological.
@@ -126,6 +225,25 @@ pub(super) fn parse_sqlite_time(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_zero_parameter_is_found_outside_literals() {
+        assert_eq!(
+            zero_parameter("UPDATE t SET a = 1 WHERE id = $0"),
+            Some("$0")
+        );
+        assert_eq!(zero_parameter("SELECT $1, $00"), Some("$00"));
+        for fine in [
+            "SELECT $1, $10, $20",
+            "SELECT '$0' AS s, \"$0\" AS t, [$0] AS u, `$0` AS v",
+            "SELECT 1 -- $0\n",
+            "SELECT /* $0 */ 1",
+            "SELECT 'unclosed $0",
+            "SELECT $",
+        ] {
+            assert_eq!(zero_parameter(fine), None, "{fine}");
+        }
+    }
 
     #[test]
     fn sqlite_times_parse_both_forms() {

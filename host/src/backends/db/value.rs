@@ -223,6 +223,7 @@ impl From<sqlx::Error> for DbError {
                 tracing::warn!(error = %e, "database unavailable");
                 DbError::Unavailable("database unavailable".into())
             }
+            sqlx::Error::InvalidArgument(why) => DbError::Invalid(why.clone()),
             sqlx::Error::ColumnDecode { index, source } => {
                 DbError::Invalid(format!("cannot decode column {index}: {source}"))
             }
