@@ -86,12 +86,18 @@ impl Admission {
     pub fn new(slots: u32, policy: AdmissionPolicy) -> Self {
         let slots = slots.max(1);
         let share = |percent: u32| ((slots as u64 * percent as u64 / 100) as usize).max(1);
-        let public = share(policy.public_share);
         // Each share is at least one slot; from three slots on, one is
         // always left out of the two shares whatever the rounding, so an
-        // operator gets in past a public flood and a job backlog at once.
+        // operator gets in past a public flood and a job backlog at once
+        // (the public share leaves room for both, then the background one
+        // for the operator).
+        let all = slots as usize;
+        let public = match all >= 3 {
+            true => share(policy.public_share).min(all - 2),
+            false => share(policy.public_share),
+        };
         let background = share(policy.background_share)
-            .min((slots as usize).saturating_sub(public + 1))
+            .min(all.saturating_sub(public + 1))
             .max(1);
         Self {
             total: Arc::new(Semaphore::new(slots as usize)),
@@ -227,7 +233,18 @@ mod tests {
             background_share: 98,
             wait: Duration::from_millis(20),
         };
-        for (slots, policy) in [(50, lopsided), (3, policy(20))] {
+        // 75 % and 20 % of 4 would round to 3 + 1; 90 % and 9 % of 10 to 9 + 1.
+        let public_heavy = |public_share, background_share| AdmissionPolicy {
+            public_share,
+            background_share,
+            wait: Duration::from_millis(20),
+        };
+        for (slots, policy) in [
+            (50, lopsided),
+            (3, policy(20)),
+            (4, public_heavy(75, 20)),
+            (10, public_heavy(90, 9)),
+        ] {
             let a = Admission::new(slots, policy);
             let mut held = Vec::new();
             while let Ok(s) = a.acquire(Class::Public).await {
