@@ -45,9 +45,14 @@ const RESERVED_FDS: u64 = 256;
 /// limit (raised to its hard limit first) less what the rest of the process
 /// needs.
 pub fn connection_cap(configured: Option<usize>) -> usize {
-    let limit = raise_file_limit();
-    let ceiling = limit.saturating_sub(RESERVED_FDS).max(16) as usize;
+    let ceiling = cap_under(raise_file_limit());
     configured.map_or(ceiling, |c| c.min(ceiling)).max(1)
+}
+
+/// Connections under a file limit: [`RESERVED_FDS`] kept back, or a quarter
+/// of a small limit, so the cap always stays below the limit itself.
+fn cap_under(file_limit: u64) -> usize {
+    file_limit.saturating_sub(RESERVED_FDS.min(file_limit / 4)) as usize
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard one; returns the soft limit in force.
@@ -285,5 +290,23 @@ impl HttpBody for BusyBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// As the README has it: the limit less min(256, limit / 4), so a small
+    /// limit still leaves the pools and the cache their descriptors.
+    #[test]
+    fn the_cap_keeps_descriptors_back_below_any_limit() {
+        for (limit, cap) in [
+            (1_048_576, 1_048_320),
+            (1024, 768),
+            (512, 384),
+            (200, 150),
+            (8, 6),
+        ] {
+            assert_eq!(super::cap_under(limit), cap, "limit {limit}");
+        }
     }
 }
