@@ -27,14 +27,16 @@ pub fn build_engine(max_instances: u32, perf_map: bool) -> anyhow::Result<Engine
     // Core instances and tables for `slots` components of the largest
     // shape allowed (a Python component uses 14 core instances): admission
     // lets `slots` invocations in, and a pool that ran out first would fail
-    // one of them as a crash. Both are bookkeeping, not linear memory.
+    // one of them as a crash. Both are bookkeeping, not linear memory, which
+    // is why memories are one per slot and one per component (ours, Python's
+    // included, have one): a component with more is refused as it loads.
     pool.total_component_instances(slots)
         .total_core_instances(slots * CORE_INSTANCES_PER_COMPONENT)
         .total_memories(slots)
         .total_tables(slots * TABLES_PER_COMPONENT)
         .total_stacks(slots)
         .max_memory_size(MAX_MEMORY)
-        .max_memories_per_component(4)
+        .max_memories_per_component(1)
         .max_tables_per_component(TABLES_PER_COMPONENT)
         .max_core_instances_per_component(CORE_INSTANCES_PER_COMPONENT)
         // Reset reused slots by rewriting the pages a call dirtied (found with
@@ -85,5 +87,30 @@ impl EpochTicker {
 impl Drop for EpochTicker {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasmtime::component::Component;
+
+    /// The pool holds one linear memory per slot, so a component with more
+    /// (two core modules with a memory each) is refused when it loads, not
+    /// failed as a crash under load once the pool's memories ran out before
+    /// its slots did.
+    #[test]
+    fn a_component_with_two_memories_is_refused_at_load() {
+        let engine = super::build_engine(2, false).unwrap();
+        let component = |modules: usize| {
+            let each = "(core module (memory 1)) (core instance (instantiate 0))";
+            let text = format!("(component {})", [each].repeat(modules).join(" "));
+            Component::new(&engine, wat::parse_str(text).unwrap())
+        };
+        assert!(component(1).is_ok());
+        let refused = component(2).unwrap_err();
+        assert!(
+            format!("{refused:#}").contains("contains 2 Wasm linear memories"),
+            "{refused:#}"
+        );
     }
 }
