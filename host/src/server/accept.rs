@@ -17,10 +17,11 @@ use hyper_util::service::TowerToHyperService;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -82,7 +83,18 @@ fn raise_file_limit() -> u64 {
 /// One open connection, as the cap sees it.
 struct Conn {
     in_flight: AtomicUsize,
+    /// Written to since hyper last flushed: an answer still going out.
+    unflushed: AtomicBool,
     close: CancellationToken,
+}
+
+impl Conn {
+    /// No request in flight and no answer still being written: hyper lets
+    /// go of a response body once it has queued the last frame, and a
+    /// download still going out is not idle.
+    fn idle(&self) -> bool {
+        self.in_flight.load(Ordering::Acquire) == 0 && !self.unflushed.load(Ordering::Acquire)
+    }
 }
 
 /// Open connections, oldest first.
@@ -103,9 +115,8 @@ impl Registry {
         let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
         conns.retain(|c| c.strong_count() > 0);
         let victim = conns.iter().position(|c| {
-            c.upgrade().is_some_and(|c| {
-                c.in_flight.load(Ordering::Acquire) == 0 && !c.close.is_cancelled()
-            })
+            c.upgrade()
+                .is_some_and(|c| c.idle() && !c.close.is_cancelled())
         });
         match victim
             .and_then(|i| conns.remove(i))
@@ -197,6 +208,7 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let conn = Arc::new(Conn {
             in_flight: AtomicUsize::new(0),
+            unflushed: AtomicBool::new(false),
             close: shutdown.child_token(),
         });
         registry.add(&conn);
@@ -225,7 +237,11 @@ pub async fn serve(
         let builder = builder.clone();
         tracker.spawn(async move {
             let _permit = permit;
-            let io = TokioIo::new(WriteStallLimited::new(stream, write_pace));
+            let io = Unflushed {
+                io: WriteStallLimited::new(stream, write_pace),
+                conn: conn.clone(),
+            };
+            let io = TokioIo::new(io);
             let served =
                 builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
             tokio::pin!(served);
@@ -234,7 +250,7 @@ pub async fn serve(
                 _ = conn.close.cancelled() => {}
             }
             served.as_mut().graceful_shutdown();
-            if conn.in_flight.load(Ordering::Acquire) == 0 {
+            if conn.idle() {
                 // Evicted while idle: a half-sent request does not get to
                 // hold the slot until its header timeout.
                 let _ = tokio::time::timeout(EVICTION_GRACE, served).await;
@@ -290,6 +306,60 @@ impl HttpBody for BusyBody {
 
     fn size_hint(&self) -> SizeHint {
         self.body.size_hint()
+    }
+}
+
+/// A connection's socket, marking it as writing from each write until
+/// hyper's next flush has gone through (hyper flushes once its buffer is
+/// written out).
+struct Unflushed<S> {
+    io: S,
+    conn: Arc<Conn>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Unflushed<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Unflushed<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.conn.unflushed.store(true, Ordering::Release);
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.conn.unflushed.store(true, Ordering::Release);
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let flushed = Pin::new(&mut self.io).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            self.conn.unflushed.store(false, Ordering::Release);
+        }
+        flushed
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 

@@ -1002,6 +1002,51 @@ async fn shutdown_waits_for_an_invocation_whose_client_left() {
     );
 }
 
+/// A download still being written when shutdown comes is written out
+/// whole. hyper lets go of a response body as soon as it has queued the
+/// last frame, and the connection then looked idle: shutdown gave it
+/// 200 ms and cut the download off (at the connection cap, the oldest
+/// connection, a long download's, was the first closed the same way).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_in_progress_at_shutdown_is_written_out() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // 10 MiB: more than the socket buffers hold unread (about 4 MiB), the
+    // rest in hyper's.
+    client
+        .write_all(b"GET /public/probe?c=big&n=10485760 HTTP/1.1\r\nhost: neo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = vec![0u8; 64 << 10];
+    let mut read = client.read(&mut head).await.unwrap();
+    while !head[..read].windows(4).any(|w| w == b"\r\n\r\n") {
+        read += client.read(&mut head[read..]).await.unwrap();
+    }
+    let text = String::from_utf8_lossy(&head[..read]).into_owned();
+    let (headers, body_start) = text.split_once("\r\n\r\n").unwrap();
+    let length: usize = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .expect("a content-length")
+        .parse()
+        .unwrap();
+    assert!(length > 10 << 20, "{headers}");
+    let stopping = tokio::spawn(server.stop());
+    // Past the 200 ms an idle connection is given, before reading on.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut body = body_start.len();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        match client.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => body += n,
+        }
+    }
+    assert_eq!(body, length, "the download was cut off");
+    stopping.await.unwrap().unwrap();
+}
+
 /// A request whose client hangs up while it still waits for a slot is not
 /// run once one frees: nobody is there for its answer, and it would take a
 /// slot from a client who is. One whose client stays is run.
