@@ -118,9 +118,9 @@ where
         Box::pin(steps),
         budget,
         SqliteQueryResult::rows_affected,
-        // SQLite hands over a row it already holds in its own memory; the
-        // copy is counted as it is made.
-        |_| 0,
+        // Measured before the values are copied out: a row of a gigabyte
+        // blob is refused without a third copy of it.
+        raw_size,
         lite_values,
     )
     .await
@@ -181,6 +181,19 @@ pub(super) fn lite_query<'q>(
     Ok(q)
 }
 
+/// A row's size as SQLite holds it: its text and blobs read in place, and
+/// a number's eight bytes.
+fn raw_size(row: &SqliteRow) -> usize {
+    (0..row.len())
+        .map(|i| match row.try_get_raw(i) {
+            Ok(v) if matches!(v.type_info().name(), "TEXT" | "BLOB") => {
+                row.try_get_unchecked::<&[u8], _>(i).map_or(0, <[u8]>::len)
+            }
+            _ => 8,
+        })
+        .sum()
+}
+
 /// One row's values, each column read as its declared type says.
 fn lite_values(row: &SqliteRow) -> Result<Vec<Value>, DbError> {
     row.columns()
@@ -225,6 +238,22 @@ pub(super) fn parse_sqlite_time(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_rows_size_is_read_in_place() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let row: SqliteRow =
+            sqlx::query("SELECT randomblob(1000) AS b, 'abc' AS t, 5 AS i, NULL AS n")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(raw_size(&row), 1000 + 3 + 8 + 8);
+        let values = lite_values(&row).unwrap();
+        assert!(matches!(&values[0], Value::Bytes(b) if b.len() == 1000));
+        assert_eq!(values[1], Value::Text("abc".into()));
+        assert_eq!(values[2], Value::Int(5));
+        pool.close().await;
+    }
 
     #[test]
     fn a_zero_parameter_is_found_outside_literals() {
