@@ -124,10 +124,18 @@ impl Mailer {
                 // addresses) and its name stay in the host's log.
                 Ok(Err(e)) => {
                     tracing::warn!(smtp = %host, error = %e, "smtp send failed");
-                    Err(MailError::Unavailable(
-                        "the mail server refused the message or failed (details in the host log)"
-                            .into(),
-                    ))
+                    // A 5xx is the server's last word (no such mailbox, too
+                    // large): sending again would be refused again.
+                    Err(match e.is_permanent() {
+                        true => MailError::Invalid(
+                            "the mail server refused the message for good (details in the host log)"
+                                .into(),
+                        ),
+                        false => MailError::Unavailable(
+                            "the mail server refused the message or failed (details in the host log)"
+                                .into(),
+                        ),
+                    })
                 }
                 Err(_) => {
                     tracing::warn!(smtp = %host, timeout = ?MAIL_TIMEOUT, "smtp send timed out");

@@ -388,10 +388,24 @@ fn check_disk_follows_its_thresholds() {
             "{check}"
         );
     }
+    // A limit of NaN made every comparison false: the check always passed.
+    let cli = support::Cli::new(
+        "[plugins.check-disk]\ncomponent = \"check_disk.wasm\"\ncheck = true\ngrants = { files = [\"data-dir\"] }\nconfig = { fail_free_percent = \"nan\" }\n",
+    );
+    let o = cli.run(&["run", "check-disk", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let check = &doc["data"]["checks"][0];
+    assert_eq!(check["status"], "fail", "{check}");
+    assert_eq!(
+        check["detail"], "config fail_free_percent = \"NaN\" is not a finite number",
+        "{check}"
+    );
 }
 
 /// Every message says it is automatic (no out-of-office replies) and has a
-/// Message-ID on the sender's domain, through a real SMTP server.
+/// Message-ID on the sender's domain, through a real SMTP server. A message
+/// the server refuses for good (550: no such mailbox) is `invalid`, not
+/// `unavailable`: a queue job sending it is not retried into the same 550.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_is_marked_automatic_with_the_senders_domain() {
     let dep = support::Deployment::new(support::Backend::Real).await;
@@ -421,6 +435,13 @@ async fn mail_is_marked_automatic_with_the_senders_domain() {
         message_id.trim_end().ends_with("@example.com>"),
         "{message_id}"
     );
+    let out = server
+        .command("probe", &["mail", "unknown@acme.example"])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""code":"invalid""#), "{out}");
+    assert!(out.contains("refused the message for good"), "{out}");
+    assert_eq!(dep.sent_mail().len(), 1);
     server.stop().await.unwrap();
 }
 

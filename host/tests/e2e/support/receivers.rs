@@ -14,7 +14,8 @@ pub struct ReceivedMail {
     pub data: String,
 }
 
-/// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT).
+/// A minimal SMTP server (EHLO, MAIL, RCPT, DATA, RSET, NOOP, QUIT). A
+/// recipient whose address starts with `unknown` is refused for good (550).
 pub struct SmtpSink {
     pub addr: SocketAddr,
     messages: Arc<Mutex<Vec<ReceivedMail>>>,
@@ -67,7 +68,12 @@ async fn session(
             to.clear();
             w.write_all(b"250 OK\r\n").await?;
         } else if upper.starts_with("RCPT TO:") {
-            to.push(cmd[8..].trim().to_string());
+            let rcpt = cmd[8..].trim().to_string();
+            if rcpt.trim_start_matches('<').starts_with("unknown") {
+                w.write_all(b"550 5.1.1 no such mailbox\r\n").await?;
+                continue;
+            }
+            to.push(rcpt);
             w.write_all(b"250 OK\r\n").await?;
         } else if upper == "DATA" {
             w.write_all(b"354 go ahead\r\n").await?;
