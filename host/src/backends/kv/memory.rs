@@ -411,19 +411,22 @@ impl Store {
     }
 
     fn list_mut(&mut self, k: &str) -> Result<&mut VecDeque<Vec<u8>>, KvError> {
-        if self.live(k).is_none() {
-            self.map.insert(
-                k.to_string(),
-                Entry {
-                    val: Val::List(VecDeque::new()),
-                    expires: None,
-                },
-            );
-        }
-        match &mut self.map.get_mut(k).expect("inserted above").val {
+        match self.live_or_new(k, || Val::List(VecDeque::new())) {
             Val::List(l) => Ok(l),
             _ => Err(KvError::WrongType("key holds a value, not a list".into())),
         }
+    }
+
+    /// The live value at `k`, a new one from `new` when there is none.
+    fn live_or_new(&mut self, k: &str, new: impl FnOnce() -> Val) -> &mut Val {
+        if self.live(k).is_none() {
+            let entry = Entry {
+                val: new(),
+                expires: None,
+            };
+            self.map.insert(k.to_string(), entry);
+        }
+        &mut self.map.get_mut(k).expect("inserted above").val
     }
 
     fn sorted(&self, k: &str) -> Result<Option<&SortedSet>, KvError> {
@@ -437,16 +440,7 @@ impl Store {
     }
 
     fn sorted_mut(&mut self, k: &str) -> Result<&mut SortedSet, KvError> {
-        if self.live(k).is_none() {
-            self.map.insert(
-                k.to_string(),
-                Entry {
-                    val: Val::Sorted(BTreeSet::new()),
-                    expires: None,
-                },
-            );
-        }
-        match &mut self.map.get_mut(k).expect("inserted above").val {
+        match self.live_or_new(k, || Val::Sorted(BTreeSet::new())) {
             Val::Sorted(s) => Ok(s),
             _ => Err(KvError::WrongType(
                 "key holds a value, not a sorted set".into(),
