@@ -52,40 +52,63 @@ const TIDY_WITHIN: Duration = Duration::from_secs(5);
 /// recursive CTE with no end) running, its thread busy and its pool slot
 /// taken for good, and eight of them wedge the database. A progress
 /// handler interrupts it instead (SQLite rolls the statement back), and is
-/// removed before the connection goes back to the pool; a connection that
-/// cannot be put back in order is closed.
+/// removed before the connection goes back to the pool. A connection not
+/// put back in order is closed instead: the work was given up on (the
+/// handler still set), the deadline came (an interrupted write inside a
+/// transaction ends it in SQLite but not in sqlx, which would then refuse
+/// every later transaction on it), or a transaction is still open.
 pub(super) async fn within_deadline<T>(
     pool: &SqlitePool,
     deadline: tokio::time::Instant,
     work: impl AsyncFnOnce(&mut SqliteConnection) -> Result<T, DbError>,
 ) -> Result<T, DbError> {
-    let mut conn = tokio::time::timeout_at(deadline, pool.acquire())
+    let conn = tokio::time::timeout_at(deadline, pool.acquire())
         .await
         .map_err(|_| super::timed_out())??;
+    let mut held = Tidied {
+        conn,
+        in_order: false,
+    };
     let stop_at = deadline.into_std();
-    conn.lock_handle()
+    held.conn
+        .lock_handle()
         .await?
         .set_progress_handler(STEPS_PER_LOOK, move || std::time::Instant::now() < stop_at);
     // A little past the deadline: the interrupt ends the statement first,
     // and what it ended with is the deadline, not the interruption.
-    let result = tokio::time::timeout_at(deadline + Duration::from_secs(1), work(&mut conn))
+    let result = tokio::time::timeout_at(deadline + Duration::from_secs(1), work(&mut held.conn))
         .await
-        .unwrap_or_else(|_| Err(super::timed_out()))
-        .map_err(|e| match tokio::time::Instant::now() >= deadline {
-            true => super::timed_out(),
-            false => e,
-        });
-    let tidied = match tokio::time::timeout(TIDY_WITHIN, conn.lock_handle()).await {
+        .unwrap_or_else(|_| Err(super::timed_out()));
+    let reached = tokio::time::Instant::now() >= deadline;
+    // Behind whatever the work left queued (a rollback), so what it says
+    // of the transaction is after that.
+    let tidied = match tokio::time::timeout(TIDY_WITHIN, held.conn.lock_handle()).await {
         Ok(Ok(mut handle)) => {
             handle.remove_progress_handler();
             true
         }
         _ => false,
     };
-    if !tidied {
-        conn.close_on_drop();
+    held.in_order = tidied && !reached && !sqlx::Connection::is_in_transaction(&*held.conn);
+    match reached {
+        true => result.map_err(|_| super::timed_out()),
+        false => result,
     }
-    result
+}
+
+/// A connection [`within_deadline`] lends out: closed rather than put back
+/// in the pool unless it was seen in order.
+struct Tidied {
+    conn: sqlx::pool::PoolConnection<sqlx::Sqlite>,
+    in_order: bool,
+}
+
+impl Drop for Tidied {
+    fn drop(&mut self) {
+        if !self.in_order {
+            self.conn.close_on_drop();
+        }
+    }
 }
 
 pub(crate) async fn lite_run<'e, E>(
@@ -143,6 +166,14 @@ fn zero_parameter(sql: &str) -> Option<&str> {
             b'[' => skip_to(i + 1, b"]"),
             b'-' if b.get(i + 1) == Some(&b'-') => skip_to(i + 2, b"\n"),
             b'/' if b.get(i + 1) == Some(&b'*') => skip_to(i + 2, b"*/"),
+            // Part of a name (`a$0`), not a parameter.
+            b'$' if i > 0
+                && (b[i - 1].is_ascii_alphanumeric()
+                    || matches!(b[i - 1], b'_' | b'$')
+                    || b[i - 1] >= 0x80) =>
+            {
+                i + 1
+            }
             b'$' => {
                 let digits = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
                 let name = &sql[i..i + 1 + digits];
@@ -269,6 +300,7 @@ mod tests {
             "SELECT /* $0 */ 1",
             "SELECT 'unclosed $0",
             "SELECT $",
+            "SELECT a$0, b_$00 FROM t",
         ] {
             assert_eq!(zero_parameter(fine), None, "{fine}");
         }
