@@ -96,8 +96,7 @@ pub async fn read_body(
         );
         return Err(error_envelope(413, "request body too large"));
     }
-    let hint = declared.map(|n| n as usize);
-    let read = read_pieces(budget, public, body, hint, request_id);
+    let read = read_pieces(budget, public, body, request_id);
     let (pieces, share) = if public {
         match tokio::time::timeout(PUBLIC_BODY_WITHIN, read).await {
             Ok(read) => read?,
@@ -124,13 +123,14 @@ pub async fn read_body(
 /// A body's bytes as they arrive: a body sent in one piece is kept as it
 /// came, a longer one in one buffer. Kept piece by piece, a body sent as a
 /// million one-byte chunks held some thirty times what it was counted as
-/// (a `Bytes` each, and the read buffers they pin).
+/// (a `Bytes` each, and the read buffers they pin). The buffer grows with
+/// what arrives, never ahead of it on the strength of a declared length (a
+/// client declaring 2 MiB and sending two bytes would take 2 MiB of the
+/// budget).
 #[derive(Default)]
 struct Pieces {
     first: Bytes,
     rest: Vec<u8>,
-    /// The declared length, to size the buffer at once.
-    hint: Option<usize>,
 }
 
 impl Pieces {
@@ -139,10 +139,14 @@ impl Pieces {
             self.first = data;
             return;
         }
+        let needed = self.first.len() + self.rest.len() + data.len();
+        if needed > self.rest.capacity() {
+            // Doubling, but never past the largest body: a body within
+            // the limit is never charged more than the limit.
+            let grown = (2 * self.rest.capacity()).min(MAX_BODY).max(needed);
+            self.rest.reserve_exact(grown - self.rest.len());
+        }
         if self.rest.is_empty() {
-            let whole = self.first.len() + data.len();
-            self.rest
-                .reserve_exact(self.hint.unwrap_or(0).min(MAX_BODY).max(whole));
             self.rest
                 .extend_from_slice(&std::mem::take(&mut self.first));
         }
@@ -168,13 +172,9 @@ async fn read_pieces(
     budget: &BodyBudget,
     public: bool,
     mut body: Body,
-    hint: Option<usize>,
     request_id: &str,
 ) -> Result<(Pieces, Option<OwnedSemaphorePermit>), Response> {
-    let mut pieces = Pieces {
-        hint,
-        ..Pieces::default()
-    };
+    let mut pieces = Pieces::default();
     let mut share: Option<OwnedSemaphorePermit> = None;
     let mut len = 0;
     while let Some(frame) = body.frame().await {
@@ -255,8 +255,7 @@ mod tests {
 
     /// A body in a million one-byte pieces is held in one buffer, no larger
     /// than twice what it holds (a piece each held some thirty times more);
-    /// one piece alone is kept as it came, and a declared length sizes the
-    /// buffer at once.
+    /// one piece alone is kept as it came.
     #[test]
     fn pieces_are_held_in_one_buffer() {
         let mut pieces = Pieces::default();
@@ -265,21 +264,27 @@ mod tests {
             pieces.push(Bytes::from_static(b"x"));
         }
         assert!(pieces.held() <= 2 * n, "{} held for {n}", pieces.held());
+        let mut near_the_limit = Pieces::default();
+        for _ in 0..(MAX_BODY - 1) / 1000 {
+            near_the_limit.push(Bytes::from(vec![b'z'; 1000]));
+        }
+        assert!(
+            near_the_limit.held() <= MAX_BODY,
+            "{}",
+            near_the_limit.held()
+        );
         assert_eq!(pieces.into_bytes().len(), n);
         let mut one = Pieces::default();
         let whole = Bytes::from(vec![b'y'; 1000]);
         one.push(whole.clone());
         assert_eq!(one.held(), 1000);
         assert_eq!(one.into_bytes().as_ptr(), whole.as_ptr(), "not copied");
-        let mut sized = Pieces {
-            hint: Some(10),
-            ..Pieces::default()
-        };
+        let mut three = Pieces::default();
         for piece in ["abc", "defg", "hij"] {
-            sized.push(Bytes::from_static(piece.as_bytes()));
+            three.push(Bytes::from_static(piece.as_bytes()));
         }
-        assert_eq!(sized.held(), 10);
-        assert_eq!(sized.into_bytes(), "abcdefghij");
+        assert!(three.held() <= 20, "{}", three.held());
+        assert_eq!(three.into_bytes(), "abcdefghij");
     }
 
     /// A body that stops arriving is answered 408 in the envelope, one over
