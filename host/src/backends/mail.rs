@@ -124,9 +124,14 @@ impl Mailer {
                 // addresses) and its name stay in the host's log.
                 Ok(Err(e)) => {
                     tracing::warn!(smtp = %host, error = %e, "smtp send failed");
-                    // A 5xx is the server's last word (no such mailbox, too
-                    // large): sending again would be refused again.
-                    Err(match e.is_permanent() {
+                    // The message's own 5xx (no such mailbox, too large):
+                    // sending it again would be refused again. Other 5xx
+                    // replies (credentials, relaying) are the deployment's,
+                    // and fixed there: the message waits for that.
+                    let refused_for_good = e
+                        .status()
+                        .is_some_and(|code| matches!(u16::from(code), 550..=553));
+                    Err(match refused_for_good {
                         true => MailError::Invalid(
                             "the mail server refused the message for good (details in the host log)"
                                 .into(),
