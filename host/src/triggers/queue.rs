@@ -351,7 +351,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
     ));
     tracing::info!(plugin, queue = %spec.name, "queue consumer started");
     // The longest retry delay there is: a later time came from a clock
-    // running ahead, and is held to this.
+    // running ahead (this replica's or another's), and is held to this.
     let longest_delay = retry_delay(spec.backoff, u32::MAX).as_millis() as i64;
     let retrying = retrying_key(&spec.name);
     let mut releases = Releases::new();
@@ -379,7 +379,12 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
         if releases.due() {
             // An outage here is met by the poll below, which backs off.
             let released = kv
-                .release_due(&retrying, &queue, now_ms(), RELEASE_BATCH)
+                .release_due(
+                    &retrying,
+                    &queue,
+                    (now_ms(), now_ms().saturating_add(longest_delay)),
+                    RELEASE_BATCH,
+                )
                 .await
                 .unwrap_or(Released {
                     moved: 0,

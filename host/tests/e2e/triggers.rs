@@ -514,7 +514,8 @@ on_both_backends!(long_retries, retries_wait_outside_the_queue);
 /// The retrying set's moves on Redis (scripts) and in process agree: a
 /// deferred entry leaves its list once, retries come back soonest first
 /// onto the end consumers take from, a batch at a time, and the answer says
-/// when the next is due.
+/// when the next is due; one set aside by a clock running ahead is brought
+/// forward to the longest delay from now.
 async fn due_retries_come_back_soonest_first(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let services = neo_ops::services::Services::connect(dep.settings("setup"))
@@ -533,9 +534,9 @@ async fn due_retries_come_back_soonest_first(backend: Backend) {
     assert_eq!(kv.list_len(list).await.unwrap(), 0);
     assert_eq!(kv.sorted_len(set).await.unwrap(), 4);
     kv.list_push(queue, &[b"older".to_vec()]).await.unwrap();
-    let released = kv.release_due(set, queue, 30, 2).await.unwrap();
+    let released = kv.release_due(set, queue, (30, 1000), 2).await.unwrap();
     assert_eq!((released.moved, released.next_due_ms), (2, Some(30)));
-    let released = kv.release_due(set, queue, 30, 2).await.unwrap();
+    let released = kv.release_due(set, queue, (30, 1000), 2).await.unwrap();
     assert_eq!((released.moved, released.next_due_ms), (1, Some(40)));
     let mut taken = Vec::new();
     while let Some(raw) = kv.list_move_oldest(queue, "t:taken").await.unwrap() {
@@ -546,7 +547,21 @@ async fn due_retries_come_back_soonest_first(backend: Backend) {
         kv.sorted_range(set, 0, -1).await.unwrap(),
         vec![(b"d".to_vec(), 40)]
     );
-    let released = kv.release_due(set, queue, 40, 10).await.unwrap();
+    // One set aside by a clock an hour ahead waits no longer than the
+    // longest delay (here 100) from now.
+    kv.list_push(list, &[b"ahead".to_vec()]).await.unwrap();
+    assert!(
+        kv.list_defer(list, b"ahead", (set, 3_600_000), b"ahead")
+            .await
+            .unwrap()
+    );
+    let released = kv.release_due(set, queue, (40, 140), 10).await.unwrap();
+    assert_eq!((released.moved, released.next_due_ms), (1, Some(140)));
+    assert_eq!(
+        kv.sorted_range(set, 0, -1).await.unwrap(),
+        vec![(b"ahead".to_vec(), 140)]
+    );
+    let released = kv.release_due(set, queue, (140, 240), 10).await.unwrap();
     assert_eq!((released.moved, released.next_due_ms), (1, None));
     assert_eq!(kv.sorted_len(set).await.unwrap(), 0);
     // A list is not a sorted set: refused, and nothing moves.

@@ -268,7 +268,7 @@ impl MemoryKv {
         &self,
         f: &str,
         t: &str,
-        now_ms: i64,
+        (now_ms, latest_ms): (i64, i64),
         limit: u32,
     ) -> Result<Released, KvError> {
         self.with(|m| {
@@ -285,9 +285,21 @@ impl MemoryKv {
                 .take(limit as usize)
                 .cloned()
                 .collect();
+            let late: Vec<(i64, Vec<u8>)> = set
+                .iter()
+                .rev()
+                .take_while(|(score, _)| *score > latest_ms)
+                .cloned()
+                .collect();
+            // The soonest of them first, as Redis takes them.
+            let late = late.into_iter().rev().take(limit as usize);
             let set = m.sorted_mut(f)?;
             for entry in &due {
                 set.remove(entry);
+            }
+            for (score, member) in late {
+                set.remove(&(score, member.clone()));
+                set.insert((latest_ms, member));
             }
             let next_due_ms = set.first().map(|(score, _)| *score);
             if set.is_empty() {

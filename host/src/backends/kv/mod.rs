@@ -273,19 +273,21 @@ impl Kv {
 
     /// Atomically moves up to `limit` members of sorted set `from` due by
     /// `now_ms` onto the head of list `to`, soonest due nearest the tail
-    /// (the end consumers take from); returns how many moved and when the
-    /// soonest left is due.
+    /// (the end consumers take from), and brings up to `limit` members due
+    /// after `latest_ms` (set aside by a clock running ahead) forward to
+    /// it; returns how many moved and when the soonest left is due.
     pub async fn release_due(
         &self,
         from: &str,
         to: &str,
-        now_ms: i64,
+        (now_ms, latest_ms): (i64, i64),
         limit: u32,
     ) -> Result<Released, KvError> {
         let (f, t) = (self.key(from), self.key(to));
+        let window = (now_ms, latest_ms.max(now_ms));
         match &self.backend {
-            Backend::Redis(r) => r.release_due(f, t, now_ms, limit).await,
-            Backend::Memory(m) => m.release_due(&f, &t, now_ms, limit),
+            Backend::Redis(r) => r.release_due(f, t, window, limit).await,
+            Backend::Memory(m) => m.release_due(&f, &t, window, limit),
         }
     }
 

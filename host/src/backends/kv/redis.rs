@@ -24,14 +24,18 @@ const DEFER: &str = r#"local t = redis.call("TYPE", KEYS[2]).ok
 if t ~= "zset" and t ~= "none" then return redis.error_reply("WRONGTYPE Operation against a key holding the wrong kind of value") end
 if redis.call("LREM", KEYS[1], 1, ARGV[1]) == 1 then redis.call("ZADD", KEYS[2], ARGV[3], ARGV[2]) return 1 else return 0 end"#;
 /// Moves up to `ARGV[2]` members of sorted set `KEYS[1]` scored at most
-/// `ARGV[1]`, soonest first, onto the head of list `KEYS[2]`; answers how
-/// many moved and the soonest score left ("" when none).
+/// `ARGV[1]`, soonest first, onto the head of list `KEYS[2]`, and rescores
+/// up to `ARGV[2]` members scored over `ARGV[3]` to it; answers how many
+/// moved and the soonest score left ("" when none).
 const RELEASE: &str = r#"local t = redis.call("TYPE", KEYS[2]).ok
 if t ~= "list" and t ~= "none" then return redis.error_reply("WRONGTYPE Operation against a key holding the wrong kind of value") end
 local due = redis.call("ZRANGEBYSCORE", KEYS[1], "-inf", ARGV[1], "LIMIT", 0, tonumber(ARGV[2]))
 for _, m in ipairs(due) do
   redis.call("ZREM", KEYS[1], m)
   redis.call("LPUSH", KEYS[2], m)
+end
+for _, m in ipairs(redis.call("ZRANGEBYSCORE", KEYS[1], "(" .. ARGV[3], "+inf", "LIMIT", 0, tonumber(ARGV[2]))) do
+  redis.call("ZADD", KEYS[1], ARGV[3], m)
 end
 local soonest = redis.call("ZRANGE", KEYS[1], 0, 0, "WITHSCORES")
 return {#due, soonest[2] or ""}"#;
@@ -327,7 +331,7 @@ impl RedisKv {
         &self,
         from: String,
         to: String,
-        now_ms: i64,
+        (now_ms, latest_ms): (i64, i64),
         limit: u32,
     ) -> Result<Released, KvError> {
         let (moved, soonest): (u64, String) = call!(self, |c| {
@@ -336,6 +340,7 @@ impl RedisKv {
                 .key(&to)
                 .arg(now_ms)
                 .arg(limit)
+                .arg(latest_ms)
                 .invoke_async(&mut c)
                 .await
         })?;
