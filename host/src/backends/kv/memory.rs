@@ -228,13 +228,9 @@ impl MemoryKv {
         self.with(|m| {
             // Both must be lists before anything changes (as Redis checks).
             m.list(t)?;
-            let Some(at) = m
-                .list(f)?
-                .and_then(|l| l.iter().position(|item| item == old))
-            else {
+            if !m.remove_first(f, old)? {
                 return Ok(false);
-            };
-            m.list_mut(f)?.remove(at);
+            }
             m.list_mut(t)?.push_front(new.to_vec());
             Ok(true)
         })
@@ -249,13 +245,9 @@ impl MemoryKv {
     ) -> Result<bool, KvError> {
         self.with(|m| {
             m.sorted(t)?;
-            let Some(at) = m
-                .list(f)?
-                .and_then(|l| l.iter().position(|item| item == old))
-            else {
+            if !m.remove_first(f, old)? {
                 return Ok(false);
-            };
-            m.list_mut(f)?.remove(at);
+            }
             let set = m.sorted_mut(t)?;
             // A member is in a set once, at its latest score (as ZADD).
             set.retain(|(_, member)| member != new);
@@ -420,6 +412,18 @@ impl Store {
             Some(Val::List(l)) => Ok(Some(l)),
             Some(_) => Err(KvError::WrongType("key holds a value, not a list".into())),
         }
+    }
+
+    /// Removes the first `old` from list `k`; false when it is not there.
+    fn remove_first(&mut self, k: &str, old: &[u8]) -> Result<bool, KvError> {
+        let Some(at) = self
+            .list(k)?
+            .and_then(|l| l.iter().position(|item| item == old))
+        else {
+            return Ok(false);
+        };
+        self.list_mut(k)?.remove(at);
+        Ok(true)
     }
 
     fn list_mut(&mut self, k: &str) -> Result<&mut VecDeque<Vec<u8>>, KvError> {
