@@ -2,8 +2,9 @@
 //! list (so exactly one replica gets it and a crash does not lose it),
 //! invokes the plugin, and acknowledges; failures retry with backoff (each
 //! waiting in a sorted set by due time, moved back onto the queue when due,
-//! so waiting retries cost no polling), then go to the dead letters. Consumers keep a liveness key so a dead replica's
-//! in-flight jobs are recovered. Storage is `backends::queue`.
+//! so waiting retries cost no polling), then go to the dead letters.
+//! Consumers keep a liveness key so a dead replica's in-flight jobs are
+//! recovered. Storage is `backends::queue`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
