@@ -4,7 +4,9 @@
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use sha2::{Digest, Sha256};
 
-use crate::backends::db::{Budget, DbError, Pool, STATEMENT_TIMEOUT, Value, lite_run};
+use crate::backends::db::{
+    Budget, DbError, InTransaction, Pool, STATEMENT_TIMEOUT, Value, lite_run,
+};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -97,50 +99,75 @@ fn as_jsonb_returns(n: &serde_json::Number) -> serde_json::Number {
     whole.unwrap_or_else(|_| n.clone())
 }
 
-/// Appends within one process queue here rather than on SQLite's file lock
-/// (whose waits back off coarsely); across processes the file lock decides.
-static SQLITE_APPEND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// The chain's last record, read once its lock is held: each append gives
+/// itself the next id, so the order of ids is the chain's whatever the
+/// table's id counter says (a plugin that may write the master could set
+/// that counter to its end, or back, and so stop or fork the chain).
+const LAST: &str = "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1";
+/// Postgres's counter is kept in step, for anything that still relies on
+/// it (an older release during a rolling deploy).
+const INSERT_PG: &str = "INSERT INTO audit_log (id, at, actor, action, target, tenant, request_id, plugin, details, prev_hash, hash) \
+                         VALUES (setval('audit_log_id_seq', $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+const INSERT_LITE: &str = "INSERT INTO audit_log (id, at, actor, action, target, tenant, request_id, plugin, details, prev_hash, hash) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 
-const LAST: &str = "SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1";
-const INSERT: &str = "INSERT INTO audit_log (at, actor, action, target, tenant, request_id, plugin, details, prev_hash, hash) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id";
+/// Where the chain ends: the last record's id and hash (0 and [`GENESIS`]
+/// before the first).
+struct End {
+    id: i64,
+    hash: String,
+}
 
-fn params(at: DateTime<Utc>, r: &NewRecord, prev: &str, hash: &str) -> Vec<Value> {
-    let opt = |s: &Option<String>| s.clone().map(Value::Text).unwrap_or(Value::Null);
-    vec![
-        Value::Timestamp(at.timestamp_micros()),
-        Value::Text(r.actor.clone()),
-        Value::Text(r.action.clone()),
-        Value::Text(r.target.clone()),
-        opt(&r.tenant),
-        opt(&r.request_id),
-        opt(&r.plugin),
-        Value::Json(r.details.to_string()),
-        Value::Text(prev.to_string()),
-        Value::Text(hash.to_string()),
-    ]
+impl End {
+    fn of(last: Option<(i64, String)>) -> Self {
+        let (id, hash) = last.unwrap_or_else(|| (0, GENESIS.to_string()));
+        End { id, hash }
+    }
+
+    fn next_id(&self) -> Result<i64, DbError> {
+        self.id
+            .checked_add(1)
+            .ok_or_else(|| DbError::Failed(format!("audit log ids end at {}", self.id)))
+    }
+}
+
+/// The time a record is stamped with, taken once the chain's lock is held
+/// (so ids and times run in the same order within one host). Millisecond
+/// precision is what both backends store exactly.
+fn stamp() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(3)
 }
 
 /// Opens the append's transaction, takes the chain's lock (one appender at
-/// a time across every replica) and reads the last hash, in one round trip:
-/// each statement of a simple query takes its own snapshot, so the read sees
-/// every append committed before the lock was granted.
-const BEGIN_LOCK_LAST: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(7305425512); SELECT hash FROM audit_log ORDER BY id DESC LIMIT 1";
+/// a time across every replica) and reads the chain's end, in one round
+/// trip: each statement of a simple query takes its own snapshot, so the
+/// read sees every append committed before the lock was granted.
+const BEGIN_LOCK_LAST: &str = "BEGIN ISOLATION LEVEL READ COMMITTED; SELECT pg_advisory_xact_lock(7305425512); SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1";
+/// [`BEGIN_LOCK_LAST`] inside a transaction already open (read committed).
+const LOCK_LAST: &str = "SELECT pg_advisory_xact_lock(7305425512); SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1";
 
-async fn append_pg(
+/// Takes the chain's lock (with `lock_last`, which also opens the
+/// transaction or not), then inserts `record` after the chain's end; the
+/// caller commits.
+async fn insert_pg(
     conn: &mut sqlx::PgConnection,
-    at: DateTime<Utc>,
+    lock_last: &str,
     record: &NewRecord,
 ) -> Result<i64, DbError> {
     use sqlx::{Executor, Row};
     // A query without arguments goes as one simple query, statements and all.
-    let rows = conn.fetch_all(BEGIN_LOCK_LAST).await?;
-    let prev = rows
-        .iter()
-        .find_map(|r| r.try_get::<String, _>("hash").ok())
-        .unwrap_or_else(|| GENESIS.to_string());
-    let hash = record_hash(&prev, at, record);
-    let id = sqlx::query_scalar::<_, i64>(INSERT)
+    let rows = conn.fetch_all(lock_last).await?;
+    let end = End::of(rows.iter().find_map(|r| {
+        Some((
+            r.try_get::<i64, _>("id").ok()?,
+            r.try_get::<String, _>("hash").ok()?,
+        ))
+    }));
+    let id = end.next_id()?;
+    let at = stamp();
+    let hash = record_hash(&end.hash, at, record);
+    sqlx::query(INSERT_PG)
+        .bind(id)
         .bind(at)
         .bind(&record.actor)
         .bind(&record.action)
@@ -149,13 +176,49 @@ async fn append_pg(
         .bind(&record.request_id)
         .bind(&record.plugin)
         .bind(&record.details)
-        .bind(&prev)
+        .bind(&end.hash)
         .bind(&hash)
-        .fetch_one(&mut *conn)
+        .execute(&mut *conn)
         .await?;
-    conn.execute("COMMIT").await?;
     Ok(id)
 }
+
+/// Reads the chain's end and inserts `record` after it, in a SQLite
+/// transaction that holds the file's write lock (`BEGIN IMMEDIATE`, so
+/// another process appending meanwhile waits instead of forking the chain).
+async fn insert_lite(
+    conn: &mut sqlx::SqliteConnection,
+    record: &NewRecord,
+) -> Result<i64, DbError> {
+    let (_, last) = lite_run(&mut *conn, LAST, &[], &mut Budget::unlimited()).await?;
+    let end = End::of(last.rows.first().and_then(|r| match r.as_slice() {
+        [Value::Int(id), Value::Text(hash)] => Some((*id, hash.clone())),
+        _ => None,
+    }));
+    let id = end.next_id()?;
+    let at = stamp();
+    let hash = record_hash(&end.hash, at, record);
+    let opt = |s: &Option<String>| s.clone().map(Value::Text).unwrap_or(Value::Null);
+    let params = [
+        Value::Int(id),
+        Value::Timestamp(at.timestamp_micros()),
+        Value::Text(record.actor.clone()),
+        Value::Text(record.action.clone()),
+        Value::Text(record.target.clone()),
+        opt(&record.tenant),
+        opt(&record.request_id),
+        opt(&record.plugin),
+        Value::Json(record.details.to_string()),
+        Value::Text(end.hash),
+        Value::Text(hash),
+    ];
+    lite_run(&mut *conn, INSERT_LITE, &params, &mut Budget::unlimited()).await?;
+    Ok(id)
+}
+
+/// Appends within one process queue here rather than on SQLite's file lock
+/// (whose waits back off coarsely); across processes the file lock decides.
+static SQLITE_APPEND: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Appends a record and returns its id. Bounded like a statement: a master
 /// that stops answering mid-append (the lease is then dropped, so its
@@ -191,44 +254,48 @@ pub async fn append_after_commit(master: &Pool, record: NewRecord) -> Result<i64
 }
 
 async fn append_unbounded(master: &Pool, record: NewRecord) -> Result<i64, DbError> {
-    // Millisecond precision is what both backends store exactly.
-    let at = Utc::now().trunc_subsecs(3);
     match master {
         Pool::Pg(pool) => {
             let mut lease = pool.lease().await?;
             // On any failure the lease is dropped unreleased: its connection
             // closes, and the server rolls the open transaction back.
-            let id = append_pg(&mut lease, at, &record).await?;
+            let id = insert_pg(&mut lease, BEGIN_LOCK_LAST, &record).await?;
+            sqlx::Executor::execute(&mut *lease, "COMMIT").await?;
             lease.release();
             Ok(id)
         }
         Pool::Sqlite(pool) => {
             let _guard = SQLITE_APPEND.lock().await;
-            // `BEGIN IMMEDIATE` takes the file's write lock before the last
-            // hash is read: another process appending meanwhile (a `neo-ops
-            // run` beside `serve`) waits instead of forking the chain.
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let (_, last) = lite_run(&mut *tx, LAST, &[], &mut Budget::unlimited()).await?;
-            let prev = match last.rows.first().and_then(|r| r.first()) {
-                Some(Value::Text(h)) => h.clone(),
-                _ => GENESIS.to_string(),
-            };
-            let hash = record_hash(&prev, at, &record);
-            let (_, rows) = lite_run(
-                &mut *tx,
-                INSERT,
-                &params(at, &record, &prev, &hash),
-                &mut Budget::unlimited(),
-            )
-            .await?;
-            let id = match rows.rows.first().and_then(|r| r.first()) {
-                Some(Value::Int(id)) => *id,
-                _ => return Err(DbError::Failed("audit insert returned no id".into())),
-            };
+            let id = insert_lite(&mut tx, &record).await?;
             tx.commit().await?;
             Ok(id)
         }
     }
+}
+
+/// Runs `statements` on the master and appends `record`, with the rows each
+/// statement touched in its details, in the same transaction: the change
+/// and its record commit together or not at all. (A change to a tenant's
+/// database is recorded after its commit, [`append_after_commit`].)
+pub async fn transaction_recorded(
+    master: &Pool,
+    statements: &[(String, Vec<Value>)],
+    budget: &mut Budget,
+    mut record: NewRecord,
+) -> Result<(i64, Vec<u64>), DbError> {
+    let (_, recorded) = master
+        .transaction_then(statements, budget, async move |conn, done| {
+            let rows: Vec<u64> = done.iter().map(|(n, _)| *n).collect();
+            record.details["rows"] = serde_json::json!(rows);
+            let id = match conn {
+                InTransaction::Pg(conn) => insert_pg(conn, LOCK_LAST, &record).await?,
+                InTransaction::Sqlite(conn) => insert_lite(conn, &record).await?,
+            };
+            Ok((id, rows))
+        })
+        .await?;
+    Ok(recorded)
 }
 
 /// Result of walking the chain.

@@ -98,6 +98,15 @@ impl wit::Host for StoreState {
         let master = self.call.services.db.master().clone();
         let plugin = self.call.plugin.name.clone();
         let mut budget = self.row_budget();
+        if target == "master" {
+            // One database: the record goes in the change's own transaction.
+            let work = async move {
+                audit_log::transaction_recorded(&master, &statements, &mut budget, record).await
+            };
+            return Completing::tracked(work, &self.call.tasks)
+                .await
+                .map_err(|e| db_error(&self.call, e));
+        }
         // Commit and record as one piece of work: once the commit is in, the
         // record follows even if the invocation is cut off meanwhile.
         let work = Completing::tracked(

@@ -79,10 +79,12 @@ const HOST_ONLY_TABLES: &[&str] = &["API_TOKENS"];
 /// or rewrite a record.
 const READ_ONLY_TABLES: &[&str] = &["AUDIT_LOG"];
 
-/// Words that make a statement write (or define something that writes).
+/// Words that make a statement write (or define something that writes),
+/// or lock a table against writers (`LOCK TABLE audit_log` would stall
+/// every append).
 const WRITING: &[&str] = &[
     "INSERT", "UPDATE", "DELETE", "MERGE", "TRUNCATE", "DROP", "CREATE", "REPLACE", "ALTER",
-    "GRANT", "REVOKE", "RENAME", "UPSERT",
+    "GRANT", "REVOKE", "RENAME", "UPSERT", "LOCK",
 ];
 
 /// Word beginnings of Postgres functions that end or signal other
@@ -557,6 +559,7 @@ mod tests {
             "REPLACE INTO audit_log (id) VALUES (1)",
             "CREATE TRIGGER t AFTER INSERT ON orders BEGIN INSERT INTO audit_log (actor) VALUES ('x'); END",
             "DROP TABLE audit_log",
+            "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE",
             "SELECT query_to_xml('select token_hash from api' || '_tokens', true, false, '')",
             "SELECT table_to_xml_and_xmlschema('x', true, false, '')",
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()",

@@ -666,6 +666,109 @@ async fn appends_from_two_replicas(dep: Deployment) {
     b.stop().await.unwrap();
 }
 
+const MASTER_AUDITOR: &str = r#"
+[plugins.probe]
+component = "test_probe.wasm"
+command = true
+grants = { audit = true, db = ["master"] }
+"#;
+
+/// The probe's answer, which must say it did what it was asked.
+async fn probe_ok(server: &support::Server, args: &[&str]) -> String {
+    let out = server.command("probe", args).await.unwrap();
+    assert!(out.contains("\"ok\":true"), "{args:?}: {out}");
+    out
+}
+
+/// A plugin that may write the master cannot stop the audit chain, or fork
+/// it, through the table's id counter: each record takes the id after the
+/// chain's end. Before, a counter set to its end failed every append after
+/// (the CLI's too), and one set back gave a record a lower id than the one
+/// it links to.
+async fn the_id_counter_cannot_stop_or_fork_the_chain(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(MASTER_AUDITOR, "a").await;
+    let counter_at = |n: &str| match backend {
+        Backend::Real => format!("SELECT setval('audit_log_id_seq', {n}) AS v"),
+        Backend::Embedded => {
+            format!("UPDATE sqlite_sequence SET seq = {n} WHERE name = 'audit_log'")
+        }
+    };
+    probe_ok(&server, &["audit", "before"]).await;
+    probe_ok(
+        &server,
+        &["db-sql", "master", &counter_at("9223372036854775807")],
+    )
+    .await;
+    probe_ok(&server, &["audit", "at-the-end"]).await;
+    let change = "UPDATE incidents SET details = 'x' WHERE id < 0";
+    probe_ok(&server, &["audit-tx", "master", change]).await;
+    probe_ok(&server, &["db-sql", "master", &counter_at("1")]).await;
+    probe_ok(&server, &["audit", "set-back"]).await;
+    let master = server.master().clone();
+    let ids = support::ints(&master, "SELECT id FROM audit_log ORDER BY id", &[]).await;
+    assert_eq!(ids, [1, 2, 3, 4]);
+    let v = neo_ops::audit_log::verify(&master).await.unwrap();
+    assert_eq!((v.records, v.broken_at), (4, None));
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(
+    audit_id_counter,
+    the_id_counter_cannot_stop_or_fork_the_chain
+);
+
+/// On the master a change and its record commit together: a record that
+/// cannot be written takes its change back with it. Before, the change
+/// committed first and its record followed in a transaction of its own, so
+/// a crash or outage between them left the change off the record.
+async fn a_master_change_commits_with_its_record(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(MASTER_AUDITOR, "a").await;
+    let master = server.master().clone();
+    let insert =
+        |title: &str| format!("INSERT INTO incidents (title, details) VALUES ('{title}', 'x')");
+    probe_ok(&server, &["audit-tx", "master", &insert("kept")]).await;
+    let rows = master
+        .query(
+            "SELECT details FROM audit_log WHERE action = 'probe.tx'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let Some(Value::Json(details) | Value::Text(details)) = rows.rows[0].first().cloned() else {
+        panic!("{rows:?}");
+    };
+    let details: serde_json::Value = serde_json::from_str(&details).unwrap();
+    assert_eq!(details["rows"], serde_json::json!([1]));
+
+    // No id is left after the chain's end, so the next record cannot be written.
+    master
+        .execute(
+            "UPDATE audit_log SET id = 9223372036854775807 WHERE id = (SELECT MAX(id) FROM audit_log)",
+            &[],
+        )
+        .await
+        .unwrap();
+    let out = server
+        .command("probe", &["audit-tx", "master", &insert("lost")])
+        .await
+        .unwrap();
+    assert!(out.contains("\"ok\":false"), "{out}");
+    assert!(
+        !out.contains(neo_ops_text::audit::COMMITTED_UNRECORDED),
+        "{out}"
+    );
+    let titles = master
+        .query("SELECT title FROM incidents ORDER BY id", &[])
+        .await
+        .unwrap();
+    assert_eq!(titles.rows, vec![vec![Value::Text("kept".into())]]);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(audit_master_atomic, a_master_change_commits_with_its_record);
+
 /// Details with numbers JSONB gives back in another form (`-0.0`, a whole
 /// float written with an exponent) still verify: no false alarm of tampering.
 async fn numbers_in_details_survive_the_database(backend: Backend) {

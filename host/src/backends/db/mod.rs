@@ -404,6 +404,12 @@ fn timed_out() -> DbError {
     DbError::Unavailable("statement timed out".into())
 }
 
+/// The connection of a transaction [`Pool::transaction_then`] holds open.
+pub enum InTransaction<'c> {
+    Pg(&'c mut sqlx::PgConnection),
+    Sqlite(&'c mut sqlx::SqliteConnection),
+}
+
 impl Pool {
     pub async fn query(&self, sql: &str, params: &[Value]) -> Result<RowSet, DbError> {
         Ok(self.run(sql, params).await?.1)
@@ -500,13 +506,47 @@ impl Pool {
         statements: &[(String, Vec<Value>)],
         budget: &mut Budget,
     ) -> Result<Vec<(u64, RowSet)>, DbError> {
+        // At the database's own isolation level.
+        let (out, ()) = self
+            .transaction_begun("BEGIN", statements, budget, async |_, _| Ok(()))
+            .await?;
+        Ok(out)
+    }
+
+    /// [`Pool::transaction_within`], with `then` run last inside the same
+    /// transaction, given what the statements did: what it writes commits
+    /// with them or not at all (the audit record of a change to the master).
+    /// On Postgres the transaction reads committed data whatever the
+    /// database's default, so each of `then`'s statements sees every commit
+    /// before it (a lock it takes then means what it says); SQLite's write
+    /// lock, held from the start, does as much.
+    pub async fn transaction_then<T>(
+        &self,
+        statements: &[(String, Vec<Value>)],
+        budget: &mut Budget,
+        then: impl AsyncFnOnce(InTransaction<'_>, &[(u64, RowSet)]) -> Result<T, DbError>,
+    ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
+        const READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
+        self.transaction_begun(READ_COMMITTED, statements, budget, then)
+            .await
+    }
+
+    /// The transaction of [`Pool::transaction_then`], opened on Postgres
+    /// with `begin`.
+    async fn transaction_begun<T>(
+        &self,
+        begin: &'static str,
+        statements: &[(String, Vec<Value>)],
+        budget: &mut Budget,
+        then: impl AsyncFnOnce(InTransaction<'_>, &[(u64, RowSet)]) -> Result<T, DbError>,
+    ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
         match self {
             Pool::Pg(p) => {
                 bounded(async {
                     p.check()?;
                     let leased = p.lease().await;
                     p.record(&leased);
-                    pg_transaction_leased(leased?, statements, budget).await
+                    pg_transaction_leased(leased?, begin, statements, budget, then).await
                 })
                 .await
             }
@@ -521,8 +561,9 @@ impl Pool {
                     for (sql, params) in statements {
                         out.push(lite_run(&mut *tx, sql, params, budget).await?);
                     }
+                    let last = then(InTransaction::Sqlite(&mut tx), &out).await?;
                     tx.commit().await?;
-                    Ok(out)
+                    Ok((out, last))
                 })
                 .await
             }

@@ -252,38 +252,53 @@ pub(super) async fn pg_run_leased(
     result
 }
 
-/// Runs `statements` in one transaction on a lease; one that fails rolls it
-/// back before its error is returned. The lease goes back for reuse only
-/// when the connection ended outside a transaction, its exchange complete.
-pub(super) async fn pg_transaction_leased(
+/// Runs `statements` in one transaction on a lease (opened with `begin`),
+/// then `then` in it too; one that fails rolls it back before its error is
+/// returned. The lease goes back for reuse only when the connection ended
+/// outside a transaction, its exchange complete.
+pub(super) async fn pg_transaction_leased<T>(
     mut lease: Lease,
+    begin: &'static str,
     statements: &[(String, Vec<Value>)],
     budget: &mut Budget,
-) -> Result<Vec<(u64, RowSet)>, DbError> {
+    then: impl AsyncFnOnce(super::InTransaction<'_>, &[(u64, RowSet)]) -> Result<T, DbError>,
+) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
     use sqlx::Connection;
     let mut out = Vec::with_capacity(statements.len());
     // A BEGIN that fails drops the lease, closing its connection: such a
     // connection is suspect, and keeping it would need the borrow `begin`
     // holds on the lease to end first.
-    let mut tx = lease.begin().await?;
+    let mut tx = lease.begin_with(begin).await?;
+    let mut done = Ok(());
     for (sql, params) in statements {
         match pg_run(&mut *tx, sql, params, budget).await {
-            Ok(done) => out.push(done),
+            Ok(result) => out.push(result),
             Err(e) => {
-                // Dropped unreleased (closing its connection) unless the
-                // rollback leaves it clean.
-                if !exchange_broke(&e) && tx.rollback().await.is_ok() {
-                    lease.release();
-                }
-                return Err(e);
+                done = Err(e);
+                break;
             }
         }
     }
+    let last = match done {
+        Ok(()) => then(super::InTransaction::Pg(&mut tx), &out).await,
+        Err(e) => Err(e),
+    };
+    let last = match last {
+        Ok(last) => last,
+        Err(e) => {
+            // Dropped unreleased (closing its connection) unless the
+            // rollback leaves it clean.
+            if !exchange_broke(&e) && tx.rollback().await.is_ok() {
+                lease.release();
+            }
+            return Err(e);
+        }
+    };
     let committed = tx.commit().await.map_err(DbError::from);
     if committed.as_ref().err().is_none_or(|e| !exchange_broke(e)) {
         lease.release();
     }
-    committed.map(|()| out)
+    committed.map(|()| (out, last))
 }
 
 /// Whether a statement that failed so may have left its exchange half-way
