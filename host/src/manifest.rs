@@ -325,7 +325,7 @@ struct RawGrants {
     #[serde(default)]
     files: Vec<Spanned<String>>,
     #[serde(default)]
-    queues: Vec<String>,
+    queues: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize, Default)]
@@ -756,6 +756,19 @@ fn parse_grants(
         }
         env.push(name.clone());
     }
+    let mut queues = Vec::new();
+    for q in &g.queues {
+        let name = q.get_ref();
+        // As a consumer's queue: anything else could name the host's own
+        // keys beside a queue (another replica's in-flight list).
+        if !is_simple_name(name) {
+            return Err(at(
+                &q.span(),
+                format!("bad queue grant \"{name}\" (letters, digits, '-', '_' and '.' only)"),
+            ));
+        }
+        queues.push(name.clone());
+    }
     let mut http = Vec::new();
     for h in &g.http {
         http.push(parse_endpoint(h.get_ref()).map_err(|m| at(&h.span(), m))?);
@@ -768,15 +781,17 @@ fn parse_grants(
         http,
         env,
         files,
-        queues: g.queues.clone(),
+        queues,
     })
 }
 
 /// The environment the host reads its own settings from (database and
-/// Redis URLs, SMTP credentials, `NEO_OPS_*`): never a plugin's to read.
+/// Redis URLs, SMTP credentials, `NEO_OPS_*`, and the `PG*` variables its
+/// Postgres driver falls back to, `PGPASSWORD` among them): never a
+/// plugin's to read.
 fn is_host_setting(name: &str) -> bool {
     name == "REDIS_URL"
-        || ["POSTGRES_", "SMTP_", "NEO_OPS_"]
+        || ["POSTGRES_", "SMTP_", "NEO_OPS_", "PG"]
             .iter()
             .any(|prefix| name.starts_with(prefix))
 }

@@ -111,6 +111,16 @@ fn golden_errors() {
             "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { env = [\"REDIS_URL\"] }\n",
             "plugins.toml:3:19: env grant \"REDIS_URL\" names one of the host's own settings",
         ),
+        // The Postgres driver reads the password from PGPASSWORD.
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { env = [\"PGPASSWORD\"] }\n",
+            "plugins.toml:3:19: env grant \"PGPASSWORD\" names one of the host's own settings",
+        ),
+        // A queue grant names a queue, not the host's keys beside one.
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\ngrants = { queues = [\"webhook:processing:host-1\"] }\n",
+            "plugins.toml:3:22: bad queue grant \"webhook:processing:host-1\"",
+        ),
     ];
     let mut wrong = Vec::new();
     for (text, expected) in cases {
