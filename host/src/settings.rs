@@ -152,10 +152,8 @@ impl Settings {
         };
         let master = var("POSTGRES_MASTER_URL");
         let template = var("POSTGRES_TENANT_DSN_TEMPLATE");
-        if let Some(t) = &template
-            && !t.contains("{tenant}")
-        {
-            anyhow::bail!("POSTGRES_TENANT_DSN_TEMPLATE has no \"{{tenant}}\" placeholder");
+        if let Some(t) = &template {
+            check_tenant_template(t)?;
         }
         if master.is_some() != template.is_some() {
             anyhow::bail!(
@@ -452,8 +450,48 @@ fn default_replica() -> String {
     format!("{host}-{}", std::process::id())
 }
 
+/// The tenant DSN template names each tenant's database with `{tenant}`:
+/// with the placeholder elsewhere (a query parameter, the user) every
+/// tenant would get the same database and share its tables. Not quoted
+/// whole: it may hold a password.
+fn check_tenant_template(template: &str) -> anyhow::Result<()> {
+    match crate::backends::db::database_name(template) {
+        Some(name) if name.contains("{tenant}") => Ok(()),
+        found => anyhow::bail!(
+            "POSTGRES_TENANT_DSN_TEMPLATE must have \"{{tenant}}\" in its database name \
+             (postgres://user@host/neo_{{tenant}}); its database name is \"{}\"",
+            found.unwrap_or_default()
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_tenant_template_names_the_database_with_the_tenant() {
+        for good in [
+            "postgres://neo:pw@db:5432/neo_{tenant}?sslmode=require",
+            "postgres://db/{tenant}",
+        ] {
+            assert!(check_tenant_template(good).is_ok(), "{good}");
+        }
+        for (bad, named) in [
+            (
+                "postgres://neo:pw@db/tenants?application_name={tenant}",
+                "tenants",
+            ),
+            ("postgres://{tenant}:pw@db/tenants", "tenants"),
+            ("postgres://db:5432", ""),
+        ] {
+            let err = check_tenant_template(bad).unwrap_err().to_string();
+            assert!(
+                err.ends_with(&format!("its database name is \"{named}\"")),
+                "{err}"
+            );
+            assert!(!err.contains("pw"), "{err}");
+        }
+    }
 
     #[test]
     fn a_trusted_proxy_is_compared_in_its_canonical_form() {

@@ -381,7 +381,7 @@ pub fn embedded_master(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("db").join("master.sqlite")
 }
 
-fn database_name(dsn: &str) -> Option<String> {
+pub(crate) fn database_name(dsn: &str) -> Option<String> {
     let after_scheme = dsn.split_once("://")?.1;
     let path = after_scheme.split_once('/')?.1;
     let name = path.split(['?', '#']).next()?;
