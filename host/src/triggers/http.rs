@@ -42,8 +42,12 @@ pub const REPORTING_ENDPOINTS: &str = "csp-endpoint=\"/csp/report\"";
 
 /// `{"ok": false, "error": {"code": N, "message": "..."}}` with status N;
 /// never cached, since it answers one request.
+/// A status outside 400–599 (a plugin's `fail(200, …)`) is sent as 500.
 pub fn error_envelope(status: u16, message: &str) -> Response {
-    let code = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let code = StatusCode::from_u16(status)
+        .ok()
+        .filter(|c| c.is_client_error() || c.is_server_error())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let body =
         serde_json::json!({"ok": false, "error": {"code": code.as_u16(), "message": message}});
     private(
@@ -272,6 +276,7 @@ pub fn loading_router(services: Arc<crate::services::Services>) -> Service {
             ),
         )
         .fallback(|| async { try_again_soon("plugins are loading, try again shortly") })
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(services);
     time_limited(router)
 }
@@ -796,7 +801,12 @@ fn plugin_response(
     body: Vec<u8>,
     https: bool,
 ) -> Response {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // A final status only: hyper answers a 1xx head with a bare 500 and
+    // closes the connection (no request id), and 600–999 mean nothing.
+    let status = StatusCode::from_u16(status)
+        .ok()
+        .filter(|s| (200..600).contains(&s.as_u16()))
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let map = response.headers_mut();

@@ -1991,6 +1991,27 @@ async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
         assert_eq!(resp.status().as_u16(), refused, "{path}");
         assert_eq!(resp.headers()["x-request-id"], "trace-403", "{path}");
     }
+    // While the first plugin set loads, a wrong method gets the same
+    // envelope and headers (before, axum's bare 405).
+    let loading = neo_ops::triggers::http::loading_router(server.services.clone());
+    let request = axum::http::Request::post("/readyz")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let Ok(resp) = tower::ServiceExt::oneshot(loading, request).await;
+    assert_eq!(resp.status().as_u16(), 405);
+    let h = resp.headers();
+    let header = |name: &str| h[name].to_str().unwrap();
+    assert_eq!(
+        (header("x-content-type-options"), header("cache-control")),
+        ("nosniff", "no-store")
+    );
+    assert_eq!(header("allow"), "GET,HEAD");
+    assert!(h.contains_key("x-request-id"));
+    let body = axum::body::to_bytes(resp.into_body(), 4096).await.unwrap();
+    assert_eq!(
+        body,
+        r#"{"ok":false,"error":{"code":405,"message":"method \"POST\" is not allowed here"}}"#
+    );
     server.stop().await.unwrap();
 }
 

@@ -316,6 +316,28 @@ async fn misbehaving_plugins_fail_alone(backend: Backend) {
         "{took:?}"
     );
 
+    // Only a final status goes out as the plugin gave it: an informational
+    // one made hyper send a bare 500 without the request id and close the
+    // connection, and an error envelope said 200.
+    for (mode, sent) in [
+        ("status-204", 204),
+        ("status-599", 599),
+        ("status-100", 500),
+        ("status-101", 500),
+        ("status-700", 500),
+        ("fail-200", 500),
+        ("fail-302", 500),
+        ("fail-418", 418),
+    ] {
+        let resp = server
+            .http
+            .get(server.url(&format!("/faults/{mode}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), sent, "{mode}");
+        assert!(resp.headers().contains_key("x-request-id"), "{mode}");
+    }
     // The same plugin is healthy again, and the CLI path reports failures.
     assert_eq!(server.get("/faults/ok", None).await.0, 200);
     for mode in ["trap", "hog", "loop"] {

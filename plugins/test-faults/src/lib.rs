@@ -37,7 +37,17 @@ fn misbehave(mode: &str) -> Result<Output, Failure> {
                 std::hint::black_box(&hoard);
             }
         }
-        other => Err(reply::fail(400, format!("unknown mode \"{other}\""))),
+        // Any status a plugin could answer with, or fail with.
+        other => {
+            let code = |prefix: &str| other.strip_prefix(prefix).and_then(|c| c.parse().ok());
+            if let Some(code) = code("status-") {
+                Ok(reply::text(code, "status as asked\n"))
+            } else if let Some(code) = code("fail-") {
+                Err(reply::fail(code, "failed as asked"))
+            } else {
+                Err(reply::fail(400, format!("unknown mode \"{other}\"")))
+            }
+        }
     }
 }
 
