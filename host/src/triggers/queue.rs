@@ -245,6 +245,14 @@ async fn retire(kv: &Kv, queue: &str, replica: &str) {
         .await;
 }
 
+/// A job's error as it is kept with the job (listed by the dead-letters
+/// plugin, quoted in a replay's audit record, which is kept for good):
+/// redacted like a log line, since a plugin's error may quote a payload's
+/// customer addresses or a URL's credentials.
+fn kept_error(error: &str) -> String {
+    neo_ops_text::redact::redact_text(error, "****")
+}
+
 /// Whether the plugin refused the job itself, not a try at it: bad in
 /// itself (400), or with what it is for gone (410).
 fn bad_job(e: &InvokeError) -> bool {
@@ -484,14 +492,14 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
                 // A string field: quoted and escaped, guest text and all.
                 let error = e.to_string();
                 tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = error.as_str(), "queue job dead-lettered");
-                job.last_error = Some(error);
+                job.last_error = Some(kept_error(&error));
                 Next::DeadLetters(job.dead_letter_entry())
             }
             Err(e) => {
                 let delay = retry_delay(spec.backoff, job.attempts);
                 let error = e.to_string();
                 tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = error.as_str(), "queue job failed; will retry");
-                job.last_error = Some(error);
+                job.last_error = Some(kept_error(&error));
                 // The retry waits in the retrying set, not here: other jobs
                 // keep flowing, and no consumer polls it meanwhile.
                 let due = now_ms() + delay.as_millis() as i64;

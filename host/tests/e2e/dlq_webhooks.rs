@@ -855,6 +855,9 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
     let bad_job = enqueue(&server, "export", "acme", bad).await;
     // For a tenant deleted since the job was queued.
     let gone_job = enqueue(&server, "export", "ghost", good).await;
+    // Refused quoting customers' addresses, which the dead letter masks.
+    let two = r#"{"kind": "orders", "from": "2026-11-24", "to": "2026-11-24", "email": "ann@a.example, bob@b.example"}"#;
+    let two_job = enqueue(&server, "export", "acme", two).await;
     wait_until("the export is mailed", || async {
         !dep.sent_mail().is_empty()
     })
@@ -873,8 +876,8 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
          3,2026-11-24T18:29:59Z,PAID,,,0,3000,0,false,\n"
     );
 
-    wait_until("both refused exports are dead-lettered", || async {
-        dead_letters(&server, &token, "export").await.len() == 2
+    wait_until("the refused exports are dead-lettered", || async {
+        dead_letters(&server, &token, "export").await.len() == 3
     })
     .await;
     let letters = dead_letters(&server, &token, "export").await;
@@ -897,6 +900,10 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
     let gone_letter = letter(&gone_job);
     assert_eq!(gone_letter["attempts"], 1);
     assert_eq!(gone_letter["last_error"], "tenant \"ghost\" not found");
+    assert_eq!(
+        letter(&two_job)["last_error"],
+        "bad export email \"****@a.example, ****@b.example\": expected one address"
+    );
     assert!(dead_letters(&server, &token, "webhook").await.is_empty());
     assert_eq!(dep.sent_mail().len(), 1, "the bad job mailed nothing");
     server.stop().await.unwrap();

@@ -55,13 +55,20 @@ fn replay_id(req: &HttpRequest) -> Result<String, Failure> {
         .ok_or_else(|| reply::fail(400, "bad body: expected {\"id\": \"<dead letter id>\"}"))
 }
 
+/// A dead letter's error as listed and put on record (the record is kept
+/// for good): masked as the host masks it when it dead-letters a job, also
+/// for a letter kept from before the host did.
+fn kept_error(error: &str) -> String {
+    neo_ops_sdk::redact::redact_text(error, "****")
+}
+
 fn summary(kind: &str, d: &DeadLetter) -> Json {
     json!({
         "id": d.id,
         "tenant": d.tenant,
         "type": kind,
         "attempts": d.attempts,
-        "last_error": d.last_error,
+        "last_error": d.last_error.as_deref().map(kept_error),
         "time": d.dead_at.as_deref().unwrap_or(&d.enqueued_at),
     })
 }
@@ -78,7 +85,9 @@ fn replay(kind: &str, id: &str) -> Result<Output, Failure> {
     // The error is a plugin's text, which may quote a NUL from the job's
     // payload: the audit log refuses NUL, and every replay would fail its
     // record after the move.
-    let last_error = letter.last_error.map(|e| e.replace('\0', "\u{FFFD}"));
+    let last_error = letter
+        .last_error
+        .map(|e| kept_error(&e).replace('\0', "\u{FFFD}"));
     let details = json!({"attempts": letter.attempts, "last_error": last_error});
     audit::record(
         "dlq.replay",
