@@ -39,5 +39,45 @@ pub async fn run(
             ),
         });
     }
+    one_tenant(&args)?;
     runtime.invoke(plugin, invocation(args)).await
+}
+
+/// Refuses `--tenant` given twice: the host and a plugin could each take
+/// another one, and the plugin act on one tenant while the run is logged
+/// and audited as the other's.
+fn one_tenant(args: &[String]) -> Result<(), InvokeError> {
+    let named = args
+        .iter()
+        .filter(|a| *a == "--tenant" || a.starts_with("--tenant="))
+        .count();
+    if named > 1 {
+        return Err(InvokeError::Failed {
+            status: 400,
+            message: format!("--tenant given {named} times: name one tenant per run"),
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_names_one_tenant_at_most() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(one_tenant(&args(&["--tenant", "acme", "--dry-run"])).is_ok());
+        assert!(one_tenant(&args(&["--tenant=acme"])).is_ok());
+        assert!(one_tenant(&args(&[])).is_ok());
+        for twice in [
+            &["--tenant=acme", "--tenant", "beta"][..],
+            &["--tenant", "acme", "--tenant", "acme"],
+            &["--tenant=a", "--tenant=b"],
+        ] {
+            let err = one_tenant(&args(twice)).unwrap_err();
+            assert_eq!(err.status(), 400, "{twice:?}");
+            assert!(err.to_string().contains("--tenant given 2 times"), "{err}");
+        }
+    }
 }
