@@ -65,8 +65,33 @@ const LAST: &[&str] = &[
     "Sharma", "Iyer", "Patel", "Reddy", "Gupta", "Nair", "Singh", "Das", "Mehta", "Rao",
 ];
 
-/// Inserts the demo data; returns a short summary of counts.
+/// What the demo writes its own rows into, with ids it assumes.
+const SEEDED_TABLES: &[&str] = &[
+    "menu_items",
+    "dining_tables",
+    "staff",
+    "customers",
+    "orders",
+];
+
+/// Inserts the demo data; returns a short summary of counts. Only into a
+/// database without rows of its own in the tables it seeds: a tenant
+/// created over an existing database takes it over, and demo orders would
+/// point at its real customers (or collide with its order ids half-way).
 pub async fn seed(pool: &Pool, size: DemoSize) -> Result<String, DbError> {
+    let counts: Vec<String> = SEEDED_TABLES
+        .iter()
+        .map(|t| format!("(SELECT COUNT(*) FROM {t})"))
+        .collect();
+    let held = pool
+        .query(&format!("SELECT {} AS n", counts.join(" + ")), &[])
+        .await?;
+    if let Some(Value::Int(n @ 1..)) = held.rows.first().and_then(|r| r.first()) {
+        return Err(DbError::Invalid(format!(
+            "the tenant's database already holds {n} rows in {}: demo data goes only into an empty one",
+            SEEDED_TABLES.join(", ")
+        )));
+    }
     let mut rng = Rng(size.seed);
     let now = Utc::now();
     let mut stmts: Vec<(String, Vec<Value>)> = Vec::new();

@@ -72,6 +72,16 @@ async fn demo_tenant_is_seeded(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(set.rows[0][0], Value::Int(121));
+    // Seeding again (a tenant created over a database with data) is refused
+    // before anything is written.
+    let err = neo_ops::demo::seed(&pool, size).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("the tenant's database already holds 181 rows"),
+        "{err}"
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM orders").await, 121);
+    assert_eq!(count("SELECT COUNT(*) FROM customers").await, 30);
     services.db.close().await;
 }
 
