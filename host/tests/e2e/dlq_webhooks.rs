@@ -27,7 +27,7 @@ fn manifest(receiver: &HttpReceiver, breaker_threshold: u32, breaker_cooldown: &
 [plugins.webhook-dispatch]
 component = "webhook_dispatch.wasm"
 queue = {{ name = "webhook", max_attempts = {MAX_ATTEMPTS}, concurrency = 4 }}
-grants = {{ db = ["tenant"], kv = ["webhook:"], http = ["http://{addr}"] }}
+grants = {{ db = ["tenant"], kv = ["webhook:"], http = ["http://{addr}"], audit = true }}
 limits = {{ memory = "32MiB", timeout = "15s" }}
 config = {{ breaker_threshold = "{breaker_threshold}", breaker_cooldown = "{breaker_cooldown}", request_timeout = "5s" }}
 
@@ -693,6 +693,67 @@ async fn a_deleted_endpoint_is_dead_at_once(backend: Backend) {
 }
 
 on_both_backends!(deleted_endpoint, a_deleted_endpoint_is_dead_at_once);
+
+/// A receiver that answers 410 Gone wants no more deliveries (Standard
+/// Webhooks): the delivery is dead on its first attempt, the endpoint is
+/// switched off on record, and the circuit is not charged. Before, 410 was
+/// retried like a 500, every later delivery to it too.
+async fn a_gone_receiver_disables_its_endpoint(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    receiver.set_status(410);
+    let server = dep.start(&manifest(&receiver, 1, "60s"), "a").await;
+    let pool = tenant_with_endpoint(&server, "acme", &receiver).await;
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
+        .await
+        .unwrap();
+    add_delivery(&pool, 1, &json!({"order_id": 1})).await;
+    let job = enqueue(&server, "webhook", "acme", r#"{"delivery_id": 1}"#).await;
+    wait_until("the gone receiver's job is dead-lettered", || async {
+        !dead_letters(&server, &token, "webhook").await.is_empty()
+    })
+    .await;
+    let letters = dead_letters(&server, &token, "webhook").await;
+    assert_eq!(
+        (&letters[0]["id"], &letters[0]["attempts"]),
+        (&json!(job), &json!(1))
+    );
+    let reason = format!(
+        "HTTP 410 from http://{}; endpoint 1 disabled",
+        receiver.addr
+    );
+    assert_eq!(delivery(&pool, 1).await, ("dead".into(), 1, Some(reason)));
+    let active = pool
+        .query("SELECT active FROM webhook_endpoints WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert!(
+        matches!(active.rows[0][0], Value::Bool(false) | Value::Int(0)),
+        "{active:?}"
+    );
+    let records = server
+        .master()
+        .query(
+            "SELECT actor, target, tenant FROM audit_log WHERE action = 'webhook.endpoint_disabled'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        records.rows,
+        vec![vec![
+            Value::Text("webhook-dispatch (queue)".into()),
+            Value::Text("webhook_endpoint:1".into()),
+            Value::Text("acme".into()),
+        ]]
+    );
+    assert_eq!(receiver.requests().len(), 1, "sent once, not retried");
+    // A breaker with a threshold of one failure stayed closed.
+    assert!(breaker_events(&pool).await.is_empty());
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(gone_receiver, a_gone_receiver_disables_its_endpoint);
 
 /// One tenant's slow receiver does not hold up another tenant's webhooks:
 /// the queue's workers take the next jobs while the slow ones wait.

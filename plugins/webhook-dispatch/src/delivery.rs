@@ -1,8 +1,9 @@
 //! A webhook delivery and its endpoint, read from and written back to the
 //! tenant's database (`webhook_deliveries`, `webhook_endpoints`).
 
-use neo_ops_sdk::Error;
 use neo_ops_sdk::db::{self, Value};
+use neo_ops_sdk::serde_json::json;
+use neo_ops_sdk::{Error, audit};
 
 pub struct Delivery {
     pub id: i64,
@@ -66,4 +67,21 @@ pub fn mark_failed(target: &str, id: i64, error: &str, dead: bool) -> Result<u64
             Value::from(error),
         ],
     )
+}
+
+/// Switches an endpoint off because its receiver said so (`why`), with the
+/// change on record: an operator switches it back on.
+pub fn disable_endpoint(target: &str, endpoint_id: i64, why: &str) -> Result<(), Error> {
+    let statement = db::Statement {
+        sql: "UPDATE webhook_endpoints SET active = FALSE WHERE id = $1 AND active".into(),
+        params: vec![Value::Int(endpoint_id)],
+    };
+    let tenant = target.strip_prefix("tenant:");
+    let entry = audit::entry(
+        "webhook.endpoint_disabled",
+        &format!("webhook_endpoint:{endpoint_id}"),
+        tenant,
+        json!({"why": why}),
+    );
+    audit::record_transaction(target, &[statement], &entry).map(drop)
 }

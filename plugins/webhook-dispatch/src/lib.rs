@@ -165,9 +165,25 @@ impl Job<'_> {
                     "http_status": status,
                 })))
             }
-            Err(reason) => {
+            // Standard Webhooks: 410 Gone asks the sender to disable the
+            // endpoint and stop. The receiver answered, so the circuit is
+            // not charged; this delivery is dead, and the endpoint's later
+            // ones wait as an inactive endpoint's do, until it is switched
+            // back on.
+            Err(refused) if refused.gone => {
+                breaker.succeeded(gate, time::now_micros());
+                let reason = format!("{}; endpoint {} disabled", refused.reason, endpoint.id);
+                if let Err(e) = delivery::disable_endpoint(&target, endpoint.id, &refused.reason) {
+                    self.log(
+                        log::Level::Warn,
+                        &format!("disabling endpoint {} failed: {}", endpoint.id, e.message),
+                    );
+                }
+                self.record_failure(&delivery, 410, reason, true)
+            }
+            Err(refused) => {
                 breaker.failed(gate, time::now_micros());
-                self.failed(&delivery, 502, reason)
+                self.failed(&delivery, 502, refused.reason)
             }
         }
     }

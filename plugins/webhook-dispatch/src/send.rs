@@ -4,20 +4,38 @@ use crate::delivery::Delivery;
 use crate::signature;
 use neo_ops_sdk::{ErrorCode, outbound_http};
 
-/// Posts the delivery's payload; `Err` says why it was not accepted, naming
-/// only the endpoint's origin (paths and query strings may carry secrets).
+/// Why a delivery was not accepted, naming only the endpoint's origin
+/// (paths and query strings may carry secrets).
+pub struct NotAccepted {
+    pub reason: String,
+    /// The receiver answered 410 Gone: by Standard Webhooks, it wants no
+    /// more deliveries.
+    pub gone: bool,
+}
+
+impl From<String> for NotAccepted {
+    fn from(reason: String) -> Self {
+        NotAccepted {
+            reason,
+            gone: false,
+        }
+    }
+}
+
+/// Posts the delivery's payload; `Err` says why it was not accepted.
 pub fn post(
     tenant: &str,
     delivery: &Delivery,
     now_secs: i64,
     timeout_ms: u32,
-) -> Result<u16, String> {
+) -> Result<u16, NotAccepted> {
     let endpoint = &delivery.endpoint;
     let Some(origin) = origin(&endpoint.url) else {
         return Err(format!(
             "endpoint {} has a bad url (expected http:// or https://)",
             endpoint.id
-        ));
+        )
+        .into());
     };
     if signature::malformed_whsec(&endpoint.secret) {
         neo_ops_sdk::warn(&format!(
@@ -60,7 +78,10 @@ pub fn post(
     if (200..300).contains(&response.status) {
         Ok(response.status)
     } else {
-        Err(format!("HTTP {} from {origin}", response.status))
+        Err(NotAccepted {
+            reason: format!("HTTP {} from {origin}", response.status),
+            gone: response.status == 410,
+        })
     }
 }
 
