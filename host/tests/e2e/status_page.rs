@@ -272,6 +272,16 @@ async fn statuspage_clients(backend: Backend) {
     let again = get("/status.json", Some(&etag)).await.unwrap();
     assert_eq!(again.status().as_u16(), 304);
     assert!(again.bytes().await.unwrap().is_empty());
+    // The tag also counts on a second If-None-Match line (a list split up).
+    let split = server
+        .http
+        .get(server.url("/status.json"))
+        .header("if-none-match", "\"other\"")
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(split.status().as_u16(), 304);
     assert_eq!(
         get("/status/health", None).await.unwrap().status().as_u16(),
         503

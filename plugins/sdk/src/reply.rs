@@ -88,11 +88,14 @@ pub fn public_document(req: &crate::HttpRequest, mut out: Output) -> Output {
         .push(("cache-control".into(), "no-cache".into()));
     out.headers
         .push(("access-control-allow-origin".into(), "*".into()));
-    let matches = req.header("if-none-match").is_some_and(|v| {
-        v.split(',')
-            .map(|t| t.trim().trim_start_matches("W/"))
-            .any(|t| t == tag || t == "*")
-    });
+    // Every `If-None-Match` line: a proxy may send the list as several.
+    let matches = req
+        .headers
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case("if-none-match"))
+        .flat_map(|(_, v)| v.split(','))
+        .map(|t| t.trim().trim_start_matches("W/"))
+        .any(|t| t == tag || t == "*");
     if matches {
         out.status = 304;
         out.body.clear();
