@@ -590,6 +590,21 @@ fn resolve_component(base: &Path, name: &str) -> Option<PathBuf> {
         .find(|c| c.is_file())
 }
 
+/// The files that decide what a component resolved to `component` (for the
+/// manifest at `manifest_path`) is: itself, and, when it was found in the
+/// build directory, the file of that name beside the manifest, which is
+/// looked up first (a copy dropped there replaces the build).
+pub fn component_sources(manifest_path: &Path, component: &Path) -> Vec<PathBuf> {
+    let base = manifest_path.parent().unwrap_or(Path::new("."));
+    let beside = component
+        .strip_prefix(built_plugins_dir())
+        .ok()
+        .map(|name| base.join(name));
+    std::iter::once(component.to_path_buf())
+        .chain(beside)
+        .collect()
+}
+
 fn is_simple_name(s: &str) -> bool {
     !s.is_empty()
         && s.chars()

@@ -170,7 +170,7 @@ async fn load(
     let components: Vec<PathBuf> = manifest
         .plugins
         .iter()
-        .map(|p| p.component.clone())
+        .flat_map(|p| manifest::component_sources(manifest_path, &p.component))
         .collect();
     let mut before = fingerprint(manifest_path, &components);
     before[0] = manifest_seen;

@@ -608,3 +608,34 @@ async fn a_copy_that_keeps_length_and_mtime_is_still_reloaded() {
     assert_eq!(status, 404, "the old route went with the old set");
     server.stop().await;
 }
+
+/// A component served from the build directory is replaced by a file of
+/// its name dropped beside the manifest (looked up first): that is noticed
+/// and loaded. Before, only the build's file was watched, so `serve` kept
+/// the old code while `neo-ops check` reported the new file.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_component_dropped_beside_the_manifest_is_loaded() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let manifest = dep.manifest(
+        "[plugins.faults]\ncomponent = \"test_faults.wasm\"\nroutes = [{ method = \"GET\", path = \"/faults/{mode}\" }]\n",
+    );
+    let server = Watched::ready(&dep, &manifest).await;
+    let (status, body) = server.get("/faults/ok").await;
+    assert_eq!(
+        (status, &body["hello"]),
+        (200, &serde_json::json!("world")),
+        "{body}"
+    );
+    let built = neo_ops::manifest::built_plugins_dir().join("test_probe.wasm");
+    let beside = manifest.parent().unwrap().join("test_faults.wasm");
+    std::fs::copy(built, beside).unwrap();
+    server
+        .until(
+            "/faults/ok",
+            Duration::from_secs(30),
+            "the component beside the manifest loads",
+            |_, body| body.to_string().contains("unknown probe"),
+        )
+        .await;
+    server.stop().await;
+}
