@@ -203,7 +203,7 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
             block,
         )
     };
-    refuse_existing(cli, &dir, &plugin)?;
+    refuse_existing(cli, &root, &dir, &plugin, &package)?;
     std::fs::create_dir_all(dir.join("src"))?;
     std::fs::write(dir.join("Cargo.toml"), cargo_toml(&package, is_check))?;
     if is_check {
@@ -215,22 +215,67 @@ pub fn new(cli: &Cli, words: &[String], lang: &str) -> anyhow::Result<ExitCode> 
     finish_scaffold(cli, &dir, &plugin, &block, &dir.join("src/lib.rs"))
 }
 
-/// Refuses to scaffold over an existing directory or manifest block, or
-/// into a manifest that does not load (the new block would bury its error
-/// under another, and the check for taken routes could not be made).
-fn refuse_existing(cli: &Cli, dir: &Path, plugin: &str) -> anyhow::Result<()> {
-    manifest_if_any(cli)?;
+/// Refuses to scaffold over an existing directory, plugin or component
+/// name, or into a manifest that does not load (the new block would bury
+/// its error under another, and the check for taken routes could not be
+/// made).
+fn refuse_existing(
+    cli: &Cli,
+    root: &Path,
+    dir: &Path,
+    plugin: &str,
+    component: &str,
+) -> anyhow::Result<()> {
+    let manifest = manifest_if_any(cli)?;
     if dir.exists() {
         anyhow::bail!("{} already exists", dir.display());
     }
-    let manifest_text = std::fs::read_to_string(&cli.manifest).unwrap_or_default();
-    if manifest_text.contains(&format!("[plugins.{plugin}]")) {
+    // As loaded: `[plugins."x"]` or `x = {…}` under `[plugins]` name it too.
+    if manifest
+        .iter()
+        .flat_map(|m| &m.plugins)
+        .any(|p| p.name == plugin)
+    {
         anyhow::bail!(
-            "{} already has a [plugins.{plugin}] block",
+            "{} already has a plugin named \"{plugin}\"",
             cli.manifest.display()
         );
     }
+    if taken_components(root)
+        .iter()
+        .any(|taken| taken == component)
+    {
+        anyhow::bail!(
+            "a plugin in {} already builds {component}.wasm: choose another name",
+            root.join("plugins").display()
+        );
+    }
     Ok(())
+}
+
+/// The component names the plugin sources already build: each crate's
+/// package name (its component is `<package>.wasm`; two crates of one name
+/// stop the whole plugins workspace from building) and each Python check's
+/// directory, `-` read as `_` as cargo names the file.
+fn taken_components(root: &Path) -> Vec<String> {
+    let plugins = root.join("plugins");
+    let entries = |dir: PathBuf| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+    };
+    let crates = entries(plugins.clone())
+        .chain(entries(plugins.join("checks")))
+        .filter_map(|dir| std::fs::read_to_string(dir.join("Cargo.toml")).ok())
+        .filter_map(|text| {
+            let table = text.parse::<toml::Table>().ok()?;
+            Some(table.get("package")?.get("name")?.as_str()?.to_string())
+        });
+    let python = entries(plugins.join("python"))
+        .filter_map(|dir| Some(dir.file_name()?.to_string_lossy().into_owned()));
+    crates.chain(python).map(|n| n.replace('-', "_")).collect()
 }
 
 /// The manifest, if there is one yet; an error if it does not load.
@@ -291,11 +336,7 @@ fn finish_scaffold(
             return Err(e.context(format!("the new plugin \"{plugin}\" did not build")));
         }
     };
-    let mut manifest = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cli.manifest)?;
-    std::io::Write::write_all(&mut manifest, block.as_bytes())?;
+    append_whole(&cli.manifest, block)?;
     println!("created {}", dir.display());
     for path in built {
         println!("built {}", path.display());
@@ -308,13 +349,43 @@ fn finish_scaffold(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Appends `block` to the manifest by writing the whole new text beside it
+/// and renaming it into place: a full disk or a crash leaves the manifest
+/// as it was, never half a block a running serve would reload.
+fn append_whole(manifest: &Path, block: &str) -> anyhow::Result<()> {
+    let before = match std::fs::read_to_string(manifest) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", manifest.display())),
+    };
+    let file = manifest
+        .file_name()
+        .map(|f| f.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let temporary = manifest.with_file_name(format!(".{file}.new"));
+    let written = (|| {
+        let mut out = std::fs::File::create(&temporary)?;
+        if let Ok(meta) = std::fs::metadata(manifest) {
+            out.set_permissions(meta.permissions())?;
+        }
+        std::io::Write::write_all(&mut out, format!("{before}{block}").as_bytes())?;
+        out.sync_all()?;
+        std::fs::rename(&temporary, manifest)
+    })();
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&temporary);
+        anyhow::bail!("cannot write {}: {e}", manifest.display());
+    }
+    Ok(())
+}
+
 /// Python checks live in `plugins/python/<component>/app.py` and are built
 /// with componentize-py against the same WIT.
 fn new_python_check(cli: &Cli, root: &Path, name: &str, snake: &str) -> anyhow::Result<ExitCode> {
     let package = format!("check_{snake}");
     let plugin = format!("check-{name}");
     let dir = root.join("plugins/python").join(&package);
-    refuse_existing(cli, &dir, &plugin)?;
+    refuse_existing(cli, root, &dir, &plugin, &package)?;
     std::fs::create_dir_all(&dir)?;
     std::fs::write(dir.join("app.py"), python_check(&plugin))?;
     // The Python runtime needs room: 64 MiB is its floor here.

@@ -775,7 +775,8 @@ grants = { files = ["arg:--csv"] }
 }
 
 /// `plugin new` refuses a name whose route (`/<name>`) the host or another
-/// plugin already serves, before writing anything: the manifest would
+/// plugin already serves, or that a plugin or a plugin crate already has,
+/// before writing anything: the manifest or the plugins workspace would
 /// otherwise stop loading for every command.
 #[test]
 fn plugin_new_refuses_a_route_already_served() {
@@ -784,6 +785,10 @@ fn plugin_new_refuses_a_route_already_served() {
 [plugins.status-page]
 component = "status_page.wasm"
 routes = [{ method = "GET", path = "/status" }]
+
+[plugins."quoted"]
+component = "test_probe.wasm"
+command = true
 "#,
     );
     let before = std::fs::read_to_string(cli.dir.path().join("plugins.toml")).unwrap();
@@ -792,6 +797,12 @@ routes = [{ method = "GET", path = "/status" }]
         ("healthz", "served by the host"),
         // `plugin new check` with the check's name forgotten.
         ("check", "a check needs a name"),
+        // The package name a check's crate has (and its component file):
+        // a second crate of one name stops the plugins workspace building.
+        ("check-common", "already builds check_common.wasm"),
+        ("check-redis", "already builds check_redis.wasm"),
+        // Named in the manifest as `[plugins."x"]`, not `[plugins.x]`.
+        ("quoted", "already has a plugin named \"quoted\""),
     ] {
         let o = cli.run(&["plugin", "new", name]);
         assert_eq!(o.code, Some(1), "{name}: {}", o.stdout);
