@@ -13,11 +13,22 @@ const MAX_HELD_LOCKS: usize = 256;
 /// Largest value or list element a plugin may store.
 const MAX_VALUE: usize = 1 << 20;
 
+/// Longest key or lock name: Redis takes keys of up to 512 MB, which would
+/// store around [`MAX_VALUE`], and a held lock's name is host memory.
+const MAX_KEY: usize = 1024;
+
 impl StoreState {
     fn kv_allowed(&self, key: &str) -> Result<(), WitError> {
         let plugin = &self.call.plugin;
         if key.is_empty() {
             return Err(WitError::invalid("empty kv key"));
+        }
+        if key.len() > MAX_KEY {
+            let head: String = key.chars().take(40).collect();
+            return Err(WitError::invalid(format!(
+                "kv key \"{head}…\" is {} bytes, over {MAX_KEY}",
+                key.len()
+            )));
         }
         if key.starts_with(crate::manifest::HOST_NAMESPACE) {
             return Err(WitError::denied(format!(

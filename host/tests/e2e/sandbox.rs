@@ -175,7 +175,23 @@ async fn denied_capabilities_do_nothing(backend: Backend) {
         &probe(&server, "probe", &["kv", "__queue:jobs"]).await,
         "host namespace",
     );
+    // A key is a name, not a place to store a value: over 1 KiB is refused.
+    let long = format!("probe:{}", "k".repeat(2000));
+    let refused = probe(&server, "probe", &["kv", &long]).await;
+    assert_eq!(refused["code"], "invalid", "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("is 2006 bytes, over 1024"),
+        "{refused}"
+    );
+    assert_eq!(
+        probe(&server, "probe", &["lock", &long]).await["code"],
+        "invalid"
+    );
     let kv = &server.services.kv;
+    assert_eq!(kv.get(&long).await.unwrap(), None);
     assert_eq!(kv.get("probe:a").await.unwrap(), Some(b"probe".to_vec()));
     assert_eq!(kv.get("other:a").await.unwrap(), None);
 
