@@ -195,7 +195,9 @@ impl wit::Host for StoreState {
         self.kv_allowed(&name)?;
         let ttl = ttl(ttl_ms)?;
         let token = Kv::lock_token();
-        if self.call.held_locks.len() >= MAX_HELD_LOCKS {
+        // Those whose taking failed count too: each is released, one more
+        // kv call, when the invocation ends.
+        if self.call.held_locks.len() + self.call.uncertain_locks.len() >= MAX_HELD_LOCKS {
             return Err(WitError::invalid(format!(
                 "more than {MAX_HELD_LOCKS} locks held at once; release some first"
             )));

@@ -615,10 +615,16 @@ async fn release_locks(services: &Services, store: &mut Store<StoreState>, retur
     if !returned {
         locks.append(&mut call.held_locks);
     }
-    for (name, token) in locks {
-        match services.kv.unlock(&name, &token).await {
+    if locks.is_empty() {
+        return;
+    }
+    // All at once, and no longer than one kv call: with Redis hanging, one
+    // after another held the invocation (and its slot) for seconds each.
+    let plugin = &store.data().call.plugin.name;
+    let unlocks = futures::future::join_all(locks.iter().map(|(name, token)| async move {
+        match services.kv.unlock(name, token).await {
             Ok(true) => tracing::info!(
-                plugin = %store.data().call.plugin.name,
+                %plugin,
                 lock = %name,
                 "released a lock the finished invocation still held"
             ),
@@ -627,6 +633,12 @@ async fn release_locks(services: &Services, store: &mut Store<StoreState>, retur
                 tracing::warn!(lock = %name, error = %e, "could not release a lock; it will expire")
             }
         }
+    }));
+    if tokio::time::timeout(crate::backends::kv::KV_TIMEOUT, unlocks)
+        .await
+        .is_err()
+    {
+        tracing::warn!(%plugin, locks = locks.len(), "releasing locks timed out; they will expire");
     }
 }
 
