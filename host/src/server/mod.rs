@@ -180,6 +180,10 @@ impl Live {
         let router = triggers::http::router(runtime.clone());
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let previous = current.take();
+        // Read before the old set stops: a slot due between its stop and
+        // this moment would otherwise fall to neither set (one due on both
+        // sides of it is claimed once in `runs`).
+        let now = chrono::Utc::now();
         if let Some(old) = &previous {
             old.stop.cancel();
         }
@@ -197,7 +201,6 @@ impl Live {
         // The first set also fires the latest slot due within the catch-up
         // (no replica was up to claim it, or the claim in `runs` keeps it
         // once); a later set goes on from the moment the previous stopped.
-        let now = chrono::Utc::now();
         let since = match &previous {
             None => chrono::Duration::from_std(self.services.settings.schedule_catch_up)
                 .map_or(now, |back| now - back),
