@@ -17,11 +17,14 @@ pub fn load_component(
         .map_err(|e| anyhow::anyhow!("reading component {}: {e}", wasm_path.display()))?;
     let key = hex::encode(Sha256::digest(&bytes));
     let cached = cache_dir.join(artefact_name(&key, &engine_tag(engine)));
-    if cached.is_file() && private(cache_dir) && private(&cached) {
-        // SAFETY: the file was written by `Component::serialize` of an engine
-        // with the same compatibility hash (part of its name) into our own cache
-        // directory; wasmtime still checks its header before use.
-        match unsafe { Component::deserialize_file(engine, &cached) } {
+    if let Some(artefact) = read_private(&cached)
+        && private(cache_dir)
+    {
+        // SAFETY: the bytes were written by `Component::serialize` of an
+        // engine with the same compatibility hash (part of the name) into a
+        // file only this user could have written; wasmtime still checks
+        // their header before use.
+        match unsafe { Component::deserialize(engine, &artefact) } {
             Ok(c) => return Ok(c),
             Err(e) => {
                 tracing::warn!(path = %cached.display(), error = %e, "ignoring unusable cached component")
@@ -67,6 +70,11 @@ fn store(component: &Component, cache_dir: &Path, key: &str, cached: &Path) -> a
     if written.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
+    // The rename made durable too (best effort: the next start compiles
+    // again if it was lost).
+    if let Ok(dir) = std::fs::File::open(cache_dir) {
+        let _ = dir.sync_all();
+    }
     written
 }
 
@@ -92,18 +100,57 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Writes a new file only its owner may read, and makes its bytes durable
+/// before it is renamed into place: after a power cut a file system may
+/// otherwise keep the name and lose the data, and a header that still
+/// checks out would run zeroed code.
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    std::io::Write::write_all(&mut options.open(path)?, bytes)
+    let mut file = options.open(path)?;
+    std::io::Write::write_all(&mut file, bytes)?;
+    file.sync_all()
 }
 
-/// Whether the cache directory or an artefact is this process's own and
-/// only it may write it: an artefact someone else could have planted is
-/// compiled afresh instead of run (and the next store makes the directory
-/// private again).
+/// An artefact's bytes, if it is a regular file of this process's own that
+/// no one else may write, judged on the file opened (not followed through
+/// a link, and not looked up again after the check, so it cannot be
+/// swapped between the two). `None`, said in the log when the file is
+/// there, otherwise: it is compiled afresh instead.
+fn read_private(path: &Path) -> Option<Vec<u8>> {
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::custom_flags(&mut options, libc::O_NOFOLLOW);
+    let mut file = match options.open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %e, "cannot open a cached component; compiling instead");
+            return None;
+        }
+    };
+    let meta = file.metadata().ok()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let me = unsafe { libc::geteuid() };
+        if !meta.is_file() || meta.uid() != me || meta.permissions().mode() & 0o022 != 0 {
+            tracing::warn!(path = %path.display(), "a cached component is not this process's alone; compiling instead of loading it");
+            return None;
+        }
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut file, &mut bytes).ok()?;
+    Some(bytes)
+}
+
+/// Whether the cache directory is this process's own and only it may write
+/// it: an artefact someone else could have planted is compiled afresh
+/// instead of run (and the next store makes the directory private again).
 fn private(path: &Path) -> bool {
     #[cfg(unix)]
     {
@@ -237,5 +284,25 @@ mod tests {
         create_private_dir(&cache).unwrap();
         assert_eq!(mode(&cache), 0o700);
         assert!(private(&cache));
+    }
+
+    /// An artefact is read only from a regular file of our own that others
+    /// may not write, opened once: not through a link (which could be
+    /// pointed elsewhere after a check), not one others may write.
+    #[cfg(unix)]
+    #[test]
+    fn an_artefact_is_read_only_from_a_private_file_of_its_own() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a.cwasm");
+        write_private(&file, b"artefact").unwrap();
+        assert_eq!(read_private(&file).as_deref(), Some(&b"artefact"[..]));
+        let link = dir.path().join("b.cwasm");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        assert_eq!(read_private(&link), None, "a link");
+        assert_eq!(read_private(&dir.path().join("c.cwasm")), None, "missing");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o620)).unwrap();
+        assert_eq!(read_private(&file), None, "group-writable");
+        assert_eq!(read_private(dir.path()), None, "a directory");
     }
 }
