@@ -171,6 +171,8 @@ pub async fn replay(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, Enque
 /// Dead letters read at a time while looking for one: each may be a
 /// megabyte of payload, and a queue keeps a thousand.
 const SCAN_CHUNK: i64 = 16;
+/// Most bytes one such read brings into the host.
+const SCAN_BYTES: usize = 16 << 20;
 
 /// Dead letter `id` of the list at `key`, as stored and as a job, read a
 /// few at a time so the host never holds the whole list. (Entries removed
@@ -181,12 +183,24 @@ async fn find_dead_letter(
     key: &str,
     id: &str,
 ) -> Result<Option<(Vec<u8>, Job)>, EnqueueError> {
-    let mut start = 0;
+    let (mut start, mut step) = (0, SCAN_CHUNK);
     loop {
-        let chunk = kv
-            .list_range(key, start, start + SCAN_CHUNK - 1)
-            .await
-            .map_err(|_| EnqueueError::Unavailable)?;
+        let read = kv.list_range_within(key, start, start + step - 1, SCAN_BYTES);
+        let chunk = match read.await {
+            Ok(chunk) => chunk,
+            // Large letters (a payload of control characters, escaped six
+            // times over): one at a time from here on.
+            Err(KvError::TooLarge { .. }) if step > 1 => {
+                step = 1;
+                continue;
+            }
+            // One letter larger than a job can be: not the one replayed.
+            Err(KvError::TooLarge { .. }) => {
+                start += 1;
+                continue;
+            }
+            Err(_) => return Err(EnqueueError::Unavailable),
+        };
         if chunk.is_empty() {
             return Ok(None);
         }
@@ -197,7 +211,7 @@ async fn find_dead_letter(
         if found.is_some() {
             return Ok(found);
         }
-        start += SCAN_CHUNK;
+        start += step;
     }
 }
 
@@ -247,5 +261,37 @@ mod tests {
         assert!(replay(&kv, "q", "no-such").await.unwrap().is_none());
         let left = kv.list_range(&dead_letter_key("q"), 0, -1).await.unwrap();
         assert_eq!(left.len(), ids.len() - 1);
+    }
+
+    /// Dead letters too large to read sixteen at a time within the bound
+    /// (payloads of control characters, escaped six times over) are read
+    /// one at a time: the one asked for is still found.
+    #[tokio::test]
+    async fn large_dead_letters_are_read_one_at_a_time() {
+        let kv = Kv::connect(None, "t:").await.unwrap();
+        let controls = "\u{1}".repeat(MAX_PAYLOAD);
+        for n in 0..4 {
+            let mut job = Job {
+                id: format!("job-{n}"),
+                queue: "q".into(),
+                payload: controls.clone(),
+                attempts: 5,
+                enqueued_at: "2026-12-07T00:00:00Z".into(),
+                last_error: None,
+                tenant: None,
+                dead_at: None,
+                not_before_ms: None,
+            };
+            let entry = job.dead_letter_entry();
+            assert!(entry.len() > 5 * MAX_PAYLOAD);
+            kv.list_push(&dead_letter_key("q"), &[entry]).await.unwrap();
+        }
+        let key = dead_letter_key("q");
+        let whole = kv
+            .list_range_within(&key, 0, SCAN_CHUNK - 1, SCAN_BYTES)
+            .await;
+        assert!(matches!(whole, Err(KvError::TooLarge { .. })));
+        let dead = replay(&kv, "q", "job-0").await.unwrap().expect("found");
+        assert_eq!(dead.id, "job-0");
     }
 }

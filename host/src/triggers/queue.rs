@@ -245,12 +245,21 @@ async fn retire(kv: &Kv, queue: &str, replica: &str) {
         .await;
 }
 
+/// Longest error kept with a job, in characters: it is read with the job
+/// on every retry and replay.
+const KEPT_ERROR_CHARS: usize = 2000;
+
 /// A job's error as it is kept with the job (listed by the dead-letters
 /// plugin, quoted in a replay's audit record, which is kept for good):
 /// redacted like a log line, since a plugin's error may quote a payload's
-/// customer addresses or a URL's credentials.
+/// customer addresses or a URL's credentials, and cut short.
 fn kept_error(error: &str) -> String {
-    neo_ops_text::redact::redact_text(error, "****")
+    let mut kept = neo_ops_text::redact::redact_text(error, "****");
+    if let Some((cut, _)) = kept.char_indices().nth(KEPT_ERROR_CHARS) {
+        kept.truncate(cut);
+        kept.push('…');
+    }
+    kept
 }
 
 /// Whether the plugin refused the job itself, not a try at it: bad in
@@ -544,5 +553,21 @@ async fn keep_alive(
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(pause) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_kept_error_is_redacted_and_cut_short() {
+        assert_eq!(
+            kept_error("bad export email \"ann@a.example\": expected one address"),
+            "bad export email \"****@a.example\": expected one address"
+        );
+        let long = kept_error(&"é".repeat(5000));
+        assert_eq!(long.chars().count(), KEPT_ERROR_CHARS + 1);
+        assert!(long.ends_with("é…"));
     }
 }
