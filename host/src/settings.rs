@@ -328,7 +328,7 @@ fn smtp_mistakes(
         && !matches!(port.as_deref().map(str::trim), Some("465" | "587"))
     {
         found.push(format!(
-            "SMTP_USER set with SMTP_PORT {}: plain SMTP sends the password in the clear; use 465 (TLS) or 587 (STARTTLS)",
+            "SMTP_USER set with SMTP_PORT {}: a server on another machine must offer STARTTLS for the login, or no mail goes; use 465 (TLS) or 587 (STARTTLS)",
             port.as_deref().unwrap_or("25 (unset)")
         ));
     }
@@ -525,7 +525,7 @@ mod tests {
         assert_eq!(
             check(&[login[0], login[1], login[2], ("SMTP_PORT", "2525")]),
             [
-                "SMTP_USER set with SMTP_PORT 2525: plain SMTP sends the password in the clear; use 465 (TLS) or 587 (STARTTLS)"
+                "SMTP_USER set with SMTP_PORT 2525: a server on another machine must offer STARTTLS for the login, or no mail goes; use 465 (TLS) or 587 (STARTTLS)"
             ]
         );
         assert_eq!(check(&login).len(), 1, "port 25 by default");

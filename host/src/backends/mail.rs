@@ -3,6 +3,7 @@
 use lettre::message::header::ContentType;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,7 +59,8 @@ impl Mailer {
                 let mut builder = match s.port {
                     465 => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)?,
                     587 => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)?,
-                    _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
+                    _ => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host)
+                        .tls(other_port_tls(&s.host, s.user.is_some())?),
                 }
                 .port(s.port)
                 .timeout(Some(MAIL_TIMEOUT));
@@ -124,14 +126,7 @@ impl Mailer {
                 // addresses) and its name stay in the host's log.
                 Ok(Err(e)) => {
                     tracing::warn!(smtp = %host, error = %e, "smtp send failed");
-                    // The message's own 5xx (no such mailbox, too large):
-                    // sending it again would be refused again. Other 5xx
-                    // replies (credentials, relaying) are the deployment's,
-                    // and fixed there: the message waits for that.
-                    let refused_for_good = e
-                        .status()
-                        .is_some_and(|code| matches!(u16::from(code), 550..=553));
-                    Err(match refused_for_good {
+                    Err(match refused_for_good(&e) {
                         true => MailError::Invalid(
                             "the mail server refused the message for good (details in the host log)"
                                 .into(),
@@ -166,6 +161,43 @@ impl Mailer {
             }
         }
     }
+}
+
+/// Whether the server refused the message itself, for good (550–553: no
+/// such mailbox, too large), so sending it again would be refused again.
+/// Other refusals are the deployment's and fixed there while the message
+/// waits: other codes, and 550–553 with a 5.7 enhanced status (relaying
+/// denied, sender not verified), as Exchange, Gmail and SendGrid send.
+fn refused_for_good(e: &lettre::transport::smtp::Error) -> bool {
+    let about_the_message = e
+        .status()
+        .is_some_and(|code| matches!(u16::from(code), 550..=553));
+    // Displayed as "permanent error (550): 5.7.1 Relaying denied".
+    let shown = e.to_string();
+    let policy = shown
+        .split_once("): ")
+        .is_some_and(|(_, said)| said.trim_start().starts_with("5.7."));
+    about_the_message && !policy
+}
+
+/// How a port other than 465 (TLS from the start) and 587 (STARTTLS
+/// required) is secured: STARTTLS whenever the server offers it (before,
+/// never: messages and addresses went in the clear to a server that could
+/// have taken them encrypted), and required when a password would cross a
+/// network (a login to a server not on this machine).
+fn other_port_tls(host: &str, login: bool) -> anyhow::Result<Tls> {
+    let tls = TlsParameters::new(host.to_string())?;
+    let on_this_machine = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    Ok(if login && !on_this_machine {
+        Tls::Required(tls)
+    } else {
+        Tls::Opportunistic(tls)
+    })
 }
 
 /// `Auto-Submitted: auto-generated`.
@@ -231,12 +263,112 @@ fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message,
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn a_login_to_another_machine_requires_tls() {
+        let required = |host: &str, login: bool| {
+            matches!(other_port_tls(host, login).unwrap(), Tls::Required(_))
+        };
+        assert!(required("smtp.example.com", true));
+        assert!(!required("smtp.example.com", false), "offered, taken");
+        for local in ["localhost", "127.0.0.1", "::1", "[::1]"] {
+            assert!(!required(local, true), "{local}");
+        }
+    }
+
+    /// Sends one message to an SMTP peer on this machine that answers each
+    /// command with `answer` (`None`: 250); returns the result and the
+    /// commands the peer heard.
+    async fn send_to_peer(
+        answer: fn(&str) -> Option<&'static str>,
+    ) -> (Result<String, MailError>, Vec<String>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let peer = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let (r, mut w) = stream.into_split();
+            let mut r = BufReader::new(r);
+            w.write_all(b"220 peer ESMTP\r\n").await.unwrap();
+            let mut heard = Vec::new();
+            let mut line = String::new();
+            while r.read_line(&mut line).await.unwrap_or(0) > 0 {
+                let command = line.trim_end().to_ascii_uppercase();
+                let reply = answer(&command).unwrap_or("250 OK\r\n");
+                heard.push(command);
+                if w.write_all(reply.as_bytes()).await.is_err() {
+                    break;
+                }
+                line.clear();
+            }
+            heard
+        });
+        let settings = SmtpSettings {
+            host: "127.0.0.1".into(),
+            port,
+            user: None,
+            pass: None,
+            from: "ops@example.com".into(),
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let mailer = Mailer::new(Some(&settings), dir.path()).unwrap();
+        let mail = OutgoingMail {
+            to: vec!["owner@example.com".into()],
+            subject: "s".into(),
+            text: "t".into(),
+            ..Default::default()
+        };
+        let sent = mailer.send(mail).await;
+        drop(mailer);
+        (sent, peer.await.unwrap())
+    }
+
+    /// A server on another port that offers STARTTLS gets it asked for
+    /// before any message is sent; one that then cannot start TLS gets no
+    /// message in the clear.
+    #[tokio::test]
+    async fn starttls_is_asked_for_when_offered() {
+        let (sent, heard) = send_to_peer(|command| match command {
+            c if c.starts_with("EHLO") => Some("250-peer\r\n250 STARTTLS\r\n"),
+            "STARTTLS" => Some("454 4.7.0 TLS not available now\r\n"),
+            _ => None,
+        })
+        .await;
+        assert!(sent.is_err());
+        assert!(heard.iter().any(|c| c == "STARTTLS"), "{heard:?}");
+        assert!(
+            !heard.iter().any(|c| c.starts_with("MAIL FROM")),
+            "{heard:?}"
+        );
+    }
+
+    /// A 550 about the mailbox is the message's for good; a 550 5.7 about
+    /// relaying or the sender is the deployment's, and the message waits.
+    #[tokio::test]
+    async fn a_relay_refusal_is_not_the_message_s_fault() {
+        let (sent, _) = send_to_peer(|command| {
+            command
+                .starts_with("RCPT")
+                .then_some("550 5.1.1 no such mailbox\r\n")
+        })
+        .await;
+        assert!(matches!(sent, Err(MailError::Invalid(_))), "{sent:?}");
+        let (sent, _) = send_to_peer(|command| {
+            command
+                .starts_with("RCPT")
+                .then_some("550 5.7.1 Unable to relay\r\n")
+        })
+        .await;
+        assert!(matches!(sent, Err(MailError::Unavailable(_))), "{sent:?}");
+    }
+
     /// What the CLI and the export plugin accept as an address, the mailer
     /// takes: a stored owner address never fails every digest afterwards.
     #[test]
     fn every_plain_address_is_one_the_mailer_takes() {
         for address in neo_ops_text::address::PLAIN_SAMPLES {
-            assert!(super::mailbox(address).is_ok(), "{address}");
+            assert!(mailbox(address).is_ok(), "{address}");
         }
     }
 }
