@@ -12,6 +12,24 @@ use crate::manifest::Endpoint;
 use crate::services::MAX_TIMEOUT;
 const MAX_RESPONSE: usize = 10 << 20;
 
+/// Headers the host's client writes from the request itself: `Host` from
+/// the granted URL (a plugin's own would reach another virtual host behind
+/// the granted origin), and the body's framing and the connection's (a
+/// `Content-Length` the body does not have leaves a pooled connection
+/// waiting for bytes that the next request then supplies).
+const HOST_SET_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
 /// How a URL is on the allow-list.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Allowed {
@@ -100,6 +118,11 @@ impl wit::Host for StoreState {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         let mut req = client.request(method, url.clone()).timeout(left);
         for (k, v) in &request.headers {
+            if let Some(refused) = HOST_SET_HEADERS.iter().find(|h| k.eq_ignore_ascii_case(h)) {
+                return Err(WitError::invalid(format!(
+                    "header \"{refused}\" is set by the host, not by a plugin"
+                )));
+            }
             req = req.header(k, v);
         }
         // Name only the origin: webhook paths often carry secrets.

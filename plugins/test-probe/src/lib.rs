@@ -4,7 +4,7 @@
 //!
 //! Commands: `db TARGET`, `db-write TARGET KEY`, `db-nul TARGET`, `db-sql TARGET SQL`
 //! (rows and bytes a query brought back), `kv KEY`, `expire KEY MS`,
-//! `kv-delete KEY`, `lock NAME`, `http URL`, `mail TO`, `env NAME`,
+//! `kv-delete KEY`, `lock NAME`, `http URL [HEADER VALUE]`, `mail TO`, `env NAME`,
 //! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `audit-tx TARGET [SQL]` (a
 //! transaction with its record), `sleep MS`, `lock-sleep NAME MS`,
 //! `tenant-logs` (how many of the invocation tenant's log lines it may read).
@@ -126,14 +126,19 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
                 pause(ms.parse().unwrap_or(0));
                 Ok("slept".into())
             }
-            ["http", url] => outbound_http::send(&outbound_http::Request {
-                method: "GET".into(),
-                url: url.to_string(),
-                headers: vec![],
-                body: vec![],
-                timeout_ms: Some(2_000),
-            })
-            .map(|r| format!("status {}", r.status)),
+            ["http", url, header @ ..] if header.len() <= 2 => {
+                outbound_http::send(&outbound_http::Request {
+                    method: "GET".into(),
+                    url: url.to_string(),
+                    headers: match header {
+                        [name, value] => vec![(name.to_string(), value.to_string())],
+                        _ => vec![],
+                    },
+                    body: vec![],
+                    timeout_ms: Some(2_000),
+                })
+                .map(|r| format!("status {}", r.status))
+            }
             ["mail", to] => mail::send(&mail::Message {
                 to: vec![to.to_string()],
                 cc: vec![],
