@@ -105,9 +105,12 @@ fn as_jsonb_returns(n: &serde_json::Number) -> serde_json::Number {
 /// that counter to its end, or back, and so stop or fork the chain).
 const LAST: &str = "SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1";
 /// Postgres's counter is kept in step, for anything that still relies on
-/// it (an older release during a rolling deploy).
+/// it (an older release during a rolling deploy), and only if it is there:
+/// the record goes in whatever was done to the counter. (`0 * count(*)`
+/// makes the subquery, and so `setval`, run.)
 const INSERT_PG: &str = "INSERT INTO audit_log (id, at, actor, action, target, tenant, request_id, plugin, details, prev_hash, hash) \
-                         VALUES (setval('audit_log_id_seq', $1), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
+                         VALUES ($1 + (SELECT 0 * count(*) FROM (SELECT setval(s, $1) FROM pg_get_serial_sequence('audit_log', 'id') AS s \
+                         WHERE s IS NOT NULL) AS kept), $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 const INSERT_LITE: &str = "INSERT INTO audit_log (id, at, actor, action, target, tenant, request_id, plugin, details, prev_hash, hash) \
                            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)";
 

@@ -77,7 +77,7 @@ const HOST_ONLY_TABLES: &[&str] = &["API_TOKENS"];
 /// Tables plugins may read but not write: the audit chain, appended to by
 /// the host (`audit.record`, which stamps who), so a plugin cannot forge
 /// or rewrite a record.
-const READ_ONLY_TABLES: &[&str] = &["AUDIT_LOG"];
+const READ_ONLY_TABLES: &[&str] = &["AUDIT_LOG", "AUDIT_LOG_ID_SEQ"];
 
 /// Words that make a statement write (or define something that writes),
 /// or lock a table against writers (`LOCK TABLE audit_log` would stall
@@ -560,6 +560,7 @@ mod tests {
             "CREATE TRIGGER t AFTER INSERT ON orders BEGIN INSERT INTO audit_log (actor) VALUES ('x'); END",
             "DROP TABLE audit_log",
             "LOCK TABLE audit_log IN ACCESS EXCLUSIVE MODE",
+            "DROP SEQUENCE audit_log_id_seq CASCADE",
             "SELECT query_to_xml('select token_hash from api' || '_tokens', true, false, '')",
             "SELECT table_to_xml_and_xmlschema('x', true, false, '')",
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid()",
