@@ -94,7 +94,26 @@ pub async fn seed(pool: &Pool, size: DemoSize) -> Result<String, DbError> {
     }
     let mut rng = Rng(size.seed);
     let now = Utc::now();
-    let mut stmts: Vec<(String, Vec<Value>)> = Vec::new();
+    // The rows below point at ids 1..N: the tables are empty, so their id
+    // counters start again (rows added and deleted before moved them on).
+    let mut stmts: Vec<(String, Vec<Value>)> = match pool {
+        Pool::Pg(_) => SEEDED_TABLES
+            .iter()
+            .map(|t| {
+                let restart =
+                    format!("SELECT setval(pg_get_serial_sequence('{t}', 'id'), 1, false)");
+                (restart, vec![])
+            })
+            .collect(),
+        Pool::Sqlite(_) => {
+            let names: Vec<String> = SEEDED_TABLES.iter().map(|t| format!("'{t}'")).collect();
+            let restart = format!(
+                "DELETE FROM sqlite_sequence WHERE name IN ({})",
+                names.join(", ")
+            );
+            vec![(restart, vec![])]
+        }
+    };
     let t = |s: &str| Value::Text(s.to_string());
 
     for (sku, name, price) in MENU {

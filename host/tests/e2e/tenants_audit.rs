@@ -82,6 +82,29 @@ async fn demo_tenant_is_seeded(backend: Backend) {
     );
     assert_eq!(count("SELECT COUNT(*) FROM orders").await, 121);
     assert_eq!(count("SELECT COUNT(*) FROM customers").await, 30);
+
+    // Empty, but with its counters moved on by rows added and deleted: the
+    // demo's orders still find their customers, staff and tables.
+    services.db.create_tenant("beta", "Beta").await.unwrap();
+    let beta = services.db.tenant("beta").await.unwrap();
+    for table in [
+        "customers (name) VALUES ('x')",
+        "staff (name, role) VALUES ('x', 'waiter')",
+    ] {
+        beta.execute(&format!("INSERT INTO {table}"), &[])
+            .await
+            .unwrap();
+    }
+    beta.execute("DELETE FROM customers", &[]).await.unwrap();
+    beta.execute("DELETE FROM staff", &[]).await.unwrap();
+    neo_ops::demo::seed(&beta, size).await.unwrap();
+    let orphans = "SELECT COUNT(*) FROM orders o WHERE NOT EXISTS \
+                   (SELECT 1 FROM customers c WHERE c.id = o.customer_id)";
+    assert_eq!(support::ints(&beta, orphans, &[]).await[0], 0);
+    assert_eq!(
+        support::ints(&beta, "SELECT COUNT(*) FROM orders", &[]).await[0],
+        120
+    );
     services.db.close().await;
 }
 
