@@ -172,13 +172,20 @@ impl Job<'_> {
             // back on.
             Err(refused) if refused.gone => {
                 breaker.succeeded(gate, time::now_micros());
-                let reason = format!("{}; endpoint {} disabled", refused.reason, endpoint.id);
-                if let Err(e) = delivery::disable_endpoint(&target, endpoint.id, &refused.reason) {
-                    self.log(
-                        log::Level::Warn,
-                        &format!("disabling endpoint {} failed: {}", endpoint.id, e.message),
-                    );
-                }
+                let reason = match delivery::disable_endpoint(&target, endpoint.id, &refused.reason)
+                {
+                    Ok(()) => format!("{}; endpoint {} disabled", refused.reason, endpoint.id),
+                    Err(e) => {
+                        self.log(
+                            log::Level::Warn,
+                            &format!("disabling endpoint {} failed: {}", endpoint.id, e.message),
+                        );
+                        format!(
+                            "{}; disabling endpoint {} failed",
+                            refused.reason, endpoint.id
+                        )
+                    }
+                };
                 self.record_failure(&delivery, 410, reason, true)
             }
             Err(refused) => {
