@@ -805,8 +805,14 @@ fn parse_grants(
 /// Postgres driver falls back to, `PGPASSWORD` among them): never a
 /// plugin's to read.
 fn is_host_setting(name: &str) -> bool {
-    name == "REDIS_URL"
-        || ["POSTGRES_", "SMTP_", "NEO_OPS_", "PG"]
+    // libpq's names are PG and capitals only (PGPASSWORD, PGSSLKEY):
+    // `PGP_SIGNING_KEY` is not one of them.
+    let libpq = name
+        .strip_prefix("PG")
+        .is_some_and(|rest| !rest.is_empty() && rest.bytes().all(|b| b.is_ascii_uppercase()));
+    libpq
+        || name == "REDIS_URL"
+        || ["POSTGRES_", "SMTP_", "NEO_OPS_"]
             .iter()
             .any(|prefix| name.starts_with(prefix))
 }
@@ -929,6 +935,22 @@ mod tests {
         let after = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
         let next = cron.next_after(chrono_tz::Asia::Kolkata, after).unwrap();
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap());
+    }
+
+    #[test]
+    fn the_host_s_settings_and_its_driver_s_are_not_granted() {
+        for host in [
+            "PGPASSWORD",
+            "PGPASSFILE",
+            "PGSSLKEY",
+            "REDIS_URL",
+            "SMTP_PASS",
+        ] {
+            assert!(is_host_setting(host), "{host}");
+        }
+        for plugin in ["PGP_SIGNING_KEY", "PG", "SLACK_WEBHOOK_URL", "OPS_EMAIL"] {
+            assert!(!is_host_setting(plugin), "{plugin}");
+        }
     }
 
     #[test]
