@@ -51,7 +51,7 @@ pub fn send_slack(url: &str, payload: &Value) -> Result<String, String> {
     if let Some(wait) = header(&resp, "retry-after") {
         reason.push_str(&format!(" (retry after {wait}s)"));
     }
-    Err(with_body(reason, &resp.body))
+    Err(with_body(reason, &resp.body, url))
 }
 
 pub fn email_message(alert: &Alert, to: &[String]) -> mail::Message {
@@ -130,7 +130,7 @@ pub fn send_alertmanager(base: &str, payload: &Value) -> Result<String, String> 
     if (200..300).contains(&resp.status) {
         Ok(format!("accepted, {reason}"))
     } else {
-        Err(with_body(reason, &resp.body))
+        Err(with_body(reason, &resp.body, &url))
     }
 }
 
@@ -173,13 +173,22 @@ fn header<'a>(resp: &'a outbound_http::Response, name: &str) -> Option<&'a str> 
         .map(|(_, v)| v.as_str())
 }
 
-/// Adds the start of a response body (Slack says e.g. `invalid_token`).
-fn with_body(reason: String, body: &[u8]) -> String {
+/// Adds the start of a response body (Slack says e.g. `invalid_token`),
+/// without the webhook's path should the answer quote it (a proxy's "Cannot
+/// POST /services/…" page) and masked as any text the plugin hands out.
+fn with_body(reason: String, body: &[u8], url: &str) -> String {
     let text = one_line(&String::from_utf8_lossy(body));
-    let text = text.trim();
+    let mut text = text.trim().to_string();
     if text.is_empty() {
         return reason;
     }
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|at| &rest[at..]));
+    if let Some(path) = path.filter(|p| p.len() > 1) {
+        text = text.replace(path, "/…");
+    }
+    let text = neo_ops_sdk::redact::redact_text(&text, "****");
     let excerpt: String = text.chars().take(200).collect();
     format!("{reason}: {excerpt}")
 }
@@ -204,4 +213,27 @@ fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_quoting_the_webhook_path_does_not_repeat_it() {
+        let url = "https://hooks.slack.com/services/T000/B000/XXXXsecret";
+        let said = with_body(
+            "status 404 from https://hooks.slack.com/…".into(),
+            b"Cannot POST /services/T000/B000/XXXXsecret (ann@a.example)",
+            url,
+        );
+        assert_eq!(
+            said,
+            "status 404 from https://hooks.slack.com/…: Cannot POST /… (****@a.example)"
+        );
+        assert_eq!(
+            with_body("status 400".into(), b" invalid_payload\n", url),
+            "status 400: invalid_payload"
+        );
+    }
 }
