@@ -353,6 +353,10 @@ fn finish_scaffold(
 /// and renaming it into place: a full disk or a crash leaves the manifest
 /// as it was, never half a block a running serve would reload.
 fn append_whole(manifest: &Path, block: &str) -> anyhow::Result<()> {
+    // Through a link (a manifest kept in a config checkout): the file it
+    // names is replaced, and the link stays.
+    let resolved = std::fs::canonicalize(manifest);
+    let manifest = resolved.as_deref().unwrap_or(manifest);
     let before = match std::fs::read_to_string(manifest) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -486,4 +490,40 @@ fn add_member(workspace: &Path, name: &str) -> anyhow::Result<()> {
     let updated = format!("{}\n    \"{name}\",{}", &text[..insert], &text[insert..]);
     std::fs::write(workspace, updated)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The block is added to what the manifest held, the file's mode kept,
+    /// and a manifest reached through a link stays a link.
+    #[cfg(unix)]
+    #[test]
+    fn a_block_goes_into_the_manifest_a_link_names() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("config.toml");
+        std::fs::write(&real, "[plugins.a]\n").unwrap();
+        std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let link = dir.path().join("plugins.toml");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        append_whole(&link, "\n[plugins.b]\n").unwrap();
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        assert_eq!(
+            std::fs::read_to_string(&real).unwrap(),
+            "[plugins.a]\n\n[plugins.b]\n"
+        );
+        let mode = std::fs::metadata(&real).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o640);
+        // A manifest not there yet is made.
+        let new = dir.path().join("new.toml");
+        append_whole(&new, "[plugins.c]\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&new).unwrap(), "[plugins.c]\n");
+    }
 }
