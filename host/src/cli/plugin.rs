@@ -241,22 +241,19 @@ fn refuse_existing(
             cli.manifest.display()
         );
     }
-    if taken_components(root)
-        .iter()
-        .any(|taken| taken == component)
-    {
+    let file = plugin_build::component_file(component);
+    if taken_components(root).contains(&file) {
         anyhow::bail!(
-            "a plugin in {} already builds {component}.wasm: choose another name",
+            "a plugin in {} already builds {file}: choose another name",
             root.join("plugins").display()
         );
     }
     Ok(())
 }
 
-/// The component names the plugin sources already build: each crate's
-/// package name (its component is `<package>.wasm`; two crates of one name
-/// stop the whole plugins workspace from building) and each Python check's
-/// directory, `-` read as `_` as cargo names the file.
+/// The component files the plugin sources already build: each crate's
+/// (two crates of one package name stop the whole plugins workspace from
+/// building) and each Python check's, named as `plugin build` names them.
 fn taken_components(root: &Path) -> Vec<String> {
     let plugins = root.join("plugins");
     let entries = |dir: PathBuf| {
@@ -275,7 +272,10 @@ fn taken_components(root: &Path) -> Vec<String> {
         });
     let python = entries(plugins.join("python"))
         .filter_map(|dir| Some(dir.file_name()?.to_string_lossy().into_owned()));
-    crates.chain(python).map(|n| n.replace('-', "_")).collect()
+    crates
+        .chain(python)
+        .map(|name| plugin_build::component_file(&name))
+        .collect()
 }
 
 /// The manifest, if there is one yet; an error if it does not load.
