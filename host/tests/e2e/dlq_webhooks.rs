@@ -544,6 +544,14 @@ async fn breaker_opens_stops_sending_and_closes_after_a_trial(backend: Backend) 
     let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
         .await
         .unwrap();
+    // An opening from 100 days ago: pruned by the next transition.
+    let long_ago = chrono::Utc::now() - chrono::Duration::days(100);
+    pool.execute(
+        "INSERT INTO webhook_breaker_events (endpoint_id, event, at) VALUES (1, 'open', $1)",
+        &[Value::Timestamp(long_ago.timestamp_micros())],
+    )
+    .await
+    .unwrap();
 
     let job = enqueue(&server, "webhook", "acme", r#"{"delivery_id": 1}"#).await;
     wait_until("the job is dead-lettered", || async {
@@ -560,7 +568,7 @@ async fn breaker_opens_stops_sending_and_closes_after_a_trial(backend: Backend) 
     assert_eq!(letters[0]["last_error"], "circuit open for endpoint 1");
     let events = breaker_events(&pool).await;
     let names: Vec<&str> = events.iter().map(|(e, _)| e.as_str()).collect();
-    assert_eq!(names, ["open"], "one opening recorded");
+    assert_eq!(names, ["open"], "one opening recorded, the old one pruned");
     let (status, attempts, _) = delivery(&pool, 1).await;
     assert_eq!((status.as_str(), attempts), ("dead", MAX_ATTEMPTS as i64));
 
@@ -594,11 +602,11 @@ async fn breaker_opens_stops_sending_and_closes_after_a_trial(backend: Backend) 
         !dead_letters(&server, &token, "webhook").await.is_empty()
     })
     .await;
-    let seen = names().await;
-    assert_eq!(seen.iter().filter(|e| *e == "open").count(), 1, "{seen:?}");
-    assert_eq!(seen[..2], ["open", "half_open"]);
-    let trials = seen.iter().filter(|e| *e == "half_open").count();
-    assert_eq!(receiver.requests().len(), 2 + trials);
+    // However many trials failed (each retry past a cooldown is one), the
+    // outage keeps one opening and the latest trial.
+    assert_eq!(names().await, ["open", "half_open"]);
+    let trials = receiver.requests().len() - 2;
+    assert!(trials >= 1);
 
     // After the cooldown one trial goes out; its success closes the circuit.
     receiver.set_status(200);
@@ -612,9 +620,7 @@ async fn breaker_opens_stops_sending_and_closes_after_a_trial(backend: Backend) 
         names().await.last().is_some_and(|e| e == "close")
     })
     .await;
-    let seen = names().await;
-    assert_eq!(seen.iter().filter(|e| *e == "open").count(), 1, "{seen:?}");
-    assert_eq!(seen[seen.len() - 2..], ["half_open", "close"]);
+    assert_eq!(names().await, ["open", "half_open", "close"]);
     assert_eq!(receiver.requests().len(), 3 + trials);
     server.stop().await.unwrap();
 }

@@ -6,7 +6,8 @@
 //! transition is recorded in `webhook_breaker_events`, one `open` row per
 //! opening (the owner digest and preflight count them): a trial that fails
 //! is its `half_open` row with no `close` after it, not another opening, so
-//! an hour's outage is one pause, not sixty.
+//! an hour's outage is one pause, not sixty (and one `half_open` row: the
+//! latest trial's). Transitions are kept for 90 days.
 
 use crate::settings::Settings;
 use neo_ops_sdk::db::{self, Value};
@@ -16,6 +17,8 @@ use neo_ops_sdk::{Error, kv, log};
 const FAILURE_WINDOW_MS: u64 = 3_600_000;
 /// An open circuit nobody touches for a week is forgotten (closed silently).
 const OPEN_STATE_TTL_MS: u64 = 7 * 24 * 3_600_000;
+/// How long transitions are kept: past any digest's or check's window.
+const EVENTS_KEPT_MICROS: i64 = 90 * 24 * 3_600_000_000;
 
 pub struct Breaker<'a> {
     pub tenant: &'a str,
@@ -140,17 +143,34 @@ impl Breaker<'_> {
         );
     }
 
-    /// Appends a transition. Bookkeeping never changes a delivery's outcome, so
-    /// a failure here is logged, not returned.
+    /// Appends a transition, first pruning the endpoint's events past
+    /// [`EVENTS_KEPT_MICROS`] and, for a trial, the earlier failed trials of
+    /// the same outage: an endpoint down for weeks adds a trial each
+    /// cooldown, and only its openings are counted. Bookkeeping never
+    /// changes a delivery's outcome, so a failure here is logged, not
+    /// returned.
     fn record(&self, event: &str, now_micros: i64) {
-        let inserted = db::execute(
-            &format!("tenant:{}", self.tenant),
-            "INSERT INTO webhook_breaker_events (endpoint_id, event, at) VALUES ($1, $2, $3)",
+        let target = format!("tenant:{}", self.tenant);
+        let endpoint = Value::Int(self.endpoint_id);
+        let cutoff = Value::Timestamp(now_micros.saturating_sub(EVENTS_KEPT_MICROS));
+        let pruned = db::execute(
+            &target,
+            "DELETE FROM webhook_breaker_events WHERE endpoint_id = $1 AND (at < $2 OR \
+             ($3 AND event = 'half_open' AND id > (SELECT COALESCE(MAX(id), 0) \
+             FROM webhook_breaker_events WHERE endpoint_id = $1 AND event <> 'half_open')))",
             &[
-                Value::Int(self.endpoint_id),
-                Value::from(event),
-                Value::Timestamp(now_micros),
+                endpoint.clone(),
+                cutoff,
+                Value::Boolean(event == "half_open"),
             ],
+        );
+        if let Err(e) = pruned {
+            self.warn(&format!("pruning breaker events failed: {}", e.message));
+        }
+        let inserted = db::execute(
+            &target,
+            "INSERT INTO webhook_breaker_events (endpoint_id, event, at) VALUES ($1, $2, $3)",
+            &[endpoint, Value::from(event), Value::Timestamp(now_micros)],
         );
         if let Err(e) = inserted {
             self.warn(&format!(
