@@ -67,6 +67,9 @@ pub struct Services {
     /// then gives up instead of starting during the drain.
     pub stopping: tokio_util::sync::CancellationToken,
     pub started: std::time::Instant,
+    /// Set while another live process holds this process's replica name
+    /// (`server::replica`); readiness fails meanwhile.
+    pub replica_taken: AtomicBool,
 }
 
 impl Services {
@@ -106,6 +109,7 @@ impl Services {
             unfinished: Default::default(),
             stopping: Default::default(),
             started: std::time::Instant::now(),
+            replica_taken: AtomicBool::new(false),
         }))
     }
 
@@ -121,7 +125,8 @@ impl Services {
     pub async fn ready(&self) -> (bool, serde_json::Value) {
         let (db_ok, kv_ok) = tokio::join!(self.db.master().ping(), self.kv.ping());
         let plugins_ok = self.plugins_ready.load(Ordering::Acquire);
-        let ok = db_ok && kv_ok && plugins_ok;
+        let replica_ok = !self.replica_taken.load(Ordering::Acquire);
+        let ok = db_ok && kv_ok && plugins_ok && replica_ok;
         let state = |b: bool| if b { "ok" } else { "unavailable" };
         let mut plugins = serde_json::json!({"status": state(plugins_ok)});
         if let Some(e) = self
@@ -142,6 +147,12 @@ impl Services {
                     "kv": {"status": state(kv_ok), "backend": self.kv.backend_name()},
                     "mail": {"status": "ok", "backend": self.mail.backend_name()},
                     "plugins": plugins,
+                    "replica": if replica_ok {
+                        serde_json::json!({"status": "ok"})
+                    } else {
+                        // The name is in the log; this page is public.
+                        serde_json::json!({"status": "unavailable", "error": "another live process has this replica's name"})
+                    },
                 }
             }),
         )

@@ -5,6 +5,7 @@
 
 pub mod accept;
 mod reload;
+mod replica;
 mod write_stall;
 
 use std::path::PathBuf;
@@ -31,9 +32,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let services = runtime.services.clone();
+    let claim = replica::claim(&services).await?;
     let live = Arc::new(Live::new(services));
     live.install(runtime, &shutdown);
-    serve(listener, live, shutdown, None).await
+    serve(listener, live, claim, shutdown, None).await
 }
 
 /// `neo-ops serve`: listens at once (routes answer 503 while the plugins
@@ -47,18 +49,27 @@ pub async fn run_watching(
     services: Arc<Services>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
+    // Before any consumer or schedule runs under the name.
+    let claim = replica::claim(&services).await?;
     let live = Arc::new(Live::new(services));
     let watcher = tokio::spawn(reload::watch(live.clone(), manifest, shutdown.clone()));
-    serve(listener, live, shutdown, Some(watcher)).await
+    serve(listener, live, claim, shutdown, Some(watcher)).await
 }
 
 async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
+    claim: replica::Claim,
     shutdown: CancellationToken,
     watcher: Option<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     let services = live.services.clone();
+    // Held until the runs below are released: they are this name's.
+    let keep_claim = CancellationToken::new();
+    let claim_kept = tokio::spawn({
+        let (services, stop) = (services.clone(), keep_claim.clone());
+        async move { replica::keep(&services, claim, stop).await }
+    });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, replica = %services.settings.replica, "serving");
     let max_connections = accept::connection_cap(services.settings.max_connections);
@@ -114,6 +125,8 @@ async fn serve(
         http.abort();
     }
     release_runs(&services).await;
+    keep_claim.cancel();
+    let _ = claim_kept.await;
     services.db.close().await;
     tracing::info!("stopped");
     failed.map_or(Ok(()), Err)

@@ -334,6 +334,125 @@ async fn a_dead_replicas_jobs_are_recovered(backend: Backend) {
 
 on_both_backends!(orphans, a_dead_replicas_jobs_are_recovered);
 
+/// A replica's name keys its in-flight lists and schedule runs: a second
+/// process started under a live replica's name is refused before it takes
+/// that replica's running jobs back onto the queue (they would run twice);
+/// a name a crashed process left is taken over once its claim goes
+/// unrefreshed; a name taken while serving fails readiness until it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn one_live_process_per_replica_name() {
+    let dep = Deployment::new(Backend::Real).await;
+    let a = dep.start(QUEUED, "a").await;
+    let services = a.services.clone();
+    let kv = &services.kv;
+    let name = services.settings.replica.clone();
+    support::wait_until("replica a serves", || async {
+        a.http
+            .get(a.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // A job replica a is running, as its list holds it.
+    let running = queue::Job {
+        id: "running-1".into(),
+        queue: "jobs".into(),
+        payload: "running".into(),
+        attempts: 0,
+        enqueued_at: chrono::Utc::now().to_rfc3339(),
+        last_error: None,
+        tenant: None,
+        dead_at: None,
+        not_before_ms: None,
+    };
+    let a_list = queue::processing_key("jobs", &name);
+    kv.list_push(&a_list, &[running.entry()]).await.unwrap();
+
+    let second = neo_ops::services::Services::connect(dep.settings("a"))
+        .await
+        .unwrap();
+    let manifest = neo_ops::manifest::load(&dep.manifest(QUEUED)).unwrap();
+    let runtime = std::sync::Arc::new(neo_ops::runtime::Runtime::load(&manifest, second).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = tokio::time::timeout(
+        Duration::from_secs(15),
+        neo_ops::server::run(listener, runtime, Default::default()),
+    )
+    .await
+    .expect("the second start ends")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!(
+            "replica name \"{name}\" is in use by another live process"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        kv.list_range(&a_list, 0, -1).await.unwrap(),
+        vec![running.entry()],
+        "replica a's running job stays its own"
+    );
+    assert_eq!(
+        kv.get("probe:job:running").await.unwrap(),
+        None,
+        "and ran nowhere else"
+    );
+    kv.list_remove(&a_list, &running.entry(), 0).await.unwrap();
+
+    // Taken while serving (two processes started while Redis was away).
+    let claim = format!("{}replica:{name}", neo_ops::backends::kv::HOST_NAMESPACE);
+    kv.set(&claim, b"another-process", Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    support::wait_until("readiness fails while the name is taken", || async {
+        let (status, body) = a.get("/readyz", None).await;
+        status == 503 && body.contains("another live process has this replica's name")
+    })
+    .await;
+    kv.delete(&claim).await.unwrap();
+    support::wait_until("readiness is back with the name", || async {
+        a.get("/readyz", None).await.0 == 200
+    })
+    .await;
+
+    // A crashed process's claim, left to expire: the restart waits it out.
+    let b_claim = format!(
+        "{}replica:{}-b",
+        neo_ops::backends::kv::HOST_NAMESPACE,
+        dep.id
+    );
+    kv.set(&b_claim, b"crashed", Some(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let b = dep.start(QUEUED, "b").await;
+    support::wait_until("the restarted replica b serves", || async {
+        b.http
+            .get(b.url("/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "it watched the claim first"
+    );
+    let held = kv.get(&b_claim).await.unwrap().unwrap();
+    assert_ne!(held, b"crashed".to_vec(), "replica b took the name over");
+
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+    assert_eq!(
+        kv.get(&claim).await.unwrap(),
+        None,
+        "a stop releases the name"
+    );
+    assert_eq!(kv.get(&b_claim).await.unwrap(), None);
+}
+
 /// An outage longer than the liveness keys last expires them all at once:
 /// the first replica back must not take another's running job for a dead
 /// one's before that replica's next heartbeat re-registers it. Before, it

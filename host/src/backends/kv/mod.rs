@@ -334,7 +334,13 @@ impl Kv {
 
     /// Releases a lock if `token` still holds it.
     pub async fn unlock(&self, name: &str, token: &str) -> Result<bool, KvError> {
-        let k = self.key(&lock_key(name));
+        self.release_held(&lock_key(name), token).await
+    }
+
+    /// Deletes `key` if it still holds `token` (a lock, a replica's claim
+    /// on its name).
+    pub async fn release_held(&self, key: &str, token: &str) -> Result<bool, KvError> {
+        let k = self.key(key);
         match &self.backend {
             Backend::Redis(r) => r.unlock(k, token).await,
             Backend::Memory(m) => m.unlock(&k, token),
@@ -349,7 +355,18 @@ impl Kv {
         token: &str,
         ttl: Duration,
     ) -> Result<bool, KvError> {
-        let k = self.key(&lock_key(name));
+        self.extend_held(&lock_key(name), token, ttl).await
+    }
+
+    /// Has `key` expire `ttl` from now if it holds `token`; false when it
+    /// expired or holds another token.
+    pub async fn extend_held(
+        &self,
+        key: &str,
+        token: &str,
+        ttl: Duration,
+    ) -> Result<bool, KvError> {
+        let k = self.key(key);
         match &self.backend {
             Backend::Redis(r) => r.extend_lock(k, token, ttl).await,
             Backend::Memory(m) => m.extend_lock(k, token, ttl),

@@ -1,0 +1,120 @@
+//! One live process per replica name. A replica's name keys its queue
+//! consumers' in-flight lists and its schedule runs: a second process given
+//! the same `NEO_OPS_REPLICA` would take the first's running jobs back onto
+//! the queue at start (so they run twice) and mark its runs interrupted when
+//! it stops. Each process claims its name in Redis and keeps the claim
+//! fresh; `serve` refuses to start under a name a live process holds.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+use crate::backends::kv::{HOST_NAMESPACE, Kv};
+use crate::services::Services;
+
+/// How long a claim outlives its last refresh: a process that died without
+/// releasing its name holds it this long at most.
+const HOLD: Duration = Duration::from_secs(30);
+/// How often a live process refreshes its claim.
+const REFRESH: Duration = Duration::from_secs(2);
+/// How long a start watches a claim it found for a refresh: one is seen
+/// within this from any live holder, so a claim not refreshed is a dead
+/// process's (the same replica restarted after a crash).
+const WATCH: Duration = Duration::from_secs(2 * REFRESH.as_secs() + 1);
+const POLL: Duration = Duration::from_millis(500);
+
+fn claim_key(replica: &str) -> String {
+    format!("{HOST_NAMESPACE}replica:{replica}")
+}
+
+/// This process's claim on its replica name.
+pub struct Claim {
+    key: String,
+    token: String,
+}
+
+/// Claims this process's replica name, or fails when a live process holds
+/// it. A claim left by a process that died is taken over once it goes
+/// unrefreshed for [`WATCH`]. When Redis cannot be asked, the start goes on
+/// and [`keep`] claims the name once it can.
+pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
+    let (kv, replica) = (&services.kv, services.settings.replica.as_str());
+    let claim = Claim {
+        key: claim_key(replica),
+        token: Kv::lock_token(),
+    };
+    let started = Instant::now();
+    let mut last_ttl = None;
+    loop {
+        match kv.set_nx(&claim.key, claim.token.as_bytes(), HOLD).await {
+            Ok(true) => return Ok(claim),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(replica, error = %e, "could not claim the replica name yet; serving, and claiming it once Redis answers");
+                return Ok(claim);
+            }
+        }
+        let ttl = kv.ttl(&claim.key).await.ok().flatten();
+        if let (Some(before), Some(now)) = (last_ttl, ttl)
+            && now > before
+        {
+            anyhow::bail!(
+                "replica name \"{replica}\" is in use by another live process \
+                 (its claim was refreshed just now); give each process its own NEO_OPS_REPLICA"
+            );
+        }
+        if started.elapsed() >= WATCH {
+            // Unrefreshed all along: the process that held it is gone.
+            if kv
+                .set(&claim.key, claim.token.as_bytes(), Some(HOLD))
+                .await
+                .is_ok()
+            {
+                tracing::warn!(
+                    replica,
+                    "took over the replica name from a process that stopped without releasing it"
+                );
+            }
+            return Ok(claim);
+        }
+        last_ttl = ttl.or(last_ttl);
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Keeps the claim fresh until `stop`, then releases it. A claim another
+/// process took meanwhile (both started while Redis was away) fails
+/// `/readyz` and is logged until it is this process's again.
+pub async fn keep(services: &Services, claim: Claim, stop: CancellationToken) {
+    let (kv, replica) = (&services.kv, services.settings.replica.as_str());
+    let mut reported = false;
+    loop {
+        let held = match kv.extend_held(&claim.key, &claim.token, HOLD).await {
+            Ok(true) => Some(true),
+            // Expired (a long outage): taken again if no one else has.
+            Ok(false) => kv
+                .set_nx(&claim.key, claim.token.as_bytes(), HOLD)
+                .await
+                .ok(),
+            Err(_) => None,
+        };
+        if let Some(held) = held {
+            if !held && !reported {
+                tracing::error!(
+                    replica,
+                    "replica name \"{replica}\" is in use by another live process; \
+                     give each process its own NEO_OPS_REPLICA"
+                );
+            } else if held && reported {
+                tracing::info!(replica, "the replica name is this process's again");
+            }
+            reported = !held;
+            services.replica_taken.store(!held, Ordering::Release);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(REFRESH) => {}
+        }
+    }
+    let _ = kv.release_held(&claim.key, &claim.token).await;
+}
