@@ -630,6 +630,45 @@ on_both_backends!(
     breaker_opens_stops_sending_and_closes_after_a_trial
 );
 
+/// A delivery whose lock or circuit state cannot be read (kv unavailable;
+/// here a grant that does not reach those keys) is not sent, and its row
+/// records each attempt, `dead` after the last. Before, the job failed
+/// before the row was touched: dead-lettered, with the row left pending.
+async fn a_delivery_kv_cannot_gate_records_its_failure(backend: Backend) {
+    let receiver = HttpReceiver::start().await;
+    for (grant, error) in [
+        ("elsewhere:", "delivery lock unavailable: "),
+        (
+            "webhook:delivery:",
+            "circuit state of endpoint 1 unreadable: ",
+        ),
+    ] {
+        let dep = Deployment::new(backend).await;
+        let text = manifest(&receiver, 5, "30s")
+            .replace(r#"kv = ["webhook:"]"#, &format!(r#"kv = ["{grant}"]"#))
+            .replace("concurrency = 4", "concurrency = 4, backoff = \"100ms\"");
+        let server = dep.start(&text, "a").await;
+        let pool = tenant_with_endpoint(&server, "acme", &receiver).await;
+        add_delivery(&pool, 1, &json!({"order_id": 1})).await;
+        enqueue(&server, "webhook", "acme", r#"{"delivery_id": 1}"#).await;
+        wait_until("the row is dead", || async {
+            delivery(&pool, 1).await.0 == "dead"
+        })
+        .await;
+        let (_, attempts, last_error) = delivery(&pool, 1).await;
+        assert_eq!(attempts, MAX_ATTEMPTS as i64, "{grant}");
+        let last_error = last_error.unwrap();
+        assert!(last_error.starts_with(error), "{grant}: {last_error}");
+        assert!(receiver.requests().is_empty(), "{grant}: nothing sent");
+        server.stop().await.unwrap();
+    }
+}
+
+on_both_backends!(
+    unreadable_gate,
+    a_delivery_kv_cannot_gate_records_its_failure
+);
+
 /// A delivery to an endpoint deleted since it was queued (or whose row is
 /// gone) is dead at once: nothing is sent, the row says why, and the job is
 /// dead-lettered on its first attempt instead of retried `max_attempts`

@@ -82,7 +82,13 @@ impl Job<'_> {
         // first retry's backoff, so a worker killed mid-send does not cost the
         // next attempt.
         let ttl = u64::from(self.settings.request_timeout_ms) + 10_000;
-        let Some(token) = kv::lock(&lock, ttl)? else {
+        let token = match kv::lock(&lock, ttl) {
+            Ok(token) => token,
+            // Nothing sent: the row still records the attempt, so a job
+            // dead-lettered this way does not leave it pending.
+            Err(e) => return self.unsent(e),
+        };
+        let Some(token) = token else {
             return Err(reply::fail(
                 409,
                 format!(
@@ -136,7 +142,16 @@ impl Job<'_> {
             settings: self.settings,
         };
         let now = time::now_micros();
-        let gate = breaker.gate(now)?;
+        let gate = match breaker.gate(now) {
+            Ok(gate) => gate,
+            Err(e) => {
+                let reason = format!(
+                    "circuit state of endpoint {} unreadable: {}",
+                    endpoint.id, e.message
+                );
+                return self.failed(&delivery, reply::status_of(e.code), reason);
+            }
+        };
         if matches!(gate, Gate::Open) {
             return self.failed(
                 &delivery,
@@ -192,6 +207,18 @@ impl Job<'_> {
                 breaker.failed(gate, time::now_micros());
                 self.failed(&delivery, 502, refused.reason)
             }
+        }
+    }
+
+    /// A job that could not take the delivery's lock (kv unavailable):
+    /// recorded on its row unless the row is gone or delivered.
+    fn unsent(&self, e: neo_ops_sdk::Error) -> Result<Output, Failure> {
+        let reason = format!("delivery lock unavailable: {}", e.message);
+        match delivery::load(&self.target(), self.delivery_id) {
+            Ok(Some(delivery)) if delivery.status != "delivered" => {
+                self.failed(&delivery, reply::status_of(e.code), reason)
+            }
+            _ => Err(reply::fail(reply::status_of(e.code), reason)),
         }
     }
 
