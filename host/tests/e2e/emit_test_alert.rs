@@ -417,10 +417,16 @@ async fn alertmanager_rejection_fails_the_run() {
     let allow = [origin(slack.addr), origin(am.addr)];
     let server = dep.start(&manifest(&config, &allow), "a").await;
 
-    let (_, message) = run_failing(&server, &["--severity", "critical", "--json"]).await;
-    let (first, json) = message.split_once('\n').expect("summary line, then json");
-    assert_eq!(first, "test alert failed on alertmanager");
-    let report: Json = serde_json::from_str(json).unwrap();
+    // With --json a failed run's output is the report itself, as a
+    // successful run's is, and the run still fails (502, exit 1).
+    let args = ["--severity", "critical", "--json"]
+        .map(String::from)
+        .to_vec();
+    let out = neo_ops::triggers::command::run(&server.runtime, PLUGIN, args)
+        .await
+        .unwrap();
+    assert_eq!(out.status, 502);
+    let report: Json = serde_json::from_slice(&out.body).unwrap();
     assert_eq!(report["ok"], false);
     assert_eq!(channel(&report, "slack")["status"], "ok");
     assert_eq!(channel(&report, "email")["status"], "ok");

@@ -106,23 +106,24 @@ fn alertmanager(alert: &Alert, target: &Target, dry_run: bool) -> ChannelResult 
 
 /// The report on success; a failure naming the failed channels otherwise,
 /// carrying the whole report so the operator sees what did get through.
+/// With `--json` a failure is the same document (`"ok": false`) with status
+/// 502, so a script parses one shape either way (and the run still fails).
 fn finish(report: &Report, json: bool) -> Result<Output, Failure> {
     let failed = report.failed();
-    if failed.is_empty() {
-        return Ok(if json {
-            reply::json(200, &report.json())
-        } else {
-            reply::text(200, report.text())
-        });
+    if json {
+        let status = if failed.is_empty() { 200 } else { 502 };
+        return Ok(reply::json(status, &report.json()));
     }
-    let body = if json {
-        report.json().to_string()
-    } else {
-        report.text().trim_end().to_string()
-    };
+    if failed.is_empty() {
+        return Ok(reply::text(200, report.text()));
+    }
     Err(reply::fail(
         502,
-        format!("test alert failed on {}\n{body}", failed.join(", ")),
+        format!(
+            "test alert failed on {}\n{}",
+            failed.join(", "),
+            report.text().trim_end()
+        ),
     ))
 }
 
