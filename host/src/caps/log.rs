@@ -1,6 +1,7 @@
 //! `neo:ops/log`: plugin logs into the host's tracing, tagged with plugin and
-//! request id, and capped in size; a tenant's invocation's lines also go to
-//! that tenant's ring (`tenant_logs`) for its support bundle. Guest text
+//! request id, and capped in size and in lines per invocation; a tenant's
+//! invocation's lines also go to that tenant's ring (`tenant_logs`) for its
+//! support bundle. Guest text
 //! never starts a line of its own: the message and the ring's lines go
 //! through [`one_line`]; other fields are string fields, which the log's
 //! formatter quotes and escapes itself.
@@ -11,6 +12,32 @@ use crate::bindings::neo::ops::log as wit;
 use crate::caps::state::StoreState;
 
 const MAX_LOG: usize = 8 << 10;
+/// Lines one invocation that no person runs (a route, a schedule, a queue
+/// job) may write to the process log: a plugin logging in a loop would
+/// otherwise write gigabytes within its timeout. A command is exempt
+/// (`--verbose` lists every row of a large file on purpose).
+pub const LOG_LINES_PER_INVOCATION: u32 = 1000;
+/// Lines of one invocation kept in its tenant's ring, which also holds the
+/// host's line for each invocation: one chatty invocation must not push out
+/// the record of the ones before it.
+pub const RING_LINES_PER_INVOCATION: u32 = 50;
+
+/// How many of an invocation's lines went where.
+#[derive(Default)]
+pub struct LinesLogged {
+    written: u32,
+    ringed: u32,
+}
+
+/// Whether the next line goes on, counting it: true for the first `limit`,
+/// then false, with `on_full` called once as the limit is passed.
+fn within(count: &mut u32, limit: u32, on_full: impl FnOnce()) -> bool {
+    *count = count.saturating_add(1);
+    if *count == limit + 1 {
+        on_full();
+    }
+    *count <= limit
+}
 
 /// Guest text as part of one log line: control characters (a newline that
 /// would start a line the plugin made up, a terminal escape sequence) are
@@ -42,6 +69,18 @@ fn clip(s: &str) -> &str {
     &s[..end]
 }
 
+/// Whether the process log takes lines at `level` (one it filters out
+/// costs nothing and counts toward no budget).
+fn enabled(level: wit::Level) -> bool {
+    match level {
+        wit::Level::Trace => tracing::enabled!(tracing::Level::TRACE),
+        wit::Level::Debug => tracing::enabled!(tracing::Level::DEBUG),
+        wit::Level::Info => tracing::enabled!(tracing::Level::INFO),
+        wit::Level::Warn => tracing::enabled!(tracing::Level::WARN),
+        wit::Level::Error => tracing::enabled!(tracing::Level::ERROR),
+    }
+}
+
 impl wit::Host for StoreState {
     async fn log(&mut self, level: wit::Level, message: String, fields: Vec<(String, String)>) {
         let plugin = self.call.plugin.name.as_str();
@@ -57,10 +96,41 @@ impl wit::Host for StoreState {
         // formatter itself; the ring's plain lines escape it here.
         let fields = clip(&fields);
         if let Some(tenant) = &self.call.logged_tenant {
-            let level = format!("{level:?}").to_lowercase();
-            let shown = one_line(fields);
-            let line = format!("{plugin} {level}: {message} {shown} request_id={request_id}");
-            self.call.services.tenant_logs.push(tenant, line.trim_end());
+            let ring = &self.call.services.tenant_logs;
+            let full = || {
+                ring.push(
+                    tenant,
+                    &format!(
+                        "{plugin}: further log lines of this invocation not kept \
+                         (over {RING_LINES_PER_INVOCATION}) request_id={request_id}"
+                    ),
+                )
+            };
+            if within(&mut self.log_lines.ringed, RING_LINES_PER_INVOCATION, full) {
+                let level = format!("{level:?}").to_lowercase();
+                let shown = one_line(fields);
+                let line = format!("{plugin} {level}: {message} {shown} request_id={request_id}");
+                ring.push(tenant, line.trim_end());
+            }
+        }
+        if matches!(level, wit::Level::Error) {
+            // As the plugin wrote it: the crash reason a caller is shown
+            // (the panic's own lines) is no log line.
+            self.last_error = Some(raw.to_string());
+        }
+        let full = || {
+            tracing::warn!(
+                plugin,
+                request_id,
+                "the plugin logged over {LOG_LINES_PER_INVOCATION} lines in one invocation; \
+                 its further lines are dropped"
+            )
+        };
+        if !self.call.interactive
+            && enabled(level)
+            && !within(&mut self.log_lines.written, LOG_LINES_PER_INVOCATION, full)
+        {
+            return;
         }
         match level {
             wit::Level::Trace => tracing::trace!(plugin, request_id, fields, "{message}"),
@@ -68,11 +138,6 @@ impl wit::Host for StoreState {
             wit::Level::Info => tracing::info!(plugin, request_id, fields, "{message}"),
             wit::Level::Warn => tracing::warn!(plugin, request_id, fields, "{message}"),
             wit::Level::Error => tracing::error!(plugin, request_id, fields, "{message}"),
-        }
-        if matches!(level, wit::Level::Error) {
-            // As the plugin wrote it: the crash reason a caller is shown
-            // (the panic's own lines) is no log line.
-            self.last_error = Some(raw.to_string());
         }
     }
 

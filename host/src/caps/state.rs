@@ -87,6 +87,9 @@ pub struct StoreState {
     /// plugin's panic message this way (it has no stderr), so with stderr it
     /// is a crash's reason.
     pub last_error: Option<String>,
+    /// This invocation's log lines so far: written to the process log, and
+    /// kept in its tenant's ring (`caps::log` bounds both).
+    pub log_lines: crate::caps::log::LinesLogged,
     table: ResourceTable,
     pub limits: StoreLimits,
     pub call: CallContext,
@@ -102,6 +105,7 @@ impl StoreState {
             wasi: None,
             stderr: MemoryOutputPipe::new(STDERR_CAPACITY),
             last_error: None,
+            log_lines: Default::default(),
             table: ResourceTable::new(),
             limits,
             call,

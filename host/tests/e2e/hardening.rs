@@ -1191,6 +1191,94 @@ routes = [{ method = "GET", path = "/public/probe/{name}" }]
     server.stop().await.unwrap();
 }
 
+/// One invocation's log lines take at most 50 of its tenant's 200 ring
+/// places, so the host's record of the invocations before it stays (the
+/// support bundle's recent logs); a marker says more were not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chatty_invocation_keeps_its_tenants_earlier_records() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let token = admin_token(&server).await;
+    for c in ["c=kv&k=probe:x", "c=log&n=500"] {
+        let (status, body) = server
+            .get(&format!("/admin/probe?{c}&tenant=acme"), Some(&token))
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let lines = server.services.tenant_logs.recent("acme");
+    let logged = lines.iter().filter(|l| l.contains(": probe line ")).count();
+    assert_eq!(logged, 50, "{lines:#?}");
+    assert!(
+        lines[0].contains("probe (http) status 200"),
+        "the earlier invocation's record stays: {lines:#?}"
+    );
+    assert!(lines[51].contains("further log lines of this invocation not kept"));
+    assert!(lines[52].contains("probe (http) status 200"));
+    assert_eq!(lines.len(), 53);
+    server.stop().await.unwrap();
+}
+
+/// A served invocation writes at most 1,000 lines to the process log (a
+/// plugin logging in a loop would fill the disk within its timeout), and
+/// one warning says the rest were dropped; each invocation has its own
+/// budget. A command an operator runs is not cut (`--verbose` lists every
+/// row on purpose).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_served_invocation_has_a_log_budget() {
+    let cli = support::Cli::new(PROBE);
+    let log = cli.dir.path().join("serve.log");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = cli
+        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http.get(url("/readyz")).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for n in [1500, 10] {
+        let r = http
+            .get(url(&format!("/public/probe?c=log&n={n}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
+    assert_eq!(
+        count("probe line "),
+        1010,
+        "1,000 of the first, all 10 of the second"
+    );
+    let numbered = |i: u32| count(&format!("probe line {i} "));
+    assert_eq!((numbered(999), numbered(1000)), (1, 0), "the first 1,000");
+    assert_eq!(count("logged over 1000 lines in one invocation"), 1);
+
+    let run = cli.run(&["run", "probe", "log", "1200", "--verbose"]);
+    assert_eq!(run.code, Some(0), "{}", run.stderr);
+    let lines = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("probe line "))
+        .count();
+    assert_eq!(lines, 1200, "a command's lines are all shown");
+}
+
 /// A tenant's recent log lines go to an operator's invocation for that
 /// tenant, never to an anonymous request that names the tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,13 +7,15 @@
 //! `kv-delete KEY`, `lock NAME`, `http URL [HEADER VALUE]`, `mail TO`, `env NAME`,
 //! `enqueue QUEUE PAYLOAD`, `audit ACTION [TIMES]`, `audit-tx TARGET [SQL]` (a
 //! transaction with its record), `sleep MS`, `lock-sleep NAME MS`,
-//! `tenant-logs` (how many of the invocation tenant's log lines it may read).
+//! `tenant-logs` (how many of the invocation tenant's log lines it may read),
+//! `log N` (N info lines, `probe line <i>`).
 
 use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::json;
 use neo_ops_sdk::{
     Error, Failure, HttpRequest, Invocation, Output, Plugin, QueueMessage, ScheduleEvent,
-    args::Args, audit, config, db, files, host_info, kv, mail, outbound_http, queue, reply, time,
+    args::Args, audit, config, db, files, host_info, kv, log, mail, outbound_http, queue, reply,
+    time,
 };
 
 struct Probe;
@@ -150,6 +152,13 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
             ["env", name] => config::env(name).map(|v| v.unwrap_or_default()),
             ["setting", key] => Ok(config::get(key).unwrap_or_default()),
             ["tenant-logs"] => Ok(format!("{} lines", host_info::tenant_logs().len())),
+            ["log", n] => {
+                let n = n.parse::<u32>().unwrap_or(0);
+                for i in 0..n {
+                    log::log(log::Level::Info, &format!("probe line {i}"), &[]);
+                }
+                Ok(format!("logged {n}"))
+            }
             ["enqueue", q, payload] => queue::enqueue(q, payload),
             ["audit", action] => audit::append(&audit::Entry {
                 actor: "probe".into(),
