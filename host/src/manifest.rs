@@ -67,6 +67,7 @@ pub struct CronExpr {
 
 impl CronExpr {
     pub fn parse(text: &str) -> Result<Self, String> {
+        plain_time_fields(text)?;
         let cron = croner::Cron::new(text)
             .with_seconds_optional()
             .parse()
@@ -101,6 +102,27 @@ impl CronExpr {
             .ok()
             .map(|t| t.with_timezone(&chrono::Utc))
     }
+}
+
+/// Seconds, minutes and hours take numbers, `*`, ranges, steps and lists
+/// only: croner also reads `L` and `W` there, which select no time at all
+/// and send its search to the year 5000 a minute at a time (a load or
+/// `check` stalled for minutes).
+fn plain_time_fields(text: &str) -> Result<(), String> {
+    if text.trim_start().starts_with('@') {
+        return Ok(());
+    }
+    let fields: Vec<&str> = text.split_whitespace().collect();
+    let times = if fields.len() == 6 { 3 } else { 2 };
+    for field in fields.iter().take(times) {
+        let plain = |c: char| c.is_ascii_digit() || "*/,-?".contains(c);
+        if let Some(c) = field.chars().find(|c| !plain(*c)) {
+            return Err(format!(
+                "'{c}' in \"{field}\": seconds, minutes and hours take numbers, *, ranges, steps and lists"
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[derive(Debug, Clone)]
@@ -958,6 +980,23 @@ mod tests {
         assert!(CronExpr::parse("61 * * * *").is_err());
         assert!(CronExpr::parse("every day").is_err());
         assert!(CronExpr::parse("*/5 * * * * *").is_ok());
+        // `L` and `W` where no time can match: refused, not searched for.
+        for no_time in ["L * * * * *", "0 L * * *", "0 0 l * * *", "0 W * * *"] {
+            let err = CronExpr::parse(no_time).unwrap_err();
+            assert!(
+                err.contains("seconds, minutes and hours take numbers"),
+                "{err}"
+            );
+        }
+        for fine in [
+            "0 0 L * *",
+            "0 9 * * 5L",
+            "0 9 * * MON#2",
+            "@daily",
+            "0 0 1 JUL *",
+        ] {
+            assert!(CronExpr::parse(fine).is_ok(), "{fine}");
+        }
         for never in ["0 3 31 4 *", "0 0 30 2 *"] {
             assert!(!CronExpr::parse(never).unwrap().ever_fires(), "{never}");
         }
