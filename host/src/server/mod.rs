@@ -6,6 +6,7 @@
 pub mod accept;
 mod reload;
 mod replica;
+mod runs;
 mod write_stall;
 
 use std::path::PathBuf;
@@ -16,7 +17,6 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::backends::db::Value;
 use crate::runtime::Runtime;
 use crate::services::Services;
 use crate::triggers;
@@ -32,7 +32,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let services = runtime.services.clone();
-    let claim = replica::claim(&services).await?;
+    let claim = claimed(&services).await?;
     let live = Arc::new(Live::new(services));
     live.install(runtime, &shutdown);
     serve(listener, live, claim, shutdown, None).await
@@ -49,11 +49,20 @@ pub async fn run_watching(
     services: Arc<Services>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    // Before any consumer or schedule runs under the name.
-    let claim = replica::claim(&services).await?;
+    let claim = claimed(&services).await?;
     let live = Arc::new(Live::new(services));
     let watcher = tokio::spawn(reload::watch(live.clone(), manifest, shutdown.clone()));
     serve(listener, live, claim, shutdown, Some(watcher)).await
+}
+
+/// Claims this process's replica name before any consumer or schedule runs
+/// under it; runs an earlier life of the name left going are then released.
+async fn claimed(services: &Services) -> anyhow::Result<replica::Claim> {
+    let claim = replica::claim(services).await?;
+    if claim.held {
+        runs::release(services, &services.settings.replica).await;
+    }
+    Ok(claim)
 }
 
 async fn serve(
@@ -64,6 +73,11 @@ async fn serve(
     watcher: Option<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     let services = live.services.clone();
+    let stop_tidying = CancellationToken::new();
+    let tidy = tokio::spawn({
+        let (services, stop) = (services.clone(), stop_tidying.clone());
+        async move { runs::keep_tidy(&services, stop).await }
+    });
     // Held until the runs below are released: they are this name's.
     let keep_claim = CancellationToken::new();
     let claim_kept = tokio::spawn({
@@ -124,7 +138,9 @@ async fn serve(
         tracing::warn!("in-flight work did not finish within {SHUTDOWN_GRACE:?}; abandoning it");
         http.abort();
     }
-    release_runs(&services).await;
+    stop_tidying.cancel();
+    let _ = tidy.await;
+    runs::release(&services, &services.settings.replica).await;
     keep_claim.cancel();
     let _ = claim_kept.await;
     services.db.close().await;
@@ -304,27 +320,6 @@ async fn run_background(
     while tasks.join_next().await.is_some() {}
     if let Some(previous) = previous {
         let _ = previous.await;
-    }
-}
-
-/// Marks this replica's unfinished schedule runs as interrupted, so history
-/// never shows a run as still going after the process left.
-async fn release_runs(services: &Services) {
-    let result = services
-        .db
-        .master()
-        .execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = $1 WHERE replica = $2 AND status = 'running'",
-            &[
-                Value::Timestamp(chrono::Utc::now().timestamp_micros()),
-                Value::Text(services.settings.replica.clone()),
-            ],
-        )
-        .await;
-    match result {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(runs = n, "marked unfinished runs as interrupted"),
-        Err(e) => tracing::error!(error = %e, "could not release schedule runs"),
     }
 }
 

@@ -31,6 +31,15 @@ fn claim_key(replica: &str) -> String {
 pub struct Claim {
     key: String,
     token: String,
+    /// Whether the name was taken at start (not when Redis could not be
+    /// asked).
+    pub held: bool,
+}
+
+/// Whether no live process holds `replica`'s name (a Redis error says
+/// nothing).
+pub async fn departed(kv: &Kv, replica: &str) -> bool {
+    matches!(kv.get(&claim_key(replica)).await, Ok(None))
 }
 
 /// Claims this process's replica name, or fails when a live process holds
@@ -39,9 +48,10 @@ pub struct Claim {
 /// and [`keep`] claims the name once it can.
 pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
     let (kv, replica) = (&services.kv, services.settings.replica.as_str());
-    let claim = Claim {
+    let mut claim = Claim {
         key: claim_key(replica),
         token: Kv::lock_token(),
+        held: true,
     };
     let started = Instant::now();
     let mut last_ttl = None;
@@ -51,6 +61,7 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
             Ok(false) => {}
             Err(e) => {
                 tracing::warn!(replica, error = %e, "could not claim the replica name yet; serving, and claiming it once Redis answers");
+                claim.held = false;
                 return Ok(claim);
             }
         }
@@ -65,11 +76,11 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
         }
         if started.elapsed() >= WATCH {
             // Unrefreshed all along: the process that held it is gone.
-            if kv
+            claim.held = kv
                 .set(&claim.key, claim.token.as_bytes(), Some(HOLD))
                 .await
-                .is_ok()
-            {
+                .is_ok();
+            if claim.held {
                 tracing::warn!(
                     replica,
                     "took over the replica name from a process that stopped without releasing it"
