@@ -157,6 +157,11 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
     else {
         return;
     };
+    if runtime.services.stopping.is_cancelled() {
+        // Not claimed: the next start's catch-up runs it.
+        tracing::warn!(plugin, slot = %slot_text(at), "shutting down: the slot is left for the next start");
+        return;
+    }
     let Some(run_id) = claim_until_answered(runtime, plugin, schedule, at).await else {
         return;
     };
@@ -192,9 +197,10 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
                     waiting = true;
                 }
                 if !pause_unless_stopping(runtime, BUSY_PAUSE).await {
-                    // Not started during the drain; the run is marked
-                    // interrupted as the process leaves.
-                    tracing::warn!(plugin, slot = %slot_text(at), "shutting down: the schedule stops waiting for a slot");
+                    // Not started during the drain: the claim is given
+                    // back, so the next start's catch-up runs the slot.
+                    tracing::warn!(plugin, slot = %slot_text(at), "shutting down: the schedule stops waiting for a slot and leaves it for the next start");
+                    unclaim(runtime, run_id).await;
                     return;
                 }
             }
@@ -202,6 +208,23 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
         }
     };
     finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
+}
+
+/// Gives back the claim of a slot that never started (the run is marked
+/// interrupted as the process leaves if this fails).
+async fn unclaim(runtime: &Runtime, run_id: i64) {
+    let result = runtime
+        .services
+        .db
+        .master()
+        .execute(
+            "DELETE FROM runs WHERE id = $1 AND status = 'running'",
+            &[Value::Int(run_id)],
+        )
+        .await;
+    if let Err(e) = result {
+        tracing::warn!(run_id, error = %e, "could not give back the slot's claim");
+    }
 }
 
 /// Sleeps `pause`; false, at once, when the process begins to shut down
@@ -329,10 +352,14 @@ pub async fn run_schedule(
     let mut after = since;
     let mut first = true;
     while let Some(mut next) = spec.cron.next_after(spec.tz, after) {
-        // Of the slots already due (a run that took longer than the
-        // interval, the previous set draining on reload), only the latest
-        // fires, once, as a persistent timer would: a frequent schedule
-        // does not run over and over to catch up.
+        if !wait_for_the_wall_clock(next, &stop).await {
+            return;
+        }
+        // Of the slots due by now (a run that took longer than the
+        // interval, the previous set draining on reload, a clock stepped
+        // forward or a VM resumed while waiting), only the latest fires,
+        // once, as a persistent timer would: a frequent schedule does not
+        // run over and over to catch up.
         let now = Utc::now();
         let mut skipped = 0u32;
         while let Some(later) = spec.cron.next_after(spec.tz, next).filter(|t| *t <= now) {
@@ -344,9 +371,6 @@ pub async fn run_schedule(
             tracing::warn!(plugin, skipped, slot = %slot_text(next), "slots due meanwhile are skipped; the latest fires");
         }
         first = false;
-        if !wait_for_the_wall_clock(next, &stop).await {
-            return;
-        }
         fire(&runtime, &plugin, schedule, next).await;
         after = next;
     }

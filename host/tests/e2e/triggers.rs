@@ -171,6 +171,165 @@ grants = { kv = ["probe:"] }
 /// A slot due while the master database is away is claimed once it is
 /// back, and runs once. Before, the failed claim used the slot up on every
 /// replica: that night's purge or digest never ran.
+/// A slot still waiting for a plugin slot when the process shuts down
+/// gives its claim back, so the next start's catch-up runs it. Before, the
+/// claim stayed (marked interrupted) and that night's run never happened.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_waiting_at_shutdown_runs_at_the_next_start() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let slot = chrono::Utc::now() - chrono::Duration::minutes(10);
+    let slot = chrono::DateTime::from_timestamp(slot.timestamp() / 60 * 60, 0).unwrap();
+    let manifest = format!(
+        "[plugins.ticker]\ncomponent = \"test_probe.wasm\"\n\
+         schedules = [{{ cron = \"{}\" }}]\ngrants = {{ kv = [\"probe:\"] }}\n",
+        slot.format("%M %H * * *")
+    );
+    let services = || async {
+        let mut settings = dep.settings("a");
+        settings.schedule_catch_up = Duration::from_secs(3600);
+        settings.max_instances = 1;
+        neo_ops::services::Services::connect(settings)
+            .await
+            .unwrap()
+    };
+    let loaded = neo_ops::manifest::load(&dep.manifest(&manifest)).unwrap();
+    let runtime =
+        std::sync::Arc::new(neo_ops::runtime::Runtime::load(&loaded, services().await).unwrap());
+    // The only plugin slot taken (an operator's long command).
+    let held = runtime
+        .admission
+        .acquire(neo_ops::runtime::admission::Class::Operator)
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let serving = tokio::spawn(neo_ops::server::run(listener, runtime, shutdown.clone()));
+    support::wait_until(
+        "the slot is claimed and waits for a plugin slot",
+        || async {
+            ticker_runs(&dep, "status").await.rows == vec![vec![Value::Text("running".into())]]
+        },
+    )
+    .await;
+    shutdown.cancel();
+    serving.await.unwrap().unwrap();
+    drop(held);
+    assert!(
+        ticker_runs(&dep, "status").await.rows.is_empty(),
+        "the claim was given back"
+    );
+
+    let server = dep.start_with_services(&manifest, services().await).await;
+    let want = vec![vec![
+        Value::Text(slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        Value::Text("ok".into()),
+    ]];
+    support::wait_until("the next start ran the slot", || async {
+        ticker_runs(&dep, "slot, status").await.rows == want
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
+/// The run history stays true and bounded: at start a replica marks the
+/// runs an earlier life of its name left going as interrupted, and those
+/// of replicas whose name no live process holds; a live replica's runs
+/// stay; finished runs older than 30 days are deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_run_history_is_tidied() {
+    let dep = Deployment::new(Backend::Real).await;
+    let services = neo_ops::services::Services::connect(dep.settings("a"))
+        .await
+        .unwrap();
+    let me = services.settings.replica.clone();
+    let live = format!("{}-live", dep.id);
+    let now = chrono::Utc::now();
+    let rows = [
+        (
+            "crashed-me",
+            me.as_str(),
+            "running",
+            now - chrono::Duration::hours(1),
+        ),
+        (
+            "gone",
+            "ghost-replica",
+            "running",
+            now - chrono::Duration::hours(1),
+        ),
+        (
+            "live",
+            live.as_str(),
+            "running",
+            now - chrono::Duration::hours(1),
+        ),
+        (
+            "old",
+            "ghost-replica",
+            "ok",
+            now - chrono::Duration::days(40),
+        ),
+        (
+            "recent",
+            "ghost-replica",
+            "ok",
+            now - chrono::Duration::days(1),
+        ),
+    ];
+    for (plugin, replica, status, started) in rows {
+        services
+            .db
+            .master()
+            .execute(
+                "INSERT INTO runs (plugin, trigger, slot, replica, status, started_at) \
+                 VALUES ($1, 'schedule:0', $2, $3, $4, $5)",
+                &[
+                    Value::Text(plugin.into()),
+                    Value::Text(started.to_rfc3339()),
+                    Value::Text(replica.into()),
+                    Value::Text(status.into()),
+                    Value::Timestamp(started.timestamp_micros()),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    // The live replica holds its name.
+    let claim = format!("{}replica:{live}", neo_ops::backends::kv::HOST_NAMESPACE);
+    services
+        .kv
+        .set(&claim, b"its-token", Some(Duration::from_secs(60)))
+        .await
+        .unwrap();
+    let server = dep.start_with_services(QUEUED, services.clone()).await;
+    let statuses = || async {
+        let rows = services
+            .db
+            .master()
+            .query("SELECT plugin, status FROM runs ORDER BY plugin", &[])
+            .await
+            .unwrap();
+        rows.rows
+            .into_iter()
+            .map(|r| match (&r[0], &r[1]) {
+                (Value::Text(p), Value::Text(s)) => format!("{p}={s}"),
+                other => panic!("{other:?}"),
+            })
+            .collect::<Vec<_>>()
+    };
+    let want = [
+        "crashed-me=interrupted",
+        "gone=interrupted",
+        "live=running",
+        "recent=ok",
+    ];
+    support::wait_until("the history is tidied", || async {
+        statuses().await == want
+    })
+    .await;
+    server.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slot_due_during_a_database_outage_runs_when_it_returns() {
     let dep = Deployment::new(Backend::Real).await;
@@ -934,20 +1093,26 @@ on_both_backends!(busy_slots, a_busy_slot_waits_rather_than_failing);
 
 /// Shutdown while a slot waits for a plugin slot: the slot gives up at
 /// once rather than start its run during the drain when the long job
-/// ends, and is marked interrupted.
+/// ends, and gives its claim back (the next start's catch-up runs it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slot_waiting_at_shutdown_does_not_start() {
     let dep = Deployment::new(Backend::Embedded).await;
     let server = ticker_behind_a_long_job(&dep, 3000).await;
     // The job holds the background share; the next slots wait for it.
     tokio::time::sleep(Duration::from_millis(1800)).await;
+    let waiting = ticker_runs(&dep, "slot, status").await.rows;
+    assert!(
+        waiting
+            .iter()
+            .any(|r| r[1] == Value::Text("running".into())),
+        "a slot waits: {waiting:?}"
+    );
     let stop_asked = chrono::Utc::now().timestamp_micros();
     server.stop().await.unwrap();
     let rows = ticker_runs(&dep, "slot, status, finished_at").await.rows;
     assert!(
-        rows.iter()
-            .any(|r| r[1] == Value::Text("interrupted".into())),
-        "{rows:?}"
+        rows.iter().all(|r| r[1] == Value::Text("ok".into())),
+        "the waiting slot's claim was given back, nothing interrupted: {rows:?}"
     );
     for r in &rows {
         if let (Value::Text(status), Value::Timestamp(done)) = (&r[1], &r[2])
