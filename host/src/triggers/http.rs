@@ -275,7 +275,10 @@ pub fn loading_router(services: Arc<crate::services::Services>) -> Service {
                 },
             ),
         )
-        .fallback(|| async { try_again_soon("plugins are loading, try again shortly") })
+        // Any route, public ones among them: readable from another origin.
+        .fallback(|| async {
+            readable_cross_origin(try_again_soon("plugins are loading, try again shortly"))
+        })
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(services);
     time_limited(router)
@@ -640,6 +643,37 @@ fn body_tenants(body: &[u8]) -> Option<Vec<String>> {
 }
 
 async fn dispatch(
+    state: State<AppState>,
+    target: Arc<RouteTarget>,
+    path_params: Vec<(String, String)>,
+    request: Request,
+) -> Response {
+    let public = target.role.is_none();
+    let response = answer(state, target, path_params, request).await;
+    match public {
+        true => readable_cross_origin(response),
+        false => response,
+    }
+}
+
+/// An error on an anonymous route, readable by a page on another origin (a
+/// status widget polling `/status.json`): without these headers a browser
+/// turns a 503 and its `Retry-After` into a bare network error, so "busy,
+/// try again in a second" looks like "host down". Anonymous answers carry
+/// nothing a credential guards.
+fn readable_cross_origin(mut response: Response) -> Response {
+    let status = response.status();
+    if status.is_client_error() || status.is_server_error() {
+        let h = response.headers_mut();
+        h.entry("access-control-allow-origin")
+            .or_insert(HeaderValue::from_static("*"));
+        h.entry("access-control-expose-headers")
+            .or_insert(HeaderValue::from_static("retry-after, x-request-id"));
+    }
+    response
+}
+
+async fn answer(
     State(state): State<AppState>,
     target: Arc<RouteTarget>,
     mut path_params: Vec<(String, String)>,

@@ -2103,6 +2103,43 @@ async fn operator_answers_are_not_cached_and_nothing_is_sniffed() {
     server.stop().await.unwrap();
 }
 
+/// An anonymous route's errors are readable from another origin: a status
+/// widget polling from another site sees a 503 and its `Retry-After`, not
+/// a bare network error. An operator route's errors are not opened up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_errors_are_readable_cross_origin() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let get = |path: &str| {
+        server
+            .http
+            .get(server.url(path))
+            .header("origin", "https://pos.example")
+            .send()
+    };
+    let resp = get("/public/probe?c=no-such-probe").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert_eq!(
+        resp.headers()["access-control-expose-headers"],
+        "retry-after, x-request-id"
+    );
+    let resp = get("/admin/probe?c=no-such-probe").await.unwrap();
+    assert_eq!(resp.status().as_u16(), 403);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+
+    // While the first plugin set loads.
+    let loading = neo_ops::triggers::http::loading_router(server.services.clone());
+    let request = axum::http::Request::get("/status.json")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let Ok(resp) = tower::ServiceExt::oneshot(loading, request).await;
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert_eq!(resp.headers()["retry-after"], "1");
+    server.stop().await.unwrap();
+}
+
 /// At the cap, with every connection busy, a new one does not wait for a
 /// busy connection to close: once that connection's request is answered
 /// and it sits idle on keep-alive, it is closed to make room (before, the
