@@ -327,13 +327,26 @@ async fn preflight_checklist(State(state): State<AppState>, headers: HeaderMap) 
 /// Prometheus's 10 s scrape timeout.
 const QUEUE_LENGTHS_WITHIN: Duration = Duration::from_secs(2);
 
-/// Sets the queue gauges of the queues the current plugin set consumes, all
-/// asked at once. A length kv could not give in time is left out rather
-/// than shown as an empty queue (a scrape during a Redis outage must not
-/// look healthy), and a queue no plugin consumes any more has no series.
-async fn queue_lengths(runtime: &Runtime) {
+/// How long this scrape may wait for the queue lengths: within
+/// [`QUEUE_LENGTHS_WITHIN`], and within the timeout Prometheus announces
+/// (`X-Prometheus-Scrape-Timeout-Seconds`) less half a second for the rest,
+/// so a Redis that hangs never makes the whole target look down.
+fn queue_lengths_within(headers: &HeaderMap) -> Duration {
+    let announced = headers
+        .get("x-prometheus-scrape-timeout-seconds")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|s| s.is_finite() && *s > 0.0)
+        .map(|s| Duration::from_secs_f64((s - 0.5).clamp(0.1, 10.0)));
+    announced.map_or(QUEUE_LENGTHS_WITHIN, |a| a.min(QUEUE_LENGTHS_WITHIN))
+}
+
+/// The lengths of the queues the current plugin set consumes (ready, dead,
+/// retrying), all asked at once within `within`. A length kv could not give
+/// in time is `None`, left out rather than shown as an empty queue (a scrape
+/// during a Redis outage must not look healthy).
+async fn queue_lengths(runtime: &Runtime, within: Duration) -> Vec<(String, [Option<u64>; 3])> {
     use crate::backends::queue::{dead_letter_key, queue_key, retrying_key};
-    let m = &runtime.services.metrics;
     let kv = &runtime.services.kv;
     let queues: Vec<String> = runtime
         .plugins()
@@ -352,9 +365,14 @@ async fn queue_lengths(runtime: &Runtime) {
         );
         (queue, [depth.ok(), dead.ok(), retrying.ok()])
     }));
-    let lengths = tokio::time::timeout(QUEUE_LENGTHS_WITHIN, asked)
+    tokio::time::timeout(within, asked)
         .await
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// Sets the queue gauges to `lengths`; a queue no plugin consumes any more
+/// has no series.
+fn set_queue_gauges(m: &crate::metrics::Metrics, lengths: Vec<(String, [Option<u64>; 3])>) {
     let families = [&m.queue_depth, &m.dead_letters, &m.queue_retrying];
     for family in families {
         family.clear();
@@ -379,11 +397,14 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
     let m = &runtime.services.metrics;
     m.slots_in_use.set(i64::from(runtime.admission.in_use()));
     m.slots_waiting.set(runtime.admission.waiting() as i64);
+    // Asked before the lock: concurrent scrapes (an HA pair of Prometheus)
+    // wait for Redis side by side, not one after another.
+    let lengths = queue_lengths(runtime, queue_lengths_within(&headers)).await;
     // One scrape at a time sets and reads the queue gauges: another's
     // clearing them must not leave this one's text without them.
     let text = {
         let _scrape = SCRAPE.lock().await;
-        queue_lengths(runtime).await;
+        set_queue_gauges(m, lengths);
         m.render()
     };
     private(
