@@ -114,6 +114,9 @@ pub struct Settings {
     /// was down, restarting across 03:00): the latest such slot fires once
     /// (`NEO_OPS_SCHEDULE_CATCH_UP`, default 1h; 0 to skip them).
     pub schedule_catch_up: Duration,
+    /// The environment's other variables worth seeing in a diagnostic
+    /// bundle (masked when shown), read once at start.
+    pub diagnostic_env: Vec<(String, String)>,
 }
 
 /// [`Settings::schedule_catch_up`] unless set.
@@ -221,6 +224,7 @@ impl Settings {
                         )
                     })?,
             },
+            diagnostic_env: diagnostic_env(),
         })
     }
 
@@ -243,6 +247,7 @@ impl Settings {
             perf_map: false,
             // Tests and local trials start with no past slot to run.
             schedule_catch_up: Duration::ZERO,
+            diagnostic_env: diagnostic_env(),
         }
     }
 }
@@ -363,6 +368,16 @@ fn set_for_a_service(name: &str, value: Option<String>) -> bool {
         || value.is_some_and(|v| v.starts_with("tcp://") || v.starts_with("udp://"))
 }
 
+/// The process environment's variables worth seeing in a diagnostic bundle.
+fn diagnostic_env() -> Vec<(String, String)> {
+    std::env::vars()
+        .filter(|(k, _)| {
+            EXTRA_FLAGS.contains(&k.as_str())
+                || EXTRA_FLAG_PREFIXES.iter().any(|p| k.starts_with(p))
+        })
+        .collect()
+}
+
 /// Other variables worth seeing in a diagnostic bundle (read from the process
 /// environment; masked like the rest).
 const EXTRA_FLAG_PREFIXES: &[&str] = &["NEO_OPS_", "NEO_", "SMTP_", "POSTGRES_"];
@@ -379,12 +394,8 @@ impl Settings {
     /// name, every secret masked (`neo_ops_text::redact::mask_flag`). What the host actually
     /// uses wins over the raw environment.
     pub fn env_flags(&self) -> Vec<(String, String)> {
-        let mut flags: std::collections::BTreeMap<String, String> = std::env::vars()
-            .filter(|(k, _)| {
-                EXTRA_FLAGS.contains(&k.as_str())
-                    || EXTRA_FLAG_PREFIXES.iter().any(|p| k.starts_with(p))
-            })
-            .collect();
+        let mut flags: std::collections::BTreeMap<String, String> =
+            self.diagnostic_env.iter().cloned().collect();
         let mut set = |k: &str, v: Option<String>| {
             if let Some(v) = v {
                 flags.insert(k.to_string(), v);

@@ -35,25 +35,18 @@ const FILES: [&str; 6] = [
     "version.json",
 ];
 
-/// Secrets in variables the host reports as environment flags. Set once,
-/// before any server of this binary starts.
-fn plant_env_canaries() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        let vars = [
-            ("NEO_OPS_API_SECRET", format!("{CANARY}-api")),
-            ("SMTP_PASS", format!("{CANARY}-smtp")),
-            (
-                "NEO_OPS_UPSTREAM_URL",
-                format!("https://svc:{CANARY}@upstream.example.com/v1?token={CANARY}&region=in"),
-            ),
-        ];
-        for (name, value) in vars {
-            // SAFETY: runs once, before this binary's tests start servers or
-            // other threads read the environment.
-            unsafe { std::env::set_var(name, value) };
-        }
-    });
+/// Secrets in variables the host reports as environment flags, as the
+/// settings read them from the environment at start (not planted in this
+/// process's environment: other tests' threads read it meanwhile).
+fn env_canaries() -> Vec<(String, String)> {
+    vec![
+        ("NEO_OPS_API_SECRET".into(), format!("{CANARY}-api")),
+        ("SMTP_PASS".into(), format!("{CANARY}-smtp")),
+        (
+            "NEO_OPS_UPSTREAM_URL".into(),
+            format!("https://svc:{CANARY}@upstream.example.com/v1?token={CANARY}&region=in"),
+        ),
+    ]
 }
 
 /// One replica whose database URLs carry the canary as their password
@@ -76,6 +69,7 @@ async fn start(dep: &Deployment) -> Replica {
     {
         *url = url.replacen("postgres@", &format!("postgres:{CANARY}@"), 1);
     }
+    settings.diagnostic_env.extend(env_canaries());
     let manifest = neo_ops::manifest::load(&dep.manifest(MANIFEST)).expect("manifest");
     let services = neo_ops::services::Services::connect(settings)
         .await
@@ -217,7 +211,6 @@ fn unzip(zip: &[u8], dir: &Path) {
 }
 
 async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
-    plant_env_canaries();
     let dep = Deployment::new(backend).await;
     let replica = start(&dep).await;
     let api_token = seed(&replica).await;
