@@ -24,7 +24,9 @@ impl<'a> Row<'a> {
             .columns
             .iter()
             .position(|c| c == column)
-            .map(|i| &self.values[i])
+            // A row shorter than its columns (host data is not trusted to
+            // be rectangular) reads as null, not a trap.
+            .and_then(|i| self.values.get(i))
             .unwrap_or(&Value::Null)
     }
 
@@ -108,5 +110,22 @@ impl From<bool> for Value {
 impl<T: Into<Value>> From<Option<T>> for Value {
     fn from(v: Option<T>) -> Self {
         v.map(Into::into).unwrap_or(Value::Null)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_short_row_reads_null() {
+        let set = RowSet {
+            columns: vec!["a".into(), "b".into()],
+            rows: vec![vec![Value::Int(1)]],
+        };
+        let row = set.iter().next().unwrap();
+        assert_eq!(row.int("a"), Some(1));
+        assert!(matches!(row.get("b"), Value::Null));
+        assert!(matches!(row.get("c"), Value::Null));
     }
 }
