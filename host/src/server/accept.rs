@@ -67,9 +67,9 @@ fn raise_file_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 1024;
         }
-        if lim.rlim_cur < lim.rlim_max {
+        if let Some(cur) = raised_soft_limit(lim.rlim_cur, lim.rlim_max) {
             let raised = libc::rlimit {
-                rlim_cur: lim.rlim_max.min(1 << 20),
+                rlim_cur: cur,
                 rlim_max: lim.rlim_max,
             };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
@@ -78,6 +78,13 @@ fn raise_file_limit() -> u64 {
         }
     }
     lim.rlim_cur
+}
+
+/// The soft file limit to ask for: the hard one, up to 2^20; never lower
+/// than the soft limit already is (one set high by the operator stays).
+fn raised_soft_limit(soft: u64, hard: u64) -> Option<u64> {
+    let wanted = hard.min(1 << 20);
+    (wanted > soft).then_some(wanted)
 }
 
 /// One open connection, as the cap sees it.
@@ -365,6 +372,15 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Unflushed<S> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_soft_file_limit_is_only_ever_raised() {
+        use super::raised_soft_limit;
+        assert_eq!(raised_soft_limit(1024, 524_288), Some(524_288));
+        assert_eq!(raised_soft_limit(1024, 1 << 30), Some(1 << 20));
+        assert_eq!(raised_soft_limit(2_000_000, 4_000_000), None);
+        assert_eq!(raised_soft_limit(4096, 4096), None);
+    }
+
     /// As the README has it: the limit less min(256, limit / 4), so a small
     /// limit still leaves the pools and the cache their descriptors.
     #[test]
