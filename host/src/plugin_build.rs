@@ -1,7 +1,8 @@
 //! Building the plugins workspace (`plugins/`): the host's build script does
 //! it once, when no components exist yet, and `neo-ops plugin build [NAME…]`
 //! does it on demand — seconds, with no host recompile. Also compiled into
-//! `build.rs` (by path), so it uses only std and `wit-component`.
+//! `build.rs` (by path), so it uses only std, `wit-component` and
+//! `wasmparser` (the version `wit-component` builds).
 //!
 //! Rust plugins are core modules for `wasm32-unknown-unknown`, made into
 //! components here. Not `wasm32-wasip2`: its `std` imports 14 WASI
@@ -137,6 +138,16 @@ pub fn component_file(package: &str) -> String {
 /// written beside and renamed into place, so it never reads half of one.
 pub fn componentize(module: &Path, out: &Path) -> Result<(), String> {
     let bytes = std::fs::read(module).map_err(|e| format!("reading {}: {e}", module.display()))?;
+    if let Some(room) = heap_room(&bytes).filter(|room| *room < HEAP_ROOM_WANTED) {
+        eprintln!(
+            "warning: {} leaves {} KiB of its initial memory past its data for the heap \
+             (less than {} KiB): its first allocation past the SDK's arena grows memory; \
+             raise --initial-memory in plugins/.cargo/config.toml",
+            module.display(),
+            room >> 10,
+            HEAP_ROOM_WANTED >> 10
+        );
+    }
     let component = wit_component::ComponentEncoder::default()
         .validate(true)
         .module(&bytes)
@@ -151,6 +162,56 @@ pub fn componentize(module: &Path, out: &Path) -> Result<(), String> {
     let tmp = temp_beside(out);
     std::fs::write(&tmp, &component).map_err(|e| format!("writing {}: {e}", tmp.display()))?;
     std::fs::rename(&tmp, out).map_err(|e| format!("moving {} into place: {e}", out.display()))
+}
+
+/// The initial memory a plugin should leave past its data and stack: the
+/// SDK's `dlmalloc` takes that room whole on its first request, but only
+/// when the request fits in it (a first request is at least 64 KiB, and a
+/// reader's buffer 1 MiB); otherwise the room is lost and memory grows.
+pub const HEAP_ROOM_WANTED: u64 = 1 << 20;
+
+/// Bytes of a core module's initial memory past `__heap_base` (its data and
+/// stack), where its heap starts; `None` when the module does not say (no
+/// exported `__heap_base`, or no memory of its own).
+pub fn heap_room(core: &[u8]) -> Option<u64> {
+    use wasmparser::{ExternalKind, Operator, Parser, Payload, TypeRef};
+    let mut imported_globals = 0;
+    let mut globals = Vec::new();
+    let (mut heap_base, mut initial) = (None, None);
+    for payload in Parser::new(0).parse_all(core) {
+        match payload.ok()? {
+            Payload::ImportSection(imports) => {
+                for import in imports.into_imports() {
+                    if matches!(import.ok()?.ty, TypeRef::Global(_)) {
+                        imported_globals += 1;
+                    }
+                }
+            }
+            Payload::MemorySection(memories) => {
+                initial = memories.into_iter().next()?.ok().map(|m| m.initial);
+            }
+            Payload::GlobalSection(section) => {
+                for global in section {
+                    let value = match global.ok()?.init_expr.get_operators_reader().read() {
+                        Ok(Operator::I32Const { value }) => u64::try_from(value).ok(),
+                        _ => None,
+                    };
+                    globals.push(value);
+                }
+            }
+            Payload::ExportSection(exports) => {
+                for export in exports {
+                    let export = export.ok()?;
+                    if export.name == "__heap_base" && export.kind == ExternalKind::Global {
+                        heap_base = export.index.checked_sub(imported_globals);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let base = (*globals.get(heap_base? as usize)?)?;
+    Some((initial? * 65536).saturating_sub(base))
 }
 
 /// A temporary name beside `out`, this process's own: two builds at once
@@ -198,4 +259,25 @@ pub fn build_python(wit: &Path, app_dir: &Path, out: &Path) -> Result<(), String
         return Ok(());
     }
     std::fs::rename(&tmp, out).map_err(|e| format!("moving {} into place: {e}", out.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn heap_room_is_the_initial_memory_past_heap_base() {
+        let module = wat::parse_str(
+            r#"(module
+                 (import "env" "g" (global i32))
+                 (memory 2)
+                 (global i32 (i32.const 1048576))
+                 (global i32 (i32.const 100000))
+                 (export "__heap_base" (global 2)))"#,
+        )
+        .unwrap();
+        assert_eq!(heap_room(&module), Some(2 * 65536 - 100000));
+        let silent = wat::parse_str("(module (memory 2))").unwrap();
+        assert_eq!(heap_room(&silent), None);
+    }
 }

@@ -447,3 +447,47 @@ async fn statement_limits_hold_on_the_server_too() {
     assert_eq!(support::ints(db, "SELECT 1", &[]).await, vec![1]);
     server.stop().await.unwrap();
 }
+
+/// Every plugin leaves at least 1 MiB of its initial memory past its data
+/// and stack, so the SDK's heap takes it on its first request instead of
+/// growing memory (before, owner-digest and export-jobs, with their
+/// time-zone tables, left about 50 KiB and grew memory on their first
+/// allocation past the arena).
+#[test]
+fn every_plugin_leaves_its_heap_room_in_the_initial_memory() {
+    support::ensure_plugins_built();
+    let core = std::path::Path::new(env!("NEO_OPS_PLUGINS_TARGET"))
+        .join(neo_ops::plugin_build::WASM_TARGET)
+        .join("release");
+    // The workspace's plugin crates (a crate directory's Cargo.toml names
+    // its package); other modules there may be left from older builds.
+    let plugins = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let crate_dirs = std::fs::read_dir(&plugins)
+        .unwrap()
+        .chain(std::fs::read_dir(plugins.join("checks")).unwrap())
+        .map(|e| e.unwrap().path());
+    let mut seen = Vec::new();
+    for dir in crate_dirs {
+        let Ok(cargo) = std::fs::read_to_string(dir.join("Cargo.toml")) else {
+            continue;
+        };
+        let cargo: toml::Table = toml::from_str(&cargo).unwrap();
+        let Some(package) = cargo.get("package").and_then(|p| p.get("name")) else {
+            continue;
+        };
+        let file = neo_ops::plugin_build::component_file(package.as_str().unwrap());
+        let path = core.join(file);
+        if !path.is_file() {
+            continue; // a library: the SDK, the checks' common crate
+        }
+        let room = neo_ops::plugin_build::heap_room(&std::fs::read(&path).unwrap())
+            .unwrap_or_else(|| panic!("{} says nothing of its heap", path.display()));
+        assert!(
+            room >= neo_ops::plugin_build::HEAP_ROOM_WANTED,
+            "{}: {room} bytes",
+            path.display()
+        );
+        seen.push(path);
+    }
+    assert!(seen.len() >= 20, "{seen:?}");
+}
