@@ -124,25 +124,47 @@ async fn own_claim(
     .await
 }
 
-/// Records how a run ended.
+/// How long a run's result is asked to be recorded while the database
+/// cannot take it (a failover), before it is given up on.
+const RECORD_WITHIN: Duration = Duration::from_secs(120);
+
+/// Records how a run ended, asking again while the database cannot answer:
+/// a run that succeeded during a failover must not stay `running` (and be
+/// marked interrupted as the process leaves). A shutdown's drain waits for
+/// this within its grace period.
 pub async fn finish_run(runtime: &Runtime, run_id: i64, error: Option<String>) {
     let status = if error.is_some() { "error" } else { "ok" };
-    let result = runtime
-        .services
-        .db
-        .master()
-        .execute(
-            "UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4",
-            &[
-                Value::Text(status.into()),
-                error.map(Value::Text).unwrap_or(Value::Null),
-                Value::Timestamp(Utc::now().timestamp_micros()),
-                Value::Int(run_id),
-            ],
-        )
-        .await;
-    if let Err(e) = result {
-        tracing::error!(run_id, error = %e, "could not record run result");
+    let finished_at = Utc::now().timestamp_micros();
+    let error = error.map(Value::Text).unwrap_or(Value::Null);
+    let give_up = Instant::now() + RECORD_WITHIN;
+    let mut pause = CLAIM_PAUSE;
+    loop {
+        let result = runtime
+            .services
+            .db
+            .master()
+            .execute(
+                "UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4",
+                &[
+                    Value::Text(status.into()),
+                    error.clone(),
+                    Value::Timestamp(finished_at),
+                    Value::Int(run_id),
+                ],
+            )
+            .await;
+        match result {
+            Ok(_) => return,
+            Err(e) if Instant::now() + pause < give_up => {
+                tracing::warn!(run_id, error = %e, retry_in = ?pause, "cannot record the run's result yet");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(CLAIM_PAUSE_MAX);
+            }
+            Err(e) => {
+                tracing::error!(run_id, error = %e, "could not record the run's result; giving up");
+                return;
+            }
+        }
     }
 }
 

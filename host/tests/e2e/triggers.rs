@@ -355,6 +355,37 @@ async fn a_slot_due_during_a_database_outage_runs_when_it_returns() {
     assert_eq!(rows, vec![vec![Value::Text("ok".into())]]);
 }
 
+/// A run that ends while the master database is away has its result
+/// recorded once it is back: before, one try was made, and a run that
+/// succeeded during a failover stayed `running`, then `interrupted`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_ending_during_a_database_outage_is_recorded_when_it_returns() {
+    let dep = Deployment::new(Backend::Real).await;
+    let manifest = NIGHTLY.replace(
+        r#"cron = "0 3 * * *""#,
+        r#"cron = "0 3 * * *", args = ["sleep:1500"]"#,
+    );
+    let (server, pg) = dep.start_with_master_proxy(&manifest).await;
+    let slot = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
+    let fired = tokio::spawn({
+        let runtime = server.runtime.clone();
+        async move { neo_ops::triggers::schedule::fire(&runtime, "ticker", 0, slot).await }
+    });
+    // Claimed, then the database goes while the run sleeps.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    pg.set_up(false);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(!fired.is_finished(), "the result waits for the database");
+    pg.set_up(true);
+    tokio::time::timeout(Duration::from_secs(30), fired)
+        .await
+        .expect("the result was recorded once the database was back")
+        .unwrap();
+    server.stop().await.unwrap();
+    let rows = ticker_runs(&dep, "status").await.rows;
+    assert_eq!(rows, vec![vec![Value::Text("ok".into())]]);
+}
+
 const QUEUED: &str = r#"
 [plugins.worker]
 component = "test_probe.wasm"
