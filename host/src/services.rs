@@ -70,6 +70,11 @@ pub struct Services {
     /// Set while another live process holds this process's replica name
     /// (`server::replica`); readiness fails meanwhile.
     pub replica_taken: AtomicBool,
+    /// Schedule slots this process is firing (plugin, schedule, slot): the
+    /// set a reload stops and the one taking over may both fire a slot
+    /// already due, and the claim alone cannot tell them apart (both are
+    /// this replica's).
+    pub firing: std::sync::Mutex<std::collections::HashSet<(String, usize, i64)>>,
 }
 
 impl Services {
@@ -110,6 +115,7 @@ impl Services {
             stopping: Default::default(),
             started: std::time::Instant::now(),
             replica_taken: AtomicBool::new(false),
+            firing: Default::default(),
         }))
     }
 

@@ -184,6 +184,9 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
         tracing::warn!(plugin, slot = %slot_text(at), "shutting down: the slot is left for the next start");
         return;
     }
+    let Some(_firing) = Firing::enter(&runtime.services, plugin, schedule, at) else {
+        return; // the other plugin set of a reload has it
+    };
     let Some(run_id) = claim_until_answered(runtime, plugin, schedule, at).await else {
         return;
     };
@@ -230,6 +233,41 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
         }
     };
     finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
+}
+
+/// A slot this process is firing, taken off [`Services::firing`] when
+/// dropped.
+///
+/// [`Services::firing`]: crate::services::Services::firing
+struct Firing<'a> {
+    services: &'a crate::services::Services,
+    key: (String, usize, i64),
+}
+
+impl<'a> Firing<'a> {
+    /// `None` when this process is already firing the slot.
+    fn enter(
+        services: &'a crate::services::Services,
+        plugin: &str,
+        schedule: usize,
+        at: DateTime<Utc>,
+    ) -> Option<Self> {
+        let key = (plugin.to_string(), schedule, at.timestamp_micros());
+        let mut firing = services.firing.lock().unwrap_or_else(|p| p.into_inner());
+        // Built only when entered: a `Firing` dropped here would lock again.
+        firing.insert(key.clone()).then(|| Self { services, key })
+    }
+}
+
+impl Drop for Firing<'_> {
+    fn drop(&mut self) {
+        let mut firing = self
+            .services
+            .firing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        firing.remove(&self.key);
+    }
 }
 
 /// Gives back the claim of a slot that never started (the run is marked

@@ -355,6 +355,38 @@ async fn a_slot_due_during_a_database_outage_runs_when_it_returns() {
     assert_eq!(rows, vec![vec![Value::Text("ok".into())]]);
 }
 
+/// One slot fired twice in one process at once (the set a reload stops and
+/// the one taking over, both seeing it due) while the master database is
+/// away runs once. Before, both claims failed, one then took the slot, and
+/// the other took that claim for its own lost answer (same replica), so
+/// both ran it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_fired_twice_in_one_process_during_an_outage_runs_once() {
+    let dep = Deployment::new(Backend::Real).await;
+    let (server, pg) = dep.start_with_master_proxy(NIGHTLY).await;
+    let slot = chrono::DateTime::from_timestamp(chrono::Utc::now().timestamp(), 0).unwrap();
+    pg.set_up(false);
+    let fire = || {
+        let runtime = server.runtime.clone();
+        tokio::spawn(
+            async move { neo_ops::triggers::schedule::fire(&runtime, "ticker", 0, slot).await },
+        )
+    };
+    let (first, second) = (fire(), fire());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.set_up(true);
+    for fired in [first, second] {
+        tokio::time::timeout(Duration::from_secs(30), fired)
+            .await
+            .expect("the slot was settled once the database was back")
+            .unwrap();
+    }
+    let key = format!("probe:slot:{}", slot.timestamp_micros());
+    let n = server.services.kv.get(&key).await.unwrap();
+    assert_eq!(n.as_deref(), Some(&b"1"[..]), "the slot ran once");
+    server.stop().await.unwrap();
+}
+
 /// A run that ends while the master database is away has its result
 /// recorded once it is back: before, one try was made, and a run that
 /// succeeded during a failover stayed `running`, then `interrupted`.
