@@ -16,6 +16,10 @@ pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
 /// Largest linear memory any plugin may be granted.
 pub const MAX_MEMORY: usize = 1 << 30;
+/// The smallest memory limit: the project's plugins start with 3 MiB of
+/// initial memory (`plugins/.cargo/config.toml`), and one limited below
+/// that could not be instantiated at all.
+pub const MIN_MEMORY: usize = 4 << 20;
 
 /// Tenant names double as database-name parts: keep them tame.
 pub fn valid_tenant_name(name: &str) -> bool {
@@ -888,12 +892,13 @@ fn parse_limits(
     let mut limits = Limits::default();
     if let Some(m) = &l.memory {
         limits.memory_bytes = parse_size(m.get_ref())
-            .filter(|b| (1 << 20..=MAX_MEMORY).contains(b))
+            .filter(|b| (MIN_MEMORY..=MAX_MEMORY).contains(b))
             .ok_or_else(|| {
                 at(
                     &m.span(),
                     format!(
-                        "bad memory limit \"{}\" (e.g. \"32MiB\", at most 1GiB)",
+                        "bad memory limit \"{}\" (e.g. \"32MiB\"; from 4MiB, the project's plugins \
+                         start with 3 MiB, to 1GiB)",
                         m.get_ref()
                     ),
                 )

@@ -47,6 +47,11 @@ fn golden_errors() {
             "[plugins.a]\ncomponent = \"status_page.wasm\"\nlimits = { memory = \"lots\" }\n",
             "plugins.toml:3:21: bad memory limit \"lots\"",
         ),
+        // Below the 3 MiB the project's plugins start with.
+        (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nlimits = { memory = \"2MiB\" }\n",
+            "plugins.toml:3:21: bad memory limit \"2MiB\" (e.g. \"32MiB\"; from 4MiB",
+        ),
         (
             "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"GET\", path = \"/x\", role = \"root\" }]\n",
             "plugins.toml:3:49: unknown role \"root\"",
