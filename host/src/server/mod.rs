@@ -32,10 +32,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let services = runtime.services.clone();
-    let claim = claimed(&services).await?;
+    let named = claimed(&services).await?;
     let live = Arc::new(Live::new(services));
     live.install(runtime, &shutdown);
-    serve(listener, live, claim, shutdown, None).await
+    serve(listener, live, named, shutdown, None).await
 }
 
 /// `neo-ops serve`: listens at once (routes answer 503 while the plugins
@@ -49,40 +49,53 @@ pub async fn run_watching(
     services: Arc<Services>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let claim = claimed(&services).await?;
+    let named = claimed(&services).await?;
     let live = Arc::new(Live::new(services));
     let watcher = tokio::spawn(reload::watch(live.clone(), manifest, shutdown.clone()));
-    serve(listener, live, claim, shutdown, Some(watcher)).await
+    serve(listener, live, named, shutdown, Some(watcher)).await
+}
+
+/// This process's replica name, claimed and kept fresh, and the run
+/// history as the start left it.
+struct Named {
+    stop_keeping: CancellationToken,
+    keeping: JoinHandle<()>,
+    tidy: runs::Tidy,
 }
 
 /// Claims this process's replica name before any consumer or schedule runs
-/// under it; runs an earlier life of the name left going are then released.
-async fn claimed(services: &Services) -> anyhow::Result<replica::Claim> {
+/// under it and keeps it fresh from then on (a slow start must not look
+/// like a dead holder to a second process watching it), then tidies the
+/// run history (an earlier life's runs of the name released) before the
+/// first slot can be claimed.
+async fn claimed(services: &Arc<Services>) -> anyhow::Result<Named> {
     let claim = replica::claim(services).await?;
-    if claim.held {
-        runs::release(services, &services.settings.replica).await;
-    }
-    Ok(claim)
+    let held = claim.held;
+    let stop_keeping = CancellationToken::new();
+    let keeping = tokio::spawn({
+        let (services, stop) = (services.clone(), stop_keeping.clone());
+        async move { replica::keep(&services, claim, stop).await }
+    });
+    let tidy = runs::Tidy::at_start(services, held).await;
+    Ok(Named {
+        stop_keeping,
+        keeping,
+        tidy,
+    })
 }
 
 async fn serve(
     listener: TcpListener,
     live: Arc<Live>,
-    claim: replica::Claim,
+    named: Named,
     shutdown: CancellationToken,
     watcher: Option<tokio::task::JoinHandle<()>>,
 ) -> anyhow::Result<()> {
     let services = live.services.clone();
     let stop_tidying = CancellationToken::new();
     let tidy = tokio::spawn({
-        let (services, stop) = (services.clone(), stop_tidying.clone());
-        async move { runs::keep_tidy(&services, stop).await }
-    });
-    // Held until the runs below are released: they are this name's.
-    let keep_claim = CancellationToken::new();
-    let claim_kept = tokio::spawn({
-        let (services, stop) = (services.clone(), keep_claim.clone());
-        async move { replica::keep(&services, claim, stop).await }
+        let (services, stop, tidy) = (services.clone(), stop_tidying.clone(), named.tidy);
+        async move { tidy.keep(&services, stop).await }
     });
     let addr = listener.local_addr()?;
     tracing::info!(%addr, replica = %services.settings.replica, "serving");
@@ -140,9 +153,13 @@ async fn serve(
     }
     stop_tidying.cancel();
     let _ = tidy.await;
-    runs::release(&services, &services.settings.replica).await;
-    keep_claim.cancel();
-    let _ = claim_kept.await;
+    // The runs under this name are this process's, unless another live
+    // process has the name (they would be its).
+    if !services.replica_taken.load(Ordering::Acquire) {
+        runs::release(&services, &services.settings.replica).await;
+    }
+    named.stop_keeping.cancel();
+    let _ = named.keeping.await;
     services.db.close().await;
     tracing::info!("stopped");
     failed.map_or(Ok(()), Err)

@@ -53,7 +53,9 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
         token: Kv::lock_token(),
         held: true,
     };
-    let started = Instant::now();
+    // The holder being watched (its token), since when, and its claim's
+    // time to live at the last look.
+    let mut watched: Option<(Vec<u8>, Instant)> = None;
     let mut last_ttl = None;
     loop {
         match kv.set_nx(&claim.key, claim.token.as_bytes(), HOLD).await {
@@ -65,7 +67,19 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
                 return Ok(claim);
             }
         }
-        let ttl = kv.ttl(&claim.key).await.ok().flatten();
+        let (holder, ttl) = (kv.get(&claim.key).await, kv.ttl(&claim.key).await);
+        let (Ok(Some(holder)), Ok(ttl)) = (holder, ttl) else {
+            tokio::time::sleep(POLL).await;
+            continue; // released meanwhile, or Redis stumbled: ask again
+        };
+        match &watched {
+            // Another holder than the one watched: watch it afresh.
+            Some((token, _)) if *token != holder => {
+                (watched, last_ttl) = (Some((holder, Instant::now())), None);
+            }
+            None => (watched, last_ttl) = (Some((holder, Instant::now())), None),
+            Some(_) => {}
+        }
         if let (Some(before), Some(now)) = (last_ttl, ttl)
             && now > before
         {
@@ -74,19 +88,22 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
                  (its claim was refreshed just now); give each process its own NEO_OPS_REPLICA"
             );
         }
-        if started.elapsed() >= WATCH {
-            // Unrefreshed all along: the process that held it is gone.
-            claim.held = kv
-                .set(&claim.key, claim.token.as_bytes(), Some(HOLD))
-                .await
-                .is_ok();
-            if claim.held {
+        if let Some((token, since)) = &watched
+            && since.elapsed() >= WATCH
+        {
+            // Unrefreshed all along: the process that held it is gone. Its
+            // claim is removed only if still its own, then taken like a free
+            // one: of two processes taking over at once, one gets it and
+            // the other watches the winner (and sees it refreshed).
+            let dead = String::from_utf8_lossy(token).into_owned();
+            if kv.release_held(&claim.key, &dead).await.unwrap_or(false) {
                 tracing::warn!(
                     replica,
-                    "took over the replica name from a process that stopped without releasing it"
+                    "took the replica name back from a process that stopped without releasing it"
                 );
             }
-            return Ok(claim);
+            watched = None;
+            continue;
         }
         last_ttl = ttl.or(last_ttl);
         tokio::time::sleep(POLL).await;

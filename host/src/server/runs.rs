@@ -1,9 +1,10 @@
 //! The schedule's run history (`runs`) kept true and bounded: a run whose
 //! process left is marked interrupted (this replica's own as it stops; at
-//! start, those a crashed earlier life of this name left; every ten
-//! minutes, those of replicas whose name no live process holds), and
-//! finished runs older than [`RUNS_KEPT`] are deleted.
+//! start, those a crashed earlier life of this name left; those of
+//! replicas whose name no live process held at two looks ten minutes
+//! apart), and finished runs older than [`RUNS_KEPT`] are deleted.
 
+use std::collections::HashSet;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -38,43 +39,87 @@ pub async fn release(services: &Services, replica: &str) {
     }
 }
 
-/// Tidies the history now, then every [`TIDY_EVERY`] until `stop`.
-pub async fn keep_tidy(services: &Services, stop: CancellationToken) {
-    loop {
-        release_departed(services).await;
-        prune(services).await;
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(TIDY_EVERY) => {}
-        }
-    }
+/// The most a start waits for the history to be tidied (a master that is
+/// slow or away must not hold the listener back): what is left is done by
+/// the passes every [`TIDY_EVERY`].
+const START_WITHIN: Duration = Duration::from_secs(2);
+
+/// What tidying the history remembers between its passes.
+#[derive(Default)]
+pub struct Tidy {
+    /// Replicas with running runs whose name no live process held at the
+    /// last pass: released if the next pass finds them so again (a process
+    /// of an older version, which holds no name, or a Redis restarted empty,
+    /// is not taken for dead at one look).
+    departed: HashSet<String>,
 }
 
-/// Releases the runs of other replicas whose name no live process holds (a
-/// crash, a kill). Only Redis is shared between processes: with the
-/// in-process kv nothing is known of the others.
-async fn release_departed(services: &Services) {
-    if services.kv.backend_name() != "redis" {
-        return;
-    }
-    let Ok(rows) = services
-        .db
-        .master()
-        .query(
-            "SELECT DISTINCT replica FROM runs WHERE status = 'running'",
-            &[],
-        )
-        .await
-    else {
-        return;
-    };
-    for row in rows.rows {
-        let Some(Value::Text(name)) = row.into_iter().next() else {
-            continue;
+impl Tidy {
+    /// Tidies at start, within [`START_WITHIN`]: the runs an earlier life of
+    /// this name left going (when this process holds the name; it has run
+    /// nothing yet), a first look at departed replicas, old runs pruned.
+    pub async fn at_start(services: &Services, own_name_held: bool) -> Self {
+        let mut tidy = Self::default();
+        let pass = async {
+            if own_name_held {
+                release(services, &services.settings.replica).await;
+            }
+            tidy.pass(services).await;
         };
-        if name != services.settings.replica && replica::departed(&services.kv, &name).await {
-            release(services, &name).await;
+        if tokio::time::timeout(START_WITHIN, pass).await.is_err() {
+            tracing::warn!("the run history could not be tidied at start; it will be later");
         }
+        tidy
+    }
+
+    /// Tidies every [`TIDY_EVERY`] until `stop`.
+    pub async fn keep(mut self, services: &Services, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(TIDY_EVERY) => {}
+            }
+            self.pass(services).await;
+        }
+    }
+
+    async fn pass(&mut self, services: &Services) {
+        self.release_departed(services).await;
+        prune(services).await;
+    }
+
+    /// Releases the runs of other replicas whose name no live process has
+    /// held at two passes in a row (a crash, a kill). Only Redis is shared
+    /// between processes: with the in-process kv nothing is known of the
+    /// others.
+    async fn release_departed(&mut self, services: &Services) {
+        if services.kv.backend_name() != "redis" {
+            return;
+        }
+        let Ok(rows) = services
+            .db
+            .master()
+            .query(
+                "SELECT DISTINCT replica FROM runs WHERE status = 'running'",
+                &[],
+            )
+            .await
+        else {
+            return;
+        };
+        let mut departed = HashSet::new();
+        for row in rows.rows {
+            let Some(Value::Text(name)) = row.into_iter().next() else {
+                continue;
+            };
+            if name != services.settings.replica && replica::departed(&services.kv, &name).await {
+                departed.insert(name);
+            }
+        }
+        for name in departed.intersection(&self.departed) {
+            release(services, name).await;
+        }
+        self.departed = departed;
     }
 }
 

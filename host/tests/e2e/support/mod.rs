@@ -18,6 +18,7 @@ use neo_ops::settings::{Settings, SmtpSettings};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub use receivers::{HttpReceiver, SmtpSink};
@@ -209,14 +210,16 @@ impl Deployment {
             runtime.clone(),
             shutdown.clone(),
         ));
-        Server {
+        let server = Server {
             addr,
             runtime,
             services,
             shutdown,
             task: Some(task),
             http: reqwest::Client::new(),
-        }
+        };
+        server.until_serving().await;
+        server
     }
 
     /// Mail that reached the SMTP server or the embedded outbox, as raw text.
@@ -322,6 +325,22 @@ impl Server {
         }
         let resp = req.send().await.expect("request");
         (resp.status().as_u16(), resp.text().await.unwrap())
+    }
+
+    /// Waits until the server answers (its start-up, the replica's claim
+    /// and the run history's tidying, is over), so a test's first request
+    /// races nothing of the start.
+    pub async fn until_serving(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match self.http.get(self.url("/healthz")).send().await {
+                Ok(r) if r.status() == 200 => return,
+                _ if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                other => panic!("the server did not start: {other:?}"),
+            }
+        }
     }
 
     pub fn master(&self) -> &Pool {
