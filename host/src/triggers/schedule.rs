@@ -224,15 +224,26 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
                 if !pause_unless_stopping(runtime, BUSY_PAUSE).await {
                     // Not started during the drain: the claim is given
                     // back, so the next start's catch-up runs the slot.
-                    tracing::warn!(plugin, slot = %slot_text(at), "shutting down: the schedule stops waiting for a slot and leaves it for the next start");
-                    unclaim(runtime, run_id).await;
+                    // With catch-up off nothing would run it: the row
+                    // stays, marked interrupted as the process leaves.
+                    if !runtime.services.settings.schedule_catch_up.is_zero() {
+                        tracing::warn!(plugin, slot = %slot_text(at), "shutting down: the schedule stops waiting for a slot and leaves it for the next start");
+                        unclaim(runtime, run_id).await;
+                    }
                     return;
                 }
             }
             result => break result,
         }
     };
-    finish_run(runtime, run_id, result.err().map(|e| e.to_string())).await;
+    // An answer with an error status (emit-test-alert's `--json` report of
+    // a failed channel) is a failed run too.
+    let error = match result {
+        Ok(out) if out.status >= 400 => Some(format!("the plugin answered status {}", out.status)),
+        Ok(_) => None,
+        Err(e) => Some(e.to_string()),
+    };
+    finish_run(runtime, run_id, error).await;
 }
 
 /// A slot this process is firing, taken off [`Services::firing`] when

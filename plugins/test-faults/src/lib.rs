@@ -1,9 +1,12 @@
 //! Test plugin: misbehaves on request so the tests can show that a trap, an
 //! endless loop or a memory hog fails only its own invocation. `ok` answers a
-//! small JSON document (also the benchmark's no-I/O route).
+//! small JSON document (also the benchmark's no-I/O route). A schedule's
+//! first argument is its mode.
 
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::{Failure, HttpRequest, Invocation, Output, Plugin, args::Args, reply};
+use neo_ops_sdk::{
+    Failure, HttpRequest, Invocation, Output, Plugin, ScheduleEvent, args::Args, reply,
+};
 
 struct Faults;
 
@@ -14,6 +17,10 @@ impl Plugin for Faults {
 
     fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {
         misbehave(args.positionals(&[]).first().copied().unwrap_or_default())
+    }
+
+    fn schedule(_: &Invocation, ev: &ScheduleEvent) -> Result<Output, Failure> {
+        misbehave(ev.args.first().map(String::as_str).unwrap_or("ok"))
     }
 }
 
