@@ -115,13 +115,9 @@ async fn an_idle_replica_drains_its_schedule_runs_on_shutdown() {
     }
 }
 
-/// A slot due while no replica was up (a restart across 03:00) fires once
-/// when `serve` starts, within the catch-up; a replica starting after it
-/// does not run it again. Before, the first set started from its own
-/// start, and that night's purge or digest never ran.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_slot_missed_while_down_runs_at_start() {
-    let dep = Deployment::new(Backend::Embedded).await;
+/// The minute slot ten minutes ago, and a manifest whose `ticker` fires
+/// at it once a day.
+fn a_slot_ten_minutes_ago() -> (chrono::DateTime<chrono::Utc>, String) {
     let slot = chrono::Utc::now() - chrono::Duration::minutes(10);
     let slot = chrono::DateTime::from_timestamp(slot.timestamp() / 60 * 60, 0).unwrap();
     let manifest = format!(
@@ -129,6 +125,17 @@ async fn a_slot_missed_while_down_runs_at_start() {
          schedules = [{{ cron = \"{}\" }}]\ngrants = {{ kv = [\"probe:\"] }}\n",
         slot.format("%M %H * * *")
     );
+    (slot, manifest)
+}
+
+/// A slot due while no replica was up (a restart across 03:00) fires once
+/// when `serve` starts, within the catch-up; a replica starting after it
+/// does not run it again. Before, the first set started from its own
+/// start, and that night's purge or digest never ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_slot_missed_while_down_runs_at_start() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let (slot, manifest) = a_slot_ten_minutes_ago();
     let start = |replica: &'static str| {
         let mut settings = dep.settings(replica);
         settings.schedule_catch_up = Duration::from_secs(3600);
@@ -174,13 +181,7 @@ grants = { kv = ["probe:"] }
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_slot_waiting_at_shutdown_runs_at_the_next_start() {
     let dep = Deployment::new(Backend::Embedded).await;
-    let slot = chrono::Utc::now() - chrono::Duration::minutes(10);
-    let slot = chrono::DateTime::from_timestamp(slot.timestamp() / 60 * 60, 0).unwrap();
-    let manifest = format!(
-        "[plugins.ticker]\ncomponent = \"test_probe.wasm\"\n\
-         schedules = [{{ cron = \"{}\" }}]\ngrants = {{ kv = [\"probe:\"] }}\n",
-        slot.format("%M %H * * *")
-    );
+    let (slot, manifest) = a_slot_ten_minutes_ago();
     let services = || async {
         let mut settings = dep.settings("a");
         settings.schedule_catch_up = Duration::from_secs(3600);
