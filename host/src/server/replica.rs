@@ -17,9 +17,9 @@ use crate::services::Services;
 const HOLD: Duration = Duration::from_secs(30);
 /// How often a live process refreshes its claim.
 const REFRESH: Duration = Duration::from_secs(2);
-/// How long a start watches a claim it found for a refresh: one is seen
-/// within this from any live holder, so a claim not refreshed is a dead
-/// process's (the same replica restarted after a crash).
+/// How long a claim goes unrefreshed before it is taken for a dead
+/// process's (the same replica restarted after a crash): a live holder
+/// refreshes it every [`REFRESH`].
 const WATCH: Duration = Duration::from_secs(2 * REFRESH.as_secs() + 1);
 const POLL: Duration = Duration::from_millis(500);
 
@@ -53,32 +53,38 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
         token: Kv::lock_token(),
         held: true,
     };
-    // The holder being watched (its token), since when, and its claim's
+    // The holder being watched (its token) and since when, and its claim's
     // time to live at the last look.
     let mut watched: Option<(Vec<u8>, Instant)> = None;
     let mut last_ttl = None;
+    // Redis failing while a holder is watched delays the start, up to this.
+    let give_up = Instant::now() + HOLD;
     loop {
         match kv.set_nx(&claim.key, claim.token.as_bytes(), HOLD).await {
             Ok(true) => return Ok(claim),
             Ok(false) => {}
-            Err(e) => {
+            // Nobody seen holding it: Redis is away, the start goes on.
+            // Once a holder was seen, starting would take its running jobs.
+            Err(e) if watched.is_none() || Instant::now() >= give_up => {
                 tracing::warn!(replica, error = %e, "could not claim the replica name yet; serving, and claiming it once Redis answers");
                 claim.held = false;
                 return Ok(claim);
             }
+            Err(_) => {
+                tokio::time::sleep(POLL).await;
+                continue;
+            }
         }
         let (holder, ttl) = (kv.get(&claim.key).await, kv.ttl(&claim.key).await);
         let (Ok(Some(holder)), Ok(ttl)) = (holder, ttl) else {
+            // Released meanwhile, or Redis stumbled: a look missed is no
+            // evidence either way, so the watch starts again.
+            (watched, last_ttl) = (None, None);
             tokio::time::sleep(POLL).await;
-            continue; // released meanwhile, or Redis stumbled: ask again
+            continue;
         };
-        match &watched {
-            // Another holder than the one watched: watch it afresh.
-            Some((token, _)) if *token != holder => {
-                (watched, last_ttl) = (Some((holder, Instant::now())), None);
-            }
-            None => (watched, last_ttl) = (Some((holder, Instant::now())), None),
-            Some(_) => {}
+        if watched.as_ref().is_none_or(|(token, _)| *token != holder) {
+            (watched, last_ttl) = (Some((holder, Instant::now())), None);
         }
         if let (Some(before), Some(now)) = (last_ttl, ttl)
             && now > before
@@ -88,13 +94,19 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
                  (its claim was refreshed just now); give each process its own NEO_OPS_REPLICA"
             );
         }
-        if let Some((token, since)) = &watched
-            && since.elapsed() >= WATCH
-        {
-            // Unrefreshed all along: the process that held it is gone. Its
-            // claim is removed only if still its own, then taken like a free
-            // one: of two processes taking over at once, one gets it and
-            // the other watches the winner (and sees it refreshed).
+        // A live holder's claim never has less than HOLD - REFRESH to live:
+        // one with HOLD - WATCH or less went WATCH without a refresh, however
+        // the looks fell. (One with no expiry at all is watched instead.)
+        let (token, since) = watched.as_ref().expect("set above");
+        let unrefreshed = match ttl {
+            Some(ms) => Duration::from_millis(ms) <= HOLD - WATCH,
+            None => since.elapsed() >= WATCH,
+        };
+        if unrefreshed {
+            // The process that held it is gone. Its claim is removed only if
+            // still its own, then taken like a free one: of two processes
+            // taking over at once, one gets it and the other watches the
+            // winner (and sees it refreshed).
             let dead = String::from_utf8_lossy(token).into_owned();
             if kv.release_held(&claim.key, &dead).await.unwrap_or(false) {
                 tracing::warn!(
@@ -102,7 +114,7 @@ pub async fn claim(services: &Services) -> anyhow::Result<Claim> {
                     "took the replica name back from a process that stopped without releasing it"
                 );
             }
-            watched = None;
+            (watched, last_ttl) = (None, None);
             continue;
         }
         last_ttl = ttl.or(last_ttl);

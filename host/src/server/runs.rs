@@ -19,23 +19,39 @@ const TIDY_EVERY: Duration = Duration::from_secs(600);
 const RUNS_KEPT: chrono::Duration = chrono::Duration::days(30);
 
 /// Marks `replica`'s unfinished runs as interrupted, so history never shows
-/// a run as still going after its process left.
-pub async fn release(services: &Services, replica: &str) {
-    let result = services
-        .db
-        .master()
-        .execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = $1 WHERE replica = $2 AND status = 'running'",
-            &[
-                Value::Timestamp(chrono::Utc::now().timestamp_micros()),
-                Value::Text(replica.to_string()),
-            ],
-        )
-        .await;
+/// a run as still going after its process left. True when done.
+pub async fn release(services: &Services, replica: &str) -> bool {
+    release_started_before(services, replica, None).await
+}
+
+/// [`release`] for the runs that started before `before` (microseconds),
+/// when given.
+async fn release_started_before(services: &Services, replica: &str, before: Option<i64>) -> bool {
+    const ALL: &str = "UPDATE runs SET status = 'interrupted', finished_at = $1 \
+                       WHERE replica = $2 AND status = 'running'";
+    const STARTED_BEFORE: &str = "UPDATE runs SET status = 'interrupted', finished_at = $1 \
+                                  WHERE replica = $2 AND status = 'running' AND started_at < $3";
+    let mut params = vec![
+        Value::Timestamp(chrono::Utc::now().timestamp_micros()),
+        Value::Text(replica.to_string()),
+    ];
+    params.extend(before.map(Value::Timestamp));
+    let sql = if before.is_some() {
+        STARTED_BEFORE
+    } else {
+        ALL
+    };
+    let result = services.db.master().execute(sql, &params).await;
     match result {
-        Ok(0) => {}
-        Ok(n) => tracing::warn!(runs = n, replica, "marked unfinished runs as interrupted"),
-        Err(e) => tracing::error!(error = %e, replica, "could not release schedule runs"),
+        Ok(0) => true,
+        Ok(n) => {
+            tracing::warn!(runs = n, replica, "marked unfinished runs as interrupted");
+            true
+        }
+        Err(e) => {
+            tracing::error!(error = %e, replica, "could not release schedule runs");
+            false
+        }
     }
 }
 
@@ -52,6 +68,10 @@ pub struct Tidy {
     /// of an older version, which holds no name, or a Redis restarted empty,
     /// is not taken for dead at one look).
     departed: HashSet<String>,
+    /// When this process started, while the runs an earlier life of its name
+    /// left are still to be released (the start could not in time): those
+    /// started before it, never this process's own.
+    own_left_before: Option<i64>,
 }
 
 impl Tidy {
@@ -59,13 +79,11 @@ impl Tidy {
     /// this name left going (when this process holds the name; it has run
     /// nothing yet), a first look at departed replicas, old runs pruned.
     pub async fn at_start(services: &Services, own_name_held: bool) -> Self {
-        let mut tidy = Self::default();
-        let pass = async {
-            if own_name_held {
-                release(services, &services.settings.replica).await;
-            }
-            tidy.pass(services).await;
+        let mut tidy = Self {
+            own_left_before: own_name_held.then(|| chrono::Utc::now().timestamp_micros()),
+            ..Self::default()
         };
+        let pass = tidy.pass(services);
         if tokio::time::timeout(START_WITHIN, pass).await.is_err() {
             tracing::warn!("the run history could not be tidied at start; it will be later");
         }
@@ -84,6 +102,12 @@ impl Tidy {
     }
 
     async fn pass(&mut self, services: &Services) {
+        if let Some(before) = self.own_left_before {
+            let own = &services.settings.replica;
+            if release_started_before(services, own, Some(before)).await {
+                self.own_left_before = None;
+            }
+        }
         self.release_departed(services).await;
         prune(services).await;
     }

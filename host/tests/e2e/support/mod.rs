@@ -210,7 +210,7 @@ impl Deployment {
             runtime.clone(),
             shutdown.clone(),
         ));
-        let server = Server {
+        let mut server = Server {
             addr,
             runtime,
             services,
@@ -330,10 +330,18 @@ impl Server {
     /// Waits until the server answers (its start-up, the replica's claim
     /// and the run history's tidying, is over), so a test's first request
     /// races nothing of the start.
-    pub async fn until_serving(&self) {
+    pub async fn until_serving(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match self.http.get(self.url("/healthz")).send().await {
+            if self.task.as_ref().is_some_and(|t| t.is_finished()) {
+                let ended = self.task.take().expect("checked").await;
+                panic!("the server stopped during its start: {ended:?}");
+            }
+            let asked = self
+                .http
+                .get(self.url("/healthz"))
+                .timeout(Duration::from_secs(2));
+            match asked.send().await {
                 Ok(r) if r.status() == 200 => return,
                 _ if Instant::now() < deadline => {
                     tokio::time::sleep(Duration::from_millis(20)).await
