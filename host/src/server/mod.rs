@@ -38,11 +38,11 @@ pub async fn run(
     serve(listener, live, named, shutdown, None).await
 }
 
-/// `neo-ops serve`: listens at once (routes answer 503 while the plugins
-/// compile), then keeps the plugin set in step with `manifest` — a changed
-/// manifest or component, or SIGHUP, loads a new set in the background and
-/// swaps it in; a bad one keeps the old set serving and says why on
-/// `/readyz`.
+/// `neo-ops serve`: answers as soon as its replica name is claimed (routes
+/// answer 503 while the plugins compile), then keeps the plugin set in step
+/// with `manifest` — a changed manifest or component, or SIGHUP, loads a
+/// new set in the background and swaps it in; a bad one keeps the old set
+/// serving and says why on `/readyz`.
 pub async fn run_watching(
     listener: TcpListener,
     manifest: PathBuf,
