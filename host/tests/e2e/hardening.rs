@@ -1249,12 +1249,21 @@ async fn a_served_invocation_has_a_log_budget() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    let mut child = cli
-        .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    /// Stops the server however the test ends (a failed assertion too).
+    struct Serving(std::process::Child);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Serving(
+        cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let http = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -1274,8 +1283,7 @@ async fn a_served_invocation_has_a_log_budget() {
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let text = std::fs::read_to_string(&log).unwrap();
     let count = |needle: &str| text.lines().filter(|l| l.contains(needle)).count();
     assert_eq!(
