@@ -230,11 +230,13 @@ pub async fn serve(
                 // longer holds the request, or a long body still being sent,
                 // is never taken for idle.
                 let busy = Busy::enter(&conn);
+                let head = req.method() == hyper::Method::HEAD;
                 let mut req = req.map(axum::body::Body::new);
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 let response = live.router().oneshot(req);
                 async move {
-                    let response = response.await?;
+                    let mut response = response.await?;
+                    drop_false_length(&mut response, head);
                     Ok::<_, std::convert::Infallible>(
                         response.map(|body| BusyBody { body, _busy: busy }),
                     )
@@ -271,6 +273,26 @@ pub async fn serve(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// Takes off a `Content-Length` the answer must not carry (RFC 9110 §8.6).
+/// axum puts one on every body of known size, and on a `HEAD` answer hyper
+/// sends it as it is: `0` on a 304 or 204, where the field is not allowed,
+/// and `0` on a `HEAD` whose handler skips building the body (the support
+/// bundle), where a `GET` would send a whole download. No length at all is
+/// what the RFC allows there.
+fn drop_false_length<B>(response: &mut hyper::Response<B>, head: bool) {
+    let status = response.status();
+    let barred = status.is_informational()
+        || status == hyper::StatusCode::NO_CONTENT
+        || status == hyper::StatusCode::NOT_MODIFIED;
+    let headers = response.headers_mut();
+    let zero = headers
+        .get(hyper::header::CONTENT_LENGTH)
+        .is_some_and(|v| v == "0");
+    if barred || (head && zero) {
+        headers.remove(hyper::header::CONTENT_LENGTH);
+    }
 }
 
 /// Marks its connection busy while alive.

@@ -282,6 +282,31 @@ async fn statuspage_clients(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(split.status().as_u16(), 304);
+    // HEAD: a 304 carries no length (RFC 9110 §8.6 bars a false one); a
+    // 200 carries the one a GET's body has.
+    let head = |etag: Option<&str>| {
+        let mut req = server.http.head(server.url("/status.json"));
+        if let Some(tag) = etag {
+            req = req.header("if-none-match", tag);
+        }
+        req.send()
+    };
+    let not_modified = head(Some(&etag)).await.unwrap();
+    assert_eq!(not_modified.status().as_u16(), 304);
+    assert_eq!(not_modified.headers().get("content-length"), None);
+    let full = head(None).await.unwrap();
+    assert_eq!(full.status().as_u16(), 200);
+    let body_len = get("/status.json", None)
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap()
+        .len();
+    assert_eq!(
+        full.headers()["content-length"],
+        body_len.to_string().as_str()
+    );
     assert_eq!(
         get("/status/health", None).await.unwrap().status().as_u16(),
         503

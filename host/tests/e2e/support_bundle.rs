@@ -401,6 +401,8 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         .unwrap();
     assert_eq!(head.status(), 200);
     assert_eq!(head.headers()["content-type"], "application/zip");
+    // No length rather than a false `0`: a download is not empty.
+    assert_eq!(head.headers().get("content-length"), None);
 
     // The download is on the record, under the token's name; the refused
     // requests (and the HEAD) are not.
