@@ -58,8 +58,10 @@ fn slot_text(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-/// Claims a slot for this replica; true if this replica should run it.
-pub async fn claim_slot(
+/// Claims a slot for this replica; the run's id if this replica should
+/// run it. The run's times are the host's clock, as its finish is, so a
+/// duration read from the history is not skewed by the database's.
+async fn claim_slot(
     runtime: &Runtime,
     plugin: &str,
     schedule: usize,
@@ -67,34 +69,35 @@ pub async fn claim_slot(
 ) -> anyhow::Result<Option<i64>> {
     slot_run(
         runtime,
-        "INSERT INTO runs (plugin, trigger, slot, replica, status) VALUES ($1, $2, $3, $4, 'running') \
+        "INSERT INTO runs (plugin, trigger, slot, replica, status, started_at) \
+         VALUES ($1, $2, $3, $4, 'running', $5) \
          ON CONFLICT (plugin, trigger, slot) WHERE slot IS NOT NULL DO NOTHING RETURNING id",
         plugin,
         schedule,
         at,
-        None,
+        Utc::now(),
     )
     .await
 }
 
 /// The id `sql` returns for the slot's (plugin, trigger, slot, replica)
-/// and, as `$5`, `since`.
+/// and, as `$5`, `time`.
 async fn slot_run(
     runtime: &Runtime,
     sql: &str,
     plugin: &str,
     schedule: usize,
     at: DateTime<Utc>,
-    since: Option<DateTime<Utc>>,
+    time: DateTime<Utc>,
 ) -> anyhow::Result<Option<i64>> {
     let services = &runtime.services;
-    let mut params = vec![
+    let params = [
         Value::Text(plugin.into()),
         Value::Text(format!("schedule:{schedule}")),
         Value::Text(slot_text(at)),
         Value::Text(services.settings.replica.clone()),
+        Value::Timestamp(time.timestamp_micros()),
     ];
-    params.extend(since.map(|t| Value::Timestamp(t.timestamp_micros())));
     let rows = services.db.master().query(sql, &params).await?;
     Ok(match rows.rows.first().and_then(|r| r.first()) {
         Some(Value::Int(id)) => Some(*id),
@@ -119,7 +122,7 @@ async fn own_claim(
         plugin,
         schedule,
         at,
-        Some(since),
+        since,
     )
     .await
 }
@@ -131,8 +134,9 @@ const RECORD_WITHIN: Duration = Duration::from_secs(120);
 /// Records how a run ended, asking again while the database cannot answer:
 /// a run that succeeded during a failover must not stay `running` (and be
 /// marked interrupted as the process leaves). A shutdown's drain waits for
-/// this within its grace period.
-pub async fn finish_run(runtime: &Runtime, run_id: i64, error: Option<String>) {
+/// this within its grace period. `started` is when the plugin was started,
+/// after any wait for a plugin slot, so the history's duration is the run's.
+async fn finish_run(runtime: &Runtime, run_id: i64, started: DateTime<Utc>, error: Option<String>) {
     let status = if error.is_some() { "error" } else { "ok" };
     let finished_at = Utc::now().timestamp_micros();
     let error = error.map(Value::Text).unwrap_or(Value::Null);
@@ -144,11 +148,13 @@ pub async fn finish_run(runtime: &Runtime, run_id: i64, error: Option<String>) {
             .db
             .master()
             .execute(
-                "UPDATE runs SET status = $1, error = $2, finished_at = $3 WHERE id = $4",
+                "UPDATE runs SET status = $1, error = $2, finished_at = $3, started_at = $4 \
+                 WHERE id = $5",
                 &[
                     Value::Text(status.into()),
                     error.clone(),
                     Value::Timestamp(finished_at),
+                    Value::Timestamp(started.timestamp_micros()),
                     Value::Int(run_id),
                 ],
             )
@@ -214,7 +220,9 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
     tracing::info!(plugin, slot = %slot_text(at), "schedule fired");
     let give_up = Instant::now() + BUSY_WAIT;
     let mut waiting = false;
+    let mut started;
     let result = loop {
+        started = Utc::now();
         match runtime.invoke(plugin, invocation()).await {
             Err(InvokeError::Busy(_)) if Instant::now() < give_up => {
                 if !waiting {
@@ -243,7 +251,7 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };
-    finish_run(runtime, run_id, error).await;
+    finish_run(runtime, run_id, started, error).await;
 }
 
 /// A slot this process is firing, taken off [`Services::firing`] when
@@ -320,8 +328,7 @@ async fn claim_until_answered(
     at: DateTime<Utc>,
 ) -> Option<i64> {
     let give_up = Instant::now() + BUSY_WAIT;
-    // Clocks of host and database may differ a little.
-    let first_try = Utc::now() - chrono::Duration::seconds(5);
+    let first_try = Utc::now();
     let mut pause = CLAIM_PAUSE;
     let mut failed_before = false;
     loop {
