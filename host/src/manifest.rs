@@ -96,15 +96,27 @@ impl CronExpr {
     }
 
     /// The first slot strictly after `after`, evaluated in `tz`.
+    ///
+    /// A local time that a DST fall-back repeats is one slot, at its first
+    /// reading (croner maps a local time to its earliest instant), so a
+    /// daily 01:30 runs once that night. From inside the repeated hour that
+    /// first reading is already past: such a slot is passed over, rather
+    /// than handed back as due (it was, an hour ago).
     pub fn next_after(
         &self,
         tz: chrono_tz::Tz,
         after: chrono::DateTime<chrono::Utc>,
     ) -> Option<chrono::DateTime<chrono::Utc>> {
-        self.cron
-            .find_next_occurrence(&after.with_timezone(&tz), false)
-            .ok()
-            .map(|t| t.with_timezone(&chrono::Utc))
+        use chrono::TimeZone;
+        let mut from = after.with_timezone(&tz);
+        loop {
+            let slot = self.cron.find_next_occurrence(&from, false).ok()?;
+            if slot.with_timezone(&chrono::Utc) > after {
+                return Some(slot.with_timezone(&chrono::Utc));
+            }
+            // Each pass moves the local time on, and a repeated hour ends.
+            from = tz.from_local_datetime(&slot.naive_local()).latest()?;
+        }
     }
 }
 
@@ -962,6 +974,39 @@ mod tests {
         let after = Utc.with_ymd_and_hms(2026, 11, 25, 12, 0, 0).unwrap();
         let next = cron.next_after(chrono_tz::Asia::Kolkata, after).unwrap();
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap());
+    }
+
+    /// New York, 2026: clocks go back at 02:00 EDT on 1 November (01:00 to
+    /// 02:00 local happens twice) and forward at 02:00 EST on 8 March.
+    #[test]
+    fn a_slot_in_a_dst_change_fires_once() {
+        let ny = chrono_tz::America::New_York;
+        let at = |m, d, h, min| Utc.with_ymd_and_hms(2026, m, d, h, min, 0).unwrap();
+        let daily = CronExpr::parse("30 1 * * *").unwrap();
+        // Autumn: 01:30 EDT (05:30 UTC), then not 01:30 EST: the next day.
+        assert_eq!(
+            daily.next_after(ny, at(11, 1, 4, 0)),
+            Some(at(11, 1, 5, 30))
+        );
+        assert_eq!(
+            daily.next_after(ny, at(11, 1, 5, 30)),
+            Some(at(11, 2, 6, 30))
+        );
+        // From inside the repeated hour (01:10 EST) the night's slot is
+        // past: never an instant before `after`.
+        assert_eq!(
+            daily.next_after(ny, at(11, 1, 6, 10)),
+            Some(at(11, 2, 6, 30))
+        );
+        let quarter = CronExpr::parse("*/15 * * * *").unwrap();
+        assert_eq!(
+            quarter.next_after(ny, at(11, 1, 6, 10)),
+            Some(at(11, 1, 7, 0))
+        );
+        // Spring: 02:30 does not exist that night; the slot is 03:00 EDT.
+        let spring = CronExpr::parse("30 2 * * *").unwrap();
+        assert_eq!(spring.next_after(ny, at(3, 8, 6, 0)), Some(at(3, 8, 7, 0)));
+        assert_eq!(spring.next_after(ny, at(3, 8, 7, 0)), Some(at(3, 9, 6, 30)));
     }
 
     #[test]
