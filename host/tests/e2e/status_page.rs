@@ -81,9 +81,12 @@ async fn start_resolve_and_state(backend: Backend) {
         .await
         .unwrap_err();
     assert_eq!(err.status(), 404);
-    assert_eq!(
-        err.to_string(),
-        "no active incident titled \"No such thing\""
+    // It names the titles that are active, so a typo is put right at once.
+    let message = err.to_string();
+    assert!(
+        message.starts_with("no active incident titled \"No such thing\" (active: ")
+            && message.contains("\"Checkout slow\""),
+        "{message}"
     );
 
     // Bad usage names the usage.
@@ -555,7 +558,7 @@ fn cli_run_exit_codes() {
     assert_eq!(bad.code, Some(1));
     assert_eq!(
         bad.stderr.trim(),
-        "error: no active incident titled \"Unknown\""
+        "error: no active incident titled \"Unknown\" (active: \"Checkout slow\")"
     );
     let missing = cli.run(&["run", "no-such-plugin"]);
     assert_eq!(missing.code, Some(1));

@@ -193,6 +193,31 @@ pub fn start(title: &str, details: &str, impact: Impact) -> Result<Output, Failu
     }
 }
 
+/// 404 for a title with nothing active, naming the titles that are, so a
+/// typo at 3 AM needs no look at the page to put right.
+fn not_active(title: &str) -> Failure {
+    let titles = db::query(
+        "master",
+        "SELECT title FROM incidents WHERE resolved_at IS NULL ORDER BY started_at, id",
+        &[],
+    )
+    .map(|rows| {
+        rows.iter()
+            .filter_map(|r| r.text("title").map(|t| format!("\"{t}\"")))
+            .collect::<Vec<_>>()
+    })
+    .unwrap_or_default();
+    let active = if titles.is_empty() {
+        "no incident is active".to_string()
+    } else {
+        format!("active: {}", titles.join(", "))
+    };
+    reply::fail(
+        404,
+        format!("no active incident titled \"{title}\" ({active})"),
+    )
+}
+
 /// The timeline entry a resolution adds (Statuspage's own words).
 const RESOLVED: &str = "This incident has been resolved.";
 
@@ -206,10 +231,7 @@ pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
         &[Value::from(title)],
     )?;
     let Some(id) = found.iter().next().and_then(|r| r.int("id")) else {
-        return Err(reply::fail(
-            404,
-            format!("no active incident titled \"{title}\""),
-        ));
+        return Err(not_active(title));
     };
     let insert = Statement {
         sql: "INSERT INTO incident_updates (incident_id, status, message, created_at) \
@@ -240,10 +262,7 @@ pub fn resolve(title: &str) -> Result<Output, Failure> {
         &[Value::from(title)],
     )?;
     if active.rows.is_empty() {
-        return Err(reply::fail(
-            404,
-            format!("no active incident titled \"{title}\""),
-        ));
+        return Err(not_active(title));
     }
     let params = vec![Value::Timestamp(time::now_micros()), Value::from(title)];
     let done = audited(
@@ -268,10 +287,7 @@ pub fn resolve(title: &str) -> Result<Output, Failure> {
     )?;
     // Nothing resolved (another resolve got there first), unless unknown.
     if done.is_some_and(|rows| rows.first() == Some(&0)) {
-        return Err(reply::fail(
-            404,
-            format!("no active incident titled \"{title}\""),
-        ));
+        return Err(not_active(title));
     }
     Ok(reply::text(200, format!("resolved incident \"{title}\"\n")))
 }
