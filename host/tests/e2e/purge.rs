@@ -565,16 +565,41 @@ async fn lock_and_all_tenants(backend: Backend) {
     assert!(out.contains("acme"), "{out}");
     assert_eq!(customers(&acme).await, acme_before);
 
-    // --all-tenants purges the free tenant, reports the busy one, exits non-zero.
+    // --all-tenants purges the free tenant, reports the busy one, exits
+    // non-zero, and still shows what it did to the free one.
     let err = server
-        .command("purge", &["--all-tenants", "--json"])
+        .command("purge", &["--all-tenants"])
         .await
         .unwrap_err();
     assert_eq!(err.status(), 409);
-    assert_eq!(
-        err.to_string(),
-        "purge failed for 1 of 2 tenants: tenant \"acme\" is busy: another purge is running"
+    let why = "purge failed for 1 of 2 tenants: tenant \"acme\" is busy: another purge is running";
+    let message = err.to_string();
+    assert!(
+        message.starts_with(&format!(
+            "{why}\npurge globex: customers: 1 anonymised, 1 deleted;"
+        )),
+        "{message}"
     );
+    let out = server
+        .runtime
+        .invoke(
+            "purge",
+            neo_ops::triggers::command::invocation(vec!["--all-tenants".into(), "--json".into()]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.status, 409);
+    let doc: serde_json::Value = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(doc["ok"], false);
+    assert_eq!(doc["error"]["code"], 409);
+    assert_eq!(
+        doc["data"]["failed"],
+        serde_json::json!([{"tenant": "acme", "code": 409, "message": "tenant \"acme\" is busy: another purge is running"}])
+    );
+    // The first run purged globex; this one found nothing more there.
+    let globex_report = &doc["data"]["tenants"][0];
+    assert_eq!(globex_report["tenant"], "globex");
+    assert_eq!(globex_report["customers"]["deleted"], 0);
     assert_eq!(customers(&acme).await, acme_before);
     // globex keeps PII for 365 days: only the older expired customers go
     // (anon-2 400d, del-4 700d), and every delivered entry.

@@ -121,27 +121,55 @@ fn run(opts: &Options) -> Result<Output, Failure> {
     let total = tenants.len() as u64;
     for (done, tenant) in (0..).zip(tenants) {
         log::progress(done, Some(total), &format!("tenant {}", tenant.name));
+        let name = tenant.name.clone();
         match purge_tenant(tenant, opts, (done, total)) {
             Ok(r) => reports.push(r),
-            Err(f) => failures.push(f),
+            Err(f) => failures.push((name, f)),
         }
     }
     log::progress(total, Some(total), "every tenant done");
     let duration_ms = (time::now_micros() - started) / 1000;
-    if let Some(f) = combine_failures(failures, reports.len()) {
-        return Err(f);
+    let Some(failed) = combine_failures(&failures, reports.len()) else {
+        return Ok(render(opts, &reports, duration_ms));
+    };
+    if matches!(opts.scope, Scope::One(_)) {
+        return Err(failed);
     }
-    Ok(render(opts, &reports, duration_ms))
+    // What the other tenants' purges did is shown too: deleted rows are
+    // not to go unreported because one tenant failed. The run still fails.
+    if opts.json {
+        let mut doc = report_doc(opts, &reports, duration_ms);
+        doc["failed"] = failures
+            .iter()
+            .map(|(tenant, f)| json!({"tenant": tenant, "code": f.status, "message": f.message}))
+            .collect();
+        return Ok(reply::json(
+            failed.status,
+            &json!({
+                "ok": false,
+                "error": {"code": failed.status, "message": failed.message},
+                "data": doc,
+            }),
+        ));
+    }
+    let done: String = reports
+        .iter()
+        .map(|r| summary_line(r, opts.dry_run))
+        .collect();
+    Err(reply::fail(
+        failed.status,
+        format!("{}\n{}", failed.message, done.trim_end()),
+    ))
 }
 
 /// With one tenant its own failure is the answer; with several, the first
 /// failure's status and a message naming how many failed.
-fn combine_failures(mut failures: Vec<Failure>, succeeded: usize) -> Option<Failure> {
-    if failures.len() <= 1 && succeeded == 0 {
-        return failures.pop();
+fn combine_failures(failures: &[(String, Failure)], succeeded: usize) -> Option<Failure> {
+    let (_, first) = failures.first()?;
+    if failures.len() == 1 && succeeded == 0 {
+        return Some(reply::fail(first.status, first.message.clone()));
     }
-    let first = failures.first()?;
-    let messages: Vec<&str> = failures.iter().map(|f| f.message.as_str()).collect();
+    let messages: Vec<&str> = failures.iter().map(|(_, f)| f.message.as_str()).collect();
     Some(reply::fail(
         first.status,
         format!(
@@ -307,14 +335,19 @@ fn report_json(r: &Report) -> Json {
     })
 }
 
+/// The `--json` report's `data`.
+fn report_doc(opts: &Options, reports: &[Report], duration_ms: i64) -> Json {
+    let tenants: Vec<Json> = reports.iter().map(report_json).collect();
+    json!({
+        "dry_run": opts.dry_run,
+        "tenants": tenants,
+        "duration_ms": duration_ms,
+    })
+}
+
 fn render(opts: &Options, reports: &[Report], duration_ms: i64) -> Output {
     if opts.json {
-        let tenants: Vec<Json> = reports.iter().map(report_json).collect();
-        return reply::ok(json!({
-            "dry_run": opts.dry_run,
-            "tenants": tenants,
-            "duration_ms": duration_ms,
-        }));
+        return reply::ok(report_doc(opts, reports, duration_ms));
     }
     let mut text = String::new();
     for r in reports {
