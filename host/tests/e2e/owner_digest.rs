@@ -215,6 +215,8 @@ struct Expected {
     opens: i64,
     /// Local `HH:MM` the figures stop at, for a day not over.
     until: Option<String>,
+    /// The day's weekday, as the comparison line names it.
+    weekday: String,
 }
 
 /// The digest's figures for a whole day, recomputed from the seed in plain Rust.
@@ -292,6 +294,7 @@ fn expected_until(
             .filter(|(e, at)| *e == "open" && in_day(at))
             .count() as i64,
         until: now.map(|n| n.with_timezone(&tz).format("%H:%M").to_string()),
+        weekday: day.format("%A").to_string(),
     }
 }
 
@@ -331,8 +334,8 @@ fn expected_lines(e: &Expected) -> Vec<String> {
     };
     let (before_orders, before_gross) = e.last_week;
     let label = match &e.until {
-        Some(t) => format!("Last Tuesday until {t}"),
-        None => "Last Tuesday".to_string(),
+        Some(t) => format!("Last {} until {t}", e.weekday),
+        None => format!("Last {}", e.weekday),
     };
     let last_week = if before_orders == 0 {
         format!("{label}: no sales")
@@ -791,7 +794,8 @@ async fn smtp_down_fails_then_next_run_sends(backend: Backend) {
 
 on_both_backends!(smtp_down, smtp_down_fails_then_next_run_sends);
 
-/// The nightly 20:00 IST slot digests every tenant's own business day once.
+/// The nightly 20:00 IST slot digests every tenant's own business day once:
+/// today so far in Kolkata; in New York, where it is 09:30, yesterday whole.
 async fn nightly_schedule_covers_every_tenant(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let server = dep.start(MANIFEST, "a").await;
@@ -818,8 +822,8 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
         lines: vec![line("Gulab Jamun", 7, 11000)],
     });
     seed(&acme, &seeded, BREAKER_EVENTS).await;
-    // 20:00 IST on the 24th is 09:30 in New York, still the 24th there; these
-    // fall on the 24th in New York but the 23rd/25th would be wrong in UTC terms.
+    // 20:00 IST on the 24th is 09:30 in New York, where the 23rd is the day
+    // just over: the order at 23:59:59 EST is in it, the one at 00:30 is not.
     let ny = vec![
         Order {
             id: 1,
@@ -879,7 +883,7 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
         log,
         vec![
             ("acme".into(), DAY.into(), true),
-            ("globex".into(), DAY.into(), true)
+            ("globex".into(), "2026-11-23".into(), true)
         ]
     );
     let sent = mail(&dep);
@@ -905,21 +909,29 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
     }
     let ny_tz: Tz = "America/New_York".parse().unwrap();
     let ny_events = [("open", "2026-11-24T05:00:00Z")];
-    let want = expected_until(&ny, &ny_events, ny_tz, DAY, Some(slot));
-    assert_eq!((want.orders, want.tips, want.opens), (1, 1500, 1));
+    let want = expected(&ny, &ny_events, ny_tz, "2026-11-23");
+    assert_eq!((want.orders, want.tips, want.opens), (1, 9000, 0));
+    let globex_mail = to("boss@globex.example");
+    assert!(
+        globex_mail.contains("Business day: Mon 23 Nov 2026 (America/New_York)"),
+        "{globex_mail}"
+    );
     for l in expected_lines(&want) {
-        assert!(to("boss@globex.example").contains(&l), "globex: {l:?}");
+        assert!(globex_mail.contains(&l), "globex: {l:?}");
     }
 
-    // Another replica's catch-up run of the same day sends nothing more.
+    // Another replica's catch-up runs of the same days send nothing more.
     let b = dep.start(MANIFEST, "b").await;
-    let out = digest(&b, &["--all-tenants", "--date", DAY]).await.unwrap();
-    assert_eq!(
-        out,
-        "acme 2026-11-24: skipped, already sent\n\
-         globex 2026-11-24: skipped, already sent\n\
-         initech 2026-11-24: skipped, no owner email\n"
-    );
+    for (tenant, day) in [("acme", DAY), ("globex", "2026-11-23")] {
+        let out = digest(&b, &["--tenant", tenant, "--date", day])
+            .await
+            .unwrap();
+        assert_eq!(out, format!("{tenant} {day}: skipped, already sent\n"));
+    }
+    let out = digest(&b, &["--tenant", "initech", "--date", DAY])
+        .await
+        .unwrap();
+    assert_eq!(out, "initech 2026-11-24: skipped, no owner email\n");
     assert_eq!(mail(&dep).len(), 2);
     b.stop().await.unwrap();
     server.stop().await.unwrap();
@@ -1021,15 +1033,25 @@ async fn a_redis_blip_at_the_fan_out_loses_no_digest() {
 /// skipped. A schedule asked for a dry run sends nothing and queues nothing.
 async fn a_digest_sent_by_hand_leaves_the_evenings_to_go(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    // A zone where it is not near midnight now, so today stays today.
+    // A zone where it is afternoon or evening now: today stays today, and
+    // a scheduled run digests today too (before noon it takes yesterday).
     let now = Utc::now();
-    let zone = ["Asia/Kolkata", "America/New_York", "Europe/London"]
-        .into_iter()
-        .find(|z| {
-            let hour = now.with_timezone(&z.parse::<Tz>().unwrap()).format("%H");
-            ("01".."22").contains(&hour.to_string().as_str())
-        })
-        .unwrap();
+    let zone = [
+        "Pacific/Honolulu",
+        "America/Los_Angeles",
+        "America/New_York",
+        "Europe/London",
+        "Asia/Dubai",
+        "Asia/Kolkata",
+        "Asia/Tokyo",
+        "Pacific/Auckland",
+    ]
+    .into_iter()
+    .find(|z| {
+        let hour = now.with_timezone(&z.parse::<Tz>().unwrap()).format("%H");
+        ("12".."22").contains(&hour.to_string().as_str())
+    })
+    .unwrap();
     let slot = now + chrono::Duration::seconds(2);
 
     let dry = MANIFEST.replace(

@@ -2,7 +2,9 @@
 //! owner for the tenant's business day in its own time zone.
 //!
 //! `owner-digest --tenant NAME [--date YYYY-MM-DD] [--all-tenants] [--dry-run] [--json]`,
-//! and nightly from a schedule with `--all-tenants`. The schedule puts one
+//! and nightly from a schedule with `--all-tenants` (each tenant's day so
+//! far, or, where the slot falls before local noon, the day just over:
+//! [`default_day`]). The schedule puts one
 //! job per tenant on the plugin's own queue, so each digest has the whole
 //! timeout to itself and a failed send (a relay down at 20:00) is retried
 //! with backoff the same evening; a manifest without the queue grant
@@ -270,6 +272,21 @@ pub struct TenantResult {
     outcome: Outcome,
 }
 
+/// Before this local hour a scheduled run digests the day just over,
+/// whole: the nightly 20:00 IST slot is 01:30 in Sydney and 09:30 in New
+/// York, where today has barely begun.
+const SCHEDULED_DAY_TURNS_AT: u32 = 12;
+
+/// The day a run without `--date` digests: today in the tenant's zone,
+/// unless the schedule fired before [`SCHEDULED_DAY_TURNS_AT`] there.
+fn default_day(tz: chrono_tz::Tz, now_micros: i64, by_hand: bool) -> NaiveDate {
+    let today = day::date_at(tz, now_micros);
+    if by_hand || day::local_hour(tz, now_micros) >= SCHEDULED_DAY_TURNS_AT {
+        return today;
+    }
+    today.pred_opt().unwrap_or(today)
+}
+
 fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
     let result = |day, outcome| TenantResult {
         tenant: t.name.clone(),
@@ -286,7 +303,9 @@ fn digest_for(t: &Tenant, req: &Request) -> TenantResult {
         }
     };
     let today = day::date_at(tz, req.now_micros);
-    let day = req.date.unwrap_or(today);
+    let day = req
+        .date
+        .unwrap_or_else(|| default_day(tz, req.now_micros, req.by_hand));
     if day > today {
         // Its send would be recorded, and the real one that day skipped.
         let msg = format!(
@@ -437,3 +456,35 @@ fn result_line(r: &TenantResult) -> String {
 }
 
 neo_ops_sdk::export_plugin!(OwnerDigest);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nightly slot, 20:00 IST on 24 November: a tenant whose day is
+    /// well on gets today so far; one whose day has barely begun gets
+    /// yesterday, whole. A run by hand is always today.
+    #[test]
+    fn a_scheduled_run_digests_the_day_the_tenant_is_in() {
+        let slot = chrono::DateTime::parse_from_rfc3339("2026-11-24T14:30:00Z")
+            .unwrap()
+            .timestamp_micros();
+        let date = |d: &str| day::parse_date(d).unwrap();
+        let zone = |z: &str| day::zone(z).unwrap();
+        for (tz, by_hand, want) in [
+            ("Asia/Kolkata", false, "2026-11-24"),     // 20:00
+            ("Asia/Tokyo", false, "2026-11-24"),       // 23:30
+            ("Europe/London", false, "2026-11-24"),    // 14:30
+            ("Australia/Sydney", false, "2026-11-24"), // 01:30 on the 25th
+            ("America/New_York", false, "2026-11-23"), // 09:30
+            ("America/New_York", true, "2026-11-24"),
+            ("Australia/Sydney", true, "2026-11-25"),
+        ] {
+            assert_eq!(
+                default_day(zone(tz), slot, by_hand),
+                date(want),
+                "{tz} {by_hand}"
+            );
+        }
+    }
+}

@@ -2,7 +2,7 @@
 //! tenant's zone and the UTC instants `[start, end)` it covers, DST included.
 //! The owner digest's business day and the order export's date range.
 
-use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveTime, TimeZone, Timelike};
 use chrono_tz::Tz;
 
 /// The UTC range of one business day, in microseconds since the epoch.
@@ -71,6 +71,14 @@ pub fn week_before(tz: Tz, micros: i64) -> i64 {
         .find_map(|local| tz.from_local_datetime(&local).earliest())
         .map(|dt| dt.timestamp_micros())
         .unwrap_or_else(|| (now - week).timestamp_micros())
+}
+
+/// The hour of the day (0 to 23) at instant `micros` in `tz`.
+pub fn local_hour(tz: Tz, micros: i64) -> u32 {
+    DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .with_timezone(&tz)
+        .hour()
 }
 
 /// `HH:MM` at instant `micros` in `tz`.
