@@ -115,7 +115,8 @@ pub async fn list_tokens(cli: &Cli, all: bool, json: bool) -> anyhow::Result<Exi
     .await
 }
 
-pub async fn revoke_token(cli: &Cli, given: &str) -> anyhow::Result<ExitCode> {
+/// Revokes a live token, naming whose it was; `dry_run` only names it.
+pub async fn revoke_token(cli: &Cli, given: &str, dry_run: bool) -> anyhow::Result<ExitCode> {
     // Never echoed back whole: what was given may be the secret itself.
     let Some(token_id) = auth::given_token_id(given) else {
         anyhow::bail!(
@@ -123,15 +124,32 @@ pub async fn revoke_token(cli: &Cli, given: &str) -> anyhow::Result<ExitCode> {
              see neo-ops token list"
         );
     };
+    let not_live =
+        || anyhow::anyhow!("no live token with id \"{token_id}\" (see neo-ops token list)");
     with_databases(cli, async |db| {
-        if auth::revoke_token(db.master(), &token_id).await? {
-            let target = format!("token:{token_id}");
-            record(db, "token.revoke", &target, None, serde_json::json!({})).await;
-            println!("revoked token {token_id}");
-            Ok(ExitCode::SUCCESS)
-        } else {
-            anyhow::bail!("no live token with id \"{token_id}\" (see neo-ops token list)")
+        let live = auth::list_tokens(db.master(), false).await?;
+        let token = live
+            .iter()
+            .find(|t| t.token_id == token_id)
+            .ok_or_else(not_live)?;
+        // Which token it is, so a wrong id pasted at 3 AM shows before or
+        // as it is revoked.
+        let which = format!(
+            "token {token_id} (\"{}\", {})",
+            super::one_line(&token.name),
+            token.role
+        );
+        if dry_run {
+            println!("would revoke {which}; nothing changed (--dry-run)");
+            return Ok(ExitCode::SUCCESS);
         }
+        if !auth::revoke_token(db.master(), &token_id).await? {
+            return Err(not_live());
+        }
+        let target = format!("token:{token_id}");
+        record(db, "token.revoke", &target, None, serde_json::json!({})).await;
+        println!("revoked {which}");
+        Ok(ExitCode::SUCCESS)
     })
     .await
 }

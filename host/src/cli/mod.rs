@@ -193,8 +193,14 @@ pub enum TokenCommand {
         json: bool,
     },
     /// Revoke a token by its id (the 8 hex digits after "neo_"; the whole
-    /// token is accepted too).
-    Revoke { token_id: String },
+    /// token is accepted too), e.g. `neo-ops token revoke 1a2b3c4d --dry-run`.
+    Revoke {
+        /// The token's id (see `neo-ops token list`), or the whole token.
+        token_id: String,
+        /// Name the token that would be revoked; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -366,8 +372,8 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(TokenCommand::List { all, json }) => {
             admin::list_tokens(&cli, *all, *json).await
         }
-        Command::Token(TokenCommand::Revoke { token_id }) => {
-            admin::revoke_token(&cli, token_id).await
+        Command::Token(TokenCommand::Revoke { token_id, dry_run }) => {
+            admin::revoke_token(&cli, token_id, *dry_run).await
         }
         Command::Audit(AuditCommand::Verify { json }) => admin::verify_audit(&cli, *json).await,
         Command::Queue(QueueCommand::Push {

@@ -537,9 +537,21 @@ fn cli_tenants_tokens_audit() {
     );
     // Revoking by the whole token, pasted as it is: done by its id, and the
     // secret is never echoed back, even when nothing matched.
+    let (code, out, err) = run(&["token", "revoke", &second, "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(
+        out.trim(),
+        format!(
+            "would revoke token {} (\"grafana\", admin); nothing changed (--dry-run)",
+            &second[4..12]
+        )
+    );
     let (code, out, err) = run(&["token", "revoke", &second]);
     assert_eq!(code, Some(0), "{err}");
-    assert_eq!(out.trim(), format!("revoked token {}", &second[4..12]));
+    assert_eq!(
+        out.trim(),
+        format!("revoked token {} (\"grafana\", admin)", &second[4..12])
+    );
     let (code, _, err) = run(&["token", "revoke", &second]);
     assert_eq!(code, Some(1));
     assert!(
