@@ -47,7 +47,7 @@ pub async fn create_token(
     expires_in: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let role = Role::parse(role).ok_or_else(|| {
-        anyhow::anyhow!("unknown role \"{role}\" (expected admin or super_admin)")
+        anyhow::anyhow!("--role: unknown role \"{role}\" (expected admin or super_admin)")
     })?;
     let expires_at = expires_in.map(expiry).transpose()?;
     if !auth::valid_token_name(name) {

@@ -401,6 +401,15 @@ async fn connect(cli: &Cli) -> anyhow::Result<Arc<Services>> {
     Services::connect(Settings::from_env(cli.data_dir.clone())?).await
 }
 
+/// [`connect`] for a command an operator runs by hand: it says so when it
+/// made a new embedded database ([`admin_settings`]).
+async fn connect_by_hand(cli: &Cli) -> anyhow::Result<Arc<Services>> {
+    let (settings, fresh) = admin_settings(cli)?;
+    let services = Services::connect(settings).await?;
+    said_if_fresh(cli, fresh);
+    Ok(services)
+}
+
 /// Text for one tab-separated column: control characters (a tab or a line
 /// break in a display name) become spaces, so the columns stay columns.
 fn one_line(text: &str) -> String {
@@ -452,9 +461,7 @@ async fn with_services<T>(
     cli: &Cli,
     work: impl AsyncFnOnce(&Services) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let (settings, fresh) = admin_settings(cli)?;
-    let services = Services::connect(settings).await?;
-    said_if_fresh(cli, fresh);
+    let services = connect_by_hand(cli).await?;
     let result = work(&services).await;
     services.db.close().await;
     result

@@ -5,7 +5,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-use super::{Cli, PreflightArgs, connect, load_manifest};
+use super::{Cli, PreflightArgs, connect_by_hand, load_manifest};
 use crate::runtime::Runtime;
 use crate::triggers;
 
@@ -21,14 +21,10 @@ pub async fn from_run_args(cli: &Cli, args: &[String]) -> anyhow::Result<ExitCod
     match Flags::try_parse_from(argv) {
         Ok(flags) => preflight(cli, &flags.args).await,
         Err(e) => {
-            // --help prints and succeeds; a bad flag prints why and fails.
-            let failed = e.use_stderr();
+            // --help prints and succeeds; a bad flag prints why and exits
+            // 2, as `neo-ops preflight` with it does.
             e.print()?;
-            Ok(if failed {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
+            Ok(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)))
         }
     }
 }
@@ -54,7 +50,7 @@ pub async fn preflight(cli: &Cli, args: &PreflightArgs) -> anyhow::Result<ExitCo
     manifest
         .plugins
         .retain(|p| p.check && args.only.as_ref().is_none_or(|only| only.contains(&p.name)));
-    let services = connect(cli).await?;
+    let services = connect_by_hand(cli).await?;
     let runtime = Runtime::load(&manifest, services.clone())?;
     let names = crate::preflight::select(&runtime, None).unwrap_or_default();
     let progress = crate::progress::Progress::new("preflight", true);

@@ -3,15 +3,27 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use super::{Cli, PreflightArgs, connect, load_manifest};
+use super::{Cli, PreflightArgs, connect_by_hand, load_manifest};
 use crate::runtime::Runtime;
+use crate::services::Services;
+use crate::settings::Settings;
 use crate::triggers;
 
 /// Runs a plugin's command, or, for a check plugin, that one check.
 pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<ExitCode> {
     let mut manifest = load_manifest(&cli.manifest)?;
     let Some(spec) = manifest.plugins.iter().find(|p| p.name == plugin) else {
-        anyhow::bail!("no plugin named \"{plugin}\" in {}", cli.manifest.display());
+        let runnable: Vec<&str> = manifest
+            .plugins
+            .iter()
+            .filter(|p| p.command || p.check)
+            .map(|p| p.name.as_str())
+            .collect();
+        anyhow::bail!(
+            "no plugin named \"{plugin}\" in {} (it runs: {})",
+            cli.manifest.display(),
+            runnable.join(", ")
+        );
     };
     if spec.check && !spec.command {
         // A check takes no arguments of its own: `--json` (and `--verbose`,
@@ -19,7 +31,7 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
         let usage = format!(
             "usage: neo-ops run {plugin} [--json] [--verbose] (runs this one preflight check)"
         );
-        if args.iter().any(|a| a == "--help" || a == "-h") {
+        if asks_for_help(args) {
             println!("{usage}");
             return Ok(ExitCode::SUCCESS);
         }
@@ -34,8 +46,29 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
     }
     // Only the plugin being run is compiled and linked.
     manifest.plugins.retain(|p| p.name == plugin);
-    let services = connect(cli).await?;
-    let runtime = Runtime::load(&manifest, services.clone())?;
+    let (services, cache, _scratch) = if asks_for_help(args) {
+        // Usage needs no backend: it prints during a database or Redis
+        // outage and makes nothing in the data dir, and a plugin that does
+        // not answer `--help` itself acts on an empty database, not the
+        // real one.
+        let scratch = tempfile::tempdir()?;
+        let mut settings = Settings::from_env(scratch.path().to_path_buf())?;
+        (
+            settings.postgres_master_url,
+            settings.postgres_tenant_dsn_template,
+        ) = (None, None);
+        (settings.redis_url, settings.smtp) = (None, None);
+        let cache = if cli.data_dir.exists() {
+            cli.data_dir.join("cache")
+        } else {
+            scratch.path().join("cache")
+        };
+        (Services::connect(settings).await?, cache, Some(scratch))
+    } else {
+        let cache = cli.data_dir.join("cache");
+        (connect_by_hand(cli).await?, cache, None)
+    };
+    let runtime = Runtime::load_cached_in(&manifest, services.clone(), &cache)?;
     let result = triggers::command::run(&runtime, plugin, args.to_vec()).await;
     services.db.close().await;
     match result {
@@ -64,6 +97,11 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// Whether a command line asks for usage, as the SDK reads it.
+fn asks_for_help(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--help" || a == "-h")
 }
 
 /// What `serve` builds, short of connecting: its settings, the route table,

@@ -92,13 +92,15 @@ pub async fn list(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
 pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
     if let Some(tz) = &args.time_zone {
         tz.parse::<chrono_tz::Tz>().map_err(|_| {
-            anyhow::anyhow!("unknown time zone \"{tz}\" (an IANA name such as Asia/Kolkata)")
+            anyhow::anyhow!(
+                "--time-zone: unknown time zone \"{tz}\" (an IANA name such as Asia/Kolkata)"
+            )
         })?;
     }
     if let Some(email) = &args.owner_email
         && !neo_ops_text::address::is_plain(email)
     {
-        anyhow::bail!("\"{email}\" is not an email address");
+        anyhow::bail!("--owner-email: \"{email}\" is not an email address");
     }
     if let Some(days) = args.retention_days
         && !(1..=36_500).contains(&days)

@@ -221,9 +221,20 @@ pub struct Runtime {
 impl Runtime {
     /// Compiles (or loads from cache) and links every plugin in the manifest.
     pub fn load(manifest: &Manifest, services: Arc<Services>) -> anyhow::Result<Self> {
+        let cache = services.settings.data_dir.join("cache");
+        Self::load_cached_in(manifest, services, &cache)
+    }
+
+    /// [`Runtime::load`] with the component cache in `cache`, not in the
+    /// services' data dir.
+    pub fn load_cached_in(
+        manifest: &Manifest,
+        services: Arc<Services>,
+        cache: &std::path::Path,
+    ) -> anyhow::Result<Self> {
         let settings = &services.settings;
         let engine = engine::build_engine(settings.max_instances, settings.perf_map)?;
-        let plugins = link_plugins(&engine, manifest, &settings.data_dir.join("cache"))?;
+        let plugins = link_plugins(&engine, manifest, cache)?;
         let ticker = Arc::new(engine::EpochTicker::start(&engine));
         let admission = Arc::new(admission::Admission::new(
             settings.max_instances,

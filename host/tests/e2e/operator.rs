@@ -101,11 +101,11 @@ fn tenant_set_changes_what_list_shows() {
     for (args, says) in [
         (
             vec!["--time-zone", "Mars/Olympus"],
-            "unknown time zone \"Mars/Olympus\"",
+            "--time-zone: unknown time zone \"Mars/Olympus\"",
         ),
         (
             vec!["--owner-email", "not-an-email"],
-            "\"not-an-email\" is not an email address",
+            "--owner-email: \"not-an-email\" is not an email address",
         ),
         (
             vec!["--retention-days", "0"],
@@ -207,6 +207,15 @@ fn preflight_only_runs_the_checks_named() {
         "{}",
         o.stderr
     );
+    // A flag neither form takes is a usage error (2) either way.
+    for argv in [
+        &["run", "preflight", "--bogus"][..],
+        &["preflight", "--bogus"],
+    ] {
+        let o = cli.run(argv);
+        assert_eq!(o.code, Some(2), "{argv:?}: {}", o.stderr);
+        assert!(o.stderr.contains("--bogus"), "{}", o.stderr);
+    }
 }
 
 #[test]
@@ -637,7 +646,11 @@ grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true }
     let o = cli.run(&["run", "owner-digest", "--tenant", "nope"]);
     assert_eq!(o.code, Some(1), "{}", o.stdout);
     assert!(o.stdout.is_empty(), "{}", o.stdout);
-    assert_eq!(o.stderr.trim(), "error: tenant \"nope\" not found");
+    // (After the warning that this first command made the database.)
+    assert_eq!(
+        o.stderr.trim().lines().last(),
+        Some("error: tenant \"nope\" not found")
+    );
     let o = cli.run(&["run", "owner-digest", "--tenant", "nope", "--json"]);
     assert_eq!(o.code, Some(1), "{}", o.stderr);
     assert_eq!(o.stderr.trim(), "error: tenant \"nope\" not found");
@@ -659,6 +672,9 @@ grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true }
             .starts_with("no plugin named \"nope\""),
         "{envelope}"
     );
+    // It names the plugins there are to run.
+    let runs = o.stderr.split("(it runs: ").nth(1).unwrap_or_default();
+    assert!(runs.contains("owner-digest"), "{}", o.stderr);
     std::fs::write(
         cli.dir.path().join("plugins.toml"),
         "[plugins.x]\ncomponent = \"missing.wasm\"\n",
@@ -817,17 +833,41 @@ command = true
 }
 
 /// `neo-ops run <plugin> --help` prints the plugin's usage and runs nothing
-/// (exit 0): status-page's `resolve --help` leaves the incident active. A
-/// check takes `--json` only: `--help` says so, and any other argument is
-/// refused instead of being ignored while the check runs.
+/// (exit 0): status-page's `resolve --help` leaves the incident active. It
+/// needs no backend: with Postgres and Redis unreachable it still prints,
+/// and it makes no data dir. A check takes `--json` only: `--help` says
+/// so, and any other argument is refused instead of being ignored while the
+/// check runs.
 #[test]
 fn help_prints_the_usage_and_runs_nothing() {
     let cli = support::Cli::new(&format!(
         "{}\n[plugins.status-page]\ncomponent = \"status_page.wasm\"\ncommand = true\ngrants = {{ db = [\"master\"], audit = true }}\n",
         checks("")
     ));
+    let unreachable = cli
+        .command(&["run", "status-page", "--help"])
+        .env("POSTGRES_MASTER_URL", "postgres://postgres@127.0.0.1:1/neo")
+        .env(
+            "POSTGRES_TENANT_DSN_TEMPLATE",
+            "postgres://postgres@127.0.0.1:1/{tenant}",
+        )
+        .env("REDIS_URL", "redis://127.0.0.1:1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&unreachable.stdout);
+    assert_eq!(unreachable.status.code(), Some(0), "{stdout}");
+    assert!(stdout.starts_with("usage: status-page start"), "{stdout}");
+    assert!(!cli.dir.path().join("data").exists());
+
+    // The first real run says it made a new embedded database.
     let o = cli.run(&["run", "status-page", "start", "Fryers down", "oil"]);
     assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert!(
+        o.stderr
+            .contains("no POSTGRES_MASTER_URL: this command made a new embedded database"),
+        "{}",
+        o.stderr
+    );
     for help in ["--help", "-h"] {
         let o = cli.run(&["run", "status-page", "resolve", "Fryers down", help]);
         assert_eq!(o.code, Some(0), "{}", o.stderr);

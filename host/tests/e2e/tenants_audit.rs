@@ -491,7 +491,7 @@ fn cli_tenants_tokens_audit() {
     assert_eq!(code, Some(1));
     assert_eq!(
         err.trim(),
-        "error: unknown role \"root\" (expected admin or super_admin)"
+        "error: --role: unknown role \"root\" (expected admin or super_admin)"
     );
 
     let id = &token[4..12];
