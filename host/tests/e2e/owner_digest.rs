@@ -847,6 +847,18 @@ async fn nightly_schedule_covers_every_tenant(backend: Backend) {
         },
     ];
     seed(&globex, &ny, &[("open", "2026-11-24T05:00:00Z")]).await;
+    // What the slot of the 23rd sent before the day just over was digested
+    // whole (an older version sent New York's 23rd so far, at 09:30): it
+    // covers the 23rd up to its sending only, so the 23rd still goes whole.
+    server
+        .master()
+        .execute(
+            "INSERT INTO digest_sends (tenant, business_day, sent_at, message_id) \
+             VALUES ('globex', '2026-11-23', $1, 'earlier')",
+            &[ts("2026-11-23T14:30:05Z")],
+        )
+        .await
+        .unwrap();
 
     let slot = utc("2026-11-24T14:30:00Z");
     let due = neo_ops::triggers::schedule::due_between(
@@ -1033,25 +1045,21 @@ async fn a_redis_blip_at_the_fan_out_loses_no_digest() {
 /// skipped. A schedule asked for a dry run sends nothing and queues nothing.
 async fn a_digest_sent_by_hand_leaves_the_evenings_to_go(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    // A zone where it is afternoon or evening now: today stays today, and
-    // a scheduled run digests today too (before noon it takes yesterday).
+    // A zone where it is evening now (20:00 to 22:59): today stays today
+    // for the next minutes, and a scheduled run digests today too (before
+    // 20:00 local it takes yesterday). One of the whole-hour zones has it.
     let now = Utc::now();
-    let zone = [
-        "Pacific/Honolulu",
-        "America/Los_Angeles",
-        "America/New_York",
-        "Europe/London",
-        "Asia/Dubai",
-        "Asia/Kolkata",
-        "Asia/Tokyo",
-        "Pacific/Auckland",
-    ]
-    .into_iter()
-    .find(|z| {
-        let hour = now.with_timezone(&z.parse::<Tz>().unwrap()).format("%H");
-        ("12".."22").contains(&hour.to_string().as_str())
-    })
-    .unwrap();
+    let zone = (-12..=14)
+        .map(|east: i32| match east {
+            0 => "Etc/GMT".to_string(),
+            e if e > 0 => format!("Etc/GMT-{e}"),
+            e => format!("Etc/GMT+{}", -e),
+        })
+        .find(|z| {
+            let hour = now.with_timezone(&z.parse::<Tz>().unwrap()).format("%H");
+            ("20".."23").contains(&hour.to_string().as_str())
+        })
+        .unwrap();
     let slot = now + chrono::Duration::seconds(2);
 
     let dry = MANIFEST.replace(
@@ -1059,7 +1067,7 @@ async fn a_digest_sent_by_hand_leaves_the_evenings_to_go(backend: Backend) {
         r#"args = ["--all-tenants", "--dry-run"]"#,
     );
     let server = dep.start(&dry, "a").await;
-    tenant(&server, "acme", Some("owner@acme.example"), zone).await;
+    tenant(&server, "acme", Some("owner@acme.example"), &zone).await;
     neo_ops::triggers::schedule::fire(&server.runtime, "owner-digest", 0, slot).await;
     assert_eq!(
         digest_runs(&server).await.rows,

@@ -3,8 +3,8 @@
 //!
 //! `owner-digest --tenant NAME [--date YYYY-MM-DD] [--all-tenants] [--dry-run] [--json]`,
 //! and nightly from a schedule with `--all-tenants` (each tenant's day so
-//! far, or, where the slot falls before local noon, the day just over:
-//! [`default_day`]). The schedule puts one
+//! far, or, where the slot falls before 20:00 local time, the day just
+//! over: [`default_day`]). The schedule puts one
 //! job per tenant on the plugin's own queue, so each digest has the whole
 //! timeout to itself and a failed send (a relay down at 20:00) is retried
 //! with backoff the same evening; a manifest without the queue grant
@@ -273,9 +273,11 @@ pub struct TenantResult {
 }
 
 /// Before this local hour a scheduled run digests the day just over,
-/// whole: the nightly 20:00 IST slot is 01:30 in Sydney and 09:30 in New
-/// York, where today has barely begun.
-const SCHEDULED_DAY_TURNS_AT: u32 = 12;
+/// whole: the nightly 20:00 IST slot is 01:30 in Sydney, 09:30 in New York
+/// and 14:30 in London, where today's evening has not come. It is the
+/// schedule's own hour, so Kolkata gets today as the spec has it; and no
+/// zone's DST moves that slot across it (one that did would skip a day).
+const SCHEDULED_DAY_TURNS_AT: u32 = 20;
 
 /// The day a run without `--date` digests: today in the tenant's zone,
 /// unless the schedule fired before [`SCHEDULED_DAY_TURNS_AT`] there.
@@ -461,9 +463,9 @@ neo_ops_sdk::export_plugin!(OwnerDigest);
 mod tests {
     use super::*;
 
-    /// The nightly slot, 20:00 IST on 24 November: a tenant whose day is
-    /// well on gets today so far; one whose day has barely begun gets
-    /// yesterday, whole. A run by hand is always today.
+    /// The nightly slot, 20:00 IST on 24 November: a tenant whose evening
+    /// has come gets today so far; any other gets yesterday, whole. A run
+    /// by hand is always today.
     #[test]
     fn a_scheduled_run_digests_the_day_the_tenant_is_in() {
         let slot = chrono::DateTime::parse_from_rfc3339("2026-11-24T14:30:00Z")
@@ -474,7 +476,8 @@ mod tests {
         for (tz, by_hand, want) in [
             ("Asia/Kolkata", false, "2026-11-24"),     // 20:00
             ("Asia/Tokyo", false, "2026-11-24"),       // 23:30
-            ("Europe/London", false, "2026-11-24"),    // 14:30
+            ("Asia/Dubai", false, "2026-11-23"),       // 18:30
+            ("Europe/London", false, "2026-11-23"),    // 14:30
             ("Australia/Sydney", false, "2026-11-24"), // 01:30 on the 25th
             ("America/New_York", false, "2026-11-23"), // 09:30
             ("America/New_York", true, "2026-11-24"),

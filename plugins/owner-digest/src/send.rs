@@ -130,7 +130,10 @@ impl Job<'_> {
             ""
         } else {
             params.push(Value::Timestamp(self.range.end));
-            " AND (covered_until IS NULL OR covered_until >= $3)"
+            // A send covers its day up to when it was made, unless it says
+            // less: one made while the day went on (a schedule's "today so
+            // far") does not stand in for the whole day.
+            " AND COALESCE(covered_until, sent_at) >= $3"
         };
         let rows = db::query(
             "master",
