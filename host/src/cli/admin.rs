@@ -127,10 +127,11 @@ pub async fn revoke_token(cli: &Cli, given: &str, dry_run: bool) -> anyhow::Resu
     let not_live =
         || anyhow::anyhow!("no live token with id \"{token_id}\" (see neo-ops token list)");
     with_databases(cli, async |db| {
-        let live = auth::list_tokens(db.master(), false).await?;
-        let token = live
+        // Expired ones too: revoking one is still on the record.
+        let tokens = auth::list_tokens(db.master(), true).await?;
+        let token = tokens
             .iter()
-            .find(|t| t.token_id == token_id)
+            .find(|t| t.token_id == token_id && t.revoked_at.is_none())
             .ok_or_else(not_live)?;
         // Which token it is, so a wrong id pasted at 3 AM shows before or
         // as it is revoked.

@@ -914,3 +914,34 @@ async fn audit_entries_with_nul_are_refused(backend: Backend) {
 }
 
 on_both_backends!(audit_nul, audit_entries_with_nul_are_refused);
+
+/// An expired token can still be revoked (put on the record as revoked,
+/// not merely expired); a revoked one cannot be revoked again.
+#[test]
+fn an_expired_token_can_be_revoked() {
+    let cli = support::Cli::new("");
+    let o = cli.run(&[
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--name",
+        "temp",
+        "--expires-in",
+        "1s",
+    ]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let id = o.stdout.trim()[4..12].to_string();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let o = cli.run(&["token", "list", "--all"]);
+    assert!(o.stdout.contains("\texpired "), "{}", o.stdout);
+    let o = cli.run(&["token", "revoke", &id]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    assert_eq!(
+        o.stdout.trim(),
+        format!("revoked token {id} (\"temp\", admin)")
+    );
+    let o = cli.run(&["token", "revoke", &id]);
+    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert!(o.stderr.contains("no live token with id"), "{}", o.stderr);
+}
