@@ -36,7 +36,9 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(other) = args.iter().find(|a| *a != "--json" && *a != "--verbose") {
-            anyhow::bail!("unknown argument \"{other}\" ({usage})");
+            // A usage error of neo-ops's own: exit 2, as clap's are.
+            eprintln!("error: unknown argument \"{other}\" ({usage})");
+            return Ok(ExitCode::from(2));
         }
         let only = PreflightArgs {
             json: args.iter().any(|a| a == "--json"),

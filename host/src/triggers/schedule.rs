@@ -134,8 +134,9 @@ const RECORD_WITHIN: Duration = Duration::from_secs(120);
 /// Records how a run ended, asking again while the database cannot answer:
 /// a run that succeeded during a failover must not stay `running` (and be
 /// marked interrupted as the process leaves). A shutdown's drain waits for
-/// this within its grace period. `started` is when the plugin was started,
-/// after any wait for a plugin slot, so the history's duration is the run's.
+/// this within its grace period. `started` is when the invocation that ran
+/// was asked for, after the schedule's waits for a plugin slot (within the
+/// admission's own short wait), so the history's duration is the run's.
 async fn finish_run(runtime: &Runtime, run_id: i64, started: DateTime<Utc>, error: Option<String>) {
     let status = if error.is_some() { "error" } else { "ok" };
     let finished_at = Utc::now().timestamp_micros();

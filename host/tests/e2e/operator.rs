@@ -895,7 +895,7 @@ fn help_prints_the_usage_and_runs_nothing() {
         "usage: neo-ops run check-redis [--json] [--verbose] (runs this one preflight check)"
     );
     let o = cli.run(&["run", "check-redis", "--jsn"]);
-    assert_eq!(o.code, Some(1), "{}", o.stdout);
+    assert_eq!(o.code, Some(2), "{}", o.stdout);
     assert!(
         o.stderr.contains("unknown argument \"--jsn\""),
         "{}",

@@ -156,10 +156,11 @@ fn run(opts: &Options) -> Result<Output, Failure> {
         .iter()
         .map(|r| summary_line(r, opts.dry_run))
         .collect();
-    Err(reply::fail(
-        failed.status,
-        format!("{}\n{}", failed.message, done.trim_end()),
-    ))
+    let message = match done.trim_end() {
+        "" => failed.message,
+        done => format!("{}\n{done}", failed.message),
+    };
+    Err(reply::fail(failed.status, message))
 }
 
 /// With one tenant its own failure is the answer; with several, the first
