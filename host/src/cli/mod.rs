@@ -397,12 +397,8 @@ fn has_plugin(cli: &Cli, name: &str) -> anyhow::Result<bool> {
         .any(|p| p.name == name))
 }
 
-async fn connect(cli: &Cli) -> anyhow::Result<Arc<Services>> {
-    Services::connect(Settings::from_env(cli.data_dir.clone())?).await
-}
-
-/// [`connect`] for a command an operator runs by hand: it says so when it
-/// made a new embedded database ([`admin_settings`]).
+/// Every service, for a command an operator runs by hand: it says so when
+/// it made a new embedded database ([`admin_settings`]).
 async fn connect_by_hand(cli: &Cli) -> anyhow::Result<Arc<Services>> {
     let (settings, fresh) = admin_settings(cli)?;
     let services = Services::connect(settings).await?;

@@ -1,25 +1,67 @@
 //! `neo-ops serve`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use super::{Cli, connect, load_manifest};
+use super::{Cli, load_manifest};
 use crate::server;
+use crate::services::Services;
+use crate::settings::Settings;
+
+/// The longest pause between tries to reach Postgres or Redis at start.
+const START_RETRY_MAX: Duration = Duration::from_secs(30);
 
 pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
     // A manifest that does not parse stops the start (there is nothing to
     // serve yet); once serving, a bad edit keeps the running set instead.
     load_manifest(&cli.manifest)?;
-    let services = connect(cli).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("listening on \"{listen}\": {e}"))?;
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
         server::shutdown_signal().await;
         trigger.cancel();
     });
+    let Some(services) = connect_when_reachable(cli, &shutdown).await? else {
+        return Ok(ExitCode::SUCCESS); // stopped while waiting
+    };
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on \"{listen}\": {e}"))?;
     server::run_watching(listener, cli.manifest.clone(), services, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Connects, trying again while Postgres or Redis cannot be reached: after
+/// a reboot neo-ops may start before they take connections, and a process
+/// that exits at once is soon given up on by its supervisor (systemd's
+/// start limit), so it would stay down once they are up. Each failed try
+/// is logged with its cause. Embedded backends are not waited for: their
+/// errors (a data dir that cannot be written) do not pass by themselves.
+/// `None`: stopped while waiting.
+async fn connect_when_reachable(
+    cli: &Cli,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Arc<Services>>> {
+    let settings = Settings::from_env(cli.data_dir.clone())?;
+    let networked = settings.postgres_master_url.is_some() || settings.redis_url.is_some();
+    let mut pause = Duration::from_secs(1);
+    loop {
+        match Services::connect(settings.clone()).await {
+            Ok(services) => return Ok(Some(services)),
+            Err(e) if networked => {
+                tracing::error!(
+                    "cannot start yet: {e:#}; trying again in {}s (stop with Ctrl-C or SIGTERM)",
+                    pause.as_secs()
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(None),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                pause = (pause * 2).min(START_RETRY_MAX);
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }

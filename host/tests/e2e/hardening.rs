@@ -2202,3 +2202,66 @@ async fn the_connection_cap_looks_again_for_a_connection_gone_idle() {
     held.abort();
     server.stop().await.unwrap();
 }
+
+/// `serve` started while its master database cannot be reached (a reboot
+/// that brings neo-ops up before Postgres) waits for it, saying why on
+/// each try, rather than exiting (a supervisor gives up on a process that
+/// keeps exiting at once), and serves once the database is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_waits_for_its_database_at_start() {
+    let dep = Deployment::new(Backend::Real).await;
+    let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    pg.set_up(false);
+    let settings = dep.settings_with_master_at("a", pg.addr);
+    let cli = support::Cli::new("");
+    let log = cli.dir.path().join("serve.log");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    /// Stops the server however the test ends, before the deployment's
+    /// database and keys are dropped.
+    struct Serving(std::process::Child);
+    impl Drop for Serving {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut child = Serving(
+        cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .env("POSTGRES_MASTER_URL", settings.postgres_master_url.unwrap())
+            .env(
+                "POSTGRES_TENANT_DSN_TEMPLATE",
+                settings.postgres_tenant_dsn_template.unwrap(),
+            )
+            .env("REDIS_URL", settings.redis_url.unwrap())
+            .env("NEO_OPS_KV_PREFIX", &settings.kv_prefix)
+            .env("NEO_OPS_REPLICA", &settings.replica)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while said().matches("cannot start yet").count() < 2 {
+        assert!(Instant::now() < deadline, "no word of the wait: {}", said());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(child.0.try_wait().unwrap().is_none(), "{}", said());
+    assert!(said().contains("trying again in"), "{}", said());
+
+    pg.set_up(true);
+    let http = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = http.get(&url).send().await;
+        if ready.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never served: {}", said());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
