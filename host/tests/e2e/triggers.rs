@@ -604,6 +604,16 @@ async fn one_live_process_per_replica_name() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    // Readiness comes before the consumer has announced itself, which
+    // takes back what its list holds then (an earlier life's jobs): the
+    // job below is planted once that is done.
+    support::wait_until("replica a's consumer is announced", || async {
+        kv.get(&queue::alive_key("jobs", &name))
+            .await
+            .is_ok_and(|v| v.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
     // A job replica a is running, as its list holds it.
     let running = queue::Job {
         id: "running-1".into(),
