@@ -6,6 +6,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::{Cli, load_manifest};
+use crate::backends::Unreachable;
 use crate::server;
 use crate::services::Services;
 use crate::settings::Settings;
@@ -33,24 +34,30 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Connects, trying again while Postgres or Redis cannot be reached: after
-/// a reboot neo-ops may start before they take connections, and a process
-/// that exits at once is soon given up on by its supervisor (systemd's
-/// start limit), so it would stay down once they are up. Each failed try
-/// is logged with its cause. Embedded backends are not waited for: their
-/// errors (a data dir that cannot be written) do not pass by themselves.
-/// `None`: stopped while waiting.
+/// Connects, trying again while Postgres or Redis cannot be reached yet:
+/// after a reboot neo-ops may start before they take connections, and a
+/// process that exits at once is soon given up on by its supervisor
+/// (systemd's start limit), so it would stay down once they are up. Each
+/// failed try is logged with its cause. Only such errors are waited out
+/// ([`Unreachable`]): a wrong password, a missing database or a failed
+/// migration ends the start as before. A stop asked for meanwhile ends it
+/// too, a connect still under way (a migration waiting for a lock)
+/// included. `None`: stopped.
 async fn connect_when_reachable(
     cli: &Cli,
     shutdown: &CancellationToken,
 ) -> anyhow::Result<Option<Arc<Services>>> {
     let settings = Settings::from_env(cli.data_dir.clone())?;
-    let networked = settings.postgres_master_url.is_some() || settings.redis_url.is_some();
     let mut pause = Duration::from_secs(1);
     loop {
-        match Services::connect(settings.clone()).await {
+        let connected = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(None),
+            connected = Services::connect(settings.clone()) => connected,
+        };
+        match connected {
+            Ok(_) if shutdown.is_cancelled() => return Ok(None),
             Ok(services) => return Ok(Some(services)),
-            Err(e) if networked => {
+            Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
                 tracing::error!(
                     "cannot start yet: {e:#}; trying again in {}s (stop with Ctrl-C or SIGTERM)",
                     pause.as_secs()

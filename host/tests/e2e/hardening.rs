@@ -2206,18 +2206,32 @@ async fn the_connection_cap_looks_again_for_a_connection_gone_idle() {
 /// `serve` started while its master database cannot be reached (a reboot
 /// that brings neo-ops up before Postgres) waits for it, saying why on
 /// each try, rather than exiting (a supervisor gives up on a process that
-/// keeps exiting at once), and serves once the database is there.
+/// keeps exiting at once), and serves once the database is there. An error
+/// that does not pass by itself (a database that does not exist) still
+/// ends the start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_waits_for_its_database_at_start() {
     let dep = Deployment::new(Backend::Real).await;
     let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
     pg.set_up(false);
     let settings = dep.settings_with_master_at("a", pg.addr);
+    let master = settings.postgres_master_url.clone().unwrap();
     let cli = support::Cli::new("");
     let log = cli.dir.path().join("serve.log");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
+    let serve = |master: &str| {
+        cli.command(&["serve", "--listen", "127.0.0.1:0"])
+            .env("POSTGRES_MASTER_URL", master)
+            .env(
+                "POSTGRES_TENANT_DSN_TEMPLATE",
+                settings.postgres_tenant_dsn_template.clone().unwrap(),
+            )
+            .env("REDIS_URL", settings.redis_url.clone().unwrap())
+            .env("NEO_OPS_KV_PREFIX", &settings.kv_prefix)
+            .env("NEO_OPS_REPLICA", &settings.replica)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap()
     };
     /// Stops the server however the test ends, before the deployment's
     /// database and keys are dropped.
@@ -2228,22 +2242,25 @@ async fn serve_waits_for_its_database_at_start() {
             let _ = self.0.wait();
         }
     }
-    let mut child = Serving(
-        cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .env("POSTGRES_MASTER_URL", settings.postgres_master_url.unwrap())
-            .env(
-                "POSTGRES_TENANT_DSN_TEMPLATE",
-                settings.postgres_tenant_dsn_template.unwrap(),
-            )
-            .env("REDIS_URL", settings.redis_url.unwrap())
-            .env("NEO_OPS_KV_PREFIX", &settings.kv_prefix)
-            .env("NEO_OPS_REPLICA", &settings.replica)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // Not a passing fault: the start ends, naming it.
+    let direct = dep.settings("a").postgres_master_url.unwrap();
+    let missing = direct.rsplit_once('/').unwrap().0.to_string() + "/neo_no_such_database";
+    let mut child = Serving(serve(&missing));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let code = loop {
+        if let Some(status) = child.0.try_wait().unwrap() {
+            break status.code();
+        }
+        assert!(Instant::now() < deadline, "still waiting: {}", said());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(code, Some(1), "{}", said());
+    assert!(said().contains("does not exist"), "{}", said());
+    assert!(!said().contains("cannot start yet"), "{}", said());
+
+    let mut child = Serving(serve(&master));
     let deadline = Instant::now() + Duration::from_secs(20);
     while said().matches("cannot start yet").count() < 2 {
         assert!(Instant::now() < deadline, "no word of the wait: {}", said());
@@ -2253,15 +2270,25 @@ async fn serve_waits_for_its_database_at_start() {
     assert!(said().contains("trying again in"), "{}", said());
 
     pg.set_up(true);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = said();
+        let serving = text.lines().find(|l| l.contains(" serving "));
+        if let Some(addr) = serving.and_then(|l| l.split("addr=").nth(1)) {
+            break addr.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "never served: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     let http = reqwest::Client::new();
-    let url = format!("http://127.0.0.1:{port}/readyz");
+    let url = format!("http://{addr}/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = http.get(&url).send().await;
         if ready.is_ok_and(|r| r.status() == 200) {
             break;
         }
-        assert!(Instant::now() < deadline, "never served: {}", said());
+        assert!(Instant::now() < deadline, "never ready: {}", said());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

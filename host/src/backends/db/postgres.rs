@@ -190,10 +190,30 @@ impl std::ops::Deref for PgHandle {
 
 /// A pool that connects now: the master, and a tenant being created.
 pub(super) async fn pg_pool(url: &str) -> anyhow::Result<PgPool> {
-    pool_options()
-        .connect(url)
-        .await
-        .map_err(|e| anyhow::anyhow!("connecting to {}: {e}", redact_url(url)))
+    pool_options().connect(url).await.map_err(|e| {
+        let message = format!("connecting to {}: {e}", redact_url(url));
+        crate::backends::connect_error(message, passes_by_itself(&e))
+    })
+}
+
+/// Whether a failed connect may succeed later with nothing changed: the
+/// server is not there yet (refused, timed out: sqlx reports a refused
+/// connect as the pool timing out; a proxy in front that takes the
+/// connection and closes it reads as a protocol error), still starting or
+/// stopping, or out of connection slots.
+fn passes_by_itself(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(db) => {
+            // cannot_connect_now, admin_shutdown, crash_shutdown,
+            // too_many_connections
+            matches!(
+                db.code().as_deref(),
+                Some("57P03" | "57P01" | "57P02" | "53300")
+            )
+        }
+        _ => false,
+    }
 }
 
 /// A pool that connects on first use. A tenant's sqlx pool serves only

@@ -160,8 +160,20 @@ impl RedisKv {
             ConnectionManager::new_with_config(client, reconnect_policy()),
         )
         .await
-        .map_err(|_| anyhow::anyhow!("connecting to redis {}: timed out", redact_url(url)))?
-        .map_err(|e| anyhow::anyhow!("connecting to redis {}: {e}", redact_url(url)))?;
+        .map_err(|_| {
+            let message = format!("connecting to redis {}: timed out", redact_url(url));
+            crate::backends::connect_error(message, true)
+        })?
+        .map_err(|e| {
+            let message = format!("connecting to redis {}: {e}", redact_url(url));
+            // Not there yet, or still loading its data set: it passes.
+            let passes = e.is_io_error()
+                || e.is_timeout()
+                || e.is_connection_refusal()
+                || e.is_connection_dropped()
+                || e.kind() == redis::ErrorKind::BusyLoadingError;
+            crate::backends::connect_error(message, passes)
+        })?;
         Ok(Self { conn })
     }
 
