@@ -19,9 +19,10 @@ pub struct Job<'a> {
     pub last_week: Range,
     pub top_n: i64,
     pub lock_ttl_ms: u64,
-    /// A send by hand of a day not yet over: recorded as covering the day
-    /// until the range's end only, so the scheduled digest still goes; and
-    /// skipped, as any run by hand is, once any digest of the day went. A
+    /// Run by hand: skipped once any digest of the day went. A send of a
+    /// day not yet over (by hand, or the schedule's "so far") is recorded
+    /// as covering the day until the range's end only, so a later cut (the
+    /// evening's slot after a send by hand at 03:00) still goes: a
     /// scheduled run skips only a send that covered at least its own cut.
     pub by_hand: bool,
 }
@@ -130,9 +131,10 @@ impl Job<'_> {
             ""
         } else {
             params.push(Value::Timestamp(self.range.end));
-            // A send covers its day up to when it was made, unless it says
-            // less: one made while the day went on (a schedule's "today so
-            // far") does not stand in for the whole day.
+            // A send covers its day up to its cut, or, with none recorded,
+            // up to when it was made: a whole day's went after the day
+            // ended, while a "so far" row an older version left without a
+            // cut does not stand in for the whole day.
             " AND COALESCE(covered_until, sent_at) >= $3"
         };
         let rows = db::query(
@@ -150,7 +152,11 @@ impl Job<'_> {
         let mut params = self.key_params();
         params.push(Value::Timestamp(time::now_micros()));
         params.push(Value::from(message_id));
-        params.push(if self.partial() {
+        // A day not over is covered up to its cut (the slot's time, or the
+        // moment a run by hand looked), not up to the sender's clock: a
+        // replica whose clock lags must not make a retry of the same slot
+        // look uncovered. A whole day is NULL.
+        params.push(if self.until.is_some() {
             Value::Timestamp(self.range.end)
         } else {
             Value::Null
