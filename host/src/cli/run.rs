@@ -36,8 +36,13 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
             return Ok(ExitCode::SUCCESS);
         }
         if let Some(other) = args.iter().find(|a| *a != "--json" && *a != "--verbose") {
-            // A usage error of neo-ops's own: exit 2, as clap's are.
-            eprintln!("error: unknown argument \"{other}\" ({usage})");
+            // A usage error of neo-ops's own: exit 2, as clap's are, and
+            // the envelope on stdout when JSON was asked for.
+            let message = format!("unknown argument \"{other}\" ({usage})");
+            eprintln!("error: {message}");
+            if super::json_in(args) {
+                super::print_error_envelope(400, &message);
+            }
             return Ok(ExitCode::from(2));
         }
         let only = PreflightArgs {

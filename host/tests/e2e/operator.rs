@@ -901,6 +901,12 @@ fn help_prints_the_usage_and_runs_nothing() {
         "{}",
         o.stderr
     );
+    // With --json the envelope says so on stdout too.
+    let o = cli.run(&["run", "check-redis", "--json", "--bogus"]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    let envelope: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(envelope["ok"], false);
+    assert_eq!(envelope["error"]["code"], 400);
 }
 
 /// `migrate` goes through every tenant: one whose database cannot be
