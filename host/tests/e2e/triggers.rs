@@ -604,21 +604,10 @@ async fn one_live_process_per_replica_name() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
-    // Readiness comes before the consumer has announced itself, which
-    // takes back what its list holds then (an earlier life's jobs): the
-    // job below is planted once that is done.
-    support::wait_until("replica a's consumer is announced", || async {
-        kv.get(&queue::alive_key("jobs", &name))
-            .await
-            .is_ok_and(|v| v.is_some())
-    })
-    .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    // A job replica a is running, as its list holds it.
-    let running = queue::Job {
-        id: "running-1".into(),
+    let job = |id: &str, payload: &str| queue::Job {
+        id: id.into(),
         queue: "jobs".into(),
-        payload: "running".into(),
+        payload: payload.into(),
         attempts: 0,
         enqueued_at: chrono::Utc::now().to_rfc3339(),
         last_error: None,
@@ -626,7 +615,21 @@ async fn one_live_process_per_replica_name() {
         dead_at: None,
         not_before_ms: None,
     };
+    // Readiness comes before the consumer has announced itself, which
+    // takes back what its list holds then (an earlier life's jobs): the
+    // job is planted once the consumer has run one, so after that.
+    let first = job("warm-1", "warm");
+    kv.list_push(&queue::queue_key("jobs"), &[first.entry()])
+        .await
+        .unwrap();
     let a_list = queue::processing_key("jobs", &name);
+    support::wait_until("replica a's consumer runs a job", || async {
+        kv.get("probe:job:warm").await.is_ok_and(|v| v.is_some())
+            && kv.list_len(&a_list).await.is_ok_and(|n| n == 0)
+    })
+    .await;
+    // A job replica a is running, as its list holds it.
+    let running = job("running-1", "running");
     kv.list_push(&a_list, &[running.entry()]).await.unwrap();
 
     let second = neo_ops::services::Services::connect(dep.settings("a"))
