@@ -378,19 +378,14 @@ async fn claim_until_answered(
 /// does not move and a suspended VM stops.
 const WALL_CLOCK_RECHECK: Duration = Duration::from_secs(30);
 
-/// Waits until the wall clock reaches `next`, reading it again at least
-/// every [`WALL_CLOCK_RECHECK`]: a clock stepped back an hour does not fire
-/// the 20:00 slot at 19:00, nor one stepped forward (or a VM resumed) fire
-/// it an hour late. `false` when `stop` came first and the slot is still
-/// to come: a stopped set fires no slot still to come, while one already
-/// due fires (the set that takes over starts after it, and the claim in
-/// `runs` keeps it once).
-async fn wait_for_the_wall_clock(next: DateTime<Utc>, stop: &CancellationToken) -> bool {
-    wait_for(next, stop, Utc::now, WALL_CLOCK_RECHECK).await
-}
-
-/// [`wait_for_the_wall_clock`] on the clock `now`, read again at least
-/// every `recheck`.
+/// Waits until the clock `now` (the wall clock, in service) reaches
+/// `next`, reading it again at least every `recheck`
+/// ([`WALL_CLOCK_RECHECK`]): a clock stepped back an hour does not fire the
+/// 20:00 slot at 19:00, nor one stepped forward (or a VM resumed) fire it
+/// an hour late. `false` when `stop` came first and the slot is still to
+/// come: a stopped set fires no slot still to come, while one already due
+/// fires (the set that takes over starts after it, and the claim in `runs`
+/// keeps it once).
 async fn wait_for(
     next: DateTime<Utc>,
     stop: &CancellationToken,
@@ -412,6 +407,32 @@ async fn wait_for(
     }
 }
 
+/// Waits for slot `next` on the wall clock `now`, then picks the latest
+/// slot due by then, with how many due slots it passed over; `None` when
+/// stopped first. Of the slots due by then (a run that took longer than
+/// the interval, the previous set draining on reload, a clock stepped
+/// forward or a VM resumed during the wait), only the latest fires, once,
+/// as a persistent timer would: a frequent schedule does not run over and
+/// over to catch up, and a slot gone stale while waited for is not fired
+/// beside the latest.
+async fn latest_due(
+    spec: &crate::manifest::Schedule,
+    next: DateTime<Utc>,
+    stop: &CancellationToken,
+    now: impl Fn() -> DateTime<Utc>,
+    recheck: Duration,
+) -> Option<(DateTime<Utc>, u32)> {
+    if !wait_for(next, stop, &now, recheck).await {
+        return None;
+    }
+    let now = now();
+    let (mut latest, mut skipped) = (next, 0u32);
+    while let Some(later) = spec.cron.next_after(spec.tz, latest).filter(|t| *t <= now) {
+        (latest, skipped) = (later, skipped + 1);
+    }
+    Some((latest, skipped))
+}
+
 /// Runs one schedule until `stop` is cancelled, firing slots due after
 /// `since`: a set installed by a reload passes the moment it was installed
 /// (the previous set was stopped then), so no slot falls between the two.
@@ -430,20 +451,12 @@ pub async fn run_schedule(
     };
     let mut after = since;
     let mut first = true;
-    while let Some(mut next) = spec.cron.next_after(spec.tz, after) {
-        if !wait_for_the_wall_clock(next, &stop).await {
+    while let Some(next) = spec.cron.next_after(spec.tz, after) {
+        let Some((next, skipped)) =
+            latest_due(&spec, next, &stop, Utc::now, WALL_CLOCK_RECHECK).await
+        else {
             return;
-        }
-        // Of the slots due by now (a run that took longer than the
-        // interval, the previous set draining on reload, a clock stepped
-        // forward or a VM resumed while waiting), only the latest fires,
-        // once, as a persistent timer would: a frequent schedule does not
-        // run over and over to catch up.
-        let now = Utc::now();
-        let mut skipped = 0u32;
-        while let Some(later) = spec.cron.next_after(spec.tz, next).filter(|t| *t <= now) {
-            (next, skipped) = (later, skipped + 1);
-        }
+        };
         // At start the slots of the catch-up window are expected: only
         // the latest is asked for (and runs only if no replica claimed it).
         if skipped > 0 && !first {
@@ -484,6 +497,41 @@ mod tests {
         assert!(wall() >= next);
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    }
+
+    /// A clock stepped forward (or a VM resumed) while a slot is waited
+    /// for: the latest slot due once the wait ends fires, not the stale one
+    /// the wait began for (at a small scale: a per-second schedule, the
+    /// clock 10 s ahead 50 ms into the wait).
+    #[tokio::test]
+    async fn a_clock_stepped_forward_fires_only_the_latest_slot() {
+        let spec = crate::manifest::Schedule {
+            cron: crate::manifest::CronExpr::parse("* * * * * *").unwrap(),
+            tz: chrono_tz::UTC,
+            args: Vec::new(),
+        };
+        let base = Utc::now();
+        let started = Instant::now();
+        let wall = || {
+            let elapsed = started.elapsed();
+            let stepped = if elapsed >= Duration::from_millis(50) {
+                chrono::Duration::seconds(10)
+            } else {
+                chrono::Duration::zero()
+            };
+            base + chrono::Duration::from_std(elapsed).unwrap() + stepped
+        };
+        let next = spec.cron.next_after(spec.tz, base).unwrap();
+        let recheck = Duration::from_millis(20);
+        let (fired, skipped) = latest_due(&spec, next, &CancellationToken::new(), wall, recheck)
+            .await
+            .unwrap();
+        assert!(
+            fired > next + chrono::Duration::seconds(8),
+            "{next} {fired}"
+        );
+        assert!(fired <= wall(), "not a slot still to come");
+        assert!((9..=11).contains(&skipped), "{skipped}");
     }
 
     /// Stopped: a slot still to come is not fired; one already due is.
