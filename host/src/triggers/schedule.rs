@@ -474,26 +474,35 @@ pub async fn run_schedule(
 mod tests {
     use super::*;
 
+    /// A wall clock reading `base` at `started`, then stepped by `step`
+    /// 50 ms later.
+    fn stepped_clock(
+        base: DateTime<Utc>,
+        started: Instant,
+        step: chrono::Duration,
+    ) -> impl Fn() -> DateTime<Utc> {
+        move || {
+            let elapsed = started.elapsed();
+            let stepped = if elapsed >= Duration::from_millis(50) {
+                step
+            } else {
+                chrono::Duration::zero()
+            };
+            base + chrono::Duration::from_std(elapsed).unwrap() + stepped
+        }
+    }
+
     /// The wall clock stepped back while a slot is waited for: the slot
     /// fires when the wall clock reaches it, not once the time it was away
     /// has been slept (at a small scale: 300 ms back, a slot 100 ms away,
     /// read again every 20 ms).
     #[tokio::test]
     async fn a_clock_stepped_back_does_not_fire_a_slot_early() {
-        let base = Utc::now();
-        let started = Instant::now();
-        let wall = || {
-            let elapsed = started.elapsed();
-            let stepped = if elapsed >= Duration::from_millis(50) {
-                chrono::Duration::milliseconds(300)
-            } else {
-                chrono::Duration::zero()
-            };
-            base + chrono::Duration::from_std(elapsed).unwrap() - stepped
-        };
+        let (base, started) = (Utc::now(), Instant::now());
+        let wall = stepped_clock(base, started, chrono::Duration::milliseconds(-300));
         let next = base + chrono::Duration::milliseconds(100);
         let recheck = Duration::from_millis(20);
-        assert!(wait_for(next, &CancellationToken::new(), wall, recheck).await);
+        assert!(wait_for(next, &CancellationToken::new(), &wall, recheck).await);
         assert!(wall() >= next);
         let waited = started.elapsed();
         assert!(waited >= Duration::from_millis(400), "{waited:?}");
@@ -511,19 +520,10 @@ mod tests {
             args: Vec::new(),
         };
         let base = Utc::now();
-        let started = Instant::now();
-        let wall = || {
-            let elapsed = started.elapsed();
-            let stepped = if elapsed >= Duration::from_millis(50) {
-                chrono::Duration::seconds(10)
-            } else {
-                chrono::Duration::zero()
-            };
-            base + chrono::Duration::from_std(elapsed).unwrap() + stepped
-        };
+        let wall = stepped_clock(base, Instant::now(), chrono::Duration::seconds(10));
         let next = spec.cron.next_after(spec.tz, base).unwrap();
         let recheck = Duration::from_millis(20);
-        let (fired, skipped) = latest_due(&spec, next, &CancellationToken::new(), wall, recheck)
+        let (fired, skipped) = latest_due(&spec, next, &CancellationToken::new(), &wall, recheck)
             .await
             .unwrap();
         assert!(

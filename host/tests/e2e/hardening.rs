@@ -1249,14 +1249,6 @@ async fn a_served_invocation_has_a_log_budget() {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         l.local_addr().unwrap().port()
     };
-    /// Stops the server however the test ends (a failed assertion too).
-    struct Serving(std::process::Child);
-    impl Drop for Serving {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let child = Serving(
         cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
             .stdout(std::process::Stdio::null())
@@ -1266,15 +1258,10 @@ async fn a_served_invocation_has_a_log_budget() {
     );
     let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
     let http = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let ready = http.get(url("/readyz")).send().await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "server did not start");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_ready(&url(""), || {
+        std::fs::read_to_string(&log).unwrap_or_default()
+    })
+    .await;
     for n in [1500, 10] {
         let r = http
             .get(url(&format!("/public/probe?c=log&n={n}")))
@@ -2233,15 +2220,6 @@ async fn serve_waits_for_its_database_at_start() {
             .spawn()
             .unwrap()
     };
-    /// Stops the server however the test ends, before the deployment's
-    /// database and keys are dropped.
-    struct Serving(std::process::Child);
-    impl Drop for Serving {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
 
     // Not a passing fault: the start ends, naming it.
@@ -2280,15 +2258,33 @@ async fn serve_waits_for_its_database_at_start() {
         assert!(Instant::now() < deadline, "never served: {text}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    until_ready(&format!("http://{addr}"), said).await;
+}
+
+/// A `neo-ops serve` process a test started, stopped however the test ends
+/// (a failed assertion too), before its deployment's databases and keys
+/// are dropped.
+struct Serving(std::process::Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Waits up to 30 s for `GET {base}/readyz` to answer 200; `log` is what
+/// the failure shows (the server's own log).
+async fn until_ready(base: &str, log: impl Fn() -> String) {
     let http = reqwest::Client::new();
-    let url = format!("http://{addr}/readyz");
+    let url = format!("{base}/readyz");
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let ready = http.get(&url).send().await;
         if ready.is_ok_and(|r| r.status() == 200) {
-            break;
+            return;
         }
-        assert!(Instant::now() < deadline, "never ready: {}", said());
+        assert!(Instant::now() < deadline, "{base} never ready: {}", log());
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
