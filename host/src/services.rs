@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::backends::{db::Databases, kv::Kv, mail::Mailer};
+use crate::backends::{Unreachable, db::Databases, kv::Kv, mail::Mailer};
 use crate::settings::Settings;
 
 /// The longest any outbound HTTP request may take.
@@ -78,12 +78,42 @@ pub struct Services {
 }
 
 impl Services {
+    /// Connects to every backend and migrates the master database; a
+    /// backend that cannot be reached fails the call.
     pub async fn connect(settings: Settings) -> anyhow::Result<Arc<Self>> {
-        std::fs::create_dir_all(&settings.data_dir).map_err(|e| {
-            anyhow::anyhow!("creating data dir {}: {e}", settings.data_dir.display())
-        })?;
+        settings.make_data_dir()?;
         let db = Databases::connect(&settings).await?;
         let kv = Kv::connect(settings.redis_url.as_deref(), &settings.kv_prefix).await?;
+        Self::with(settings, db, kv)
+    }
+
+    /// As [`Services::connect`], for a command that reports on the
+    /// backends (preflight): a Postgres or Redis that cannot be reached yet
+    /// ([`Unreachable`]) is logged and connected on first use instead, so
+    /// its checks fail and name it rather than the whole command failing
+    /// before it prints a checklist. A master it could not reach is not
+    /// migrated.
+    pub async fn connect_to_check(settings: Settings) -> anyhow::Result<Arc<Self>> {
+        settings.make_data_dir()?;
+        let db = match Databases::connect(&settings).await {
+            Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
+                tracing::warn!("{e:#}; checking without it");
+                Databases::unreached(&settings)?
+            }
+            db => db?,
+        };
+        let url = settings.redis_url.as_deref();
+        let kv = match Kv::connect(url, &settings.kv_prefix).await {
+            Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
+                tracing::warn!("{e:#}; checking without it");
+                Kv::unreached(url.unwrap_or_default(), &settings.kv_prefix)?
+            }
+            kv => kv?,
+        };
+        Self::with(settings, db, kv)
+    }
+
+    fn with(settings: Settings, db: Arc<Databases>, kv: Kv) -> anyhow::Result<Arc<Self>> {
         let mail = Mailer::new(settings.smtp.as_ref(), &settings.data_dir)?;
         let client = || {
             reqwest::Client::builder()

@@ -129,6 +129,12 @@ pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
 pub const DEFAULT_MIN_WRITE_RATE: u32 = 1024;
 
 impl Settings {
+    /// Makes the data directory (the embedded backends' files) if missing.
+    pub fn make_data_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.data_dir)
+            .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", self.data_dir.display()))
+    }
+
     /// Reads the environment. An invalid value is an error naming it.
     pub fn from_env(data_dir: PathBuf) -> anyhow::Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());

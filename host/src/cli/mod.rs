@@ -443,8 +443,7 @@ async fn with_databases<T>(
     work: impl AsyncFnOnce(&crate::backends::db::Databases) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
     let (settings, fresh) = admin_settings(cli)?;
-    std::fs::create_dir_all(&settings.data_dir)
-        .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", settings.data_dir.display()))?;
+    settings.make_data_dir()?;
     let db = crate::backends::db::Databases::connect(&settings).await?;
     said_if_fresh(cli, fresh);
     let result = work(&db).await;

@@ -5,8 +5,9 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-use super::{Cli, PreflightArgs, connect_by_hand, load_manifest};
+use super::{Cli, PreflightArgs, admin_settings, load_manifest, said_if_fresh};
 use crate::runtime::Runtime;
+use crate::services::Services;
 use crate::triggers;
 
 /// `run preflight ARGS…`: the same flags, parsed the same way.
@@ -50,7 +51,11 @@ pub async fn preflight(cli: &Cli, args: &PreflightArgs) -> anyhow::Result<ExitCo
     manifest
         .plugins
         .retain(|p| p.check && args.only.as_ref().is_none_or(|only| only.contains(&p.name)));
-    let services = connect_by_hand(cli).await?;
+    // A Postgres or Redis that cannot be reached is what a preflight is
+    // for: their checks fail and say so, the rest still run.
+    let (settings, fresh) = admin_settings(cli)?;
+    let services = Services::connect_to_check(settings).await?;
+    said_if_fresh(cli, fresh);
     let runtime = Runtime::load(&manifest, services.clone())?;
     let names = crate::preflight::select(&runtime, None).unwrap_or_default();
     let progress = crate::progress::Progress::new("preflight", true);

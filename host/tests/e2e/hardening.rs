@@ -2206,15 +2206,8 @@ async fn serve_waits_for_its_database_at_start() {
     let cli = support::Cli::new("");
     let log = cli.dir.path().join("serve.log");
     let serve = |master: &str| {
-        cli.command(&["serve", "--listen", "127.0.0.1:0"])
+        cli.command_on(&["serve", "--listen", "127.0.0.1:0"], &settings)
             .env("POSTGRES_MASTER_URL", master)
-            .env(
-                "POSTGRES_TENANT_DSN_TEMPLATE",
-                settings.postgres_tenant_dsn_template.clone().unwrap(),
-            )
-            .env("REDIS_URL", settings.redis_url.clone().unwrap())
-            .env("NEO_OPS_KV_PREFIX", &settings.kv_prefix)
-            .env("NEO_OPS_REPLICA", &settings.replica)
             .stdout(std::process::Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::alertmanager::Alertmanager;
+use support::proxy::TcpProxy;
 use support::{Backend, Deployment, FORBIDDEN};
 
 /// An Alertmanager that routes nowhere: the check only needs it healthy.
@@ -456,6 +457,57 @@ async fn checklist_catches_a_dropped_index(backend: Backend) {
     server.stop().await.unwrap();
 }
 on_both_backends!(preflight, checklist_catches_a_dropped_index);
+
+/// `neo-ops preflight` with Postgres and Redis out of reach still prints
+/// the whole checklist, their checks failing, and exits 1; with Postgres
+/// back, only Redis's check fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cli_checklist_names_the_backends_out_of_reach() {
+    let dep = Deployment::new(Backend::Real).await;
+    let sources = Sources::start().await;
+    let am = Alertmanager::start(NO_ROUTE).await;
+    let state = tempfile::tempdir().unwrap();
+    let status_file = state.path().join("backup-status.json");
+    write_backup_status(&status_file, 3);
+    let pg = TcpProxy::start("127.0.0.1:5432".parse().unwrap()).await;
+    let redis = TcpProxy::start("127.0.0.1:6379".parse().unwrap()).await;
+    pg.set_up(false);
+    redis.set_up(false);
+    let mut settings = dep.settings_with_master_at("a", pg.addr);
+    settings.redis_url = Some(format!("redis://{}", redis.addr));
+    let cli = support::Cli::new(&manifest(&sources, &am, &status_file));
+    // The binary blocks this thread; the proxies and sources run on others.
+    let preflight = || {
+        let out = tokio::task::block_in_place(|| cli.run_on(&["preflight", "--json"], &settings));
+        assert_eq!(out.code, Some(1), "{}{}", out.stdout, out.stderr);
+        let report: Json = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(report["ok"], false, "{report}");
+        assert_eq!(report["data"]["status"], "fail", "{report}");
+        let results = results(&report);
+        assert_eq!(
+            results.keys().map(String::as_str).collect::<Vec<_>>(),
+            CHECKS,
+            "{report}"
+        );
+        // What reaches neither backend still runs and passes.
+        assert_eq!(results["check-backups"]["status"], "pass", "{report}");
+        (statuses(&results), out.stderr)
+    };
+
+    let (down, said) = preflight();
+    for check in ["check-database", "check-migrations", "check-redis"] {
+        assert_eq!(down[check], "fail", "{check}: {down:?}");
+    }
+    assert_eq!(said.matches("checking without it").count(), 2, "{said}");
+    assert!(said.contains("connecting to redis"), "{said}");
+
+    pg.set_up(true);
+    let (redis_down, said) = preflight();
+    assert_eq!(redis_down["check-database"], "pass", "{redis_down:?}");
+    assert_eq!(redis_down["check-migrations"], "pass", "{redis_down:?}");
+    assert_eq!(redis_down["check-redis"], "fail", "{redis_down:?}");
+    assert_eq!(said.matches("checking without it").count(), 1, "{said}");
+}
 
 /// `neo-ops run preflight [--json]` through the real binary (embedded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -126,6 +126,26 @@ impl Databases {
         }))
     }
 
+    /// The databases of a command that reports on them (preflight) when
+    /// `connect` found the Postgres master unreachable: a master that
+    /// connects on first use, nothing migrated. Its statements fail until
+    /// the server answers, so each check says what is wrong.
+    pub fn unreached(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+        let (Some(url), Some(template)) = (
+            &settings.postgres_master_url,
+            &settings.postgres_tenant_dsn_template,
+        ) else {
+            anyhow::bail!("the embedded database is never unreachable");
+        };
+        Ok(Arc::new(Self {
+            master: Pool::Pg(PgHandle::new(pg_pool_lazy(url)?)),
+            kind: Kind::Postgres {
+                template: template.clone(),
+            },
+            tenants: RwLock::new(HashMap::new()),
+        }))
+    }
+
     pub fn master(&self) -> &Pool {
         &self.master
     }
@@ -375,7 +395,6 @@ impl Databases {
     }
 }
 
-/// The database name (last path segment) of a Postgres URL.
 /// The embedded master database's file under a data dir.
 pub fn embedded_master(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("db").join("master.sqlite")

@@ -216,10 +216,6 @@ fn passes_by_itself(e: &sqlx::Error) -> bool {
     }
 }
 
-/// A pool that connects on first use. A tenant's sqlx pool serves only
-/// migrations (statements go through [`Conns`]); opened eagerly, every
-/// tenant a nightly job touches would hold one more idle connection for
-/// minutes, and fifty tenants would reach Postgres's default 100.
 /// Whether a database holds tables but no record of neo-ops migrations:
 /// someone else's, which creating a tenant must not migrate into.
 pub(super) async fn foreign(pool: &PgPool) -> anyhow::Result<bool> {
@@ -233,6 +229,10 @@ pub(super) async fn foreign(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(tables > 0 && !migrated)
 }
 
+/// A pool that connects on first use. A tenant's sqlx pool serves only
+/// migrations (statements go through [`Conns`]); opened eagerly, every
+/// tenant a nightly job touches would hold one more idle connection for
+/// minutes, and fifty tenants would reach Postgres's default 100.
 pub(super) fn pg_pool_lazy(url: &str) -> anyhow::Result<PgPool> {
     pool_options()
         .connect_lazy(url)

@@ -71,6 +71,15 @@ impl Kv {
         })
     }
 
+    /// As [`RedisKv::unreached`]: Redis that `connect` could not reach,
+    /// connected on first use.
+    pub fn unreached(redis_url: &str, prefix: &str) -> anyhow::Result<Self> {
+        Ok(Self {
+            prefix: prefix.to_string(),
+            backend: Backend::Redis(RedisKv::unreached(redis_url)?),
+        })
+    }
+
     pub fn backend_name(&self) -> &'static str {
         match self.backend {
             Backend::Redis(_) => "redis",

@@ -132,14 +132,17 @@ fn within<T>(limit: usize, r: Result<T, KvError>) -> Result<T, KvError> {
 }
 
 pub struct RedisKv {
-    conn: ConnectionManager,
+    client: redis::Client,
+    /// Made by the first call (`connect` makes it at once); the manager
+    /// then reconnects by itself.
+    conn: tokio::sync::OnceCell<ConnectionManager>,
 }
 
 /// Runs one call on a cloned connection, bounded by [`KV_TIMEOUT`].
 macro_rules! call {
     ($self:ident, |$c:ident| $body:expr) => {{
-        let mut $c = $self.conn.clone();
         match tokio::time::timeout(KV_TIMEOUT, async {
+            let mut $c = $self.conn().await?;
             let r: redis::RedisResult<_> = $body;
             r
         })
@@ -152,35 +155,52 @@ macro_rules! call {
 }
 
 impl RedisKv {
+    /// A connection made now: an unreachable Redis fails the call.
     pub async fn connect(url: &str) -> anyhow::Result<Self> {
+        let kv = Self::unreached(url)?;
+        tokio::time::timeout(KV_TIMEOUT, kv.conn())
+            .await
+            .map_err(|_| {
+                let message = format!("connecting to redis {}: timed out", redact_url(url));
+                crate::backends::connect_error(message, true)
+            })?
+            .map_err(|e| {
+                let message = format!("connecting to redis {}: {e}", redact_url(url));
+                // Not there yet, or still loading its data set: it passes.
+                let passes = e.is_io_error()
+                    || e.is_timeout()
+                    || e.is_connection_refusal()
+                    || e.is_connection_dropped()
+                    || e.kind() == redis::ErrorKind::BusyLoadingError;
+                crate::backends::connect_error(message, passes)
+            })?;
+        Ok(kv)
+    }
+
+    /// A connection made on first use, for a command that reports on
+    /// Redis (preflight) when `connect` could not reach it: each call tries
+    /// again, and fails as an outage until Redis answers.
+    pub fn unreached(url: &str) -> anyhow::Result<Self> {
         let client = redis::Client::open(url)
             .map_err(|e| anyhow::anyhow!("bad REDIS_URL {}: {e}", redact_url(url)))?;
-        let conn = tokio::time::timeout(
-            KV_TIMEOUT,
-            ConnectionManager::new_with_config(client, reconnect_policy()),
-        )
-        .await
-        .map_err(|_| {
-            let message = format!("connecting to redis {}: timed out", redact_url(url));
-            crate::backends::connect_error(message, true)
-        })?
-        .map_err(|e| {
-            let message = format!("connecting to redis {}: {e}", redact_url(url));
-            // Not there yet, or still loading its data set: it passes.
-            let passes = e.is_io_error()
-                || e.is_timeout()
-                || e.is_connection_refusal()
-                || e.is_connection_dropped()
-                || e.kind() == redis::ErrorKind::BusyLoadingError;
-            crate::backends::connect_error(message, passes)
-        })?;
-        Ok(Self { conn })
+        Ok(Self {
+            client,
+            conn: tokio::sync::OnceCell::new(),
+        })
+    }
+
+    async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
+        let made = self.conn.get_or_try_init(|| {
+            ConnectionManager::new_with_config(self.client.clone(), reconnect_policy())
+        });
+        made.await.cloned()
     }
 
     pub async fn ping(&self) -> bool {
-        let mut c = self.conn.clone();
-        let cmd = redis::cmd("PING");
-        let ping = cmd.query_async::<String>(&mut c);
+        let ping = async {
+            let mut c = self.conn().await?;
+            redis::cmd("PING").query_async::<String>(&mut c).await
+        };
         matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
     }
 

@@ -509,9 +509,42 @@ impl Cli {
         cmd
     }
 
+    /// [`Cli::command`] on the backends `settings` names: its Postgres,
+    /// Redis, key prefix and replica name.
+    pub fn command_on(&self, args: &[&str], settings: &Settings) -> std::process::Command {
+        let mut cmd = self.command(args);
+        let urls = [
+            ("POSTGRES_MASTER_URL", &settings.postgres_master_url),
+            (
+                "POSTGRES_TENANT_DSN_TEMPLATE",
+                &settings.postgres_tenant_dsn_template,
+            ),
+            ("REDIS_URL", &settings.redis_url),
+        ];
+        for (name, value) in urls {
+            if let Some(value) = value {
+                cmd.env(name, value);
+            }
+        }
+        cmd.env("NEO_OPS_KV_PREFIX", &settings.kv_prefix)
+            .env("NEO_OPS_REPLICA", &settings.replica);
+        cmd
+    }
+
     pub fn run(&self, args: &[&str]) -> CliOutput {
-        let out = self.command(args).output().unwrap();
-        CliOutput {
+        CliOutput::of(self.command(args))
+    }
+
+    /// [`Cli::run`] on the backends `settings` names.
+    pub fn run_on(&self, args: &[&str], settings: &Settings) -> CliOutput {
+        CliOutput::of(self.command_on(args, settings))
+    }
+}
+
+impl CliOutput {
+    fn of(mut command: std::process::Command) -> Self {
+        let out = command.output().unwrap();
+        Self {
             code: out.status.code(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
