@@ -17,8 +17,9 @@ pub struct InvocationLabels {
     /// `http`, `command`, `schedule`, `queue` or `check`. Fixed names, so
     /// counting an invocation allocates only the plugin's name.
     pub trigger: &'static str,
-    /// `ok`, `failed` (the plugin's own error), `trap`, `timeout`, `busy`,
-    /// `refused` (no such plugin, or none for this trigger: nothing ran).
+    /// `ok`, `failed` (the plugin's own error, or an answer of 400 or over
+    /// from a command or schedule, which fails it), `trap`, `timeout`, `busy`, `refused` (no such plugin,
+    /// or none for this trigger: nothing ran).
     pub outcome: &'static str,
 }
 

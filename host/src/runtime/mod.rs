@@ -172,7 +172,8 @@ impl InvokeError {
     }
 }
 
-/// An invocation's `outcome` label in `/metrics`.
+/// An invocation's `outcome` label in `/metrics`: `ok`, unless the run
+/// failed (and how it did).
 fn outcome_label(error: Option<&InvokeError>) -> &'static str {
     match error {
         None => "ok",
@@ -182,6 +183,19 @@ fn outcome_label(error: Option<&InvokeError>) -> &'static str {
         Some(InvokeError::Crashed { .. }) => "trap",
         // Nothing ran: no such plugin, or not one for this trigger.
         Some(InvokeError::UnknownPlugin(_) | InvokeError::MissingExport(..)) => "refused",
+    }
+}
+
+/// The `outcome` label of a plugin's answer: `failed` when its trigger
+/// takes its status for a failure (400 or over: a command then exits 1, a
+/// schedule records an error). An HTTP answer is the plugin's choice of
+/// status (a health route answers 503 on purpose while degraded), and a
+/// queue job answered at all is done.
+fn answer_label(trigger: &str, status: u16) -> &'static str {
+    if matches!(trigger, "command" | "schedule") && status >= 400 {
+        "failed"
+    } else {
+        "ok"
     }
 }
 
@@ -381,7 +395,11 @@ impl Runtime {
         result: Result<&Output, &InvokeError>,
         started: Instant,
     ) {
-        self.count(plugin_name, accounting.trigger, result.err(), started);
+        let outcome = match result {
+            Ok(out) => answer_label(accounting.trigger, out.status),
+            Err(e) => outcome_label(Some(e)),
+        };
+        self.count(plugin_name, accounting.trigger, outcome, started);
         if let Some((tenant, request_id)) = &accounting.logged {
             let outcome = match result {
                 Ok(out) => format!("status {}", out.status),
@@ -397,19 +415,11 @@ impl Runtime {
     }
 
     /// Counts an invocation for `/metrics`: ok, or how it failed.
-    fn count(
-        &self,
-        plugin: &str,
-        trigger: &'static str,
-        error: Option<&InvokeError>,
-        started: Instant,
-    ) {
-        self.services.metrics.invocation(
-            plugin,
-            trigger,
-            outcome_label(error),
-            started.elapsed().as_secs_f64(),
-        );
+    fn count(&self, plugin: &str, trigger: &'static str, outcome: &'static str, started: Instant) {
+        let seconds = started.elapsed().as_secs_f64();
+        self.services
+            .metrics
+            .invocation(plugin, trigger, outcome, seconds);
     }
 
     async fn invoke_uncounted(
@@ -490,7 +500,8 @@ impl Runtime {
     ) -> Result<CheckOutcome, InvokeError> {
         let started = Instant::now();
         let result = self.check_uncounted(plugin_name, request_id).await;
-        self.count(plugin_name, "check", result.as_ref().err(), started);
+        let outcome = outcome_label(result.as_ref().err());
+        self.count(plugin_name, "check", outcome, started);
         result
     }
 
@@ -787,6 +798,21 @@ mod tests {
             assert_eq!(outcome_label(Some(&never_ran)), "refused");
         }
         assert_eq!(outcome_label(None), "ok");
+    }
+
+    #[test]
+    fn an_answer_fails_as_its_trigger_takes_it() {
+        for (trigger, status, outcome) in [
+            ("http", 404, "ok"),
+            ("http", 503, "ok"),
+            ("command", 200, "ok"),
+            ("command", 409, "failed"),
+            ("schedule", 400, "failed"),
+            ("schedule", 399, "ok"),
+            ("queue", 500, "ok"),
+        ] {
+            assert_eq!(answer_label(trigger, status), outcome, "{trigger} {status}");
+        }
     }
 
     #[test]

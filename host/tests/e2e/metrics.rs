@@ -100,3 +100,39 @@ async fn prometheus_scrapes_invocation_counts() {
     }
     server.stop().await.unwrap();
 }
+
+/// An answer of 400 or over to a command (which then exits 1) counts as
+/// `failed`; a route's answer counts as `ok` whatever its status (a health
+/// route answers 503 on purpose while degraded).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failing_answers_count_as_failed() {
+    const FAULTS: &str = r#"
+[plugins.faults]
+component = "test_faults.wasm"
+routes = [{ method = "GET", path = "/faults/{mode}" }]
+command = true
+"#;
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(FAULTS, "a").await;
+    assert_eq!(server.get("/faults/status-404", None).await.0, 404);
+    assert_eq!(server.get("/faults/status-503", None).await.0, 503);
+    for mode in ["ok", "status-409"] {
+        server.command("faults", &[mode]).await.unwrap();
+    }
+    let text = server.services.metrics.render();
+    for (trigger, outcome, count) in [
+        ("http", "ok", 2),
+        ("command", "ok", 1),
+        ("command", "failed", 1),
+    ] {
+        let line = format!(
+            "neo_ops_invocations_total{{plugin=\"faults\",trigger=\"{trigger}\",outcome=\"{outcome}\"}} {count}\n"
+        );
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    assert!(
+        !text.contains(r#"trigger="http",outcome="failed""#),
+        "{text}"
+    );
+    server.stop().await.unwrap();
+}
