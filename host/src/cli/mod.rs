@@ -76,7 +76,15 @@ pub enum Command {
     /// Validate the manifest and that every component exports what its triggers need.
     Check,
     /// Apply pending migrations to the master and every tenant database.
-    Migrate,
+    Migrate {
+        /// List each database's pending migrations (and what would make
+        /// migrate refuse one); change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: print the list as JSON.
+        #[arg(long, requires = "dry_run")]
+        json: bool,
+    },
     /// Manage tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
@@ -356,7 +364,11 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run { plugin, args } => run::run(&cli, plugin, args).await,
         Command::Preflight(args) => preflight::preflight(&cli, args).await,
         Command::Check => run::check(&cli),
-        Command::Migrate => admin::migrate(&cli).await,
+        Command::Migrate { dry_run: false, .. } => admin::migrate(&cli).await,
+        Command::Migrate {
+            dry_run: true,
+            json,
+        } => admin::migrate_dry_run(&cli, *json).await,
         Command::Tenant(TenantCommand::Create {
             name,
             display_name,

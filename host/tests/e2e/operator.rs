@@ -1,8 +1,8 @@
 //! The operator's command line: `tenant set`, `preflight --only`, running one
-//! check by name, and advisory checks, through the real binary on the
-//! embedded backends.
+//! check by name, advisory checks and migrate, through the real binary on
+//! the embedded backends (and Postgres, for `migrate --dry-run`).
 
-use crate::support;
+use crate::support::{self, Backend, Deployment};
 
 /// Two checks: one that passes on the embedded backends, one that fails
 /// because it lacks the db grant it needs (advisory where asked).
@@ -938,6 +938,136 @@ fn migrate_names_a_failing_tenant_and_goes_on() {
         "{}",
         o.stderr
     );
+}
+
+/// `migrate --dry-run` lists what each database lacks and what would make
+/// `migrate` refuse one, and changes nothing: not a missing master (it is
+/// not created), not a tenant behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_dry_run_lists_and_changes_nothing() {
+    let cli = support::Cli::new("");
+    let db = cli.dir.path().join("data/db");
+    let fresh = cli.run(&["migrate", "--dry-run"]);
+    assert_eq!(fresh.code, Some(0), "{}", fresh.stderr);
+    assert!(
+        fresh.stdout.starts_with("master: 4 to apply: 1 init, 2 "),
+        "{}",
+        fresh.stdout
+    );
+    assert!(
+        fresh.stdout.contains("no master database yet"),
+        "{}",
+        fresh.stdout
+    );
+    assert!(!db.join("master.sqlite").exists());
+    assert_eq!(cli.run(&["migrate", "--json"]).code, Some(2));
+
+    for name in ["acme", "bravo"] {
+        assert_eq!(cli.run(&["tenant", "create", name]).code, Some(0));
+    }
+    let tenant = async |name: &str| {
+        let file = db.join(format!("tenant-{name}.sqlite"));
+        sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap()
+    };
+    let (acme, bravo) = (tenant("acme").await, tenant("bravo").await);
+    sqlx::query("UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1")
+        .execute(&acme)
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
+        .execute(&bravo)
+        .await
+        .unwrap();
+
+    let text = tokio::task::block_in_place(|| cli.run(&["migrate", "--dry-run"]));
+    assert_eq!(text.code, Some(1), "{}", text.stderr);
+    assert_eq!(
+        text.stdout,
+        "master: up to date\n\
+         tenant \"acme\": nothing to apply; migrate would fail: migration 1 changed since it was applied\n\
+         tenant \"bravo\": 1 to apply: 2 orders customer placed\n\
+         dry run: nothing was migrated\n"
+    );
+    let json = tokio::task::block_in_place(|| cli.run(&["migrate", "--dry-run", "--json"]));
+    assert_eq!(json.code, Some(1), "{}", json.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["dry_run"], true);
+    assert_eq!(
+        doc["databases"][2],
+        serde_json::json!({
+            "database": "bravo",
+            "pending": [{"version": 2, "description": "orders customer placed"}],
+            "problem": null,
+        })
+    );
+    let still_behind: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 2")
+            .fetch_one(&bravo)
+            .await
+            .unwrap();
+    assert_eq!(still_behind, 0);
+}
+
+/// The same on Postgres: an unmigrated master is listed and left
+/// unmigrated; a tenant behind is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_dry_run_reads_postgres_without_migrating() {
+    let dep = Deployment::new(Backend::Real).await;
+    let settings = dep.settings("a");
+    let cli = support::Cli::new("");
+    let dry_run = || {
+        let out = tokio::task::block_in_place(|| {
+            cli.run_on(&["migrate", "--dry-run", "--json"], &settings)
+        });
+        assert_eq!(out.code, Some(0), "{}{}", out.stdout, out.stderr);
+        let doc: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let pending = |d: &serde_json::Value| {
+            let versions = d["pending"].as_array().unwrap().iter();
+            versions
+                .map(|m| m["version"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let databases = doc["databases"].as_array().unwrap();
+        databases
+            .iter()
+            .map(|d| (d["database"].as_str().unwrap().to_string(), pending(d)))
+            .collect::<Vec<_>>()
+    };
+    let master_url = settings.postgres_master_url.clone().unwrap();
+    let master = sqlx::PgPool::connect(&master_url).await.unwrap();
+    let migrated = async || -> bool {
+        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+            .fetch_one(&master)
+            .await
+            .unwrap()
+    };
+
+    assert_eq!(dry_run(), [("master".to_string(), vec![1, 2, 3, 4])]);
+    assert!(!migrated().await);
+
+    let created =
+        tokio::task::block_in_place(|| cli.run_on(&["tenant", "create", "acme"], &settings));
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    assert!(migrated().await);
+    let template = settings.postgres_tenant_dsn_template.clone().unwrap();
+    let acme = sqlx::PgPool::connect(&template.replace("{tenant}", "acme"))
+        .await
+        .unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
+        .execute(&acme)
+        .await
+        .unwrap();
+    assert_eq!(
+        dry_run(),
+        [
+            ("master".to_string(), vec![]),
+            ("acme".to_string(), vec![2])
+        ]
+    );
+    acme.close().await;
+    master.close().await;
 }
 
 /// A command whose reader has gone (`neo-ops tenant list | head -0`) ends

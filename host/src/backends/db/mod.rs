@@ -2,6 +2,7 @@
 //! template) or embedded SQLite files under the data dir. Both run the same
 //! migrations and speak the same portable SQL with `$n` placeholders.
 
+pub mod pending;
 mod pg_conns;
 mod postgres;
 mod sqlite;
@@ -90,32 +91,39 @@ pub struct Databases {
 impl Databases {
     /// Connects to the master database and migrates it.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+        let db = Self::connect_unmigrated(settings).await?;
+        match &db.master {
+            Pool::Pg(master) => PG_MASTER.run(&master.pool).await.map_err(|e| {
+                let url = settings.postgres_master_url.as_deref().unwrap_or_default();
+                anyhow::anyhow!("migrating master database {}: {e}", redact_url(url))
+            })?,
+            Pool::Sqlite(master) => LITE_MASTER
+                .run(master)
+                .await
+                .map_err(|e| anyhow::anyhow!("migrating embedded master database: {e}"))?,
+        }
+        Ok(db)
+    }
+
+    /// Connects to the master database as it is (`migrate --dry-run`
+    /// reads what it lacks).
+    pub async fn connect_unmigrated(settings: &Settings) -> anyhow::Result<Arc<Self>> {
         let (master, kind) = match (
             &settings.postgres_master_url,
             &settings.postgres_tenant_dsn_template,
         ) {
-            (Some(url), Some(template)) => {
-                let pool = pg_pool(url).await?;
-                PG_MASTER.run(&pool).await.map_err(|e| {
-                    anyhow::anyhow!("migrating master database {}: {e}", redact_url(url))
-                })?;
-                (
-                    Pool::Pg(PgHandle::new(pool)),
-                    Kind::Postgres {
-                        template: template.clone(),
-                    },
-                )
-            }
+            (Some(url), Some(template)) => (
+                Pool::Pg(PgHandle::new(pg_pool(url).await?)),
+                Kind::Postgres {
+                    template: template.clone(),
+                },
+            ),
             _ => {
                 let master = embedded_master(&settings.data_dir);
                 let dir = master.parent().expect("in the db dir").to_path_buf();
                 std::fs::create_dir_all(&dir)
                     .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
                 let pool = sqlite_pool(master, true).await?;
-                LITE_MASTER
-                    .run(&pool)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("migrating embedded master database: {e}"))?;
                 (Pool::Sqlite(pool), Kind::Sqlite { dir })
             }
         };
@@ -360,6 +368,27 @@ impl Databases {
     /// that fails does not stop the rest: returns how many were migrated and,
     /// for each that failed, its name and why.
     pub async fn migrate_tenants(&self) -> anyhow::Result<(usize, Vec<(String, String)>)> {
+        let (mut n, mut failed) = (0, Vec::new());
+        for name in self.live_tenant_names().await? {
+            let migrated: anyhow::Result<()> = async {
+                match self.tenant(&name).await? {
+                    Pool::Pg(p) => PG_TENANT.run(&p.pool).await?,
+                    Pool::Sqlite(p) => LITE_TENANT.run(&p).await?,
+                }
+                Ok(())
+            }
+            .await;
+            match migrated {
+                Ok(()) => n += 1,
+                Err(e) => failed.push((name, format!("{e:#}"))),
+            }
+        }
+        Ok((n, failed))
+    }
+
+    /// The live tenants' names, by name (read with the first master
+    /// schema's columns only, so an unmigrated master answers too).
+    async fn live_tenant_names(&self) -> Result<Vec<String>, DbError> {
         let rows = self
             .master
             .query(
@@ -367,24 +396,14 @@ impl Databases {
                 &[],
             )
             .await?;
-        let (mut n, mut failed) = (0, Vec::new());
-        for row in rows.rows {
-            if let Some(Value::Text(name)) = row.first() {
-                let migrated: anyhow::Result<()> = async {
-                    match self.tenant(name).await? {
-                        Pool::Pg(p) => PG_TENANT.run(&p.pool).await?,
-                        Pool::Sqlite(p) => LITE_TENANT.run(&p).await?,
-                    }
-                    Ok(())
-                }
-                .await;
-                match migrated {
-                    Ok(()) => n += 1,
-                    Err(e) => failed.push((name.clone(), format!("{e:#}"))),
-                }
-            }
-        }
-        Ok((n, failed))
+        Ok(rows
+            .rows
+            .into_iter()
+            .filter_map(|row| match row.into_iter().next() {
+                Some(Value::Text(name)) => Some(name),
+                _ => None,
+            })
+            .collect())
     }
 
     pub async fn close(&self) {
