@@ -84,7 +84,7 @@ pub fn email_message(alert: &Alert, to: &[String]) -> mail::Message {
 /// to read.
 pub fn send_email(message: &mail::Message) -> Result<String, String> {
     let id = mail::send(message).map_err(|e| describe(&e, None))?;
-    if neo_ops_sdk::mail_backend::goes_to_the_outbox() {
+    if neo_ops_sdk::backends::goes_to_the_outbox() {
         return Err(format!(
             "written to the outbox as {id}, not delivered: SMTP_HOST is not set, \
              so no one is paged by email"

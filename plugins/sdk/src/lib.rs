@@ -53,13 +53,13 @@ static ALLOCATOR: allocator::FirstBump<dlmalloc::GlobalDlmalloc, { allocator::AR
 mod allocator;
 pub mod args;
 pub mod audit;
+pub mod backends;
 pub mod config;
 #[cfg(feature = "days")]
 pub mod days;
 pub mod fan_out;
 pub mod file_reader;
 pub mod html;
-pub mod mail_backend;
 #[doc(hidden)]
 pub mod panic_hook;
 pub mod plugin;

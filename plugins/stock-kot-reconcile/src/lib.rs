@@ -202,7 +202,7 @@ fn notify(s: &Summary, path: &str, dry_run: bool) -> Result<Mail, Failure> {
             ),
         )
     })?;
-    if neo_ops_sdk::mail_backend::goes_to_the_outbox() {
+    if neo_ops_sdk::backends::goes_to_the_outbox() {
         return Ok(Mail::Outbox { to, message_id });
     }
     Ok(Mail::Sent { to, message_id })

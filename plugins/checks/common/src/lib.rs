@@ -1,9 +1,7 @@
 //! What the preflight checks (`plugins/checks/*`) share: outcome builders,
 //! settings from the manifest (config first, then granted env vars), the live
-//! tenants, plain HTTP GETs with redacted URLs, and the backends the host
-//! reports as ready.
+//! tenants, and plain HTTP GETs with redacted URLs.
 
-pub mod backends;
 pub mod http;
 pub mod outcome;
 pub mod settings;

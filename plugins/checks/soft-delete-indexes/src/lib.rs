@@ -9,8 +9,8 @@
 //!
 //! Grants: `db = ["master", "tenant:*"]`.
 
-use check_common::{backends, describe, fail, pass, settings, tenants};
-use neo_ops_sdk::{Check, CheckOutcome, Error, db};
+use check_common::{describe, fail, pass, settings, tenants};
+use neo_ops_sdk::{Check, CheckOutcome, Error, backends, db};
 
 /// The tenant schema's partial unique indexes and how they are created.
 const KNOWN: &[(&str, &str)] = &[

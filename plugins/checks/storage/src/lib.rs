@@ -6,8 +6,8 @@
 //!
 //! Grants: none.
 
-use check_common::backends::{self, Backends};
 use check_common::{fail, pass, settings, warn};
+use neo_ops_sdk::backends::{self, Backends};
 use neo_ops_sdk::{Check, CheckOutcome};
 
 const HINT: &str = "for production set POSTGRES_MASTER_URL and POSTGRES_TENANT_DSN_TEMPLATE, \

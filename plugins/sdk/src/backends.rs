@@ -1,7 +1,7 @@
 //! The backends the host runs on, as its readiness document names them:
 //! database `postgres` | `sqlite`, kv `redis` | `memory`, mail `smtp` | `outbox`.
 
-use neo_ops_sdk::{host_info, serde_json};
+use crate::host_info;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Backends {
@@ -13,6 +13,19 @@ pub struct Backends {
 /// Reads `checks.{database,kv,mail}.backend` from `host_info::ready()`.
 pub fn in_use() -> Result<Backends, String> {
     parse(&host_info::ready())
+}
+
+/// Whether the host writes mail to its data dir's outbox (no SMTP relay is
+/// set): mail sent there reached no one.
+pub fn goes_to_the_outbox() -> bool {
+    in_use().is_ok_and(|b| b.mail == "outbox")
+}
+
+/// Whether the kv (and with it every queue) is the host process's own
+/// memory (no Redis is set): what a command sees there is not what the
+/// serving process has.
+pub fn kv_in_process() -> bool {
+    in_use().is_ok_and(|b| b.kv == "memory")
 }
 
 pub fn parse(ready: &str) -> Result<Backends, String> {
