@@ -61,12 +61,7 @@ impl Args {
         usage: &str,
     ) -> Result<&Self, Failure> {
         self.strict(value_flags, bool_flags, usage)?;
-        let with_values: Vec<&str> = value_flags
-            .iter()
-            .chain(HOST_VALUE_FLAGS)
-            .copied()
-            .collect();
-        match self.positionals(&with_values).first() {
+        match self.positionals(value_flags).first() {
             Some(p) => Err(fail(400, format!("unexpected argument \"{p}\" ({usage})"))),
             None => Ok(self),
         }
@@ -98,13 +93,15 @@ impl Args {
     }
 
     /// Arguments that are neither flags nor flag values. A flag listed in
-    /// `with_values` consumes the argument after it.
+    /// `with_values`, or one of the host's that takes a value (`--tenant`),
+    /// consumes the argument after it.
     pub fn positionals(&self, with_values: &[&str]) -> Vec<&str> {
         let mut out = Vec::new();
         let mut iter = self.items.iter();
         while let Some(item) = iter.next() {
             if item.starts_with("--") {
-                if with_values.contains(&item.as_str()) {
+                let name = item.as_str();
+                if with_values.contains(&name) || HOST_VALUE_FLAGS.contains(&name) {
                     iter.next();
                 }
             } else {
@@ -138,6 +135,8 @@ mod tests {
         assert!(a.flag("--verbose"));
         assert!(!a.flag("--dry-run"));
         assert_eq!(a.positionals(&["--tenant"]), vec!["start", "x"]);
+        // The host's `--tenant` takes its value whether or not it is listed.
+        assert_eq!(a.positionals(&[]), vec!["start", "x"]);
     }
 
     #[test]

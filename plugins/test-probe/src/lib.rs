@@ -22,7 +22,7 @@ struct Probe;
 
 impl Plugin for Probe {
     fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {
-        probe(&args.positionals(&["--tenant"]))
+        probe(&args.positionals(&[]))
     }
 
     fn http(_: &Invocation, req: &HttpRequest) -> Result<Output, Failure> {
