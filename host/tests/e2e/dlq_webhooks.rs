@@ -1058,3 +1058,145 @@ async fn an_export_too_large_to_mail_says_so(backend: Backend) {
 }
 
 on_both_backends!(export_too_large, an_export_too_large_to_mail_says_so);
+
+/// The dead-letter admin alone, with a command (no consumer: a replayed
+/// job stays on its queue to be seen).
+const DEAD_LETTERS_ONLY: &str = r#"
+[plugins.dead-letters]
+component = "dead_letters.wasm"
+routes = [{ method = "POST", path = "/api/admin/dlq/replay", role = "admin" }]
+command = true
+grants = { queues = ["export"], audit = true }
+"#;
+
+/// `neo-ops run dead-letters list | replay` reads and moves the dead
+/// letters the server keeps in Redis; a dry run (from the command line or
+/// `?dry_run=1`) moves nothing; without Redis the command refuses rather
+/// than list an empty queue of its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dead_letters_from_the_command_line() {
+    let dep = Deployment::new(Backend::Real).await;
+    let server = dep.start(DEAD_LETTERS_ONLY, "a").await;
+    let dead = queue::dead_letter_key("export");
+    let letter = |id: &str, error: &str| queue::Job {
+        id: id.into(),
+        queue: "export".into(),
+        payload: "{}".into(),
+        attempts: 2,
+        enqueued_at: "2026-12-01T10:00:00Z".into(),
+        last_error: Some(error.into()),
+        tenant: Some("acme".into()),
+        dead_at: Some("2026-12-01T10:05:00Z".into()),
+        not_before_ms: None,
+    };
+    let planted = [
+        letter("cli-1", "smtp said\tno"),
+        letter("cli-2", "bad email"),
+    ];
+    let raw: Vec<Vec<u8>> = planted
+        .iter()
+        .map(|l| serde_json::to_vec(l).unwrap())
+        .collect();
+    server.services.kv.list_push(&dead, &raw).await.unwrap();
+    let cli = support::Cli::new(DEAD_LETTERS_ONLY);
+    let settings = dep.settings("a");
+    let run = |args: &[&str]| {
+        let mut argv = vec!["run", "dead-letters"];
+        argv.extend_from_slice(args);
+        tokio::task::block_in_place(|| cli.run_on(&argv, &settings))
+    };
+    let letters_left = async || {
+        let left = server.services.kv.list_range(&dead, 0, -1).await.unwrap();
+        left.len()
+    };
+
+    let listed = run(&["list", "export"]);
+    assert_eq!(listed.code, Some(0), "{}", listed.stderr);
+    let mut lines: Vec<&str> = listed.stdout.lines().collect();
+    lines.sort();
+    assert_eq!(
+        lines,
+        [
+            "cli-1\tacme\t2\t2026-12-01T10:05:00Z\tsmtp said no",
+            "cli-2\tacme\t2\t2026-12-01T10:05:00Z\tbad email",
+        ]
+    );
+    let json = run(&["list", "export", "--limit", "1", "--json"]);
+    assert_eq!(json.code, Some(0), "{}", json.stderr);
+    let doc: Json = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(doc["data"]["type"], "export");
+    assert_eq!(doc["data"]["dead_letters"].as_array().unwrap().len(), 1);
+    let bad = run(&["list", "export", "--limit", "0"]);
+    assert_eq!(bad.code, Some(1));
+    assert!(bad.stderr.contains("bad --limit \"0\""), "{}", bad.stderr);
+    let bad = run(&["list", "mail"]);
+    assert!(bad.stderr.contains("bad type \"mail\""), "{}", bad.stderr);
+
+    let dry = run(&["replay", "export", "cli-1", "--dry-run"]);
+    assert_eq!(dry.code, Some(0), "{}", dry.stderr);
+    assert_eq!(
+        dry.stdout,
+        "would requeue export job \"cli-1\" (tenant \"acme\", dead after 2 attempts)\n\
+         dry run: nothing was changed\n"
+    );
+    let token = neo_ops::auth::create_token(server.master(), Role::Admin, "support")
+        .await
+        .unwrap();
+    let (code, body) = server
+        .post(
+            "/api/admin/dlq/replay?type=export&dry_run=1",
+            Some(&token),
+            r#"{"id": "cli-1"}"#,
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    let doc: Json = serde_json::from_str(&body).unwrap();
+    assert_eq!(doc["data"]["requeued"], false, "{doc}");
+    assert_eq!(letters_left().await, 2);
+    assert!(support::queued_jobs(&server, "export").await.is_empty());
+
+    let replayed = run(&["replay", "export", "cli-1"]);
+    assert_eq!(replayed.code, Some(0), "{}", replayed.stderr);
+    assert_eq!(
+        replayed.stdout,
+        "requeued export job \"cli-1\" (tenant \"acme\", dead after 2 attempts)\n"
+    );
+    assert_eq!(letters_left().await, 1);
+    let queued = support::queued_jobs(&server, "export").await;
+    assert_eq!(
+        queued.iter().map(|j| j.id.as_str()).collect::<Vec<_>>(),
+        ["cli-1"]
+    );
+    let records = server
+        .master()
+        .query(
+            "SELECT actor FROM audit_log WHERE action = 'dlq.replay' AND target = 'export:cli-1'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        records.rows,
+        vec![vec![Value::Text("dead-letters (command)".into())]]
+    );
+    let again = run(&["replay", "export", "cli-1"]);
+    assert_eq!(again.code, Some(1));
+    assert!(
+        again
+            .stderr
+            .contains("no export dead letter with id \"cli-1\""),
+        "{}",
+        again.stderr
+    );
+
+    // Without REDIS_URL the queues are the serving process's memory.
+    let embedded =
+        tokio::task::block_in_place(|| cli.run(&["run", "dead-letters", "list", "export"]));
+    assert_eq!(embedded.code, Some(1), "{}", embedded.stdout);
+    assert!(
+        embedded.stderr.contains("dead letters are kept in Redis"),
+        "{}",
+        embedded.stderr
+    );
+    server.stop().await.unwrap();
+}
