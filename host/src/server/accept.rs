@@ -161,6 +161,10 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Half-closes stay off: with them on, hyper stops reading during a
+        // request, and a client that left (its request still waiting for a
+        // plugin slot, which it then gives up) looks like one that only
+        // shut its sending side. A client that half-closes gets no answer.
         .keep_alive(true);
     let builder = Arc::new(builder);
     let mut backoff = Duration::from_millis(5);
