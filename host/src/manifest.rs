@@ -110,13 +110,36 @@ impl CronExpr {
         use chrono::TimeZone;
         let mut from = after.with_timezone(&tz);
         loop {
-            let slot = self.cron.find_next_occurrence(&from, false).ok()?;
+            let slot = match self.cron.find_next_occurrence(&from, false) {
+                Ok(slot) => slot,
+                Err(croner::errors::CronError::InvalidTime) => self.after_a_long_gap(tz, &from)?,
+                Err(_) => return None,
+            };
             if slot.with_timezone(&chrono::Utc) > after {
                 return Some(slot.with_timezone(&chrono::Utc));
             }
             // Each pass moves the local time on, and a repeated hour ends.
             from = tz.from_local_datetime(&slot.naive_local()).latest()?;
         }
+    }
+
+    /// The next slot after `from` when its local time falls in a clock
+    /// gap longer than the hour croner looks past (Antarctica/Troll skips
+    /// two): as in a shorter gap, it fires when the gap ends.
+    fn after_a_long_gap(
+        &self,
+        tz: chrono_tz::Tz,
+        from: &chrono::DateTime<chrono_tz::Tz>,
+    ) -> Option<chrono::DateTime<chrono_tz::Tz>> {
+        use chrono::TimeZone;
+        // The next matching wall-clock time, on a clock without gaps.
+        let wall = chrono::Utc.from_utc_datetime(&from.naive_local());
+        let slot = self.cron.find_next_occurrence(&wall, false).ok()?;
+        // Gaps end on a whole minute; none is longer than a day.
+        (1..=24 * 60).find_map(|minutes| {
+            let later = slot.naive_utc() + chrono::Duration::minutes(minutes);
+            tz.from_local_datetime(&later).earliest()
+        })
     }
 }
 
@@ -1007,6 +1030,22 @@ mod tests {
         let spring = CronExpr::parse("30 2 * * *").unwrap();
         assert_eq!(spring.next_after(ny, at(3, 8, 6, 0)), Some(at(3, 8, 7, 0)));
         assert_eq!(spring.next_after(ny, at(3, 8, 7, 0)), Some(at(3, 9, 6, 30)));
+    }
+
+    #[test]
+    fn a_slot_in_a_two_hour_gap_fires_after_it() {
+        // Troll's clocks go from 01:00 +00 to 03:00 +02 on 2026-03-29.
+        let troll = chrono_tz::Antarctica::Troll;
+        let at = |m, d, h, min| Utc.with_ymd_and_hms(2026, m, d, h, min, 0).unwrap();
+        let daily = CronExpr::parse("30 1 * * *").unwrap();
+        assert_eq!(
+            daily.next_after(troll, at(3, 29, 0, 0)),
+            Some(at(3, 29, 1, 0))
+        );
+        assert_eq!(
+            daily.next_after(troll, at(3, 29, 1, 0)),
+            Some(at(3, 29, 23, 30))
+        );
     }
 
     #[test]
