@@ -16,7 +16,7 @@ pub async fn migrate_dry_run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> 
     let databases = if fresh {
         vec![pending::new_embedded_master()]
     } else {
-        let db = Databases::connect_unmigrated(&settings).await?;
+        let db = Databases::open_to_read(&settings).await?;
         let databases = db.pending_migrations().await;
         db.close().await;
         databases
@@ -50,10 +50,11 @@ fn pending_line(d: &pending::Pending) -> String {
         "master" => "master".to_string(),
         tenant => format!("tenant \"{tenant}\""),
     };
-    let mut line = match d.pending.as_slice() {
-        [] if d.problem.is_some() => format!("{name}: nothing to apply"),
-        [] => format!("{name}: up to date"),
-        pending => {
+    let mut line = match d.pending.as_deref() {
+        None => format!("{name}: not read"),
+        Some([]) if d.problem.is_some() => format!("{name}: nothing to apply"),
+        Some([]) => format!("{name}: up to date"),
+        Some(pending) => {
             let each: Vec<String> = pending
                 .iter()
                 .map(|m| format!("{} {}", m.version, m.description))
@@ -61,8 +62,10 @@ fn pending_line(d: &pending::Pending) -> String {
             format!("{name}: {} to apply: {}", pending.len(), each.join(", "))
         }
     };
-    if let Some(problem) = &d.problem {
-        line.push_str(&format!("; migrate would fail: {problem}"));
+    match (&d.problem, &d.pending) {
+        (Some(problem), None) => line.push_str(&format!(" ({problem})")),
+        (Some(problem), Some(_)) => line.push_str(&format!("; migrate would fail: {problem}")),
+        (None, _) => {}
     }
     line
 }

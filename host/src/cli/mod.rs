@@ -292,7 +292,8 @@ fn wants_json(cli: &Cli) -> bool {
         Command::Preflight(args) => args.json,
         Command::Tenant(TenantCommand::List { json })
         | Command::Token(TokenCommand::List { json, .. })
-        | Command::Audit(AuditCommand::Verify { json }) => *json,
+        | Command::Audit(AuditCommand::Verify { json })
+        | Command::Migrate { json, .. } => *json,
         _ => false,
     }
 }

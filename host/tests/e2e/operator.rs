@@ -962,9 +962,11 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
     assert!(!db.join("master.sqlite").exists());
     assert_eq!(cli.run(&["migrate", "--json"]).code, Some(2));
 
-    for name in ["acme", "bravo"] {
+    for name in ["acme", "bravo", "carol"] {
         assert_eq!(cli.run(&["tenant", "create", name]).code, Some(0));
     }
+    // A file gone (a partial restore): its record cannot be read.
+    std::fs::remove_file(db.join("tenant-carol.sqlite")).unwrap();
     let tenant = async |name: &str| {
         let file = db.join(format!("tenant-{name}.sqlite"));
         sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display()))
@@ -983,13 +985,24 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
 
     let text = tokio::task::block_in_place(|| cli.run(&["migrate", "--dry-run"]));
     assert_eq!(text.code, Some(1), "{}", text.stderr);
+    let lines: Vec<&str> = text.stdout.lines().collect();
     assert_eq!(
-        text.stdout,
-        "master: up to date\n\
-         tenant \"acme\": nothing to apply; migrate would fail: migration 1 changed since it was applied\n\
-         tenant \"bravo\": 1 to apply: 2 orders customer placed\n\
-         dry run: nothing was migrated\n"
+        lines[..3],
+        [
+            "master: up to date",
+            "tenant \"acme\": nothing to apply; migrate would fail: migration 1 changed since it was applied",
+            "tenant \"bravo\": 1 to apply: 2 orders customer placed",
+        ],
+        "{}",
+        text.stdout
     );
+    let unread = format!(
+        "tenant \"carol\": not read (reading its migrations: opening {}/tenant-carol.sqlite to read: ",
+        db.display()
+    );
+    assert!(lines[3].starts_with(&unread), "{}", text.stdout);
+    assert_eq!(lines[4..], ["dry run: nothing was migrated"]);
+    assert!(!db.join("tenant-carol.sqlite").exists());
     let json = tokio::task::block_in_place(|| cli.run(&["migrate", "--dry-run", "--json"]));
     assert_eq!(json.code, Some(1), "{}", json.stderr);
     let doc: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
@@ -1002,6 +1015,7 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
             "problem": null,
         })
     );
+    assert_eq!(doc["databases"][3]["pending"], serde_json::Value::Null);
     let still_behind: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE version = 2")
             .fetch_one(&bravo)

@@ -23,7 +23,7 @@ use postgres::{
     PG_MASTER, PG_TENANT, foreign, pg_pool, pg_pool_lazy, pg_run_leased, pg_transaction_leased,
 };
 pub(crate) use sqlite::lite_run;
-use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool};
+use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool, sqlite_pool_to_read};
 
 pub use pg_conns::MAX_CONNECTIONS;
 pub use postgres::{BREAKER_OPEN, PgHandle};
@@ -76,6 +76,13 @@ pub enum Pool {
     Sqlite(SqlitePool),
 }
 
+/// How [`Databases::open`] opens the master.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Open {
+    Migrated,
+    ToRead,
+}
+
 enum Kind {
     Postgres { template: String },
     Sqlite { dir: PathBuf },
@@ -91,47 +98,60 @@ pub struct Databases {
 impl Databases {
     /// Connects to the master database and migrates it.
     pub async fn connect(settings: &Settings) -> anyhow::Result<Arc<Self>> {
-        let db = Self::connect_unmigrated(settings).await?;
-        match &db.master {
-            Pool::Pg(master) => PG_MASTER.run(&master.pool).await.map_err(|e| {
-                let url = settings.postgres_master_url.as_deref().unwrap_or_default();
-                anyhow::anyhow!("migrating master database {}: {e}", redact_url(url))
-            })?,
-            Pool::Sqlite(master) => LITE_MASTER
-                .run(master)
-                .await
-                .map_err(|e| anyhow::anyhow!("migrating embedded master database: {e}"))?,
-        }
-        Ok(db)
+        Self::open(settings, Open::Migrated).await
     }
 
-    /// Connects to the master database as it is (`migrate --dry-run`
-    /// reads what it lacks).
-    pub async fn connect_unmigrated(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+    /// Connects to the master database as it is, to read only (`migrate
+    /// --dry-run`): nothing migrated, nothing created, an embedded master's
+    /// file opened read-only.
+    pub async fn open_to_read(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+        Self::open(settings, Open::ToRead).await
+    }
+
+    async fn open(settings: &Settings, how: Open) -> anyhow::Result<Arc<Self>> {
         let (master, kind) = match (
             &settings.postgres_master_url,
             &settings.postgres_tenant_dsn_template,
         ) {
-            (Some(url), Some(template)) => (
-                Pool::Pg(PgHandle::new(pg_pool(url).await?)),
-                Kind::Postgres {
+            (Some(url), Some(template)) => {
+                let pool = pg_pool(url).await?;
+                if how == Open::Migrated {
+                    PG_MASTER.run(&pool).await.map_err(|e| {
+                        anyhow::anyhow!("migrating master database {}: {e}", redact_url(url))
+                    })?;
+                }
+                let kind = Kind::Postgres {
                     template: template.clone(),
-                },
-            ),
+                };
+                (Pool::Pg(PgHandle::new(pool)), kind)
+            }
             _ => {
                 let master = embedded_master(&settings.data_dir);
                 let dir = master.parent().expect("in the db dir").to_path_buf();
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-                let pool = sqlite_pool(master, true).await?;
+                let pool = match how {
+                    Open::ToRead => sqlite_pool_to_read(master).await?,
+                    Open::Migrated => {
+                        std::fs::create_dir_all(&dir)
+                            .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
+                        let pool = sqlite_pool(master, true).await?;
+                        LITE_MASTER.run(&pool).await.map_err(|e| {
+                            anyhow::anyhow!("migrating embedded master database: {e}")
+                        })?;
+                        pool
+                    }
+                };
                 (Pool::Sqlite(pool), Kind::Sqlite { dir })
             }
         };
-        Ok(Arc::new(Self {
+        Ok(Self::over(master, kind))
+    }
+
+    fn over(master: Pool, kind: Kind) -> Arc<Self> {
+        Arc::new(Self {
             master,
             kind,
             tenants: RwLock::new(HashMap::new()),
-        }))
+        })
     }
 
     /// The databases of a command that reports on them (preflight) when
@@ -145,13 +165,13 @@ impl Databases {
         ) else {
             anyhow::bail!("the embedded database is never unreachable");
         };
-        Ok(Arc::new(Self {
-            master: Pool::Pg(PgHandle::new(pg_pool_lazy(url)?)),
-            kind: Kind::Postgres {
-                template: template.clone(),
-            },
-            tenants: RwLock::new(HashMap::new()),
-        }))
+        let kind = Kind::Postgres {
+            template: template.clone(),
+        };
+        Ok(Self::over(
+            Pool::Pg(PgHandle::new(pg_pool_lazy(url)?)),
+            kind,
+        ))
     }
 
     pub fn master(&self) -> &Pool {
@@ -283,7 +303,7 @@ impl Databases {
                 pg_pool_lazy(&template.replace("{tenant}", name)).map_err(unavailable)?,
             ))),
             Kind::Sqlite { dir } => Ok(Pool::Sqlite(
-                sqlite_pool(dir.join(format!("tenant-{name}.sqlite")), false)
+                sqlite_pool(tenant_file(dir, name), false)
                     .await
                     .map_err(unavailable)?,
             )),
@@ -347,7 +367,7 @@ impl Databases {
                 pool.close().await;
             }
             Kind::Sqlite { dir } => {
-                let pool = sqlite_pool(dir.join(format!("tenant-{name}.sqlite")), true).await?;
+                let pool = sqlite_pool(tenant_file(dir, name), true).await?;
                 LITE_TENANT
                     .run(&pool)
                     .await
@@ -370,12 +390,17 @@ impl Databases {
     pub async fn migrate_tenants(&self) -> anyhow::Result<(usize, Vec<(String, String)>)> {
         let (mut n, mut failed) = (0, Vec::new());
         for name in self.live_tenant_names().await? {
+            // Opened for this alone and closed after: a pool per tenant
+            // kept to the end would hold a connection each, past
+            // Postgres's limit with a hundred tenants.
             let migrated: anyhow::Result<()> = async {
-                match self.tenant(&name).await? {
-                    Pool::Pg(p) => PG_TENANT.run(&p.pool).await?,
-                    Pool::Sqlite(p) => LITE_TENANT.run(&p).await?,
-                }
-                Ok(())
+                let pool = self.open_tenant(&name).await?;
+                let run = match &pool {
+                    Pool::Pg(p) => PG_TENANT.run(&p.pool).await,
+                    Pool::Sqlite(p) => LITE_TENANT.run(p).await,
+                };
+                pool.close().await;
+                Ok(run?)
             }
             .await;
             match migrated {
@@ -412,6 +437,11 @@ impl Databases {
             p.close().await;
         }
     }
+}
+
+/// A tenant's embedded database file in the databases' directory.
+fn tenant_file(dir: &std::path::Path, name: &str) -> PathBuf {
+    dir.join(format!("tenant-{name}.sqlite"))
 }
 
 /// The embedded master database's file under a data dir.

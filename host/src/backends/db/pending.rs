@@ -6,7 +6,10 @@
 use sqlx::migrate::Migrator;
 use std::collections::HashMap;
 
-use super::{Databases, Kind, LITE_MASTER, LITE_TENANT, PG_MASTER, PG_TENANT, Pool};
+use super::{
+    Databases, Kind, LITE_MASTER, LITE_TENANT, PG_MASTER, PG_TENANT, PgHandle, Pool, pg_pool_lazy,
+    sqlite_pool_to_read, tenant_file,
+};
 
 /// One migration not applied yet.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -20,10 +23,12 @@ pub struct Migration {
 pub struct Pending {
     /// `master`, or a tenant's name.
     pub database: String,
-    pub pending: Vec<Migration>,
-    /// Why `migrate` would fail on it, if it would: its record cannot be
-    /// read, a migration failed part-way, one applied has changed since,
-    /// or one applied is not this build's (a newer neo-ops migrated it).
+    /// `None` when its record could not be read (see `problem`).
+    pub pending: Option<Vec<Migration>>,
+    /// Why `migrate` would fail on it, if it would: a migration failed
+    /// part-way, one applied has changed since, or one applied is not this
+    /// build's (a newer neo-ops migrated it); or why its record could not
+    /// be read.
     pub problem: Option<String>,
 }
 
@@ -51,10 +56,7 @@ impl Databases {
             match self.live_tenant_names().await {
                 Ok(names) => {
                     for name in names {
-                        let applied = match self.tenant(&name).await {
-                            Ok(pool) => applied(&pool).await,
-                            Err(e) => Err(e.into()),
-                        };
+                        let applied = self.tenant_applied(&name).await;
                         out.push(compare(name, tenant_migrator, applied));
                     }
                 }
@@ -69,6 +71,23 @@ impl Databases {
             }
         }
         out
+    }
+
+    /// What tenant `name`'s database has applied, read on a pool of its
+    /// own, closed after (read-only for a file): a dry run over many
+    /// tenants holds one connection at a time and changes no file.
+    async fn tenant_applied(&self, name: &str) -> anyhow::Result<HashMap<i64, Applied>> {
+        let pool = match &self.kind {
+            Kind::Postgres { template } => Pool::Pg(PgHandle::new(pg_pool_lazy(
+                &template.replace("{tenant}", name),
+            )?)),
+            Kind::Sqlite { dir } => {
+                Pool::Sqlite(sqlite_pool_to_read(tenant_file(dir, name)).await?)
+            }
+        };
+        let read = applied(&pool).await;
+        pool.close().await;
+        read
     }
 }
 
@@ -122,7 +141,7 @@ fn compare(
         Err(e) => {
             return Pending {
                 database,
-                pending: Vec::new(),
+                pending: None,
                 problem: Some(format!("reading its migrations: {e:#}")),
             };
         }
@@ -165,13 +184,15 @@ fn compare(
     }
     Pending {
         database,
-        pending: ours()
-            .filter(|m| !applied.contains_key(&m.version))
-            .map(|m| Migration {
-                version: m.version,
-                description: m.description.to_string(),
-            })
-            .collect(),
+        pending: Some(
+            ours()
+                .filter(|m| !applied.contains_key(&m.version))
+                .map(|m| Migration {
+                    version: m.version,
+                    description: m.description.to_string(),
+                })
+                .collect(),
+        ),
         problem: (!problems.is_empty()).then(|| problems.join("; ")),
     }
 }
@@ -205,13 +226,14 @@ mod tests {
     fn lists_what_is_missing_and_what_migrate_would_refuse() {
         let all: Vec<i64> = LITE_MASTER.iter().map(|m| m.version).collect();
         let fresh = new_embedded_master();
-        let versions: Vec<i64> = fresh.pending.iter().map(|m| m.version).collect();
+        let versions: Vec<i64> = fresh.pending.unwrap().iter().map(|m| m.version).collect();
         assert_eq!((versions, fresh.problem), (all.clone(), None));
 
         let first = checksum(1);
         let behind = compare("master".into(), &LITE_MASTER, applied(&[(1, &first, true)]));
-        assert_eq!(behind.pending.len(), all.len() - 1);
-        assert_eq!(behind.pending[0].version, 2);
+        let pending = behind.pending.unwrap();
+        assert_eq!(pending.len(), all.len() - 1);
+        assert_eq!(pending[0].version, 2);
         assert_eq!(behind.problem, None);
 
         let changed = compare("m".into(), &LITE_MASTER, applied(&[(1, b"other", true)]));
@@ -236,8 +258,8 @@ mod tests {
         );
         let unread = compare("m".into(), &LITE_MASTER, Err(anyhow::anyhow!("refused")));
         assert_eq!(
-            (unread.pending.len(), unread.problem.as_deref()),
-            (0, Some("reading its migrations: refused"))
+            (unread.pending, unread.problem.as_deref()),
+            (None, Some("reading its migrations: refused"))
         );
     }
 }

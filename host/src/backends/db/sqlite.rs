@@ -38,6 +38,21 @@ pub(super) async fn sqlite_pool(path: PathBuf, create: bool) -> anyhow::Result<S
         .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))
 }
 
+/// Opens the database file at `path` to read only (a dry run): nothing is
+/// created, and its journal mode is left as it is.
+pub(super) async fn sqlite_pool_to_read(path: PathBuf) -> anyhow::Result<SqlitePool> {
+    let opts = SqliteConnectOptions::new()
+        .filename(&path)
+        .read_only(true)
+        .busy_timeout(Duration::from_secs(10));
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening {} to read: {e}", path.display()))
+}
+
 /// SQLite virtual-machine steps between looks at the clock (a look costs
 /// next to nothing; a step is well under a microsecond).
 const STEPS_PER_LOOK: i32 = 10_000;
