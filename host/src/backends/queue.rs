@@ -141,6 +141,12 @@ pub async fn dead_letters(
         .collect())
 }
 
+/// Dead letter `id` of `queue`, left where it is; `None` when there is none.
+pub async fn dead_letter(kv: &Kv, queue: &str, id: &str) -> Result<Option<Job>, EnqueueError> {
+    let found = find_dead_letter(kv, &dead_letter_key(queue), id).await?;
+    Ok(found.map(|(_, job)| job))
+}
+
 /// Moves dead letter `id` back onto its queue with a fresh attempt count and
 /// returns it as it was dead-lettered; `None` when there is no such dead
 /// letter. The move is one atomic step, so two concurrent replays of one id

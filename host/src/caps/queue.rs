@@ -139,6 +139,22 @@ impl wit::Host for StoreState {
         Ok(jobs.into_iter().map(to_dead_letter).collect())
     }
 
+    async fn find_dead_letter(
+        &mut self,
+        queue: String,
+        id: String,
+    ) -> Result<Option<wit::DeadLetter>, WitError> {
+        self.check_queue_grant(&queue)?;
+        let kv = &self.call.services.kv;
+        let found = queue_call(self.call.io_deadline(), async {
+            queue::dead_letter(kv, &queue, &id)
+                .await
+                .map_err(to_wit_error)
+        })
+        .await?;
+        Ok(found.map(to_dead_letter))
+    }
+
     async fn replay(
         &mut self,
         queue: String,

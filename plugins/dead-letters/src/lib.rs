@@ -29,8 +29,7 @@ const USAGE: &str = "usage: dead-letters list webhook|export|digest|purge [--lim
 
 /// How many dead letters a listing shows unless asked for another number.
 const DEFAULT_LIMIT: u32 = 100;
-/// The most a listing shows, and a dry run looks through (a queue keeps a
-/// thousand).
+/// The most a listing shows (a queue keeps a thousand).
 const MAX_LIMIT: u32 = 1000;
 
 struct DeadLetters;
@@ -193,16 +192,9 @@ fn replay_text(kind: &str, letter: &DeadLetter, dry_run: bool) -> String {
     }
 }
 
-/// Dead letter `id`, left where it is: looked for among the newest few,
-/// then among all a listing may show (a queue keeps no more).
+/// Dead letter `id`, left where it is.
 fn find(kind: &str, id: &str) -> Result<DeadLetter, Failure> {
-    for limit in [50, MAX_LIMIT] {
-        let letters = queue::dead_letters(kind, limit)?;
-        if let Some(letter) = letters.into_iter().find(|d| d.id == id) {
-            return Ok(letter);
-        }
-    }
-    Err(not_found(kind, id))
+    queue::find_dead_letter(kind, id)?.ok_or_else(|| not_found(kind, id))
 }
 
 fn not_found(kind: &str, id: &str) -> Failure {
