@@ -132,12 +132,15 @@ impl CronExpr {
         from: &chrono::DateTime<chrono_tz::Tz>,
     ) -> Option<chrono::DateTime<chrono_tz::Tz>> {
         use chrono::TimeZone;
+        use chrono::Timelike;
         // The next matching wall-clock time, on a clock without gaps.
         let wall = chrono::Utc.from_utc_datetime(&from.naive_local());
         let slot = self.cron.find_next_occurrence(&wall, false).ok()?;
-        // Gaps end on a whole minute; none is longer than a day.
+        // Gaps end on a whole minute (the slot fires then, its seconds
+        // too, as croner's do); none is longer than a day.
+        let minute = slot.naive_utc().with_second(0)?;
         (1..=24 * 60).find_map(|minutes| {
-            let later = slot.naive_utc() + chrono::Duration::minutes(minutes);
+            let later = minute + chrono::Duration::minutes(minutes);
             tz.from_local_datetime(&later).earliest()
         })
     }
@@ -1045,6 +1048,11 @@ mod tests {
         assert_eq!(
             daily.next_after(troll, at(3, 29, 1, 0)),
             Some(at(3, 29, 23, 30))
+        );
+        let with_seconds = CronExpr::parse("30 30 1 * * *").unwrap();
+        assert_eq!(
+            with_seconds.next_after(troll, at(3, 29, 0, 0)),
+            Some(at(3, 29, 1, 0))
         );
     }
 
