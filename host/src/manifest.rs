@@ -1002,12 +1002,17 @@ mod tests {
         assert_eq!(next, Utc.with_ymd_and_hms(2026, 11, 25, 14, 30, 0).unwrap());
     }
 
+    /// An instant of 2026, in UTC.
+    fn at(month: u32, day: u32, hour: u32, minute: u32) -> chrono::DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, month, day, hour, minute, 0)
+            .unwrap()
+    }
+
     /// New York, 2026: clocks go back at 02:00 EDT on 1 November (01:00 to
     /// 02:00 local happens twice) and forward at 02:00 EST on 8 March.
     #[test]
     fn a_slot_in_a_dst_change_fires_once() {
         let ny = chrono_tz::America::New_York;
-        let at = |m, d, h, min| Utc.with_ymd_and_hms(2026, m, d, h, min, 0).unwrap();
         let daily = CronExpr::parse("30 1 * * *").unwrap();
         // Autumn: 01:30 EDT (05:30 UTC), then not 01:30 EST: the next day.
         assert_eq!(
@@ -1039,7 +1044,6 @@ mod tests {
     fn a_slot_in_a_two_hour_gap_fires_after_it() {
         // Troll's clocks go from 01:00 +00 to 03:00 +02 on 2026-03-29.
         let troll = chrono_tz::Antarctica::Troll;
-        let at = |m, d, h, min| Utc.with_ymd_and_hms(2026, m, d, h, min, 0).unwrap();
         let daily = CronExpr::parse("30 1 * * *").unwrap();
         assert_eq!(
             daily.next_after(troll, at(3, 29, 0, 0)),

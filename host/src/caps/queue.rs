@@ -64,6 +64,15 @@ async fn queue_call<T>(
         })
 }
 
+/// A call about one dead letter, as the plugin gets its answer.
+async fn one_letter(
+    io_deadline: tokio::time::Instant,
+    call: impl Future<Output = Result<Option<Job>, EnqueueError>>,
+) -> Result<Option<wit::DeadLetter>, WitError> {
+    let letter = queue_call(io_deadline, async { call.await.map_err(to_wit_error) }).await?;
+    Ok(letter.map(to_dead_letter))
+}
+
 fn to_wit_error(e: EnqueueError) -> WitError {
     match e {
         EnqueueError::Invalid(m) => WitError::invalid(m),
@@ -146,13 +155,8 @@ impl wit::Host for StoreState {
     ) -> Result<Option<wit::DeadLetter>, WitError> {
         self.check_queue_grant(&queue)?;
         let kv = &self.call.services.kv;
-        let found = queue_call(self.call.io_deadline(), async {
-            queue::dead_letter(kv, &queue, &id)
-                .await
-                .map_err(to_wit_error)
-        })
-        .await?;
-        Ok(found.map(to_dead_letter))
+        let found = queue::dead_letter(kv, &queue, &id);
+        one_letter(self.call.io_deadline(), found).await
     }
 
     async fn replay(
@@ -162,10 +166,7 @@ impl wit::Host for StoreState {
     ) -> Result<Option<wit::DeadLetter>, WitError> {
         self.check_queue_grant(&queue)?;
         let kv = &self.call.services.kv;
-        let replayed = queue_call(self.call.io_deadline(), async {
-            queue::replay(kv, &queue, &id).await.map_err(to_wit_error)
-        })
-        .await?;
-        Ok(replayed.map(to_dead_letter))
+        let replayed = queue::replay(kv, &queue, &id);
+        one_letter(self.call.io_deadline(), replayed).await
     }
 }
