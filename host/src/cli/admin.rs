@@ -12,15 +12,7 @@ use crate::{audit_log, auth};
 /// what would make `migrate` refuse one (exit 1 then). Nothing is
 /// migrated, and a missing embedded master is not created.
 pub async fn migrate_dry_run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
-    let (settings, fresh) = admin_settings(cli)?;
-    let databases = if fresh {
-        vec![pending::new_embedded_master()]
-    } else {
-        let db = Databases::open_to_read(&settings).await?;
-        let databases = db.pending_migrations().await;
-        db.close().await;
-        databases
-    };
+    let (databases, fresh) = pending_now(cli).await?;
     let refused = databases.iter().any(|d| d.problem.is_some());
     if json {
         let doc = serde_json::json!({"dry_run": true, "databases": databases});
@@ -44,23 +36,48 @@ pub async fn migrate_dry_run(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> 
     })
 }
 
+/// Each database's pending migrations as they stand, and whether there is
+/// no master yet (a new embedded one: nothing read, nothing made).
+async fn pending_now(cli: &Cli) -> anyhow::Result<(Vec<pending::Pending>, bool)> {
+    let (settings, fresh) = admin_settings(cli)?;
+    if fresh {
+        return Ok((vec![pending::new_embedded_master()], true));
+    }
+    let db = Databases::open_to_read(&settings).await?;
+    let databases = db.pending_migrations().await;
+    db.close().await;
+    Ok((databases, false))
+}
+
+/// `master` or `tenant "acme"`.
+fn database_name(d: &pending::Pending) -> String {
+    match &d.tenant {
+        None => "master".to_string(),
+        Some(tenant) => format!("tenant \"{tenant}\""),
+    }
+}
+
+/// Migrations as `3 token expiry, 4 digest covered until`.
+fn migration_list(migrations: &[pending::Migration]) -> String {
+    let each: Vec<String> = migrations
+        .iter()
+        .map(|m| format!("{} {}", m.version, m.description))
+        .collect();
+    each.join(", ")
+}
+
 /// `master: 2 to apply: 3 token expiry, 4 digest covered until`.
 fn pending_line(d: &pending::Pending) -> String {
-    let name = match d.database.as_str() {
-        "master" => "master".to_string(),
-        tenant => format!("tenant \"{tenant}\""),
-    };
+    let name = database_name(d);
     let mut line = match d.pending.as_deref() {
         None => format!("{name}: not read"),
         Some([]) if d.problem.is_some() => format!("{name}: nothing to apply"),
         Some([]) => format!("{name}: up to date"),
-        Some(pending) => {
-            let each: Vec<String> = pending
-                .iter()
-                .map(|m| format!("{} {}", m.version, m.description))
-                .collect();
-            format!("{name}: {} to apply: {}", pending.len(), each.join(", "))
-        }
+        Some(pending) => format!(
+            "{name}: {} to apply: {}",
+            pending.len(),
+            migration_list(pending)
+        ),
     };
     match (&d.problem, &d.pending) {
         (Some(problem), None) => line.push_str(&format!(" ({problem})")),
@@ -71,8 +88,22 @@ fn pending_line(d: &pending::Pending) -> String {
 }
 
 pub async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
+    // Read first, so the run can say what it applied to each database.
+    let (before, _) = pending_now(cli).await?;
     with_databases(cli, async |db| {
         let (n, failed) = db.migrate_tenants().await?;
+        for d in &before {
+            let failed_here = d
+                .tenant
+                .as_ref()
+                .is_some_and(|t| failed.iter().any(|(f, _)| f == t));
+            match d.pending.as_deref() {
+                Some(applied) if !applied.is_empty() && !failed_here => {
+                    println!("{}: applied {}", database_name(d), migration_list(applied));
+                }
+                _ => {}
+            }
+        }
         println!("master and {n} tenant database(s) migrated");
         for (tenant, why) in &failed {
             eprintln!("error: tenant \"{tenant}\" was not migrated: {why}");

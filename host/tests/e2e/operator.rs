@@ -961,6 +961,21 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
     );
     assert!(!db.join("master.sqlite").exists());
     assert_eq!(cli.run(&["migrate", "--json"]).code, Some(2));
+    // The real run says what it applied.
+    let migrated = cli.run(&["migrate"]);
+    assert_eq!(migrated.code, Some(0), "{}", migrated.stderr);
+    assert!(
+        migrated.stdout.starts_with("master: applied 1 init, 2 "),
+        "{}",
+        migrated.stdout
+    );
+    assert!(
+        migrated
+            .stdout
+            .ends_with("\nmaster and 0 tenant database(s) migrated\n"),
+        "{}",
+        migrated.stdout
+    );
 
     for name in ["acme", "bravo", "carol"] {
         assert_eq!(cli.run(&["tenant", "create", name]).code, Some(0));
@@ -1010,7 +1025,7 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
     assert_eq!(
         doc["databases"][2],
         serde_json::json!({
-            "database": "bravo",
+            "tenant": "bravo",
             "pending": [{"version": 2, "description": "orders customer placed"}],
             "problem": null,
         })
@@ -1046,7 +1061,7 @@ async fn migrate_dry_run_reads_postgres_without_migrating() {
         let databases = doc["databases"].as_array().unwrap();
         databases
             .iter()
-            .map(|d| (d["database"].as_str().unwrap().to_string(), pending(d)))
+            .map(|d| (d["tenant"].as_str().map(str::to_string), pending(d)))
             .collect::<Vec<_>>()
     };
     let master_url = settings.postgres_master_url.clone().unwrap();
@@ -1058,7 +1073,7 @@ async fn migrate_dry_run_reads_postgres_without_migrating() {
             .unwrap()
     };
 
-    assert_eq!(dry_run(), [("master".to_string(), vec![1, 2, 3, 4])]);
+    assert_eq!(dry_run(), [(None, vec![1, 2, 3, 4])]);
     assert!(!migrated().await);
 
     let created =
@@ -1075,10 +1090,7 @@ async fn migrate_dry_run_reads_postgres_without_migrating() {
         .unwrap();
     assert_eq!(
         dry_run(),
-        [
-            ("master".to_string(), vec![]),
-            ("acme".to_string(), vec![2])
-        ]
+        [(None, vec![]), (Some("acme".to_string()), vec![2])]
     );
     acme.close().await;
     master.close().await;

@@ -21,8 +21,8 @@ pub struct Migration {
 /// One database against this build.
 #[derive(Debug, serde::Serialize)]
 pub struct Pending {
-    /// `master`, or a tenant's name.
-    pub database: String,
+    /// The tenant's name; `None` for the master.
+    pub tenant: Option<String>,
     /// `None` when its record could not be read (see `problem`).
     pub pending: Option<Vec<Migration>>,
     /// Why `migrate` would fail on it, if it would: a migration failed
@@ -51,13 +51,13 @@ impl Databases {
         let has_tenants = master
             .as_ref()
             .is_ok_and(|m| m.get(&1).is_some_and(|first| first.success));
-        let mut out = vec![compare("master".into(), master_migrator, master)];
+        let mut out = vec![compare(None, master_migrator, master)];
         if has_tenants {
             match self.live_tenant_names().await {
                 Ok(names) => {
                     for name in names {
                         let applied = self.tenant_applied(&name).await;
-                        out.push(compare(name, tenant_migrator, applied));
+                        out.push(compare(Some(name), tenant_migrator, applied));
                     }
                 }
                 Err(e) => {
@@ -93,7 +93,7 @@ impl Databases {
 
 /// A new embedded master: every master migration is still to apply.
 pub fn new_embedded_master() -> Pending {
-    compare("master".into(), &LITE_MASTER, Ok(HashMap::new()))
+    compare(None, &LITE_MASTER, Ok(HashMap::new()))
 }
 
 /// What `pool` has applied, by version; empty when it has no record yet.
@@ -132,7 +132,7 @@ async fn applied(pool: &Pool) -> anyhow::Result<HashMap<i64, Applied>> {
 /// `applied` against what `migrator` carries, as `Migrator::run` would
 /// judge it.
 fn compare(
-    database: String,
+    tenant: Option<String>,
     migrator: &Migrator,
     applied: anyhow::Result<HashMap<i64, Applied>>,
 ) -> Pending {
@@ -140,7 +140,7 @@ fn compare(
         Ok(applied) => applied,
         Err(e) => {
             return Pending {
-                database,
+                tenant,
                 pending: None,
                 problem: Some(format!("reading its migrations: {e:#}")),
             };
@@ -183,7 +183,7 @@ fn compare(
         ));
     }
     Pending {
-        database,
+        tenant,
         pending: Some(
             ours()
                 .filter(|m| !applied.contains_key(&m.version))
@@ -230,19 +230,19 @@ mod tests {
         assert_eq!((versions, fresh.problem), (all.clone(), None));
 
         let first = checksum(1);
-        let behind = compare("master".into(), &LITE_MASTER, applied(&[(1, &first, true)]));
+        let behind = compare(None, &LITE_MASTER, applied(&[(1, &first, true)]));
         let pending = behind.pending.unwrap();
         assert_eq!(pending.len(), all.len() - 1);
         assert_eq!(pending[0].version, 2);
         assert_eq!(behind.problem, None);
 
-        let changed = compare("m".into(), &LITE_MASTER, applied(&[(1, b"other", true)]));
+        let changed = compare(None, &LITE_MASTER, applied(&[(1, b"other", true)]));
         assert_eq!(
             changed.problem.as_deref(),
             Some("migration 1 changed since it was applied")
         );
         let dirty = [(1, &first[..], true), (3, b"x", false), (2, b"x", false)];
-        let dirty = compare("m".into(), &LITE_MASTER, applied(&dirty));
+        let dirty = compare(None, &LITE_MASTER, applied(&dirty));
         assert!(
             dirty
                 .problem
@@ -251,12 +251,12 @@ mod tests {
                 .starts_with("migration 2 failed part-way (repair it by hand); "),
             "{dirty:?}"
         );
-        let newer = compare("m".into(), &LITE_MASTER, applied(&[(99, b"x", true)]));
+        let newer = compare(None, &LITE_MASTER, applied(&[(99, b"x", true)]));
         assert_eq!(
             newer.problem.as_deref(),
             Some("migration 99 was applied by a newer neo-ops than this one")
         );
-        let unread = compare("m".into(), &LITE_MASTER, Err(anyhow::anyhow!("refused")));
+        let unread = compare(None, &LITE_MASTER, Err(anyhow::anyhow!("refused")));
         assert_eq!(
             (unread.pending, unread.problem.as_deref()),
             (None, Some("reading its migrations: refused"))
