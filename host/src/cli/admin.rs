@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::{Cli, admin_settings, with_databases, with_services};
+use super::{Access, Cli, admin_settings, with_databases, with_services};
 use crate::backends::db::{Databases, pending};
 use crate::manifest::Role;
 use crate::{audit_log, auth};
@@ -58,7 +58,7 @@ fn database_name(d: &pending::Pending) -> String {
 }
 
 /// Migrations as `3 token expiry, 4 digest covered until`.
-fn migration_list(migrations: &[pending::Migration]) -> String {
+pub(super) fn migration_list(migrations: &[pending::Migration]) -> String {
     let each: Vec<String> = migrations
         .iter()
         .map(|m| format!("{} {}", m.version, m.description))
@@ -90,7 +90,7 @@ fn pending_line(d: &pending::Pending) -> String {
 pub async fn migrate(cli: &Cli) -> anyhow::Result<ExitCode> {
     // Read first, so the run can say what it applied to each database.
     let (before, _) = pending_now(cli).await?;
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::Write, async |db| {
         let (n, failed) = db.migrate_tenants().await?;
         for d in &before {
             let failed_here = d
@@ -150,7 +150,7 @@ pub async fn create_token(
              (it is the actor in the audit log)"
         );
     }
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::Write, async |db| {
         let master = db.master();
         let live = auth::list_tokens(master, false).await?;
         if let Some(same) = live.iter().find(|t| t.name == name) {
@@ -176,7 +176,7 @@ pub async fn create_token(
 }
 
 pub async fn list_tokens(cli: &Cli, all: bool, json: bool) -> anyhow::Result<ExitCode> {
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::Read, async |db| {
         let tokens = auth::list_tokens(db.master(), all).await?;
         let now = chrono::Utc::now();
         if json {
@@ -220,7 +220,7 @@ pub async fn revoke_token(cli: &Cli, given: &str, dry_run: bool) -> anyhow::Resu
     };
     let not_live =
         || anyhow::anyhow!("no live token with id \"{token_id}\" (see neo-ops token list)");
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::unless(dry_run), async |db| {
         // Expired ones too: revoking one is still on the record.
         let tokens = auth::list_tokens(db.master(), true).await?;
         let token = tokens
@@ -283,7 +283,7 @@ pub(super) async fn record(
 }
 
 pub async fn verify_audit(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::Read, async |db| {
         let v = audit_log::verify(db.master()).await?;
         if json {
             println!("{}", serde_json::to_string(&v)?);

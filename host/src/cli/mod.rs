@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use crate::backends::db::Databases;
 use crate::manifest::{self, Manifest};
 use crate::services::Services;
 use crate::settings::Settings;
@@ -448,20 +449,78 @@ fn said_if_fresh(cli: &Cli, fresh: bool) {
     }
 }
 
+/// What a command does to the databases.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Changes them: the master is migrated first (an embedded one made).
+    Write,
+    /// Reads only (a listing, the audit check, a dry run): the master as
+    /// it stands, never migrated nor made.
+    Read,
+}
+
+impl Access {
+    fn unless(dry_run: bool) -> Self {
+        if dry_run { Self::Read } else { Self::Write }
+    }
+}
+
 /// Opens the databases alone (no Redis: a leaked token can be revoked, a
 /// tenant listed, during a Redis outage), runs `work`, and closes the
 /// pools whatever `work` returned.
 async fn with_databases<T>(
     cli: &Cli,
-    work: impl AsyncFnOnce(&crate::backends::db::Databases) -> anyhow::Result<T>,
+    access: Access,
+    work: impl AsyncFnOnce(&Databases) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let (settings, fresh) = admin_settings(cli)?;
-    settings.make_data_dir()?;
-    let db = crate::backends::db::Databases::connect(&settings).await?;
-    said_if_fresh(cli, fresh);
+    let db = match access {
+        Access::Write => {
+            let (settings, fresh) = admin_settings(cli)?;
+            settings.make_data_dir()?;
+            let db = Databases::connect(&settings).await?;
+            said_if_fresh(cli, fresh);
+            db
+        }
+        Access::Read => databases_to_read(cli).await?,
+    };
     let result = work(&db).await;
     db.close().await;
     result
+}
+
+/// The master as it stands, for a command that only reads. Migrating it
+/// there would be a change nobody asked for: a newer neo-ops's `token
+/// list` would leave the older `serve` refusing to start at its next
+/// restart. A master behind this build is refused, naming what `migrate`
+/// would apply; no master at all reads as an empty one, and none is made.
+async fn databases_to_read(cli: &Cli) -> anyhow::Result<Arc<Databases>> {
+    let (settings, fresh) = admin_settings(cli)?;
+    if fresh {
+        tracing::warn!(
+            "no POSTGRES_MASTER_URL and no embedded database in \"{}\": nothing to read (set POSTGRES_MASTER_URL and POSTGRES_TENANT_DSN_TEMPLATE to reach Postgres)",
+            cli.data_dir.display()
+        );
+        return Databases::empty(&settings).await;
+    }
+    let db = Databases::open_to_read(&settings).await?;
+    let master = db.master_pending().await;
+    let refused = match master.pending.as_deref() {
+        Some([]) => return Ok(db),
+        Some(behind) => anyhow::anyhow!(
+            "the master database is behind this neo-ops: {} migration(s) to apply ({}); run `neo-ops migrate` first (`migrate --dry-run` lists every database), or use the neo-ops that serves it",
+            behind.len(),
+            admin::migration_list(behind)
+        ),
+        None => anyhow::anyhow!(
+            "master database: {}",
+            master
+                .problem
+                .as_deref()
+                .unwrap_or("its migrations could not be read")
+        ),
+    };
+    db.close().await;
+    Err(refused)
 }
 
 /// As [`with_databases`], with every service (Redis too).

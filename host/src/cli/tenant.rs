@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::admin::record;
-use super::{Cli, TenantSetArgs, one_line, with_databases};
+use super::{Access, Cli, TenantSetArgs, one_line, with_databases};
 use crate::demo;
 
 pub async fn create(
@@ -13,7 +13,7 @@ pub async fn create(
     display_name: Option<&str>,
     with_demo: bool,
 ) -> anyhow::Result<ExitCode> {
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::Write, async |db| {
         db.create_tenant(name, display_name.unwrap_or(name)).await?;
         let seeded = match with_demo {
             true => Some(seed_demo(db, name).await),
@@ -68,7 +68,7 @@ fn demo_owner(name: &str) -> String {
 }
 
 pub async fn list(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::Read, async |db| {
         let tenants = db.list_tenants().await?;
         if json {
             println!("{}", serde_json::to_string(&tenants)?);
@@ -119,7 +119,7 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
             "nothing to set (give --owner-email, --display-name, --time-zone, --retention-days or --plan)"
         );
     }
-    with_databases(cli, async |db| {
+    with_databases(cli, Access::unless(args.dry_run), async |db| {
         let Some(before) = db
             .list_tenants()
             .await?

@@ -1039,6 +1039,84 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
     assert_eq!(still_behind, 0);
 }
 
+/// The commands that only read (`tenant list`, `token list`, `audit
+/// verify`, the dry runs of `token revoke` and `tenant set`) neither
+/// migrate nor make the master: none yet reads as empty, and one behind
+/// this build is refused, naming what `migrate` would apply, and left as
+/// it was (a newer neo-ops's listing must not leave the older `serve`
+/// unable to start).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reading_commands_leave_the_master_as_it_is() {
+    let cli = support::Cli::new("");
+    let db = cli.dir.path().join("data/db");
+    let empty: [(&[&str], &str); 3] = [
+        (&["tenant", "list", "--json"], "[]"),
+        (&["token", "list", "--json"], r#"{"tokens":[]}"#),
+        (
+            &["audit", "verify", "--json"],
+            r#"{"records":0,"broken_at":null}"#,
+        ),
+    ];
+    for (read, listed) in empty {
+        let out = cli.run(read);
+        assert_eq!(out.code, Some(0), "{read:?}: {}", out.stderr);
+        assert_eq!(out.stdout.trim(), listed, "{read:?}");
+        assert!(out.stderr.contains("nothing to read"), "{}", out.stderr);
+    }
+    assert!(!db.join("master.sqlite").exists());
+
+    assert_eq!(cli.run(&["tenant", "create", "acme"]).code, Some(0));
+    let created = cli.run(&["token", "create", "--role", "admin", "--name", "ops"]);
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let token_id = created.stdout.trim().split('_').nth(1).unwrap().to_string();
+    // The master as an older neo-ops left it: its last migration not applied.
+    let master_file = format!("sqlite://{}", db.join("master.sqlite").display());
+    let master = sqlx::SqlitePool::connect(&master_file).await.unwrap();
+    sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 4")
+        .execute(&master)
+        .await
+        .unwrap();
+    let reads: [&[&str]; 5] = [
+        &["tenant", "list"],
+        &["token", "list"],
+        &["audit", "verify"],
+        &["token", "revoke", &token_id, "--dry-run"],
+        &["tenant", "set", "acme", "--plan", "pro", "--dry-run"],
+    ];
+    for read in reads {
+        let out = tokio::task::block_in_place(|| cli.run(read));
+        assert_eq!(out.code, Some(1), "{read:?}: {}", out.stdout);
+        assert!(
+            out.stderr.contains(
+                "the master database is behind this neo-ops: 1 migration(s) to apply \
+                 (4 digest covered until); run `neo-ops migrate` first"
+            ),
+            "{read:?}: {}",
+            out.stderr
+        );
+    }
+    let json = tokio::task::block_in_place(|| cli.run(&["token", "list", "--json"]));
+    let envelope: serde_json::Value = serde_json::from_str(&json.stdout).unwrap();
+    assert_eq!(envelope["ok"], false, "{}", json.stdout);
+    let applied: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(&master)
+        .await
+        .unwrap();
+    assert_eq!(applied, 3, "a reading command migrated the master");
+    // A command that writes still migrates first (here it finds the
+    // column already there: what an undone record does, said plainly).
+    let revoked = tokio::task::block_in_place(|| cli.run(&["token", "revoke", &token_id]));
+    assert_eq!(revoked.code, Some(1), "{}", revoked.stdout);
+    assert!(
+        revoked
+            .stderr
+            .contains("migrating embedded master database"),
+        "{}",
+        revoked.stderr
+    );
+    master.close().await;
+}
+
 /// The same on Postgres: an unmigrated master is listed and left
 /// unmigrated; a tenant behind is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1075,6 +1153,16 @@ async fn migrate_dry_run_reads_postgres_without_migrating() {
 
     assert_eq!(dry_run(), [(None, vec![1, 2, 3, 4])]);
     assert!(!migrated().await);
+    let listed = tokio::task::block_in_place(|| cli.run_on(&["tenant", "list"], &settings));
+    assert_eq!(listed.code, Some(1), "{}", listed.stdout);
+    assert!(
+        listed.stderr.contains(
+            "the master database is behind this neo-ops: 4 migration(s) to apply (1 init, 2 "
+        ),
+        "{}",
+        listed.stderr
+    );
+    assert!(!migrated().await, "tenant list migrated the master");
 
     let created =
         tokio::task::block_in_place(|| cli.run_on(&["tenant", "create", "acme"], &settings));

@@ -23,7 +23,7 @@ use postgres::{
     PG_MASTER, PG_TENANT, foreign, pg_pool, pg_pool_lazy, pg_run_leased, pg_transaction_leased,
 };
 pub(crate) use sqlite::lite_run;
-use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool, sqlite_pool_to_read};
+use sqlite::{LITE_MASTER, LITE_TENANT, sqlite_pool, sqlite_pool_in_memory, sqlite_pool_to_read};
 
 pub use pg_conns::MAX_CONNECTIONS;
 pub use postgres::{BREAKER_OPEN, PgHandle};
@@ -144,6 +144,19 @@ impl Databases {
             }
         };
         Ok(Self::over(master, kind))
+    }
+
+    /// An empty master held in memory, for a command that only reads and
+    /// finds no embedded master: it reads nothing rather than create one.
+    pub async fn empty(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+        let pool = sqlite_pool_in_memory().await?;
+        LITE_MASTER
+            .run(&pool)
+            .await
+            .map_err(|e| anyhow::anyhow!("migrating an in-memory master database: {e}"))?;
+        let master = embedded_master(&settings.data_dir);
+        let dir = master.parent().expect("in the db dir").to_path_buf();
+        Ok(Self::over(Pool::Sqlite(pool), Kind::Sqlite { dir }))
     }
 
     fn over(master: Pool, kind: Kind) -> Arc<Self> {

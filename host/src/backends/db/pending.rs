@@ -73,6 +73,16 @@ impl Databases {
         out
     }
 
+    /// The master against this build, read only: what a command that only
+    /// reads checks before it reads.
+    pub async fn master_pending(&self) -> Pending {
+        let migrator = match self.kind {
+            Kind::Postgres { .. } => &PG_MASTER,
+            Kind::Sqlite { .. } => &LITE_MASTER,
+        };
+        compare(None, migrator, applied(&self.master).await)
+    }
+
     /// What tenant `name`'s database has applied, read on a pool of its
     /// own, closed after (read-only for a file): a dry run over many
     /// tenants holds one connection at a time and changes no file.

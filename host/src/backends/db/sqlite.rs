@@ -53,6 +53,22 @@ pub(super) async fn sqlite_pool_to_read(path: PathBuf) -> anyhow::Result<SqliteP
         .map_err(|e| anyhow::anyhow!("opening {} to read: {e}", path.display()))
 }
 
+/// A database in memory on one connection that is never closed while the
+/// pool lives (each connection to `:memory:` is a database of its own).
+pub(super) async fn sqlite_pool_in_memory() -> anyhow::Result<SqlitePool> {
+    let opts = SqliteConnectOptions::new()
+        .in_memory(true)
+        .foreign_keys(true);
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .min_connections(1)
+        .idle_timeout(None)
+        .max_lifetime(None)
+        .connect_with(opts)
+        .await
+        .map_err(|e| anyhow::anyhow!("opening a database in memory: {e}"))
+}
+
 /// SQLite virtual-machine steps between looks at the clock (a look costs
 /// next to nothing; a step is well under a microsecond).
 const STEPS_PER_LOOK: i32 = 10_000;
