@@ -123,7 +123,9 @@ async fn seed(replica: &Replica) -> String {
                 Value::Json(
                     json!({"kds": true, "loyalty": false, "webhook_secret": CANARY}).to_string(),
                 ),
-                Value::Json(json!({"max_outlets": 3, "orders_per_day": 5000}).to_string()),
+                Value::Json(
+                    json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": CANARY}).to_string(),
+                ),
             ],
         )
         .await
@@ -305,6 +307,14 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
             .find(|l| l.starts_with("POSTGRES_MASTER_URL="))
             .unwrap_or_else(|| panic!("{env}"));
         assert!(pg.contains("@127.0.0.1:5432/neo_t_"), "{pg}");
+        // The template says where tenants live, as the host shows it,
+        // though its name holds "DSN".
+        let template = lines
+            .iter()
+            .find(|l| l.starts_with("POSTGRES_TENANT_DSN_TEMPLATE="))
+            .unwrap_or_else(|| panic!("{env}"));
+        assert!(template.contains("127.0.0.1:5432/"), "{template}");
+        assert!(template.contains("{tenant}"), "{template}");
     }
 
     assert!(parse("health.json").is_object());
@@ -326,9 +336,10 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         config["feature_flags"],
         json!({"kds": true, "loyalty": false, "webhook_secret": "****"})
     );
+    // A limit's number stays, under a key that looks secret too.
     assert_eq!(
         config["limits"],
-        json!({"max_outlets": 3, "orders_per_day": 5000})
+        json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": "****"})
     );
 
     // recent-logs.txt: acme's host log lines (the first download, the

@@ -5,7 +5,7 @@ use neo_ops_sdk::db::{self, Value};
 use neo_ops_sdk::serde_json::{self, Value as Json, json};
 use neo_ops_sdk::{Failure, host_info, time};
 
-use neo_ops_sdk::redact::{is_secret_name, redact_json, redact_text};
+use neo_ops_sdk::redact::{mask_flag, redact_json, redact_text};
 
 pub const MASK: &str = "****";
 
@@ -13,21 +13,16 @@ pub const MASK: &str = "****";
 pub const AUDIT_RECORDS: i64 = 200;
 
 /// `env.txt`: the host's environment flags, one `NAME=value` a line, sorted.
-/// Secret-named values are masked whole (empty ones stay empty, so "not
-/// set" is still visible); every other value through the text rules.
+/// Masked again by the host's own rule (`mask_flag`: secret-named values
+/// whole, empty ones kept so "not set" is visible, a connection URL's
+/// userinfo), which keeps what only says where: the tenant DSN template's
+/// host and database, which a mask by name alone (`DSN`) would hide.
 pub fn env_txt() -> String {
     let mut flags = host_info::env_flags();
     flags.sort();
     flags
         .iter()
-        .map(|(name, value)| {
-            let value = if is_secret_name(name) && !value.is_empty() {
-                MASK.to_string()
-            } else {
-                redact_text(value, MASK)
-            };
-            format!("{}={value}\n", redact_text(name, MASK))
-        })
+        .map(|(name, value)| format!("{}={}\n", redact_text(name, MASK), mask_flag(name, value)))
         .collect()
 }
 
@@ -83,7 +78,17 @@ pub fn tenant_config(tenant: &str) -> Result<Option<TenantConfig>, Failure> {
 
 /// `config.json`.
 pub fn config_json(config: &TenantConfig) -> String {
-    pretty(&mut config.0.clone())
+    let mut doc = config.0.clone();
+    let limits = doc.get("limits").cloned();
+    redact_json(&mut doc, MASK);
+    // A limit's number (`"api_keys": 3`) is never a credential, though its
+    // key alone has it masked: the numbers are put back.
+    if let (Some(Json::Object(limits)), Some(Json::Object(masked))) =
+        (limits, doc.get_mut("limits"))
+    {
+        masked.extend(limits.into_iter().filter(|(_, v)| v.is_number()));
+    }
+    text_of(&doc)
 }
 
 const RECENT_AUDIT: &str = "SELECT id, at, actor, action, target, tenant, request_id, plugin, details \
@@ -158,6 +163,11 @@ pub fn recent_logs(tenant: &str) -> Result<(String, usize), Failure> {
 
 fn pretty(doc: &mut Json) -> String {
     redact_json(doc, MASK);
+    text_of(doc)
+}
+
+/// `doc` as indented JSON text ending in a line break.
+fn text_of(doc: &Json) -> String {
     let mut text = serde_json::to_string_pretty(doc).expect("a json value always serialises");
     text.push('\n');
     text
