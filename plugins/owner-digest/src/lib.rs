@@ -45,7 +45,7 @@ impl Plugin for OwnerDigest {
     fn schedule(inv: &Invocation, event: &ScheduleEvent) -> Result<Output, Failure> {
         let args = Args::new(&event.args);
         let req = Request::parse(&args, inv, event.slot)?;
-        let tenants = tenants(&req.selection)?;
+        let tenants = tenants(&req)?;
         if req.dry_run {
             // A queued job carries no dry run: each would send for real.
             return digest_all(&tenants, &req);
@@ -139,7 +139,7 @@ fn digest(inv: &Invocation, args: &Args, now: i64) -> Result<Output, Failure> {
         by_hand: true,
         ..Request::parse(args, inv, now)?
     };
-    let tenants = tenants(&req.selection)?;
+    let tenants = tenants(&req)?;
     digest_all(&tenants, &req)
 }
 
@@ -213,13 +213,24 @@ impl Request {
     }
 }
 
-fn tenants(selection: &Selection) -> Result<Vec<Tenant>, Failure> {
-    match selection {
-        Selection::All => Ok(tenants::live()?),
-        Selection::One(name) => match tenants::find(name)? {
-            Some(t) => Ok(vec![t]),
-            None => Err(reply::fail(404, format!("tenant \"{name}\" not found"))),
-        },
+/// The tenants `req` selects. A scheduled run's slot is claimed once, so
+/// it waits out a master that is unavailable for a moment
+/// ([`fan_out::until_available`]) rather than lose the day's digests; a
+/// run by hand answers at once.
+fn tenants(req: &Request) -> Result<Vec<Tenant>, Failure> {
+    let read = || match &req.selection {
+        Selection::All => tenants::live(),
+        Selection::One(name) => Ok(tenants::find(name)?.into_iter().collect()),
+    };
+    let found = match req.by_hand {
+        true => read()?,
+        false => fan_out::until_available(read)?,
+    };
+    match &req.selection {
+        Selection::One(name) if found.is_empty() => {
+            Err(reply::fail(404, format!("tenant \"{name}\" not found")))
+        }
+        _ => Ok(found),
     }
 }
 

@@ -57,7 +57,7 @@ impl Plugin for Purge {
         if !matches!(opts.scope, Scope::All) || opts.dry_run {
             return run(&opts);
         }
-        let tenants = tenants::live()?;
+        let tenants = fan_out::until_available(tenants::live)?;
         let job = json!({"batch_size": opts.batch_size}).to_string();
         match fan_out::enqueue_each(QUEUE, &tenants, &job) {
             Err(e) if fan_out::no_queue(&e) => run(&opts),

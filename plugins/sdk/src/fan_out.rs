@@ -5,11 +5,28 @@
 use crate::tenants::Tenant;
 use crate::{Error, ErrorCode, Output, queue, reply};
 
-/// Pauses before each new try at the tenants a blip left out, in
-/// milliseconds: about 15 s in all, time for Redis to fail over or the
-/// master to restart. A slot is claimed once: a tenant not queued in its
-/// run has no job that day.
-const RETRY_PAUSES_MS: [u32; 4] = [1_000, 2_000, 4_000, 8_000];
+/// Pauses before each new try at what a blip left out, in milliseconds:
+/// about two minutes in all, time for Redis to fail over (Sentinel takes
+/// 30 s to call a primary down by default) or the master to restart. A
+/// slot is claimed once: a tenant not queued in its run has no job that
+/// day. A pause ends early when the invocation's time runs short.
+const RETRY_PAUSES_MS: [u32; 8] = [1_000, 2_000, 4_000, 8_000, 15_000, 30_000, 30_000, 30_000];
+
+/// `attempt` until it succeeds or fails other than as unavailable, tried
+/// again after each pause of [`RETRY_PAUSES_MS`]: what a scheduled run reads
+/// before it fans out (the tenants), so a master out for a moment at the
+/// slot does not cost the slot's work.
+pub fn until_available<T>(mut attempt: impl FnMut() -> Result<T, Error>) -> Result<T, Error> {
+    let mut result = attempt();
+    for pause in RETRY_PAUSES_MS {
+        if !matches!(&result, Err(e) if e.code == ErrorCode::Unavailable) {
+            break;
+        }
+        crate::time::pause(pause);
+        result = attempt();
+    }
+    result
+}
 
 /// Queues `payload` for every tenant on `queue`. `denied` before the first
 /// is queued means the plugin has no grant for the queue: the caller then
