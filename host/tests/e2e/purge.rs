@@ -522,6 +522,67 @@ async fn scheduled_purge_is_a_job_per_tenant(backend: Backend) {
 
 on_both_backends!(purge_scheduled, scheduled_purge_is_a_job_per_tenant);
 
+/// A tenant database that turns read-only (a primary demoted in a
+/// failover) fails its purge job as a passing fault: the job waits for a
+/// retry and purges once writes are back, instead of going to the dead
+/// letters at once as a bad job (SQLSTATE 25006 was read as the
+/// statement's own fault).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_only_tenant_database_is_retried_not_dead_lettered() {
+    let dep = Deployment::new(Backend::Real).await;
+    let queued = MANIFEST
+        .replace(
+            "command = true\n",
+            "command = true\nschedules = [{ cron = \"0 3 * * *\", tz = \"UTC\", args = [\"--all-tenants\"] }]\n\
+             queue = { name = \"purge\", max_attempts = 5, backoff = \"1s\" }\n",
+        )
+        .replace("audit = true }", "audit = true, queues = [\"purge\"] }");
+    let server = start(&dep, &queued, "a").await;
+    let acme = tenant(&server, "acme", RETENTION_DAYS).await;
+    seed(&acme).await;
+    let template = dep.settings("a").postgres_tenant_dsn_template.unwrap();
+    let database = template
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .replace("{tenant}", "acme");
+    let admin = sqlx::PgPool::connect(support::PG_ADMIN).await.unwrap();
+    // New sessions take the database's default: end the pooled ones.
+    let read_only = async |on: bool| {
+        let sql = format!("ALTER DATABASE \"{database}\" SET default_transaction_read_only = {on}");
+        sqlx::query(&sql).execute(&admin).await.unwrap();
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&database)
+            .execute(&admin)
+            .await
+            .unwrap();
+    };
+    read_only(true).await;
+
+    neo_ops::triggers::schedule::fire(&server.runtime, "purge", 0, chrono::Utc::now()).await;
+    support::wait_for_failed_job(&server, "purge", "read-only for now").await;
+    let dead = neo_ops::backends::queue::dead_letter_key("purge");
+    let dead_letters = || async { server.services.kv.list_range(&dead, 0, -1).await.unwrap() };
+    assert!(dead_letters().await.is_empty(), "dead-lettered at once");
+
+    read_only(false).await;
+    // The test's own pool lost its sessions too: a new one counts.
+    let tenant_url = template.replace("{tenant}", "acme");
+    let counted = sqlx::PgPool::connect(&tenant_url).await.unwrap();
+    support::wait_until("acme is purged on a retry", || async {
+        let left: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM customers")
+            .fetch_one(&counted)
+            .await
+            .unwrap();
+        left == (CUSTOMERS.len() as u64 - EXPECT_DEL) as i64
+    })
+    .await;
+    counted.close().await;
+    assert!(dead_letters().await.is_empty());
+    admin.close().await;
+    server.stop().await.unwrap();
+}
+
 async fn lock_and_all_tenants(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let server = start(&dep, MANIFEST, "a").await;

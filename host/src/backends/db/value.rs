@@ -253,6 +253,18 @@ fn transient(code: &str) -> Option<DbError> {
         "57014" => Some(DbError::Busy(
             "the statement ran past the database's statement timeout; try again".into(),
         )),
+        // read_only_sql_transaction from a server that is read-only now (a
+        // primary demoted in a failover, a pooler still sending to it, an
+        // operator's maintenance switch): a write fits the next primary.
+        "25006" => Some(DbError::Busy(
+            "the database is read-only for now (a standby, or a primary being failed over); \
+             try again"
+                .into(),
+        )),
+        // io_error: the server could not read or write its own files.
+        "58030" => Some(DbError::Busy(
+            "the database could not read or write its files (SQLSTATE 58030); try again".into(),
+        )),
         // insufficient_resources: disk full, out of memory, too many
         // connections. The database's state, not the statement's fault
         // (53400, a configuration limit such as temp_file_limit, is the
@@ -304,8 +316,8 @@ mod tests {
     #[test]
     fn conflicts_locks_timeouts_and_full_disks_are_worth_a_retry() {
         let retried = [
-            "40001", "40P01", "55P03", "57014", "53100", "53200", "53300", "5", "517", "6", "10",
-            "13", "266", "3338",
+            "40001", "40P01", "55P03", "57014", "25006", "58030", "53100", "53200", "53300", "5",
+            "517", "6", "10", "13", "266", "3338",
         ];
         for code in retried {
             assert!(matches!(transient(code), Some(DbError::Busy(_))), "{code}");
@@ -313,7 +325,8 @@ mod tests {
         // A statement's own faults stay the database's refusal; so does an
         // SQLSTATE that happens to look like an SQLite I/O code.
         for code in [
-            "42601", "22012", "23502", "57P01", "53400", "1", "19", "2067", "8202", "8458", "10010",
+            "42601", "22012", "23502", "57P01", "53400", "25P02", "58P01", "1", "19", "2067",
+            "8202", "8458", "10010",
         ] {
             assert!(transient(code).is_none(), "{code}");
         }
