@@ -536,6 +536,29 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// shorter; this bounds the host's own waits too).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// Whether the query asks for a dry run: `dry_run` (or `dry-run`) bare or
+/// `1`, `true`, `yes`, `on`; `0`, `false`, `no`, `off` or none ask for the
+/// real thing. Any other value is refused, not read as "no": a dry run
+/// asked for in a spelling not known must never do the real thing.
+fn dry_run_of(query: &[(String, String)]) -> Result<bool, String> {
+    let mut asked = false;
+    for (key, value) in query {
+        if key != "dry_run" && key != "dry-run" {
+            continue;
+        }
+        match value.to_ascii_lowercase().as_str() {
+            "" | "1" | "true" | "yes" | "on" => asked = true,
+            "0" | "false" | "no" | "off" => {}
+            _ => {
+                return Err(format!(
+                    "bad {key} value \"{value}\" (expected 1 or true for a dry run, 0 or false for none)"
+                ));
+            }
+        }
+    }
+    Ok(asked)
+}
+
 /// The invocation's tenant from the path, the query and a JSON body. A
 /// tenant given twice (a repeated query key, a repeated JSON key) or two
 /// sources that disagree is refused: settling it silently could act on the
@@ -744,9 +767,10 @@ async fn answer(
         Ok(t) => t,
         Err(why) => return error_envelope(400, &why),
     };
-    let dry_run = query
-        .iter()
-        .any(|(k, v)| k == "dry_run" && (v == "1" || v == "true"));
+    let dry_run = match dry_run_of(&query) {
+        Ok(asked) => asked,
+        Err(why) => return error_envelope(400, &why),
+    };
     let header_list = headers
         .iter()
         .filter(|(k, _)| *k != "authorization" && *k != "cookie")

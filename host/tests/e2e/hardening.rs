@@ -1171,16 +1171,34 @@ async fn a_fifo_at_a_granted_path_is_not_read() {
 }
 
 /// `?dry_run=1` on a route of a plugin with no dry run is refused with 400
-/// before the plugin does anything.
+/// before the plugin does anything; so is a bare `?dry_run`, `dry-run`,
+/// or a spelling not known (`dry_run=maybe`), which was taken as "no" and
+/// ran the real thing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_request_to_a_plugin_without_one_is_refused() {
     let dep = Deployment::new(Backend::Embedded).await;
     let server = dep.start(PROBE, "a").await;
+    for asked in [
+        "dry_run=1",
+        "dry_run",
+        "dry-run=1",
+        "dry_run=YES",
+        "dry_run=0&dry_run=on",
+    ] {
+        let (status, body) = server
+            .get(&format!("/public/probe?c=kv&k=probe:dry&{asked}"), None)
+            .await;
+        assert_eq!(status, 400, "{asked}: {body}");
+        assert!(body.contains("no dry run"), "{asked}: {body}");
+    }
     let (status, body) = server
-        .get("/public/probe?c=kv&k=probe:dry&dry_run=1", None)
+        .get("/public/probe?c=kv&k=probe:dry&dry_run=maybe", None)
         .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body.contains("no dry run"), "{body}");
+    assert!(
+        body.contains(r#"bad dry_run value \"maybe\" (expected 1 or true"#),
+        "{body}"
+    );
     let (status, body) = server
         .get("/public/probe?c=kv-delete&k=probe:dry", None)
         .await;
