@@ -16,7 +16,7 @@ use crate::backends::queue::{
     retrying_key,
 };
 use crate::manifest::QueueSpec;
-use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
+use crate::runtime::{Invocation, InvokeError, Output, Runtime, Trigger};
 
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// The longest pause between polls that failed in a row.
@@ -262,6 +262,24 @@ fn kept_error(error: &str) -> String {
     kept
 }
 
+/// An answer with an error status (`reply::json(503, …)` returned, not
+/// raised) as the failure it reports: acknowledged as done, the job would
+/// be gone with no retry and no dead letter, as the schedule and the
+/// command line count it failed too.
+fn answered_ok(out: Output) -> Result<Output, InvokeError> {
+    if out.status < 400 {
+        return Ok(out);
+    }
+    // Only its start: the error is kept with the job, cut short anyway.
+    let start = &out.body[..out.body.len().min(KEPT_ERROR_CHARS * 4)];
+    let body = String::from_utf8_lossy(start);
+    let message = format!("the plugin answered status {}: {}", out.status, body.trim());
+    Err(InvokeError::Failed {
+        status: out.status,
+        message,
+    })
+}
+
 /// Whether the plugin refused the job itself, not a try at it: bad in
 /// itself (400), or with what it is for gone (410).
 fn bad_job(e: &InvokeError) -> bool {
@@ -473,7 +491,7 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
             dry_run: false,
             request_id: job.id.clone(),
         };
-        let result = runtime.invoke(&plugin, inv).await;
+        let result = runtime.invoke(&plugin, inv).await.and_then(answered_ok);
         let next = match result {
             Err(InvokeError::Busy(_)) => {
                 // The job never started: back on the queue with its attempts

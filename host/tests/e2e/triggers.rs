@@ -466,11 +466,15 @@ async fn queue_jobs_are_consumed_once(backend: Backend) {
     for p in &payloads {
         queue::enqueue(kv, "jobs", None, p).await.unwrap();
     }
-    queue::enqueue(kv, "jobs", None, "fail-me").await.unwrap();
+    // Failed: raised, and answered with an error status (the 400 is a bad
+    // job, dead at once; the 503 is tried again).
+    for failing in ["fail-me", "answer-503", "answer-400"] {
+        queue::enqueue(kv, "jobs", None, failing).await.unwrap();
+    }
 
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let done = kv.list_len(&queue::dead_letter_key("jobs")).await.unwrap() == 1
+        let done = kv.list_len(&queue::dead_letter_key("jobs")).await.unwrap() == 3
             && kv.list_len(&queue::queue_key("jobs")).await.unwrap() == 0;
         if done || std::time::Instant::now() > deadline {
             break;
@@ -486,11 +490,24 @@ async fn queue_jobs_are_consumed_once(backend: Backend) {
         .list_range(&queue::dead_letter_key("jobs"), 0, -1)
         .await
         .unwrap();
-    assert_eq!(dead.len(), 1);
-    let job: queue::Job = serde_json::from_slice(&dead[0]).unwrap();
-    assert_eq!(job.payload, "fail-me");
-    assert_eq!(job.attempts, 2);
-    assert!(job.last_error.unwrap().contains("failed on purpose"));
+    let mut dead: Vec<queue::Job> = dead
+        .iter()
+        .map(|d| serde_json::from_slice(d).unwrap())
+        .collect();
+    dead.sort_by(|a, b| a.payload.cmp(&b.payload));
+    let seen: Vec<(&str, u32)> = dead
+        .iter()
+        .map(|j| (j.payload.as_str(), j.attempts))
+        .collect();
+    assert_eq!(
+        seen,
+        [("answer-400", 1), ("answer-503", 2), ("fail-me", 2)],
+        "{dead:?}"
+    );
+    let error = |i: usize| dead[i].last_error.clone().unwrap();
+    assert!(error(0).contains("answered status 400"), "{}", error(0));
+    assert!(error(1).contains("answered 503 on purpose"), "{}", error(1));
+    assert!(error(2).contains("failed on purpose"));
     if let Some(b) = b {
         b.stop().await.unwrap();
     }

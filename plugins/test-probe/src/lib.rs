@@ -54,6 +54,12 @@ impl Plugin for Probe {
                 format!("job {} failed on purpose", msg.id),
             ));
         }
+        // An error status answered, not raised: still a failed job.
+        if let Some(status) = msg.payload.strip_prefix("answer-") {
+            let status: u16 = status.parse().unwrap_or(500);
+            let body = json!({"ok": false, "error": format!("answered {status} on purpose")});
+            return Ok(reply::json(status, &body));
+        }
         if let Some(ms) = msg.payload.strip_prefix("sleep:") {
             let ms: u64 = ms.split('-').next().unwrap_or("0").parse().unwrap_or(0);
             pause(ms);
