@@ -103,6 +103,12 @@ pub struct Settings {
     /// How long a response may wait for its client to read before the
     /// connection is closed (`NEO_OPS_WRITE_STALL`, default 30s).
     pub write_stall: Duration,
+    /// How long a kept-alive connection may sit idle between requests
+    /// (`NEO_OPS_KEEP_ALIVE_IDLE`, default 75s): longer than a load
+    /// balancer's own idle limit (60 s for nginx and AWS), so the balancer,
+    /// not neo-ops, closes an idle connection, and never sends a request
+    /// down one neo-ops is closing.
+    pub keep_alive_idle: Duration,
     /// Bytes per second a client must read, on average while the server
     /// waits for it, to keep its connection (`NEO_OPS_MIN_WRITE_RATE`,
     /// default 1024; 0 leaves only the write stall).
@@ -124,6 +130,8 @@ pub const DEFAULT_SCHEDULE_CATCH_UP: Duration = Duration::from_secs(3600);
 
 /// How long an answer may wait for its client to read (`NEO_OPS_WRITE_STALL`).
 pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
+/// [`Settings::keep_alive_idle`] unless set.
+pub const DEFAULT_KEEP_ALIVE_IDLE: Duration = Duration::from_secs(75);
 /// [`Settings::min_write_rate`] unless set: 1 KiB/s, far below any real
 /// client's link, far above a trickle meant to hold a connection.
 pub const DEFAULT_MIN_WRITE_RATE: u32 = 1024;
@@ -208,6 +216,17 @@ impl Settings {
                         )
                     })?,
             },
+            keep_alive_idle: match var("NEO_OPS_KEEP_ALIVE_IDLE") {
+                None => DEFAULT_KEEP_ALIVE_IDLE,
+                Some(v) => neo_ops_text::duration::parse(&v)
+                    .ok()
+                    .filter(|d| (Duration::from_secs(1)..=Duration::from_secs(3600)).contains(d))
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "NEO_OPS_KEEP_ALIVE_IDLE \"{v}\" is not a duration from 1s to 3600s (e.g. \"75s\")"
+                        )
+                    })?,
+            },
             min_write_rate: match var("NEO_OPS_MIN_WRITE_RATE") {
                 None => DEFAULT_MIN_WRITE_RATE,
                 Some(v) => v.trim().parse().ok().filter(|n| *n <= 1 << 30).ok_or_else(|| {
@@ -249,6 +268,7 @@ impl Settings {
             admission: AdmissionPolicy::default(),
             max_connections: None,
             write_stall: DEFAULT_WRITE_STALL,
+            keep_alive_idle: DEFAULT_KEEP_ALIVE_IDLE,
             min_write_rate: DEFAULT_MIN_WRITE_RATE,
             perf_map: false,
             // Tests and local trials start with no past slot to run.

@@ -1,6 +1,7 @@
-//! The HTTP listener: hyper-util's connection builder with a header-read
-//! timeout (which also bounds keep-alive idle time), a connection cap below
-//! the process's file limit, and accept errors backed off.
+//! The HTTP listener: hyper-util's connection builder, a watch on each
+//! connection that closes it when a request's headers are slow to come or
+//! it sits idle past the keep-alive limit, a connection cap below the
+//! process's file limit, and accept errors backed off.
 //!
 //! At the cap the oldest idle connection (no request in flight) is closed to
 //! make room, so a crowd of idle or slow-to-speak sockets can never lock out
@@ -17,10 +18,10 @@ use hyper_util::service::TowerToHyperService;
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -31,9 +32,22 @@ use tower::ServiceExt;
 use super::write_stall::{WritePace, WriteStallLimited};
 
 /// Time a client has to send a request's headers, counted from when the
-/// connection opens or goes idle after a response: an idle keep-alive
-/// connection is closed after it too.
+/// connection opens or from the request's first byte.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a connection may wait for its client, when nothing of it is in
+/// the router's hands.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadLimits {
+    /// For a request's headers, from the connection's opening or the
+    /// request's first byte (a silent or slow-talking client).
+    pub header: Duration,
+    /// Between requests on a kept-alive connection. hyper's own header
+    /// timeout runs from the end of the last answer, so it would close an
+    /// idle connection after `header` too: a load balancer keeping its
+    /// connections 60 s would send requests down closed ones (502s).
+    pub idle: Duration,
+}
 
 /// How long an evicted idle connection may take to close.
 const EVICTION_GRACE: Duration = Duration::from_millis(200);
@@ -87,15 +101,59 @@ fn raised_soft_limit(soft: u64, hard: u64) -> Option<u64> {
     (wanted > soft).then_some(wanted)
 }
 
-/// One open connection, as the cap sees it.
+/// One open connection, as the cap and its read watch see it.
 struct Conn {
     in_flight: AtomicUsize,
     /// Written to since hyper last flushed: an answer still going out.
     unflushed: AtomicBool,
     close: CancellationToken,
+    /// The origin of the times below.
+    opened: Instant,
+    /// Milliseconds after `opened`, plus one (0: none), when the first byte
+    /// of a request not yet in the router's hands arrived.
+    head_from: AtomicU64,
+    /// Milliseconds after `opened`, plus one (0: none yet), when its last
+    /// request left the router's hands.
+    idle_from: AtomicU64,
 }
 
 impl Conn {
+    fn new(close: CancellationToken) -> Self {
+        Self {
+            in_flight: AtomicUsize::new(0),
+            unflushed: AtomicBool::new(false),
+            close,
+            opened: Instant::now(),
+            head_from: AtomicU64::new(0),
+            idle_from: AtomicU64::new(0),
+        }
+    }
+
+    /// Now, as `head_from` and `idle_from` count it.
+    fn now_mark(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64 + 1
+    }
+
+    /// When the connection has waited too long for its client: `None`
+    /// while a request or its answer is in hand (the request and write
+    /// limits hold then).
+    fn read_deadline(&self, limits: &ReadLimits) -> Option<Instant> {
+        if !self.idle() {
+            return None;
+        }
+        let at = |mark: u64| self.opened + Duration::from_millis(mark - 1);
+        Some(
+            match (
+                self.head_from.load(Ordering::Acquire),
+                self.idle_from.load(Ordering::Acquire),
+            ) {
+                (0, 0) => self.opened + limits.header,
+                (0, idle) => at(idle) + limits.idle,
+                (head, _) => at(head) + limits.header,
+            },
+        )
+    }
+
     /// No request in flight and no answer still being written: hyper lets
     /// go of a response body once it has queued the last frame, and a
     /// download still going out is not idle.
@@ -147,6 +205,7 @@ pub async fn serve(
     listener: TcpListener,
     live: Arc<super::Live>,
     max_connections: usize,
+    read_limits: ReadLimits,
     write_pace: WritePace,
     shutdown: CancellationToken,
 ) {
@@ -154,13 +213,14 @@ pub async fn serve(
     let registry = Arc::new(Registry::default());
     let tracker = TaskTracker::new();
     let mut builder = Builder::new(TokioExecutor::new());
-    // HTTP/1 only: no protocol sniffing, during which no header timeout
-    // would run, so a silent socket is closed after the timeout too.
+    // HTTP/1 only: no protocol sniffing. hyper's header timeout is off:
+    // each connection's read watch ([`ReadLimits`]) tells a slow request
+    // from an idle keep-alive connection, which hyper's cannot.
     builder = builder.http1_only();
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .header_read_timeout(None)
         // Half-closes stay off: with them on, hyper stops reading during a
         // request, and a client that left (its request still waiting for a
         // plugin slot, which it then gives up) looks like one that only
@@ -217,11 +277,7 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = Arc::new(Conn {
-            in_flight: AtomicUsize::new(0),
-            unflushed: AtomicBool::new(false),
-            close: shutdown.child_token(),
-        });
+        let conn = Arc::new(Conn::new(shutdown.child_token()));
         registry.add(&conn);
         // Each request goes to the router of the plugin set served when it
         // arrives: a reload takes effect for the next request, even on a
@@ -261,6 +317,7 @@ pub async fn serve(
             tokio::select! {
                 _ = served.as_mut() => return,
                 _ = conn.close.cancelled() => {}
+                _ = waited_too_long(&conn, read_limits) => {}
             }
             served.as_mut().graceful_shutdown();
             if conn.idle() {
@@ -277,6 +334,19 @@ pub async fn serve(
     drop(listener);
     tracker.close();
     tracker.wait().await;
+}
+
+/// Ends once `conn` has waited past its [`ReadLimits`] for its client.
+/// It looks again when a deadline comes (the client may have spoken
+/// since), and every `header` while the connection is busy.
+async fn waited_too_long(conn: &Conn, limits: ReadLimits) {
+    loop {
+        match conn.read_deadline(&limits) {
+            Some(at) if at <= Instant::now() => return,
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => tokio::time::sleep(limits.header).await,
+        }
+    }
 }
 
 /// Takes off a `Content-Length` the answer must not carry (RFC 9110 §8.6).
@@ -305,13 +375,18 @@ struct Busy(Arc<Conn>);
 impl Busy {
     fn enter(conn: &Arc<Conn>) -> Self {
         conn.in_flight.fetch_add(1, Ordering::AcqRel);
+        conn.head_from.store(0, Ordering::Release);
         Self(conn.clone())
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        // Marked before the count falls, so the read watch never finds the
+        // connection idle with the last request's mark missing.
+        let conn = &self.0;
+        conn.idle_from.store(conn.now_mark(), Ordering::Release);
+        conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -356,7 +431,17 @@ impl<S: AsyncRead + Unpin> AsyncRead for Unflushed<S> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        // The first byte of a request: its headers' time starts.
+        let conn = &self.conn;
+        if buf.filled().len() > before
+            && conn.head_from.load(Ordering::Relaxed) == 0
+            && conn.in_flight.load(Ordering::Acquire) == 0
+        {
+            conn.head_from.store(conn.now_mark(), Ordering::Release);
+        }
+        read
     }
 }
 

@@ -109,7 +109,19 @@ async fn serve(
             stall: settings.write_stall,
             min_rate: settings.min_write_rate,
         };
-        accept::serve(listener, routes, max_connections, write_pace, stop).await;
+        let read_limits = accept::ReadLimits {
+            header: accept::HEADER_READ_TIMEOUT,
+            idle: settings.keep_alive_idle,
+        };
+        accept::serve(
+            listener,
+            routes,
+            max_connections,
+            read_limits,
+            write_pace,
+            stop,
+        )
+        .await;
         anyhow::Ok(())
     });
 

@@ -899,6 +899,81 @@ async fn a_client_that_never_reads_is_closed_after_the_write_stall() {
     server.stop().await.unwrap();
 }
 
+/// A kept-alive connection stays open while idle up to
+/// `NEO_OPS_KEEP_ALIVE_IDLE`, well past the 10 s a request's headers get
+/// (a load balancer keeps its connections 60 s and would send the next
+/// request down one closed under it: a 502), and is closed after it; a
+/// client that opens a connection and says nothing, or starts a request
+/// and stalls, is still closed after the header limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_keep_alive_outlasts_the_header_limit_and_silence_does_not() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let mut settings = dep.settings("a");
+    settings.keep_alive_idle = Duration::from_secs(14);
+    let services = Services::connect(settings).await.expect("services");
+    let server = dep.start_with_services(PROBE, services).await;
+    const ASK: &[u8] = b"GET /healthz HTTP/1.1\r\nhost: neo\r\n\r\n";
+    // One answer, read whole (the head and a small body come together).
+    let answer = async |client: &mut tokio::net::TcpStream| -> String {
+        let mut buf = vec![0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // How long until the server closes `client`'s connection.
+    let closed_after = async |client: &mut tokio::net::TcpStream| -> Duration {
+        let start = Instant::now();
+        let mut buf = [0u8; 64];
+        let read = tokio::time::timeout(Duration::from_secs(30), client.read(&mut buf)).await;
+        assert!(matches!(read, Ok(Ok(0) | Err(_))), "{read:?}");
+        start.elapsed()
+    };
+    let kept = async {
+        let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        client.write_all(ASK).await.unwrap();
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        client.write_all(ASK).await.unwrap();
+        let again = answer(&mut client).await;
+        assert!(
+            again.starts_with("HTTP/1.1 200"),
+            "after 11 s idle: {again}"
+        );
+        // Idle again: closed at the keep-alive limit, not before.
+        let idle = closed_after(&mut client).await;
+        assert!(
+            (Duration::from_secs(13)..Duration::from_secs(17)).contains(&idle),
+            "{idle:?}"
+        );
+    };
+    let silent = async {
+        let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        let waited = closed_after(&mut client).await;
+        assert!(
+            (Duration::from_secs(9)..Duration::from_secs(12)).contains(&waited),
+            "a silent client: {waited:?}"
+        );
+    };
+    let stalled = async {
+        let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+        client.write_all(ASK).await.unwrap();
+        assert!(answer(&mut client).await.starts_with("HTTP/1.1 200"));
+        client
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .unwrap();
+        let waited = closed_after(&mut client).await;
+        assert!(
+            (Duration::from_secs(9)..Duration::from_secs(12)).contains(&waited),
+            "half a request's headers: {waited:?}"
+        );
+    };
+    tokio::join!(kept, silent, stalled);
+    server.stop().await.unwrap();
+}
+
 /// A client that keeps reading, 64 KiB every 50 ms (about 1.3 MB/s), so
 /// its writes never wait long: with no minimum rate it is served the whole
 /// answer; with `NEO_OPS_MIN_WRITE_RATE` above what it reads, the waits add
