@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use super::{Cli, PreflightArgs, connect_by_hand, load_manifest};
-use crate::runtime::Runtime;
+use crate::runtime::{Runtime, answered_success};
 use crate::services::Services;
 use crate::settings::Settings;
 use crate::triggers;
@@ -85,7 +85,7 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
             if !out.body.ends_with(b"\n") && !out.body.is_empty() {
                 stdout.write_all(b"\n")?;
             }
-            Ok(if out.status >= 400 {
+            Ok(if !answered_success(out.status) {
                 ExitCode::FAILURE
             } else {
                 ExitCode::SUCCESS

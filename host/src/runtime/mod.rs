@@ -188,15 +188,30 @@ fn outcome_label(error: Option<&InvokeError>) -> &'static str {
 
 /// The `outcome` label of a plugin's answer: `failed` when its trigger
 /// takes its status for a failure (400 or over: a command then exits 1, a
-/// schedule records an error). An HTTP answer is the plugin's choice of
-/// status (a health route answers 503 on purpose while degraded), and a
-/// queue job answered at all is done.
+/// schedule records an error, a queue job is retried or dead-lettered),
+/// and for a status that is no final HTTP status at all (the route answers
+/// 500 for it). An HTTP answer is otherwise the plugin's choice of status
+/// (a health route answers 503 on purpose while degraded).
 fn answer_label(trigger: &str, status: u16) -> &'static str {
-    if matches!(trigger, "command" | "schedule") && status >= 400 {
-        "failed"
-    } else {
-        "ok"
-    }
+    let fine = match trigger {
+        "command" | "schedule" | "queue" => answered_success(status),
+        _ => is_final_status(status),
+    };
+    if fine { "ok" } else { "failed" }
+}
+
+/// A status a plugin may answer with: 200 to 599 (hyper answers a 1xx
+/// head with a bare 500 and closes the connection; 600 and over mean
+/// nothing).
+pub fn is_final_status(status: u16) -> bool {
+    (200..600).contains(&status)
+}
+
+/// Whether an answer with `status` is a success to a command, a schedule
+/// or a queue job: 200 to 399. Anything else fails it (exit 1, an error
+/// on record, a retry).
+pub fn answered_success(status: u16) -> bool {
+    (200..400).contains(&status)
 }
 
 /// A check's verdict, ordered from best to worst.
@@ -809,7 +824,11 @@ mod tests {
             ("command", 409, "failed"),
             ("schedule", 400, "failed"),
             ("schedule", 399, "ok"),
-            ("queue", 500, "ok"),
+            ("queue", 200, "ok"),
+            ("queue", 500, "failed"),
+            ("http", 101, "failed"),
+            ("http", 700, "failed"),
+            ("command", 0, "failed"),
         ] {
             assert_eq!(answer_label(trigger, status), outcome, "{trigger} {status}");
         }

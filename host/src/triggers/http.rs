@@ -26,7 +26,9 @@ use crate::auth::AuthError;
 use crate::manifest::{Plugin, Role, host_routes};
 use crate::preflight;
 use crate::runtime::completing::Completing;
-use crate::runtime::{HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger};
+use crate::runtime::{
+    HttpRequest, Invocation, InvokeError, Principal, Runtime, Trigger, is_final_status,
+};
 
 /// The policy every HTML response carries, reports going to `/csp/report`
 /// with `report-uri` (browsers POST `application/csp-report`).
@@ -804,6 +806,14 @@ async fn answer(
         Ok(admitted) => run_to_the_end(runtime, &target, admitted, read).await,
     };
     let response = match outcome {
+        Ok(out) if !is_final_status(out.status) => {
+            tracing::error!(plugin = %target.plugin, request_id, status = out.status, "plugin answered a status that is not a final HTTP status");
+            let message = format!(
+                "plugin \"{}\" answered status {}, which is not a final HTTP status",
+                target.plugin, out.status
+            );
+            error_envelope(500, &message)
+        }
         Ok(out) if target.role.is_some() => {
             private(plugin_response(out.status, out.headers, out.body, https))
         }
@@ -880,11 +890,10 @@ fn plugin_response(
     body: Vec<u8>,
     https: bool,
 ) -> Response {
-    // A final status only: hyper answers a 1xx head with a bare 500 and
-    // closes the connection (no request id), and 600–999 mean nothing.
+    // A final status only (the router answers any other in the envelope).
     let status = StatusCode::from_u16(status)
         .ok()
-        .filter(|s| (200..600).contains(&s.as_u16()))
+        .filter(|s| is_final_status(s.as_u16()))
         .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;

@@ -16,7 +16,7 @@ use crate::backends::queue::{
     retrying_key,
 };
 use crate::manifest::QueueSpec;
-use crate::runtime::{Invocation, InvokeError, Output, Runtime, Trigger};
+use crate::runtime::{Invocation, InvokeError, Output, Runtime, Trigger, answered_success};
 
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// The longest pause between polls that failed in a row.
@@ -267,7 +267,7 @@ fn kept_error(error: &str) -> String {
 /// be gone with no retry and no dead letter, as the schedule and the
 /// command line count it failed too.
 fn answered_ok(out: Output) -> Result<Output, InvokeError> {
-    if out.status < 400 {
+    if answered_success(out.status) {
         return Ok(out);
     }
     // Only its start: the error is kept with the job, cut short anyway.

@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backends::db::Value;
 use crate::manifest::Manifest;
-use crate::runtime::{Invocation, InvokeError, Runtime, Trigger};
+use crate::runtime::{Invocation, InvokeError, Runtime, Trigger, answered_success};
 
 /// How long a slot that found every plugin slot taken keeps asking before
 /// its run is recorded as failed.
@@ -248,7 +248,9 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
     // An answer with an error status (emit-test-alert's `--json` report of
     // a failed channel) is a failed run too.
     let error = match result {
-        Ok(out) if out.status >= 400 => Some(format!("the plugin answered status {}", out.status)),
+        Ok(out) if !answered_success(out.status) => {
+            Some(format!("the plugin answered status {}", out.status))
+        }
         Ok(_) => None,
         Err(e) => Some(e.to_string()),
     };

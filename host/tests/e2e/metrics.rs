@@ -102,8 +102,9 @@ async fn prometheus_scrapes_invocation_counts() {
 }
 
 /// An answer of 400 or over to a command (which then exits 1) counts as
-/// `failed`; a route's answer counts as `ok` whatever its status (a health
-/// route answers 503 on purpose while degraded).
+/// `failed`; a route's answer counts as `ok` whatever its final status (a
+/// health route answers 503 on purpose while degraded), and as `failed`
+/// when its status is no final HTTP status (logged, answered 500).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_answers_count_as_failed() {
     const FAULTS: &str = r#"
@@ -116,12 +117,20 @@ command = true
     let server = dep.start(FAULTS, "a").await;
     assert_eq!(server.get("/faults/status-404", None).await.0, 404);
     assert_eq!(server.get("/faults/status-503", None).await.0, 503);
+    // No final HTTP status at all: the plugin's fault, answered 500.
+    let (code, body) = server.get("/faults/status-700", None).await;
+    assert_eq!(code, 500, "{body}");
+    assert!(
+        body.contains(r#"answered status 700, which is not a final HTTP status"#),
+        "{body}"
+    );
     for mode in ["ok", "status-409"] {
         server.command("faults", &[mode]).await.unwrap();
     }
     let text = server.services.metrics.render();
     for (trigger, outcome, count) in [
         ("http", "ok", 2),
+        ("http", "failed", 1),
         ("command", "ok", 1),
         ("command", "failed", 1),
     ] {
@@ -130,9 +139,5 @@ command = true
         );
         assert!(text.contains(&line), "{line} in {text}");
     }
-    assert!(
-        !text.contains(r#"trigger="http",outcome="failed""#),
-        "{text}"
-    );
     server.stop().await.unwrap();
 }
