@@ -35,9 +35,22 @@ impl Report {
         self.status == CheckStatus::Fail
     }
 
-    /// The `ok` envelope the HTTP route answers with.
+    /// The `ok` envelope the HTTP route answers with; a failed one carries
+    /// the `error` every failure envelope has (the route's 503 and the
+    /// checks that failed), with the checklist still in `data`.
     pub fn envelope(&self) -> serde_json::Value {
-        serde_json::json!({"ok": !self.failed(), "data": self})
+        let mut doc = serde_json::json!({"ok": !self.failed(), "data": self});
+        if self.failed() {
+            let failed: Vec<&str> = self
+                .checks
+                .iter()
+                .filter(|c| c.status == CheckStatus::Fail)
+                .map(|c| c.name.as_str())
+                .collect();
+            let message = format!("preflight failed: {}", failed.join(", "));
+            doc["error"] = serde_json::json!({"code": 503, "message": message});
+        }
+        doc
     }
 
     /// One line per check, for the terminal.

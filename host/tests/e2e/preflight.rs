@@ -413,6 +413,12 @@ async fn checklist_catches_a_dropped_index(backend: Backend) {
     assert_eq!(code, 503, "{report}");
     assert_eq!(report["ok"], false, "{report}");
     assert_eq!(report["data"]["status"], "fail", "{report}");
+    // The failure envelope's error, as every other failure has it.
+    assert_eq!(
+        report["error"],
+        serde_json::json!({"code": 503, "message": "preflight failed: check-soft-delete-indexes"}),
+        "{report}"
+    );
     let after = results(&report);
     let mut expected = statuses(&before);
     expected.insert("check-soft-delete-indexes".into(), "fail".into());
