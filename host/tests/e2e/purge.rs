@@ -912,3 +912,49 @@ async fn batch_records(server: &Server) -> Vec<Vec<u64>> {
         })
         .collect()
 }
+
+/// A purge stopped part-way (here its lock taken from it, as when the lock
+/// expired during a stalled batch) says what the batches it committed did:
+/// rows already gone are not taken for still there.
+async fn a_purge_stopped_part_way_says_what_it_did(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = start(&dep, MANIFEST, "a").await;
+    let pool = tenant(&server, "acme", RETENTION_DAYS).await;
+    seed_big(&pool).await;
+    let redacted = "SELECT COUNT(*) FROM customers WHERE name = 'redacted'";
+    let thief = tokio::spawn({
+        let (services, pool) = (server.services.clone(), pool.clone());
+        let lock = format!("{}lock:purge:acme", neo_ops::backends::kv::HOST_NAMESPACE);
+        async move {
+            // Once a batch is in, the lock goes.
+            support::wait_until("a batch is committed", || async {
+                count(&pool, redacted).await > 0
+            })
+            .await;
+            assert!(services.kv.delete(&lock).await.unwrap(), "the run's lock");
+        }
+    });
+    let err = server
+        .command(
+            "purge",
+            &["--tenant", "acme", "--batch-size", &BATCH.to_string()],
+        )
+        .await
+        .unwrap_err();
+    thief.await.unwrap();
+    assert_eq!(err.status(), 409, "{err}");
+    let anonymised = count(&pool, redacted).await;
+    let deleted = BIG_EXPIRED - expired_ids(&pool).await.len() as i64 - anonymised;
+    let said = format!(
+        "batches committed before it: customers: {anonymised} anonymised, {deleted} deleted; \
+         notification_outbox: 0 deleted; a rerun goes on from there)"
+    );
+    assert!(err.to_string().contains(&said), "{err}");
+    assert!(err.to_string().contains("lost the lock"), "{err}");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(
+    purge_stopped_part_way,
+    a_purge_stopped_part_way_says_what_it_did
+);

@@ -69,11 +69,14 @@ impl Run<'_> {
 pub fn purge(
     run: &Run<'_>,
     after_batch: &mut AfterBatch<'_>,
-) -> Result<Counts, neo_ops_sdk::Error> {
+) -> Result<Counts, (Counts, neo_ops_sdk::Error)> {
     let mut counts = Counts::default();
-    customers(run, &mut counts, after_batch)?;
-    outbox(run, &mut counts, after_batch)?;
-    Ok(counts)
+    let done = customers(run, &mut counts, after_batch)
+        .and_then(|()| outbox(run, &mut counts, after_batch));
+    match done {
+        Ok(()) => Ok(counts),
+        Err(e) => Err((counts, e)),
+    }
 }
 
 /// Walks expired customers in id order, a batch at a time.

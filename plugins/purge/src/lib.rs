@@ -266,11 +266,25 @@ fn purge_locked(
         now: started,
         opts,
     };
-    let counts = batches::purge(&run, after_batch).map_err(|e| {
+    let counts = batches::purge(&run, after_batch).map_err(|(done, e)| {
         let status = reply::status_of(e.code);
+        // Batches committed before the failure stay done: said, so rows
+        // already gone are not taken for still there.
+        let committed = match done.batches {
+            0 => String::new(),
+            n if opts.dry_run => format!(" (after {n} batches counted)"),
+            n => format!(
+                " ({n} batches committed before it: customers: {} anonymised, {} deleted; \
+                 notification_outbox: {} deleted; a rerun goes on from there)",
+                done.anonymised, done.customers_deleted, done.outbox_deleted
+            ),
+        };
         reply::fail(
             status,
-            format!("purging tenant \"{}\": {}", tenant.name, e.message),
+            format!(
+                "purging tenant \"{}\": {}{committed}",
+                tenant.name, e.message
+            ),
         )
     })?;
     let report = Report {
