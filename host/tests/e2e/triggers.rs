@@ -1109,7 +1109,8 @@ fn shipped_schedules_fire_at_the_spec_times() {
             .map(|d| (d.plugin, d.at.to_rfc3339()))
             .collect()
     };
-    // 1 December 2026: the monthly test alert, the 03:00 purge and the 20:00 IST digest.
+    // 1 December 2026 (UTC): the monthly test alert, the 20:00 IST digest
+    // and the 03:00 IST purge (of 2 December there).
     let day = slots(
         Utc.with_ymd_and_hms(2026, 11, 30, 23, 0, 0).unwrap(),
         Utc.with_ymd_and_hms(2026, 12, 1, 23, 0, 0).unwrap(),
@@ -1117,7 +1118,6 @@ fn shipped_schedules_fire_at_the_spec_times() {
     assert_eq!(
         day,
         vec![
-            ("purge".to_string(), "2026-12-01T03:00:00+00:00".to_string()),
             (
                 "emit-test-alert".to_string(),
                 "2026-12-01T03:30:00+00:00".to_string()
@@ -1126,6 +1126,7 @@ fn shipped_schedules_fire_at_the_spec_times() {
                 "owner-digest".to_string(),
                 "2026-12-01T14:30:00+00:00".to_string()
             ),
+            ("purge".to_string(), "2026-12-01T21:30:00+00:00".to_string()),
         ]
     );
     // A mid-month day has no test alert; the digest stays at 14:30 UTC.
