@@ -14,6 +14,10 @@ pub const HOST_NAMESPACE: &str = "__";
 /// Longest a plugin may run (a purge over a large tenant takes minutes).
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 
+/// Largest request body the host reads for a route (a route may set less:
+/// `max_body`).
+pub const MAX_REQUEST_BODY: usize = 2 << 20;
+
 /// Largest linear memory any plugin may be granted.
 pub const MAX_MEMORY: usize = 1 << 30;
 /// The smallest memory limit: the project's plugins start with 3 MiB of
@@ -59,6 +63,10 @@ pub struct Route {
     pub method: String,
     pub path: String,
     pub role: Option<Role>,
+    /// Largest body the host reads for it ([`MAX_REQUEST_BODY`] unless the
+    /// route's `max_body` says less): a larger one is refused (413) before
+    /// it is read, and a body being read holds no more of the budget.
+    pub max_body: usize,
 }
 
 /// A cron expression, parsed once at load: 5 fields (`0 20 * * *`) or 6
@@ -338,6 +346,7 @@ struct RawRoute {
     method: Spanned<String>,
     path: Spanned<String>,
     role: Option<Spanned<String>>,
+    max_body: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -505,7 +514,26 @@ pub fn parse(text: &str, file: &str, base: &Path) -> Result<Manifest, ManifestEr
                     ),
                 ));
             }
-            routes.push(Route { method, path, role });
+            let max_body = match &r.max_body {
+                None => MAX_REQUEST_BODY,
+                Some(size) => parse_size(size.get_ref())
+                    .filter(|n| (1..=MAX_REQUEST_BODY).contains(n))
+                    .ok_or_else(|| {
+                        at(
+                            &size.span(),
+                            format!(
+                                "bad max_body \"{}\" (e.g. \"64KiB\"; from 1 byte to 2MiB, the host's limit)",
+                                size.get_ref()
+                            ),
+                        )
+                    })?,
+            };
+            routes.push(Route {
+                method,
+                path,
+                role,
+                max_body,
+            });
         }
 
         let mut schedules = Vec::new();

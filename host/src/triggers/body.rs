@@ -16,8 +16,9 @@ use tower_http::timeout::TimeoutError;
 
 use super::http::{busy, error_envelope};
 
-/// Largest request body the host reads for a plugin.
-pub const MAX_BODY: usize = 2 << 20;
+/// Largest request body the host reads for a plugin (a route's `max_body`
+/// may say less).
+pub const MAX_BODY: usize = crate::manifest::MAX_REQUEST_BODY;
 /// Longest a client may leave the body stalled once the headers are in (the
 /// wait restarts with each chunk; the request's own limit bounds the whole).
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -73,30 +74,33 @@ pub struct ReadBody {
     _share: Option<OwnedSemaphorePermit>,
 }
 
-/// Reads the body up to [`MAX_BODY`] (a larger declared length is refused
-/// before any of it is read); past it 413, stalled (or, on a public route,
-/// not whole within [`PUBLIC_BODY_WITHIN`]) 408, unreadable 400, and no
-/// budget left 503, each in the envelope.
+/// Reads the body up to `limit` bytes (the route's, at most [`MAX_BODY`];
+/// a larger declared length is refused before any of it is read); past it
+/// 413, stalled (or, on a public route, not whole within
+/// [`PUBLIC_BODY_WITHIN`]) 408, unreadable 400, and no budget left 503,
+/// each in the envelope.
 pub async fn read_body(
     budget: &BodyBudget,
     public: bool,
+    limit: usize,
     headers: &HeaderMap,
     body: Body,
     request_id: &str,
 ) -> Result<ReadBody, Response> {
+    let limit = limit.min(MAX_BODY);
     let declared = headers
         .get("content-length")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+    if declared.is_some_and(|n| n > limit as u64) {
         tracing::debug!(
             request_id,
             declared = declared.unwrap_or(0),
-            "refused a body over the host's limit (413)"
+            "refused a body over the route's limit (413)"
         );
-        return Err(error_envelope(413, "request body too large"));
+        return Err(too_large(limit));
     }
-    let read = read_pieces(budget, public, body, request_id);
+    let read = read_pieces(budget, public, limit, body, request_id);
     let (pieces, share) = if public {
         match tokio::time::timeout(PUBLIC_BODY_WITHIN, read).await {
             Ok(read) => read?,
@@ -134,7 +138,9 @@ struct Pieces {
 }
 
 impl Pieces {
-    fn push(&mut self, data: Bytes) {
+    /// Adds `data`; the buffer never grows past `limit` (the body's) on
+    /// its own account.
+    fn push(&mut self, data: Bytes, limit: usize) {
         if self.first.is_empty() && self.rest.is_empty() {
             self.first = data;
             return;
@@ -143,7 +149,7 @@ impl Pieces {
         if needed > self.rest.capacity() {
             // Doubling, but never past the largest body: a body within
             // the limit is never charged more than the limit.
-            let grown = (2 * self.rest.capacity()).min(MAX_BODY).max(needed);
+            let grown = (2 * self.rest.capacity()).min(limit).max(needed);
             self.rest.reserve_exact(grown - self.rest.len());
         }
         if self.rest.is_empty() {
@@ -166,11 +172,20 @@ impl Pieces {
     }
 }
 
+/// 413 in the envelope, naming the limit.
+fn too_large(limit: usize) -> Response {
+    error_envelope(
+        413,
+        &format!("request body too large (at most {limit} bytes here)"),
+    )
+}
+
 /// The body's pieces as they arrive, what each adds to the bytes held
 /// taking its share of the budget.
 async fn read_pieces(
     budget: &BodyBudget,
     public: bool,
+    limit: usize,
     mut body: Body,
     request_id: &str,
 ) -> Result<(Pieces, Option<OwnedSemaphorePermit>), Response> {
@@ -183,14 +198,14 @@ async fn read_pieces(
             continue; // trailers: nothing a plugin reads
         };
         len += data.len();
-        if len > MAX_BODY {
-            tracing::debug!(request_id, "refused a body over the host's limit (413)");
-            return Err(error_envelope(413, "request body too large"));
+        if len > limit {
+            tracing::debug!(request_id, "refused a body over the route's limit (413)");
+            return Err(too_large(limit));
         }
         // Each piece takes its share as it arrives: what is counted is what
         // is held, whatever the body's declared length.
         let held = pieces.held();
-        pieces.push(data);
+        pieces.push(data, limit);
         let grown = pieces.held().saturating_sub(held);
         let Ok(piece) = budget
             .share(public)
@@ -244,7 +259,7 @@ mod tests {
         let read = Router::new().route(
             "/",
             axum::routing::post(move |headers: HeaderMap, body: Body| async move {
-                match read_body(&budget, false, &headers, body, "r").await {
+                match read_body(&budget, false, MAX_BODY, &headers, body, "r").await {
                     Ok(read) => (StatusCode::OK, read.bytes).into_response(),
                     Err(refused) => refused,
                 }
@@ -261,12 +276,12 @@ mod tests {
         let mut pieces = Pieces::default();
         let n = 1 << 20;
         for _ in 0..n {
-            pieces.push(Bytes::from_static(b"x"));
+            pieces.push(Bytes::from_static(b"x"), MAX_BODY);
         }
         assert!(pieces.held() <= 2 * n, "{} held for {n}", pieces.held());
         let mut near_the_limit = Pieces::default();
         for _ in 0..(MAX_BODY - 1) / 1000 {
-            near_the_limit.push(Bytes::from(vec![b'z'; 1000]));
+            near_the_limit.push(Bytes::from(vec![b'z'; 1000]), MAX_BODY);
         }
         assert!(
             near_the_limit.held() <= MAX_BODY,
@@ -276,12 +291,12 @@ mod tests {
         assert_eq!(pieces.into_bytes().len(), n);
         let mut one = Pieces::default();
         let whole = Bytes::from(vec![b'y'; 1000]);
-        one.push(whole.clone());
+        one.push(whole.clone(), MAX_BODY);
         assert_eq!(one.held(), 1000);
         assert_eq!(one.into_bytes().as_ptr(), whole.as_ptr(), "not copied");
         let mut three = Pieces::default();
         for piece in ["abc", "defg", "hij"] {
-            three.push(Bytes::from_static(piece.as_bytes()));
+            three.push(Bytes::from_static(piece.as_bytes()), MAX_BODY);
         }
         assert!(three.held() <= 20, "{}", three.held());
         assert_eq!(three.into_bytes(), "abcdefghij");
@@ -339,7 +354,8 @@ mod tests {
         let ten = send(Body::from("ten bytes!")).await.unwrap();
         assert_eq!(ten.status(), StatusCode::OK);
         let no_headers = HeaderMap::new();
-        let public = read_body(&budget, true, &no_headers, Body::from("eleven byte"), "r");
+        let eleven = Body::from("eleven byte");
+        let public = read_body(&budget, true, MAX_BODY, &no_headers, eleven, "r");
         assert_eq!(public.await.unwrap().bytes, "eleven byte");
         drop(held);
         assert_eq!(
@@ -368,6 +384,39 @@ mod tests {
     }
 
     async fn budget_holding_read(budget: BodyBudget, body: Body) -> Result<ReadBody, Response> {
-        read_body(&budget, false, &HeaderMap::new(), body, "r").await
+        read_body(&budget, false, MAX_BODY, &HeaderMap::new(), body, "r").await
+    }
+
+    /// A route's own limit: a larger declared length is refused before a
+    /// byte is read (the body here never arrives), a larger body as it
+    /// comes, and the limit is named; a body at the limit is read.
+    #[tokio::test]
+    async fn a_routes_limit_is_its_largest_body() {
+        let budget = BodyBudget::default();
+        let read = async |declared: Option<&str>, body: Body| {
+            let mut headers = HeaderMap::new();
+            if let Some(n) = declared {
+                headers.insert("content-length", n.parse().unwrap());
+            }
+            read_body(&budget, true, 8, &headers, body, "r").await
+        };
+        let never = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+        let refused = read(Some("9"), Body::from_stream(never))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let text = axum::body::to_bytes(refused.into_body(), 1024)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&text)
+                .contains("request body too large (at most 8 bytes here)"),
+            "{text:?}"
+        );
+        let nine = read(None, Body::from("123456789")).await.err().unwrap();
+        assert_eq!(nine.status(), StatusCode::PAYLOAD_TOO_LARGE);
+        let eight = read(Some("8"), Body::from("12345678")).await.ok().unwrap();
+        assert_eq!(eight.bytes, "12345678");
     }
 }

@@ -108,6 +108,8 @@ struct RouteTarget {
     role: Option<Role>,
     /// The manifest's path pattern, handed to the plugin.
     route: String,
+    /// The largest body read for it.
+    max_body: usize,
 }
 
 #[derive(Clone)]
@@ -150,6 +152,7 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
                     plugin: p.name.clone(),
                     role: r.role,
                     route: r.path.clone(),
+                    max_body: r.max_body,
                 },
             ));
         }
@@ -744,7 +747,8 @@ async fn answer(
     // which outlives the request if its client leaves.
     let public = target.role.is_none();
     let bodies = &runtime.services.request_bodies;
-    let mut read = match read_body(bodies, public, headers, body, &request_id).await {
+    let limit = target.max_body;
+    let mut read = match read_body(bodies, public, limit, headers, body, &request_id).await {
         Ok(read) => read,
         Err(rejected) => return rejected,
     };

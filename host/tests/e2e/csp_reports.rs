@@ -257,7 +257,7 @@ async fn bad_requests_are_refused(backend: Backend) {
         .unwrap();
     assert_eq!(
         String::from_utf8_lossy(&body),
-        envelope(413, "request body too large")
+        envelope(413, "request body too large (at most 2097152 bytes here)")
     );
 
     let resp = post(&server, LEGACY, r#"{"csp-report": {"document-uri": "#).await;

@@ -200,13 +200,53 @@ async fn role_before_body(backend: Backend) {
     .await;
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(
-        answer.ends_with(r#"{"ok":false,"error":{"code":413,"message":"request body too large"}}"#),
+        answer.ends_with(r#"{"ok":false,"error":{"code":413,"message":"request body too large (at most 2097152 bytes here)"}}"#),
         "{answer}"
     );
     server.stop().await.unwrap();
 }
 
 on_both_backends!(role_checked_first, role_before_body);
+
+/// A route's `max_body` is the most the host reads for it: a body up to it
+/// reaches the plugin, a larger one is refused with 413 naming the limit,
+/// and a larger declared length before a byte of it is read (a public
+/// route's slow senders hold a body's share of the budget no larger than
+/// the route takes).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routes_max_body_is_the_most_read_for_it() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let manifest = r#"
+[plugins.probe]
+component = "test_probe.wasm"
+routes = [{ method = "POST", path = "/public/limited", max_body = "1KiB" }]
+"#;
+    let server = dep.start(manifest, "a").await;
+    let post = |n: usize| {
+        server
+            .http
+            .post(server.url("/public/limited?c=big&n=3"))
+            .body(vec![b'r'; n])
+            .send()
+    };
+    let fits = post(1024).await.unwrap();
+    assert_eq!(fits.status().as_u16(), 200);
+    assert_eq!(fits.text().await.unwrap(), r#"{"ok":true,"detail":"xxx"}"#);
+    let over = post(1025).await.unwrap();
+    assert_eq!(over.status().as_u16(), 413);
+    assert!(
+        over.text()
+            .await
+            .unwrap()
+            .contains("request body too large (at most 1024 bytes here)")
+    );
+    // Declared larger, nothing sent: answered at once.
+    let head =
+        "POST /public/limited?c=big&n=3 HTTP/1.1\r\nhost: neo\r\ncontent-length: 5000\r\n\r\n";
+    let answer = answer_without_body(&server, head).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    server.stop().await.unwrap();
+}
 
 /// A tenant named twice, or differently in two places, is refused with 400:
 /// settling it silently could act on the wrong tenant.

@@ -57,6 +57,10 @@ fn golden_errors() {
             "plugins.toml:3:49: unknown role \"root\"",
         ),
         (
+            "[plugins.a]\ncomponent = \"status_page.wasm\"\nroutes = [{ method = \"POST\", path = \"/x\", max_body = \"3MiB\" }]\n",
+            "plugins.toml:3:54: bad max_body \"3MiB\" (e.g. \"64KiB\"; from 1 byte to 2MiB, the host's limit)",
+        ),
+        (
             "[plugins.a]\ncomponent = \"status_page.wasm\"\nqueue = { name = \"q\", concurrency = 0 }\n",
             "plugins.toml:3:37: bad concurrency 0 (1 to 32 jobs at once per replica)",
         ),
