@@ -541,16 +541,25 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 /// shorter; this bounds the host's own waits too).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Whether the query asks for a dry run: `dry_run` (or `dry-run`) bare or
-/// `1`, `true`, `yes`, `on`; `0`, `false`, `no`, `off` or none ask for the
-/// real thing. Any other value is refused, not read as "no": a dry run
-/// asked for in a spelling not known must never do the real thing.
-fn dry_run_of(query: &[(String, String)]) -> Result<bool, String> {
+/// Whether the request asks for a dry run: `dry_run` (or `dry-run`) in the
+/// query, bare or `1`, `true`, `yes`, `on`, or `true` at the top of a JSON
+/// body; `0`, `false`, `no`, `off` or none ask for the real thing. Any
+/// other value is refused, not read as "no": a dry run asked for in a
+/// spelling not known must never do the real thing.
+fn dry_run_of(query: &[(String, String)], body: Option<&[BodyField]>) -> Result<bool, String> {
+    let from_query = query
+        .iter()
+        .filter(|(key, _)| DRY_RUN_KEYS.contains(&key.as_str()))
+        .map(|(key, value)| (key.as_str(), Some(value.as_str())));
+    let from_body = body
+        .unwrap_or_default()
+        .iter()
+        .filter(|(key, _)| DRY_RUN_KEYS.contains(key))
+        .map(|(key, value)| (*key, value.as_deref()));
     let mut asked = false;
-    for (key, value) in query {
-        if key != "dry_run" && key != "dry-run" {
-            continue;
-        }
+    for (key, value) in from_query.chain(from_body) {
+        // A JSON null says nothing either way.
+        let Some(value) = value else { continue };
         match value.to_ascii_lowercase().as_str() {
             "" | "1" | "true" | "yes" | "on" => asked = true,
             "0" | "false" | "no" | "off" => {}
@@ -564,6 +573,9 @@ fn dry_run_of(query: &[(String, String)]) -> Result<bool, String> {
     Ok(asked)
 }
 
+/// The names a dry run is asked for by.
+const DRY_RUN_KEYS: [&str; 2] = ["dry_run", "dry-run"];
+
 /// The invocation's tenant from the path, the query and a JSON body. A
 /// tenant given twice (a repeated query key, a repeated JSON key) or two
 /// sources that disagree is refused: settling it silently could act on the
@@ -571,7 +583,7 @@ fn dry_run_of(query: &[(String, String)]) -> Result<bool, String> {
 fn tenant_of(
     path_params: &[(String, String)],
     query: &[(String, String)],
-    body: &[u8],
+    body: Option<&[BodyField]>,
 ) -> Result<Option<String>, String> {
     let ambiguous = |what: &str| Err(format!("ambiguous tenant: {what}; give it once"));
     let from_query: Vec<&String> = query
@@ -582,13 +594,15 @@ fn tenant_of(
     if from_query.len() > 1 {
         return ambiguous("\"tenant\" is repeated in the query");
     }
-    let from_body = match body_tenants(body) {
-        Some(found) if found.len() > 1 => {
-            return ambiguous("\"tenant\" is repeated in the JSON body");
-        }
-        Some(mut found) => found.pop(),
-        None => None,
-    };
+    let mut found = body
+        .unwrap_or_default()
+        .iter()
+        .filter(|(key, _)| *key == "tenant")
+        .filter_map(|(_, value)| value.as_ref());
+    let from_body = found.next();
+    if found.next().is_some() {
+        return ambiguous("\"tenant\" is repeated in the JSON body");
+    }
     let mut sources = [
         (
             "path",
@@ -598,7 +612,7 @@ fn tenant_of(
                 .map(|(_, v)| v),
         ),
         ("query", from_query.first().copied()),
-        ("body", from_body.as_ref()),
+        ("body", from_body),
     ]
     .into_iter()
     .filter_map(|(place, t)| Some((place, t?)));
@@ -613,44 +627,51 @@ fn tenant_of(
     Ok(first.map(|(_, t)| t.clone()))
 }
 
-/// Every top-level `"tenant"` value of a JSON object body (as text), or
-/// `None` when the body is not a JSON object. Nothing is built but the
-/// values' text: a `"tenant"` holding a huge array (a public request's
-/// body, read before any admission) costs a scan, not a tree of values.
-fn body_tenants(body: &[u8]) -> Option<Vec<String>> {
+/// A top-level field of a JSON object body the host itself reads (the
+/// tenant, a dry run), its value as text (`None` for null).
+type BodyField = (&'static str, Option<String>);
+
+/// The top-level `"tenant"`, `"dry_run"` and `"dry-run"` fields of a JSON
+/// object body, in order, or `None` when the body is not a JSON object.
+/// Nothing is built but the values' text: a field holding a huge array (a
+/// public request's body, read before any admission) costs a scan, not a
+/// tree of values.
+fn body_fields(body: &[u8]) -> Option<Vec<BodyField>> {
     use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-    struct Tenants;
-    impl<'de> Visitor<'de> for Tenants {
-        type Value = Vec<String>;
+    const READ: [&str; 3] = ["tenant", "dry_run", "dry-run"];
+    struct Fields;
+    impl<'de> Visitor<'de> for Fields {
+        type Value = Vec<BodyField>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
             f.write_str("a JSON object")
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut found = Vec::new();
             while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
-                if key == "tenant" {
-                    found.extend(map.next_value::<BodyTenant>()?.0);
-                } else {
-                    map.next_value::<IgnoredAny>()?;
+                match READ.iter().find(|k| **k == key) {
+                    Some(read) => found.push((*read, map.next_value::<FieldValue>()?.0)),
+                    None => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
                 }
             }
             Ok(found)
         }
     }
-    /// A `"tenant"` value as text: a string's own, a number's or a bool's
+    /// A field's value as text: a string's own, a number's or a bool's
     /// digits or word, none for null, and a marker for an array or object
-    /// (skipped, not kept), which no tenant is named.
-    struct BodyTenant(Option<String>);
-    impl<'de> serde::Deserialize<'de> for BodyTenant {
+    /// (skipped, not kept), which names no tenant and no dry run.
+    struct FieldValue(Option<String>);
+    impl<'de> serde::Deserialize<'de> for FieldValue {
         fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(TenantText).map(BodyTenant)
+            d.deserialize_any(ValueText).map(FieldValue)
         }
     }
-    struct TenantText;
-    impl<'de> Visitor<'de> for TenantText {
+    struct ValueText;
+    impl<'de> Visitor<'de> for ValueText {
         type Value = Option<String>;
         fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("a tenant")
+            f.write_str("a value")
         }
         fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
             Ok(Some(v.to_string()))
@@ -687,7 +708,7 @@ fn body_tenants(body: &[u8]) -> Option<Vec<String>> {
         return None;
     }
     serde_json::Deserializer::from_slice(body)
-        .deserialize_map(Tenants)
+        .deserialize_map(Fields)
         .ok()
 }
 
@@ -769,11 +790,12 @@ async fn answer(
                 .collect()
         })
         .unwrap_or_default();
-    let tenant = match tenant_of(&path_params, &query, &read.bytes) {
+    let fields = body_fields(&read.bytes);
+    let tenant = match tenant_of(&path_params, &query, fields.as_deref()) {
         Ok(t) => t,
         Err(why) => return error_envelope(400, &why),
     };
-    let dry_run = match dry_run_of(&query) {
+    let dry_run = match dry_run_of(&query, fields.as_deref()) {
         Ok(asked) => asked,
         Err(why) => return error_envelope(400, &why),
     };
@@ -973,19 +995,22 @@ mod tests {
             ("id".to_string(), "7".to_string()),
             ("tenant".to_string(), "acme".to_string()),
         ];
-        assert_eq!(tenant_of(&path, &[], b"").unwrap().as_deref(), Some("acme"));
+        assert_eq!(
+            tenant_of(&path, &[], None).unwrap().as_deref(),
+            Some("acme")
+        );
         let query = [("tenant".to_string(), "other".to_string())];
-        let err = tenant_of(&path, &query, b"").unwrap_err();
+        let err = tenant_of(&path, &query, None).unwrap_err();
         assert!(
             err.contains("\"acme\" in the path and \"other\" in the query"),
             "{err}"
         );
-        assert_eq!(tenant_of(&path[..1], &[], b"").unwrap(), None);
+        assert_eq!(tenant_of(&path[..1], &[], None).unwrap(), None);
     }
 
     #[test]
     fn a_body_tenant_is_a_scalar_as_text_and_anything_else_a_marker() {
-        let of = |body: &str| tenant_of(&[], &[], body.as_bytes()).unwrap();
+        let of = |body: &str| tenant_of(&[], &[], body_fields(body.as_bytes()).as_deref()).unwrap();
         assert_eq!(of(r#"{"tenant": "acme"}"#).as_deref(), Some("acme"));
         assert_eq!(of(r#"{"tenant": 7}"#).as_deref(), Some("7"));
         assert_eq!(of(r#"{"tenant": null}"#), None);
@@ -1000,7 +1025,39 @@ mod tests {
         // A huge array is skipped, whatever its length.
         let huge = format!(r#"{{"tenant": [{}0]}}"#, "0,".repeat(500_000));
         assert_eq!(of(&huge).as_deref(), Some("[…]"));
-        assert!(tenant_of(&[], &[], br#"{"tenant": "a", "tenant": "b"}"#).is_err());
+        let twice = body_fields(br#"{"tenant": "a", "tenant": "b"}"#);
+        assert!(tenant_of(&[], &[], twice.as_deref()).is_err());
+    }
+
+    /// A dry run is asked for in the query or at the top of a JSON body,
+    /// in any known spelling; an unknown one is refused, never read as no.
+    #[test]
+    fn a_dry_run_is_asked_for_in_the_query_or_the_body() {
+        let query = |pairs: &[(&str, &str)]| -> Vec<(String, String)> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let asked = |q: &[(&str, &str)], body: &str| {
+            dry_run_of(&query(q), body_fields(body.as_bytes()).as_deref())
+        };
+        for yes in ["1", "true", "YES", "on", ""] {
+            assert_eq!(asked(&[("dry_run", yes)], ""), Ok(true), "{yes}");
+        }
+        assert_eq!(asked(&[("dry-run", "1")], ""), Ok(true));
+        assert_eq!(asked(&[("dry_run", "0"), ("dry_run", "on")], ""), Ok(true));
+        assert_eq!(asked(&[("dry_run", "false")], ""), Ok(false));
+        assert_eq!(asked(&[], r#"{"id": "x", "dry_run": true}"#), Ok(true));
+        assert_eq!(
+            asked(&[], r#"{"dry_run": false, "nested": {"dry_run": true}}"#),
+            Ok(false)
+        );
+        assert_eq!(asked(&[], r#"{"dry_run": null}"#), Ok(false));
+        assert_eq!(asked(&[], "[1]"), Ok(false));
+        let refused = asked(&[("dry_run", "maybe")], "").unwrap_err();
+        assert!(refused.contains("bad dry_run value \"maybe\""), "{refused}");
+        assert!(asked(&[], r#"{"dry_run": [true]}"#).is_err());
     }
 
     #[test]

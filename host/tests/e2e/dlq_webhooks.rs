@@ -1164,6 +1164,17 @@ async fn dead_letters_from_the_command_line() {
     let doc: Json = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["data"]["requeued"], false, "{doc}");
     assert_eq!(letters_left().await, 22);
+    // Asked for in the body, or in another spelling: still only a preview.
+    for (query, body) in [
+        ("", r#"{"id": "cli-1", "dry_run": true}"#),
+        ("&dry_run=YES", r#"{"id": "cli-1"}"#),
+    ] {
+        let path = format!("/api/admin/dlq/replay?type=export{query}");
+        let (code, answer) = server.post(&path, Some(&token), body).await;
+        assert_eq!(code, 200, "{answer}");
+        assert!(answer.contains(r#""requeued":false"#), "{body}: {answer}");
+    }
+    assert_eq!(letters_left().await, 22);
     assert!(support::queued_jobs(&server, "export").await.is_empty());
 
     let replayed = run(&["replay", "export", "cli-1"]);
