@@ -27,6 +27,11 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// holding a body's share of the public budget for minutes would shut
 /// every other public body out.
 pub const PUBLIC_BODY_WITHIN: Duration = Duration::from_secs(10);
+/// Longest a client on a route that needs a role may take to send a whole
+/// body: well inside the request's own limit, so a trickled upload is
+/// answered 408 ("not sent whole"), not the request limit's 503, which
+/// says work may have started when none did.
+pub const OPERATOR_BODY_WITHIN: Duration = Duration::from_secs(60);
 /// Bytes of bodies sent to anonymous (public) routes held at once: 16
 /// bodies at the limit.
 pub const PUBLIC_BODIES: usize = 32 << 20;
@@ -101,23 +106,11 @@ pub async fn read_body(
         return Err(too_large(limit));
     }
     let read = read_pieces(budget, public, limit, body, request_id);
-    let (pieces, share) = if public {
-        match tokio::time::timeout(PUBLIC_BODY_WITHIN, read).await {
-            Ok(read) => read?,
-            Err(_) => {
-                tracing::debug!(request_id, "a public request body came too slowly (408)");
-                return Err(error_envelope(
-                    408,
-                    &format!(
-                        "request body not sent whole within {}s",
-                        PUBLIC_BODY_WITHIN.as_secs()
-                    ),
-                ));
-            }
-        }
-    } else {
-        read.await?
+    let within = match public {
+        true => PUBLIC_BODY_WITHIN,
+        false => OPERATOR_BODY_WITHIN,
     };
+    let (pieces, share) = whole_within(within, read, request_id).await?;
     Ok(ReadBody {
         bytes: pieces.into_bytes(),
         _share: share,
@@ -168,6 +161,25 @@ impl Pieces {
         match self.rest.is_empty() {
             true => self.first,
             false => Bytes::from(self.rest),
+        }
+    }
+}
+
+/// What `read` read, or 408 once `within` has passed, however the body
+/// trickles in.
+async fn whole_within<T>(
+    within: Duration,
+    read: impl Future<Output = Result<T, Response>>,
+    request_id: &str,
+) -> Result<T, Response> {
+    match tokio::time::timeout(within, read).await {
+        Ok(read) => read,
+        Err(_) => {
+            tracing::debug!(request_id, "a request body came too slowly (408)");
+            Err(error_envelope(
+                408,
+                &format!("request body not sent whole within {}s", within.as_secs()),
+            ))
         }
     }
 }
@@ -385,6 +397,22 @@ mod tests {
 
     async fn budget_holding_read(budget: BodyBudget, body: Body) -> Result<ReadBody, Response> {
         read_body(&budget, false, MAX_BODY, &HeaderMap::new(), body, "r").await
+    }
+
+    /// A body trickled in, each piece well inside the stall limit, is cut
+    /// off with 408 once the whole-body limit has passed.
+    #[tokio::test]
+    async fn a_trickled_body_is_cut_off_at_the_whole_body_limit() {
+        let budget = BodyBudget::default();
+        let trickle = futures::stream::unfold(0, |n| async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Some((Ok::<_, std::io::Error>(Bytes::from_static(b"x")), n + 1))
+        });
+        let read = read_pieces(&budget, false, 8, Body::from_stream(trickle), "r");
+        let cut = whole_within(Duration::from_millis(200), read, "r").await;
+        let refused = cut.err().unwrap();
+        assert_eq!(refused.status(), StatusCode::REQUEST_TIMEOUT);
+        assert_eq!(budget.operator.available_permits(), OPERATOR_BODIES);
     }
 
     /// A route's own limit: a larger declared length is refused before a
