@@ -172,6 +172,11 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
             let allow: Vec<&str> = methods.iter().map(|(m, _)| m.as_str()).collect();
             let allow = format!("{}, OPTIONS", allow.join(", "));
             mr = mr.options(move || cors_preflight(allow.clone()));
+            // A method it does not take, refused readably too (a page's
+            // POST to /status.json sees the 405, not a network error).
+            mr = mr.fallback(async |method, uri, headers| {
+                readable_cross_origin(method_not_allowed(method, uri, headers).await)
+            });
         }
         for (method, target) in methods {
             let filter = MethodFilter::try_from(method).expect("standard method");
@@ -184,17 +189,21 @@ pub fn routes<'a>(plugins: impl Iterator<Item = &'a Plugin>) -> Router<AppState>
                       request: Request| {
                     let target = target.clone();
                     async move {
-                        match params {
-                            Ok(Path(params)) => dispatch(state, target, params, request).await,
+                        let Ok(Path(params)) = params else {
                             // Percent-decodes to bytes that are not UTF-8.
-                            Err(_) => error_envelope(
+                            let refused = error_envelope(
                                 400,
                                 &format!(
                                     "path {} has a parameter that is not UTF-8 once decoded",
                                     quoted_path(request.uri().path())
                                 ),
-                            ),
-                        }
+                            );
+                            return match target.role {
+                                None => readable_cross_origin(refused),
+                                Some(_) => refused,
+                            };
+                        };
+                        dispatch(state, target, params, request).await
                     }
                 },
             ));

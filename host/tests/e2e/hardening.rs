@@ -1341,6 +1341,14 @@ routes = [{ method = "GET", path = "/public/probe/{name}" }]
         json["error"]["message"],
         "path \"/public/probe/%FF%FE\" has a parameter that is not UTF-8 once decoded"
     );
+    // Readable by a page on another origin, as the route's other errors.
+    let resp = server
+        .http
+        .get(server.url("/public/probe/%FF%FE"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
     let (status, body) = server
         .get("/public/probe/caf%C3%A9?c=sleep&ms=1", None)
         .await;
@@ -2286,6 +2294,21 @@ async fn public_errors_are_readable_cross_origin() {
     let resp = get("/admin/probe?c=no-such-probe").await.unwrap();
     assert_eq!(resp.status().as_u16(), 403);
     assert!(!resp.headers().contains_key("access-control-allow-origin"));
+    // A method the public path does not take: 405, readable, with Allow.
+    let resp = server
+        .http
+        .delete(server.url("/public/probe"))
+        .header("origin", "https://pos.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 405);
+    assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    assert!(
+        resp.headers()["allow"].to_str().unwrap().contains("GET"),
+        "{:?}",
+        resp.headers()
+    );
 
     // While the first plugin set loads.
     let loading = neo_ops::triggers::http::loading_router(server.services.clone());
