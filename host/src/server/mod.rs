@@ -150,6 +150,8 @@ async fn serve(
         // A load in progress is abandoned (its set is never installed).
         w.abort();
     }
+    // The set served last, for what the in-process kv drops as it ends.
+    let last_set = live.runtime();
     let drain = async {
         if !http_done {
             let _ = (&mut http).await;
@@ -172,9 +174,38 @@ async fn serve(
     }
     named.stop_keeping.cancel();
     let _ = named.keeping.await;
+    if let Some(runtime) = last_set
+        && services.kv.backend_name() == "memory"
+    {
+        warn_of_dropped_jobs(&runtime).await;
+    }
     services.db.close().await;
     tracing::info!("stopped");
     failed.map_or(Ok(()), Err)
+}
+
+/// Says what the in-process kv takes with it as the process ends: each
+/// queue's jobs still waiting, waiting for a retry, and dead-lettered (with
+/// Redis they would be there for the next start). Silent when there are none.
+async fn warn_of_dropped_jobs(runtime: &Runtime) {
+    let lengths = triggers::http::queue_lengths(runtime, Duration::from_secs(1)).await;
+    let dropped: Vec<String> = lengths
+        .into_iter()
+        .filter_map(|(queue, [ready, dead, retrying])| {
+            let [ready, dead, retrying] = [ready, dead, retrying].map(|n| n.unwrap_or(0));
+            (ready + dead + retrying > 0).then(|| {
+                format!(
+                    "\"{queue}\": {ready} waiting, {retrying} waiting for a retry, {dead} dead letters"
+                )
+            })
+        })
+        .collect();
+    if !dropped.is_empty() {
+        tracing::warn!(
+            dropped = dropped.join("; "),
+            "the in-process kv ends with this process, and these queued jobs with it (set REDIS_URL to keep them across restarts)"
+        );
+    }
 }
 
 /// The plugin set being served, swapped whole on reload: routes, schedules

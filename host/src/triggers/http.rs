@@ -359,7 +359,10 @@ fn queue_lengths_within(headers: &HeaderMap) -> Duration {
 /// retrying), all asked at once within `within`. A length kv could not give
 /// in time is `None`, left out rather than shown as an empty queue (a scrape
 /// during a Redis outage must not look healthy).
-async fn queue_lengths(runtime: &Runtime, within: Duration) -> Vec<(String, [Option<u64>; 3])> {
+pub(crate) async fn queue_lengths(
+    runtime: &Runtime,
+    within: Duration,
+) -> Vec<(String, [Option<u64>; 3])> {
     use crate::backends::queue::{dead_letter_key, queue_key, retrying_key};
     let kv = &runtime.services.kv;
     let queues: Vec<String> = runtime

@@ -2450,3 +2450,60 @@ async fn until_ready(base: &str, log: impl Fn() -> String) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// With the in-process kv, what the queues hold ends with the process:
+/// `serve` says so as it stops, naming each queue's jobs (a restart during
+/// the night's retries lost them without a word).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_names_the_queued_jobs_the_in_process_kv_drops() {
+    let manifest = r#"
+[plugins.probe]
+component = "test_probe.wasm"
+routes = [{ method = "GET", path = "/public/probe" }]
+queue = { name = "jobs", max_attempts = 3, backoff = "1h" }
+grants = { kv = ["probe:"], queues = ["jobs"] }
+"#;
+    let cli = support::Cli::new(manifest);
+    let log = cli.dir.path().join("serve.log");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Serving(
+        cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let text = || std::fs::read_to_string(&log).unwrap_or_default();
+    let base = format!("http://127.0.0.1:{port}");
+    until_ready(&base, text).await;
+    let queued = reqwest::get(format!("{base}/public/probe?c=enqueue&q=jobs&p=fail-me"))
+        .await
+        .unwrap();
+    assert_eq!(queued.status().as_u16(), 200);
+    // Failed once: it now waits an hour for its retry.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !text().contains("will retry") {
+        assert!(Instant::now() < deadline, "{}", text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // SAFETY: a signal to the child this test started.
+    assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
+    let stopped = tokio::task::spawn_blocking(move || {
+        let status = child.0.wait().unwrap();
+        (child, status)
+    });
+    let (_child, status) = tokio::time::timeout(Duration::from_secs(20), stopped)
+        .await
+        .expect("serve stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}: {}", text());
+    let text = text();
+    assert!(
+        text.contains("these queued jobs with it")
+            && text.contains(r#"\"jobs\": 0 waiting, 1 waiting for a retry, 0 dead letters"#),
+        "{text}"
+    );
+}
