@@ -136,7 +136,9 @@ impl Conn {
 
     /// When the connection has waited too long for its client: `None`
     /// while a request or its answer is in hand (the request and write
-    /// limits hold then).
+    /// limits hold then). The first request's headers are timed from the
+    /// opening (a client silent for 9 s does not get 10 more from its
+    /// first byte); a later one's from its first byte.
     fn read_deadline(&self, limits: &ReadLimits) -> Option<Instant> {
         if !self.idle() {
             return None;
@@ -147,11 +149,17 @@ impl Conn {
                 self.head_from.load(Ordering::Acquire),
                 self.idle_from.load(Ordering::Acquire),
             ) {
-                (0, 0) => self.opened + limits.header,
+                (_, 0) => self.opened + limits.header,
                 (0, idle) => at(idle) + limits.idle,
                 (head, _) => at(head) + limits.header,
             },
         )
+    }
+
+    /// Marks the connection idle from now, before it counts as idle (the
+    /// read watch never finds it idle with an older mark).
+    fn mark_idle(&self) {
+        self.idle_from.store(self.now_mark(), Ordering::Release);
     }
 
     /// No request in flight and no answer still being written: hyper lets
@@ -314,10 +322,17 @@ pub async fn serve(
             let served =
                 builder.serve_connection_with_upgrades(io, TowerToHyperService::new(service));
             tokio::pin!(served);
-            tokio::select! {
-                _ = served.as_mut() => return,
-                _ = conn.close.cancelled() => {}
-                _ = waited_too_long(&conn, read_limits) => {}
+            loop {
+                tokio::select! {
+                    _ = served.as_mut() => return,
+                    _ = conn.close.cancelled() => break,
+                    // Nothing in hand: closed at once, so a request whose
+                    // headers complete now is not started and then cut off.
+                    // (One that came in as the limit passed is served.)
+                    _ = waited_too_long(&conn, read_limits) => if conn.idle() {
+                        return;
+                    },
+                }
             }
             served.as_mut().graceful_shutdown();
             if conn.idle() {
@@ -336,15 +351,19 @@ pub async fn serve(
     tracker.wait().await;
 }
 
-/// Ends once `conn` has waited past its [`ReadLimits`] for its client.
-/// It looks again when a deadline comes (the client may have spoken
-/// since), and every `header` while the connection is busy.
+/// Ends once `conn` has waited past its [`ReadLimits`] for its client. It
+/// looks again at least every `min(header, idle)`, not only at the deadline
+/// it last saw: a request begun since (a later deadline's headers) or an
+/// answer written since is read from the connection's marks each time, so
+/// each limit holds to within nothing of its own length.
 async fn waited_too_long(conn: &Conn, limits: ReadLimits) {
+    let step = limits.header.min(limits.idle);
     loop {
+        let now = Instant::now();
         match conn.read_deadline(&limits) {
-            Some(at) if at <= Instant::now() => return,
-            Some(at) => tokio::time::sleep_until(at.into()).await,
-            None => tokio::time::sleep(limits.header).await,
+            Some(at) if at <= now => return,
+            Some(at) => tokio::time::sleep_until(at.min(now + step).into()).await,
+            None => tokio::time::sleep(step).await,
         }
     }
 }
@@ -383,9 +402,10 @@ impl Busy {
 impl Drop for Busy {
     fn drop(&mut self) {
         // Marked before the count falls, so the read watch never finds the
-        // connection idle with the last request's mark missing.
+        // connection idle with the last request's mark missing (the answer's
+        // last flush marks it again: idle time runs once it is written).
         let conn = &self.0;
-        conn.idle_from.store(conn.now_mark(), Ordering::Release);
+        conn.mark_idle();
         conn.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -470,8 +490,17 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Unflushed<S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let flushed = Pin::new(&mut self.io).poll_flush(cx);
-        if let Poll::Ready(Ok(())) = flushed {
-            self.conn.unflushed.store(false, Ordering::Release);
+        let conn = &self.conn;
+        if let Poll::Ready(Ok(())) = flushed
+            && conn.unflushed.load(Ordering::Acquire)
+        {
+            // An answer written out: the keep-alive idle time starts now,
+            // not when hyper took its last frame (a long download would
+            // otherwise spend the idle time as it goes out).
+            if conn.in_flight.load(Ordering::Acquire) == 0 {
+                conn.mark_idle();
+            }
+            conn.unflushed.store(false, Ordering::Release);
         }
         flushed
     }
@@ -483,6 +512,61 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Unflushed<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    const LIMITS: ReadLimits = ReadLimits {
+        header: Duration::from_secs(10),
+        idle: Duration::from_secs(2),
+    };
+
+    /// The read watch's deadlines: the first request's headers from the
+    /// opening, none while a request or its answer is in hand, the idle
+    /// limit from when the answer was written out (not from when hyper took
+    /// it), a later request's headers from its first byte.
+    #[tokio::test]
+    async fn the_read_deadline_follows_the_connection() {
+        let conn = Arc::new(Conn::new(CancellationToken::new()));
+        let (near, mut far) = tokio::io::duplex(64);
+        let mut io = Unflushed {
+            io: near,
+            conn: conn.clone(),
+        };
+        let opened = conn.opened;
+        assert_eq!(conn.read_deadline(&LIMITS), Some(opened + LIMITS.header));
+        far.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        tokio::io::AsyncReadExt::read(&mut io, &mut buf)
+            .await
+            .unwrap();
+        assert_eq!(
+            conn.read_deadline(&LIMITS),
+            Some(opened + LIMITS.header),
+            "the first request is timed from the opening"
+        );
+
+        let busy = Busy::enter(&conn);
+        assert_eq!(conn.read_deadline(&LIMITS), None);
+        io.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        drop(busy);
+        assert_eq!(conn.read_deadline(&LIMITS), None, "not written out yet");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let before_flush = Instant::now();
+        io.flush().await.unwrap();
+        let idle_until = conn.read_deadline(&LIMITS).unwrap();
+        assert!(idle_until >= before_flush + LIMITS.idle - Duration::from_millis(1));
+
+        tokio::time::sleep(Duration::from_millis(30)).await;
+        let first_byte = Instant::now();
+        far.write_all(b"G").await.unwrap();
+        tokio::io::AsyncReadExt::read(&mut io, &mut buf)
+            .await
+            .unwrap();
+        let head_until = conn.read_deadline(&LIMITS).unwrap();
+        assert!(head_until >= first_byte + LIMITS.header - Duration::from_millis(1));
+        assert!(head_until > idle_until);
+    }
+
     #[test]
     fn the_soft_file_limit_is_only_ever_raised() {
         use super::raised_soft_limit;

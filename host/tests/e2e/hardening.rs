@@ -996,10 +996,13 @@ async fn idle_keep_alive_outlasts_the_header_limit_and_silence_does_not() {
             "a silent client: {waited:?}"
         );
     };
+    // Half a request's headers after 11 s idle (past the watch's first
+    // look): closed 10 s after its first byte, not at the idle limit.
     let stalled = async {
         let mut client = tokio::net::TcpStream::connect(server.addr).await.unwrap();
         client.write_all(ASK).await.unwrap();
         assert!(answer(&mut client).await.starts_with("HTTP/1.1 200"));
+        tokio::time::sleep(Duration::from_secs(11)).await;
         client
             .write_all(b"GET /healthz HTTP/1.1\r\n")
             .await
