@@ -322,11 +322,16 @@ pub(super) async fn pg_transaction_leased<T>(
 }
 
 /// Whether a statement that failed so may have left its exchange half-way
-/// (a lost connection, a protocol error), so its connection must not be
-/// reused. An answer, a refusal or a value that failed to convert leave it
-/// complete.
+/// (a lost connection, a protocol error), or its session cannot serve a
+/// write again (read-only: a new session reaches the new primary), so its
+/// connection must not be reused. An answer, a refusal or a value that
+/// failed to convert leave it complete.
 pub(super) fn exchange_broke(e: &DbError) -> bool {
-    matches!(e, DbError::Unavailable(_) | DbError::Failed(_))
+    match e {
+        DbError::Unavailable(_) | DbError::Failed(_) => true,
+        DbError::Busy(why) => why == super::value::READ_ONLY_NOW,
+        _ => false,
+    }
 }
 
 pub(super) async fn pg_run<'e, E>(

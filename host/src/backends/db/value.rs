@@ -232,6 +232,12 @@ impl From<sqlx::Error> for DbError {
     }
 }
 
+/// What a write to a read-only server (SQLSTATE 25006) is told. Its session
+/// stays read-only (a primary demoted in a failover keeps its sessions), so
+/// the connection is not reused ([`super::postgres::exchange_broke`]).
+pub(super) const READ_ONLY_NOW: &str =
+    "the database is read-only for now (a standby, or a primary being failed over); try again";
+
 /// Errors that say nothing is wrong with the statement, only that it met
 /// other work: worth trying again, so not the plugin's `invalid`. By
 /// SQLSTATE (Postgres) or result code (SQLite).
@@ -256,11 +262,7 @@ fn transient(code: &str) -> Option<DbError> {
         // read_only_sql_transaction from a server that is read-only now (a
         // primary demoted in a failover, a pooler still sending to it, an
         // operator's maintenance switch): a write fits the next primary.
-        "25006" => Some(DbError::Busy(
-            "the database is read-only for now (a standby, or a primary being failed over); \
-             try again"
-                .into(),
-        )),
+        "25006" => Some(DbError::Busy(READ_ONLY_NOW.into())),
         // io_error: the server could not read or write its own files.
         "58030" => Some(DbError::Busy(
             "the database could not read or write its files (SQLSTATE 58030); try again".into(),
