@@ -88,19 +88,26 @@ impl Services {
     }
 
     /// As [`Services::connect`], for a command that reports on the
-    /// backends (preflight): a Postgres or Redis that cannot be reached yet
-    /// ([`Unreachable`]) is logged and connected on first use instead, so
-    /// its checks fail and name it rather than the whole command failing
-    /// before it prints a checklist. A master it could not reach is not
-    /// migrated.
+    /// backends (preflight): the master is read as it stands, never
+    /// migrated or made (a newer build's preflight must neither change the
+    /// schema under the older `serve` nor hide that the master is behind;
+    /// no embedded master yet is an empty one in memory, with no schema),
+    /// and a Postgres or Redis that cannot be reached yet ([`Unreachable`])
+    /// is logged and connected on first use instead, so its checks fail and
+    /// name it rather than the whole command failing before it prints a
+    /// checklist.
     pub async fn connect_to_check(settings: Settings) -> anyhow::Result<Arc<Self>> {
+        let none_yet = crate::backends::db::no_master_yet(&settings)?;
         settings.make_data_dir()?;
-        let db = match Databases::connect(&settings).await {
-            Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
-                tracing::warn!("{e:#}; checking without it");
-                Databases::unreached(&settings)?
-            }
-            db => db?,
+        let db = match none_yet {
+            true => Databases::empty(&settings, false).await?,
+            false => match Databases::open_to_read(&settings).await {
+                Err(e) if e.downcast_ref::<Unreachable>().is_some() => {
+                    tracing::warn!("{e:#}; checking without it");
+                    Databases::unreached(&settings)?
+                }
+                db => db?,
+            },
         };
         let url = settings.redis_url.as_deref();
         let kv = match Kv::connect(url, &settings.kv_prefix).await {

@@ -435,8 +435,7 @@ fn one_line(text: &str) -> String {
 /// never reads, so it says it made a new one.
 fn admin_settings(cli: &Cli) -> anyhow::Result<(Settings, bool)> {
     let settings = Settings::from_env(cli.data_dir.clone())?;
-    let fresh = settings.postgres_master_url.is_none()
-        && !crate::backends::db::embedded_master(&cli.data_dir).exists();
+    let fresh = crate::backends::db::no_master_yet(&settings)?;
     Ok((settings, fresh))
 }
 
@@ -500,7 +499,7 @@ async fn databases_to_read(cli: &Cli) -> anyhow::Result<Arc<Databases>> {
             "no POSTGRES_MASTER_URL and no embedded database in \"{}\": nothing to read (set POSTGRES_MASTER_URL and POSTGRES_TENANT_DSN_TEMPLATE to reach Postgres)",
             cli.data_dir.display()
         );
-        return Databases::empty(&settings).await;
+        return Databases::empty(&settings, true).await;
     }
     let db = Databases::open_to_read(&settings).await?;
     let master = db.master_pending().await;

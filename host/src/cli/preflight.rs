@@ -5,7 +5,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-use super::{Cli, PreflightArgs, admin_settings, load_manifest, said_if_fresh};
+use super::{Cli, PreflightArgs, admin_settings, load_manifest};
 use crate::runtime::Runtime;
 use crate::services::Services;
 use crate::triggers;
@@ -55,7 +55,12 @@ pub async fn preflight(cli: &Cli, args: &PreflightArgs) -> anyhow::Result<ExitCo
     // for: their checks fail and say so, the rest still run.
     let (settings, fresh) = admin_settings(cli)?;
     let services = Services::connect_to_check(settings).await?;
-    said_if_fresh(cli, fresh);
+    if fresh {
+        tracing::warn!(
+            "no POSTGRES_MASTER_URL and no embedded database in \"{}\" yet (serve or migrate makes it): the checks that read the master report it",
+            cli.data_dir.display()
+        );
+    }
     let runtime = Runtime::load(&manifest, services.clone())?;
     let names = crate::preflight::select(&runtime, None).unwrap_or_default();
     let progress = crate::progress::Progress::new("preflight", true);

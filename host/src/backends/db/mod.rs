@@ -146,14 +146,18 @@ impl Databases {
         Ok(Self::over(master, kind))
     }
 
-    /// An empty master held in memory, for a command that only reads and
-    /// finds no embedded master: it reads nothing rather than create one.
-    pub async fn empty(settings: &Settings) -> anyhow::Result<Arc<Self>> {
+    /// An empty master held in memory, for a command that finds no
+    /// embedded master and must not make one: migrated for one that reads
+    /// (it reads nothing), not for preflight (whose checks then report a
+    /// master with no schema).
+    pub async fn empty(settings: &Settings, migrated: bool) -> anyhow::Result<Arc<Self>> {
         let pool = sqlite_pool_in_memory().await?;
-        LITE_MASTER
-            .run(&pool)
-            .await
-            .map_err(|e| anyhow::anyhow!("migrating an in-memory master database: {e}"))?;
+        if migrated {
+            LITE_MASTER
+                .run(&pool)
+                .await
+                .map_err(|e| anyhow::anyhow!("migrating an in-memory master database: {e}"))?;
+        }
         let master = embedded_master(&settings.data_dir);
         let dir = master.parent().expect("in the db dir").to_path_buf();
         Ok(Self::over(Pool::Sqlite(pool), Kind::Sqlite { dir }))
@@ -460,6 +464,21 @@ fn tenant_file(dir: &std::path::Path, name: &str) -> PathBuf {
 /// The embedded master database's file under a data dir.
 pub fn embedded_master(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("db").join("master.sqlite")
+}
+
+/// Whether `settings` name no master at all yet: no `POSTGRES_MASTER_URL`
+/// and no embedded master in the data dir. A data dir this process may not
+/// look into is an error, not "none": taken for none, a read would report
+/// an empty database.
+pub fn no_master_yet(settings: &Settings) -> anyhow::Result<bool> {
+    if settings.postgres_master_url.is_some() {
+        return Ok(false);
+    }
+    let master = embedded_master(&settings.data_dir);
+    let exists = master
+        .try_exists()
+        .map_err(|e| anyhow::anyhow!("looking for {}: {e}", master.display()))?;
+    Ok(!exists)
 }
 
 pub(crate) fn database_name(dsn: &str) -> Option<String> {
