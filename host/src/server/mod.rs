@@ -186,9 +186,21 @@ async fn serve(
 
 /// Says what the in-process kv takes with it as the process ends: each
 /// queue's jobs still waiting, waiting for a retry, and dead-lettered (with
-/// Redis they would be there for the next start). Silent when there are none.
+/// Redis they would be there for the next start), for every queue a plugin
+/// consumes or may queue on (one nobody consumes keeps its jobs for a
+/// consumer to come). Silent when there are none.
 async fn warn_of_dropped_jobs(runtime: &Runtime) {
-    let lengths = triggers::http::queue_lengths(runtime, Duration::from_secs(1)).await;
+    let mut queues: Vec<String> = runtime
+        .plugins()
+        .flat_map(|p| {
+            let consumed = p.manifest.queue.iter().map(|q| q.name.clone());
+            consumed.chain(p.manifest.grants.queues.iter().cloned())
+        })
+        .collect();
+    queues.sort();
+    queues.dedup();
+    let kv = &runtime.services.kv;
+    let lengths = triggers::http::lengths_of(kv, queues, Duration::from_secs(1)).await;
     let dropped: Vec<String> = lengths
         .into_iter()
         .filter_map(|(queue, [ready, dead, retrying])| {

@@ -359,16 +359,21 @@ fn queue_lengths_within(headers: &HeaderMap) -> Duration {
 /// retrying), all asked at once within `within`. A length kv could not give
 /// in time is `None`, left out rather than shown as an empty queue (a scrape
 /// during a Redis outage must not look healthy).
-pub(crate) async fn queue_lengths(
-    runtime: &Runtime,
-    within: Duration,
-) -> Vec<(String, [Option<u64>; 3])> {
-    use crate::backends::queue::{dead_letter_key, queue_key, retrying_key};
-    let kv = &runtime.services.kv;
+async fn queue_lengths(runtime: &Runtime, within: Duration) -> Vec<(String, [Option<u64>; 3])> {
     let queues: Vec<String> = runtime
         .plugins()
         .filter_map(|p| p.manifest.queue.as_ref().map(|q| q.name.clone()))
         .collect();
+    lengths_of(&runtime.services.kv, queues, within).await
+}
+
+/// The lengths of `queues` (ready, dead, retrying), as [`queue_lengths`].
+pub(crate) async fn lengths_of(
+    kv: &crate::backends::kv::Kv,
+    queues: Vec<String>,
+    within: Duration,
+) -> Vec<(String, [Option<u64>; 3])> {
+    use crate::backends::queue::{dead_letter_key, queue_key, retrying_key};
     let asked = futures::future::join_all(queues.into_iter().map(|queue| async move {
         let keys = [
             queue_key(&queue),
