@@ -124,7 +124,8 @@ async fn seed(replica: &Replica) -> String {
                     json!({"kds": true, "loyalty": false, "webhook_secret": CANARY}).to_string(),
                 ),
                 Value::Json(
-                    json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": CANARY}).to_string(),
+                    json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": CANARY, "signing_secret": 83920174})
+                        .to_string(),
                 ),
             ],
         )
@@ -336,10 +337,11 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         config["feature_flags"],
         json!({"kds": true, "loyalty": false, "webhook_secret": "****"})
     );
-    // A limit's number stays, under a key that looks secret too.
+    // A limit's count stays, under a key that looks secret too; a number
+    // under another secret-looking key does not.
     assert_eq!(
         config["limits"],
-        json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": "****"})
+        json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": "****", "signing_secret": "****"})
     );
 
     // recent-logs.txt: acme's host log lines (the first download, the

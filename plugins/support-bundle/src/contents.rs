@@ -81,14 +81,27 @@ pub fn config_json(config: &TenantConfig) -> String {
     let mut doc = config.0.clone();
     let limits = doc.get("limits").cloned();
     redact_json(&mut doc, MASK);
-    // A limit's number (`"api_keys": 3`) is never a credential, though its
-    // key alone has it masked: the numbers are put back.
+    // A limit that counts something (`"api_keys": 3`) is no credential,
+    // though its key alone has it masked: its number is put back. A number
+    // under any other secret-looking key (`"signing_secret": 8392…`) stays
+    // masked.
     if let (Some(Json::Object(limits)), Some(Json::Object(masked))) =
         (limits, doc.get_mut("limits"))
     {
-        masked.extend(limits.into_iter().filter(|(_, v)| v.is_number()));
+        let counts = |(key, value): &(String, Json)| value.is_number() && counts_something(key);
+        masked.extend(limits.into_iter().filter(counts));
     }
     text_of(&doc)
+}
+
+/// Whether a limit's key names a count or a bound (`api_keys`,
+/// `max_sessions`, `webhook_limit`, `tokens_per_day`), not one value.
+fn counts_something(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    key.ends_with('s')
+        || key.starts_with("max")
+        || key.starts_with("min")
+        || ["limit", "count", "_per_"].iter().any(|w| key.contains(w))
 }
 
 const RECENT_AUDIT: &str = "SELECT id, at, actor, action, target, tenant, request_id, plugin, details \
