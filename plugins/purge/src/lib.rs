@@ -274,8 +274,8 @@ fn purge_locked(
             0 => String::new(),
             n if opts.dry_run => format!(" (after {n} batches counted)"),
             n => format!(
-                " ({n} batches committed before it: customers: {} anonymised, {} deleted; \
-                 notification_outbox: {} deleted; a rerun goes on from there)",
+                " (committed before it, at least: {n} batches; customers: {} anonymised, {} \
+                 deleted; notification_outbox: {} deleted; a rerun goes on from there)",
                 done.anonymised, done.customers_deleted, done.outbox_deleted
             ),
         };
