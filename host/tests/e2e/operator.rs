@@ -1143,13 +1143,7 @@ async fn migrate_dry_run_reads_postgres_without_migrating() {
             .collect::<Vec<_>>()
     };
     let master_url = settings.postgres_master_url.clone().unwrap();
-    let master = sqlx::PgPool::connect(&master_url).await.unwrap();
-    let migrated = async || -> bool {
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&master)
-            .await
-            .unwrap()
-    };
+    let migrated = async || support::pg_migrated(&master_url).await;
 
     assert_eq!(dry_run(), [(None, vec![1, 2, 3, 4])]);
     assert!(!migrated().await);
@@ -1181,7 +1175,6 @@ async fn migrate_dry_run_reads_postgres_without_migrating() {
         [(None, vec![]), (Some("acme".to_string()), vec![2])]
     );
     acme.close().await;
-    master.close().await;
 }
 
 /// A command whose reader has gone (`neo-ops tenant list | head -0`) ends

@@ -515,18 +515,11 @@ async fn cli_checklist_names_the_backends_out_of_reach() {
     let (unmigrated, _) = preflight();
     assert_eq!(unmigrated["check-migrations"], "fail", "{unmigrated:?}");
     let master_url = settings.postgres_master_url.clone().unwrap();
-    let master = sqlx::PgPool::connect(&master_url).await.unwrap();
-    let migrated = async || -> bool {
-        sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
-            .fetch_one(&master)
-            .await
-            .unwrap()
-    };
+    let migrated = async || support::pg_migrated(&master_url).await;
     assert!(!migrated().await, "preflight migrated the master");
     let done = tokio::task::block_in_place(|| cli.run_on(&["migrate"], &settings));
     assert_eq!(done.code, Some(0), "{}", done.stderr);
     assert!(migrated().await);
-    master.close().await;
 
     let (redis_down, said) = preflight();
     assert_eq!(redis_down["check-database"], "pass", "{redis_down:?}");

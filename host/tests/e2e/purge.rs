@@ -452,19 +452,26 @@ async fn usage_and_unknown_tenants(backend: Backend) {
 
 on_both_backends!(purge_usage_errors, usage_and_unknown_tenants);
 
+/// [`MANIFEST`] with the nightly schedule queueing a job per tenant, each
+/// tried `attempts` times a second apart (doubling).
+fn queued(attempts: u32) -> String {
+    MANIFEST
+        .replace(
+            "command = true\n",
+            &format!(
+                "command = true\nschedules = [{{ cron = \"0 3 * * *\", tz = \"UTC\", args = [\"--all-tenants\"] }}]\n\
+                 queue = {{ name = \"purge\", max_attempts = {attempts}, backoff = \"1s\" }}\n"
+            ),
+        )
+        .replace("audit = true }", "audit = true, queues = [\"purge\"] }")
+}
+
 /// The 03:00 slot queues one job per tenant: each purges its tenant; one
 /// whose lock is held (a purge by hand still running) fails, is retried, and
 /// purges once the lock is free.
 async fn scheduled_purge_is_a_job_per_tenant(backend: Backend) {
     let dep = Deployment::new(backend).await;
-    let queued = MANIFEST
-        .replace(
-            "command = true\n",
-            "command = true\nschedules = [{ cron = \"0 3 * * *\", tz = \"UTC\", args = [\"--all-tenants\"] }]\n\
-             queue = { name = \"purge\", max_attempts = 5, backoff = \"1s\" }\n",
-        )
-        .replace("audit = true }", "audit = true, queues = [\"purge\"] }");
-    let server = start(&dep, &queued, "a").await;
+    let server = start(&dep, &queued(5), "a").await;
     let acme = tenant(&server, "acme", RETENTION_DAYS).await;
     let globex = tenant(&server, "globex", RETENTION_DAYS).await;
     for pool in [&acme, &globex] {
@@ -531,14 +538,7 @@ on_both_backends!(purge_scheduled, scheduled_purge_is_a_job_per_tenant);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_only_tenant_database_is_retried_not_dead_lettered() {
     let dep = Deployment::new(Backend::Real).await;
-    let queued = MANIFEST
-        .replace(
-            "command = true\n",
-            "command = true\nschedules = [{ cron = \"0 3 * * *\", tz = \"UTC\", args = [\"--all-tenants\"] }]\n\
-             queue = { name = \"purge\", max_attempts = 8, backoff = \"1s\" }\n",
-        )
-        .replace("audit = true }", "audit = true, queues = [\"purge\"] }");
-    let server = start(&dep, &queued, "a").await;
+    let server = start(&dep, &queued(8), "a").await;
     let acme = tenant(&server, "acme", RETENTION_DAYS).await;
     seed(&acme).await;
     let template = dep.settings("a").postgres_tenant_dsn_template.unwrap();

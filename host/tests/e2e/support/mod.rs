@@ -434,6 +434,18 @@ pub async fn wait_for_failed_job(server: &Server, queue: &str, needle: &str) {
     .await;
 }
 
+/// Whether the Postgres database at `url` has been migrated at all (has
+/// sqlx's record of migrations), asked on a connection of its own.
+pub async fn pg_migrated(url: &str) -> bool {
+    let db = sqlx::PgPool::connect(url).await.unwrap();
+    let migrated = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    db.close().await;
+    migrated
+}
+
 /// First column of every row, as integers (for counting queries).
 pub async fn ints(pool: &Pool, sql: &str, params: &[Value]) -> Vec<i64> {
     pool.query(sql, params)
