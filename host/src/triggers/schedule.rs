@@ -61,13 +61,20 @@ fn slot_text(at: DateTime<Utc>) -> String {
 /// Claims a slot for this replica; the run's id if this replica should
 /// run it. The run's times are the host's clock, as its finish is, so a
 /// duration read from the history is not skewed by the database's.
+///
+/// A slot whose run was cut off (`interrupted`: its process stopped or
+/// died mid-run) is claimed again, so the next start's catch-up runs it:
+/// a run is at least once, as a queue job is, and the shipped plugins'
+/// work is done once whatever runs it twice (a digest's `digest_sends`,
+/// a purge's batches).
 async fn claim_slot(
     runtime: &Runtime,
     plugin: &str,
     schedule: usize,
     at: DateTime<Utc>,
 ) -> anyhow::Result<Option<i64>> {
-    slot_run(
+    let now = Utc::now();
+    let fresh = slot_run(
         runtime,
         "INSERT INTO runs (plugin, trigger, slot, replica, status, started_at) \
          VALUES ($1, $2, $3, $4, 'running', $5) \
@@ -75,9 +82,28 @@ async fn claim_slot(
         plugin,
         schedule,
         at,
-        Utc::now(),
+        now,
     )
-    .await
+    .await?;
+    if fresh.is_some() {
+        return Ok(fresh);
+    }
+    let again = slot_run(
+        runtime,
+        "UPDATE runs SET replica = $4, status = 'running', started_at = $5, \
+         finished_at = NULL, error = NULL \
+         WHERE plugin = $1 AND trigger = $2 AND slot = $3 AND status = 'interrupted' \
+         RETURNING id",
+        plugin,
+        schedule,
+        at,
+        now,
+    )
+    .await?;
+    if let Some(run_id) = again {
+        tracing::warn!(plugin, slot = %slot_text(at), run_id, "the slot's run was interrupted; it runs again");
+    }
+    Ok(again)
 }
 
 /// The id `sql` returns for the slot's (plugin, trigger, slot, replica)
@@ -356,7 +382,7 @@ async fn claim_until_answered(
                 }
             },
             Ok(None) => {
-                tracing::debug!(plugin, slot = %slot_text(at), "slot already taken by another replica");
+                tracing::debug!(plugin, slot = %slot_text(at), "slot already run or running (here or on another replica)");
                 return None;
             }
             Err(e) if Instant::now() + pause < give_up => {

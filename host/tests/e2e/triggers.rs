@@ -1250,3 +1250,80 @@ async fn a_slot_waiting_at_shutdown_does_not_start() {
         }
     }
 }
+
+/// A slot whose run was cut off (its process stopped or died mid-run, the
+/// run marked interrupted) runs again at the next start, within the
+/// catch-up; a slot whose run finished, even in error, does not. Before,
+/// the interrupted claim kept the slot, and that night's run never
+/// happened.
+async fn interrupted_slot_runs_again(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let (slot, ticker) = a_slot_ten_minutes_ago();
+    let manifest = format!(
+        "{ticker}\n{}",
+        ticker.replace("plugins.ticker", "plugins.failed")
+    );
+    let slot_text = slot.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    let mut settings = dep.settings("a");
+    settings.schedule_catch_up = Duration::from_secs(3600);
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let started = slot + chrono::Duration::seconds(1);
+    for (plugin, status) in [("ticker", "interrupted"), ("failed", "error")] {
+        services
+            .db
+            .master()
+            .execute(
+                "INSERT INTO runs (plugin, trigger, slot, replica, status, started_at, finished_at) \
+                 VALUES ($1, 'schedule:0', $2, 'gone-replica', $3, $4, $4)",
+                &[
+                    Value::Text(plugin.into()),
+                    Value::Text(slot_text.clone()),
+                    Value::Text(status.into()),
+                    Value::Timestamp(started.timestamp_micros()),
+                ],
+            )
+            .await
+            .unwrap();
+    }
+    let server = dep.start_with_services(&manifest, services.clone()).await;
+    let runs = || async {
+        services
+            .db
+            .master()
+            .query(
+                "SELECT plugin, slot, replica, status FROM runs ORDER BY plugin",
+                &[],
+            )
+            .await
+            .unwrap()
+            .rows
+    };
+    let me = Value::Text(services.settings.replica.clone());
+    let want = vec![
+        vec![
+            Value::Text("failed".into()),
+            Value::Text(slot_text.clone()),
+            Value::Text("gone-replica".into()),
+            Value::Text("error".into()),
+        ],
+        vec![
+            Value::Text("ticker".into()),
+            Value::Text(slot_text.clone()),
+            me,
+            Value::Text("ok".into()),
+        ],
+    ];
+    support::wait_until("the interrupted slot ran again", || async {
+        runs().await == want
+    })
+    .await;
+    // Both schedules' catch-up has fired by now (the ticker's is done):
+    // the slot that ended in error stays as it ended.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(runs().await, want);
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(interrupted_slots, interrupted_slot_runs_again);
