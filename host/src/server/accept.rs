@@ -8,7 +8,9 @@
 //! a real request such as a health probe; when every connection is busy the
 //! accept waits for one to finish. A connection whose client stops reading
 //! its answers is closed once its writes have stalled for the write-stall
-//! limit, so busy connections cannot pile up for ever either.
+//! limit, so busy connections cannot pile up for ever either. One closed
+//! after an answer given before its body was read lingers ([`Lingering`]),
+//! so the client gets that answer rather than a reset.
 
 use axum::extract::ConnectInfo;
 use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
@@ -29,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::linger::Lingering;
 use super::write_stall::{WritePace, WriteStallLimited};
 
 /// Time a client has to send a request's headers, counted from when the
@@ -315,7 +318,7 @@ pub async fn serve(
         tracker.spawn(async move {
             let _permit = permit;
             let io = Unflushed {
-                io: WriteStallLimited::new(stream, write_pace),
+                io: WriteStallLimited::new(Lingering::new(stream), write_pace),
                 conn: conn.clone(),
             };
             let io = TokioIo::new(io);

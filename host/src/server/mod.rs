@@ -4,6 +4,7 @@
 //! or [`run_watching`] directly.
 
 pub mod accept;
+mod linger;
 mod reload;
 mod replica;
 mod runs;

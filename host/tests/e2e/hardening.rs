@@ -2510,3 +2510,41 @@ grants = { kv = ["probe:"], queues = ["jobs"] }
         "{text}"
     );
 }
+
+/// An answer given before a request's body was read (here 403: an upload to
+/// a role route with no credentials) reaches a client that sends its whole
+/// body before reading, as a browser or curl without `Expect` does. Before,
+/// the connection was closed with the body unread, the kernel answered the
+/// rest with a reset, and the client saw "connection reset" instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_answer_reaches_a_client_still_sending_its_body() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(PROBE, "a").await;
+    let addr = server.addr;
+    let answer = tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Write};
+        let mut client = std::net::TcpStream::connect(addr).unwrap();
+        // Far more than the two sockets' buffers hold.
+        let body = vec![b'x'; 32 << 20];
+        write!(
+            client,
+            "POST /admin/probe HTTP/1.1\r\nhost: neo\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        client
+            .write_all(&body)
+            .map_err(|e| format!("sending the body: {e}"))?;
+        let mut answer = Vec::new();
+        client
+            .read_to_end(&mut answer)
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        Ok::<_, String>(String::from_utf8_lossy(&answer).into_owned())
+    })
+    .await
+    .unwrap();
+    let answer = answer.expect("the answer, not a reset");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
+    server.stop().await.unwrap();
+}
