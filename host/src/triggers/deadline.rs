@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::time::Sleep;
 
-use super::http::error_envelope;
+use super::http::{error_envelope, readable_cross_origin};
 use super::request_id::X_REQUEST_ID;
 
 /// Wraps a service so every request is answered within `limit`.
@@ -86,7 +86,10 @@ impl<F: Future<Output = Result<Response, Infallible>>> Future for DeadlineFuture
                 limit_s = this.limit.as_secs_f64(),
                 "request cut off at the time limit (503)"
             );
-            return Poll::Ready(Ok(error_envelope(503, &message)));
+            // Readable from another origin whatever the route: a status
+            // widget's poll cut off sees "may still complete", not a network
+            // error, and the answer names nothing a credential guards.
+            return Poll::Ready(Ok(readable_cross_origin(error_envelope(503, &message))));
         }
         Poll::Pending
     }
@@ -118,6 +121,7 @@ mod tests {
 
         let response = service.oneshot(request("/slow")).await.unwrap();
         assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["access-control-allow-origin"], "*");
         let body = axum::body::to_bytes(response.into_body(), 1 << 16)
             .await
             .unwrap();

@@ -748,7 +748,7 @@ async fn dispatch(
 /// turns a 503 and its `Retry-After` into a bare network error, so "busy,
 /// try again in a second" looks like "host down". Anonymous answers carry
 /// nothing a credential guards.
-fn readable_cross_origin(mut response: Response) -> Response {
+pub(super) fn readable_cross_origin(mut response: Response) -> Response {
     let status = response.status();
     if status.is_client_error() || status.is_server_error() {
         let h = response.headers_mut();
