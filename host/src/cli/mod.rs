@@ -237,7 +237,13 @@ pub enum QueueCommand {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let args: Vec<String> = std::env::args().skip(1).collect();
+            return usage_error(&e, json_in(&args));
+        }
+    };
     if !matches!(cli.command, Command::Serve { .. }) {
         end_quietly_on_a_closed_pipe();
     }
@@ -304,6 +310,24 @@ fn json_in(args: &[String]) -> bool {
     args.iter()
         .take_while(|a| *a != "--")
         .any(|a| a == "--json")
+}
+
+/// A command line clap refused: `--help` and `--version` print and succeed;
+/// a bad flag or value says why on stderr and exits 2, with the envelope on
+/// stdout when `--json` was among the arguments (a script reading the
+/// output sees the failure as it sees any other).
+fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
+    let _ = e.print();
+    let code = e.exit_code();
+    if code != 0 && json {
+        let rendered = e.render().to_string();
+        let first = rendered
+            .lines()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
+        print_error_envelope(400, first.strip_prefix("error: ").unwrap_or(first));
+    }
+    ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
 /// The envelope HTTP callers get for a failure, on stdout (`error: …` goes

@@ -21,12 +21,8 @@ pub async fn from_run_args(cli: &Cli, args: &[String]) -> anyhow::Result<ExitCod
     let argv = std::iter::once("preflight".to_string()).chain(args.iter().cloned());
     match Flags::try_parse_from(argv) {
         Ok(flags) => preflight(cli, &flags.args).await,
-        Err(e) => {
-            // --help prints and succeeds; a bad flag prints why and exits
-            // 2, as `neo-ops preflight` with it does.
-            e.print()?;
-            Ok(ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2)))
-        }
+        // As `neo-ops preflight` with the same flags answers.
+        Err(e) => Ok(super::usage_error(&e, super::json_in(args))),
     }
 }
 

@@ -907,6 +907,27 @@ fn help_prints_the_usage_and_runs_nothing() {
     let envelope: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(envelope["ok"], false);
     assert_eq!(envelope["error"]["code"], 400);
+    // So does a flag neo-ops's own parser refuses, in any command asked for
+    // JSON. Before, only clap's text went out, on stderr.
+    for args in [
+        &["run", "preflight", "--json", "--bogus"][..],
+        &["preflight", "--json", "--bogus"],
+        &["tenant", "list", "--json", "--bogus"],
+    ] {
+        let o = cli.run(args);
+        assert_eq!(o.code, Some(2), "{args:?}: {}", o.stderr);
+        assert!(o.stderr.contains("--bogus"), "{args:?}: {}", o.stderr);
+        let envelope: serde_json::Value = serde_json::from_str(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {:?}", o.stdout));
+        assert_eq!(envelope["ok"], false);
+        assert_eq!(envelope["error"]["code"], 400);
+        let message = envelope["error"]["message"].as_str().unwrap();
+        assert!(message.contains("'--bogus'"), "{message}");
+        assert!(!message.starts_with("error"), "{message}");
+    }
+    let o = cli.run(&["tenant", "list", "--bogus"]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    assert_eq!(o.stdout, "", "JSON only when asked for");
 }
 
 /// `migrate` goes through every tenant: one whose database cannot be
