@@ -1,7 +1,8 @@
 //! Outgoing mail: SMTP through lettre, or `.eml` files in the data dir outbox.
 
-use lettre::message::header::ContentType;
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::address::Envelope;
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
@@ -11,6 +12,18 @@ use std::time::Duration;
 use crate::settings::SmtpSettings;
 
 pub const MAIL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The slowest upload a message is given time for, in bytes per second
+/// (512 kbit/s), on top of [`MAIL_TIMEOUT`].
+const SLOWEST_UPLOAD: usize = 64 * 1024;
+
+/// The longest sending a message of about `len` bytes may take. Past it
+/// the send counts as failed and is tried again: a limit the upload alone
+/// outruns (an 8 MiB export on a slow link) would send the message again
+/// on every attempt and finish it never.
+fn send_within(len: usize) -> Duration {
+    MAIL_TIMEOUT + Duration::from_secs((len / SLOWEST_UPLOAD) as u64)
+}
 
 #[derive(Debug, Clone, Default)]
 pub struct OutgoingAttachment {
@@ -53,9 +66,7 @@ impl Mailer {
     pub fn new(smtp: Option<&SmtpSettings>, data_dir: &std::path::Path) -> anyhow::Result<Self> {
         match smtp {
             Some(s) => {
-                let from: Mailbox = s.from.parse().map_err(|e| {
-                    anyhow::anyhow!("SMTP_FROM \"{}\" is not an address: {e}", s.from)
-                })?;
+                let from = mailbox(&s.from).map_err(|e| anyhow::anyhow!("SMTP_FROM: {e}"))?;
                 let mut builder = match s.port {
                     465 => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host)?,
                     587 => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)?,
@@ -120,30 +131,16 @@ impl Mailer {
         match self {
             Mailer::Smtp {
                 transport, host, ..
-            } => match tokio::time::timeout(MAIL_TIMEOUT, transport.send(message)).await {
-                Ok(Ok(_)) => Ok(message_id),
-                // The server's reply (which can quote credentials' fate or
-                // addresses) and its name stay in the host's log.
-                Ok(Err(e)) => {
-                    tracing::warn!(smtp = %host, error = %e, "smtp send failed");
-                    Err(match refused_for_good(&e) {
-                        true => MailError::Invalid(
-                            "the mail server refused the message for good (details in the host log)"
-                                .into(),
-                        ),
-                        false => MailError::Unavailable(
-                            "the mail server refused the message or failed (details in the host log)"
-                                .into(),
-                        ),
-                    })
+            } => {
+                let (envelope, raw) = (message.envelope(), message.formatted());
+                match send_raw(transport, host, envelope, &raw).await {
+                    Err(MailError::Invalid(_)) if envelope.to().len() > 1 => {
+                        send_each(transport, host, envelope, &raw).await?;
+                    }
+                    sent => sent?,
                 }
-                Err(_) => {
-                    tracing::warn!(smtp = %host, timeout = ?MAIL_TIMEOUT, "smtp send timed out");
-                    Err(MailError::Unavailable(format!(
-                        "the mail server did not answer within {MAIL_TIMEOUT:?}"
-                    )))
-                }
-            },
+                Ok(message_id)
+            }
             Mailer::Outbox { dir, .. } => {
                 let name = format!(
                     "{}-{}.eml",
@@ -163,15 +160,82 @@ impl Mailer {
     }
 }
 
-/// Whether the server refused the message itself, for good (550–553: no
-/// such mailbox, too large), so sending it again would be refused again.
-/// Other refusals are the deployment's and fixed there while the message
-/// waits: other codes, and 550–553 with a 5.7 enhanced status (relaying
+/// Sends `raw` to `envelope`'s recipients, within [`send_within`] its size.
+async fn send_raw(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    host: &str,
+    envelope: &Envelope,
+    raw: &[u8],
+) -> Result<(), MailError> {
+    let within = send_within(raw.len());
+    match tokio::time::timeout(within, transport.send_raw(envelope, raw)).await {
+        Ok(Ok(_)) => Ok(()),
+        // The server's reply (which can quote credentials' fate or
+        // addresses) and its name stay in the host's log.
+        Ok(Err(e)) => {
+            tracing::warn!(smtp = %host, error = %e, "smtp send failed");
+            Err(match refused_for_good(&e) {
+                true => MailError::Invalid(
+                    "the mail server refused the message for good (details in the host log)".into(),
+                ),
+                false => MailError::Unavailable(
+                    "the mail server refused the message or failed (details in the host log)"
+                        .into(),
+                ),
+            })
+        }
+        Err(_) => {
+            tracing::warn!(smtp = %host, timeout = ?within, "smtp send timed out");
+            Err(MailError::Unavailable(format!(
+                "the mail server did not take the message within {within:?}"
+            )))
+        }
+    }
+}
+
+/// Sends `raw` to each of `envelope`'s recipients on its own, after the
+/// server refused it for good to them all at once: lettre stops at the
+/// first recipient refused, so nobody had it, and one stale address in an
+/// alert list kept the alert from everyone. Succeeds when one recipient at
+/// least has it; those who do not are named in the host's log (a copy
+/// that failed for a moment is not sent again: the others would get it
+/// twice).
+async fn send_each(
+    transport: &AsyncSmtpTransport<Tokio1Executor>,
+    host: &str,
+    envelope: &Envelope,
+    raw: &[u8],
+) -> Result<(), MailError> {
+    let mut missed = Vec::new();
+    let mut last_error = None;
+    for to in envelope.to() {
+        let one = Envelope::new(envelope.from().cloned(), vec![to.clone()]).expect("one recipient");
+        if let Err(e) = send_raw(transport, host, &one, raw).await {
+            missed.push(to.to_string());
+            last_error = Some(e);
+        }
+    }
+    match last_error {
+        Some(e) if missed.len() == envelope.to().len() => Err(e),
+        _ => {
+            if !missed.is_empty() {
+                tracing::warn!(smtp = %host, ?missed, "the message went to every recipient but these");
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Whether the server refused the message itself, for good (550–554: no
+/// such mailbox, too large, refused by a content filter), so sending it
+/// again would be refused again. Other refusals are the deployment's and
+/// fixed there while the message waits: other codes, and 550–554 with a
+/// 5.7 enhanced status (relaying
 /// denied, sender not verified), as Exchange, Gmail and SendGrid send.
 fn refused_for_good(e: &lettre::transport::smtp::Error) -> bool {
     let about_the_message = e
         .status()
-        .is_some_and(|code| matches!(u16::from(code), 550..=553));
+        .is_some_and(|code| matches!(u16::from(code), 550..=554));
     // Displayed as "permanent error (550): 5.7.1 Relaying denied".
     let shown = e.to_string();
     let policy = shown
@@ -218,9 +282,34 @@ impl lettre::message::header::Header for AutoSubmitted {
     }
 }
 
+/// An address as any mail server takes it: a domain that is not ASCII in
+/// its IDNA (`xn--`) form. lettre keeps the domain as written, and then
+/// refuses to send to a server without SMTPUTF8 (most relays, SES among
+/// them): a tenant's `josé@café.example` owner failed every night.
 fn mailbox(addr: &str) -> Result<Mailbox, MailError> {
-    addr.parse()
-        .map_err(|e| MailError::Invalid(format!("bad address \"{addr}\": {e}")))
+    let bad =
+        |why: &dyn std::fmt::Display| MailError::Invalid(format!("bad address \"{addr}\": {why}"));
+    let parsed: Mailbox = addr.parse().map_err(|e| bad(&e))?;
+    let domain = parsed.email.domain();
+    if domain.is_ascii() {
+        return Ok(parsed);
+    }
+    let ascii = idna::domain_to_ascii(domain)
+        .map_err(|_| bad(&format!("\"{domain}\" is not a valid international domain")))?;
+    let email = lettre::Address::new(parsed.email.user(), ascii).map_err(|e| bad(&e))?;
+    Ok(Mailbox::new(parsed.name, email))
+}
+
+/// Text as a mail body may carry it: lettre puts a CR before each bare LF
+/// but sends a lone CR or a NUL as it is, which servers refuse or read
+/// otherwise (a lone CR ends a line for some; NUL is not allowed at all).
+fn mail_text(text: String) -> String {
+    if !text.contains(['\r', '\0']) {
+        return text;
+    }
+    text.replace("\r\n", "\n")
+        .replace('\r', "\n")
+        .replace('\0', "")
 }
 
 fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message, MailError> {
@@ -241,9 +330,10 @@ fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message,
     for cc in &mail.cc {
         b = b.cc(mailbox(cc)?);
     }
+    let text = mail_text(mail.text);
     let body = match mail.html {
-        Some(html) => MultiPart::alternative_plain_html(mail.text, html),
-        None => MultiPart::mixed().singlepart(SinglePart::plain(mail.text)),
+        Some(html) => MultiPart::alternative_plain_html(text, mail_text(html)),
+        None => MultiPart::mixed().singlepart(SinglePart::plain(text)),
     };
     let body = if mail.attachments.is_empty() {
         body
@@ -253,7 +343,13 @@ fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message,
             let ct = ContentType::parse(&a.content_type).map_err(|_| {
                 MailError::Invalid(format!("bad content type \"{}\"", a.content_type))
             })?;
-            mixed = mixed.singlepart(Attachment::new(a.filename).body(a.data, ct));
+            // Always base64: bytes sent as they are could go out as 7bit
+            // with bare LFs (a CSV), which servers refuse (Postfix's
+            // `smtpd_forbid_bare_newline`) or, where `LF . CR LF` ends the
+            // data, read the rest as commands (SMTP smuggling).
+            let data = Body::new_with_encoding(a.data, ContentTransferEncoding::Base64)
+                .map_err(|_| MailError::Invalid("cannot encode an attachment".into()))?;
+            mixed = mixed.singlepart(Attachment::new(a.filename).body(data, ct));
         }
         mixed
     };
@@ -264,6 +360,65 @@ fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What goes to the server is 7-bit lines ending in CRLF, whatever the
+    /// plugin handed over: an attachment's bare LFs (and an `LF . CR LF`
+    /// that some servers take for the end of the data), a lone CR or a NUL
+    /// in the text never reach it; a domain that is not ASCII goes in its
+    /// IDNA form, which a server without SMTPUTF8 takes.
+    #[test]
+    fn the_message_goes_out_in_lines_every_server_takes() {
+        let mail = OutgoingMail {
+            to: vec!["José <jose@café.example>".into()],
+            subject: "s".into(),
+            text: "one\rtwo\0three\n".into(),
+            attachments: vec![OutgoingAttachment {
+                filename: "orders.csv".into(),
+                content_type: "text/csv".into(),
+                data: b"a,b\n.\r\nMAIL FROM:<x@example.com>\n".to_vec(),
+            }],
+            ..Default::default()
+        };
+        let message = build(
+            mail,
+            mailbox("ops@example.com").unwrap(),
+            "<id@example.com>",
+        )
+        .unwrap();
+        let to: Vec<String> = message
+            .envelope()
+            .to()
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(to, ["jose@xn--caf-dma.example"]);
+        let raw = message.formatted();
+        assert!(raw.is_ascii());
+        for (i, b) in raw.iter().enumerate() {
+            match b {
+                b'\n' => assert_eq!(raw[i - 1], b'\r', "a bare LF at {i}"),
+                b'\r' => assert_eq!(raw.get(i + 1), Some(&b'\n'), "a lone CR at {i}"),
+                0 => panic!("a NUL at {i}"),
+                _ => {}
+            }
+        }
+        let text = String::from_utf8(raw).unwrap();
+        assert!(text.contains("one\r\ntwothree\r\n"), "{text}");
+        assert!(
+            !text.contains("MAIL FROM"),
+            "the attachment in base64: {text}"
+        );
+        assert!(text.contains("xn--caf-dma.example"), "{text}");
+    }
+
+    #[test]
+    fn a_large_message_has_time_to_upload() {
+        assert_eq!(send_within(1000), MAIL_TIMEOUT);
+        assert_eq!(
+            send_within(8 << 20),
+            MAIL_TIMEOUT + Duration::from_secs(128)
+        );
+    }
 
     #[test]
     fn a_login_to_another_machine_requires_tls() {
@@ -351,6 +506,15 @@ mod tests {
             command
                 .starts_with("RCPT")
                 .then_some("550 5.1.1 no such mailbox\r\n")
+        })
+        .await;
+        assert!(matches!(sent, Err(MailError::Invalid(_))), "{sent:?}");
+        // 554 ("transaction failed": a content filter's no) is the
+        // message's too; it was retried into the same refusal.
+        let (sent, _) = send_to_peer(|command| {
+            command
+                .starts_with("RCPT")
+                .then_some("554 5.6.0 message refused\r\n")
         })
         .await;
         assert!(matches!(sent, Err(MailError::Invalid(_))), "{sent:?}");

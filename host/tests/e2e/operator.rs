@@ -414,7 +414,8 @@ fn check_disk_follows_its_thresholds() {
 /// Every message says it is automatic (no out-of-office replies) and has a
 /// Message-ID on the sender's domain, through a real SMTP server. A message
 /// the server refuses for good (550: no such mailbox) is `invalid`, not
-/// `unavailable`: a queue job sending it is not retried into the same 550.
+/// `unavailable`: a queue job sending it is not retried into the same 550;
+/// refused to one recipient of several, it goes to the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_is_marked_automatic_with_the_senders_domain() {
     let dep = support::Deployment::new(support::Backend::Real).await;
@@ -451,6 +452,32 @@ async fn mail_is_marked_automatic_with_the_senders_domain() {
     assert!(out.contains(r#""code":"invalid""#), "{out}");
     assert!(out.contains("refused the message for good"), "{out}");
     assert_eq!(dep.sent_mail().len(), 1);
+    // One stale address in a list: the others still get the message, as
+    // it was written (the headers name them all). Before, the first refusal
+    // ended the send and nobody had it.
+    let out = server
+        .command(
+            "probe",
+            &[
+                "mail",
+                "unknown@acme.example,owner@acme.example,ops@acme.example",
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(out.contains(r#""ok":true"#), "{out}");
+    let received = dep.smtp.as_ref().unwrap().messages();
+    let delivered: Vec<&[String]> = received[1..].iter().map(|m| m.to.as_slice()).collect();
+    assert_eq!(
+        delivered,
+        [["<owner@acme.example>"], ["<ops@acme.example>"]],
+        "each once"
+    );
+    assert!(
+        received[1].data.contains("unknown@acme.example") && received[1].data == received[2].data,
+        "{}",
+        received[1].data
+    );
     server.stop().await.unwrap();
 }
 

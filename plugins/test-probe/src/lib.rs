@@ -148,7 +148,7 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
                 .map(|r| format!("status {}", r.status))
             }
             ["mail", to] => mail::send(&mail::Message {
-                to: vec![to.to_string()],
+                to: to.split(',').map(str::to_string).collect(),
                 cc: vec![],
                 subject: "probe".into(),
                 text: "probe message".into(),
