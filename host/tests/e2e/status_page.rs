@@ -422,6 +422,13 @@ async fn the_page_answers_through_a_master_outage() {
         .unwrap();
     let live = status(&server).await;
     assert_eq!(live["state"], "degraded");
+    let tag = |resp: &reqwest::Response| resp.headers()["etag"].to_str().unwrap().to_string();
+    let live_tag = tag(&server
+        .http
+        .get(server.url("/status.json"))
+        .send()
+        .await
+        .unwrap());
 
     pg.set_up(false);
     let resp = server
@@ -431,6 +438,10 @@ async fn the_page_answers_through_a_master_outage() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
+    // The same body, dated: another representation, so a cache holding the
+    // live one does not get a 304 (whose headers it would keep after).
+    let kept_tag = tag(&resp);
+    assert_ne!(kept_tag, live_tag);
     assert_eq!(
         resp.headers()["access-control-expose-headers"],
         "x-status-as-of",
@@ -467,6 +478,45 @@ async fn the_page_answers_through_a_master_outage() {
 
     pg.set_up(true);
     live_again_within_10s(&server).await;
+    // A cache holding the kept board gets the live one, undated. Before,
+    // the tag was the body's alone: a 304, and the cache went on showing
+    // the outage's `x-status-as-of` until the board next changed.
+    let resp = server
+        .http
+        .get(server.url("/status.json"))
+        .header("if-none-match", &kept_tag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert!(resp.headers().get("x-status-as-of").is_none());
+    assert_eq!(tag(&resp), live_tag);
+    server.stop().await.unwrap();
+}
+
+/// With the master away and no board kept yet, the human page still
+/// answers as a page: 503 in HTML, saying so, with `Retry-After`. Before,
+/// a person opening `/status` got the machines' JSON error envelope.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_page_says_so_in_html_when_nothing_is_kept() {
+    let dep = Deployment::new(Backend::Real).await;
+    let manifest = MANIFEST.replace("timeout = \"5s\"", "timeout = \"2s\"");
+    let (server, pg) = dep.start_with_master_proxy(&manifest).await;
+    pg.set_up(false);
+    let resp = server.http.get(server.url("/status")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["content-type"], "text/html; charset=utf-8");
+    assert_eq!(resp.headers()["retry-after"], "30");
+    let page = resp.text().await.unwrap();
+    assert!(
+        page.starts_with("<!doctype html>") && page.contains("Live status is unavailable"),
+        "{page}"
+    );
+    // The documents for machines keep the envelope.
+    let (code, body) = server.get("/status.json", None).await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with(r#"{"ok":false"#), "{body}");
+    pg.set_up(true);
     server.stop().await.unwrap();
 }
 

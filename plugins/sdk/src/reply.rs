@@ -81,8 +81,18 @@ impl ErrorCode {
 /// client's `If-None-Match` gets `304` and no body), `Cache-Control:
 /// no-cache` (revalidate every time) and `Access-Control-Allow-Origin: *`
 /// (a status widget on another origin may read it).
+///
+/// The tag covers the headers `out` already has as well as its body: a
+/// cache merges a `304`'s headers into what it keeps and never drops one
+/// the `304` lacks, so the same body under other headers (a board kept
+/// through an outage, `x-status-as-of`) must be another representation.
 pub fn public_document(req: &crate::HttpRequest, mut out: Output) -> Output {
-    let tag = format!("\"{:016x}\"", fnv1a(&out.body));
+    let headers = out
+        .headers
+        .iter()
+        .flat_map(|(k, v)| [k.as_bytes(), b"\0", v.as_bytes(), b"\0"]);
+    let hash = headers.fold(fnv1a(FNV_OFFSET, &out.body), fnv1a);
+    let tag = format!("\"{hash:016x}\"");
     out.headers.push(("etag".into(), tag.clone()));
     out.headers
         .push(("cache-control".into(), "no-cache".into()));
@@ -103,9 +113,11 @@ pub fn public_document(req: &crate::HttpRequest, mut out: Output) -> Output {
     out
 }
 
-/// FNV-1a: a cheap, stable content hash for entity tags.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, from `hash` on: a cheap, stable content hash for entity tags.
+fn fnv1a(hash: u64, bytes: &[u8]) -> u64 {
+    bytes.iter().fold(hash, |h, b| {
         (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
     })
 }

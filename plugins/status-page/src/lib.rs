@@ -73,31 +73,44 @@ impl Plugin for StatusPage {
         if req.route == "/status/style.css" {
             return Ok(page::css());
         }
-        let view = View::read(req.route == "/status")?;
+        let view = match View::read(req.route == "/status") {
+            Ok(view) => view,
+            // A person gets a page, not the machines' error envelope.
+            Err(f) if req.route == "/status" => return Ok(page::unavailable(f.status)),
+            Err(f) => return Err(f),
+        };
         let (board, as_of) = (&view.board, view.as_of.as_deref());
         let active = &board.active;
-        let public = |out: Output| reply::public_document(req, out);
-        let mut out = match req.route.as_str() {
+        let dated = |mut out: Output| {
+            if let Some(as_of) = as_of {
+                // The documents keep their shape; the header says they are
+                // kept, also to a widget on another origin (which sees only
+                // the headers it is allowed to).
+                out.headers.push(("x-status-as-of".into(), as_of.into()));
+                out.headers.push((
+                    "access-control-expose-headers".into(),
+                    "x-status-as-of".into(),
+                ));
+            }
+            out
+        };
+        // Dated before it is tagged: the tag covers the header.
+        let public = |out: Output| reply::public_document(req, dated(out));
+        Ok(match req.route.as_str() {
             "/api/v2/status.json" => public(reply::json(200, &documents::status(board))),
             "/api/v2/summary.json" => public(reply::json(200, &documents::summary(board))),
             "/api/v2/incidents/unresolved.json" => {
                 public(reply::json(200, &documents::unresolved(board)))
             }
-            "/status/health" => health(active, as_of),
-            "/status" => page::html(active, &view.resolved, &Status::of(active), as_of),
+            "/status/health" => dated(health(active, as_of)),
+            "/status" => dated(page::html(
+                active,
+                &view.resolved,
+                &Status::of(active),
+                as_of,
+            )),
             _ => public(reply::json(200, &documents::seed(board))),
-        };
-        if let Some(as_of) = as_of {
-            // The documents keep their shape; the header says they are kept,
-            // also to a widget on another origin (which sees only the
-            // headers it is allowed to).
-            out.headers.push(("x-status-as-of".into(), as_of.into()));
-            out.headers.push((
-                "access-control-expose-headers".into(),
-                "x-status-as-of".into(),
-            ));
-        }
-        Ok(out)
+        })
     }
 
     fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {

@@ -17,13 +17,7 @@ pub fn html(
     as_of: Option<&str>,
 ) -> Output {
     let state_class = if active.is_empty() { "ok" } else { "down" };
-    let mut body = format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>Status</title><link rel=\"stylesheet\" href=\"/status/style.css\"></head>\n<body><main>\n\
-         <h1>Status</h1>\n<p class=\"state {state_class}\">{}</p>\n",
-        escape(status.description)
-    );
+    let mut body = opening(state_class, status.description);
     if let Some(as_of) = as_of {
         body.push_str(&format!(
             "<p class=\"meta\">Live status is unavailable: this is the page as of {}.</p>\n",
@@ -50,6 +44,40 @@ pub fn html(
             ("content-type".into(), "text/html; charset=utf-8".into()),
             ("cache-control".into(), "no-cache".into()),
         ],
+        body: body.into_bytes(),
+    }
+}
+
+/// The page down to its state line.
+fn opening(state_class: &str, state: &str) -> String {
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Status</title><link rel=\"stylesheet\" href=\"/status/style.css\"></head>\n<body><main>\n\
+         <h1>Status</h1>\n<p class=\"state {state_class}\">{}</p>\n",
+        escape(state)
+    )
+}
+
+/// The page when there is no board to show (the database away and none
+/// kept yet): a page still, for the person who opened it, with `status`
+/// (`Retry-After` on a 503).
+pub fn unavailable(status: u16) -> Output {
+    let mut body = opening("unknown", "Status unknown");
+    body.push_str(
+        "<p class=\"meta\">Live status is unavailable right now. Try again in a minute.</p>\n\
+         </main></body></html>\n",
+    );
+    let mut headers = vec![
+        ("content-type".into(), "text/html; charset=utf-8".into()),
+        ("cache-control".into(), "no-store".into()),
+    ];
+    if status == 503 {
+        headers.push(("retry-after".into(), "30".into()));
+    }
+    Output {
+        status,
+        headers,
         body: body.into_bytes(),
     }
 }
@@ -92,12 +120,13 @@ pub fn css() -> Output {
 }
 
 const CSS: &str = "\
-:root { color-scheme: light dark; --fg: #1b1f23; --bg: #fff; --muted: #57606a; --ok: #1a7f37; --down: #cf222e; --line: #d0d7de; }
-@media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --bg: #0d1117; --muted: #8d96a0; --ok: #3fb950; --down: #f85149; --line: #30363d; } }
+:root { color-scheme: light dark; --fg: #1b1f23; --bg: #fff; --muted: #57606a; --ok: #1a7f37; --down: #cf222e; --line: #d0d7de; --on-state: #fff; }
+@media (prefers-color-scheme: dark) { :root { --fg: #e6edf3; --bg: #0d1117; --muted: #8d96a0; --ok: #3fb950; --down: #f85149; --line: #30363d; --on-state: #0d1117; } }
 body { margin: 0; background: var(--bg); color: var(--fg); font: 16px/1.5 system-ui, sans-serif; }
 main { max-width: 46rem; margin: 0 auto; padding: 1rem; }
-.state { font-size: 1.25rem; font-weight: 600; padding: .75rem 1rem; border-radius: .5rem; color: #fff; }
+.state { font-size: 1.25rem; font-weight: 600; padding: .75rem 1rem; border-radius: .5rem; color: var(--on-state); }
 .state.ok { background: var(--ok); } .state.down { background: var(--down); }
+.state.unknown { background: var(--muted); }
 .incident { border: 1px solid var(--line); border-radius: .5rem; padding: .5rem 1rem; margin: .75rem 0; overflow-wrap: anywhere; }
 .meta, .update time, .none { color: var(--muted); font-size: .9rem; }
 .update { border-top: 1px solid var(--line); padding-top: .5rem; }
