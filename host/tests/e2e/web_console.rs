@@ -221,6 +221,11 @@ async fn on_call_console_in_a_real_browser() {
     wait_text(&s, "#signin-error", "403 forbidden").await;
     assert_eq!(s.eval("return sessionStorage.length;").await, 0);
     assert_eq!(tabs_display(&s).await, "none", "no tabs while signed out");
+    // One pasted with a typographic quote is refused as such, not kept to
+    // fail on every reload (fetch cannot send it in a header at all).
+    sign_in(&s, &server, "neo_00000000_wrong\u{2019}").await;
+    wait_text(&s, "#signin-error", "That is not a token").await;
+    assert_eq!(s.eval("return sessionStorage.length;").await, 0);
 
     // super_admin: search, resend with confirmation, the outcome, the mail.
     sign_in(&s, &server, &root).await;

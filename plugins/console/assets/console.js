@@ -130,6 +130,14 @@ function card(title, fields, ...extra) {
 // ---- sign in ------------------------------------------------------------
 
 async function signIn(token) {
+  // A token is printable ASCII: one with a smart quote or a space pasted in
+  // would make fetch throw before asking, and be kept to fail the same way.
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    sessionStorage.removeItem(TOKEN_KEY);
+    $("signin-error").textContent =
+      "That is not a token: it has a character no token has (a space or a typographic quote from copying?).";
+    return;
+  }
   sessionStorage.setItem(TOKEN_KEY, token);
   try {
     const me = await api("GET", WHOAMI);
