@@ -9,8 +9,8 @@
 //! accept waits for one to finish. A connection whose client stops reading
 //! its answers is closed once its writes have stalled for the write-stall
 //! limit, so busy connections cannot pile up for ever either. One closed
-//! after an answer given before its body was read lingers ([`Lingering`]),
-//! so the client gets that answer rather than a reset.
+//! after an answer given before its request's body was read lingers
+//! ([`Lingering`]), so the client gets that answer rather than a reset.
 
 use axum::extract::ConnectInfo;
 use hyper::body::{Body as HttpBody, Bytes, Frame, SizeHint};
@@ -316,9 +316,9 @@ pub async fn serve(
         };
         let builder = builder.clone();
         tracker.spawn(async move {
-            let _permit = permit;
+            let socket = Lingering::new(stream, permit);
             let io = Unflushed {
-                io: WriteStallLimited::new(Lingering::new(stream), write_pace),
+                io: WriteStallLimited::new(socket, write_pace),
                 conn: conn.clone(),
             };
             let io = TokioIo::new(io);

@@ -5,47 +5,50 @@
 //! ends the connection with that body still arriving. Closed at once, the
 //! kernel answers the unread bytes with a reset, and a client still
 //! sending (a browser, curl: no `Expect`) reports "connection reset"
-//! instead of the answer it was sent. So once hyper has shut down its
-//! sending side, what the client still sends is read and thrown away until
-//! it closes, falls silent or has had its time, as nginx's
-//! `lingering_close` does.
+//! instead of the answer it was sent. So when hyper has shut down its
+//! sending side with bytes of the client's waiting unread, what the client
+//! still sends is read and thrown away until it closes, falls silent or
+//! has had its time, as nginx's `lingering_close` does. Any other close (an
+//! idle connection evicted at the cap, a client that closed first) is at
+//! once.
 
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
 
 /// How long a closing connection waits for the client's next bytes.
 const SILENCE: Duration = Duration::from_secs(2);
 /// The longest a closing connection is drained in all.
 const AT_MOST: Duration = Duration::from_secs(10);
-/// Connections drained at once: past this a closing one is closed at once,
-/// so a crowd of trickling clients cannot hold the descriptors the
-/// connection cap keeps back (`RESERVED_FDS`, 256) for the rest.
+/// Connections drained at once (each still holding its place under the
+/// connection cap): past this a closing one is closed at once, so clients
+/// that keep sending after their answer cannot hold many places for long.
 const MAX_LINGERING: usize = 128;
 
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
-/// A connection's socket that, once its sending side was shut down and its
-/// client has not closed its own, is drained in the background when
-/// dropped instead of closed.
+/// A connection's socket that, once its sending side was shut down with
+/// the client's bytes waiting unread, is drained in the background when
+/// dropped instead of closed. It holds the connection's place under the
+/// cap until it is closed, so the descriptors open never exceed the cap.
 pub struct Lingering {
     stream: Option<TcpStream>,
-    /// hyper shut down the sending side: the answer is out, and the client
-    /// may still be sending what was not read.
+    place: Option<OwnedSemaphorePermit>,
+    /// hyper shut down the sending side: the answer is out.
     shut: bool,
-    /// The client closed its sending side: nothing can follow.
-    ended: bool,
 }
 
 impl Lingering {
-    pub fn new(stream: TcpStream) -> Self {
+    pub fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Self {
         Self {
             stream: Some(stream),
+            place: Some(place),
             shut: false,
-            ended: false,
         }
     }
 
@@ -59,8 +62,8 @@ impl Drop for Lingering {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        if !self.shut || self.ended {
-            return; // closed without an answer cut short, or by the client
+        if !self.shut || !unread_waiting(&stream) {
+            return; // no answer cut short, or nothing to reset over
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -68,8 +71,25 @@ impl Drop for Lingering {
         let Some(slot) = LingerSlot::take() else {
             return;
         };
-        runtime.spawn(drain(stream, slot));
+        runtime.spawn(drain(stream, slot, self.place.take()));
     }
+}
+
+/// Whether the client has sent bytes nobody has read (not its close): a
+/// close now would answer them with a reset.
+fn unread_waiting(stream: &TcpStream) -> bool {
+    let mut byte = 0u8;
+    // SAFETY: peeks at most one byte into `byte`, without blocking, on the
+    // stream's own descriptor, open for the call.
+    let peeked = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&raw mut byte).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    peeked > 0
 }
 
 /// One of [`MAX_LINGERING`].
@@ -93,8 +113,9 @@ impl Drop for LingerSlot {
 }
 
 /// Reads and drops what `stream`'s client still sends, until it closes,
-/// is silent for [`SILENCE`] or [`AT_MOST`] has passed; then closes.
-async fn drain(mut stream: TcpStream, _slot: LingerSlot) {
+/// is silent for [`SILENCE`] or [`AT_MOST`] has passed; then closes, and
+/// gives the connection's place back.
+async fn drain(mut stream: TcpStream, _slot: LingerSlot, _place: Option<OwnedSemaphorePermit>) {
     let until = tokio::time::Instant::now() + AT_MOST;
     let mut sink = vec![0u8; 16 * 1024];
     loop {
@@ -112,13 +133,7 @@ impl AsyncRead for Lingering {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let room = buf.remaining() > 0;
-        let read = Pin::new(self.stream()).poll_read(cx, buf);
-        if room && matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() == before {
-            self.ended = true;
-        }
-        read
+        Pin::new(self.stream()).poll_read(cx, buf)
     }
 }
 
@@ -159,33 +174,56 @@ impl AsyncWrite for Lingering {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
     use tokio::io::AsyncWriteExt;
+    use tokio::sync::Semaphore;
+
+    /// A connection accepted on this machine, its place taken from a cap of one.
+    async fn connection() -> (TcpStream, Lingering, Arc<Semaphore>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let places = Arc::new(Semaphore::new(1));
+        let place = places.clone().try_acquire_owned().unwrap();
+        let io = Lingering::new(accepted.unwrap().0, place);
+        (client.unwrap(), io, places)
+    }
 
     /// Answered and shut down while the client still sends: the client's
     /// bytes are read until it closes, so it gets the answer and its own
-    /// close, no reset.
+    /// close, no reset; the connection's place is held until then.
     #[tokio::test]
     async fn an_answer_before_the_body_reaches_a_client_still_sending() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            let (stream, _) = listener.accept().await.unwrap();
-            let mut io = Lingering::new(stream);
-            let mut head = [0u8; 16];
-            io.read_exact(&mut head).await.unwrap();
-            io.write_all(b"refused").await.unwrap();
-            io.shutdown().await.unwrap();
-            drop(io);
-        });
-        let mut client = TcpStream::connect(addr).await.unwrap();
+        let (mut client, mut io, places) = connection().await;
         // Far more than the socket buffers hold, sent after the answer.
         let body = vec![b'x'; 32 << 20];
-        client.write_all(&body[..16]).await.unwrap();
-        server.await.unwrap();
+        client.write_all(&body[..4096]).await.unwrap();
+        let mut head = [0u8; 16];
+        io.read_exact(&mut head).await.unwrap();
+        io.write_all(b"refused").await.unwrap();
+        io.shutdown().await.unwrap();
+        drop(io);
         client.write_all(&body).await.expect("sent whole, no reset");
+        assert_eq!(places.available_permits(), 0, "its place is held meanwhile");
         client.shutdown().await.unwrap();
         let mut answer = Vec::new();
         client.read_to_end(&mut answer).await.unwrap();
         assert_eq!(answer, b"refused");
+        let given_back = tokio::time::timeout(Duration::from_secs(5), places.acquire()).await;
+        assert!(
+            matches!(given_back, Ok(Ok(_))),
+            "its place given back once the client closed"
+        );
+    }
+
+    /// A connection closed with nothing of the client's unread (an idle one
+    /// evicted at the cap) gives its place back at once.
+    #[tokio::test]
+    async fn a_close_with_nothing_unread_is_at_once() {
+        let (client, mut io, places) = connection().await;
+        io.shutdown().await.unwrap();
+        drop(io);
+        assert_eq!(places.available_permits(), 1);
+        drop(client);
     }
 }
