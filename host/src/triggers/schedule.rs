@@ -64,9 +64,9 @@ fn slot_text(at: DateTime<Utc>) -> String {
 ///
 /// A slot whose run was cut off (`interrupted`: its process stopped or
 /// died mid-run) is claimed again, so the next start's catch-up runs it:
-/// a run is at least once, as a queue job is, and the shipped plugins'
-/// work is done once whatever runs it twice (a digest's `digest_sends`,
-/// a purge's batches).
+/// a run is at least once, as a queue job is. The digest and the purge
+/// do their work once whatever runs them twice (`digest_sends`, committed
+/// batches); a monthly test alert cut off is sent again.
 async fn claim_slot(
     runtime: &Runtime,
     plugin: &str,
@@ -163,6 +163,9 @@ const RECORD_WITHIN: Duration = Duration::from_secs(120);
 /// this within its grace period. `started` is when the invocation that ran
 /// was asked for, after the schedule's waits for a plugin slot (within the
 /// admission's own short wait), so the history's duration is the run's.
+/// Only while the claim is still this replica's: a run marked interrupted
+/// under it (a replica cut off from Redis looks departed) and claimed again
+/// by another is that one's to record.
 async fn finish_run(runtime: &Runtime, run_id: i64, started: DateTime<Utc>, error: Option<String>) {
     let status = if error.is_some() { "error" } else { "ok" };
     let finished_at = Utc::now().timestamp_micros();
@@ -176,13 +179,14 @@ async fn finish_run(runtime: &Runtime, run_id: i64, started: DateTime<Utc>, erro
             .master()
             .execute(
                 "UPDATE runs SET status = $1, error = $2, finished_at = $3, started_at = $4 \
-                 WHERE id = $5",
+                 WHERE id = $5 AND replica = $6",
                 &[
                     Value::Text(status.into()),
                     error.clone(),
                     Value::Timestamp(finished_at),
                     Value::Timestamp(started.timestamp_micros()),
                     Value::Int(run_id),
+                    Value::Text(runtime.services.settings.replica.clone()),
                 ],
             )
             .await;
@@ -318,16 +322,20 @@ impl Drop for Firing<'_> {
     }
 }
 
-/// Gives back the claim of a slot that never started (the run is marked
-/// interrupted as the process leaves if this fails).
+/// Gives back the claim of a slot that never started, while it is this
+/// replica's (the run is marked interrupted as the process leaves if this
+/// fails).
 async fn unclaim(runtime: &Runtime, run_id: i64) {
     let result = runtime
         .services
         .db
         .master()
         .execute(
-            "DELETE FROM runs WHERE id = $1 AND status = 'running'",
-            &[Value::Int(run_id)],
+            "DELETE FROM runs WHERE id = $1 AND status = 'running' AND replica = $2",
+            &[
+                Value::Int(run_id),
+                Value::Text(runtime.services.settings.replica.clone()),
+            ],
         )
         .await;
     if let Err(e) = result {

@@ -1327,3 +1327,44 @@ async fn interrupted_slot_runs_again(backend: Backend) {
 }
 
 on_both_backends!(interrupted_slots, interrupted_slot_runs_again);
+
+/// A run whose claim another replica took over meanwhile (marked
+/// interrupted while this replica looked departed, then claimed again) is
+/// not recorded over the new claim, nor given back under it: the row stays
+/// the other's until that one finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_run_taken_over_is_not_recorded_over_the_new_claim() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let (_, manifest) = a_slot_ten_minutes_ago();
+    let manifest = manifest.replace("\" }]", "\", args = [\"sleep:3000\"] }]");
+    assert!(manifest.contains("sleep:3000"), "{manifest}");
+    let mut settings = dep.settings("a");
+    settings.schedule_catch_up = Duration::from_secs(3600);
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .unwrap();
+    let server = dep.start_with_services(&manifest, services.clone()).await;
+    support::wait_until("the slot runs", || async {
+        ticker_runs(&dep, "status").await.rows == vec![vec![Value::Text("running".into())]]
+    })
+    .await;
+    services
+        .db
+        .master()
+        .execute(
+            "UPDATE runs SET replica = 'other-replica' WHERE plugin = 'ticker'",
+            &[],
+        )
+        .await
+        .unwrap();
+    // The 3 s run ends meanwhile; the process then stops.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    server.stop().await.unwrap();
+    assert_eq!(
+        ticker_runs(&dep, "replica, status").await.rows,
+        vec![vec![
+            Value::Text("other-replica".into()),
+            Value::Text("running".into())
+        ]]
+    );
+}
