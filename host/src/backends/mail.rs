@@ -134,10 +134,17 @@ impl Mailer {
             } => {
                 let (envelope, raw) = (message.envelope(), message.formatted());
                 match send_raw(transport, host, envelope, &raw).await {
-                    Err(MailError::Invalid(_)) if envelope.to().len() > 1 => {
+                    Ok(()) => {}
+                    // A recipient refused for good (no such mailbox, not
+                    // local, a bad address): lettre stops at the first
+                    // refused RCPT, so nobody had it.
+                    Err(failed)
+                        if failed.refused_for_good_with(&[550, 551, 553])
+                            && envelope.to().len() > 1 =>
+                    {
                         send_each(transport, host, envelope, &raw).await?;
                     }
-                    sent => sent?,
+                    Err(failed) => return Err(failed.error),
                 }
                 Ok(message_id)
             }
@@ -160,13 +167,27 @@ impl Mailer {
     }
 }
 
+/// A send the server refused or that failed: the error as the plugin gets
+/// it, and the server's reply code when it gave one.
+struct Failed {
+    error: MailError,
+    code: Option<u16>,
+}
+
+impl Failed {
+    /// Refused for good with one of `codes`.
+    fn refused_for_good_with(&self, codes: &[u16]) -> bool {
+        matches!(self.error, MailError::Invalid(_)) && self.code.is_some_and(|c| codes.contains(&c))
+    }
+}
+
 /// Sends `raw` to `envelope`'s recipients, within [`send_within`] its size.
 async fn send_raw(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
     host: &str,
     envelope: &Envelope,
     raw: &[u8],
-) -> Result<(), MailError> {
+) -> Result<(), Failed> {
     let within = send_within(raw.len());
     match tokio::time::timeout(within, transport.send_raw(envelope, raw)).await {
         Ok(Ok(_)) => Ok(()),
@@ -174,7 +195,7 @@ async fn send_raw(
         // addresses) and its name stay in the host's log.
         Ok(Err(e)) => {
             tracing::warn!(smtp = %host, error = %e, "smtp send failed");
-            Err(match refused_for_good(&e) {
+            let error = match refused_for_good(&e) {
                 true => MailError::Invalid(
                     "the mail server refused the message for good (details in the host log)".into(),
                 ),
@@ -182,60 +203,72 @@ async fn send_raw(
                     "the mail server refused the message or failed (details in the host log)"
                         .into(),
                 ),
-            })
+            };
+            let code = e.status().map(u16::from);
+            Err(Failed { error, code })
         }
         Err(_) => {
             tracing::warn!(smtp = %host, timeout = ?within, "smtp send timed out");
-            Err(MailError::Unavailable(format!(
+            let error = MailError::Unavailable(format!(
                 "the mail server did not take the message within {within:?}"
-            )))
+            ));
+            Err(Failed { error, code: None })
         }
     }
 }
 
-/// Sends `raw` to each of `envelope`'s recipients on its own, after the
-/// server refused it for good to them all at once: lettre stops at the
-/// first recipient refused, so nobody had it, and one stale address in an
-/// alert list kept the alert from everyone. Succeeds when one recipient at
-/// least has it; those who do not are named in the host's log (a copy
-/// that failed for a moment is not sent again: the others would get it
-/// twice).
+/// Sends `raw` to each of `envelope`'s recipients on its own, all within
+/// one message's [`send_within`], after a recipient was refused for good:
+/// one stale address in an alert list kept the alert from everyone. Fails,
+/// naming who did not get it, unless all did: `invalid` when each of those
+/// was refused for good (nobody gets it twice), else `unavailable`, and a
+/// retry sends the others a second copy.
 async fn send_each(
     transport: &AsyncSmtpTransport<Tokio1Executor>,
     host: &str,
     envelope: &Envelope,
     raw: &[u8],
 ) -> Result<(), MailError> {
+    let give_up = tokio::time::Instant::now() + send_within(raw.len());
     let mut missed = Vec::new();
-    let mut last_error = None;
+    let mut for_good = true;
     for to in envelope.to() {
         let one = Envelope::new(envelope.from().cloned(), vec![to.clone()]).expect("one recipient");
-        if let Err(e) = send_raw(transport, host, &one, raw).await {
-            missed.push(to.to_string());
-            last_error = Some(e);
-        }
+        let sent = tokio::time::timeout_at(give_up, send_raw(transport, host, &one, raw)).await;
+        let refused = match sent {
+            Ok(Ok(())) => continue,
+            Ok(Err(failed)) => matches!(failed.error, MailError::Invalid(_)),
+            Err(_) => false,
+        };
+        for_good &= refused;
+        missed.push(to.to_string());
     }
-    match last_error {
-        Some(e) if missed.len() == envelope.to().len() => Err(e),
-        _ => {
-            if !missed.is_empty() {
-                tracing::warn!(smtp = %host, ?missed, "the message went to every recipient but these");
-            }
-            Ok(())
-        }
+    if missed.is_empty() {
+        return Ok(());
     }
+    let all = envelope.to().len();
+    tracing::warn!(smtp = %host, ?missed, "the message did not go to every recipient");
+    let message = format!(
+        "the mail server took the message for {} of {all} recipients, not for {} (details in the host log)",
+        all - missed.len(),
+        missed.join(", ")
+    );
+    Err(match for_good {
+        true => MailError::Invalid(message),
+        false => MailError::Unavailable(message),
+    })
 }
 
-/// Whether the server refused the message itself, for good (550–554: no
-/// such mailbox, too large, refused by a content filter), so sending it
-/// again would be refused again. Other refusals are the deployment's and
-/// fixed there while the message waits: other codes, and 550–554 with a
-/// 5.7 enhanced status (relaying
-/// denied, sender not verified), as Exchange, Gmail and SendGrid send.
+/// Whether the server refused the message itself, for good (550–553: no
+/// such mailbox, too large), so sending it again would be refused again.
+/// Other refusals are the deployment's and fixed there while the message
+/// waits: other codes (a 554 also answers a greeting: "no service here"),
+/// and 550–553 with a 5.7 enhanced status (relaying denied, sender not
+/// verified), as Exchange, Gmail and SendGrid send.
 fn refused_for_good(e: &lettre::transport::smtp::Error) -> bool {
     let about_the_message = e
         .status()
-        .is_some_and(|code| matches!(u16::from(code), 550..=554));
+        .is_some_and(|code| matches!(u16::from(code), 550..=553));
     // Displayed as "permanent error (550): 5.7.1 Relaying denied".
     let shown = e.to_string();
     let policy = shown
@@ -506,15 +539,6 @@ mod tests {
             command
                 .starts_with("RCPT")
                 .then_some("550 5.1.1 no such mailbox\r\n")
-        })
-        .await;
-        assert!(matches!(sent, Err(MailError::Invalid(_))), "{sent:?}");
-        // 554 ("transaction failed": a content filter's no) is the
-        // message's too; it was retried into the same refusal.
-        let (sent, _) = send_to_peer(|command| {
-            command
-                .starts_with("RCPT")
-                .then_some("554 5.6.0 message refused\r\n")
         })
         .await;
         assert!(matches!(sent, Err(MailError::Invalid(_))), "{sent:?}");

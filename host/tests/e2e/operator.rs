@@ -415,7 +415,8 @@ fn check_disk_follows_its_thresholds() {
 /// Message-ID on the sender's domain, through a real SMTP server. A message
 /// the server refuses for good (550: no such mailbox) is `invalid`, not
 /// `unavailable`: a queue job sending it is not retried into the same 550;
-/// refused to one recipient of several, it goes to the rest.
+/// refused to one recipient of several, it goes to the rest, and the send
+/// says who did not get it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mail_is_marked_automatic_with_the_senders_domain() {
     let dep = support::Deployment::new(support::Backend::Real).await;
@@ -453,8 +454,9 @@ async fn mail_is_marked_automatic_with_the_senders_domain() {
     assert!(out.contains("refused the message for good"), "{out}");
     assert_eq!(dep.sent_mail().len(), 1);
     // One stale address in a list: the others still get the message, as
-    // it was written (the headers name them all). Before, the first refusal
-    // ended the send and nobody had it.
+    // it was written (the headers name them all), and the send fails
+    // naming who did not. Before, the first refusal ended the send and
+    // nobody had it.
     let out = server
         .command(
             "probe",
@@ -465,7 +467,11 @@ async fn mail_is_marked_automatic_with_the_senders_domain() {
         )
         .await
         .unwrap();
-    assert!(out.contains(r#""ok":true"#), "{out}");
+    assert!(out.contains(r#""code":"invalid""#), "{out}");
+    assert!(
+        out.contains("for 2 of 3 recipients, not for unknown@acme.example"),
+        "{out}"
+    );
     let received = dep.smtp.as_ref().unwrap().messages();
     let delivered: Vec<&[String]> = received[1..].iter().map(|m| m.to.as_slice()).collect();
     assert_eq!(
