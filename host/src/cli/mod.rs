@@ -240,7 +240,11 @@ pub fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
-            let args: Vec<String> = std::env::args().skip(1).collect();
+            // Lossy: an argument that is not UTF-8 is what clap refused.
+            let args: Vec<String> = std::env::args_os()
+                .skip(1)
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             return usage_error(&e, json_in(&args));
         }
     };
@@ -320,12 +324,17 @@ fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
     let _ = e.print();
     let code = e.exit_code();
     if code != 0 && json {
+        // Its first paragraph: "the following required arguments were not
+        // provided: --dry-run", not the usage lines after it.
         let rendered = e.render().to_string();
-        let first = rendered
+        let said: Vec<&str> = rendered
             .lines()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("");
-        print_error_envelope(400, first.strip_prefix("error: ").unwrap_or(first));
+            .map(str::trim)
+            .skip_while(|l| l.is_empty())
+            .take_while(|l| !l.is_empty())
+            .collect();
+        let said = said.join(" ");
+        print_error_envelope(400, said.strip_prefix("error: ").unwrap_or(&said));
     }
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }

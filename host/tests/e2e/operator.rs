@@ -958,6 +958,14 @@ fn help_prints_the_usage_and_runs_nothing() {
         assert!(message.contains("'--bogus'"), "{message}");
         assert!(!message.starts_with("error"), "{message}");
     }
+    // The envelope names what is missing, not only that something is.
+    let o = cli.run(&["migrate", "--json"]);
+    assert_eq!(o.code, Some(2), "{}", o.stderr);
+    let envelope: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        envelope["error"]["message"],
+        "the following required arguments were not provided: --dry-run"
+    );
     let o = cli.run(&["tenant", "list", "--bogus"]);
     assert_eq!(o.code, Some(2), "{}", o.stderr);
     assert_eq!(o.stdout, "", "JSON only when asked for");
