@@ -316,7 +316,7 @@ pub async fn serve(
         };
         let builder = builder.clone();
         tracker.spawn(async move {
-            let socket = Lingering::new(stream, permit);
+            let socket = Lingering::new(stream, permit, conn.close.clone());
             let io = Unflushed {
                 io: WriteStallLimited::new(socket, write_pace),
                 conn: conn.clone(),

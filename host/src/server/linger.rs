@@ -6,11 +6,12 @@
 //! kernel answers the unread bytes with a reset, and a client still
 //! sending (a browser, curl: no `Expect`) reports "connection reset"
 //! instead of the answer it was sent. So when hyper has shut down its
-//! sending side with bytes of the client's waiting unread, what the client
-//! still sends is read and thrown away until it closes, falls silent or
-//! has had its time, as nginx's `lingering_close` does. Any other close (an
-//! idle connection evicted at the cap, a client that closed first) is at
-//! once.
+//! sending side after an answer, what the client still sends is read and
+//! thrown away until it closes, falls silent or has had its time, as
+//! nginx's `lingering_close` does. (Whether bytes are waiting at that
+//! moment says little: a client slowed down for a moment sends the rest
+//! after.) A close of the server's own, an idle connection evicted at the
+//! cap or shut at shutdown, and one whose client closed first, are at once.
 
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
@@ -20,6 +21,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
 
 /// How long a closing connection waits for the client's next bytes.
 const SILENCE: Duration = Duration::from_secs(2);
@@ -32,22 +34,30 @@ const MAX_LINGERING: usize = 128;
 
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 
-/// A connection's socket that, once its sending side was shut down with
-/// the client's bytes waiting unread, is drained in the background when
-/// dropped instead of closed. It holds the connection's place under the
-/// cap until it is closed, so the descriptors open never exceed the cap.
+/// A connection's socket that, once hyper shut down its sending side after
+/// an answer, is drained in the background when dropped instead of closed.
+/// It holds the connection's place under the cap until it is closed, so
+/// the descriptors open never exceed the cap.
 pub struct Lingering {
     stream: Option<TcpStream>,
     place: Option<OwnedSemaphorePermit>,
+    /// Cancelled when the server closes the connection itself (evicted
+    /// idle, or shutting down): nothing is left unread then.
+    closed_by_server: CancellationToken,
     /// hyper shut down the sending side: the answer is out.
     shut: bool,
 }
 
 impl Lingering {
-    pub fn new(stream: TcpStream, place: OwnedSemaphorePermit) -> Self {
+    pub fn new(
+        stream: TcpStream,
+        place: OwnedSemaphorePermit,
+        closed_by_server: CancellationToken,
+    ) -> Self {
         Self {
             stream: Some(stream),
             place: Some(place),
+            closed_by_server,
             shut: false,
         }
     }
@@ -62,8 +72,8 @@ impl Drop for Lingering {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        if !self.shut || !unread_waiting(&stream) {
-            return; // no answer cut short, or nothing to reset over
+        if !self.shut || self.closed_by_server.is_cancelled() || client_closed(&stream) {
+            return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
@@ -75,9 +85,9 @@ impl Drop for Lingering {
     }
 }
 
-/// Whether the client has sent bytes nobody has read (not its close): a
-/// close now would answer them with a reset.
-fn unread_waiting(stream: &TcpStream) -> bool {
+/// Whether the client has closed its sending side with nothing unread
+/// before its close: nothing can follow to be reset over.
+fn client_closed(stream: &TcpStream) -> bool {
     let mut byte = 0u8;
     // SAFETY: peeks at most one byte into `byte`, without blocking, on the
     // stream's own descriptor, open for the call.
@@ -89,7 +99,7 @@ fn unread_waiting(stream: &TcpStream) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    peeked > 0
+    peeked == 0
 }
 
 /// One of [`MAX_LINGERING`].
@@ -178,15 +188,17 @@ mod tests {
     use tokio::io::AsyncWriteExt;
     use tokio::sync::Semaphore;
 
-    /// A connection accepted on this machine, its place taken from a cap of one.
-    async fn connection() -> (TcpStream, Lingering, Arc<Semaphore>) {
+    /// A connection accepted on this machine, its place taken from a cap of
+    /// one, and what closes it from the server's side.
+    async fn connection() -> (TcpStream, Lingering, Arc<Semaphore>, CancellationToken) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let places = Arc::new(Semaphore::new(1));
         let place = places.clone().try_acquire_owned().unwrap();
-        let io = Lingering::new(accepted.unwrap().0, place);
-        (client.unwrap(), io, places)
+        let close = CancellationToken::new();
+        let io = Lingering::new(accepted.unwrap().0, place, close.clone());
+        (client.unwrap(), io, places, close)
     }
 
     /// Answered and shut down while the client still sends: the client's
@@ -194,10 +206,11 @@ mod tests {
     /// close, no reset; the connection's place is held until then.
     #[tokio::test]
     async fn an_answer_before_the_body_reaches_a_client_still_sending() {
-        let (mut client, mut io, places) = connection().await;
-        // Far more than the socket buffers hold, sent after the answer.
+        let (mut client, mut io, places, _) = connection().await;
+        // Far more than the socket buffers hold, all sent after the answer:
+        // nothing of it waits unread as the connection closes.
         let body = vec![b'x'; 32 << 20];
-        client.write_all(&body[..4096]).await.unwrap();
+        client.write_all(&body[..16]).await.unwrap();
         let mut head = [0u8; 16];
         io.read_exact(&mut head).await.unwrap();
         io.write_all(b"refused").await.unwrap();
@@ -216,14 +229,23 @@ mod tests {
         );
     }
 
-    /// A connection closed with nothing of the client's unread (an idle one
-    /// evicted at the cap) gives its place back at once.
+    /// A connection the server closes itself (an idle one evicted at the
+    /// cap), or whose client closed first, gives its place back at once.
     #[tokio::test]
-    async fn a_close_with_nothing_unread_is_at_once() {
-        let (client, mut io, places) = connection().await;
+    async fn a_close_of_the_servers_or_after_the_clients_is_at_once() {
+        let (client, mut io, places, close) = connection().await;
+        close.cancel();
         io.shutdown().await.unwrap();
         drop(io);
-        assert_eq!(places.available_permits(), 1);
+        assert_eq!(places.available_permits(), 1, "evicted");
         drop(client);
+
+        let (mut client, mut io, places, _) = connection().await;
+        client.shutdown().await.unwrap();
+        let mut end = [0u8; 1];
+        assert_eq!(io.read(&mut end).await.unwrap(), 0);
+        io.shutdown().await.unwrap();
+        drop(io);
+        assert_eq!(places.available_permits(), 1, "the client closed first");
     }
 }
