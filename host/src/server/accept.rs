@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
-use super::linger::Lingering;
+use super::linger::{Lingerers, Lingering};
 use super::write_stall::{WritePace, WriteStallLimited};
 
 /// Time a client has to send a request's headers, counted from when the
@@ -118,6 +118,9 @@ struct Conn {
     /// Milliseconds after `opened`, plus one (0: none yet), when its last
     /// request left the router's hands.
     idle_from: AtomicU64,
+    /// The latest request's body is not read to its end: a close after
+    /// its answer lingers ([`Lingering`]).
+    body_unread: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -129,6 +132,7 @@ impl Conn {
             opened: Instant::now(),
             head_from: AtomicU64::new(0),
             idle_from: AtomicU64::new(0),
+            body_unread: Arc::new(AtomicBool::new(false)),
         }
     }
 
@@ -221,6 +225,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(max_connections));
+    let lingerers = Lingerers::under(max_connections);
     let registry = Arc::new(Registry::default());
     let tracker = TaskTracker::new();
     let mut builder = Builder::new(TokioExecutor::new());
@@ -302,7 +307,14 @@ pub async fn serve(
                 // is never taken for idle.
                 let busy = Busy::enter(&conn);
                 let head = req.method() == hyper::Method::HEAD;
-                let mut req = req.map(axum::body::Body::new);
+                let unread = &conn.body_unread;
+                unread.store(!HttpBody::is_end_stream(req.body()), Ordering::Release);
+                let mut req = req.map(|body| {
+                    axum::body::Body::new(ReadToEnd {
+                        body,
+                        unread: unread.clone(),
+                    })
+                });
                 req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
                 let response = live.router().oneshot(req);
                 async move {
@@ -314,9 +326,15 @@ pub async fn serve(
                 }
             })
         };
-        let builder = builder.clone();
+        let (builder, lingerers) = (builder.clone(), lingerers.clone());
         tracker.spawn(async move {
-            let socket = Lingering::new(stream, permit, conn.close.clone());
+            let socket = Lingering::new(
+                stream,
+                permit,
+                lingerers.clone(),
+                conn.close.clone(),
+                conn.body_unread.clone(),
+            );
             let io = Unflushed {
                 io: WriteStallLimited::new(socket, write_pace),
                 conn: conn.clone(),
@@ -429,6 +447,39 @@ impl HttpBody for BusyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// A request's body, marking its connection's `body_unread` false once read
+/// to its end. (hyper reading the rest itself after an early answer leaves
+/// it set, but then keeps the connection, and its next request sets it.)
+struct ReadToEnd {
+    body: hyper::body::Incoming,
+    unread: Arc<AtomicBool>,
+}
+
+impl HttpBody for ReadToEnd {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            this.unread.store(false, Ordering::Release);
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -6,16 +6,19 @@
 //! kernel answers the unread bytes with a reset, and a client still
 //! sending (a browser, curl: no `Expect`) reports "connection reset"
 //! instead of the answer it was sent. So when hyper has shut down its
-//! sending side after an answer, what the client still sends is read and
-//! thrown away until it closes, falls silent or has had its time, as
-//! nginx's `lingering_close` does. (Whether bytes are waiting at that
-//! moment says little: a client slowed down for a moment sends the rest
-//! after.) A close of the server's own, an idle connection evicted at the
-//! cap or shut at shutdown, and one whose client closed first, are at once.
+//! sending side after an answer with the request's body not read to its
+//! end, or with bytes of the client's waiting, what the client still sends
+//! is read and thrown away until it closes, falls silent or has had its
+//! time, as nginx's `lingering_close` does. (Bytes waiting at that moment
+//! alone say little: a client slowed down for a moment sends the rest
+//! after.) Any other close is at once: a `Connection: close` probe's, the
+//! server's own (an idle connection evicted at the cap, a shutdown), one
+//! whose client closed first.
 
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
@@ -27,12 +30,26 @@ use tokio_util::sync::CancellationToken;
 const SILENCE: Duration = Duration::from_secs(2);
 /// The longest a closing connection is drained in all.
 const AT_MOST: Duration = Duration::from_secs(10);
-/// Connections drained at once (each still holding its place under the
-/// connection cap): past this a closing one is closed at once, so clients
-/// that keep sending after their answer cannot hold many places for long.
+/// Most connections of a listener drained at once.
 const MAX_LINGERING: usize = 128;
 
-static LINGERING: AtomicUsize = AtomicUsize::new(0);
+/// How many of a listener's connections linger, and how many may: each
+/// holds its place under the connection cap, so at most a quarter of the
+/// cap (and [`MAX_LINGERING`]); past that a closing one is closed at once,
+/// and clients that keep sending after their answer cannot hold the cap.
+pub struct Lingerers {
+    now: AtomicUsize,
+    most: usize,
+}
+
+impl Lingerers {
+    pub fn under(cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            now: AtomicUsize::new(0),
+            most: (cap / 4).clamp(1, MAX_LINGERING),
+        })
+    }
+}
 
 /// A connection's socket that, once hyper shut down its sending side after
 /// an answer, is drained in the background when dropped instead of closed.
@@ -41,9 +58,13 @@ static LINGERING: AtomicUsize = AtomicUsize::new(0);
 pub struct Lingering {
     stream: Option<TcpStream>,
     place: Option<OwnedSemaphorePermit>,
+    lingerers: Arc<Lingerers>,
     /// Cancelled when the server closes the connection itself (evicted
     /// idle, or shutting down): nothing is left unread then.
     closed_by_server: CancellationToken,
+    /// The request being answered has a body not read to its end (set by
+    /// the connection as requests come and are read).
+    body_unread: Arc<AtomicBool>,
     /// hyper shut down the sending side: the answer is out.
     shut: bool,
 }
@@ -52,12 +73,16 @@ impl Lingering {
     pub fn new(
         stream: TcpStream,
         place: OwnedSemaphorePermit,
+        lingerers: Arc<Lingerers>,
         closed_by_server: CancellationToken,
+        body_unread: Arc<AtomicBool>,
     ) -> Self {
         Self {
             stream: Some(stream),
             place: Some(place),
+            lingerers,
             closed_by_server,
+            body_unread,
             shut: false,
         }
     }
@@ -72,22 +97,36 @@ impl Drop for Lingering {
         let Some(stream) = self.stream.take() else {
             return;
         };
-        if !self.shut || self.closed_by_server.is_cancelled() || client_closed(&stream) {
+        if !self.shut || self.closed_by_server.is_cancelled() {
+            return;
+        }
+        let unread = match waiting(&stream) {
+            Waiting::Bytes => true,
+            Waiting::End => false,
+            Waiting::Nothing => self.body_unread.load(Ordering::Acquire),
+        };
+        if !unread {
             return;
         }
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        let Some(slot) = LingerSlot::take() else {
+        let Some(slot) = LingerSlot::take(&self.lingerers) else {
             return;
         };
         runtime.spawn(drain(stream, slot, self.place.take()));
     }
 }
 
-/// Whether the client has closed its sending side with nothing unread
-/// before its close: nothing can follow to be reset over.
-fn client_closed(stream: &TcpStream) -> bool {
+/// What the client has sent that nobody has read.
+enum Waiting {
+    Bytes,
+    /// Its close: nothing can follow to be reset over.
+    End,
+    Nothing,
+}
+
+fn waiting(stream: &TcpStream) -> Waiting {
     let mut byte = 0u8;
     // SAFETY: peeks at most one byte into `byte`, without blocking, on the
     // stream's own descriptor, open for the call.
@@ -99,26 +138,31 @@ fn client_closed(stream: &TcpStream) -> bool {
             libc::MSG_PEEK | libc::MSG_DONTWAIT,
         )
     };
-    peeked == 0
+    match peeked {
+        1.. => Waiting::Bytes,
+        0 => Waiting::End,
+        _ => Waiting::Nothing,
+    }
 }
 
-/// One of [`MAX_LINGERING`].
-struct LingerSlot;
+/// One of a listener's [`Lingerers`].
+struct LingerSlot(Arc<Lingerers>);
 
 impl LingerSlot {
-    fn take() -> Option<Self> {
-        LINGERING
+    fn take(lingerers: &Arc<Lingerers>) -> Option<Self> {
+        lingerers
+            .now
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < MAX_LINGERING).then_some(n + 1)
+                (n < lingerers.most).then_some(n + 1)
             })
             .ok()
-            .map(|_| Self)
+            .map(|_| Self(lingerers.clone()))
     }
 }
 
 impl Drop for LingerSlot {
     fn drop(&mut self) {
-        LINGERING.fetch_sub(1, Ordering::AcqRel);
+        self.0.now.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -190,15 +234,31 @@ mod tests {
 
     /// A connection accepted on this machine, its place taken from a cap of
     /// one, and what closes it from the server's side.
-    async fn connection() -> (TcpStream, Lingering, Arc<Semaphore>, CancellationToken) {
+    /// A connection accepted on this machine, its place taken from a cap of
+    /// one, what closes it from the server's side, and whether the request
+    /// it answers has a body unread (yes).
+    async fn connection() -> (
+        TcpStream,
+        Lingering,
+        Arc<Semaphore>,
+        CancellationToken,
+        Arc<AtomicBool>,
+    ) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let client = TcpStream::connect(listener.local_addr().unwrap());
         let (client, accepted) = tokio::join!(client, listener.accept());
         let places = Arc::new(Semaphore::new(1));
         let place = places.clone().try_acquire_owned().unwrap();
         let close = CancellationToken::new();
-        let io = Lingering::new(accepted.unwrap().0, place, close.clone());
-        (client.unwrap(), io, places, close)
+        let unread = Arc::new(AtomicBool::new(true));
+        let io = Lingering::new(
+            accepted.unwrap().0,
+            place,
+            Lingerers::under(1024),
+            close.clone(),
+            unread.clone(),
+        );
+        (client.unwrap(), io, places, close, unread)
     }
 
     /// Answered and shut down while the client still sends: the client's
@@ -206,7 +266,7 @@ mod tests {
     /// close, no reset; the connection's place is held until then.
     #[tokio::test]
     async fn an_answer_before_the_body_reaches_a_client_still_sending() {
-        let (mut client, mut io, places, _) = connection().await;
+        let (mut client, mut io, places, ..) = connection().await;
         // Far more than the socket buffers hold, all sent after the answer:
         // nothing of it waits unread as the connection closes.
         let body = vec![b'x'; 32 << 20];
@@ -230,17 +290,25 @@ mod tests {
     }
 
     /// A connection the server closes itself (an idle one evicted at the
-    /// cap), or whose client closed first, gives its place back at once.
+    /// cap), one whose answer leaves nothing unread (a `Connection: close`
+    /// probe's), or whose client closed first, gives its place back at once.
     #[tokio::test]
-    async fn a_close_of_the_servers_or_after_the_clients_is_at_once() {
-        let (client, mut io, places, close) = connection().await;
+    async fn a_close_with_nothing_to_reset_over_is_at_once() {
+        let (client, mut io, places, close, _) = connection().await;
         close.cancel();
         io.shutdown().await.unwrap();
         drop(io);
         assert_eq!(places.available_permits(), 1, "evicted");
         drop(client);
 
-        let (mut client, mut io, places, _) = connection().await;
+        let (client, mut io, places, _, unread) = connection().await;
+        unread.store(false, Ordering::Release);
+        io.shutdown().await.unwrap();
+        drop(io);
+        assert_eq!(places.available_permits(), 1, "a probe's");
+        drop(client);
+
+        let (mut client, mut io, places, ..) = connection().await;
         client.shutdown().await.unwrap();
         let mut end = [0u8; 1];
         assert_eq!(io.read(&mut end).await.unwrap(), 0);
