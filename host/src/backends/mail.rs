@@ -232,7 +232,9 @@ async fn send_each(
     let give_up = tokio::time::Instant::now() + send_within(raw.len());
     let mut missed = Vec::new();
     let mut for_good = true;
-    for to in envelope.to() {
+    // An address in both To and Cc is in the envelope twice: one copy.
+    let mut asked = std::collections::HashSet::new();
+    for to in envelope.to().iter().filter(|to| asked.insert(*to)) {
         let one = Envelope::new(envelope.from().cloned(), vec![to.clone()]).expect("one recipient");
         let sent = tokio::time::timeout_at(give_up, send_raw(transport, host, &one, raw)).await;
         let refused = match sent {
@@ -246,7 +248,7 @@ async fn send_each(
     if missed.is_empty() {
         return Ok(());
     }
-    let all = envelope.to().len();
+    let all = asked.len();
     tracing::warn!(smtp = %host, ?missed, "the message did not go to every recipient");
     let message = format!(
         "the mail server took the message for {} of {all} recipients, not for {} (details in the host log)",
