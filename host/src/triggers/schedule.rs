@@ -191,6 +191,14 @@ async fn finish_run(runtime: &Runtime, run_id: i64, started: DateTime<Utc>, erro
             )
             .await;
         match result {
+            Ok(0) => {
+                tracing::warn!(
+                    run_id,
+                    status,
+                    "the run's claim was taken over by another replica; its result is not recorded"
+                );
+                return;
+            }
             Ok(_) => return,
             Err(e) if Instant::now() + pause < give_up => {
                 tracing::warn!(run_id, error = %e, retry_in = ?pause, "cannot record the run's result yet");
