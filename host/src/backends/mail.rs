@@ -359,11 +359,21 @@ fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message,
         .message_id(Some(message_id.to_string()))
         // Machine-sent (RFC 3834): out-of-office replies stay quiet.
         .header(AutoSubmitted);
-    for to in &mail.to {
-        b = b.to(mailbox(to)?);
+    let to = mail
+        .to
+        .iter()
+        .map(|a| mailbox(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let cc = mail
+        .cc
+        .iter()
+        .map(|a| mailbox(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    for mailbox in &to {
+        b = b.to(mailbox.clone());
     }
-    for cc in &mail.cc {
-        b = b.cc(mailbox(cc)?);
+    for mailbox in &cc {
+        b = b.cc(mailbox.clone());
     }
     let text = mail_text(mail.text);
     let body = match mail.html {
@@ -388,8 +398,61 @@ fn build(mail: OutgoingMail, from: Mailbox, message_id: &str) -> Result<Message,
         }
         mixed
     };
-    b.multipart(body)
-        .map_err(|e| MailError::Invalid(format!("cannot build message: {e}")))
+    let mut message = b
+        .multipart(body)
+        .map_err(|e| MailError::Invalid(format!("cannot build message: {e}")))?;
+    fold_addresses(&mut message, "To", &to);
+    fold_addresses(&mut message, "Cc", &cc);
+    Ok(message)
+}
+
+/// Sets the `name` header (`To`, `Cc`) to `list` folded after its commas.
+/// lettre writes an address list as one line however long it is: about 35
+/// recipients outgrow the 998 octets a line may have (RFC 5322 2.1.1), and
+/// Exim refuses the message. The envelope is lettre's, already made.
+fn fold_addresses(message: &mut Message, name: &'static str, list: &[Mailbox]) {
+    use lettre::message::header::{HeaderName, HeaderValue, Headers, To};
+    if list.len() < 2 {
+        return;
+    }
+    // One address as lettre encodes it (a name quoted or in encoded
+    // words, itself folded when long).
+    let encoded = |mailbox: &Mailbox| {
+        let mut one = Headers::new();
+        one.set(To::from(lettre::message::Mailboxes::from(mailbox.clone())));
+        let shown = one.to_string();
+        shown["To: ".len()..shown.len() - "\r\n".len()].to_string()
+    };
+    let mut folded = String::new();
+    let mut line = name.len() + ": ".len();
+    for (i, mailbox) in list.iter().enumerate() {
+        let one = encoded(mailbox);
+        let first_line = one.split("\r\n").next().unwrap_or_default().len();
+        if i > 0 {
+            folded.push(',');
+            line += 1;
+            if line + 1 + first_line > 78 {
+                folded.push_str("\r\n ");
+                line = 1;
+            } else {
+                folded.push(' ');
+                line += 1;
+            }
+        }
+        folded.push_str(&one);
+        line = match one.rsplit_once("\r\n") {
+            Some((_, last)) => last.len(),
+            None => line + one.len(),
+        };
+    }
+    let raw = list.iter().map(ToString::to_string).collect::<Vec<_>>();
+    message
+        .headers_mut()
+        .insert_raw(HeaderValue::dangerous_new_pre_encoded(
+            HeaderName::new_from_ascii_str(name),
+            raw.join(", "),
+            folded,
+        ));
 }
 
 #[cfg(test)]
@@ -444,6 +507,60 @@ mod tests {
             "the attachment in base64: {text}"
         );
         assert!(text.contains("xn--caf-dma.example"), "{text}");
+    }
+
+    /// Sixty recipients, one with a name in encoded words and one with a
+    /// comma in its name: the lists are folded between addresses, and
+    /// unfolded name each address once, in order.
+    #[test]
+    fn a_long_address_list_is_folded() {
+        let mut to: Vec<String> = (0..60)
+            .map(|i| format!("owner{i}@outlet{i}.example"))
+            .collect();
+        to[7] = "Zoë Åström-Ñúñez de la Fuente <zoe@example.com>".into();
+        to[8] = "\"Kitchen, night shift\" <kitchen@example.com>".into();
+        let mail = OutgoingMail {
+            to: to.clone(),
+            cc: to[..3].to_vec(),
+            subject: "s".into(),
+            text: "t".into(),
+            ..Default::default()
+        };
+        let message = build(
+            mail,
+            mailbox("ops@example.com").unwrap(),
+            "<id@example.com>",
+        )
+        .unwrap();
+        assert_eq!(message.envelope().to().len(), 63);
+        let raw = String::from_utf8(message.formatted()).unwrap();
+        let head = raw.split("\r\n\r\n").next().unwrap();
+        // At most 998 octets a line (RFC 5322's must); 78 (its should) but
+        // for one address whose encoded name alone takes 78.
+        let long: Vec<&str> = head.split("\r\n").filter(|l| l.len() > 78).collect();
+        assert!(long.iter().all(|l| l.len() <= 998), "{long:?}");
+        assert!(
+            long.len() <= 1 && long.iter().all(|l| l.contains("zoe@")),
+            "{long:?}"
+        );
+        assert!(head.matches("\r\n ").count() > 20, "folded: {head}");
+        let unfolded = head.replace("\r\n ", " ");
+        let list = |name: &str| {
+            let line = unfolded
+                .split("\r\n")
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name}in {head}"));
+            line.split(", ").count()
+        };
+        // lettre writes a name with a comma in encoded words: no comma
+        // shows but the separators.
+        assert_eq!(list("To: "), 60, "{head}");
+        assert_eq!(list("Cc: "), 3, "{head}");
+        for i in [0, 30, 59] {
+            assert!(unfolded.contains(&format!("owner{i}@outlet{i}.example")));
+        }
+        assert!(unfolded.contains("?= <kitchen@example.com>"), "{head}");
+        assert!(unfolded.contains("=?utf-8?"), "the name in encoded words");
     }
 
     #[test]
