@@ -485,7 +485,8 @@ async fn post_report(server: &Server, report: Json) {
 /// no token in a URL; a master blip does not sign the operator out (the
 /// host's token copy vouches for the token), a token the copy does not
 /// hold yet cannot be checked and is kept, and a view whose reload fails
-/// shows the failure, not the old verdict.
+/// shows the failure, not the old verdict. Two loads of a view out at
+/// once: the older answer, landing last, does not show.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_through_a_master_blip() {
     let dep = Deployment::new(Backend::Real).await;
@@ -554,6 +555,45 @@ async fn console_through_a_master_blip() {
             "never signed in again: {who}"
         );
     }
+
+    // Two loads of a view out at once, the older answered last: the newer
+    // answer stays. The page's first CSP answer is held 1.5 s; a report
+    // arrives between the two loads.
+    s.eval(
+        "const real = window.fetch; let held = 0;
+         window.fetch = async (...args) => {
+           const resp = await real(...args);
+           if (String(args[0]).startsWith('/admin/csp/reports') && held++ === 0)
+             await new Promise((ok) => setTimeout(ok, 1500));
+           return resp;
+         };
+         return 1;",
+    )
+    .await;
+    open(&s, "csp").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    post_report(
+        &server,
+        serde_json::json!({"csp-report": {
+            "document-uri": "https://pos.example.com/late",
+            "effective-directive": "img-src",
+            "blocked-uri": "https://tracker.example.net/pixel.gif",
+        }}),
+    )
+    .await;
+    open(&s, "csp").await;
+    wait_text(&s, "#csp-results", "tracker.example.net").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let shown = s
+        .eval("return document.getElementById('csp-results').innerText;")
+        .await;
+    assert!(
+        shown
+            .as_str()
+            .unwrap_or_default()
+            .contains("tracker.example.net"),
+        "the older answer showed over the newer: {shown}"
+    );
     s.close().await;
     server.stop().await.unwrap();
 }

@@ -220,8 +220,25 @@ function failed(view, e) {
   say(e.message, true);
 }
 
-// Searches answered out of order: only the latest one's answer is shown.
-let searchSeq = 0;
+/** Each view's loads, counted: an answer to a load a newer one replaced
+ *  (a second click on its tab or button, a new search) is dropped, so the
+ *  older answer landing last never shows over the newer one. */
+const loads = {};
+
+/** Runs `work` as `view`'s latest load; throws a stale error if a newer
+ *  load of the view began before it ended. */
+async function latest(view, work) {
+  const seq = (loads[view] = (loads[view] || 0) + 1);
+  const replaced = () => Object.assign(new Error("replaced by a newer load"), { stale: true });
+  let data;
+  try {
+    data = await work();
+  } catch (e) {
+    throw seq === loads[view] ? e : replaced();
+  }
+  if (seq !== loads[view]) throw replaced();
+  return data;
+}
 
 // Support: search, then the four actions on what was found.
 async function search(form) {
@@ -232,15 +249,7 @@ async function search(form) {
   const out = $("support-results");
   out.replaceChildren();
   say("Searching…");
-  const seq = ++searchSeq;
-  let data;
-  try {
-    data = await api("GET", "/admin/support/console/search?" + q);
-  } catch (e) {
-    if (seq !== searchSeq) return;
-    throw e;
-  }
-  if (seq !== searchSeq) return;
+  const data = await latest("support", () => api("GET", "/admin/support/console/search?" + q));
   const name = data.tenant.name;
   out.append(card("Tenant " + name, [["id", data.tenant.id]]));
   if (f.get("table").trim()) {
@@ -326,7 +335,8 @@ async function loadPreflight() {
   const out = $("preflight-results");
   $("preflight-summary").textContent = "Running checks…";
   $("preflight-summary").className = "";
-  const report = await busy([$("preflight-run")], () => api("GET", "/api/admin/preflight"));
+  const report = await busy([$("preflight-run")], () =>
+    latest("preflight", () => api("GET", "/api/admin/preflight")));
   const checks = [...report.checks].sort(
     (a, b) => (RANK[a.status] ?? 9) - (RANK[b.status] ?? 9) || a.name.localeCompare(b.name),
   );
@@ -356,15 +366,9 @@ async function loadDeadLetters() {
   // changes, and an answer for a tab no longer shown is dropped.
   const type = dlqType;
   out.replaceChildren(el("p", { class: "muted", text: "Loading…" }));
-  let data;
-  try {
-    // One more than shown: whether older ones exist.
-    data = await api("GET", "/api/admin/dlq?type=" + type + "&limit=" + (DLQ_LIMIT + 1));
-  } catch (e) {
-    if (type !== dlqType) return;
-    throw e;
-  }
-  if (type !== dlqType) return;
+  // One more than shown: whether older ones exist.
+  const data = await latest("dlq", () =>
+    api("GET", "/api/admin/dlq?type=" + type + "&limit=" + (DLQ_LIMIT + 1)));
   const all = data.dead_letters || [];
   const letters = all.slice(0, DLQ_LIMIT);
   if (letters.length === 0) {
@@ -424,7 +428,7 @@ function hostOf(url) {
 }
 
 async function loadCsp() {
-  const data = await api("GET", "/admin/csp/reports?limit=500");
+  const data = await latest("csp", () => api("GET", "/admin/csp/reports?limit=500"));
   const groups = new Map();
   for (const entry of data.reports) {
     const f = fields(entry);
@@ -456,7 +460,7 @@ async function loadCsp() {
 
 // Audit: the latest records and whether the hash chain holds.
 async function loadAudit() {
-  const data = await api("GET", "/api/admin/audit?limit=50");
+  const data = await latest("audit", () => api("GET", "/api/admin/audit?limit=50"));
   const chain = $("audit-chain");
   if (data.chain.ok) {
     chain.className = "pass";
