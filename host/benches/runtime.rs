@@ -258,7 +258,7 @@ struct Page {
     name: &'static str,
     url: &'static str,
     time_zone: &'static str,
-    updated_at: Option<String>,
+    updated_at: String,
 }
 
 #[derive(serde::Serialize)]
@@ -340,7 +340,12 @@ async fn native_status(
             name: "neo",
             url: "",
             time_zone: "Etc/UTC",
-            updated_at: active.iter().map(|i| i.5).max().and_then(rfc3339),
+            updated_at: active
+                .iter()
+                .map(|i| i.5)
+                .max()
+                .and_then(rfc3339)
+                .unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
         },
         status: Indicator {
             indicator,

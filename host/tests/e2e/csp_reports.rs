@@ -544,7 +544,10 @@ async fn reporting_api_across_origins_over_https() {
     let h = preflight.headers();
     assert_eq!(h["access-control-allow-origin"], "*");
     assert_eq!(h["access-control-allow-methods"], "POST, OPTIONS");
-    assert_eq!(h["access-control-allow-headers"], "content-type");
+    assert_eq!(
+        h["access-control-allow-headers"],
+        "content-type, if-none-match"
+    );
     // The admin listing (a role route) answers no preflight.
     let admin_preflight = server
         .http

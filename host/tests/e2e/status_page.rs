@@ -35,11 +35,8 @@ async fn start_resolve_and_state(backend: Backend) {
     let s = status(&server).await;
     assert_eq!(s["state"], "operational");
     assert_eq!(s["incidents"], serde_json::json!([]));
-    assert_eq!(
-        s["page"]["updated_at"],
-        serde_json::Value::Null,
-        "no incident ever"
-    );
+    // No incident ever: a time all the same, one that never moves.
+    assert_eq!(s["page"]["updated_at"], "1970-01-01T00:00:00Z");
 
     let out = server
         .command(
@@ -189,6 +186,19 @@ async fn statuspage_clients(backend: Backend) {
     assert_eq!(s["status"]["description"], "All Systems Operational");
     let components = s["components"].as_array().unwrap();
     assert!(!components.is_empty() && components.iter().all(|c| c["status"] == "operational"));
+    // Every key a Statuspage component has, for clients that index them.
+    let c = &components[0];
+    assert_eq!(
+        (&c["group"], &c["group_id"], &c["showcase"], &c["page_id"]),
+        (
+            &serde_json::json!(false),
+            &serde_json::Value::Null,
+            &serde_json::json!(true),
+            &s["page"]["id"]
+        ),
+        "{c}"
+    );
+    assert!(c["only_show_if_degraded"] == false && c["updated_at"].is_string());
     assert_eq!(s["incidents"], serde_json::json!([]));
     assert_eq!(
         get("/status/health", None).await.unwrap().status().as_u16(),
@@ -251,22 +261,47 @@ async fn statuspage_clients(backend: Backend) {
             &checkout["started_at"]
         )
     );
+    assert_eq!(checkout["page_id"], "neo");
+    assert_eq!(checkout["monitoring_at"], serde_json::Value::Null);
+    assert_eq!(opened["incident_id"], checkout["id"]);
+    assert_eq!(opened["affected_components"], serde_json::json!([]));
     let kot = incidents
         .iter()
         .find(|i| i["name"] == "KOT printers")
         .unwrap();
     assert_eq!(kot["incident_updates"][0]["body"], "Outlet 12");
+
+    // An update escalates with the words that say why; resolve takes no
+    // impact.
+    let out = cmd(&[
+        "update",
+        "KOT printers",
+        "Every outlet now",
+        "--impact",
+        "critical",
+    ])
+    .await
+    .unwrap();
+    assert_eq!(out, "updated incident \"KOT printers\", now critical\n");
+    let s = json("/api/v2/summary.json").await;
+    assert_eq!(s["status"]["indicator"], "critical");
+    let err = cmd(&["resolve", "KOT printers", "--impact", "minor"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), 400, "{err}");
     let unresolved = json("/api/v2/incidents/unresolved.json").await;
     assert_eq!(unresolved["incidents"].as_array().unwrap().len(), 2);
 
     // The spec's document keeps its shape and gains Statuspage's fields.
     let resp = get("/status.json", None).await.unwrap();
     assert_eq!(resp.headers()["access-control-allow-origin"], "*");
+    // A widget on another origin reads the tag to send it back.
+    assert_eq!(resp.headers()["access-control-expose-headers"], "etag");
     let etag = resp.headers()["etag"].to_str().unwrap().to_string();
     let doc: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(doc["state"], "degraded");
     assert_eq!(doc["incidents"].as_array().unwrap().len(), 2);
-    assert_eq!(doc["status"]["indicator"], "major");
+    assert_eq!(doc["status"]["indicator"], "critical");
     assert_eq!(doc["page"]["name"], "neo");
     let api = json("/api/v2/status.json").await;
     assert_eq!(api["status"], doc["status"]);
@@ -321,7 +356,7 @@ async fn statuspage_clients(backend: Backend) {
     assert!(content_type.starts_with("text/html"), "{content_type}");
     let html = page.text().await.unwrap();
     assert!(
-        html.contains("Partial System Outage") && html.contains("Checkout slow"),
+        html.contains("Major Service Outage") && html.contains("Checkout slow"),
         "{html}"
     );
     assert!(
@@ -339,7 +374,7 @@ async fn statuspage_clients(backend: Backend) {
         browser.client.goto(&server.url("/status")).await.unwrap();
         let text = browser.visible_text().await;
         assert!(
-            text.contains("Partial System Outage")
+            text.contains("Major Service Outage")
                 && text.contains("Checkout slow")
                 && text.contains("Failing over to the backup gateway"),
             "{text}"
@@ -457,7 +492,7 @@ async fn the_page_answers_through_a_master_outage() {
     assert_ne!(kept_tag, live_tag);
     assert_eq!(
         resp.headers()["access-control-expose-headers"],
-        "x-status-as-of",
+        "x-status-as-of, etag",
         "a widget on another origin may read it"
     );
     let as_of = resp.headers()["x-status-as-of"]

@@ -80,7 +80,8 @@ impl ErrorCode {
 /// A public document other sites and monitors read: an `ETag` (so a
 /// client's `If-None-Match` gets `304` and no body), `Cache-Control:
 /// no-cache` (revalidate every time) and `Access-Control-Allow-Origin: *`
-/// (a status widget on another origin may read it).
+/// (a status widget on another origin may read it, and its tag, to send
+/// back in `If-None-Match`).
 ///
 /// The tag covers the headers `out` already has as well as its body: a
 /// cache merges a `304`'s headers into what it keeps and never drops one
@@ -98,6 +99,16 @@ pub fn public_document(req: &crate::HttpRequest, mut out: Output) -> Output {
         .push(("cache-control".into(), "no-cache".into()));
     out.headers
         .push(("access-control-allow-origin".into(), "*".into()));
+    let exposed = out
+        .headers
+        .iter_mut()
+        .find(|(k, _)| k.eq_ignore_ascii_case("access-control-expose-headers"));
+    match exposed {
+        Some((_, names)) => names.push_str(", etag"),
+        None => out
+            .headers
+            .push(("access-control-expose-headers".into(), "etag".into())),
+    }
     // Every `If-None-Match` line: a proxy may send the list as several.
     let matches = req
         .headers

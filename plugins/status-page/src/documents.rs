@@ -56,22 +56,42 @@ pub struct Status {
     pub description: &'static str,
 }
 
+/// The page's id in every document (Statuspage's `page.id`, `page_id`).
+const PAGE_ID: &str = "neo";
+
+/// `page.updated_at` of a page no incident has ever changed: clients
+/// parse it as a time (a typed client refuses a null, and Python's
+/// `fromisoformat` throws), and a value that never moves keeps the
+/// documents' entity tags stable.
+const NEVER_UPDATED: &str = "1970-01-01T00:00:00Z";
+
 #[derive(Serialize)]
 struct Page {
     id: &'static str,
     name: String,
     url: String,
     time_zone: &'static str,
-    updated_at: Option<String>,
+    updated_at: String,
 }
 
-/// One of the platform's services (config `components`).
+/// One of the platform's services (config `components`), with every key a
+/// Statuspage component has: clients index them directly (`c["group"]`,
+/// `c.group_id === null`).
 #[derive(Serialize)]
 struct Component {
     id: String,
     name: String,
     status: &'static str,
     position: usize,
+    description: Option<()>,
+    group: bool,
+    group_id: Option<()>,
+    only_show_if_degraded: bool,
+    showcase: bool,
+    start_date: Option<()>,
+    page_id: &'static str,
+    created_at: String,
+    updated_at: String,
 }
 
 /// An incident as the spec's `/status.json` lists it.
@@ -93,6 +113,10 @@ struct StatuspageIncident<'a> {
     started_at: String,
     updated_at: String,
     resolved_at: Option<String>,
+    /// When it was first set to monitoring, if it was.
+    monitoring_at: Option<String>,
+    page_id: &'static str,
+    shortlink: String,
     incident_updates: Vec<IncidentUpdate<'a>>,
     /// Always empty: incidents are not tied to components.
     components: [(); 0],
@@ -101,11 +125,14 @@ struct StatuspageIncident<'a> {
 #[derive(Serialize)]
 struct IncidentUpdate<'a> {
     id: String,
+    incident_id: String,
     status: &'a str,
     body: &'a str,
     created_at: String,
     updated_at: String,
     display_at: String,
+    /// Always empty: incidents are not tied to components.
+    affected_components: [(); 0],
 }
 
 /// The worst impact among active incidents, if any.
@@ -131,18 +158,18 @@ impl Status {
 impl Page {
     fn of(updated_at: Option<i64>) -> Self {
         Page {
-            id: "neo",
+            id: PAGE_ID,
             name: config::text("page_name").unwrap_or_else(|| "neo".into()),
             url: config::text("page_url").unwrap_or_default(),
             time_zone: "Etc/UTC",
-            updated_at: updated_at.map(time::rfc3339),
+            updated_at: updated_at.map_or_else(|| NEVER_UPDATED.into(), time::rfc3339),
         }
     }
 }
 
 /// The platform's services (config `components`), each as bad as the worst
 /// active incident.
-fn components(active: &[Incident]) -> Vec<Component> {
+fn components(active: &[Incident], page: &Page) -> Vec<Component> {
     let status = match worst(active) {
         None => "operational",
         Some(Impact::Minor) => "degraded_performance",
@@ -160,6 +187,15 @@ fn components(active: &[Incident]) -> Vec<Component> {
         name,
         status,
         position: i + 1,
+        description: None,
+        group: false,
+        group_id: None,
+        only_show_if_degraded: false,
+        showcase: true,
+        start_date: None,
+        page_id: PAGE_ID,
+        created_at: page.updated_at.clone(),
+        updated_at: page.updated_at.clone(),
     })
     .collect()
 }
@@ -175,7 +211,7 @@ impl<'a> SeedIncident<'a> {
 }
 
 impl<'a> StatuspageIncident<'a> {
-    fn of(i: &'a Incident) -> Self {
+    fn of(i: &'a Incident, page: &Page) -> Self {
         let status = match (i.resolved_at, i.updates.first()) {
             (Some(_), _) => "resolved",
             (None, Some(u)) => u.status.as_str(),
@@ -183,13 +219,16 @@ impl<'a> StatuspageIncident<'a> {
         };
         // Statuspage repeats one instant under several names: format it once.
         let started_at = time::rfc3339(i.started_at);
+        let incident_id = i.id.to_string();
         let update = |id: String, status, body, at: String| IncidentUpdate {
             id,
+            incident_id: incident_id.clone(),
             status,
             body,
             created_at: at.clone(),
             updated_at: at.clone(),
             display_at: at,
+            affected_components: [],
         };
         // The details the incident was started with are its first entry:
         // aggregators show the timeline's bodies, never a `details` field,
@@ -198,8 +237,10 @@ impl<'a> StatuspageIncident<'a> {
             let id = format!("{}-opened", i.id);
             update(id, "investigating", i.details.as_str(), started_at.clone())
         });
+        // Updates are newest first: the oldest set to monitoring is last.
+        let monitoring_at = i.updates.iter().rev().find(|u| u.status == "monitoring");
         StatuspageIncident {
-            id: i.id.to_string(),
+            id: incident_id.clone(),
             name: &i.title,
             status,
             impact: i.impact.as_str(),
@@ -207,6 +248,9 @@ impl<'a> StatuspageIncident<'a> {
             started_at,
             updated_at: time::rfc3339(i.updated_at),
             resolved_at: i.resolved_at.map(time::rfc3339),
+            monitoring_at: monitoring_at.map(|u| time::rfc3339(u.at)),
+            page_id: PAGE_ID,
+            shortlink: page.url.clone(),
             incident_updates: i
                 .updates
                 .iter()
@@ -241,18 +285,27 @@ pub fn status(board: &Board) -> StatusDocument {
 
 pub fn summary(board: &Board) -> Summary<'_> {
     let active = &board.active;
+    let page = Page::of(board.updated_at);
     Summary {
-        page: Page::of(board.updated_at),
-        components: components(active),
-        incidents: active.iter().map(StatuspageIncident::of).collect(),
+        components: components(active, &page),
+        incidents: active
+            .iter()
+            .map(|i| StatuspageIncident::of(i, &page))
+            .collect(),
+        page,
         scheduled_maintenances: [],
         status: Status::of(active),
     }
 }
 
 pub fn unresolved(board: &Board) -> Unresolved<'_> {
+    let page = Page::of(board.updated_at);
     Unresolved {
-        page: Page::of(board.updated_at),
-        incidents: board.active.iter().map(StatuspageIncident::of).collect(),
+        incidents: board
+            .active
+            .iter()
+            .map(|i| StatuspageIncident::of(i, &page))
+            .collect(),
+        page,
     }
 }

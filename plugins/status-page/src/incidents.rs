@@ -221,7 +221,9 @@ fn not_active(title: &str) -> Failure {
 /// The timeline entry a resolution adds (Statuspage's own words).
 const RESOLVED: &str = "This incident has been resolved.";
 
-pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
+/// Adds `message` to the active incident `title`'s timeline, and sets its
+/// impact to `impact` if given, in one transaction with the record.
+pub fn update(title: &str, message: &str, impact: Option<Impact>) -> Result<Output, Failure> {
     if message.trim().is_empty() {
         return Err(reply::fail(400, "an update needs a message"));
     }
@@ -243,13 +245,23 @@ pub fn update(title: &str, message: &str) -> Result<Output, Failure> {
             Value::Timestamp(time::now_micros()),
         ],
     };
-    audited(
-        vec![insert],
-        "incident.update",
-        title,
-        json!({"incident": id}),
-    )?;
-    Ok(reply::text(200, format!("updated incident \"{title}\"\n")))
+    let mut statements = vec![insert];
+    if let Some(impact) = impact {
+        statements.push(Statement {
+            sql: "UPDATE incidents SET impact = $1 WHERE id = $2".into(),
+            params: vec![Value::from(impact.as_str()), Value::Int(id)],
+        });
+    }
+    let details = match impact {
+        Some(impact) => json!({"incident": id, "impact": impact.as_str()}),
+        None => json!({"incident": id}),
+    };
+    audited(statements, "incident.update", title, details)?;
+    let now = impact.map_or(String::new(), |i| format!(", now {}", i.as_str()));
+    Ok(reply::text(
+        200,
+        format!("updated incident \"{title}\"{now}\n"),
+    ))
 }
 
 /// Resolves the active incident `title`, with a `resolved` entry on its

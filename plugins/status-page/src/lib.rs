@@ -64,7 +64,8 @@ impl View {
 struct StatusPage;
 
 const USAGE: &str = "usage: status-page start \"<title>\" \"<details>\" [--impact minor|major|critical] \
-                     | status-page update \"<title>\" \"<message>\" | status-page resolve \"<title>\"";
+                     | status-page update \"<title>\" \"<message>\" [--impact minor|major|critical] \
+                     | status-page resolve \"<title>\"";
 
 impl Plugin for StatusPage {
     const USAGE: &'static str = USAGE;
@@ -115,20 +116,27 @@ impl Plugin for StatusPage {
 
     fn command(_: &Invocation, args: &Args) -> Result<Output, Failure> {
         args.strict(&["--impact"], &[], USAGE)?;
+        let impact = match args.value("--impact") {
+            None => None,
+            Some(v) => Some(Impact::parse(v).ok_or_else(|| {
+                reply::fail(
+                    400,
+                    format!("unknown impact \"{v}\" (minor, major or critical)"),
+                )
+            })?),
+        };
         match args.positionals(&["--impact"]).as_slice() {
-            ["start", title, rest @ ..] if rest.len() <= 1 => {
-                let impact = match args.value("--impact") {
-                    None => Impact::Minor,
-                    Some(v) => Impact::parse(v).ok_or_else(|| {
-                        reply::fail(
-                            400,
-                            format!("unknown impact \"{v}\" (minor, major or critical)"),
-                        )
-                    })?,
-                };
-                incidents::start(title, rest.first().copied().unwrap_or(""), impact)
-            }
-            ["update", title, message] => incidents::update(title, message),
+            ["start", title, rest @ ..] if rest.len() <= 1 => incidents::start(
+                title,
+                rest.first().copied().unwrap_or(""),
+                impact.unwrap_or(Impact::Minor),
+            ),
+            // An escalation (or its easing) goes with the update saying why.
+            ["update", title, message] => incidents::update(title, message, impact),
+            ["resolve", _] if impact.is_some() => Err(reply::fail(
+                400,
+                "--impact is for start and update: a resolved incident has none",
+            )),
             ["resolve", title] => incidents::resolve(title),
             _ => Err(reply::fail(400, USAGE)),
         }
