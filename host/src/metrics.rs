@@ -23,6 +23,14 @@ pub struct InvocationLabels {
     pub outcome: &'static str,
 }
 
+/// A duration's labels: an HTTP answer and a nightly job of one plugin
+/// are apart, so neither hides the other's quantiles.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub plugin: String,
+    pub trigger: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PluginLabels {
     pub plugin: String,
@@ -36,7 +44,7 @@ pub struct QueueLabels {
 pub struct Metrics {
     registry: Registry,
     pub invocations: Family<InvocationLabels, Counter>,
-    pub duration: Family<PluginLabels, Histogram>,
+    pub duration: Family<DurationLabels, Histogram>,
     pub slots_in_use: Gauge,
     pub slots_waiting: Gauge,
     pub queue_depth: Family<QueueLabels, Gauge>,
@@ -48,10 +56,12 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let invocations = Family::<InvocationLabels, Counter>::default();
-        let duration = Family::<PluginLabels, Histogram>::new_with_constructor(|| {
-            // 1 ms to about 33 s.
+        let duration = Family::<DurationLabels, Histogram>::new_with_constructor(|| {
+            // 1 ms to about 35 min: a purge or a digest may take many
+            // minutes, and one past the last bucket reads as the last
+            // bucket's bound in every quantile.
             Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
-                0.001, 2.0, 16,
+                0.001, 2.0, 22,
             ))
         });
         let slots_in_use = Gauge::default();
@@ -134,8 +144,9 @@ impl Metrics {
         // Nothing ran to time when refused.
         if !matches!(outcome, "busy" | "refused") {
             self.duration
-                .get_or_create(&PluginLabels {
+                .get_or_create(&DurationLabels {
                     plugin: plugin.to_string(),
+                    trigger,
                 })
                 .observe(seconds);
         }
