@@ -120,6 +120,13 @@ impl Services {
         Self::with(settings, db, kv)
     }
 
+    /// As [`Services::connect`], over databases opened already (a dry run
+    /// reads the master as it stands: `Databases::open_to_read`).
+    pub async fn connect_over(settings: Settings, db: Arc<Databases>) -> anyhow::Result<Arc<Self>> {
+        let kv = Kv::connect(settings.redis_url.as_deref(), &settings.kv_prefix).await?;
+        Self::with(settings, db, kv)
+    }
+
     fn with(settings: Settings, db: Arc<Databases>, kv: Kv) -> anyhow::Result<Arc<Self>> {
         let mail = Mailer::new(settings.smtp.as_ref(), &settings.data_dir)?;
         let client = || {

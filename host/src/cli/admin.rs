@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use super::{Access, Cli, admin_settings, with_databases, with_services};
+use super::{Access, Cli, admin_settings, bad_argument, with_databases, with_services};
 use crate::backends::db::{Databases, pending};
 use crate::manifest::Role;
 use crate::{audit_log, auth};
@@ -122,10 +122,12 @@ const MAX_EXPIRES_IN: std::time::Duration = std::time::Duration::from_secs(10 * 
 
 /// When a token made now with `--expires-in <given>` expires.
 fn expiry(given: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-    let d =
-        neo_ops_text::duration::parse(given).map_err(|e| anyhow::anyhow!("--expires-in: {e}"))?;
+    let d = neo_ops_text::duration::parse(given)
+        .map_err(|e| bad_argument(format!("--expires-in: {e}")))?;
     if d.is_zero() || d > MAX_EXPIRES_IN {
-        anyhow::bail!("--expires-in \"{given}\" must be more than 0 and at most 3650d");
+        return Err(bad_argument(format!(
+            "--expires-in \"{given}\" must be more than 0 and at most 3650d"
+        )));
     }
     Ok(chrono::Utc::now() + d)
 }
@@ -141,14 +143,16 @@ pub async fn create_token(
     expires_in: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let role = Role::parse(role).ok_or_else(|| {
-        anyhow::anyhow!("--role: unknown role \"{role}\" (expected admin or super_admin)")
+        bad_argument(format!(
+            "--role: unknown role \"{role}\" (expected admin or super_admin)"
+        ))
     })?;
     let expires_at = expires_in.map(expiry).transpose()?;
     if !auth::valid_token_name(name) {
-        anyhow::bail!(
+        return Err(bad_argument(format!(
             "bad token name \"{name}\": 1 to 64 letters, digits, spaces and . _ - @ \
              (it is the actor in the audit log)"
-        );
+        )));
     }
     with_databases(cli, Access::Write, async |db| {
         let master = db.master();
@@ -319,7 +323,7 @@ pub async fn push_job(
         .filter_map(|p| p.queue.as_ref().map(|q| q.name.clone()))
         .collect();
     if !consumed.iter().any(|q| q == queue) {
-        anyhow::bail!(
+        return Err(bad_argument(format!(
             "no plugin consumes queue \"{queue}\" (queues in {}: {})",
             cli.manifest.display(),
             if consumed.is_empty() {
@@ -327,10 +331,12 @@ pub async fn push_job(
             } else {
                 consumed.join(", ")
             }
-        );
+        )));
     }
     if let Err(e) = serde_json::from_str::<serde_json::Value>(payload) {
-        anyhow::bail!("payload \"{payload}\" is not JSON: {e}");
+        return Err(bad_argument(format!(
+            "payload \"{payload}\" is not JSON: {e}"
+        )));
     }
     with_services(cli, async |services| {
         if services.kv.backend_name() == "memory" {
@@ -347,6 +353,16 @@ pub async fn push_job(
             anyhow::bail!("no tenant named \"{tenant}\" (see neo-ops tenant list)");
         }
         let id = crate::backends::queue::enqueue(&services.kv, queue, tenant, payload).await?;
+        // A job may mail a tenant's orders out or purge them: on record.
+        let details = serde_json::json!({"job": id});
+        record(
+            &services.db,
+            "queue.push",
+            &format!("queue:{queue}"),
+            tenant,
+            details,
+        )
+        .await;
         println!("{id}");
         Ok(ExitCode::SUCCESS)
     })

@@ -224,7 +224,10 @@ pub enum AuditCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum QueueCommand {
-    /// Enqueue a job with a JSON payload.
+    /// Enqueue a job with a JSON payload, for a tenant (or, said so, for none).
+    // Every queue the project's plugins consume is per tenant: a job left
+    // without one by a forgotten flag would only be dead-lettered.
+    #[command(group(clap::ArgGroup::new("for").required(true).args(["tenant", "no_tenant"])))]
     Push {
         /// The queue, as a plugin's manifest names it (`queue = { name = … }`)
         queue: String,
@@ -233,6 +236,9 @@ pub enum QueueCommand {
         /// The tenant the job is for (the consumer runs for it).
         #[arg(long)]
         tenant: Option<String>,
+        /// The job is for no tenant (a consumer of your own that needs none).
+        #[arg(long)]
+        no_tenant: bool,
     },
 }
 
@@ -268,11 +274,15 @@ pub fn main() -> ExitCode {
         Err(e) => {
             let message = format!("{e:#}");
             eprintln!("error: {message}");
+            let bad_argument = e.downcast_ref::<BadArgument>().is_some();
             if json {
                 // Before any output of its own (a bad manifest, no database).
-                print_error_envelope(500, &message);
+                print_error_envelope(if bad_argument { 400 } else { 500 }, &message);
             }
-            ExitCode::FAILURE
+            match bad_argument {
+                true => ExitCode::from(2),
+                false => ExitCode::FAILURE,
+            }
         }
     };
     // A compile still running on a blocking thread (Ctrl-C during start-up
@@ -341,6 +351,25 @@ fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
 
 /// The envelope HTTP callers get for a failure, on stdout (`error: …` goes
 /// to stderr beside it).
+/// A value on the command line that is wrong (`--retention-days 0`, an
+/// unknown role): the command line is, as when clap refuses it, so it
+/// exits 2 (and, with `--json`, says 400), not 1 as a command that failed.
+#[derive(Debug)]
+pub struct BadArgument(pub String);
+
+impl std::fmt::Display for BadArgument {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadArgument {}
+
+/// Refuses a command line's value, saying why: [`BadArgument`].
+fn bad_argument(message: impl Into<String>) -> anyhow::Error {
+    BadArgument(message.into()).into()
+}
+
 fn print_error_envelope(code: u16, message: &str) {
     use std::io::Write;
     let envelope = serde_json::json!({"ok": false, "error": {"code": code, "message": message}});
@@ -427,6 +456,7 @@ async fn execute(cli: Cli) -> anyhow::Result<ExitCode> {
             queue,
             payload,
             tenant,
+            ..
         }) => admin::push_job(&cli, queue, payload, tenant.as_deref()).await,
         Command::Plugin(PluginCommand::Build { names }) => plugin::build(&cli, names),
         Command::Plugin(PluginCommand::New { words, lang }) => plugin::new(&cli, words, lang),
@@ -451,6 +481,14 @@ async fn connect_by_hand(cli: &Cli) -> anyhow::Result<Arc<Services>> {
     let services = Services::connect(settings).await?;
     said_if_fresh(cli, fresh);
     Ok(services)
+}
+
+/// Every service for a dry run: the databases as they stand
+/// ([`databases_to_read`]), never migrated or made.
+async fn connect_to_read(cli: &Cli) -> anyhow::Result<Arc<Services>> {
+    let db = databases_to_read(cli).await?;
+    let settings = Settings::from_env(cli.data_dir.clone())?;
+    Services::connect_over(settings, db).await
 }
 
 /// Text for one tab-separated column: control characters (a tab or a line

@@ -5,7 +5,7 @@
 use clap::Parser;
 use std::process::ExitCode;
 
-use super::{Cli, PreflightArgs, admin_settings, load_manifest};
+use super::{Cli, PreflightArgs, admin_settings, bad_argument, load_manifest};
 use crate::runtime::Runtime;
 use crate::services::Services;
 use crate::triggers;
@@ -36,11 +36,11 @@ pub async fn preflight(cli: &Cli, args: &PreflightArgs) -> anyhow::Result<ExitCo
         .collect();
     for name in args.only.iter().flatten() {
         if !checks.contains(&name.as_str()) {
-            anyhow::bail!(
+            return Err(bad_argument(format!(
                 "\"{name}\" is not a check in {} (checks: {})",
                 cli.manifest.display(),
                 checks.join(", ")
-            );
+            )));
         }
     }
     // Only the checks asked for are compiled and linked.

@@ -71,6 +71,12 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
             scratch.path().join("cache")
         };
         (Services::connect(settings).await?, cache, Some(scratch))
+    } else if triggers::command::asks_for_dry_run(args) {
+        // A dry run changes nothing, the schema included: the master is
+        // read as it stands (one behind this build is refused, naming the
+        // migrations), never migrated under an older `serve` or made.
+        let cache = cli.data_dir.join("cache");
+        (super::connect_to_read(cli).await?, cache, None)
     } else {
         let cache = cli.data_dir.join("cache");
         (connect_by_hand(cli).await?, cache, None)

@@ -18,6 +18,10 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
     // A manifest that does not parse stops the start (there is nothing to
     // serve yet); once serving, a bad edit keeps the running set instead.
     load_manifest(&cli.manifest)?;
+    // A bad or taken address is said now, not after the wait for Postgres
+    // and Redis (for ever, while they are down). Bound again once serving:
+    // held meanwhile, the port would take connections nobody answers.
+    drop(bind(listen).await?);
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {
@@ -27,11 +31,15 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
     let Some(services) = connect_when_reachable(cli, &shutdown).await? else {
         return Ok(ExitCode::SUCCESS); // stopped while waiting
     };
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("listening on \"{listen}\": {e}"))?;
+    let listener = bind(listen).await?;
     server::run_watching(listener, cli.manifest.clone(), services, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on \"{listen}\": {e}"))
 }
 
 /// Connects, trying again while Postgres or Redis cannot be reached yet:

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use super::admin::record;
-use super::{Access, Cli, TenantSetArgs, one_line, with_databases};
+use super::{Access, Cli, TenantSetArgs, bad_argument, one_line, with_databases};
 use crate::demo;
 
 pub async fn create(
@@ -92,20 +92,24 @@ pub async fn list(cli: &Cli, json: bool) -> anyhow::Result<ExitCode> {
 pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
     if let Some(tz) = &args.time_zone {
         tz.parse::<chrono_tz::Tz>().map_err(|_| {
-            anyhow::anyhow!(
+            bad_argument(format!(
                 "--time-zone: unknown time zone \"{tz}\" (an IANA name such as Asia/Kolkata)"
-            )
+            ))
         })?;
     }
     if let Some(email) = &args.owner_email
         && !neo_ops_text::address::is_plain(email)
     {
-        anyhow::bail!("--owner-email: \"{email}\" is not an email address");
+        return Err(bad_argument(format!(
+            "--owner-email: \"{email}\" is not an email address"
+        )));
     }
     if let Some(days) = args.retention_days
         && !(1..=36_500).contains(&days)
     {
-        anyhow::bail!("--retention-days {days} is out of range (1 to 36500)");
+        return Err(bad_argument(format!(
+            "--retention-days {days} is out of range (1 to 36500)"
+        )));
     }
     let update = crate::backends::db::TenantUpdate {
         owner_email: args.owner_email.clone(),
@@ -115,9 +119,9 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
         plan: args.plan.clone(),
     };
     if update.is_empty() {
-        anyhow::bail!(
-            "nothing to set (give --owner-email, --display-name, --time-zone, --retention-days or --plan)"
-        );
+        return Err(bad_argument(
+            "nothing to set (give --owner-email, --display-name, --time-zone, --retention-days or --plan)",
+        ));
     }
     with_databases(cli, Access::unless(args.dry_run), async |db| {
         let Some(before) = db

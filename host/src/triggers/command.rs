@@ -13,7 +13,7 @@ pub fn invocation(args: Vec<String>) -> Invocation {
             args.iter()
                 .find_map(|a| a.strip_prefix("--tenant=").map(str::to_string))
         });
-    let dry_run = args.iter().any(|a| a == "--dry-run");
+    let dry_run = asks_for_dry_run(&args);
     Invocation {
         trigger: Trigger::Command(args),
         tenant,
@@ -21,6 +21,11 @@ pub fn invocation(args: Vec<String>) -> Invocation {
         dry_run,
         request_id: super::new_request_id(),
     }
+}
+
+/// Whether a command line asks for a dry run.
+pub fn asks_for_dry_run(args: &[String]) -> bool {
+    args.iter().any(|a| a == "--dry-run")
 }
 
 pub async fn run(

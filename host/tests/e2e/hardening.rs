@@ -2367,7 +2367,7 @@ async fn the_connection_cap_looks_again_for_a_connection_gone_idle() {
 /// each try, rather than exiting (a supervisor gives up on a process that
 /// keeps exiting at once), and serves once the database is there. An error
 /// that does not pass by itself (a database that does not exist) still
-/// ends the start.
+/// ends the start, and so does an address it cannot listen on, at once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_waits_for_its_database_at_start() {
     let dep = Deployment::new(Backend::Real).await;
@@ -2386,19 +2386,43 @@ async fn serve_waits_for_its_database_at_start() {
             .unwrap()
     };
     let said = || std::fs::read_to_string(&log).unwrap_or_default();
+    let exit_code = async |child: &mut Serving| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.0.try_wait().unwrap() {
+                break status.code();
+            }
+            assert!(Instant::now() < deadline, "still waiting: {}", said());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    // An address it cannot listen on is said at once, not after the wait
+    // (for ever, were the database never back).
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = held.local_addr().unwrap().to_string();
+    let mut child = Serving(
+        cli.command_on(&["serve", "--listen", &taken], &settings)
+            .env("POSTGRES_MASTER_URL", &master)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(exit_code(&mut child).await, Some(1), "{}", said());
+    assert!(
+        said().contains(&format!("listening on \"{taken}\"")),
+        "{}",
+        said()
+    );
+    assert!(!said().contains("cannot start yet"), "{}", said());
+    drop(held);
 
     // Not a passing fault: the start ends, naming it.
     let direct = dep.settings("a").postgres_master_url.unwrap();
     let missing = direct.rsplit_once('/').unwrap().0.to_string() + "/neo_no_such_database";
     let mut child = Serving(serve(&missing));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let code = loop {
-        if let Some(status) = child.0.try_wait().unwrap() {
-            break status.code();
-        }
-        assert!(Instant::now() < deadline, "still waiting: {}", said());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let code = exit_code(&mut child).await;
     assert_eq!(code, Some(1), "{}", said());
     assert!(said().contains("does not exist"), "{}", said());
     assert!(!said().contains("cannot start yet"), "{}", said());

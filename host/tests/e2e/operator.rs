@@ -97,7 +97,8 @@ fn tenant_set_changes_what_list_shows() {
             &serde_json::json!("pro")
         )
     );
-    // Bad input: an error naming the value, exit 1, nothing changed.
+    // Bad input: an error naming the value, exit 2 (the command line is
+    // wrong), nothing changed.
     for (args, says) in [
         (
             vec!["--time-zone", "Mars/Olympus"],
@@ -116,7 +117,7 @@ fn tenant_set_changes_what_list_shows() {
         let mut argv = vec!["tenant", "set", "acme"];
         argv.extend(args);
         let o = cli.run(&argv);
-        assert_eq!(o.code, Some(1), "{argv:?}");
+        assert_eq!(o.code, Some(2), "{argv:?}");
         assert!(o.stderr.contains(says), "{argv:?}: {}", o.stderr);
     }
     let o = cli.run(&["tenant", "set", "nobody", "--plan", "pro"]);
@@ -199,8 +200,10 @@ fn preflight_only_runs_the_checks_named() {
     assert_eq!(doc["data"]["checks"].as_array().unwrap().len(), 2);
     assert_eq!(doc["data"]["status"], "fail");
     // An unknown name is an error naming it and the checks there are.
-    let o = cli.run(&["run", "preflight", "--only", "check-nope"]);
-    assert_eq!(o.code, Some(1));
+    let o = cli.run(&["run", "preflight", "--only", "check-nope", "--json"]);
+    assert_eq!(o.code, Some(2));
+    let envelope: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(envelope["error"]["code"], 400, "{envelope}");
     assert!(
         o.stderr.contains("\"check-nope\" is not a check in")
             && o.stderr.contains("check-database, check-redis"),
@@ -722,7 +725,10 @@ grants = { db = ["master", "tenant:*"], kv = ["digest:"], mail = true }
 
 /// `queue push` refuses what would be lost or never consumed: a queue no
 /// plugin consumes, a payload that is not JSON, and (without Redis) any job,
-/// since the in-process kv ends with the command. Exit 1, naming the problem.
+/// since the in-process kv ends with the command, naming the problem (exit
+/// 2 for what the command line got wrong, 1 for Redis). A job for no tenant
+/// must say so (exit 2 without `--tenant` or `--no-tenant`); a job pushed
+/// is on the audit record.
 #[test]
 fn queue_push_refuses_jobs_that_would_be_lost() {
     let cli = support::Cli::new(
@@ -733,17 +739,33 @@ queue = { name = "jobs", max_attempts = 1 }
 grants = { kv = ["probe:"] }
 "#,
     );
-    let refused = |args: &[&str], why: &str| {
+    let refused = |args: &[&str], code: i32, why: &str| {
         let o = cli.run(args);
-        assert_eq!(o.code, Some(1), "{args:?}: {}", o.stdout);
+        assert_eq!(o.code, Some(code), "{args:?}: {}", o.stdout);
         assert!(o.stderr.contains(why), "{args:?}: {}", o.stderr);
     };
+    let o = cli.run(&["queue", "push", "jobs", r#"{"a":1}"#]);
+    assert_eq!(o.code, Some(2), "{}", o.stdout);
+    assert!(
+        o.stderr.contains("--tenant <TENANT>|--no-tenant"),
+        "{}",
+        o.stderr
+    );
     refused(
-        &["queue", "push", "jbos", r#"{"a":1}"#],
+        &["queue", "push", "jbos", r#"{"a":1}"#, "--no-tenant"],
+        2,
         "no plugin consumes queue \"jbos\" (queues in",
     );
-    refused(&["queue", "push", "jobs", "{a:1"], "is not JSON");
-    refused(&["queue", "push", "jobs", r#"{"a":1}"#], "needs Redis");
+    refused(
+        &["queue", "push", "jobs", "{a:1", "--no-tenant"],
+        2,
+        "is not JSON",
+    );
+    refused(
+        &["queue", "push", "jobs", r#"{"a":1}"#, "--no-tenant"],
+        1,
+        "needs Redis",
+    );
     // With Redis: a tenant that does not exist is refused, a real one's job
     // is queued.
     let prefix = format!("neo-test-push-{}:", uuid::Uuid::new_v4().simple());
@@ -763,8 +785,15 @@ grants = { kv = ["probe:"] }
     let (code, _, stderr) = push("acmee");
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("no tenant named \"acmee\""), "{stderr}");
+    let records = || {
+        let o = cli.run(&["audit", "verify", "--json"]);
+        let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        v["records"].as_u64().unwrap()
+    };
+    let before = records();
     let (code, stdout, stderr) = push("acme");
     assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(records(), before + 1, "the push is on record");
     let kv = tokio::runtime::Runtime::new().unwrap().block_on(async {
         let kv = neo_ops::backends::kv::Kv::connect(Some(support::REDIS), &prefix)
             .await
@@ -1102,14 +1131,21 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
 }
 
 /// The commands that only read (`tenant list`, `token list`, `audit
-/// verify`, the dry runs of `token revoke` and `tenant set`) neither
+/// verify`, the dry runs of `token revoke`, `tenant set` and a plugin) neither
 /// migrate nor make the master: none yet reads as empty, and one behind
 /// this build is refused, naming what `migrate` would apply, and left as
 /// it was (a newer neo-ops's listing must not leave the older `serve`
 /// unable to start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_commands_leave_the_master_as_it_is() {
-    let cli = support::Cli::new("");
+    let cli = support::Cli::new(
+        r#"
+[plugins.purge]
+component = "purge.wasm"
+command = true
+grants = { db = ["master", "tenant:*"], kv = ["purge:"], audit = true }
+"#,
+    );
     let db = cli.dir.path().join("data/db");
     let empty: [(&[&str], &str); 3] = [
         (&["tenant", "list", "--json"], "[]"),
@@ -1141,12 +1177,13 @@ async fn reading_commands_leave_the_master_as_it_is() {
     ] {
         sqlx::query(undo).execute(&master).await.unwrap();
     }
-    let reads: [&[&str]; 5] = [
+    let reads: [&[&str]; 6] = [
         &["tenant", "list"],
         &["token", "list"],
         &["audit", "verify"],
         &["token", "revoke", &token_id, "--dry-run"],
         &["tenant", "set", "acme", "--plan", "pro", "--dry-run"],
+        &["run", "purge", "--tenant", "acme", "--dry-run"],
     ];
     for read in reads {
         let out = tokio::task::block_in_place(|| cli.run(read));

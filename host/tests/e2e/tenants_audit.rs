@@ -402,7 +402,7 @@ fn cli_tokens_that_expire() {
         ),
     ] {
         let (code, out, err) = run(&[&create[..], &["temp", "--expires-in", bad]].concat());
-        assert_eq!(code, Some(1), "{out}");
+        assert_eq!(code, Some(2), "{out}");
         assert!(err.contains(why), "{err}");
     }
     assert_eq!(
@@ -488,7 +488,7 @@ fn cli_tenants_tokens_audit() {
     );
     assert!(err.contains("not shown again"));
     let (code, _, err) = run(&["token", "create", "--role", "root", "--name", "x"]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert_eq!(
         err.trim(),
         "error: --role: unknown role \"root\" (expected admin or super_admin)"
@@ -513,7 +513,7 @@ fn cli_tenants_tokens_audit() {
         "--name",
         "purge (schedule)",
     ]);
-    assert_eq!(code, Some(1));
+    assert_eq!(code, Some(2));
     assert!(err.contains("bad token name \"purge (schedule)\""), "{err}");
     let (code, out, err) = run(&["token", "create", "--role", "admin", "--name", "grafana"]);
     assert_eq!(code, Some(0), "{err}");

@@ -23,8 +23,9 @@ impl Args {
 
     /// Refuses a `--flag` that is neither in `value_flags` (which take a
     /// value), nor in `bool_flags`, nor one of the host's (`--tenant`,
-    /// `--dry-run`), and a value flag with no value; the error quotes the
-    /// flag and ends with `usage`.
+    /// `--dry-run`), a value flag with no value, and a value flag given
+    /// twice (`--threshold 5 --threshold 50`: which one was meant?); the
+    /// error quotes the flag and ends with `usage`.
     pub fn strict(
         &self,
         value_flags: &[&str],
@@ -32,6 +33,7 @@ impl Args {
         usage: &str,
     ) -> Result<&Self, Failure> {
         let mut iter = self.items.iter();
+        let mut given = Vec::new();
         while let Some(item) = iter.next() {
             if !item.starts_with("--") {
                 continue;
@@ -44,6 +46,10 @@ impl Args {
                 if !inline_value && iter.next().is_none() {
                     return Err(fail(400, format!("{name} needs a value ({usage})")));
                 }
+                if given.contains(&name) {
+                    return Err(fail(400, format!("{name} is given twice ({usage})")));
+                }
+                given.push(name);
             } else if !(bool_flags.contains(&name) || HOST_BOOL_FLAGS.contains(&name))
                 || inline_value
             {
@@ -118,6 +124,18 @@ mod tests {
 
     fn args(s: &[&str]) -> Args {
         Args::new(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+    }
+
+    #[test]
+    fn a_value_flag_given_twice_is_refused() {
+        let twice = args(&["--threshold", "5", "--threshold=50"]);
+        let err = twice.strict(&["--threshold"], &[], "usage").unwrap_err();
+        assert_eq!(err.message, "--threshold is given twice (usage)");
+        let once = args(&["--threshold", "5", "--verbose", "--verbose"]);
+        assert!(
+            once.strict(&["--threshold"], &["--verbose"], "usage")
+                .is_ok()
+        );
     }
 
     #[test]
