@@ -930,8 +930,19 @@ pub fn parse_endpoint(s: &str) -> Result<Endpoint, String> {
     if rest.is_empty() || rest.contains(['/', '?', '#', '@', '*']) {
         return Err(bad());
     }
-    let (host, port) = split_host_port(rest, default_port).ok_or_else(bad)?;
-    Ok(Endpoint { scheme, host, port })
+    split_host_port(rest, default_port).ok_or_else(bad)?;
+    // The host as a request's URL spells it (`127.1` is `127.0.0.1`,
+    // `bücher.example` is `xn--bcher-kva.example`, `[0:0::1]` is `[::1]`):
+    // compared as written, such a grant would deny every request.
+    let url = url::Url::parse(&format!("{scheme}://{rest}/")).map_err(|_| bad())?;
+    let host = url.host_str().ok_or_else(bad)?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let port = url.port_or_known_default().unwrap_or(default_port);
+    Ok(Endpoint {
+        scheme,
+        host: host.to_ascii_lowercase(),
+        port,
+    })
 }
 
 /// Splits `host[:port]`, keeping `[v6]` brackets off the host.

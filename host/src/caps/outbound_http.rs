@@ -190,6 +190,26 @@ mod tests {
         assert!(!ok("http://user@127.0.0.2:9000/"));
     }
 
+    /// A grant matches the request URLs that name its host in another
+    /// spelling: hosts are compared as the URL parser writes them.
+    #[test]
+    fn a_grant_is_compared_as_urls_spell_it() {
+        let allow = vec![
+            parse_endpoint("http://127.1:9000").unwrap(),
+            parse_endpoint("https://Bücher.example").unwrap(),
+            parse_endpoint("http://[0:0::1]:8081").unwrap(),
+            parse_endpoint("https://hooks.example.com:443").unwrap(),
+        ];
+        let ok = |u: &str| is_allowed(&allow, &reqwest::Url::parse(u).unwrap()).is_some();
+        assert!(ok("http://127.0.0.1:9000/"));
+        assert!(ok("https://bücher.example/x"));
+        assert!(ok("https://xn--bcher-kva.example/x"));
+        assert!(ok("http://[::1]:8081/"));
+        assert!(ok("https://hooks.example.com/"));
+        assert!(!ok("http://127.0.0.2:9000/"));
+        assert!(parse_endpoint("http://exa mple.com").is_err());
+    }
+
     #[test]
     fn a_wildcard_grant_allows_any_host_of_its_scheme_only() {
         let allow = vec![parse_endpoint("https://*").unwrap()];

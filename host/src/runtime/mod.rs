@@ -705,6 +705,7 @@ pub fn link_plugins(
     for p in &manifest.plugins {
         let component = cache::load_component(engine, &p.component, cache_dir)
             .map_err(|e| anyhow::anyhow!("plugin \"{}\": {e:#}", p.name))?;
+        within_its_memory(&component, p)?;
         let pre = linker
             .instantiate_pre(&component)
             .map_err(|e| anyhow::anyhow!("plugin \"{}\": cannot link: {e:#}", p.name))?;
@@ -742,6 +743,29 @@ pub fn link_plugins(
         );
     }
     Ok(plugins)
+}
+
+/// Refuses a component that starts with more memory than its plugin's
+/// `limits.memory`: every instantiation would be refused (a 500 on every
+/// call), and a reload would have swapped it in over a working one.
+fn within_its_memory(component: &wasmtime::component::Component, p: &Plugin) -> anyhow::Result<()> {
+    const PAGE: u64 = 64 << 10;
+    let pages = component
+        .resources_required()
+        .and_then(|r| r.max_initial_memory_size)
+        .unwrap_or(0);
+    let limit = p.limits.memory_bytes as u64;
+    if pages.saturating_mul(PAGE) > limit {
+        anyhow::bail!(
+            "plugin \"{}\": component {} starts with {} KiB of memory, over its limit of {} KiB \
+             (raise limits.memory, or build it with less initial memory)",
+            p.name,
+            p.component.display(),
+            pages.saturating_mul(PAGE) >> 10,
+            limit >> 10
+        );
+    }
+    Ok(())
 }
 
 /// Converts the host's invocation into the generated WIT type, at the edge.

@@ -206,40 +206,17 @@ fn sizes_and_durations() {
 /// the function: it used to load, and then fail every invocation.
 #[test]
 fn a_component_built_against_another_wit_is_refused() {
-    use wit_parser::{LiftLowerAbi, ManglingAndAbi, Resolve};
-    let dir = tempfile::tempdir().unwrap();
-    let wit = dir.path().join("wit");
-    std::fs::create_dir(&wit).unwrap();
-    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
     let run = "run: func(invocation: invocation) -> result<output, failure>;";
-    for entry in std::fs::read_dir(&ours).unwrap() {
-        let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        // The failure a bare string, as another version might have it.
-        let text = text.replace(
-            run,
-            "run: func(invocation: invocation) -> result<output, string>;",
-        );
-        std::fs::write(wit.join(path.file_name().unwrap()), text).unwrap();
-    }
-    let mut resolve = Resolve::new();
-    let (package, _) = resolve.push_dir(&wit).unwrap();
-    let world = resolve.select_world(&[package], Some("plugin")).unwrap();
-    let mut module =
-        wit_component::dummy_module(&resolve, world, ManglingAndAbi::Legacy(LiftLowerAbi::Sync));
-    wit_component::embed_component_metadata(
-        &mut module,
-        &resolve,
-        world,
-        wit_component::StringEncoding::UTF8,
-    )
-    .unwrap();
-    let component = wit_component::ComponentEncoder::default()
-        .module(&module)
-        .unwrap()
-        .validate(true)
-        .encode()
-        .unwrap();
+    // The failure a bare string, as another version might have it.
+    let component = dummy_plugin(
+        |wit| {
+            wit.replace(
+                run,
+                "run: func(invocation: invocation) -> result<output, string>;",
+            )
+        },
+        |_| {},
+    );
     let (code, stderr) = check(
         "[plugins.other]\ncomponent = \"other.wasm\"\ncommand = true\n",
         |dir| std::fs::write(dir.join("other.wasm"), component).unwrap(),
@@ -251,6 +228,91 @@ fn a_component_built_against_another_wit_is_refused() {
         stderr.contains("has \"run\" of another type than this host's"),
         "{stderr}"
     );
+}
+
+/// A component of the `plugin` world that does nothing, built from our WIT
+/// as `wit` rewrites it, its core module as `module` patches it.
+fn dummy_plugin(wit: impl Fn(String) -> String, module: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    use wit_parser::{LiftLowerAbi, ManglingAndAbi, Resolve};
+    let dir = tempfile::tempdir().unwrap();
+    let ours = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../wit");
+    for entry in std::fs::read_dir(&ours).unwrap() {
+        let path = entry.unwrap().path();
+        let text = wit(std::fs::read_to_string(&path).unwrap());
+        std::fs::write(dir.path().join(path.file_name().unwrap()), text).unwrap();
+    }
+    let mut resolve = Resolve::new();
+    let (package, _) = resolve.push_dir(dir.path()).unwrap();
+    let world = resolve.select_world(&[package], Some("plugin")).unwrap();
+    let mut core =
+        wit_component::dummy_module(&resolve, world, ManglingAndAbi::Legacy(LiftLowerAbi::Sync));
+    module(&mut core);
+    wit_component::embed_component_metadata(
+        &mut core,
+        &resolve,
+        world,
+        wit_component::StringEncoding::UTF8,
+    )
+    .unwrap();
+    wit_component::ComponentEncoder::default()
+        .module(&core)
+        .unwrap()
+        .validate(true)
+        .encode()
+        .unwrap()
+}
+
+/// Sets the initial size of a core module's one memory to `pages` (< 128).
+fn set_initial_memory(module: &mut Vec<u8>, pages: u8) {
+    let leb = |bytes: &[u8], at: &mut usize| {
+        let (mut value, mut shift) = (0usize, 0);
+        loop {
+            let b = bytes[*at];
+            *at += 1;
+            value |= ((b & 0x7f) as usize) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                return value;
+            }
+        }
+    };
+    let mut at = 8; // past the magic number and version
+    while at < module.len() {
+        let start = at;
+        let id = module[at];
+        at += 1;
+        let size = leb(module, &mut at);
+        let end = at + size;
+        if id == 5 {
+            // One memory, no maximum, `pages` at first.
+            module.splice(start..end, [5, 3, 1, 0, pages]);
+            return;
+        }
+        at = end;
+    }
+    panic!("the module has no memory");
+}
+
+/// A component that starts with more memory than its `limits.memory` is
+/// refused by `check`, naming both: every call of it would have failed.
+#[test]
+fn a_component_starting_over_its_memory_limit_is_refused() {
+    let big = dummy_plugin(|wit| wit, |m| set_initial_memory(m, 80));
+    let manifest = |memory: &str| {
+        format!(
+            "[plugins.big]\ncomponent = \"big.wasm\"\ncommand = true\nlimits = {{ memory = \"{memory}\" }}\n"
+        )
+    };
+    let write = |dir: &Path| std::fs::write(dir.join("big.wasm"), &big).unwrap();
+    let (code, stderr) = check(&manifest("4MiB"), write, &[]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("plugin \"big\": component "), "{stderr}");
+    assert!(
+        stderr.contains("big.wasm starts with 5120 KiB of memory, over its limit of 4096 KiB"),
+        "{stderr}"
+    );
+    let (code, stderr) = check(&manifest("8MiB"), write, &[]);
+    assert_eq!(code, Some(0), "{stderr}");
 }
 
 /// `neo-ops check` of `manifest`, written to a fresh directory that
