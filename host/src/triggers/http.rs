@@ -63,21 +63,19 @@ pub fn error_envelope(status: u16, message: &str) -> Response {
 }
 
 /// An answer for an operator (a route that needs a role, or an error): no
-/// browser or proxy keeps a copy, and none reads it as another type. What
-/// the response already says is left alone.
+/// browser or proxy keeps a copy (whatever its plugin said: operator data
+/// in a shared cache is a leak), and none reads it as another type.
 pub(crate) fn private(mut response: Response) -> Response {
     let h = response.headers_mut();
-    h.entry(CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     not_sniffed(h);
     response
 }
 
 /// Browsers take the content type as given (a JSON answer quoting a path
-/// is never run as a page).
+/// is never run as a page), whatever a plugin said.
 fn not_sniffed(h: &mut HeaderMap) {
-    h.entry(X_CONTENT_TYPE_OPTIONS)
-        .or_insert(HeaderValue::from_static("nosniff"));
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
 }
 
 pub fn forbidden() -> Response {
@@ -777,6 +775,12 @@ async fn answer(
     let request_id = request_id(headers);
     // The role is checked before a byte of the body is read: an anonymous
     // flood of large bodies costs a header parse, not a buffer each.
+    // A script fetched to be a service worker would see every request of
+    // the origin, the console's tokens included: no plugin serves one.
+    if headers.get("service-worker").is_some() {
+        tracing::warn!(request_id = %request_id, path = parts.uri.path(), "refused a service worker script");
+        return error_envelope(403, "no service worker is served here");
+    }
     let safe = matches!(parts.method, Method::GET | Method::HEAD);
     let principal = match authorize(runtime, headers, target.role, safe, &request_id).await {
         Ok(p) => p,
@@ -919,13 +923,25 @@ async fn run_to_the_end(
     }
 }
 
-/// Hop-by-hop and framing headers are the server's business, not the plugin's.
+/// Headers a plugin's answer may not carry: hop-by-hop and framing ones,
+/// the server's business; and those that act for the whole origin, which
+/// every plugin shares with the web console (cookies, its storage, HTTPS
+/// for it and its subdomains, credentials to other origins, a service
+/// worker's scope): a plugin answers for its own routes only.
 const RESERVED_HEADERS: &[&str] = &[
     "connection",
     "content-length",
     "transfer-encoding",
     "keep-alive",
     "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "set-cookie",
+    "clear-site-data",
+    "strict-transport-security",
+    "access-control-allow-credentials",
+    "service-worker-allowed",
 ];
 
 fn plugin_response(
@@ -959,10 +975,15 @@ fn plugin_response(
         }
     }
     not_sniffed(map);
+    // Any type a browser runs scripts in, however it is written.
     let is_html = map
         .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/html"));
+        .map(|v| v.as_bytes().trim_ascii_start())
+        .is_some_and(|v| {
+            ["text/html", "application/xhtml+xml", "image/svg+xml"]
+                .iter()
+                .any(|t| v.len() >= t.len() && v[..t.len()].eq_ignore_ascii_case(t.as_bytes()))
+        });
     if is_html && https {
         map.insert(
             "content-security-policy-report-only",
@@ -995,6 +1016,16 @@ mod tests {
             ("x-name".to_string(), "caf\u{e9}".to_string()),
             ("x-bad".to_string(), "a\nb".to_string()),
             ("bad name".to_string(), "x".to_string()),
+            (
+                "Set-Cookie".to_string(),
+                "s=1; Domain=example.com".to_string(),
+            ),
+            (
+                "strict-transport-security".to_string(),
+                "max-age=1".to_string(),
+            ),
+            ("service-worker-allowed".to_string(), "/".to_string()),
+            ("x-content-type-options".to_string(), "x".to_string()),
         ];
         let response = plugin_response(201, headers, b"hi".to_vec(), false);
         assert_eq!(response.status(), StatusCode::CREATED);
@@ -1002,8 +1033,28 @@ mod tests {
         assert_eq!(h["content-type"], "text/plain");
         let totals: Vec<_> = h.get_all("x-total").iter().collect();
         assert_eq!(totals, ["3", "4"]);
-        for refused in ["content-length", "x-name", "x-bad", "bad name"] {
+        for refused in [
+            "content-length",
+            "x-name",
+            "x-bad",
+            "bad name",
+            "set-cookie",
+            "strict-transport-security",
+            "service-worker-allowed",
+        ] {
             assert!(!h.contains_key(refused), "{refused} was passed on");
+        }
+        assert_eq!(h["x-content-type-options"], "nosniff");
+        assert!(!h.contains_key("content-security-policy-report-only"));
+        // HTML however its type is written gets the policy.
+        for html in ["Text/HTML; charset=utf-8", "image/svg+xml"] {
+            let headers = vec![("content-type".to_string(), html.to_string())];
+            let response = plugin_response(200, headers, Vec::new(), false);
+            let h = response.headers();
+            assert!(
+                h.contains_key("content-security-policy-report-only"),
+                "{html}"
+            );
         }
     }
 

@@ -486,7 +486,8 @@ async fn post_report(server: &Server, report: Json) {
 /// host's token copy vouches for the token), a token the copy does not
 /// hold yet cannot be checked and is kept, and a view whose reload fails
 /// shows the failure, not the old verdict. Two loads of a view out at
-/// once: the older answer, landing last, does not show.
+/// once: the older answer, landing last, does not show. An injected script
+/// does not run, and no script is served as a service worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_through_a_master_blip() {
     let dep = Deployment::new(Backend::Real).await;
@@ -511,6 +512,27 @@ async fn console_through_a_master_blip() {
 
     sign_in(&s, &server, &root).await;
     wait_text(&s, "#who", "oncall (super_admin)").await;
+    // Where the token lives the policy is enforced: a script put into the
+    // page does not run.
+    let ran = s
+        .eval(
+            "const tag = document.createElement('script');
+             tag.textContent = 'window.injected = true;';
+             document.head.append(tag);
+             return window.injected === true;",
+        )
+        .await;
+    assert_eq!(ran, false, "an injected inline script ran");
+    // Nor is any script served to be a service worker, which would see
+    // every request of the origin.
+    let worker = server
+        .http
+        .get(server.url("/admin/console.js"))
+        .header("service-worker", "script")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(worker.status().as_u16(), 403);
     open(&s, "audit").await;
     wait_text(&s, "#audit-chain", "Chain verified").await;
     // Made now and never shown to the host: its copy does not hold it.

@@ -32,10 +32,18 @@ impl Plugin for Console {
                 ("x-content-type-options".into(), "nosniff".into()),
                 ("x-frame-options".into(), "DENY".into()),
                 ("referrer-policy".into(), "no-referrer".into()),
+                // Enforced here, where a super_admin's token lives: the
+                // page needs no inline script or style, so an injected one
+                // is blocked, not only reported.
+                ("content-security-policy".into(), CSP.into()),
             ],
             body: body.as_bytes().to_vec(),
         })
     }
 }
+
+/// The console's own policy, on top of the host's report-only one.
+const CSP: &str = "default-src 'self'; object-src 'none'; base-uri 'none'; \
+                   form-action 'self'; frame-ancestors 'none'";
 
 neo_ops_sdk::export_plugin!(Console);
