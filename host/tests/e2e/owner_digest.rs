@@ -756,6 +756,30 @@ async fn smtp_down_fails_then_next_run_sends(backend: Backend) {
         "no sent_at without a sent mail"
     );
 
+    // Over every tenant with --json: the failure, and what each tenant got.
+    tenant(&server, "globex", None, "Asia/Kolkata").await;
+    let args = ["--all-tenants", "--date", DAY, "--json"]
+        .map(String::from)
+        .to_vec();
+    let out = neo_ops::triggers::command::run(&down, "owner-digest", args)
+        .await
+        .unwrap();
+    assert_eq!(out.status, 503);
+    let doc: Json = serde_json::from_slice(&out.body).unwrap();
+    assert_eq!(doc["ok"], false, "{doc}");
+    let said = doc["error"]["message"].as_str().unwrap();
+    assert!(
+        said.starts_with("1 of 2 digests failed (0 sent): "),
+        "{said}"
+    );
+    let statuses: Vec<(&str, &str)> = doc["data"]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["tenant"].as_str().unwrap(), r["status"].as_str().unwrap()))
+        .collect();
+    assert_eq!(statuses, [("acme", "failed"), ("globex", "skipped")]);
+
     // Digesting in its own run (no queue), the scheduled run fails loudly
     // too: its run is recorded as an error.
     let slot = utc("2026-11-24T14:30:00Z");

@@ -176,7 +176,7 @@ struct Request {
 
 impl Request {
     fn parse(args: &Args, inv: &Invocation, now_micros: i64) -> Result<Self, Failure> {
-        args.only_flags(&["--date"], &["--all-tenants", "--json"], USAGE)?;
+        args.only_flags(&["--tenant", "--date"], &["--all-tenants", "--json"], USAGE)?;
         let selection = match (args.value("--tenant"), args.flag("--all-tenants")) {
             (Some(t), false) => Selection::One(t.to_string()),
             (None, true) => Selection::All,
@@ -383,10 +383,16 @@ fn respond(req: &Request, results: &[TenantResult]) -> Result<Output, Failure> {
         } else {
             String::new()
         };
-        return Err(reply::fail(
-            first.status,
-            format!("{prefix}{}", messages.join("; ")),
-        ));
+        let failed = reply::fail(first.status, format!("{prefix}{}", messages.join("; ")));
+        // Which tenants did get theirs is shown too, as purge shows it.
+        if req.json && results.len() > 1 {
+            let items: Vec<Json> = results.iter().map(result_json).collect();
+            return Ok(reply::failed_with_data(
+                &failed,
+                json!({ "results": items }),
+            ));
+        }
+        return Err(failed);
     }
     if req.json {
         let items: Vec<Json> = results.iter().map(result_json).collect();

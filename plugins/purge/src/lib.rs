@@ -143,14 +143,7 @@ fn run(opts: &Options) -> Result<Output, Failure> {
             .iter()
             .map(|(tenant, f)| json!({"tenant": tenant, "code": f.status, "message": f.message}))
             .collect();
-        return Ok(reply::json(
-            failed.status,
-            &json!({
-                "ok": false,
-                "error": {"code": failed.status, "message": failed.message},
-                "data": doc,
-            }),
-        ));
+        return Ok(reply::failed_with_data(&failed, doc));
     }
     let done: String = reports
         .iter()

@@ -23,7 +23,11 @@ pub struct Options {
 impl Options {
     pub fn parse(args: &Args, inv: &Invocation) -> Result<Self, Failure> {
         // A typo never runs a real purge.
-        args.only_flags(&["--batch-size"], &["--all-tenants", "--json"], USAGE)?;
+        args.only_flags(
+            &["--tenant", "--batch-size"],
+            &["--all-tenants", "--json"],
+            USAGE,
+        )?;
         let tenant = args.value("--tenant").map(str::to_string);
         let tenant = tenant.or_else(|| inv.tenant.clone());
         let scope = match (tenant, args.flag("--all-tenants")) {

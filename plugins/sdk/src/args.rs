@@ -4,7 +4,11 @@
 use crate::reply::fail;
 use crate::{Failure, Invocation};
 
-/// Flags the host reads on every command line, so every plugin accepts them.
+/// Flags the host reads on every command line. `--tenant` always takes
+/// the argument after it, but only a plugin that lists it accepts it (one
+/// that ignored it would list every tenant's records as if they were that
+/// tenant's); `--dry-run` every plugin accepts (the SDK refuses it for a
+/// plugin without one).
 const HOST_VALUE_FLAGS: &[&str] = &["--tenant"];
 const HOST_BOOL_FLAGS: &[&str] = &["--dry-run"];
 
@@ -22,8 +26,8 @@ impl Args {
     }
 
     /// Refuses a `--flag` that is neither in `value_flags` (which take a
-    /// value), nor in `bool_flags`, nor one of the host's (`--tenant`,
-    /// `--dry-run`), a value flag with no value, and a value flag given
+    /// value), nor in `bool_flags`, nor `--dry-run`, a value flag with no
+    /// value, and a value flag given
     /// twice (`--threshold 5 --threshold 50`: which one was meant?); the
     /// error quotes the flag and ends with `usage`.
     pub fn strict(
@@ -42,7 +46,7 @@ impl Args {
                 Some((n, _)) => (n, true),
                 None => (item.as_str(), false),
             };
-            if value_flags.contains(&name) || HOST_VALUE_FLAGS.contains(&name) {
+            if value_flags.contains(&name) {
                 if !inline_value && iter.next().is_none() {
                     return Err(fail(400, format!("{name} needs a value ({usage})")));
                 }
@@ -168,7 +172,16 @@ mod tests {
             "--dry-run",
             "pos",
         ]);
-        assert!(ok.strict(&["--csv"], &["--json"], usage).is_ok());
+        assert!(
+            ok.strict(&["--csv", "--tenant"], &["--json"], usage)
+                .is_ok()
+        );
+        // A plugin that takes no tenant refuses one rather than ignore it.
+        let e = ok.strict(&["--csv"], &["--json"], usage).unwrap_err();
+        assert_eq!(
+            e.message,
+            format!("unknown flag \"--tenant=acme\" ({usage})")
+        );
         let e = args(&["--csv", "a", "--jsn"])
             .strict(&["--csv"], &["--json"], usage)
             .unwrap_err();

@@ -36,6 +36,20 @@ pub fn fail(status: u16, message: impl Into<String>) -> Failure {
     }
 }
 
+/// `failed`'s envelope with `data` as well, as an answer with its status: a
+/// run over many tenants that failed for some still shows what it did for
+/// the others (`--json`), and fails.
+pub fn failed_with_data(failed: &Failure, data: Value) -> Output {
+    json(
+        failed.status,
+        &json!({
+            "ok": false,
+            "error": {"code": failed.status, "message": failed.message},
+            "data": data,
+        }),
+    )
+}
+
 /// A queue job whose payload the plugin cannot use: 400 (so the queue
 /// dead-letters it at once), quoting at most 200 characters of it.
 pub fn bad_job_payload(queue: &str, payload: &str, expected: &str) -> Failure {
