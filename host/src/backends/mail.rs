@@ -459,6 +459,16 @@ fn fold_addresses(message: &mut Message, name: &'static str, list: &[Mailbox]) {
 mod tests {
     use super::*;
 
+    /// `mail` as it goes out from ops@example.com.
+    fn built(mail: OutgoingMail) -> Message {
+        build(
+            mail,
+            mailbox("ops@example.com").unwrap(),
+            "<id@example.com>",
+        )
+        .unwrap()
+    }
+
     /// What goes to the server is 7-bit lines ending in CRLF, whatever the
     /// plugin handed over: an attachment's bare LFs (and an `LF . CR LF`
     /// that some servers take for the end of the data), a lone CR or a NUL
@@ -477,12 +487,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let message = build(
-            mail,
-            mailbox("ops@example.com").unwrap(),
-            "<id@example.com>",
-        )
-        .unwrap();
+        let message = built(mail);
         let to: Vec<String> = message
             .envelope()
             .to()
@@ -526,12 +531,7 @@ mod tests {
             text: "t".into(),
             ..Default::default()
         };
-        let message = build(
-            mail,
-            mailbox("ops@example.com").unwrap(),
-            "<id@example.com>",
-        )
-        .unwrap();
+        let message = built(mail);
         assert_eq!(message.envelope().to().len(), 63);
         let raw = String::from_utf8(message.formatted()).unwrap();
         let head = raw.split("\r\n\r\n").next().unwrap();

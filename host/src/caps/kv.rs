@@ -30,13 +30,7 @@ impl StoreState {
                 key.len()
             )));
         }
-        // Also after any `:`: a deployment whose `NEO_OPS_KV_PREFIX` is
-        // this one's and more (`neo-ops:` and `neo-ops:staging:`) keeps its
-        // queues and locks at `staging:__…` in this one's keys.
-        if key
-            .split(':')
-            .any(|part| part.starts_with(crate::manifest::HOST_NAMESPACE))
-        {
+        if key.starts_with(crate::manifest::HOST_NAMESPACE) {
             return Err(WitError::denied(format!(
                 "kv key \"{key}\" is reserved for the host"
             )));

@@ -349,8 +349,6 @@ fn usage_error(e: &clap::Error, json: bool) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(2))
 }
 
-/// The envelope HTTP callers get for a failure, on stdout (`error: …` goes
-/// to stderr beside it).
 /// A value on the command line that is wrong (`--retention-days 0`, an
 /// unknown role): the command line is, as when clap refuses it, so it
 /// exits 2 (and, with `--json`, says 400), not 1 as a command that failed.
@@ -370,6 +368,8 @@ fn bad_argument(message: impl Into<String>) -> anyhow::Error {
     BadArgument(message.into()).into()
 }
 
+/// The envelope HTTP callers get for a failure, on stdout (`error: …` goes
+/// to stderr beside it).
 fn print_error_envelope(code: u16, message: &str) {
     use std::io::Write;
     let envelope = serde_json::json!({"ok": false, "error": {"code": code, "message": message}});

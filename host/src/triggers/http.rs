@@ -778,7 +778,8 @@ async fn answer(
     // A script fetched to be a service worker would see every request of
     // the origin, the console's tokens included: no plugin serves one.
     if headers.get("service-worker").is_some() {
-        tracing::warn!(request_id = %request_id, path = parts.uri.path(), "refused a service worker script");
+        // Debug: anyone can send it, and the log is not theirs to fill.
+        tracing::debug!(request_id = %request_id, path = parts.uri.path(), "refused a service worker script");
         return error_envelope(403, "no service worker is served here");
     }
     let safe = matches!(parts.method, Method::GET | Method::HEAD);
@@ -942,6 +943,11 @@ const RESERVED_HEADERS: &[&str] = &[
     "strict-transport-security",
     "access-control-allow-credentials",
     "service-worker-allowed",
+    // Network error reports for every request of the origin, sent where
+    // the plugin says; another server for the whole origin.
+    "nel",
+    "report-to",
+    "alt-svc",
 ];
 
 fn plugin_response(
@@ -1025,6 +1031,10 @@ mod tests {
                 "max-age=1".to_string(),
             ),
             ("service-worker-allowed".to_string(), "/".to_string()),
+            (
+                "NEL".to_string(),
+                r#"{"report_to":"x","max_age":1}"#.to_string(),
+            ),
             ("x-content-type-options".to_string(), "x".to_string()),
         ];
         let response = plugin_response(201, headers, b"hi".to_vec(), false);
@@ -1041,11 +1051,19 @@ mod tests {
             "set-cookie",
             "strict-transport-security",
             "service-worker-allowed",
+            "nel",
         ] {
             assert!(!h.contains_key(refused), "{refused} was passed on");
         }
         assert_eq!(h["x-content-type-options"], "nosniff");
         assert!(!h.contains_key("content-security-policy-report-only"));
+        // An operator's answer is kept nowhere, whatever its plugin said.
+        let cached = vec![(
+            "cache-control".to_string(),
+            "public, max-age=600".to_string(),
+        )];
+        let response = private(plugin_response(200, cached, Vec::new(), false));
+        assert_eq!(response.headers()["cache-control"], "no-store");
         // HTML however its type is written gets the policy.
         for html in ["Text/HTML; charset=utf-8", "image/svg+xml"] {
             let headers = vec![("content-type".to_string(), html.to_string())];

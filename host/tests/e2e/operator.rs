@@ -490,21 +490,22 @@ async fn mail_is_marked_automatic_with_the_senders_domain() {
     server.stop().await.unwrap();
 }
 
-/// Long jobs say how far they are: in a pipe (as here) as log lines on
-/// stderr, the first and the last always; on a terminal (a pty from
-/// `script`) as a progress bar.
-#[test]
-fn long_jobs_report_progress() {
-    let cli = support::Cli::new(
-        r#"
+/// The purge plugin, run by hand.
+const PURGE: &str = r#"
 [plugins.purge]
 component = "purge.wasm"
 command = true
 grants = { db = ["master", "tenant:*"], kv = ["purge:"], audit = true }
 limits = { memory = "64MiB", timeout = "60s" }
 config = { batch_size = "50", lock_ttl = "60s" }
-"#,
-    );
+"#;
+
+/// Long jobs say how far they are: in a pipe (as here) as log lines on
+/// stderr, the first and the last always; on a terminal (a pty from
+/// `script`) as a progress bar.
+#[test]
+fn long_jobs_report_progress() {
+    let cli = support::Cli::new(PURGE);
     for name in ["acme", "globex"] {
         let o = cli.run(&["tenant", "create", name, "--demo"]);
         assert_eq!(o.code, Some(0), "{}", o.stderr);
@@ -1138,14 +1139,7 @@ async fn migrate_dry_run_lists_and_changes_nothing() {
 /// unable to start).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reading_commands_leave_the_master_as_it_is() {
-    let cli = support::Cli::new(
-        r#"
-[plugins.purge]
-component = "purge.wasm"
-command = true
-grants = { db = ["master", "tenant:*"], kv = ["purge:"], audit = true }
-"#,
-    );
+    let cli = support::Cli::new(PURGE);
     let db = cli.dir.path().join("data/db");
     let empty: [(&[&str], &str); 3] = [
         (&["tenant", "list", "--json"], "[]"),

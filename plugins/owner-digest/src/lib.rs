@@ -385,7 +385,7 @@ fn respond(req: &Request, results: &[TenantResult]) -> Result<Output, Failure> {
         };
         let failed = reply::fail(first.status, format!("{prefix}{}", messages.join("; ")));
         // Which tenants did get theirs is shown too, as purge shows it.
-        if req.json && results.len() > 1 {
+        if req.json && matches!(req.selection, Selection::All) {
             let items: Vec<Json> = results.iter().map(result_json).collect();
             return Ok(reply::failed_with_data(
                 &failed,

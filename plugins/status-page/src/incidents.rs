@@ -248,7 +248,8 @@ pub fn update(title: &str, message: &str, impact: Option<Impact>) -> Result<Outp
     let mut statements = vec![insert];
     if let Some(impact) = impact {
         statements.push(Statement {
-            sql: "UPDATE incidents SET impact = $1 WHERE id = $2".into(),
+            // Not a resolve that landed since the look-up.
+            sql: "UPDATE incidents SET impact = $1 WHERE id = $2 AND resolved_at IS NULL".into(),
             params: vec![Value::from(impact.as_str()), Value::Int(id)],
         });
     }
