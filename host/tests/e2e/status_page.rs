@@ -468,23 +468,10 @@ async fn the_page_answers_through_a_master_outage() {
     pg.set_up(false);
     // The proxy cuts its open connections as it goes down: a statement
     // already through them may still answer live.
-    let kept_within = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let resp = loop {
-        let resp = server
-            .http
-            .get(server.url("/status.json"))
-            .send()
-            .await
-            .unwrap();
-        if resp.headers().contains_key("x-status-as-of") {
-            break resp;
-        }
-        assert!(
-            std::time::Instant::now() < kept_within,
-            "never the kept board"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    };
+    let resp = status_json_until(&server, "the kept board", |resp| {
+        resp.headers().contains_key("x-status-as-of")
+    })
+    .await;
     assert_eq!(resp.status().as_u16(), 200);
     // The same body, dated: another representation, so a cache holding the
     // live one does not get a 304 (whose headers it would keep after).
@@ -568,10 +555,14 @@ async fn the_page_says_so_in_html_when_nothing_is_kept() {
     server.stop().await.unwrap();
 }
 
-/// Waits until `/status.json` is served live again (no `x-status-as-of`),
-/// failing after 10 s.
-async fn live_again_within_10s(server: &support::Server) {
-    let back = std::time::Instant::now();
+/// Asks for `/status.json` until its answer is `wanted`, failing with
+/// `what` after 10 s; returns that answer.
+async fn status_json_until(
+    server: &support::Server,
+    what: &str,
+    wanted: impl Fn(&reqwest::Response) -> bool,
+) -> reqwest::Response {
+    let within = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
         let resp = server
             .http
@@ -579,15 +570,21 @@ async fn live_again_within_10s(server: &support::Server) {
             .send()
             .await
             .unwrap();
-        if resp.status().as_u16() == 200 && resp.headers().get("x-status-as-of").is_none() {
-            return;
+        if wanted(&resp) {
+            return resp;
         }
-        assert!(
-            back.elapsed() < std::time::Duration::from_secs(10),
-            "never live again"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        assert!(std::time::Instant::now() < within, "never {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Waits until `/status.json` is served live again (no `x-status-as-of`),
+/// failing after 10 s.
+async fn live_again_within_10s(server: &support::Server) {
+    status_json_until(server, "live again", |resp| {
+        resp.status().as_u16() == 200 && resp.headers().get("x-status-as-of").is_none()
+    })
+    .await;
 }
 
 /// A master that takes connections but never answers (a blackholed host,
