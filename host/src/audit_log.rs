@@ -21,6 +21,16 @@ pub struct NewRecord {
     pub details: serde_json::Value,
 }
 
+/// Who ran this process's command, as the audit log names it:
+/// `cli (<user>)`, the user `sudo` ran it for if any.
+pub fn cli_actor() -> String {
+    let user = ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
+        .unwrap_or_else(|| "unknown".into());
+    format!("cli ({user})")
+}
+
 /// The hash of a record given its predecessor's: over a canonical JSON array
 /// of every stored field, so any edit changes it.
 pub fn record_hash(prev: &str, at: DateTime<Utc>, r: &NewRecord) -> String {

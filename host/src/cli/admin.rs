@@ -253,15 +253,6 @@ pub async fn revoke_token(cli: &Cli, given: &str, dry_run: bool) -> anyhow::Resu
     .await
 }
 
-/// Who ran this command, as the audit log names it: `cli (<user>)`.
-fn cli_actor() -> String {
-    let user = ["SUDO_USER", "USER", "LOGNAME"]
-        .iter()
-        .find_map(|v| std::env::var(v).ok().filter(|u| !u.is_empty()))
-        .unwrap_or_else(|| "unknown".into());
-    format!("cli ({user})")
-}
-
 /// Puts a change this command made on the audit record. The change is
 /// already committed, so a record that cannot be written is said on
 /// stderr, not turned into a failure of the command.
@@ -273,7 +264,7 @@ pub(super) async fn record(
     details: serde_json::Value,
 ) {
     let entry = audit_log::NewRecord {
-        actor: cli_actor(),
+        actor: audit_log::cli_actor(),
         action: action.into(),
         target: target.into(),
         tenant: tenant.map(str::to_string),

@@ -567,6 +567,11 @@ fn actor(plugin: &str, inv: Option<&Invocation>) -> String {
     if let Some(p) = &inv.principal {
         return p.name.clone();
     }
+    // A command line is an operator's act: named like the CLI's own
+    // changes, the record's plugin column says which plugin it ran.
+    if matches!(inv.trigger, Trigger::Command(_)) {
+        return crate::audit_log::cli_actor();
+    }
     format!("{plugin} ({})", inv.trigger_name())
 }
 

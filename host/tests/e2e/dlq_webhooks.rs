@@ -1192,14 +1192,19 @@ async fn dead_letters_from_the_command_line() {
     let records = server
         .master()
         .query(
-            "SELECT actor FROM audit_log WHERE action = 'dlq.replay' AND target = 'export:cli-1'",
+            "SELECT actor, plugin FROM audit_log \
+             WHERE action = 'dlq.replay' AND target = 'export:cli-1'",
             &[],
         )
         .await
         .unwrap();
+    // The operator who ran it (the command inherits this process's user).
     assert_eq!(
         records.rows,
-        vec![vec![Value::Text("dead-letters (command)".into())]]
+        vec![vec![
+            Value::Text(neo_ops::audit_log::cli_actor()),
+            Value::Text("dead-letters".into())
+        ]]
     );
     let again = run(&["replay", "export", "cli-1"]);
     assert_eq!(again.code, Some(1));

@@ -235,14 +235,19 @@ async fn edited_audit_record_is_caught(backend: Backend) {
     let master = server.master().clone();
     let v = neo_ops::audit_log::verify(&master).await.unwrap();
     assert_eq!((v.records, v.broken_at.is_none()), (3, true));
-    // Outside HTTP the host names the plugin and trigger, whatever the plugin passed.
+    // From a command line the host names the operator and the plugin,
+    // whatever the plugin passed.
+    let operator = neo_ops::audit_log::cli_actor();
     let actors = master
-        .query("SELECT DISTINCT actor FROM audit_log", &[])
+        .query("SELECT DISTINCT actor, plugin FROM audit_log", &[])
         .await
         .unwrap();
     assert_eq!(
         actors.rows,
-        vec![vec![Value::Text("probe (command)".into())]]
+        vec![vec![
+            Value::Text(operator.clone()),
+            Value::Text("probe".into())
+        ]]
     );
 
     let ids = support::ints(&master, "SELECT id FROM audit_log ORDER BY id", &[]).await;
@@ -262,8 +267,8 @@ async fn edited_audit_record_is_caught(backend: Backend) {
     // Deleting a record breaks the link of the next one.
     master
         .execute(
-            "UPDATE audit_log SET actor = 'probe (command)' WHERE id = $1",
-            &[Value::Int(ids[1])],
+            "UPDATE audit_log SET actor = $2 WHERE id = $1",
+            &[Value::Int(ids[1]), Value::Text(operator)],
         )
         .await
         .unwrap();
