@@ -6,7 +6,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::PathRejection;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::header::{CACHE_CONTROL, X_CONTENT_TYPE_OPTIONS};
+use axum::http::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{MethodFilter, MethodRouter, get, on};
@@ -428,16 +428,19 @@ async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Response 
         set_queue_gauges(m, lengths);
         m.render()
     };
-    private(
+    let openmetrics = headers
+        .get(ACCEPT)
+        .and_then(|a| a.to_str().ok())
+        .is_some_and(crate::metrics::accepts_openmetrics);
+    let (content_type, text) = if openmetrics {
+        (crate::metrics::OPENMETRICS, text)
+    } else {
         (
-            [(
-                "content-type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )],
-            text,
+            crate::metrics::PROMETHEUS_TEXT,
+            crate::metrics::prometheus_text(&text),
         )
-            .into_response(),
-    )
+    };
+    private(([(CONTENT_TYPE, content_type)], text).into_response())
 }
 
 /// Held while a scrape sets and reads the queue gauges.

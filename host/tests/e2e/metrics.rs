@@ -14,6 +14,36 @@ routes = [{ method = "GET", path = "/status.json" }]
 grants = { db = ["master"], kv = ["status:"], audit = true }
 "#;
 
+/// What Prometheus 2.42 asks a target for.
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+    application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// Runs `promtool check metrics` (Debian's `prometheus`) over `text`: it
+/// parses the Prometheus text format and lints it.
+fn promtool_finds_clean(text: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("Debian's prometheus (promtool) must be installed (.ci/run installs it)");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool: {}{}\n{text}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Kills the Prometheus the test started.
 struct Prometheus(std::process::Child);
 
@@ -56,6 +86,42 @@ async fn prometheus_scrapes_invocation_counts() {
         "{text}"
     );
     assert!(text.contains("neo_ops_slots_in_use"), "{text}");
+    // Asked for without OpenMetrics (curl, an agent that reads only the
+    // Prometheus text), the answer is Prometheus text 0.0.4, which
+    // `promtool` (a 0.0.4 reader) finds clean. Before, it was OpenMetrics
+    // whatever was asked: promtool read the counters as untyped, with no
+    // help ("neo_ops_invocations_total no help text", exit 3).
+    for accept in [None, Some("text/plain;version=0.0.4"), Some("*/*")] {
+        let mut request = server.http.get(server.url("/metrics")).bearer_auth(&token);
+        if let Some(accept) = accept {
+            request = request.header("accept", accept);
+        }
+        let resp = request.send().await.unwrap();
+        assert_eq!(
+            resp.headers()["content-type"],
+            "text/plain; version=0.0.4; charset=utf-8",
+            "{accept:?}"
+        );
+        let text = resp.text().await.unwrap();
+        assert!(
+            text.contains("# TYPE neo_ops_invocations_total counter\n") && !text.contains("# EOF"),
+            "{text}"
+        );
+        promtool_finds_clean(&text);
+    }
+    let resp = server
+        .http
+        .get(server.url("/metrics"))
+        .bearer_auth(&token)
+        .header("accept", PROMETHEUS_ACCEPT)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["content-type"],
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(resp.text().await.unwrap().ends_with("# EOF\n"));
 
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("prometheus.yml");
