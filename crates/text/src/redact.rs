@@ -43,8 +43,9 @@ const SECRET_WORDS: &[&str] = &[
 ];
 
 /// Short words that mark a secret only as a whole part of a name (`sig`,
-/// `X-Amz-Sig`), since inside longer words they are harmless (`signal`).
-const SECRET_SEGMENTS: &[&str] = &["SIG", "PW", "PWD", "SID"];
+/// `X-Amz-Sig`, a staff `pin`, a sign-in `otp`), since inside longer words
+/// they are harmless (`signal`, `shipping`).
+const SECRET_SEGMENTS: &[&str] = &["SIG", "PW", "PWD", "SID", "PIN", "OTP"];
 
 /// Whether a variable, key or parameter name looks like it holds a secret.
 /// Percent-encoded names are decoded first (twice, for nested URLs).
@@ -278,7 +279,14 @@ fn mask_named_values(s: &str, mask: &str) -> String {
             i += 1;
             continue;
         };
-        let name_end = i;
+        // A plain `=` may have spaces around it (`password = x`, INI and
+        // TOML) and a quoted value (`password="x y"`, logfmt).
+        let mut name_end = i;
+        if !encoded {
+            while name_end > 0 && b[name_end - 1] == b' ' {
+                name_end -= 1;
+            }
+        }
         let mut name_start = name_end;
         while name_start > 0
             && is_name_byte(b[name_start - 1])
@@ -286,7 +294,7 @@ fn mask_named_values(s: &str, mask: &str) -> String {
         {
             name_start -= 1;
         }
-        let value_start = name_end + sep_len;
+        let mut value_start = i + sep_len;
         i = value_start;
         // Only a secret's value is measured: scanning every value to its end
         // would make `a=a=a=…` quadratic.
@@ -295,7 +303,22 @@ fn mask_named_values(s: &str, mask: &str) -> String {
         {
             continue;
         }
-        let value_end = value_end(b, value_start, encoded);
+        let mut quote = None;
+        if !encoded {
+            while value_start < b.len() && b[value_start] == b' ' {
+                value_start += 1;
+            }
+            if let Some(&q @ (b'"' | b'\'')) = b.get(value_start) {
+                quote = Some(q);
+                value_start += 1;
+            }
+        }
+        let value_end = match quote {
+            Some(q) => (value_start..b.len())
+                .find(|&j| b[j] == q && b[j - 1] != b'\\')
+                .unwrap_or(b.len()),
+            None => value_end(b, value_start, encoded),
+        };
         let value = &s[value_start..value_end];
         if !value.is_empty() && value != mask {
             out.push_str(&s[copied..value_start]);
@@ -649,6 +672,25 @@ mod tests {
         assert_eq!(
             redact_text("failed: code=503 error_code=E42 ?zip_code=560001", M),
             "failed: code=503 error_code=E42 ?zip_code=560001"
+        );
+        // Quoted (logfmt) and spaced (INI, TOML) values. Before, the quote
+        // ended the value at once and the space ended the name.
+        assert_eq!(
+            redact_text(r#"smtp login password="hunter 2" user=ops"#, M),
+            r#"smtp login password="****" user=ops"#
+        );
+        assert_eq!(
+            redact_text("SMTP_PASS='x y' api_key = k1 token= t2 pin = 1", M),
+            "SMTP_PASS='****' api_key = **** token= **** pin = ****"
+        );
+        assert_eq!(
+            redact_text(r#"secret="a\"b" next=1"#, M),
+            r#"secret="****" next=1"#
+        );
+        assert_eq!(redact_text("a = b, c = 'd'", M), "a = b, c = 'd'");
+        assert_eq!(
+            redact_text("?otp=123456&staff_pin=4321&pin_hash=x&shipping=2", M),
+            "?otp=****&staff_pin=****&pin_hash=****&shipping=2"
         );
     }
 

@@ -3,6 +3,7 @@
 //! non-zero.
 
 mod admin;
+mod log_writer;
 mod plugin;
 mod preflight;
 mod run;
@@ -403,7 +404,7 @@ fn init_tracing(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
+        .with_writer(log_writer::RedactedStderr);
     let _ = match cli.log_format {
         LogFormat::Json => builder.json().try_init(),
         LogFormat::Text => builder.try_init(),

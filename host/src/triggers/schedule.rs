@@ -290,7 +290,8 @@ pub async fn fire(runtime: &Runtime, plugin: &str, schedule: usize, at: DateTime
             Some(format!("the plugin answered status {}", out.status))
         }
         Ok(_) => None,
-        Err(e) => Some(e.to_string()),
+        // Kept 30 days in `runs`: masked and cut short as a job's error is.
+        Err(e) => Some(super::queue::kept_error(&e.to_string())),
     };
     finish_run(runtime, run_id, started, error).await;
 }

@@ -1449,6 +1449,28 @@ async fn a_served_invocation_has_a_log_budget() {
     assert_eq!(lines, 1200, "a command's lines are all shown");
 }
 
+/// The process log is masked whoever writes to it, in either format: a
+/// plugin's line quoting a DSN and a customer's address, its secret-named
+/// field. Before, only the tenant's ring was.
+#[test]
+fn the_process_log_is_redacted() {
+    let cli = support::Cli::new(PROBE);
+    let said = "connecting to postgres://ops:hunter2@db/x for ann@a.example";
+    for format in ["text", "json"] {
+        let run = cli.run(&["--log-format", format, "run", "probe", "warn", said]);
+        assert_eq!(run.code, Some(0), "{}", run.stderr);
+        let log = &run.stderr;
+        assert!(
+            log.contains("postgres://ops:****@db/x for ****@a.example"),
+            "{format}: {log}"
+        );
+        assert!(log.contains("api_key=****"), "{format}: {log}");
+        for secret in ["hunter2", "ann@", "k-123"] {
+            assert!(!log.contains(secret), "{format}: {secret} in {log}");
+        }
+    }
+}
+
 /// A tenant's recent log lines go to an operator's invocation for that
 /// tenant, never to an anonymous request that names the tenant.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -165,6 +165,11 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
                 }
                 Ok(format!("logged {n}"))
             }
+            ["warn", text] => {
+                let field = ("api_key".to_string(), "k-123".to_string());
+                log::log(log::Level::Warn, text, &[field]);
+                Ok("warned".into())
+            }
             ["enqueue", q, payload] => queue::enqueue(q, payload),
             ["audit", action] => audit::append(&audit::Entry {
                 actor: "probe".into(),
