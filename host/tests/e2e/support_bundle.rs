@@ -124,7 +124,7 @@ async fn seed(replica: &Replica) -> String {
                     json!({"kds": true, "loyalty": false, "webhook_secret": CANARY}).to_string(),
                 ),
                 Value::Json(
-                    json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": CANARY, "signing_secret": 83920174})
+                    json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": CANARY, "signing_secret": 83920174, "kiosk_pass": 4821})
                         .to_string(),
                 ),
             ],
@@ -338,10 +338,10 @@ async fn bundle_is_complete_and_leaks_nothing(backend: Backend) {
         json!({"kds": true, "loyalty": false, "webhook_secret": "****"})
     );
     // A limit's count stays, under a key that looks secret too; a number
-    // under another secret-looking key does not.
+    // under another secret-looking key does not, a `pass` (no plural) too.
     assert_eq!(
         config["limits"],
-        json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": "****", "signing_secret": "****"})
+        json!({"max_outlets": 3, "api_keys": 2, "webhook_secret": "****", "signing_secret": "****", "kiosk_pass": "****"})
     );
 
     // recent-logs.txt: acme's host log lines (the first download, the

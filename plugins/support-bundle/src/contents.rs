@@ -95,10 +95,11 @@ pub fn config_json(config: &TenantConfig) -> String {
 }
 
 /// Whether a limit's key names a count or a bound (`api_keys`,
-/// `max_sessions`, `webhook_limit`, `tokens_per_day`), not one value.
+/// `max_sessions`, `webhook_limit`, `tokens_per_day`), not one value: a
+/// plural, though not a word that ends in `ss` (`kiosk_pass` is a PIN).
 fn counts_something(key: &str) -> bool {
     let key = key.to_ascii_lowercase();
-    key.ends_with('s')
+    (key.ends_with('s') && !key.ends_with("ss"))
         || key.starts_with("max")
         || key.starts_with("min")
         || ["limit", "count", "_per_"].iter().any(|w| key.contains(w))

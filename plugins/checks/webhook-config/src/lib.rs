@@ -81,7 +81,10 @@ impl Policy {
     /// What is wrong with one endpoint; empty when nothing is.
     fn judge(&self, url: &str, secret: &str) -> Vec<String> {
         let mut out = Vec::new();
-        let shown = http::redact(url);
+        // A receiver's path is often its credential (`/hooks/T0/B0/XYZ`):
+        // named by its origin only, as webhook-dispatch names it.
+        let shown = neo_ops_sdk::redact::origin(url)
+            .map_or_else(|| http::redact(url), |origin| format!("{origin}/…"));
         match (
             url.split_once("://").map(|(s, _)| s.to_ascii_lowercase()),
             http::host(url),
@@ -134,15 +137,15 @@ mod tests {
 
     #[test]
     fn plain_http_bad_urls_and_short_secrets_are_named_without_the_secret() {
-        let p = policy().judge("http://hooks.example/x?key=k", "short-secret");
+        let p = policy().judge("http://hooks.example/T0/B0/XYZ?key=k", "short-secret");
         assert_eq!(
             p,
             vec![
-                "url http://hooks.example/x is not https",
+                "url http://hooks.example/… is not https",
                 "secret has 12 characters, fewer than 16"
             ]
         );
-        assert!(!p.join(" ").contains("short-secret"));
+        assert!(!p.join(" ").contains("short-secret") && !p.join(" ").contains("XYZ"));
         assert_eq!(policy().judge("ftp://x/", "0123456789abcdef").len(), 1);
         assert_eq!(policy().judge("", "0123456789abcdef").len(), 1);
     }
