@@ -109,7 +109,8 @@ const CUSTOMERS: &[Customer] = &[
 ];
 const EXPECT_ANON: u64 = 5;
 const EXPECT_DEL: u64 = 4;
-/// Outbox statuses in insertion order: 6 delivered, 3 pending, 2 failed.
+/// Outbox statuses in insertion order: 6 delivered, 4 pending, 3 failed;
+/// the last two were made 40 days ago, past the retention.
 const OUTBOX: &[&str] = &[
     "delivered",
     "pending",
@@ -122,8 +123,13 @@ const OUTBOX: &[&str] = &[
     "failed",
     "pending",
     "delivered",
+    "pending",
+    "failed",
 ];
-const EXPECT_OUTBOX: u64 = 6;
+const OUTBOX_OLD: usize = 2;
+/// The delivered, and the undelivered past the retention (before, those
+/// stayed for good with a customer's number in them).
+const EXPECT_OUTBOX: u64 = 8;
 
 async fn insert_customer(pool: &Pool, cust: &Customer, at: i64) -> i64 {
     let ago = |d: Option<i64>| d.map_or(Value::Null, |d| Value::Timestamp(at - d * DAY));
@@ -179,11 +185,18 @@ async fn seed(pool: &Pool) -> Vec<(&'static str, i64)> {
         ids.push((cust.key, insert_customer(pool, cust, at).await));
     }
     for (i, status) in OUTBOX.iter().enumerate() {
+        let days_ago = if i + OUTBOX_OLD >= OUTBOX.len() {
+            40
+        } else {
+            0
+        };
         pool.execute(
-            "INSERT INTO notification_outbox (channel, recipient, status) VALUES ('sms', $1, $2)",
+            "INSERT INTO notification_outbox (channel, recipient, status, created_at) \
+             VALUES ('sms', $1, $2, $3)",
             &[
                 Value::Text(format!("+91 9{i:09}")),
                 Value::Text(status.to_string()),
+                Value::Timestamp(at - days_ago * DAY),
             ],
         )
         .await
@@ -306,8 +319,9 @@ async fn exact_counts_dry_run_and_rerun(backend: Backend) {
     assert_eq!(out["data"]["dry_run"], false);
     let r = report(&out, "acme");
     assert_eq!(counts(r), (EXPECT_ANON, EXPECT_DEL, EXPECT_OUTBOX), "{out}");
-    // 9 expired customers in pages of 2 = 5 pages; 6 delivered entries = 3 pages.
-    assert_eq!(r["batches"], 8, "{out}");
+    // 9 expired customers in pages of 2 = 5 pages; 6 delivered entries and
+    // 2 old undelivered = 4 pages.
+    assert_eq!(r["batches"], 9, "{out}");
     assert!(r["duration_ms"].is_u64());
 
     let after = customers(&pool).await;
@@ -665,7 +679,8 @@ async fn lock_and_all_tenants(backend: Backend) {
     assert_eq!(globex_report["customers"]["deleted"], 0);
     assert_eq!(customers(&acme).await, acme_before);
     // globex keeps PII for 365 days: only the older expired customers go
-    // (anon-2 400d, del-4 700d), and every delivered entry.
+    // (anon-2 400d, del-4 700d), and every delivered entry; the undelivered
+    // ones 40 days old are within its retention.
     let names: Vec<String> = customers(&globex)
         .await
         .iter()
@@ -682,7 +697,7 @@ async fn lock_and_all_tenants(backend: Backend) {
     assert_eq!(names.len(), CUSTOMERS.len() - 1);
     assert_eq!(
         outbox_statuses(&globex).await.len(),
-        OUTBOX.len() - EXPECT_OUTBOX as usize
+        OUTBOX.len() - (EXPECT_OUTBOX as usize - OUTBOX_OLD)
     );
     assert_eq!(
         outbox_statuses(&gone).await,

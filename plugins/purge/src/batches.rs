@@ -166,7 +166,10 @@ fn apply_customers(
     Ok((rows[0], rows[1]))
 }
 
-/// Deletes delivered outbox entries in id order, a batch at a time.
+/// Deletes delivered outbox entries, and entries never delivered that are
+/// older than the retention (a failed SMS is not sent again after months,
+/// and its recipient is a customer's number), in id order, a batch at a
+/// time.
 fn outbox(
     run: &Run<'_>,
     counts: &mut Counts,
@@ -175,15 +178,22 @@ fn outbox(
     let (target, opts) = (&run.target(), run.opts);
     const PAGE: &str = "SELECT COUNT(*) AS n, MAX(id) AS last FROM \
                         (SELECT id FROM notification_outbox \
-                        WHERE status = 'delivered' AND id > $1 ORDER BY id LIMIT $2) page";
+                        WHERE (status = 'delivered' OR created_at < $3) AND id > $1 \
+                        ORDER BY id LIMIT $2) page";
     const DELETE: &str = "DELETE FROM notification_outbox \
-                          WHERE status = 'delivered' AND id > $1 AND id <= $2";
+                          WHERE (status = 'delivered' OR created_at < $3) \
+                          AND id > $1 AND id <= $2";
+    let cutoff = Value::Timestamp(run.cutoff);
     let mut after = 0;
     loop {
         let page = db::query(
             target,
             PAGE,
-            &[Value::Int(after), Value::Int(opts.batch_size)],
+            &[
+                Value::Int(after),
+                Value::Int(opts.batch_size),
+                cutoff.clone(),
+            ],
         )?;
         let Some((n, last)) = bounds(&page) else {
             return Ok(());
@@ -193,7 +203,7 @@ fn outbox(
         } else {
             let delete = Statement {
                 sql: DELETE.into(),
-                params: vec![Value::Int(after), Value::Int(last)],
+                params: vec![Value::Int(after), Value::Int(last), cutoff.clone()],
             };
             run.commit(counts, &["outbox_deleted"], &[delete])?[0]
         };

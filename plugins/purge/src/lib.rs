@@ -8,7 +8,8 @@
 //! says), and who is not anonymised yet. An expired customer that an order
 //! still points at is anonymised (the row stays for accounting); one with no
 //! orders is deleted. Notification-outbox entries with status `delivered`
-//! are deleted whatever their age.
+//! are deleted whatever their age, and the others once older than the
+//! retention (their recipient is a customer's number or address).
 //!
 //! Work goes in keyset-paginated batches on `id`, one transaction each, so a
 //! run never holds a long transaction and an interrupted run leaves only
