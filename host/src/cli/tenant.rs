@@ -13,6 +13,7 @@ pub async fn create(
     display_name: Option<&str>,
     with_demo: bool,
 ) -> anyhow::Result<ExitCode> {
+    not_blank("--display-name", display_name)?;
     with_databases(cli, Access::Write, async |db| {
         db.create_tenant(name, display_name.unwrap_or(name)).await?;
         let seeded = match with_demo {
@@ -40,6 +41,15 @@ pub async fn create(
         Ok(ExitCode::SUCCESS)
     })
     .await
+}
+
+/// Refuses a blank value: a blank plan or name reads as none in every list
+/// and report.
+fn not_blank(flag: &str, value: Option<&str>) -> anyhow::Result<()> {
+    match value {
+        Some(v) if v.trim().is_empty() => Err(bad_argument(format!("{flag}: \"{v}\" is blank"))),
+        _ => Ok(()),
+    }
 }
 
 /// Fills a new tenant with a week of demo data and an owner address (the
@@ -104,6 +114,8 @@ pub async fn set(cli: &Cli, args: &TenantSetArgs) -> anyhow::Result<ExitCode> {
             "--owner-email: \"{email}\" is not an email address"
         )));
     }
+    not_blank("--plan", args.plan.as_deref())?;
+    not_blank("--display-name", args.display_name.as_deref())?;
     if let Some(days) = args.retention_days
         && !(1..=36_500).contains(&days)
     {

@@ -112,6 +112,11 @@ fn tenant_set_changes_what_list_shows() {
             vec!["--retention-days", "0"],
             "--retention-days 0 is out of range",
         ),
+        (vec!["--plan", ""], "--plan: \"\" is blank"),
+        (
+            vec!["--display-name", "  "],
+            "--display-name: \"  \" is blank",
+        ),
         (vec![], "nothing to set"),
     ] {
         let mut argv = vec!["tenant", "set", "acme"];
