@@ -55,6 +55,17 @@ enum Next {
     DeadLetters(Vec<u8>),
 }
 
+impl Next {
+    fn name(&self) -> &'static str {
+        match self {
+            Next::Done => "done",
+            Next::Queue(_) => "queued again",
+            Next::Retry(..) => "retry",
+            Next::DeadLetters(_) => "dead letter",
+        }
+    }
+}
+
 /// Moves `raw` out of processing list `list` to where `next` says, in one
 /// atomic step (so repeating it after a lost reply moves nothing twice);
 /// false when `raw` was no longer there.
@@ -98,12 +109,39 @@ async fn settle(
 /// lost, and giving up would have the next start take a job that ran for
 /// one that was cut off and run it again. (A reload's next consumer of the
 /// queue waits for this one; shutdown is bounded by its grace period.)
+///
+/// A job no longer in the list, on the first answer, was taken from this
+/// replica's hands: Redis lost its data, or this replica looked dead to the
+/// others and one of them put its jobs back. Where the job went next is
+/// then not this replica's to say (a recoverer may have queued it again):
+/// said loudly, since after a Redis restart the job is gone.
 async fn settle_in_hand(kv: &Kv, (queue, list): (&str, &str), raw: &[u8], next: Next) {
     let mut pause = IDLE_POLL;
-    while let Err(e) = settle(kv, queue, list, raw, &next).await {
-        tracing::warn!(queue, error = %e, "could not settle a queue job; retrying");
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(SETTLE_RETRY_MAX);
+    let mut lost_answer = false;
+    loop {
+        match settle(kv, queue, list, raw, &next).await {
+            Ok(true) => return,
+            // After an answer that never came: most likely that one moved it.
+            Ok(false) if lost_answer || matches!(next, Next::Done) => return,
+            Ok(false) => {
+                let job = serde_json::from_slice::<Job>(raw).map(|j| j.id);
+                tracing::error!(
+                    queue,
+                    job = job.as_deref().unwrap_or("?"),
+                    outcome = next.name(),
+                    "a queue job was no longer in this replica's hands when it finished \
+                     (Redis lost its data, or another replica took this one for dead); \
+                     its outcome is not recorded"
+                );
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(queue, error = %e, "could not settle a queue job; retrying");
+                lost_answer = true;
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(SETTLE_RETRY_MAX);
+            }
+        }
     }
 }
 
