@@ -767,7 +767,10 @@ async fn a_gone_receiver_disables_its_endpoint(backend: Backend) {
         "HTTP 410 from http://{}; endpoint 1 disabled",
         receiver.addr
     );
-    assert_eq!(delivery(&pool, 1).await, ("dead".into(), 1, Some(reason)));
+    assert_eq!(
+        delivery(&pool, 1).await,
+        ("dead".into(), 1, Some(reason.clone()))
+    );
     let active = pool
         .query("SELECT active FROM webhook_endpoints WHERE id = 1", &[])
         .await
@@ -795,6 +798,37 @@ async fn a_gone_receiver_disables_its_endpoint(backend: Backend) {
     assert_eq!(receiver.requests().len(), 1, "sent once, not retried");
     // A breaker with a threshold of one failure stayed closed.
     assert!(breaker_events(&pool).await.is_empty());
+
+    // Switched on again while the audit log can take no record (no id left
+    // after the chain's end): the endpoint is switched off all the same,
+    // and the delivery says so. Before, it said "disabling endpoint 1
+    // failed" over an endpoint that was off.
+    let on = "UPDATE webhook_endpoints SET active = TRUE WHERE id = 1";
+    pool.execute(on, &[]).await.unwrap();
+    server
+        .master()
+        .execute(
+            "UPDATE audit_log SET id = 9223372036854775807 \
+             WHERE id = (SELECT MAX(id) FROM audit_log)",
+            &[],
+        )
+        .await
+        .unwrap();
+    add_delivery(&pool, 2, &json!({"order_id": 2})).await;
+    enqueue(&server, "webhook", "acme", r#"{"delivery_id": 2}"#).await;
+    wait_until("the second job is dead-lettered", || async {
+        dead_letters(&server, &token, "webhook").await.len() == 2
+    })
+    .await;
+    assert_eq!(delivery(&pool, 2).await, ("dead".into(), 1, Some(reason)));
+    let active = pool
+        .query("SELECT active FROM webhook_endpoints WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert!(
+        matches!(active.rows[0][0], Value::Bool(false) | Value::Int(0)),
+        "{active:?}"
+    );
     server.stop().await.unwrap();
 }
 

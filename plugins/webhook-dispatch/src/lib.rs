@@ -189,8 +189,7 @@ impl Job<'_> {
                 breaker.succeeded(gate, time::now_micros());
                 let reason = match delivery::disable_endpoint(&target, endpoint.id, &refused.reason)
                 {
-                    Ok(()) => format!("{}; endpoint {} disabled", refused.reason, endpoint.id),
-                    Err(e) => {
+                    Err(e) if !neo_ops_sdk::audit::committed(&e) => {
                         self.log(
                             log::Level::Warn,
                             &format!("disabling endpoint {} failed: {}", endpoint.id, e.message),
@@ -200,6 +199,9 @@ impl Job<'_> {
                             refused.reason, endpoint.id
                         )
                     }
+                    // Disabled, if only its audit record is missing (the
+                    // host logged that): the endpoint is off all the same.
+                    _ => format!("{}; endpoint {} disabled", refused.reason, endpoint.id),
                 };
                 self.record_failure(&delivery, 410, reason, true)
             }
