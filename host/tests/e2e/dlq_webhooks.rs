@@ -34,7 +34,7 @@ config = {{ breaker_threshold = "{breaker_threshold}", breaker_cooldown = "{brea
 [plugins.export-jobs]
 component = "export_jobs.wasm"
 queue = {{ name = "export", max_attempts = 2 }}
-grants = {{ db = ["master", "tenant"], mail = true }}
+grants = {{ db = ["master", "tenant"], kv = ["export:"], mail = true }}
 limits = {{ memory = "64MiB", timeout = "60s" }}
 
 [plugins.dead-letters]
@@ -990,7 +990,7 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
     .unwrap();
 
     let good = r#"{"kind": "orders", "from": "2026-11-24", "to": "2026-11-24", "email": "owner@acme.example"}"#;
-    enqueue(&server, "export", "acme", good).await;
+    let good_job = enqueue(&server, "export", "acme", good).await;
     let bad = r#"{"kind": "menu", "from": "2026-11-24", "to": "2026-11-24", "email": "owner@acme.example"}"#;
     let bad_job = enqueue(&server, "export", "acme", bad).await;
     // For a tenant deleted since the job was queued.
@@ -1046,6 +1046,30 @@ async fn export_mails_a_csv_and_a_bad_job_is_dead_lettered(backend: Backend) {
     );
     assert!(dead_letters(&server, &token, "webhook").await.is_empty());
     assert_eq!(dep.sent_mail().len(), 1, "the bad job mailed nothing");
+
+    // The mailed job delivered again, as after its process died before the
+    // queue heard it was done: it is done at once, and mails nothing.
+    // Before, every redelivery mailed the customers' orders again.
+    let again = queue::Job {
+        id: good_job,
+        queue: "export".into(),
+        payload: good.into(),
+        attempts: 1,
+        enqueued_at: chrono::Utc::now().to_rfc3339(),
+        last_error: None,
+        tenant: Some("acme".into()),
+        dead_at: None,
+        not_before_ms: None,
+    };
+    queue::push(&server.services.kv, &again).await.unwrap();
+    let ok_runs = |n: u32| {
+        let line = format!(
+            "neo_ops_invocations_total{{plugin=\"export-jobs\",trigger=\"queue\",outcome=\"ok\"}} {n}\n"
+        );
+        server.services.metrics.render().contains(&line)
+    };
+    wait_until("the job delivered again is done", || async { ok_runs(2) }).await;
+    assert_eq!(dep.sent_mail().len(), 1, "mailed once");
     server.stop().await.unwrap();
 }
 

@@ -6,7 +6,9 @@
 //! its error kept: one a retry would meet again (a bad payload, a tenant
 //! deleted or with an unknown time zone) is dead-lettered at once, anything
 //! else (mail that cannot be sent, a database blip) is retried and
-//! dead-lettered after `max_attempts`.
+//! dead-lettered after `max_attempts`. A job mailed once is marked sent
+//! (kv `export:sent:<job id>`, 14 days), so a redelivery of it mails
+//! nothing.
 
 mod csv;
 mod job;
@@ -14,9 +16,13 @@ mod orders;
 
 use chrono_tz::Tz;
 use neo_ops_sdk::serde_json::json;
-use neo_ops_sdk::{Failure, Invocation, Output, Plugin, QueueMessage, mail, reply, tenants};
+use neo_ops_sdk::{Failure, Invocation, Output, Plugin, QueueMessage, kv, mail, reply, tenants};
 
 struct ExportJobs;
+
+/// How long a sent export's mark is kept: longer than any job waits for
+/// its retries, or in the dead letters for a replay.
+const SENT_MARK_MS: u64 = 14 * 24 * 3600 * 1000;
 
 impl Plugin for ExportJobs {
     fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
@@ -27,11 +33,31 @@ impl Plugin for ExportJobs {
             ));
         };
         let export = job::parse(&message.payload).map_err(|e| reply::fail(400, e))?;
-        run_export(tenant, &export)
+        // A job delivered again after its mail went (its process killed
+        // before the queue heard it was done, a replica taken for dead)
+        // is not mailed again. A mark that cannot be read sends: a second
+        // copy beats none.
+        let sent = format!("export:sent:{}", message.id);
+        if let Ok(Some(message_id)) = kv::get(&sent) {
+            return Ok(reply::ok(json!({
+                "tenant": tenant,
+                "already_sent": true,
+                "message_id": String::from_utf8_lossy(&message_id),
+            })));
+        }
+        let (output, message_id) = run_export(tenant, &export)?;
+        if let Err(e) = kv::set(&sent, message_id.as_bytes(), Some(SENT_MARK_MS)) {
+            neo_ops_sdk::warn(&format!(
+                "export job {} was mailed but not marked sent ({}): a redelivery mails it again",
+                message.id, e.message
+            ));
+        }
+        Ok(output)
     }
 }
 
-fn run_export(tenant: &str, export: &job::Export) -> Result<Output, Failure> {
+/// Mails the export; the answer and the message id.
+fn run_export(tenant: &str, export: &job::Export) -> Result<(Output, String), Failure> {
     let zone = tenant_zone(tenant)?;
     let range = format!("{} to {}", export.from, export.to);
     let result = match orders::export(&format!("tenant:{tenant}"), zone, export.from, export.to) {
@@ -71,12 +97,13 @@ fn run_export(tenant: &str, export: &job::Export) -> Result<Output, Failure> {
             format!("orders export for \"{tenant}\" was not sent: {}", e.message),
         )
     })?;
-    Ok(reply::ok(json!({
+    let output = reply::ok(json!({
         "tenant": tenant,
         "orders": result.orders,
         "to": export.email,
         "message_id": message_id,
-    })))
+    }));
+    Ok((output, message_id))
 }
 
 /// The tenant's zone. A tenant deleted since the job was queued is gone
