@@ -830,6 +830,58 @@ async fn a_master_change_commits_with_its_record(backend: Backend) {
 
 on_both_backends!(audit_master_atomic, a_master_change_commits_with_its_record);
 
+/// A master a newer neo-ops migrated past this build (a rolling deploy's
+/// first new replica does) is used as it stands: an older replica that
+/// restarts serves, and an older CLI's write command works. Before, sqlx
+/// refused it ("migration 99999 was previously applied but is missing")
+/// and the replica stayed down. `migrate` still refuses it.
+async fn a_master_a_newer_build_migrated_is_used(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let server = dep.start(AUDITOR, "a").await;
+    server
+        .master()
+        .execute(
+            "INSERT INTO _sqlx_migrations \
+             (version, description, success, checksum, execution_time) \
+             VALUES (99999, 'from a newer build', TRUE, $1, 1)",
+            &[Value::Bytes(vec![1, 2, 3])],
+        )
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+
+    let again = dep.start(AUDITOR, "a").await;
+    probe_ok(&again, &["audit", "after_restart"]).await;
+    again.stop().await.unwrap();
+    // The CLI of the tests keeps an embedded master of its own.
+    if backend == Backend::Embedded {
+        return;
+    }
+    let settings = dep.settings("a");
+    let cli = support::Cli::new(AUDITOR);
+    let created =
+        tokio::task::block_in_place(|| cli.run_on(&["tenant", "create", "acme"], &settings));
+    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    assert!(
+        created
+            .stderr
+            .contains("was migrated by a newer neo-ops (migration 99999)"),
+        "{}",
+        created.stderr
+    );
+    let migrated = tokio::task::block_in_place(|| cli.run_on(&["migrate"], &settings));
+    assert_eq!(migrated.code, Some(1), "{}", migrated.stdout);
+    assert!(
+        migrated
+            .stderr
+            .contains("master database: migration 99999 was applied by a newer neo-ops"),
+        "{}",
+        migrated.stderr
+    );
+}
+
+on_both_backends!(newer_master, a_master_a_newer_build_migrated_is_used);
+
 /// Details with numbers JSONB gives back in another form (`-0.0`, a whole
 /// float written with an exponent) still verify: no false alarm of tampering.
 async fn numbers_in_details_survive_the_database(backend: Backend) {

@@ -114,33 +114,30 @@ impl Databases {
             &settings.postgres_tenant_dsn_template,
         ) {
             (Some(url), Some(template)) => {
-                let pool = pg_pool(url).await?;
+                let pool = Pool::Pg(PgHandle::new(pg_pool(url).await?));
                 if how == Open::Migrated {
-                    PG_MASTER.run(&pool).await.map_err(|e| {
-                        anyhow::anyhow!("migrating master database {}: {e}", redact_url(url))
-                    })?;
+                    let which = format!("master database {}", redact_url(url));
+                    migrate_master(&pool, &which).await?;
                 }
                 let kind = Kind::Postgres {
                     template: template.clone(),
                 };
-                (Pool::Pg(PgHandle::new(pool)), kind)
+                (pool, kind)
             }
             _ => {
                 let master = embedded_master(&settings.data_dir);
                 let dir = master.parent().expect("in the db dir").to_path_buf();
                 let pool = match how {
-                    Open::ToRead => sqlite_pool_to_read(master).await?,
+                    Open::ToRead => Pool::Sqlite(sqlite_pool_to_read(master).await?),
                     Open::Migrated => {
                         std::fs::create_dir_all(&dir)
                             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
-                        let pool = sqlite_pool(master, true).await?;
-                        LITE_MASTER.run(&pool).await.map_err(|e| {
-                            anyhow::anyhow!("migrating embedded master database: {e}")
-                        })?;
+                        let pool = Pool::Sqlite(sqlite_pool(master, true).await?);
+                        migrate_master(&pool, "embedded master database").await?;
                         pool
                     }
                 };
-                (Pool::Sqlite(pool), Kind::Sqlite { dir })
+                (pool, Kind::Sqlite { dir })
             }
         };
         Ok(Self::over(master, kind))
@@ -457,6 +454,32 @@ impl Databases {
 }
 
 /// A tenant's embedded database file in the databases' directory.
+/// Migrates the master (`which`, for messages), unless a newer neo-ops has
+/// already taken it past this build, every one of this build's migrations
+/// applied: then it is used as it stands, said in the log. A rolling
+/// deploy's first new replica migrates; before, an older replica that
+/// restarted refused the master ("previously applied but is missing") and
+/// stayed down, and so did an older CLI.
+async fn migrate_master(master: &Pool, which: &str) -> anyhow::Result<()> {
+    let migrator = match master {
+        Pool::Pg(_) => &PG_MASTER,
+        Pool::Sqlite(_) => &LITE_MASTER,
+    };
+    if let Some(version) = pending::ahead_of_this_build(master, migrator).await {
+        tracing::warn!(
+            version,
+            "the {which} was migrated by a newer neo-ops (migration {version}); \
+             this build uses it as it stands"
+        );
+        return Ok(());
+    }
+    let run = match master {
+        Pool::Pg(p) => migrator.run(&p.pool).await,
+        Pool::Sqlite(p) => migrator.run(p).await,
+    };
+    run.map_err(|e| anyhow::anyhow!("migrating {which}: {e}"))
+}
+
 fn tenant_file(dir: &std::path::Path, name: &str) -> PathBuf {
     dir.join(format!("tenant-{name}.sqlite"))
 }

@@ -139,6 +139,30 @@ async fn applied(pool: &Pool) -> anyhow::Result<HashMap<i64, Applied>> {
         .collect())
 }
 
+/// The first migration `pool` has applied that this build does not carry,
+/// when every one this build does carry is applied as it is: a newer
+/// neo-ops migrated the database past this build (a rolling deploy's first
+/// new replica does), and this build can use it as it stands. `None` when
+/// it is not so (behind, a migration failed or changed) or cannot be read:
+/// migrating decides then.
+pub(super) async fn ahead_of_this_build(pool: &Pool, migrator: &Migrator) -> Option<i64> {
+    let applied = applied(pool).await.ok()?;
+    let mut ours = migrator
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration());
+    let current = ours.all(|m| {
+        applied
+            .get(&m.version)
+            .is_some_and(|a| a.success && a.checksum == *m.checksum)
+    });
+    let newer = applied
+        .keys()
+        .filter(|v| migrator.iter().all(|m| m.version != **v))
+        .min();
+    let failed = applied.values().any(|a| !a.success);
+    newer.copied().filter(|_| current && !failed)
+}
+
 /// `applied` against what `migrator` carries, as `Migrator::run` would
 /// judge it.
 fn compare(
