@@ -78,6 +78,7 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
         let cache = cli.data_dir.join("cache");
         (super::connect_to_read(cli).await?, cache, None)
     } else {
+        a_shared_kv_or_none(cli, &manifest, plugin)?;
         let cache = cli.data_dir.join("cache");
         (connect_by_hand(cli).await?, cache, None)
     };
@@ -139,4 +140,27 @@ pub fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         manifest.plugins.len()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a plugin that keeps state in kv (a per-tenant lock, a sent
+/// mark, the status board's copy) when the databases are the shared
+/// Postgres but there is no Redis: its kv would be this command's own
+/// memory, and a purge or digest the serving replicas run meanwhile would
+/// not see its lock (the owner mailed twice). A shell without `REDIS_URL`
+/// is the likely cause, and said so.
+fn a_shared_kv_or_none(
+    cli: &Cli,
+    manifest: &crate::manifest::Manifest,
+    plugin: &str,
+) -> anyhow::Result<()> {
+    let settings = Settings::from_env(cli.data_dir.clone())?;
+    let keeps_kv = manifest.plugins.iter().any(|p| !p.grants.kv.is_empty());
+    if keeps_kv && settings.postgres_master_url.is_some() && settings.redis_url.is_none() {
+        anyhow::bail!(
+            "plugin \"{plugin}\" keeps its locks and marks in kv, and with POSTGRES_MASTER_URL \
+             set but no REDIS_URL they would be this command's own, unseen by the serving \
+             replicas: set REDIS_URL as the servers have it"
+        );
+    }
+    Ok(())
 }

@@ -562,6 +562,35 @@ fn long_jobs_report_progress() {
     assert!(!shown.contains("progress:"), "{shown}");
 }
 
+/// A plugin that keeps locks and marks in kv is not run on the shared
+/// Postgres from a shell without `REDIS_URL`: its lock would be the
+/// command's own memory, and a purge or digest a replica runs meanwhile
+/// would not see it. Refused before anything is connected.
+#[test]
+fn a_plugin_with_kv_is_not_run_on_postgres_without_redis() {
+    let cli = support::Cli::new(
+        "[plugins.probe]\ncomponent = \"test_probe.wasm\"\ncommand = true\n\
+         grants = { kv = [\"probe:\"] }\n",
+    );
+    let out = cli
+        .command(&["run", "probe", "log", "1"])
+        .env("POSTGRES_MASTER_URL", "postgres://neo@127.0.0.1:1/master")
+        .env(
+            "POSTGRES_TENANT_DSN_TEMPLATE",
+            "postgres://neo@127.0.0.1:1/{tenant}",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "plugin \"probe\" keeps its locks and marks in kv, and with POSTGRES_MASTER_URL set but no REDIS_URL"
+        ),
+        "{stderr}"
+    );
+}
+
 /// Mail from `neo-ops@localhost` (the default sender) is junk to most
 /// receivers: with an SMTP relay configured, every command that can send
 /// mail (`serve`, `run`, `preflight`) warns until `SMTP_FROM` is an address
