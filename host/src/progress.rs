@@ -7,12 +7,19 @@ use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 pub const LOG_EVERY: Duration = Duration::from_secs(2);
+/// How many final reports (`done` reaching `total`) may log between the
+/// intervals: a job in phases says each one ends, and a plugin that says
+/// "done" in a loop cannot fill the log past the interval's pace.
+const FINAL_REPORTS: u32 = 10;
+/// Longest message a report logs: a progress line says where a job is.
+pub const MAX_MESSAGE: usize = 256;
 
 /// One job's progress, ended (the bar finished) on drop.
 pub struct Progress {
     job: String,
     bar: Option<indicatif::ProgressBar>,
     last_logged: Option<Instant>,
+    finals_logged: u32,
 }
 
 impl Progress {
@@ -36,6 +43,7 @@ impl Progress {
             job: job.to_string(),
             bar,
             last_logged: None,
+            finals_logged: 0,
         }
     }
 
@@ -49,10 +57,13 @@ impl Progress {
             bar.set_message(message.to_string());
             return;
         }
-        let last = total.is_some_and(|t| done >= t);
+        let last = total.is_some_and(|t| done >= t) && self.finals_logged < FINAL_REPORTS;
         let due = self.last_logged.is_none_or(|at| at.elapsed() >= LOG_EVERY);
         if !(last || due) {
             return;
+        }
+        if last {
+            self.finals_logged += 1;
         }
         self.last_logged = Some(Instant::now());
         match total {
@@ -87,5 +98,13 @@ mod tests {
             p.last_logged.unwrap() > first,
             "the last report always logs"
         );
+        // "Done" said in a loop logs a few times, then at the interval's pace.
+        for _ in 0..50 {
+            p.report(1, Some(1), "done");
+        }
+        assert_eq!(p.finals_logged, FINAL_REPORTS);
+        let at = p.last_logged;
+        p.report(1, Some(1), "done");
+        assert_eq!(p.last_logged, at, "throttled");
     }
 }

@@ -10,6 +10,11 @@ use crate::caps::db::{db_error, statements_from_wit};
 use crate::caps::state::StoreState;
 use crate::runtime::completing::Completing;
 
+/// Longest details (JSON text) a record may carry, and longest action,
+/// target or tenant name.
+const MAX_DETAILS: usize = 64 << 10;
+const MAX_FIELD: usize = 1024;
+
 impl StoreState {
     /// The grant check, then the record the host will write for `entry`.
     fn audit_record(&self, entry: wit::Entry) -> Result<NewRecord, WitError> {
@@ -19,6 +24,27 @@ impl StoreState {
             return Err(WitError::denied(format!(
                 "plugin \"{}\" has no audit grant (audit = true)",
                 call.plugin.name
+            )));
+        }
+        // Bounded before anything is parsed: a record is kept for good, and
+        // every chain check reads it whole (and under the append lock a
+        // huge one would hold up every other append).
+        if entry.details.len() > MAX_DETAILS {
+            return Err(WitError::invalid(format!(
+                "audit details of {} bytes exceed {MAX_DETAILS}",
+                entry.details.len()
+            )));
+        }
+        let fields = [("action", &entry.action), ("target", &entry.target)];
+        let tenant = entry.tenant.as_ref().map(|t| ("tenant", t));
+        if let Some((name, value)) = fields
+            .into_iter()
+            .chain(tenant)
+            .find(|(_, v)| v.len() > MAX_FIELD)
+        {
+            return Err(WitError::invalid(format!(
+                "audit {name} of {} bytes exceeds {MAX_FIELD}",
+                value.len()
             )));
         }
         let details: serde_json::Value = serde_json::from_str(&entry.details)

@@ -146,7 +146,11 @@ impl wit::Host for StoreState {
         let progress = call.progress.get_or_insert_with(|| {
             crate::progress::Progress::new(&call.plugin.name, call.interactive)
         });
-        progress.report(done, total, &one_line(clip(&message)));
+        let message = match message.char_indices().nth(crate::progress::MAX_MESSAGE) {
+            Some((cut, _)) => &message[..cut],
+            None => &message,
+        };
+        progress.report(done, total, &one_line(message));
     }
 }
 

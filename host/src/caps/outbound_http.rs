@@ -11,6 +11,8 @@ use crate::manifest::Endpoint;
 
 use crate::services::MAX_TIMEOUT;
 const MAX_RESPONSE: usize = 10 << 20;
+/// Most headers a request may carry.
+const MAX_HEADERS: usize = 100;
 
 /// Headers the host's client writes from the request itself: `Host` from
 /// the granted URL (a plugin's own would reach another virtual host behind
@@ -116,6 +118,13 @@ impl wit::Host for StoreState {
             .map_err(|_| WitError::invalid(format!("bad method \"{}\"", request.method)))?;
         // What the lookup above left of the request's time.
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        // A request's header map panics past some 24,000 names.
+        if request.headers.len() > MAX_HEADERS {
+            return Err(WitError::invalid(format!(
+                "{} headers exceed {MAX_HEADERS}",
+                request.headers.len()
+            )));
+        }
         let mut req = client.request(method, url.clone()).timeout(left);
         for (k, v) in &request.headers {
             if let Some(refused) = HOST_SET_HEADERS.iter().find(|h| k.eq_ignore_ascii_case(h)) {

@@ -953,6 +953,9 @@ const RESERVED_HEADERS: &[&str] = &[
     "alt-svc",
 ];
 
+/// Most headers a plugin's answer may set.
+const MAX_PLUGIN_HEADERS: usize = 64;
+
 fn plugin_response(
     status: u16,
     headers: Vec<(String, String)>,
@@ -967,7 +970,10 @@ fn plugin_response(
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     let map = response.headers_mut();
-    for (k, v) in headers {
+    // As a bad header is, those past the first 64 are left out: a map of
+    // some 24,000 names would panic, and with the host's own the answer
+    // stays within the 100 headers clients such as hyper take.
+    for (k, v) in headers.into_iter().take(MAX_PLUGIN_HEADERS) {
         let Ok(name) = HeaderName::from_bytes(k.as_bytes()) else {
             continue;
         };

@@ -287,6 +287,31 @@ routes = [{ method = "GET", path = "/status.json" }]
 grants = { db = ["master"] }
 "#;
 
+/// An answer with thirty thousand headers is served with its first 64. Before, the header map panicked past some 24,000 names and the
+/// connection died with no answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_with_too_many_headers_is_served() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(FAULTS, "a").await;
+    let resp = server
+        .http
+        .get(server.url("/faults/headers-30000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let asked = resp
+        .headers()
+        .keys()
+        .filter(|k| k.as_str().starts_with("x-h-"))
+        .count();
+    // The 64 include its content type.
+    assert_eq!(asked, 63);
+    assert_eq!(resp.text().await.unwrap(), "headers as asked\n");
+    assert_eq!(server.get("/faults/ok", None).await.0, 200);
+    server.stop().await.unwrap();
+}
+
 async fn misbehaving_plugins_fail_alone(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let server = dep.start(FAULTS, "a").await;

@@ -830,6 +830,34 @@ async fn a_master_change_commits_with_its_record(backend: Backend) {
 
 on_both_backends!(audit_master_atomic, a_master_change_commits_with_its_record);
 
+/// An audit record is bounded: details past 64 KiB and an action past
+/// 1 KiB are refused, naming the size, and nothing is written. Before, a
+/// plugin could append a record of any size, kept for good and read whole
+/// by every chain check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_audit_record_is_bounded() {
+    let dep = Deployment::new(Backend::Embedded).await;
+    let server = dep.start(AUDITOR, "a").await;
+    probe_ok(&server, &["audit-padded", "60000"]).await;
+    let big = server
+        .command("probe", &["audit-padded", "70000"])
+        .await
+        .unwrap();
+    assert!(
+        big.contains("\"ok\":false") && big.contains("audit details of 70010 bytes exceed 65536"),
+        "{big}"
+    );
+    let action = "a".repeat(1025);
+    let long = server.command("probe", &["audit", &action]).await.unwrap();
+    assert!(
+        long.contains("audit action of 1025 bytes exceeds 1024"),
+        "{long}"
+    );
+    let v = neo_ops::audit_log::verify(server.master()).await.unwrap();
+    assert_eq!((v.records, v.broken_at), (1, None));
+    server.stop().await.unwrap();
+}
+
 /// A master a newer neo-ops migrated past this build (a rolling deploy's
 /// first new replica does) is used as it stands: an older replica that
 /// restarts serves, and an older CLI's write command works. Before, sqlx

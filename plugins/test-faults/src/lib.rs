@@ -49,6 +49,11 @@ fn misbehave(mode: &str) -> Result<Output, Failure> {
             let code = |prefix: &str| other.strip_prefix(prefix).and_then(|c| c.parse().ok());
             if let Some(code) = code("status-") {
                 Ok(reply::text(code, "status as asked\n"))
+            } else if let Some(n) = code("headers-") {
+                let mut out = reply::text(200, "headers as asked\n");
+                out.headers
+                    .extend((0..n).map(|i| (format!("x-h-{i}"), "v".to_string())));
+                Ok(out)
             } else if let Some(code) = code("fail-") {
                 Err(reply::fail(code, "failed as asked"))
             } else {

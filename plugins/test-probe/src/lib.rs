@@ -179,6 +179,11 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
                 details: "{}".into(),
             })
             .map(|id| id.to_string()),
+            ["audit-padded", bytes] => {
+                let pad = "x".repeat(bytes.parse::<usize>().unwrap_or(0));
+                audit::record("probe.padded", "probe", None, json!({ "pad": pad }))
+                    .map(|id| id.to_string())
+            }
             ["audit", action, times] => (0..times.parse::<u32>().unwrap_or(1))
                 .try_for_each(|_| audit::record(action, "probe", None, json!({})).map(drop))
                 .map(|()| format!("{times} records")),
