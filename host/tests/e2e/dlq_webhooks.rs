@@ -116,6 +116,18 @@ async fn add_delivery(pool: &Pool, id: i64, payload: &Json) {
     .unwrap();
 }
 
+/// Endpoint 1 is switched off.
+async fn endpoint_1_is_off(pool: &Pool) {
+    let active = pool
+        .query("SELECT active FROM webhook_endpoints WHERE id = 1", &[])
+        .await
+        .unwrap();
+    assert!(
+        matches!(active.rows[0][0], Value::Bool(false) | Value::Int(0)),
+        "{active:?}"
+    );
+}
+
 /// (status, attempts, last_error) of a delivery.
 async fn delivery(pool: &Pool, id: i64) -> (String, i64, Option<String>) {
     let rows = pool
@@ -771,14 +783,7 @@ async fn a_gone_receiver_disables_its_endpoint(backend: Backend) {
         delivery(&pool, 1).await,
         ("dead".into(), 1, Some(reason.clone()))
     );
-    let active = pool
-        .query("SELECT active FROM webhook_endpoints WHERE id = 1", &[])
-        .await
-        .unwrap();
-    assert!(
-        matches!(active.rows[0][0], Value::Bool(false) | Value::Int(0)),
-        "{active:?}"
-    );
+    endpoint_1_is_off(&pool).await;
     let records = server
         .master()
         .query(
@@ -821,14 +826,7 @@ async fn a_gone_receiver_disables_its_endpoint(backend: Backend) {
     })
     .await;
     assert_eq!(delivery(&pool, 2).await, ("dead".into(), 1, Some(reason)));
-    let active = pool
-        .query("SELECT active FROM webhook_endpoints WHERE id = 1", &[])
-        .await
-        .unwrap();
-    assert!(
-        matches!(active.rows[0][0], Value::Bool(false) | Value::Int(0)),
-        "{active:?}"
-    );
+    endpoint_1_is_off(&pool).await;
     server.stop().await.unwrap();
 }
 

@@ -453,7 +453,6 @@ impl Databases {
     }
 }
 
-/// A tenant's embedded database file in the databases' directory.
 /// Migrates the master (`which`, for messages), unless a newer neo-ops has
 /// already taken it past this build, every one of this build's migrations
 /// applied: then it is used as it stands, said in the log. A rolling
@@ -480,6 +479,7 @@ async fn migrate_master(master: &Pool, which: &str) -> anyhow::Result<()> {
     run.map_err(|e| anyhow::anyhow!("migrating {which}: {e}"))
 }
 
+/// A tenant's embedded database file in the databases' directory.
 fn tenant_file(dir: &std::path::Path, name: &str) -> PathBuf {
     dir.join(format!("tenant-{name}.sqlite"))
 }
