@@ -296,7 +296,7 @@ async fn native_status(
     };
     let rfc3339 = |t: i64| {
         chrono::DateTime::from_timestamp_micros(t)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
     };
     // (id, title, details, impact rank, started_at, updated_at)
     let mut active: Vec<(i64, String, String, u8, i64, i64)> = Vec::new();
@@ -345,7 +345,7 @@ async fn native_status(
                 .map(|i| i.5)
                 .max()
                 .and_then(rfc3339)
-                .unwrap_or_else(|| "1970-01-01T00:00:00Z".into()),
+                .unwrap_or_else(|| "1970-01-01T00:00:00.000Z".into()),
         },
         status: Indicator {
             indicator,

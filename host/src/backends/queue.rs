@@ -42,7 +42,7 @@ impl Job {
 
     /// The job as the dead letters store it, stamped with when.
     pub fn dead_letter_entry(&mut self) -> Vec<u8> {
-        self.dead_at = Some(chrono::Utc::now().to_rfc3339());
+        self.dead_at = Some(now_rfc3339());
         self.entry()
     }
 }
@@ -53,6 +53,13 @@ pub enum EnqueueError {
     Invalid(String),
     #[error("queue unavailable")]
     Unavailable,
+}
+
+/// Now as the rest of the API writes times, `2026-11-24T14:30:00.123Z`
+/// (chrono's own writes `+00:00` and nine digits, which Python before 3.11
+/// cannot parse).
+fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 pub fn queue_key(queue: &str) -> String {
@@ -103,7 +110,7 @@ pub async fn enqueue(
         queue: queue.to_string(),
         payload: payload.to_string(),
         attempts: 0,
-        enqueued_at: chrono::Utc::now().to_rfc3339(),
+        enqueued_at: now_rfc3339(),
         last_error: None,
         tenant: tenant.map(str::to_string),
         dead_at: None,

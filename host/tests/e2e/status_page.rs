@@ -36,7 +36,7 @@ async fn start_resolve_and_state(backend: Backend) {
     assert_eq!(s["state"], "operational");
     assert_eq!(s["incidents"], serde_json::json!([]));
     // No incident ever: a time all the same, one that never moves.
-    assert_eq!(s["page"]["updated_at"], "1970-01-01T00:00:00Z");
+    assert_eq!(s["page"]["updated_at"], "1970-01-01T00:00:00.000Z");
 
     let out = server
         .command(
@@ -61,6 +61,7 @@ async fn start_resolve_and_state(backend: Backend) {
     assert_eq!(incidents[0]["title"], "Checkout slow");
     assert_eq!(incidents[0]["details"], "Payment gateway latency above 5s");
     let started = incidents[0]["started_at"].as_str().unwrap();
+    millis_and_z(started);
     let started = chrono::DateTime::parse_from_rfc3339(started).expect("started_at is RFC 3339");
     assert!((chrono::Utc::now() - started.to_utc()).num_seconds().abs() < 60);
 
@@ -112,6 +113,7 @@ async fn start_resolve_and_state(backend: Backend) {
     // With nothing active the page last changed at the last resolution
     // (Statuspage clients read updated_at as a time, never null).
     let updated = s["page"]["updated_at"].as_str().expect("page.updated_at");
+    millis_and_z(updated);
     let updated = chrono::DateTime::parse_from_rfc3339(updated).unwrap();
     assert!((chrono::Utc::now() - updated.to_utc()).num_seconds().abs() < 60);
     // Each resolution closes its incident's timeline with a resolved entry.
@@ -664,4 +666,15 @@ fn cli_run_exit_codes() {
     );
     let check = cli.run(&["check"]);
     assert_eq!(check.code, Some(0), "{}", check.stderr);
+}
+
+/// A time written as Statuspage writes one, `YYYY-MM-DDTHH:MM:SS.mmmZ`:
+/// always three digits of fraction, so a client parsing with one pattern
+/// reads every value. Before, a time on a whole second had none.
+fn millis_and_z(time: &str) {
+    let b = time.as_bytes();
+    assert!(
+        b.len() == 24 && b[19] == b'.' && b[23] == b'Z' && b[20..23].iter().all(u8::is_ascii_digit),
+        "{time}"
+    );
 }

@@ -19,10 +19,28 @@ pub fn pause(ms: u32) {
 /// status documents format several instants per request, and `format!`'s
 /// padding machinery cost more than the rest of the conversion.
 pub fn rfc3339(micros: i64) -> String {
+    instant(micros, Fraction::AsNeeded)
+}
+
+/// As [`rfc3339`], always with three digits of fraction (`.mmmZ`, cut, not
+/// rounded), as Statuspage writes its times: a client that parses with one
+/// pattern (Swift's `.withFractionalSeconds`, `strptime`'s `.%f`) reads
+/// every value, not only those with a fraction.
+pub fn rfc3339_millis(micros: i64) -> String {
+    instant(micros, Fraction::Millis)
+}
+
+#[derive(Clone, Copy)]
+enum Fraction {
+    AsNeeded,
+    Millis,
+}
+
+fn instant(micros: i64, fraction: Fraction) -> String {
     let (y, [m, d, hh, mm, ss, frac]) = civil_fields(micros);
     let Ok(year @ 0..=9999) = u32::try_from(y) else {
         // A sign or a fifth digit: rare enough for the general formatter.
-        return rfc3339_formatted(micros);
+        return rfc3339_formatted(micros, fraction);
     };
     let mut out = String::with_capacity(27);
     for (n, width, after) in [
@@ -36,24 +54,32 @@ pub fn rfc3339(micros: i64) -> String {
         push_digits(&mut out, n, width);
         out.push(after);
     }
-    if frac == 0 {
-        out.pop();
-    } else {
-        push_digits(&mut out, frac, 6);
+    match fraction {
+        Fraction::Millis => push_digits(&mut out, frac / 1000, 3),
+        Fraction::AsNeeded if frac == 0 => {
+            out.pop();
+        }
+        Fraction::AsNeeded => push_digits(&mut out, frac, 6),
     }
     out.push('Z');
     out
 }
 
-/// [`rfc3339`] through `format!`, for any year.
-fn rfc3339_formatted(micros: i64) -> String {
+/// [`instant`] through `format!`, for any year: a year before 1 BC with
+/// its sign and four digits at least (`-0001`), as ISO 8601 writes it.
+fn rfc3339_formatted(micros: i64, fraction: Fraction) -> String {
     let (y, [m, d, hh, mm, ss, frac]) = civil_fields(micros);
-    let frac = if frac == 0 {
-        String::new()
-    } else {
-        format!(".{frac:06}")
+    let frac = match fraction {
+        Fraction::Millis => format!(".{:03}", frac / 1000),
+        Fraction::AsNeeded if frac == 0 => String::new(),
+        Fraction::AsNeeded => format!(".{frac:06}"),
     };
-    format!("{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z")
+    let year = if y < 0 {
+        format!("-{:04}", y.unsigned_abs())
+    } else {
+        format!("{y:04}")
+    };
+    format!("{year}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}{frac}Z")
 }
 
 /// The year, then month, day, hour, minute, second and microsecond of an
@@ -95,6 +121,12 @@ mod tests {
     #[test]
     fn formats_known_instants() {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_795_625_319_123_456),
+            "2026-11-25T16:48:39.123Z"
+        );
+        assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
         assert_eq!(rfc3339(951_782_400_000_000), "2000-02-29T00:00:00Z");
         assert_eq!(
             rfc3339(1_795_625_319_123_456),
@@ -110,7 +142,16 @@ mod tests {
         // Instants from year -300 to 12000, odd steps so every field varies.
         let mut micros = -71_600_000_000_000_000_i64;
         while micros < 316_000_000_000_000_000 {
-            assert_eq!(rfc3339(micros), rfc3339_formatted(micros), "{micros}");
+            assert_eq!(
+                rfc3339(micros),
+                rfc3339_formatted(micros, Fraction::AsNeeded),
+                "{micros}"
+            );
+            assert_eq!(
+                rfc3339_millis(micros),
+                rfc3339_formatted(micros, Fraction::Millis),
+                "{micros}"
+            );
             micros += 7_777_777_777_777;
         }
     }
@@ -120,7 +161,7 @@ mod tests {
         assert_eq!(rfc3339(253_402_300_800_000_000), "10000-01-01T00:00:00Z");
         assert_eq!(
             rfc3339(-62_167_219_200_000_001),
-            "-001-12-31T23:59:59.999999Z"
+            "-0001-12-31T23:59:59.999999Z"
         );
         // The extremes do not overflow.
         assert!(rfc3339(i64::MAX).ends_with(".775807Z"));

@@ -63,7 +63,7 @@ const PAGE_ID: &str = "neo";
 /// parse it as a time (a typed client refuses a null, and Python's
 /// `fromisoformat` throws), and a value that never moves keeps the
 /// documents' entity tags stable.
-const NEVER_UPDATED: &str = "1970-01-01T00:00:00Z";
+const NEVER_UPDATED: &str = "1970-01-01T00:00:00.000Z";
 
 #[derive(Serialize)]
 struct Page {
@@ -162,7 +162,7 @@ impl Page {
             name: config::text("page_name").unwrap_or_else(|| "neo".into()),
             url: config::text("page_url").unwrap_or_default(),
             time_zone: "Etc/UTC",
-            updated_at: updated_at.map_or_else(|| NEVER_UPDATED.into(), time::rfc3339),
+            updated_at: updated_at.map_or_else(|| NEVER_UPDATED.into(), time::rfc3339_millis),
         }
     }
 }
@@ -205,7 +205,7 @@ impl<'a> SeedIncident<'a> {
         SeedIncident {
             title: &i.title,
             details: &i.details,
-            started_at: time::rfc3339(i.started_at),
+            started_at: time::rfc3339_millis(i.started_at),
         }
     }
 }
@@ -218,7 +218,7 @@ impl<'a> StatuspageIncident<'a> {
             (None, None) => "investigating",
         };
         // Statuspage repeats one instant under several names: format it once.
-        let started_at = time::rfc3339(i.started_at);
+        let started_at = time::rfc3339_millis(i.started_at);
         let incident_id = i.id.to_string();
         let update = |id: String, status, body, at: String| IncidentUpdate {
             id,
@@ -246,15 +246,22 @@ impl<'a> StatuspageIncident<'a> {
             impact: i.impact.as_str(),
             created_at: started_at.clone(),
             started_at,
-            updated_at: time::rfc3339(i.updated_at),
-            resolved_at: i.resolved_at.map(time::rfc3339),
-            monitoring_at: monitoring_at.map(|u| time::rfc3339(u.at)),
+            updated_at: time::rfc3339_millis(i.updated_at),
+            resolved_at: i.resolved_at.map(time::rfc3339_millis),
+            monitoring_at: monitoring_at.map(|u| time::rfc3339_millis(u.at)),
             page_id: PAGE_ID,
             shortlink: page.url.clone(),
             incident_updates: i
                 .updates
                 .iter()
-                .map(|u| update(u.id.to_string(), &u.status, &u.message, time::rfc3339(u.at)))
+                .map(|u| {
+                    update(
+                        u.id.to_string(),
+                        &u.status,
+                        &u.message,
+                        time::rfc3339_millis(u.at),
+                    )
+                })
                 .chain(opening)
                 .collect(),
             components: [],

@@ -52,7 +52,7 @@ impl View {
                 Some(kept) => Ok(View {
                     board: kept.board,
                     resolved: kept.resolved,
-                    as_of: Some(time::rfc3339(kept.taken_at)),
+                    as_of: Some(time::rfc3339_millis(kept.taken_at)),
                 }),
                 None => Err(f),
             },
