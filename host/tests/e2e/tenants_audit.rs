@@ -887,13 +887,28 @@ async fn a_master_a_newer_build_migrated_is_used(backend: Backend) {
     }
     let settings = dep.settings("a");
     let cli = support::Cli::new(AUDITOR);
-    let created =
-        tokio::task::block_in_place(|| cli.run_on(&["tenant", "create", "acme"], &settings));
-    assert_eq!(created.code, Some(0), "{}", created.stderr);
+    let token = tokio::task::block_in_place(|| {
+        cli.run_on(
+            &["token", "create", "--role", "admin", "--name", "ops"],
+            &settings,
+        )
+    });
+    assert_eq!(token.code, Some(0), "{}", token.stderr);
     assert!(
-        created
+        token
             .stderr
             .contains("was migrated by a newer neo-ops (migration 99999)"),
+        "{}",
+        token.stderr
+    );
+    // A tenant's database would get only this build's tenant schema.
+    let created =
+        tokio::task::block_in_place(|| cli.run_on(&["tenant", "create", "acme"], &settings));
+    assert_eq!(created.code, Some(1), "{}", created.stderr);
+    assert!(
+        created.stderr.contains(
+            "the master was migrated by a newer neo-ops (migration 99999): create tenant \"acme\" with that neo-ops"
+        ),
         "{}",
         created.stderr
     );

@@ -335,6 +335,18 @@ impl Databases {
         if self.tenant_exists(name).await? {
             anyhow::bail!("tenant \"{name}\" already exists");
         }
+        // Its database would get only this build's tenant migrations, which
+        // the newer build serving the master does not apply on its own.
+        let master_migrator = match &self.kind {
+            Kind::Postgres { .. } => &PG_MASTER,
+            Kind::Sqlite { .. } => &LITE_MASTER,
+        };
+        if let Some(version) = pending::ahead_of_this_build(&self.master, master_migrator).await {
+            anyhow::bail!(
+                "the master was migrated by a newer neo-ops (migration {version}): \
+                 create tenant \"{name}\" with that neo-ops"
+            );
+        }
         match &self.kind {
             Kind::Postgres { template } => {
                 let dsn = template.replace("{tenant}", name);
