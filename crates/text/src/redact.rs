@@ -68,6 +68,20 @@ pub fn redact_text(s: &str, mask: &str) -> String {
     mask_emails(&s, mask)
 }
 
+/// The rules for a whole process log line: every rule but the one after a
+/// colon, which in a log reads the line's own words as names (the target
+/// `neo_ops::auth: …`, `plugin "webhook-dispatch": …`, `"webhook": 3
+/// waiting`) and would hide what an operator needs. A log's fields are
+/// `name=value`, which the other rules cover.
+pub fn redact_log_line(s: &str, mask: &str) -> String {
+    let s = mask_url_passwords(s, mask);
+    let s = mask_webhook_paths(&s, mask);
+    let s = mask_named_values(&s, mask);
+    let s = mask_bearer_credentials(&s, mask);
+    let s = mask_api_tokens(&s, mask);
+    mask_emails(&s, mask)
+}
+
 /// Masks a URL or DSN for a log line or an error message.
 pub fn for_log(url: &str) -> String {
     redact_text(url, "****")
@@ -313,12 +327,15 @@ fn mask_named_values(s: &str, mask: &str) -> String {
                 value_start += 1;
             }
         }
-        let value_end = match quote {
-            Some(q) => (value_start..b.len())
+        // A quote not closed on its line (a message cut short) is no
+        // quoting: the value is then read as unquoted, so the rest of the
+        // line (and the next) stays.
+        let closing = quote.and_then(|q| {
+            (value_start..b.len())
+                .take_while(|&j| b[j] != b'\n')
                 .find(|&j| b[j] == q && b[j - 1] != b'\\')
-                .unwrap_or(b.len()),
-            None => value_end(b, value_start, encoded),
-        };
+        });
+        let value_end = closing.unwrap_or_else(|| value_end(b, value_start, encoded));
         let value = &s[value_start..value_end];
         if !value.is_empty() && value != mask {
             out.push_str(&s[copied..value_start]);
@@ -637,6 +654,24 @@ mod tests {
     }
 
     #[test]
+    fn a_log_line_keeps_its_own_words() {
+        for line in [
+            "WARN neo_ops::auth: the master database cannot be reached",
+            "INFO shutting down: \"webhook\": 3 waiting",
+            "ERROR plugin \"webhook-dispatch\": component not found",
+        ] {
+            assert_eq!(redact_log_line(line, M), line);
+        }
+        assert_eq!(
+            redact_log_line(
+                "WARN smtp send failed to ann@a.example via postgres://u:pw@h/x fields=\"api_key=k1\"",
+                M
+            ),
+            "WARN smtp send failed to ****@a.example via postgres://u:****@h/x fields=\"api_key=****\""
+        );
+    }
+
+    #[test]
     fn named_values_and_query_parameters() {
         assert_eq!(
             redact_text("https://h/cb?a=1&token=abc123&b=2#x", M),
@@ -688,6 +723,11 @@ mod tests {
             r#"secret="****" next=1"#
         );
         assert_eq!(redact_text("a = b, c = 'd'", M), "a = b, c = 'd'");
+        // An unclosed quote ends nothing: the line and the next stay.
+        assert_eq!(
+            redact_text("password='abc next=1\nsecond line\n", M),
+            "password='**** next=1\nsecond line\n"
+        );
         assert_eq!(
             redact_text("?otp=123456&staff_pin=4321&pin_hash=x&shipping=2", M),
             "?otp=****&staff_pin=****&pin_hash=****&shipping=2"

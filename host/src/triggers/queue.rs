@@ -287,9 +287,9 @@ async fn retire(kv: &Kv, queue: &str, replica: &str) {
 /// on every retry and replay.
 const KEPT_ERROR_CHARS: usize = 2000;
 
-/// A job's error as it is kept with the job and logged (listed by the
-/// dead-letters plugin, quoted in a replay's audit record, which is kept
-/// for good, and in the schedule's run history):
+/// A job's error as it is kept with the job (listed by the dead-letters
+/// plugin, quoted in a replay's audit record, which is kept for good, and
+/// in the schedule's run history):
 /// redacted like a log line, since a plugin's error may quote a payload's
 /// customer addresses or a URL's credentials, and cut short.
 pub(crate) fn kept_error(error: &str) -> String {
@@ -556,16 +556,16 @@ pub async fn consume(runtime: Arc<Runtime>, plugin: String, worker: u32, stop: C
             // would change.
             Err(e) if job.attempts >= spec.max_attempts || bad_job(&e) => {
                 // A string field: quoted and escaped, guest text and all.
-                let error = kept_error(&e.to_string());
+                let error = e.to_string();
                 tracing::error!(plugin, job = %job.id, attempts = job.attempts, error = error.as_str(), "queue job dead-lettered");
-                job.last_error = Some(error);
+                job.last_error = Some(kept_error(&error));
                 Next::DeadLetters(job.dead_letter_entry())
             }
             Err(e) => {
                 let delay = retry_delay(spec.backoff, job.attempts);
-                let error = kept_error(&e.to_string());
+                let error = e.to_string();
                 tracing::warn!(plugin, job = %job.id, attempts = job.attempts, ?delay, error = error.as_str(), "queue job failed; will retry");
-                job.last_error = Some(error);
+                job.last_error = Some(kept_error(&error));
                 // The retry waits in the retrying set, not here: other jobs
                 // keep flowing, and no consumer polls it meanwhile.
                 let due = now_ms() + delay.as_millis() as i64;

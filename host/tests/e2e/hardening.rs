@@ -1465,7 +1465,7 @@ fn the_process_log_is_redacted() {
             "{format}: {log}"
         );
         assert!(log.contains("api_key=****"), "{format}: {log}");
-        for secret in ["hunter2", "ann@", "k-123"] {
+        for secret in ["hunter2", "ann@", "k-123", "k-456"] {
             assert!(!log.contains(secret), "{format}: {secret} in {log}");
         }
     }

@@ -166,7 +166,7 @@ fn probe(argv: &[&str]) -> Result<Output, Failure> {
                 Ok(format!("logged {n}"))
             }
             ["warn", text] => {
-                let field = ("api_key".to_string(), "k-123".to_string());
+                let field = ("api_key".to_string(), "k-123 k-456".to_string());
                 log::log(log::Level::Warn, text, &[field]);
                 Ok("warned".into())
             }
