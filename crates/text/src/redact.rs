@@ -59,13 +59,7 @@ pub fn is_secret_name(name: &str) -> bool {
 
 /// Every text rule, in turn.
 pub fn redact_text(s: &str, mask: &str) -> String {
-    let s = mask_url_passwords(s, mask);
-    let s = mask_webhook_paths(&s, mask);
-    let s = mask_named_values(&s, mask);
-    let s = mask_bearer_credentials(&s, mask);
-    let s = mask_colon_values(&s, mask);
-    let s = mask_api_tokens(&s, mask);
-    mask_emails(&s, mask)
+    redact_with(s, mask, true)
 }
 
 /// The rules for a whole process log line: every rule but the one after a
@@ -74,10 +68,19 @@ pub fn redact_text(s: &str, mask: &str) -> String {
 /// waiting`) and would hide what an operator needs. A log's fields are
 /// `name=value`, which the other rules cover.
 pub fn redact_log_line(s: &str, mask: &str) -> String {
+    redact_with(s, mask, false)
+}
+
+/// The text rules in turn, the one after a colon only with `colon_values`.
+fn redact_with(s: &str, mask: &str, colon_values: bool) -> String {
     let s = mask_url_passwords(s, mask);
     let s = mask_webhook_paths(&s, mask);
     let s = mask_named_values(&s, mask);
     let s = mask_bearer_credentials(&s, mask);
+    let s = match colon_values {
+        true => mask_colon_values(&s, mask),
+        false => s,
+    };
     let s = mask_api_tokens(&s, mask);
     mask_emails(&s, mask)
 }
