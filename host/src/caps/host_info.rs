@@ -11,8 +11,13 @@ impl wit::Host for StoreState {
         self.call.services.health().to_string()
     }
 
+    /// `/readyz`'s document, and what the kv keeps across a restart: asked
+    /// of Redis here, not on every probe of the public page.
     async fn ready(&mut self) -> String {
-        self.call.services.ready().await.1.to_string()
+        let services = &self.call.services;
+        let ((_, mut doc), persistence) = tokio::join!(services.ready(), services.kv.persistence());
+        doc["checks"]["kv"]["persistence"] = persistence.name().into();
+        doc.to_string()
     }
 
     async fn version(&mut self) -> wit::VersionInfo {

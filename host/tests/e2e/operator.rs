@@ -226,6 +226,68 @@ fn preflight_only_runs_the_checks_named() {
     }
 }
 
+/// Redis that keeps nothing on disk loses every queue when it restarts:
+/// the redis check warns, unless its config accepts that; snapshots or
+/// the append-only file pass and say which.
+#[test]
+fn the_redis_check_warns_when_redis_keeps_nothing_on_disk() {
+    use support::redis_server::RedisServer;
+    let accepting = checks("").replace(
+        "grants = { kv = [\"preflight:\"] }",
+        "grants = { kv = [\"preflight:\"] }\nconfig = { allow_no_persistence = \"true\" }",
+    );
+    let check = |cli: &support::Cli, redis: &RedisServer| {
+        let mut command = cli.command(&["run", "check-redis", "--json"]);
+        command.env("REDIS_URL", &redis.url);
+        let o = support::CliOutput::of(command);
+        assert_eq!(o.code, Some(0), "{}{}", o.stdout, o.stderr);
+        let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+        let check = doc["data"]["checks"][0].clone();
+        assert_eq!(check["name"], "check-redis", "{doc}");
+        check
+    };
+    let cli = support::Cli::new(&checks(""));
+
+    let volatile = RedisServer::start(&["--save", "", "--appendonly", "no"]);
+    let c = check(&cli, &volatile);
+    assert_eq!(c["status"], "warn", "{c}");
+    let detail = c["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("Redis keeps nothing on disk")
+            && detail.contains("loses every queued job, retry and dead letter"),
+        "{c}"
+    );
+    assert!(
+        c["hint"].as_str().unwrap().contains("appendonly yes"),
+        "{c}"
+    );
+    let c = check(&support::Cli::new(&accepting), &volatile);
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with("(allowed by config)"),
+        "{c}"
+    );
+
+    let snapshots = RedisServer::start(&["--save", "3600 1", "--appendonly", "no"]);
+    let c = check(&cli, &snapshots);
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("snapshots only"),
+        "{c}"
+    );
+
+    let append_only = RedisServer::start(&["--save", "", "--appendonly", "yes"]);
+    let c = check(&cli, &append_only);
+    assert_eq!(c["status"], "pass", "{c}");
+    assert!(
+        c["detail"].as_str().unwrap().contains("append-only file"),
+        "{c}"
+    );
+}
+
 #[test]
 fn one_check_runs_by_its_name() {
     let cli = support::Cli::new(&checks(""));

@@ -120,6 +120,8 @@ component = "check_redis.wasm"
 check = true
 grants = {{ kv = ["preflight:"] }}
 {limits}
+# The shared test Redis keeps nothing on disk (operator.rs tests the warning).
+config = {{ allow_no_persistence = "true" }}
 
 [plugins.check-migrations]
 component = "check_migrations.wasm"

@@ -28,6 +28,20 @@ pub fn kv_in_process() -> bool {
     in_use().is_ok_and(|b| b.kv == "memory")
 }
 
+/// What the kv keeps across a restart of its store, as the host found it:
+/// `aof`, `rdb` (snapshots only), `none`, `unknown` (Redis did not say) or
+/// `memory` (the in-process kv); `None` from a host that does not tell.
+pub fn kv_persistence() -> Option<String> {
+    persistence_in(&host_info::ready())
+}
+
+fn persistence_in(ready: &str) -> Option<String> {
+    let doc: serde_json::Value = serde_json::from_str(ready).ok()?;
+    doc["checks"]["kv"]["persistence"]
+        .as_str()
+        .map(str::to_string)
+}
+
 pub fn parse(ready: &str) -> Result<Backends, String> {
     let doc: serde_json::Value =
         serde_json::from_str(ready).map_err(|e| format!("host readiness is not json ({e})"))?;
@@ -62,5 +76,13 @@ mod tests {
             })
         );
         assert!(parse(r#"{"checks":{}}"#).unwrap_err().contains("database"));
+    }
+
+    #[test]
+    fn reads_what_the_kv_keeps() {
+        let ready = r#"{"checks":{"kv":{"status":"ok","backend":"redis","persistence":"none"}}}"#;
+        assert_eq!(persistence_in(ready).as_deref(), Some("none"));
+        assert_eq!(persistence_in(r#"{"checks":{"kv":{}}}"#), None);
+        assert_eq!(persistence_in("not json"), None);
     }
 }

@@ -41,6 +41,48 @@ pub enum KvError {
     TooLarge { limit: usize },
 }
 
+/// What the kv keeps across a restart of its store: every queue, retry and
+/// dead letter lives there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Redis's append-only file.
+    AppendOnly,
+    /// Redis's periodic snapshots only: a restart loses what changed since
+    /// the last one.
+    Snapshots,
+    /// Redis keeps nothing on disk: a restart loses everything.
+    Nothing,
+    /// Redis did not say (unreachable, or `CONFIG` refused).
+    Unknown,
+    /// The in-process kv: it ends with the process.
+    InProcess,
+}
+
+impl Persistence {
+    /// From `INFO persistence` and the `save` setting, if Redis gave it.
+    fn of(info: &str, save: Option<&str>) -> Self {
+        if info.lines().any(|l| l.trim_end() == "aof_enabled:1") {
+            return Self::AppendOnly;
+        }
+        match save.map(str::trim) {
+            Some("") => Self::Nothing,
+            Some(_) => Self::Snapshots,
+            None => Self::Unknown,
+        }
+    }
+
+    /// Its name in the readiness document plugins read.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AppendOnly => "aof",
+            Self::Snapshots => "rdb",
+            Self::Nothing => "none",
+            Self::Unknown => "unknown",
+            Self::InProcess => "memory",
+        }
+    }
+}
+
 /// What [`Kv::release_due`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Released {
@@ -95,6 +137,13 @@ impl Kv {
         match &self.backend {
             Backend::Redis(r) => r.ping().await,
             Backend::Memory(_) => true,
+        }
+    }
+
+    pub async fn persistence(&self) -> Persistence {
+        match &self.backend {
+            Backend::Redis(r) => r.persistence().await,
+            Backend::Memory(_) => Persistence::InProcess,
         }
     }
 
@@ -386,6 +435,19 @@ impl Kv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn persistence_is_read_from_info_and_the_save_setting() {
+        let info = |aof: u8| format!("# Persistence\r\nloading:0\r\naof_enabled:{aof}\r\n");
+        assert_eq!(Persistence::of(&info(1), Some("")), Persistence::AppendOnly);
+        assert_eq!(Persistence::of(&info(1), None), Persistence::AppendOnly);
+        assert_eq!(
+            Persistence::of(&info(0), Some("3600 1 300 100")),
+            Persistence::Snapshots
+        );
+        assert_eq!(Persistence::of(&info(0), Some("")), Persistence::Nothing);
+        assert_eq!(Persistence::of(&info(0), None), Persistence::Unknown);
+    }
 
     #[tokio::test]
     async fn memory_lists_trim_and_range_like_redis() {

@@ -6,7 +6,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::io::tcp::{TcpSettings, socket2};
 use std::time::Duration;
 
-use super::{KV_TIMEOUT, KvError, PING_TIMEOUT, Released};
+use super::{KV_TIMEOUT, KvError, PING_TIMEOUT, Persistence, Released};
 use neo_ops_text::redact::for_log as redact_url;
 
 const EXTEND: &str = r#"if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("PEXPIRE", KEYS[1], ARGV[2]) else return 0 end"#;
@@ -202,6 +202,30 @@ impl RedisKv {
             redis::cmd("PING").query_async::<String>(&mut c).await
         };
         matches!(tokio::time::timeout(PING_TIMEOUT, ping).await, Ok(Ok(_)))
+    }
+
+    /// What this Redis keeps on disk: `INFO persistence` says whether the
+    /// append-only file is on, `CONFIG GET save` whether snapshots are
+    /// (managed services often refuse `CONFIG`: then it is not known).
+    pub async fn persistence(&self) -> Persistence {
+        let asked = async {
+            let mut c = self.conn().await?;
+            let info: String = redis::cmd("INFO")
+                .arg("persistence")
+                .query_async(&mut c)
+                .await?;
+            let save: redis::RedisResult<std::collections::HashMap<String, String>> =
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("save")
+                    .query_async(&mut c)
+                    .await;
+            redis::RedisResult::Ok((info, save.ok().and_then(|mut m| m.remove("save"))))
+        };
+        match tokio::time::timeout(PING_TIMEOUT, asked).await {
+            Ok(Ok((info, save))) => Persistence::of(&info, save.as_deref()),
+            _ => Persistence::Unknown,
+        }
     }
 
     pub async fn get(&self, k: String) -> Result<Option<Vec<u8>>, KvError> {

@@ -8,6 +8,7 @@ pub mod alertmanager;
 pub mod browser;
 pub mod proxy;
 pub mod receivers;
+pub mod redis_server;
 pub mod webdriver;
 
 use neo_ops::backends::db::{Pool, Value};
@@ -554,7 +555,7 @@ impl Cli {
 }
 
 impl CliOutput {
-    fn of(mut command: std::process::Command) -> Self {
+    pub fn of(mut command: std::process::Command) -> Self {
         let out = command.output().unwrap();
         Self {
             code: out.status.code(),
