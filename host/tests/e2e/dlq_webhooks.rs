@@ -755,6 +755,82 @@ async fn a_deleted_endpoint_is_dead_at_once(backend: Backend) {
 
 on_both_backends!(deleted_endpoint, a_deleted_endpoint_is_dead_at_once);
 
+/// A delivery left `pending` or `failed` with no job to send it (the POS
+/// died before queueing it, Redis restarted without persistence) is found
+/// by the sweep and sent once; a young one, a delivered one and a dead one
+/// are left alone; a dry run only lists; a sweep right after the first
+/// queues nothing again. Before, such a delivery waited for good.
+async fn the_sweep_sends_what_no_job_would(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    let sweeping = manifest(&receiver, 10, "60s").replace(
+        r#"grants = { db = ["tenant"], kv = ["webhook:"]"#,
+        "command = true\n\
+         grants = { db = [\"master\", \"tenant:*\"], queues = [\"webhook\"], kv = [\"webhook:\"]",
+    );
+    let server = dep.start(&sweeping, "a").await;
+    let pool = tenant_with_endpoint(&server, "acme", &receiver).await;
+    for id in 1..=4 {
+        add_delivery(&pool, id, &json!({"order_id": id})).await;
+    }
+    let two_hours_ago = match backend {
+        Backend::Real => "now() - interval '2 hours'",
+        Backend::Embedded => "strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-2 hours')",
+    };
+    let set = |sql: String| {
+        let pool = pool.clone();
+        async move { pool.execute(&sql, &[]).await.unwrap() }
+    };
+    set(format!(
+        "UPDATE webhook_deliveries SET created_at = {two_hours_ago}"
+    ))
+    .await;
+    for (id, status) in [(2, "failed"), (3, "delivered"), (4, "dead")] {
+        set(format!(
+            "UPDATE webhook_deliveries SET status = '{status}' WHERE id = {id}"
+        ))
+        .await;
+    }
+    add_delivery(&pool, 5, &json!({"order_id": 5})).await;
+    let sweep = async |args: &[&str]| {
+        let out = server.command("webhook-dispatch", args).await.unwrap();
+        let doc: Json = serde_json::from_str(&out).unwrap();
+        assert_eq!(doc["ok"], true, "{doc}");
+        doc["data"]["stuck"].clone()
+    };
+
+    let listed = sweep(&["--dry-run"]).await;
+    assert_eq!(
+        listed,
+        json!([{"tenant": "acme", "deliveries": [1, 2], "queued": []}])
+    );
+    let swept = sweep(&["--tenant", "acme"]).await;
+    assert_eq!(
+        swept,
+        json!([{"tenant": "acme", "deliveries": [1, 2], "queued": [1, 2]}])
+    );
+    // At once again: whatever is still stuck is not queued twice.
+    for entry in sweep(&[]).await.as_array().unwrap() {
+        assert_eq!(entry["queued"], json!([]), "{entry}");
+    }
+    wait_until("both stuck deliveries are delivered", || async {
+        delivery(&pool, 1).await.0 == "delivered" && delivery(&pool, 2).await.0 == "delivered"
+    })
+    .await;
+    for id in [1, 2] {
+        let sent = requests_for(&receiver, id);
+        assert_eq!(sent.len(), 1, "delivery {id} sent once");
+        assert_signed(&sent[0], "acme", id);
+    }
+    assert_eq!(receiver.requests().len(), 2, "nothing else was sent");
+    assert_eq!(delivery(&pool, 4).await.0, "dead");
+    assert_eq!(delivery(&pool, 5).await.0, "pending");
+    assert_eq!(sweep(&[]).await, json!([]));
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(sweep, the_sweep_sends_what_no_job_would);
+
 /// A receiver that answers 410 Gone wants no more deliveries (Standard
 /// Webhooks): the delivery is dead on its first attempt, the endpoint is
 /// switched off on record, and the circuit is not charged. Before, 410 was

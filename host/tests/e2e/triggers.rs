@@ -1103,9 +1103,17 @@ fn shipped_schedules_fire_at_the_spec_times() {
     use chrono::{TimeZone, Utc};
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let manifest = neo_ops::manifest::load(&root.join("plugins.toml")).unwrap();
+    // The spec's jobs; the webhook sweep (every 15 minutes) is counted below.
+    let sweeps = |from, to| {
+        neo_ops::triggers::schedule::due_between(&manifest, from, to)
+            .into_iter()
+            .filter(|d| d.plugin == "webhook-dispatch")
+            .count()
+    };
     let slots = |from, to| -> Vec<(String, String)> {
         neo_ops::triggers::schedule::due_between(&manifest, from, to)
             .into_iter()
+            .filter(|d| d.plugin != "webhook-dispatch")
             .map(|d| (d.plugin, d.at.to_rfc3339()))
             .collect()
     };
@@ -1136,6 +1144,13 @@ fn shipped_schedules_fire_at_the_spec_times() {
     );
     assert_eq!(day.len(), 2, "{day:?}");
     assert!(day.iter().all(|(p, _)| p != "emit-test-alert"));
+    assert_eq!(
+        sweeps(
+            Utc.with_ymd_and_hms(2026, 12, 15, 0, 0, 0).unwrap(),
+            Utc.with_ymd_and_hms(2026, 12, 16, 0, 0, 0).unwrap(),
+        ),
+        96
+    );
     // Each schedule passes its args to the plugin.
     let args = |name: &str| {
         manifest

@@ -19,22 +19,39 @@
 //!   (`x-neo-delivery` counts per tenant, so it repeats across tenants).
 //! - A circuit breaker per (tenant, endpoint) stops hammering a receiver that
 //!   keeps failing (see `breaker`).
+//! - A delivery left `pending` or `failed` with no job to send it is queued
+//!   again by the sweep (see `sweep`): on a schedule, or `neo-ops run
+//!   webhook-dispatch [--tenant NAME] [--dry-run]`.
 
 mod breaker;
 mod delivery;
 mod send;
 mod settings;
 mod signature;
+mod sweep;
 
 use breaker::{Breaker, Gate};
 use delivery::Delivery;
+use neo_ops_sdk::args::Args;
 use neo_ops_sdk::serde_json::{self, json};
 use neo_ops_sdk::{Failure, Invocation, Output, Plugin, QueueMessage, kv, log, reply, time};
 use settings::Settings;
 
 struct WebhookDispatch;
 
+const USAGE: &str = "usage: neo-ops run webhook-dispatch [--tenant NAME] [--dry-run]";
+
 impl Plugin for WebhookDispatch {
+    const DRY_RUN: bool = true;
+    const USAGE: &'static str = USAGE;
+
+    /// The sweep (also what the schedule runs): the stuck deliveries of one
+    /// tenant or all of them, queued again.
+    fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
+        args.only_flags(&["--tenant"], &[], USAGE)?;
+        sweep::run(args.value("--tenant"), args.dry_run(inv))
+    }
+
     fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
         let Some(tenant) = &inv.tenant else {
             return Err(reply::fail(
