@@ -295,18 +295,24 @@ pub async fn transaction_recorded(
     master: &Pool,
     statements: &[(String, Vec<Value>)],
     budget: &mut Budget,
+    caller_deadline: Option<tokio::time::Instant>,
     mut record: NewRecord,
 ) -> Result<(i64, Vec<u64>), DbError> {
     let (_, recorded) = master
-        .transaction_then(statements, budget, async move |conn, done| {
-            let rows: Vec<u64> = done.iter().map(|(n, _)| *n).collect();
-            record.details["rows"] = serde_json::json!(rows);
-            let id = match conn {
-                InTransaction::Pg(conn) => insert_pg(conn, LOCK_LAST, &record).await?,
-                InTransaction::Sqlite(conn) => insert_lite(conn, &record).await?,
-            };
-            Ok((id, rows))
-        })
+        .transaction_then(
+            statements,
+            budget,
+            caller_deadline,
+            async move |conn, done| {
+                let rows: Vec<u64> = done.iter().map(|(n, _)| *n).collect();
+                record.details["rows"] = serde_json::json!(rows);
+                let id = match conn {
+                    InTransaction::Pg(conn) => insert_pg(conn, LOCK_LAST, &record).await?,
+                    InTransaction::Sqlite(conn) => insert_lite(conn, &record).await?,
+                };
+                Ok((id, rows))
+            },
+        )
         .await?;
     Ok(recorded)
 }

@@ -124,10 +124,12 @@ impl wit::Host for StoreState {
         let master = self.call.services.db.master().clone();
         let plugin = self.call.plugin.name.clone();
         let mut budget = self.row_budget();
+        let deadline = Some(self.call.io_deadline());
         if target == "master" {
             // One database: the record goes in the change's own transaction.
             let work = async move {
-                audit_log::transaction_recorded(&master, &statements, &mut budget, record).await
+                audit_log::transaction_recorded(&master, &statements, &mut budget, deadline, record)
+                    .await
             };
             return Completing::tracked(work, &self.call.tasks)
                 .await
@@ -138,7 +140,7 @@ impl wit::Host for StoreState {
         let work = Completing::tracked(
             async move {
                 let results = pool
-                    .transaction_within(&statements, &mut budget)
+                    .transaction_within(&statements, &mut budget, deadline)
                     .await
                     .map_err(Err)?;
                 let rows: Vec<u64> = results.iter().map(|(n, _)| *n).collect();

@@ -214,8 +214,12 @@ impl wit::Host for StoreState {
             .pool_for(&target, statements.iter().map(|(sql, _)| sql.as_str()))
             .await?;
         let mut budget = self.row_budget();
+        let deadline = Some(self.call.io_deadline());
         let results = self
-            .tracked(async move { pool.transaction_within(&statements, &mut budget).await })
+            .tracked(async move {
+                let run = pool.transaction_within(&statements, &mut budget, deadline);
+                run.await
+            })
             .await?;
         Ok(results
             .into_iter()

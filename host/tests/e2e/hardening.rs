@@ -1891,6 +1891,63 @@ async fn a_statement_past_the_plugins_time_fails_in_time_and_ends() {
     Arc::into_inner(server).unwrap().stop().await.unwrap();
 }
 
+/// A transaction slower than its plugin has time for is stopped by
+/// Postgres itself at the plugin's deadline (its statement timeout, set for
+/// that transaction), rolled back, and said to be so: the plugin answers in
+/// time, nothing of it committed, nothing runs on, and the connection
+/// serves the next caller. Before, it ran on up to the host's 30 s limit,
+/// holding its connection and locks, and the invocation waited for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_transaction_past_the_plugins_time_rolls_back_in_time() {
+    let dep = Deployment::new(Backend::Real).await;
+    let manifest = PROBE.replace(r#"timeout = "10s""#, r#"timeout = "2s""#);
+    let server = dep.start(&manifest, "a").await;
+    let write = "INSERT INTO incidents (title, details) VALUES ('cut short', 'probe')";
+    let kept = "SELECT COUNT(*) AS n FROM incidents WHERE title = 'cut short'";
+    let count = async |sql: &str| server.master().query(sql, &[]).await.unwrap().rows[0][0].clone();
+    let none = neo_ops::backends::db::Value::Int(0);
+    let running = "SELECT COUNT(*) AS n FROM pg_stat_activity \
+                   WHERE query LIKE '%pg_sleep%' AND query NOT LIKE '%pg_stat_activity%' \
+                   AND state = 'active'";
+    // One long statement, and many short ones that add up to too long.
+    let long = ["SELECT 1 AS n FROM pg_sleep(25)"; 1];
+    let short = ["SELECT 1 AS n FROM pg_sleep(0.2)"; 20];
+    for sleeps in [&long[..], &short[..]] {
+        let mut args = vec!["db-tx", "master", write];
+        args.extend(sleeps);
+        let asked = Instant::now();
+        let out = server.command("probe", &args).await.unwrap();
+        let waited = asked.elapsed();
+        assert!(out.contains(r#""code":"unavailable""#), "{out}");
+        assert!(
+            out.contains("did not finish in the time the plugin had; nothing of it was committed"),
+            "{out}"
+        );
+        assert!(
+            waited >= Duration::from_millis(1400) && waited < Duration::from_millis(1900),
+            "stopped at 1.5 s of 2 s: {waited:?}"
+        );
+        assert_eq!(count(kept).await, none, "the insert was rolled back");
+        assert_eq!(count(running).await, none, "nothing runs on");
+        let next = Instant::now();
+        let out = server.command("probe", &["db", "master"]).await.unwrap();
+        assert!(out.contains("1 row"), "{out}");
+        assert!(
+            next.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            next.elapsed()
+        );
+    }
+    // In time, the same transaction commits.
+    let out = server
+        .command("probe", &["db-tx", "master", write, short[0]])
+        .await
+        .unwrap();
+    assert!(out.contains("2 statements"), "{out}");
+    assert_eq!(count(kept).await, neo_ops::backends::db::Value::Int(1));
+    server.stop().await.unwrap();
+}
+
 /// A change committed on a tenant database while the master blips still
 /// gets its audit record: the append is asked again until the master is
 /// back. Before, the plugin got "committed but the audit log is

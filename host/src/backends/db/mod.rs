@@ -535,6 +535,18 @@ async fn bounded<T>(fut: impl Future<Output = Result<T, DbError>>) -> Result<T, 
         .unwrap_or_else(|_| Err(timed_out()))
 }
 
+fn not_found(tenant: &str) -> DbError {
+    DbError::NotFound(format!("tenant \"{tenant}\" not found"))
+}
+
+/// A plugin's transaction its time ran out on before it could commit.
+fn out_of_time() -> DbError {
+    DbError::Busy(
+        "the transaction did not finish in the time the plugin had; nothing of it was committed"
+            .into(),
+    )
+}
+
 fn timed_out() -> DbError {
     DbError::Unavailable("statement timed out".into())
 }
@@ -631,19 +643,30 @@ impl Pool {
         &self,
         statements: &[(String, Vec<Value>)],
     ) -> Result<Vec<(u64, RowSet)>, DbError> {
-        self.transaction_within(statements, &mut Budget::unlimited())
+        self.transaction_within(statements, &mut Budget::unlimited(), None)
             .await
     }
 
-    /// [`Pool::transaction`], rolled back once its rows exceed `budget`.
+    /// [`Pool::transaction`], rolled back once its rows exceed `budget`, or
+    /// when a statement is still running, or yet to start, at
+    /// `caller_deadline` (a plugin's time): then it is [`DbError::Busy`],
+    /// and nothing of it committed. The commit itself is never cut short,
+    /// so whether it took effect is always known.
     pub async fn transaction_within(
         &self,
         statements: &[(String, Vec<Value>)],
         budget: &mut Budget,
+        caller_deadline: Option<tokio::time::Instant>,
     ) -> Result<Vec<(u64, RowSet)>, DbError> {
         // At the database's own isolation level.
         let (out, ()) = self
-            .transaction_begun("BEGIN", statements, budget, async |_, _| Ok(()))
+            .transaction_begun(
+                "BEGIN",
+                statements,
+                budget,
+                caller_deadline,
+                async |_, _| Ok(()),
+            )
             .await?;
         Ok(out)
     }
@@ -659,10 +682,11 @@ impl Pool {
         &self,
         statements: &[(String, Vec<Value>)],
         budget: &mut Budget,
+        caller_deadline: Option<tokio::time::Instant>,
         then: impl AsyncFnOnce(InTransaction<'_>, &[(u64, RowSet)]) -> Result<T, DbError>,
     ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
         const READ_COMMITTED: &str = "BEGIN ISOLATION LEVEL READ COMMITTED";
-        self.transaction_begun(READ_COMMITTED, statements, budget, then)
+        self.transaction_begun(READ_COMMITTED, statements, budget, caller_deadline, then)
             .await
     }
 
@@ -673,21 +697,33 @@ impl Pool {
         begin: &'static str,
         statements: &[(String, Vec<Value>)],
         budget: &mut Budget,
+        caller_deadline: Option<tokio::time::Instant>,
         then: impl AsyncFnOnce(InTransaction<'_>, &[(u64, RowSet)]) -> Result<T, DbError>,
     ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
+        let limit = tokio::time::Instant::now() + STATEMENT_TIMEOUT;
+        let cut_at = caller_deadline.map(|d| d.min(limit));
+        if cut_at.is_some_and(|d| tokio::time::Instant::now() >= d) {
+            return Err(out_of_time());
+        }
         match self {
             Pool::Pg(p) => {
                 bounded(async {
                     p.check()?;
                     let leased = p.lease().await;
                     p.record(&leased);
-                    pg_transaction_leased(leased?, begin, statements, budget, then).await
+                    let tx = postgres::Tx {
+                        begin,
+                        cut_at,
+                        statements,
+                    };
+                    pg_transaction_leased(leased?, tx, budget, then).await
                 })
                 .await
             }
+            // SQLite itself interrupts a statement at the deadline; the
+            // commit, inside the work, is the file's own and quick.
             Pool::Sqlite(p) => {
-                let limit = tokio::time::Instant::now() + STATEMENT_TIMEOUT;
-                sqlite::within_deadline(p, limit, async |conn| {
+                let cut = sqlite::within_deadline(p, cut_at.unwrap_or(limit), async |conn| {
                     // The file's write lock first (waiting out the busy
                     // timeout): a deferred BEGIN that read and then wrote
                     // failed at once if another writer got in between.
@@ -699,8 +735,14 @@ impl Pool {
                     let last = then(InTransaction::Sqlite(&mut tx), &out).await?;
                     tx.commit().await?;
                     Ok((out, last))
-                })
-                .await
+                });
+                let result = cut.await;
+                match cut_at {
+                    Some(d) if result.is_err() && tokio::time::Instant::now() >= d => {
+                        Err(out_of_time())
+                    }
+                    _ => result,
+                }
             }
         }
     }

@@ -272,25 +272,51 @@ pub(super) async fn pg_run_leased(
     result
 }
 
-/// Runs `statements` in one transaction on a lease (opened with `begin`),
-/// then `then` in it too; one that fails rolls it back before its error is
-/// returned. The lease goes back for reuse only when the connection ended
-/// outside a transaction, its exchange complete.
+/// A transaction to run: opened with `begin`, cut off at `cut_at` (a
+/// plugin's deadline) if given.
+pub(super) struct Tx<'a> {
+    pub begin: &'static str,
+    pub cut_at: Option<tokio::time::Instant>,
+    pub statements: &'a [(String, Vec<Value>)],
+}
+
+/// Runs a transaction's statements on a lease, then `then` in it too; one
+/// that fails rolls it back before its error is returned. A deadline is
+/// kept by the server, which stops a statement still running then (its
+/// `statement_timeout`, set for this transaction only), and between
+/// statements: either way the transaction rolls back and the connection
+/// stays usable. The lease goes back for reuse only when the connection
+/// ended outside a transaction, its exchange complete.
 pub(super) async fn pg_transaction_leased<T>(
     mut lease: Lease,
-    begin: &'static str,
-    statements: &[(String, Vec<Value>)],
+    Tx {
+        begin,
+        cut_at,
+        statements,
+    }: Tx<'_>,
     budget: &mut Budget,
     then: impl AsyncFnOnce(super::InTransaction<'_>, &[(u64, RowSet)]) -> Result<T, DbError>,
 ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
     use sqlx::Connection;
     let mut out = Vec::with_capacity(statements.len());
+    let mut cut = cut_at.map(ServerCut::new);
+    // With the deadline's timeout in one round trip: a simple query.
+    let begin = match &cut {
+        Some(cut) => format!("{begin}; SET LOCAL statement_timeout = {}", cut.set_ms),
+        None => begin.to_string(),
+    };
     // A BEGIN that fails drops the lease, closing its connection: such a
     // connection is suspect, and keeping it would need the borrow `begin`
     // holds on the lease to end first.
     let mut tx = lease.begin_with(begin).await?;
     let mut done = Ok(());
     for (sql, params) in statements {
+        if let Some(cut) = &mut cut
+            && let Err(e) = cut.before(&mut tx).await
+        {
+            done = Err(e);
+            break;
+        }
         match pg_run(&mut *tx, sql, params, budget).await {
             Ok(result) => out.push(result),
             Err(e) => {
@@ -303,6 +329,11 @@ pub(super) async fn pg_transaction_leased<T>(
         Ok(()) => then(super::InTransaction::Pg(&mut tx), &out).await,
         Err(e) => Err(e),
     };
+    // Cancelled by the server at the deadline.
+    let last = last.map_err(|e| match e {
+        DbError::Busy(_) if cut.as_ref().is_some_and(ServerCut::reached) => super::out_of_time(),
+        e => e,
+    });
     let last = match last {
         Ok(last) => last,
         Err(e) => {
@@ -319,6 +350,50 @@ pub(super) async fn pg_transaction_leased<T>(
         lease.release();
     }
     committed.map(|()| (out, last))
+}
+
+/// A caller's deadline kept by the server inside a transaction: its
+/// `statement_timeout` for this transaction only, set again, lower, before
+/// a statement once the time left has run down by more than a tenth below
+/// it (a round trip, paid only when statements are slow next to the time
+/// left), so no statement runs much past the deadline.
+struct ServerCut {
+    at: tokio::time::Instant,
+    /// The `statement_timeout` in force, in milliseconds.
+    set_ms: u128,
+}
+
+impl ServerCut {
+    fn new(at: tokio::time::Instant) -> Self {
+        let mut cut = Self { at, set_ms: 0 };
+        cut.set_ms = cut.left_ms().max(1);
+        cut
+    }
+
+    fn left_ms(&self) -> u128 {
+        self.at
+            .saturating_duration_since(tokio::time::Instant::now())
+            .as_millis()
+    }
+
+    fn reached(&self) -> bool {
+        self.left_ms() == 0
+    }
+
+    /// Before a statement: out of time, or the timeout brought down to what
+    /// is left.
+    async fn before(&mut self, conn: &mut sqlx::PgConnection) -> Result<(), DbError> {
+        let left = self.left_ms();
+        if left == 0 {
+            return Err(super::out_of_time());
+        }
+        if self.set_ms > left + left / 10 {
+            let set = format!("SET LOCAL statement_timeout = {left}");
+            sqlx::Executor::execute(conn, set.as_str()).await?;
+            self.set_ms = left;
+        }
+        Ok(())
+    }
 }
 
 /// Whether a statement that failed so may have left its exchange half-way
