@@ -123,8 +123,15 @@ pub struct Settings {
     /// The environment's other variables worth seeing in a diagnostic
     /// bundle (masked when shown), read once at start.
     pub diagnostic_env: Vec<(String, String)>,
+    /// How long an open tenant database is used before the master is asked
+    /// again whether the tenant is still live ([`TENANT_RECHECK`]; tests
+    /// shorten it).
+    pub tenant_recheck: Duration,
 }
 
+/// [`Settings::tenant_recheck`]: a tenant deleted in the master (by the POS,
+/// or by hand) stops being served by every replica within this.
+pub const TENANT_RECHECK: Duration = Duration::from_secs(30);
 /// [`Settings::schedule_catch_up`] unless set.
 pub const DEFAULT_SCHEDULE_CATCH_UP: Duration = Duration::from_secs(3600);
 
@@ -250,6 +257,7 @@ impl Settings {
                     })?,
             },
             diagnostic_env: diagnostic_env(),
+            tenant_recheck: TENANT_RECHECK,
         })
     }
 
@@ -274,6 +282,7 @@ impl Settings {
             // Tests and local trials start with no past slot to run.
             schedule_catch_up: Duration::ZERO,
             diagnostic_env: diagnostic_env(),
+            tenant_recheck: TENANT_RECHECK,
         }
     }
 }

@@ -1045,3 +1045,51 @@ fn an_expired_token_can_be_revoked() {
     assert_eq!(o.code, Some(1), "{}", o.stdout);
     assert!(o.stderr.contains("no live token with id"), "{}", o.stderr);
 }
+
+const TENANT_READER: &str = r#"
+[plugins.probe]
+component = "test_probe.wasm"
+command = true
+grants = { db = ["tenant:*"] }
+"#;
+
+/// A tenant deleted in the master (soft-deleted by the POS, by hand, or
+/// through another replica) stops being served by a replica that has its
+/// database open, once the master is asked again; brought back, it is
+/// served again. Before, an open tenant was served until the replica
+/// restarted.
+async fn a_deleted_tenant_stops_being_served(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let mut settings = dep.settings("a");
+    settings.tenant_recheck = std::time::Duration::from_millis(300);
+    let services = neo_ops::services::Services::connect(settings)
+        .await
+        .expect("services");
+    let server = dep.start_with_services(TENANT_READER, services).await;
+    server
+        .services
+        .db
+        .create_tenant("acme", "Acme")
+        .await
+        .unwrap();
+    probe_ok(&server, &["db", "tenant:acme"]).await;
+    let deleted = async |at: &str| {
+        let sql = format!("UPDATE tenants SET deleted_at = {at} WHERE name = 'acme'");
+        assert_eq!(server.master().execute(&sql, &[]).await.unwrap(), 1);
+        tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    };
+    deleted("CURRENT_TIMESTAMP").await;
+    let out = server
+        .command("probe", &["db", "tenant:acme"])
+        .await
+        .unwrap();
+    assert!(
+        out.contains(r#""code":"not-found""#) && out.contains(r#"tenant \"acme\" not found"#),
+        "{out}"
+    );
+    deleted("NULL").await;
+    probe_ok(&server, &["db", "tenant:acme"]).await;
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(deleted_tenant, a_deleted_tenant_stops_being_served);

@@ -92,7 +92,15 @@ enum Kind {
 pub struct Databases {
     master: Pool,
     kind: Kind,
-    tenants: RwLock<HashMap<String, Pool>>,
+    tenants: RwLock<HashMap<String, OpenTenant>>,
+    /// How long an open tenant is served before the master is asked again.
+    recheck: Duration,
+}
+
+/// A tenant database in use, and when the master last said it is live.
+struct OpenTenant {
+    pool: Pool,
+    checked: tokio::time::Instant,
 }
 
 impl Databases {
@@ -140,7 +148,7 @@ impl Databases {
                 (pool, Kind::Sqlite { dir })
             }
         };
-        Ok(Self::over(master, kind))
+        Ok(Self::over(master, kind, settings.tenant_recheck))
     }
 
     /// An empty master held in memory, for a command that finds no
@@ -157,14 +165,19 @@ impl Databases {
         }
         let master = embedded_master(&settings.data_dir);
         let dir = master.parent().expect("in the db dir").to_path_buf();
-        Ok(Self::over(Pool::Sqlite(pool), Kind::Sqlite { dir }))
+        Ok(Self::over(
+            Pool::Sqlite(pool),
+            Kind::Sqlite { dir },
+            settings.tenant_recheck,
+        ))
     }
 
-    fn over(master: Pool, kind: Kind) -> Arc<Self> {
+    fn over(master: Pool, kind: Kind, recheck: Duration) -> Arc<Self> {
         Arc::new(Self {
             master,
             kind,
             tenants: RwLock::new(HashMap::new()),
+            recheck,
         })
     }
 
@@ -185,6 +198,7 @@ impl Databases {
         Ok(Self::over(
             Pool::Pg(PgHandle::new(pg_pool_lazy(url)?)),
             kind,
+            settings.tenant_recheck,
         ))
     }
 
@@ -292,18 +306,55 @@ impl Databases {
     }
 
     /// The pool of a registered tenant, opened on first use.
+    /// Once open, it is served without asking the master again for
+    /// [`Settings::tenant_recheck`]; then the master is asked once more,
+    /// and a tenant deleted meanwhile (by the POS, by hand, through another
+    /// replica) is closed here too. A master that cannot answer then does
+    /// not stop an open tenant from being served.
     pub async fn tenant(&self, name: &str) -> Result<Pool, DbError> {
-        if let Some(p) = self.tenants.read().await.get(name) {
-            return Ok(p.clone());
+        let now = tokio::time::Instant::now();
+        let open = self
+            .tenants
+            .read()
+            .await
+            .get(name)
+            .map(|t| (t.pool.clone(), t.checked));
+        match open {
+            Some((pool, checked)) if now < checked + self.recheck => return Ok(pool),
+            Some((pool, _)) => {
+                // One caller asks; the others go on with the open pool.
+                match self.tenants.write().await.get_mut(name) {
+                    Some(t) if now >= t.checked + self.recheck => t.checked = now,
+                    _ => return Ok(pool),
+                }
+                return match self.tenant_exists(name).await {
+                    Ok(false) => {
+                        self.tenants.write().await.remove(name);
+                        tracing::info!(
+                            tenant = name,
+                            "tenant deleted in the master: its database is closed here"
+                        );
+                        Err(not_found(name))
+                    }
+                    Ok(true) => Ok(pool),
+                    Err(e) => {
+                        tracing::warn!(tenant = name, error = %e, "could not ask the master whether the tenant is live; still serving it");
+                        Ok(pool)
+                    }
+                };
+            }
+            None => {}
         }
         if !self.tenant_exists(name).await? {
-            return Err(DbError::NotFound(format!("tenant \"{name}\" not found")));
+            return Err(not_found(name));
         }
         let pool = self.open_tenant(name).await?;
-        self.tenants
-            .write()
-            .await
-            .insert(name.to_string(), pool.clone());
+        let checked = tokio::time::Instant::now();
+        let open = OpenTenant {
+            pool: pool.clone(),
+            checked,
+        };
+        self.tenants.write().await.insert(name.to_string(), open);
         Ok(pool)
     }
 
@@ -459,8 +510,8 @@ impl Databases {
 
     pub async fn close(&self) {
         self.master.close().await;
-        for p in self.tenants.read().await.values() {
-            p.close().await;
+        for t in self.tenants.read().await.values() {
+            t.pool.close().await;
         }
     }
 }
