@@ -11,7 +11,7 @@ mod runs;
 mod write_stall;
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -21,6 +21,9 @@ use tokio_util::sync::CancellationToken;
 use crate::runtime::Runtime;
 use crate::services::Services;
 use crate::triggers;
+use crate::triggers::queue::consume;
+use crate::triggers::schedule::run_schedule;
+use crate::triggers::supervise::{RESTART_PAUSE, restarting};
 
 /// How long in-flight work may take to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
@@ -360,13 +363,21 @@ async fn run_background(
     for p in runtime.plugins() {
         let name = p.manifest.name.clone();
         for i in 0..p.manifest.schedules.len() {
-            tasks.spawn(triggers::schedule::run_schedule(
-                runtime.clone(),
-                name.clone(),
-                i,
-                since,
-                stop.child_token(),
-            ));
+            let (runtime, name, stop) = (runtime.clone(), name.clone(), stop.child_token());
+            tasks.spawn(async move {
+                let what = format!("schedule {i} of plugin \"{name}\"");
+                let restarted = AtomicBool::new(false);
+                restarting(&what, &stop.clone(), RESTART_PAUSE, || {
+                    // Started again after a panic from then on: the slot
+                    // that panicked is not fired twice.
+                    let since = match restarted.swap(true, Ordering::Relaxed) {
+                        true => chrono::Utc::now(),
+                        false => since,
+                    };
+                    run_schedule(runtime.clone(), name.clone(), i, since, stop.clone())
+                })
+                .await;
+            });
         }
         if let Some(queue) = &p.manifest.queue {
             let previous_consumer = before.get(&queue.name).cloned();
@@ -383,7 +394,11 @@ async fn run_background(
                         previous.cancelled().await;
                     }
                     if !stop.is_cancelled() {
-                        triggers::queue::consume(runtime, name, worker, stop).await;
+                        let what = format!("queue worker {worker} of plugin \"{name}\"");
+                        restarting(&what, &stop.clone(), RESTART_PAUSE, || {
+                            consume(runtime.clone(), name.clone(), worker, stop.clone())
+                        })
+                        .await;
                     }
                 });
             }

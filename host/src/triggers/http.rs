@@ -547,15 +547,6 @@ fn hop_addr(hop: &str) -> Option<IpAddr> {
     Some(ip.to_canonical())
 }
 
-/// The text of a panic's payload.
-fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
-    payload
-        .downcast_ref::<&str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
-        .unwrap_or("no message")
-}
-
 /// Longest any request may take, plugin included (plugin timeouts are
 /// shorter; this bounds the host's own waits too).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
@@ -922,7 +913,10 @@ async fn run_to_the_end(
         Ok(outcome) => outcome,
         Err(panic) => Err(InvokeError::Crashed {
             plugin: target.plugin.clone(),
-            reason: format!("invocation panicked: {}", panic_message(&*panic)),
+            reason: format!(
+                "invocation panicked: {}",
+                super::supervise::panic_message(&*panic)
+            ),
         }),
     }
 }

@@ -9,6 +9,7 @@ pub mod http;
 pub mod queue;
 pub mod request_id;
 pub mod schedule;
+pub mod supervise;
 
 /// A fresh request id for invocations that do not bring one.
 pub fn new_request_id() -> String {
