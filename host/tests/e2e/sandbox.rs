@@ -408,6 +408,31 @@ async fn misbehaving_plugins_fail_alone(backend: Backend) {
 
 on_both_backends!(faults_are_contained, misbehaving_plugins_fail_alone);
 
+/// SQL holding a NUL byte is refused before it reaches a database. On
+/// SQLite it left sqlx's thread spinning for good (SQLite stops reading at
+/// the NUL, and sqlx stepped past it by nothing), a core per call.
+async fn sql_with_a_nul_byte_is_refused(backend: Backend) {
+    let dep = Deployment::new(backend).await;
+    let receiver = HttpReceiver::start().await;
+    let server = dep.start(&probe_manifest(&receiver), "a").await;
+    for sql in [
+        "SELECT 1 AS one\0",
+        "\0",
+        "SELECT 1 AS one; \0SELECT 2 AS two",
+    ] {
+        let asked = Instant::now();
+        let out = probe(&server, "probe", &["db-sql", "master", sql]).await;
+        assert_eq!(out["code"], "invalid", "{sql:?}: {out}");
+        assert_eq!(out["message"], "SQL must not contain a NUL byte", "{out}");
+        assert!(asked.elapsed() < Duration::from_secs(1), "{sql:?}");
+    }
+    let ok = probe(&server, "probe", &["db", "master"]).await;
+    assert_eq!(ok["ok"], true, "{ok}");
+    server.stop().await.unwrap();
+}
+
+on_both_backends!(nul_in_sql, sql_with_a_nul_byte_is_refused);
+
 /// Values Postgres holds but the db interface cannot carry (`infinity`, dates
 /// past chrono's range) come back as `invalid`, not as a panic in the host
 /// (sqlx's own conversion panics on them); ordinary ones convert exactly.
