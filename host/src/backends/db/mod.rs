@@ -327,7 +327,14 @@ impl Databases {
                     Some(t) if now >= t.checked + self.recheck => t.checked = now,
                     _ => return Ok(pool),
                 }
-                return match self.tenant_exists(name).await {
+                // Bounded: a slow master does not hold up a healthy tenant.
+                let asked = tokio::time::timeout(PING_TIMEOUT, self.tenant_exists(name));
+                let answer = asked.await.unwrap_or_else(|_| {
+                    Err(DbError::Unavailable(format!(
+                        "no answer within {PING_TIMEOUT:?}"
+                    )))
+                });
+                return match answer {
                     Ok(false) => {
                         self.tenants.write().await.remove(name);
                         tracing::info!(
@@ -751,9 +758,13 @@ impl Pool {
         caller_deadline: Option<tokio::time::Instant>,
         then: impl AsyncFnOnce(InTransaction<'_>, &[(u64, RowSet)]) -> Result<T, DbError>,
     ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
-        let limit = tokio::time::Instant::now() + STATEMENT_TIMEOUT;
-        let cut_at = caller_deadline.map(|d| d.min(limit));
-        if cut_at.is_some_and(|d| tokio::time::Instant::now() >= d) {
+        let now = tokio::time::Instant::now();
+        let limit = now + STATEMENT_TIMEOUT;
+        // A deadline past the server's own statement timeout is left to it:
+        // set higher, the host's 30 s would come first and drop the
+        // connection mid-statement.
+        let cut_at = caller_deadline.filter(|d| *d < now + postgres::SERVER_STATEMENT_TIMEOUT);
+        if cut_at.is_some_and(|d| now >= d) {
             return Err(out_of_time());
         }
         match self {
@@ -771,9 +782,11 @@ impl Pool {
                 })
                 .await
             }
-            // SQLite itself interrupts a statement at the deadline; the
-            // commit, inside the work, is the file's own and quick.
+            // SQLite itself interrupts a statement at the deadline. A commit
+            // under way then may still land (sqlx's thread finishes it), so
+            // only an error before it is said to have committed nothing.
             Pool::Sqlite(p) => {
+                let committing = std::sync::atomic::AtomicBool::new(false);
                 let cut = sqlite::within_deadline(p, cut_at.unwrap_or(limit), async |conn| {
                     // The file's write lock first (waiting out the busy
                     // timeout): a deferred BEGIN that read and then wrote
@@ -784,12 +797,16 @@ impl Pool {
                         out.push(lite_run(&mut *tx, sql, params, budget).await?);
                     }
                     let last = then(InTransaction::Sqlite(&mut tx), &out).await?;
+                    committing.store(true, std::sync::atomic::Ordering::Relaxed);
                     tx.commit().await?;
                     Ok((out, last))
                 });
                 let result = cut.await;
+                let before_commit = !committing.load(std::sync::atomic::Ordering::Relaxed);
                 match cut_at {
-                    Some(d) if result.is_err() && tokio::time::Instant::now() >= d => {
+                    Some(d)
+                        if result.is_err() && before_commit && tokio::time::Instant::now() >= d =>
+                    {
                         Err(out_of_time())
                     }
                     _ => result,

@@ -39,6 +39,12 @@ pub struct PgHandle {
 /// How long the server lets a connection sit idle inside a transaction.
 const IDLE_IN_TRANSACTION: Duration = Duration::from_secs(10);
 
+/// The server's own statement timeout, just under the host's
+/// [`super::STATEMENT_TIMEOUT`]: the server stops a slow statement and the
+/// host keeps the connection.
+pub(super) const SERVER_STATEMENT_TIMEOUT: Duration =
+    super::STATEMENT_TIMEOUT.saturating_sub(Duration::from_secs(1));
+
 /// How long statements fail fast after the database failed to answer.
 pub const BREAKER_OPEN: Duration = Duration::from_secs(1);
 
@@ -54,7 +60,7 @@ impl PgHandle {
         // slow statement is then refused and its connection kept, instead of
         // left running on the server with its locks after the host dropped
         // the socket (and taken for an outage that opens the breaker).
-        let server_limit = super::STATEMENT_TIMEOUT.saturating_sub(Duration::from_secs(1));
+        let server_limit = SERVER_STATEMENT_TIMEOUT;
         // And a connection left inside a transaction (nothing of the host's
         // does; a backstop) is ended by the server, its locks with it.
         let options = (*pool.connect_options()).clone().options([
@@ -325,15 +331,17 @@ pub(super) async fn pg_transaction_leased<T>(
             }
         }
     }
+    // `then` (an audit record, behind the chain's lock) keeps the deadline
+    // as the statements do.
+    if done.is_ok()
+        && let Some(cut) = &mut cut
+    {
+        done = cut.before(&mut tx).await;
+    }
     let last = match done {
         Ok(()) => then(super::InTransaction::Pg(&mut tx), &out).await,
         Err(e) => Err(e),
     };
-    // Cancelled by the server at the deadline.
-    let last = last.map_err(|e| match e {
-        DbError::Busy(_) if cut.as_ref().is_some_and(ServerCut::reached) => super::out_of_time(),
-        e => e,
-    });
     let last = match last {
         Ok(last) => last,
         Err(e) => {
@@ -342,7 +350,14 @@ pub(super) async fn pg_transaction_leased<T>(
             if !exchange_broke(&e) && tx.rollback().await.is_ok() {
                 lease.release();
             }
-            return Err(e);
+            // Cancelled by the server at the deadline (a read-only server's
+            // refusal is busy too, but its session was not reused above).
+            return Err(match e {
+                DbError::Busy(_) if cut.as_ref().is_some_and(ServerCut::reached) => {
+                    super::out_of_time()
+                }
+                e => e,
+            });
         }
     };
     let committed = tx.commit().await.map_err(DbError::from);
