@@ -758,19 +758,24 @@ on_both_backends!(deleted_endpoint, a_deleted_endpoint_is_dead_at_once);
 /// A delivery left `pending` or `failed` with no job to send it (the POS
 /// died before queueing it, Redis restarted without persistence) is found
 /// by the sweep and sent once; a young one, a delivered one and a dead one
-/// are left alone; a dry run only lists; a sweep right after the first
-/// queues nothing again. Before, such a delivery waited for good.
+/// are left alone; one the sweep already queued three times with no
+/// outcome is marked dead; a dry run only lists; a sweep right after the
+/// first finds nothing (what it queued is marked seen). From the command
+/// line on Redis; on the embedded kv, which a command cannot reach, the
+/// command refuses and the schedule's per-tenant job sweeps. Before, such
+/// a delivery waited for good.
 async fn the_sweep_sends_what_no_job_would(backend: Backend) {
     let dep = Deployment::new(backend).await;
     let receiver = HttpReceiver::start().await;
     let sweeping = manifest(&receiver, 10, "60s").replace(
         r#"grants = { db = ["tenant"], kv = ["webhook:"]"#,
         "command = true\n\
+         schedules = [{ cron = \"0 0 1 1 *\" }]\n\
          grants = { db = [\"master\", \"tenant:*\"], queues = [\"webhook\"], kv = [\"webhook:\"]",
     );
     let server = dep.start(&sweeping, "a").await;
     let pool = tenant_with_endpoint(&server, "acme", &receiver).await;
-    for id in 1..=4 {
+    for id in [1, 2, 3, 4, 6] {
         add_delivery(&pool, id, &json!({"order_id": id})).await;
     }
     let two_hours_ago = match backend {
@@ -792,6 +797,9 @@ async fn the_sweep_sends_what_no_job_would(backend: Backend) {
         .await;
     }
     add_delivery(&pool, 5, &json!({"order_id": 5})).await;
+    // Delivery 6 was queued again three times already, with no outcome.
+    let kv = &server.services.kv;
+    kv.set("webhook:sweeps:acme:6", b"3", None).await.unwrap();
     let sweep = async |args: &[&str]| {
         let out = server.command("webhook-dispatch", args).await.unwrap();
         let doc: Json = serde_json::from_str(&out).unwrap();
@@ -802,16 +810,34 @@ async fn the_sweep_sends_what_no_job_would(backend: Backend) {
     let listed = sweep(&["--dry-run"]).await;
     assert_eq!(
         listed,
-        json!([{"tenant": "acme", "deliveries": [1, 2], "queued": []}])
+        json!([{"tenant": "acme", "deliveries": [1, 2, 6], "queued": [], "dead": []}])
     );
-    let swept = sweep(&["--tenant", "acme"]).await;
-    assert_eq!(
-        swept,
-        json!([{"tenant": "acme", "deliveries": [1, 2], "queued": [1, 2]}])
-    );
-    // At once again: whatever is still stuck is not queued twice.
-    for entry in sweep(&[]).await.as_array().unwrap() {
-        assert_eq!(entry["queued"], json!([]), "{entry}");
+    match backend {
+        Backend::Real => {
+            let swept = sweep(&["--tenant", "acme"]).await;
+            assert_eq!(
+                swept,
+                json!([{"tenant": "acme", "deliveries": [1, 2, 6], "queued": [1, 2], "dead": [6]}])
+            );
+            // At once again: what it queued is seen, nothing is queued twice.
+            assert_eq!(sweep(&[]).await, json!([]));
+        }
+        Backend::Embedded => {
+            let refused = server.command("webhook-dispatch", &[]).await.unwrap_err();
+            assert!(
+                refused
+                    .to_string()
+                    .contains("without REDIS_URL it lives in the serving process's memory"),
+                "{refused}"
+            );
+            neo_ops::triggers::schedule::fire(
+                &server.runtime,
+                "webhook-dispatch",
+                0,
+                chrono::Utc::now(),
+            )
+            .await;
+        }
     }
     wait_until("both stuck deliveries are delivered", || async {
         delivery(&pool, 1).await.0 == "delivered" && delivery(&pool, 2).await.0 == "delivered"
@@ -823,9 +849,15 @@ async fn the_sweep_sends_what_no_job_would(backend: Backend) {
         assert_signed(&sent[0], "acme", id);
     }
     assert_eq!(receiver.requests().len(), 2, "nothing else was sent");
+    let (status, _, error) = delivery(&pool, 6).await;
+    assert_eq!(status, "dead");
+    assert_eq!(
+        error.as_deref(),
+        Some("queued again by the sweep 3 times with no outcome recorded; not retried")
+    );
     assert_eq!(delivery(&pool, 4).await.0, "dead");
     assert_eq!(delivery(&pool, 5).await.0, "pending");
-    assert_eq!(sweep(&[]).await, json!([]));
+    assert_eq!(sweep(&["--dry-run"]).await, json!([]));
     server.stop().await.unwrap();
 }
 

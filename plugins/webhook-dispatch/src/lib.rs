@@ -34,7 +34,10 @@ use breaker::{Breaker, Gate};
 use delivery::Delivery;
 use neo_ops_sdk::args::Args;
 use neo_ops_sdk::serde_json::{self, json};
-use neo_ops_sdk::{Failure, Invocation, Output, Plugin, QueueMessage, kv, log, reply, time};
+use neo_ops_sdk::{
+    Failure, Invocation, Output, Plugin, QueueMessage, ScheduleEvent, backends, kv, log, reply,
+    time,
+};
 use settings::Settings;
 
 struct WebhookDispatch;
@@ -45,11 +48,31 @@ impl Plugin for WebhookDispatch {
     const DRY_RUN: bool = true;
     const USAGE: &'static str = USAGE;
 
-    /// The sweep (also what the schedule runs): the stuck deliveries of one
-    /// tenant or all of them, queued again.
+    /// The sweep, now: the stuck deliveries of one tenant or all of them,
+    /// listed and queued again. Queued in this command's own memory they
+    /// would be lost, so without Redis only a dry run is done.
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
         args.only_flags(&["--tenant"], &[], USAGE)?;
-        sweep::run(args.value("--tenant"), args.dry_run(inv))
+        let dry_run = args.dry_run(inv);
+        if !dry_run && backends::kv_in_process() {
+            return Err(reply::fail(
+                409,
+                "the webhook queue is kept in Redis: without REDIS_URL it lives in the serving \
+                 process's memory, which this command cannot reach (set REDIS_URL, or leave it \
+                 to the sweep's schedule; --dry-run lists what it would queue)",
+            ));
+        }
+        sweep::run(
+            args.value("--tenant"),
+            dry_run,
+            Settings::load()?.sweep_after,
+        )
+    }
+
+    /// The sweep, every tenant: one sweep job each on the webhook queue.
+    fn schedule(_: &Invocation, _: &ScheduleEvent) -> Result<Output, Failure> {
+        Settings::load()?;
+        sweep::fan_out()
     }
 
     fn queue(inv: &Invocation, message: &QueueMessage) -> Result<Output, Failure> {
@@ -59,8 +82,11 @@ impl Plugin for WebhookDispatch {
                 format!("webhook job {} has no tenant", message.id),
             ));
         };
-        let delivery_id = delivery_id(&message.payload)?;
         let settings = Settings::load()?;
+        if is_sweep(&message.payload) {
+            return sweep::job(tenant, settings.sweep_after);
+        }
+        let delivery_id = delivery_id(&message.payload)?;
         Job {
             tenant,
             delivery_id,
@@ -71,13 +97,22 @@ impl Plugin for WebhookDispatch {
     }
 }
 
+/// A tenant's sweep job ([`sweep::SWEEP_JOB`]).
+fn is_sweep(payload: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(payload)
+        .is_ok_and(|v| v.get("sweep") == Some(&serde_json::Value::Bool(true)))
+}
+
 /// `{"delivery_id": N}` with a positive integer N.
 fn delivery_id(payload: &str) -> Result<i64, Failure> {
     serde_json::from_str::<serde_json::Value>(payload)
         .ok()
         .and_then(|v| v.get("delivery_id").and_then(serde_json::Value::as_i64))
         .filter(|id| *id > 0)
-        .ok_or_else(|| reply::bad_job_payload("webhook", payload, r#"{"delivery_id": <id>}"#))
+        .ok_or_else(|| {
+            let expected = r#"{"delivery_id": <id>} or {"sweep": true}"#;
+            reply::bad_job_payload("webhook", payload, expected)
+        })
 }
 
 struct Job<'a> {
@@ -92,8 +127,10 @@ impl Job<'_> {
         format!("tenant:{}", self.tenant)
     }
 
-    /// Runs the attempt under the delivery's lock.
+    /// Runs the attempt under the delivery's lock; marked seen first, so
+    /// the sweep leaves a delivery some job is trying alone.
     fn run(&self) -> Result<Output, Failure> {
+        sweep::mark_seen(self.tenant, self.delivery_id, self.settings.sweep_after);
         let lock = format!("webhook:delivery:{}:{}", self.tenant, self.delivery_id);
         // Outlives one live attempt (the request plus bookkeeping) but not the
         // first retry's backoff, so a worker killed mid-send does not cost the

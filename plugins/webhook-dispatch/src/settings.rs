@@ -10,7 +10,15 @@ pub struct Settings {
     pub breaker_cooldown_ms: u64,
     /// Bound on one webhook request.
     pub request_timeout_ms: u32,
+    /// How long a pending or failed delivery no job has tried waits before
+    /// the sweep queues it again.
+    pub sweep_after: Duration,
 }
+
+/// The shortest `sweep_after`: well past a job's retries (about 4 minutes
+/// with the shipped backoff), so a delivery still being retried is never
+/// taken for stuck.
+const SHORTEST_SWEEP_AFTER: Duration = Duration::from_secs(600);
 
 impl Settings {
     pub fn load() -> Result<Self, ConfigError> {
@@ -21,7 +29,15 @@ impl Settings {
                 "config request_timeout and breaker_cooldown must be longer than 0s".into(),
             ));
         }
+        let sweep_after = config::duration("sweep_after", Duration::from_secs(3600))?;
+        if sweep_after < SHORTEST_SWEEP_AFTER {
+            return Err(ConfigError(
+                "config sweep_after must be at least 10m: a delivery still being retried is not stuck"
+                    .into(),
+            ));
+        }
         Ok(Self {
+            sweep_after,
             breaker_threshold: config::positive("breaker_threshold", 5)? as i64,
             breaker_cooldown_ms: cooldown.as_millis() as u64,
             request_timeout_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),

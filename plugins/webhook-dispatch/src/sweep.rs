@@ -1,103 +1,183 @@
-//! The sweep: a delivery still `pending` or `failed` long after it was made
-//! has no job left to send it. The POS died between writing the row and
-//! queueing its job, Redis restarted without persistence, or a job's last
-//! failure could not be recorded. Each such delivery is queued again, on
-//! a schedule and from the command line (`--dry-run` lists them).
+//! The sweep: a delivery still `pending` or `failed` that no job has tried
+//! for `sweep_after` has no job left to send it. The POS died between
+//! writing the row and queueing its job, Redis restarted without
+//! persistence, or a job's last failure could not be recorded. Each such
+//! delivery is queued again: every tenant on a schedule (one sweep job per
+//! tenant on the `webhook` queue), or from the command line (`--dry-run`
+//! lists them).
 //!
-//! A delivery queued twice is sent once: the dispatcher takes its lock and
-//! acknowledges a delivered row without sending. So that one whose new job
-//! waits in a long queue is not queued again by every run, a swept delivery
-//! is marked in kv for `sweep_after`.
+//! Every attempt marks its delivery `seen` in kv for `sweep_after`, and so
+//! does the sweep when it queues one: a delivery being retried, replayed,
+//! or waiting in a long queue is left alone. A delivery queued twice all
+//! the same is sent once (the dispatcher's lock, and a delivered row is
+//! acknowledged). One queued again [`MAX_SWEEPS`] times with no outcome
+//! recorded (its job trapped or timed out each time) is marked `dead`.
 
 use neo_ops_sdk::db::Value;
-use neo_ops_sdk::serde_json::json;
+use neo_ops_sdk::serde_json::{Value as Json, json};
 use neo_ops_sdk::tenants::{self, Tenant};
-use neo_ops_sdk::{Error, Failure, Output, config, db, fan_out, kv, queue, reply, time};
+use neo_ops_sdk::{Error, Failure, Output, db, fan_out, kv, log, queue, reply, time};
 use std::time::Duration;
 
+use crate::delivery;
+
 const QUEUE: &str = "webhook";
+/// The job that sweeps its tenant.
+pub const SWEEP_JOB: &str = r#"{"sweep": true}"#;
 /// Deliveries queued again per tenant and run at most; the next run takes
 /// the rest.
-const PER_RUN: i64 = 500;
+const PER_RUN: usize = 500;
+/// Rows read per page, and pages per run at most.
+const PAGE: i64 = 500;
+const PAGES: usize = 20;
+/// Times a delivery is queued again with no outcome before it is `dead`.
+const MAX_SWEEPS: i64 = 3;
+/// How long that count is kept.
+const SWEEPS_KEPT_MS: u64 = 7 * 24 * 3600 * 1000;
 const STUCK: &str = "SELECT id FROM webhook_deliveries \
-                     WHERE status IN ('pending', 'failed') AND created_at < $1 \
-                     ORDER BY id LIMIT $2";
+                     WHERE status IN ('pending', 'failed') AND created_at < $1 AND id > $2 \
+                     ORDER BY id LIMIT $3";
 
-/// Stuck deliveries of every tenant (`only`: of that one), queued again
-/// unless `dry_run`.
-pub fn run(only: Option<&str>, dry_run: bool) -> Result<Output, Failure> {
-    // Longer than a job's retries take (about 4 minutes by default).
-    let after = config::duration("sweep_after", Duration::from_secs(3600))?;
-    if after < Duration::from_secs(60) {
-        return Err(reply::fail(
-            400,
-            "config sweep_after must be at least 1m: a delivery younger than its retries is not stuck",
-        ));
+/// The kv key that says a job tried (or the sweep queued) the delivery
+/// within `sweep_after`.
+pub fn seen_key(tenant: &str, delivery_id: i64) -> String {
+    format!("webhook:seen:{tenant}:{delivery_id}")
+}
+
+/// Marks the delivery seen for `after`; best effort (unmarked, the worst
+/// is a second job, which sends nothing).
+pub fn mark_seen(tenant: &str, delivery_id: i64, after: Duration) {
+    let _ = kv::set(
+        &seen_key(tenant, delivery_id),
+        b"",
+        Some(after.as_millis() as u64),
+    );
+}
+
+/// The schedule: one sweep job per tenant, each with the plugin's whole
+/// timeout.
+pub fn fan_out() -> Result<Output, Failure> {
+    let tenants = fan_out::until_available(tenants::live)?;
+    Ok(fan_out::enqueue_each(QUEUE, &tenants, SWEEP_JOB)?)
+}
+
+/// What one tenant's sweep found and did.
+struct Swept {
+    stuck: Vec<i64>,
+    queued: Vec<i64>,
+    dead: Vec<i64>,
+    failed: Vec<String>,
+}
+
+impl Swept {
+    fn json(&self, tenant: &str) -> Json {
+        json!({"tenant": tenant, "deliveries": self.stuck, "queued": self.queued, "dead": self.dead})
     }
+}
+
+/// One tenant's sweep job: fails (so the queue retries it) if anything
+/// could not be read or queued.
+pub fn job(tenant: &str, after: Duration) -> Result<Output, Failure> {
+    let tenant = tenants::require(tenant)?;
+    let swept = sweep(&tenant, after, false)?;
+    if !swept.failed.is_empty() {
+        return Err(reply::fail(503, swept.failed.join("; ")));
+    }
+    Ok(reply::ok(swept.json(&tenant.name)))
+}
+
+/// The command: every tenant's stuck deliveries (`only`: that tenant's),
+/// queued again unless `dry_run`.
+pub fn run(only: Option<&str>, dry_run: bool, after: Duration) -> Result<Output, Failure> {
     let tenants: Vec<Tenant> = match only {
         Some(name) => vec![tenants::require(name)?],
         None => fan_out::until_available(tenants::live)?,
     };
-    let cutoff = time::now_micros() - after.as_micros() as i64;
     let (mut found, mut failed) = (Vec::new(), Vec::new());
     for tenant in &tenants {
-        match stuck(tenant, cutoff) {
-            Ok(ids) if ids.is_empty() => {}
-            Ok(ids) => {
-                let queued = if dry_run {
-                    Vec::new()
-                } else {
-                    queue_again(tenant, &ids, after, &mut failed)
-                };
-                found.push(json!({"tenant": tenant.name, "deliveries": ids, "queued": queued}));
+        match sweep(tenant, after, dry_run) {
+            Ok(swept) => {
+                failed.extend(swept.failed.iter().map(|f| format!("{}: {f}", tenant.name)));
+                if !swept.stuck.is_empty() {
+                    found.push(swept.json(&tenant.name));
+                }
             }
             Err(e) => failed.push(format!("{}: {}", tenant.name, e.message)),
         }
     }
     let data = json!({
         "dry_run": dry_run,
-        "older_than_seconds": after.as_secs(),
+        "idle_seconds": after.as_secs(),
         "tenants_swept": tenants.len(),
         "stuck": found,
     });
     if failed.is_empty() {
-        Ok(reply::ok(data))
-    } else {
-        let failure = reply::fail(503, format!("sweep incomplete: {}", failed.join("; ")));
-        Ok(reply::failed_with_data(&failure, data))
+        return Ok(reply::ok(data));
     }
+    let message = format!("sweep incomplete: {}", failed.join("; "));
+    log::log(log::Level::Warn, &message, &[]);
+    Ok(reply::failed_with_data(&reply::fail(503, message), data))
 }
 
-/// Ids of the tenant's deliveries that have waited past `cutoff`.
-fn stuck(tenant: &Tenant, cutoff: i64) -> Result<Vec<i64>, Error> {
-    let params = [Value::Timestamp(cutoff), Value::Int(PER_RUN)];
-    let rows = db::query(&tenant.target(), STUCK, &params)?;
-    Ok(rows.iter().filter_map(|r| r.int("id")).collect())
-}
-
-/// Queues a job for each delivery not swept within `after`; answers the
-/// ids queued, and adds what could not be to `failed`.
-fn queue_again(
-    tenant: &Tenant,
-    ids: &[i64],
-    after: Duration,
-    failed: &mut Vec<String>,
-) -> Vec<i64> {
-    let mut queued = Vec::new();
-    for &id in ids {
-        let mark = format!("webhook:swept:{}:{id}", tenant.name);
-        // Unreadable: queued all the same; a second job sends nothing.
-        if matches!(kv::get(&mark), Ok(Some(_))) {
-            continue;
-        }
-        let payload = json!({"delivery_id": id}).to_string();
-        match queue::enqueue_for_tenant(QUEUE, &tenant.name, &payload) {
-            Ok(_) => {
-                queued.push(id);
-                let _ = kv::set(&mark, b"", Some(after.as_millis() as u64));
+/// Pages through the tenant's deliveries made before `after` ago that are
+/// still pending or failed, queueing again (unless `dry_run`) each one no
+/// job has seen within `after`, up to [`PER_RUN`].
+fn sweep(tenant: &Tenant, after: Duration, dry_run: bool) -> Result<Swept, Error> {
+    let cutoff = Value::Timestamp(time::now_micros() - after.as_micros() as i64);
+    let mut swept = Swept {
+        stuck: Vec::new(),
+        queued: Vec::new(),
+        dead: Vec::new(),
+        failed: Vec::new(),
+    };
+    let mut last = 0;
+    for _ in 0..PAGES {
+        let params = [cutoff.clone(), Value::Int(last), Value::Int(PAGE)];
+        let rows = db::query(&tenant.target(), STUCK, &params)?;
+        let ids: Vec<i64> = rows.iter().filter_map(|r| r.int("id")).collect();
+        for &id in &ids {
+            last = id;
+            // Unreadable: taken as unseen; a second job sends nothing.
+            if matches!(kv::get(&seen_key(&tenant.name, id)), Ok(Some(_))) {
+                continue;
             }
-            Err(e) => failed.push(format!("{} delivery {id}: {}", tenant.name, e.message)),
+            swept.stuck.push(id);
+            if !dry_run {
+                queue_again(tenant, id, after, &mut swept);
+            }
+            if swept.queued.len() >= PER_RUN {
+                return Ok(swept);
+            }
+        }
+        if ids.len() < PAGE as usize {
+            break;
         }
     }
-    queued
+    Ok(swept)
+}
+
+/// Queues a job for the delivery, or marks it dead once it has been queued
+/// again [`MAX_SWEEPS`] times with no outcome.
+fn queue_again(tenant: &Tenant, id: i64, after: Duration, swept: &mut Swept) {
+    let sweeps_key = format!("webhook:sweeps:{}:{id}", tenant.name);
+    let sweeps = kv::incr(&sweeps_key, 1).unwrap_or(1);
+    let _ = kv::expire(&sweeps_key, SWEEPS_KEPT_MS);
+    if sweeps > MAX_SWEEPS {
+        let reason = format!(
+            "queued again by the sweep {MAX_SWEEPS} times with no outcome recorded; not retried"
+        );
+        match delivery::mark_failed(&tenant.target(), id, &reason, true) {
+            Ok(_) => swept.dead.push(id),
+            Err(e) => swept.failed.push(format!("delivery {id}: {}", e.message)),
+        }
+        return;
+    }
+    let payload = json!({"delivery_id": id}).to_string();
+    match queue::enqueue_for_tenant(QUEUE, &tenant.name, &payload) {
+        Ok(_) => {
+            swept.queued.push(id);
+            mark_seen(&tenant.name, id, after);
+        }
+        Err(e) => swept.failed.push(format!("delivery {id}: {}", e.message)),
+    }
 }

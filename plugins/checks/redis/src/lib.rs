@@ -62,7 +62,7 @@ fn kept_on_disk(round_trip: String, persistence: Option<&str>) -> CheckOutcome {
             "{round_trip}; Redis keeps snapshots only (a restart loses what changed since the last one)"
         )),
         Some("unknown") => pass(format!(
-            "{round_trip}; whether Redis keeps anything on disk is unknown (CONFIG GET refused)"
+            "{round_trip}; whether Redis keeps anything on disk is unknown (it did not say: CONFIG refused, or no answer in time)"
         )),
         Some("none") if settings::flag("allow_no_persistence") => pass(format!(
             "{round_trip}; Redis keeps nothing on disk (allowed by config)"
