@@ -27,17 +27,18 @@ impl StoreState {
 }
 
 impl StoreState {
-    /// A granted path, or a path under a granted directory; `data-dir` is
-    /// the host's data directory.
-    fn granted_place(&self, path: &str) -> Result<PathBuf, WitError> {
+    /// A granted path, or a path under a granted directory, as written;
+    /// `data-dir` is the host's data directory. Nothing on disk is touched
+    /// here: a path outside every grant is refused without a look (a hung
+    /// network mount elsewhere must not hold the host's thread), and
+    /// [`really_within`] then checks where the path really leads.
+    fn granted_place(&self, path: &str) -> Result<(PathBuf, Vec<PathBuf>), WitError> {
         let wanted = if path == crate::runtime::file_grants::DATA_DIR {
             std::path::absolute(&self.call.services.settings.data_dir)
         } else {
             std::path::absolute(Path::new(path))
         }
         .map_err(|_| WitError::invalid(format!("bad path \"{path}\"")))?;
-        // `..` and symlinks could lead out of a granted directory: compare
-        // where the path really is with where the grants really are.
         if wanted
             .components()
             .any(|c| matches!(c, std::path::Component::ParentDir))
@@ -46,18 +47,38 @@ impl StoreState {
                 "path \"{path}\" must not contain \"..\""
             )));
         }
-        let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let wanted = real(&wanted);
-        if self.call.files.iter().any(|g| wanted.starts_with(real(g))) {
-            Ok(wanted)
-        } else {
-            tracing::warn!(plugin = %self.call.plugin.name, path, "disk usage denied");
-            Err(WitError::denied(format!(
-                "plugin \"{}\" has no file grant for \"{path}\"",
-                self.call.plugin.name
-            )))
+        let grants: Vec<PathBuf> = self
+            .call
+            .files
+            .iter()
+            .filter(|g| wanted.starts_with(g))
+            .cloned()
+            .collect();
+        if grants.is_empty() {
+            return Err(self.no_place_grant(path));
         }
+        Ok((wanted, grants))
     }
+
+    fn no_place_grant(&self, path: &str) -> WitError {
+        tracing::warn!(plugin = %self.call.plugin.name, path, "disk usage denied");
+        WitError::denied(format!(
+            "plugin \"{}\" has no file grant for \"{path}\"",
+            self.call.plugin.name
+        ))
+    }
+}
+
+/// Where `wanted` really is, if that is still inside one of `grants`
+/// where they really are: a symlink under a granted directory may lead
+/// out of it. On a blocking thread: it reads the filesystem.
+fn really_within(wanted: &Path, grants: &[PathBuf]) -> Option<PathBuf> {
+    let real = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let wanted = real(wanted);
+    grants
+        .iter()
+        .any(|g| wanted.starts_with(real(g)))
+        .then_some(wanted)
 }
 
 /// Free and total bytes of the filesystem holding `path` (statvfs).
@@ -98,11 +119,16 @@ impl wit::Host for StoreState {
     }
 
     async fn disk_usage(&mut self, path: String) -> Result<wit::DiskSpace, WitError> {
-        let place = self.granted_place(&path)?;
-        let (free, total) = tokio::task::spawn_blocking(move || statvfs(&place))
-            .await
-            .map_err(|e| WitError::new(ErrorCode::Failed, e.to_string()))?
-            .map_err(|e| io_error(&path, e))?;
+        let (wanted, grants) = self.granted_place(&path)?;
+        let measured = tokio::task::spawn_blocking(move || {
+            really_within(&wanted, &grants).map(|place| statvfs(&place))
+        })
+        .await
+        .map_err(|e| WitError::new(ErrorCode::Failed, e.to_string()))?;
+        let Some(measured) = measured else {
+            return Err(self.no_place_grant(&path));
+        };
+        let (free, total) = measured.map_err(|e| io_error(&path, e))?;
         Ok(wit::DiskSpace {
             free_bytes: free,
             total_bytes: total,

@@ -434,6 +434,14 @@ async fn disk_usage_needs_a_grant() {
     assert!(out.contains("free "), "{out}");
     let out = server.command("probe", &["disk", "/etc"]).await.unwrap();
     assert!(out.contains(r#""code":"denied""#), "{out}");
+    // Nor where a symlink under it leads.
+    let out_link = dep.data_dir("a").join("elsewhere");
+    std::os::unix::fs::symlink("/etc", &out_link).unwrap();
+    let out = server
+        .command("probe", &["disk", out_link.to_str().unwrap()])
+        .await
+        .unwrap();
+    assert!(out.contains(r#""code":"denied""#), "{out}");
     server.stop().await.unwrap();
 }
 
