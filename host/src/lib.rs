@@ -12,6 +12,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod plugin_build;
 pub mod preflight;
+pub mod private_fs;
 pub mod progress;
 pub mod runtime;
 pub mod server;

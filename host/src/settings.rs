@@ -144,9 +144,10 @@ pub const DEFAULT_KEEP_ALIVE_IDLE: Duration = Duration::from_secs(75);
 pub const DEFAULT_MIN_WRITE_RATE: u32 = 1024;
 
 impl Settings {
-    /// Makes the data directory (the embedded backends' files) if missing.
+    /// Makes the data directory (the embedded backends' files) if missing,
+    /// the owner's alone: it holds customers' data.
     pub fn make_data_dir(&self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.data_dir)
+        crate::private_fs::create_private_dir(&self.data_dir)
             .map_err(|e| anyhow::anyhow!("creating data dir {}: {e}", self.data_dir.display()))
     }
 

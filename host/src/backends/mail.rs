@@ -92,7 +92,7 @@ impl Mailer {
             }
             None => {
                 let dir = data_dir.join("outbox");
-                std::fs::create_dir_all(&dir)
+                crate::private_fs::create_private_dir(&dir)
                     .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
                 Ok(Mailer::Outbox {
                     dir,
@@ -154,13 +154,23 @@ impl Mailer {
                     chrono::Utc::now().format("%Y%m%dT%H%M%S%.6fZ"),
                     uuid::Uuid::new_v4().simple()
                 );
-                let tmp = dir.join(format!(".{name}.tmp"));
-                tokio::fs::write(&tmp, message.formatted())
-                    .await
-                    .map_err(|e| MailError::Unavailable(format!("writing outbox: {e}")))?;
-                tokio::fs::rename(&tmp, dir.join(&name))
-                    .await
-                    .map_err(|e| MailError::Unavailable(format!("writing outbox: {e}")))?;
+                // The owner's alone (it names customers), durable before
+                // it is renamed into place, and no half-written file left.
+                let (dir, bytes) = (dir.clone(), message.formatted());
+                let written = tokio::task::spawn_blocking(move || {
+                    let tmp = dir.join(format!(".{name}.tmp"));
+                    let written = crate::private_fs::write_private(&tmp, &bytes)
+                        .and_then(|()| std::fs::rename(&tmp, dir.join(&name)));
+                    match &written {
+                        Ok(()) => crate::private_fs::sync_dir(&dir),
+                        Err(_) => drop(std::fs::remove_file(&tmp)),
+                    }
+                    written
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|written| written);
+                written.map_err(|e| MailError::Unavailable(format!("writing outbox: {e}")))?;
                 Ok(message_id)
             }
         }

@@ -31,6 +31,13 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
     let Some(services) = connect_when_reachable(cli, &shutdown).await? else {
         return Ok(ExitCode::SUCCESS); // stopped while waiting
     };
+    let data_dir = &services.settings.data_dir;
+    if let Some(mode) = crate::private_fs::readable_by_others(data_dir) {
+        tracing::warn!(
+            "data dir \"{}\" is open to other local users (mode {mode:o}); it holds customers' data (embedded databases, outbox mail): chmod 700 it",
+            data_dir.display()
+        );
+    }
     let listener = bind(listen).await?;
     server::run_watching(listener, cli.manifest.clone(), services, shutdown).await?;
     Ok(ExitCode::SUCCESS)

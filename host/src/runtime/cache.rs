@@ -4,6 +4,8 @@
 use sha2::{Digest, Sha256};
 use std::hash::{Hash, Hasher};
 use std::path::Path;
+
+use crate::private_fs::write_private;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
@@ -72,22 +74,16 @@ fn store(component: &Component, cache_dir: &Path, key: &str, cached: &Path) -> a
     }
     // The rename made durable too (best effort: the next start compiles
     // again if it was lost).
-    if let Ok(dir) = std::fs::File::open(cache_dir) {
-        let _ = dir.sync_all();
-    }
+    crate::private_fs::sync_dir(cache_dir);
     written
 }
 
 /// Cached artefacts are native code the host runs: the directory is the
-/// owner's alone (0700) and so are the files (0600).
+/// owner's alone (0700) and so are the files (0600, [`write_private`]).
 /// A directory an earlier version made with the default umask is made so
 /// too, when it is this process's own.
 fn create_private_dir(dir: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-    builder.create(dir)?;
+    crate::private_fs::create_private_dir(dir)?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -98,20 +94,6 @@ fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         }
     }
     Ok(())
-}
-
-/// Writes a new file only its owner may read, and makes its bytes durable
-/// before it is renamed into place: after a power cut a file system may
-/// otherwise keep the name and lose the data, and a header that still
-/// checks out would run zeroed code.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(path)?;
-    std::io::Write::write_all(&mut file, bytes)?;
-    file.sync_all()
 }
 
 /// An artefact's bytes, if it is a regular file of this process's own that

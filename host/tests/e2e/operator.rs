@@ -445,6 +445,47 @@ async fn disk_usage_needs_a_grant() {
     server.stop().await.unwrap();
 }
 
+/// What the embedded backends keep names customers: the data dir, the
+/// databases (and their journals) and the outbox's mail are the owner's
+/// alone whatever the umask. Before, they were readable by every local user.
+#[test]
+fn the_data_dir_is_the_owners_alone() {
+    use std::os::unix::fs::PermissionsExt;
+    let cli = support::Cli::new(
+        "[plugins.mailer]\ncomponent = \"test_probe.wasm\"\ncommand = true\ngrants = { mail = true }\n",
+    );
+    for args in [
+        &["tenant", "create", "acme", "--demo"][..],
+        &["run", "mailer", "mail", "owner@acme.example"],
+    ] {
+        let o = cli.run(args);
+        assert_eq!(o.code, Some(0), "{args:?}: {}{}", o.stdout, o.stderr);
+    }
+    let data = cli.dir.path().join("data");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for dir in [data.clone(), data.join("db"), data.join("outbox")] {
+        assert_eq!(mode(&dir), 0o700, "{}", dir.display());
+    }
+    let files: Vec<_> = ["db", "outbox"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(data.join(d)).unwrap())
+        .map(|e| e.unwrap().path())
+        .collect();
+    let named = |end: &str| {
+        files
+            .iter()
+            .filter(|f| f.to_string_lossy().ends_with(end))
+            .count()
+    };
+    assert!(
+        named("master.sqlite") == 1 && named("tenant-acme.sqlite") == 1 && named(".eml") == 1,
+        "{files:?}"
+    );
+    for file in &files {
+        assert_eq!(mode(file), 0o600, "{}", file.display());
+    }
+}
+
 /// The shipped `check-disk` passes, warns and fails by its thresholds.
 #[test]
 fn check_disk_follows_its_thresholds() {

@@ -138,7 +138,7 @@ impl Databases {
                 let pool = match how {
                     Open::ToRead => Pool::Sqlite(sqlite_pool_to_read(master).await?),
                     Open::Migrated => {
-                        std::fs::create_dir_all(&dir)
+                        crate::private_fs::create_private_dir(&dir)
                             .map_err(|e| anyhow::anyhow!("creating {}: {e}", dir.display()))?;
                         let pool = Pool::Sqlite(sqlite_pool(master, true).await?);
                         migrate_master(&pool, "embedded master database").await?;

@@ -24,6 +24,12 @@ pub(super) static LITE_TENANT: sqlx::migrate::Migrator = sqlx::migrate!("migrati
 /// registered tenant whose file is gone (a partial restore) is an error, not
 /// a new empty database that plugins would then write into.
 pub(super) async fn sqlite_pool(path: PathBuf, create: bool) -> anyhow::Result<SqlitePool> {
+    if create {
+        // The owner's alone (its journal files take its mode): SQLite would
+        // make it readable by every local user.
+        crate::private_fs::create_private_file(&path)
+            .map_err(|e| anyhow::anyhow!("creating {}: {e}", path.display()))?;
+    }
     let opts = SqliteConnectOptions::new()
         .filename(&path)
         .create_if_missing(create)
