@@ -819,7 +819,12 @@ async fn the_sweep_sends_what_no_job_would(backend: Backend) {
                 swept,
                 json!([{"tenant": "acme", "deliveries": [1, 2, 6], "queued": [1, 2], "dead": [6]}])
             );
-            // At once again: what it queued is seen, nothing is queued twice.
+            // What it queued is marked seen and counted, so a sweep at once
+            // again finds nothing to queue.
+            for id in [1, 2] {
+                let seen = kv.get(&format!("webhook:seen:acme:{id}")).await.unwrap();
+                assert!(seen.is_some(), "delivery {id} marked seen");
+            }
             assert_eq!(sweep(&[]).await, json!([]));
         }
         Backend::Embedded => {
@@ -839,10 +844,20 @@ async fn the_sweep_sends_what_no_job_would(backend: Backend) {
             .await;
         }
     }
-    wait_until("both stuck deliveries are delivered", || async {
-        delivery(&pool, 1).await.0 == "delivered" && delivery(&pool, 2).await.0 == "delivered"
-    })
+    wait_until(
+        "both stuck deliveries are delivered, the third dead",
+        || async {
+            delivery(&pool, 1).await.0 == "delivered"
+                && delivery(&pool, 2).await.0 == "delivered"
+                && delivery(&pool, 6).await.0 == "dead"
+        },
+    )
     .await;
+    // An outcome recorded clears the count of sweeps with none.
+    for id in [1, 2, 6] {
+        let count = kv.get(&format!("webhook:sweeps:acme:{id}")).await.unwrap();
+        assert_eq!(count, None, "delivery {id}");
+    }
     for id in [1, 2] {
         let sent = requests_for(&receiver, id);
         assert_eq!(sent.len(), 1, "delivery {id} sent once");

@@ -1908,7 +1908,7 @@ async fn a_transaction_past_the_plugins_time_rolls_back_in_time() {
     let none = neo_ops::backends::db::Value::Int(0);
     let running = "SELECT COUNT(*) AS n FROM pg_stat_activity \
                    WHERE query LIKE '%pg_sleep%' AND query NOT LIKE '%pg_stat_activity%' \
-                   AND state = 'active'";
+                   AND state = 'active' AND datname = current_database()";
     // One long statement, and many short ones that add up to too long.
     let long = ["SELECT 1 AS n FROM pg_sleep(25)"; 1];
     let short = ["SELECT 1 AS n FROM pg_sleep(0.2)"; 20];

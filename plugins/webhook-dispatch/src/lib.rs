@@ -62,16 +62,17 @@ impl Plugin for WebhookDispatch {
                  to the sweep's schedule; --dry-run lists what it would queue)",
             ));
         }
-        sweep::run(
-            args.value("--tenant"),
-            dry_run,
-            Settings::load()?.sweep_after,
-        )
+        let after = Settings::load()?
+            .sweep_after
+            .map_err(|e| reply::fail(400, e))?;
+        sweep::run(args.value("--tenant"), dry_run, after)
     }
 
     /// The sweep, every tenant: one sweep job each on the webhook queue.
     fn schedule(_: &Invocation, _: &ScheduleEvent) -> Result<Output, Failure> {
-        Settings::load()?;
+        Settings::load()?
+            .sweep_after
+            .map_err(|e| reply::fail(400, e))?;
         sweep::fan_out()
     }
 
@@ -84,7 +85,9 @@ impl Plugin for WebhookDispatch {
         };
         let settings = Settings::load()?;
         if is_sweep(&message.payload) {
-            return sweep::job(tenant, settings.sweep_after);
+            let after = settings.sweep_after.map_err(|e| reply::fail(400, e))?;
+            let last_attempt = message.attempt >= message.max_attempts;
+            return sweep::job(tenant, after, last_attempt);
         }
         let delivery_id = delivery_id(&message.payload)?;
         Job {
@@ -130,7 +133,7 @@ impl Job<'_> {
     /// Runs the attempt under the delivery's lock; marked seen first, so
     /// the sweep leaves a delivery some job is trying alone.
     fn run(&self) -> Result<Output, Failure> {
-        sweep::mark_seen(self.tenant, self.delivery_id, self.settings.sweep_after);
+        sweep::mark_seen(self.tenant, self.delivery_id, self.settings.seen_for());
         let lock = format!("webhook:delivery:{}:{}", self.tenant, self.delivery_id);
         // Outlives one live attempt (the request plus bookkeeping) but not the
         // first retry's backoff, so a worker killed mid-send does not cost the
@@ -224,6 +227,9 @@ impl Job<'_> {
                 // kv and a row) must not stand between a 2xx and the mark
                 // that keeps the delivery from being sent again.
                 let marked = delivery::mark_delivered(&target, delivery.id, time::now_micros());
+                if marked.is_ok() {
+                    sweep::outcome_recorded(self.tenant, delivery.id);
+                }
                 // A half-open circuit's trial is settled either way.
                 breaker.succeeded(gate, time::now_micros());
                 marked?;
@@ -293,11 +299,12 @@ impl Job<'_> {
         reason: String,
         last: bool,
     ) -> Result<Output, Failure> {
-        if let Err(e) = delivery::mark_failed(&self.target(), delivery.id, &reason, last) {
-            self.log(
+        match delivery::mark_failed(&self.target(), delivery.id, &reason, last) {
+            Ok(_) => sweep::outcome_recorded(self.tenant, delivery.id),
+            Err(e) => self.log(
                 log::Level::Warn,
                 &format!("recording the failure failed: {}", e.message),
-            );
+            ),
         }
         Err(reply::fail(status, reason))
     }

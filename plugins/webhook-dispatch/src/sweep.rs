@@ -11,7 +11,9 @@
 //! or waiting in a long queue is left alone. A delivery queued twice all
 //! the same is sent once (the dispatcher's lock, and a delivered row is
 //! acknowledged). One queued again [`MAX_SWEEPS`] times with no outcome
-//! recorded (its job trapped or timed out each time) is marked `dead`.
+//! recorded in between (its job trapped or timed out each time; a recorded
+//! outcome clears the count) is marked `dead`. One tenant is swept by one
+//! sweep at a time (a kv lock).
 
 use neo_ops_sdk::db::Value;
 use neo_ops_sdk::serde_json::{Value as Json, json};
@@ -32,8 +34,10 @@ const PAGE: i64 = 500;
 const PAGES: usize = 20;
 /// Times a delivery is queued again with no outcome before it is `dead`.
 const MAX_SWEEPS: i64 = 3;
-/// How long that count is kept.
-const SWEEPS_KEPT_MS: u64 = 7 * 24 * 3600 * 1000;
+/// How long that count is kept, at least (and for [`MAX_SWEEPS`] sweeps).
+const SWEEPS_KEPT: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How long one sweep may hold its tenant.
+const SWEEPING_MS: u64 = 120_000;
 const STUCK: &str = "SELECT id FROM webhook_deliveries \
                      WHERE status IN ('pending', 'failed') AND created_at < $1 AND id > $2 \
                      ORDER BY id LIMIT $3";
@@ -42,6 +46,16 @@ const STUCK: &str = "SELECT id FROM webhook_deliveries \
 /// within `sweep_after`.
 pub fn seen_key(tenant: &str, delivery_id: i64) -> String {
     format!("webhook:seen:{tenant}:{delivery_id}")
+}
+
+fn sweeps_key(tenant: &str, delivery_id: i64) -> String {
+    format!("webhook:sweeps:{tenant}:{delivery_id}")
+}
+
+/// An outcome was recorded for the delivery: the sweeps with none start
+/// counting again. Best effort.
+pub fn outcome_recorded(tenant: &str, delivery_id: i64) {
+    let _ = kv::delete(&sweeps_key(tenant, delivery_id));
 }
 
 /// Marks the delivery seen for `after`; best effort (unmarked, the worst
@@ -76,14 +90,31 @@ impl Swept {
 }
 
 /// One tenant's sweep job: fails (so the queue retries it) if anything
-/// could not be read or queued.
-pub fn job(tenant: &str, after: Duration) -> Result<Output, Failure> {
-    let tenant = tenants::require(tenant)?;
-    let swept = sweep(&tenant, after, false)?;
-    if !swept.failed.is_empty() {
-        return Err(reply::fail(503, swept.failed.join("; ")));
+/// could not be read or queued, but for its last attempt, which logs what
+/// failed and ends: the next scheduled sweep takes it up, and the dead
+/// letters are kept for deliveries.
+pub fn job(tenant: &str, after: Duration, last_attempt: bool) -> Result<Output, Failure> {
+    let Some(tenant) = tenants::find(tenant)? else {
+        return Ok(reply::text(
+            200,
+            format!("tenant \"{tenant}\" is gone: nothing to sweep\n"),
+        ));
+    };
+    let failed = match sweep(&tenant, after, false) {
+        Ok(swept) if swept.failed.is_empty() => return Ok(reply::ok(swept.json(&tenant.name))),
+        Ok(swept) => swept.failed.join("; "),
+        Err(e) => e.message,
+    };
+    let message = format!("sweeping tenant \"{}\": {failed}", tenant.name);
+    if !last_attempt {
+        return Err(reply::fail(503, message));
     }
-    Ok(reply::ok(swept.json(&tenant.name)))
+    log::log(
+        log::Level::Warn,
+        &format!("{message}; the next sweep tries again"),
+        &[],
+    );
+    Ok(reply::text(200, format!("{message}\n")))
 }
 
 /// The command: every tenant's stuck deliveries (`only`: that tenant's),
@@ -123,6 +154,23 @@ pub fn run(only: Option<&str>, dry_run: bool, after: Duration) -> Result<Output,
 /// still pending or failed, queueing again (unless `dry_run`) each one no
 /// job has seen within `after`, up to [`PER_RUN`].
 fn sweep(tenant: &Tenant, after: Duration, dry_run: bool) -> Result<Swept, Error> {
+    if dry_run {
+        return sweep_held(tenant, after, true);
+    }
+    let lock = format!("webhook:sweeping:{}", tenant.name);
+    let Some(token) = kv::lock(&lock, SWEEPING_MS)? else {
+        return Err(Error {
+            code: neo_ops_sdk::ErrorCode::Conflict,
+            message: "another sweep of this tenant is running".into(),
+        });
+    };
+    let swept = sweep_held(tenant, after, false);
+    let _ = kv::unlock(&lock, &token);
+    swept
+}
+
+/// [`sweep`], with the tenant's lock held when not a dry run.
+fn sweep_held(tenant: &Tenant, after: Duration, dry_run: bool) -> Result<Swept, Error> {
     let cutoff = Value::Timestamp(time::now_micros() - after.as_micros() as i64);
     let mut swept = Swept {
         stuck: Vec::new(),
@@ -157,27 +205,48 @@ fn sweep(tenant: &Tenant, after: Duration, dry_run: bool) -> Result<Swept, Error
 }
 
 /// Queues a job for the delivery, or marks it dead once it has been queued
-/// again [`MAX_SWEEPS`] times with no outcome.
+/// again [`MAX_SWEEPS`] times with no outcome. A sweep that could not
+/// queue it (a blip) does not count.
 fn queue_again(tenant: &Tenant, id: i64, after: Duration, swept: &mut Swept) {
-    let sweeps_key = format!("webhook:sweeps:{}:{id}", tenant.name);
-    let sweeps = kv::incr(&sweeps_key, 1).unwrap_or(1);
-    let _ = kv::expire(&sweeps_key, SWEEPS_KEPT_MS);
-    if sweeps > MAX_SWEEPS {
+    let key = sweeps_key(&tenant.name, id);
+    let sweeps = match kv::get(&key) {
+        Ok(Some(n)) => std::str::from_utf8(&n)
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0),
+        _ => 0,
+    };
+    if sweeps >= MAX_SWEEPS {
         let reason = format!(
             "queued again by the sweep {MAX_SWEEPS} times with no outcome recorded; not retried"
         );
         match delivery::mark_failed(&tenant.target(), id, &reason, true) {
-            Ok(_) => swept.dead.push(id),
+            Ok(n) if n > 0 => {
+                outcome_recorded(&tenant.name, id);
+                swept.dead.push(id);
+            }
+            // Delivered meanwhile.
+            Ok(_) => {}
             Err(e) => swept.failed.push(format!("delivery {id}: {}", e.message)),
         }
         return;
     }
+    // Counted before it is queued (its job may record an outcome, clearing
+    // the count, at once), and taken back if it could not be.
+    let counted = kv::incr(&key, 1).is_ok();
+    let kept = SWEEPS_KEPT.max(after * (MAX_SWEEPS as u32 + 1));
+    let _ = kv::expire(&key, kept.as_millis() as u64);
     let payload = json!({"delivery_id": id}).to_string();
     match queue::enqueue_for_tenant(QUEUE, &tenant.name, &payload) {
         Ok(_) => {
             swept.queued.push(id);
             mark_seen(&tenant.name, id, after);
         }
-        Err(e) => swept.failed.push(format!("delivery {id}: {}", e.message)),
+        Err(e) => {
+            if counted {
+                let _ = kv::incr(&key, -1);
+            }
+            swept.failed.push(format!("delivery {id}: {}", e.message));
+        }
     }
 }

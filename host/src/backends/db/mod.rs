@@ -597,12 +597,41 @@ fn not_found(tenant: &str) -> DbError {
     DbError::NotFound(format!("tenant \"{tenant}\" not found"))
 }
 
-/// A plugin's transaction its time ran out on before it could commit.
-fn out_of_time() -> DbError {
-    DbError::Busy(
-        "the transaction did not finish in the time the plugin had; nothing of it was committed"
-            .into(),
-    )
+/// When a plugin's transaction is stopped if it has not committed: at the
+/// plugin's deadline, or, when that is further off, before the host's own
+/// 30 s limit would drop its connection mid-statement.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Cut {
+    pub at: tokio::time::Instant,
+    /// The plugin's deadline, not the host's limit.
+    pub plugin: bool,
+}
+
+impl Cut {
+    fn of(
+        caller_deadline: Option<tokio::time::Instant>,
+        now: tokio::time::Instant,
+    ) -> Option<Self> {
+        let host = now + postgres::SERVER_STATEMENT_TIMEOUT;
+        caller_deadline.map(|d| Cut {
+            at: d.min(host),
+            plugin: d < host,
+        })
+    }
+
+    /// The error of a transaction stopped at this cut: busy, nothing of it
+    /// committed.
+    pub fn missed(self) -> DbError {
+        DbError::Busy(if self.plugin {
+            "the transaction did not finish in the time the plugin had; nothing of it was committed"
+                .into()
+        } else {
+            format!(
+                "the transaction ran past the {} s a transaction may take; nothing of it was committed",
+                postgres::SERVER_STATEMENT_TIMEOUT.as_secs()
+            )
+        })
+    }
 }
 
 fn timed_out() -> DbError {
@@ -760,12 +789,9 @@ impl Pool {
     ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
         let now = tokio::time::Instant::now();
         let limit = now + STATEMENT_TIMEOUT;
-        // A deadline past the server's own statement timeout is left to it:
-        // set higher, the host's 30 s would come first and drop the
-        // connection mid-statement.
-        let cut_at = caller_deadline.filter(|d| *d < now + postgres::SERVER_STATEMENT_TIMEOUT);
-        if cut_at.is_some_and(|d| now >= d) {
-            return Err(out_of_time());
+        let cut = Cut::of(caller_deadline, now);
+        if let Some(cut) = cut.filter(|c| now >= c.at) {
+            return Err(cut.missed());
         }
         match self {
             Pool::Pg(p) => {
@@ -775,7 +801,7 @@ impl Pool {
                     p.record(&leased);
                     let tx = postgres::Tx {
                         begin,
-                        cut_at,
+                        cut,
                         statements,
                     };
                     pg_transaction_leased(leased?, tx, budget, then).await
@@ -787,7 +813,8 @@ impl Pool {
             // only an error before it is said to have committed nothing.
             Pool::Sqlite(p) => {
                 let committing = std::sync::atomic::AtomicBool::new(false);
-                let cut = sqlite::within_deadline(p, cut_at.unwrap_or(limit), async |conn| {
+                let stop_at = cut.map_or(limit, |c| c.at);
+                let work = sqlite::within_deadline(p, stop_at, async |conn| {
                     // The file's write lock first (waiting out the busy
                     // timeout): a deferred BEGIN that read and then wrote
                     // failed at once if another writer got in between.
@@ -801,13 +828,15 @@ impl Pool {
                     tx.commit().await?;
                     Ok((out, last))
                 });
-                let result = cut.await;
+                let result = work.await;
                 let before_commit = !committing.load(std::sync::atomic::Ordering::Relaxed);
-                match cut_at {
-                    Some(d)
-                        if result.is_err() && before_commit && tokio::time::Instant::now() >= d =>
+                match cut {
+                    Some(cut)
+                        if result.is_err()
+                            && before_commit
+                            && tokio::time::Instant::now() >= cut.at =>
                     {
-                        Err(out_of_time())
+                        Err(cut.missed())
                     }
                     _ => result,
                 }

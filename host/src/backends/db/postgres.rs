@@ -278,11 +278,11 @@ pub(super) async fn pg_run_leased(
     result
 }
 
-/// A transaction to run: opened with `begin`, cut off at `cut_at` (a
-/// plugin's deadline) if given.
+/// A transaction to run: opened with `begin`, stopped at `cut` (a plugin's
+/// deadline) if given.
 pub(super) struct Tx<'a> {
     pub begin: &'static str,
-    pub cut_at: Option<tokio::time::Instant>,
+    pub cut: Option<super::Cut>,
     pub statements: &'a [(String, Vec<Value>)],
 }
 
@@ -297,7 +297,7 @@ pub(super) async fn pg_transaction_leased<T>(
     mut lease: Lease,
     Tx {
         begin,
-        cut_at,
+        cut,
         statements,
     }: Tx<'_>,
     budget: &mut Budget,
@@ -305,7 +305,7 @@ pub(super) async fn pg_transaction_leased<T>(
 ) -> Result<(Vec<(u64, RowSet)>, T), DbError> {
     use sqlx::Connection;
     let mut out = Vec::with_capacity(statements.len());
-    let mut cut = cut_at.map(ServerCut::new);
+    let mut cut = cut.map(ServerCut::new);
     // With the deadline's timeout in one round trip: a simple query.
     let begin = match &cut {
         Some(cut) => format!("{begin}; SET LOCAL statement_timeout = {}", cut.set_ms),
@@ -352,11 +352,9 @@ pub(super) async fn pg_transaction_leased<T>(
             }
             // Cancelled by the server at the deadline (a read-only server's
             // refusal is busy too, but its session was not reused above).
-            return Err(match e {
-                DbError::Busy(_) if cut.as_ref().is_some_and(ServerCut::reached) => {
-                    super::out_of_time()
-                }
-                e => e,
+            return Err(match (e, &cut) {
+                (DbError::Busy(_), Some(cut)) if cut.reached() => cut.cut.missed(),
+                (e, _) => e,
             });
         }
     };
@@ -367,26 +365,31 @@ pub(super) async fn pg_transaction_leased<T>(
     committed.map(|()| (out, last))
 }
 
-/// A caller's deadline kept by the server inside a transaction: its
+/// A [`super::Cut`] kept by the server inside a transaction: its
 /// `statement_timeout` for this transaction only, set again, lower, before
-/// a statement once the time left has run down by more than a tenth below
-/// it (a round trip, paid only when statements are slow next to the time
-/// left), so no statement runs much past the deadline.
+/// a statement once the time left has run down below it by more than a
+/// tenth or half a second (a round trip, paid only when statements are
+/// slow next to the time left), so no statement runs much past the cut.
 struct ServerCut {
-    at: tokio::time::Instant,
+    cut: super::Cut,
     /// The `statement_timeout` in force, in milliseconds.
     set_ms: u128,
 }
 
+/// The most a statement may run past the cut before its timeout is set
+/// again: the host's limit is a second past the server's.
+const SLACK_MS: u128 = 500;
+
 impl ServerCut {
-    fn new(at: tokio::time::Instant) -> Self {
-        let mut cut = Self { at, set_ms: 0 };
-        cut.set_ms = cut.left_ms().max(1);
-        cut
+    fn new(cut: super::Cut) -> Self {
+        let mut server = Self { cut, set_ms: 0 };
+        server.set_ms = server.left_ms().max(1);
+        server
     }
 
     fn left_ms(&self) -> u128 {
-        self.at
+        self.cut
+            .at
             .saturating_duration_since(tokio::time::Instant::now())
             .as_millis()
     }
@@ -400,9 +403,9 @@ impl ServerCut {
     async fn before(&mut self, conn: &mut sqlx::PgConnection) -> Result<(), DbError> {
         let left = self.left_ms();
         if left == 0 {
-            return Err(super::out_of_time());
+            return Err(self.cut.missed());
         }
-        if self.set_ms > left + left / 10 {
+        if self.set_ms > left + (left / 10).min(SLACK_MS) {
             let set = format!("SET LOCAL statement_timeout = {left}");
             sqlx::Executor::execute(conn, set.as_str()).await?;
             self.set_ms = left;
