@@ -70,6 +70,10 @@ pub struct Services {
     /// Set while another live process holds this process's replica name
     /// (`server::replica`); readiness fails meanwhile.
     pub replica_taken: AtomicBool,
+    /// Set by a command (`neo-ops run`) whose kv is its own memory (no
+    /// `REDIS_URL`): a job queued there would end with the command, so
+    /// none is taken (`caps/queue.rs`).
+    pub queues_end_with_command: AtomicBool,
     /// Schedule slots this process is firing (plugin, schedule, slot): the
     /// set a reload stops and the one taking over may both fire a slot
     /// already due, and the claim alone cannot tell them apart (both are
@@ -159,6 +163,7 @@ impl Services {
             stopping: Default::default(),
             started: std::time::Instant::now(),
             replica_taken: AtomicBool::new(false),
+            queues_end_with_command: AtomicBool::new(false),
             firing: Default::default(),
         }))
     }

@@ -6,6 +6,7 @@ use crate::bindings::neo::ops::queue as wit;
 use crate::bindings::{ErrorCode, WitError};
 use crate::caps::db::may_use_tenant;
 use crate::caps::state::{CallContext, StoreState};
+use std::sync::atomic::Ordering;
 
 impl StoreState {
     fn check_queue_grant(&self, queue: &str) -> Result<(), WitError> {
@@ -18,6 +19,29 @@ impl StoreState {
                 plugin.name
             )))
         }
+    }
+
+    /// [`Self::check_queue_grant`] for a call that puts a job on the
+    /// queue: refused in a command whose queues are its own memory, where
+    /// the job would end with it, unrun.
+    fn check_queue_reaches_a_server(&self, queue: &str) -> Result<(), WitError> {
+        self.check_queue_grant(queue)?;
+        if self
+            .call
+            .services
+            .queues_end_with_command
+            .load(Ordering::Relaxed)
+        {
+            return Err(WitError::new(
+                ErrorCode::Unavailable,
+                format!(
+                    "not queued on \"{queue}\": without REDIS_URL the queues live in the serving \
+                     process's memory, which this command cannot reach (set REDIS_URL as the \
+                     server has it)"
+                ),
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -95,7 +119,7 @@ fn to_dead_letter(job: Job) -> wit::DeadLetter {
 
 impl wit::Host for StoreState {
     async fn enqueue(&mut self, queue: String, payload: String) -> Result<String, WitError> {
-        self.check_queue_grant(&queue)?;
+        self.check_queue_reaches_a_server(&queue)?;
         let tenant = self.call.tenant.clone();
         let call = &self.call;
         queue_call(call.io_deadline(), async {
@@ -118,7 +142,7 @@ impl wit::Host for StoreState {
         tenant: String,
         payload: String,
     ) -> Result<String, WitError> {
-        self.check_queue_grant(&queue)?;
+        self.check_queue_reaches_a_server(&queue)?;
         let call = &self.call;
         queue_call(call.io_deadline(), async {
             check_tenant(call, &tenant).await?;
@@ -164,7 +188,7 @@ impl wit::Host for StoreState {
         queue: String,
         id: String,
     ) -> Result<Option<wit::DeadLetter>, WitError> {
-        self.check_queue_grant(&queue)?;
+        self.check_queue_reaches_a_server(&queue)?;
         let kv = &self.call.services.kv;
         let replayed = queue::replay(kv, &queue, &id);
         one_letter(self.call.io_deadline(), replayed).await

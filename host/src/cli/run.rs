@@ -82,6 +82,11 @@ pub async fn run(cli: &Cli, plugin: &str, args: &[String]) -> anyhow::Result<Exi
         let cache = cli.data_dir.join("cache");
         (connect_by_hand(cli).await?, cache, None)
     };
+    if services.kv.backend_name() == "memory" {
+        services
+            .queues_end_with_command
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
     let runtime = Runtime::load_cached_in(&manifest, services.clone(), &cache)?;
     let result = triggers::command::run(&runtime, plugin, args.to_vec()).await;
     services.db.close().await;

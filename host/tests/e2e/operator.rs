@@ -486,6 +486,29 @@ fn the_data_dir_is_the_owners_alone() {
     }
 }
 
+/// A job a command queues on the embedded kv would end with the command,
+/// unrun: it is refused, naming why. Before, the command was told it was
+/// queued.
+#[test]
+fn a_command_without_redis_queues_nothing() {
+    let cli = support::Cli::new(
+        "[plugins.queuer]\ncomponent = \"test_probe.wasm\"\ncommand = true\ngrants = { queues = [\"jobs\"] }\n",
+    );
+    let o = cli.run(&["run", "queuer", "enqueue", "jobs", "{}"]);
+    assert_eq!(o.code, Some(0), "{}", o.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(
+        (&doc["ok"], &doc["code"]),
+        (&false.into(), &"unavailable".into()),
+        "{doc}"
+    );
+    let message = doc["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("not queued on \"jobs\": without REDIS_URL the queues live in the serving process's memory"),
+        "{message}"
+    );
+}
+
 /// The shipped `check-disk` passes, warns and fails by its thresholds.
 #[test]
 fn check_disk_follows_its_thresholds() {
