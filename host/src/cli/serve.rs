@@ -38,6 +38,11 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
             data_dir.display()
         );
     }
+    if services.kv.backend_name() == "memory" {
+        tracing::warn!(
+            "no REDIS_URL: queued jobs, their retries and dead letters live in this process's memory, and a stop or crash loses them (set REDIS_URL to keep them)"
+        );
+    }
     let listener = bind(listen).await?;
     server::run_watching(listener, cli.manifest.clone(), services, shutdown).await?;
     Ok(ExitCode::SUCCESS)

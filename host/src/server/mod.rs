@@ -189,10 +189,11 @@ async fn serve(
 }
 
 /// Says what the in-process kv takes with it as the process ends: each
-/// queue's jobs still waiting, waiting for a retry, and dead-lettered (with
-/// Redis they would be there for the next start), for every queue a plugin
-/// consumes or may queue on (one nobody consumes keeps its jobs for a
-/// consumer to come). Silent when there are none.
+/// queue's jobs still waiting, waiting for a retry, dead-lettered, and in
+/// hand (a job the drain gave up waiting for) (with Redis they would be
+/// there for the next start), for every queue a plugin consumes or may
+/// queue on (one nobody consumes keeps its jobs for a consumer to come).
+/// Silent when there are none.
 async fn warn_of_dropped_jobs(runtime: &Runtime) {
     let mut queues: Vec<String> = runtime
         .plugins()
@@ -204,18 +205,30 @@ async fn warn_of_dropped_jobs(runtime: &Runtime) {
     queues.sort();
     queues.dedup();
     let kv = &runtime.services.kv;
+    let replica = &runtime.services.settings.replica;
     let lengths = triggers::http::lengths_of(kv, queues, Duration::from_secs(1)).await;
-    let dropped: Vec<String> = lengths
-        .into_iter()
-        .filter_map(|(queue, [ready, dead, retrying])| {
-            let [ready, dead, retrying] = [ready, dead, retrying].map(|n| n.unwrap_or(0));
-            (ready + dead + retrying > 0).then(|| {
-                format!(
-                    "\"{queue}\": {ready} waiting, {retrying} waiting for a retry, {dead} dead letters"
-                )
-            })
-        })
-        .collect();
+    let mut dropped = Vec::new();
+    for (queue, [ready, dead, retrying]) in lengths {
+        let [ready, dead, retrying] = [ready, dead, retrying].map(|n| n.unwrap_or(0));
+        let workers = runtime
+            .plugins()
+            .filter_map(|p| p.manifest.queue.as_ref())
+            .filter(|q| q.name == queue)
+            .map(|q| q.concurrency)
+            .max()
+            .unwrap_or(0);
+        let mut in_hand = 0;
+        for worker in 0..workers {
+            let name = triggers::queue::worker_name(replica, worker);
+            let list = crate::backends::queue::processing_key(&queue, &name);
+            in_hand += kv.list_len(&list).await.unwrap_or(0);
+        }
+        if ready + dead + retrying + in_hand > 0 {
+            dropped.push(format!(
+                "\"{queue}\": {ready} waiting, {retrying} waiting for a retry, {dead} dead letters, {in_hand} in hand"
+            ));
+        }
+    }
     if !dropped.is_empty() {
         tracing::warn!(
             dropped = dropped.join("; "),

@@ -2559,7 +2559,8 @@ async fn until_ready(base: &str, log: impl Fn() -> String) {
 
 /// With the in-process kv, what the queues hold ends with the process:
 /// `serve` says so as it stops, naming each queue's jobs (a restart during
-/// the night's retries lost them without a word).
+/// the night's retries lost them without a word), the one in hand that the
+/// drain gave up waiting for included.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_names_the_queued_jobs_the_in_process_kv_drops() {
     let manifest = r#"
@@ -2568,6 +2569,7 @@ component = "test_probe.wasm"
 routes = [{ method = "GET", path = "/public/probe" }]
 queue = { name = "jobs", max_attempts = 3, backoff = "1h" }
 grants = { kv = ["probe:"], queues = ["jobs"] }
+limits = { timeout = "120s" }
 "#;
     let cli = support::Cli::new(manifest);
     let log = cli.dir.path().join("serve.log");
@@ -2585,6 +2587,7 @@ grants = { kv = ["probe:"], queues = ["jobs"] }
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
     let base = format!("http://127.0.0.1:{port}");
     until_ready(&base, text).await;
+    assert!(text().contains("no REDIS_URL: queued jobs, their retries and dead letters live in this process's memory"), "{}", text());
     let queued = reqwest::get(format!("{base}/public/probe?c=enqueue&q=jobs&p=fail-me"))
         .await
         .unwrap();
@@ -2595,13 +2598,21 @@ grants = { kv = ["probe:"], queues = ["jobs"] }
         assert!(Instant::now() < deadline, "{}", text());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // A job longer than the stop's 30 s grace is in hand as it stops.
+    let long = reqwest::get(format!(
+        "{base}/public/probe?c=enqueue&q=jobs&p=sleep:90000"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(long.status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     // SAFETY: a signal to the child this test started.
     assert_eq!(unsafe { libc::kill(child.0.id() as i32, libc::SIGTERM) }, 0);
     let stopped = tokio::task::spawn_blocking(move || {
         let status = child.0.wait().unwrap();
         (child, status)
     });
-    let (_child, status) = tokio::time::timeout(Duration::from_secs(20), stopped)
+    let (_child, status) = tokio::time::timeout(Duration::from_secs(50), stopped)
         .await
         .expect("serve stops on SIGTERM")
         .unwrap();
@@ -2609,7 +2620,9 @@ grants = { kv = ["probe:"], queues = ["jobs"] }
     let text = text();
     assert!(
         text.contains("these queued jobs with it")
-            && text.contains(r#"\"jobs\": 0 waiting, 1 waiting for a retry, 0 dead letters"#),
+            && text.contains(
+                r#"\"jobs\": 0 waiting, 1 waiting for a retry, 0 dead letters, 1 in hand"#
+            ),
         "{text}"
     );
 }
