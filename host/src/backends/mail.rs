@@ -177,6 +177,53 @@ impl Mailer {
     }
 }
 
+/// How long mail stays in the outbox: it names customers (invoices,
+/// exports), and on a node with no relay nothing else ever removes it.
+pub const OUTBOX_KEPT: std::time::Duration = std::time::Duration::from_secs(30 * 86_400);
+/// A temporary outbox file older than this was left by a process that died
+/// writing it.
+const STALE_TMP: std::time::Duration = std::time::Duration::from_secs(600);
+
+impl Mailer {
+    /// Deletes outbox mail older than [`OUTBOX_KEPT`] and temporary files a
+    /// dead process left; how many went. Nothing with SMTP.
+    pub async fn prune_outbox(&self) -> usize {
+        let Mailer::Outbox { dir, .. } = self else {
+            return 0;
+        };
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || prune_outbox(&dir, std::time::SystemTime::now()))
+            .await
+            .unwrap_or(0)
+    }
+}
+
+fn prune_outbox(dir: &std::path::Path, now: std::time::SystemTime) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let kept = match () {
+            _ if name.starts_with('.') && name.ends_with(".tmp") => STALE_TMP,
+            _ if name.ends_with(".eml") => OUTBOX_KEPT,
+            _ => continue,
+        };
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|at| now.duration_since(at).is_ok_and(|age| age > kept));
+        if old
+            && entry.file_type().is_ok_and(|t| t.is_file())
+            && std::fs::remove_file(entry.path()).is_ok()
+        {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// A send the server refused or that failed: the error as the plugin gets
 /// it, and the server's reply code when it gave one.
 struct Failed {

@@ -2,7 +2,9 @@
 //! process left is marked interrupted (this replica's own as it stops; at
 //! start, those a crashed earlier life of this name left; those of
 //! replicas whose name no live process held at two looks ten minutes
-//! apart), and finished runs older than [`RUNS_KEPT`] are deleted.
+//! apart), and finished runs older than [`RUNS_KEPT`] are deleted. The
+//! same passes delete the embedded mailer's outbox mail older than
+//! [`crate::backends::mail::OUTBOX_KEPT`].
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -110,6 +112,10 @@ impl Tidy {
         }
         self.release_departed(services).await;
         prune(services).await;
+        let pruned = services.mail.prune_outbox().await;
+        if pruned > 0 {
+            tracing::info!(pruned, "outbox mail older than 30 days deleted");
+        }
     }
 
     /// Releases the runs of other replicas whose name no live process has

@@ -486,6 +486,37 @@ fn the_data_dir_is_the_owners_alone() {
     }
 }
 
+/// Outbox mail (it names customers) is deleted after 30 days, and a
+/// temporary file a dead process left after ten minutes, by the tidying
+/// `serve` does at start and every ten minutes. Before, the outbox only
+/// grew, keeping customers' mail past any retention.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_outbox_mail_is_deleted() {
+    let dep = support::Deployment::new(support::Backend::Embedded).await;
+    let outbox = dep.data_dir("a").join("outbox");
+    std::fs::create_dir_all(&outbox).unwrap();
+    let now = std::time::SystemTime::now();
+    let day = std::time::Duration::from_secs(86_400);
+    let planted = [
+        ("20250101T000000.000000Z-old.eml", now - day * 31),
+        ("20251201T000000.000000Z-recent.eml", now - day * 29),
+        (".20251201T000000.000000Z-dead.eml.tmp", now - day),
+        ("notes.txt", now - day * 400),
+    ];
+    for (name, at) in planted {
+        let file = std::fs::File::create(outbox.join(name)).unwrap();
+        file.set_modified(at).unwrap();
+    }
+    let server = dep.start("", "a").await;
+    let mut left: Vec<String> = std::fs::read_dir(&outbox)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["20251201T000000.000000Z-recent.eml", "notes.txt"]);
+    server.stop().await.unwrap();
+}
+
 /// A job a command queues on the embedded kv would end with the command,
 /// unrun: it is refused, naming why. Before, the command was told it was
 /// queued.
