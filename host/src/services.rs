@@ -74,6 +74,10 @@ pub struct Services {
     /// `REDIS_URL`): a job queued there would end with the command, so
     /// none is taken (`caps/queue.rs`).
     pub queues_end_with_command: AtomicBool,
+    /// Set by a `serve` that holds its data dir's lock (`server::sole`):
+    /// no other server uses these files, so a run left `running` in them
+    /// was cut off.
+    pub sole_server: AtomicBool,
     /// Schedule slots this process is firing (plugin, schedule, slot): the
     /// set a reload stops and the one taking over may both fire a slot
     /// already due, and the claim alone cannot tell them apart (both are
@@ -164,6 +168,7 @@ impl Services {
             started: std::time::Instant::now(),
             replica_taken: AtomicBool::new(false),
             queues_end_with_command: AtomicBool::new(false),
+            sole_server: AtomicBool::new(false),
             firing: Default::default(),
         }))
     }

@@ -31,6 +31,13 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
     let Some(services) = connect_when_reachable(cli, &shutdown).await? else {
         return Ok(ExitCode::SUCCESS); // stopped while waiting
     };
+    // Held until serve returns: the kernel lets go however it ends.
+    let _sole = server::sole::claim(&services)?;
+    if _sole.is_some() {
+        services
+            .sole_server
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
     let data_dir = &services.settings.data_dir;
     if let Some(mode) = crate::private_fs::readable_by_others(data_dir) {
         tracing::warn!(

@@ -8,6 +8,7 @@ mod linger;
 mod reload;
 mod replica;
 mod runs;
+pub mod sole;
 mod write_stall;
 
 use std::path::PathBuf;

@@ -74,6 +74,10 @@ pub struct Tidy {
     /// left are still to be released (the start could not in time): those
     /// started before it, never this process's own.
     own_left_before: Option<i64>,
+    /// At start, as the sole server of its files (`server::sole`): the
+    /// runs other names left `running` were cut off (a crash, a kill -9
+    /// of a server whose name was its pid) and are released at once.
+    others_left: bool,
 }
 
 impl Tidy {
@@ -83,6 +87,9 @@ impl Tidy {
     pub async fn at_start(services: &Services, own_name_held: bool) -> Self {
         let mut tidy = Self {
             own_left_before: own_name_held.then(|| chrono::Utc::now().timestamp_micros()),
+            others_left: services
+                .sole_server
+                .load(std::sync::atomic::Ordering::Acquire),
             ..Self::default()
         };
         let pass = tidy.pass(services);
@@ -104,6 +111,9 @@ impl Tidy {
     }
 
     async fn pass(&mut self, services: &Services) {
+        if std::mem::take(&mut self.others_left) {
+            release_all_others(services).await;
+        }
         if let Some(before) = self.own_left_before {
             let own = &services.settings.replica;
             if release_started_before(services, own, Some(before)).await {
@@ -126,23 +136,9 @@ impl Tidy {
         if services.kv.backend_name() != "redis" {
             return;
         }
-        let Ok(rows) = services
-            .db
-            .master()
-            .query(
-                "SELECT DISTINCT replica FROM runs WHERE status = 'running'",
-                &[],
-            )
-            .await
-        else {
-            return;
-        };
         let mut departed = HashSet::new();
-        for row in rows.rows {
-            let Some(Value::Text(name)) = row.into_iter().next() else {
-                continue;
-            };
-            if name != services.settings.replica && replica::departed(&services.kv, &name).await {
+        for name in others_running(services).await {
+            if replica::departed(&services.kv, &name).await {
                 departed.insert(name);
             }
         }
@@ -168,5 +164,35 @@ async fn prune(services: &Services) {
         Ok(0) => {}
         Ok(n) => tracing::info!(runs = n, "deleted finished runs older than 30 days"),
         Err(e) => tracing::warn!(error = %e, "could not prune the run history"),
+    }
+}
+
+/// The other replica names with runs still `running`.
+async fn others_running(services: &Services) -> Vec<String> {
+    let running = services
+        .db
+        .master()
+        .query(
+            "SELECT DISTINCT replica FROM runs WHERE status = 'running'",
+            &[],
+        )
+        .await;
+    let Ok(rows) = running else {
+        return Vec::new();
+    };
+    rows.rows
+        .into_iter()
+        .filter_map(|row| match row.into_iter().next() {
+            Some(Value::Text(name)) if name != services.settings.replica => Some(name),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Releases every other name's running runs: only for the sole server of
+/// its files, which no other server shares.
+async fn release_all_others(services: &Services) {
+    for name in others_running(services).await {
+        release(services, &name).await;
     }
 }

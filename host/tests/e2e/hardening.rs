@@ -2557,6 +2557,93 @@ async fn until_ready(base: &str, log: impl Fn() -> String) {
     }
 }
 
+/// On the embedded backends one `serve` has the data dir: a second is
+/// refused at start, saying why (its queues and locks would be its own).
+/// So the one that starts after a `kill -9` knows the runs left `running`
+/// there were cut off, and marks them interrupted at once. Before, a second
+/// serve ran beside the first, and a killed one's runs stayed `running`
+/// for good (its name was its pid, never seen again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_serve_per_data_dir_and_a_killed_ones_runs_are_released() {
+    let manifest = r#"
+[plugins.probe]
+component = "test_probe.wasm"
+schedules = [{ cron = "* * * * * *", args = ["sleep:60000"] }]
+grants = { kv = ["probe:"] }
+limits = { timeout = "120s" }
+"#;
+    let cli = support::Cli::new(manifest);
+    let serve = |name: &str| {
+        let log = cli.dir.path().join(format!("{name}.log"));
+        let port = support::alertmanager::free_port();
+        let child = Serving(
+            cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        (child, format!("http://127.0.0.1:{port}"), log)
+    };
+    let read = |log: &std::path::Path| std::fs::read_to_string(log).unwrap_or_default();
+    let (mut first, base, first_log) = serve("first");
+    until_ready(&base, || read(&first_log)).await;
+
+    let (mut second, _, second_log) = serve("second");
+    let status = tokio::task::block_in_place(|| second.0.wait().unwrap());
+    assert!(!status.success(), "{}", read(&second_log));
+    assert!(
+        read(&second_log).contains("another neo-ops serve is using data dir"),
+        "{}",
+        read(&second_log)
+    );
+
+    let master = cli.dir.path().join("data/db/master.sqlite");
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", master.display()))
+        .await
+        .unwrap();
+    let running = async |replica: Option<&str>| -> Vec<String> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT replica FROM runs WHERE status = 'running' AND (?1 IS NULL OR replica = ?1)",
+        )
+        .bind(replica)
+        .fetch_all(&db)
+        .await
+        .unwrap();
+        rows.into_iter().map(|(r,)| r).collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let killed = loop {
+        if let Some(replica) = running(None).await.pop() {
+            break replica;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no run started: {}",
+            read(&first_log)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    first.0.kill().unwrap();
+    first.0.wait().unwrap();
+    assert_eq!(running(Some(&killed)).await, std::slice::from_ref(&killed));
+
+    let (_third, base, third_log) = serve("third");
+    until_ready(&base, || read(&third_log)).await;
+    assert_eq!(
+        running(Some(&killed)).await,
+        Vec::<String>::new(),
+        "{}",
+        read(&third_log)
+    );
+    // Marked interrupted (the catch-up may then claim its slot again).
+    let log = read(&third_log);
+    assert!(
+        log.contains("marked unfinished runs as interrupted") && log.contains(&killed),
+        "{log}"
+    );
+}
+
 /// With the in-process kv, what the queues hold ends with the process:
 /// `serve` says so as it stops, naming each queue's jobs (a restart during
 /// the night's retries lost them without a word), the one in hand that the
