@@ -1831,6 +1831,29 @@ async fn a_busy_pool_is_not_an_outage() {
     Arc::into_inner(server).unwrap().stop().await.unwrap();
 }
 
+/// A call to the database given up on at the probe's I/O deadline (1.5 s
+/// of its 2 s), so the plugin answers `unavailable`, saying `why`, itself.
+fn assert_given_up_in_time(out: &str, waited: Duration, why: &str) {
+    assert!(out.contains(r#""code":"unavailable""#), "{out}");
+    assert!(out.contains(why), "{out}");
+    assert!(
+        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(1900),
+        "given up on at 1.5 s of 2 s: {waited:?}"
+    );
+}
+
+/// No outage: the next statement runs at once.
+async fn assert_next_statement_runs_at_once(server: &support::Server) {
+    let next = Instant::now();
+    let out = server.command("probe", &["db", "master"]).await.unwrap();
+    assert!(out.contains("1 row"), "{out}");
+    assert!(
+        next.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        next.elapsed()
+    );
+}
+
 /// A statement slower than its plugin has time for is given up on a
 /// quarter of that time before the plugin's end, so the plugin answers with
 /// the error itself instead of being cut off (a 504); Postgres ends the
@@ -1860,25 +1883,9 @@ async fn a_statement_past_the_plugins_time_fails_in_time_and_ends() {
     });
     support::wait_until("the slow statement runs", sleeping).await;
     let out = call.await.unwrap().unwrap();
-    let waited = asked.elapsed();
-    assert!(out.contains(r#""code":"unavailable""#), "{out}");
-    assert!(
-        out.contains("the database did not answer in the time the plugin had"),
-        "{out}"
-    );
-    assert!(
-        waited >= Duration::from_millis(1400) && waited < Duration::from_millis(1900),
-        "given up on at 1.5 s of 2 s: {waited:?}"
-    );
-    // No outage: the next statement runs at once.
-    let next = Instant::now();
-    let out = server.command("probe", &["db", "master"]).await.unwrap();
-    assert!(out.contains("1 row"), "{out}");
-    assert!(
-        next.elapsed() < Duration::from_secs(1),
-        "{:?}",
-        next.elapsed()
-    );
+    let said = "the database did not answer in the time the plugin had";
+    assert_given_up_in_time(&out, asked.elapsed(), said);
+    assert_next_statement_runs_at_once(&server).await;
     // And the server has ended the statement the host gave up on.
     let cut = Instant::now();
     while sleeping().await {
@@ -1917,26 +1924,11 @@ async fn a_transaction_past_the_plugins_time_rolls_back_in_time() {
         args.extend(sleeps);
         let asked = Instant::now();
         let out = server.command("probe", &args).await.unwrap();
-        let waited = asked.elapsed();
-        assert!(out.contains(r#""code":"unavailable""#), "{out}");
-        assert!(
-            out.contains("did not finish in the time the plugin had; nothing of it was committed"),
-            "{out}"
-        );
-        assert!(
-            waited >= Duration::from_millis(1400) && waited < Duration::from_millis(1900),
-            "stopped at 1.5 s of 2 s: {waited:?}"
-        );
+        let said = "did not finish in the time the plugin had; nothing of it was committed";
+        assert_given_up_in_time(&out, asked.elapsed(), said);
         assert_eq!(count(kept).await, none, "the insert was rolled back");
         assert_eq!(count(running).await, none, "nothing runs on");
-        let next = Instant::now();
-        let out = server.command("probe", &["db", "master"]).await.unwrap();
-        assert!(out.contains("1 row"), "{out}");
-        assert!(
-            next.elapsed() < Duration::from_secs(1),
-            "{:?}",
-            next.elapsed()
-        );
+        assert_next_statement_runs_at_once(&server).await;
     }
     // In time, the same transaction commits.
     let out = server
