@@ -32,12 +32,13 @@ impl StoreState {
             .queues_end_with_command
             .load(Ordering::Relaxed)
         {
+            // Not `unavailable`: no retry would reach the server's memory.
             return Err(WitError::new(
-                ErrorCode::Unavailable,
+                ErrorCode::Conflict,
                 format!(
                     "not queued on \"{queue}\": without REDIS_URL the queues live in the serving \
-                     process's memory, which this command cannot reach (set REDIS_URL as the \
-                     server has it)"
+                     process's memory, which this command cannot reach (queue it through the \
+                     server, or give both REDIS_URL)"
                 ),
             ));
         }

@@ -28,12 +28,13 @@ pub async fn serve(cli: &Cli, listen: &str) -> anyhow::Result<ExitCode> {
         server::shutdown_signal().await;
         trigger.cancel();
     });
+    // Held until serve returns (the kernel lets go however it ends), and
+    // taken before anything is opened.
+    let sole = server::sole::claim(&Settings::from_env(cli.data_dir.clone())?)?;
     let Some(services) = connect_when_reachable(cli, &shutdown).await? else {
         return Ok(ExitCode::SUCCESS); // stopped while waiting
     };
-    // Held until serve returns: the kernel lets go however it ends.
-    let _sole = server::sole::claim(&services)?;
-    if _sole.is_some() {
+    if sole.is_some() {
         services
             .sole_server
             .store(true, std::sync::atomic::Ordering::Release);

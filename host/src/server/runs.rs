@@ -111,8 +111,8 @@ impl Tidy {
     }
 
     async fn pass(&mut self, services: &Services) {
-        if std::mem::take(&mut self.others_left) {
-            release_all_others(services).await;
+        if self.others_left && release_all_others(services).await {
+            self.others_left = false;
         }
         if let Some(before) = self.own_left_before {
             let own = &services.settings.replica;
@@ -137,7 +137,7 @@ impl Tidy {
             return;
         }
         let mut departed = HashSet::new();
-        for name in others_running(services).await {
+        for name in others_running(services).await.unwrap_or_default() {
             if replica::departed(&services.kv, &name).await {
                 departed.insert(name);
             }
@@ -167,8 +167,9 @@ async fn prune(services: &Services) {
     }
 }
 
-/// The other replica names with runs still `running`.
-async fn others_running(services: &Services) -> Vec<String> {
+/// The other replica names with runs still `running`; `None` when the
+/// master could not say.
+async fn others_running(services: &Services) -> Option<Vec<String>> {
     let running = services
         .db
         .master()
@@ -177,22 +178,26 @@ async fn others_running(services: &Services) -> Vec<String> {
             &[],
         )
         .await;
-    let Ok(rows) = running else {
-        return Vec::new();
-    };
-    rows.rows
+    let rows = running.ok()?.rows;
+    let names = rows
         .into_iter()
         .filter_map(|row| match row.into_iter().next() {
             Some(Value::Text(name)) if name != services.settings.replica => Some(name),
             _ => None,
-        })
-        .collect()
+        });
+    Some(names.collect())
 }
 
 /// Releases every other name's running runs: only for the sole server of
-/// its files, which no other server shares.
-async fn release_all_others(services: &Services) {
-    for name in others_running(services).await {
-        release(services, &name).await;
+/// its files, which no other server shares. Whether all were, so a pass
+/// that could not (the master busy) is followed by another.
+async fn release_all_others(services: &Services) -> bool {
+    let Some(names) = others_running(services).await else {
+        return false;
+    };
+    let mut all = true;
+    for name in names {
+        all &= release(services, &name).await;
     }
+    all
 }

@@ -14,21 +14,26 @@ pub struct SoleServer {
     _file: std::fs::File,
 }
 
-/// Takes the lock when the backends are the embedded ones; `None` on
-/// shared ones (replicas are expected there). An error when another
-/// process holds it.
-pub fn claim(services: &crate::services::Services) -> anyhow::Result<Option<SoleServer>> {
-    if services.db.backend_name() != "sqlite" || services.kv.backend_name() != "memory" {
+/// Takes the lock when `settings` name the embedded backends (no Redis, no
+/// Postgres master): before anything is opened, so a second server
+/// migrates nothing under the first. `None` on shared backends (replicas
+/// are expected there), and where `flock` is not had. An error when
+/// another process holds it.
+pub fn claim(settings: &crate::settings::Settings) -> anyhow::Result<Option<SoleServer>> {
+    let postgres =
+        settings.postgres_master_url.is_some() && settings.postgres_tenant_dsn_template.is_some();
+    if postgres || settings.redis_url.is_some() || !cfg!(unix) {
         return Ok(None);
     }
-    let path = services.settings.data_dir.join("serve.lock");
+    settings.make_data_dir()?;
+    let path = settings.data_dir.join("serve.lock");
     let held = lock(&path).map_err(|e| anyhow::anyhow!("locking \"{}\": {e}", path.display()))?;
     match held {
         Some(file) => Ok(Some(SoleServer { _file: file })),
         None => anyhow::bail!(
             "another neo-ops serve is using data dir \"{}\" (its queues and locks are in its memory): \
              stop it first, or give this one its own --data-dir",
-            services.settings.data_dir.display()
+            settings.data_dir.display()
         ),
     }
 }
@@ -55,13 +60,8 @@ fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
 }
 
 #[cfg(not(unix))]
-fn lock(path: &Path) -> std::io::Result<Option<std::fs::File>> {
-    crate::private_fs::create_private_file(path)?;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .map(Some)
+fn lock(_: &Path) -> std::io::Result<Option<std::fs::File>> {
+    Ok(None)
 }
 
 #[cfg(all(test, unix))]

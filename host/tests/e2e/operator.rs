@@ -530,7 +530,7 @@ fn a_command_without_redis_queues_nothing() {
     let doc: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
     assert_eq!(
         (&doc["ok"], &doc["code"]),
-        (&false.into(), &"unavailable".into()),
+        (&false.into(), &"conflict".into()),
         "{doc}"
     );
     let message = doc["message"].as_str().unwrap();
