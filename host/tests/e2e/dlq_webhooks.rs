@@ -801,12 +801,22 @@ async fn the_sweep_sends_what_no_job_would(backend: Backend) {
     let kv = &server.services.kv;
     kv.set("webhook:sweeps:acme:6", b"3", None).await.unwrap();
     let sweep = async |args: &[&str]| {
-        let out = server.command("webhook-dispatch", args).await.unwrap();
+        let args: Vec<&str> = args.iter().copied().chain(["--json"]).collect();
+        let out = server.command("webhook-dispatch", &args).await.unwrap();
         let doc: Json = serde_json::from_str(&out).unwrap();
         assert_eq!(doc["ok"], true, "{doc}");
         doc["data"]["stuck"].clone()
     };
 
+    // As text, for a person.
+    let text = server
+        .command("webhook-dispatch", &["--dry-run"])
+        .await
+        .unwrap();
+    assert_eq!(
+        text,
+        "1 tenant(s) swept (dry run: nothing queued): 1 with deliveries no job has tried for 60 min\n  acme: would queue 1, 2, 6\n"
+    );
     let listed = sweep(&["--dry-run"]).await;
     assert_eq!(
         listed,

@@ -42,7 +42,7 @@ use settings::Settings;
 
 struct WebhookDispatch;
 
-const USAGE: &str = "usage: neo-ops run webhook-dispatch [--tenant NAME] [--dry-run]";
+const USAGE: &str = "usage: neo-ops run webhook-dispatch [--tenant NAME] [--dry-run] [--json]";
 
 impl Plugin for WebhookDispatch {
     const DRY_RUN: bool = true;
@@ -52,7 +52,7 @@ impl Plugin for WebhookDispatch {
     /// listed and queued again. Queued in this command's own memory they
     /// would be lost, so without Redis only a dry run is done.
     fn command(inv: &Invocation, args: &Args) -> Result<Output, Failure> {
-        args.only_flags(&["--tenant"], &[], USAGE)?;
+        args.only_flags(&["--tenant"], &["--json"], USAGE)?;
         let dry_run = args.dry_run(inv);
         if !dry_run && backends::kv_in_process() {
             return Err(reply::fail(
@@ -65,7 +65,12 @@ impl Plugin for WebhookDispatch {
         let after = Settings::load()?
             .sweep_after
             .map_err(|e| reply::fail(400, e))?;
-        sweep::run(args.value("--tenant"), dry_run, after)
+        let asked = sweep::Asked {
+            only: args.value("--tenant"),
+            dry_run,
+            json: args.flag("--json"),
+        };
+        sweep::run(asked, after)
     }
 
     /// The sweep, every tenant: one sweep job each on the webhook queue.

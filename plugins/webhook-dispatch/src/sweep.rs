@@ -87,6 +87,28 @@ impl Swept {
     fn json(&self, tenant: &str) -> Json {
         json!({"tenant": tenant, "deliveries": self.stuck, "queued": self.queued, "dead": self.dead})
     }
+
+    /// One line of the text report.
+    fn line(&self, tenant: &str, dry_run: bool) -> String {
+        let ids = |ids: &[i64]| {
+            ids.iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if dry_run {
+            return format!("{tenant}: would queue {}", ids(&self.stuck));
+        }
+        let mut line = format!(
+            "{tenant}: stuck {}; queued {}",
+            ids(&self.stuck),
+            ids(&self.queued)
+        );
+        if !self.dead.is_empty() {
+            line.push_str(&format!("; marked dead {}", ids(&self.dead)));
+        }
+        line
+    }
 }
 
 /// One tenant's sweep job: fails (so the queue retries it) if anything
@@ -119,18 +141,32 @@ pub fn job(tenant: &str, after: Duration, last_attempt: bool) -> Result<Output, 
 
 /// The command: every tenant's stuck deliveries (`only`: that tenant's),
 /// queued again unless `dry_run`.
-pub fn run(only: Option<&str>, dry_run: bool, after: Duration) -> Result<Output, Failure> {
+/// The command's flags.
+pub struct Asked<'a> {
+    pub only: Option<&'a str>,
+    pub dry_run: bool,
+    /// The report as the JSON envelope rather than lines of text.
+    pub json: bool,
+}
+
+pub fn run(asked: Asked<'_>, after: Duration) -> Result<Output, Failure> {
+    let Asked {
+        only,
+        dry_run,
+        json,
+    } = asked;
     let tenants: Vec<Tenant> = match only {
         Some(name) => vec![tenants::require(name)?],
         None => fan_out::until_available(tenants::live)?,
     };
-    let (mut found, mut failed) = (Vec::new(), Vec::new());
+    let (mut found, mut lines, mut failed) = (Vec::new(), Vec::new(), Vec::new());
     for tenant in &tenants {
         match sweep(tenant, after, dry_run) {
             Ok(swept) => {
                 failed.extend(swept.failed.iter().map(|f| format!("{}: {f}", tenant.name)));
                 if !swept.stuck.is_empty() {
                     found.push(swept.json(&tenant.name));
+                    lines.push(swept.line(&tenant.name, dry_run));
                 }
             }
             Err(e) => failed.push(format!("{}: {}", tenant.name, e.message)),
@@ -142,12 +178,36 @@ pub fn run(only: Option<&str>, dry_run: bool, after: Duration) -> Result<Output,
         "tenants_swept": tenants.len(),
         "stuck": found,
     });
-    if failed.is_empty() {
-        return Ok(reply::ok(data));
+    let failure = (!failed.is_empty()).then(|| {
+        let message = format!("sweep incomplete: {}", failed.join("; "));
+        log::log(log::Level::Warn, &message, &[]);
+        reply::fail(503, message)
+    });
+    if json {
+        return Ok(match &failure {
+            None => reply::ok(data),
+            Some(failure) => reply::failed_with_data(failure, data),
+        });
     }
-    let message = format!("sweep incomplete: {}", failed.join("; "));
-    log::log(log::Level::Warn, &message, &[]);
-    Ok(reply::failed_with_data(&reply::fail(503, message), data))
+    let mut text = format!(
+        "{} tenant(s) swept{}: {} with deliveries no job has tried for {} min\n",
+        tenants.len(),
+        if dry_run {
+            " (dry run: nothing queued)"
+        } else {
+            ""
+        },
+        lines.len(),
+        after.as_secs() / 60,
+    );
+    text.extend(lines.iter().map(|l| format!("  {l}\n")));
+    match failure {
+        None => Ok(reply::text(200, text)),
+        Some(failure) => Err(reply::fail(
+            failure.status,
+            format!("{text}{}", failure.message),
+        )),
+    }
 }
 
 /// Pages through the tenant's deliveries made before `after` ago that are
