@@ -21,7 +21,7 @@
 //!   keeps failing (see `breaker`).
 //! - A delivery left `pending` or `failed` with no job to send it is queued
 //!   again by the sweep (see `sweep`): on a schedule, or `neo-ops run
-//!   webhook-dispatch [--tenant NAME] [--dry-run]`.
+//!   webhook-dispatch [--tenant NAME] [--dry-run] [--json]`.
 
 mod breaker;
 mod delivery;
