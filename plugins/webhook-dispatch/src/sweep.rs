@@ -139,8 +139,6 @@ pub fn job(tenant: &str, after: Duration, last_attempt: bool) -> Result<Output, 
     Ok(reply::text(200, format!("{message}\n")))
 }
 
-/// The command: every tenant's stuck deliveries (`only`: that tenant's),
-/// queued again unless `dry_run`.
 /// The command's flags.
 pub struct Asked<'a> {
     pub only: Option<&'a str>,
@@ -149,6 +147,8 @@ pub struct Asked<'a> {
     pub json: bool,
 }
 
+/// The command: every tenant's stuck deliveries (`only`: that tenant's),
+/// queued again unless `dry_run`, reported as text or JSON.
 pub fn run(asked: Asked<'_>, after: Duration) -> Result<Output, Failure> {
     let Asked {
         only,
