@@ -1401,19 +1401,8 @@ async fn a_chatty_invocation_keeps_its_tenants_earlier_records() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_served_invocation_has_a_log_budget() {
     let cli = support::Cli::new(PROBE);
-    let log = cli.dir.path().join("serve.log");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let child = Serving(
-        cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let (child, base, log) = Serving::start(&cli, "serve");
+    let url = |path: &str| format!("{base}{path}");
     let http = reqwest::Client::new();
     until_ready(&url(""), || {
         std::fs::read_to_string(&log).unwrap_or_default()
@@ -2526,6 +2515,22 @@ async fn serve_waits_for_its_database_at_start() {
 /// are dropped.
 struct Serving(std::process::Child);
 
+impl Serving {
+    /// `neo-ops serve` on `cli`'s files and a free port, its log in
+    /// `<name>.log`: the process, its base URL and the log's path.
+    fn start(cli: &support::Cli, name: &str) -> (Self, String, std::path::PathBuf) {
+        let log = cli.dir.path().join(format!("{name}.log"));
+        let port = support::alertmanager::free_port();
+        let child = cli
+            .command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        (Self(child), format!("http://127.0.0.1:{port}"), log)
+    }
+}
+
 impl Drop for Serving {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -2565,18 +2570,7 @@ grants = { kv = ["probe:"] }
 limits = { timeout = "120s" }
 "#;
     let cli = support::Cli::new(manifest);
-    let serve = |name: &str| {
-        let log = cli.dir.path().join(format!("{name}.log"));
-        let port = support::alertmanager::free_port();
-        let child = Serving(
-            cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-                .stdout(std::process::Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        (child, format!("http://127.0.0.1:{port}"), log)
-    };
+    let serve = |name: &str| Serving::start(&cli, name);
     let read = |log: &std::path::Path| std::fs::read_to_string(log).unwrap_or_default();
     let (mut first, base, first_log) = serve("first");
     until_ready(&base, || read(&first_log)).await;
@@ -2651,20 +2645,8 @@ grants = { kv = ["probe:"], queues = ["jobs"] }
 limits = { timeout = "120s" }
 "#;
     let cli = support::Cli::new(manifest);
-    let log = cli.dir.path().join("serve.log");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let mut child = Serving(
-        cli.command(&["serve", "--listen", &format!("127.0.0.1:{port}")])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
+    let (mut child, base, log) = Serving::start(&cli, "serve");
     let text = || std::fs::read_to_string(&log).unwrap_or_default();
-    let base = format!("http://127.0.0.1:{port}");
     until_ready(&base, text).await;
     assert!(text().contains("no REDIS_URL: queued jobs, their retries and dead letters live in this process's memory"), "{}", text());
     let queued = reqwest::get(format!("{base}/public/probe?c=enqueue&q=jobs&p=fail-me"))
